@@ -1,0 +1,31 @@
+# `make run` and `make test` work from a fresh clone: each creates .venv when missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CONFIG ?= examples/daemon.toml
+
+.PHONY: run test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+run: $(VENV)/.installed
+	$(BIN)/tradeloom run examples.arbitrage:workflow --repeat 0 --every 1.0
+
+test: $(VENV)/.installed
+	$(BIN)/ruff check actors transport tests bench examples
+	$(BIN)/mypy
+	$(BIN)/python -m pytest
+
+bench: $(VENV)/.installed
+	$(BIN)/python bench/core.py
+	$(BIN)/python bench/resilience.py
+	$(BIN)/python bench/halt.py
+
+clean:
+	rm -rf $(VENV) .tradeloom .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,68 @@
+"""tradeloom's actor engine: workflows, supervisors, node actors, the kill switch."""
+
+from actors.clock import Clock, ManualClock, SystemClock
+from actors.config import (
+    Config,
+    DaemonConfig,
+    EmergencyConfig,
+    LimitConfig,
+    ResilienceConfig,
+    TransportConfig,
+    WorkflowEntry,
+)
+from actors.emergency import EmergencyState
+from actors.engine import Engine
+from actors.errors import (
+    Cancelled,
+    CircuitOpen,
+    ConfigError,
+    EngineStopped,
+    ExecutionTimeout,
+    Halted,
+    NodeError,
+    NodeTimeout,
+    NotFound,
+    Overloaded,
+    ResumeRefused,
+    TradeloomError,
+    UnknownWorkflow,
+    WorkflowDefinitionError,
+)
+from actors.events import Subscription
+from actors.execution import ExecutionHandle, ExecutionResult
+from actors.workflow import Node, NodeContext, Workflow
+
+__all__ = [
+    "Cancelled",
+    "CircuitOpen",
+    "Clock",
+    "Config",
+    "ConfigError",
+    "DaemonConfig",
+    "EmergencyConfig",
+    "EmergencyState",
+    "Engine",
+    "EngineStopped",
+    "ExecutionHandle",
+    "ExecutionResult",
+    "ExecutionTimeout",
+    "Halted",
+    "LimitConfig",
+    "ManualClock",
+    "Node",
+    "NodeContext",
+    "NodeError",
+    "NodeTimeout",
+    "NotFound",
+    "Overloaded",
+    "ResilienceConfig",
+    "ResumeRefused",
+    "Subscription",
+    "SystemClock",
+    "TradeloomError",
+    "TransportConfig",
+    "UnknownWorkflow",
+    "Workflow",
+    "WorkflowDefinitionError",
+    "WorkflowEntry",
+]

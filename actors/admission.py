@@ -1,0 +1,79 @@
+"""Admission control: at most `max_running` executions run; the rest wait in a bounded
+priority queue (higher priority first, then first come); beyond that, `overloaded`."""
+
+from __future__ import annotations
+
+import heapq
+import threading
+from collections import Counter
+from itertools import count
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from actors.execution import Execution
+
+RUN, QUEUED, OVERLOADED = "run", "queued", "overloaded"
+
+
+class Admission:
+    def __init__(self, *, max_running: int, max_queued: int) -> None:
+        self.max_running = max_running
+        self.max_queued = max_queued
+        self._lock = threading.Lock()
+        self._queue: list[tuple[int, int, Execution]] = []
+        self._order = count()
+        self._cancelled: set[str] = set()
+        self.running = 0
+        #: Finished executions by terminal status, for status and metrics.
+        self.counts: Counter[str] = Counter()
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue) - len(self._cancelled)
+
+    def admit(self, execution: Execution) -> str:
+        with self._lock:
+            if self.running < self.max_running:
+                self.running += 1
+                return RUN
+            if len(self._queue) - len(self._cancelled) < self.max_queued:
+                heapq.heappush(self._queue, (-execution.priority, next(self._order), execution))
+                return QUEUED
+            self.counts["refused"] += 1
+            return OVERLOADED
+
+    def refused(self) -> None:
+        with self._lock:
+            self.counts["refused"] += 1
+
+    def finish(self, status: str) -> Execution | None:
+        """One running execution ended; returns the next one to start, if any."""
+        with self._lock:
+            self.counts[status] += 1
+            while self._queue:
+                _, _, execution = heapq.heappop(self._queue)
+                if execution.id in self._cancelled:
+                    self._cancelled.discard(execution.id)
+                    continue
+                return execution  # it takes over the finished one's running slot
+            self.running -= 1
+            return None
+
+    def remove_queued(self, execution_id: str) -> Execution | None:
+        """Take a queued execution out (to cancel it); it then holds a running slot."""
+        with self._lock:
+            for _, _, execution in self._queue:
+                if execution.id == execution_id and execution_id not in self._cancelled:
+                    self._cancelled.add(execution_id)
+                    self.running += 1
+                    return execution
+            return None
+
+    def drain_queued(self) -> list[Execution]:
+        """Take every queued execution out (halt, stop); each then holds a running slot."""
+        with self._lock:
+            drained = [e for _, _, e in sorted(self._queue) if e.id not in self._cancelled]
+            self._queue.clear()
+            self._cancelled.clear()
+            self.running += len(drained)
+            return drained

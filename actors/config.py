@@ -1,0 +1,296 @@
+"""Configuration: small keyword-only frozen dataclasses, parsed once from TOML.
+
+`Config.load(path)` / `Config.from_dict(mapping)` validate every key (unknown keys and wrong
+types are errors that name the key) and import the `[[workflows]]` refs, so a bad config
+fails at start-up and never half-way through a trading day.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import sys
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from actors.errors import ConfigError
+
+LimitKind = Literal["daily_loss", "position_size", "drawdown_pct", "action_rate", "custom"]
+LIMIT_KINDS: tuple[str, ...] = typing.get_args(LimitKind)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DaemonConfig:
+    data_dir: str = ".tradeloom"
+    max_concurrent_executions: int = 1000
+    max_queued_executions: int = 10000
+    #: Long-lived supervisor actors that share the executions (each owns many).
+    supervisors: int = 2
+    #: CPU ids to pin the process to (os.sched_setaffinity); empty leaves it alone.
+    cpu_affinity: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TransportConfig:
+    events: str = "tcp://127.0.0.1:7450"
+    control: str = "tcp://127.0.0.1:7451"
+    heartbeat_s: float = 1.0
+    curve_secret_key_file: str | None = None
+    curve_authorized_keys_dir: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ResilienceConfig:
+    """Per-node defaults for timeouts, restarts and breakers; nodes may override each."""
+
+    timeout_s: float = 30.0
+    max_restarts: int = 2
+    restart_within_s: float = 60.0
+    backoff_min_s: float = 1.0
+    backoff_max_s: float = 60.0
+    breaker_failure_threshold: int = 5
+    breaker_reset_timeout_s: float = 60.0
+
+    @classmethod
+    def development(cls) -> ResilienceConfig:
+        return cls(max_restarts=2, backoff_min_s=1.0, backoff_max_s=60.0,
+                   breaker_failure_threshold=5, breaker_reset_timeout_s=60.0)
+
+    @classmethod
+    def staging(cls) -> ResilienceConfig:
+        return cls(max_restarts=3, backoff_min_s=1.0, backoff_max_s=120.0,
+                   breaker_failure_threshold=10, breaker_reset_timeout_s=120.0)
+
+    @classmethod
+    def production(cls) -> ResilienceConfig:
+        return cls(max_restarts=3, backoff_min_s=1.0, backoff_max_s=120.0,
+                   breaker_failure_threshold=10, breaker_reset_timeout_s=120.0)
+
+
+PRESETS = {
+    "development": ResilienceConfig.development,
+    "staging": ResilienceConfig.staging,
+    "production": ResilienceConfig.production,
+}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LimitConfig:
+    name: str
+    kind: LimitKind
+    threshold: float
+    #: Reaching the threshold halts the engine (source "risk_limit"). On by default: safe side.
+    auto_halt: bool = True
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EmergencyConfig:
+    warn_at: float = 0.8
+    limits: tuple[LimitConfig, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WorkflowEntry:
+    ref: str
+    every_s: float | None = None
+    bot_id: str | None = None
+    strategy_id: str | None = None
+    #: The imported Workflow object (filled by the loader; not a config key).
+    workflow: Any = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Config:
+    daemon: DaemonConfig = DaemonConfig()
+    transport: TransportConfig | None = None
+    resilience: ResilienceConfig = ResilienceConfig()
+    emergency: EmergencyConfig = EmergencyConfig()
+    workflows: tuple[WorkflowEntry, ...] = ()
+
+    @classmethod
+    def load(cls, path: str | Path) -> Config:
+        path = Path(path)
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        return cls.from_dict(raw, base_dir=path.resolve().parent)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], *, base_dir: str | Path | None = None) -> Config:
+        if not isinstance(raw, Mapping):
+            raise ConfigError("config must be a table")
+        _reject_unknown(raw, {"daemon", "transport", "resilience", "emergency", "workflows"}, "")
+        resilience_raw = dict(_table(raw, "resilience"))
+        preset = resilience_raw.pop("preset", None)
+        resilience_base = ResilienceConfig()
+        if preset is not None:
+            if preset not in PRESETS:
+                raise ConfigError(f"[resilience].preset must be one of {sorted(PRESETS)}")
+            resilience_base = PRESETS[preset]()
+        emergency_raw = dict(_table(raw, "emergency"))
+        limits_raw = emergency_raw.pop("limits", [])
+        limits = tuple(
+            _build(LimitConfig, item, f"emergency.limits[{i}]")
+            for i, item in enumerate(_array(limits_raw, "emergency.limits"))
+        )
+        names = [lim.name for lim in limits]
+        for i, name in enumerate(names):
+            if names.index(name) != i:
+                raise ConfigError(f"emergency.limits[{i}].name: duplicate limit name {name!r}")
+        for i, lim in enumerate(limits):
+            if lim.threshold <= 0:
+                raise ConfigError(f"emergency.limits[{i}].threshold must be > 0")
+        entries = tuple(
+            _build(WorkflowEntry, item, f"workflows[{i}]", exclude={"workflow"})
+            for i, item in enumerate(_array(raw.get("workflows", []), "workflows"))
+        )
+        config = cls(
+            daemon=_build(DaemonConfig, _table(raw, "daemon"), "daemon"),
+            transport=(_build(TransportConfig, _table(raw, "transport"), "transport")
+                       if "transport" in raw else None),
+            resilience=_build(ResilienceConfig, resilience_raw, "resilience", base=resilience_base),
+            emergency=dataclasses.replace(
+                _build(EmergencyConfig, emergency_raw, "emergency", exclude={"limits"}),
+                limits=limits),
+            workflows=tuple(_import_entry(e, i, base_dir) for i, e in enumerate(entries)),
+        )
+        _check_ranges(config)
+        return config
+
+
+def _check_ranges(config: Config) -> None:
+    d, r, e = config.daemon, config.resilience, config.emergency
+    checks = [
+        (d.max_concurrent_executions >= 1, "daemon.max_concurrent_executions must be >= 1"),
+        (d.max_queued_executions >= 0, "daemon.max_queued_executions must be >= 0"),
+        (d.supervisors >= 1, "daemon.supervisors must be >= 1"),
+        (r.timeout_s > 0, "resilience.timeout_s must be > 0"),
+        (r.max_restarts >= 0, "resilience.max_restarts must be >= 0"),
+        (r.restart_within_s > 0, "resilience.restart_within_s must be > 0"),
+        (0 <= r.backoff_min_s <= r.backoff_max_s,
+         "resilience.backoff_min_s must be >= 0 and <= backoff_max_s"),
+        (r.breaker_failure_threshold >= 1, "resilience.breaker_failure_threshold must be >= 1"),
+        (r.breaker_reset_timeout_s >= 0, "resilience.breaker_reset_timeout_s must be >= 0"),
+        (0 < e.warn_at <= 1, "emergency.warn_at must be in (0, 1]"),
+    ]
+    if config.transport is not None:
+        checks.append((config.transport.heartbeat_s > 0, "transport.heartbeat_s must be > 0"))
+    for entry_index, entry in enumerate(config.workflows):
+        if entry.every_s is not None:
+            checks.append((entry.every_s > 0, f"workflows[{entry_index}].every_s must be > 0"))
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def _table(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = raw.get(key, {})
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"[{key}] must be a table")
+    return value
+
+
+def _array(value: Any, key: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{key} must be an array of tables ([[{key}]])")
+    return value
+
+
+def _reject_unknown(raw: Mapping[str, Any], known: set[str], where: str) -> None:
+    for key in raw:
+        if key not in known:
+            name = f"{where}.{key}" if where else key
+            raise ConfigError(f"unknown config key {name!r}")
+
+
+def _build(cls: Any, raw: Any, where: str, *, exclude: set[str] = frozenset(),  # type: ignore[assignment]
+           base: Any = None) -> Any:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where} must be a table")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in exclude}
+    _reject_unknown(raw, set(fields), where)
+    values: dict[str, Any] = {}
+    for name, f in fields.items():
+        if name in raw:
+            values[name] = _coerce(raw[name], hints[name], f"{where}.{name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"missing config key {where}.{name!r}")
+    if base is not None:
+        return dataclasses.replace(base, **values)
+    return cls(**values)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            return _coerce(value, option, key)
+    if origin is Literal:
+        allowed = typing.get_args(hint)
+        if value not in allowed:
+            raise ConfigError(f"{key} must be one of {', '.join(map(repr, allowed))}, not {value!r}")
+        return value
+    if origin is tuple:
+        (item_hint, _ellipsis) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be an array")
+        return tuple(_coerce(item, item_hint, f"{key}[{i}]") for i, item in enumerate(value))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, not {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, not {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key} must be a number, not {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string, not {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported value {value!r}")  # pragma: no cover
+
+
+def _import_entry(entry: WorkflowEntry, index: int, base_dir: str | Path | None) -> WorkflowEntry:
+    workflow = import_ref(entry.ref, base_dir=base_dir, key=f"workflows[{index}].ref")
+    return dataclasses.replace(entry, workflow=workflow)
+
+
+def import_ref(ref: str, *, base_dir: str | Path | None = None, key: str = "ref") -> Any:
+    """Import `package.module:attr`, with base_dir and the working directory on sys.path."""
+    from actors.workflow import Workflow
+
+    module_name, sep, attr = ref.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"{key}: {ref!r} is not of the form 'module:attribute'")
+    for extra in (str(Path.cwd()), str(Path(base_dir).resolve()) if base_dir else None):
+        if extra and extra not in sys.path:
+            sys.path.insert(0, extra)
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - any import-time failure is a config error
+        raise ConfigError(f"{key}: cannot import {module_name!r}: {exc}") from None
+    try:
+        obj = getattr(module, attr)
+    except AttributeError:
+        raise ConfigError(f"{key}: module {module_name!r} has no attribute {attr!r}") from None
+    if not isinstance(obj, Workflow):
+        raise ConfigError(f"{key}: {ref!r} is a {type(obj).__name__}, not a Workflow")
+    return obj

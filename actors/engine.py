@@ -1,0 +1,317 @@
+"""The engine: the root actor and its small facade.
+
+    engine = Engine.start()                      # in memory, no sockets
+    handle = engine.submit(workflow, inputs={...})
+    result = handle.result(timeout=5)
+    engine.ref.ask(Halt(reason="manual"))        # the same through actor messages
+    engine.stop()
+
+Everything is passed down explicitly from here: one sink, one gate, one breaker registry,
+a few supervisors. Several engines can live in one process (tests do).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import pykka
+import structlog
+
+from actors import execution as ex
+from actors.admission import OVERLOADED, RUN, Admission
+from actors.breaker import BreakerRegistry
+from actors.cache import ProviderCache
+from actors.clock import Clock, SystemClock
+from actors.config import Config
+from actors.emergency import EmergencyActor, EmergencyGate, EmergencyState
+from actors.errors import EngineStopped, NotFound, UnknownWorkflow
+from actors.events import EventCallback, EventSink, Subscription
+from actors.execution import Execution, ExecutionHandle, ExecutionIds, ExecutionResult
+from actors.messages import (
+    Alert,
+    BroadcastHalt,
+    Cancel,
+    EndExecutions,
+    GetStatus,
+    Halt,
+    ReduceOnly,
+    Resume,
+    RiskUpdate,
+    StartExecution,
+    Submit,
+    SupervisorStats,
+    Tick,
+)
+from actors.risk import RiskBook
+from actors.supervisor import SupervisorActor
+from actors.workflow import Workflow
+
+log = structlog.get_logger("tradeloom.engine")
+VERSION = "0.1.0"
+_RECENT_RESULTS = 1000
+
+
+class Engine:
+    """Facade over the engine's actors. Build it with `Engine.start()`."""
+
+    def __init__(self, config: Config, clock: Clock) -> None:
+        self.config = config
+        self.clock = clock
+        self._started_mono = time.monotonic()
+        self._stopped = False
+        self._lock = threading.Lock()
+        self._workflows: dict[str, tuple[Workflow, str | None, str | None]] = {}
+        self._recent: OrderedDict[str, ExecutionResult] = OrderedDict()
+        self.sink = EventSink(clock)
+        book = RiskBook(config.emergency.limits, warn_at=config.emergency.warn_at, clock=clock)
+        self.gate = EmergencyGate(self.sink, book, clock)
+        res = config.resilience
+        self.breakers = BreakerRegistry(threshold=res.breaker_failure_threshold,
+                                        reset_timeout_s=res.breaker_reset_timeout_s,
+                                        clock=clock, sink=self.sink)
+        self.admission = Admission(max_running=config.daemon.max_concurrent_executions,
+                                   max_queued=config.daemon.max_queued_executions)
+        self._ids = ExecutionIds()
+        cache = ProviderCache(clock)
+        n = config.daemon.supervisors
+        max_idle = min(4096, max(64, config.daemon.max_concurrent_executions // n + 16))
+        self._supervisors = [
+            SupervisorActor.start(sink=self.sink, gate=self.gate, breakers=self.breakers,
+                                  admission=self.admission, resilience=res, clock=clock,
+                                  cache=cache, risk=self._risk, record=self._remember,
+                                  max_idle_nodes=max_idle)
+            for _ in range(n)]
+        self._next_supervisor = itertools.cycle(self._supervisors).__next__
+        self._emergency = EmergencyActor.start(gate=self.gate, supervisors=self._supervisors,
+                                               admission=self.admission)
+        self.gate.on_self_halt = lambda reason: self._emergency.tell(BroadcastHalt(reason))
+        clock.on_advance(self._tick)
+        self.ref: pykka.ActorRef[EngineActor] = EngineActor.start(self)
+        for entry in config.workflows:
+            self.register(entry.workflow, bot_id=entry.bot_id, strategy_id=entry.strategy_id)
+
+    @classmethod
+    def start(cls, config: Config | None = None, *, clock: Clock | None = None) -> Engine:
+        """Start an engine; with no config everything is in memory with default settings."""
+        config = config or Config()
+        if config.daemon.cpu_affinity:
+            os.sched_setaffinity(0, config.daemon.cpu_affinity)
+        engine = cls(config, clock or SystemClock())
+        log.debug("engine_started", supervisors=config.daemon.supervisors)
+        return engine
+
+    # -- workflows and executions ----------------------------------------------------------
+
+    def register(self, workflow: Workflow, *, bot_id: str | None = None,
+                 strategy_id: str | None = None) -> None:
+        """Make `workflow` submittable by id, with default bot and strategy ids."""
+        if not isinstance(workflow, Workflow):
+            raise TypeError(f"expected a Workflow, got {type(workflow).__name__}")
+        with self._lock:
+            self._workflows[workflow.id] = (workflow, bot_id, strategy_id)
+
+    @property
+    def workflows(self) -> list[str]:
+        return sorted(self._workflows)
+
+    def submit(self, workflow: Workflow | str, inputs: Mapping[str, Any] | None = None, *,
+               bot_id: str | None = None, strategy_id: str | None = None,
+               priority: int = 0) -> ExecutionHandle:
+        """Start an execution. A refused one (HALT, overloaded) comes back already resolved."""
+        if self._stopped:
+            raise EngineStopped("the engine is stopped")
+        if isinstance(workflow, str):
+            entry = self._workflows.get(workflow)
+            if entry is None:
+                raise UnknownWorkflow(f"no workflow registered as {workflow!r}")
+            wf, default_bot, default_strategy = entry
+        else:
+            entry = self._workflows.get(workflow.id)
+            if entry is None or entry[0] is not workflow:
+                self.register(workflow)
+                entry = (workflow, None, None)
+            wf, default_bot, default_strategy = entry
+        handle = ExecutionHandle(self._ids.new(wf.id), wf.id)
+        if self.gate.state is EmergencyState.HALT:
+            self.admission.refused()
+            self._refuse(handle, "submit refused: the engine is in HALT", "Halted")
+            return handle
+        exe = Execution(execution_id=handle.execution_id, workflow=wf,
+                        inputs=dict(inputs) if inputs else {},
+                        bot_id=bot_id if bot_id is not None else default_bot,
+                        strategy_id=strategy_id if strategy_id is not None else default_strategy,
+                        priority=priority, handle=handle)
+        verdict = self.admission.admit(exe)
+        if verdict is RUN:
+            self._next_supervisor().tell(StartExecution(exe))
+        elif verdict is OVERLOADED:
+            self._refuse(handle, "submit refused: the admission queue is full", "Overloaded")
+        return handle
+
+    def _refuse(self, handle: ExecutionHandle, error: str, error_type: str) -> None:
+        handle._resolve(ExecutionResult(  # noqa: SLF001
+            execution_id=handle.execution_id, workflow_id=handle.workflow_id,
+            status=ex.REFUSED, error=error, error_type=error_type))
+
+    def cancel(self, execution_id: str) -> str:
+        """Cancel an execution; returns its status afterwards (`cancelled` if it was live)."""
+        queued = self.admission.remove_queued(execution_id)
+        if queued is not None:
+            queued.end_on_start = (ex.CANCELLED, "cancelled by request", "Cancelled",
+                                   "cancelled")
+            self._next_supervisor().tell(StartExecution(queued))
+            return ex.CANCELLED
+        end = EndExecutions(status=ex.CANCELLED, error="cancelled by request",
+                            error_type="Cancelled", skip_reason="cancelled",
+                            execution_id=execution_id)
+        ended = sum(sup.ask(end, timeout=5.0) for sup in self._supervisors)
+        if ended:
+            return ex.CANCELLED
+        result = self._recent.get(execution_id)
+        if result is None:
+            raise NotFound(f"no live or recent execution {execution_id!r}")
+        return result.status
+
+    def recent(self, execution_id: str) -> ExecutionResult | None:
+        """The result of a recently finished execution still held in memory."""
+        return self._recent.get(execution_id)
+
+    def _remember(self, result: ExecutionResult) -> None:
+        with self._lock:
+            self._recent[result.execution_id] = result
+            if len(self._recent) > _RECENT_RESULTS:
+                self._recent.popitem(last=False)
+
+    # -- events, emergency, status ---------------------------------------------------------
+
+    def subscribe(self, callback: EventCallback, *, types: Iterable[str] | None = None,
+                  workflow_id: str | None = None) -> Subscription:
+        """Call `callback(event)` for every matching event, in seq order, on engine threads.
+
+        Keep callbacks quick (hand slow work to a queue): they run under the sequencing lock.
+        """
+        return self.sink.subscribe(callback, types=types, workflow_id=workflow_id)
+
+    @property
+    def state(self) -> EmergencyState:
+        return self.gate.state
+
+    def halt(self, reason: str) -> dict[str, str]:
+        return self._ask_emergency(Halt(reason=reason))
+
+    def resume(self, reason: str | None = None, *, force: bool = False) -> dict[str, str]:
+        return self._ask_emergency(Resume(reason=reason, force=force))
+
+    def alert(self, reason: str) -> dict[str, str]:
+        return self._ask_emergency(Alert(reason=reason))
+
+    def reduce_only(self, reason: str) -> dict[str, str]:
+        return self._ask_emergency(ReduceOnly(reason=reason))
+
+    def risk_update(self, limit: str, value: float | None = None, delta: float | None = None,
+                    *, equity: float | None = None) -> dict[str, Any]:
+        return self._ask_emergency(RiskUpdate(limit=limit, value=value, delta=delta,
+                                              equity=equity))
+
+    def _risk(self, limit: str, *, value: float | None = None, delta: float | None = None,
+              equity: float | None = None) -> dict[str, Any]:
+        return self.risk_update(limit, value, delta, equity=equity)
+
+    def _ask_emergency(self, message: Any) -> Any:
+        if self._stopped:
+            raise EngineStopped("the engine is stopped")
+        return self._emergency.ask(message, timeout=30.0)
+
+    def status(self) -> dict[str, Any]:
+        with self.sink.lock:
+            limits = self.gate.book.stats()
+            last_seq = self.sink.last_seq
+        return {
+            "state": self.gate.state.value,
+            "reason": self.gate.reason,
+            "running": self.admission.running,
+            "queued": self.admission.queued,
+            "workflows": self.workflows,
+            "breakers": self.breakers.states(),
+            "limits": {name: {"value": s["value"], "threshold": s["threshold"],
+                              "utilization": s["utilization"]} for name, s in limits.items()},
+            "last_seq": last_seq,
+            "uptime_s": round(time.monotonic() - self._started_mono, 3),
+            "counts": dict(self.admission.counts),
+            "version": VERSION,
+        }
+
+    def supervisor_stats(self) -> list[dict[str, Any]]:
+        return [sup.ask(SupervisorStats(), timeout=5.0) for sup in self._supervisors]
+
+    def _tick(self) -> None:
+        for sup in self._supervisors:
+            if sup.is_alive():
+                sup.tell(Tick())
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """End every execution (cancelled), stop every actor. Never waits on a stuck node."""
+        if self._stopped:
+            return
+        self._stopped = True
+        for exe in self.admission.drain_queued():
+            exe.end_on_start = (ex.CANCELLED, "cancelled: engine stopped", "Cancelled",
+                                "cancelled")
+            self._next_supervisor().tell(StartExecution(exe))
+        end = EndExecutions(status=ex.CANCELLED, error="cancelled: engine stopped",
+                            error_type="Cancelled", skip_reason="cancelled")
+        futures = [sup.ask(end, block=False) for sup in self._supervisors]
+        for future in futures:
+            try:
+                future.get(timeout=timeout)
+            except pykka.Timeout:
+                log.error("supervisor_did_not_stop", timeout_s=timeout)
+        for ref in (*self._supervisors, self._emergency, self.ref):
+            try:
+                ref.stop(timeout=timeout)
+            except (pykka.Timeout, pykka.ActorDeadError):
+                pass
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class EngineActor(pykka.ThreadingActor):
+    """The root actor: `engine.ref.ask(message)` for every public message."""
+
+    use_daemon_thread = True
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__()
+        self._engine = engine
+        self._handlers: dict[type, Callable[[Any], Any]] = {
+            Submit: self._submit,
+            Halt: engine._ask_emergency,
+            Resume: engine._ask_emergency,
+            Alert: engine._ask_emergency,
+            ReduceOnly: engine._ask_emergency,
+            RiskUpdate: engine._ask_emergency,
+            Cancel: lambda m: {"status": engine.cancel(m.execution_id)},
+            GetStatus: lambda m: engine.status(),
+        }
+
+    def on_receive(self, message: Any) -> Any:
+        handler = self._handlers.get(type(message))
+        if handler is None:
+            return super().on_receive(message)
+        return handler(message)
+
+    def _submit(self, message: Submit) -> ExecutionHandle:
+        return self._engine.submit(message.workflow, message.inputs, bot_id=message.bot_id,
+                                   strategy_id=message.strategy_id, priority=message.priority)

@@ -1,0 +1,189 @@
+"""Execution records: what a supervisor tracks per execution, and what a caller holds."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from itertools import count
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from actors.workflow import NodeContext, Workflow
+
+QUEUED, RUNNING = "queued", "running"
+COMPLETED, FAILED, HALTED, CANCELLED = "completed", "failed", "halted", "cancelled"
+INTERRUPTED, REFUSED = "interrupted", "refused"
+TERMINAL_STATUSES = frozenset({COMPLETED, FAILED, HALTED, CANCELLED, INTERRUPTED, REFUSED})
+#: The terminal event type for each terminal status.
+TERMINAL_EVENT = {
+    COMPLETED: "execution_completed", FAILED: "execution_failed", HALTED: "execution_halted",
+    CANCELLED: "execution_cancelled", INTERRUPTED: "execution_failed",
+}
+# Node statuses in ExecutionResult.nodes.
+N_PENDING, N_RUNNING, N_COMPLETED = "pending", "running", "completed"
+N_FAILED, N_SKIPPED, N_CANCELLED = "failed", "skipped", "cancelled"
+
+
+class ExecutionIds:
+    """`exec_<workflow_id>_<8 hex>` ids that never repeat within a process.
+
+    A counter from a random start is passed through a bijection of 32-bit integers
+    (multiply by an odd constant, xor a random salt), so ids look random but cannot clash
+    until 2**32 have been issued. `taken` lets a journal veto ids used by earlier runs.
+    """
+
+    def __init__(self, taken: Callable[[str], bool] | None = None) -> None:
+        seed = int.from_bytes(os.urandom(8), "little")
+        self._counter = count(seed & 0xFFFFFFFF)
+        self._salt = seed >> 32
+        self._taken = taken
+
+    def new(self, workflow_id: str) -> str:
+        while True:
+            n = (next(self._counter) * 0x9E3779B1 ^ self._salt) & 0xFFFFFFFF
+            execution_id = f"exec_{workflow_id}_{n:08x}"
+            if self._taken is None or not self._taken(execution_id):
+                return execution_id
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionResult:
+    """The outcome of one execution, as `handle.result()` returns it."""
+
+    execution_id: str
+    workflow_id: str
+    status: str
+    results: Mapping[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    error_type: str | None = None
+    duration_ms: float = 0.0
+    nodes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    started_at: str | None = None
+    ended_at: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == COMPLETED
+
+
+class ExecutionHandle:
+    """A caller's view of one execution: its id now, its result later."""
+
+    __slots__ = ("_callbacks", "_lock", "_result", "_waiter", "execution_id", "workflow_id")
+
+    def __init__(self, execution_id: str, workflow_id: str) -> None:
+        self.execution_id = execution_id
+        self.workflow_id = workflow_id
+        self._result: ExecutionResult | None = None
+        self._callbacks: list[Callable[[ExecutionHandle], None]] | None = []
+        self._lock = threading.Lock()
+        # Held until the result is in: the cheapest one-shot latch CPython offers.
+        self._waiter = threading.Lock()
+        self._waiter.acquire()
+
+    def done(self) -> bool:
+        return self._result is not None
+
+    def result(self, timeout: float | None = None) -> ExecutionResult:
+        """Wait for the outcome; raises TimeoutError if it is not in within `timeout`."""
+        result = self._result
+        if result is None:
+            if not self._waiter.acquire(timeout=-1 if timeout is None else max(timeout, 0.0)):
+                raise TimeoutError(f"{self.execution_id} not finished within {timeout} s")
+            self._waiter.release()
+            result = self._result
+            assert result is not None
+        return result
+
+    def add_done_callback(self, fn: Callable[[ExecutionHandle], None]) -> None:
+        """Call `fn(handle)` once the result is in (at once if it already is)."""
+        with self._lock:
+            if self._callbacks is not None:
+                self._callbacks.append(fn)
+                return
+        fn(self)
+
+    def _resolve(self, result: ExecutionResult) -> None:
+        with self._lock:
+            if self._result is not None:
+                return
+            self._result = result
+            callbacks, self._callbacks = self._callbacks, None
+        self._waiter.release()
+        for fn in callbacks or ():
+            fn(self)
+
+    def __repr__(self) -> str:
+        status = self._result.status if self._result else "pending"
+        return f"ExecutionHandle({self.execution_id!r}, {status})"
+
+
+class Execution:
+    """A supervisor's private record of one execution (touched only by its thread)."""
+
+    __slots__ = (
+        "attempts", "bot_id", "closed", "completed", "end_on_start", "errors", "finished",
+        "handle", "head", "id", "inputs", "node_status", "outputs", "priority", "remaining",
+        "restarts", "runs", "started_mono", "started_wall", "status", "strategy_id",
+        "workflow",
+    )
+
+    def __init__(self, *, execution_id: str, workflow: Workflow, inputs: Mapping[str, Any],
+                 bot_id: str | None, strategy_id: str | None, priority: int,
+                 handle: ExecutionHandle) -> None:
+        n = len(workflow.nodes)
+        self.id = execution_id
+        self.workflow = workflow
+        self.inputs = inputs
+        self.bot_id = bot_id
+        self.strategy_id = strategy_id
+        self.priority = priority
+        self.handle = handle
+        self.status = QUEUED
+        # The fields every workflow event of this execution starts with.
+        self.head = {
+            "v": 1, "execution_id": execution_id, "correlation_id": execution_id,
+            "workflow_id": workflow.id, "bot_id": bot_id, "strategy_id": strategy_id,
+        }
+        self.node_status = [N_PENDING] * n
+        self.attempts = [0] * n
+        self.remaining = [len(d) for d in workflow.deps]
+        self.outputs: dict[str, Any] = {}
+        self.errors: dict[str, tuple[str, str]] = {}
+        self.restarts: dict[int, list[float]] = {}
+        self.runs: dict[int, NodeRun] = {}
+        self.completed = 0
+        self.finished = 0
+        self.closed = False
+        self.started_mono = 0.0
+        self.started_wall = 0.0
+        #: Set for a queued execution taken out to be ended (cancel, shutdown): the
+        #: supervisor ends it with (status, error, error_type, skip_reason) on start.
+        self.end_on_start: tuple[str, str, str, str] | None = None
+
+
+class NodeRun:
+    """One attempt of one node: handed to a node actor and back.
+
+    `started` is written by the node actor under the sequencing lock, `closed` on the
+    execution by the supervisor under the same lock, so exactly one of "it started" and
+    "it was skipped" is ever published.
+    """
+
+    __slots__ = ("abandoned", "actor", "attempt", "ctx", "dispatched_at", "execution", "index",
+                 "node", "started", "trial")
+
+    def __init__(self, execution: Execution, index: int, attempt: int, ctx: NodeContext,
+                 dispatched_at: float, trial: bool) -> None:
+        self.execution = execution
+        self.index = index
+        self.node = execution.workflow.nodes[index]
+        self.attempt = attempt
+        self.ctx = ctx
+        self.dispatched_at = dispatched_at
+        self.trial = trial
+        self.actor: Any = None
+        self.started = False
+        self.abandoned = False

@@ -1,0 +1,486 @@
+"""Supervisor actors: each owns many executions and drives their DAGs.
+
+A supervisor never blocks and never runs user code. It tells warm node actors to run nodes
+and reacts to their `NodeDone` replies; timeouts, restart backoffs and workflow deadlines
+live in one timer heap that the actor's inbox wait honours (no thread per execution, no
+timer thread). Halt, cancel and shutdown arrive as `EndExecutions`.
+
+Fail fast: once a node fails finally the execution closes at once; nodes not started are
+skipped, running ones get `ctx.cancelled`, and whatever they return later is discarded.
+Closing happens under the sequencing lock, so a node is either published as started (and
+then cancelled) or as skipped, never both, and nothing follows the terminal event.
+"""
+
+from __future__ import annotations
+
+import heapq
+import queue
+from collections.abc import Callable
+from itertools import count
+from typing import Any
+
+import pykka
+import structlog
+
+from actors import execution as ex
+from actors.admission import Admission
+from actors.breaker import Admit, BreakerRegistry
+from actors.cache import ProviderCache
+from actors.clock import Clock
+from actors.config import ResilienceConfig
+from actors.emergency import EmergencyGate, EmergencyState
+from actors.errors import CircuitOpen, ExecutionTimeout, NodeTimeout
+from actors.events import Event, EventSink, iso_utc
+from actors.execution import Execution, ExecutionResult, NodeRun
+from actors.messages import EndExecutions, NodeDone, RunNode, StartExecution, SupervisorStats, Tick
+from actors.node import NodePool
+from actors.restart import RestartPolicy, policy_for
+from actors.workflow import Node, NodeContext
+
+log = structlog.get_logger("tradeloom.supervisor")
+_TICK = pykka._envelope.Envelope(Tick())  # noqa: SLF001 - what an idle inbox wait returns
+_TIMEOUT, _RETRY, _DEADLINE = 0, 1, 2
+
+
+class TimerInbox:
+    """An actor inbox whose blocking `get()` returns a Tick when the next timer is due."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.next_delay: Callable[[], float | None] = lambda: None
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        self._queue.put(item)
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        if not block:
+            return self._queue.get(False)
+        try:
+            return self._queue.get(timeout=self.next_delay() if timeout is None else timeout)
+        except queue.Empty:
+            return _TICK
+
+    def empty(self) -> bool:
+        return self._queue.empty()
+
+    def qsize(self) -> int:
+        return self._queue.qsize()
+
+
+class SupervisorActor(pykka.ThreadingActor):
+    use_daemon_thread = True
+
+    @staticmethod
+    def _create_actor_inbox() -> Any:
+        return TimerInbox()
+
+    def __init__(self, *, sink: EventSink, gate: EmergencyGate, breakers: BreakerRegistry,
+                 admission: Admission, resilience: ResilienceConfig, clock: Clock,
+                 cache: ProviderCache, risk: Callable[..., dict[str, Any]],
+                 record: Callable[[ExecutionResult], None], max_idle_nodes: int) -> None:
+        super().__init__()
+        self.actor_inbox.next_delay = self._next_delay
+        self._sink = sink
+        self._gate = gate
+        self._breakers = breakers
+        self._admission = admission
+        self._resilience = resilience
+        self._clock = clock
+        self._cache = cache
+        self._risk = risk
+        self._record = record
+        self._max_idle_nodes = max_idle_nodes
+        self._live: dict[str, Execution] = {}
+        self._policies: dict[int, RestartPolicy] = {}
+        self._timers: list[tuple[float, int, int, Any, Any]] = []
+        self._timer_order = count()
+        self._pushes_since_compact = 0
+        self._pool: NodePool
+
+    def on_start(self) -> None:
+        self._pool = NodePool(self.actor_ref, self._gate, max_idle=self._max_idle_nodes)
+
+    def on_stop(self) -> None:
+        self._pool.stop_all()
+
+    # -- messages --------------------------------------------------------------------------
+
+    def on_receive(self, message: Any) -> Any:
+        kind = type(message)
+        reply = None
+        if kind is NodeDone:
+            self._node_done(message)
+        elif kind is StartExecution:
+            self._start(message.execution)
+        elif kind is EndExecutions:
+            reply = self._end(message)
+        elif kind is SupervisorStats:
+            reply = {"live": len(self._live), "pool_idle": self._pool.idle,
+                     "pool_started": self._pool.started, "abandoned": self._pool.abandoned,
+                     "timers": len(self._timers)}
+        elif kind is not Tick:
+            return super().on_receive(message)
+        if self._timers and self._timers[0][0] <= self._clock.monotonic():
+            self._fire_timers()
+        return reply
+
+    def _start(self, exe: Execution) -> None:
+        now = self._clock.monotonic()
+        exe.status = ex.RUNNING
+        exe.started_mono = now
+        exe.started_wall = self._clock.time()
+        self._live[exe.id] = exe
+        wf = exe.workflow
+        started = {**exe.head, "type": "execution_started", "node_count": len(wf.nodes),
+                   "inputs": exe.inputs, "priority": exe.priority}
+        if exe.end_on_start is not None:
+            status, error, error_type, skip_reason = exe.end_on_start
+            self._close(exe, status, error, error_type, skip_reason, prefix=[started])
+            return
+        if self._gate.state is EmergencyState.HALT:
+            self._close(exe, ex.HALTED, "halted: the engine is in HALT", "Halted", "halted",
+                        prefix=[started])
+            return
+        if wf.timeout_s is not None:
+            self._push_timer(now + wf.timeout_s, _DEADLINE, exe, None)
+        self._sink.emit([started])
+        for i in wf.roots:
+            if exe.closed:
+                break
+            self._dispatch(exe, i)
+
+    def _end(self, message: EndExecutions) -> int:
+        if message.execution_id is not None:
+            exe = self._live.get(message.execution_id)
+            targets = [exe] if exe is not None else []
+        else:
+            targets = list(self._live.values())
+        for exe in targets:
+            self._close(exe, message.status, message.error, message.error_type,
+                        message.skip_reason)
+        return len(targets)
+
+    # -- running nodes ---------------------------------------------------------------------
+
+    def _policy(self, node: Node) -> RestartPolicy:
+        policy = self._policies.get(id(node))
+        if policy is None:
+            policy = self._policies[id(node)] = policy_for(node, self._resilience)
+        return policy
+
+    def _dispatch(self, exe: Execution, i: int) -> None:
+        node = exe.workflow.nodes[i]
+        trial = False
+        if node.breaker is not None:
+            verdict = self._breakers.get(node.breaker).admit()
+            if verdict is Admit.REJECT:
+                exe.node_status[i] = ex.N_SKIPPED
+                exe.finished += 1
+                exe.errors[node.id] = (f"circuit {node.breaker!r} is open", "CircuitOpen")
+                skipped = {**exe.head, "type": "node_skipped", "node_id": node.id,
+                           "reason": "circuit_open"}
+                error = CircuitOpen(f"node {node.id!r}: circuit {node.breaker!r} is open")
+                self._close(exe, ex.FAILED, str(error), "CircuitOpen", "cancelled",
+                            prefix=[skipped], failed=i)
+                return
+            trial = verdict is Admit.TRIAL
+        if node.cache_ttl_s is not None and not trial:
+            hit, value = self._cache.get(exe.workflow.id, node.id, exe.inputs)
+            if hit:
+                self._cached(exe, i, value)
+                return
+        attempt = exe.attempts[i] + 1
+        exe.attempts[i] = attempt
+        deps = exe.workflow.nodes
+        upstream = {deps[d].id: exe.outputs[deps[d].id] for d in exe.workflow.deps[i]}
+        ctx = NodeContext(inputs=exe.inputs, upstream=upstream, execution_id=exe.id,
+                          workflow_id=exe.workflow.id, node_id=node.id, attempt=attempt,
+                          risk=self._risk)
+        now = self._clock.monotonic()
+        run = NodeRun(exe, i, attempt, ctx, now, trial)
+        exe.runs[i] = run
+        exe.node_status[i] = ex.N_RUNNING
+        run.actor = self._pool.acquire()
+        self._push_timer(now + self._policy(node).timeout_s, _TIMEOUT, run, None)
+        run.actor.tell(RunNode(run))
+
+    def _cached(self, exe: Execution, i: int, value: Any) -> None:
+        node = exe.workflow.nodes[i]
+        exe.attempts[i] = 1
+        with self._sink.lock:
+            if self._gate.state is EmergencyState.HALT:
+                refused = True
+            else:
+                refused = False
+                self._sink.emit_locked([{
+                    **exe.head, "type": "node_started", "node_id": node.id,
+                    "node_name": node.name, "node_category": node.category, "attempt": 1,
+                    "cached": True}])
+        if refused:
+            self._close(exe, ex.HALTED, "halted: the engine is in HALT", "Halted", "halted")
+        else:
+            self._succeeded(exe, i, value, 0.0, 1, cached=True)
+
+    def _node_done(self, done: NodeDone) -> None:
+        run = done.run
+        exe = run.execution
+        node = run.node
+        if run.abandoned:
+            if done.refused is None and node.category == "action":
+                self._late_action(run, done, "timed out")
+            return
+        self._pool.release(run.actor)
+        if exe.runs.get(run.index) is run:
+            del exe.runs[run.index]
+        if done.refused is not None:
+            if run.trial:
+                self._breakers.get(node.breaker).release_trial()  # type: ignore[arg-type]
+            if not exe.closed:
+                self._refused(exe, run.index, done.refused)
+            return
+        if node.breaker is not None:
+            self._breakers.get(node.breaker).record(done.error is None, trial=run.trial)
+        if exe.closed:
+            if node.category == "action":
+                self._late_action(run, done, "its execution had ended")
+            return
+        if done.error is None:
+            self._succeeded(exe, run.index, done.value, done.duration_s, run.attempt)
+        else:
+            self._failed(exe, run, done.error, done.duration_s)
+
+    def _refused(self, exe: Execution, i: int, reason: str) -> None:
+        if reason == "halted":
+            self._close(exe, ex.HALTED, "halted: the engine is in HALT", "Halted", "halted")
+            return
+        # reduce_only: this action and what depends on it are skipped; the rest goes on.
+        events = self._skip_with_descendants(exe, i, reason)
+        events.append(self._progress(exe))
+        self._advance(exe, events, ())
+
+    def _succeeded(self, exe: Execution, i: int, value: Any, duration_s: float, attempt: int,
+                   *, cached: bool = False) -> None:
+        wf = exe.workflow
+        node = wf.nodes[i]
+        exe.node_status[i] = ex.N_COMPLETED
+        exe.outputs[node.id] = value
+        exe.completed += 1
+        exe.finished += 1
+        completed: Event = {
+            **exe.head, "type": "node_completed", "node_id": node.id,
+            "duration_ms": round(duration_s * 1000.0, 3), "status": "success",
+            "outputs": value, "attempt": attempt}
+        if cached:
+            completed["cached"] = True
+        elif node.cache_ttl_s is not None:
+            self._cache.put(wf.id, node.id, exe.inputs, value, node.cache_ttl_s)
+        events = [completed]
+        ready: list[int] = []
+        if node.category == "condition" and not value:
+            for j in wf.descendants[i]:
+                if exe.node_status[j] == ex.N_PENDING:
+                    events.append(self._skip(exe, j, "condition_false"))
+        else:
+            remaining, status = exe.remaining, exe.node_status
+            for j in wf.dependents[i]:
+                remaining[j] -= 1
+                if remaining[j] == 0 and status[j] == ex.N_PENDING:
+                    ready.append(j)
+        events.append(self._progress(exe))
+        self._advance(exe, events, ready)
+
+    def _advance(self, exe: Execution, events: list[Event], ready: Any) -> None:
+        if exe.finished == len(exe.node_status):
+            self._close(exe, ex.COMPLETED, None, None, "cancelled", prefix=events)
+            return
+        self._sink.emit(events)
+        for j in ready:
+            if exe.closed:
+                break
+            self._dispatch(exe, j)
+
+    def _failed(self, exe: Execution, run: NodeRun, error: BaseException,
+                duration_s: float) -> None:
+        i = run.index
+        node = run.node
+        policy = self._policy(node)
+        error_type = type(error).__name__
+        now = self._clock.monotonic()
+        restart = (policy.restartable(error)
+                   and policy.allows_restart(exe.restarts.setdefault(i, []), now))
+        failed: Event = {
+            **exe.head, "type": "node_failed", "node_id": node.id,
+            "duration_ms": round(duration_s * 1000.0, 3), "error": str(error) or error_type,
+            "error_type": error_type, "attempt": run.attempt, "final": not restart}
+        if not restart:
+            exe.node_status[i] = ex.N_FAILED
+            exe.finished += 1
+            exe.errors[node.id] = (failed["error"], error_type)
+            self._close(exe, ex.FAILED, failed["error"], error_type, "cancelled",
+                        prefix=[failed], failed=i)
+            return
+        restarts = exe.restarts[i]
+        restarts.append(now)
+        delay = policy.delay_s(len(restarts))
+        exe.node_status[i] = ex.N_PENDING
+        self._push_timer(now + delay, _RETRY, exe, (i, run.attempt))
+        self._sink.emit([failed, {
+            **exe.head, "type": "node_retrying", "node_id": node.id,
+            "attempt": run.attempt + 1, "delay_ms": round(delay * 1000.0, 3),
+            "error_type": error_type}])
+        log.info("node_retrying", execution_id=exe.id, node_id=node.id,
+                 attempt=run.attempt + 1, delay_s=delay, error_type=error_type)
+
+    def _late_action(self, run: NodeRun, done: NodeDone, why: str) -> None:
+        # Never published as success; kept for reconciliation against the exchange.
+        log.warning("late_action_result", execution_id=run.execution.id,
+                    node_id=run.node.id, idempotency_key=run.ctx.idempotency_key, why=why,
+                    ok=done.error is None, value=repr(done.value)[:200],
+                    error=None if done.error is None else repr(done.error)[:200])
+
+    # -- timers ----------------------------------------------------------------------------
+
+    def _push_timer(self, deadline: float, kind: int, target: Any, arg: Any) -> None:
+        heapq.heappush(self._timers, (deadline, next(self._timer_order), kind, target, arg))
+        self._pushes_since_compact += 1
+        if self._pushes_since_compact >= 4096:
+            self._compact_timers()
+
+    def _next_delay(self) -> float | None:
+        timers = self._timers
+        if not timers:
+            return None
+        delay = timers[0][0] - self._clock.monotonic()
+        if delay <= 0:
+            return 0.0
+        return delay if self._clock.real else None
+
+    def _fire_timers(self) -> None:
+        timers = self._timers
+        now = self._clock.monotonic()
+        while timers and timers[0][0] <= now:
+            _, _, kind, target, arg = heapq.heappop(timers)
+            if kind == _TIMEOUT:
+                self._timed_out(target)
+            elif kind == _RETRY:
+                i, attempt = arg
+                if not target.closed and target.attempts[i] == attempt:
+                    self._dispatch(target, i)
+            elif not target.closed:
+                self._close(target, ex.FAILED,
+                            f"execution overran the workflow timeout_s="
+                            f"{target.workflow.timeout_s}", ExecutionTimeout.__name__,
+                            "cancelled")
+
+    def _timed_out(self, run: NodeRun) -> None:
+        exe = run.execution
+        if exe.runs.get(run.index) is not run:
+            return  # finished in time
+        del exe.runs[run.index]
+        run.abandoned = True
+        run.ctx.cancelled.set()
+        self._pool.discard(run.actor)
+        timeout_s = self._policy(run.node).timeout_s
+        if run.node.breaker is not None:
+            self._breakers.get(run.node.breaker).record(False, trial=run.trial)
+        log.warning("node_timeout", execution_id=exe.id, node_id=run.node.id,
+                    timeout_s=timeout_s, attempt=run.attempt)
+        self._failed(exe, run, NodeTimeout(f"node {run.node.id!r} did not finish within "
+                                           f"{timeout_s:g} s"), timeout_s)
+
+    def _compact_timers(self) -> None:
+        self._pushes_since_compact = 0
+        timers = self._timers
+        alive = [t for t in timers if _timer_alive(t)]
+        if len(alive) < len(timers):
+            heapq.heapify(alive)
+            self._timers = alive
+
+    # -- closing ---------------------------------------------------------------------------
+
+    def _skip(self, exe: Execution, i: int, reason: str) -> Event:
+        exe.node_status[i] = ex.N_SKIPPED
+        exe.finished += 1
+        return {**exe.head, "type": "node_skipped", "node_id": exe.workflow.nodes[i].id,
+                "reason": reason}
+
+    def _skip_with_descendants(self, exe: Execution, i: int, reason: str) -> list[Event]:
+        events = [self._skip(exe, i, reason)]
+        for j in exe.workflow.descendants[i]:
+            if exe.node_status[j] == ex.N_PENDING:
+                events.append(self._skip(exe, j, reason))
+        return events
+
+    def _progress(self, exe: Execution) -> Event:
+        total = len(exe.node_status)
+        done = exe.finished
+        elapsed_ms = (self._clock.monotonic() - exe.started_mono) * 1000.0
+        eta = round(elapsed_ms / done * (total - done), 3) if done else None
+        return {**exe.head, "type": "progress", "nodes_completed": exe.completed,
+                "nodes_total": total, "nodes_in_progress": len(exe.runs), "eta_ms": eta}
+
+    def _close(self, exe: Execution, status: str, error: str | None, error_type: str | None,
+               skip_reason: str, *, prefix: list[Event] | None = None,
+               failed: int | None = None) -> None:
+        if exe.closed:
+            return
+        wf = exe.workflow
+        downstream = set(wf.descendants[failed]) if failed is not None else ()
+        duration_ms = round((self._clock.monotonic() - exe.started_mono) * 1000.0, 3)
+        events = prefix or []
+        terminal: Event = {**exe.head, "type": ex.TERMINAL_EVENT[status],
+                           "duration_ms": duration_ms, "status": status,
+                           "results": exe.outputs}
+        if status != ex.COMPLETED:
+            terminal["error"] = error
+            terminal["error_type"] = error_type
+        with self._sink.lock:
+            exe.closed = True
+            for i, node_status in enumerate(exe.node_status):
+                if node_status == ex.N_PENDING:
+                    reason = "upstream_failed" if i in downstream else skip_reason
+                    events.append(self._skip(exe, i, reason))
+                elif node_status == ex.N_RUNNING:
+                    run = exe.runs.get(i)
+                    if run is not None and not run.started:
+                        events.append(self._skip(exe, i, skip_reason))
+                    else:
+                        exe.node_status[i] = ex.N_CANCELLED
+                        if run is not None:
+                            run.ctx.cancelled.set()
+            events.append(terminal)
+            self._sink.emit_locked(events)
+            ended_at = terminal["timestamp"]
+        exe.status = status
+        del self._live[exe.id]
+        result = ExecutionResult(
+            execution_id=exe.id, workflow_id=wf.id, status=status, results=exe.outputs,
+            error=error, error_type=error_type, duration_ms=duration_ms,
+            nodes=_node_report(exe), started_at=iso_utc(exe.started_wall), ended_at=ended_at)
+        if status == ex.FAILED:
+            log.warning("execution_failed", execution_id=exe.id, workflow_id=wf.id,
+                        error_type=error_type, error=error)
+        self._record(result)
+        successor = self._admission.finish(status)
+        exe.handle._resolve(result)  # noqa: SLF001 - the supervisor owns the handle's outcome
+        if successor is not None:
+            self._start(successor)
+
+
+def _timer_alive(timer: tuple[float, int, int, Any, Any]) -> bool:
+    _, _, kind, target, arg = timer
+    if kind == _TIMEOUT:
+        return not target.abandoned and target.execution.runs.get(target.index) is target
+    return not target.closed
+
+
+def _node_report(exe: Execution) -> dict[str, dict[str, Any]]:
+    report: dict[str, dict[str, Any]] = {}
+    for i, node in enumerate(exe.workflow.nodes):
+        entry: dict[str, Any] = {"status": exe.node_status[i], "attempts": exe.attempts[i]}
+        if node.id in exe.outputs:
+            entry["outputs"] = exe.outputs[node.id]
+        elif node.id in exe.errors:
+            entry["error"], entry["error_type"] = exe.errors[node.id]
+        report[node.id] = entry
+    return report

@@ -1,0 +1,236 @@
+"""Workflows: DAGs of nodes, validated when built and compiled once for the hot path."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Literal
+
+import structlog
+
+from actors.errors import NodeTimeout, WorkflowDefinitionError
+
+Category = Literal["provider", "condition", "action", "transform"]
+CATEGORIES: frozenset[str] = frozenset({"provider", "condition", "action", "transform"})
+ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+DEFAULT_RESTART_ON: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError, NodeTimeout)
+
+RiskFn = Callable[..., dict[str, Any]]
+
+
+class Node:
+    """One step of a workflow: `fn(ctx)` runs in its own node actor's thread.
+
+    Resilience options left as None take the engine's `[resilience]` defaults, except that a
+    non-idempotent `action` defaults to `max_restarts=0` (at most once).
+    """
+
+    __slots__ = (
+        "breaker", "cache_ttl_s", "category", "depends_on", "fn", "id", "idempotent",
+        "max_restarts", "name", "reduces_risk", "restart_on", "restart_within_s", "timeout_s",
+        "backoff_min_s", "backoff_max_s",
+    )
+
+    def __init__(
+        self,
+        id: str,  # noqa: A002 - the contract's name
+        fn: Callable[[NodeContext], Any],
+        *,
+        category: str = "transform",
+        depends_on: Iterable[str] = (),
+        name: str | None = None,
+        timeout_s: float | None = None,
+        max_restarts: int | None = None,
+        restart_within_s: float | None = None,
+        backoff_min_s: float | None = None,
+        backoff_max_s: float | None = None,
+        restart_on: Iterable[type[BaseException]] | None = None,
+        breaker: str | None = None,
+        reduces_risk: bool = False,
+        idempotent: bool = False,
+        cache_ttl_s: float | None = None,
+    ) -> None:
+        if not isinstance(id, str) or not ID_PATTERN.fullmatch(id):
+            raise WorkflowDefinitionError(
+                f"node id {id!r} must match [A-Za-z0-9_.-]{{1,128}}", node_id=str(id))
+        if not callable(fn):
+            raise WorkflowDefinitionError(f"node {id!r}: fn must be callable", node_id=id)
+        if category not in CATEGORIES:
+            raise WorkflowDefinitionError(
+                f"node {id!r}: category {category!r} is not one of "
+                f"{', '.join(sorted(CATEGORIES))}", node_id=id)
+        if isinstance(depends_on, str):
+            depends_on = (depends_on,)
+        self.id = id
+        self.fn = fn
+        self.category = category
+        self.depends_on = tuple(depends_on)
+        self.name = name or getattr(fn, "__name__", id)
+        self.timeout_s = _positive(timeout_s, "timeout_s", id)
+        self.restart_within_s = _positive(restart_within_s, "restart_within_s", id)
+        self.backoff_min_s = _non_negative(backoff_min_s, "backoff_min_s", id)
+        self.backoff_max_s = _non_negative(backoff_max_s, "backoff_max_s", id)
+        self.cache_ttl_s = _positive(cache_ttl_s, "cache_ttl_s", id)
+        self.breaker = breaker
+        self.reduces_risk = bool(reduces_risk)
+        self.idempotent = bool(idempotent)
+        if max_restarts is not None and (isinstance(max_restarts, bool) or max_restarts < 0):
+            raise WorkflowDefinitionError(f"node {id!r}: max_restarts must be >= 0", node_id=id)
+        if category == "action" and not idempotent:
+            if max_restarts:
+                raise WorkflowDefinitionError(
+                    f"node {id!r}: an action is run at most once; max_restarts needs "
+                    "idempotent=True", node_id=id)
+            max_restarts = 0
+        self.max_restarts = max_restarts
+        if restart_on is not None:
+            restart_on = tuple(restart_on)
+            if not all(isinstance(t, type) and issubclass(t, BaseException) for t in restart_on):
+                raise WorkflowDefinitionError(
+                    f"node {id!r}: restart_on must list exception types", node_id=id)
+        self.restart_on = restart_on
+        if cache_ttl_s is not None and category != "provider":
+            raise WorkflowDefinitionError(
+                f"node {id!r}: cache_ttl_s is for provider nodes only", node_id=id)
+
+    def __repr__(self) -> str:
+        return f"Node({self.id!r}, category={self.category!r})"
+
+
+def _positive(value: float | None, key: str, node_id: str) -> float | None:
+    if value is not None and not value > 0:
+        raise WorkflowDefinitionError(f"node {node_id!r}: {key} must be > 0", node_id=node_id)
+    return None if value is None else float(value)
+
+
+def _non_negative(value: float | None, key: str, node_id: str) -> float | None:
+    if value is not None and not value >= 0:
+        raise WorkflowDefinitionError(f"node {node_id!r}: {key} must be >= 0", node_id=node_id)
+    return None if value is None else float(value)
+
+
+class Workflow:
+    """A validated DAG of nodes.
+
+    Compiled once: nodes get integer indices, their dependents and descendants are
+    precomputed, so a supervisor drives an execution with list lookups only.
+    """
+
+    def __init__(self, id: str, nodes: Iterable[Node], *,  # noqa: A002
+                 timeout_s: float | None = None, description: str = "") -> None:
+        if not isinstance(id, str) or not ID_PATTERN.fullmatch(id):
+            raise WorkflowDefinitionError(f"workflow id {id!r} must match [A-Za-z0-9_.-]{{1,128}}")
+        nodes = tuple(nodes)
+        if not nodes:
+            raise WorkflowDefinitionError(f"workflow {id!r} has no nodes")
+        if timeout_s is not None and not timeout_s > 0:
+            raise WorkflowDefinitionError(f"workflow {id!r}: timeout_s must be > 0")
+        self.id = id
+        self.nodes = nodes
+        self.timeout_s = timeout_s
+        self.description = description
+        index: dict[str, int] = {}
+        for i, node in enumerate(nodes):
+            if not isinstance(node, Node):
+                raise WorkflowDefinitionError(f"workflow {id!r}: item {i} is not a Node")
+            if node.id in index:
+                raise WorkflowDefinitionError(
+                    f"workflow {id!r}: duplicate node id {node.id!r}", node_id=node.id)
+            index[node.id] = i
+        self.index = index
+        for node in nodes:
+            for dep in node.depends_on:
+                if dep not in index:
+                    raise WorkflowDefinitionError(
+                        f"workflow {id!r}: node {node.id!r} depends on unknown node {dep!r}",
+                        node_id=node.id)
+                if dep == node.id:
+                    raise WorkflowDefinitionError(
+                        f"workflow {id!r}: node {node.id!r} depends on itself", node_id=node.id)
+        self.deps: tuple[tuple[int, ...], ...] = tuple(
+            tuple(index[d] for d in dict.fromkeys(n.depends_on)) for n in nodes)
+        dependents: list[list[int]] = [[] for _ in nodes]
+        for i, deps in enumerate(self.deps):
+            for d in deps:
+                dependents[d].append(i)
+        self.dependents: tuple[tuple[int, ...], ...] = tuple(tuple(x) for x in dependents)
+        self.order = self._topological_order()
+        self.roots: tuple[int, ...] = tuple(i for i, d in enumerate(self.deps) if not d)
+        self.descendants: tuple[tuple[int, ...], ...] = self._descendants()
+
+    def _topological_order(self) -> tuple[int, ...]:
+        indegree = [len(d) for d in self.deps]
+        ready = [i for i, n in enumerate(indegree) if n == 0]
+        order: list[int] = []
+        while ready:
+            i = ready.pop()
+            order.append(i)
+            for j in self.dependents[i]:
+                indegree[j] -= 1
+                if indegree[j] == 0:
+                    ready.append(j)
+        if len(order) != len(self.nodes):
+            stuck = next(n.id for i, n in enumerate(self.nodes) if indegree[i] > 0)
+            raise WorkflowDefinitionError(
+                f"workflow {self.id!r} is not a DAG: node {stuck!r} is on a cycle", node_id=stuck)
+        return tuple(order)
+
+    def _descendants(self) -> tuple[tuple[int, ...], ...]:
+        position = {node: pos for pos, node in enumerate(self.order)}
+        result: list[tuple[int, ...]] = [()] * len(self.nodes)
+        for i in reversed(self.order):
+            seen: set[int] = set()
+            for j in self.dependents[i]:
+                seen.add(j)
+                seen.update(result[j])
+            result[i] = tuple(sorted(seen, key=position.__getitem__))
+        return tuple(result)
+
+    def __repr__(self) -> str:
+        return f"Workflow({self.id!r}, nodes={[n.id for n in self.nodes]})"
+
+
+class NodeContext:
+    """What a node function sees of its execution."""
+
+    __slots__ = ("_log", "_risk", "attempt", "cancelled", "execution_id", "inputs", "node_id",
+                 "upstream", "workflow_id")
+
+    def __init__(self, *, inputs: Mapping[str, Any], upstream: Mapping[str, Any],
+                 execution_id: str, workflow_id: str, node_id: str, attempt: int,
+                 cancelled: threading.Event | None = None, risk: RiskFn | None = None) -> None:
+        self.inputs = inputs
+        self.upstream = upstream
+        self.execution_id = execution_id
+        self.workflow_id = workflow_id
+        self.node_id = node_id
+        self.attempt = attempt
+        self.cancelled = cancelled if cancelled is not None else threading.Event()
+        self._risk = risk
+        self._log: Any = None
+
+    @property
+    def idempotency_key(self) -> str:
+        """`<execution_id>:<node_id>`, the same on every attempt: pass it as client order id."""
+        return f"{self.execution_id}:{self.node_id}"
+
+    @property
+    def log(self) -> Any:
+        """A structlog logger bound with execution_id, workflow_id, node_id and attempt."""
+        if self._log is None:
+            self._log = structlog.get_logger("tradeloom.node").bind(
+                execution_id=self.execution_id, workflow_id=self.workflow_id,
+                node_id=self.node_id, attempt=self.attempt)
+        return self._log
+
+    def risk(self, limit: str, value: float | None = None, delta: float | None = None,
+             *, equity: float | None = None) -> dict[str, Any]:
+        """Report a risk figure to the kill switch; returns {limit, value, utilization}.
+
+        `value` sets the figure, `delta` adds to it; for `drawdown_pct` limits `equity`
+        may be given instead and the drawdown from peak equity is computed.
+        """
+        if self._risk is None:
+            raise RuntimeError("this context is not attached to an engine")
+        return self._risk(limit, value=value, delta=delta, equity=equity)
