@@ -15,7 +15,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	touch $@
 
 run: $(VENV)/.installed
-	$(BIN)/tradeloom run examples.arbitrage:workflow --repeat 0 --every 1.0
+	$(BIN)/tradeloom --log-format console --log-level info run examples.arbitrage:workflow --config $(CONFIG) --every 1.0
 
 test: $(VENV)/.installed
 	$(BIN)/ruff check actors transport tests bench examples

@@ -83,8 +83,10 @@ class EventSink:
         self._wseq: dict[str, int] = {}
         self._subscriptions: tuple[Subscription, ...] = ()
         self._outputs: tuple[Output, ...] = ()
+        self._ts_ms = -1
         self._ts_second = -1
         self._ts_prefix = ""
+        self._ts = ""
 
     def subscribe(self, callback: EventCallback, *, types: Iterable[str] | None = None,
                   workflow_id: str | None = None) -> Subscription:
@@ -144,9 +146,13 @@ class EventSink:
         return iso_utc(self._clock.time())
 
     def _timestamp(self) -> str:
-        wall = self._clock.time()
-        second = int(wall)
-        if second != self._ts_second:
-            self._ts_second = second
-            self._ts_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._ts_prefix}.{int((wall - second) * 1000):03d}Z"
+        # Called under the lock; most batches land in the same millisecond as the last.
+        ms = int(self._clock.time() * 1000)
+        if ms != self._ts_ms:
+            self._ts_ms = ms
+            second = ms // 1000
+            if second != self._ts_second:
+                self._ts_second = second
+                self._ts_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._ts = f"{self._ts_prefix}.{ms % 1000:03d}Z"
+        return self._ts

@@ -15,6 +15,7 @@ import pykka
 import structlog
 
 from actors.emergency import EmergencyGate
+from actors.inbox import FastInbox
 from actors.messages import NodeDone, RunNode
 
 _perf = time.perf_counter
@@ -25,6 +26,10 @@ _reset = structlog.contextvars.reset_contextvars
 class NodeActor(pykka.ThreadingActor):
     # A stuck node must never keep the process alive.
     use_daemon_thread = True
+
+    @staticmethod
+    def _create_actor_inbox() -> Any:
+        return FastInbox()
 
     def __init__(self, supervisor: pykka.ActorRef[Any], gate: EmergencyGate) -> None:
         super().__init__()

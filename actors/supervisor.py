@@ -14,7 +14,6 @@ then cancelled) or as skipped, never both, and nothing follows the terminal even
 from __future__ import annotations
 
 import heapq
-import queue
 from collections.abc import Callable
 from itertools import count
 from typing import Any
@@ -32,39 +31,14 @@ from actors.emergency import EmergencyGate, EmergencyState
 from actors.errors import CircuitOpen, ExecutionTimeout, NodeTimeout
 from actors.events import Event, EventSink, iso_utc
 from actors.execution import Execution, ExecutionResult, NodeRun
+from actors.inbox import TimerInbox
 from actors.messages import EndExecutions, NodeDone, RunNode, StartExecution, SupervisorStats, Tick
 from actors.node import NodePool
 from actors.restart import RestartPolicy, policy_for
 from actors.workflow import Node, NodeContext
 
 log = structlog.get_logger("tradeloom.supervisor")
-_TICK = pykka._envelope.Envelope(Tick())  # noqa: SLF001 - what an idle inbox wait returns
 _TIMEOUT, _RETRY, _DEADLINE = 0, 1, 2
-
-
-class TimerInbox:
-    """An actor inbox whose blocking `get()` returns a Tick when the next timer is due."""
-
-    def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.next_delay: Callable[[], float | None] = lambda: None
-
-    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-        self._queue.put(item)
-
-    def get(self, block: bool = True, timeout: float | None = None) -> Any:
-        if not block:
-            return self._queue.get(False)
-        try:
-            return self._queue.get(timeout=self.next_delay() if timeout is None else timeout)
-        except queue.Empty:
-            return _TICK
-
-    def empty(self) -> bool:
-        return self._queue.empty()
-
-    def qsize(self) -> int:
-        return self._queue.qsize()
 
 
 class SupervisorActor(pykka.ThreadingActor):
@@ -191,8 +165,8 @@ class SupervisorActor(pykka.ThreadingActor):
                 return
         attempt = exe.attempts[i] + 1
         exe.attempts[i] = attempt
-        deps = exe.workflow.nodes
-        upstream = {deps[d].id: exe.outputs[deps[d].id] for d in exe.workflow.deps[i]}
+        outputs = exe.outputs
+        upstream = {a: outputs[a] for a in exe.workflow.ancestors[i]}
         ctx = NodeContext(inputs=exe.inputs, upstream=upstream, execution_id=exe.id,
                           workflow_id=exe.workflow.id, node_id=node.id, attempt=attempt,
                           risk=self._risk)
@@ -378,7 +352,7 @@ class SupervisorActor(pykka.ThreadingActor):
             return  # finished in time
         del exe.runs[run.index]
         run.abandoned = True
-        run.ctx.cancelled.set()
+        run.ctx.cancel()
         self._pool.discard(run.actor)
         timeout_s = self._policy(run.node).timeout_s
         if run.node.breaker is not None:
@@ -447,7 +421,7 @@ class SupervisorActor(pykka.ThreadingActor):
                     else:
                         exe.node_status[i] = ex.N_CANCELLED
                         if run is not None:
-                            run.ctx.cancelled.set()
+                            run.ctx.cancel()
             events.append(terminal)
             self._sink.emit_locked(events)
             ended_at = terminal["timestamp"]

@@ -158,6 +158,13 @@ class Workflow:
         self.order = self._topological_order()
         self.roots: tuple[int, ...] = tuple(i for i, d in enumerate(self.deps) if not d)
         self.descendants: tuple[tuple[int, ...], ...] = self._descendants()
+        ancestors: list[list[int]] = [[] for _ in nodes]
+        for i, below in enumerate(self.descendants):
+            for j in below:
+                ancestors[j].append(i)
+        #: Every node a node transitively depends on: what its ctx.upstream holds.
+        self.ancestors: tuple[tuple[str, ...], ...] = tuple(
+            tuple(nodes[i].id for i in sorted(a)) for a in ancestors)
 
     def _topological_order(self) -> tuple[int, ...]:
         indegree = [len(d) for d in self.deps]
@@ -192,10 +199,14 @@ class Workflow:
 
 
 class NodeContext:
-    """What a node function sees of its execution."""
+    """What a node function sees of its execution.
 
-    __slots__ = ("_log", "_risk", "attempt", "cancelled", "execution_id", "inputs", "node_id",
-                 "upstream", "workflow_id")
+    `upstream` maps every node this one depends on, directly or through others, to its
+    output, so an action can read the prices its condition looked at.
+    """
+
+    __slots__ = ("_cancel_requested", "_cancelled", "_log", "_risk", "attempt", "execution_id",
+                 "inputs", "node_id", "upstream", "workflow_id")
 
     def __init__(self, *, inputs: Mapping[str, Any], upstream: Mapping[str, Any],
                  execution_id: str, workflow_id: str, node_id: str, attempt: int,
@@ -206,9 +217,30 @@ class NodeContext:
         self.workflow_id = workflow_id
         self.node_id = node_id
         self.attempt = attempt
-        self.cancelled = cancelled if cancelled is not None else threading.Event()
+        # The Event is made on first use: most nodes never look at it.
+        self._cancelled = cancelled
+        self._cancel_requested = cancelled is not None and cancelled.is_set()
         self._risk = risk
         self._log: Any = None
+
+    @property
+    def cancelled(self) -> threading.Event:
+        """Set when the node should stop: cancel, halt, fail-fast or its timeout."""
+        event = self._cancelled
+        if event is None:
+            event = threading.Event()
+            self._cancelled = event
+            # Paired with cancel(): whichever runs second sees the other's write.
+            if self._cancel_requested:
+                event.set()
+        return event
+
+    def cancel(self) -> None:
+        """Ask the node to stop (the engine calls this; nodes read `cancelled`)."""
+        self._cancel_requested = True
+        event = self._cancelled
+        if event is not None:
+            event.set()
 
     @property
     def idempotency_key(self) -> str:

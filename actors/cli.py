@@ -1,0 +1,172 @@
+"""The `tradeloom` command line. Errors are one line on stderr, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from actors import logs
+from actors.config import Config, import_ref
+from actors.engine import VERSION, Engine
+from actors.errors import TradeloomError
+from actors.events import Event
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad command-line input (exit 2)."""
+
+
+def parse_inputs(pairs: Sequence[str]) -> dict[str, Any]:
+    """`k=v` pairs; values are JSON when they parse (numbers, booleans), else strings."""
+    inputs: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--input {pair!r}: expected key=value")
+        try:
+            inputs[key] = json.loads(raw)
+        except ValueError:
+            inputs[key] = raw
+    return inputs
+
+
+def format_event(event: Event) -> str:
+    """One line a person can read."""
+    kind = event["type"]
+    parts = [f"{event.get('seq', '-'):>6}", event["timestamp"][11:23], f"{kind:<22}"]
+    if "node_id" in event:
+        parts.append(event["node_id"])
+    details = {
+        "execution_started": ("execution_id",),
+        "node_started": ("node_category", "attempt"),
+        "node_completed": ("duration_ms", "outputs"),
+        "node_failed": ("error_type", "error", "attempt", "final"),
+        "node_retrying": ("attempt", "delay_ms"),
+        "node_skipped": ("reason",),
+        "progress": ("nodes_completed", "nodes_total"),
+        "emergency_state_changed": ("previous_state", "state", "reason"),
+    }.get(kind, ("status", "duration_ms", "error_type", "error") if "status" in event else ())
+    parts.extend(f"{key}={event[key]}" for key in details if event.get(key) is not None)
+    return "  ".join(str(p) for p in parts)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = Config.load(args.config) if args.config else Config()
+    workflow = import_ref(args.ref, key="MODULE:ATTR")
+    inputs = parse_inputs(args.input)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    printer = _json_line if args.json else format_event
+    out_lock = threading.Lock()
+
+    def show(event: Event) -> None:
+        with out_lock:
+            print(printer(event), flush=True)
+
+    failures = 0
+    runs = 0
+    with Engine.start(config) as engine:
+        engine.subscribe(show)
+        try:
+            while not stop.is_set():
+                result = engine.submit(workflow, inputs).result(timeout=args.timeout)
+                runs += 1
+                if not result.ok:
+                    failures += 1
+                if args.count and runs >= args.count:
+                    break
+                if args.every is None:
+                    break
+                stop.wait(args.every)
+        except KeyboardInterrupt:
+            pass
+    if args.every is None:
+        status = "ok" if result.ok else f"{result.status}: {result.error_type}: {result.error}"
+        summary = {"execution_id": result.execution_id, "status": result.status,
+                   "duration_ms": result.duration_ms, "results": result.results}
+        if not result.ok:
+            summary.update(error=result.error, error_type=result.error_type)
+        print(json.dumps(summary, default=repr) if args.json else f"result: {status}\n"
+              f"{json.dumps(result.results, indent=2, default=repr)}", flush=True)
+    return EXIT_FAILED if failures else EXIT_OK
+
+
+def _json_line(event: Event) -> str:
+    return json.dumps(event, default=repr, separators=(",", ":"))
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    import zmq.auth
+
+    directory = Path(args.dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    public, secret = zmq.auth.create_certificates(str(directory), args.name)
+    print(f"public key: {public}\nsecret key: {secret}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tradeloom", description="Actor-model engine for automated trading workflows.")
+    parser.add_argument("--version", action="version", version=f"tradeloom {VERSION}")
+    parser.add_argument("--log-format", choices=["json", "console"], default="json",
+                        help="log lines on stderr: json (default) or console")
+    parser.add_argument("--log-level", default="warning",
+                        choices=["debug", "info", "warning", "error"])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run one workflow in-process, print events and result",
+                         description="Run a workflow in-process without a daemon. Exit 0 "
+                                     "when it completed, 1 when it did not.")
+    run.add_argument("ref", metavar="MODULE:ATTR", help="import path of a Workflow object")
+    run.add_argument("--input", action="append", default=[], metavar="K=V",
+                     help="an input; the value is JSON when it parses, else a string")
+    run.add_argument("--config", metavar="FILE", help="TOML config ([resilience], limits ...)")
+    run.add_argument("--json", action="store_true", help="one JSON object per event")
+    run.add_argument("--every", type=float, metavar="S",
+                     help="run again every S seconds until Ctrl-C (the demo loop)")
+    run.add_argument("--count", type=int, default=0, metavar="N",
+                     help="with --every: stop after N runs (0: until Ctrl-C)")
+    run.add_argument("--timeout", type=float, default=60.0, metavar="S",
+                     help="how long to wait for one execution (default 60)")
+    run.set_defaults(handler=cmd_run)
+
+    keys = sub.add_parser("keys", help="write a CURVE key pair for the daemon or a client")
+    keys.add_argument("dir", metavar="DIR")
+    keys.add_argument("--name", default="tradeloom", help="file name stem (default tradeloom)")
+    keys.set_defaults(handler=cmd_keys)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logs.configure(fmt=args.log_format, level=args.log_level)
+    try:
+        code: int = args.handler(args)
+    except (TradeloomError, UsageError) as exc:
+        print(f"tradeloom: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except TimeoutError as exc:
+        print(f"tradeloom: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_OK
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

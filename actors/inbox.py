@@ -1,0 +1,55 @@
+"""Actor inboxes on `queue.SimpleQueue`.
+
+pykka's default inbox is a `queue.Queue` (a Condition per wait); the C SimpleQueue wakes a
+thread for a fraction of that, and thread wake-ups are the engine's main cost.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Callable
+from typing import Any
+
+from pykka._envelope import Envelope
+
+from actors.messages import Tick
+
+_TICK = Envelope(Tick())
+
+
+class FastInbox:
+    """pykka's inbox protocol (put/get/empty) on a SimpleQueue."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.put = self._queue.put  # type: ignore[method-assign]
+        self.empty = self._queue.empty  # type: ignore[method-assign]
+        self.qsize = self._queue.qsize  # type: ignore[method-assign]
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        self._queue.put(item)
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        return self._queue.get(block, timeout)
+
+    def empty(self) -> bool:
+        return self._queue.empty()
+
+    def qsize(self) -> int:
+        return self._queue.qsize()
+
+
+class TimerInbox(FastInbox):
+    """An inbox whose blocking `get()` returns a Tick when its owner's next timer is due."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.next_delay: Callable[[], float | None] = lambda: None
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        if not block:
+            return self._queue.get(False)
+        try:
+            return self._queue.get(timeout=self.next_delay() if timeout is None else timeout)
+        except queue.Empty:
+            return _TICK

@@ -1,0 +1,1 @@
+"""Example workflows on simulated exchanges."""
