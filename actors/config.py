@@ -29,8 +29,11 @@ class DaemonConfig:
     data_dir: str = ".tradeloom"
     max_concurrent_executions: int = 1000
     max_queued_executions: int = 10000
-    #: Long-lived supervisor actors that share the executions (each owns many).
-    supervisors: int = 2
+    #: Long-lived supervisor actors that share the executions (each owns many). Under the
+    #: GIL one is fastest (bench/core.py --supervisors N); more isolate, they do not speed up.
+    supervisors: int = 1
+    #: Most node actors per supervisor: how many node functions may block at once.
+    node_actors: int = 256
     #: CPU ids to pin the process to (os.sched_setaffinity); empty leaves it alone.
     cpu_affinity: tuple[int, ...] = ()
 
@@ -172,6 +175,7 @@ def _check_ranges(config: Config) -> None:
         (d.max_concurrent_executions >= 1, "daemon.max_concurrent_executions must be >= 1"),
         (d.max_queued_executions >= 0, "daemon.max_queued_executions must be >= 0"),
         (d.supervisors >= 1, "daemon.supervisors must be >= 1"),
+        (d.node_actors >= 1, "daemon.node_actors must be >= 1"),
         (r.timeout_s > 0, "resilience.timeout_s must be > 0"),
         (r.max_restarts >= 0, "resilience.max_restarts must be >= 0"),
         (r.restart_within_s > 0, "resilience.restart_within_s must be > 0"),

@@ -68,7 +68,7 @@ class EmergencyGate:
         is_action = run.node.category == "action"
         while True:
             with self._lock:
-                if run.execution.closed:
+                if run.execution.closed or run.abandoned:
                     return "closed"
                 state = self.state
                 if state is EmergencyState.HALT:
@@ -89,7 +89,7 @@ class EmergencyGate:
                     self._sink.emit_locked([started_event])
                     return None
             # Over a rate limit without auto_halt: wait for the window (or a cancel), retry.
-            run.ctx.cancelled.wait(wait)
+            run.cancelled.wait(wait)
         self.on_self_halt(halt_reason)
         return "halted"
 

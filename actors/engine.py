@@ -80,12 +80,11 @@ class Engine:
         self._ids = ExecutionIds()
         cache = ProviderCache(clock)
         n = config.daemon.supervisors
-        max_idle = min(4096, max(64, config.daemon.max_concurrent_executions // n + 16))
         self._supervisors = [
             SupervisorActor.start(sink=self.sink, gate=self.gate, breakers=self.breakers,
                                   admission=self.admission, resilience=res, clock=clock,
                                   cache=cache, risk=self._risk, record=self._remember,
-                                  max_idle_nodes=max_idle)
+                                  node_actors=config.daemon.node_actors)
             for _ in range(n)]
         self._next_supervisor = itertools.cycle(self._supervisors).__next__
         self._emergency = EmergencyActor.start(gate=self.gate, supervisors=self._supervisors,

@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 from itertools import count
 from typing import TYPE_CHECKING, Any
 
+from actors.workflow import NodeContext
+
 if TYPE_CHECKING:
-    from actors.workflow import NodeContext, Workflow
+    from actors.workflow import Workflow
 
 QUEUED, RUNNING = "queued", "running"
 COMPLETED, FAILED, HALTED, CANCELLED = "completed", "failed", "halted", "cancelled"
@@ -59,13 +61,30 @@ class ExecutionResult:
     error: str | None = None
     error_type: str | None = None
     duration_ms: float = 0.0
-    nodes: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     started_at: str | None = None
     ended_at: str | None = None
+    #: The finished execution record; `nodes` is computed from it on demand.
+    execution: Execution | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
         return self.status == COMPLETED
+
+    @property
+    def nodes(self) -> dict[str, dict[str, Any]]:
+        """node_id -> {"status", "attempts", "outputs" | "error", "error_type"}."""
+        exe = self.execution
+        if exe is None:
+            return {}
+        report: dict[str, dict[str, Any]] = {}
+        for i, node in enumerate(exe.workflow.nodes):
+            entry: dict[str, Any] = {"status": exe.node_status[i], "attempts": exe.attempts[i]}
+            if node.id in exe.outputs:
+                entry["outputs"] = exe.outputs[node.id]
+            elif node.id in exe.errors:
+                entry["error"], entry["error_type"] = exe.errors[node.id]
+            report[node.id] = entry
+        return report
 
 
 class ExecutionHandle:
@@ -125,6 +144,7 @@ class Execution:
 
     __slots__ = (
         "attempts", "bot_id", "closed", "completed", "end_on_start", "errors", "finished",
+        "started_event",
         "handle", "head", "id", "inputs", "node_status", "outputs", "priority", "remaining",
         "restarts", "runs", "started_mono", "started_wall", "status", "strategy_id",
         "workflow",
@@ -159,31 +179,48 @@ class Execution:
         self.closed = False
         self.started_mono = 0.0
         self.started_wall = 0.0
+        self.started_event: dict[str, Any] = {}
         #: Set for a queued execution taken out to be ended (cancel, shutdown): the
         #: supervisor ends it with (status, error, error_type, skip_reason) on start.
         self.end_on_start: tuple[str, str, str, str] | None = None
 
 
-class NodeRun:
-    """One attempt of one node: handed to a node actor and back.
+class NodeRun(NodeContext):
+    """One attempt of one node: the context its function receives, plus the engine's
+    bookkeeping for it (the attributes below are not API).
 
     `started` is written by the node actor under the sequencing lock, `closed` on the
     execution by the supervisor under the same lock, so exactly one of "it started" and
-    "it was skipped" is ever published.
+    "it was skipped" is ever published. `value`, `error`, `duration_s` and `refused` are
+    the node actor's answer, read by the supervisor after `NodeDone` arrives.
     """
 
-    __slots__ = ("abandoned", "actor", "attempt", "ctx", "dispatched_at", "execution", "index",
-                 "node", "started", "trial")
+    __slots__ = ("abandoned", "dispatched_at", "duration_s", "error", "execution", "index",
+                 "node", "refused", "started", "trial", "value")
 
-    def __init__(self, execution: Execution, index: int, attempt: int, ctx: NodeContext,
+    def __init__(self, execution: Execution, index: int, attempt: int,
+                 upstream: Mapping[str, Any], risk: Callable[..., dict[str, Any]],
                  dispatched_at: float, trial: bool) -> None:
+        node = execution.workflow.nodes[index]
+        # NodeContext's fields, set directly: this runs once per node per execution.
+        self.inputs = execution.inputs
+        self.upstream = upstream
+        self.execution_id = execution.id
+        self.workflow_id = execution.workflow.id
+        self.node_id = node.id
+        self.attempt = attempt
+        self._cancelled = None
+        self._cancel_requested = False
+        self._risk = risk
+        self._log = None
         self.execution = execution
         self.index = index
-        self.node = execution.workflow.nodes[index]
-        self.attempt = attempt
-        self.ctx = ctx
+        self.node = node
         self.dispatched_at = dispatched_at
         self.trial = trial
-        self.actor: Any = None
         self.started = False
         self.abandoned = False
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.duration_s = 0.0
+        self.refused: str | None = None

@@ -47,9 +47,10 @@ class TimerInbox(FastInbox):
         self.next_delay: Callable[[], float | None] = lambda: None
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
-        if not block:
-            return self._queue.get(False)
+        q = self._queue
+        if not block or not q.empty():  # busy: no need to work out how long to wait
+            return q.get(False)
         try:
-            return self._queue.get(timeout=self.next_delay() if timeout is None else timeout)
+            return q.get(timeout=self.next_delay() if timeout is None else timeout)
         except queue.Empty:
             return _TICK

@@ -95,13 +95,9 @@ class RunNode:
 
 @dataclass(frozen=True, slots=True)
 class NodeDone:
-    """A node actor's reply. `refused` is set when the run never started (and why)."""
+    """A node actor's reply; the outcome is on the run (value/error/duration_s/refused)."""
 
     run: NodeRun
-    value: Any = None
-    error: BaseException | None = None
-    duration_s: float = 0.0
-    refused: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,26 +1,46 @@
-"""Node actors and their pool.
+"""Node actors and their balancing pool.
 
-A node actor runs one node function at a time in its own thread. Supervisors keep a pool of
-warm ones: starting a thread per node per execution is what made earlier designs slow. A
-node actor whose node overran or got stuck is never reused: the supervisor abandons it (a
-Python thread cannot be killed) and it stops itself if the function ever returns.
+A node actor runs one node function at a time in its own thread. A supervisor's node actors
+share one mailbox (Akka's BalancingPool): an actor that finishes a run takes the next one
+without going to sleep, so under load there is no thread wake-up per node, and a slow node
+never holds up the runs queued behind it. Starting a thread per node per execution is what
+made earlier designs slow; here threads are started only when every actor is busy.
+
+A node actor whose node overran its timeout is abandoned: a Python thread cannot be killed,
+so its run is marked abandoned, `ctx.cancelled` is set, a replacement actor is started, and
+the stuck actor retires as soon as (if ever) its function returns. It is never reused.
 """
 
 from __future__ import annotations
 
+import queue
 import time
 from typing import Any
 
 import pykka
 import structlog
+from pykka._envelope import Envelope
 
 from actors.emergency import EmergencyGate
-from actors.inbox import FastInbox
 from actors.messages import NodeDone, RunNode
 
 _perf = time.perf_counter
 _bind = structlog.contextvars.bind_contextvars
-_reset = structlog.contextvars.reset_contextvars
+
+
+class SharedInbox:
+    """One node actor's view of its pool's shared mailbox (bound right after creation).
+
+    `empty()` is always True so that pykka's teardown of one stopping actor never drains
+    runs meant for its siblings.
+    """
+
+    def bind(self, shared: queue.SimpleQueue[Any]) -> None:
+        self.get = shared.get
+        self.put = shared.put
+
+    def empty(self) -> bool:
+        return True
 
 
 class NodeActor(pykka.ThreadingActor):
@@ -29,79 +49,116 @@ class NodeActor(pykka.ThreadingActor):
 
     @staticmethod
     def _create_actor_inbox() -> Any:
-        return FastInbox()
+        return SharedInbox()
 
-    def __init__(self, supervisor: pykka.ActorRef[Any], gate: EmergencyGate) -> None:
+    def __init__(self, shared: queue.SimpleQueue[Any], supervisor_inbox: Any,
+                 gate: EmergencyGate) -> None:
         super().__init__()
-        self._supervisor = supervisor
+        self.actor_inbox.bind(shared)
+        self._reply = supervisor_inbox.put
         self._gate = gate
 
+    def _handle_receive(self, message: Any) -> Any:
+        # Runs skip pykka's isinstance chain (stop/proxy calls) on the way in.
+        if type(message) is RunNode:
+            return self.on_receive(message)
+        return super()._handle_receive(message)
+
     def on_receive(self, message: Any) -> None:
-        run = message.run if type(message) is RunNode else None
-        if run is None:
+        if type(message) is not RunNode:
             return super().on_receive(message)  # type: ignore[no-any-return]
+        run = message.run
         node = run.node
         execution = run.execution
+        reply = self._reply
         started_event = {
             **execution.head, "type": "node_started", "node_id": node.id,
             "node_name": node.name, "node_category": node.category, "attempt": run.attempt,
         }
         refused = self._gate.admit(run, started_event)
         if refused is not None:
-            self._supervisor.tell(NodeDone(run, refused=refused))
+            run.refused = refused
+            reply(Envelope(NodeDone(run)))
             return None
-        tokens = _bind(execution_id=execution.id, node_id=node.id)
+        # Every log line a node function writes carries its execution (structlog contextvars);
+        # the next run on this thread overwrites them, so there is nothing to reset.
+        _bind(execution_id=execution.id, node_id=node.id)
         t0 = _perf()
         try:
             if node.category == "action":
                 self._gate.action_begun()
-            value = node.fn(run.ctx)
-            error = None
+            run.value = node.fn(run)
         except BaseException as exc:  # noqa: BLE001 - a node's failure is data, never fatal
-            value, error = None, exc
-        finally:
-            _reset(**tokens)
-        self._supervisor.tell(NodeDone(run, value, error, _perf() - t0))
+            run.error = exc
+        run.duration_s = _perf() - t0
+        reply(Envelope(NodeDone(run)))
+        if run.abandoned:
+            # Overran and was replaced: retire instead of taking more work.
+            self._stop()
         return None
 
 
-class NodePool:
-    """Warm node actors of one supervisor (used only from that supervisor's thread)."""
+#: Actors a pool grows to whenever all are busy, whatever its nodes do.
+CORE_ACTORS = 16
+#: Beyond the core, grow only while runs last this long on average: then actors are
+#: mostly blocked (exchange I/O) and more of them help; for quick, GIL-bound nodes more
+#: threads only add contention (measured: 16 actors beat 64 by ~15% on trivial nodes).
+SLOW_RUN_S = 0.0005
 
-    def __init__(self, supervisor: pykka.ActorRef[Any], gate: EmergencyGate, *,
-                 max_idle: int) -> None:
-        self._supervisor = supervisor
+
+class NodePool:
+    """The node actors of one supervisor, sharing one mailbox.
+
+    Used only from the supervisor's thread. `busy` counts runs handed out and not yet
+    answered. When every actor is busy a new one starts, up to CORE_ACTORS always and up to
+    `max_actors` while runs are slow; otherwise runs wait in the shared mailbox (their
+    timeout already running).
+    """
+
+    def __init__(self, supervisor_inbox: Any, gate: EmergencyGate, *, max_actors: int) -> None:
+        self._supervisor_inbox = supervisor_inbox
         self._gate = gate
-        self._max_idle = max_idle
-        self._idle: list[pykka.ActorRef[Any]] = []
+        self.max_actors = max_actors
+        self._core = min(CORE_ACTORS, max_actors)
+        #: Moving average of how long a run takes (seconds).
+        self.mean_run_s = 0.0
+        self._shared: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._put = self._shared.put
+        self._actors: list[pykka.ActorRef[Any]] = []
+        self.busy = 0
         self.started = 0
         self.abandoned = 0
 
-    def acquire(self) -> pykka.ActorRef[Any]:
-        if self._idle:
-            return self._idle.pop()
-        self.started += 1
-        return NodeActor.start(self._supervisor, self._gate)
+    def run(self, run: Any) -> None:
+        self.busy += 1
+        n = len(self._actors)
+        if self.busy > n and (n < self._core or (
+                n < self.max_actors and self.mean_run_s > SLOW_RUN_S)):
+            self._actors.append(NodeActor.start(self._shared, self._supervisor_inbox,
+                                                self._gate))
+            self.started += 1
+        self._put(Envelope(RunNode(run)))
 
-    def release(self, actor: pykka.ActorRef[Any]) -> None:
-        if len(self._idle) < self._max_idle:
-            self._idle.append(actor)
-        else:
-            actor.stop(block=False)
+    def done(self, duration_s: float) -> None:
+        self.busy -= 1
+        self.mean_run_s += 0.05 * (duration_s - self.mean_run_s)
 
-    def discard(self, actor: pykka.ActorRef[Any]) -> None:
-        """An abandoned actor: stop it once its stuck function returns (if ever)."""
+    def abandon(self) -> None:
+        """A run overran: its actor is stuck in it. Count it out; a fresh one replaces it."""
+        self.busy -= 1
         self.abandoned += 1
-        try:
-            actor.stop(block=False)
-        except pykka.ActorDeadError:
-            pass
+        # The stuck actor retires itself when its function returns; until then it is not
+        # counted as capacity, so the next run that finds all others busy starts a new one.
+        if self._actors:
+            self._actors.pop()
 
     @property
-    def idle(self) -> int:
-        return len(self._idle)
+    def size(self) -> int:
+        return len(self._actors)
 
     def stop_all(self) -> None:
-        idle, self._idle = self._idle, []
-        for actor in idle:
-            actor.stop(block=False)
+        from pykka.messages import _ActorStop
+
+        for _ in self._actors:
+            self._put(Envelope(_ActorStop()))
+        self._actors = []

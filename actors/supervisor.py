@@ -29,13 +29,13 @@ from actors.clock import Clock
 from actors.config import ResilienceConfig
 from actors.emergency import EmergencyGate, EmergencyState
 from actors.errors import CircuitOpen, ExecutionTimeout, NodeTimeout
-from actors.events import Event, EventSink, iso_utc
+from actors.events import Event, EventSink
 from actors.execution import Execution, ExecutionResult, NodeRun
 from actors.inbox import TimerInbox
-from actors.messages import EndExecutions, NodeDone, RunNode, StartExecution, SupervisorStats, Tick
+from actors.messages import EndExecutions, NodeDone, StartExecution, SupervisorStats, Tick
 from actors.node import NodePool
 from actors.restart import RestartPolicy, policy_for
-from actors.workflow import Node, NodeContext
+from actors.workflow import Node
 
 log = structlog.get_logger("tradeloom.supervisor")
 _TIMEOUT, _RETRY, _DEADLINE = 0, 1, 2
@@ -51,7 +51,7 @@ class SupervisorActor(pykka.ThreadingActor):
     def __init__(self, *, sink: EventSink, gate: EmergencyGate, breakers: BreakerRegistry,
                  admission: Admission, resilience: ResilienceConfig, clock: Clock,
                  cache: ProviderCache, risk: Callable[..., dict[str, Any]],
-                 record: Callable[[ExecutionResult], None], max_idle_nodes: int) -> None:
+                 record: Callable[[ExecutionResult], None], node_actors: int) -> None:
         super().__init__()
         self.actor_inbox.next_delay = self._next_delay
         self._sink = sink
@@ -63,23 +63,38 @@ class SupervisorActor(pykka.ThreadingActor):
         self._cache = cache
         self._risk = risk
         self._record = record
-        self._max_idle_nodes = max_idle_nodes
+        self._node_actors = node_actors
         self._live: dict[str, Execution] = {}
-        self._policies: dict[int, RestartPolicy] = {}
+        self._policies: dict[Node, RestartPolicy] = {}
         self._timers: list[tuple[float, int, int, Any, Any]] = []
         self._timer_order = count()
-        self._pushes_since_compact = 0
+        self._compact_at = 4096
         self._pool: NodePool
 
     def on_start(self) -> None:
-        self._pool = NodePool(self.actor_ref, self._gate, max_idle=self._max_idle_nodes)
+        self._pool = NodePool(self.actor_inbox, self._gate, max_actors=self._node_actors)
 
     def on_stop(self) -> None:
         self._pool.stop_all()
 
     # -- messages --------------------------------------------------------------------------
 
+    def _handle_receive(self, message: Any) -> Any:
+        # The hot messages skip pykka's isinstance chain (stop/proxy calls), which
+        # otherwise runs for every NodeDone.
+        if type(message) is NodeDone:
+            return self.on_receive(message)
+        return super()._handle_receive(message)
+
     def on_receive(self, message: Any) -> Any:
+        try:
+            return self._handle(message)
+        except Exception:
+            # A supervisor owns many executions: one bad message must not strand them all.
+            log.exception("supervisor_error", message=type(message).__name__)
+            return None
+
+    def _handle(self, message: Any) -> Any:
         kind = type(message)
         reply = None
         if kind is NodeDone:
@@ -89,9 +104,10 @@ class SupervisorActor(pykka.ThreadingActor):
         elif kind is EndExecutions:
             reply = self._end(message)
         elif kind is SupervisorStats:
-            reply = {"live": len(self._live), "pool_idle": self._pool.idle,
-                     "pool_started": self._pool.started, "abandoned": self._pool.abandoned,
-                     "timers": len(self._timers)}
+            reply = {"live": len(self._live), "node_actors": self._pool.size,
+                     "node_actors_started": self._pool.started,
+                     "node_actors_abandoned": self._pool.abandoned,
+                     "runs_in_flight": self._pool.busy, "timers": len(self._timers)}
         elif kind is not Tick:
             return super().on_receive(message)
         if self._timers and self._timers[0][0] <= self._clock.monotonic():
@@ -107,6 +123,7 @@ class SupervisorActor(pykka.ThreadingActor):
         wf = exe.workflow
         started = {**exe.head, "type": "execution_started", "node_count": len(wf.nodes),
                    "inputs": exe.inputs, "priority": exe.priority}
+        exe.started_event = started
         if exe.end_on_start is not None:
             status, error, error_type, skip_reason = exe.end_on_start
             self._close(exe, status, error, error_type, skip_reason, prefix=[started])
@@ -137,9 +154,9 @@ class SupervisorActor(pykka.ThreadingActor):
     # -- running nodes ---------------------------------------------------------------------
 
     def _policy(self, node: Node) -> RestartPolicy:
-        policy = self._policies.get(id(node))
+        policy = self._policies.get(node)
         if policy is None:
-            policy = self._policies[id(node)] = policy_for(node, self._resilience)
+            policy = self._policies[node] = policy_for(node, self._resilience)
         return policy
 
     def _dispatch(self, exe: Execution, i: int) -> None:
@@ -167,16 +184,12 @@ class SupervisorActor(pykka.ThreadingActor):
         exe.attempts[i] = attempt
         outputs = exe.outputs
         upstream = {a: outputs[a] for a in exe.workflow.ancestors[i]}
-        ctx = NodeContext(inputs=exe.inputs, upstream=upstream, execution_id=exe.id,
-                          workflow_id=exe.workflow.id, node_id=node.id, attempt=attempt,
-                          risk=self._risk)
         now = self._clock.monotonic()
-        run = NodeRun(exe, i, attempt, ctx, now, trial)
+        run = NodeRun(exe, i, attempt, upstream, self._risk, now, trial)
         exe.runs[i] = run
         exe.node_status[i] = ex.N_RUNNING
-        run.actor = self._pool.acquire()
         self._push_timer(now + self._policy(node).timeout_s, _TIMEOUT, run, None)
-        run.actor.tell(RunNode(run))
+        self._pool.run(run)
 
     def _cached(self, exe: Execution, i: int, value: Any) -> None:
         node = exe.workflow.nodes[i]
@@ -200,37 +213,35 @@ class SupervisorActor(pykka.ThreadingActor):
         exe = run.execution
         node = run.node
         if run.abandoned:
-            if done.refused is None and node.category == "action":
-                self._late_action(run, done, "timed out")
+            if run.refused is None and node.category == "action":
+                self._late_action(run, "timed out")
             return
-        self._pool.release(run.actor)
+        self._pool.done(run.duration_s)
         if exe.runs.get(run.index) is run:
             del exe.runs[run.index]
-        if done.refused is not None:
+        if run.refused is not None:
             if run.trial:
                 self._breakers.get(node.breaker).release_trial()  # type: ignore[arg-type]
             if not exe.closed:
-                self._refused(exe, run.index, done.refused)
+                self._refused(exe, run.index, run.refused)
             return
         if node.breaker is not None:
-            self._breakers.get(node.breaker).record(done.error is None, trial=run.trial)
+            self._breakers.get(node.breaker).record(run.error is None, trial=run.trial)
         if exe.closed:
             if node.category == "action":
-                self._late_action(run, done, "its execution had ended")
+                self._late_action(run, "its execution had ended")
             return
-        if done.error is None:
-            self._succeeded(exe, run.index, done.value, done.duration_s, run.attempt)
+        if run.error is None:
+            self._succeeded(exe, run.index, run.value, run.duration_s, run.attempt)
         else:
-            self._failed(exe, run, done.error, done.duration_s)
+            self._failed(exe, run, run.error, run.duration_s)
 
     def _refused(self, exe: Execution, i: int, reason: str) -> None:
         if reason == "halted":
             self._close(exe, ex.HALTED, "halted: the engine is in HALT", "Halted", "halted")
             return
         # reduce_only: this action and what depends on it are skipped; the rest goes on.
-        events = self._skip_with_descendants(exe, i, reason)
-        events.append(self._progress(exe))
-        self._advance(exe, events, ())
+        self._advance(exe, self._skip_with_descendants(exe, i, reason), ())
 
     def _succeeded(self, exe: Execution, i: int, value: Any, duration_s: float, attempt: int,
                    *, cached: bool = False) -> None:
@@ -260,13 +271,14 @@ class SupervisorActor(pykka.ThreadingActor):
                 remaining[j] -= 1
                 if remaining[j] == 0 and status[j] == ex.N_PENDING:
                     ready.append(j)
-        events.append(self._progress(exe))
         self._advance(exe, events, ready)
 
     def _advance(self, exe: Execution, events: list[Event], ready: Any) -> None:
         if exe.finished == len(exe.node_status):
+            # The terminal event follows in the same batch and says all a progress would.
             self._close(exe, ex.COMPLETED, None, None, "cancelled", prefix=events)
             return
+        events.append(self._progress(exe))
         self._sink.emit(events)
         for j in ready:
             if exe.closed:
@@ -305,19 +317,21 @@ class SupervisorActor(pykka.ThreadingActor):
         log.info("node_retrying", execution_id=exe.id, node_id=node.id,
                  attempt=run.attempt + 1, delay_s=delay, error_type=error_type)
 
-    def _late_action(self, run: NodeRun, done: NodeDone, why: str) -> None:
+    def _late_action(self, run: NodeRun, why: str) -> None:
         # Never published as success; kept for reconciliation against the exchange.
         log.warning("late_action_result", execution_id=run.execution.id,
-                    node_id=run.node.id, idempotency_key=run.ctx.idempotency_key, why=why,
-                    ok=done.error is None, value=repr(done.value)[:200],
-                    error=None if done.error is None else repr(done.error)[:200])
+                    node_id=run.node.id, idempotency_key=run.idempotency_key, why=why,
+                    ok=run.error is None, value=repr(run.value)[:200],
+                    error=None if run.error is None else repr(run.error)[:200])
 
     # -- timers ----------------------------------------------------------------------------
 
     def _push_timer(self, deadline: float, kind: int, target: Any, arg: Any) -> None:
-        heapq.heappush(self._timers, (deadline, next(self._timer_order), kind, target, arg))
-        self._pushes_since_compact += 1
-        if self._pushes_since_compact >= 4096:
+        timers = self._timers
+        heapq.heappush(timers, (deadline, next(self._timer_order), kind, target, arg))
+        # Most timers outlive their run (a 30 s timeout on a 1 ms node): sweep the dead
+        # ones once they outnumber the live ones by far, so memory tracks what is in flight.
+        if len(timers) > self._compact_at:
             self._compact_timers()
 
     def _next_delay(self) -> float | None:
@@ -352,8 +366,8 @@ class SupervisorActor(pykka.ThreadingActor):
             return  # finished in time
         del exe.runs[run.index]
         run.abandoned = True
-        run.ctx.cancel()
-        self._pool.discard(run.actor)
+        run.cancel()
+        self._pool.abandon()
         timeout_s = self._policy(run.node).timeout_s
         if run.node.breaker is not None:
             self._breakers.get(run.node.breaker).record(False, trial=run.trial)
@@ -363,7 +377,7 @@ class SupervisorActor(pykka.ThreadingActor):
                                            f"{timeout_s:g} s"), timeout_s)
 
     def _compact_timers(self) -> None:
-        self._pushes_since_compact = 0
+        self._compact_at = 4096
         timers = self._timers
         alive = [t for t in timers if _timer_alive(t)]
         if len(alive) < len(timers):
@@ -421,7 +435,7 @@ class SupervisorActor(pykka.ThreadingActor):
                     else:
                         exe.node_status[i] = ex.N_CANCELLED
                         if run is not None:
-                            run.ctx.cancel()
+                            run.cancel()
             events.append(terminal)
             self._sink.emit_locked(events)
             ended_at = terminal["timestamp"]
@@ -430,7 +444,7 @@ class SupervisorActor(pykka.ThreadingActor):
         result = ExecutionResult(
             execution_id=exe.id, workflow_id=wf.id, status=status, results=exe.outputs,
             error=error, error_type=error_type, duration_ms=duration_ms,
-            nodes=_node_report(exe), started_at=iso_utc(exe.started_wall), ended_at=ended_at)
+            started_at=exe.started_event["timestamp"], ended_at=ended_at, execution=exe)
         if status == ex.FAILED:
             log.warning("execution_failed", execution_id=exe.id, workflow_id=wf.id,
                         error_type=error_type, error=error)
@@ -446,15 +460,3 @@ def _timer_alive(timer: tuple[float, int, int, Any, Any]) -> bool:
     if kind == _TIMEOUT:
         return not target.abandoned and target.execution.runs.get(target.index) is target
     return not target.closed
-
-
-def _node_report(exe: Execution) -> dict[str, dict[str, Any]]:
-    report: dict[str, dict[str, Any]] = {}
-    for i, node in enumerate(exe.workflow.nodes):
-        entry: dict[str, Any] = {"status": exe.node_status[i], "attempts": exe.attempts[i]}
-        if node.id in exe.outputs:
-            entry["outputs"] = exe.outputs[node.id]
-        elif node.id in exe.errors:
-            entry["error"], entry["error_type"] = exe.errors[node.id]
-        report[node.id] = entry
-    return report

@@ -1,0 +1,256 @@
+"""Halt benchmark: how long `engine.halt()` takes to return (every supervisor has ended its
+executions and acknowledged) with 1,000 executions genuinely in flight.
+
+Each round submits 1,000 provider -> action executions whose provider blocks on its own
+`ctx.cancelled` (so it holds a node actor thread until the halt reaches it), waits until
+every provider is inside its function, throws the kill switch and times the call; then it
+checks that every execution ended halted and no action ran, resumes, and refills. Even
+rounds go through `engine.halt(...)`, odd rounds through `engine.ref.ask(Halt(...))`.
+
+Baselines measured in the same run: a plain pykka ask round trip to one actor, a call of
+`engine.status()`, and halt/resume with nothing in flight. Target: halt p99 <= 50 ms.
+
+    .venv/bin/python bench/halt.py            # 20 rounds of 1,000 in flight
+    .venv/bin/python bench/halt.py --quick    # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import logging
+import statistics
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pykka
+import structlog
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+                    logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+
+from actors import (  # noqa: E402
+    Config,
+    DaemonConfig,
+    EmergencyState,
+    Engine,
+    Node,
+    NodeContext,
+    Workflow,
+)
+from actors.messages import Halt  # noqa: E402
+
+TARGET_P99_MS = 50.0
+BLOCK_S = 30.0
+WAIT_S = 60.0
+
+
+class InFlight:
+    """Providers that block until the halt reaches them, counted in and out.
+
+    mode "cancel": a provider waits on its own ctx.cancelled (a cooperative node: the halt
+    wakes all of them at once). mode "gate": it waits on an outside gate the halt does not
+    touch (a node stuck in I/O); the bench opens the gate after each round.
+    """
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.gate = threading.Event()
+        self.cond = threading.Condition()
+        self.entered = 0
+        self.left = 0
+        self.not_cancelled = 0
+        self.actions = 0
+
+    def provider(self, ctx: NodeContext) -> dict[str, float]:
+        with self.cond:
+            self.entered += 1
+            self.cond.notify_all()
+        if self.mode == "cancel":
+            cancelled = ctx.cancelled.wait(BLOCK_S)
+        else:
+            self.gate.wait(BLOCK_S)
+            cancelled = ctx.cancelled.is_set()
+        with self.cond:
+            self.left += 1
+            self.not_cancelled += not cancelled
+            self.cond.notify_all()
+        return {"price": 50_000.0}
+
+    def action(self, ctx: NodeContext) -> dict[str, str]:
+        with self.cond:
+            self.actions += 1
+        return {"order": ctx.idempotency_key}
+
+    def wait(self, what: str, target: int, timeout: float = WAIT_S) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: getattr(self, what) >= target, timeout)
+
+
+class Echo(pykka.ThreadingActor):
+    def on_receive(self, message: Any) -> Any:
+        return message
+
+
+def pct(samples: list[float], q: float) -> float:
+    """The q-th percentile (nearest rank on the sorted samples)."""
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+def timed(fn: Any, n: int) -> list[float]:
+    samples = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return samples
+
+
+def row(name: str, samples: list[float]) -> str:
+    ms = [s * 1000 for s in samples]
+    return (f"{name:<48}{statistics.median(ms):>9.3f}{pct(ms, 99):>9.3f}{max(ms):>9.3f}"
+            f"{len(ms):>7}")
+
+
+@dataclasses.dataclass
+class Rounds:
+    samples: list[float] = dataclasses.field(default_factory=list)
+    via: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    fill_s: list[float] = dataclasses.field(default_factory=list)
+    statuses: Counter[str] = dataclasses.field(default_factory=Counter)
+    problems: list[str] = dataclasses.field(default_factory=list)
+
+
+def halt_rounds(engine: Engine, mode: str, rounds: int, n: int) -> Rounds:
+    """`rounds` times: fill `n` in flight, halt (timed), check, release, resume."""
+    probe = InFlight(mode)
+    wf = Workflow(f"halt_bench_{mode}", nodes=[
+        Node("price", probe.provider, category="provider"),
+        Node("order", probe.action, category="action", depends_on=["price"]),
+    ])
+    out = Rounds(via={"engine.halt()": [], "engine.ref.ask(Halt())": []})
+    for r in range(rounds):
+        entered0, left0, actions0 = probe.entered, probe.left, probe.actions
+        gc.collect()
+        t_fill = time.perf_counter()
+        handles = [engine.submit(wf, {"round": r}) for _ in range(n)]
+        if not probe.wait("entered", entered0 + n):
+            out.problems.append(f"{mode} round {r}: only {probe.entered - entered0} of {n} "
+                                f"providers got in flight within {WAIT_S:.0f}s")
+        out.fill_s.append(time.perf_counter() - t_fill)
+        t0 = time.perf_counter()
+        if r % 2:
+            reply = engine.ref.ask(Halt(reason=f"bench {mode} {r}"), timeout=WAIT_S)
+            name = "engine.ref.ask(Halt())"
+        else:
+            reply = engine.halt(f"bench {mode} {r}")
+            name = "engine.halt()"
+        dt = time.perf_counter() - t0
+        out.samples.append(dt)
+        out.via[name].append(dt)
+        if reply != {"state": "HALT", "previous_state": "NORMAL"}:
+            out.problems.append(f"{mode} round {r}: halt replied {reply}")
+        deadline = time.monotonic() + WAIT_S
+        for handle in handles:
+            try:
+                result = handle.result(timeout=max(0.0, deadline - time.monotonic()))
+                out.statuses[result.status] += 1
+            except TimeoutError:
+                out.statuses["lost"] += 1
+        probe.gate.set()
+        if not probe.wait("left", left0 + n):
+            out.problems.append(f"{mode} round {r}: providers still blocked after the halt")
+        probe.gate.clear()  # every provider of this round is out: the next ones block again
+        if probe.actions != actions0:
+            out.problems.append(f"{mode} round {r}: {probe.actions - actions0} actions ran")
+        engine.resume()
+        if engine.state is not EmergencyState.NORMAL:
+            out.problems.append(f"{mode} round {r}: state {engine.state} after resume")
+    if probe.not_cancelled:
+        out.problems.append(f"{mode}: {probe.not_cancelled} providers never saw ctx.cancelled")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short run (smoke test)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="halt rounds per mode (default 20, --quick 5)")
+    parser.add_argument("--in-flight", type=int, default=1000,
+                        help="executions in flight at each halt (default 1000)")
+    parser.add_argument("--supervisors", type=int, default=None)
+    args = parser.parse_args()
+    rounds = args.rounds or (5 if args.quick else 20)
+    n = args.in_flight
+    baseline_n = 300 if args.quick else 2000
+
+    daemon: dict[str, Any] = {"max_concurrent_executions": max(1000, n)}
+    if "node_actors" in {f.name for f in dataclasses.fields(DaemonConfig)}:
+        daemon["node_actors"] = n  # every blocked provider holds a node actor thread
+    if args.supervisors:
+        daemon["supervisors"] = args.supervisors
+    engine = Engine.start(Config.from_dict({"daemon": daemon}))
+    events = Counter[str]()
+    engine.subscribe(lambda e: events.update((e["type"],)))
+
+    # -- baselines, same process, same engine -------------------------------------------------
+    echo = Echo.start()
+    timed(lambda: echo.ask(1), 200)
+    ask = timed(lambda: echo.ask(1), baseline_n)
+    echo.stop()
+    timed(engine.status, 200)
+    status = timed(engine.status, baseline_n)
+    idle: list[float] = []
+    for _ in range(10 if args.quick else 50):
+        t0 = time.perf_counter()
+        engine.halt("idle")
+        idle.append(time.perf_counter() - t0)
+        engine.resume()
+
+    # -- halts with n in flight ----------------------------------------------------------------
+    coop = halt_rounds(engine, "cancel", rounds, n)
+    stuck = halt_rounds(engine, "gate", rounds, n)
+    engine.stop()
+
+    # -- report --------------------------------------------------------------------------------
+    print(f"halt benchmark: {n} executions in flight (provider -> action), {rounds} rounds "
+          f"per mode, {engine.config.daemon.supervisors} supervisors; "
+          f"fill p50 {statistics.median(coop.fill_s + stuck.fill_s):.2f}s\n")
+    print(f"{'time for halt() to return':<48}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'n':>7}")
+    print(row(f"{n} in flight, nodes wait on ctx.cancelled", coop.samples))
+    for name, values in coop.via.items():
+        print(row(f"  via {name}", values))
+    print(row(f"{n} in flight, nodes stuck on an outside gate", stuck.samples))
+    print(row("nothing in flight", idle))
+    print(row("baseline: pykka ask round trip, 1 actor", ask))
+    print(row("baseline: engine.status()", status))
+    p50 = statistics.median(coop.samples) * 1000
+    ask50, status50 = statistics.median(ask) * 1000, statistics.median(status) * 1000
+    print(f"\nhalt p50 ({n} in flight, cooperative nodes) = {p50 / ask50:,.0f}x a pykka ask "
+          f"round trip, {p50 / status50:,.0f}x an engine.status() call")
+    for label, result in (("cooperative nodes", coop), ("stuck nodes", stuck)):
+        q99 = pct(result.samples, 99) * 1000
+        print(f"halt p99, {label}: {q99:.1f} ms vs target <= {TARGET_P99_MS:.0f} ms: "
+              f"{'MET' if q99 <= TARGET_P99_MS else 'MISSED'}")
+    statuses = coop.statuses + stuck.statuses
+    print(f"executions: {dict(statuses)}; events: "
+          f"{events['execution_halted']:,} execution_halted, "
+          f"{events['node_skipped']:,} node_skipped, {events['node_started']:,} node_started")
+    if round(0.99 * (rounds - 1)) == rounds - 1:
+        print(f"(with {rounds} rounds, p99 by nearest rank is the worst round)")
+    problems = coop.problems + stuck.problems
+    if problems or set(statuses) != {"halted"}:
+        for problem in problems:
+            print("PROBLEM:", problem)
+        raise SystemExit("the halt did not behave as specified")
+
+
+if __name__ == "__main__":
+    main()

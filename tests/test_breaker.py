@@ -1,0 +1,340 @@
+"""Circuit breakers (CONTRACT 7): shared per `breaker` key across executions, opened by
+`breaker_failure_threshold` consecutive failed runs, skipping nodes at once while open, one
+trial after `breaker_reset_timeout_s`, closed or re-opened by that trial's outcome.
+
+Real engines and threads; a `ManualClock` stands in for the reset timeout, so a 30 s wait is
+one `clock.advance(30)`. No sleeps: waits are on events, conditions and actor replies.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from actors import Engine, ManualClock, Node, NodeContext, Workflow
+from actors.execution import ExecutionHandle, ExecutionResult
+from tests.conftest import Recorder
+
+EngineFactory = Callable[..., Engine]
+THRESHOLD = 3
+RESET_S = 30.0
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+class Venue:
+    """A fake exchange: counts calls; answers, fails or blocks as the test says."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.calls = 0
+        self.mode = "ok"          # ok | fail | block
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def __call__(self, ctx: NodeContext) -> dict[str, float]:
+        with self._lock:
+            self.calls += 1
+            self.threads.append(threading.current_thread())
+        mode = self.mode
+        if mode == "fail":
+            raise ConnectionError("venue unreachable")
+        if mode == "block":
+            self.entered.set()
+            self.release.wait(10)
+        return {"price": 100.0}
+
+
+def breaker_engine(make_engine: EngineFactory, clock: ManualClock, *,
+                   supervisors: int = 2) -> tuple[Engine, Recorder]:
+    engine = make_engine({
+        "daemon": {"supervisors": supervisors},
+        "resilience": {"breaker_failure_threshold": THRESHOLD,
+                       "breaker_reset_timeout_s": RESET_S,
+                       "backoff_min_s": 0.0, "backoff_max_s": 0.0},
+    }, clock=clock)
+    rec = Recorder()
+    engine.subscribe(rec)
+    return engine, rec
+
+
+def quote_workflow(venue: Venue, *, workflow_id: str = "quotes", node_id: str = "quote",
+                   breaker: str = "binance", max_restarts: int = 0,
+                   timeout_s: float | None = None) -> Workflow:
+    return Workflow(workflow_id, nodes=[
+        Node(node_id, venue, category="provider", breaker=breaker, max_restarts=max_restarts,
+             timeout_s=timeout_s),
+        Node("after", lambda ctx: "done", depends_on=[node_id]),
+    ])
+
+
+def run(engine: Engine, wf: Workflow) -> ExecutionResult:
+    return engine.submit(wf).result(timeout=5)
+
+
+def breaker_state(engine: Engine, key: str = "binance") -> str:
+    return engine.status()["breakers"][key]
+
+
+def circuit_events(rec: Recorder, kind: str, key: str = "binance") -> list[dict[str, Any]]:
+    return [e for e in rec.of_type(kind) if e["breaker"] == key]
+
+
+def open_breaker(engine: Engine, venue: Venue, wf: Workflow) -> list[ExecutionResult]:
+    venue.mode = "fail"
+    results = [run(engine, wf) for _ in range(THRESHOLD)]
+    assert all(r.error_type == "ConnectionError" for r in results)
+    assert breaker_state(engine) == "open"
+    return results
+
+
+def assert_skipped_for_circuit(rec: Recorder, result: ExecutionResult,
+                               node_id: str = "quote") -> None:
+    assert result.status == "failed"
+    assert result.error_type == "CircuitOpen"
+    events = rec.for_execution(result.execution_id)
+    assert not [e for e in events if e["type"] == "node_started"]
+    skipped = [(e["node_id"], e["reason"]) for e in events if e["type"] == "node_skipped"]
+    assert skipped == [(node_id, "circuit_open"), ("after", "upstream_failed")]
+    terminal = [e for e in events if e["type"].startswith("execution_")]
+    assert [e["type"] for e in terminal] == ["execution_started", "execution_failed"]
+    assert terminal[-1]["error_type"] == "CircuitOpen"
+    assert events[-1] is terminal[-1]
+
+
+# -- opening -------------------------------------------------------------------------------
+
+def test_opens_after_consecutive_failures_across_executions(
+        make_engine: EngineFactory) -> None:
+    clock = ManualClock()
+    engine, rec = breaker_engine(make_engine, clock)
+    venue = Venue()
+    wf = quote_workflow(venue)
+    assert engine.status()["breakers"] == {}
+
+    venue.mode = "fail"
+    results = []
+    for n in range(1, THRESHOLD + 1):
+        if n > 1:
+            assert breaker_state(engine) == "closed"
+            assert rec.of_type("circuit_opened") == []
+        result = run(engine, wf)
+        assert result.error_type == "ConnectionError"  # the node itself ran and failed
+        results.append(result)
+    assert len({r.execution_id for r in results}) == THRESHOLD
+    assert venue.calls == THRESHOLD
+
+    opened = rec.of_type("circuit_opened")
+    assert len(opened) == 1
+    assert opened[0]["breaker"] == "binance"
+    assert opened[0]["failures"] == THRESHOLD
+    assert "execution_id" not in opened[0]  # a system event, not a workflow one
+    assert engine.status()["breakers"] == {"binance": "open"}
+
+    # Open: nodes with that key are skipped, in this workflow and any other.
+    assert_skipped_for_circuit(rec, run(engine, wf))
+    other = quote_workflow(venue, workflow_id="orderbook", node_id="book")
+    assert_skipped_for_circuit(rec, run(engine, other), node_id="book")
+    assert venue.calls == THRESHOLD
+    # Another key is a different breaker: still closed, still runs.
+    venue.mode = "ok"
+    coinbase = quote_workflow(venue, workflow_id="cb", breaker="coinbase")
+    assert run(engine, coinbase).status == "completed"
+    assert venue.calls == THRESHOLD + 1
+    assert engine.status()["breakers"] == {"binance": "open", "coinbase": "closed"}
+
+
+def test_open_breaker_skips_at_once(make_engine: EngineFactory) -> None:
+    clock = ManualClock()
+    engine, rec = breaker_engine(make_engine, clock)
+    venue = Venue()
+    wf = quote_workflow(venue)
+    open_breaker(engine, venue, wf)
+    samples = []
+    for _ in range(30):
+        t0 = time.perf_counter()
+        result = engine.submit(wf).result(timeout=5)
+        samples.append(time.perf_counter() - t0)
+        assert result.error_type == "CircuitOpen"
+    assert venue.calls == THRESHOLD
+    median_ms = statistics.median(samples) * 1000.0
+    assert median_ms < 5.0, f"submit -> CircuitOpen result took {median_ms:.2f} ms (median)"
+    assert_skipped_for_circuit(rec, result)
+
+
+def test_every_attempt_counts_towards_the_threshold(make_engine: EngineFactory) -> None:
+    clock = ManualClock()
+    engine, rec = breaker_engine(make_engine, clock)
+    venue = Venue()
+    venue.mode = "fail"
+    wf = quote_workflow(venue, max_restarts=10)
+    result = run(engine, wf)
+    # Three failed attempts of one execution open the breaker; the fourth is not run.
+    assert venue.calls == THRESHOLD
+    assert result.status == "failed" and result.error_type == "CircuitOpen"
+    events = rec.for_execution(result.execution_id)
+    assert [e["attempt"] for e in events if e["type"] == "node_failed"] == [1, 2, 3]
+    assert [e["attempt"] for e in events if e["type"] == "node_retrying"] == [2, 3, 4]
+    assert [(e["node_id"], e["reason"]) for e in events if e["type"] == "node_skipped"] == [
+        ("quote", "circuit_open"), ("after", "upstream_failed")]
+    assert [e["failures"] for e in circuit_events(rec, "circuit_opened")] == [THRESHOLD]
+    assert breaker_state(engine) == "open"
+
+
+def test_a_success_resets_the_consecutive_failure_count(make_engine: EngineFactory) -> None:
+    clock = ManualClock()
+    engine, rec = breaker_engine(make_engine, clock)
+    venue = Venue()
+    wf = quote_workflow(venue)
+    for mode in ["fail"] * (THRESHOLD - 1) + ["ok"] + ["fail"] * (THRESHOLD - 1):
+        venue.mode = mode
+        run(engine, wf)
+    assert breaker_state(engine) == "closed"
+    assert rec.of_type("circuit_opened") == []
+    venue.mode = "fail"
+    run(engine, wf)
+    assert breaker_state(engine) == "open"
+    assert [e["failures"] for e in circuit_events(rec, "circuit_opened")] == [THRESHOLD]
+
+
+# -- half-open -----------------------------------------------------------------------------
+
+def test_exactly_one_trial_among_500_racing_executions_and_success_closes(
+        make_engine: EngineFactory) -> None:
+    clock = ManualClock()
+    engine, rec = breaker_engine(make_engine, clock, supervisors=4)
+    venue = Venue()
+    wf = quote_workflow(venue)
+    open_breaker(engine, venue, wf)
+
+    clock.advance(RESET_S - 0.5)
+    assert run(engine, wf).error_type == "CircuitOpen"  # not yet
+    assert rec.of_type("circuit_half_open") == []
+    clock.advance(0.5)
+
+    venue.mode = "block"
+    calls_before = venue.calls
+    n_threads, per_thread = 5, 100
+    total = n_threads * per_thread
+    handles: list[ExecutionHandle] = []
+    done = threading.Condition()
+    finished: list[ExecutionHandle] = []
+    start = threading.Barrier(n_threads)
+
+    def on_done(handle: ExecutionHandle) -> None:
+        with done:
+            finished.append(handle)
+            done.notify_all()
+
+    def submitter() -> None:
+        start.wait(timeout=10)
+        mine = [engine.submit(wf) for _ in range(per_thread)]
+        for handle in mine:
+            handle.add_done_callback(on_done)
+        with done:
+            handles.extend(mine)
+
+    threads = [threading.Thread(target=submitter) for _ in range(n_threads)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=20)
+        assert len(handles) == total
+        assert venue.entered.wait(10), "no trial run started"
+        with done:
+            assert done.wait_for(lambda: len(finished) >= total - 1, timeout=20), len(finished)
+        # Everyone else was turned away; the trial is still in flight.
+        assert venue.calls == calls_before + 1
+        assert len(finished) == total - 1
+        assert breaker_state(engine) == "half_open"
+        half_open = circuit_events(rec, "circuit_half_open")
+        assert len(half_open) == 1
+        refused = [h.result(timeout=0) for h in finished]
+        assert {(r.status, r.error_type) for r in refused} == {("failed", "CircuitOpen")}
+    finally:
+        venue.release.set()
+    with done:
+        assert done.wait_for(lambda: len(finished) == total, timeout=10)
+    results = [h.result(timeout=0) for h in handles]
+    completed = [r for r in results if r.status == "completed"]
+    assert len(completed) == 1
+    assert sum(r.error_type == "CircuitOpen" for r in results) == total - 1
+    assert venue.calls == calls_before + 1
+    assert len(circuit_events(rec, "circuit_half_open")) == 1
+    closed = circuit_events(rec, "circuit_closed")
+    assert len(closed) == 1
+    assert closed[0]["seq"] > circuit_events(rec, "circuit_half_open")[0]["seq"]
+    assert breaker_state(engine) == "closed"
+    # Closed again: runs go through, and the failure count starts from zero.
+    venue.mode = "ok"
+    assert run(engine, wf).status == "completed"
+    venue.mode = "fail"
+    for _ in range(THRESHOLD - 1):
+        run(engine, wf)
+    assert breaker_state(engine) == "closed"
+
+
+def test_failed_trial_reopens_for_another_reset_timeout(make_engine: EngineFactory) -> None:
+    clock = ManualClock()
+    engine, rec = breaker_engine(make_engine, clock)
+    venue = Venue()
+    wf = quote_workflow(venue)
+    open_breaker(engine, venue, wf)
+    clock.advance(RESET_S)
+
+    venue.mode = "fail"
+    trial = run(engine, wf)
+    assert trial.error_type == "ConnectionError"  # the trial ran, and failed
+    assert venue.calls == THRESHOLD + 1
+    kinds = [e["type"] for e in rec.events if e["type"].startswith("circuit_")]
+    assert kinds == ["circuit_opened", "circuit_half_open", "circuit_opened"]
+    assert circuit_events(rec, "circuit_opened")[-1]["failures"] == THRESHOLD + 1
+    assert breaker_state(engine) == "open"
+
+    # Re-opened for a whole reset timeout from the failed trial.
+    assert_skipped_for_circuit(rec, run(engine, wf))
+    clock.advance(RESET_S - 0.5)
+    assert_skipped_for_circuit(rec, run(engine, wf))
+    assert venue.calls == THRESHOLD + 1
+    clock.advance(0.5)
+    venue.mode = "ok"
+    assert run(engine, wf).status == "completed"
+    assert len(circuit_events(rec, "circuit_half_open")) == 2
+    assert len(circuit_events(rec, "circuit_closed")) == 1
+    assert breaker_state(engine) == "closed"
+
+
+def test_trial_that_times_out_reopens_and_its_late_success_is_ignored(
+        make_engine: EngineFactory) -> None:
+    clock = ManualClock()
+    engine, rec = breaker_engine(make_engine, clock)
+    venue = Venue()
+    wf = quote_workflow(venue, timeout_s=5.0)
+    open_breaker(engine, venue, wf)
+    clock.advance(RESET_S)
+
+    venue.mode = "block"
+    try:
+        handle = engine.submit(wf)
+        assert venue.entered.wait(10)
+        assert breaker_state(engine) == "half_open"
+        clock.advance(5.0)
+        result = handle.result(timeout=5)
+        assert result.error_type == "NodeTimeout"
+        assert breaker_state(engine) == "open"
+        assert len(circuit_events(rec, "circuit_opened")) == 2
+    finally:
+        venue.release.set()
+    stuck = venue.threads[-1]
+    stuck.join(timeout=5)
+    assert not stuck.is_alive()
+    engine.supervisor_stats()  # its late NodeDone has been handled
+    assert breaker_state(engine) == "open"
+    assert circuit_events(rec, "circuit_closed") == []
+    assert not [e for e in rec.for_execution(result.execution_id)
+                if e["type"] == "node_completed" and e["node_id"] == "quote"]

@@ -1,0 +1,202 @@
+"""The `tradeloom run` command (CONTRACT 3), run as a real subprocess on a tiny workflow
+module written into tmp_path: exit 0 when the execution completed, 1 when it failed, 2 with
+one line on stderr (never a traceback) for a bad ref, a bad --input or a bad config.
+`--input k=v` values are JSON when they parse, else strings; `--json` prints one JSON object
+per line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+MODULE = textwrap.dedent("""
+    from actors import Node, Workflow
+
+    def echo(ctx):
+        return dict(ctx.inputs)
+
+    def double(ctx):
+        return ctx.upstream["echo"].get("n", 0) * 2
+
+    def boom(ctx):
+        raise ValueError("boom from the cli test")
+
+    workflow = Workflow("cli_ok", nodes=[
+        Node("echo", echo, category="provider"),
+        Node("double", double, depends_on=["echo"]),
+    ])
+    failing = Workflow("cli_fail", nodes=[
+        Node("echo", echo, category="provider"),
+        Node("boom", boom, depends_on=["echo"]),
+        Node("never", echo, depends_on=["boom"]),
+    ])
+    not_a_workflow = 42
+""")
+
+BIN = Path(sys.executable).parent / "tradeloom"
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    (tmp_path / "cliwf.py").write_text(MODULE)
+    (tmp_path / "clibroken.py").write_text("raise RuntimeError('broken at import')\n")
+    (tmp_path / "clisyntax.py").write_text("def nope(:\n")
+    return tmp_path
+
+
+def tradeloom(workdir: Path, *args: str, console_script: bool = False,
+              timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(workdir), *filter(None, [env.get("PYTHONPATH")])])
+    env.pop("PYTHONWARNINGS", None)
+    command = [str(BIN)] if console_script else [sys.executable, "-m", "actors.cli"]
+    return subprocess.run([*command, *args], cwd=workdir, env=env, capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+def json_lines(stdout: str) -> list[dict[str, Any]]:
+    lines = stdout.splitlines()
+    assert lines, "nothing on stdout"
+    objects = [json.loads(line) for line in lines]
+    assert all(isinstance(o, dict) for o in objects)
+    return objects
+
+
+def assert_one_error_line(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+# -- success and failure -------------------------------------------------------------------
+
+def test_run_completed_workflow_exits_0_and_prints_json_lines(workdir: Path) -> None:
+    proc = tradeloom(workdir, "run", "cliwf:workflow", "--json", "--input", "n=21",
+                     console_script=BIN.exists())
+    assert proc.returncode == 0, proc.stderr
+    objects = json_lines(proc.stdout)
+    events = [o for o in objects if "type" in o]
+    types = [e["type"] for e in events]
+    assert types[0] == "execution_started"
+    assert types[-1] == "execution_completed"
+    assert types.count("node_completed") == 2
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    execution_id = events[0]["execution_id"]
+    assert execution_id.startswith("exec_cli_ok_")
+    assert all(e["execution_id"] == execution_id for e in events)
+    assert events[-1]["status"] == "completed"
+    assert events[-1]["results"] == {"echo": {"n": 21}, "double": 42}
+    # The result follows the events, as one more JSON object.
+    summary = objects[-1]
+    assert summary.get("status") == "completed"
+    assert summary.get("execution_id") == execution_id
+
+
+def test_run_failed_workflow_exits_1(workdir: Path) -> None:
+    proc = tradeloom(workdir, "run", "cliwf:failing", "--json")
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    objects = json_lines(proc.stdout)
+    terminal = [o for o in objects if o.get("type") == "execution_failed"]
+    assert len(terminal) == 1
+    assert terminal[0]["status"] == "failed" and terminal[0]["error_type"] == "ValueError"
+    skipped = [o for o in objects if o.get("type") == "node_skipped"]
+    assert [(o["node_id"], o["reason"]) for o in skipped] == [("never", "upstream_failed")]
+    assert objects[-1].get("status") == "failed"
+
+
+def test_run_without_json_prints_events_for_people(workdir: Path) -> None:
+    proc = tradeloom(workdir, "run", "cliwf:workflow")
+    assert proc.returncode == 0, proc.stderr
+    assert "execution_started" in proc.stdout
+    assert "execution_completed" in proc.stdout
+    assert "node_completed" in proc.stdout
+
+
+# -- --input -------------------------------------------------------------------------------
+
+def test_input_values_are_json_when_they_parse_else_strings(workdir: Path) -> None:
+    pairs = {
+        "n": ("5", 5),
+        "f": ("1.5", 1.5),
+        "yes": ("true", True),
+        "no": ("false", False),
+        "nothing": ("null", None),
+        "word": ("hello", "hello"),
+        "quoted": ('"42"', "42"),
+        "obj": ('{"a": [1, 2]}', {"a": [1, 2]}),
+        "list": ("[1, 2]", [1, 2]),
+        "eq": ("a=b", "a=b"),
+        "empty": ("", ""),
+        "spaced": ("two words", "two words"),
+    }
+    args = [arg for key, (raw, _) in pairs.items() for arg in ("--input", f"{key}={raw}")]
+    proc = tradeloom(workdir, "run", "cliwf:workflow", "--json", *args)
+    assert proc.returncode == 0, proc.stderr
+    objects = json_lines(proc.stdout)
+    started = next(o for o in objects if o.get("type") == "execution_started")
+    expected = {key: value for key, (_, value) in pairs.items()}
+    assert started["inputs"] == expected
+    completed = next(o for o in objects if o.get("type") == "execution_completed")
+    assert completed["results"]["echo"] == expected
+    assert completed["results"]["double"] == 10
+
+
+@pytest.mark.parametrize("bad", ["novalue", "=value"])
+def test_bad_input_exits_2_with_one_line(workdir: Path, bad: str) -> None:
+    proc = tradeloom(workdir, "run", "cliwf:workflow", "--input", bad)
+    assert_one_error_line(proc, bad)
+    assert proc.stdout == ""
+
+
+# -- bad refs and configs ------------------------------------------------------------------
+
+@pytest.mark.parametrize("ref", [
+    "no_such_module_tradeloom_cli:workflow",
+    "cliwf:missing",
+    "cliwf:not_a_workflow",
+    "cliwf",
+    "clibroken:workflow",
+    "clisyntax:workflow",
+])
+def test_bad_ref_exits_2_with_one_line_and_no_traceback(workdir: Path, ref: str) -> None:
+    proc = tradeloom(workdir, "run", ref)
+    assert_one_error_line(proc, ref.split(":")[0])
+    assert proc.stdout == ""
+
+
+def test_bad_config_exits_2_with_one_line_naming_the_key(workdir: Path) -> None:
+    config = workdir / "bad.toml"
+    config.write_text("[resilience]\ntimeout_s = 1.0\nretries = 3\n")
+    proc = tradeloom(workdir, "run", "cliwf:workflow", "--config", str(config))
+    assert_one_error_line(proc, "retries")
+
+
+def test_config_file_is_applied_to_the_run(workdir: Path) -> None:
+    config = workdir / "ok.toml"
+    config.write_text("[resilience]\npreset = \"staging\"\ntimeout_s = 5.0\n")
+    proc = tradeloom(workdir, "run", "cliwf:workflow", "--json", "--config", str(config))
+    assert proc.returncode == 0, proc.stderr
+    assert json_lines(proc.stdout)[-1].get("status") == "completed"
+
+
+# -- help ----------------------------------------------------------------------------------
+
+def test_help_lists_the_run_command(workdir: Path) -> None:
+    proc = tradeloom(workdir, "--help")
+    assert proc.returncode == 0
+    assert "run" in proc.stdout
+    proc = tradeloom(workdir, "run", "--help")
+    assert proc.returncode == 0
+    assert "--input" in proc.stdout and "--json" in proc.stdout

@@ -1,0 +1,230 @@
+"""Workflow definitions (CONTRACT 8): a workflow that is not a DAG, names an unknown
+dependency, has duplicate ids, a bad category or a bad id is refused when the `Workflow`
+(or its `Node`) is built, with a `WorkflowDefinitionError` naming the node.
+
+These tests need no engine: the point is that a bad definition never gets as far as a submit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from actors import Node, NodeContext, Workflow, WorkflowDefinitionError
+from actors.errors import TradeloomError
+
+
+def noop(ctx: NodeContext) -> None:
+    return None
+
+
+def n(node_id: str, *deps: str, **options: Any) -> Node:
+    return Node(node_id, noop, depends_on=list(deps), **options)
+
+
+def assert_names(exc: pytest.ExceptionInfo[WorkflowDefinitionError], node_id: str) -> None:
+    """The error names the node: in its message, and as `node_id` for programs."""
+    assert node_id in str(exc.value), str(exc.value)
+    assert exc.value.node_id == node_id
+
+
+# -- valid definitions ---------------------------------------------------------------------
+
+def test_valid_dag_is_built_with_its_nodes_in_order() -> None:
+    nodes = [n("a"), n("b", "a"), n("c", "a"), n("d", "b", "c")]
+    wf = Workflow("diamond", nodes=nodes)
+    assert wf.id == "diamond"
+    assert [node.id for node in wf.nodes] == ["a", "b", "c", "d"]
+    assert wf.nodes[3].depends_on == ("b", "c")
+
+
+def test_depends_on_accepts_a_single_string() -> None:
+    wf = Workflow("single", nodes=[n("a"), Node("b", noop, depends_on="a")])
+    assert wf.nodes[1].depends_on == ("a",)
+
+
+def test_node_defaults() -> None:
+    node = Node("x", noop)
+    assert node.category == "transform"
+    assert node.depends_on == ()
+    assert node.fn is noop
+
+
+@pytest.mark.parametrize("category", ["provider", "condition", "action", "transform"])
+def test_every_contract_category_is_accepted(category: str) -> None:
+    assert Node("x", noop, category=category).category == category
+
+
+@pytest.mark.parametrize("node_id", ["a", "A.b-c_9", "x" * 128, "0", "price.binance-spot_1"])
+def test_ids_matching_the_contract_pattern_are_accepted(node_id: str) -> None:
+    wf = Workflow(node_id, nodes=[Node(node_id, noop)])
+    assert wf.id == node_id
+    assert wf.nodes[0].id == node_id
+
+
+# -- not a DAG -----------------------------------------------------------------------------
+
+def test_two_node_cycle_is_refused_naming_a_node_on_it() -> None:
+    with pytest.raises(WorkflowDefinitionError) as exc:
+        Workflow("loop", nodes=[n("a", "b"), n("b", "a")])
+    assert exc.value.node_id in {"a", "b"}
+    assert repr(exc.value.node_id) in str(exc.value)
+
+
+def test_three_node_cycle_is_refused() -> None:
+    with pytest.raises(WorkflowDefinitionError) as exc:
+        Workflow("loop3", nodes=[n("root"), n("a", "root", "c"), n("b", "a"), n("c", "b")])
+    assert exc.value.node_id in {"a", "b", "c"}
+    assert repr(exc.value.node_id) in str(exc.value)
+
+
+def test_cycle_error_names_a_node_that_is_on_the_cycle() -> None:
+    """`after` only hangs below the cycle a <-> b; it is listed first, but it is not on the
+    cycle, so naming it ("node 'after' is on a cycle") would send a reader the wrong way."""
+    with pytest.raises(WorkflowDefinitionError) as exc:
+        Workflow("loop_below", nodes=[n("after", "a"), n("a", "b"), n("b", "a")])
+    assert exc.value.node_id in {"a", "b"}, str(exc.value)
+
+
+def test_self_dependency_is_refused_naming_the_node() -> None:
+    with pytest.raises(WorkflowDefinitionError) as exc:
+        Workflow("selfish", nodes=[n("ok"), n("me", "ok", "me")])
+    assert_names(exc, "me")
+
+
+# -- unknown dependencies, duplicates ------------------------------------------------------
+
+def test_unknown_dependency_is_refused_naming_the_node_and_the_dependency() -> None:
+    with pytest.raises(WorkflowDefinitionError) as exc:
+        Workflow("dangling", nodes=[n("a"), n("b", "a", "ghost")])
+    assert_names(exc, "b")
+    assert "ghost" in str(exc.value)
+
+
+def test_duplicate_node_ids_are_refused_naming_the_id() -> None:
+    with pytest.raises(WorkflowDefinitionError) as exc:
+        Workflow("twins", nodes=[n("a"), n("twin", "a"), n("twin")])
+    assert_names(exc, "twin")
+
+
+# -- bad nodes -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("category", ["Provider", "actions", "", "sink"])
+def test_bad_category_is_refused_naming_the_node(category: str) -> None:
+    with pytest.raises(WorkflowDefinitionError) as exc:
+        Node("odd", noop, category=category)
+    assert_names(exc, "odd")
+
+
+@pytest.mark.parametrize("node_id", ["", "has space", "a/b", "x" * 129, "caf\u00e9", "a:b",
+                                     "tab\t"])
+def test_bad_node_id_is_refused(node_id: str) -> None:
+    with pytest.raises(WorkflowDefinitionError) as exc:
+        Node(node_id, noop)
+    assert repr(node_id) in str(exc.value)
+
+
+def test_non_string_node_id_is_refused() -> None:
+    with pytest.raises(WorkflowDefinitionError):
+        Node(42, noop)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("workflow_id", ["", "bad id", "w/1", "x" * 129])
+def test_bad_workflow_id_is_refused(workflow_id: str) -> None:
+    with pytest.raises(WorkflowDefinitionError) as exc:
+        Workflow(workflow_id, nodes=[n("a")])
+    assert repr(workflow_id) in str(exc.value)
+
+
+def test_non_callable_fn_is_refused_naming_the_node() -> None:
+    with pytest.raises(WorkflowDefinitionError) as exc:
+        Node("inert", "not a function")  # type: ignore[arg-type]
+    assert_names(exc, "inert")
+
+
+def test_empty_workflow_is_refused() -> None:
+    with pytest.raises(WorkflowDefinitionError):
+        Workflow("empty", nodes=[])
+
+
+def test_items_that_are_not_nodes_are_refused() -> None:
+    with pytest.raises(WorkflowDefinitionError):
+        Workflow("mixed", nodes=[n("a"), "b"])  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize("option", ["timeout_s", "cache_ttl_s", "restart_within_s"])
+def test_non_positive_durations_are_refused_naming_the_node(option: str) -> None:
+    with pytest.raises(WorkflowDefinitionError) as exc:
+        Node("timed", noop, category="provider", **{option: 0})
+    assert_names(exc, "timed")
+    assert option in str(exc.value)
+
+
+def test_workflow_timeout_must_be_positive() -> None:
+    with pytest.raises(WorkflowDefinitionError):
+        Workflow("late", nodes=[n("a")], timeout_s=0)
+
+
+def test_definition_error_is_a_tradeloom_error() -> None:
+    assert issubclass(WorkflowDefinitionError, TradeloomError)
+
+
+# -- properties over random graphs ---------------------------------------------------------
+
+@st.composite
+def random_dags(draw: st.DrawFn) -> tuple[list[str], list[list[str]], list[int]]:
+    """Ids, each node's dependencies (only on lower-numbered nodes: a DAG), and a shuffled
+    listing order (a Workflow must not care in which order its nodes are listed)."""
+    size = draw(st.integers(min_value=1, max_value=12))
+    ids = [f"n{i}" for i in range(size)]
+    deps = [sorted(draw(st.sets(st.sampled_from(ids[:i]), max_size=i))) if i else []
+            for i in range(size)]
+    order = draw(st.permutations(list(range(size))))
+    return ids, deps, order
+
+
+@settings(max_examples=60, deadline=None)
+@given(random_dags())
+def test_any_dag_builds_in_any_listing_order(dag: tuple[list[str], list[list[str]],
+                                                        list[int]]) -> None:
+    ids, deps, order = dag
+    wf = Workflow("dag", nodes=[n(ids[i], *deps[i]) for i in order])
+    assert sorted(node.id for node in wf.nodes) == sorted(ids)
+
+
+@settings(max_examples=60, deadline=None)
+@given(random_dags(), st.data())
+def test_any_back_edge_makes_a_cycle_that_is_refused(
+        dag: tuple[list[str], list[list[str]], list[int]], data: st.DataObject) -> None:
+    ids, deps, order = dag
+    # Pick a path hi -> ... -> lo by following dependencies down, then add lo -> hi.
+    edges = [(i, int(d[1:])) for i in range(len(ids)) for d in deps[i]]
+    if not edges:
+        return
+    hi, lo = data.draw(st.sampled_from(edges))
+    deps = [list(d) for d in deps]
+    deps[lo].append(ids[hi])
+    with pytest.raises(WorkflowDefinitionError) as exc:
+        Workflow("cyclic", nodes=[n(ids[i], *deps[i]) for i in order])
+    assert repr(exc.value.node_id) in str(exc.value)
+    assert exc.value.node_id in on_a_cycle(ids, deps), str(exc.value)
+
+
+def on_a_cycle(ids: list[str], deps: list[list[str]]) -> set[str]:
+    """The nodes that can reach themselves by following dependencies."""
+    index = {node_id: i for i, node_id in enumerate(ids)}
+    found = set()
+    for start in range(len(ids)):
+        stack, seen = [index[d] for d in deps[start]], set()
+        while stack:
+            i = stack.pop()
+            if i == start:
+                found.add(ids[start])
+                break
+            if i not in seen:
+                seen.add(i)
+                stack.extend(index[d] for d in deps[i])
+    return found
