@@ -9,14 +9,14 @@ outcome closes or re-opens the breaker.
 from __future__ import annotations
 
 import threading
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any
 
 from actors.clock import Clock
 from actors.events import EventSink
 
 
-class BreakerState(str, Enum):
+class BreakerState(StrEnum):
     CLOSED = "closed"
     OPEN = "open"
     HALF_OPEN = "half_open"
@@ -48,15 +48,16 @@ class CircuitBreaker:
         if self.state is BreakerState.CLOSED:  # the common case needs no lock
             return Admit.ALLOW
         with self._lock:
-            if self.state is BreakerState.CLOSED:
+            state: BreakerState = self.state  # re-read: it may have changed before the lock
+            if state is BreakerState.CLOSED:
                 return Admit.ALLOW
-            if (self.state is BreakerState.OPEN
+            if (state is BreakerState.OPEN
                     and self._clock.monotonic() - self.opened_at >= self.reset_timeout_s):
                 self.state = BreakerState.HALF_OPEN
                 self.trial_in_flight = True
                 self._publish("circuit_half_open")
                 return Admit.TRIAL
-            if self.state is BreakerState.HALF_OPEN and not self.trial_in_flight:
+            if state is BreakerState.HALF_OPEN and not self.trial_in_flight:
                 self.trial_in_flight = True  # an earlier trial never ran; this one goes
                 return Admit.TRIAL
             self.rejected += 1

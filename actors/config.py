@@ -246,7 +246,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     if origin is Literal:
         allowed = typing.get_args(hint)
         if value not in allowed:
-            raise ConfigError(f"{key} must be one of {', '.join(map(repr, allowed))}, not {value!r}")
+            choices = ", ".join(map(repr, allowed))
+            raise ConfigError(f"{key} must be one of {choices}, not {value!r}")
         return value
     if origin is tuple:
         (item_hint, _ellipsis) = typing.get_args(hint)

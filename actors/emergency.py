@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from enum import Enum
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 import pykka
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("tradeloom.emergency")
 
 
-class EmergencyState(str, Enum):
+class EmergencyState(StrEnum):
     NORMAL = "NORMAL"
     ALERT = "ALERT"
     REDUCE_ONLY = "REDUCE_ONLY"

@@ -12,6 +12,7 @@ a few supervisors. Several engines can live in one process (tests do).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import threading
@@ -154,7 +155,7 @@ class Engine:
         return handle
 
     def _refuse(self, handle: ExecutionHandle, error: str, error_type: str) -> None:
-        handle._resolve(ExecutionResult(  # noqa: SLF001
+        handle._resolve(ExecutionResult(
             execution_id=handle.execution_id, workflow_id=handle.workflow_id,
             status=ex.REFUSED, error=error, error_type=error_type))
 
@@ -169,7 +170,7 @@ class Engine:
         end = EndExecutions(status=ex.CANCELLED, error="cancelled by request",
                             error_type="Cancelled", skip_reason="cancelled",
                             execution_id=execution_id)
-        ended = sum(sup.ask(end, timeout=5.0) for sup in self._supervisors)
+        ended = sum(int(sup.ask(end, block=True, timeout=5.0)) for sup in self._supervisors)
         if ended:
             return ex.CANCELLED
         result = self._recent.get(execution_id)
@@ -201,16 +202,16 @@ class Engine:
     def state(self) -> EmergencyState:
         return self.gate.state
 
-    def halt(self, reason: str) -> dict[str, str]:
+    def halt(self, reason: str) -> dict[str, Any]:
         return self._ask_emergency(Halt(reason=reason))
 
-    def resume(self, reason: str | None = None, *, force: bool = False) -> dict[str, str]:
+    def resume(self, reason: str | None = None, *, force: bool = False) -> dict[str, Any]:
         return self._ask_emergency(Resume(reason=reason, force=force))
 
-    def alert(self, reason: str) -> dict[str, str]:
+    def alert(self, reason: str) -> dict[str, Any]:
         return self._ask_emergency(Alert(reason=reason))
 
-    def reduce_only(self, reason: str) -> dict[str, str]:
+    def reduce_only(self, reason: str) -> dict[str, Any]:
         return self._ask_emergency(ReduceOnly(reason=reason))
 
     def risk_update(self, limit: str, value: float | None = None, delta: float | None = None,
@@ -222,10 +223,11 @@ class Engine:
               equity: float | None = None) -> dict[str, Any]:
         return self.risk_update(limit, value, delta, equity=equity)
 
-    def _ask_emergency(self, message: Any) -> Any:
+    def _ask_emergency(self, message: Any) -> dict[str, Any]:
         if self._stopped:
             raise EngineStopped("the engine is stopped")
-        return self._emergency.ask(message, timeout=30.0)
+        reply: dict[str, Any] = self._emergency.ask(message, block=True, timeout=30.0)
+        return reply
 
     def status(self) -> dict[str, Any]:
         with self.sink.lock:
@@ -247,7 +249,8 @@ class Engine:
         }
 
     def supervisor_stats(self) -> list[dict[str, Any]]:
-        return [sup.ask(SupervisorStats(), timeout=5.0) for sup in self._supervisors]
+        return [dict(sup.ask(SupervisorStats(), block=True, timeout=5.0))
+                for sup in self._supervisors]
 
     def _tick(self) -> None:
         for sup in self._supervisors:
@@ -273,11 +276,10 @@ class Engine:
                 future.get(timeout=timeout)
             except pykka.Timeout:
                 log.error("supervisor_did_not_stop", timeout_s=timeout)
-        for ref in (*self._supervisors, self._emergency, self.ref):
-            try:
+        refs: list[pykka.ActorRef[Any]] = [*self._supervisors, self._emergency, self.ref]
+        for ref in refs:
+            with contextlib.suppress(pykka.Timeout, pykka.ActorDeadError):
                 ref.stop(timeout=timeout)
-            except (pykka.Timeout, pykka.ActorDeadError):
-                pass
 
     def __enter__(self) -> Engine:
         return self

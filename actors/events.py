@@ -137,7 +137,7 @@ class EventSink:
                     continue
                 try:
                     callback(event)
-                except Exception:  # noqa: BLE001 - a subscriber must not break the engine
+                except Exception:
                     log.exception("subscriber_failed", callback=repr(callback),
                                   event_type=event["type"], seq=event["seq"])
 

@@ -143,10 +143,28 @@ class Execution:
     """A supervisor's private record of one execution (touched only by its thread)."""
 
     __slots__ = (
-        "attempts", "bot_id", "closed", "completed", "end_on_start", "errors", "finished",
+        "attempts",
+        "bot_id",
+        "closed",
+        "completed",
+        "end_on_start",
+        "errors",
+        "finished",
+        "handle",
+        "head",
+        "id",
+        "inputs",
+        "node_status",
+        "outputs",
+        "priority",
+        "remaining",
+        "restarts",
+        "runs",
         "started_event",
-        "handle", "head", "id", "inputs", "node_status", "outputs", "priority", "remaining",
-        "restarts", "runs", "started_mono", "started_wall", "status", "strategy_id",
+        "started_mono",
+        "started_wall",
+        "status",
+        "strategy_id",
         "workflow",
     )
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import queue
 import time
-from typing import Any
+from typing import Any, cast
 
 import pykka
 import structlog
@@ -54,7 +54,7 @@ class NodeActor(pykka.ThreadingActor):
     def __init__(self, shared: queue.SimpleQueue[Any], supervisor_inbox: Any,
                  gate: EmergencyGate) -> None:
         super().__init__()
-        self.actor_inbox.bind(shared)
+        cast(SharedInbox, self.actor_inbox).bind(shared)
         self._reply = supervisor_inbox.put
         self._gate = gate
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable
 from itertools import count
-from typing import Any
+from typing import Any, cast
 
 import pykka
 import structlog
@@ -53,7 +53,7 @@ class SupervisorActor(pykka.ThreadingActor):
                  cache: ProviderCache, risk: Callable[..., dict[str, Any]],
                  record: Callable[[ExecutionResult], None], node_actors: int) -> None:
         super().__init__()
-        self.actor_inbox.next_delay = self._next_delay
+        cast(TimerInbox, self.actor_inbox).next_delay = self._next_delay
         self._sink = sink
         self._gate = gate
         self._breakers = breakers
@@ -96,7 +96,7 @@ class SupervisorActor(pykka.ThreadingActor):
 
     def _handle(self, message: Any) -> Any:
         kind = type(message)
-        reply = None
+        reply: Any = None
         if kind is NodeDone:
             self._node_done(message)
         elif kind is StartExecution:
@@ -450,13 +450,13 @@ class SupervisorActor(pykka.ThreadingActor):
                         error_type=error_type, error=error)
         self._record(result)
         successor = self._admission.finish(status)
-        exe.handle._resolve(result)  # noqa: SLF001 - the supervisor owns the handle's outcome
+        exe.handle._resolve(result)
         if successor is not None:
             self._start(successor)
 
 
 def _timer_alive(timer: tuple[float, int, int, Any, Any]) -> bool:
-    _, _, kind, target, arg = timer
+    _, _, kind, target, _ = timer
     if kind == _TIMEOUT:
         return not target.abandoned and target.execution.runs.get(target.index) is target
     return not target.closed

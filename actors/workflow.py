@@ -27,14 +27,26 @@ class Node:
     """
 
     __slots__ = (
-        "breaker", "cache_ttl_s", "category", "depends_on", "fn", "id", "idempotent",
-        "max_restarts", "name", "reduces_risk", "restart_on", "restart_within_s", "timeout_s",
-        "backoff_min_s", "backoff_max_s",
+        "backoff_max_s",
+        "backoff_min_s",
+        "breaker",
+        "cache_ttl_s",
+        "category",
+        "depends_on",
+        "fn",
+        "id",
+        "idempotent",
+        "max_restarts",
+        "name",
+        "reduces_risk",
+        "restart_on",
+        "restart_within_s",
+        "timeout_s",
     )
 
     def __init__(
         self,
-        id: str,  # noqa: A002 - the contract's name
+        id: str,
         fn: Callable[[NodeContext], Any],
         *,
         category: str = "transform",
@@ -117,7 +129,7 @@ class Workflow:
     precomputed, so a supervisor drives an execution with list lookups only.
     """
 
-    def __init__(self, id: str, nodes: Iterable[Node], *,  # noqa: A002
+    def __init__(self, id: str, nodes: Iterable[Node], *,
                  timeout_s: float | None = None, description: str = "") -> None:
         if not isinstance(id, str) or not ID_PATTERN.fullmatch(id):
             raise WorkflowDefinitionError(f"workflow id {id!r} must match [A-Za-z0-9_.-]{{1,128}}")

@@ -1,0 +1,51 @@
+"""msgpack encoding of events (`[topic, payload]` frames) and control messages.
+
+Events and replies are maps with string keys. Anything msgpack cannot carry natively (a
+node's output may hold a Decimal or a datetime) is sent as its string form rather than
+failing the event: the stream must never stop because of one odd output.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from actors.events import topic_of
+
+#: Control messages over this size are refused with `bad_request` (CONTRACT §6).
+MAX_MESSAGE_BYTES = 1024 * 1024
+
+
+class CodecError(ValueError):
+    """A frame that is not a msgpack map with string keys, or is too large."""
+
+
+def _fallback(obj: Any) -> Any:
+    if isinstance(obj, set | frozenset | tuple):
+        return list(obj)
+    return str(obj)
+
+
+def encode(obj: Any) -> bytes:
+    return msgpack.packb(obj, default=_fallback, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def event_frames(event: dict[str, Any]) -> list[bytes]:
+    """The two frames of a published event: UTF-8 topic and msgpack payload."""
+    return [topic_of(event).encode(), encode(event)]
+
+
+def decode_map(frame: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
+    """Decode one frame that must be a msgpack map with string keys."""
+    if len(frame) > max_bytes:
+        raise CodecError(f"message of {len(frame)} bytes is over the {max_bytes} byte limit")
+    try:
+        obj = msgpack.unpackb(frame, raw=False, strict_map_key=True)
+    except Exception as exc:  # noqa: BLE001 - msgpack raises several unrelated types
+        raise CodecError(f"not msgpack: {exc}") from None
+    if not isinstance(obj, dict):
+        raise CodecError(f"expected a map, got {type(obj).__name__}")
+    if not all(isinstance(k, str) for k in obj):
+        raise CodecError("map keys must be strings")
+    return obj
