@@ -13,9 +13,7 @@ then cancelled) or as skipped, never both, and nothing follows the terminal even
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable
-from itertools import count
 from typing import Any, cast
 
 import pykka
@@ -35,6 +33,7 @@ from actors.inbox import TimerInbox
 from actors.messages import EndExecutions, NodeDone, StartExecution, SupervisorStats, Tick
 from actors.node import NodePool
 from actors.restart import RestartPolicy, policy_for
+from actors.timers import Entry, TimerHeap
 from actors.workflow import Node
 
 log = structlog.get_logger("tradeloom.supervisor")
@@ -53,7 +52,6 @@ class SupervisorActor(pykka.ThreadingActor):
                  cache: ProviderCache, risk: Callable[..., dict[str, Any]],
                  record: Callable[[ExecutionResult], None], node_actors: int) -> None:
         super().__init__()
-        cast(TimerInbox, self.actor_inbox).next_delay = self._next_delay
         self._sink = sink
         self._gate = gate
         self._breakers = breakers
@@ -66,9 +64,8 @@ class SupervisorActor(pykka.ThreadingActor):
         self._node_actors = node_actors
         self._live: dict[str, Execution] = {}
         self._policies: dict[Node, RestartPolicy] = {}
-        self._timers: list[tuple[float, int, int, Any, Any]] = []
-        self._timer_order = count()
-        self._compact_at = 4096
+        self._timers = TimerHeap(clock, _timer_alive)
+        cast(TimerInbox, self.actor_inbox).next_delay = self._timers.next_delay
         self._pool: NodePool
 
     def on_start(self) -> None:
@@ -110,7 +107,7 @@ class SupervisorActor(pykka.ThreadingActor):
                      "runs_in_flight": self._pool.busy, "timers": len(self._timers)}
         elif kind is not Tick:
             return super().on_receive(message)
-        if self._timers and self._timers[0][0] <= self._clock.monotonic():
+        if self._timers.has_due():
             self._fire_timers()
         return reply
 
@@ -133,7 +130,7 @@ class SupervisorActor(pykka.ThreadingActor):
                         prefix=[started])
             return
         if wf.timeout_s is not None:
-            self._push_timer(now + wf.timeout_s, _DEADLINE, exe, None)
+            self._timers.push(now + wf.timeout_s, _DEADLINE, exe, None)
         self._sink.emit([started])
         for i in wf.roots:
             if exe.closed:
@@ -188,7 +185,7 @@ class SupervisorActor(pykka.ThreadingActor):
         run = NodeRun(exe, i, attempt, upstream, self._risk, now, trial)
         exe.runs[i] = run
         exe.node_status[i] = ex.N_RUNNING
-        self._push_timer(now + self._policy(node).timeout_s, _TIMEOUT, run, None)
+        self._timers.push(now + self._policy(node).timeout_s, _TIMEOUT, run, None)
         self._pool.run(run)
 
     def _cached(self, exe: Execution, i: int, value: Any) -> None:
@@ -309,7 +306,7 @@ class SupervisorActor(pykka.ThreadingActor):
         restarts.append(now)
         delay = policy.delay_s(len(restarts))
         exe.node_status[i] = ex.N_PENDING
-        self._push_timer(now + delay, _RETRY, exe, (i, run.attempt))
+        self._timers.push(now + delay, _RETRY, exe, (i, run.attempt))
         self._sink.emit([failed, {
             **exe.head, "type": "node_retrying", "node_id": node.id,
             "attempt": run.attempt + 1, "delay_ms": round(delay * 1000.0, 3),
@@ -326,28 +323,8 @@ class SupervisorActor(pykka.ThreadingActor):
 
     # -- timers ----------------------------------------------------------------------------
 
-    def _push_timer(self, deadline: float, kind: int, target: Any, arg: Any) -> None:
-        timers = self._timers
-        heapq.heappush(timers, (deadline, next(self._timer_order), kind, target, arg))
-        # Most timers outlive their run (a 30 s timeout on a 1 ms node): sweep the dead
-        # ones once they outnumber the live ones by far, so memory tracks what is in flight.
-        if len(timers) > self._compact_at:
-            self._compact_timers()
-
-    def _next_delay(self) -> float | None:
-        timers = self._timers
-        if not timers:
-            return None
-        delay = timers[0][0] - self._clock.monotonic()
-        if delay <= 0:
-            return 0.0
-        return delay if self._clock.real else None
-
     def _fire_timers(self) -> None:
-        timers = self._timers
-        now = self._clock.monotonic()
-        while timers and timers[0][0] <= now:
-            _, _, kind, target, arg = heapq.heappop(timers)
+        for kind, target, arg in self._timers.pop_due():
             if kind == _TIMEOUT:
                 self._timed_out(target)
             elif kind == _RETRY:
@@ -375,14 +352,6 @@ class SupervisorActor(pykka.ThreadingActor):
                     timeout_s=timeout_s, attempt=run.attempt)
         self._failed(exe, run, NodeTimeout(f"node {run.node.id!r} did not finish within "
                                            f"{timeout_s:g} s"), timeout_s)
-
-    def _compact_timers(self) -> None:
-        self._compact_at = 4096
-        timers = self._timers
-        alive = [t for t in timers if _timer_alive(t)]
-        if len(alive) < len(timers):
-            heapq.heapify(alive)
-            self._timers = alive
 
     # -- closing ---------------------------------------------------------------------------
 
@@ -455,7 +424,7 @@ class SupervisorActor(pykka.ThreadingActor):
             self._start(successor)
 
 
-def _timer_alive(timer: tuple[float, int, int, Any, Any]) -> bool:
+def _timer_alive(timer: Entry) -> bool:
     _, _, kind, target, _ = timer
     if kind == _TIMEOUT:
         return not target.abandoned and target.execution.runs.get(target.index) is target

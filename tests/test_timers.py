@@ -1,0 +1,44 @@
+from actors import ManualClock
+from actors.timers import TimerHeap
+
+
+def test_due_entries_come_out_earliest_first() -> None:
+    clock = ManualClock()
+    heap = TimerHeap(clock, alive=lambda entry: True)
+    now = clock.monotonic()
+    for deadline in (3.0, 1.0, 2.0):
+        heap.push(now + deadline, 0, f"t{deadline:g}")
+    assert heap.next_delay() is None  # a manual clock only moves on advance()
+    assert not heap.has_due()
+    clock.advance(2.5)
+    assert [target for _, target, _ in heap.pop_due()] == ["t1", "t2"]
+    assert len(heap) == 1
+
+
+def test_dead_timers_are_swept_so_memory_tracks_live_ones() -> None:
+    clock = ManualClock()
+    live: set[int] = set()
+    heap = TimerHeap(clock, alive=lambda entry: entry[3] in live)
+    for i in range(10_000):
+        live.add(i)
+        heap.push(clock.monotonic() + 30.0, 0, i)
+        if i >= 5:
+            live.discard(i - 5)  # every run finishes long before its timeout
+    assert len(heap) <= 4096 + 1
+    # With many live timers the sweep threshold rises, so pushes stay cheap.
+    for i in range(10_000, 30_000):
+        live.add(i)
+        heap.push(clock.monotonic() + 30.0, 0, i)
+    assert len(heap) >= 20_000
+    assert heap._sweep_at >= 4 * 20_000 // 2
+
+
+def test_real_clock_reports_time_to_next_deadline() -> None:
+    from actors import SystemClock
+
+    clock = SystemClock()
+    heap = TimerHeap(clock, alive=lambda entry: True)
+    assert heap.next_delay() is None
+    heap.push(clock.monotonic() + 10.0, 0, "x")
+    delay = heap.next_delay()
+    assert delay is not None and 9.0 < delay <= 10.0
