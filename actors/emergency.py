@@ -86,6 +86,7 @@ class EmergencyGate:
                         self.starting += 1
                 if wait <= 0:
                     run.started = True
+                    run.started_at = self._clock.monotonic()
                     self._sink.emit_locked([started_event])
                     return None
             # Over a rate limit without auto_halt: wait for the window (or a cancel), retry.

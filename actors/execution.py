@@ -214,7 +214,7 @@ class NodeRun(NodeContext):
     """
 
     __slots__ = ("abandoned", "dispatched_at", "duration_s", "error", "execution", "index",
-                 "node", "refused", "started", "trial", "value")
+                 "node", "refused", "returned", "started", "started_at", "trial", "value")
 
     def __init__(self, execution: Execution, index: int, attempt: int,
                  upstream: Mapping[str, Any], risk: Callable[..., dict[str, Any]],
@@ -237,6 +237,10 @@ class NodeRun(NodeContext):
         self.dispatched_at = dispatched_at
         self.trial = trial
         self.started = False
+        self.started_at = 0.0
+        #: Set by the node actor when the function came back, and `abandoned` by the
+        #: supervisor on timeout: both under the pool's lock, so exactly one wins.
+        self.returned = False
         self.abandoned = False
         self.value: Any = None
         self.error: BaseException | None = None

@@ -14,6 +14,7 @@ the stuck actor retires as soon as (if ever) its function returns. It is never r
 from __future__ import annotations
 
 import queue
+import threading
 import time
 from typing import Any, cast
 
@@ -52,11 +53,12 @@ class NodeActor(pykka.ThreadingActor):
         return SharedInbox()
 
     def __init__(self, shared: queue.SimpleQueue[Any], supervisor_inbox: Any,
-                 gate: EmergencyGate) -> None:
+                 gate: EmergencyGate, lock: threading.Lock) -> None:
         super().__init__()
         cast(SharedInbox, self.actor_inbox).bind(shared)
         self._reply = supervisor_inbox.put
         self._gate = gate
+        self._lock = lock
 
     def _handle_receive(self, message: Any) -> Any:
         # Runs skip pykka's isinstance chain (stop/proxy calls) on the way in.
@@ -91,8 +93,11 @@ class NodeActor(pykka.ThreadingActor):
         except BaseException as exc:  # noqa: BLE001 - a node's failure is data, never fatal
             run.error = exc
         run.duration_s = _perf() - t0
+        with self._lock:
+            run.returned = True
+            abandoned = run.abandoned
         reply(Envelope(NodeDone(run)))
-        if run.abandoned:
+        if abandoned:
             # Overran and was replaced: retire instead of taking more work.
             self._stop()
         return None
@@ -124,6 +129,7 @@ class NodePool:
         self.mean_run_s = 0.0
         self._shared: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._put = self._shared.put
+        self._lock = threading.Lock()
         self._actors: list[pykka.ActorRef[Any]] = []
         self.busy = 0
         self.started = 0
@@ -135,7 +141,7 @@ class NodePool:
         if self.busy > n and (n < self._core or (
                 n < self.max_actors and self.mean_run_s > SLOW_RUN_S)):
             self._actors.append(NodeActor.start(self._shared, self._supervisor_inbox,
-                                                self._gate))
+                                                self._gate, self._lock))
             self.started += 1
         self._put(Envelope(RunNode(run)))
 
@@ -143,14 +149,20 @@ class NodePool:
         self.busy -= 1
         self.mean_run_s += 0.05 * (duration_s - self.mean_run_s)
 
-    def abandon(self) -> None:
-        """A run overran: its actor is stuck in it. Count it out; a fresh one replaces it."""
+    def abandon(self, run: Any) -> bool:
+        """A started run overran. Unless its function has just returned (its reply is on the
+        way), mark it abandoned: its actor is stuck in it and is counted out, so the next
+        run that finds all others busy starts a replacement; the stuck actor retires itself
+        if its function ever returns. Returns whether the run was abandoned."""
+        with self._lock:
+            if run.returned:
+                return False
+            run.abandoned = True
         self.busy -= 1
         self.abandoned += 1
-        # The stuck actor retires itself when its function returns; until then it is not
-        # counted as capacity, so the next run that finds all others busy starts a new one.
         if self._actors:
             self._actors.pop()
+        return True
 
     @property
     def size(self) -> int:

@@ -340,16 +340,28 @@ class SupervisorActor(pykka.ThreadingActor):
     def _timed_out(self, run: NodeRun) -> None:
         exe = run.execution
         if exe.runs.get(run.index) is not run:
-            return  # finished in time
-        del exe.runs[run.index]
-        run.abandoned = True
-        run.cancel()
-        self._pool.abandon()
+            return  # answered in time
         timeout_s = self._policy(run.node).timeout_s
+        now = self._clock.monotonic()
+        if not run.started:
+            # Still waiting in the mailbox (every actor busy) or refused on its way in: the
+            # clock runs from when the node starts. The workflow's timeout_s bounds the wait.
+            if not exe.closed:
+                self._timers.push(now + timeout_s, _TIMEOUT, run)
+            return
+        if run.started_at + timeout_s > now:
+            self._timers.push(run.started_at + timeout_s, _TIMEOUT, run)
+            return
+        if not self._pool.abandon(run):
+            return  # it returned just now; its NodeDone is in the inbox
+        del exe.runs[run.index]
+        run.cancel()
         if run.node.breaker is not None:
             self._breakers.get(run.node.breaker).record(False, trial=run.trial)
         log.warning("node_timeout", execution_id=exe.id, node_id=run.node.id,
-                    timeout_s=timeout_s, attempt=run.attempt)
+                    timeout_s=timeout_s, attempt=run.attempt, execution_closed=exe.closed)
+        if exe.closed:
+            return  # its execution already ended: nothing more is published for it
         self._failed(exe, run, NodeTimeout(f"node {run.node.id!r} did not finish within "
                                            f"{timeout_s:g} s"), timeout_s)
 
