@@ -63,7 +63,6 @@ class SupervisorActor(pykka.ThreadingActor):
         self._record = record
         self._node_actors = node_actors
         self._live: dict[str, Execution] = {}
-        self._policies: dict[Node, RestartPolicy] = {}
         self._timers = TimerHeap(clock, _timer_alive)
         cast(TimerInbox, self.actor_inbox).next_delay = self._timers.next_delay
         self._pool: NodePool
@@ -151,9 +150,12 @@ class SupervisorActor(pykka.ThreadingActor):
     # -- running nodes ---------------------------------------------------------------------
 
     def _policy(self, node: Node) -> RestartPolicy:
-        policy = self._policies.get(node)
-        if policy is None:
-            policy = self._policies[node] = policy_for(node, self._resilience)
+        cached = node._policy
+        if cached is not None and cached[0] is self._resilience:
+            policy: RestartPolicy = cached[1]
+            return policy
+        policy = policy_for(node, self._resilience)
+        node._policy = (self._resilience, policy)
         return policy
 
     def _dispatch(self, exe: Execution, i: int) -> None:

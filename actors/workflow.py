@@ -27,6 +27,7 @@ class Node:
     """
 
     __slots__ = (
+        "_policy",
         "backoff_max_s",
         "backoff_min_s",
         "breaker",
@@ -102,6 +103,9 @@ class Node:
                 raise WorkflowDefinitionError(
                     f"node {id!r}: restart_on must list exception types", node_id=id)
         self.restart_on = restart_on
+        #: (ResilienceConfig, RestartPolicy) the last engine resolved for this node: cached
+        #: here, not in the engine, so it lives exactly as long as the node.
+        self._policy: tuple[Any, Any] | None = None
         if cache_ttl_s is not None and category != "provider":
             raise WorkflowDefinitionError(
                 f"node {id!r}: cache_ttl_s is for provider nodes only", node_id=id)
@@ -190,7 +194,15 @@ class Workflow:
                 if indegree[j] == 0:
                     ready.append(j)
         if len(order) != len(self.nodes):
-            stuck = next(n.id for i, n in enumerate(self.nodes) if indegree[i] > 0)
+            # What Kahn's algorithm leaves is cycles plus what hangs below them; walking
+            # dependency edges among the leftovers must come back to a node on a cycle.
+            left = {i for i, n in enumerate(indegree) if n > 0}
+            i = min(left)
+            seen: set[int] = set()
+            while i not in seen:
+                seen.add(i)
+                i = next(d for d in self.deps[i] if d in left)
+            stuck = self.nodes[i].id
             raise WorkflowDefinitionError(
                 f"workflow {self.id!r} is not a DAG: node {stuck!r} is on a cycle", node_id=stuck)
         return tuple(order)

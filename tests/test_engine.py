@@ -635,6 +635,28 @@ def test_memory_returns_near_its_start_after_a_hundred_thousand_executions(
     assert growth_mb < 20, f"RSS grew {growth_mb:.1f} MiB over 100,000 executions"
 
 
+def test_workflows_built_per_execution_are_not_kept_alive(engine: Engine) -> None:
+    """A program may build its workflow afresh for every submit (parameters baked in).
+    Once those executions are over and out of the recent-results window, their nodes must
+    be free: an engine that keeps every Node it ever ran grows without bound."""
+    def build() -> Workflow:
+        return Workflow("built_each_time", nodes=[
+            Node("price", lambda ctx: 1.0, category="provider"),
+            Node("double", lambda ctx: ctx.upstream["price"] * 2, depends_on=["price"]),
+        ])
+
+    def run(total: int) -> None:
+        handles = [engine.submit(build()) for _ in range(total)]
+        for h in handles:
+            assert h.result(timeout=30).status == "completed"
+
+    run(2000)  # past the engine's window of recent results
+    nodes_before = _live_objects(Node)
+    run(6000)  # 12,000 more Node objects built and finished with
+    nodes_after = _live_objects(Node)
+    assert nodes_after - nodes_before < 2000, (nodes_before, nodes_after)
+
+
 # -- the event stream ----------------------------------------------------------------------
 
 def test_every_event_carries_the_contract_fields_in_contract_order(engine: Engine,
@@ -1091,6 +1113,27 @@ def test_stop_does_not_block_on_a_stuck_node(make_engine: EngineFactory) -> None
             engine.submit(wf)
     finally:
         never.set()
+
+
+def test_stop_ends_running_and_queued_executions_as_cancelled(
+        make_engine: EngineFactory) -> None:
+    engine = make_engine({"daemon": {"max_concurrent_executions": 1}})
+    rec = Recorder()
+    engine.subscribe(rec)
+    gate = threading.Event()
+    wf = Workflow("stopping", nodes=[Node("hold", blocker(gate))])
+    try:
+        running = engine.submit(wf)
+        started_nodes(rec, running.execution_id)
+        queued = [engine.submit(wf) for _ in range(3)]
+        assert engine.status()["queued"] == 3
+        engine.stop()
+    finally:
+        gate.set()
+    for handle in (running, *queued):
+        assert handle.result(timeout=1).status == "cancelled"
+        assert rec.types(handle.execution_id)[-1] == "execution_cancelled"
+    check_stream(rec.events)
 
 
 def test_a_stuck_node_does_not_block_other_executions(engine: Engine,
