@@ -178,7 +178,7 @@ class Execution:
         self.bot_id = bot_id
         self.strategy_id = strategy_id
         self.priority = priority
-        self.handle = handle
+        self.handle: ExecutionHandle | None = handle
         self.status = QUEUED
         # The fields every workflow event of this execution starts with.
         self.head = {

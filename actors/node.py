@@ -26,7 +26,23 @@ from actors.emergency import EmergencyGate
 from actors.messages import NodeDone, RunNode
 
 _perf = time.perf_counter
-_bind = structlog.contextvars.bind_contextvars
+
+
+def _context_setters() -> tuple[Any, Any]:
+    """Setters for the structlog contextvars `execution_id` and `node_id`.
+
+    `bind_contextvars` builds token dicts on every call; a node actor sets the same two
+    keys once per run, so it holds their ContextVars (structlog's own) and sets them.
+    """
+    structlog.contextvars.bind_contextvars(execution_id=None, node_id=None)
+    registry = getattr(structlog.contextvars, "_CONTEXT_VARS", {})
+    prefix = getattr(structlog.contextvars, "STRUCTLOG_KEY_PREFIX", "structlog_")
+    execution_var = registry.get(f"{prefix}execution_id")
+    node_var = registry.get(f"{prefix}node_id")
+    if execution_var is None or node_var is None:  # a structlog that stores them otherwise
+        return (lambda v: structlog.contextvars.bind_contextvars(execution_id=v),
+                lambda v: structlog.contextvars.bind_contextvars(node_id=v))
+    return execution_var.set, node_var.set
 
 
 class SharedInbox:
@@ -60,6 +76,11 @@ class NodeActor(pykka.ThreadingActor):
         self._gate = gate
         self._lock = lock
 
+    def on_start(self) -> None:
+        # Every log line a node function writes carries its execution (structlog
+        # contextvars, per thread); each run overwrites them, so nothing needs resetting.
+        self._set_execution_id, self._set_node_id = _context_setters()
+
     def _handle_receive(self, message: Any) -> Any:
         # Runs skip pykka's isinstance chain (stop/proxy calls) on the way in.
         if type(message) is RunNode:
@@ -82,9 +103,8 @@ class NodeActor(pykka.ThreadingActor):
             run.refused = refused
             reply(Envelope(NodeDone(run)))
             return None
-        # Every log line a node function writes carries its execution (structlog contextvars);
-        # the next run on this thread overwrites them, so there is nothing to reset.
-        _bind(execution_id=execution.id, node_id=node.id)
+        self._set_execution_id(execution.id)
+        self._set_node_id(node.id)
         t0 = _perf()
         try:
             if node.category == "action":

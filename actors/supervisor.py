@@ -79,7 +79,13 @@ class SupervisorActor(pykka.ThreadingActor):
         # The hot messages skip pykka's isinstance chain (stop/proxy calls), which
         # otherwise runs for every NodeDone.
         if type(message) is NodeDone:
-            return self.on_receive(message)
+            try:
+                self._node_done(message)
+                if self._timers.has_due():
+                    self._fire_timers()
+            except Exception:
+                log.exception("supervisor_error", message="NodeDone")
+            return None
         return super()._handle_receive(message)
 
     def on_receive(self, message: Any) -> Any:
@@ -433,7 +439,9 @@ class SupervisorActor(pykka.ThreadingActor):
                         error_type=error_type, error=error)
         self._record(result)
         successor = self._admission.finish(status)
-        exe.handle._resolve(result)
+        handle, exe.handle = exe.handle, None  # no cycle exe -> handle -> result -> exe:
+        if handle is not None:  # refcounting frees finished executions, not the GC
+            handle._resolve(result)
         if successor is not None:
             self._start(successor)
 
