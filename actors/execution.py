@@ -214,7 +214,8 @@ class NodeRun(NodeContext):
     """
 
     __slots__ = ("abandoned", "dispatched_at", "duration_s", "error", "execution", "index",
-                 "node", "refused", "returned", "started", "started_at", "trial", "value")
+                 "node", "refused", "returned", "slot", "started", "started_at", "trial",
+                 "value")
 
     def __init__(self, execution: Execution, index: int, attempt: int,
                  upstream: Mapping[str, Any], risk: Callable[..., dict[str, Any]],
@@ -242,6 +243,7 @@ class NodeRun(NodeContext):
         #: supervisor on timeout: both under the pool's lock, so exactly one wins.
         self.returned = False
         self.abandoned = False
+        self.slot: Any = None
         self.value: Any = None
         self.error: BaseException | None = None
         self.duration_s = 0.0

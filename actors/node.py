@@ -69,12 +69,13 @@ class NodeActor(pykka.ThreadingActor):
         return SharedInbox()
 
     def __init__(self, shared: queue.SimpleQueue[Any], supervisor_inbox: Any,
-                 gate: EmergencyGate, lock: threading.Lock) -> None:
+                 gate: EmergencyGate, lock: threading.Lock, slot: Slot) -> None:
         super().__init__()
         cast(SharedInbox, self.actor_inbox).bind(shared)
         self._reply = supervisor_inbox.put
         self._gate = gate
         self._lock = lock
+        self._slot = slot
 
     def on_start(self) -> None:
         # Every log line a node function writes carries its execution (structlog
@@ -105,7 +106,9 @@ class NodeActor(pykka.ThreadingActor):
             return None
         self._set_execution_id(execution.id)
         self._set_node_id(node.id)
-        t0 = _perf()
+        slot = self._slot
+        run.slot = slot
+        slot.since = t0 = _perf()
         try:
             if node.category == "action":
                 self._gate.action_begun()
@@ -113,6 +116,7 @@ class NodeActor(pykka.ThreadingActor):
         except BaseException as exc:  # noqa: BLE001 - a node's failure is data, never fatal
             run.error = exc
         run.duration_s = _perf() - t0
+        slot.since = 0.0
         with self._lock:
             run.returned = True
             abandoned = run.abandoned
@@ -125,19 +129,31 @@ class NodeActor(pykka.ThreadingActor):
 
 #: Actors a pool grows to whenever all are busy, whatever its nodes do.
 CORE_ACTORS = 16
-#: Beyond the core, grow only while runs last this long on average: then actors are
-#: mostly blocked (exchange I/O) and more of them help; for quick, GIL-bound nodes more
-#: threads only add contention (measured: 16 actors beat 64 by ~15% on trivial nodes).
-SLOW_RUN_S = 0.0005
+#: Beyond the core, a pool grows only by as many actors as are blocked: inside one run for
+#: longer than BLOCKED_S (exchange I/O, a hung call). More threads then help; for quick,
+#: GIL-bound nodes they only add contention (measured: 16 actors beat 64 by ~15% on
+#: trivial nodes). The supervisor checks every CHECK_S while runs wait.
+BLOCKED_S = 0.01
+CHECK_S = 0.002
+
+
+class Slot:
+    """What one node actor is doing, for the pool's growth check: when its run began."""
+
+    __slots__ = ("since",)
+
+    def __init__(self) -> None:
+        self.since = 0.0
 
 
 class NodePool:
     """The node actors of one supervisor, sharing one mailbox.
 
     Used only from the supervisor's thread. `busy` counts runs handed out and not yet
-    answered. When every actor is busy a new one starts, up to CORE_ACTORS always and up to
-    `max_actors` while runs are slow; otherwise runs wait in the shared mailbox (their
-    timeout already running).
+    answered; capacity is the actors not stuck in an abandoned run. When every actor is
+    busy a new one starts while capacity is under CORE_ACTORS; beyond that the supervisor
+    calls `grow()` every CHECK_S while runs wait, and the pool adds one actor per blocked
+    one, up to `max_actors`.
     """
 
     def __init__(self, supervisor_inbox: Any, gate: EmergencyGate, *, max_actors: int) -> None:
@@ -145,52 +161,80 @@ class NodePool:
         self._gate = gate
         self.max_actors = max_actors
         self._core = min(CORE_ACTORS, max_actors)
-        #: Moving average of how long a run takes (seconds).
-        self.mean_run_s = 0.0
+        #: True while a growth check is scheduled with the supervisor.
+        self.checking = False
         self._shared: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._put = self._shared.put
         self._lock = threading.Lock()
-        self._actors: list[pykka.ActorRef[Any]] = []
+        self._members: dict[Slot, pykka.ActorRef[Any]] = {}
         self.busy = 0
+        self.stuck = 0
         self.started = 0
         self.abandoned = 0
 
-    def run(self, run: Any) -> None:
-        self.busy += 1
-        n = len(self._actors)
-        if self.busy > n and (n < self._core or (
-                n < self.max_actors and self.mean_run_s > SLOW_RUN_S)):
-            self._actors.append(NodeActor.start(self._shared, self._supervisor_inbox,
-                                                self._gate, self._lock))
-            self.started += 1
-        self._put(Envelope(RunNode(run)))
+    @property
+    def capacity(self) -> int:
+        return len(self._members) - self.stuck
 
-    def done(self, duration_s: float) -> None:
+    def run(self, run: Any) -> bool:
+        """Hand a run to the pool; True when runs wait and a growth check is due."""
+        self.busy += 1
+        if self.busy > self.capacity and self.capacity < self._core:
+            self._start_actor()
+        self._put(Envelope(RunNode(run)))
+        return (self.busy > self.capacity and not self.checking
+                and len(self._members) < self.max_actors)
+
+    def grow(self) -> bool:
+        """The periodic check: one more actor per blocked one while runs wait.
+
+        Returns whether to check again."""
+        backlog = self.busy - self.capacity
+        room = self.max_actors - len(self._members)
+        if backlog <= 0 or room <= 0:
+            self.checking = False
+            return False
+        now = _perf()
+        blocked = sum(1 for slot in self._members if slot.since and now - slot.since > BLOCKED_S)
+        for _ in range(min(backlog, room, blocked)):
+            self._start_actor()
+        return True
+
+    def _start_actor(self) -> None:
+        slot = Slot()
+        self._members[slot] = NodeActor.start(self._shared, self._supervisor_inbox, self._gate,
+                                              self._lock, slot)
+        self.started += 1
+
+    def done(self) -> None:
         self.busy -= 1
-        self.mean_run_s += 0.05 * (duration_s - self.mean_run_s)
 
     def abandon(self, run: Any) -> bool:
         """A started run overran. Unless its function has just returned (its reply is on the
-        way), mark it abandoned: its actor is stuck in it and is counted out, so the next
-        run that finds all others busy starts a replacement; the stuck actor retires itself
-        if its function ever returns. Returns whether the run was abandoned."""
+        way), mark it abandoned: its actor is stuck in it and no longer counts as capacity
+        (the growth check sees it blocked and starts a replacement); it retires itself if
+        its function ever returns. Returns whether the run was abandoned."""
         with self._lock:
             if run.returned:
                 return False
             run.abandoned = True
         self.busy -= 1
+        self.stuck += 1
         self.abandoned += 1
-        if self._actors:
-            self._actors.pop()
         return True
+
+    def retired(self, run: Any) -> None:
+        """An abandoned run's function came back; its actor has retired."""
+        self.stuck -= 1
+        self._members.pop(run.slot, None)
 
     @property
     def size(self) -> int:
-        return len(self._actors)
+        return len(self._members)
 
     def stop_all(self) -> None:
         from pykka.messages import _ActorStop
 
-        for _ in self._actors:
+        for _ in range(self.capacity):
             self._put(Envelope(_ActorStop()))
-        self._actors = []
+        self._members = {}

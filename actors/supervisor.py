@@ -31,13 +31,13 @@ from actors.events import Event, EventSink
 from actors.execution import Execution, ExecutionResult, NodeRun
 from actors.inbox import TimerInbox
 from actors.messages import EndExecutions, NodeDone, StartExecution, SupervisorStats, Tick
-from actors.node import NodePool
+from actors.node import CHECK_S, NodePool
 from actors.restart import RestartPolicy, policy_for
 from actors.timers import Entry, TimerHeap
 from actors.workflow import Node
 
 log = structlog.get_logger("tradeloom.supervisor")
-_TIMEOUT, _RETRY, _DEADLINE = 0, 1, 2
+_TIMEOUT, _RETRY, _DEADLINE, _POOL = 0, 1, 2, 3
 
 
 class SupervisorActor(pykka.ThreadingActor):
@@ -194,7 +194,9 @@ class SupervisorActor(pykka.ThreadingActor):
         exe.runs[i] = run
         exe.node_status[i] = ex.N_RUNNING
         self._timers.push(now + self._policy(node).timeout_s, _TIMEOUT, run, None)
-        self._pool.run(run)
+        if self._pool.run(run):
+            self._pool.checking = True
+            self._timers.push(now + CHECK_S, _POOL, self._pool)
 
     def _cached(self, exe: Execution, i: int, value: Any) -> None:
         node = exe.workflow.nodes[i]
@@ -218,10 +220,11 @@ class SupervisorActor(pykka.ThreadingActor):
         exe = run.execution
         node = run.node
         if run.abandoned:
+            self._pool.retired(run)
             if run.refused is None and node.category == "action":
                 self._late_action(run, "timed out")
             return
-        self._pool.done(run.duration_s)
+        self._pool.done()
         if exe.runs.get(run.index) is run:
             del exe.runs[run.index]
         if run.refused is not None:
@@ -335,6 +338,9 @@ class SupervisorActor(pykka.ThreadingActor):
         for kind, target, arg in self._timers.pop_due():
             if kind == _TIMEOUT:
                 self._timed_out(target)
+            elif kind == _POOL:
+                if target.grow():
+                    self._timers.push(self._clock.monotonic() + CHECK_S, _POOL, target)
             elif kind == _RETRY:
                 i, attempt = arg
                 if not target.closed and target.attempts[i] == attempt:
@@ -450,4 +456,6 @@ def _timer_alive(timer: Entry) -> bool:
     _, _, kind, target, _ = timer
     if kind == _TIMEOUT:
         return not target.abandoned and target.execution.runs.get(target.index) is target
+    if kind == _POOL:
+        return True
     return not target.closed
