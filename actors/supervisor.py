@@ -231,6 +231,7 @@ class SupervisorActor(pykka.ThreadingActor):
             if run.trial:
                 self._breakers.get(node.breaker).release_trial()  # type: ignore[arg-type]
             if not exe.closed:
+                exe.node_status[run.index] = ex.N_PENDING  # it never started
                 self._refused(exe, run.index, run.refused)
             return
         if node.breaker is not None:
