@@ -52,6 +52,8 @@ class EmergencyGate:
     def __init__(self, sink: EventSink, book: RiskBook, clock: Clock) -> None:
         self._sink = sink
         self._lock = sink.lock
+        #: The sequencing lock: the state and the risk book change only under it.
+        self.lock = sink.lock
         self._clock = clock
         self.book = book
         self.state = EmergencyState.NORMAL
@@ -183,7 +185,8 @@ class EmergencyActor(pykka.ThreadingActor):
         return super().on_receive(message)
 
     def _check_relax(self, force: bool, what: str) -> None:
-        exceeded = self._gate.book.exceeded()
+        with self._gate.lock:
+            exceeded = self._gate.book.exceeded()
         if exceeded and not force:
             raise ResumeRefused(
                 f"{what} refused: risk limit {', '.join(exceeded)} still exceeded "

@@ -6,6 +6,7 @@ the engine's own actors tell each other; it is not part of the API.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -116,6 +117,14 @@ class BroadcastHalt:
     """The gate halted by itself (an action_rate breach): tell every supervisor."""
 
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CancelRuns:
+    """Wake the nodes waiting on these cancel Events: sent by a supervisor to itself after a
+    bulk end (halt, stop), so that waking them does not slow down the acknowledgement."""
+
+    events: tuple[threading.Event, ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ then cancelled) or as skipped, never both, and nothing follows the terminal even
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -30,14 +31,25 @@ from actors.errors import CircuitOpen, ExecutionTimeout, NodeTimeout
 from actors.events import Event, EventSink
 from actors.execution import Execution, ExecutionResult, NodeRun
 from actors.inbox import TimerInbox
-from actors.messages import EndExecutions, NodeDone, StartExecution, SupervisorStats, Tick
+from actors.messages import (
+    CancelRuns,
+    EndExecutions,
+    NodeDone,
+    StartExecution,
+    SupervisorStats,
+    Tick,
+)
 from actors.node import CHECK_S, NodePool
 from actors.restart import RestartPolicy, policy_for
 from actors.timers import Entry, TimerHeap
 from actors.workflow import Node
 
 log = structlog.get_logger("tradeloom.supervisor")
-_TIMEOUT, _RETRY, _DEADLINE, _POOL = 0, 1, 2, 3
+_TIMEOUT, _RETRY, _DEADLINE, _POOL, _CANCEL = 0, 1, 2, 3, 4
+#: After a bulk end (halt, stop), running nodes are cancelled this much later: waking a
+#: thousand cooperative nodes at once would otherwise delay the acknowledgement they
+#: follow. Nothing new starts meanwhile: the gate already refuses it.
+CANCEL_GRACE_S = 0.002
 
 
 class SupervisorActor(pykka.ThreadingActor):
@@ -64,6 +76,8 @@ class SupervisorActor(pykka.ThreadingActor):
         self._node_actors = node_actors
         self._live: dict[str, Execution] = {}
         self._timers = TimerHeap(clock, _timer_alive)
+        #: While ending executions in bulk: cancel Events that nodes wait on, to set after.
+        self._deferred_cancels: list[threading.Event] | None = None
         cast(TimerInbox, self.actor_inbox).next_delay = self._timers.next_delay
         self._pool: NodePool
 
@@ -105,6 +119,9 @@ class SupervisorActor(pykka.ThreadingActor):
             self._start(message.execution)
         elif kind is EndExecutions:
             reply = self._end(message)
+        elif kind is CancelRuns:
+            for event in message.events:
+                event.set()
         elif kind is SupervisorStats:
             reply = {"live": len(self._live), "node_actors": self._pool.size,
                      "node_actors_started": self._pool.started,
@@ -148,9 +165,20 @@ class SupervisorActor(pykka.ThreadingActor):
             targets = [exe] if exe is not None else []
         else:
             targets = list(self._live.values())
-        for exe in targets:
-            self._close(exe, message.status, message.error, message.error_type,
-                        message.skip_reason)
+        self._deferred_cancels = []
+        try:
+            for exe in targets:
+                self._close(exe, message.status, message.error, message.error_type,
+                            message.skip_reason)
+        finally:
+            runs, self._deferred_cancels = self._deferred_cancels, None
+        if runs:
+            # Every run already reads as cancelled; this only wakes the ones waiting on it.
+            if self._clock.real:
+                self._timers.push(self._clock.monotonic() + CANCEL_GRACE_S, _CANCEL,
+                                  tuple(runs))
+            else:
+                self.actor_ref.tell(CancelRuns(tuple(runs)))
         return len(targets)
 
     # -- running nodes ---------------------------------------------------------------------
@@ -339,6 +367,9 @@ class SupervisorActor(pykka.ThreadingActor):
         for kind, target, arg in self._timers.pop_due():
             if kind == _TIMEOUT:
                 self._timed_out(target)
+            elif kind == _CANCEL:
+                for event in target:
+                    event.set()
             elif kind == _POOL:
                 if target.grow():
                     self._timers.push(self._clock.monotonic() + CHECK_S, _POOL, target)
@@ -431,7 +462,12 @@ class SupervisorActor(pykka.ThreadingActor):
                     else:
                         exe.node_status[i] = ex.N_CANCELLED
                         if run is not None:
-                            run.cancel()
+                            if self._deferred_cancels is None:
+                                run.cancel()
+                            else:
+                                event = run.request_cancel()
+                                if event is not None:
+                                    self._deferred_cancels.append(event)
             events.append(terminal)
             self._sink.emit_locked(events)
             ended_at = terminal["timestamp"]
@@ -457,6 +493,6 @@ def _timer_alive(timer: Entry) -> bool:
     _, _, kind, target, _ = timer
     if kind == _TIMEOUT:
         return not target.abandoned and target.execution.runs.get(target.index) is target
-    if kind == _POOL:
+    if kind in (_POOL, _CANCEL):
         return True
     return not target.closed

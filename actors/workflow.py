@@ -261,10 +261,17 @@ class NodeContext:
 
     def cancel(self) -> None:
         """Ask the node to stop (the engine calls this; nodes read `cancelled`)."""
-        self._cancel_requested = True
-        event = self._cancelled
+        event = self.request_cancel()
         if event is not None:
             event.set()
+
+    def request_cancel(self) -> threading.Event | None:
+        """Mark the node cancelled without waking it: `cancelled` reads as set from now on
+        unless a thread already holds the Event; that Event is returned, to be set (and its
+        waiters woken) by the caller."""
+        self._cancel_requested = True
+        event = self._cancelled
+        return None if event is None or event.is_set() else event
 
     @property
     def idempotency_key(self) -> str:

@@ -36,6 +36,8 @@ from tests.conftest import EngineFactory, Recorder
 BLOCK_S = 10.0
 #: How long a test waits for a condition before failing.
 WAIT_S = 20.0
+#: How long 1,000 blocked providers may take to all be inside their functions.
+FILL_S = 10.0
 TERMINAL_TYPES = {"execution_completed", "execution_failed", "execution_halted",
                   "execution_cancelled"}
 
@@ -66,12 +68,11 @@ class Probe:
                    timeout: float = WAIT_S) -> None:
         with self._cond:
             if not self._cond.wait_for(predicate, timeout):
-                raise AssertionError(f"within {timeout}s: {what}; records: "
+                raise AssertionError(f"not within {timeout}s: {what}; records: "
                                      f"{ {k: len(v) for k, v in self.records.items()} }")
 
     def wait_count(self, key: str, n: int, timeout: float = WAIT_S) -> None:
-        self.wait_until(lambda: len(self.records[key]) >= n,
-                        f"expected {n} {key!r} records, have {len(self.records[key])}", timeout)
+        self.wait_until(lambda: len(self.records[key]) >= n, f"{n} {key!r} records", timeout)
 
     def notify(self) -> None:
         with self._cond:
@@ -179,8 +180,9 @@ def test_halt_with_1000_executions_in_flight(make_engine: EngineFactory,
 
     g0 (250): provider blocks on its own ctx.cancelled   -> must be cancelled by the halt
     g1 (250): provider released early, action blocks on ctx.cancelled -> running action
-    g2 (500): provider blocks on a gate opened just before the halt, then a quick action:
-              these race the halt (their actions are dispatched while it is thrown).
+    g2 (500): provider blocks on a gate opened just before the halt, then for a staggered
+              0-100 ms (or until cancelled), then a quick action: their actions are being
+              dispatched and admitted, one after another, while the halt is thrown.
     """
     n = 1000
     probe = Probe()
@@ -192,8 +194,11 @@ def test_halt_with_1000_executions_in_flight(make_engine: EngineFactory,
         probe.record("p_in", ctx.execution_id)
         if g == 0:
             probe.record("p_cancelled", ctx.cancelled.wait(BLOCK_S))
+        elif g == 1:
+            release_g1.wait(BLOCK_S)
         else:
-            (release_g1 if g == 1 else release_g2).wait(BLOCK_S)
+            release_g2.wait(BLOCK_S)
+            ctx.cancelled.wait(0.0002 * ctx.inputs["k"])  # I/O of staggered length
         probe.record("p_out", ctx.execution_id)
         return {"g": g}
 
@@ -213,9 +218,9 @@ def test_halt_with_1000_executions_in_flight(make_engine: EngineFactory,
     engine.subscribe(rec)
     groups = [0] * 250 + [1] * 250 + [2] * 500
     try:
-        handles = [engine.submit(wf, {"g": g, "i": i}) for i, g in enumerate(groups)]
+        handles = [engine.submit(wf, {"g": g, "k": k % 500}) for k, g in enumerate(groups)]
         group_of = {h.execution_id: g for h, g in zip(handles, groups, strict=True)}
-        probe.wait_count("p_in", n)  # all 1,000 genuinely in flight
+        probe.wait_count("p_in", n, timeout=FILL_S)  # all 1,000 genuinely in flight
         release_g1.set()
         probe.wait_until(lambda: sum(1 for _, _, g in probe.records["a_in"] if g == 1) == 250,
                          "the 250 g1 actions should be running")
@@ -242,13 +247,16 @@ def test_halt_with_1000_executions_in_flight(make_engine: EngineFactory,
             assert r.status == "halted", (r.execution_id, group_of[r.execution_id], r)
         if r.status == "halted":
             assert r.error_type == "Halted", r
-    # Every node function that ran has returned (so no straggler can start later unseen).
-    probe.wait_count("p_out", n)
-    probe.wait_until(lambda: len(probe.records["a_out"]) == len(probe.records["a_in"]),
-                     "every action that started should have returned")
-
     events = rec.wait_for(
         lambda evs: sum(e["type"] in TERMINAL_TYPES for e in evs) >= n)
+    action_starts = [e for e in events
+                     if e["type"] == "node_started" and e["node_category"] == "action"]
+    # Every function has come back, and every action published as started has been entered
+    # (however late) and has returned, so a late entry cannot go unseen.
+    probe.wait_count("p_out", n)
+    probe.wait_until(lambda: len(probe.records["a_in"]) >= len(action_starts)
+                     and len(probe.records["a_out"]) == len(probe.records["a_in"]),
+                     f"{len(action_starts)} actions published as started should have run")
     halts = [e for e in events if e["type"] == "emergency_state_changed"]
     assert len(halts) == 1, halts
     halt_event = halts[0]
@@ -258,8 +266,6 @@ def test_halt_with_1000_executions_in_flight(make_engine: EngineFactory,
     halt_seq = halt_event["seq"]
 
     # Zero action nodes started after the HALT, by stream position ...
-    action_starts = [e for e in events
-                     if e["type"] == "node_started" and e["node_category"] == "action"]
     late = [e for e in action_starts if e["seq"] > halt_seq]
     assert not late, f"{len(late)} action node_started after HALT seq {halt_seq}: {late[:3]}"
     # ... and no node at all started after it.
@@ -302,7 +308,7 @@ def test_halt_with_1000_executions_in_flight(make_engine: EngineFactory,
           f"{refused_actions} actions ready but stopped by the halt")
 
     # Submit while halted is refused; resume; stale runs of halted executions never start.
-    refused = engine.submit(wf, {"g": 2, "i": -1}).result(timeout=5)
+    refused = engine.submit(wf, {"g": 2, "k": 0}).result(timeout=5)
     assert refused.status == "refused"
     assert refused.error_type == "Halted"
     calls_before = len(probe.items("a_in"))
@@ -541,7 +547,7 @@ def test_halt_to_acknowledged_latency_is_measured(make_engine: EngineFactory) ->
     try:
         for r in range(rounds):
             handles = [engine.submit(wf, {"round": r}) for _ in range(in_flight)]
-            probe.wait_count("in", (r + 1) * in_flight)
+            probe.wait_count("in", (r + 1) * in_flight, timeout=FILL_S)
             t0 = time.perf_counter()
             if r % 2:
                 reply = engine.ref.ask(Halt(reason=f"round {r}"), timeout=WAIT_S)
@@ -559,3 +565,31 @@ def test_halt_to_acknowledged_latency_is_measured(make_engine: EngineFactory) ->
             p99 = ms[min(len(ms) - 1, round(0.99 * (len(ms) - 1)))]
             print(f"\nhalt-to-all-acknowledged, {in_flight} in flight, {len(ms)} rounds: "
                   f"p50 {statistics.median(ms):.1f} ms, p99 {p99:.1f} ms, max {ms[-1]:.1f} ms")
+
+
+def test_a_stuck_node_reads_cancelled_as_soon_as_halt_returns(
+        make_engine: EngineFactory) -> None:
+    """The cancel flag is set before halt() returns, even for a node not waiting on it
+    (only waking waiters is deferred by a moment, so the acknowledgement comes first)."""
+    engine = make_engine()
+    outside = threading.Event()
+    entered = threading.Semaphore(0)
+    seen: list[bool] = []
+    returned = threading.Semaphore(0)
+
+    def stuck(ctx: NodeContext) -> None:
+        entered.release()
+        outside.wait(10)  # a hung call that does not look at ctx.cancelled
+        seen.append(ctx.cancelled.is_set())
+        returned.release()
+
+    handles = [engine.submit(Workflow("stuck", nodes=[Node("io", stuck, category="provider")]))
+               for _ in range(3)]
+    for _ in handles:
+        assert entered.acquire(timeout=5)
+    engine.halt("test")
+    outside.set()
+    assert {h.result(timeout=5).status for h in handles} == {"halted"}
+    for _ in handles:
+        assert returned.acquire(timeout=5)
+    assert seen == [True, True, True]

@@ -75,11 +75,13 @@ class Gate:
 
     def __init__(self) -> None:
         self.entered = threading.Event()
+        self.returned = threading.Event()
         self.saw_cancel: list[bool] = []
 
     def __call__(self, ctx: NodeContext) -> int:
         self.entered.set()
         self.saw_cancel.append(ctx.cancelled.wait(BLOCK_S))
+        self.returned.set()
         return 1
 
 
@@ -154,6 +156,7 @@ def test_daily_loss_at_threshold_exceeds_and_halts(make_engine: EngineFactory) -
     result = running.result(timeout=WAIT_S)
     assert result.status == "halted"
     assert result.error_type == "Halted"
+    assert gate.returned.wait(WAIT_S)
     assert gate.saw_cancel == [True]
     skipped = [(e["node_id"], e["reason"]) for e in rec.for_execution(running.execution_id)
                if e["type"] == "node_skipped"]
@@ -360,7 +363,7 @@ def test_action_rate_without_auto_halt_paces_action_starts(make_engine: EngineFa
     starts.sort()
     # No more than `threshold` starts in any 1-second window. The gate admits by its own
     # clock reading; a function is entered a moment later, so allow a few ms of slack.
-    slack = 0.02
+    slack = 0.1
     for i in range(count - threshold):
         window = starts[i + threshold] - starts[i]
         assert window >= 1.0 - slack, (
