@@ -167,23 +167,20 @@ class NodePool:
         self._put = self._shared.put
         self._lock = threading.Lock()
         self._members: dict[Slot, pykka.ActorRef[Any]] = {}
+        #: Actors not stuck in an abandoned run.
+        self.capacity = 0
         self.busy = 0
         self.stuck = 0
         self.started = 0
         self.abandoned = 0
 
-    @property
-    def capacity(self) -> int:
-        return len(self._members) - self.stuck
-
     def run(self, run: Any) -> bool:
         """Hand a run to the pool; True when runs wait and a growth check is due."""
-        self.busy += 1
-        if self.busy > self.capacity and self.capacity < self._core:
+        busy = self.busy = self.busy + 1
+        if busy > self.capacity and self.capacity < self._core:
             self._start_actor()
         self._put(Envelope(RunNode(run)))
-        return (self.busy > self.capacity and not self.checking
-                and len(self._members) < self.max_actors)
+        return busy > self.capacity and not self.checking and self.capacity < self.max_actors
 
     def grow(self) -> bool:
         """The periodic check: one more actor per blocked one while runs wait.
@@ -204,6 +201,7 @@ class NodePool:
         slot = Slot()
         self._members[slot] = NodeActor.start(self._shared, self._supervisor_inbox, self._gate,
                                               self._lock, slot)
+        self.capacity += 1
         self.started += 1
 
     def done(self) -> None:
@@ -220,6 +218,7 @@ class NodePool:
             run.abandoned = True
         self.busy -= 1
         self.stuck += 1
+        self.capacity -= 1
         self.abandoned += 1
         return True
 
@@ -238,3 +237,4 @@ class NodePool:
         for _ in range(self.capacity):
             self._put(Envelope(_ActorStop()))
         self._members = {}
+        self.capacity = 0

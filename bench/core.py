@@ -216,11 +216,13 @@ def pykka_chain_latency(n: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short run (smoke test)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved engine/asyncio rounds per level (default 3)")
     parser.add_argument("--supervisors", type=int, default=None)
     args = parser.parse_args()
-    latency_n = 500 if args.quick else 5000
+    rounds = 1 if args.quick else args.rounds
+    latency_n = 500 if args.quick else 2000
     levels = [1, 10, 50, 200, 1000]
-    scale = 1 if args.quick else 10
 
     daemon: dict[str, Any] = {"max_concurrent_executions": 1000}
     if args.supervisors:
@@ -228,14 +230,22 @@ def main() -> None:
     engine = Engine.start(Config.from_dict({"daemon": daemon}))
     counter = Counter()
     engine.subscribe(counter)
-    engine_latency(engine, 500)  # warm the node actor pools
+    engine_latency(engine, 500)  # warm the node actor pool
     engine_throughput(engine, 1000, 3000)
     gc.collect()
+    before_count = counter.count
+    engine_runs = 0
 
-    rows = []
-    e_lat = engine_latency(engine, latency_n)
-    a_lat = asyncio_latency(latency_n)
-    p_lat = pykka_chain_latency(latency_n)
+    # Latency: rounds of each, interleaved, samples pooled (the machine is shared: what
+    # drifts during the run drifts for both).
+    e_lat: list[float] = []
+    a_lat: list[float] = []
+    p_lat: list[float] = []
+    for _ in range(rounds):
+        e_lat += engine_latency(engine, latency_n)
+        engine_runs += latency_n
+        a_lat += asyncio_latency(latency_n)
+        p_lat += pykka_chain_latency(latency_n)
     ep, ap, pp = percentiles(e_lat), percentiles(a_lat), percentiles(p_lat)
     print(f"{'latency at concurrency 1':<34}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}")
     for name, p in (("tradeloom engine", ep), ("asyncio sequential executor", ap),
@@ -244,20 +254,21 @@ def main() -> None:
     print(f"engine p50 / asyncio p50: {ep[0] / ap[0]:.2f}x   "
           f"engine p50 / pykka-chain p50: {ep[0] / pp[0]:.2f}x\n")
 
-    print(f"{'concurrency':>11}{'engine wf/s':>14}{'asyncio wf/s':>14}{'ratio':>8}")
-    before_count = counter.count
-    total_runs = 0
+    print(f"{'concurrency':>11}{'engine wf/s':>14}{'asyncio wf/s':>14}{'ratio':>8}"
+          f"   (median of {rounds} interleaved rounds; ratio = median of paired ratios)")
     for level in levels:
-        total = max(2000, level * 5) * scale // (2 if level == 1 else 1)
-        if args.quick:
-            total = max(500, level * 2)
-        e = engine_throughput(engine, level, total)
-        a = asyncio_throughput(level, total)
-        total_runs += total
-        rows.append((level, e, a))
-        print(f"{level:>11}{e:>14,.0f}{a:>14,.0f}{e / a:>7.2f}x")
+        total = max(500, level * 2) if args.quick else max(6000, level * 10)
+        engine_rates, asyncio_rates = [], []
+        for _ in range(rounds):
+            engine_rates.append(engine_throughput(engine, level, total))
+            engine_runs += total
+            asyncio_rates.append(asyncio_throughput(level, total))
+        ratio = statistics.median(e / a for e, a in zip(engine_rates, asyncio_rates,
+                                                        strict=True))
+        print(f"{level:>11}{statistics.median(engine_rates):>14,.0f}"
+              f"{statistics.median(asyncio_rates):>14,.0f}{ratio:>7.2f}x")
     delivered = counter.count - before_count
-    expected = total_runs * EVENTS_PER_RUN
+    expected = engine_runs * EVENTS_PER_RUN
     print(f"\nevents delivered to the subscriber: {delivered:,} of {expected:,}; "
           f"seq gaps: {counter.gaps}")
     engine.stop()
