@@ -78,6 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     failures = 0
     runs = 0
+    result = None
     with Engine.start(config) as engine:
         engine.subscribe(show)
         try:
@@ -93,7 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 stop.wait(args.every)
         except KeyboardInterrupt:
             pass
-    if args.every is None:
+    if args.every is None and result is not None:
         status = "ok" if result.ok else f"{result.status}: {result.error_type}: {result.error}"
         summary = {"execution_id": result.execution_id, "status": result.status,
                    "duration_ms": result.duration_ms, "results": result.results}
@@ -112,6 +113,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
     import zmq.auth
 
     directory = Path(args.dir)
+    if directory.exists() and not directory.is_dir():
+        raise UsageError(f"{directory} exists and is not a directory")
     directory.mkdir(parents=True, exist_ok=True)
     public, secret = zmq.auth.create_certificates(str(directory), args.name)
     print(f"public key: {public}\nsecret key: {secret}")
@@ -165,6 +168,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_OK
+    except OSError as exc:
+        print(f"tradeloom: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:  # noqa: BLE001 - one line, never a traceback (CONTRACT §3)
+        print(f"tradeloom: error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     return code
 
 

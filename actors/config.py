@@ -135,7 +135,7 @@ class Config:
         preset = resilience_raw.pop("preset", None)
         resilience_base = ResilienceConfig()
         if preset is not None:
-            if preset not in PRESETS:
+            if not isinstance(preset, str) or preset not in PRESETS:
                 raise ConfigError(f"[resilience].preset must be one of {sorted(PRESETS)}")
             resilience_base = PRESETS[preset]()
         emergency_raw = dict(_table(raw, "emergency"))
@@ -151,6 +151,9 @@ class Config:
         for i, lim in enumerate(limits):
             if lim.threshold <= 0:
                 raise ConfigError(f"emergency.limits[{i}].threshold must be > 0")
+            if lim.kind == "action_rate" and lim.threshold < 1:
+                raise ConfigError(f"emergency.limits[{i}].threshold: an action_rate limit "
+                                  "is action starts per second and must be >= 1")
         entries = tuple(
             _build(WorkflowEntry, item, f"workflows[{i}]", exclude={"workflow"})
             for i, item in enumerate(_array(raw.get("workflows", []), "workflows"))

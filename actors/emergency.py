@@ -87,8 +87,8 @@ class EmergencyGate:
                     if wait <= 0:
                         self.starting += 1
                 if wait <= 0:
+                    run.started_at = self._clock.monotonic()  # before `started`: read unlocked
                     run.started = True
-                    run.started_at = self._clock.monotonic()
                     self._sink.emit_locked([started_event])
                     return None
             # Over a rate limit without auto_halt: wait for the window (or a cancel), retry.

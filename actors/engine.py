@@ -31,7 +31,13 @@ from actors.cache import ProviderCache
 from actors.clock import Clock, SystemClock
 from actors.config import Config
 from actors.emergency import EmergencyActor, EmergencyGate, EmergencyState
-from actors.errors import EngineStopped, NotFound, UnknownWorkflow
+from actors.errors import (
+    ConfigError,
+    EngineStopped,
+    NotFound,
+    TradeloomError,
+    UnknownWorkflow,
+)
 from actors.events import EventCallback, EventSink, Subscription
 from actors.execution import Execution, ExecutionHandle, ExecutionIds, ExecutionResult
 from actors.messages import (
@@ -101,7 +107,11 @@ class Engine:
         """Start an engine; with no config everything is in memory with default settings."""
         config = config or Config()
         if config.daemon.cpu_affinity:
-            os.sched_setaffinity(0, config.daemon.cpu_affinity)
+            try:
+                os.sched_setaffinity(0, config.daemon.cpu_affinity)
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"daemon.cpu_affinity {list(config.daemon.cpu_affinity)}: "
+                                  f"{exc}") from None
         engine = cls(config, clock or SystemClock())
         log.debug("engine_started", supervisors=config.daemon.supervisors)
         return engine
@@ -149,7 +159,11 @@ class Engine:
                         priority=priority, handle=handle)
         verdict = self.admission.admit(exe)
         if verdict is RUN:
-            self._next_supervisor().tell(StartExecution(exe))
+            try:
+                self._next_supervisor().tell(StartExecution(exe))
+            except pykka.ActorDeadError:
+                self.admission.finish(ex.CANCELLED)
+                raise EngineStopped("the engine is stopped") from None
         elif verdict is OVERLOADED:
             self._refuse(handle, "submit refused: the admission queue is full", "Overloaded")
         return handle
@@ -161,6 +175,7 @@ class Engine:
 
     def cancel(self, execution_id: str) -> str:
         """Cancel an execution; returns its status afterwards (`cancelled` if it was live)."""
+        self._refuse_wait_in_callback("Cancel")
         queued = self.admission.remove_queued(execution_id)
         if queued is not None:
             queued.end_on_start = (ex.CANCELLED, "cancelled by request", "Cancelled",
@@ -195,6 +210,9 @@ class Engine:
         """Call `callback(event)` for every matching event, in seq order, on engine threads.
 
         Keep callbacks quick (hand slow work to a queue): they run under the sequencing lock.
+        From a callback, `status()` and `subscribe()` work; calls that wait for the engine
+        (`halt()`, `cancel()`, `handle.result()`) do not: send messages instead, e.g.
+        `engine.ref.tell(Halt(reason=...))`.
         """
         return self.sink.subscribe(callback, types=types, workflow_id=workflow_id)
 
@@ -226,8 +244,17 @@ class Engine:
     def _ask_emergency(self, message: Any) -> dict[str, Any]:
         if self._stopped:
             raise EngineStopped("the engine is stopped")
+        self._refuse_wait_in_callback(type(message).__name__)
         reply: dict[str, Any] = self._emergency.ask(message, block=True, timeout=30.0)
         return reply
+
+    def _refuse_wait_in_callback(self, what: str) -> None:
+        # A subscriber callback runs inside the sequencing lock on an engine thread: waiting
+        # there for the engine would wait for itself.
+        if self.sink.held_by_me():
+            raise TradeloomError(
+                f"{what} waits for the engine and cannot be called from a subscriber "
+                f"callback; send it without waiting: engine.ref.tell({what}(...))")
 
     def status(self) -> dict[str, Any]:
         with self.sink.lock:

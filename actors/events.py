@@ -73,7 +73,9 @@ class Subscription:
 
 class EventSink:
     def __init__(self, clock: Clock, *, first_seq: int = 1) -> None:
-        self.lock = threading.Lock()
+        # Re-entrant: a subscriber callback runs under it and may call status() or
+        # subscribe()/close() on the same thread.
+        self.lock = threading.RLock()
         #: Notified (under `lock`) when sequenced state changes that others may wait on.
         self.changed = threading.Condition(self.lock)
         self.last_seq = first_seq - 1
@@ -99,6 +101,10 @@ class EventSink:
     def unsubscribe(self, sub: Subscription) -> None:
         with self.lock:
             self._subscriptions = tuple(s for s in self._subscriptions if s is not sub)
+
+    def held_by_me(self) -> bool:
+        """True on a thread inside the sequencing lock (e.g. in a subscriber callback)."""
+        return bool(self.lock._is_owned())  # type: ignore[attr-defined]
 
     def add_output(self, output: Output) -> None:
         """Add a stage that receives every batch, in seq order, before subscribers do."""

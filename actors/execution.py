@@ -9,10 +9,14 @@ from dataclasses import dataclass, field
 from itertools import count
 from typing import TYPE_CHECKING, Any
 
+import structlog
+
 from actors.workflow import NodeContext
 
 if TYPE_CHECKING:
     from actors.workflow import Workflow
+
+_log = structlog.get_logger("tradeloom.execution")
 
 QUEUED, RUNNING = "queued", "running"
 COMPLETED, FAILED, HALTED, CANCELLED = "completed", "failed", "halted", "cancelled"
@@ -132,7 +136,10 @@ class ExecutionHandle:
             callbacks, self._callbacks = self._callbacks, None
         self._waiter.release()
         for fn in callbacks or ():
-            fn(self)
+            try:
+                fn(self)
+            except Exception:  # noqa: BLE001 - a caller's callback must not break the engine
+                _log.exception("done_callback_failed", execution_id=self.execution_id)
 
     def __repr__(self) -> str:
         status = self._result.status if self._result else "pending"

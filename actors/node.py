@@ -99,7 +99,10 @@ class NodeActor(pykka.ThreadingActor):
             **execution.head, "type": "node_started", "node_id": node.id,
             "node_name": node.name, "node_category": node.category, "attempt": run.attempt,
         }
-        refused = self._gate.admit(run, started_event)
+        try:
+            refused = self._gate.admit(run, started_event)
+        except Exception as exc:  # noqa: BLE001 - the supervisor must hear back, always
+            refused = f"admission failed: {exc!r}"
         if refused is not None:
             run.refused = refused
             reply(Envelope(NodeDone(run)))
@@ -187,7 +190,7 @@ class NodePool:
 
         Returns whether to check again."""
         backlog = self.busy - self.capacity
-        room = self.max_actors - len(self._members)
+        room = self.max_actors - self.capacity
         if backlog <= 0 or room <= 0:
             self.checking = False
             return False
@@ -220,6 +223,8 @@ class NodePool:
         self.stuck += 1
         self.capacity -= 1
         self.abandoned += 1
+        if self.busy > self.capacity:  # runs are waiting: replace the stuck actor now
+            self._start_actor()
         return True
 
     def retired(self, run: Any) -> None:

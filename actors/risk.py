@@ -98,7 +98,7 @@ class RiskBook:
                 verdict = self._judge(limit)
                 verdicts.append(verdict)
                 if not limit.auto_halt:
-                    wait = max(wait, starts[0] + 1.0 - now)
+                    wait = max(wait, (starts[0] + 1.0 - now) if starts else 1.0)
                 continue
         if wait > 0 or any(v.breach for v in verdicts):
             return verdicts, wait

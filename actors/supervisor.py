@@ -14,6 +14,7 @@ then cancelled) or as skipped, never both, and nothing follows the terminal even
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -50,6 +51,8 @@ _TIMEOUT, _RETRY, _DEADLINE, _POOL, _CANCEL = 0, 1, 2, 3, 4
 #: thousand cooperative nodes at once would otherwise delay the acknowledgement they
 #: follow. Nothing new starts meanwhile: the gate already refuses it.
 CANCEL_GRACE_S = 0.002
+#: Up to this many waiting nodes are woken at once, before the acknowledgement.
+_WAKE_INLINE = 64
 
 
 class SupervisorActor(pykka.ThreadingActor):
@@ -76,6 +79,9 @@ class SupervisorActor(pykka.ThreadingActor):
         self._node_actors = node_actors
         self._live: dict[str, Execution] = {}
         self._timers = TimerHeap(clock, _timer_alive)
+        #: Executions to start, drained by the outermost _start (no recursion).
+        self._to_start: deque[Execution] = deque()
+        self._starting = False
         #: While ending executions in bulk: cancel Events that nodes wait on, to set after.
         self._deferred_cancels: list[threading.Event] | None = None
         cast(TimerInbox, self.actor_inbox).next_delay = self._timers.next_delay
@@ -85,6 +91,23 @@ class SupervisorActor(pykka.ThreadingActor):
         self._pool = NodePool(self.actor_inbox, self._gate, max_actors=self._node_actors)
 
     def on_stop(self) -> None:
+        # Whatever is still here ends cancelled, including starts still in the inbox (pykka
+        # would drop those silently): no handle is left unresolved by a stop.
+        inbox = cast(TimerInbox, self.actor_inbox)
+        while not inbox.empty():
+            message = inbox.get(False).message
+            if type(message) is StartExecution:
+                self._to_start.append(message.execution)
+        for exe in [*self._to_start, *self._live.values()]:
+            if exe.end_on_start is None and exe.id not in self._live:
+                exe.end_on_start = (ex.CANCELLED, "cancelled: engine stopped", "Cancelled",
+                                    "cancelled")
+        pending, self._to_start = list(self._to_start), deque()
+        for exe in pending:
+            self._start(exe)
+        for exe in list(self._live.values()):
+            self._close(exe, ex.CANCELLED, "cancelled: engine stopped", "Cancelled",
+                        "cancelled")
         self._pool.stop_all()
 
     # -- messages --------------------------------------------------------------------------
@@ -134,6 +157,27 @@ class SupervisorActor(pykka.ThreadingActor):
         return reply
 
     def _start(self, exe: Execution) -> None:
+        """Start an execution; successors queued while starting run from this loop, so an
+        execution that ends at once (cache hit, open breaker, HALT) never recurses."""
+        self._to_start.append(exe)
+        if self._starting:
+            return
+        self._starting = True
+        try:
+            while self._to_start:
+                exe = self._to_start.popleft()
+                try:
+                    self._start_one(exe)
+                except Exception as exc:
+                    # Never strand an execution (and its running slot) on an internal error.
+                    log.exception("execution_start_failed", execution_id=exe.id)
+                    if not exe.closed and exe.id in self._live:
+                        self._close(exe, ex.FAILED, f"internal error: {exc!r}",
+                                    "InternalError", "cancelled")
+        finally:
+            self._starting = False
+
+    def _start_one(self, exe: Execution) -> None:
         now = self._clock.monotonic()
         exe.status = ex.RUNNING
         exe.started_mono = now
@@ -147,13 +191,16 @@ class SupervisorActor(pykka.ThreadingActor):
             status, error, error_type, skip_reason = exe.end_on_start
             self._close(exe, status, error, error_type, skip_reason, prefix=[started])
             return
-        if self._gate.state is EmergencyState.HALT:
+        with self._sink.lock:  # HALT and execution_started in one step: never after HALT
+            halted = self._gate.state is EmergencyState.HALT
+            if not halted:
+                self._sink.emit_locked([started])
+        if halted:
             self._close(exe, ex.HALTED, "halted: the engine is in HALT", "Halted", "halted",
                         prefix=[started])
             return
         if wf.timeout_s is not None:
             self._timers.push(now + wf.timeout_s, _DEADLINE, exe, None)
-        self._sink.emit([started])
         for i in wf.roots:
             if exe.closed:
                 break
@@ -172,13 +219,15 @@ class SupervisorActor(pykka.ThreadingActor):
                             message.skip_reason)
         finally:
             runs, self._deferred_cancels = self._deferred_cancels, None
-        if runs:
-            # Every run already reads as cancelled; this only wakes the ones waiting on it.
-            if self._clock.real:
-                self._timers.push(self._clock.monotonic() + CANCEL_GRACE_S, _CANCEL,
-                                  tuple(runs))
-            else:
-                self.actor_ref.tell(CancelRuns(tuple(runs)))
+        if len(runs) <= _WAKE_INLINE:
+            for event in runs:
+                event.set()
+        elif self._clock.real:
+            # Many nodes wait on their cancel Event (every node reads ctx.cancelled as set
+            # already; these fetched the Event before): wake them just after the ack.
+            self._timers.push(self._clock.monotonic() + CANCEL_GRACE_S, _CANCEL, tuple(runs))
+        else:
+            self.actor_ref.tell(CancelRuns(tuple(runs)))
         return len(targets)
 
     # -- running nodes ---------------------------------------------------------------------
@@ -276,6 +325,10 @@ class SupervisorActor(pykka.ThreadingActor):
     def _refused(self, exe: Execution, i: int, reason: str) -> None:
         if reason == "halted":
             self._close(exe, ex.HALTED, "halted: the engine is in HALT", "Halted", "halted")
+            return
+        if reason != "reduce_only":
+            self._close(exe, ex.FAILED, f"node {exe.workflow.nodes[i].id!r} could not start: "
+                        f"{reason}", "InternalError", "cancelled")
             return
         # reduce_only: this action and what depends on it are skipped; the rest goes on.
         self._advance(exe, self._skip_with_descendants(exe, i, reason), ())
@@ -483,10 +536,12 @@ class SupervisorActor(pykka.ThreadingActor):
         self._record(result)
         successor = self._admission.finish(status)
         handle, exe.handle = exe.handle, None  # no cycle exe -> handle -> result -> exe:
-        if handle is not None:  # refcounting frees finished executions, not the GC
-            handle._resolve(result)
-        if successor is not None:
-            self._start(successor)
+        try:
+            if handle is not None:  # refcounting frees finished executions, not the GC
+                handle._resolve(result)
+        finally:
+            if successor is not None:
+                self._start(successor)
 
 
 def _timer_alive(timer: Entry) -> bool:

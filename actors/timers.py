@@ -8,7 +8,7 @@ outnumber the live ones four to one, so memory tracks what is in flight.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from itertools import count
 from typing import Any
 
@@ -49,13 +49,16 @@ class TimerHeap:
         heap = self._heap
         return bool(heap) and heap[0][0] <= self._clock.monotonic()
 
-    def pop_due(self) -> Iterator[tuple[int, Any, Any]]:
-        """(kind, target, arg) of every entry due now, earliest first."""
+    def pop_due(self) -> list[tuple[int, Any, Any]]:
+        """(kind, target, arg) of every entry due now, earliest first. Taken out before the
+        caller handles them: handling pushes timers, and a push may sweep the heap."""
         heap = self._heap
         now = self._clock.monotonic()
+        due = []
         while heap and heap[0][0] <= now:
             _, _, kind, target, arg = heapq.heappop(heap)
-            yield kind, target, arg
+            due.append((kind, target, arg))
+        return due
 
     def _sweep(self) -> None:
         alive = [entry for entry in self._heap if self._alive(entry)]
