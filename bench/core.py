@@ -219,6 +219,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3,
                         help="interleaved engine/asyncio rounds per level (default 3)")
     parser.add_argument("--supervisors", type=int, default=None)
+    parser.add_argument("--cpu", type=int, action="append", default=None, metavar="ID",
+                        help="pin the process to this CPU ([daemon] cpu_affinity); the "
+                             "asyncio baseline runs pinned too")
     args = parser.parse_args()
     rounds = 1 if args.quick else args.rounds
     latency_n = 500 if args.quick else 2000
@@ -227,7 +230,11 @@ def main() -> None:
     daemon: dict[str, Any] = {"max_concurrent_executions": 1000}
     if args.supervisors:
         daemon["supervisors"] = args.supervisors
+    if args.cpu:
+        daemon["cpu_affinity"] = args.cpu
     engine = Engine.start(Config.from_dict({"daemon": daemon}))
+    print(f"supervisors={engine.config.daemon.supervisors} "
+          f"cpu_affinity={list(engine.config.daemon.cpu_affinity) or 'none'}\n")
     counter = Counter()
     engine.subscribe(counter)
     engine_latency(engine, 500)  # warm the node actor pool
