@@ -43,24 +43,13 @@ import structlog
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 
-from actors import Config, Engine, Node, NodeContext, Workflow  # noqa: E402
+from actors import Config, Engine, Node, Workflow  # noqa: E402
 from actors.execution import ExecutionHandle  # noqa: E402
+from bench.core import action, condition, provider  # noqa: E402 - the same node functions
 
 TARGET = 1.15
 _perf = time.perf_counter
 _cpu = time.process_time
-
-
-def provider(ctx: NodeContext) -> dict[str, float]:
-    return {"price": 50_000.0}
-
-
-def condition(ctx: NodeContext) -> bool:
-    return bool(ctx.upstream["provider"]["price"] > 10.0)
-
-
-def action(ctx: NodeContext) -> dict[str, str]:
-    return {"order": ctx.idempotency_key}
 
 
 PLAIN = Workflow("res_plain", nodes=[
