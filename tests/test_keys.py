@@ -1,0 +1,16 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import zmq.auth
+
+
+def test_keys_writes_a_curve_key_pair_that_zmq_can_load(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "actors.cli", "keys", str(tmp_path / "k"),
+                           "--name", "daemon"], capture_output=True, text=True, timeout=30,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    public, secret = zmq.auth.load_certificate(str(tmp_path / "k" / "daemon.key_secret"))
+    assert secret is not None and len(public) == 40 and len(secret) == 40
+    public_only, no_secret = zmq.auth.load_certificate(str(tmp_path / "k" / "daemon.key"))
+    assert public_only == public and no_secret is None
