@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from itertools import count
 from typing import TYPE_CHECKING, Any
@@ -208,6 +208,50 @@ class Execution:
         #: Set for a queued execution taken out to be ended (cancel, shutdown): the
         #: supervisor ends it with (status, error, error_type, skip_reason) on start.
         self.end_on_start: tuple[str, str, str, str] | None = None
+
+
+    # -- what happens to nodes; each returns the event that says so ----------------------
+
+    def skip(self, i: int, reason: str) -> dict[str, Any]:
+        self.node_status[i] = N_SKIPPED
+        self.finished += 1
+        return {**self.head, "type": "node_skipped", "node_id": self.workflow.nodes[i].id,
+                "reason": reason}
+
+    def skip_with_descendants(self, i: int, reason: str) -> list[dict[str, Any]]:
+        events = [self.skip(i, reason)]
+        for j in self.workflow.descendants[i]:
+            if self.node_status[j] == N_PENDING:
+                events.append(self.skip(j, reason))
+        return events
+
+    def progress(self, now: float) -> dict[str, Any]:
+        total = len(self.node_status)
+        done = self.finished
+        elapsed_ms = (now - self.started_mono) * 1000.0
+        eta = round(elapsed_ms / done * (total - done), 3) if done else None
+        return {**self.head, "type": "progress", "nodes_completed": self.completed,
+                "nodes_total": total, "nodes_in_progress": len(self.runs), "eta_ms": eta}
+
+    def close_nodes(self, skip_reason: str, downstream: Collection[int],
+                    events: list[dict[str, Any]]) -> list[NodeRun]:
+        """The execution is closing (under the sequencing lock): nodes that did not start
+        are skipped (appending their events), running ones are marked cancelled and
+        returned, for the caller to tell them."""
+        running: list[NodeRun] = []
+        for i, status in enumerate(self.node_status):
+            if status == N_PENDING:
+                reason = "upstream_failed" if i in downstream else skip_reason
+                events.append(self.skip(i, reason))
+            elif status == N_RUNNING:
+                run = self.runs.get(i)
+                if run is not None and not run.started:
+                    events.append(self.skip(i, skip_reason))  # queued: it never will
+                else:
+                    self.node_status[i] = N_CANCELLED
+                    if run is not None:
+                        running.append(run)
+        return running
 
 
 class NodeRun(NodeContext):

@@ -331,7 +331,7 @@ class SupervisorActor(pykka.ThreadingActor):
                         f"{reason}", "InternalError", "cancelled")
             return
         # reduce_only: this action and what depends on it are skipped; the rest goes on.
-        self._advance(exe, self._skip_with_descendants(exe, i, reason), ())
+        self._advance(exe, exe.skip_with_descendants(i, reason), ())
 
     def _succeeded(self, exe: Execution, i: int, value: Any, duration_s: float, attempt: int,
                    *, cached: bool = False) -> None:
@@ -354,7 +354,7 @@ class SupervisorActor(pykka.ThreadingActor):
         if node.category == "condition" and not value:
             for j in wf.descendants[i]:
                 if exe.node_status[j] == ex.N_PENDING:
-                    events.append(self._skip(exe, j, "condition_false"))
+                    events.append(exe.skip(j, "condition_false"))
         else:
             remaining, status = exe.remaining, exe.node_status
             for j in wf.dependents[i]:
@@ -368,7 +368,7 @@ class SupervisorActor(pykka.ThreadingActor):
             # The terminal event follows in the same batch and says all a progress would.
             self._close(exe, ex.COMPLETED, None, None, "cancelled", prefix=events)
             return
-        events.append(self._progress(exe))
+        events.append(exe.progress(self._clock.monotonic()))
         self._sink.emit(events)
         for j in ready:
             if exe.closed:
@@ -466,27 +466,6 @@ class SupervisorActor(pykka.ThreadingActor):
 
     # -- closing ---------------------------------------------------------------------------
 
-    def _skip(self, exe: Execution, i: int, reason: str) -> Event:
-        exe.node_status[i] = ex.N_SKIPPED
-        exe.finished += 1
-        return {**exe.head, "type": "node_skipped", "node_id": exe.workflow.nodes[i].id,
-                "reason": reason}
-
-    def _skip_with_descendants(self, exe: Execution, i: int, reason: str) -> list[Event]:
-        events = [self._skip(exe, i, reason)]
-        for j in exe.workflow.descendants[i]:
-            if exe.node_status[j] == ex.N_PENDING:
-                events.append(self._skip(exe, j, reason))
-        return events
-
-    def _progress(self, exe: Execution) -> Event:
-        total = len(exe.node_status)
-        done = exe.finished
-        elapsed_ms = (self._clock.monotonic() - exe.started_mono) * 1000.0
-        eta = round(elapsed_ms / done * (total - done), 3) if done else None
-        return {**exe.head, "type": "progress", "nodes_completed": exe.completed,
-                "nodes_total": total, "nodes_in_progress": len(exe.runs), "eta_ms": eta}
-
     def _close(self, exe: Execution, status: str, error: str | None, error_type: str | None,
                skip_reason: str, *, prefix: list[Event] | None = None,
                failed: int | None = None) -> None:
@@ -504,23 +483,13 @@ class SupervisorActor(pykka.ThreadingActor):
             terminal["error_type"] = error_type
         with self._sink.lock:
             exe.closed = True
-            for i, node_status in enumerate(exe.node_status):
-                if node_status == ex.N_PENDING:
-                    reason = "upstream_failed" if i in downstream else skip_reason
-                    events.append(self._skip(exe, i, reason))
-                elif node_status == ex.N_RUNNING:
-                    run = exe.runs.get(i)
-                    if run is not None and not run.started:
-                        events.append(self._skip(exe, i, skip_reason))
-                    else:
-                        exe.node_status[i] = ex.N_CANCELLED
-                        if run is not None:
-                            if self._deferred_cancels is None:
-                                run.cancel()
-                            else:
-                                event = run.request_cancel()
-                                if event is not None:
-                                    self._deferred_cancels.append(event)
+            for run in exe.close_nodes(skip_reason, downstream, events):
+                if self._deferred_cancels is None:
+                    run.cancel()
+                else:
+                    event = run.request_cancel()
+                    if event is not None:
+                        self._deferred_cancels.append(event)
             events.append(terminal)
             self._sink.emit_locked(events)
             ended_at = terminal["timestamp"]
