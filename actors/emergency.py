@@ -65,6 +65,21 @@ class EmergencyGate:
         #: Called (outside the lock) when the gate halts by itself (action_rate breach).
         self.on_self_halt: Callable[[str], None] = lambda reason: None
 
+    def snapshot(self) -> dict[str, Any]:
+        """The kill switch's durable state: emergency state and every limit's figures."""
+        with self._lock:
+            return {"state": self.state.value, "reason": self.reason, "source": self.source,
+                    "limits": self.book.snapshot()}
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        """Put back a snapshot at start-up, before anything runs: an engine restarted
+        while halted comes back halted. Publishes nothing (nothing changed)."""
+        with self._lock:
+            self.state = EmergencyState(saved["state"])
+            self.reason, self.source = saved.get("reason"), saved.get("source")
+            self._sink.state = self.state.value
+            self.book.restore(saved.get("limits", {}))
+
     def admit(self, run: NodeRun, started_event: Event) -> str | None:
         """Mark `run` started and publish `started_event`, or say why it may not start."""
         is_action = run.node.category == "action"

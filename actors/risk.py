@@ -119,6 +119,25 @@ class RiskBook:
                 limit.exceeded = limit.value > limit.threshold
         return [lim.name for lim in self.limits.values() if lim.exceeded]
 
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """What a journal keeps of each limit, to `restore` after a restart."""
+        return {name: {"value": lim.value, "peak_equity": lim.peak_equity, "day": lim.day,
+                       "warned": lim.warned, "exceeded": lim.exceeded}
+                for name, lim in self.limits.items() if lim.kind != "action_rate"}
+
+    def restore(self, saved: dict[str, dict[str, Any]]) -> None:
+        """Put back a snapshot; limits no longer configured are ignored (and a daily_loss
+        saved on an earlier UTC day resets on its next use)."""
+        for name, fields in saved.items():
+            limit = self.limits.get(name)
+            if limit is None or limit.kind == "action_rate":
+                continue
+            limit.value = float(fields["value"])
+            limit.peak_equity = fields.get("peak_equity")
+            limit.day = int(fields.get("day", limit.day))
+            limit.warned = bool(fields.get("warned", False))
+            limit.exceeded = bool(fields.get("exceeded", False))
+
     def stats(self) -> dict[str, dict[str, Any]]:
         for limit in self.limits.values():
             self._roll_day(limit)
