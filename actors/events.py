@@ -147,10 +147,6 @@ class EventSink:
                     log.exception("subscriber_failed", callback=repr(callback),
                                   event_type=event["type"], seq=event["seq"])
 
-    def now_iso(self) -> str:
-        """The current wall time in the events' format (safe to call without the lock)."""
-        return iso_utc(self._clock.time())
-
     def _timestamp(self) -> str:
         # Called under the lock; most batches land in the same millisecond as the last.
         ms = int(self._clock.time() * 1000)
