@@ -13,7 +13,7 @@ import sys
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -218,7 +218,7 @@ def _reject_unknown(raw: Mapping[str, Any], known: set[str], where: str) -> None
             raise ConfigError(f"unknown config key {name!r}")
 
 
-def _build(cls: Any, raw: Any, where: str, *, exclude: set[str] = frozenset(),  # type: ignore[assignment]
+def _build(cls: Any, raw: Any, where: str, *, exclude: Collection[str] = (),
            base: Any = None) -> Any:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where} must be a table")

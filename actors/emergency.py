@@ -51,7 +51,6 @@ class EmergencyGate:
 
     def __init__(self, sink: EventSink, book: RiskBook, clock: Clock) -> None:
         self._sink = sink
-        self._lock = sink.lock
         #: The sequencing lock: the state and the risk book change only under it.
         self.lock = sink.lock
         self._clock = clock
@@ -67,14 +66,14 @@ class EmergencyGate:
 
     def snapshot(self) -> dict[str, Any]:
         """The kill switch's durable state: emergency state and every limit's figures."""
-        with self._lock:
+        with self.lock:
             return {"state": self.state.value, "reason": self.reason, "source": self.source,
                     "limits": self.book.snapshot()}
 
     def restore(self, saved: dict[str, Any]) -> None:
         """Put back a snapshot at start-up, before anything runs: an engine restarted
         while halted comes back halted. Publishes nothing (nothing changed)."""
-        with self._lock:
+        with self.lock:
             self.state = EmergencyState(saved["state"])
             self.reason, self.source = saved.get("reason"), saved.get("source")
             self._sink.state = self.state.value
@@ -84,7 +83,7 @@ class EmergencyGate:
         """Mark `run` started and publish `started_event`, or say why it may not start."""
         is_action = run.node.category == "action"
         while True:
-            with self._lock:
+            with self.lock:
                 if run.execution.closed or run.abandoned:
                     return "closed"
                 state = self.state
@@ -113,19 +112,19 @@ class EmergencyGate:
 
     def action_begun(self) -> None:
         """The admitted action's function is being entered now."""
-        with self._lock:
+        with self.lock:
             self.starting -= 1
             if self.starting == 0:
                 self._sink.changed.notify_all()
 
     def wait_actions_begun(self, timeout: float) -> bool:
         """Wait until every admitted action has entered its function."""
-        with self._lock:
+        with self.lock:
             return self._sink.changed.wait_for(lambda: self.starting == 0, timeout)
 
     def transition(self, new: EmergencyState, reason: str | None, source: str,
                    extra_events: Sequence[Event] = ()) -> tuple[EmergencyState, bool]:
-        with self._lock:
+        with self.lock:
             return self._transition_locked(new, reason, source, extra_events)
 
     def _transition_locked(self, new: EmergencyState, reason: str | None, source: str,
@@ -147,7 +146,7 @@ class EmergencyGate:
 
     def update_risk(self, update: RiskUpdate) -> tuple[Verdict, str | None]:
         """Apply a risk figure; returns its verdict and the halt reason if it halted."""
-        with self._lock:
+        with self.lock:
             verdict = self.book.update(update.limit, value=update.value, delta=update.delta,
                                        equity=update.equity)
             return verdict, self._apply_verdicts_locked([verdict])

@@ -1,4 +1,4 @@
-"""Actor inboxes on `queue.SimpleQueue`.
+"""The supervisor's inbox, on `queue.SimpleQueue`.
 
 pykka's default inbox is a `queue.Queue` (a Condition per wait); the C SimpleQueue wakes a
 thread for a fraction of that, and thread wake-ups are the engine's main cost.
@@ -17,33 +17,14 @@ from actors.messages import Tick
 _TICK = Envelope(Tick())
 
 
-class FastInbox:
-    """pykka's inbox protocol (put/get/empty) on a SimpleQueue."""
+class TimerInbox:
+    """pykka's inbox protocol (put/get/empty) on a SimpleQueue, whose blocking `get()`
+    returns a Tick when its owner's next timer is due."""
 
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.put = self._queue.put  # type: ignore[method-assign]
-        self.empty = self._queue.empty  # type: ignore[method-assign]
-        self.qsize = self._queue.qsize  # type: ignore[method-assign]
-
-    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
-        self._queue.put(item)
-
-    def get(self, block: bool = True, timeout: float | None = None) -> Any:
-        return self._queue.get(block, timeout)
-
-    def empty(self) -> bool:
-        return self._queue.empty()
-
-    def qsize(self) -> int:
-        return self._queue.qsize()
-
-
-class TimerInbox(FastInbox):
-    """An inbox whose blocking `get()` returns a Tick when its owner's next timer is due."""
-
-    def __init__(self) -> None:
-        super().__init__()
+        self.put = self._queue.put
+        self.empty = self._queue.empty
         self.next_delay: Callable[[], float | None] = lambda: None
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
