@@ -10,7 +10,7 @@ from itertools import count
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from actors.execution import Execution
+    from actors.machine import Execution
 
 RUN, QUEUED, OVERLOADED = "run", "queued", "overloaded"
 
@@ -42,7 +42,8 @@ class Admission:
             self.counts["refused"] += 1
             return OVERLOADED
 
-    def refused(self) -> None:
+    def count_refused(self) -> None:
+        """A submission was refused before reaching admission (HALT)."""
         with self._lock:
             self.counts["refused"] += 1
 

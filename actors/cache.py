@@ -1,10 +1,10 @@
 """Provider output cache: `Node(cache_ttl_s=...)` reuses a provider's output across
-executions of the same workflow with the same inputs, for that long."""
+executions of the same workflow with the same inputs, for that long. Entries are keyed by
+(workflow, node, inputs key); `actors.guards.CacheGuard` makes the inputs key."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
 from typing import Any
 
 from actors.clock import Clock
@@ -17,8 +17,8 @@ class ProviderCache:
         self._lock = threading.Lock()
         self._entries: dict[tuple[str, str, str], tuple[float, Any]] = {}
 
-    def get(self, workflow_id: str, node_id: str, inputs: Mapping[str, Any]) -> tuple[bool, Any]:
-        key = (workflow_id, node_id, _inputs_key(inputs))
+    def get(self, workflow_id: str, node_id: str, inputs_key: str) -> tuple[bool, Any]:
+        key = (workflow_id, node_id, inputs_key)
         entry = self._entries.get(key)
         if entry is None:
             return False, None
@@ -29,7 +29,7 @@ class ProviderCache:
             return False, None
         return True, value
 
-    def put(self, workflow_id: str, node_id: str, inputs: Mapping[str, Any], value: Any,
+    def put(self, workflow_id: str, node_id: str, inputs_key: str, value: Any,
             ttl_s: float) -> None:
         now = self._clock.monotonic()
         with self._lock:
@@ -37,8 +37,4 @@ class ProviderCache:
                 self._entries = {k: v for k, v in self._entries.items() if v[0] > now}
                 if len(self._entries) >= self._max_entries:
                     self._entries.pop(next(iter(self._entries)))
-            self._entries[(workflow_id, node_id, _inputs_key(inputs))] = (now + ttl_s, value)
-
-
-def _inputs_key(inputs: Mapping[str, Any]) -> str:
-    return repr(sorted(inputs.items(), key=lambda kv: kv[0]))
+            self._entries[(workflow_id, node_id, inputs_key)] = (now + ttl_s, value)

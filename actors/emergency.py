@@ -18,6 +18,7 @@ import pykka
 import structlog
 
 from actors.clock import Clock
+from actors.ending import Ending
 from actors.errors import ResumeRefused
 from actors.events import Event, EventSink
 from actors.messages import (
@@ -34,7 +35,7 @@ from actors.risk import RiskBook, Verdict
 
 if TYPE_CHECKING:
     from actors.admission import Admission
-    from actors.execution import NodeRun
+    from actors.machine import NodeRun
 
 log = structlog.get_logger("tradeloom.emergency")
 
@@ -229,8 +230,7 @@ class EmergencyActor(pykka.ThreadingActor):
         """Every supervisor ends its executions; queued ones end halted too. Waits for acks."""
         started = time.perf_counter()
         self._gate.wait_actions_begun(self._ack_timeout_s)
-        end = EndExecutions(status="halted", error=f"halted: {reason}", error_type="Halted",
-                            skip_reason="halted")
+        end = EndExecutions(Ending.halted(reason))
         futures = [sup.ask(end, block=False) for sup in self._supervisors]
         for i, execution in enumerate(self._admission.drain_queued()):
             # A supervisor that starts an execution while halted ends it halted at once.

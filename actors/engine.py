@@ -24,13 +24,13 @@ from typing import Any
 import pykka
 import structlog
 
-from actors import execution as ex
 from actors.admission import OVERLOADED, RUN, Admission
 from actors.breaker import BreakerRegistry
 from actors.cache import ProviderCache
 from actors.clock import Clock, SystemClock
 from actors.config import Config
 from actors.emergency import EmergencyActor, EmergencyGate, EmergencyState
+from actors.ending import Ending, ExecutionStatus
 from actors.errors import (
     ConfigError,
     EngineStopped,
@@ -39,7 +39,8 @@ from actors.errors import (
     UnknownWorkflow,
 )
 from actors.events import EventCallback, EventSink, Subscription
-from actors.execution import Execution, ExecutionHandle, ExecutionIds, ExecutionResult
+from actors.execution import ExecutionHandle, ExecutionIds, ExecutionResult
+from actors.machine import Execution
 from actors.messages import (
     Alert,
     BroadcastHalt,
@@ -74,6 +75,10 @@ class Engine:
         self._stopped = False
         self._lock = threading.Lock()
         self._workflows: dict[str, tuple[Workflow, str | None, str | None]] = {}
+        #: Ids given by `register()` (or the config): a different Workflow may not take them.
+        #: An id first seen in `submit(workflow)` is taken by whichever Workflow came last,
+        #: so a program may build its workflow afresh for each submit.
+        self._registered: set[str] = set()
         self._recent: OrderedDict[str, ExecutionResult] = OrderedDict()
         self.sink = EventSink(clock)
         book = RiskBook(config.emergency.limits, warn_at=config.emergency.warn_at, clock=clock)
@@ -120,11 +125,26 @@ class Engine:
 
     def register(self, workflow: Workflow, *, bot_id: str | None = None,
                  strategy_id: str | None = None) -> None:
-        """Make `workflow` submittable by id, with default bot and strategy ids."""
+        """Make `workflow` submittable by id, with default bot and strategy ids.
+
+        Registering the same Workflow again updates its defaults; a different Workflow
+        under a registered id is refused (ValueError), by `register` and by `submit`: a
+        submit by id must never silently run something else."""
         if not isinstance(workflow, Workflow):
-            raise TypeError(f"expected a Workflow, got {type(workflow).__name__}")
+            raise TypeError(f"workflow must be a Workflow, not {type(workflow).__name__}")
+        _check_optional_str(bot_id, "bot_id")
+        _check_optional_str(strategy_id, "strategy_id")
         with self._lock:
+            self._check_free(workflow)
             self._workflows[workflow.id] = (workflow, bot_id, strategy_id)
+            self._registered.add(workflow.id)
+
+    def _check_free(self, workflow: Workflow) -> None:
+        entry = self._workflows.get(workflow.id)
+        if (entry is not None and entry[0] is not workflow
+                and workflow.id in self._registered):
+            raise ValueError(f"workflow id {workflow.id!r} is registered to another "
+                             "Workflow object")
 
     @property
     def workflows(self) -> list[str]:
@@ -136,24 +156,21 @@ class Engine:
         """Start an execution. A refused one (HALT, overloaded) comes back already resolved."""
         if self._stopped:
             raise EngineStopped("the engine is stopped")
-        if isinstance(workflow, str):
-            entry = self._workflows.get(workflow)
-            if entry is None:
-                raise UnknownWorkflow(f"no workflow registered as {workflow!r}")
-            wf, default_bot, default_strategy = entry
-        else:
-            entry = self._workflows.get(workflow.id)
-            if entry is None or entry[0] is not workflow:
-                self.register(workflow)
-                entry = (workflow, None, None)
-            wf, default_bot, default_strategy = entry
+        wf, default_bot, default_strategy = self._resolve_workflow(workflow)
+        if inputs is None:
+            inputs = {}
+        elif not isinstance(inputs, Mapping):
+            raise TypeError(f"inputs must be a mapping, not {type(inputs).__name__}")
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise TypeError(f"priority must be an int, not {type(priority).__name__}")
+        _check_optional_str(bot_id, "bot_id")
+        _check_optional_str(strategy_id, "strategy_id")
         handle = ExecutionHandle(self._ids.new(wf.id), wf.id)
         if self.gate.state is EmergencyState.HALT:
-            self.admission.refused()
-            self._refuse(handle, "submit refused: the engine is in HALT", "Halted")
+            self.admission.count_refused()
+            self._resolve_refused(handle, "submit refused: the engine is in HALT", "Halted")
             return handle
-        exe = Execution(execution_id=handle.execution_id, workflow=wf,
-                        inputs=dict(inputs) if inputs else {},
+        exe = Execution(execution_id=handle.execution_id, workflow=wf, inputs=dict(inputs),
                         bot_id=bot_id if bot_id is not None else default_bot,
                         strategy_id=strategy_id if strategy_id is not None else default_strategy,
                         priority=priority, handle=handle)
@@ -162,32 +179,49 @@ class Engine:
             try:
                 self._next_supervisor().tell(StartExecution(exe))
             except pykka.ActorDeadError:
-                self.admission.finish(ex.CANCELLED)
+                self.admission.finish(ExecutionStatus.CANCELLED)
                 raise EngineStopped("the engine is stopped") from None
         elif verdict is OVERLOADED:
-            self._refuse(handle, "submit refused: the admission queue is full", "Overloaded")
+            self._resolve_refused(handle, "submit refused: the admission queue is full",
+                                  "Overloaded")
         return handle
 
-    def _refuse(self, handle: ExecutionHandle, error: str, error_type: str) -> None:
-        handle._resolve(ExecutionResult(
+    def _resolve_workflow(self, workflow: Workflow | str,
+                          ) -> tuple[Workflow, str | None, str | None]:
+        if isinstance(workflow, str):
+            entry = self._workflows.get(workflow)
+            if entry is None:
+                raise UnknownWorkflow(f"no workflow registered as {workflow!r}")
+            return entry
+        if not isinstance(workflow, Workflow):
+            raise TypeError(f"workflow must be a Workflow or a registered workflow id, not "
+                            f"{type(workflow).__name__}")
+        entry = self._workflows.get(workflow.id)
+        if entry is not None and entry[0] is workflow:
+            return entry
+        with self._lock:
+            self._check_free(workflow)
+            self._workflows[workflow.id] = entry = (workflow, None, None)
+        return entry
+
+    def _resolve_refused(self, handle: ExecutionHandle, error: str, error_type: str) -> None:
+        handle.resolve(ExecutionResult(
             execution_id=handle.execution_id, workflow_id=handle.workflow_id,
-            status=ex.REFUSED, error=error, error_type=error_type))
+            status=ExecutionStatus.REFUSED.value, error=error, error_type=error_type))
 
     def cancel(self, execution_id: str) -> str:
         """Cancel an execution; returns its status afterwards (`cancelled` if it was live)."""
         self._refuse_wait_in_callback("Cancel")
         queued = self.admission.remove_queued(execution_id)
+        cancelled = Ending.cancelled("by request")
         if queued is not None:
-            queued.end_on_start = (ex.CANCELLED, "cancelled by request", "Cancelled",
-                                   "cancelled")
+            queued.ending_on_start = cancelled
             self._next_supervisor().tell(StartExecution(queued))
-            return ex.CANCELLED
-        end = EndExecutions(status=ex.CANCELLED, error="cancelled by request",
-                            error_type="Cancelled", skip_reason="cancelled",
-                            execution_id=execution_id)
+            return ExecutionStatus.CANCELLED.value
+        end = EndExecutions(cancelled, execution_id=execution_id)
         ended = sum(int(sup.ask(end, block=True, timeout=5.0)) for sup in self._supervisors)
         if ended:
-            return ex.CANCELLED
+            return ExecutionStatus.CANCELLED.value
         result = self._recent.get(execution_id)
         if result is None:
             raise NotFound(f"no live or recent execution {execution_id!r}")
@@ -291,12 +325,11 @@ class Engine:
         if self._stopped:
             return
         self._stopped = True
+        stopped = Ending.cancelled("engine stopped")
         for exe in self.admission.drain_queued():
-            exe.end_on_start = (ex.CANCELLED, "cancelled: engine stopped", "Cancelled",
-                                "cancelled")
+            exe.ending_on_start = stopped
             self._next_supervisor().tell(StartExecution(exe))
-        end = EndExecutions(status=ex.CANCELLED, error="cancelled: engine stopped",
-                            error_type="Cancelled", skip_reason="cancelled")
+        end = EndExecutions(stopped)
         futures = [sup.ask(end, block=False) for sup in self._supervisors]
         for future in futures:
             try:
@@ -343,3 +376,8 @@ class EngineActor(pykka.ThreadingActor):
     def _submit(self, message: Submit) -> ExecutionHandle:
         return self._engine.submit(message.workflow, message.inputs, bot_id=message.bot_id,
                                    strategy_id=message.strategy_id, priority=message.priority)
+
+
+def _check_optional_str(value: Any, name: str) -> None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{name} must be a string or None, not {type(value).__name__}")

@@ -7,13 +7,16 @@ TradeloomError
 ├── NotFound                    no such execution
 ├── ResumeRefused               resume while a risk limit is still exceeded
 ├── EngineStopped               the engine is stopped or stopping
-└── NodeError                   outcomes the supervisor gives a node run
+└── NodeError                   outcomes the engine gives a node run or an execution
     ├── NodeTimeout             the node overran its timeout_s
     ├── CircuitOpen             the node's breaker is open
+    ├── ConditionError          a condition's result has no usable truth value
     ├── ExecutionTimeout        the workflow's timeout_s passed
     ├── Halted                  the kill switch is in HALT
     ├── Cancelled               cancelled by request or shutdown
-    └── Overloaded              the admission queue is full
+    ├── Interrupted             the process died under the execution (found at recovery)
+    ├── Overloaded              the admission queue is full
+    └── InternalError           the engine failed while handling the execution (a bug)
 
 An event's `error_type` is the exception's class name, so these names are part of the
 wire contract.
@@ -80,3 +83,25 @@ class Cancelled(NodeError):
 
 class Overloaded(NodeError):
     """The admission queue is full."""
+
+
+class ConditionError(NodeError):
+    """A condition node returned a value whose truth test raised (e.g. a numpy array)."""
+
+
+class Interrupted(NodeError):
+    """The daemon died while the execution was queued or running."""
+
+
+class InternalError(NodeError):
+    """The engine itself failed while handling the execution; the execution is failed so
+    that it never hangs, and the failure is logged with its traceback."""
+
+
+def describe(error: BaseException) -> str:
+    """`str(error)`, or a stand-in when the exception's own `__str__` raises (user code)."""
+    try:
+        text = str(error)
+    except BaseException:  # noqa: BLE001 - anything user code throws here is contained
+        return f"<unprintable {type(error).__name__}>"
+    return text or type(error).__name__

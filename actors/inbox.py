@@ -10,8 +10,7 @@ import queue
 from collections.abc import Callable
 from typing import Any
 
-from pykka._envelope import Envelope
-
+from actors._compat import Envelope
 from actors.messages import Tick
 
 _TICK = Envelope(Tick())

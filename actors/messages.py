@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from actors.execution import Execution, NodeRun
+    from actors.ending import Ending
+    from actors.machine import Execution, NodeRun
     from actors.workflow import Workflow
 
 
@@ -96,19 +97,18 @@ class RunNode:
 
 @dataclass(frozen=True, slots=True)
 class NodeDone:
-    """A node actor's reply; the outcome is on the run (value/error/duration_s/refused)."""
+    """A node actor's reply; the outcome is on the run (value/error/duration_s/denied)."""
 
     run: NodeRun
 
 
 @dataclass(frozen=True, slots=True)
 class EndExecutions:
-    """Tell a supervisor to end its executions (all, or one id) with the given outcome."""
+    """Tell a supervisor to end its executions (all, or one id) with `ending`; the reply
+    is how many it ended. Executions exempt from halt (on-halt hooks) are kept when the
+    ending is a halt."""
 
-    status: str
-    error: str
-    error_type: str
-    skip_reason: str
+    ending: Ending
     execution_id: str | None = None
 
 

@@ -16,33 +16,16 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import pykka
-import structlog
-from pykka._envelope import Envelope
 
+from actors._compat import EngineActorBase, Envelope, context_setters, stop_envelope
 from actors.emergency import EmergencyGate
+from actors.errors import ConditionError, describe
 from actors.messages import NodeDone, RunNode
 
 _perf = time.perf_counter
-
-
-def _context_setters() -> tuple[Any, Any]:
-    """Setters for the structlog contextvars `execution_id` and `node_id`.
-
-    `bind_contextvars` builds token dicts on every call; a node actor sets the same two
-    keys once per run, so it holds their ContextVars (structlog's own) and sets them.
-    """
-    structlog.contextvars.bind_contextvars(execution_id=None, node_id=None)
-    registry = getattr(structlog.contextvars, "_CONTEXT_VARS", {})
-    prefix = getattr(structlog.contextvars, "STRUCTLOG_KEY_PREFIX", "structlog_")
-    execution_var = registry.get(f"{prefix}execution_id")
-    node_var = registry.get(f"{prefix}node_id")
-    if execution_var is None or node_var is None:  # a structlog that stores them otherwise
-        return (lambda v: structlog.contextvars.bind_contextvars(execution_id=v),
-                lambda v: structlog.contextvars.bind_contextvars(node_id=v))
-    return execution_var.set, node_var.set
 
 
 class SharedInbox:
@@ -60,13 +43,11 @@ class SharedInbox:
         return True
 
 
-class NodeActor(pykka.ThreadingActor):
-    # A stuck node must never keep the process alive.
-    use_daemon_thread = True
+class NodeActor(EngineActorBase):
+    """Runs node functions, one at a time, taken from its pool's shared mailbox."""
 
-    @staticmethod
-    def _create_actor_inbox() -> Any:
-        return SharedInbox()
+    inbox_factory = SharedInbox
+    direct: ClassVar[frozenset[type]] = frozenset({RunNode})
 
     def __init__(self, shared: queue.SimpleQueue[Any], supervisor_inbox: Any,
                  gate: EmergencyGate, lock: threading.Lock, slot: Slot) -> None:
@@ -80,13 +61,7 @@ class NodeActor(pykka.ThreadingActor):
     def on_start(self) -> None:
         # Every log line a node function writes carries its execution (structlog
         # contextvars, per thread); each run overwrites them, so nothing needs resetting.
-        self._set_execution_id, self._set_node_id = _context_setters()
-
-    def _handle_receive(self, message: Any) -> Any:
-        # Runs skip pykka's isinstance chain (stop/proxy calls) on the way in.
-        if type(message) is RunNode:
-            return self.on_receive(message)
-        return super()._handle_receive(message)
+        self._set_execution_id, self._set_node_id = context_setters()
 
     def on_receive(self, message: Any) -> None:
         if type(message) is not RunNode:
@@ -100,11 +75,11 @@ class NodeActor(pykka.ThreadingActor):
             "node_name": node.name, "node_category": node.category, "attempt": run.attempt,
         }
         try:
-            refused = self._gate.admit(run, started_event)
+            denied = self._gate.admit(run, started_event)
         except Exception as exc:  # noqa: BLE001 - the supervisor must hear back, always
-            refused = f"admission failed: {exc!r}"
-        if refused is not None:
-            run.refused = refused
+            denied = f"admission failed: {describe(exc)}"
+        if denied is not None:
+            run.denied = denied
             reply(Envelope(NodeDone(run)))
             return None
         self._set_execution_id(execution.id)
@@ -115,9 +90,13 @@ class NodeActor(pykka.ThreadingActor):
         try:
             if node.category == "action":
                 self._gate.action_begun()
-            run.value = node.fn(run)
+            value = node.fn(run)
+            if node.category == "condition":
+                run.truth = _truth(value, node.id)
+            run.value = value
         except BaseException as exc:  # noqa: BLE001 - a node's failure is data, never fatal
             run.error = exc
+            run.error_text = describe(exc)  # user code too: taken here, not in the supervisor
         run.duration_s = _perf() - t0
         slot.since = 0.0
         with self._lock:
@@ -126,8 +105,21 @@ class NodeActor(pykka.ThreadingActor):
         reply(Envelope(NodeDone(run)))
         if abandoned:
             # Overran and was replaced: retire instead of taking more work.
-            self._stop()
+            self.stop_now()
         return None
+
+
+def _truth(value: Any, node_id: str) -> bool:
+    """A condition's verdict. An object with no truth value (a numpy array, a pandas
+    Series) fails the node with a ConditionError naming its type."""
+    try:
+        return bool(value)
+    except BaseException as exc:  # noqa: BLE001 - user objects may raise anything here
+        kind = type(value)
+        raise ConditionError(
+            f"condition {node_id!r} returned a {kind.__module__}.{kind.__qualname__}, which "
+            f"has no truth value ({type(exc).__name__}: {describe(exc)}); return a bool"
+        ) from None
 
 
 #: Actors a pool grows to whenever all are busy, whatever its nodes do.
@@ -173,7 +165,6 @@ class NodePool:
         #: Actors not stuck in an abandoned run.
         self.capacity = 0
         self.busy = 0
-        self.stuck = 0
         self.started = 0
         self.abandoned = 0
 
@@ -220,7 +211,6 @@ class NodePool:
                 return False
             run.abandoned = True
         self.busy -= 1
-        self.stuck += 1
         self.capacity -= 1
         self.abandoned += 1
         if self.busy > self.capacity:  # runs are waiting: replace the stuck actor now
@@ -229,7 +219,6 @@ class NodePool:
 
     def retired(self, run: Any) -> None:
         """An abandoned run's function came back; its actor has retired."""
-        self.stuck -= 1
         self._members.pop(run.slot, None)
 
     @property
@@ -237,9 +226,7 @@ class NodePool:
         return len(self._members)
 
     def stop_all(self) -> None:
-        from pykka.messages import _ActorStop
-
         for _ in range(self.capacity):
-            self._put(Envelope(_ActorStop()))
+            self._put(stop_envelope())
         self._members = {}
         self.capacity = 0

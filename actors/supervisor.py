@@ -1,14 +1,16 @@
-"""Supervisor actors: each owns many executions and drives their DAGs.
+"""Supervisor actors: each owns many executions and drives them.
 
-A supervisor never blocks and never runs user code. It tells warm node actors to run nodes
-and reacts to their `NodeDone` replies; timeouts, restart backoffs and workflow deadlines
-live in one timer heap that the actor's inbox wait honours (no thread per execution, no
-timer thread). Halt, cancel and shutdown arrive as `EndExecutions`.
+The OTP split: this module is the actor only (its inbox, a handler table, the timers it
+fires, stopping), over the pure per-execution state machine in `actors/machine.py` and the
+guards in `actors/guards.py`. A supervisor never blocks and never runs user code: it tells
+warm node actors to run nodes and reacts to their `NodeDone` replies. Node timeouts,
+restart backoffs and workflow deadlines live in one timer heap that the actor's inbox wait
+honours (no thread per execution, no timer thread). Halt, cancel and shutdown arrive as
+`EndExecutions`.
 
-Fail fast: once a node fails finally the execution closes at once; nodes not started are
-skipped, running ones get `ctx.cancelled`, and whatever they return later is discarded.
-Closing happens under the sequencing lock, so a node is either published as started (and
-then cancelled) or as skipped, never both, and nothing follows the terminal event.
+Whatever goes wrong while handling an execution, it ends: an error in the engine's own code
+fails that execution with `InternalError`, frees its running slot and resolves its handle;
+the other executions carry on.
 """
 
 from __future__ import annotations
@@ -16,22 +18,26 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import Any, cast
+from enum import IntEnum
+from types import MappingProxyType
+from typing import Any, ClassVar
 
-import pykka
 import structlog
 
-from actors import execution as ex
+from actors._compat import EngineActorBase
 from actors.admission import Admission
-from actors.breaker import Admit, BreakerRegistry
+from actors.breaker import BreakerRegistry
 from actors.cache import ProviderCache
 from actors.clock import Clock
 from actors.config import ResilienceConfig
 from actors.emergency import EmergencyGate, EmergencyState
-from actors.errors import CircuitOpen, ExecutionTimeout, NodeTimeout
+from actors.ending import Ending, ExecutionStatus
+from actors.errors import NodeTimeout, describe
 from actors.events import Event, EventSink
-from actors.execution import Execution, ExecutionResult, NodeRun
+from actors.execution import ExecutionResult
+from actors.guards import BreakerGuard, CacheGuard, RestartGuard
 from actors.inbox import TimerInbox
+from actors.machine import Execution, NodeRun, Step
 from actors.messages import (
     CancelRuns,
     EndExecutions,
@@ -41,26 +47,31 @@ from actors.messages import (
     Tick,
 )
 from actors.node import CHECK_S, NodePool
-from actors.restart import RestartPolicy, policy_for
 from actors.timers import Entry, TimerHeap
-from actors.workflow import Node
 
 log = structlog.get_logger("tradeloom.supervisor")
-_TIMEOUT, _RETRY, _DEADLINE, _POOL, _CANCEL = 0, 1, 2, 3, 4
+
 #: After a bulk end (halt, stop), running nodes are cancelled this much later: waking a
 #: thousand cooperative nodes at once would otherwise delay the acknowledgement they
 #: follow. Nothing new starts meanwhile: the gate already refuses it.
 CANCEL_GRACE_S = 0.002
 #: Up to this many waiting nodes are woken at once, before the acknowledgement.
 _WAKE_INLINE = 64
+_HALT = EmergencyState.HALT
 
 
-class SupervisorActor(pykka.ThreadingActor):
-    use_daemon_thread = True
+class TimerKind(IntEnum):
+    NODE_TIMEOUT = 0  # target: NodeRun
+    RETRY = 1         # target: Execution, arg: (node index, attempt that failed)
+    DEADLINE = 2      # target: Execution (the workflow's timeout_s)
+    POOL_CHECK = 3    # target: NodePool (grow while runs wait)
+    WAKE = 4          # target: tuple of cancel Events to set
 
-    @staticmethod
-    def _create_actor_inbox() -> Any:
-        return TimerInbox()
+
+class SupervisorActor(EngineActorBase):
+    inbox_factory = TimerInbox
+    direct: ClassVar[frozenset[type]] = frozenset(
+        {NodeDone, StartExecution, EndExecutions, CancelRuns, SupervisorStats, Tick})
 
     def __init__(self, *, sink: EventSink, gate: EmergencyGate, breakers: BreakerRegistry,
                  admission: Admission, resilience: ResilienceConfig, clock: Clock,
@@ -69,92 +80,111 @@ class SupervisorActor(pykka.ThreadingActor):
         super().__init__()
         self._sink = sink
         self._gate = gate
-        self._breakers = breakers
         self._admission = admission
-        self._resilience = resilience
         self._clock = clock
-        self._cache = cache
         self._risk = risk
         self._record = record
         self._node_actors = node_actors
+        self._guards = (BreakerGuard(breakers), CacheGuard(cache))
+        self._restart = RestartGuard(resilience)
         self._live: dict[str, Execution] = {}
         self._timers = TimerHeap(clock, _timer_alive)
         #: Executions to start, drained by the outermost _start (no recursion).
         self._to_start: deque[Execution] = deque()
         self._starting = False
         #: While ending executions in bulk: cancel Events that nodes wait on, to set after.
-        self._deferred_cancels: list[threading.Event] | None = None
-        cast(TimerInbox, self.actor_inbox).next_delay = self._timers.next_delay
+        self._deferred_wakes: list[threading.Event] | None = None
+        inbox: TimerInbox = self.actor_inbox  # type: ignore[assignment]
+        inbox.next_delay = self._timers.next_delay
         self._pool: NodePool
+        self._handlers: dict[type, Callable[[Any], Any]] = {
+            NodeDone: self._on_node_done,
+            StartExecution: lambda m: self._start(m.execution),
+            EndExecutions: self._on_end,
+            CancelRuns: lambda m: _wake(m.events),
+            SupervisorStats: lambda m: self._stats(),
+            Tick: lambda m: None,
+        }
 
     def on_start(self) -> None:
         self._pool = NodePool(self.actor_inbox, self._gate, max_actors=self._node_actors)
 
+    def on_receive(self, message: Any) -> Any:
+        handler = self._handlers.get(type(message))
+        if handler is None:
+            return super().on_receive(message)
+        reply = handler(message)
+        if self._timers.has_due():
+            self._fire_timers()
+        return reply
+
     def on_stop(self) -> None:
         # Whatever is still here ends cancelled, including starts still in the inbox (pykka
         # would drop those silently): no handle is left unresolved by a stop.
-        inbox = cast(TimerInbox, self.actor_inbox)
+        inbox: TimerInbox = self.actor_inbox  # type: ignore[assignment]
+        stopped = Ending.cancelled("engine stopped")
         while not inbox.empty():
             message = inbox.get(False).message
             if type(message) is StartExecution:
                 self._to_start.append(message.execution)
-        for exe in [*self._to_start, *self._live.values()]:
-            if exe.end_on_start is None and exe.id not in self._live:
-                exe.end_on_start = (ex.CANCELLED, "cancelled: engine stopped", "Cancelled",
-                                    "cancelled")
+        for exe in self._to_start:
+            if exe.ending_on_start is None:
+                exe.ending_on_start = stopped
         pending, self._to_start = list(self._to_start), deque()
         for exe in pending:
             self._start(exe)
         for exe in list(self._live.values()):
-            self._close(exe, ex.CANCELLED, "cancelled: engine stopped", "Cancelled",
-                        "cancelled")
+            self._close_contained(exe, stopped)
         self._pool.stop_all()
 
-    # -- messages --------------------------------------------------------------------------
+    # -- handlers --------------------------------------------------------------------------
 
-    def _handle_receive(self, message: Any) -> Any:
-        # The hot messages skip pykka's isinstance chain (stop/proxy calls), which
-        # otherwise runs for every NodeDone.
-        if type(message) is NodeDone:
-            try:
-                self._node_done(message)
-                if self._timers.has_due():
-                    self._fire_timers()
-            except Exception:
-                log.exception("supervisor_error", message="NodeDone")
-            return None
-        return super()._handle_receive(message)
-
-    def on_receive(self, message: Any) -> Any:
+    def _on_node_done(self, done: NodeDone) -> None:
+        run = done.run
+        if run.abandoned:
+            self._pool.retired(run)
+            if run.denied is None and run.node.category == "action":
+                self._late_action(run, "timed out")
+            return
+        self._pool.done()
         try:
-            return self._handle(message)
-        except Exception:
-            # A supervisor owns many executions: one bad message must not strand them all.
-            log.exception("supervisor_error", message=type(message).__name__)
-            return None
+            self._node_answered(run)
+        except Exception as exc:  # noqa: BLE001 - never strand the execution: see _contain
+            self._contain(run.execution, exc)
 
-    def _handle(self, message: Any) -> Any:
-        kind = type(message)
-        reply: Any = None
-        if kind is NodeDone:
-            self._node_done(message)
-        elif kind is StartExecution:
-            self._start(message.execution)
-        elif kind is EndExecutions:
-            reply = self._end(message)
-        elif kind is CancelRuns:
-            for event in message.events:
-                event.set()
-        elif kind is SupervisorStats:
-            reply = {"live": len(self._live), "node_actors": self._pool.size,
-                     "node_actors_started": self._pool.started,
-                     "node_actors_abandoned": self._pool.abandoned,
-                     "runs_in_flight": self._pool.busy, "timers": len(self._timers)}
-        elif kind is not Tick:
-            return super().on_receive(message)
-        if self._timers.has_due():
-            self._fire_timers()
-        return reply
+    def _on_end(self, message: EndExecutions) -> int:
+        ending = message.ending
+        if message.execution_id is not None:
+            exe = self._live.get(message.execution_id)
+            targets = [exe] if exe is not None else []
+        else:
+            targets = list(self._live.values())
+        if ending.status is ExecutionStatus.HALTED:
+            targets = [exe for exe in targets if not exe.exempt_from_halt]
+        self._deferred_wakes = []
+        try:
+            for exe in targets:
+                self._close_contained(exe, ending)
+        finally:
+            wakes, self._deferred_wakes = self._deferred_wakes, None
+        if len(wakes) <= _WAKE_INLINE:
+            _wake(wakes)
+        elif self._clock.real:
+            # Many nodes wait on their cancel Event (every node reads ctx.cancelled as set
+            # already; these fetched the Event before): wake them just after the ack.
+            self._timers.push(self._clock.monotonic() + CANCEL_GRACE_S, TimerKind.WAKE,
+                              tuple(wakes))
+        else:
+            self.actor_ref.tell(CancelRuns(tuple(wakes)))
+        return len(targets)
+
+    def _stats(self) -> dict[str, int]:
+        pool = self._pool
+        return {"live": len(self._live), "node_actors": pool.size,
+                "node_actors_started": pool.started, "node_actors_abandoned": pool.abandoned,
+                "runs_in_flight": pool.busy, "timers": len(self._timers)}
+
+    # -- starting --------------------------------------------------------------------------
 
     def _start(self, exe: Execution) -> None:
         """Start an execution; successors queued while starting run from this loop, so an
@@ -168,355 +198,271 @@ class SupervisorActor(pykka.ThreadingActor):
                 exe = self._to_start.popleft()
                 try:
                     self._start_one(exe)
-                except Exception as exc:
-                    # Never strand an execution (and its running slot) on an internal error.
-                    log.exception("execution_start_failed", execution_id=exe.id)
-                    if not exe.closed and exe.id in self._live:
-                        self._close(exe, ex.FAILED, f"internal error: {exc!r}",
-                                    "InternalError", "cancelled")
+                except Exception as exc:  # noqa: BLE001 - see _contain
+                    self._contain(exe, exc)
         finally:
             self._starting = False
 
     def _start_one(self, exe: Execution) -> None:
         now = self._clock.monotonic()
-        exe.status = ex.RUNNING
-        exe.started_mono = now
-        exe.started_wall = self._clock.time()
+        started = exe.start(now)
         self._live[exe.id] = exe
-        wf = exe.workflow
-        started = {**exe.head, "type": "execution_started", "node_count": len(wf.nodes),
-                   "inputs": exe.inputs, "priority": exe.priority}
-        exe.started_event = started
-        if exe.end_on_start is not None:
-            status, error, error_type, skip_reason = exe.end_on_start
-            self._close(exe, status, error, error_type, skip_reason, prefix=[started])
+        if exe.ending_on_start is not None:
+            self._close(exe, exe.ending_on_start, [started])
             return
         with self._sink.lock:  # HALT and execution_started in one step: never after HALT
-            halted = self._gate.state is EmergencyState.HALT
+            halted = self._gate.state is _HALT and not exe.exempt_from_halt
             if not halted:
                 self._sink.emit_locked([started])
         if halted:
-            self._close(exe, ex.HALTED, "halted: the engine is in HALT", "Halted", "halted",
-                        prefix=[started])
+            self._close(exe, Ending.halted("the engine is in HALT"), [started])
             return
-        if wf.timeout_s is not None:
-            self._timers.push(now + wf.timeout_s, _DEADLINE, exe, None)
-        for i in wf.roots:
+        timeout_s = exe.workflow.timeout_s
+        if timeout_s is not None:
+            self._timers.push(now + timeout_s, TimerKind.DEADLINE, exe)
+        for i in exe.workflow.roots:
             if exe.closed:
                 break
             self._dispatch(exe, i)
 
-    def _end(self, message: EndExecutions) -> int:
-        if message.execution_id is not None:
-            exe = self._live.get(message.execution_id)
-            targets = [exe] if exe is not None else []
-        else:
-            targets = list(self._live.values())
-        self._deferred_cancels = []
-        try:
-            for exe in targets:
-                self._close(exe, message.status, message.error, message.error_type,
-                            message.skip_reason)
-        finally:
-            runs, self._deferred_cancels = self._deferred_cancels, None
-        if len(runs) <= _WAKE_INLINE:
-            for event in runs:
-                event.set()
-        elif self._clock.real:
-            # Many nodes wait on their cancel Event (every node reads ctx.cancelled as set
-            # already; these fetched the Event before): wake them just after the ack.
-            self._timers.push(self._clock.monotonic() + CANCEL_GRACE_S, _CANCEL, tuple(runs))
-        else:
-            self.actor_ref.tell(CancelRuns(tuple(runs)))
-        return len(targets)
-
     # -- running nodes ---------------------------------------------------------------------
 
-    def _policy(self, node: Node) -> RestartPolicy:
-        cached = node._policy
-        if cached is not None and cached[0] is self._resilience:
-            policy: RestartPolicy = cached[1]
-            return policy
-        policy = policy_for(node, self._resilience)
-        node._policy = (self._resilience, policy)
-        return policy
-
     def _dispatch(self, exe: Execution, i: int) -> None:
-        node = exe.workflow.nodes[i]
-        trial = False
-        if node.breaker is not None:
-            verdict = self._breakers.get(node.breaker).admit()
-            if verdict is Admit.REJECT:
-                exe.node_status[i] = ex.N_SKIPPED
-                exe.finished += 1
-                exe.errors[node.id] = (f"circuit {node.breaker!r} is open", "CircuitOpen")
-                skipped = {**exe.head, "type": "node_skipped", "node_id": node.id,
-                           "reason": "circuit_open"}
-                error = CircuitOpen(f"node {node.id!r}: circuit {node.breaker!r} is open")
-                self._close(exe, ex.FAILED, str(error), "CircuitOpen", "cancelled",
-                            prefix=[skipped], failed=i)
-                return
-            trial = verdict is Admit.TRIAL
-        if node.cache_ttl_s is not None and not trial:
-            hit, value = self._cache.get(exe.workflow.id, node.id, exe.inputs)
-            if hit:
-                self._cached(exe, i, value)
-                return
-        attempt = exe.attempts[i] + 1
-        exe.attempts[i] = attempt
         outputs = exe.outputs
-        upstream = {a: outputs[a] for a in exe.workflow.ancestors[i]}
+        run = NodeRun(exe, i, exe.attempts[i] + 1,
+                      {a: outputs[a] for a in exe.workflow.ancestors[i]}, self._risk)
+        for guard in self._guards:
+            verdict = guard.before_dispatch(run)
+            if verdict is not None:
+                if verdict.refused:
+                    self._apply(exe, exe.circuit_open(i))
+                else:
+                    self._cached(exe, run, verdict.value)
+                return
+        exe.dispatched(run)
         now = self._clock.monotonic()
-        run = NodeRun(exe, i, attempt, upstream, self._risk, now, trial)
-        exe.runs[i] = run
-        exe.node_status[i] = ex.N_RUNNING
-        self._timers.push(now + self._policy(node).timeout_s, _TIMEOUT, run, None)
+        self._timers.push(now + self._restart.timeout_s(run.node), TimerKind.NODE_TIMEOUT, run)
         if self._pool.run(run):
             self._pool.checking = True
-            self._timers.push(now + CHECK_S, _POOL, self._pool)
+            self._timers.push(now + CHECK_S, TimerKind.POOL_CHECK, self._pool)
 
-    def _cached(self, exe: Execution, i: int, value: Any) -> None:
-        node = exe.workflow.nodes[i]
-        exe.attempts[i] = 1
+    def _cached(self, exe: Execution, run: NodeRun, value: Any) -> None:
+        node = run.node
         with self._sink.lock:
-            if self._gate.state is EmergencyState.HALT:
-                refused = True
-            else:
-                refused = False
+            halted = self._gate.state is _HALT and not exe.exempt_from_halt
+            if not halted:
                 self._sink.emit_locked([{
                     **exe.head, "type": "node_started", "node_id": node.id,
                     "node_name": node.name, "node_category": node.category, "attempt": 1,
                     "cached": True}])
-        if refused:
-            self._close(exe, ex.HALTED, "halted: the engine is in HALT", "Halted", "halted")
+        if halted:
+            self._close(exe, Ending.halted("the engine is in HALT"))
         else:
-            self._succeeded(exe, i, value, 0.0, 1, cached=True)
+            self._apply(exe, exe.succeeded(run.index, value, 0.0, 1, self._clock.monotonic(),
+                                           cached=True))
 
-    def _node_done(self, done: NodeDone) -> None:
-        run = done.run
+    def _node_answered(self, run: NodeRun) -> None:
         exe = run.execution
-        node = run.node
-        if run.abandoned:
-            self._pool.retired(run)
-            if run.refused is None and node.category == "action":
-                self._late_action(run, "timed out")
-            return
-        self._pool.done()
-        if exe.runs.get(run.index) is run:
-            del exe.runs[run.index]
-        if run.refused is not None:
-            if run.trial:
-                self._breakers.get(node.breaker).release_trial()  # type: ignore[arg-type]
+        exe.answered(run)
+        error = run.error
+        for guard in self._guards:
+            guard.after_run(run, error)
+        if run.denied is not None:
             if not exe.closed:
-                exe.node_status[run.index] = ex.N_PENDING  # it never started
-                self._refused(exe, run.index, run.refused)
+                self._apply(exe, exe.denied(run.index, run.denied, self._clock.monotonic()))
             return
-        if node.breaker is not None:
-            self._breakers.get(node.breaker).record(run.error is None, trial=run.trial)
         if exe.closed:
-            if node.category == "action":
+            if run.node.category == "action":
                 self._late_action(run, "its execution had ended")
             return
-        if run.error is None:
-            self._succeeded(exe, run.index, run.value, run.duration_s, run.attempt)
+        if error is None:
+            step = exe.succeeded(run.index, run.value, run.duration_s, run.attempt,
+                                 self._clock.monotonic(), truth=run.truth)
         else:
-            self._failed(exe, run, run.error, run.duration_s)
+            step = self._failure(exe, run, error, run.error_text, run.duration_s)
+        self._apply(exe, step)
 
-    def _refused(self, exe: Execution, i: int, reason: str) -> None:
-        if reason == "halted":
-            self._close(exe, ex.HALTED, "halted: the engine is in HALT", "Halted", "halted")
-            return
-        if reason != "reduce_only":
-            self._close(exe, ex.FAILED, f"node {exe.workflow.nodes[i].id!r} could not start: "
-                        f"{reason}", "InternalError", "cancelled")
-            return
-        # reduce_only: this action and what depends on it are skipped; the rest goes on.
-        self._advance(exe, exe.skip_with_descendants(i, reason), ())
+    def _failure(self, exe: Execution, run: NodeRun, error: BaseException, text: str,
+                 duration_s: float) -> Step:
+        now = self._clock.monotonic()
+        i = run.index
+        delay = self._restart.retry_delay_s(run.node, error, exe.restarts.setdefault(i, []),
+                                            now)
+        error_type = type(error).__name__
+        if delay is not None:
+            self._timers.push(now + delay, TimerKind.RETRY, exe, (i, run.attempt))
+            log.info("node_retrying", execution_id=exe.id, node_id=run.node.id,
+                     attempt=run.attempt + 1, delay_s=delay, error_type=error_type)
+        return exe.failed(i, text, error_type, duration_s, run.attempt, delay)
 
-    def _succeeded(self, exe: Execution, i: int, value: Any, duration_s: float, attempt: int,
-                   *, cached: bool = False) -> None:
-        wf = exe.workflow
-        node = wf.nodes[i]
-        exe.node_status[i] = ex.N_COMPLETED
-        exe.outputs[node.id] = value
-        exe.completed += 1
-        exe.finished += 1
-        completed: Event = {
-            **exe.head, "type": "node_completed", "node_id": node.id,
-            "duration_ms": round(duration_s * 1000.0, 3), "status": "success",
-            "outputs": value, "attempt": attempt}
-        if cached:
-            completed["cached"] = True
-        elif node.cache_ttl_s is not None:
-            self._cache.put(wf.id, node.id, exe.inputs, value, node.cache_ttl_s)
-        events = [completed]
-        ready: list[int] = []
-        if node.category == "condition" and not value:
-            for j in wf.descendants[i]:
-                if exe.node_status[j] == ex.N_PENDING:
-                    events.append(exe.skip(j, "condition_false"))
-        else:
-            remaining, status = exe.remaining, exe.node_status
-            for j in wf.dependents[i]:
-                remaining[j] -= 1
-                if remaining[j] == 0 and status[j] == ex.N_PENDING:
-                    ready.append(j)
-        self._advance(exe, events, ready)
-
-    def _advance(self, exe: Execution, events: list[Event], ready: Any) -> None:
-        if exe.finished == len(exe.node_status):
-            # The terminal event follows in the same batch and says all a progress would.
-            self._close(exe, ex.COMPLETED, None, None, "cancelled", prefix=events)
+    def _apply(self, exe: Execution, step: Step) -> None:
+        if step.ending is not None:
+            self._close(exe, step.ending, step.events, step.failed_node)
             return
-        events.append(exe.progress(self._clock.monotonic()))
-        self._sink.emit(events)
-        for j in ready:
+        if step.events:
+            self._sink.emit(step.events)
+        for j in step.ready:
             if exe.closed:
                 break
             self._dispatch(exe, j)
-
-    def _failed(self, exe: Execution, run: NodeRun, error: BaseException,
-                duration_s: float) -> None:
-        i = run.index
-        node = run.node
-        policy = self._policy(node)
-        error_type = type(error).__name__
-        now = self._clock.monotonic()
-        restart = (policy.restartable(error)
-                   and policy.allows_restart(exe.restarts.setdefault(i, []), now))
-        failed: Event = {
-            **exe.head, "type": "node_failed", "node_id": node.id,
-            "duration_ms": round(duration_s * 1000.0, 3), "error": str(error) or error_type,
-            "error_type": error_type, "attempt": run.attempt, "final": not restart}
-        if not restart:
-            exe.node_status[i] = ex.N_FAILED
-            exe.finished += 1
-            exe.errors[node.id] = (failed["error"], error_type)
-            self._close(exe, ex.FAILED, failed["error"], error_type, "cancelled",
-                        prefix=[failed], failed=i)
-            return
-        restarts = exe.restarts[i]
-        restarts.append(now)
-        delay = policy.delay_s(len(restarts))
-        exe.node_status[i] = ex.N_PENDING
-        self._timers.push(now + delay, _RETRY, exe, (i, run.attempt))
-        self._sink.emit([failed, {
-            **exe.head, "type": "node_retrying", "node_id": node.id,
-            "attempt": run.attempt + 1, "delay_ms": round(delay * 1000.0, 3),
-            "error_type": error_type}])
-        log.info("node_retrying", execution_id=exe.id, node_id=node.id,
-                 attempt=run.attempt + 1, delay_s=delay, error_type=error_type)
 
     def _late_action(self, run: NodeRun, why: str) -> None:
         # Never published as success; kept for reconciliation against the exchange.
         log.warning("late_action_result", execution_id=run.execution.id,
                     node_id=run.node.id, idempotency_key=run.idempotency_key, why=why,
-                    ok=run.error is None, value=repr(run.value)[:200],
-                    error=None if run.error is None else repr(run.error)[:200])
+                    ok=run.error is None, value=_safe_repr(run.value),
+                    error=None if run.error is None else run.error_text)
 
     # -- timers ----------------------------------------------------------------------------
 
     def _fire_timers(self) -> None:
         for kind, target, arg in self._timers.pop_due():
-            if kind == _TIMEOUT:
-                self._timed_out(target)
-            elif kind == _CANCEL:
-                for event in target:
-                    event.set()
-            elif kind == _POOL:
+            if kind is TimerKind.POOL_CHECK:
                 if target.grow():
-                    self._timers.push(self._clock.monotonic() + CHECK_S, _POOL, target)
-            elif kind == _RETRY:
-                i, attempt = arg
-                if not target.closed and target.attempts[i] == attempt:
-                    self._dispatch(target, i)
-            elif not target.closed:
-                self._close(target, ex.FAILED,
-                            f"execution overran the workflow timeout_s="
-                            f"{target.workflow.timeout_s}", ExecutionTimeout.__name__,
-                            "cancelled")
+                    self._timers.push(self._clock.monotonic() + CHECK_S,
+                                      TimerKind.POOL_CHECK, target)
+            elif kind is TimerKind.WAKE:
+                _wake(target)
+            else:
+                exe = target.execution if kind is TimerKind.NODE_TIMEOUT else target
+                try:
+                    self._fire_execution_timer(kind, target, arg)
+                except Exception as exc:  # noqa: BLE001 - see _contain
+                    self._contain(exe, exc)
+
+    def _fire_execution_timer(self, kind: int, target: Any, arg: Any) -> None:
+        if kind is TimerKind.NODE_TIMEOUT:
+            self._timed_out(target)
+        elif kind is TimerKind.RETRY:
+            i, attempt = arg
+            if not target.closed and target.attempts[i] == attempt:
+                self._dispatch(target, i)
+        elif not target.closed:
+            self._close(target, Ending.timed_out(target.workflow.timeout_s))
 
     def _timed_out(self, run: NodeRun) -> None:
         exe = run.execution
         if exe.runs.get(run.index) is not run:
             return  # answered in time
-        timeout_s = self._policy(run.node).timeout_s
+        timeout_s = self._restart.timeout_s(run.node)
         now = self._clock.monotonic()
         if not run.started:
             # Still waiting in the mailbox (every actor busy) or refused on its way in: the
             # clock runs from when the node starts. The workflow's timeout_s bounds the wait.
             if not exe.closed:
-                self._timers.push(now + timeout_s, _TIMEOUT, run)
+                self._timers.push(now + timeout_s, TimerKind.NODE_TIMEOUT, run)
             return
         if run.started_at + timeout_s > now:
-            self._timers.push(run.started_at + timeout_s, _TIMEOUT, run)
+            self._timers.push(run.started_at + timeout_s, TimerKind.NODE_TIMEOUT, run)
             return
         if not self._pool.abandon(run):
             return  # it returned just now; its NodeDone is in the inbox
-        del exe.runs[run.index]
+        exe.answered(run)
         run.cancel()
-        if run.node.breaker is not None:
-            self._breakers.get(run.node.breaker).record(False, trial=run.trial)
+        error = NodeTimeout(f"node {run.node.id!r} did not finish within {timeout_s:g} s")
+        for guard in self._guards:
+            guard.after_run(run, error)
         log.warning("node_timeout", execution_id=exe.id, node_id=run.node.id,
                     timeout_s=timeout_s, attempt=run.attempt, execution_closed=exe.closed)
-        if exe.closed:
-            return  # its execution already ended: nothing more is published for it
-        self._failed(exe, run, NodeTimeout(f"node {run.node.id!r} did not finish within "
-                                           f"{timeout_s:g} s"), timeout_s)
+        if not exe.closed:  # else it already ended: nothing more is published for it
+            self._apply(exe, self._failure(exe, run, error, str(error), timeout_s))
 
     # -- closing ---------------------------------------------------------------------------
 
-    def _close(self, exe: Execution, status: str, error: str | None, error_type: str | None,
-               skip_reason: str, *, prefix: list[Event] | None = None,
-               failed: int | None = None) -> None:
+    def _close(self, exe: Execution, ending: Ending, events: list[Event] | None = None,
+               failed_node: int | None = None) -> None:
         if exe.closed:
             return
-        wf = exe.workflow
-        downstream = set(wf.descendants[failed]) if failed is not None else ()
-        duration_ms = round((self._clock.monotonic() - exe.started_mono) * 1000.0, 3)
-        events = prefix or []
-        terminal: Event = {**exe.head, "type": ex.TERMINAL_EVENT[status],
-                           "duration_ms": duration_ms, "status": status,
-                           "results": exe.outputs}
-        if status != ex.COMPLETED:
-            terminal["error"] = error
-            terminal["error_type"] = error_type
+        events = events if events is not None else []
         with self._sink.lock:
-            exe.closed = True
-            for run in exe.close_nodes(skip_reason, downstream, events):
-                if self._deferred_cancels is None:
+            runs = exe.close(ending, failed_node, self._clock.monotonic(), events)
+            for run in runs:
+                if self._deferred_wakes is None:
                     run.cancel()
                 else:
-                    event = run.request_cancel()
-                    if event is not None:
-                        self._deferred_cancels.append(event)
-            events.append(terminal)
+                    wake = run.request_cancel()
+                    if wake is not None:
+                        self._deferred_wakes.append(wake)
             self._sink.emit_locked(events)
-            ended_at = terminal["timestamp"]
-        exe.status = status
+        self._finish(exe, ending, events[-1])
+
+    def _finish(self, exe: Execution, ending: Ending, terminal: Event) -> None:
+        """The terminal event is out: free the slot, record, resolve the handle."""
         del self._live[exe.id]
+        wf = exe.workflow
         result = ExecutionResult(
-            execution_id=exe.id, workflow_id=wf.id, status=status, results=exe.outputs,
-            error=error, error_type=error_type, duration_ms=duration_ms,
-            started_at=exe.started_event["timestamp"], ended_at=ended_at, execution=exe)
-        if status == ex.FAILED:
-            log.warning("execution_failed", execution_id=exe.id, workflow_id=wf.id,
-                        error_type=error_type, error=error)
-        self._record(result)
-        successor = self._admission.finish(status)
-        handle, exe.handle = exe.handle, None  # no cycle exe -> handle -> result -> exe:
+            execution_id=exe.id, workflow_id=wf.id, status=ending.status.value,
+            results=MappingProxyType(exe.outputs), error=ending.error,
+            error_type=ending.error_type, duration_ms=terminal["duration_ms"],
+            started_at=exe.started_event.get("timestamp"), ended_at=terminal["timestamp"],
+            execution=exe)
+        if ending.status is not ExecutionStatus.COMPLETED:
+            log.warning("execution_ended", execution_id=exe.id, workflow_id=wf.id,
+                        status=ending.status.value, error_type=ending.error_type,
+                        error=ending.error)
         try:
-            if handle is not None:  # refcounting frees finished executions, not the GC
-                handle._resolve(result)
+            self._record(result)
         finally:
-            if successor is not None:
-                self._start(successor)
+            successor = self._admission.finish(ending.status)
+            handle, exe.handle = exe.handle, None  # no cycle exe -> handle -> result -> exe:
+            try:
+                if handle is not None:  # refcounting frees finished executions, not the GC
+                    handle.resolve(result)
+            finally:
+                if successor is not None:
+                    self._start(successor)
+
+    def _close_contained(self, exe: Execution, ending: Ending) -> None:
+        try:
+            self._close(exe, ending)
+        except Exception as exc:  # noqa: BLE001 - see _contain
+            self._contain(exe, exc)
+
+    def _contain(self, exe: Execution, error: Exception) -> None:
+        """An error in the engine's own handling of `exe`: fail it with InternalError.
+
+        If even closing fails, the execution is finished by hand with a bare terminal
+        event, so that its handle resolves and its running slot is freed."""
+        log.error("supervisor_error", execution_id=exe.id, error=describe(error),
+                  exc_info=error)
+        if exe.id not in self._live:
+            return
+        ending = Ending.internal(error)
+        if not exe.closed:
+            try:
+                self._close(exe, ending)
+                return
+            except Exception as again:
+                log.error("supervisor_error", execution_id=exe.id, error=describe(again),
+                          exc_info=again)
+        exe.closed = True
+        exe.status = ending.status
+        terminal: Event = {**exe.head, "type": ending.terminal_event,
+                           "status": ending.status.value, "error": ending.error,
+                           "error_type": ending.error_type, "results": {},
+                           "duration_ms": exe.duration_ms(self._clock.monotonic())}
+        self._sink.emit([terminal])
+        for run in list(exe.runs.values()):
+            run.cancel()
+        self._finish(exe, ending, terminal)
+
+
+def _wake(events: Any) -> None:
+    for event in events:
+        event.set()
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        return repr(value)[:200]
+    except Exception:  # noqa: BLE001 - a user object's __repr__ may raise
+        return f"<unrepresentable {type(value).__name__}>"
 
 
 def _timer_alive(timer: Entry) -> bool:
     _, _, kind, target, _ = timer
-    if kind == _TIMEOUT:
+    if kind is TimerKind.NODE_TIMEOUT:
         return not target.abandoned and target.execution.runs.get(target.index) is target
-    if kind in (_POOL, _CANCEL):
+    if kind is TimerKind.POOL_CHECK or kind is TimerKind.WAKE:
         return True
     return not target.closed

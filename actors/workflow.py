@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -27,7 +28,7 @@ class Node:
     """
 
     __slots__ = (
-        "_policy",
+        "__weakref__",
         "backoff_max_s",
         "backoff_min_s",
         "breaker",
@@ -85,10 +86,19 @@ class Node:
         self.backoff_min_s = _non_negative(backoff_min_s, "backoff_min_s", id)
         self.backoff_max_s = _non_negative(backoff_max_s, "backoff_max_s", id)
         self.cache_ttl_s = _positive(cache_ttl_s, "cache_ttl_s", id)
+        if breaker is not None and not (isinstance(breaker, str) and breaker):
+            raise WorkflowDefinitionError(
+                f"node {id!r}: breaker must be a non-empty string, not {breaker!r}", node_id=id)
+        for flag, value in (("reduces_risk", reduces_risk), ("idempotent", idempotent)):
+            if not isinstance(value, bool):  # "no" or 0 must not quietly mean something
+                raise WorkflowDefinitionError(
+                    f"node {id!r}: {flag} must be True or False, not {value!r}", node_id=id)
         self.breaker = breaker
-        self.reduces_risk = bool(reduces_risk)
-        self.idempotent = bool(idempotent)
-        if max_restarts is not None and (isinstance(max_restarts, bool) or max_restarts < 0):
+        self.reduces_risk = reduces_risk
+        self.idempotent = idempotent
+        if max_restarts is not None and (isinstance(max_restarts, bool)
+                                         or not isinstance(max_restarts, int)
+                                         or max_restarts < 0):
             raise WorkflowDefinitionError(f"node {id!r}: max_restarts must be >= 0", node_id=id)
         if category == "action" and not idempotent:
             if max_restarts:
@@ -103,9 +113,6 @@ class Node:
                 raise WorkflowDefinitionError(
                     f"node {id!r}: restart_on must list exception types", node_id=id)
         self.restart_on = restart_on
-        #: (ResilienceConfig, RestartPolicy) the last engine resolved for this node: cached
-        #: here, not in the engine, so it lives exactly as long as the node.
-        self._policy: tuple[Any, Any] | None = None
         if cache_ttl_s is not None and category != "provider":
             raise WorkflowDefinitionError(
                 f"node {id!r}: cache_ttl_s is for provider nodes only", node_id=id)
@@ -115,15 +122,23 @@ class Node:
 
 
 def _positive(value: float | None, key: str, node_id: str) -> float | None:
-    if value is not None and not value > 0:
-        raise WorkflowDefinitionError(f"node {node_id!r}: {key} must be > 0", node_id=node_id)
-    return None if value is None else float(value)
+    return _seconds(value, key, node_id, allow_zero=False)
 
 
 def _non_negative(value: float | None, key: str, node_id: str) -> float | None:
-    if value is not None and not value >= 0:
-        raise WorkflowDefinitionError(f"node {node_id!r}: {key} must be >= 0", node_id=node_id)
-    return None if value is None else float(value)
+    return _seconds(value, key, node_id, allow_zero=True)
+
+
+def _seconds(value: Any, key: str, node_id: str, *, allow_zero: bool) -> float | None:
+    if value is None:
+        return None
+    bound = ">= 0" if allow_zero else "> 0"
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero)):
+        raise WorkflowDefinitionError(
+            f"node {node_id!r}: {key} must be a finite number {bound}, not {value!r}",
+            node_id=node_id)
+    return float(value)
 
 
 class Workflow:
@@ -140,8 +155,11 @@ class Workflow:
         nodes = tuple(nodes)
         if not nodes:
             raise WorkflowDefinitionError(f"workflow {id!r} has no nodes")
-        if timeout_s is not None and not timeout_s > 0:
-            raise WorkflowDefinitionError(f"workflow {id!r}: timeout_s must be > 0")
+        if timeout_s is not None and (isinstance(timeout_s, bool)
+                                      or not isinstance(timeout_s, int | float)
+                                      or not math.isfinite(timeout_s) or timeout_s <= 0):
+            raise WorkflowDefinitionError(
+                f"workflow {id!r}: timeout_s must be a finite number > 0, not {timeout_s!r}")
         self.id = id
         self.nodes = nodes
         self.timeout_s = timeout_s

@@ -38,7 +38,7 @@ from actors import (
     UnknownWorkflow,
     Workflow,
 )
-from actors.execution import Execution
+from actors.machine import Execution
 from actors.messages import Cancel, GetStatus, Submit
 from tests.conftest import Recorder
 

@@ -1,0 +1,85 @@
+"""The one place that touches pykka's and structlog's internals.
+
+The engine needs four things the libraries do not offer publicly:
+
+- pykka's `Envelope` (what an inbox holds) and `_ActorStop` (the stop message), to put runs
+  and stops straight into a shared node-actor mailbox;
+- the `_create_actor_inbox` hook, for inboxes on `queue.SimpleQueue` (fewer wake-up costs);
+- the `_handle_receive` hook, to skip pykka's isinstance chain for hot messages and to turn
+  a `BaseException` from a handler into an ordinary error: pykka answers those by stopping
+  *every* actor in the process, other engines included;
+- structlog's per-key ContextVars, set directly once per node run.
+
+tests/test_compat.py fails loudly if an upgrade changes any of them, and pyproject.toml
+bounds pykka below its next major version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import pykka
+import structlog
+from pykka._envelope import Envelope
+from pykka.messages import _ActorStop
+
+from actors.errors import InternalError
+
+__all__ = ["EngineActorBase", "Envelope", "context_setters", "stop_envelope"]
+
+
+def stop_envelope() -> Envelope[Any]:
+    """A stop message as an inbox holds it."""
+    return Envelope(_ActorStop())
+
+
+class EngineActorBase(pykka.ThreadingActor):
+    """Base of every engine actor.
+
+    `inbox_factory`, when set, makes the actor's inbox. Message types in `direct` go to
+    `on_receive` without pykka's stop/proxy checks. A `BaseException` that is not an
+    `Exception` (SystemExit, KeyboardInterrupt from user code reached through a handler)
+    becomes an `InternalError` for the asker instead of stopping every actor.
+    """
+
+    use_daemon_thread = True
+    inbox_factory: ClassVar[Callable[[], Any] | None] = None
+    direct: ClassVar[frozenset[type]] = frozenset()
+
+    @classmethod
+    def _create_actor_inbox(cls) -> Any:
+        factory = cls.inbox_factory
+        return factory() if factory is not None else pykka.ThreadingActor._create_actor_inbox()
+
+    def _handle_receive(self, message: Any) -> Any:
+        try:
+            if type(message) in self.direct:
+                return self.on_receive(message)
+            return super()._handle_receive(message)
+        except Exception:
+            raise
+        except BaseException as exc:
+            raise InternalError(f"{type(exc).__name__} raised while handling "
+                                f"{type(message).__name__}") from exc
+
+    def stop_now(self) -> None:
+        """Stop without processing the rest of the inbox (a retiring node actor)."""
+        self._stop()
+
+
+def context_setters() -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
+    """Setters for the structlog contextvars `execution_id` and `node_id`.
+
+    `bind_contextvars` builds token dicts on every call; a node actor sets the same two
+    keys once per run, so it holds their ContextVars (structlog's own) and sets them.
+    """
+    structlog.contextvars.bind_contextvars(execution_id=None, node_id=None)
+    registry = getattr(structlog.contextvars, "_CONTEXT_VARS", {})
+    prefix = getattr(structlog.contextvars, "STRUCTLOG_KEY_PREFIX", "structlog_")
+    execution_var = registry.get(f"{prefix}execution_id")
+    node_var = registry.get(f"{prefix}node_id")
+    if execution_var is None or node_var is None:  # a structlog that stores them otherwise
+        return (lambda v: structlog.contextvars.bind_contextvars(execution_id=v),
+                lambda v: structlog.contextvars.bind_contextvars(node_id=v))
+    return execution_var.set, node_var.set

@@ -1,0 +1,140 @@
+"""Guards a supervisor consults around each node run (dramatiq's middleware shape).
+
+Each guard owns one concern and the node options that drive it:
+
+- `BreakerGuard` (`breaker`): may refuse a run before dispatch, marks the half-open trial,
+  and records every run's outcome with the shared breaker.
+- `CacheGuard` (`cache_ttl_s`): may answer a provider from its cache before dispatch, and
+  stores a fresh output after a run.
+- `RestartGuard` (`timeout_s`, `max_restarts`, `restart_within_s`, `restart_on`,
+  `backoff_*`): each node's timeout, and whether and when a failed node runs again.
+
+`before_dispatch(run)` returns None to go on or a `Verdict`; `after_run(run, error)` sees
+every run that was dispatched, including runs the gate refused (`run.denied`) and runs
+abandoned on timeout (`error` is then the NodeTimeout; the abandoned thread still owns
+`run.error`). The supervisor keeps the first two in a
+fixed tuple: the hot path is one loop over two objects.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from actors.breaker import Admit, BreakerRegistry
+from actors.cache import ProviderCache
+from actors.config import ResilienceConfig
+from actors.machine import NodeRun
+from actors.restart import RestartPolicy, policy_for
+from actors.workflow import Node
+
+log = structlog.get_logger("tradeloom.guards")
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A guard's answer before dispatch: the node's output is `value` (cache hit), or,
+    when `refused`, it must not run at all (open breaker)."""
+
+    refused: bool
+    value: Any = None
+
+
+_REFUSED = Verdict(refused=True)
+
+
+class BreakerGuard:
+    """Circuit breakers shared by every execution, keyed by `Node.breaker`."""
+
+    def __init__(self, breakers: BreakerRegistry) -> None:
+        self._breakers = breakers
+
+    def before_dispatch(self, run: NodeRun) -> Verdict | None:
+        key = run.node.breaker
+        if key is None:
+            return None
+        verdict = self._breakers.get(key).admit()
+        if verdict is Admit.REJECT:
+            return _REFUSED
+        run.trial = verdict is Admit.TRIAL
+        return None
+
+    def after_run(self, run: NodeRun, error: BaseException | None) -> None:
+        key = run.node.breaker
+        if key is None:
+            return
+        breaker = self._breakers.get(key)
+        if run.denied is not None:
+            if run.trial:
+                breaker.release_trial()  # it never ran: let the next caller be the trial
+            return
+        breaker.record(error is None, trial=run.trial)
+
+
+class CacheGuard:
+    """Reuses a provider's output across executions with equal inputs, for its TTL."""
+
+    def __init__(self, cache: ProviderCache) -> None:
+        self._cache = cache
+
+    def before_dispatch(self, run: NodeRun) -> Verdict | None:
+        node = run.node
+        if node.cache_ttl_s is None or run.trial:  # a breaker trial must really run
+            return None
+        key = _inputs_key(run.inputs)
+        if key is None:
+            return None
+        hit, value = self._cache.get(run.workflow_id, node.id, key)
+        return Verdict(refused=False, value=value) if hit else None
+
+    def after_run(self, run: NodeRun, error: BaseException | None) -> None:
+        node = run.node
+        if (node.cache_ttl_s is None or error is not None or run.denied is not None
+                or run.execution.closed):  # a cancelled run's output is not to be trusted
+            return
+        key = _inputs_key(run.inputs)
+        if key is not None:
+            self._cache.put(run.workflow_id, node.id, key, run.value, node.cache_ttl_s)
+
+
+def _inputs_key(inputs: Mapping[str, Any]) -> str | None:
+    """A cache key for `inputs`, or None when they have none (their reprs raise). Keys of
+    mixed types sort by their repr, so `{1: .., "b": ..}` keys as well as any other."""
+    try:
+        return repr(sorted((repr(k), repr(v)) for k, v in inputs.items()))
+    except Exception:  # noqa: BLE001 - user objects: no key means no caching, not a failure
+        log.debug("cache_key_unavailable")
+        return None
+
+
+class RestartGuard:
+    """Each node's restart policy (its options over `[resilience]`), resolved once per node
+    and kept as long as the node lives."""
+
+    def __init__(self, defaults: ResilienceConfig) -> None:
+        self._defaults = defaults
+        self._policies: weakref.WeakKeyDictionary[Node, RestartPolicy] = (
+            weakref.WeakKeyDictionary())
+
+    def policy(self, node: Node) -> RestartPolicy:
+        policy = self._policies.get(node)
+        if policy is None:
+            policy = self._policies[node] = policy_for(node, self._defaults)
+        return policy
+
+    def timeout_s(self, node: Node) -> float:
+        return self.policy(node).timeout_s
+
+    def retry_delay_s(self, node: Node, error: BaseException, restarts: list[float],
+                      now: float) -> float | None:
+        """The wait before running the node again, or None when this failure is final.
+        `restarts` (this node's restart times in this execution) is updated."""
+        policy = self.policy(node)
+        if not (policy.restartable(error) and policy.allows_restart(restarts, now)):
+            return None
+        restarts.append(now)
+        return policy.delay_s(len(restarts))
