@@ -205,8 +205,8 @@ class SupervisorActor(EngineActorBase):
 
     def _start_one(self, exe: Execution) -> None:
         now = self._clock.monotonic()
-        started = exe.start(now)
         self._live[exe.id] = exe
+        started = exe.start(now)
         if exe.ending_on_start is not None:
             self._close(exe, exe.ending_on_start, [started])
             return
@@ -428,9 +428,14 @@ class SupervisorActor(EngineActorBase):
         if exe.id not in self._live:
             return
         ending = Ending.internal(error)
+        # Every execution's stream starts with execution_started, even this one's.
+        unstarted = "seq" not in exe.started_event
+        prefix = [{**exe.head, "type": "execution_started",
+                   "node_count": len(exe.node_status), "inputs": exe.inputs,
+                   "priority": exe.priority}] if unstarted else []
         if not exe.closed:
             try:
-                self._close(exe, ending)
+                self._close(exe, ending, prefix)
                 return
             except Exception as again:
                 log.error("supervisor_error", execution_id=exe.id, error=describe(again),
@@ -441,7 +446,7 @@ class SupervisorActor(EngineActorBase):
                            "status": ending.status.value, "error": ending.error,
                            "error_type": ending.error_type, "results": {},
                            "duration_ms": exe.duration_ms(self._clock.monotonic())}
-        self._sink.emit([terminal])
+        self._sink.emit([*prefix, terminal])
         for run in list(exe.runs.values()):
             run.cancel()
         self._finish(exe, ending, terminal)
