@@ -156,6 +156,7 @@ class Execution:
         "completed",
         "end_on_start",
         "errors",
+        "exempt_from_halt",  # kill-switch: on-halt hook executions
         "finished",
         "handle",
         "head",
@@ -208,6 +209,9 @@ class Execution:
         #: Set for a queued execution taken out to be ended (cancel, shutdown): the
         #: supervisor ends it with (status, error, error_type, skip_reason) on start.
         self.end_on_start: tuple[str, str, str, str] | None = None
+        # kill-switch: an on-halt hook (Engine._submit_hook): started and run in HALT, not
+        # ended by the halt broadcast, its actions admitted as reduces_risk.
+        self.exempt_from_halt = False
 
 
     # -- what happens to nodes; each returns the event that says so ----------------------

@@ -193,6 +193,7 @@ class SupervisorActor(pykka.ThreadingActor):
             return
         with self._sink.lock:  # HALT and execution_started in one step: never after HALT
             halted = self._gate.state is EmergencyState.HALT
+            halted = halted and not exe.exempt_from_halt  # kill-switch: on-halt hooks run
             if not halted:
                 self._sink.emit_locked([started])
         if halted:
@@ -212,6 +213,8 @@ class SupervisorActor(pykka.ThreadingActor):
             targets = [exe] if exe is not None else []
         else:
             targets = list(self._live.values())
+            if message.status == ex.HALTED:  # kill-switch: on-halt hooks outlive the halt
+                targets = [exe for exe in targets if not exe.exempt_from_halt]
         self._deferred_cancels = []
         try:
             for exe in targets:
@@ -279,7 +282,8 @@ class SupervisorActor(pykka.ThreadingActor):
         node = exe.workflow.nodes[i]
         exe.attempts[i] = 1
         with self._sink.lock:
-            if self._gate.state is EmergencyState.HALT:
+            # kill-switch: on-halt hooks run in HALT
+            if self._gate.state is EmergencyState.HALT and not exe.exempt_from_halt:
                 refused = True
             else:
                 refused = False
