@@ -15,7 +15,16 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from actors import Config, ConfigError, EmergencyState, Engine, Node, NodeContext, Workflow
+from actors import (
+    Config,
+    ConfigError,
+    EmergencyState,
+    Engine,
+    ManualClock,
+    Node,
+    NodeContext,
+    Workflow,
+)
 from actors.messages import Halt
 from tests.conftest import Recorder
 
@@ -25,12 +34,12 @@ TERMINAL = {"execution_completed", "execution_failed", "execution_halted",
 
 
 class Hook:
-    """A hook workflow: provider -> action (not marked reduces_risk); the action can be
-    made to wait on a gate, and records what it saw."""
+    """A hook workflow: provider -> action (not marked reduces_risk). The action records the
+    inputs it saw; with `gates`, it first waits on the gate named by the halt's reason."""
 
-    def __init__(self, wf_id: str = "cancel_all", *, gate: threading.Event | None = None
-                 ) -> None:
-        self.gate = gate
+    def __init__(self, wf_id: str = "cancel_all", *,
+                 gates: dict[str, threading.Event] | None = None) -> None:
+        self.gates = gates or {}
         self.cond = threading.Condition()
         self.calls: list[dict[str, Any]] = []
         self.entered = 0
@@ -43,8 +52,9 @@ class Hook:
         with self.cond:
             self.entered += 1
             self.cond.notify_all()
-        if self.gate is not None:
-            self.gate.wait(WAIT_S)
+        gate = self.gates.get(ctx.inputs["halt_reason"])
+        if gate is not None:
+            gate.wait(WAIT_S)
         with self.cond:
             self.calls.append(dict(ctx.inputs))
             self.cond.notify_all()
@@ -121,34 +131,71 @@ def test_hooks_run_when_a_limit_halts() -> None:
         engine.stop()
 
 
-def test_a_hanging_hook_neither_delays_the_halt_nor_is_ended_by_the_next_one() -> None:
-    gate = threading.Event()
-    hook = Hook(gate=gate)
-    # One running slot and no queue: the engine is "full" once the first hook runs.
+@pytest.mark.parametrize("auto_halt", [True, False])
+def test_hook_actions_are_not_held_to_the_action_rate(auto_halt: bool) -> None:
+    # A manual clock stands still: the one-second window never passes, so an action held
+    # to the rate would wait (or halt) for ever.
+    hook = Hook()
+    engine = Engine.start(Config.from_dict({"emergency": {"limits": [
+        {"name": "rate", "kind": "action_rate", "threshold": 1.0, "auto_halt": auto_halt}]}}),
+        clock=ManualClock(), on_halt=[hook.workflow])
+    try:
+        rec = started(engine)
+        one = Workflow("one", nodes=[Node("act", lambda ctx: 1, category="action")])
+        assert engine.submit(one).result(timeout=WAIT_S).status == "completed"
+        if auto_halt:
+            over = engine.submit(one).result(timeout=WAIT_S)  # over the rate: HALT
+            assert over.status == "halted"
+        else:
+            engine.halt("manual")
+        rec.wait_for(lambda evs: any(e["type"] == "execution_completed"
+                                     and e["workflow_id"] == "cancel_all" for e in evs))
+        assert engine.state is EmergencyState.HALT
+        expected = ("risk_limit", "engine") if auto_halt else ("manual", "api")
+        assert (hook.calls[0]["halt_source"], hook.calls[0]["halt_origin"]) == expected
+    finally:
+        engine.stop()
+
+
+def test_hanging_hooks_neither_delay_a_halt_nor_end_with_the_next_one() -> None:
+    gates = {"first": threading.Event(), "second": threading.Event()}
+    hook = Hook(gates=gates)
+    # One running slot, one queued: the engine is full once a hook runs and one waits.
     engine = Engine.start(Config.from_dict({"daemon": {"max_concurrent_executions": 1,
-                                                       "max_queued_executions": 0}}),
+                                                       "max_queued_executions": 1}}),
                           on_halt=[hook.workflow])
+    quick = Workflow("w", nodes=[Node("n", lambda ctx: 1)])
     try:
         rec = started(engine)
         engine.halt("first")
         hook.wait_entered(1)  # the hook's action is running, and stays there
         assert engine.resume()["state"] == "NORMAL"
-        refused = engine.submit(Workflow("w", nodes=[Node("n", lambda ctx: 1)]))
-        assert refused.result(timeout=WAIT_S).error_type == "Overloaded"
+        queued = engine.submit(quick)
+        overloaded = engine.submit(quick).result(timeout=WAIT_S)
+        assert overloaded.error_type == "Overloaded"
         assert engine.halt("second") == {"state": "HALT", "previous_state": "NORMAL"}
+        assert queued.result(timeout=WAIT_S).status == "halted"
         hook.wait_entered(2)  # a full engine did not keep the second hook out
         assert hook.calls == [], "both hooks are still inside their action"
-        gate.set()
-        events = rec.wait_for(lambda evs: sum(
-            e["type"] in TERMINAL and e["workflow_id"] == "cancel_all" for e in evs) == 2)
-        assert [e["type"] for e in events if e["type"] in TERMINAL] == [
-            "execution_completed", "execution_completed"], "the 2nd halt ended the 1st hook"
         engine.resume()
+        waiting = engine.submit(quick)
+        gates["first"].set()
+        rec.wait_for(lambda evs: sum(e["type"] == "execution_completed"
+                                     and e["workflow_id"] == "cancel_all" for e in evs) == 1)
+        # The first hook's slot was one over the limit: it is given back, not passed on
+        # while the second hook still runs.
+        engine.supervisor_stats()  # a round trip: the supervisor has finished closing it
+        assert engine.status()["queued"] == 1 and not waiting.done()
+        gates["second"].set()
+        assert waiting.result(timeout=WAIT_S).status == "completed"
+        ends = [(e["workflow_id"], e["type"]) for e in rec.events if e["type"] in TERMINAL]
+        assert ends.count(("cancel_all", "execution_completed")) == 2, (
+            "the second halt ended the first hook")
         assert engine.status()["running"] == 0, "forced hook slots are all given back"
-        after = engine.submit(Workflow("w", nodes=[Node("n", lambda ctx: 1)]))
-        assert after.result(timeout=WAIT_S).status == "completed"
+        assert engine.submit(quick).result(timeout=WAIT_S).status == "completed"
     finally:
-        gate.set()
+        for gate in gates.values():
+            gate.set()
         engine.stop()
 
 
@@ -193,7 +240,7 @@ def test_a_hook_that_cannot_be_submitted_is_logged_and_the_halt_stands() -> None
 
 def test_stop_cancels_a_running_hook() -> None:
     gate = threading.Event()
-    hook = Hook(gate=gate)
+    hook = Hook(gates={"incident": gate})
     engine = Engine.start(on_halt=[hook.workflow])
     handles: list[Any] = []
     try:
