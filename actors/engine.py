@@ -389,4 +389,3 @@ class EngineActor(ContainedActor):
     def _submit(self, message: Submit) -> ExecutionHandle:
         return self._engine.submit(message.workflow, message.inputs, bot_id=message.bot_id,
                                    strategy_id=message.strategy_id, priority=message.priority)
-
