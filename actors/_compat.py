@@ -8,6 +8,8 @@ The engine needs four things the libraries do not offer publicly:
 - the `_handle_receive` hook, to skip pykka's isinstance chain for hot messages and to turn
   a `BaseException` from a handler into an ordinary error: pykka answers those by stopping
   *every* actor in the process, other engines included;
+- the `_handle_failure` hook, which stops an actor whose *told* message raised: an engine
+  actor logs it and carries on;
 - structlog's per-key ContextVars, set directly once per node run.
 
 tests/test_compat.py fails loudly if an upgrade changes any of them, and pyproject.toml
@@ -17,6 +19,7 @@ bounds pykka below its next major version.
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import TracebackType
 from typing import Any, ClassVar
 
 import pykka
@@ -27,6 +30,8 @@ from pykka.messages import _ActorStop
 from actors.errors import InternalError
 
 __all__ = ["EngineActorBase", "Envelope", "context_setters", "stop_envelope"]
+
+_log = structlog.get_logger("tradeloom.actors")
 
 
 def stop_envelope() -> Envelope[Any]:
@@ -62,6 +67,16 @@ class EngineActorBase(pykka.ThreadingActor):
         except BaseException as exc:
             raise InternalError(f"{type(exc).__name__} raised while handling "
                                 f"{type(message).__name__}") from exc
+
+    def _handle_failure(self, exception_type: type[BaseException] | None,
+                        exception_value: BaseException | None,
+                        traceback: TracebackType | None) -> None:
+        # pykka's version unregisters and stops the actor when a *told* message raised. A
+        # lost reply at worst is never a reason to lose a supervisor, the kill switch or
+        # the root actor.
+        _log.error("actor_message_failed", actor=type(self).__name__,
+                   error=repr(exception_value),
+                   exc_info=(exception_type, exception_value, traceback))
 
     def stop_now(self) -> None:
         """Stop without processing the rest of the inbox (a retiring node actor)."""

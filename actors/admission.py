@@ -42,6 +42,12 @@ class Admission:
             self.counts["refused"] += 1
             return OVERLOADED
 
+    def force_admit(self) -> None:
+        """kill-switch: take a running slot whatever the limit (an on-halt hook must never
+        wait behind a full engine). `finish` gives back slots over the limit."""
+        with self._lock:
+            self.running += 1
+
     def count_refused(self) -> None:
         """A submission was refused before reaching admission (HALT)."""
         with self._lock:
@@ -51,6 +57,9 @@ class Admission:
         """One running execution ended; returns the next one to start, if any."""
         with self._lock:
             self.counts[status] += 1
+            if self.running > self.max_running:  # kill-switch: a forced slot is not passed on
+                self.running -= 1
+                return None
             while self._queue:
                 _, _, execution = heapq.heappop(self._queue)
                 if execution.id in self._cancelled:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
+import re
 import sys
 import tomllib
 import types
@@ -17,6 +19,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from actors.errors import ConfigError
 
@@ -84,17 +87,36 @@ PRESETS = {
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class LimitConfig:
+    """One `[[emergency.limits]]` table."""
+
     name: str
     kind: LimitKind
     threshold: float
     #: Reaching the threshold halts the engine (source "risk_limit"). On by default: safe side.
     auto_halt: bool = True
+    #: No update for this long raises the state to ALERT (HALT with auto_halt), source
+    #: "stale_feed": a dead risk feed is not a safe one. None: never stale.
+    stale_after_s: float | None = None
+    #: daily_loss only: the local wall-clock time ("HH:MM") at which the trading day starts ...
+    reset_at: str = "00:00"
+    #: ... in this IANA time zone (stdlib zoneinfo), so the reset follows DST.
+    timezone: str = "UTC"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OnHaltEntry:
+    """One `[[emergency.on_halt]]` table: a workflow run each time HALT is entered."""
+
+    ref: str
+    #: The imported Workflow object (filled by the loader; not a config key).
+    workflow: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class EmergencyConfig:
     warn_at: float = 0.8
     limits: tuple[LimitConfig, ...] = ()
+    on_halt: tuple[OnHaltEntry, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -139,21 +161,12 @@ class Config:
                 raise ConfigError(f"[resilience].preset must be one of {sorted(PRESETS)}")
             resilience_base = PRESETS[preset]()
         emergency_raw = dict(_table(raw, "emergency"))
-        limits_raw = emergency_raw.pop("limits", [])
-        limits = tuple(
-            _build(LimitConfig, item, f"emergency.limits[{i}]")
-            for i, item in enumerate(_array(limits_raw, "emergency.limits"))
-        )
-        names = [lim.name for lim in limits]
-        for i, name in enumerate(names):
-            if names.index(name) != i:
-                raise ConfigError(f"emergency.limits[{i}].name: duplicate limit name {name!r}")
-        for i, lim in enumerate(limits):
-            if lim.threshold <= 0:
-                raise ConfigError(f"emergency.limits[{i}].threshold must be > 0")
-            if lim.kind == "action_rate" and lim.threshold < 1:
-                raise ConfigError(f"emergency.limits[{i}].threshold: an action_rate limit "
-                                  "is action starts per second and must be >= 1")
+        limits = _limits(emergency_raw.pop("limits", []))
+        hooks = tuple(
+            _import_hook(_build(OnHaltEntry, item, f"emergency.on_halt[{i}]",
+                                exclude={"workflow"}), i, base_dir)
+            for i, item in enumerate(_array(emergency_raw.pop("on_halt", []),
+                                            "emergency.on_halt")))
         entries = tuple(
             _build(WorkflowEntry, item, f"workflows[{i}]", exclude={"workflow"})
             for i, item in enumerate(_array(raw.get("workflows", []), "workflows"))
@@ -164,12 +177,69 @@ class Config:
                        if "transport" in raw else None),
             resilience=_build(ResilienceConfig, resilience_raw, "resilience", base=resilience_base),
             emergency=dataclasses.replace(
-                _build(EmergencyConfig, emergency_raw, "emergency", exclude={"limits"}),
-                limits=limits),
+                _build(EmergencyConfig, emergency_raw, "emergency",
+                       exclude={"limits", "on_halt"}),
+                limits=limits, on_halt=hooks),
             workflows=tuple(_import_entry(e, i, base_dir) for i, e in enumerate(entries)),
         )
         _check_ranges(config)
         return config
+
+
+def _limits(raw: Any) -> tuple[LimitConfig, ...]:
+    """Parse `[[emergency.limits]]`; every error names the key."""
+    limits: list[LimitConfig] = []
+    for i, item in enumerate(_array(raw, "emergency.limits")):
+        where = f"emergency.limits[{i}]"
+        lim = _build(LimitConfig, item, where)
+        if any(lim.name == seen.name for seen in limits):
+            raise ConfigError(f"{where}.name: duplicate limit name {lim.name!r}")
+        if lim.threshold <= 0:
+            raise ConfigError(f"{where}.threshold must be > 0")
+        if lim.kind == "action_rate" and lim.threshold < 1:
+            raise ConfigError(f"{where}.threshold: an action_rate limit "
+                              "is action starts per second and must be >= 1")
+        if lim.stale_after_s is not None:
+            if lim.kind == "action_rate":
+                raise ConfigError(f"{where}.stale_after_s: an action_rate limit is measured "
+                                  "by the engine and is never stale")
+            if lim.stale_after_s <= 0:
+                raise ConfigError(f"{where}.stale_after_s must be > 0")
+        for key in ("reset_at", "timezone"):
+            if key in item and lim.kind != "daily_loss":
+                raise ConfigError(f"{where}.{key}: only daily_loss limits reset daily")
+        try:
+            reset_minutes(lim.reset_at)
+        except ValueError as exc:
+            raise ConfigError(f"{where}.reset_at: {exc}") from None
+        try:
+            zone(lim.timezone)
+        except ValueError as exc:
+            raise ConfigError(f"{where}.timezone: {exc}") from None
+        limits.append(lim)
+    return tuple(limits)
+
+
+_HH_MM = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
+
+
+def reset_minutes(reset_at: str) -> int:
+    """Minutes after local midnight of a daily reset given as "HH:MM" (00:00-23:59)."""
+    match = _HH_MM.fullmatch(reset_at) if isinstance(reset_at, str) else None
+    if match is None:
+        raise ValueError(f"must be a time of day \"HH:MM\" (00:00 to 23:59), not {reset_at!r}")
+    return int(match[1]) * 60 + int(match[2])
+
+
+def zone(name: str) -> ZoneInfo:
+    """The IANA time zone `name` (e.g. "Europe/London"); ValueError if there is none."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"must be an IANA time zone name such as \"UTC\", not {name!r}")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError(f"unknown IANA time zone {name!r} (a system without a time zone "
+                         "database needs the tzdata package)") from None
 
 
 def _check_ranges(config: Config) -> None:
@@ -268,12 +338,25 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key} must be a number, not {value!r}")
-        return float(value)
+        # TOML can say nan and inf; no setting means anything with them (an infinite
+        # threshold would disarm a limit), and a huge integer has no float.
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise ConfigError(f"{key} must be a finite number, not {value!r}")
+        return number
     if hint is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key} must be a string, not {value!r}")
         return value
     raise ConfigError(f"{key}: unsupported value {value!r}")  # pragma: no cover
+
+
+def _import_hook(entry: OnHaltEntry, index: int, base_dir: str | Path | None) -> OnHaltEntry:
+    workflow = import_ref(entry.ref, base_dir=base_dir, key=f"emergency.on_halt[{index}].ref")
+    return dataclasses.replace(entry, workflow=workflow)
 
 
 def _import_entry(entry: WorkflowEntry, index: int, base_dir: str | Path | None) -> WorkflowEntry:

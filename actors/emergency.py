@@ -3,24 +3,28 @@
 Two parts. `EmergencyGate` is the state itself, shared by every node actor: a node is
 admitted to start under the engine's sequencing lock, the same lock under which the state
 changes and its event is sequenced, so no action starts after HALT is in the stream.
-`EmergencyActor` is the kill switch's mailbox: state changes by message, risk updates, and
-the broadcast that tells every supervisor to end its executions.
+`EmergencyActor` is the kill switch's mailbox: state changes by message, risk updates, the
+stale-feed watchdog, the broadcast that tells every supervisor to end its executions, and
+the on-halt hooks that follow it.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pykka
 import structlog
 
+from actors._compat import EngineActorBase
 from actors.clock import Clock
 from actors.ending import Ending
-from actors.errors import ResumeRefused
+from actors.errors import LimitExceeded
 from actors.events import Event, EventSink
+from actors.inbox import TimerInbox
 from actors.messages import (
     Alert,
     BroadcastHalt,
@@ -29,7 +33,9 @@ from actors.messages import (
     ReduceOnly,
     Resume,
     RiskUpdate,
+    RunHaltHooks,
     StartExecution,
+    Tick,
 )
 from actors.risk import RiskBook, Verdict
 
@@ -39,12 +45,25 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("tradeloom.emergency")
 
+#: State changes kept in memory (and in the gate's snapshot), newest last.
+HISTORY_LEN = 1000
+#: Called after HALT is entered and acknowledged, with (reason, source, origin).
+HaltHook = Callable[[str, str, str], None]
+_T = TypeVar("_T")
+
 
 class EmergencyState(StrEnum):
     NORMAL = "NORMAL"
     ALERT = "ALERT"
     REDUCE_ONLY = "REDUCE_ONLY"
     HALT = "HALT"
+
+
+#: How far each state restricts trading; automatic escalations only ever go up.
+_RANK = {EmergencyState.NORMAL: 0, EmergencyState.ALERT: 1, EmergencyState.REDUCE_ONLY: 2,
+         EmergencyState.HALT: 3}
+#: The states an exceeded auto_halt limit keeps the engine out of, unless forced.
+_GUARDED = frozenset({EmergencyState.NORMAL, EmergencyState.ALERT})
 
 
 class EmergencyGate:
@@ -59,42 +78,57 @@ class EmergencyGate:
         self.state = EmergencyState.NORMAL
         self.reason: str | None = None
         self.source: str | None = None
+        self.origin: str | None = None
         self.changed_at: str | None = None
+        #: The last HISTORY_LEN changes: {state, previous_state, reason, source, origin,
+        #: timestamp, seq}, oldest first.
+        self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY_LEN)
         #: Actions admitted whose function has not been entered yet.
         self.starting = 0
         #: Called (outside the lock) when the gate halts by itself (action_rate breach).
         self.on_self_halt: Callable[[str], None] = lambda reason: None
 
     def snapshot(self) -> dict[str, Any]:
-        """The kill switch's durable state: emergency state and every limit's figures."""
+        """The kill switch's durable state: emergency state, every limit's figures, and the
+        history of changes."""
         with self.lock:
             return {"state": self.state.value, "reason": self.reason, "source": self.source,
-                    "limits": self.book.snapshot()}
+                    "origin": self.origin, "limits": self.book.snapshot(),
+                    "history": [dict(entry) for entry in self.history]}
 
     def restore(self, saved: dict[str, Any]) -> None:
         """Put back a snapshot at start-up, before anything runs: an engine restarted
-        while halted comes back halted. Publishes nothing (nothing changed)."""
+        while halted comes back halted. Publishes nothing (nothing changed), runs no
+        on-halt hook; stale-feed clocks start now."""
         with self.lock:
+            self.book.restore(saved.get("limits", {}))
             self.state = EmergencyState(saved["state"])
             self.reason, self.source = saved.get("reason"), saved.get("source")
+            self.origin = saved.get("origin")
             self._sink.state = self.state.value
-            self.book.restore(saved.get("limits", {}))
+            self.history = deque((dict(entry) for entry in saved.get("history", ())),
+                                 maxlen=HISTORY_LEN)
 
     def admit(self, run: NodeRun, started_event: Event) -> str | None:
-        """Mark `run` started and publish `started_event`, or say why it may not start."""
+        """Mark `run` started and publish `started_event`, or say why it may not start.
+
+        An execution exempt from the halt (an on-halt hook) is admitted in HALT, and its
+        actions count as `reduces_risk` and are not held to the action rate."""
         is_action = run.node.category == "action"
+        exempt = run.execution.exempt_from_halt
         while True:
             with self.lock:
                 if run.execution.closed or run.abandoned:
                     return "closed"
                 state = self.state
-                if state is EmergencyState.HALT:
+                if state is EmergencyState.HALT and not exempt:
                     return "halted"
                 wait = 0.0
                 if is_action:
-                    if state is EmergencyState.REDUCE_ONLY and not run.node.reduces_risk:
+                    if (state is EmergencyState.REDUCE_ONLY and not run.node.reduces_risk
+                            and not exempt):
                         return "reduce_only"
-                    if self.book.action_rate_limits:
+                    if self.book.action_rate_limits and not exempt:
                         verdicts, wait = self.book.note_action(self._clock.monotonic())
                         halt_reason = self._apply_verdicts_locked(verdicts)
                         if halt_reason is not None:
@@ -124,25 +158,43 @@ class EmergencyGate:
             return self._sink.changed.wait_for(lambda: self.starting == 0, timeout)
 
     def transition(self, new: EmergencyState, reason: str | None, source: str,
-                   extra_events: Sequence[Event] = ()) -> tuple[EmergencyState, bool]:
+                   origin: str = "api", *, force: bool = False) -> tuple[EmergencyState, bool]:
+        """An operator's change. To NORMAL or ALERT it is refused (`LimitExceeded`) while
+        an auto_halt limit is exceeded, whatever the state it comes from, unless forced."""
         with self.lock:
-            return self._transition_locked(new, reason, source, extra_events)
+            if new in _GUARDED and not force:
+                blocking = self.book.blocking()
+                if blocking:
+                    what = "resume" if new is EmergencyState.NORMAL else "alert"
+                    raise LimitExceeded(
+                        f"{what} refused: risk limit {', '.join(blocking)} still exceeded "
+                        "(lower the figure, or force)")
+            return self._transition_locked(new, reason, source, origin)
 
     def _transition_locked(self, new: EmergencyState, reason: str | None, source: str,
-                           extra_events: Sequence[Event] = ()) -> tuple[EmergencyState, bool]:
+                           origin: str, extra_events: Sequence[Event] = ()
+                           ) -> tuple[EmergencyState, bool]:
         previous = self.state
         events = list(extra_events)
+        change: Event | None = None
         if new is not previous:
             self.state = new
-            self.reason, self.source = reason, source
+            self.reason, self.source, self.origin = reason, source, origin
             self._sink.state = new.value
-            events.append({"v": 1, "type": "emergency_state_changed", "state": new.value,
-                           "previous_state": previous.value, "reason": reason,
-                           "source": source})
+            change = {"v": 1, "type": "emergency_state_changed", "state": new.value,
+                      "previous_state": previous.value, "reason": reason,
+                      "source": source, "origin": origin}
+            events.append(change)
         if events:
-            self._sink.emit_locked(events)
-            if new is not previous:
-                self.changed_at = events[-1]["timestamp"]
+            try:
+                self._sink.emit_locked(events)
+            finally:
+                # Sequenced before any subscriber ran: kept even if one of them raised.
+                if change is not None and "seq" in change:
+                    self.changed_at = change["timestamp"]
+                    self.history.append({k: change[k] for k in (
+                        "state", "previous_state", "reason", "source", "origin",
+                        "timestamp", "seq")})
         return previous, new is not previous
 
     def update_risk(self, update: RiskUpdate) -> tuple[Verdict, str | None]:
@@ -161,70 +213,155 @@ class EmergencyGate:
             return None
         lim = breach.limit
         reason = f"risk limit {lim.name} exceeded: {lim.value:g} >= {lim.threshold:g}"
-        self._transition_locked(EmergencyState.HALT, reason, "risk_limit", events)
+        self._transition_locked(EmergencyState.HALT, reason, "risk_limit", "engine", events)
         return reason
 
+    def check_stale(self) -> tuple[EmergencyState, str] | None:
+        """Raise the state for limits whose feed went silent: ALERT, or HALT when one of
+        them has auto_halt; never lower (REDUCE_ONLY stays unless it is HALT). Returns the
+        new state and reason if it changed."""
+        with self.lock:
+            due = self.book.stale_due(self._clock.monotonic())
+            if not due:
+                return None
+            for lim in due:
+                log.warning("risk_feed_stale", limit=lim.name, stale_after_s=lim.stale_after_s,
+                            auto_halt=lim.auto_halt, state=self.state.value)
+            target = (EmergencyState.HALT if any(lim.auto_halt for lim in due)
+                      else EmergencyState.ALERT)
+            if _RANK[self.state] >= _RANK[target]:
+                return None
+            reason = "risk feed stale: " + ", ".join(
+                f"limit {lim.name} got no update for {lim.stale_after_s:g} s" for lim in due)
+            self._transition_locked(target, reason, "stale_feed", "engine")
+            return target, reason
 
-class EmergencyActor(pykka.ThreadingActor):
-    """The kill switch's mailbox. Replies to state messages with {state, previous_state}."""
+    def next_stale_delay(self) -> float | None:
+        """Seconds until the stale-feed watchdog must look again; None: only when woken."""
+        with self.lock:
+            at = self.book.next_stale_at()
+        if at is None:
+            return None
+        delay = at - self._clock.monotonic()
+        if delay <= 0:
+            return 0.0
+        return delay if self._clock.real else None
 
-    use_daemon_thread = True
+
+class EmergencyActor(EngineActorBase):
+    """The kill switch's mailbox. Replies to state messages with {state, previous_state}.
+
+    Its inbox wait ends when the stale-feed watchdog is due (a Tick); a manual clock's
+    advance sends the Tick instead. No thread of its own, no polling.
+    """
+
+    inbox_factory = TimerInbox
 
     def __init__(self, *, gate: EmergencyGate, supervisors: Sequence[pykka.ActorRef[Any]],
-                 admission: Admission, ack_timeout_s: float = 5.0) -> None:
+                 admission: Admission, on_halt: HaltHook | None = None,
+                 ack_timeout_s: float = 5.0) -> None:
         super().__init__()
         self._gate = gate
         self._supervisors = tuple(supervisors)
         self._admission = admission
+        self._on_halt = on_halt
         self._ack_timeout_s = ack_timeout_s
         self.last_halt_ack_s: float | None = None
+        cast(TimerInbox, self.actor_inbox).next_delay = gate.next_stale_delay
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, Halt):
-            return self._change(EmergencyState.HALT, message.reason, message.source)
+            return self._change(EmergencyState.HALT, message.reason, message.source,
+                                message.origin)
         if isinstance(message, Resume):
-            self._check_relax(message.force, "resume")
-            return self._change(EmergencyState.NORMAL, message.reason, "manual")
+            return self._change(EmergencyState.NORMAL, message.reason, "manual",
+                                message.origin, force=message.force)
         if isinstance(message, Alert):
-            if self._gate.state is EmergencyState.HALT:
-                self._check_relax(message.force, "alert")
-            return self._change(EmergencyState.ALERT, message.reason, "manual")
+            return self._change(EmergencyState.ALERT, message.reason, "manual",
+                                message.origin, force=message.force)
         if isinstance(message, ReduceOnly):
-            # Allowed from HALT too: it is how an operator closes positions after a halt.
-            return self._change(EmergencyState.REDUCE_ONLY, message.reason, "manual")
+            # Allowed from HALT, and while a limit is exceeded: it is how positions close.
+            return self._change(EmergencyState.REDUCE_ONLY, message.reason, "manual",
+                                message.origin)
         if isinstance(message, RiskUpdate):
             return self._risk_update(message)
+        if isinstance(message, Tick):
+            self._check_stale()
+            return None
         if isinstance(message, BroadcastHalt):
-            self._broadcast_halt(message.reason)
+            self._halted(message.reason, message.source, message.origin)
+            return None
+        if isinstance(message, RunHaltHooks):
+            self._run_hooks(message)
             return None
         return super().on_receive(message)
 
-    def _check_relax(self, force: bool, what: str) -> None:
-        with self._gate.lock:
-            exceeded = self._gate.book.exceeded()
-        if exceeded and not force:
-            raise ResumeRefused(
-                f"{what} refused: risk limit {', '.join(exceeded)} still exceeded "
-                "(lower it, or force)")
-
-    def _change(self, new: EmergencyState, reason: str | None, source: str) -> dict[str, str]:
-        previous, changed = self._gate.transition(new, reason, source)
+    def _change(self, new: EmergencyState, reason: str | None, source: str, origin: str,
+                *, force: bool = False) -> dict[str, str]:
+        previous, changed = self._enforcing(
+            lambda: self._gate.transition(new, reason, source, origin, force=force),
+            source, origin)
         if changed:
             level = log.warning if new is EmergencyState.HALT else log.info
             level("emergency_state_changed", state=new.value, previous_state=previous.value,
-                  reason=reason, source=source)
+                  reason=reason, source=source, origin=origin, forced=force)
         if new is EmergencyState.HALT:
+            # Broadcast again on a repeated Halt (cheap, and it mops up stragglers); the
+            # hooks run only when HALT is entered.
             self._broadcast_halt(reason or "halted")
+            if changed:
+                self._hooks_after(reason or "halted", source, origin)
         return {"state": new.value, "previous_state": previous.value}
 
     def _risk_update(self, message: RiskUpdate) -> dict[str, Any]:
-        verdict, halt_reason = self._gate.update_risk(message)
+        verdict, halt_reason = self._enforcing(lambda: self._gate.update_risk(message),
+                                               "risk_limit", "engine")
         if halt_reason is not None:
             log.warning("emergency_state_changed", state="HALT", reason=halt_reason,
-                        source="risk_limit")
-            self._broadcast_halt(halt_reason)
+                        source="risk_limit", origin="engine")
+            self._halted(halt_reason, "risk_limit", "engine")
         limit = verdict.limit
         return {"limit": limit.name, "value": limit.value, "utilization": limit.utilization}
+
+    def _check_stale(self) -> None:
+        changed = self._enforcing(self._gate.check_stale, "stale_feed", "engine")
+        if changed is None:
+            return
+        state, reason = changed
+        log.warning("emergency_state_changed", state=state.value, reason=reason,
+                    source="stale_feed", origin="engine")
+        if state is EmergencyState.HALT:
+            self._halted(reason, "stale_feed", "engine")
+
+    def _enforcing(self, change: Callable[[], _T], source: str, origin: str) -> _T:
+        """Run a gate call that may enter HALT. Should it raise once HALT is entered (a
+        subscriber or output failed on the event), the halt is still enforced before the
+        error goes back to the asker: a kill switch that half-worked is worse than none."""
+        was_halted = self._gate.state is EmergencyState.HALT
+        try:
+            return change()
+        except BaseException:
+            if not was_halted and self._gate.state is EmergencyState.HALT:
+                self._halted(self._gate.reason or "halted", source, origin)
+            raise
+
+    def _halted(self, reason: str, source: str, origin: str) -> None:
+        """HALT was entered without a Halt message (a limit, the watchdog, the gate)."""
+        self._broadcast_halt(reason)
+        self._hooks_after(reason, source, origin)
+
+    def _hooks_after(self, reason: str, source: str, origin: str) -> None:
+        # Told to ourselves: they run right after this message, so the halt's reply (and
+        # its acknowledgement) never waits for them.
+        if self._on_halt is not None:
+            self.actor_ref.tell(RunHaltHooks(reason=reason, source=source, origin=origin))
+
+    def _run_hooks(self, message: RunHaltHooks) -> None:
+        assert self._on_halt is not None
+        try:
+            self._on_halt(message.reason, message.source, message.origin)
+        except BaseException as exc:  # noqa: BLE001 - a hook never takes the kill switch down
+            log.error("on_halt_hook_failed", reason=message.reason, error=repr(exc))
 
     def _broadcast_halt(self, reason: str) -> None:
         """Every supervisor ends its executions; queued ones end halted too. Waits for acks."""
@@ -235,9 +372,15 @@ class EmergencyActor(pykka.ThreadingActor):
         for i, execution in enumerate(self._admission.drain_queued()):
             # A supervisor that starts an execution while halted ends it halted at once.
             self._supervisors[i % len(self._supervisors)].tell(StartExecution(execution))
-        for future in futures:
-            try:
-                future.get(timeout=self._ack_timeout_s)
-            except pykka.Timeout:
-                log.error("halt_not_acknowledged", timeout_s=self._ack_timeout_s)
+        _acknowledged(futures, self._ack_timeout_s)
         self.last_halt_ack_s = time.perf_counter() - started
+
+
+def _acknowledged(futures: Iterable[pykka.Future[Any]], timeout_s: float) -> None:
+    for future in futures:
+        try:
+            future.get(timeout=timeout_s)
+        except pykka.Timeout:
+            log.error("halt_not_acknowledged", timeout_s=timeout_s)
+        except Exception as exc:  # noqa: BLE001 - a dead supervisor must not stop the rest
+            log.error("halt_not_acknowledged", error=repr(exc))

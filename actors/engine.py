@@ -18,12 +18,13 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import pykka
 import structlog
 
+from actors._compat import EngineActorBase
 from actors.admission import OVERLOADED, RUN, Admission
 from actors.breaker import BreakerRegistry
 from actors.cache import ProviderCache
@@ -40,6 +41,7 @@ from actors.errors import (
 )
 from actors.events import EventCallback, EventSink, Subscription
 from actors.execution import ExecutionHandle, ExecutionIds, ExecutionResult
+from actors.hooks import HaltHooks
 from actors.machine import Execution
 from actors.messages import (
     Alert,
@@ -68,7 +70,9 @@ _RECENT_RESULTS = 1000
 class Engine:
     """Facade over the engine's actors. Build it with `Engine.start()`."""
 
-    def __init__(self, config: Config, clock: Clock) -> None:
+    def __init__(self, config: Config, clock: Clock,
+                 on_halt: Sequence[Workflow] = ()) -> None:
+        self._halt_hooks = HaltHooks(config, on_halt, submit=self._submit_hook)
         self.config = config
         self.clock = clock
         self._started_mono = time.monotonic()
@@ -99,8 +103,9 @@ class Engine:
                                   node_actors=config.daemon.node_actors)
             for _ in range(n)]
         self._next_supervisor = itertools.cycle(self._supervisors).__next__
-        self._emergency = EmergencyActor.start(gate=self.gate, supervisors=self._supervisors,
-                                               admission=self.admission)
+        self._emergency = EmergencyActor.start(
+            gate=self.gate, supervisors=self._supervisors, admission=self.admission,
+            on_halt=self._halt_hooks if self._halt_hooks.workflows else None)
         self.gate.on_self_halt = lambda reason: self._emergency.tell(BroadcastHalt(reason))
         clock.on_advance(self._tick)
         self.ref: pykka.ActorRef[EngineActor] = EngineActor.start(self)
@@ -108,8 +113,12 @@ class Engine:
             self.register(entry.workflow, bot_id=entry.bot_id, strategy_id=entry.strategy_id)
 
     @classmethod
-    def start(cls, config: Config | None = None, *, clock: Clock | None = None) -> Engine:
-        """Start an engine; with no config everything is in memory with default settings."""
+    def start(cls, config: Config | None = None, *, clock: Clock | None = None,
+              on_halt: Sequence[Workflow] = ()) -> Engine:
+        """Start an engine; with no config everything is in memory with default settings.
+
+        `on_halt`: workflows run each time HALT is entered (after those of the config's
+        `[[emergency.on_halt]]`), e.g. to cancel every resting order."""
         config = config or Config()
         if config.daemon.cpu_affinity:
             try:
@@ -117,7 +126,7 @@ class Engine:
             except (OSError, ValueError) as exc:
                 raise ConfigError(f"daemon.cpu_affinity {list(config.daemon.cpu_affinity)}: "
                                   f"{exc}") from None
-        engine = cls(config, clock or SystemClock())
+        engine = cls(config, clock or SystemClock(), on_halt)
         log.debug("engine_started", supervisors=config.daemon.supervisors)
         return engine
 
@@ -254,20 +263,35 @@ class Engine:
     def state(self) -> EmergencyState:
         return self.gate.state
 
-    def halt(self, reason: str) -> dict[str, Any]:
-        return self._ask_emergency(Halt(reason=reason))
+    def halt(self, reason: str, *, origin: str = "api") -> dict[str, Any]:
+        """Enter HALT; returns after every supervisor has acknowledged (on-halt hooks are
+        submitted right after, without being waited for)."""
+        return self._ask_emergency(Halt(reason=reason, origin=origin))
 
-    def resume(self, reason: str | None = None, *, force: bool = False) -> dict[str, Any]:
-        return self._ask_emergency(Resume(reason=reason, force=force))
+    def resume(self, reason: str | None = None, *, force: bool = False,
+               origin: str = "api") -> dict[str, Any]:
+        """Back to NORMAL; `LimitExceeded` while an auto_halt limit is exceeded, unless
+        `force`."""
+        return self._ask_emergency(Resume(reason=reason, force=force, origin=origin))
 
-    def alert(self, reason: str) -> dict[str, Any]:
-        return self._ask_emergency(Alert(reason=reason))
+    def alert(self, reason: str, *, force: bool = False, origin: str = "api") -> dict[str, Any]:
+        """Enter ALERT; `LimitExceeded` while an auto_halt limit is exceeded, unless
+        `force`."""
+        return self._ask_emergency(Alert(reason=reason, force=force, origin=origin))
 
-    def reduce_only(self, reason: str) -> dict[str, Any]:
-        return self._ask_emergency(ReduceOnly(reason=reason))
+    def reduce_only(self, reason: str, *, origin: str = "api") -> dict[str, Any]:
+        return self._ask_emergency(ReduceOnly(reason=reason, origin=origin))
+
+    def emergency_history(self) -> list[dict[str, Any]]:
+        """The last 1,000 state changes, oldest first: {state, previous_state, reason,
+        source, origin, timestamp, seq}."""
+        with self.sink.lock:
+            return [dict(entry) for entry in self.gate.history]
 
     def risk_update(self, limit: str, value: float | None = None, delta: float | None = None,
                     *, equity: float | None = None) -> dict[str, Any]:
+        """Set or move a limit's figure. Not a finite real number: TypeError/ValueError
+        naming the argument, and the limit keeps its figure."""
         return self._ask_emergency(RiskUpdate(limit=limit, value=value, delta=delta,
                                               equity=equity))
 
@@ -317,6 +341,29 @@ class Engine:
         for sup in self._supervisors:
             if sup.is_alive():
                 sup.tell(Tick())
+        if self._emergency.is_alive():  # the stale-feed watchdog, under a manual clock
+            self._emergency.tell(Tick())
+
+    # -- on-halt hooks ---------------------------------------------------------------------
+
+    def _submit_hook(self, workflow: Workflow, inputs: Mapping[str, Any]) -> ExecutionHandle:
+        """Start `workflow` as an execution exempt from the halt: it starts in HALT, the
+        halt broadcast does not end it, and its actions count as reduces_risk. It takes a
+        running slot beyond max_concurrent_executions: a full engine never holds it back."""
+        if self._stopped:
+            raise EngineStopped("the engine is stopped")
+        handle = ExecutionHandle(self._ids.new(workflow.id), workflow.id)
+        exe = Execution(execution_id=handle.execution_id, workflow=workflow,
+                        inputs=dict(inputs), bot_id=None, strategy_id=None, priority=0,
+                        handle=handle)
+        exe.exempt_from_halt = True
+        self.admission.force_admit()
+        try:
+            self._next_supervisor().tell(StartExecution(exe))
+        except pykka.ActorDeadError:
+            self.admission.finish(ExecutionStatus.CANCELLED)
+            raise EngineStopped("the engine is stopped") from None
+        return handle
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -348,10 +395,9 @@ class Engine:
         self.stop()
 
 
-class EngineActor(pykka.ThreadingActor):
-    """The root actor: `engine.ref.ask(message)` for every public message."""
-
-    use_daemon_thread = True
+class EngineActor(EngineActorBase):
+    """The root actor: `engine.ref.ask(message)` for every public message. No message
+    stops it: an error goes to the asker (a told one is logged)."""
 
     def __init__(self, engine: Engine) -> None:
         super().__init__()

@@ -1,16 +1,53 @@
-"""Risk limits: their figures, warnings and breaches. Used under the sequencing lock only."""
+"""Risk limits: their figures, warnings and breaches, daily resets and stale feeds.
+
+Used under the sequencing lock only. Every figure is checked before anything changes: a
+NaN or an infinity must never disarm a limit (NaN compares False with everything, so a
+NaN figure would read as "under the threshold" and let a resume through).
+"""
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from actors.clock import Clock
-from actors.config import LimitConfig
-from actors.errors import NotFound
+from actors.config import LimitConfig, reset_minutes, zone
+from actors.errors import ConfigError, NotFound
 
 SECONDS_PER_DAY = 86_400
+_EPOCH_ORDINAL = datetime(1970, 1, 1, tzinfo=UTC).toordinal()
+
+
+def finite_figure(name: str, figure: object) -> float:
+    """`figure` as a float, or TypeError/ValueError naming `name`.
+
+    Real numbers only (numpy scalars included), never a bool; NaN and infinities refused.
+    """
+    if isinstance(figure, bool) or not isinstance(figure, numbers.Real):
+        raise TypeError(f"{name} must be a real number, not {type(figure).__name__}")
+    try:
+        number = float(figure)
+    except OverflowError:  # an int or Fraction beyond float range
+        number = math.inf
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be a finite number, not {number!r}")
+    return number
+
+
+def trading_day(wall: float, zone_info: tzinfo, reset_minutes_: int) -> int:
+    """The trading day of wall time `wall`, as days since 1970-01-01: the local date, in
+    `zone_info`, of (local wall-clock time minus the reset time of day).
+
+    Wall-clock arithmetic, so the day starts at the same local time on either side of a
+    DST switch (a reset time that does not exist that day falls at the first instant
+    after it). With UTC and 00:00 it is the UTC day number, `int(wall // 86400)`.
+    """
+    local = datetime.fromtimestamp(wall, zone_info)
+    return (local - timedelta(minutes=reset_minutes_)).toordinal() - _EPOCH_ORDINAL
 
 
 @dataclass(slots=True, kw_only=True)
@@ -19,12 +56,21 @@ class LimitState:
     kind: str
     threshold: float
     auto_halt: bool
+    stale_after_s: float | None = None
+    #: daily_loss: where the trading day starts (time zone, minutes after local midnight).
+    zone: tzinfo = UTC
+    reset_minutes: int = 0
     value: float = 0.0
     peak_equity: float | None = None
     warned: bool = False
     exceeded: bool = False
+    #: The trading day the value belongs to (days since 1970-01-01; see `trading_day`).
     day: int = 0
     starts: deque[float] = field(default_factory=deque)
+    #: Monotonic time of the last update (or of engine start or restore).
+    fed_at: float = 0.0
+    #: No update for stale_after_s; cleared by the next update.
+    stale: bool = False
 
     @property
     def utilization(self) -> float:
@@ -33,7 +79,7 @@ class LimitState:
     def stats(self) -> dict[str, Any]:
         return {"kind": self.kind, "value": self.value, "threshold": self.threshold,
                 "utilization": self.utilization, "auto_halt": self.auto_halt,
-                "exceeded": self.exceeded}
+                "exceeded": self.exceeded, "stale": self.stale}
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,38 +93,64 @@ class Verdict:
 
 class RiskBook:
     def __init__(self, limits: tuple[LimitConfig, ...], *, warn_at: float, clock: Clock) -> None:
+        # Config.from_dict checked all this and names the key; a Config built by hand
+        # gets the same refusals here, so no engine ever runs with a disarmed limit.
+        if not (math.isfinite(warn_at) and 0 < warn_at <= 1):
+            raise ConfigError(f"emergency.warn_at must be in (0, 1], not {warn_at!r}")
         self.warn_at = warn_at
         self._clock = clock
-        today = self._today()
-        self.limits: dict[str, LimitState] = {
-            c.name: LimitState(name=c.name, kind=c.kind, threshold=c.threshold,
-                               auto_halt=c.auto_halt, day=today)
-            for c in limits
-        }
+        now = clock.monotonic()
+        self.limits: dict[str, LimitState] = {}
+        for c in limits:
+            if not (math.isfinite(c.threshold) and c.threshold > 0):
+                raise ConfigError(f"risk limit {c.name!r}: threshold must be a finite "
+                                  f"number > 0, not {c.threshold!r}")
+            stale = c.stale_after_s
+            if stale is not None and not (math.isfinite(stale) and stale > 0):
+                raise ConfigError(f"risk limit {c.name!r}: stale_after_s must be a finite "
+                                  f"number > 0, not {stale!r}")
+            try:
+                zone_info, minutes = zone(c.timezone), reset_minutes(c.reset_at)
+            except ValueError as exc:
+                raise ConfigError(f"risk limit {c.name!r}: {exc}") from None
+            limit = LimitState(name=c.name, kind=c.kind, threshold=c.threshold,
+                               auto_halt=c.auto_halt, stale_after_s=stale, fed_at=now,
+                               zone=zone_info, reset_minutes=minutes)
+            limit.day = self._day_of(limit)
+            self.limits[c.name] = limit
         self.action_rate_limits = [s for s in self.limits.values() if s.kind == "action_rate"]
+        self._stale_limits = [s for s in self.limits.values() if s.stale_after_s is not None]
 
     def update(self, name: str, *, value: float | None = None, delta: float | None = None,
                equity: float | None = None) -> Verdict:
-        limit = self.limits.get(name)
+        """Apply one figure. Anything refused (TypeError, ValueError, NotFound) changes
+        nothing: not the figure, not the flags, not the staleness."""
+        limit = self.limits.get(name) if isinstance(name, str) else None
         if limit is None:
             raise NotFound(f"no risk limit named {name!r}")
         if limit.kind == "action_rate":
             raise ValueError(f"risk limit {name!r} is an action_rate: the engine measures it")
-        self._roll_day(limit)
-        given = [x is not None for x in (value, delta, equity)]
-        if sum(given) != 1:
+        given = [(arg, x) for arg, x in (("value", value), ("delta", delta), ("equity", equity))
+                 if x is not None]
+        if len(given) != 1:
             raise ValueError("give exactly one of value, delta, equity")
-        if equity is not None:
-            if limit.kind != "drawdown_pct":
-                raise ValueError(f"equity is for drawdown_pct limits; {name!r} is {limit.kind}")
-            peak = max(limit.peak_equity or equity, equity)
-            limit.peak_equity = peak
-            limit.value = 0.0 if peak <= 0 else max(0.0, (peak - equity) / peak * 100.0)
-        elif value is not None:
-            limit.value = float(value)
+        arg, figure = given[0][0], finite_figure(given[0][0], given[0][1])
+        if arg == "equity" and limit.kind != "drawdown_pct":
+            raise ValueError(f"equity is for drawdown_pct limits; {name!r} is {limit.kind}")
+        self._roll_day(limit)
+        peak = limit.peak_equity
+        if arg == "equity":
+            peak = figure if peak is None else max(peak, figure)
+            new = 0.0 if peak <= 0 else max(0.0, (peak - figure) / peak * 100.0)
+        elif arg == "value":
+            new = figure
         else:
-            assert delta is not None
-            limit.value += float(delta)
+            new = limit.value + figure
+        if not math.isfinite(new):  # finite inputs can still overflow
+            raise ValueError(f"{arg}={figure!r} would make risk limit {name!r} non-finite")
+        limit.value, limit.peak_equity = new, peak
+        limit.fed_at = self._clock.monotonic()
+        limit.stale = False
         return self._judge(limit)
 
     def note_action(self, now: float) -> tuple[list[Verdict], float]:
@@ -119,6 +191,38 @@ class RiskBook:
                 limit.exceeded = limit.value > limit.threshold
         return [lim.name for lim in self.limits.values() if lim.exceeded]
 
+    def blocking(self) -> list[str]:
+        """The exceeded `auto_halt` limits: while there is one, NORMAL and ALERT are
+        refused unless forced."""
+        exceeded = set(self.exceeded())
+        return [lim.name for lim in self.limits.values()
+                if lim.auto_halt and lim.name in exceeded]
+
+    # -- stale feeds -------------------------------------------------------------------------
+
+    def stale_due(self, now: float) -> list[LimitState]:
+        """Limits whose feed has been silent for their stale_after_s, as of `now`.
+
+        Each is marked stale and its silence counted again from now: a feed still dead
+        after another stale_after_s is reported again (an operator who resumed meanwhile
+        is told once more), and the next update clears it."""
+        due = []
+        for limit in self._stale_limits:
+            assert limit.stale_after_s is not None
+            if limit.fed_at + limit.stale_after_s <= now:
+                limit.stale = True
+                limit.fed_at = now
+                due.append(limit)
+        return due
+
+    def next_stale_at(self) -> float | None:
+        """The monotonic time of the next possible stale report; None if no limit has one."""
+        deadlines = [lim.fed_at + lim.stale_after_s for lim in self._stale_limits
+                     if lim.stale_after_s is not None]
+        return min(deadlines) if deadlines else None
+
+    # -- persistence -------------------------------------------------------------------------
+
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """What a journal keeps of each limit, to `restore` after a restart."""
         return {name: {"value": lim.value, "peak_equity": lim.peak_equity, "day": lim.day,
@@ -126,22 +230,32 @@ class RiskBook:
                 for name, lim in self.limits.items() if lim.kind != "action_rate"}
 
     def restore(self, saved: dict[str, dict[str, Any]]) -> None:
-        """Put back a snapshot; limits no longer configured are ignored (and a daily_loss
-        saved on an earlier UTC day resets on its next use)."""
+        """Put back a snapshot; limits no longer configured are ignored, a daily_loss saved
+        on an earlier trading day resets on its next use, and stale-feed clocks start now.
+        A saved figure that is not finite is refused (ValueError): it would disarm."""
+        now = self._clock.monotonic()
         for name, fields in saved.items():
             limit = self.limits.get(name)
             if limit is None or limit.kind == "action_rate":
                 continue
-            limit.value = float(fields["value"])
-            limit.peak_equity = fields.get("peak_equity")
+            value = finite_figure(f"saved value of risk limit {name!r}", fields["value"])
+            peak = fields.get("peak_equity")
+            if peak is not None:
+                peak = finite_figure(f"saved peak_equity of risk limit {name!r}", peak)
+            limit.value, limit.peak_equity = value, peak
             limit.day = int(fields.get("day", limit.day))
             limit.warned = bool(fields.get("warned", False))
             limit.exceeded = bool(fields.get("exceeded", False))
+        for limit in self.limits.values():
+            limit.fed_at = now
+            limit.stale = False
 
     def stats(self) -> dict[str, dict[str, Any]]:
         for limit in self.limits.values():
             self._roll_day(limit)
         return {name: lim.stats() for name, lim in self.limits.items()}
+
+    # -- judging -----------------------------------------------------------------------------
 
     def _judge(self, limit: LimitState) -> Verdict:
         events: list[dict[str, Any]] = []
@@ -169,14 +283,16 @@ class RiskBook:
                 "value": limit.value, "threshold": limit.threshold,
                 "utilization": limit.utilization}
 
-    def _today(self) -> int:
-        return int(self._clock.time() // SECONDS_PER_DAY)
+    def _day_of(self, limit: LimitState) -> int:
+        return trading_day(self._clock.time(), limit.zone, limit.reset_minutes)
 
     def _roll_day(self, limit: LimitState) -> None:
         if limit.kind != "daily_loss":
             return
-        today = self._today()
-        if today != limit.day:
+        today = self._day_of(limit)
+        # Only forward: in the hour a DST switch repeats, local time goes back and with
+        # it the day number, for an hour; that is not a new day (nor is a clock set back).
+        if today > limit.day:
             limit.day = today
             limit.value = 0.0
             limit.warned = limit.exceeded = False

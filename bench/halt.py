@@ -11,6 +11,10 @@ refills. Even rounds go through `engine.halt(...)`, odd ones through
   - stuck nodes: the provider waits on an outside gate the halt does not touch (a hung
     exchange call); the bench opens the gate after each round.
 
+A third set of rounds (cooperative nodes) runs on an engine with an on-halt hook configured
+(`Engine.start(config, on_halt=[...])`: a provider -> action workflow, like a "cancel all
+resting orders"): the halt must not wait for the hook, and the hook must run once per halt.
+
 Baselines measured in the same run: a plain pykka ask round trip to one actor, a call of
 `engine.status()`, and halt/resume with nothing in flight. Target: halt p99 <= 50 ms.
 
@@ -100,6 +104,28 @@ class InFlight:
             return self.cond.wait_for(lambda: getattr(self, what) >= target, timeout)
 
 
+class CancelAllHook:
+    """An on-halt hook: list resting orders, cancel them (an action, run in HALT)."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.cancels = 0
+        self.workflow = Workflow("cancel_all_orders", nodes=[
+            Node("resting", lambda ctx: ["o1", "o2", "o3"], category="provider"),
+            Node("cancel", self.cancel, category="action", depends_on=["resting"]),
+        ])
+
+    def cancel(self, ctx: NodeContext) -> int:
+        with self.cond:
+            self.cancels += 1
+            self.cond.notify_all()
+        return len(ctx.upstream["resting"])
+
+    def wait(self, target: int, timeout: float = WAIT_S) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: self.cancels >= target, timeout)
+
+
 class Echo(pykka.ThreadingActor):
     def on_receive(self, message: Any) -> Any:
         return message
@@ -136,7 +162,8 @@ class Rounds:
     notes: list[str] = dataclasses.field(default_factory=list)
 
 
-def halt_rounds(engine: Engine, mode: str, rounds: int, n: int) -> Rounds:
+def halt_rounds(engine: Engine, mode: str, rounds: int, n: int,
+                hook: CancelAllHook | None = None) -> Rounds:
     """`rounds` times: fill `n` in flight, halt (timed), check, release, resume.
 
     Untimed warm-up first: executions whose provider takes ~2 ms, like an exchange call
@@ -188,6 +215,8 @@ def halt_rounds(engine: Engine, mode: str, rounds: int, n: int) -> Rounds:
         probe.gate.clear()  # every provider of this round is out: the next ones block again
         if probe.actions != actions0:
             out.problems.append(f"{mode} round {r}: {probe.actions - actions0} actions ran")
+        if hook is not None and not hook.wait(r + 2):  # the warm-up round is r = -1
+            out.problems.append(f"{mode} round {r}: the on-halt hook did not run")
         engine.resume()
         if engine.state is not EmergencyState.NORMAL:
             out.problems.append(f"{mode} round {r}: state {engine.state} after resume")
@@ -237,6 +266,13 @@ def main() -> None:
     coop = halt_rounds(engine, "cancel", rounds, n)
     stuck = halt_rounds(engine, "gate", rounds, n)
     engine.stop()
+    hook = CancelAllHook()
+    hooked = Engine.start(Config.from_dict({"daemon": daemon}), on_halt=[hook.workflow])
+    with_hooks = halt_rounds(hooked, "cancel", rounds, n, hook=hook)
+    hooked.stop()
+    if hook.cancels != rounds + 1:
+        with_hooks.problems.append(f"the on-halt hook ran {hook.cancels} times for "
+                                   f"{rounds + 1} halts")
 
     # -- report --------------------------------------------------------------------------------
     print(f"halt benchmark: {n} executions in flight (provider -> action), {rounds} rounds "
@@ -248,6 +284,7 @@ def main() -> None:
     for name, values in coop.via.items():
         print(row(f"  via {name}", values))
     print(row(f"{n} in flight, nodes stuck on an outside gate", stuck.samples))
+    print(row(f"{n} in flight, on-halt hooks configured", with_hooks.samples))
     print(row("nothing in flight", idle))
     print(row("baseline: pykka ask round trip, 1 actor", ask))
     print(row("baseline: engine.status()", status))
@@ -255,19 +292,20 @@ def main() -> None:
     ask50, status50 = statistics.median(ask) * 1000, statistics.median(status) * 1000
     print(f"\nhalt p50 ({n} in flight, cooperative nodes) = {p50 / ask50:,.0f}x a pykka ask "
           f"round trip, {p50 / status50:,.0f}x an engine.status() call")
-    for label, result in (("cooperative nodes", coop), ("stuck nodes", stuck)):
+    for label, result in (("cooperative nodes", coop), ("stuck nodes", stuck),
+                          ("with on-halt hooks configured", with_hooks)):
         q99 = pct(result.samples, 99) * 1000
         print(f"halt p99, {label}: {q99:.1f} ms vs target <= {TARGET_P99_MS:.0f} ms: "
               f"{'MET' if q99 <= TARGET_P99_MS else 'MISSED'}")
-    statuses = coop.statuses + stuck.statuses
+    statuses = coop.statuses + stuck.statuses + with_hooks.statuses
     print(f"executions: {dict(statuses)}; events: "
           f"{events['execution_halted']:,} execution_halted, "
           f"{events['node_skipped']:,} node_skipped, {events['node_started']:,} node_started")
     if round(0.99 * (rounds - 1)) == rounds - 1:
         print(f"(with {rounds} rounds, p99 by nearest rank is the worst round)")
-    for note in coop.notes + stuck.notes:
+    for note in coop.notes + stuck.notes + with_hooks.notes:
         print("NOTE (warm-up, untimed):", note)
-    problems = coop.problems + stuck.problems
+    problems = coop.problems + stuck.problems + with_hooks.problems
     if problems or set(statuses) != {"halted"}:
         for problem in problems:
             print("PROBLEM:", problem)
