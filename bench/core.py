@@ -40,8 +40,9 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 ROOT = Path(__file__).resolve().parent.parent
-# An A/B worker must import the `actors` of the tree on its PYTHONPATH, not this file's.
-if "--worker" not in sys.argv[1:]:
+# An A/B worker (always started with --worker first) must import the `actors` of the tree
+# on its PYTHONPATH, not this file's.
+if sys.argv[1:2] != ["--worker"]:
     sys.path.insert(0, str(ROOT))
 structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
                     logger_factory=structlog.PrintLoggerFactory(sys.stderr))
@@ -400,9 +401,20 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def glue_side_args(argv: list[str]) -> list[str]:
+    """`--b-args "--gc-freeze"` as `--b-args=--gc-freeze`: argparse would take the value,
+    which starts with "--", for an option of its own."""
+    out: list[str] = []
+    pending = iter(argv)
+    for arg in pending:
+        glued = arg in ("--a-args", "--b-args")
+        out.append(f"{arg}={next(pending, '')}" if glued else arg)
+    return out
+
+
 def main() -> None:
     p = parser()
-    args = p.parse_args()
+    args = p.parse_args(glue_side_args(sys.argv[1:]))
     if args.worker:
         print(json.dumps(run_worker(args)))
         return

@@ -51,7 +51,7 @@ def test_quick_ab_mode_measures_both_trees_and_removes_its_worktree() -> None:
     head = git_head()
     if head is None:
         pytest.skip("needs git and a HEAD commit")
-    proc = run_bench("--ab", "HEAD", "--quick", "--json")
+    proc = run_bench("--ab", "HEAD", "--quick", "--json", "--b-args", "--gc-freeze")
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     a, b = summary["sides"]["A"], summary["sides"]["B"]
@@ -62,6 +62,8 @@ def test_quick_ab_mode_measures_both_trees_and_removes_its_worktree() -> None:
         Path(a["tree"]).resolve() / "actors"}
     assert {Path(run["actors"]) for run in summary["runs"]["B"]} == {ROOT / "actors"}
     assert summary["order"] == ["AB", "BA"]
+    # --b-args reach B's workers only.
+    assert a["gc"]["frozen"] == 0 and b["gc"]["frozen"] > 0
     for metric in ("latency_p50_ms", "wf_s_c50", "wf_s_c1000"):
         row = summary["metrics"][metric]
         assert row["a"]["median"] > 0 and row["b"]["median"] > 0
