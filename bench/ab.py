@@ -67,6 +67,7 @@ METRICS = (
     Metric("gc_us_per_wf_c50", "GC us/wf, c=50", False, False, ".2f"),
     Metric("gc_us_per_wf_c1000", "GC us/wf, c=1000", False, False, ".2f"),
     Metric("gc_collections_c1000", "GC collections, c=1000", False, False, ",.0f"),
+    Metric("gc_longest_ms_c1000", "GC longest ms, c=1000", False, False, ".2f"),
 )
 
 
@@ -162,6 +163,16 @@ def regression_note(metric: Metric, row: dict[str, Any]) -> str:
             f"A's worst round {worst:{metric.fmt}}")
 
 
+def gc_by_generation(runs: list[dict[str, Any]]) -> dict[str, list[int]]:
+    """Collections of generations 0, 1, 2 per concurrency level, summed over rounds."""
+    total: dict[str, list[int]] = {}
+    for run in runs:
+        for level, counts in run["gc"].get("collections_by_generation", {}).items():
+            total[level] = [x + y for x, y in zip(total.get(level, [0, 0, 0]), counts,
+                                                  strict=True)]
+    return total
+
+
 def summarize(sides: tuple[Side, Side], runs: dict[str, list[dict[str, Any]]],
               order: list[str]) -> dict[str, Any]:
     metrics = {m.key: compare(m, [r["metrics"][m.key] for r in runs["A"]],
@@ -176,6 +187,7 @@ def summarize(sides: tuple[Side, Side], runs: dict[str, list[dict[str, Any]]],
     return {
         "sides": {s.name: {"label": s.label, "tree": str(s.tree), "args": list(s.args),
                            "gc": runs[s.name][0]["gc"],
+                           "gc_by_generation": gc_by_generation(runs[s.name]),
                            "events_per_run": runs[s.name][0]["events_per_run"]}
                   for s in sides},
         "rounds": len(order), "order": order, "metrics": metrics,
@@ -187,8 +199,11 @@ def print_table(summary: dict[str, Any], common: list[str]) -> None:
     for name, side in summary["sides"].items():
         gc_info = side["gc"]
         print(f"{name} = {side['label']}  {shlex.join(side['args'])}".rstrip())
+        by_gen = ", ".join(f"{level} {'/'.join(map(str, counts))}"
+                           for level, counts in side["gc_by_generation"].items())
         print(f"    gc threshold {tuple(gc_info['threshold'])}, frozen {gc_info['frozen']:,}, "
-              f"enabled {gc_info['enabled']}; {side['events_per_run']} events per run")
+              f"enabled {gc_info['enabled']}; collections gen0/1/2 over all rounds: "
+              f"{by_gen}; {side['events_per_run']} events per run")
     print(f"{summary['rounds']} rounds ({' '.join(summary['order'])}), each side a fresh "
           f"process per round; worker options: {shlex.join(common) or 'none'}\n")
     head = (f"{'metric':<24}{'A median':>10}{'A min-max':^21}{'B median':>10}"

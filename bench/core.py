@@ -127,6 +127,7 @@ class GcTimer:
 
     def __init__(self) -> None:
         self.seconds = 0.0
+        self.longest = 0.0
         self.collections = [0, 0, 0]
         self._t0 = 0.0
 
@@ -134,7 +135,9 @@ class GcTimer:
         if phase == "start":
             self._t0 = time.perf_counter()
         else:
-            self.seconds += time.perf_counter() - self._t0
+            pause = time.perf_counter() - self._t0
+            self.seconds += pause
+            self.longest = max(self.longest, pause)
             self.collections[info["generation"]] += 1
 
     def __enter__(self) -> GcTimer:
@@ -264,6 +267,7 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
     frozen = apply_gc_after_warmup(args)
     before, runs = counter.count, 0
     metrics: dict[str, float] = {}
+    by_generation: dict[str, list[int]] = {}
     samples = engine_latency(engine, sizes.latency_n)
     runs += sizes.latency_n
     p50, _p95, p99 = percentiles(samples)
@@ -276,6 +280,8 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
         metrics[f"cpu_us_per_wf_c{level}"] = (time.process_time() - cpu0) / total * 1e6
         metrics[f"gc_us_per_wf_c{level}"] = timer.seconds / total * 1e6
         metrics[f"gc_collections_c{level}"] = sum(timer.collections)
+        metrics[f"gc_longest_ms_c{level}"] = timer.longest * 1e3
+        by_generation[f"c{level}"] = timer.collections
     expected = before + runs * per_run
     delivered = counter.wait_for(expected)
     engine.stop()
@@ -284,7 +290,7 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
                          f"{expected - before:,} delivered, {counter.gaps} seq gaps")
     return {"actors": str(where), "metrics": metrics, "events_per_run": per_run,
             "gc": {"threshold": list(gc.get_threshold()), "frozen": frozen,
-                   "enabled": gc.isenabled()}}
+                   "enabled": gc.isenabled(), "collections_by_generation": by_generation}}
 
 
 # -- default mode: the engine beside the asyncio executor and the bare pykka floor ----------
