@@ -268,10 +268,13 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
     before, runs = counter.count, 0
     metrics: dict[str, float] = {}
     by_generation: dict[str, list[int]] = {}
-    samples = engine_latency(engine, sizes.latency_n)
+    with GcTimer() as timer:
+        samples = engine_latency(engine, sizes.latency_n)
     runs += sizes.latency_n
     p50, _p95, p99 = percentiles(samples)
-    metrics |= {"latency_p50_ms": p50 * 1e3, "latency_p99_ms": p99 * 1e3}
+    metrics |= {"latency_p50_ms": p50 * 1e3, "latency_p99_ms": p99 * 1e3,
+                "gc_us_per_wf_c1": timer.seconds / sizes.latency_n * 1e6}
+    by_generation["c1"] = timer.collections
     for level, total in sizes.totals.items():
         cpu0 = time.process_time()
         with GcTimer() as timer:
