@@ -202,7 +202,7 @@ def engine_throughput(engine: Engine, concurrency: int, total: int) -> float:
     return total / elapsed
 
 
-# -- GC settings (worker options; the default mode applies them to its whole process) -----
+# -- start-up and GC options (the default mode applies them to its whole process) -------
 
 def gc_threshold(text: str) -> tuple[int, ...]:
     try:
@@ -214,19 +214,29 @@ def gc_threshold(text: str) -> tuple[int, ...]:
     return values
 
 
-def apply_gc_before_start(args: argparse.Namespace) -> None:
+def start_warm_engine(args: argparse.Namespace, warm_latency: int, warm_total: int, *,
+                      cpu_affinity: list[int] | None = None) -> tuple[Engine, Counter, int, int]:
+    """Start an engine with a counting subscriber, warm its node actor pool, then apply the
+    GC options; returns (engine, counter, events per run, objects frozen)."""
     if args.gc_threshold:
         gc.set_threshold(*args.gc_threshold)
-
-
-def apply_gc_after_warmup(args: argparse.Namespace) -> int:
-    """Collect, then freeze or disable as asked; returns how many objects were frozen."""
+    daemon: dict[str, Any] = {"max_concurrent_executions": 1000}
+    if args.supervisors:
+        daemon["supervisors"] = args.supervisors
+    if cpu_affinity:
+        daemon["cpu_affinity"] = cpu_affinity
+    engine = Engine.start(Config.from_dict({"daemon": daemon}))
+    counter = Counter()
+    engine.subscribe(counter)
+    per_run = counter.events_per_run(engine)
+    engine_latency(engine, warm_latency)
+    engine_throughput(engine, 1000, warm_total)
     gc.collect()
     if args.gc_freeze:
         gc.freeze()
     if args.gc_disable:
         gc.disable()
-    return gc.get_freeze_count()
+    return engine, counter, per_run, gc.get_freeze_count()
 
 
 # -- A/B worker: one measurement of whichever `actors` is on PYTHONPATH, one JSON line -----
@@ -254,17 +264,8 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
     if args.cpu:
         os.sched_setaffinity(0, args.cpu)  # before any thread: engine threads inherit it
     sizes = QUICK if args.quick else FULL
-    apply_gc_before_start(args)
-    daemon: dict[str, Any] = {"max_concurrent_executions": 1000}
-    if args.supervisors:
-        daemon["supervisors"] = args.supervisors
-    engine = Engine.start(Config.from_dict({"daemon": daemon}))
-    counter = Counter()
-    engine.subscribe(counter)
-    per_run = counter.events_per_run(engine)
-    engine_latency(engine, sizes.warm_latency)
-    engine_throughput(engine, 1000, sizes.warm_total)
-    frozen = apply_gc_after_warmup(args)
+    engine, counter, per_run, frozen = start_warm_engine(args, sizes.warm_latency,
+                                                         sizes.warm_total)
     before, runs = counter.count, 0
     metrics: dict[str, float] = {}
     by_generation: dict[str, list[int]] = {}
@@ -309,19 +310,8 @@ def run_default(args: argparse.Namespace) -> None:
     latency_n = 500 if args.quick else 2000
     levels = [1, 10, 50, 200, 1000]
 
-    apply_gc_before_start(args)
-    daemon: dict[str, Any] = {"max_concurrent_executions": 1000}
-    if args.supervisors:
-        daemon["supervisors"] = args.supervisors
-    if args.cpu:
-        daemon["cpu_affinity"] = args.cpu
-    engine = Engine.start(Config.from_dict({"daemon": daemon}))
-    counter = Counter()
-    engine.subscribe(counter)
-    per_run = counter.events_per_run(engine)
-    engine_latency(engine, 500)  # warm the node actor pool
-    engine_throughput(engine, 1000, 3000)
-    frozen = apply_gc_after_warmup(args)
+    engine, counter, per_run, frozen = start_warm_engine(args, 500, 3000,
+                                                         cpu_affinity=args.cpu or [])
     print(f"supervisors={engine.config.daemon.supervisors} "
           f"cpu_affinity={list(engine.config.daemon.cpu_affinity) or 'none'} "
           f"gc_threshold={gc.get_threshold()} gc_frozen={frozen} gc_enabled={gc.isenabled()}\n")
