@@ -1,39 +1,58 @@
 """Core engine benchmark: provider -> condition -> action, in-process, every event delivered
 to a subscriber.
 
-Reports latency p50/p95/p99 at concurrency 1 and workflows/s at concurrency 1, 10, 50, 200
-and 1,000, beside the same workflow on a plain asyncio sequential executor (the design this
-engine replaces) measured in the same run, as ratios; and, as the floor of what actors
-cost, a bare pykka `ask` chain of three actors.
+Default mode: latency p50/p95/p99 at concurrency 1 and workflows/s at concurrency 1, 10,
+50, 200 and 1,000, beside the same workflow on a plain asyncio sequential executor (the
+design this engine replaces) measured in the same run, as ratios; and, as the floor of what
+actors cost, a bare pykka `ask` chain of three actors.
 
-    .venv/bin/python bench/core.py            # full run (about a minute)
-    .venv/bin/python bench/core.py --quick    # smoke run
+A/B mode (`--ab REV`): the engine at git revision REV (A, checked out into a temporary git
+worktree) against the working tree's engine (B), in interleaved rounds (AB, BA, AB, ...) so
+drift on a shared machine hits both alike. Each measurement is a fresh worker process
+(this same file, run with `--worker` and PYTHONPATH set to one tree), so only the `actors`
+package differs. Per metric: medians over rounds, min-max spread, B/A ratios. Verdict:
+a regression when, on latency p50, wf/s at c=50 or at c=1000, B's median is worse than
+A's worst round. GC us/wf is wall time inside collections (gc.callbacks). `--ab-same`
+measures the working tree on both sides, to A/B worker options such as GC settings.
+
+    .venv/bin/python bench/core.py                     # default mode (about a minute)
+    .venv/bin/python bench/core.py --quick             # smoke run
+    .venv/bin/python bench/core.py --ab main           # main vs this tree, 5 rounds
+    .venv/bin/python bench/core.py --ab main --quick   # smoke run (CI)
+    .venv/bin/python bench/core.py --ab-same --b-args "--gc-freeze --gc-threshold 50000,20,100"
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import concurrent.futures
 import gc
+import json
 import logging
+import os
 import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pykka
 import structlog
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+ROOT = Path(__file__).resolve().parent.parent
+# An A/B worker (always started with --worker first) must import the `actors` of the tree
+# on its PYTHONPATH, not this file's.
+if sys.argv[1:2] != ["--worker"]:
+    sys.path.insert(0, str(ROOT))
+structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+                    logger_factory=structlog.PrintLoggerFactory(sys.stderr))
 
-from actors import Config, Engine, Node, NodeContext, Workflow  # noqa: E402
+# Workers use only API every revision has: Engine.start, Config.from_dict, Workflow, Node,
+# engine.subscribe, handle.result and handle.add_done_callback.
+from actors import Config, Engine, Node, Workflow  # noqa: E402
 
-EVENTS_PER_RUN = 10  # execution_started, 3 x (started, completed), 2 x progress, completed
+if TYPE_CHECKING:
+    from actors import NodeContext
 
 
 def provider(ctx: NodeContext) -> dict[str, float]:
@@ -53,15 +72,22 @@ WORKFLOW = Workflow("bench", nodes=[
     Node("condition", condition, category="condition", depends_on=["provider"]),
     Node("action", action, category="action", depends_on=["condition"]),
 ])
+AB_LEVELS = (50, 1000)
 
 
 class Counter:
-    """The subscriber: counts events and checks seq is gapless."""
+    """The subscriber: counts events and checks seq is gapless.
+
+    How many events one execution emits is measured (`events_per_run`), not assumed, so an
+    engine revision that adds an event type still checks out in A/B mode.
+    """
 
     def __init__(self) -> None:
         self.count = 0
         self.last_seq = 0
         self.gaps = 0
+        #: Events per execution id, kept only while `events_per_run` measures.
+        self.per_execution: dict[str, list[int]] | None = None
 
     def __call__(self, event: dict[str, Any]) -> None:
         self.count += 1
@@ -69,6 +95,61 @@ class Counter:
         if seq != self.last_seq + 1:
             self.gaps += 1
         self.last_seq = seq
+        if self.per_execution is not None:
+            seen = self.per_execution.setdefault(event.get("execution_id", ""), [0, 0])
+            seen[0] += 1
+            seen[1] |= event.get("type") == "execution_completed"
+
+    def events_per_run(self, engine: Engine) -> int:
+        self.per_execution = {}
+        execution_id = engine.submit(WORKFLOW).result(timeout=10).execution_id
+        # Delivery may trail result() on a revision whose subscribers are cursors.
+        deadline = time.monotonic() + 10
+        while not self.per_execution.get(execution_id, [0, 0])[1]:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the subscriber never saw execution_completed")
+            time.sleep(0.001)
+        count = self.per_execution[execution_id][0]
+        self.per_execution = None
+        return count
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> int:
+        deadline = time.monotonic() + timeout
+        while self.count < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.count
+
+
+class GcTimer:
+    """Wall time spent in the cyclic GC, and collections per generation, via gc.callbacks.
+
+    A collection holds the GIL, so this is time no engine thread runs Python."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.longest = 0.0
+        self.collections = [0, 0, 0]
+        self._t0 = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+        else:
+            pause = time.perf_counter() - self._t0
+            self.seconds += pause
+            self.longest = max(self.longest, pause)
+            self.collections[info["generation"]] += 1
+
+    def __enter__(self) -> GcTimer:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self)
+
+
+def completed(result: Any) -> bool:
+    return str(getattr(result.status, "value", result.status)) == "completed"
 
 
 def percentiles(samples: list[float]) -> tuple[float, float, float]:
@@ -76,15 +157,13 @@ def percentiles(samples: list[float]) -> tuple[float, float, float]:
     return q[49], q[94], q[98]
 
 
-# -- the engine -------------------------------------------------------------------------
-
 def engine_latency(engine: Engine, n: int) -> list[float]:
     samples = []
     for _ in range(n):
         t0 = time.perf_counter()
         result = engine.submit(WORKFLOW).result(timeout=10)
         samples.append(time.perf_counter() - t0)
-        assert result.status == "completed", result
+        assert completed(result), result
     return samples
 
 
@@ -104,7 +183,7 @@ def engine_throughput(engine: Engine, concurrency: int, total: int) -> float:
 
     def on_done(handle: Any) -> None:
         result = handle.result(0)
-        if result.status != "completed":
+        if not completed(result):
             failures.append(result)
         with lock:
             counts["finished"] += 1
@@ -123,123 +202,119 @@ def engine_throughput(engine: Engine, concurrency: int, total: int) -> float:
     return total / elapsed
 
 
-# -- the asyncio sequential executor (the replaced design) ------------------------------
+# -- start-up and GC options (the default mode applies them to its whole process) -------
 
-class AsyncioExecutor:
-    """Nodes run one after another in topological order; each blocking node function runs
-    in a thread pool under asyncio.wait_for (its timeout), events go to the subscriber."""
-
-    def __init__(self, subscriber: Callable[[dict[str, Any]], None]) -> None:
-        self.subscriber = subscriber
-        self.seq = 0
-        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=32)
-
-    def emit(self, event: dict[str, Any]) -> None:
-        self.seq += 1
-        event["seq"] = self.seq
-        event["timestamp"] = time.time()
-        self.subscriber(event)
-
-    async def run(self, workflow: Workflow, n: int) -> dict[str, Any]:
-        loop = asyncio.get_running_loop()
-        execution_id = f"exec_{workflow.id}_{n:08x}"
-        head = {"v": 1, "execution_id": execution_id, "workflow_id": workflow.id}
-        self.emit({**head, "type": "execution_started"})
-        outputs: dict[str, Any] = {}
-        for i in workflow.order:
-            node = workflow.nodes[i]
-            ctx = NodeContext(inputs={}, upstream=dict(outputs), execution_id=execution_id,
-                              workflow_id=workflow.id, node_id=node.id, attempt=1)
-            self.emit({**head, "type": "node_started", "node_id": node.id})
-            t0 = time.perf_counter()
-            value = await asyncio.wait_for(loop.run_in_executor(self.pool, node.fn, ctx), 30)
-            outputs[node.id] = value
-            self.emit({**head, "type": "node_completed", "node_id": node.id, "outputs": value,
-                       "duration_ms": (time.perf_counter() - t0) * 1000})
-            self.emit({**head, "type": "progress", "nodes_completed": len(outputs)})
-        self.emit({**head, "type": "execution_completed", "results": outputs})
-        return outputs
-
-
-def asyncio_latency(n: int) -> list[float]:
-    async def main() -> list[float]:
-        executor = AsyncioExecutor(Counter())
-        samples = []
-        for i in range(n):
-            t0 = time.perf_counter()
-            await executor.run(WORKFLOW, i)
-            samples.append(time.perf_counter() - t0)
-        executor.pool.shutdown()
-        return samples
-    return asyncio.run(main())
-
-
-def asyncio_throughput(concurrency: int, total: int) -> float:
-    async def main() -> float:
-        executor = AsyncioExecutor(Counter())
-        slots = asyncio.Semaphore(concurrency)
-
-        async def one(i: int) -> None:
-            async with slots:
-                await executor.run(WORKFLOW, i)
-
-        t0 = time.perf_counter()
-        await asyncio.gather(*(one(i) for i in range(total)))
-        elapsed = time.perf_counter() - t0
-        executor.pool.shutdown()
-        return total / elapsed
-    return asyncio.run(main())
-
-
-# -- the floor: a bare pykka ask chain of three actors ----------------------------------
-
-class Echo(pykka.ThreadingActor):
-    def on_receive(self, message: Any) -> Any:
-        return message
-
-
-def pykka_chain_latency(n: int) -> list[float]:
-    actors = [Echo.start() for _ in range(3)]
-    samples = []
+def gc_threshold(text: str) -> tuple[int, ...]:
     try:
-        for i in range(n):
-            t0 = time.perf_counter()
-            for ref in actors:
-                ref.ask(i)
-            samples.append(time.perf_counter() - t0)
-    finally:
-        for ref in actors:
-            ref.stop()
-    return samples
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not G0[,G1[,G2]] integers: {text!r}") from None
+    if not 1 <= len(values) <= 3 or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"need 1-3 integers >= 0, not {text!r}")
+    return values
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="short run (smoke test)")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="interleaved engine/asyncio rounds per level (default 3)")
-    parser.add_argument("--supervisors", type=int, default=None)
-    parser.add_argument("--cpu", type=int, action="append", default=None, metavar="ID",
-                        help="pin the process to this CPU ([daemon] cpu_affinity); the "
-                             "asyncio baseline runs pinned too")
-    args = parser.parse_args()
-    rounds = 1 if args.quick else args.rounds
-    latency_n = 500 if args.quick else 2000
-    levels = [1, 10, 50, 200, 1000]
-
+def start_warm_engine(args: argparse.Namespace, warm_latency: int, warm_total: int, *,
+                      cpu_affinity: list[int] | None = None) -> tuple[Engine, Counter, int, int]:
+    """Start an engine with a counting subscriber, warm its node actor pool, then apply the
+    GC options; returns (engine, counter, events per run, objects frozen)."""
+    if args.gc_threshold:
+        gc.set_threshold(*args.gc_threshold)
     daemon: dict[str, Any] = {"max_concurrent_executions": 1000}
     if args.supervisors:
         daemon["supervisors"] = args.supervisors
-    if args.cpu:
-        daemon["cpu_affinity"] = args.cpu
+    if cpu_affinity:
+        daemon["cpu_affinity"] = cpu_affinity
     engine = Engine.start(Config.from_dict({"daemon": daemon}))
-    print(f"supervisors={engine.config.daemon.supervisors} "
-          f"cpu_affinity={list(engine.config.daemon.cpu_affinity) or 'none'}\n")
     counter = Counter()
     engine.subscribe(counter)
-    engine_latency(engine, 500)  # warm the node actor pool
-    engine_throughput(engine, 1000, 3000)
+    per_run = counter.events_per_run(engine)
+    engine_latency(engine, warm_latency)
+    engine_throughput(engine, 1000, warm_total)
     gc.collect()
+    if args.gc_freeze:
+        gc.freeze()
+    if args.gc_disable:
+        gc.disable()
+    return engine, counter, per_run, gc.get_freeze_count()
+
+
+# -- A/B worker: one measurement of whichever `actors` is on PYTHONPATH, one JSON line -----
+
+@dataclass(frozen=True)
+class Sizes:
+    warm_latency: int
+    warm_total: int
+    latency_n: int
+    totals: dict[int, int]
+
+
+FULL = Sizes(warm_latency=500, warm_total=3000, latency_n=2000,
+             totals={level: max(6000, level * 10) for level in AB_LEVELS})
+QUICK = Sizes(warm_latency=100, warm_total=1000, latency_n=300,
+              totals={level: max(1000, level * 2) for level in AB_LEVELS})
+
+
+def run_worker(args: argparse.Namespace) -> dict[str, Any]:
+    import actors
+
+    where = Path(actors.__file__).resolve().parent
+    if args.expect_actors and where != Path(args.expect_actors).resolve():
+        raise SystemExit(f"worker imported {where}, expected {args.expect_actors}")
+    if args.cpu:
+        os.sched_setaffinity(0, args.cpu)  # before any thread: engine threads inherit it
+    sizes = QUICK if args.quick else FULL
+    engine, counter, per_run, frozen = start_warm_engine(args, sizes.warm_latency,
+                                                         sizes.warm_total)
+    before, runs = counter.count, 0
+    metrics: dict[str, float] = {}
+    by_generation: dict[str, list[int]] = {}
+    with GcTimer() as timer:
+        samples = engine_latency(engine, sizes.latency_n)
+    runs += sizes.latency_n
+    p50, _p95, p99 = percentiles(samples)
+    metrics |= {"latency_p50_ms": p50 * 1e3, "latency_p99_ms": p99 * 1e3,
+                "gc_us_per_wf_c1": timer.seconds / sizes.latency_n * 1e6}
+    by_generation["c1"] = timer.collections
+    for level, total in sizes.totals.items():
+        cpu0 = time.process_time()
+        with GcTimer() as timer:
+            metrics[f"wf_s_c{level}"] = engine_throughput(engine, level, total)
+        runs += total
+        metrics[f"cpu_us_per_wf_c{level}"] = (time.process_time() - cpu0) / total * 1e6
+        metrics[f"gc_us_per_wf_c{level}"] = timer.seconds / total * 1e6
+        metrics[f"gc_collections_c{level}"] = sum(timer.collections)
+        metrics[f"gc_longest_ms_c{level}"] = timer.longest * 1e3
+        by_generation[f"c{level}"] = timer.collections
+    expected = before + runs * per_run
+    delivered = counter.wait_for(expected)
+    engine.stop()
+    if delivered != expected or counter.gaps:
+        raise SystemExit(f"events were lost: {delivered - before:,} of "
+                         f"{expected - before:,} delivered, {counter.gaps} seq gaps")
+    return {"actors": str(where), "metrics": metrics, "events_per_run": per_run,
+            "gc": {"threshold": list(gc.get_threshold()), "frozen": frozen,
+                   "enabled": gc.isenabled(), "collections_by_generation": by_generation}}
+
+
+# -- default mode: the engine beside the asyncio executor and the bare pykka floor ----------
+
+def run_default(args: argparse.Namespace) -> None:
+    from bench.baselines import (
+        asyncio_latency,
+        asyncio_throughput,
+        pykka_chain_latency,
+    )
+
+    rounds = args.rounds or (1 if args.quick else 3)
+    latency_n = 500 if args.quick else 2000
+    levels = [1, 10, 50, 200, 1000]
+
+    engine, counter, per_run, frozen = start_warm_engine(args, 500, 3000,
+                                                         cpu_affinity=args.cpu or [])
+    print(f"supervisors={engine.config.daemon.supervisors} "
+          f"cpu_affinity={list(engine.config.daemon.cpu_affinity) or 'none'} "
+          f"gc_threshold={gc.get_threshold()} gc_frozen={frozen} gc_enabled={gc.isenabled()}\n")
     before_count = counter.count
     engine_runs = 0
 
@@ -251,7 +326,7 @@ def main() -> None:
     for _ in range(rounds):
         e_lat += engine_latency(engine, latency_n)
         engine_runs += latency_n
-        a_lat += asyncio_latency(latency_n)
+        a_lat += asyncio_latency(WORKFLOW, Counter(), latency_n)
         p_lat += pykka_chain_latency(latency_n)
     ep, ap, pp = percentiles(e_lat), percentiles(a_lat), percentiles(p_lat)
     print(f"{'latency at concurrency 1':<34}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}")
@@ -269,18 +344,86 @@ def main() -> None:
         for _ in range(rounds):
             engine_rates.append(engine_throughput(engine, level, total))
             engine_runs += total
-            asyncio_rates.append(asyncio_throughput(level, total))
+            asyncio_rates.append(asyncio_throughput(WORKFLOW, Counter(), level, total))
         ratio = statistics.median(e / a for e, a in zip(engine_rates, asyncio_rates,
                                                         strict=True))
         print(f"{level:>11}{statistics.median(engine_rates):>14,.0f}"
               f"{statistics.median(asyncio_rates):>14,.0f}{ratio:>7.2f}x")
-    delivered = counter.count - before_count
-    expected = engine_runs * EVENTS_PER_RUN
+    expected = engine_runs * per_run
+    delivered = counter.wait_for(before_count + expected) - before_count
     print(f"\nevents delivered to the subscriber: {delivered:,} of {expected:,}; "
           f"seq gaps: {counter.gaps}")
     engine.stop()
     if delivered != expected or counter.gaps:
         raise SystemExit("events were lost")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    p.add_argument("--quick", action="store_true",
+                   help="tiny sizes (smoke test, CI); A/B: 2 rounds unless --rounds")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="interleaved rounds (default: 3; A/B 5)")
+    ab = p.add_argument_group("A/B mode")
+    ab.add_argument("--ab", metavar="REV",
+                    help="A = the engine at git revision REV (a temporary worktree), "
+                         "B = the working tree")
+    ab.add_argument("--ab-same", action="store_true",
+                    help="A = B = the working tree (to compare --a-args/--b-args)")
+    ab.add_argument("--a-args", default="", metavar="ARGS",
+                    help="extra worker options for A only, one string")
+    ab.add_argument("--b-args", default="", metavar="ARGS",
+                    help="extra worker options for B only, e.g. \"--gc-freeze\"")
+    ab.add_argument("--json", action="store_true",
+                    help="print the summary as JSON (progress still goes to stderr)")
+    ab.add_argument("--fail-on-regression", action="store_true",
+                    help="exit 1 if B regresses beyond A's spread")
+    work = p.add_argument_group("worker options (both sides in A/B mode; the whole process "
+                                "in the default mode)")
+    work.add_argument("--cpu", type=int, action="append", default=None, metavar="ID",
+                      help="pin to this CPU (repeatable); default mode via "
+                           "[daemon] cpu_affinity, the asyncio baseline runs pinned too")
+    work.add_argument("--supervisors", type=int, default=None)
+    work.add_argument("--gc-threshold", type=gc_threshold, default=None, metavar="G0[,G1,G2]",
+                      help="gc.set_threshold(...) before the engine starts")
+    work.add_argument("--gc-freeze", action="store_true",
+                      help="gc.collect() then gc.freeze() after start-up and warm-up")
+    work.add_argument("--gc-disable", action="store_true",
+                      help="gc.disable() after warm-up (an upper bound of what GC costs)")
+    internal = p.add_argument_group("internal")
+    internal.add_argument("--worker", action="store_true",
+                          help="run one A/B measurement against the `actors` on "
+                               "PYTHONPATH; print one JSON line")
+    internal.add_argument("--expect-actors", metavar="DIR", help=argparse.SUPPRESS)
+    return p
+
+
+def glue_side_args(argv: list[str]) -> list[str]:
+    """`--b-args "--gc-freeze"` as `--b-args=--gc-freeze`: argparse would take the value,
+    which starts with "--", for an option of its own."""
+    out: list[str] = []
+    pending = iter(argv)
+    for arg in pending:
+        glued = arg in ("--a-args", "--b-args")
+        out.append(f"{arg}={next(pending, '')}" if glued else arg)
+    return out
+
+
+def main() -> None:
+    p = parser()
+    args = p.parse_args(glue_side_args(sys.argv[1:]))
+    if args.worker:
+        print(json.dumps(run_worker(args)))
+        return
+    if args.ab is not None or args.ab_same:
+        from bench.ab import run_ab
+
+        raise SystemExit(run_ab(p, args))
+    if args.json or args.a_args or args.b_args or args.fail_on_regression:
+        p.error("--json, --a-args, --b-args and --fail-on-regression need --ab or --ab-same")
+    run_default(args)
 
 
 if __name__ == "__main__":
