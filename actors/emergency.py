@@ -10,7 +10,6 @@ the on-halt hooks that follow it.
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from enum import StrEnum
@@ -79,7 +78,6 @@ class EmergencyGate:
         self.reason: str | None = None
         self.source: str | None = None
         self.origin: str | None = None
-        self.changed_at: str | None = None
         #: The last HISTORY_LEN changes: {state, previous_state, reason, source, origin,
         #: timestamp, seq}, oldest first.
         self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY_LEN)
@@ -191,7 +189,6 @@ class EmergencyGate:
             finally:
                 # Sequenced before any subscriber ran: kept even if one of them raised.
                 if change is not None and "seq" in change:
-                    self.changed_at = change["timestamp"]
                     self.history.append({k: change[k] for k in (
                         "state", "previous_state", "reason", "source", "origin",
                         "timestamp", "seq")})
@@ -266,7 +263,6 @@ class EmergencyActor(EngineActorBase):
         self._admission = admission
         self._on_halt = on_halt
         self._ack_timeout_s = ack_timeout_s
-        self.last_halt_ack_s: float | None = None
         cast(TimerInbox, self.actor_inbox).next_delay = gate.next_stale_delay
 
     def on_receive(self, message: Any) -> Any:
@@ -365,7 +361,6 @@ class EmergencyActor(EngineActorBase):
 
     def _broadcast_halt(self, reason: str) -> None:
         """Every supervisor ends its executions; queued ones end halted too. Waits for acks."""
-        started = time.perf_counter()
         self._gate.wait_actions_begun(self._ack_timeout_s)
         end = EndExecutions(Ending.halted(reason))
         futures = [sup.ask(end, block=False) for sup in self._supervisors]
@@ -373,7 +368,6 @@ class EmergencyActor(EngineActorBase):
             # A supervisor that starts an execution while halted ends it halted at once.
             self._supervisors[i % len(self._supervisors)].tell(StartExecution(execution))
         _acknowledged(futures, self._ack_timeout_s)
-        self.last_halt_ack_s = time.perf_counter() - started
 
 
 def _acknowledged(futures: Iterable[pykka.Future[Any]], timeout_s: float) -> None:
