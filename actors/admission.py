@@ -50,7 +50,9 @@ class Admission:
         """One running execution ended; returns the next one to start, if any."""
         with self._lock:
             self.counts[status] += 1
-            while self._queue:
+            # Over the limit means a cancelled or drained queued execution just ended: its
+            # slot was lent only to end it, so nothing queued may take it over.
+            while self._queue and self.running <= self.max_running:
                 _, _, execution = heapq.heappop(self._queue)
                 if execution.id in self._cancelled:
                     self._cancelled.discard(execution.id)
