@@ -138,8 +138,12 @@ def test_bool_node_flags_are_accepted(value: bool) -> None:
 # -- one workflow per id -------------------------------------------------------------------
 
 def test_a_different_workflow_under_a_registered_id_is_refused(engine: Engine) -> None:
+    """Registered explicitly (`register`, or `[[workflows]]` in the config), an id names one
+    workflow. (A workflow built afresh for every submit and never registered stays fine:
+    test_engine.py::test_workflows_built_per_execution_are_not_kept_alive.)"""
     first = Workflow("same_id", nodes=[Node("n", lambda ctx: "first")])
     other = Workflow("same_id", nodes=[Node("n", lambda ctx: "other")])
+    engine.register(first)
     assert engine.submit(first).result(timeout=5).results == {"n": "first"}
     assert engine.submit(first).result(timeout=5).results == {"n": "first"}  # same object
 

@@ -19,6 +19,7 @@ from actors.breaker import Admit, BreakerState, CircuitBreaker
 from actors.events import EventSink
 from actors.execution import ExecutionHandle, ExecutionResult
 from tests.conftest import Recorder
+from tests.test_resilience import busy
 
 EngineFactory = Callable[..., Engine]
 THRESHOLD = 3
@@ -439,7 +440,7 @@ def test_a_trial_whose_execution_was_halted_before_it_started_is_released(
     assert hog_handle.result(timeout=5).status == "halted"
     # The node actor comes back from the hog, takes the trial run and is refused at the
     # gate; both runs are answered.
-    wait_until(lambda: runs_in_flight(engine) == 0)
+    wait_until(lambda: busy(engine) == 0)
 
     engine.resume("all clear")
     venue.mode = "ok"
@@ -447,11 +448,6 @@ def test_a_trial_whose_execution_was_halted_before_it_started_is_released(
     assert (result.status, result.error_type) == ("completed", None)
     assert venue.calls == THRESHOLD + 1
     assert breaker_state(engine) == "closed"
-
-
-def runs_in_flight(engine: Engine) -> int:
-    """Node runs handed to node actors and not answered yet (a barrier on supervisors)."""
-    return sum(s["runs_in_flight"] for s in engine.supervisor_stats())
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
