@@ -57,10 +57,9 @@ class Admission:
         """One running execution ended; returns the next one to start, if any."""
         with self._lock:
             self.counts[status] += 1
-            if self.running > self.max_running:  # kill-switch: a forced slot is not passed on
-                self.running -= 1
-                return None
-            while self._queue:
+            # Over the limit means a forced slot (an on-halt hook) or a slot lent to end a
+            # cancelled or drained queued execution: nothing queued may take it over.
+            while self._queue and self.running <= self.max_running:
                 _, _, execution = heapq.heappop(self._queue)
                 if execution.id in self._cancelled:
                     self._cancelled.discard(execution.id)

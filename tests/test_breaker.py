@@ -15,8 +15,11 @@ from collections.abc import Callable
 from typing import Any
 
 from actors import Engine, ManualClock, Node, NodeContext, Workflow
+from actors.breaker import Admit, BreakerState, CircuitBreaker
+from actors.events import EventSink
 from actors.execution import ExecutionHandle, ExecutionResult
 from tests.conftest import Recorder
+from tests.test_resilience import busy
 
 EngineFactory = Callable[..., Engine]
 THRESHOLD = 3
@@ -338,3 +341,119 @@ def test_trial_that_times_out_reopens_and_its_late_success_is_ignored(
     assert circuit_events(rec, "circuit_closed") == []
     assert not [e for e in rec.for_execution(result.execution_id)
                 if e["type"] == "node_completed" and e["node_id"] == "quote"]
+
+
+# -- a trial admitted by the breaker but refused before it starts ---------------------------
+# The breaker says TRIAL when the run is dispatched; the kill switch's gate may still refuse
+# it on its way into a node actor (REDUCE_ONLY for an action that does not reduce risk, HALT,
+# its execution closed meanwhile). A trial that never ran must be handed back, or the
+# breaker stays half-open with a trial "in flight" forever and refuses every later run.
+
+def test_breaker_unit_a_released_trial_lets_the_next_caller_be_the_trial() -> None:
+    clock = ManualClock()
+    sink = EventSink(clock)
+    rec = Recorder()
+    sink.subscribe(rec)
+    breaker = CircuitBreaker("venue", threshold=1, reset_timeout_s=RESET_S, clock=clock,
+                             sink=sink)
+    breaker.record(False, trial=False)
+    assert breaker.state is BreakerState.OPEN
+    assert breaker.admit() is Admit.REJECT
+    clock.advance(RESET_S)
+    assert breaker.admit() is Admit.TRIAL
+    assert breaker.admit() is Admit.REJECT  # one trial at a time
+    breaker.release_trial()  # that trial was refused before it started
+    assert breaker.state is BreakerState.HALF_OPEN
+    assert breaker.admit() is Admit.TRIAL
+    assert breaker.admit() is Admit.REJECT
+    breaker.record(True, trial=True)
+    assert breaker.state is BreakerState.CLOSED
+    assert breaker.admit() is Admit.ALLOW
+    assert [e["type"] for e in rec.events] == [
+        "circuit_opened", "circuit_half_open", "circuit_closed"]
+
+
+def test_a_trial_refused_in_reduce_only_is_released_and_the_next_run_is_the_trial(
+        make_engine: EngineFactory) -> None:
+    clock = ManualClock()
+    engine, rec = breaker_engine(make_engine, clock)
+    venue = Venue()
+    # An action that does not reduce risk: REDUCE_ONLY refuses it at the gate.
+    wf = Workflow("orders", nodes=[Node("order", venue, category="action", breaker="binance")])
+    venue.mode = "fail"
+    for _ in range(THRESHOLD):
+        assert run(engine, wf).error_type == "ConnectionError"
+    assert breaker_state(engine) == "open"
+    clock.advance(RESET_S)
+
+    engine.reduce_only("closing positions only")
+    venue.mode = "ok"
+    refused = run(engine, wf)
+    assert venue.calls == THRESHOLD  # the trial was admitted by the breaker, not run
+    assert len(circuit_events(rec, "circuit_half_open")) == 1
+    assert refused.status == "completed"
+    assert [(e["node_id"], e["reason"]) for e in rec.for_execution(refused.execution_id)
+            if e["type"] == "node_skipped"] == [("order", "reduce_only")]
+
+    engine.resume("positions closed")
+    trial = run(engine, wf)
+    assert (trial.status, trial.error_type) == ("completed", None)
+    assert venue.calls == THRESHOLD + 1
+    assert breaker_state(engine) == "closed"
+    assert len(circuit_events(rec, "circuit_closed")) == 1
+
+
+def test_a_trial_whose_execution_was_halted_before_it_started_is_released(
+        make_engine: EngineFactory) -> None:
+    clock = ManualClock()
+    engine = make_engine({
+        "daemon": {"supervisors": 1, "node_actors": 1},
+        "resilience": {"breaker_failure_threshold": THRESHOLD,
+                       "breaker_reset_timeout_s": RESET_S},
+    }, clock=clock)
+    rec = Recorder()
+    engine.subscribe(rec)
+    venue = Venue()
+    wf = quote_workflow(venue)
+    open_breaker(engine, venue, wf)
+    clock.advance(RESET_S)
+
+    hog_entered, hog_release = threading.Event(), threading.Event()
+
+    def hog(ctx: NodeContext) -> str:
+        hog_entered.set()
+        hog_release.wait(10)
+        return "hog"
+
+    try:
+        hog_handle = engine.submit(Workflow("hog", nodes=[Node("hog", hog)]))
+        assert hog_entered.wait(5)
+        venue.mode = "ok"
+        trial_handle = engine.submit(wf)  # the trial waits for the only node actor
+        rec.wait_for(lambda evs: any(e["type"] == "circuit_half_open" for e in evs))
+        engine.halt("operator")
+        trial = trial_handle.result(timeout=5)
+        assert trial.status == "halted"
+        assert venue.calls == THRESHOLD  # it never started
+    finally:
+        hog_release.set()
+    assert hog_handle.result(timeout=5).status == "halted"
+    # The node actor comes back from the hog, takes the trial run and is refused at the
+    # gate; both runs are answered.
+    wait_until(lambda: busy(engine) == 0)
+
+    engine.resume("all clear")
+    venue.mode = "ok"
+    result = run(engine, wf)
+    assert (result.status, result.error_type) == ("completed", None)
+    assert venue.calls == THRESHOLD + 1
+    assert breaker_state(engine) == "closed"
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll a condition that has no event of its own, with a deadline."""
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        pause.wait(0.005)

@@ -14,6 +14,7 @@ from actors import (
     Config,
     ConfigError,
     Engine,
+    ExecutionHandle,
     ManualClock,
     Node,
     NodeContext,
@@ -71,12 +72,29 @@ def test_a_failing_done_callback_loses_nothing(make_engine: EngineFactory) -> No
     engine = make_engine({"daemon": {"max_concurrent_executions": 1}})
     release, entered = threading.Event(), threading.Event()
     first = engine.submit(blocking_workflow(release, entered))
-    first.add_done_callback(lambda handle: 1 / 0)
+    called: list[ExecutionHandle] = []
+    ran = threading.Event()
+
+    def failing_callback(handle: ExecutionHandle) -> None:
+        called.append(handle)
+        ran.set()
+        raise ZeroDivisionError("a caller's bug")
+
+    first.add_done_callback(failing_callback)
     assert entered.wait(5)
     second = engine.submit(Workflow("next", nodes=[Node("n", lambda ctx: 2)]))
+    assert not ran.is_set()
     release.set()
     assert first.result(timeout=5).status == "completed"
+    assert ran.wait(5), "the done-callback never ran"
+    assert called == [first]
+    # Nothing was lost to it: the queued execution it preceded starts and completes, and
+    # a callback added afterwards runs at once.
     assert second.result(timeout=5).status == "completed"
+    later: list[ExecutionHandle] = []
+    first.add_done_callback(later.append)
+    assert later == [first]
+    assert called == [first]
 
 
 def test_callbacks_may_read_status_and_unsubscribe_but_not_wait_on_the_engine(
