@@ -249,6 +249,11 @@ class GroupBuilder:
         if row is None:
             row = group.executions[execution_id] = _new_row(
                 execution_id, e["workflow_id"], status, e.get("bot_id"), e.get("strategy_id"))
+        else:  # the last value given wins, as across commits (coalesce(excluded.x, x))
+            for i, key in ((3, "bot_id"), (4, "strategy_id")):
+                value = e.get(key)
+                if value is not None:
+                    row[i] = value
         return row
 
     def _record(self, record: Any, group: Group) -> None:

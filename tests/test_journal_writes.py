@@ -156,6 +156,61 @@ def test_one_commit_or_several_give_the_same_execution_row(tmp_path: Path) -> No
     assert (rows[0]["error"], rows[0]["error_type"]) == ("boom", "ValueError")
 
 
+def status_steps(journal: Journal, seq: Sequencer, commit: Any) -> list[str]:
+    """A late record_submitted after the start, and an interrupted execution's
+    execution_started (the engine publishes one for a queued execution it interrupts):
+    neither moves a status back."""
+    statuses = []
+    events = run_events("exec_wf_0000000a")
+    journal.record_submitted("exec_wf_0000000b", "wf", {"b": 1}, None, None, 0, "t")
+    seq.emit(events[0])
+    commit()
+    journal.record_submitted("exec_wf_0000000a", "wf", {"x": 1}, "bot", "strat", 3, "t")
+    commit()
+    journal.mark_interrupted(["exec_wf_0000000b"])
+    seq.emit(wf_event("execution_started", "exec_wf_0000000b", inputs={"b": 1}))
+    commit()
+    for execution_id in ("exec_wf_0000000a", "exec_wf_0000000b"):
+        row = journal.execution(execution_id)
+        assert row is not None
+        statuses.append(row["status"])
+    return statuses
+
+
+def test_status_only_moves_forward(tmp_path: Path) -> None:
+    with Journal.open(tmp_path / "direct") as journal:
+        seq = Sequencer(journal)
+        assert status_steps(journal, seq, lambda: journal._writer.write_now([])) == \
+            ["running", "interrupted"]
+        row = journal.execution("exec_wf_0000000a")
+        assert row is not None and (row["priority"], row["submitted_at"]) == (3, "t")
+
+
+def test_a_failed_commit_merged_with_later_ones_gives_the_same_rows(tmp_path: Path) -> None:
+    """While commits fail, later work is merged into the pending group: the rows must come
+    out as if each step had been committed on its own."""
+    rows = {}
+    for merged in (False, True):
+        with started(tmp_path / str(merged), retry_min_s=0.01,
+                     retry_max_s=0.02) as (journal, callbacks):
+            seq = Sequencer(journal)
+            if merged:
+                journal._testing_fail_commits(10**6)
+            events = run_events("exec_wf_0000000c")
+            journal.record_submitted("exec_wf_0000000c", "wf", {"x": 1}, "bot", "s", 0, "t")
+            for event in events:
+                seq.emit(event)
+                if not merged:
+                    assert journal.flush(5)
+            if merged:
+                callbacks.wait_for(lambda c: len(c.errors) == 1)
+                journal._testing_fail_commits(0)
+            assert journal.flush(5)
+            rows[merged] = journal.execution("exec_wf_0000000c")
+    assert rows[True] == rows[False]
+    assert rows[True] is not None and rows[True]["status"] == "completed"
+
+
 def test_terminal_nodes_map_and_in_process_executions(tmp_path: Path) -> None:
     with started(tmp_path) as (journal, _):
         seq = Sequencer(journal)
