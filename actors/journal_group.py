@@ -265,8 +265,11 @@ class GroupBuilder:
             if row is None:
                 row = group.executions[record.execution_id] = _new_row(
                     record.execution_id, record.workflow_id, "queued", None, None)
-            row[3:8] = (record.bot_id, record.strategy_id, record.priority,
-                        self.codec.pack(record.inputs), record.submitted_at)
+            given = (record.bot_id, record.strategy_id, record.priority,
+                     self.codec.pack(record.inputs), record.submitted_at)
+            for i, value in enumerate(given, 3):
+                if value is not None:  # None leaves a value as it is, as in SQL_EXECUTION
+                    row[i] = value
         elif isinstance(record, Intent):
             self.open_intents.add(record.idempotency_key)
             group.op(SQL_INTENT, (record.idempotency_key, record.execution_id, record.node_id,
