@@ -48,7 +48,11 @@ DERIVED_TYPES = frozenset({"execution_started", "node_completed", "node_failed",
 #: Forget submitted-but-not-started ids past this many (an optimisation only).
 QUEUED_IDS_MAX = 100_000
 
-SQL_BATCH = "INSERT INTO event_batches(first_seq, last_seq, written_at, events) VALUES (?,?,?,?)"
+#: OR REPLACE: a COMMIT that reported an error may still have reached the disk (an fsync
+#: failing after the write); the retry then rewrites the same rows instead of failing on
+#: them forever. Every other statement is an upsert or an update already.
+SQL_BATCH = ("INSERT OR REPLACE INTO event_batches(first_seq, last_seq, written_at, events)"
+             " VALUES (?,?,?,?)")
 #: The executions columns, in the order of an execution row list (`Group.executions`).
 EXECUTION_COLUMNS = ("execution_id", "workflow_id", "status", "bot_id", "strategy_id",
                      "priority", "inputs", "submitted_at", "started_at", "ended_at",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,6 +100,17 @@ def _execution(r: tuple[Any, ...], *, nodes: dict[str, Any]) -> dict[str, Any]:
             "error_type": r[13]}
 
 
+class _ThreadConnection:
+    """A reading thread's connection, held in its thread-local storage: when the thread
+    ends the holder goes, and the connection closes with it (sqlite3 connections cannot
+    be weakly referenced; the holder can)."""
+
+    __slots__ = ("__weakref__", "conn")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+
 class JournalReader:
     """Queries from any thread. `committed()` is the seq the writer has reported."""
 
@@ -107,28 +119,28 @@ class JournalReader:
         self._committed = committed
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._conns: list[sqlite3.Connection] = []
+        self._holders: weakref.WeakSet[_ThreadConnection] = weakref.WeakSet()
         self._closed = False
 
     def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
+        holder: _ThreadConnection | None = getattr(self._local, "holder", None)
+        if holder is None:
             with self._lock:
                 if self._closed:
                     raise JournalClosed("the journal is closed")
-                conn = connect_reader(self._path)
-                self._conns.append(conn)
-            self._local.conn = conn
+                holder = _ThreadConnection(connect_reader(self._path))
+                self._holders.add(holder)
+            self._local.holder = holder
         elif self._closed:
             raise JournalClosed("the journal is closed")
-        return conn
+        return holder.conn
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            conns, self._conns = self._conns, []
-        for conn in conns:
-            conn.close()
+            holders = list(self._holders)
+        for holder in holders:
+            holder.conn.close()
 
     # -- events -------------------------------------------------------------------------------
 

@@ -26,7 +26,6 @@ from typing import Any
 
 from actors.clock import Clock
 from actors.errors import JournalError, JournalWriteFailed
-from actors.events import iso_utc
 from actors.journal_group import (
     SQL_BATCH,
     SQL_EXECUTION,
@@ -35,7 +34,7 @@ from actors.journal_group import (
     Group,
     GroupBuilder,
 )
-from actors.journal_records import Prune, Ticket, log
+from actors.journal_records import Ticket, log
 
 #: Retention deletes at most this many batch rows per pass (a pass is one short transaction).
 PRUNE_ROWS_PER_PASS = 100
@@ -81,6 +80,9 @@ class JournalWriter:
         self._file_id = _file_id(path)
         self._last_prune = 0.0
         self._prune_more = False
+        #: The first kept seq for which no execution or intent was left to prune.
+        self._records_pruned_for = -1
+        self._failure_streak = 0
         #: Test hook: this many commits fail (inside the transaction, before COMMIT).
         self.fail_commits = 0
         # stats
@@ -166,6 +168,7 @@ class JournalWriter:
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         self.pending = None
         recovered, self.failing = self.failing, False
+        self._failure_streak = 0
         self.commits += 1
         n = group.event_count
         self.events_committed += n
@@ -224,6 +227,7 @@ class JournalWriter:
 
     def _failed(self, exc: BaseException) -> None:
         self.failures += 1
+        self._failure_streak += 1
         self.last_error = f"{type(exc).__name__}: {exc}"
         if self.failing:
             return
@@ -237,7 +241,7 @@ class JournalWriter:
         _call(self.on_error, error)
 
     def _backoff(self) -> float:
-        streak = min(self.failures, 30)
+        streak = min(self._failure_streak, 30)
         return float(min(self.retry_min_s * (2 ** max(streak - 1, 0)), self.retry_max_s))
 
     # -- retention --------------------------------------------------------------------------
@@ -282,10 +286,13 @@ class JournalWriter:
                     break
                 cut = (first, last)
                 count += 1
+            first_kept = cut[1] + 1 if cut is not None else (
+                rows[0][0] if rows else self.committed_seq + 1)
+            if cut is None and first_kept == self._records_pruned_for:
+                return 0  # nothing new may go: no transaction at all
             conn.execute("BEGIN")
             if cut is not None:
                 conn.execute("DELETE FROM event_batches WHERE first_seq <= ?", (cut[0],))
-            first_kept = _first_seq(conn, self.committed_seq)
             # The oldest rows (rowid order) are the ones whose events go first; looking
             # at a bounded window keeps a pass short without an index on ended_seq.
             gone = conn.execute(
@@ -304,6 +311,8 @@ class JournalWriter:
             self._rollback()
             log.warning("journal_prune_failed", error=str(exc))
             return 0
+        if gone == 0:
+            self._records_pruned_for = first_kept
         self.pruned_rows += count
         return count + gone
 
@@ -366,11 +375,6 @@ class JournalWriter:
         }
 
 
-def _first_seq(conn: sqlite3.Connection, committed_seq: int) -> int:
-    row = conn.execute("SELECT min(first_seq) FROM event_batches").fetchone()
-    return int(row[0]) if row[0] is not None else committed_seq + 1
-
-
 def _file_id(path: Path) -> tuple[int, int] | None:
     try:
         st = os.stat(path)
@@ -384,10 +388,3 @@ def _call(fn: Callable[..., None], *args: Any) -> None:
         fn(*args)
     except Exception:  # noqa: BLE001 - the engine's callback must not stop the writer
         log.exception("journal_callback_failed", callback=repr(fn))
-
-
-def now_iso(clock: Clock) -> str:
-    return iso_utc(clock.time())
-
-
-__all__ = ["JournalWriter", "Prune", "now_iso"]

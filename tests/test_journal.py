@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -198,3 +199,29 @@ def test_from_config_applies_the_section(tmp_path: Path) -> None:
     with Journal.from_config(tmp_path, config) as journal:
         assert journal._writer.keep_events == 5
         assert journal._writer.conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+
+
+def test_readers_in_many_threads_read_while_the_writer_commits(tmp_path: Path) -> None:
+    with started(tmp_path) as (journal, callbacks):
+        seq = Sequencer(journal)
+        failures: list[BaseException] = []
+
+        def read() -> None:
+            try:
+                for _ in range(20):
+                    events = all_events(journal)
+                    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                failures.append(exc)
+
+        readers = [threading.Thread(target=read) for _ in range(8)]
+        for t in readers:
+            t.start()
+        for i in range(300):
+            seq.emit(sys_event("tick", n=i), sys_event("tock", n=i))
+        for t in readers:
+            t.join(30)
+        callbacks.wait_for(lambda c: c.commits[-1:] == [600])
+        assert failures == []
+        # A reading thread's connection goes with the thread.
+        assert len(journal._reader._holders) <= 1

@@ -4,6 +4,7 @@ come out the same. Property-tested over interleavings and cut points."""
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,7 @@ def queues(draw: st.DrawFn) -> tuple[list[Any], list[int]]:
 
 def chunks(items: list[Any], cuts: list[int]) -> list[list[Any]]:
     bounds = [0, *cuts, len(items)]
-    return [items[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+    return [items[a:b] for a, b in itertools.pairwise(bounds) if b > a]
 
 
 def rows_after(data_dir: Path, items: list[Any], cuts: list[int], how: str
