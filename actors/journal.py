@@ -1,18 +1,35 @@
 """The journal: the ordered log made durable in one SQLite file (WAL), with group commit.
 
-    journal = Journal.open(data_dir, sync="normal", keep_events=10_000_000, keep_days=None)
-    journal.recovery            # Recovery: what it knew at open, read before anything runs
-    journal.start(on_commit=log.advance_committed, on_error=halt_in_memory,
-                  on_recovered_write=publish_journal_recovered)
-    journal.append(events)      # under the sequencing lock: enqueue only (no I/O, no packing)
-    journal.record_submitted(...) / record_intent(...) / record_intent_outcome(...)
-    journal.save_emergency(snapshot) / save_breakers(states)    # each -> Ticket
-    journal.wait_committed(seq, timeout) / journal.flush(timeout)
-    journal.replay(since_seq, limit, topic_prefix) / read_events(...) / first_seq()
-    journal.execution(id) / executions(workflow, status, limit) / has_execution(id)
-    journal.intents(unresolved) / resolve_intent(key, outcome, note)
-    journal.mark_interrupted(ids) / register_cursor(name, seq) / prune() / stats()
-    journal.close()
+    Journal.open(data_dir, *, sync="normal", keep_events=10_000_000, keep_days=None,
+                 clock=None, retry_min_s=0.05, retry_max_s=1.0) -> Journal
+    Journal.from_config(data_dir, config: JournalConfig, *, clock=None) -> Journal
+    .recovery: Recovery        # last_seq, wseq, emergency, breakers, open_executions,
+                               # unresolved_intents, cursors: read at open, before anything runs
+    .start(*, on_commit: (seq) -> None, on_error: (exc) -> None,
+           on_recovered_write: () -> None = no-op) -> None
+    .append(events: list[dict]) -> None          # under the sequencing lock: enqueue only
+    .record_submitted(execution_id, workflow_id, inputs, bot_id, strategy_id, priority,
+                      submitted_at) -> Ticket
+    .record_intent(execution_id, node_id, idempotency_key, attempt, started_at) -> Ticket
+    .record_intent_outcome(idempotency_key, outcome | None, note=None, detail=None) -> Ticket
+    .save_emergency(snapshot) -> Ticket / .save_breakers(states) -> Ticket
+    .register_cursor(name, seq) / .unregister_cursor(name)
+    .wait_committed(seq, timeout) -> bool / .flush(timeout) -> bool / .prune(timeout) -> bool
+    .mark_interrupted(execution_ids, timeout=10.0) -> None            # durable on return
+    .resolve_intent(idempotency_key, outcome, note=None, timeout=10.0) -> dict  # durable
+    .replay(since_seq, limit=1000, topic_prefix="") -> {events, next_seq, last_seq, first_seq}
+    .read_events(since_seq, limit=1000, topic_prefix="") -> list[dict]
+    .first_seq() -> int / .last_committed_seq() -> int
+    .execution(execution_id) -> dict | None / .has_execution(execution_id) -> bool
+    .executions(workflow=None, status=None, limit=100) -> list[dict]   # newest first
+    .intents(unresolved=True) -> list[dict] / .emergency_history(limit=100) -> list[dict]
+    .stats() -> dict / .close(timeout=5.0) -> None
+
+Threads: `append` is called under the engine's sequencing lock and only enqueues (no I/O,
+no packing, no waiting). Records and reads may come from any thread. The callbacks and
+ticket callbacks run in the writer's thread: they must be quick and must not wait on the
+journal. A `Ticket` is done once its record is committed; while writes fail it stays
+pending; it gets an `error` (JournalClosed) only if the journal closes first.
 
 Files: data_dir/journal.lock (an flock held while open, with our pid: a second opener,
 in this process or another, gets JournalLocked naming that pid) and data_dir/journal.db
@@ -21,9 +38,11 @@ survives a process crash (kill -9), `"full"` also a power loss.
 
 Writing (actors/journal_writer.py, actors/journal_group.py): one thread with its own
 connection takes everything queued since its last commit and writes it in ONE transaction:
-the events as one batch row (msgpack maps concatenated), the execution rows and intent
-outcomes derived from the events' types, and the records. Then `on_commit(last_seq)` (the
-ordered log may release events up to there), then the records' tickets complete. Only
+the events as one batch row (their msgpack maps concatenated; a row holds at most
+MAX_ROW_EVENTS), one row per execution touched (a single insert when it was submitted,
+started and ended within the commit), the intent outcomes derived from the events' types,
+and the records. Then `on_commit(last_seq)` (the ordered log may release events up to
+there), then the records' tickets complete. Only
 committed data ever gets out: a failed write reports nothing, calls `on_error` once per
 failure episode (the engine halts in memory), keeps everything and retries with backoff;
 the first success calls `on_recovered_write()`, commits resuming in order with no gap.
@@ -117,6 +136,7 @@ class Journal:
             raise ValueError(f"keep_events must be an int >= 1 or None, not {keep_events!r}")
         if keep_days is not None and not keep_days > 0:
             raise ValueError(f"keep_days must be > 0 or None, not {keep_days!r}")
+        clock = clock or SystemClock()
         directory = Path(data_dir)
         directory.mkdir(parents=True, exist_ok=True)
         lock = DataDirLock(directory)
@@ -127,7 +147,7 @@ class Journal:
                 recovery = load_recovery(conn)
                 open_intents = {i["idempotency_key"] for i in recovery.unresolved_intents}
                 writer = JournalWriter(
-                    conn, path, clock=clock or SystemClock(), last_seq=recovery.last_seq,
+                    conn, path, clock=clock, last_seq=recovery.last_seq,
                     keep_events=keep_events, keep_days=keep_days, open_intents=open_intents,
                     cursors=recovery.cursors, retry_min_s=retry_min_s,
                     retry_max_s=retry_max_s)
@@ -137,8 +157,7 @@ class Journal:
         except BaseException:
             lock.release()
             raise
-        return cls(path=path, lock=lock, writer=writer, recovery=recovery,
-                   clock=clock or SystemClock())
+        return cls(path=path, lock=lock, writer=writer, recovery=recovery, clock=clock)
 
     @classmethod
     def from_config(cls, data_dir: str | os.PathLike[str], config: JournalConfig, *,

@@ -327,8 +327,8 @@ class JournalWriter:
             hold = min(hold, *self.cursors.values())
         oldest_intent = conn.execute(
             "SELECT min(seq_at) FROM intents WHERE outcome IS NULL").fetchone()[0]
-        if oldest_intent is not None:
-            hold = min(hold, int(oldest_intent))
+        if oldest_intent is not None:  # its seq_at event stays, and everything after it
+            hold = min(hold, int(oldest_intent) - 1)
         return int(hold)
 
     # -- stop -------------------------------------------------------------------------------
@@ -354,8 +354,9 @@ class JournalWriter:
         pending = 0
         for item in list(self.queue):
             pending += len(item) if isinstance(item, list) else 1
-        if self.pending is not None:
-            pending += self.pending.event_count + len(self.pending.tickets)
+        group = self.pending  # read once: the writer may clear it meanwhile
+        if group is not None:
+            pending += group.event_count + len(group.tickets)
         return {
             "commits": commits,
             "events_committed": self.events_committed,
