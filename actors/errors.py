@@ -11,6 +11,7 @@ TradeloomError
 │   ├── JournalLocked           data_dir is held by another process (names its pid)
 │   ├── NotAJournal             journal.db is not a tradeloom journal (nothing overwritten)
 │   ├── JournalTooNew           journal.db has a newer schema than this version knows
+│   ├── JournalCorrupt          journal.db is a tradeloom journal SQLite finds damaged
 │   ├── JournalWriteFailed      a commit failed (disk full, I/O error, file removed)
 │   └── JournalClosed           the journal is closed; a record was never written
 └── NodeError                   outcomes the supervisor gives a node run
@@ -78,6 +79,10 @@ class NotAJournal(JournalError):
 
 class JournalTooNew(JournalError):
     """journal.db was written by a newer tradeloom (its schema version is higher)."""
+
+
+class JournalCorrupt(JournalError):
+    """journal.db is a tradeloom journal but SQLite finds it damaged; it is left as is."""
 
 
 class JournalWriteFailed(JournalError):

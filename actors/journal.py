@@ -69,6 +69,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -76,7 +77,13 @@ from typing import Any
 
 from actors.clock import Clock, SystemClock
 from actors.config import JournalConfig
-from actors.errors import JournalClosed, JournalWriteFailed, NotFound
+from actors.errors import (
+    JournalClosed,
+    JournalCorrupt,
+    JournalError,
+    JournalWriteFailed,
+    NotFound,
+)
 from actors.events import Event, iso_utc
 from actors.journal_reads import JournalReader, Recovery, load_recovery
 from actors.journal_records import (
@@ -138,8 +145,12 @@ class Journal:
             raise ValueError(f"keep_days must be > 0 or None, not {keep_days!r}")
         clock = clock or SystemClock()
         directory = Path(data_dir)
-        directory.mkdir(parents=True, exist_ok=True)
-        lock = DataDirLock(directory)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            lock = DataDirLock(directory)
+        except OSError as exc:
+            raise JournalError(f"cannot use data_dir {directory}: "
+                               f"{exc.strerror or exc}") from None
         try:
             path = directory / DB_NAME
             conn = connect_writer(path, sync=sync)
@@ -154,6 +165,16 @@ class Journal:
             except BaseException:
                 conn.close()
                 raise
+        except sqlite3.DatabaseError as exc:
+            lock.release()
+            if "malformed" in str(exc) or "not a database" in str(exc):
+                raise JournalCorrupt(f"{directory / DB_NAME} is damaged ({exc}); restore it "
+                                     "from a backup or move it away") from exc
+            raise JournalError(f"cannot open {directory / DB_NAME}: {exc}") from exc
+        except OSError as exc:
+            lock.release()
+            raise JournalError(f"cannot open {directory / DB_NAME}: "
+                               f"{exc.strerror or exc}") from exc
         except BaseException:
             lock.release()
             raise

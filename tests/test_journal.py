@@ -13,7 +13,15 @@ import pytest
 
 from actors import Config, ConfigError
 from actors import journal_schema as schema
-from actors.errors import JournalClosed, JournalLocked, JournalTooNew, NotAJournal, TradeloomError
+from actors.errors import (
+    JournalClosed,
+    JournalCorrupt,
+    JournalError,
+    JournalLocked,
+    JournalTooNew,
+    NotAJournal,
+    TradeloomError,
+)
 from actors.journal import Journal
 from tests.journal_helpers import Child, Sequencer, all_events, started, sys_event
 
@@ -99,6 +107,30 @@ def test_a_newer_schema_is_refused_and_left_untouched(tmp_path: Path) -> None:
     assert db.read_bytes() == before
 
 
+def test_a_damaged_journal_is_refused_with_one_line_and_left_as_is(tmp_path: Path) -> None:
+    with started(tmp_path) as (journal, _):
+        seq = Sequencer(journal)
+        for i in range(50):
+            seq.emit(sys_event("tick", pad="x" * 3000, n=i))
+        assert journal.flush(5)
+    db = tmp_path / "journal.db"
+    data = bytearray(db.read_bytes())
+    data[4096:len(data)] = b"\xa5" * (len(data) - 4096)  # every page after the header's
+    db.write_bytes(bytes(data))
+    with pytest.raises(JournalCorrupt) as info:
+        Journal.open(tmp_path)
+    assert "\n" not in str(info.value) and "damaged" in str(info.value)
+    assert db.read_bytes() == bytes(data)
+    with pytest.raises(JournalCorrupt):  # not JournalLocked: the refusal released the lock
+        Journal.open(tmp_path)
+
+
+def test_an_unusable_data_dir_is_one_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(JournalError, match="cannot use data_dir"):
+        Journal.open(tmp_path / "file" / "data")
+
+
 def test_an_older_schema_is_migrated_keeping_its_data(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with started(tmp_path) as (journal, _):
@@ -124,7 +156,7 @@ def test_a_failed_migration_changes_nothing(
     v1 = schema.schema_version()
     monkeypatch.setattr(schema, "MIGRATIONS", [
         *schema.MIGRATIONS, (v1 + 1, ("CREATE TABLE extra (x INTEGER)", "NOT SQL AT ALL"))])
-    with pytest.raises(sqlite3.Error):
+    with pytest.raises(JournalError, match="cannot open"):
         Journal.open(tmp_path)
     db = tmp_path / "journal.db"
     assert pragma(db, "user_version") == v1
