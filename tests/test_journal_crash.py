@@ -20,12 +20,13 @@ def crash_and_check(data_dir: Path, rng: random.Random, previous_last: int) -> i
         child.wait_for(lambda _: child.counts["R"] > 0)
         assert child.tagged("R") == [str(previous_last)], "seq continues across restarts"
         # Kill after a random number of commits (a random point in the stream).
-        commits = rng.randint(1, 25)
+        commits = rng.randint(3, 25)
         child.wait_for(lambda _: child.counts["C"] >= commits)
     finally:
         child.kill()
     reported = [int(s) for s in child.tagged("C")]
     assert reported and reported == sorted(reported) and reported[0] > previous_last
+    assert child.tagged("S") and child.tagged("I"), "tickets completed before the kill"
     with Journal.open(data_dir, keep_events=None) as journal:
         last = journal.recovery.last_seq
         assert last >= reported[-1], f"reported {reported[-1]} but the journal ends at {last}"

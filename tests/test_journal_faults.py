@@ -70,6 +70,18 @@ def test_while_failing_nothing_uncommitted_is_readable_or_reported(tmp_path: Pat
         assert_gapless(all_events(journal), 1, 3)
 
 
+def test_readers_never_go_past_the_seq_reported_committed(tmp_path: Path) -> None:
+    """A row may hold events past the reported seq for an instant (commit, then
+    on_commit): readers stop at the reported seq, as the ordered log does."""
+    with started(tmp_path) as (journal, callbacks):
+        Sequencer(journal).emit(*[sys_event("tick", n=i) for i in range(10)])
+        callbacks.wait_for(lambda c: c.commits == [10])
+        journal._reader._committed = lambda: 4
+        page = journal.replay(1)
+        assert [e["seq"] for e in page["events"]] == [1, 2, 3, 4]
+        assert (page["next_seq"], page["last_seq"]) == (5, 4)
+
+
 def test_a_full_disk_in_a_child_reports_only_what_is_on_disk(tmp_path: Path) -> None:
     child = Child("fsize", str(tmp_path))
     try:

@@ -307,9 +307,11 @@ def test_snapshots_are_coalesced_and_every_ticket_completes(tmp_path: Path) -> N
     done: list[Any] = []
     tickets[0].add_done_callback(done.append)
     assert not tickets[0].wait(0.01) and not tickets[0].done
+    changes = journal._writer.conn.total_changes
     Callbacks().start(journal)
     try:
         assert all(t.wait(5) for t in tickets) and done == [tickets[0]]
+        assert journal._writer.conn.total_changes - changes == 2, "one write per snapshot"
         stmt = "SELECT count(*) FROM state"
         assert journal._writer.conn.execute(stmt).fetchone()[0] == 2
     finally:
