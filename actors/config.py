@@ -119,6 +119,23 @@ class EmergencyConfig:
     on_halt: tuple[OnHaltEntry, ...] = ()
 
 
+JournalSync = Literal["normal", "full"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class JournalConfig:
+    """`[journal]`: the SQLite journal under `[daemon] data_dir` (actors/journal.py)."""
+
+    #: "normal" survives a process crash; "full" also a power loss (an fsync per commit).
+    sync: JournalSync = "normal"
+    #: Retention: keep about this many newest events (None: no count limit).
+    keep_events: int | None = 10_000_000
+    #: Retention: keep events this many days (None: no age limit). Either limit prunes.
+    keep_days: float | None = None
+    #: Start in HALT while action intents from before a restart have no known outcome.
+    halt_on_unresolved_intents: bool = False
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class WorkflowEntry:
     ref: str
@@ -135,6 +152,7 @@ class Config:
     transport: TransportConfig | None = None
     resilience: ResilienceConfig = ResilienceConfig()
     emergency: EmergencyConfig = EmergencyConfig()
+    journal: JournalConfig = JournalConfig()
     workflows: tuple[WorkflowEntry, ...] = ()
 
     @classmethod
@@ -152,7 +170,8 @@ class Config:
     def from_dict(cls, raw: Mapping[str, Any], *, base_dir: str | Path | None = None) -> Config:
         if not isinstance(raw, Mapping):
             raise ConfigError("config must be a table")
-        _reject_unknown(raw, {"daemon", "transport", "resilience", "emergency", "workflows"}, "")
+        _reject_unknown(raw, {"daemon", "transport", "resilience", "emergency", "journal",
+                             "workflows"}, "")
         resilience_raw = dict(_table(raw, "resilience"))
         preset = resilience_raw.pop("preset", None)
         resilience_base = ResilienceConfig()
@@ -180,6 +199,7 @@ class Config:
                 _build(EmergencyConfig, emergency_raw, "emergency",
                        exclude={"limits", "on_halt"}),
                 limits=limits, on_halt=hooks),
+            journal=_build(JournalConfig, _table(raw, "journal"), "journal"),
             workflows=tuple(_import_entry(e, i, base_dir) for i, e in enumerate(entries)),
         )
         _check_ranges(config)
@@ -243,7 +263,7 @@ def zone(name: str) -> ZoneInfo:
 
 
 def _check_ranges(config: Config) -> None:
-    d, r, e = config.daemon, config.resilience, config.emergency
+    d, r, e, j = config.daemon, config.resilience, config.emergency, config.journal
     checks = [
         (d.max_concurrent_executions >= 1, "daemon.max_concurrent_executions must be >= 1"),
         (d.max_queued_executions >= 0, "daemon.max_queued_executions must be >= 0"),
@@ -257,6 +277,9 @@ def _check_ranges(config: Config) -> None:
         (r.breaker_failure_threshold >= 1, "resilience.breaker_failure_threshold must be >= 1"),
         (r.breaker_reset_timeout_s >= 0, "resilience.breaker_reset_timeout_s must be >= 0"),
         (0 < e.warn_at <= 1, "emergency.warn_at must be in (0, 1]"),
+        (j.keep_events is None or j.keep_events >= 1, "journal.keep_events must be >= 1"),
+        (j.keep_days is None or (0 < j.keep_days < math.inf),
+         "journal.keep_days must be a finite number > 0"),
     ]
     if config.transport is not None:
         checks.append((config.transport.heartbeat_s > 0, "transport.heartbeat_s must be > 0"))

@@ -4,10 +4,17 @@ TradeloomError
 ├── ConfigError                 bad config: unknown key, wrong type, unimportable ref
 ├── WorkflowDefinitionError     a Workflow that is not a DAG, or has a bad node
 ├── UnknownWorkflow             submit by id of a workflow that is not registered
-├── NotFound                    no such execution
+├── NotFound                    no such execution or intent
 ├── LimitExceeded               resume/alert refused while an auto_halt limit is exceeded
 │                               (wire code `limit_exceeded`; `ResumeRefused` is the same class)
 ├── EngineStopped               the engine is stopped or stopping
+├── JournalError                the durable journal (actors/journal.py)
+│   ├── JournalLocked           data_dir is held by another process (names its pid)
+│   ├── NotAJournal             journal.db is not a tradeloom journal (nothing overwritten)
+│   ├── JournalTooNew           journal.db has a newer schema than this version knows
+│   ├── JournalCorrupt          journal.db is a tradeloom journal SQLite finds damaged
+│   ├── JournalWriteFailed      a commit failed (disk full, I/O error, file removed)
+│   └── JournalClosed           the journal is closed; a record was never written
 └── NodeError                   outcomes the engine gives a node run or an execution
     ├── NodeTimeout             the node overran its timeout_s
     ├── CircuitOpen             the node's breaker is open
@@ -47,7 +54,7 @@ class UnknownWorkflow(TradeloomError):
 
 
 class NotFound(TradeloomError):
-    """No execution with that id is known."""
+    """No execution (or action intent) with that id is known."""
 
 
 class LimitExceeded(TradeloomError):
@@ -67,6 +74,38 @@ ResumeRefused = LimitExceeded
 
 class EngineStopped(TradeloomError):
     """The engine has been stopped."""
+
+
+class JournalError(TradeloomError):
+    """Base for the durable journal's errors."""
+
+
+class JournalLocked(JournalError):
+    """Another process (or another Journal in this one) holds the data_dir."""
+
+    def __init__(self, message: str, *, pid: int | None = None) -> None:
+        super().__init__(message)
+        self.pid = pid
+
+
+class NotAJournal(JournalError):
+    """journal.db exists but is not a tradeloom journal; it is left untouched."""
+
+
+class JournalTooNew(JournalError):
+    """journal.db was written by a newer tradeloom (its schema version is higher)."""
+
+
+class JournalCorrupt(JournalError):
+    """journal.db is a tradeloom journal but SQLite finds it damaged; it is left as is."""
+
+
+class JournalWriteFailed(JournalError):
+    """A journal commit failed; the cause is chained. The writer keeps the data and retries."""
+
+
+class JournalClosed(JournalError):
+    """The journal is closed (or closed before a record could be written)."""
 
 
 class NodeError(TradeloomError):

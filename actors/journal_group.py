@@ -1,0 +1,328 @@
+"""Turning what was queued into the rows of one commit (`Group`), in the writer's thread.
+
+The per-event work is kept to: pack it (into its commit's batch row), look at its `type`,
+note its `wseq`. Execution rows, intent outcomes and the emergency history come from the
+few event types that change them:
+
+- `execution_started`: the execution is running (inserted if record_submitted never was).
+- `execution_completed/failed/halted/cancelled`: status (the event's `status`, so an
+  interrupted one ends "interrupted"), results, error, error_type, ended_at, duration_ms,
+  and `nodes` when the event carries that map.
+- `node_completed` / `node_failed` of an action with an open intent: the intent's outcome
+  becomes "completed" / "failed" (the function returned or raised: the engine knows what
+  happened). A `NodeTimeout` leaves it open: the function is still running, and its late
+  result is recorded with `record_intent_outcome(key, None, detail=...)`, for an operator.
+- `emergency_state_changed`: a row of emergency history (who, when, why).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from actors.clock import Clock
+from actors.journal_records import (
+    Barrier,
+    Codec,
+    Cursor,
+    Intent,
+    IntentOutcome,
+    Interrupted,
+    Prune,
+    SaveState,
+    Submitted,
+    Ticket,
+    log,
+)
+
+#: Events per batch row, at most: a replay from the middle of a row unpacks the whole row.
+MAX_ROW_EVENTS = 512
+
+TERMINAL_TYPES = {
+    "execution_completed": "completed", "execution_failed": "failed",
+    "execution_halted": "halted", "execution_cancelled": "cancelled",
+}
+#: Event types the writer derives rows from; every other type is only packed.
+DERIVED_TYPES = frozenset({"execution_started", "node_completed", "node_failed",
+                           "emergency_state_changed", *TERMINAL_TYPES})
+#: Forget submitted-but-not-started ids past this many (an optimisation only).
+QUEUED_IDS_MAX = 100_000
+
+#: OR REPLACE: a COMMIT that reported an error may still have reached the disk (an fsync
+#: failing after the write); the retry then rewrites the same rows instead of failing on
+#: them forever. Every other statement is an upsert or an update already.
+SQL_BATCH = ("INSERT OR REPLACE INTO event_batches(first_seq, last_seq, written_at, events)"
+             " VALUES (?,?,?,?)")
+#: The executions columns, in the order of an execution row list (`Group.executions`).
+EXECUTION_COLUMNS = ("execution_id", "workflow_id", "status", "bot_id", "strategy_id",
+                     "priority", "inputs", "submitted_at", "started_at", "ended_at",
+                     "duration_ms", "results", "error", "error_type", "nodes", "started_seq",
+                     "ended_seq")
+_STATUS = 2
+#: One statement for every execution change: a row seen first in this commit is inserted
+#: whole (submitted, started and ended in one commit cost one insert); a known one gets
+#: the columns this commit learnt (NULL: unchanged). Status only moves forward.
+SQL_EXECUTION = (
+    f"INSERT INTO executions({', '.join(EXECUTION_COLUMNS)})"
+    f" VALUES ({', '.join('?' * len(EXECUTION_COLUMNS))}) ON CONFLICT(execution_id) DO UPDATE"
+    " SET status=CASE WHEN excluded.status='queued' THEN status"
+    " WHEN excluded.status='running' AND status<>'queued' THEN status"
+    " ELSE excluded.status END, "
+    + ", ".join(f"{c}=coalesce(excluded.{c}, {c})" for c in EXECUTION_COLUMNS[3:]))
+SQL_INTERRUPT = ("UPDATE executions SET status='interrupted', ended_at=coalesce(ended_at, ?)"
+                 " WHERE execution_id=? AND status IN ('queued', 'running')")
+SQL_HISTORY = ("INSERT OR REPLACE INTO emergency_history(seq, timestamp, state, previous_state,"
+               " reason, source, origin) VALUES (?,?,?,?,?,?,?)")
+SQL_WORKFLOW = ("INSERT INTO workflows(workflow_id, last_wseq) VALUES (?,?)"
+                " ON CONFLICT(workflow_id) DO UPDATE SET"
+                " last_wseq=max(last_wseq, excluded.last_wseq)")
+SQL_INTENT = (
+    "INSERT INTO intents(idempotency_key, execution_id, node_id, attempt, started_at, seq_at)"
+    " VALUES (?,?,?,?,?,?) ON CONFLICT(idempotency_key) DO UPDATE SET"
+    " execution_id=excluded.execution_id, node_id=excluded.node_id, attempt=excluded.attempt,"
+    " started_at=excluded.started_at, seq_at=excluded.seq_at,"
+    " outcome=NULL, note=NULL, detail=NULL, resolved_at=NULL")
+SQL_INTENT_RESOLVE = ("UPDATE intents SET outcome=?, note=?, detail=coalesce(?, detail),"
+                      " resolved_at=? WHERE idempotency_key=?")
+SQL_INTENT_DETAIL = ("UPDATE intents SET detail=?, note=coalesce(?, note)"
+                     " WHERE idempotency_key=?")
+SQL_STATE = ("INSERT INTO state(name, value, saved_at) VALUES (?,?,?) ON CONFLICT(name)"
+             " DO UPDATE SET value=excluded.value, saved_at=excluded.saved_at")
+SQL_CURSOR = ("INSERT INTO cursors(name, seq) VALUES (?,?) ON CONFLICT(name)"
+              " DO UPDATE SET seq=excluded.seq")
+SQL_CURSOR_DELETE = "DELETE FROM cursors WHERE name=?"
+
+
+@dataclass(slots=True)
+class Group:
+    """The rows of one commit, executed in a fixed order: batches, executions, history,
+    then `ops` in queue order. Merging a failed group with a later one keeps each
+    execution's row moving forward and the ops in queue order."""
+
+    batches: list[tuple[int, int, float, bytes]] = field(default_factory=list)
+    #: execution_id -> its row (EXECUTION_COLUMNS order; None: not learnt in this group).
+    executions: dict[str, list[Any]] = field(default_factory=dict)
+    history: list[tuple[Any, ...]] = field(default_factory=list)
+    #: (sql, [params, ...]) runs, in queue order: intents, interruptions, state, cursors.
+    ops: list[tuple[str, list[tuple[Any, ...]]]] = field(default_factory=list)
+    wseq: dict[str, int] = field(default_factory=dict)
+    tickets: list[Ticket] = field(default_factory=list)
+    prune_tickets: list[Ticket] = field(default_factory=list)
+    cursor_seqs: dict[str, int] = field(default_factory=dict)
+    cursors_removed: set[str] = field(default_factory=set)
+    event_count: int = 0
+    last_seq: int = 0
+
+    def op(self, sql: str, params: tuple[Any, ...]) -> None:
+        if self.ops and self.ops[-1][0] is sql:
+            self.ops[-1][1].append(params)
+        else:
+            self.ops.append((sql, [params]))
+
+    def merge(self, later: Group) -> None:
+        self.batches += later.batches
+        for execution_id, row in later.executions.items():
+            known = self.executions.get(execution_id)
+            if known is None:
+                self.executions[execution_id] = row
+            else:
+                _merge_row(known, row)
+        self.history += later.history
+        for sql, params in later.ops:
+            for p in params:
+                self.op(sql, p)
+        self.wseq.update(later.wseq)
+        self.tickets += later.tickets
+        self.prune_tickets += later.prune_tickets
+        for name in later.cursors_removed:
+            self.cursor_seqs.pop(name, None)
+        self.cursor_seqs.update(later.cursor_seqs)
+        self.cursors_removed = (self.cursors_removed - set(later.cursor_seqs)) \
+            | later.cursors_removed
+        self.event_count += later.event_count
+        self.last_seq = max(self.last_seq, later.last_seq)
+
+
+class GroupBuilder:
+    """Builds groups; owned by the writer thread (its codec and sets are not shared)."""
+
+    def __init__(self, *, next_seq: int, open_intents: set[str], clock: Clock) -> None:
+        self.next_seq = next_seq
+        #: Idempotency keys of intents without an outcome (loaded at open).
+        self.open_intents = open_intents
+        self.clock = clock
+        self.codec = Codec()
+        self._queued: set[str] = set()
+
+    def build(self, items: list[Any]) -> Group:
+        group = Group()
+        chunk: list[dict[str, Any]] = []
+        states: dict[str, tuple[Any, ...]] = {}
+        for item in items:
+            if isinstance(item, list):
+                self._events(item, group, chunk)
+            elif isinstance(item, SaveState):
+                states[item.name] = (item.name, self.codec.pack(item.value), self.clock.time())
+                group.tickets.append(item.ticket)
+            else:
+                self._record(item, group)
+        if chunk:
+            self._row(chunk, group)
+        for params in states.values():
+            group.op(SQL_STATE, params)
+        return group
+
+    def _row(self, chunk: list[dict[str, Any]], group: Group) -> None:
+        group.batches.append((chunk[0]["seq"], chunk[-1]["seq"], self.clock.time(),
+                              self.codec.pack_events(chunk)))
+
+    def _events(self, events: list[dict[str, Any]], group: Group,
+                chunk: list[dict[str, Any]]) -> None:
+        if not events:
+            return
+        first = events[0]["seq"]
+        if first != self.next_seq:
+            if first < self.next_seq:
+                log.error("journal_duplicate_seq", expected=self.next_seq, got=first)
+                events = [e for e in events if e["seq"] >= self.next_seq]
+                if not events:
+                    return
+            else:
+                log.error("journal_seq_gap", expected=self.next_seq, got=first)
+        last = events[-1]["seq"]
+        self.next_seq = last + 1
+        group.event_count += len(events)
+        group.last_seq = last
+        wseq = group.wseq
+        for event in events:
+            if event["type"] in DERIVED_TYPES:
+                self._derive(event, group)
+            n = event.get("wseq")
+            if n is not None:
+                wseq[event["workflow_id"]] = n
+        chunk.extend(events)
+        while len(chunk) >= MAX_ROW_EVENTS:
+            self._row(chunk[:MAX_ROW_EVENTS], group)
+            del chunk[:MAX_ROW_EVENTS]
+
+    def _derive(self, e: dict[str, Any], group: Group) -> None:
+        kind = e["type"]
+        if kind == "execution_started":
+            row = self._row_of(e, group, "running")
+            if row[_STATUS] == "queued":
+                row[_STATUS] = "running"
+            execution_id = row[0]
+            if row[6] is None and execution_id not in self._queued:
+                row[6] = self.codec.pack(e.get("inputs"))  # no record_submitted wrote them
+            self._queued.discard(execution_id)
+            if row[5] is None:
+                row[5] = e.get("priority")
+            row[8], row[15] = e["timestamp"], e["seq"]
+        elif kind in TERMINAL_TYPES:
+            row = self._row_of(e, group, "")
+            row[_STATUS] = e.get("status") or TERMINAL_TYPES[kind]
+            nodes = e.get("nodes")
+            row[9:15] = (e["timestamp"], e.get("duration_ms"), self.codec.pack(e.get("results")),
+                         _text(e.get("error")), _text(e.get("error_type")),
+                         self.codec.pack(nodes) if nodes is not None else None)
+            row[16] = e["seq"]
+            self._queued.discard(row[0])
+        elif kind == "emergency_state_changed":
+            group.history.append((e["seq"], e["timestamp"], _text(e.get("state")),
+                                  _text(e.get("previous_state")), _text(e.get("reason")),
+                                  _text(e.get("source")), _text(e.get("origin"))))
+        elif self.open_intents:  # node_completed / node_failed: an action's intent?
+            key = f"{e.get('execution_id')}:{e.get('node_id')}"
+            if key not in self.open_intents:
+                return
+            if kind == "node_completed":
+                outcome, detail = "completed", None
+            elif e.get("error_type") == "NodeTimeout":
+                return  # still running: the late result says what happened
+            else:
+                outcome = "failed"
+                detail = self.codec.pack({"error": e.get("error"),
+                                          "error_type": e.get("error_type")})
+            self.open_intents.discard(key)
+            group.op(SQL_INTENT_RESOLVE, (outcome, None, detail, e["timestamp"], key))
+
+    def _row_of(self, e: dict[str, Any], group: Group, status: str) -> list[Any]:
+        """The execution's row in this group, new (with `status`) if not seen in it yet."""
+        execution_id = e["execution_id"]
+        row = group.executions.get(execution_id)
+        if row is None:
+            row = group.executions[execution_id] = _new_row(
+                execution_id, e["workflow_id"], status, e.get("bot_id"), e.get("strategy_id"))
+        else:  # the last value given wins, as across commits (coalesce(excluded.x, x))
+            for i, key in ((3, "bot_id"), (4, "strategy_id")):
+                value = e.get(key)
+                if value is not None:
+                    row[i] = value
+        return row
+
+    def _record(self, record: Any, group: Group) -> None:
+        if isinstance(record, Submitted):
+            if len(self._queued) >= QUEUED_IDS_MAX:
+                self._queued.clear()
+            self._queued.add(record.execution_id)
+            row = group.executions.get(record.execution_id)
+            if row is None:
+                row = group.executions[record.execution_id] = _new_row(
+                    record.execution_id, record.workflow_id, "queued", None, None)
+            given = (record.bot_id, record.strategy_id, record.priority,
+                     self.codec.pack(record.inputs), record.submitted_at)
+            for i, value in enumerate(given, 3):
+                if value is not None:  # None leaves a value as it is, as in SQL_EXECUTION
+                    row[i] = value
+        elif isinstance(record, Intent):
+            self.open_intents.add(record.idempotency_key)
+            group.op(SQL_INTENT, (record.idempotency_key, record.execution_id, record.node_id,
+                                  record.attempt, record.started_at, record.seq_at))
+        elif isinstance(record, IntentOutcome):
+            detail = self.codec.pack(record.detail) if record.detail is not None else None
+            if record.outcome is None:
+                group.op(SQL_INTENT_DETAIL, (detail, record.note, record.idempotency_key))
+            else:
+                self.open_intents.discard(record.idempotency_key)
+                group.op(SQL_INTENT_RESOLVE, (record.outcome, record.note, detail,
+                                              record.resolved_at, record.idempotency_key))
+        elif isinstance(record, Cursor):
+            if record.seq is None:
+                group.cursor_seqs.pop(record.name, None)
+                group.cursors_removed.add(record.name)
+                group.op(SQL_CURSOR_DELETE, (record.name,))
+            else:
+                group.cursors_removed.discard(record.name)
+                group.cursor_seqs[record.name] = record.seq
+                group.op(SQL_CURSOR, (record.name, record.seq))
+        elif isinstance(record, Interrupted):
+            for execution_id in record.execution_ids:
+                group.op(SQL_INTERRUPT, (record.ended_at, execution_id))
+        elif isinstance(record, Prune):
+            group.prune_tickets.append(record.ticket)
+            return
+        elif not isinstance(record, Barrier):
+            raise TypeError(f"not a journal record: {record!r}")
+        group.tickets.append(record.ticket)
+
+
+def _new_row(execution_id: str, workflow_id: str, status: str, bot_id: str | None,
+             strategy_id: str | None) -> list[Any]:
+    row: list[Any] = [None] * len(EXECUTION_COLUMNS)
+    row[:5] = (execution_id, workflow_id, status, bot_id, strategy_id)
+    return row
+
+
+def _merge_row(known: list[Any], later: list[Any]) -> None:
+    """Fold a later group's row into an earlier one's, as SQL_EXECUTION would."""
+    status = known[_STATUS]
+    for i, value in enumerate(later):
+        if value is not None:
+            known[i] = value
+    new = later[_STATUS]
+    if new == "queued" or (new == "running" and status not in ("queued", "")):
+        known[_STATUS] = status
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)

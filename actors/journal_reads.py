@@ -1,0 +1,288 @@
+"""Reading the journal: replay, executions, intents, and what recovery needs at open.
+
+Readers use their own read-only connection, one per thread (WAL lets them read while the
+writer commits), and see committed rows only; `replay` also stops at the seq the writer
+has reported committed, so nothing is read before the ordered log would release it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from actors.errors import JournalClosed
+from actors.events import topic_of
+from actors.journal_records import unpack, unpack_events
+from actors.journal_schema import connect_reader
+
+#: `replay` scans at most this many events per call when filtering by topic; the reply's
+#: `next_seq` says where to continue.
+MAX_SCAN_EVENTS = 200_000
+#: `execution(id)` of an execution whose terminal event has no `nodes` map rebuilds them
+#: from at most this many events after its start.
+MAX_NODE_SCAN_EVENTS = 200_000
+
+OPEN_STATUSES = ("queued", "running")
+
+_EXECUTION_COLUMNS = ("execution_id, workflow_id, status, bot_id, strategy_id, priority, "
+                      "inputs, submitted_at, started_at, ended_at, duration_ms, results, "
+                      "error, error_type, nodes, started_seq, ended_seq")
+_SUMMARY_COLUMNS = ("execution_id, workflow_id, status, started_at, ended_at, duration_ms, "
+                    "bot_id, strategy_id, submitted_at")
+_INTENT_COLUMNS = ("execution_id, node_id, idempotency_key, attempt, outcome, started_at, "
+                   "note, detail, resolved_at, seq_at")
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """What the journal knew when it was opened, read before anything runs.
+
+    last_seq: the last committed event seq (0 for a new journal): the log continues at +1.
+    wseq: workflow_id -> its last wseq. emergency / breakers: the last saved snapshots (the
+    dicts given to save_emergency / save_breakers), or None. open_executions: executions
+    that were queued or running (execution dicts, oldest first). unresolved_intents:
+    action intents without an outcome (intent dicts, oldest first). cursors: registered
+    cursor name -> seq.
+    """
+
+    last_seq: int
+    wseq: dict[str, int]
+    emergency: dict[str, Any] | None
+    breakers: dict[str, Any] | None
+    open_executions: list[dict[str, Any]]
+    unresolved_intents: list[dict[str, Any]]
+    cursors: dict[str, int]
+
+
+def load_recovery(conn: sqlite3.Connection) -> Recovery:
+    row = conn.execute(
+        "SELECT last_seq FROM event_batches ORDER BY first_seq DESC LIMIT 1").fetchone()
+    states = {name: unpack(value) for name, value in
+              conn.execute("SELECT name, value FROM state")}
+    marks = ",".join("?" * len(OPEN_STATUSES))
+    open_rows = conn.execute(f"SELECT {_EXECUTION_COLUMNS} FROM executions "
+                             f"WHERE status IN ({marks}) ORDER BY rowid", OPEN_STATUSES)
+    return Recovery(
+        last_seq=int(row[0]) if row else 0,
+        wseq={wf: int(n) for wf, n in conn.execute("SELECT workflow_id, last_wseq FROM workflows")},
+        emergency=states.get("emergency"),
+        breakers=states.get("breakers"),
+        open_executions=[_execution(r, nodes={}) for r in open_rows],
+        unresolved_intents=query_intents(conn, unresolved=True, limit=None),
+        cursors={name: int(seq) for name, seq in conn.execute("SELECT name, seq FROM cursors")},
+    )
+
+
+def query_intents(conn: sqlite3.Connection, *, unresolved: bool,
+                  limit: int | None) -> list[dict[str, Any]]:
+    where = "WHERE outcome IS NULL " if unresolved else ""
+    rows = conn.execute(f"SELECT {_INTENT_COLUMNS} FROM intents {where}"
+                        "ORDER BY seq_at, rowid LIMIT ?", (-1 if limit is None else limit,))
+    return [_intent(r) for r in rows]
+
+
+def _intent(r: tuple[Any, ...]) -> dict[str, Any]:
+    return {"execution_id": r[0], "node_id": r[1], "idempotency_key": r[2], "attempt": r[3],
+            "outcome": r[4], "started_at": r[5], "note": r[6], "detail": unpack(r[7]),
+            "resolved_at": r[8], "seq_at": r[9]}
+
+
+def _execution(r: tuple[Any, ...], *, nodes: dict[str, Any]) -> dict[str, Any]:
+    return {"execution_id": r[0], "workflow_id": r[1], "status": r[2], "nodes": nodes,
+            "results": unpack(r[11]) or {}, "started_at": r[8], "ended_at": r[9],
+            "inputs": unpack(r[6]) or {}, "bot_id": r[3], "strategy_id": r[4],
+            "priority": r[5], "submitted_at": r[7], "duration_ms": r[10], "error": r[12],
+            "error_type": r[13]}
+
+
+class _ThreadConnection:
+    """A reading thread's connection, held in its thread-local storage: when the thread
+    ends the holder goes, and the connection closes with it (sqlite3 connections cannot
+    be weakly referenced; the holder can)."""
+
+    __slots__ = ("__weakref__", "conn")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+
+class JournalReader:
+    """Queries from any thread. `committed()` is the seq the writer has reported."""
+
+    def __init__(self, path: Path, committed: Callable[[], int]) -> None:
+        self._path = path
+        self._committed = committed
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._holders: weakref.WeakSet[_ThreadConnection] = weakref.WeakSet()
+        self._closed = False
+
+    def _conn(self) -> sqlite3.Connection:
+        holder: _ThreadConnection | None = getattr(self._local, "holder", None)
+        if holder is None:
+            with self._lock:
+                if self._closed:
+                    raise JournalClosed("the journal is closed")
+                holder = _ThreadConnection(connect_reader(self._path))
+                self._holders.add(holder)
+            self._local.holder = holder
+        elif self._closed:
+            raise JournalClosed("the journal is closed")
+        return holder.conn
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            holders = list(self._holders)
+        for holder in holders:
+            holder.conn.close()
+
+    # -- events -------------------------------------------------------------------------------
+
+    def first_seq(self) -> int:
+        row = self._conn().execute("SELECT min(first_seq) FROM event_batches").fetchone()
+        return int(row[0]) if row[0] is not None else self._committed() + 1
+
+    def _events_from(self, since_seq: int, upto: int) -> Iterator[dict[str, Any]]:
+        """Committed events with since_seq <= seq <= upto, seq ascending."""
+        rows = self._conn().execute(
+            "SELECT first_seq, events FROM event_batches WHERE first_seq >= coalesce("
+            "(SELECT max(first_seq) FROM event_batches WHERE first_seq <= ?), 0) "
+            "AND first_seq <= ? ORDER BY first_seq", (since_seq, upto))
+        for _first, blob in rows:
+            for event in unpack_events(blob):
+                seq = event["seq"]
+                if seq > upto:
+                    return
+                if seq >= since_seq:
+                    yield event
+
+    def replay(self, since_seq: int, limit: int = 1000,
+               topic_prefix: str = "") -> dict[str, Any]:
+        """CONTRACT 6 `replay`: {"events", "next_seq", "last_seq", "first_seq"}."""
+        _check_int("since_seq", since_seq, 0)
+        _check_int("limit", limit, 1)
+        if not isinstance(topic_prefix, str):
+            raise TypeError(f"topic_prefix must be a str, not {type(topic_prefix).__name__}")
+        last = self._committed()
+        first = self.first_seq()
+        start = max(since_seq, 1)
+        events: list[dict[str, Any]] = []
+        next_seq = max(start, last + 1)  # when everything committed gets scanned
+        for scanned, event in enumerate(self._events_from(start, last), 1):
+            if not topic_prefix or topic_of(event).startswith(topic_prefix):
+                events.append(event)
+            if len(events) >= limit or scanned >= MAX_SCAN_EVENTS:
+                next_seq = event["seq"] + 1
+                break
+        return {"events": events, "next_seq": next_seq, "last_seq": last, "first_seq": first}
+
+    # -- executions ---------------------------------------------------------------------------
+
+    def execution(self, execution_id: str) -> dict[str, Any] | None:
+        row = self._conn().execute(
+            f"SELECT {_EXECUTION_COLUMNS} FROM executions WHERE execution_id = ?",
+            (execution_id,)).fetchone()
+        if row is None:
+            return None
+        result = _execution(row, nodes={})
+        stored = unpack(row[14])
+        if isinstance(stored, dict):
+            nodes = {str(k): dict(v) if isinstance(v, dict) else {"status": v}
+                     for k, v in stored.items()}
+        else:
+            nodes = self._nodes_from_events(execution_id, row[15], row[16])
+        outputs = result["results"]
+        for node_id, entry in nodes.items():
+            if entry.get("status") == "completed" and node_id in outputs:
+                entry.setdefault("outputs", outputs[node_id])
+        result["nodes"] = nodes
+        return result
+
+    def _nodes_from_events(self, execution_id: str, started_seq: int | None,
+                           ended_seq: int | None) -> dict[str, dict[str, Any]]:
+        """Node states from the execution's events still kept (empty once pruned)."""
+        if started_seq is None:
+            return {}
+        upto = min(ended_seq if ended_seq is not None else self._committed(),
+                   started_seq + MAX_NODE_SCAN_EVENTS)
+        nodes: dict[str, dict[str, Any]] = {}
+        ended = False
+        for e in self._events_from(started_seq, upto):
+            if e.get("execution_id") != execution_id:
+                continue
+            kind, node_id = e["type"], e.get("node_id")
+            if node_id is None:
+                ended = ended or (kind.startswith("execution_") and kind != "execution_started")
+                continue
+            entry = nodes.setdefault(node_id, {"status": "pending", "attempts": 0})
+            if kind == "node_started":
+                entry.update(status="running", attempts=e.get("attempt", 1))
+            elif kind == "node_completed":
+                entry.update(status="completed", attempts=e.get("attempt", 1),
+                             outputs=e.get("outputs"))
+            elif kind == "node_failed":
+                entry.update(status="failed" if e.get("final", True) else "pending",
+                             attempts=e.get("attempt", 1), error=e.get("error"),
+                             error_type=e.get("error_type"))
+            elif kind == "node_skipped":
+                entry["status"] = "skipped"
+        if ended or ended_seq is not None:
+            for entry in nodes.values():
+                if entry["status"] == "running":
+                    entry["status"] = "cancelled"  # closed under it
+        return nodes
+
+    def executions(self, workflow: str | None = None, status: str | None = None,
+                   limit: int = 100) -> list[dict[str, Any]]:
+        """CONTRACT 6 `executions`, newest (last submitted) first."""
+        _check_int("limit", limit, 1)
+        clauses, params = [], []
+        for column, value in (("workflow_id", workflow), ("status", status)):
+            if value is not None:
+                if not isinstance(value, str):
+                    raise TypeError(f"{column.split('_')[0]} must be a str")
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
+        rows = self._conn().execute(
+            f"SELECT {_SUMMARY_COLUMNS} FROM executions {where}"
+            "ORDER BY rowid DESC LIMIT ?", (*params, limit))
+        keys = [c.strip() for c in _SUMMARY_COLUMNS.split(",")]
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def has_execution(self, execution_id: str) -> bool:
+        return self._conn().execute("SELECT 1 FROM executions WHERE execution_id = ?",
+                                    (execution_id,)).fetchone() is not None
+
+    # -- intents, emergency -------------------------------------------------------------------
+
+    def intents(self, unresolved: bool = True, limit: int | None = None) -> list[dict[str, Any]]:
+        return query_intents(self._conn(), unresolved=unresolved, limit=limit)
+
+    def intent(self, idempotency_key: str) -> dict[str, Any] | None:
+        row = self._conn().execute(f"SELECT {_INTENT_COLUMNS} FROM intents "
+                                   "WHERE idempotency_key = ?", (idempotency_key,)).fetchone()
+        return _intent(row) if row is not None else None
+
+    def emergency_history(self, limit: int = 100) -> list[dict[str, Any]]:
+        """State changes, newest first: {seq, timestamp, state, previous_state, reason,
+        source, origin}."""
+        _check_int("limit", limit, 1)
+        rows = self._conn().execute(
+            "SELECT seq, timestamp, state, previous_state, reason, source, origin "
+            "FROM emergency_history ORDER BY seq DESC LIMIT ?", (limit,))
+        keys = ("seq", "timestamp", "state", "previous_state", "reason", "source", "origin")
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, not {value}")

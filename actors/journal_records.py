@@ -1,0 +1,222 @@
+"""What travels from the engine to the journal's writer: records, tickets, and the codec.
+
+Events reach the writer as the very lists the ordered log appended (no copy, no packing
+under the sequencing lock). Everything else is a `Record`: a small object naming what to
+write, with the `Ticket` the caller may wait on. The writer packs everything with msgpack,
+in its own thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import structlog
+
+log = structlog.get_logger("tradeloom.journal")
+
+#: One lock for every ticket's completion: uncontended, and held for a few field writes.
+_TICKETS_LOCK = threading.Lock()
+
+
+class Ticket:
+    """Completes when its record is committed (`done`), or fails for good (`error`).
+
+    A record whose commit failed stays pending while the writer retries: `wait` returns
+    False until the disk takes it. `error` is set only when it can never be written
+    (the journal closed first). Callbacks run in the writer's thread after the commit;
+    they must be quick.
+    """
+
+    __slots__ = ("_callbacks", "_latch", "done", "error")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.error: BaseException | None = None
+        self._latch: threading.Lock | None = None
+        self._callbacks: list[Callable[[Ticket], None]] | None = None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once committed; False on timeout or if it failed for good."""
+        if self.done:
+            return True
+        with _TICKETS_LOCK:
+            if self.done or self.error is not None:
+                return self.done
+            latch = self._latch
+            if latch is None:
+                latch = self._latch = threading.Lock()
+                latch.acquire()
+        if latch.acquire(timeout=-1 if timeout is None else max(timeout, 0.0)):
+            latch.release()
+        return self.done
+
+    def add_done_callback(self, fn: Callable[[Ticket], None]) -> None:
+        """Call `fn(ticket)` once it is done or failed (at once if it already is)."""
+        with _TICKETS_LOCK:
+            if not self.done and self.error is None:
+                if self._callbacks is None:
+                    self._callbacks = []
+                self._callbacks.append(fn)
+                return
+        fn(self)
+
+    def _finish(self, error: BaseException | None = None) -> None:
+        with _TICKETS_LOCK:
+            if self.done or self.error is not None:
+                return
+            if error is None:
+                self.done = True
+            else:
+                self.error = error
+            latch, callbacks, self._callbacks = self._latch, self._callbacks, None
+        if latch is not None:
+            latch.release()
+        for fn in callbacks or ():
+            try:
+                fn(self)
+            except Exception:
+                log.exception("journal_ticket_callback_failed")
+
+    def __repr__(self) -> str:
+        state = "done" if self.done else "failed" if self.error is not None else "pending"
+        return f"<Ticket {state}>"
+
+
+# -- records (frozen: the writer reads them in another thread) ------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    ticket: Ticket = field(default_factory=Ticket, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted(Record):
+    execution_id: str = ""
+    workflow_id: str = ""
+    inputs: Any = None
+    bot_id: str | None = None
+    strategy_id: str | None = None
+    priority: int = 0
+    submitted_at: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Intent(Record):
+    execution_id: str = ""
+    node_id: str = ""
+    idempotency_key: str = ""
+    attempt: int = 1
+    started_at: str | None = None
+    #: The last seq appended when the intent was recorded: retention stops there.
+    seq_at: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class IntentOutcome(Record):
+    idempotency_key: str = ""
+    #: None records `detail` (a late result) but leaves the intent for reconciliation.
+    outcome: str | None = None
+    note: str | None = None
+    detail: Any = None
+    resolved_at: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SaveState(Record):
+    """A named snapshot ("emergency", "breakers"); only the newest per commit is written."""
+
+    name: str = ""
+    value: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor(Record):
+    name: str = ""
+    #: None removes the cursor.
+    seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Interrupted(Record):
+    execution_ids: tuple[str, ...] = ()
+    ended_at: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Barrier(Record):
+    """Writes nothing: done once everything queued before it is committed (flush)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Prune(Record):
+    """Run retention passes now, until nothing more may go."""
+
+
+# -- codec -----------------------------------------------------------------------------------
+
+def _fallback(obj: Any) -> Any:
+    """msgpack `default`: what the events may carry beyond msgpack's own types."""
+    if isinstance(obj, set | frozenset | tuple):
+        return list(obj)
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    return str(obj)
+
+
+def plain(obj: Any, depth: int = 0) -> Any:
+    """A copy of `obj` msgpack can always pack: out-of-range ints and anything unknown
+    become strings, too-deep nesting is cut. The slow path, for values the fast one
+    refused."""
+    if depth > 64:
+        return repr(obj)[:200]
+    if obj is None or isinstance(obj, bool | float | str | bytes):
+        return obj
+    if isinstance(obj, int):
+        return obj if -(2**63) <= obj < 2**64 else str(obj)
+    if isinstance(obj, Mapping):
+        return {plain(k, depth + 1): plain(v, depth + 1) for k, v in list(obj.items())}
+    if isinstance(obj, list | tuple | set | frozenset):
+        return [plain(v, depth + 1) for v in list(obj)]
+    return str(obj)
+
+
+class Codec:
+    """msgpack for one thread (a Packer is not thread-safe)."""
+
+    def __init__(self) -> None:
+        self._packer = msgpack.Packer(use_bin_type=True, default=_fallback)
+
+    def pack_events(self, events: list[dict[str, Any]]) -> bytes:
+        """The events' msgpack maps, concatenated: packed as one array (one C call, not
+        one per event) with the array's header cut off."""
+        try:
+            data: bytes = self._packer.pack(events)
+        except Exception:  # noqa: BLE001 - a value msgpack refuses must not stop the journal
+            self._packer.reset()
+            return b"".join(self.pack(event) for event in events)
+        n = len(events)
+        return data[1 if n < 16 else 3 if n < 65536 else 5:]
+
+    def pack(self, value: Any) -> bytes:
+        try:
+            data: bytes = self._packer.pack(value)
+        except Exception:  # noqa: BLE001 - see pack_events
+            self._packer.reset()
+            data = self._packer.pack(plain(value))
+        return data
+
+
+def unpack(data: bytes | None) -> Any:
+    if data is None:
+        return None
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+def unpack_events(blob: bytes) -> Iterator[dict[str, Any]]:
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=0)
+    unpacker.feed(blob)
+    yield from unpacker

@@ -1,0 +1,226 @@
+"""The journal's files: the data_dir lock, journal.db's identity checks, schema and migrations.
+
+`journal.db` is a SQLite database marked with `PRAGMA application_id = APPLICATION_ID` and
+versioned with `PRAGMA user_version`. A new journal is built complete in `journal.db.new`
+(rollback-journal mode, so its header is final on disk) and renamed into place: a
+`journal.db` either does not exist or is a whole tradeloom journal. Anything else under that
+name (garbage, another application's database, a newer schema) is refused and left as it is:
+the identity check reads the file's 100-byte header with plain file I/O before SQLite opens
+it, because opening can write (a hot WAL is replayed on open).
+
+Schema (version 1):
+
+    event_batches(first_seq PK, last_seq, written_at REAL, events BLOB)
+        one row per commit (split at MAX_ROW_EVENTS): the events' msgpack maps, concatenated
+    executions(rowid, execution_id UNIQUE, workflow_id, status, bot_id, strategy_id,
+               priority, inputs BLOB, submitted_at, started_at, ended_at, duration_ms,
+               results BLOB, error, error_type, nodes BLOB, started_seq, ended_seq)
+        rowid order is first-sight order: "newest first" is rowid descending; retention
+        walks it from the oldest (no index on ended_seq: one less per execution)
+    intents(idempotency_key PK, execution_id, node_id, attempt, started_at, outcome,
+            note, detail BLOB, resolved_at, seq_at)
+        outcome NULL = unresolved; seq_at holds retention back while unresolved
+    workflows(workflow_id PK, last_wseq)          survives event retention
+    state(name PK, value BLOB, saved_at REAL)     "emergency" and "breakers" snapshots
+    emergency_history(seq PK, timestamp, state, previous_state, reason, source, origin)
+    cursors(name PK, seq)                         registered readers (webhooks)
+
+BLOB columns hold msgpack (see actors/journal_records.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import sqlite3
+from pathlib import Path
+
+from actors.errors import JournalLocked, JournalTooNew, NotAJournal
+
+#: "TLJ1" as a big-endian int: marks journal.db as a tradeloom journal.
+APPLICATION_ID = 0x544C4A31
+SQLITE_MAGIC = b"SQLite format 3\x00"
+DB_NAME = "journal.db"
+LOCK_NAME = "journal.lock"
+
+#: version -> the statements that bring a journal from version - 1 to it. Append only.
+MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
+    (1, (
+        """CREATE TABLE event_batches (
+            first_seq INTEGER PRIMARY KEY,
+            last_seq INTEGER NOT NULL,
+            written_at REAL NOT NULL,
+            events BLOB NOT NULL)""",
+        """CREATE TABLE executions (
+            execution_id TEXT NOT NULL UNIQUE,
+            workflow_id TEXT NOT NULL,
+            status TEXT NOT NULL,
+            bot_id TEXT, strategy_id TEXT, priority INTEGER,
+            inputs BLOB,
+            submitted_at TEXT, started_at TEXT, ended_at TEXT,
+            duration_ms REAL,
+            results BLOB, error TEXT, error_type TEXT, nodes BLOB,
+            started_seq INTEGER, ended_seq INTEGER)""",
+        "CREATE INDEX executions_by_workflow ON executions(workflow_id)",
+        """CREATE INDEX executions_open ON executions(status)
+            WHERE status IN ('queued', 'running')""",
+        """CREATE TABLE intents (
+            idempotency_key TEXT PRIMARY KEY,
+            execution_id TEXT NOT NULL,
+            node_id TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            started_at TEXT,
+            outcome TEXT, note TEXT, detail BLOB, resolved_at TEXT,
+            seq_at INTEGER NOT NULL)""",
+        "CREATE INDEX intents_unresolved ON intents(seq_at) WHERE outcome IS NULL",
+        """CREATE TABLE workflows (
+            workflow_id TEXT PRIMARY KEY, last_wseq INTEGER NOT NULL) WITHOUT ROWID""",
+        """CREATE TABLE state (
+            name TEXT PRIMARY KEY, value BLOB NOT NULL, saved_at REAL NOT NULL)""",
+        """CREATE TABLE emergency_history (
+            seq INTEGER PRIMARY KEY, timestamp TEXT, state TEXT, previous_state TEXT,
+            reason TEXT, source TEXT, origin TEXT)""",
+        "CREATE TABLE cursors (name TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID",
+    )),
+]
+
+
+def schema_version() -> int:
+    """The newest schema this code writes (the last migration's version)."""
+    return MIGRATIONS[-1][0]
+
+
+class DataDirLock:
+    """An exclusive `flock` on data_dir/journal.lock, holding our pid.
+
+    flock locks belong to an open file description, so a second open in the same process
+    is refused just like one from another process; the kernel drops the lock when the
+    holder dies (kill -9 included), so a stale lock file never blocks a restart.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / LOCK_NAME
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            pid = _read_pid(self.path)
+            who = f"pid {pid}" if pid is not None else "pid unknown"
+            raise JournalLocked(f"data_dir {data_dir} is in use by another tradeloom process "
+                                f"({who})", pid=pid) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        text = path.read_text(encoding="ascii", errors="replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def check_identity(path: Path) -> None:
+    """Refuse `path` unless it is a tradeloom journal, reading only its header."""
+    try:
+        with path.open("rb") as f:
+            header = f.read(100)
+    except OSError as exc:
+        raise NotAJournal(f"{path} cannot be read: {exc.strerror or exc}") from None
+    if len(header) < 100 or not header.startswith(SQLITE_MAGIC):
+        raise NotAJournal(f"{path} is not a tradeloom journal (not a SQLite database); "
+                          "move it away or choose another data_dir")
+    app_id = int.from_bytes(header[68:72], "big")
+    if app_id != APPLICATION_ID:
+        raise NotAJournal(f"{path} is a SQLite database of another application "
+                          f"(application_id {app_id:#x}), not a tradeloom journal; "
+                          "move it away or choose another data_dir")
+
+
+def connect_writer(path: Path, *, sync: str) -> sqlite3.Connection:
+    """Open (creating or migrating) the journal for writing; checks come first."""
+    if not path.exists():
+        _create(path)
+    check_identity(path)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        ours = schema_version()
+        if version > ours:
+            raise JournalTooNew(f"{path} has journal schema version {version}, newer than this "
+                                f"tradeloom understands ({ours}); upgrade tradeloom")
+        if version < 1:
+            raise NotAJournal(f"{path} has no journal schema version; not a tradeloom journal")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
+        # A reader pinning an old snapshot can make the WAL grow past a checkpoint; this
+        # truncates it back once a checkpoint gets through.
+        conn.execute("PRAGMA journal_size_limit=67108864")
+        conn.execute("PRAGMA busy_timeout=5000")
+        if version < ours:
+            migrate(conn, version)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def migrate(conn: sqlite3.Connection, version: int) -> None:
+    """Apply every migration after `version`, in one transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for target, statements in MIGRATIONS:
+            if target <= version:
+                continue
+            for statement in statements:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={int(target)}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _create(path: Path) -> None:
+    """Build a complete journal next to `path`, then rename it into place."""
+    staging = path.with_name(path.name + ".new")
+    staging.unlink(missing_ok=True)
+    conn = sqlite3.connect(staging, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=DELETE")
+        conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+        migrate(conn, 0)
+    finally:
+        conn.close()
+    fd = os.open(staging, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(staging, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def connect_reader(path: Path) -> sqlite3.Connection:
+    """A read-only connection (one per reading thread; WAL lets them read while we write)."""
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
+                           check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout=5000")
+    return conn

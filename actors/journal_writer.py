@@ -1,0 +1,391 @@
+"""The journal's writer: one thread, one sqlite3 connection, group commit, retention, retries.
+
+Everything queued since the last commit (event lists appended by the ordered log, records
+with tickets) is turned into rows (`Group`) and written in ONE transaction. Events become
+one `event_batches` row per commit (split at MAX_ROW_EVENTS), packed here, never under the
+engine's lock; executions, intents and the emergency history are derived from the events
+by their `type` alone. After the commit: the committed seq is published (`on_commit`),
+then tickets complete.
+
+A failed commit keeps its group: nothing of it is reported, `on_error` is called once per
+failure episode, and the writer retries (backoff doubling from retry_min_s to retry_max_s)
+with the group plus whatever queued meanwhile, so commits resume in order with no gap; the
+first success calls `on_recovered_write`.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from actors.clock import Clock
+from actors.errors import JournalError, JournalWriteFailed
+from actors.journal_group import (
+    SQL_BATCH,
+    SQL_EXECUTION,
+    SQL_HISTORY,
+    SQL_WORKFLOW,
+    Group,
+    GroupBuilder,
+)
+from actors.journal_records import Ticket, log
+
+#: Retention deletes at most this many batch rows per pass (a pass is one short transaction).
+PRUNE_ROWS_PER_PASS = 100
+#: Executions and resolved intents deleted per pass, once their events are gone.
+PRUNE_RECORDS_PER_PASS = 500
+#: Emergency history rows kept (state changes are rare; this is years of them).
+HISTORY_KEPT = 1000
+#: Seconds between retention passes while nothing is left over from the last one.
+PRUNE_INTERVAL_S = 0.25
+
+CommitCallback = Callable[[int], None]
+ErrorCallback = Callable[[BaseException], None]
+
+
+class JournalWriter:
+    """The writer thread's state. Fields below `stats` are read by other threads unlocked
+    (single int/float/bool stores are atomic under the GIL)."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, *, clock: Clock, last_seq: int,
+                 keep_events: int | None, keep_days: float | None,
+                 open_intents: set[str], cursors: dict[str, int],
+                 retry_min_s: float, retry_max_s: float) -> None:
+        self.conn = conn
+        self.path = path
+        self.clock = clock
+        self.keep_events = keep_events
+        self.keep_days = keep_days
+        self.cursors = dict(cursors)
+        self.retry_min_s = retry_min_s
+        self.retry_max_s = retry_max_s
+        self.queue: deque[Any] = deque()
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self.builder = GroupBuilder(next_seq=last_seq + 1, open_intents=open_intents,
+                                    clock=clock)
+        self.committed_seq = last_seq
+        self.committed = threading.Condition()
+        self.on_commit: CommitCallback = lambda seq: None
+        self.on_error: ErrorCallback = lambda exc: None
+        self.on_recovered_write: Callable[[], None] = lambda: None
+        self.thread: threading.Thread | None = None
+        self.pending: Group | None = None
+        self._file_id = _file_id(path)
+        self._last_prune = 0.0
+        self._prune_more = False
+        #: The first kept seq for which no execution or intent was left to prune.
+        self._records_pruned_for = -1
+        self._failure_streak = 0
+        #: Test hook: this many commits fail (inside the transaction, before COMMIT).
+        self.fail_commits = 0
+        # stats
+        self.commits = 0
+        self.events_committed = 0
+        self.records_committed = 0
+        self.batch_last = 0
+        self.batch_max = 0
+        self.commit_ms_last = 0.0
+        self.commit_ms_max = 0.0
+        self.commit_ms_total = 0.0
+        self.failures = 0
+        self.failing = False
+        self.last_error: str | None = None
+        self.pruned_rows = 0
+
+    # -- thread ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._run, name="tradeloom-journal", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # noqa: BLE001 - a dead writer must be loud, not silent
+            self.failing = True
+            self.last_error = f"writer stopped: {type(exc).__name__}: {exc}"
+            log.exception("journal_writer_crashed")
+            error = JournalError(f"journal writer stopped: {type(exc).__name__}: {exc}")
+            error.__cause__ = exc
+            _call(self.on_error, error)
+
+    def _loop(self) -> None:
+        idle_s = PRUNE_INTERVAL_S if self._retention() else None
+        while True:
+            if self.pending is None:
+                self.wake.wait(idle_s)
+            self.wake.clear()  # before taking: an append after this sets it again
+            self._take()
+            if self.pending is not None and not self._commit_pending():
+                if self.stopping.is_set():
+                    return  # give up: close() fails the tickets left
+                self.stopping.wait(self._backoff())
+                continue
+            if self.stopping.is_set() and not self.queue:
+                return
+            self._housekeeping()
+
+    def _take(self) -> None:
+        queue = self.queue
+        if not queue:
+            return
+        items = []
+        while queue:
+            items.append(queue.popleft())
+        group = self.builder.build(items)
+        if self.pending is None:
+            self.pending = group
+        else:
+            self.pending.merge(group)
+
+    def write_now(self, items: list[Any]) -> None:
+        """Write `items` in the caller's thread (before start(): recovery's own writes)."""
+        self.queue.extend(items)
+        self._take()
+        if self.pending is not None and not self._commit_pending():
+            raise JournalWriteFailed(f"journal write failed: {self.last_error}")
+        self._housekeeping()
+
+    # -- commit -------------------------------------------------------------------------------
+
+    def _commit_pending(self) -> bool:
+        group = self.pending
+        assert group is not None
+        started = time.perf_counter()
+        try:
+            self._write(group)
+        except Exception as exc:  # noqa: BLE001 - any failure: keep the data, halt, retry
+            self._rollback()
+            self._failed(exc)
+            return False
+        elapsed_ms = (time.perf_counter() - started) * 1000.0
+        self.pending = None
+        recovered, self.failing = self.failing, False
+        self._failure_streak = 0
+        self.commits += 1
+        n = group.event_count
+        self.events_committed += n
+        self.records_committed += len(group.tickets)
+        self.batch_last = n
+        self.batch_max = max(self.batch_max, n)
+        self.commit_ms_last = elapsed_ms
+        self.commit_ms_max = max(self.commit_ms_max, elapsed_ms)
+        self.commit_ms_total += elapsed_ms
+        self.cursors.update(group.cursor_seqs)
+        for name in group.cursors_removed:
+            self.cursors.pop(name, None)
+        if group.last_seq > self.committed_seq:
+            with self.committed:
+                self.committed_seq = group.last_seq
+                self.committed.notify_all()
+            _call(self.on_commit, group.last_seq)
+        for ticket in group.tickets:
+            ticket._finish()
+        if recovered:
+            log.warning("journal_write_recovered", failures=self.failures)
+            _call(self.on_recovered_write)
+        if group.prune_tickets:
+            self._prune_all()
+            for ticket in group.prune_tickets:
+                ticket._finish()
+        return True
+
+    def _write(self, group: Group) -> None:
+        conn = self.conn
+        conn.execute("BEGIN")
+        if group.batches:
+            conn.executemany(SQL_BATCH, group.batches)
+        if group.executions:
+            conn.executemany(SQL_EXECUTION, group.executions.values())
+        if group.history:
+            conn.executemany(SQL_HISTORY, group.history)
+        for sql, params in group.ops:
+            conn.executemany(sql, params)
+        if group.wseq:
+            conn.executemany(SQL_WORKFLOW, list(group.wseq.items()))
+        if self.fail_commits > 0:
+            self.fail_commits -= 1
+            raise sqlite3.OperationalError("disk I/O error (injected by a test)")
+        conn.execute("COMMIT")
+        if _file_id(self.path) != self._file_id:
+            # SQLite keeps writing to a removed file's inode: committed there, lost here.
+            raise JournalWriteFailed(f"{self.path} was removed or replaced while open")
+
+    def _rollback(self) -> None:
+        try:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # SQLite may have rolled back itself (disk full); nothing else to undo
+
+    def _failed(self, exc: BaseException) -> None:
+        self.failures += 1
+        self._failure_streak += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        if self.failing:
+            return
+        self.failing = True
+        log.error("journal_write_failed", error=self.last_error, path=str(self.path),
+                  pending_events=self.pending.event_count if self.pending else 0)
+        error = exc if isinstance(exc, JournalError) else JournalWriteFailed(
+            f"journal write failed: {self.last_error}")
+        if error is not exc:
+            error.__cause__ = exc
+        _call(self.on_error, error)
+
+    def _backoff(self) -> float:
+        streak = min(self._failure_streak, 30)
+        return float(min(self.retry_min_s * (2 ** max(streak - 1, 0)), self.retry_max_s))
+
+    # -- retention --------------------------------------------------------------------------
+
+    def _retention(self) -> bool:
+        return self.keep_events is not None or self.keep_days is not None
+
+    def _housekeeping(self) -> None:
+        if not self._retention() or self.failing:
+            return
+        now = time.monotonic()
+        if not self._prune_more and now - self._last_prune < PRUNE_INTERVAL_S:
+            return
+        self._last_prune = now
+        self._prune_more = self._prune_pass() > 0
+
+    def _prune_all(self) -> None:
+        for _ in range(100_000):
+            if self._prune_pass() == 0:
+                return
+
+    def _prune_pass(self) -> int:
+        """Delete up to PRUNE_ROWS_PER_PASS of the oldest batch rows that retention lets go,
+        then the executions and resolved intents whose events are all gone. Returns the
+        rows deleted (0: nothing more may go now)."""
+        if not self._retention():
+            return 0
+        conn = self.conn
+        try:
+            hold = self._hold_seq()
+            rows = conn.execute("SELECT first_seq, last_seq, written_at FROM event_batches "
+                                "ORDER BY first_seq LIMIT ?", (PRUNE_ROWS_PER_PASS,)).fetchall()
+            cut: tuple[int, int] | None = None
+            count = 0
+            old_seq = (self.committed_seq - self.keep_events
+                       if self.keep_events is not None else -1)
+            old_wall = (self.clock.time() - self.keep_days * 86400.0
+                        if self.keep_days is not None else None)
+            for first, last, written_at in rows:
+                if last > hold or not (last <= old_seq
+                                       or (old_wall is not None and written_at < old_wall)):
+                    break
+                cut = (first, last)
+                count += 1
+            first_kept = cut[1] + 1 if cut is not None else (
+                rows[0][0] if rows else self.committed_seq + 1)
+            if cut is None and first_kept == self._records_pruned_for:
+                return 0  # nothing new may go: no transaction at all
+            conn.execute("BEGIN")
+            if cut is not None:
+                conn.execute("DELETE FROM event_batches WHERE first_seq <= ?", (cut[0],))
+            # The oldest rows (rowid order) are the ones whose events go first; looking
+            # at a bounded window keeps a pass short without an index on ended_seq.
+            gone = conn.execute(
+                "DELETE FROM executions WHERE rowid IN (SELECT rowid FROM (SELECT rowid, "
+                "ended_seq FROM executions ORDER BY rowid LIMIT ?) WHERE ended_seq < ?)",
+                (PRUNE_RECORDS_PER_PASS, first_kept)).rowcount
+            gone += conn.execute(
+                "DELETE FROM intents WHERE rowid IN (SELECT rowid FROM (SELECT rowid, seq_at, "
+                "outcome FROM intents ORDER BY rowid LIMIT ?) WHERE seq_at < ? "
+                "AND outcome IS NOT NULL)", (PRUNE_RECORDS_PER_PASS, first_kept - 1)).rowcount
+            conn.execute("DELETE FROM emergency_history WHERE seq < (SELECT seq FROM "
+                         "emergency_history ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+                         (HISTORY_KEPT - 1,))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            log.warning("journal_prune_failed", error=str(exc))
+            return 0
+        if gone == 0:
+            self._records_pruned_for = first_kept
+        self.pruned_rows += count
+        return count + gone
+
+    def _hold_seq(self) -> int:
+        """Rows whose last_seq is above this stay: the newest row (it carries last_seq
+        across restarts), a registered cursor's unread events, an unresolved intent's."""
+        conn = self.conn
+        newest = conn.execute(
+            "SELECT first_seq FROM event_batches ORDER BY first_seq DESC LIMIT 1").fetchone()
+        hold = (newest[0] - 1) if newest else self.committed_seq
+        if self.cursors:
+            hold = min(hold, *self.cursors.values())
+        oldest_intent = conn.execute(
+            "SELECT min(seq_at) FROM intents WHERE outcome IS NULL").fetchone()[0]
+        if oldest_intent is not None:  # its seq_at event stays, and everything after it
+            hold = min(hold, int(oldest_intent) - 1)
+        return int(hold)
+
+    # -- stop -------------------------------------------------------------------------------
+
+    def stop(self, timeout: float) -> bool:
+        """Stop the thread (it commits what is queued unless failing). True if it ended."""
+        self.stopping.set()
+        self.wake.set()
+        if self.thread is None:
+            return True
+        self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+    def leftover_tickets(self) -> list[Ticket]:
+        """Tickets of records never written (after stop)."""
+        pending = self.pending
+        tickets = [*pending.tickets, *pending.prune_tickets] if pending is not None else []
+        tickets += [item.ticket for item in self.queue if not isinstance(item, list)]
+        return tickets
+
+    def stats(self) -> dict[str, Any]:
+        commits = self.commits
+        pending = 0
+        for item in list(self.queue):
+            pending += len(item) if isinstance(item, list) else 1
+        group = self.pending  # read once: the writer may clear it meanwhile
+        if group is not None:
+            pending += group.event_count + len(group.tickets)
+        return {
+            "commits": commits,
+            "events_committed": self.events_committed,
+            "records_committed": self.records_committed,
+            "batch_last": self.batch_last,
+            "batch_avg": round(self.events_committed / commits, 2) if commits else 0.0,
+            "batch_max": self.batch_max,
+            "commit_ms_last": round(self.commit_ms_last, 3),
+            "commit_ms_avg": round(self.commit_ms_total / commits, 3) if commits else 0.0,
+            "commit_ms_max": round(self.commit_ms_max, 3),
+            "pending": pending,
+            "failures": self.failures,
+            "failing": self.failing,
+            "last_error": self.last_error,
+            "committed_seq": self.committed_seq,
+            "pruned_rows": self.pruned_rows,
+        }
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _call(fn: Callable[..., None], *args: Any) -> None:
+    try:
+        fn(*args)
+    except Exception:  # noqa: BLE001 - the engine's callback must not stop the writer
+        log.exception("journal_callback_failed", callback=repr(fn))

@@ -1,0 +1,183 @@
+"""Journal benchmark: committed events/s, commit batch sizes and commit latency under load,
+for `[journal] sync = "normal"` vs `"full"`, and the writer's CPU per event and per commit.
+
+Load: a producer thread appends batches of 10 events (one workflow's worth: execution
+started, 3 x node started/completed, 2 x progress, completed) under a lock, as the
+engine's sequencer does, with a `record_submitted` per workflow, either as fast as the
+journal lets it (at most `--window` events appended but not committed, like a pipeline
+of in-flight executions) or paced at `--rate` events/s; then waits for the last commit.
+Rounds alternate normal/full; medians; ratios full/normal.
+
+CPU micro-measure (process CPU time; the writer's steps called directly, no thread):
+  - per event and per commit at 10, 100 and 1,000 events per commit (workflow events
+    with their record_submitted: packing, derivation, execution rows, commit);
+  - a commit round trip: append 1 event, wait for on_commit (thread hand-offs included).
+
+    .venv/bin/python bench/journal.py                 # 3 rounds of 200,000 events each
+    .venv/bin/python bench/journal.py --quick         # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+                    logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+
+from actors.journal import Journal  # noqa: E402
+
+WAIT_S = 120.0
+
+
+def workflow_events(n: int) -> list[dict[str, Any]]:
+    """The 10 events of one 3-node workflow execution (before sequencing)."""
+    execution_id = f"exec_bench_{n:08x}"
+    head = {"v": 1, "execution_id": execution_id, "correlation_id": execution_id,
+            "workflow_id": "bench", "bot_id": "bot_001", "strategy_id": "s1",
+            "state": "NORMAL"}
+    events = [{**head, "type": "execution_started", "node_count": 3, "inputs": {"x": n}}]
+    for node in ("price", "spread", "trade"):
+        events.append({**head, "type": "node_started", "node_id": node, "node_name": node,
+                       "node_category": "provider", "attempt": 1})
+        events.append({**head, "type": "node_completed", "node_id": node, "duration_ms": 0.1,
+                       "status": "success", "outputs": {"price": 50_000.0 + n}, "attempt": 1})
+    for done in (2, 3):
+        events.append({**head, "type": "progress", "nodes_completed": done, "nodes_total": 3,
+                       "nodes_in_progress": 3 - done, "eta_ms": 0.0})
+    events.append({**head, "type": "execution_completed", "duration_ms": 1.0,
+                   "status": "completed", "results": {"trade": {"price": 50_000.0 + n}}})
+    return events
+
+
+class Sequencer:
+    """Stamps seq/wseq/timestamp under a lock and appends, like the engine's event sink."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.lock = threading.Lock()
+        self.journal = journal
+        self.seq = journal.recovery.last_seq
+        self.wseq = 0
+
+    def emit(self, events: list[dict[str, Any]]) -> int:
+        with self.lock:
+            for event in events:
+                self.seq += 1
+                self.wseq += 1
+                event["seq"] = self.seq
+                event["wseq"] = self.wseq
+                event["timestamp"] = "2026-01-01T00:00:00.000Z"
+            self.journal.append(events)
+            return self.seq
+
+
+def load_round(sync: str, events: int, window: int, rate: float) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="bench_journal_") as data_dir:
+        journal = Journal.open(data_dir, sync=sync)
+        journal.start(on_commit=lambda seq: None, on_error=lambda exc: print("ERROR", exc))
+        sequencer = Sequencer(journal)
+        batches = [workflow_events(n) for n in range(max(events // 10, 1))]
+        pace = threading.Event()  # never set: wait() is the pacing delay
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        for n, batch in enumerate(batches):
+            journal.record_submitted(batch[0]["execution_id"], "bench", {"x": n}, "bot_001",
+                                     "s1", 0, "2026-01-01T00:00:00.000Z")
+            last = sequencer.emit(batch)
+            if rate > 0:
+                ahead = t0 + last / rate - time.perf_counter()
+                if ahead > 0:
+                    pace.wait(ahead)
+            elif last - journal.last_committed_seq() > window:
+                journal.wait_committed(last - window // 2, WAIT_S)
+        journal.wait_committed(sequencer.seq, WAIT_S)
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        stats = journal.stats()
+        journal.close()
+    total = sequencer.seq
+    return {"events_per_s": total / elapsed, "commits_per_s": stats["commits"] / elapsed,
+            "batch_avg": stats["batch_avg"], "batch_max": stats["batch_max"],
+            "commit_ms_avg": stats["commit_ms_avg"], "commit_ms_max": stats["commit_ms_max"],
+            "cpu_us_per_event": cpu / total * 1e6}
+
+
+def direct_cost(per_commit: int, workflows: int) -> tuple[float, float]:
+    """CPU us per event and per commit, the writer's steps called in this thread."""
+    with tempfile.TemporaryDirectory(prefix="bench_journal_") as data_dir:
+        journal = Journal.open(data_dir, keep_events=None)
+        writer, sequencer = journal._writer, Sequencer(journal)
+        wf_per_commit = max(per_commit // 10, 1)
+        batches = [workflow_events(n) for n in range(workflows)]
+        cpu0 = time.process_time()
+        for n, batch in enumerate(batches, 1):
+            journal.record_submitted(batch[0]["execution_id"], "bench", {"x": n}, "bot_001",
+                                     "s1", 0, "2026-01-01T00:00:00.000Z")
+            sequencer.emit(batch)
+            if n % wf_per_commit == 0:
+                writer.write_now([])
+        cpu = time.process_time() - cpu0
+        journal.close()
+    return cpu / sequencer.seq * 1e6, cpu / (workflows / wf_per_commit) * 1e6
+
+
+def roundtrip_cost(commits: int) -> float:
+    with tempfile.TemporaryDirectory(prefix="bench_journal_") as data_dir:
+        journal = Journal.open(data_dir)
+        journal.start(on_commit=lambda seq: None, on_error=lambda exc: print("ERROR", exc))
+        sequencer = Sequencer(journal)
+        single = [workflow_events(n)[1] for n in range(commits)]
+        cpu0 = time.process_time()
+        for event in single:
+            journal.wait_committed(sequencer.emit([event]), WAIT_S)
+        cpu = time.process_time() - cpu0
+        journal.close()
+    return cpu / commits * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--window", type=int, default=10_000,
+                        help="most events appended but not committed (in-flight work)")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="pace the producer at this many events/s (0: as fast as it can)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: tiny sizes")
+    args = parser.parse_args()
+    if args.quick:
+        args.events, args.rounds = 2_000, 1
+    results: dict[str, list[dict[str, float]]] = {"normal": [], "full": []}
+    for _ in range(args.rounds):
+        for sync in ("normal", "full"):
+            results[sync].append(load_round(sync, args.events, args.window, args.rate))
+    medians = {sync: {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+               for sync, rounds in results.items()}
+    pacing = f"paced at {args.rate:,.0f} events/s" if args.rate else f"window {args.window:,}"
+    print(f"journal load: {args.events:,} events x {args.rounds} rounds, batches of 10, "
+          f"{pacing} (medians)")
+    print(f"{'metric':<22}{'normal':>14}{'full':>14}{'full/normal':>14}")
+    for key in medians["normal"]:
+        normal, full = medians["normal"][key], medians["full"][key]
+        ratio = full / normal if normal else float("nan")
+        print(f"{key:<22}{normal:>14,.2f}{full:>14,.2f}{ratio:>14.2f}")
+    workflows = max(args.events // 10, 300)
+    print("writer CPU, steps called directly (sync normal):")
+    for per_commit in (10, 100, 1000):
+        per_event, per_commit_us = direct_cost(per_commit, workflows)
+        print(f"  {per_commit:>5} events/commit: {per_event:7.2f} us/event "
+              f"{per_commit_us:10.1f} us/commit")
+    print(f"commit round trip (1 event, thread hand-offs): "
+          f"{roundtrip_cost(max(args.events // 100, 100)):.1f} us CPU")
+
+
+if __name__ == "__main__":
+    main()

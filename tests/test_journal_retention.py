@@ -1,0 +1,132 @@
+"""Retention: `keep_events` / `keep_days` prune whole batch rows in the writer, never past
+a registered cursor, an unresolved intent or the newest row; executions and resolved
+intents go with their events; the file stays bounded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from actors import journal_writer
+from actors.clock import ManualClock
+from actors.journal import Journal
+from tests.journal_helpers import (
+    Sequencer,
+    all_events,
+    assert_gapless,
+    run_events,
+    started,
+    sys_event,
+)
+
+
+def commit_rows(journal: Journal, seq: Sequencer, rows: int, per_row: int = 5) -> None:
+    """`rows` commits of `per_row` events each (a flush per row: one commit, one row)."""
+    for _ in range(rows):
+        seq.emit(*[sys_event("tick") for _ in range(per_row)])
+        assert journal.flush(5)
+
+
+def batch_rows(journal: Journal) -> int:
+    return int(journal._writer.conn.execute("SELECT count(*) FROM event_batches").fetchone()[0])
+
+
+def db_pages(journal: Journal) -> int:
+    return int(journal._writer.conn.execute("PRAGMA page_count").fetchone()[0])
+
+
+def test_tiny_keep_events_keeps_the_file_bounded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(journal_writer, "PRUNE_INTERVAL_S", 0.0)  # a pass after every commit
+    with started(tmp_path, keep_events=50) as (journal, _):
+        seq = Sequencer(journal)
+        pages = []
+        for _ in range(3):
+            for _ in range(200):
+                journal.record_submitted(f"exec_wf_{seq.seq:08x}", "wf", {"pad": "x" * 500},
+                                         None, None, 0, None)
+                seq.emit(*run_events(f"exec_wf_{seq.seq:08x}"))
+                assert journal.flush(5)
+            assert journal.flush(5)  # the pass after the last commit has run
+            assert batch_rows(journal) <= 50 // 6 + 2
+            first = journal.first_seq()
+            assert seq.seq - 50 - 6 < first <= seq.seq - 50 + 1
+            assert_gapless(all_events(journal, first), first, seq.seq)
+            pages.append(db_pages(journal))
+            assert len(journal.executions(limit=1000)) <= 50 // 6 + 2
+        assert pages[2] <= pages[0] + 4, f"the file grows: {pages} pages"
+        assert (tmp_path / "journal.db-wal").stat().st_size < 8 * 1024 * 1024
+        assert journal.stats()["pruned_rows"] >= 590
+
+
+def test_a_registered_cursor_holds_retention_back(tmp_path: Path) -> None:
+    with started(tmp_path, keep_events=10) as (journal, _):
+        seq = Sequencer(journal)
+        journal.register_cursor("hook", 100)
+        commit_rows(journal, seq, 50)                       # seqs 1..250, rows of 5
+        assert journal.prune()
+        assert journal.first_seq() == 101                  # 101.. not passed by "hook"
+        assert journal.replay(0, limit=1)["events"][0]["seq"] == 101
+        journal.register_cursor("hook", 200)
+        assert journal.prune() and journal.first_seq() == 201
+        journal.unregister_cursor("hook")
+        assert journal.prune() and journal.first_seq() == 241   # keep_events alone
+        assert journal.replay(1, limit=5)["first_seq"] == 241
+    with Journal.open(tmp_path) as journal:
+        assert journal.recovery.cursors == {}
+        assert journal.recovery.last_seq == 250 and journal.first_seq() == 241
+
+
+def test_an_unresolved_intent_holds_retention_back(tmp_path: Path) -> None:
+    with started(tmp_path, keep_events=10) as (journal, _):
+        seq = Sequencer(journal)
+        commit_rows(journal, seq, 20)                       # 1..100
+        key = "exec_wf_00000001:trade"
+        assert journal.record_intent("exec_wf_00000001", "trade", key, 1, "t").wait(5)
+        commit_rows(journal, seq, 30)                       # 101..250
+        assert journal.prune() and journal.first_seq() == 96  # the row holding seq_at 100
+        assert [i["seq_at"] for i in journal.intents()] == [100]
+        journal.resolve_intent(key, "not_filled")
+        assert journal.prune() and journal.first_seq() == 241
+        assert journal.intents(unresolved=False) == []  # resolved, its events gone: pruned
+
+
+def test_keep_days_prunes_by_age(tmp_path: Path) -> None:
+    clock = ManualClock()
+    with started(tmp_path, keep_events=None, keep_days=1.0, clock=clock) as (journal, _):
+        seq = Sequencer(journal)
+        commit_rows(journal, seq, 10)                       # 1..50, written "2 days ago"
+        clock.advance(2 * 86400)
+        commit_rows(journal, seq, 10)                       # 51..100
+        assert journal.prune() and journal.first_seq() == 51
+        clock.advance(0.5 * 86400)
+        assert journal.prune() and journal.first_seq() == 51
+        assert_gapless(all_events(journal, 51), 51, 100)
+
+
+def test_the_newest_row_is_kept_so_seq_continues(tmp_path: Path) -> None:
+    clock = ManualClock()
+    with started(tmp_path, keep_events=None, keep_days=1.0, clock=clock) as (journal, _):
+        commit_rows(journal, Sequencer(journal), 4)
+        clock.advance(30 * 86400)
+        assert journal.prune()
+        assert journal.first_seq() == 16 and batch_rows(journal) == 1
+    with Journal.open(tmp_path) as journal:
+        assert journal.recovery.last_seq == 20
+
+
+def test_executions_go_with_their_events_but_open_ones_stay(tmp_path: Path) -> None:
+    with started(tmp_path, keep_events=12) as (journal, _):
+        seq = Sequencer(journal)
+        journal.record_submitted("exec_wf_queued00", "wf", {}, None, None, 0, None)
+        seq.emit(*run_events("exec_wf_running0")[:2])
+        for i in range(20):
+            seq.emit(*run_events(f"exec_wf_{i:08x}"))
+            assert journal.flush(5)
+        assert journal.prune()
+        kept = {e["execution_id"] for e in journal.executions(limit=100)}
+        assert kept == {"exec_wf_queued00", "exec_wf_running0", "exec_wf_00000012",
+                        "exec_wf_00000013"}
+        row = journal.execution("exec_wf_running0")
+        assert row is not None and row["status"] == "running" and row["nodes"] == {}
