@@ -5,7 +5,8 @@ TradeloomError
 ├── WorkflowDefinitionError     a Workflow that is not a DAG, or has a bad node
 ├── UnknownWorkflow             submit by id of a workflow that is not registered
 ├── NotFound                    no such execution
-├── ResumeRefused               resume while a risk limit is still exceeded
+├── LimitExceeded               resume/alert refused while an auto_halt limit is exceeded
+│                               (wire code `limit_exceeded`; `ResumeRefused` is the same class)
 ├── EngineStopped               the engine is stopped or stopping
 └── NodeError                   outcomes the engine gives a node run or an execution
     ├── NodeTimeout             the node overran its timeout_s
@@ -49,8 +50,19 @@ class NotFound(TradeloomError):
     """No execution with that id is known."""
 
 
-class ResumeRefused(TradeloomError):
-    """Resume was refused because a risk limit is still exceeded (use force to override)."""
+class LimitExceeded(TradeloomError):
+    """A move to NORMAL or ALERT was refused: an `auto_halt` risk limit is still exceeded.
+
+    The rule is about the limit, not the state it comes from: `resume()` and `alert()` are
+    refused from any state until the figure is back under the threshold, unless forced.
+    """
+
+    #: The control socket's error code for this refusal.
+    code = "limit_exceeded"
+
+
+#: The old name, kept so that `except ResumeRefused` keeps working: the same class.
+ResumeRefused = LimitExceeded
 
 
 class EngineStopped(TradeloomError):
