@@ -164,9 +164,6 @@ class ControlServer(ServerThread):
             frame = body[0]
             if not frame:
                 raise BadRequest("empty request frame")
-            if len(frame) > self._max_request:
-                raise BadRequest(f"request of {len(frame)} bytes is over the "
-                                 f"{self._max_request} byte limit")
             try:
                 request = decode_map(frame, max_bytes=self._max_request)
             except CodecError as exc:
