@@ -67,10 +67,7 @@ def seqs(events: list[Event]) -> list[int]:
 
 
 def wait_sent(publisher: Publisher, seq: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while publisher.stats()["last_seq"] < seq:
-        assert time.monotonic() < deadline, f"seq {seq} not sent within {timeout}s"
-        time.sleep(0.005)
+    assert publisher.wait_sent(seq, timeout), f"seq {seq} not sent within {timeout}s"
 
 
 # -- ControlClient --------------------------------------------------------------------------

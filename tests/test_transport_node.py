@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,10 +48,7 @@ def test_a_nodejs_client_written_from_the_protocol_doc(
     log, publisher, control = daemon
     log.append(workflow_events("w", BEFORE))  # before the client exists: replay only
     expected_last = BEFORE + 1 + LIVE  # + the submit's execution_started
-    deadline = time.monotonic() + 10
-    while publisher.stats()["last_seq"] < BEFORE:
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
+    assert publisher.wait_sent(BEFORE, 10.0)
     with Child([node, str(NODE_DIR / "client.mjs"), publisher.endpoint, control.endpoint,
                 str(expected_last)]) as child:
         line = child.line(60)

@@ -50,6 +50,16 @@ def recv(sock: zmq.Socket[Any], timeout: float = 5.0) -> tuple[bytes, dict[str, 
     return topic, msgpack.unpackb(payload, raw=False)
 
 
+def recv_event(sock: zmq.Socket[Any], timeout: float = 5.0) -> tuple[bytes, dict[str, Any]]:
+    """The next message that is not a heartbeat (a start-up and a subscription heartbeat may
+    both reach an early subscriber)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        topic, payload = recv(sock, max(0.0, deadline - time.monotonic()))
+        if topic != b"system/heartbeat":
+            return topic, payload
+
+
 def wait_heartbeat(sock: zmq.Socket[Any], timeout: float = 5.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -72,11 +82,8 @@ def test_a_subscriber_in_another_process_gets_every_event_contiguous(
     assert publisher.stats()["sent"] == count
 
 
-def wait_sent(publisher: Publisher, seq: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while publisher.stats()["last_seq"] < seq:
-        assert time.monotonic() < deadline, f"seq {seq} not sent within {timeout}s"
-        time.sleep(0.005)
+def wait_sent(publisher: Publisher, seq: int, timeout: float = 20.0) -> None:
+    assert publisher.wait_sent(seq, timeout), f"seq {seq} not sent within {timeout}s"
 
 
 def test_heartbeat_at_once_on_subscribe_with_last_seq_epoch_and_state(
@@ -115,7 +122,7 @@ def test_topics_and_filters_follow_the_event_type(log: FakeLog, publisher: Publi
     try:
         wait_heartbeat(sock)
         log.append([*workflow_events("w", 3), emergency_event()])
-        topic, event = recv(sock)
+        topic, event = recv_event(sock)
     finally:
         sock.close()
     assert topic == b"emergency/emergency_state_changed"
@@ -130,7 +137,7 @@ def test_packed_bytes_are_sent_as_they_are() -> None:
     try:
         wait_heartbeat(sock)
         packed.append(workflow_events("w", 2))
-        got = [recv(sock), recv(sock)]
+        got = [recv_event(sock), recv_event(sock)]
     finally:
         sock.close()
         pub.stop()
@@ -149,7 +156,7 @@ def test_start_seq_and_what_was_committed_before_start() -> None:
         beat = wait_heartbeat(sock)
         assert beat["last_seq"] == 10  # starts after what was committed: nothing resent
         log.append(workflow_events("w", 1))
-        _, event = recv(sock)
+        _, event = recv_event(sock)
         assert event["seq"] == 11
     finally:
         sock.close()
@@ -207,7 +214,7 @@ def test_a_failing_source_does_not_stop_the_stream(log: FakeLog, publisher: Publ
         wait_heartbeat(sock)
         log.fail_reads = 1
         log.append(workflow_events("w", 2))
-        assert [recv(sock)[1]["seq"], recv(sock)[1]["seq"]] == [1, 2]
+        assert [recv_event(sock)[1]["seq"], recv_event(sock)[1]["seq"]] == [1, 2]
     finally:
         sock.close()
 

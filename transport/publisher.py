@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import secrets
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
@@ -105,14 +106,23 @@ class Publisher(ServerThread):
         self.epoch = secrets.token_hex(8)
         self._system: collections.deque[dict[str, Any]] = collections.deque()
         self.sent_seq = 0
+        self._sent = threading.Condition()
         self._counts = {"sent": 0, "dropped": 0, "heartbeats": 0, "subscriptions": 0,
-                        "unsubscriptions": 0, "system": 0, "unsendable": 0}
+                        "unsubscriptions": 0, "system": 0, "unsendable": 0, "notices_dropped": 0}
 
     def stats(self) -> dict[str, int]:
         """Counters: events `sent`, `dropped` (refused sends: `nodrop` only), `heartbeats`,
+        `notices_dropped` (heartbeats and system notices refused: `nodrop` only),
         `subscriptions` / `unsubscriptions` seen, `system` events sent, `unsendable` events
         (could not be encoded: logged and skipped) and `last_seq` sent."""
         return {**self._counts, "last_seq": self.sent_seq}
+
+    def wait_sent(self, seq: int, timeout: float) -> bool:
+        """Wait until every event up to `seq` has been handed to the socket (sent or
+        dropped); False on timeout. E.g. at shutdown: `wait_sent(source.committed_seq(), 1)`
+        before `stop()`, so live subscribers get the last events without a replay."""
+        with self._sent:
+            return self._sent.wait_for(lambda: self.sent_seq >= seq, timeout)
 
     def publish(self, event: Mapping[str, Any]) -> None:
         """Queue a non-journaled event (e.g. a `system/` notice); it is sent without a seq,
@@ -174,6 +184,9 @@ class Publisher(ServerThread):
                 log.warning("publisher_skipped_unreadable", since_seq=self.sent_seq + 1,
                             committed_seq=committed)
                 self.sent_seq = committed
+            with self._sent:
+                self._sent.notify_all()
+            if not sent:
                 return
             if self._take_subscriptions(socket):
                 self._heartbeat(socket)
@@ -237,7 +250,7 @@ class Publisher(ServerThread):
             socket.send_multipart((HEARTBEAT_TOPIC, encode(beat)), zmq.NOBLOCK)
             self._counts["heartbeats"] += 1
         except zmq.Again:
-            self._counts["dropped"] += 1
+            self._counts["notices_dropped"] += 1
 
     def _send_system(self, socket: zmq.Socket[Any]) -> None:
         while self._system:
@@ -246,7 +259,7 @@ class Publisher(ServerThread):
                 socket.send_multipart((topic_of(event).encode(), encode(event)), zmq.NOBLOCK)
                 self._counts["system"] += 1
             except zmq.Again:
-                self._counts["dropped"] += 1
+                self._counts["notices_dropped"] += 1
             except Exception:
                 log.exception("system_event_unsendable", event_type=event.get("type"))
                 self._counts["unsendable"] += 1
