@@ -26,6 +26,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/core.py
 	$(BIN)/python bench/resilience.py
 	$(BIN)/python bench/halt.py
+	$(BIN)/python bench/stream.py
 
 clean:
 	rm -rf $(VENV) .tradeloom .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,243 @@
+"""The client library on real sockets: ControlClient timeouts and recovery; Subscriber
+catch-up, gap filling, filters, a daemon restart, resuming from a saved seq."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+import zmq
+
+from tests.transport_fakes import FakeHandler, FakeLog, emergency_event, workflow_events
+from transport import ControlServer, Publisher
+from transport.client import ControlClient, DaemonUnreachable, Subscriber
+
+LOCAL = "tcp://127.0.0.1:*"
+Event = dict[str, object]
+
+
+class Daemon:
+    """A publisher and a control server over one FakeLog: the daemon's transport half."""
+
+    def __init__(self, log: FakeLog | None = None, *, events: str = LOCAL,
+                 control: str = LOCAL, heartbeat_s: float = 0.2,
+                 **publisher_options: object) -> None:
+        self.log = log or FakeLog()
+        self.handler = FakeHandler(self.log)
+        self.publisher = Publisher(events, self.log, heartbeat_s=heartbeat_s,
+                                   **publisher_options)  # type: ignore[arg-type]
+        self.control = ControlServer(control, self.handler)
+        self.publisher.start()
+        self.control.start()
+
+    def replays(self) -> int:
+        return sum(op == "replay" for op in self.handler.ops())
+
+    def stop(self) -> None:
+        self.publisher.stop()
+        self.control.stop()
+
+
+@pytest.fixture
+def daemon() -> Iterator[Daemon]:
+    d = Daemon()
+    yield d
+    d.stop()
+
+
+def subscriber(d: Daemon, **kwargs: object) -> Subscriber:
+    return Subscriber(d.publisher.endpoint, d.control.endpoint, **kwargs)  # type: ignore[arg-type]
+
+
+def take(sub: Subscriber, count: int, timeout: float = 20.0) -> list[Event]:
+    deadline = time.monotonic() + timeout
+    out: list[Event] = []
+    while len(out) < count:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"only {len(out)} of {count} events within {timeout}s"
+        event = sub.next(remaining)
+        if event is not None:
+            out.append(event)
+    return out
+
+
+def seqs(events: list[Event]) -> list[int]:
+    return [int(str(e["seq"])) for e in events]
+
+
+def wait_sent(publisher: Publisher, seq: int, timeout: float = 20.0) -> None:
+    assert publisher.wait_sent(seq, timeout), f"seq {seq} not sent within {timeout}s"
+
+
+# -- ControlClient --------------------------------------------------------------------------
+
+def test_unreachable_within_the_timeout_then_the_same_client_works() -> None:
+    probe = ControlServer(LOCAL, FakeHandler())
+    probe.start()
+    endpoint = probe.endpoint
+    probe.stop()  # now nothing listens there
+    client = ControlClient(endpoint, timeout=0.3)
+    try:
+        started = time.monotonic()
+        with pytest.raises(DaemonUnreachable, match=r"no reply from tcp://127\.0\.0\.1:\d+"):
+            client.ping()
+        assert time.monotonic() - started < 2.0
+        server = ControlServer(endpoint, FakeHandler())
+        server.start()
+        try:
+            assert client.ping()["pong"] is True  # a fresh socket: not wedged by the lost one
+            assert client.status()["state"] == "NORMAL"
+        finally:
+            server.stop()
+    finally:
+        client.close()
+
+
+def test_a_closed_client_refuses(daemon: Daemon) -> None:
+    client = ControlClient(daemon.control.endpoint)
+    client.close()
+    with pytest.raises(Exception, match="closed"):
+        client.ping()
+
+
+# -- Subscriber -----------------------------------------------------------------------------
+
+def test_live_without_sleeping_and_unreachable_without_a_publisher(daemon: Daemon) -> None:
+    with subscriber(daemon) as sub:
+        sub.wait_live(5.0)
+        assert sub.live and sub.epoch == daemon.publisher.epoch
+    probe = Publisher(LOCAL, FakeLog())
+    probe.start()
+    dead = probe.endpoint
+    probe.stop()
+    with Subscriber(dead, daemon.control.endpoint) as sub, pytest.raises(DaemonUnreachable):
+        sub.wait_live(0.3)
+
+
+def test_a_late_joiner_replays_then_continues_live_with_no_gap_or_duplicate() -> None:
+    daemon = Daemon(heartbeat_s=60.0)  # only the subscription's own heartbeat comes
+    try:
+        late_joiner(daemon)
+    finally:
+        daemon.stop()
+
+
+def late_joiner(daemon: Daemon) -> None:
+    daemon.log.append(workflow_events("w", 2500))
+    wait_sent(daemon.publisher, 2500)  # sent before anyone listened: only replay has them
+    with subscriber(daemon, since_seq=1) as sub:
+        sub.wait_live(5.0)
+        got = take(sub, 1000)  # from replay alone: nothing new is published meanwhile
+        daemon.log.append(workflow_events("w", 500))  # live while still catching up
+        got += take(sub, 2000)
+        daemon.log.append(workflow_events("w", 10))
+        got += take(sub, 10)
+        assert sub.next(0.3) is None
+        assert sub.gaps_filled == 0 and sub.replayed >= 2500
+    assert seqs(got) == list(range(1, 3011))
+
+
+def test_a_slow_subscriber_detects_its_gap_and_fills_it(daemon: Daemon) -> None:
+    d = Daemon(sndhwm=20, options={zmq.SNDBUF: 4096})
+    try:
+        with subscriber(d, rcvhwm=20) as sub:
+            sub.wait_live(5.0)
+            for _ in range(10):
+                d.log.append(workflow_events("w", 400, pad=1000))  # nobody reads meanwhile
+            wait_sent(d.publisher, 4000)
+            got = take(sub, 4000, timeout=30)
+            assert sub.next(0.3) is None
+            assert sub.gaps_filled >= 1 and sub.replayed > 0 and sub.duplicates >= 0
+    finally:
+        d.stop()
+    assert seqs(got) == list(range(1, 4001))
+
+
+def test_one_workflow_filter_needs_no_replay_for_other_workflows_traffic(
+        daemon: Daemon) -> None:
+    with subscriber(daemon, topics=("workflow/a/",)) as sub:
+        sub.wait_live(5.0)
+        for _ in range(50):
+            daemon.log.append(workflow_events("a", 3) + workflow_events("b", 7))
+        got = take(sub, 150)
+        replays, heartbeats = daemon.replays(), sub.heartbeats
+    assert [e["workflow_id"] for e in got] == ["a"] * 150
+    assert [e["wseq"] for e in got] == list(range(1, 151))
+    assert seqs(got) == sorted(set(seqs(got)))
+    # heartbeat tail checks only (one per heartbeat at most), not one per jump (49 jumps)
+    assert replays <= heartbeats
+
+
+def test_several_filters_deliver_their_union_in_seq_order(daemon: Daemon) -> None:
+    with subscriber(daemon, topics=("workflow/a/", "emergency/")) as sub:
+        sub.wait_live(5.0)
+        for _ in range(5):
+            daemon.log.append(workflow_events("a", 2) + workflow_events("b", 2)
+                              + [emergency_event()])
+        got = take(sub, 15)
+        assert sub.next(0.3) is None
+    assert seqs(got) == sorted(seqs(got)) and len(set(seqs(got))) == 15
+    assert {str(e["type"]) for e in got} == {"node_completed", "emergency_state_changed"}
+    assert all(e.get("workflow_id") in ("a", None) for e in got)
+
+
+def test_a_filtered_slow_subscriber_fills_its_gaps_from_a_prefix_replay() -> None:
+    d = Daemon(sndhwm=20, options={zmq.SNDBUF: 4096})
+    try:
+        with subscriber(d, topics=("workflow/a/", "workflow/c/"), rcvhwm=20) as sub:
+            sub.wait_live(5.0)
+            for _ in range(10):
+                d.log.append(workflow_events("a", 200, pad=1000)
+                             + workflow_events("b", 100, pad=1000)
+                             + workflow_events("c", 100, pad=1000))
+            wait_sent(d.publisher, 4000)
+            got = take(sub, 3000, timeout=30)
+            assert sub.next(0.3) is None
+            assert sub.gaps_filled >= 1
+    finally:
+        d.stop()
+    assert [e["workflow_id"] for e in got].count("a") == 2000
+    assert seqs(got) == sorted(set(seqs(got)))
+    a_wseq = [e["wseq"] for e in got if e["workflow_id"] == "a"]
+    assert a_wseq == list(range(1, 2001))
+
+
+def test_a_subscriber_survives_a_daemon_restart_and_continues_from_the_next_seq() -> None:
+    log = FakeLog()
+    first = Daemon(log)
+    events, control = first.publisher.endpoint, first.control.endpoint
+    with Subscriber(events, control) as sub:
+        sub.wait_live(5.0)
+        log.append(workflow_events("w", 100))
+        got = take(sub, 100)
+        first.stop()
+        log.append(workflow_events("w", 50))  # committed while no daemon runs
+        second = Daemon(log, events=events, control=control)
+        try:
+            got += take(sub, 50)  # only the new epoch's heartbeat tells of these
+            log.append(workflow_events("w", 50))
+            got += take(sub, 50)
+            assert sub.restarts == 1 and sub.epoch == second.publisher.epoch
+            assert sub.next(0.3) is None
+        finally:
+            second.stop()
+    assert seqs(got) == list(range(1, 201))
+
+
+def test_resume_from_a_saved_seq_after_the_subscribers_own_restart(daemon: Daemon) -> None:
+    daemon.log.append(workflow_events("w", 300))
+    with subscriber(daemon, since_seq=1) as sub:
+        saved = int(str(take(sub, 120)[-1]["seq"]))
+    daemon.log.append(workflow_events("w", 30))
+    with subscriber(daemon, since_seq=saved + 1) as sub:
+        got = take(sub, 210)
+        assert sub.next(0.3) is None
+    assert seqs(got) == list(range(121, 331))
+
+
+def test_topics_must_be_a_sequence_of_strings(daemon: Daemon) -> None:
+    with pytest.raises(TypeError):
+        subscriber(daemon, topics="workflow/a/")
+    with pytest.raises(TypeError):
+        subscriber(daemon, since_seq="5")

@@ -1,0 +1,260 @@
+"""The control server: a ROUTER socket answering REQ and DEALER clients.
+
+Threads. One thread owns the ROUTER socket: it reads requests, validates them (`ops.py`) and
+hands each to a lane, then sends the replies the lanes give back. Quick and urgent ops
+(`ops.URGENT_OPS`: ping, status, halt, alert, reduce_only, resume, risk_update) run in order
+on one dedicated worker; the rest (submit, which waits for a commit, execution, executions,
+cancel, intents, resolve_intent, replay) on a small pool. So a `halt` never waits behind
+another client's 10,000-event replay. Workers never touch the socket: they put the encoded
+reply on a queue and wake the socket thread through a socket pair it polls.
+
+Envelopes. The ROUTER prepends the peer's identity; a REQ adds an empty delimiter, and a
+DEALER client sends one itself: `[identity, b"", request]`. Everything up to the first empty
+frame is the envelope and is sent back as it came (so proxies' extra identities work); a
+DEALER that sends no delimiter, `[identity, request]`, is answered `[identity, reply]`.
+
+Bad input. Not msgpack, not a map, non-string keys, wrong frame count, empty frames, a
+request over 1 MiB, a missing or wrong `v`, an unknown op, an ill-typed field: each is
+answered with an error reply and nothing else happens. Frames over `max_frame_bytes`
+(16 MiB) make libzmq drop that connection (a hard cap on memory); an envelope deeper than
+`MAX_ENVELOPE_FRAMES` or a reply that cannot be routed is dropped and counted. When a lane
+already holds `max_pending` requests, new ones for it are answered `overloaded`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import socket as pysocket
+import traceback
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import structlog
+import zmq
+
+from actors.errors import describe
+from transport.codec import MAX_MESSAGE_BYTES, CodecError, decode_map, encode
+from transport.errors import INTERNAL, BadRequest, UnknownOp, code_of
+from transport.ops import URGENT_OPS, ControlHandler, parse_request
+from transport.security import CurveServer
+from transport.server_thread import ServerThread
+
+log = structlog.get_logger("tradeloom.transport.control")
+
+MAX_FRAME_BYTES = 16 * 1024 * 1024
+MAX_ENVELOPE_FRAMES = 16
+_URGENT, _POOL = 0, 1
+Envelope = list[bytes]
+
+
+def error_reply(code: str, message: str, request_id: Any = None) -> dict[str, Any]:
+    reply: dict[str, Any] = {"v": 1, "ok": False, "error": {"code": code, "message": message}}
+    if request_id is not None:
+        reply["id"] = request_id
+    return reply
+
+
+class ControlServer(ServerThread):
+    """Serves `handler` on `endpoint` (ROUTER). `start()` binds or raises `TransportError`;
+    `stop()` closes the socket and lets the workers' late results fall away."""
+
+    socket_type = zmq.ROUTER
+    role = "control"
+
+    def __init__(self, endpoint: str, handler: ControlHandler, *, workers: int = 4,
+                 max_pending: int = 1000, max_request_bytes: int = MAX_MESSAGE_BYTES,
+                 max_frame_bytes: int = MAX_FRAME_BYTES,
+                 context: zmq.Context[Any] | None = None, curve: CurveServer | None = None,
+                 insecure: bool = False,
+                 options: Mapping[int, int | bytes] | None = None) -> None:
+        super().__init__(endpoint, context=context, curve=curve, insecure=insecure,
+                         options=options)
+        self._handler = handler
+        self._workers = workers
+        self._max_pending = max_pending
+        self._max_request = max_request_bytes
+        self._max_frame = max_frame_bytes
+        #: (lane, envelope, encoded reply, error code or None), from workers to the socket.
+        self._replies: queue.SimpleQueue[tuple[int, Envelope, bytes, str | None]] = (
+            queue.SimpleQueue())
+        #: Workers wake the socket thread through this pair (made in that thread).
+        self._wake_r: pysocket.socket | None = None
+        self._wake_w: pysocket.socket | None = None
+        self._pending = [0, 0]
+        self._counts = {"requests": 0, "replies": 0, "errors": 0, "internal": 0,
+                        "dropped": 0, "unroutable": 0, "overloaded": 0}
+
+    def stats(self) -> dict[str, int]:
+        """Counters: `requests` read, `replies` sent, `errors` (error replies of any code),
+        `internal` (handler failures), `dropped` (messages that could not be answered),
+        `unroutable` (replies whose peer was gone or full), `overloaded`."""
+        return {**self._counts, "pending_urgent": self._pending[_URGENT],
+                "pending_pool": self._pending[_POOL]}
+
+    def _setup(self, socket: zmq.Socket[Any]) -> None:
+        self._wake_r, self._wake_w = pysocket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        socket.setsockopt(zmq.MAXMSGSIZE, self._max_frame)
+        socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        socket.setsockopt(zmq.RCVHWM, 10_000)
+        socket.setsockopt(zmq.SNDHWM, 10_000)
+
+    def _wake(self) -> None:
+        wake = self._wake_w
+        if wake is not None:
+            with contextlib.suppress(OSError):  # full: a wake-up is already pending
+                wake.send(b"\0")
+
+    def _cleanup(self) -> None:
+        for sock in (self._wake_r, self._wake_w):
+            if sock is not None:
+                sock.close()
+
+    def _serve(self, socket: zmq.Socket[Any]) -> None:
+        lanes = (ThreadPoolExecutor(1, thread_name_prefix="tradeloom-control-urgent"),
+                 ThreadPoolExecutor(self._workers, thread_name_prefix="tradeloom-control"))
+        wake = self._wake_r
+        assert wake is not None
+        poller = zmq.Poller()
+        poller.register(socket, zmq.POLLIN)
+        poller.register(wake, zmq.POLLIN)
+        try:
+            while not self._stopping.is_set():
+                ready = dict(poller.poll(1000))
+                if ready.get(wake.fileno()):  # the poller reports plain sockets by fd
+                    with contextlib.suppress(OSError):
+                        wake.recv(4096)
+                self._send_replies(socket)
+                if ready.get(socket):
+                    self._read_requests(socket, lanes)
+        finally:
+            for lane in lanes:
+                lane.shutdown(wait=False, cancel_futures=True)
+
+    def _read_requests(self, socket: zmq.Socket[Any],
+                       lanes: tuple[ThreadPoolExecutor, ThreadPoolExecutor]) -> None:
+        # A bounded number per turn, so replies keep flowing under a flood of requests.
+        for _ in range(256):
+            try:
+                frames = socket.recv_multipart(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                return
+            self._counts["requests"] += 1
+            try:
+                self._dispatch(socket, frames, lanes)
+            except Exception:
+                # Nothing a peer sends may stop this thread.
+                log.exception("control_dispatch_failed")
+                self._counts["dropped"] += 1
+
+    def _dispatch(self, socket: zmq.Socket[Any], frames: list[bytes],
+                  lanes: tuple[ThreadPoolExecutor, ThreadPoolExecutor]) -> None:
+        envelope, body = split_envelope(frames)
+        if envelope is None:
+            self._counts["dropped"] += 1
+            return
+        request_id = None
+        try:
+            if len(body) != 1:
+                raise BadRequest(f"expected one request frame after the envelope, got "
+                                 f"{len(body)}")
+            frame = body[0]
+            if not frame:
+                raise BadRequest("empty request frame")
+            try:
+                request = decode_map(frame, max_bytes=self._max_request)
+            except CodecError as exc:
+                raise BadRequest(str(exc)) from None
+            request_id = _request_id(request.get("id"))
+            op, kwargs = parse_request(request)
+        except (BadRequest, UnknownOp) as exc:
+            self._reply(socket, envelope, encode(error_reply(code_of(exc), str(exc),
+                                                             request_id)))
+            self._counts["errors"] += 1
+            return
+        lane = _URGENT if op in URGENT_OPS else _POOL
+        if self._pending[lane] >= self._max_pending:
+            self._counts["overloaded"] += 1
+            self._counts["errors"] += 1
+            self._reply(socket, envelope, encode(error_reply(
+                "overloaded", "too many requests in progress; try again", request_id)))
+            return
+        self._pending[lane] += 1
+        lanes[lane].submit(self._run, lane, envelope, op, kwargs, request_id)
+
+    def _run(self, lane: int, envelope: Envelope, op: str, kwargs: dict[str, Any],
+             request_id: Any) -> None:
+        """In a worker: call the handler, encode the reply, hand it to the socket thread."""
+        code: str | None = None
+        try:
+            result = getattr(self._handler, op)(**kwargs)
+            reply: dict[str, Any] = {"v": 1, "ok": True, "result": result}
+            if request_id is not None:
+                reply["id"] = request_id
+            data = encode(reply)
+        except BaseException as exc:  # noqa: BLE001 - every failure becomes a reply
+            code = code_of(exc)
+            data = encode(self._failure(op, code, exc, request_id))
+        self._replies.put((lane, envelope, data, code))
+        self._wake()
+
+    @staticmethod
+    def _failure(op: str, code: str, exc: BaseException, request_id: Any) -> dict[str, Any]:
+        if code == INTERNAL:
+            log.error("control_op_failed", op=op, error_type=type(exc).__name__,
+                      error=describe(exc),
+                      traceback="".join(traceback.format_exception(exc)))
+            message = f"{op} failed: {type(exc).__name__}: {describe(exc)}"
+        else:
+            message = describe(exc)
+        return error_reply(code, message, request_id)
+
+    def _send_replies(self, socket: zmq.Socket[Any]) -> None:
+        while True:
+            try:
+                lane, envelope, data, code = self._replies.get_nowait()
+            except queue.Empty:
+                return
+            self._pending[lane] -= 1
+            if code is not None:
+                self._counts["errors"] += 1
+                if code == INTERNAL:
+                    self._counts["internal"] += 1
+            self._reply(socket, envelope, data)
+
+    def _reply(self, socket: zmq.Socket[Any], envelope: Envelope, data: bytes) -> None:
+        try:
+            socket.send_multipart([*envelope, data], zmq.NOBLOCK, copy=len(data) < 65536)
+            self._counts["replies"] += 1
+        except zmq.ZMQError:
+            # The peer is gone (ROUTER_MANDATORY: EHOSTUNREACH) or its queue is full.
+            self._counts["unroutable"] += 1
+
+
+def split_envelope(frames: list[bytes]) -> tuple[Envelope | None, list[bytes]]:
+    """`(envelope, body)` of a message read from a ROUTER: the envelope runs up to and
+    including the first empty frame after the identity (REQ, DEALER with a delimiter,
+    proxies); with no empty frame it is the identity alone (a DEALER without a delimiter).
+    `None` when there is nothing to answer to."""
+    if not frames or not frames[0]:
+        return None, []
+    for index in range(1, min(len(frames), MAX_ENVELOPE_FRAMES + 1)):
+        if not frames[index]:
+            return frames[:index + 1], frames[index + 1:]
+    if len(frames) > MAX_ENVELOPE_FRAMES and any(not f for f in frames):
+        return None, []  # a delimiter too deep to be a real envelope
+    return frames[:1], frames[1:]
+
+
+def _request_id(value: Any) -> Any:
+    """The request's `id`, echoed in the reply when it is a short string or an integer."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) and -(2**63) <= value < 2**64:
+        return value
+    if isinstance(value, str) and len(value) <= 128:
+        return value
+    return None

@@ -1,0 +1,188 @@
+"""The control client for other Python processes (import it from `transport.client`).
+
+    from transport.client import ControlClient
+    with ControlClient("tcp://127.0.0.1:7451", timeout=5.0) as control:
+        execution_id = control.submit("arb_btc", inputs={"threshold": 10.0})["execution_id"]
+        control.halt("manual")
+
+Each method sends one request and waits up to `timeout` seconds for its reply. An error reply
+raises the `ControlError` subclass of its code (`NotFoundError`, `HaltedError`, ...). No reply
+in time raises `DaemonUnreachable`, and the client then drops its socket (closed with linger
+0, so the unanswered request is discarded) and opens a fresh one on the next call: the
+"lazy pirate" pattern, so one lost reply never wedges the client. A timed-out request is not
+sent again by the client (a `submit` might run twice); whether to retry is the caller's call.
+
+Thread safety: a client may be shared between threads; its calls are serialized by a lock
+(one request in flight at a time). For parallel requests give each thread its own client.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import msgpack
+import zmq
+
+from transport.codec import encode
+from transport.errors import DaemonUnreachable, TransportError, error_for
+from transport.security import ClientKeys
+
+
+class ControlClient:
+    """A REQ client of the control socket at `endpoint`; see the module docstring."""
+
+    def __init__(self, endpoint: str, *, timeout: float = 5.0, keys: ClientKeys | None = None,
+                 context: zmq.Context[Any] | None = None) -> None:
+        if timeout <= 0:
+            raise ValueError("timeout must be > 0")
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self._keys = keys
+        self._context = context if context is not None else zmq.Context.instance()
+        self._socket: zmq.Socket[Any] | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def request(self, op: str, timeout: float | None = None, **args: Any) -> Any:
+        """Send `{"v": 1, "op": op, **args}` (None-valued args left out); return `result`."""
+        message = {"v": 1, "op": op, **{k: v for k, v in args.items() if v is not None}}
+        data = encode(message)
+        wait = self.timeout if timeout is None else timeout
+        with self._lock:
+            if self._closed:
+                raise TransportError("the control client is closed")
+            socket = self._open()
+            try:
+                socket.send(data)
+                if not socket.poll(int(wait * 1000), zmq.POLLIN):
+                    self._reset()
+                    raise DaemonUnreachable(
+                        f"no reply from {self.endpoint} within {wait:g} s ({op})")
+                frame = socket.recv()
+            except zmq.ZMQError as exc:
+                self._reset()
+                raise DaemonUnreachable(f"{self.endpoint}: {exc.strerror} ({op})") from None
+        return self._result(frame, op)
+
+    def _result(self, frame: bytes, op: str) -> Any:
+        try:
+            reply = msgpack.unpackb(frame, raw=False, strict_map_key=False)
+        except Exception as exc:  # noqa: BLE001 - msgpack raises several unrelated types
+            raise TransportError(f"{self.endpoint}: a reply to {op} is not msgpack: "
+                                 f"{exc}") from None
+        if not isinstance(reply, dict) or not isinstance(reply.get("ok"), bool):
+            raise TransportError(f"{self.endpoint}: a reply to {op} is not a reply map")
+        if reply["ok"]:
+            return reply.get("result")
+        error = reply.get("error")
+        if not isinstance(error, dict):
+            raise TransportError(f"{self.endpoint}: an error reply to {op} has no error map")
+        raise error_for(str(error.get("code", "internal")), str(error.get("message", "")))
+
+    def _open(self) -> zmq.Socket[Any]:
+        if self._socket is None:
+            socket = self._context.socket(zmq.REQ)
+            socket.linger = 0
+            if self._keys is not None:
+                self._keys.apply(socket)
+            socket.connect(self.endpoint)
+            self._socket = socket
+        return self._socket
+
+    def _reset(self) -> None:
+        if self._socket is not None:
+            self._socket.close(linger=0)
+            self._socket = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._reset()
+
+    def __enter__(self) -> ControlClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- one method per op -----------------------------------------------------------------
+
+    def ping(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("ping")
+        return result
+
+    def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("status")
+        return result
+
+    def submit(self, workflow: str, inputs: Mapping[str, Any] | None = None, *,
+               bot_id: str | None = None, strategy_id: str | None = None,
+               priority: int = 0) -> dict[str, Any]:
+        """`{"execution_id"}`; the reply comes after the execution's record is committed."""
+        result: dict[str, Any] = self.request(
+            "submit", workflow=workflow, inputs=dict(inputs) if inputs is not None else None,
+            bot_id=bot_id, strategy_id=strategy_id, priority=priority)
+        return result
+
+    def execution(self, execution_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("execution", execution_id=execution_id)
+        return result
+
+    def executions(self, *, workflow: str | None = None, status: str | None = None,
+                   limit: int = 100) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("executions", workflow=workflow,
+                                                    status=status, limit=limit)
+        return result
+
+    def cancel(self, execution_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("cancel", execution_id=execution_id)
+        return result
+
+    def halt(self, reason: str, *, origin: str | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("halt", reason=reason, origin=origin)
+        return result
+
+    def alert(self, reason: str, force: bool = False, *,
+              origin: str | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("alert", reason=reason, force=force,
+                                              origin=origin)
+        return result
+
+    def reduce_only(self, reason: str, *, origin: str | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("reduce_only", reason=reason, origin=origin)
+        return result
+
+    def resume(self, reason: str | None = None, force: bool = False, *,
+               origin: str | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("resume", reason=reason, force=force,
+                                              origin=origin)
+        return result
+
+    def intents(self, unresolved: bool = True) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.request("intents", unresolved=unresolved)
+        return result
+
+    def resolve_intent(self, idempotency_key: str, outcome: str,
+                       note: str | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("resolve_intent", idempotency_key=idempotency_key,
+                                              outcome=outcome, note=note)
+        return result
+
+    def risk_update(self, limit: str, value: float | None = None,
+                    delta: float | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = self.request("risk_update", limit=limit, value=value,
+                                              delta=delta)
+        return result
+
+    def replay(self, since_seq: int, limit: int = 1000,
+               topic_prefix: str = "") -> dict[str, Any]:
+        """`{"events", "next_seq", "last_seq", "first_seq"}`: committed events from
+        `since_seq`, seq ascending, at most `limit`; continue from `next_seq`."""
+        result: dict[str, Any] = self.request("replay", since_seq=since_seq, limit=limit,
+                                              topic_prefix=topic_prefix)
+        return result
+

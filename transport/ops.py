@@ -1,0 +1,280 @@
+"""The control socket's ops: the handler Protocol and strict validation of each request.
+
+A request is a msgpack map `{"v": 1, "op": NAME, ...args}`. `parse_request` checks `v`, `op`
+and every argument's type, fills defaults, and returns the op and the keyword arguments of
+the handler method of the same name; anything else raises `BadRequest` (naming the field) or
+`UnknownOp`. Keys a request carries beyond its op's arguments are ignored, so newer clients
+can send more; `id`, when present, is echoed in the reply (see `control.py`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from transport.errors import BadRequest, UnknownOp
+
+#: Where an emergency change came from, as `origin` on `emergency_state_changed`.
+ORIGINS = ("cli", "web", "control")
+DEFAULT_ORIGIN = "control"
+EXECUTION_STATUSES = ("queued", "running", "completed", "failed", "halted", "cancelled",
+                      "interrupted", "refused")
+INTENT_OUTCOMES = ("filled", "not_filled", "unknown")
+EXECUTIONS_DEFAULT_LIMIT = 100
+REPLAY_DEFAULT_LIMIT = 1000
+MAX_LIMIT = 10_000
+MAX_TEXT = 4096
+MAX_ID = 256
+#: How deep `inputs` is searched for NaN/inf (msgpack itself refuses deeper nesting).
+_MAX_DEPTH = 64
+
+#: Ops answered on the urgent lane (one dedicated worker): quick, and never queued behind a
+#: replay or a submit waiting for its commit. Every other op runs on the worker pool.
+URGENT_OPS = frozenset({"ping", "status", "halt", "alert", "reduce_only", "resume",
+                        "risk_update"})
+
+
+class ControlHandler(Protocol):
+    """What the control server calls: one method per op, keyword arguments already
+    validated, returning the op's `result` (msgpack-able). Raise `UnknownWorkflow`,
+    `NotFound`, `Halted`, `Overloaded`, `LimitExceeded`, `BadRequest`/`TypeError`/
+    `ValueError` (bad argument) or `Unauthorized` for the matching error code; anything else
+    is answered `internal` and logged. Methods are called from worker threads, several at
+    once (one urgent op and up to `workers` others)."""
+
+    def ping(self) -> dict[str, Any]:
+        """{"pong": True, "version": str}"""
+        ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def submit(self, *, workflow: str, inputs: dict[str, Any], bot_id: str | None,
+               strategy_id: str | None, priority: int) -> dict[str, Any]:
+        """{"execution_id"}, after the execution's record is committed."""
+        ...
+
+    def execution(self, *, execution_id: str) -> dict[str, Any]: ...
+
+    def executions(self, *, workflow: str | None, status: str | None,
+                   limit: int) -> list[dict[str, Any]]: ...
+
+    def cancel(self, *, execution_id: str) -> dict[str, Any]: ...
+
+    def halt(self, *, reason: str, origin: str) -> dict[str, Any]: ...
+
+    def alert(self, *, reason: str, force: bool, origin: str) -> dict[str, Any]: ...
+
+    def reduce_only(self, *, reason: str, origin: str) -> dict[str, Any]: ...
+
+    def resume(self, *, reason: str | None, force: bool, origin: str) -> dict[str, Any]: ...
+
+    def intents(self, *, unresolved: bool) -> list[dict[str, Any]]: ...
+
+    def resolve_intent(self, *, idempotency_key: str, outcome: str,
+                       note: str | None) -> dict[str, Any]: ...
+
+    def risk_update(self, *, limit: str, value: float | None,
+                    delta: float | None) -> dict[str, Any]: ...
+
+    def replay(self, *, since_seq: int, limit: int, topic_prefix: str) -> dict[str, Any]: ...
+
+
+_MISSING = object()
+
+
+def _field(req: dict[str, Any], name: str) -> Any:
+    value = req.get(name, _MISSING)
+    return _MISSING if value is None else value
+
+
+def _text(req: dict[str, Any], name: str, *, required: bool, max_len: int = MAX_TEXT,
+          choices: tuple[str, ...] | None = None) -> str | None:
+    value = _field(req, name)
+    if value is _MISSING:
+        if required:
+            raise BadRequest(f"missing field {name!r}")
+        return None
+    if not isinstance(value, str):
+        raise BadRequest(f"field {name!r} must be a string, not {_kind(value)}")
+    if not value:
+        raise BadRequest(f"field {name!r} must not be empty")
+    if len(value) > max_len:
+        raise BadRequest(f"field {name!r} is longer than {max_len} characters")
+    if choices is not None and value not in choices:
+        raise BadRequest(f"field {name!r} must be one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
+def _required_text(req: dict[str, Any], name: str, max_len: int = MAX_TEXT,
+                   choices: tuple[str, ...] | None = None) -> str:
+    value = _text(req, name, required=True, max_len=max_len, choices=choices)
+    assert value is not None
+    return value
+
+
+def _int(req: dict[str, Any], name: str, *, default: int | None, minimum: int,
+         maximum: int) -> int:
+    value = _field(req, name)
+    if value is _MISSING:
+        if default is None:
+            raise BadRequest(f"missing field {name!r}")
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequest(f"field {name!r} must be an integer, not {_kind(value)}")
+    if not minimum <= value <= maximum:
+        raise BadRequest(f"field {name!r} must be between {minimum} and {maximum}; got {value}")
+    return value
+
+
+def _bool(req: dict[str, Any], name: str, default: bool) -> bool:
+    value = _field(req, name)
+    if value is _MISSING:
+        return default
+    if not isinstance(value, bool):
+        raise BadRequest(f"field {name!r} must be a boolean, not {_kind(value)}")
+    return value
+
+
+def _number(req: dict[str, Any], name: str) -> float | None:
+    value = _field(req, name)
+    if value is _MISSING:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadRequest(f"field {name!r} must be a number, not {_kind(value)}")
+    if not math.isfinite(value):
+        raise BadRequest(f"field {name!r} must be a finite number; got {value}")
+    if isinstance(value, int) and abs(value) > 2**53:
+        raise BadRequest(f"field {name!r} is out of range")
+    return float(value)
+
+
+def _kind(value: Any) -> str:
+    return "nil" if value is None else type(value).__name__
+
+
+def _inputs(req: dict[str, Any]) -> dict[str, Any]:
+    value = _field(req, "inputs")
+    if value is _MISSING:
+        return {}
+    if not isinstance(value, dict):
+        raise BadRequest(f"field 'inputs' must be a map, not {_kind(value)}")
+    for key in value:
+        if not isinstance(key, str):
+            raise BadRequest("field 'inputs' must have string keys")
+    if _has_non_finite(value, 0):
+        raise BadRequest("field 'inputs' holds a NaN or infinite number")
+    return value
+
+
+def _has_non_finite(value: Any, depth: int) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if depth >= _MAX_DEPTH:
+        return False
+    if isinstance(value, dict):
+        return any(_has_non_finite(v, depth + 1) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_non_finite(v, depth + 1) for v in value)
+    return False
+
+
+def _origin(req: dict[str, Any]) -> str:
+    value = _text(req, "origin", required=False, max_len=16, choices=ORIGINS)
+    return value if value is not None else DEFAULT_ORIGIN
+
+
+def _none(req: dict[str, Any]) -> dict[str, Any]:
+    return {}
+
+
+def _submit(req: dict[str, Any]) -> dict[str, Any]:
+    return {"workflow": _required_text(req, "workflow", MAX_ID), "inputs": _inputs(req),
+            "bot_id": _text(req, "bot_id", required=False, max_len=MAX_ID),
+            "strategy_id": _text(req, "strategy_id", required=False, max_len=MAX_ID),
+            "priority": _int(req, "priority", default=0, minimum=-(2**31), maximum=2**31 - 1)}
+
+
+def _execution_id(req: dict[str, Any]) -> dict[str, Any]:
+    return {"execution_id": _required_text(req, "execution_id", MAX_ID)}
+
+
+def _executions(req: dict[str, Any]) -> dict[str, Any]:
+    return {"workflow": _text(req, "workflow", required=False, max_len=MAX_ID),
+            "status": _text(req, "status", required=False, max_len=32,
+                            choices=EXECUTION_STATUSES),
+            "limit": _int(req, "limit", default=EXECUTIONS_DEFAULT_LIMIT, minimum=1,
+                          maximum=MAX_LIMIT)}
+
+
+def _reason_origin(req: dict[str, Any]) -> dict[str, Any]:
+    return {"reason": _required_text(req, "reason"), "origin": _origin(req)}
+
+
+def _alert(req: dict[str, Any]) -> dict[str, Any]:
+    return {**_reason_origin(req), "force": _bool(req, "force", False)}
+
+
+def _resume(req: dict[str, Any]) -> dict[str, Any]:
+    return {"reason": _text(req, "reason", required=False), "force": _bool(req, "force", False),
+            "origin": _origin(req)}
+
+
+def _intents(req: dict[str, Any]) -> dict[str, Any]:
+    return {"unresolved": _bool(req, "unresolved", True)}
+
+
+def _resolve_intent(req: dict[str, Any]) -> dict[str, Any]:
+    return {"idempotency_key": _required_text(req, "idempotency_key", 2 * MAX_ID + 1),
+            "outcome": _required_text(req, "outcome", 16, INTENT_OUTCOMES),
+            "note": _text(req, "note", required=False)}
+
+
+def _risk_update(req: dict[str, Any]) -> dict[str, Any]:
+    args = {"limit": _required_text(req, "limit", MAX_ID), "value": _number(req, "value"),
+            "delta": _number(req, "delta")}
+    if (args["value"] is None) == (args["delta"] is None):
+        raise BadRequest("give exactly one of 'value' and 'delta'")
+    return args
+
+
+def _replay(req: dict[str, Any]) -> dict[str, Any]:
+    prefix = _field(req, "topic_prefix")
+    if prefix is _MISSING:
+        prefix = ""
+    elif not isinstance(prefix, str):
+        raise BadRequest(f"field 'topic_prefix' must be a string, not {_kind(prefix)}")
+    elif len(prefix) > MAX_TEXT:
+        raise BadRequest(f"field 'topic_prefix' is longer than {MAX_TEXT} characters")
+    return {"since_seq": _int(req, "since_seq", default=None, minimum=0, maximum=2**63 - 1),
+            "limit": _int(req, "limit", default=REPLAY_DEFAULT_LIMIT, minimum=1,
+                          maximum=MAX_LIMIT),
+            "topic_prefix": prefix}
+
+
+#: op -> validator returning the handler's keyword arguments.
+OPS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "ping": _none, "status": _none, "submit": _submit, "execution": _execution_id,
+    "executions": _executions, "cancel": _execution_id, "halt": _reason_origin,
+    "alert": _alert, "reduce_only": _reason_origin, "resume": _resume, "intents": _intents,
+    "resolve_intent": _resolve_intent, "risk_update": _risk_update, "replay": _replay,
+}
+
+
+def parse_request(req: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """`(op, handler kwargs)` for a decoded request map, or `BadRequest`/`UnknownOp`."""
+    version = req.get("v", _MISSING)
+    if version is _MISSING:
+        raise BadRequest("missing field 'v' (protocol version, 1)")
+    if type(version) is not int or version != 1:
+        raise BadRequest(f"unsupported protocol version {version!r}; this server speaks v 1")
+    op = req.get("op", _MISSING)
+    if op is _MISSING:
+        raise BadRequest("missing field 'op'")
+    if not isinstance(op, str):
+        raise BadRequest(f"field 'op' must be a string, not {_kind(op)}")
+    validate = OPS.get(op)
+    if validate is None:
+        shown = op if len(op) <= 64 else op[:64] + "..."
+        raise UnknownOp(f"unknown op {shown!r}; known: {', '.join(sorted(OPS))}")
+    return op, validate(req)

@@ -1,0 +1,137 @@
+"""CURVE encryption and ZAP client authentication for the daemon's sockets, and client keys.
+
+Server side: one `CurveServer` per zmq context. It loads the daemon's key pair from
+`curve_secret_key_file` (as `tradeloom keys DIR --name daemon` writes it: DIR/daemon.key_secret)
+and starts `zmq.auth`'s `ThreadAuthenticator` with every public key found in
+`curve_authorized_keys_dir` (`*.key` files, as `tradeloom keys` writes them). `apply(socket)`
+makes a socket a CURVE server before it binds; the publisher and the control server share
+one `CurveServer`, so one directory authorizes both. A client whose key is not there fails
+the handshake: it receives nothing and nothing it sends is delivered.
+
+Client side: `ClientKeys(secret_key_file, server_public_key_file)`.
+
+The rule for plain text: binding a non-loopback address without CURVE is refused unless
+`insecure=True` (`check_bind`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+import zmq
+import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
+
+from transport.errors import TransportError
+
+_TCP = re.compile(r"^tcp://(?:[^;]*;)?(?P<host>\[[^\]]*\]|[^:\[\]]*):(?P<port>[^:]+)$")
+
+
+def is_loopback(endpoint: str) -> bool:
+    """True when `endpoint` is reachable from this machine only: `ipc://`, `inproc://`, or
+    `tcp://` on 127.0.0.0/8, ::1, `localhost` or the `lo` interface. Wildcards (`*`), other
+    names and addresses are not."""
+    if endpoint.startswith(("ipc://", "inproc://")):
+        return True
+    match = _TCP.match(endpoint)
+    if match is None:
+        return False
+    host = match["host"].strip("[]")
+    if host in ("localhost", "lo"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(endpoint: str, *, curve: bool, insecure: bool) -> None:
+    """Refuse a plain-text bind on an address other machines can reach."""
+    if not curve and not insecure and not is_loopback(endpoint):
+        raise TransportError(
+            f"refusing to bind {endpoint} without CURVE: it is not a loopback address; set "
+            "[transport] curve_secret_key_file and curve_authorized_keys_dir, or pass "
+            "--insecure")
+
+
+def _load(path: str | Path, *, secret: bool, what: str) -> tuple[bytes, bytes | None]:
+    try:
+        public, secret_key = zmq.auth.load_certificate(str(path))
+    except (OSError, ValueError) as exc:
+        raise TransportError(f"{what} {path}: cannot load a CURVE key: {exc}") from None
+    if secret and secret_key is None:
+        raise TransportError(f"{what} {path} holds no secret key (use the .key_secret file)")
+    return public, secret_key
+
+
+class CurveServer:
+    """CURVE + ZAP for every server socket of one zmq context.
+
+    Build it, `start()` it before any socket binds, `apply()` it to each server socket (from
+    the thread that owns the socket), and `stop()` it after the sockets are closed."""
+
+    def __init__(self, context: zmq.Context[Any], secret_key_file: str | Path,
+                 authorized_keys_dir: str | Path) -> None:
+        self.public_key, secret = _load(secret_key_file, secret=True,
+                                        what="curve_secret_key_file")
+        assert secret is not None
+        self._secret_key = secret
+        directory = Path(authorized_keys_dir)
+        if not directory.is_dir():
+            raise TransportError(f"curve_authorized_keys_dir {directory}: not a directory")
+        self.authorized_keys_dir = directory
+        self._context = context
+        self._auth: ThreadAuthenticator | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        with self._lock:
+            if self._auth is not None:
+                return
+            auth = ThreadAuthenticator(self._context)
+            auth.start()
+            auth.configure_curve(domain="*", location=str(self.authorized_keys_dir))
+            self._auth = auth
+
+    def reload(self) -> None:
+        """Read the authorized keys directory again (a key added or removed)."""
+        with self._lock:
+            if self._auth is not None:
+                self._auth.configure_curve(domain="*", location=str(self.authorized_keys_dir))
+
+    def apply(self, socket: zmq.Socket[Any]) -> None:
+        socket.curve_server = True
+        socket.curve_secretkey = self._secret_key
+        socket.curve_publickey = self.public_key
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._auth is not None:
+                self._auth.stop()
+                self._auth = None
+
+
+class ClientKeys:
+    """A client's key pair and the daemon's public key, for `ControlClient` and `Subscriber`.
+
+    `secret_key_file`: the client's `.key_secret` (from `tradeloom keys DIR --name NAME`; its
+    `.key` goes into the daemon's authorized keys directory). `server_public_key_file`: the
+    daemon's `.key` file. Both are read at construction, so a bad path fails at once."""
+
+    __slots__ = ("_public", "_secret", "_server")
+
+    def __init__(self, secret_key_file: str | Path, server_public_key_file: str | Path) -> None:
+        self._public, secret = _load(secret_key_file, secret=True, what="client secret key file")
+        assert secret is not None
+        self._secret = secret
+        self._server, _ = _load(server_public_key_file, secret=False,
+                                what="server public key file")
+
+    def apply(self, socket: zmq.Socket[Any]) -> None:
+        socket.curve_secretkey = self._secret
+        socket.curve_publickey = self._public
+        socket.curve_serverkey = self._server

@@ -1,0 +1,333 @@
+"""`Subscriber`: follows the daemon's event stream with no gap and no duplicate.
+
+    with Subscriber(events, control, topics=("workflow/arb_btc/",), since_seq=42) as sub:
+        for event in sub:             # seq strictly increasing, losses replayed
+            ...
+
+The algorithm (also in docs/protocol.md):
+
+1. Connect a SUB socket, subscribe to each topic prefix and to `system/heartbeat`.
+2. Wait for the first heartbeat (it comes at once on subscribing): the stream is live. Events
+   that arrive before it are held back. `last_seq` becomes `since_seq - 1` when given, else
+   one before the first held-back event, else the heartbeat's `last_seq`.
+3. Each event with seq `s`: `s <= last_seq` is a duplicate and dropped. `s == last_seq + 1`
+   is delivered. `s > last_seq + 1` is a jump: the seqs `[last_seq + 1, s - 1]` are replayed
+   through the control socket (`replay` with the topic prefix, page by page, from `next_seq`),
+   the matching ones delivered, then `s`. Unfiltered (`topics=("",)`) a jump always means a
+   loss. Filtered, the seqs in between are usually other topics' events, so each jump costs
+   one small replay; with exactly one whole-workflow filter (`workflow/<id>/`) a jump whose
+   `wseq` is the workflow's previous `wseq + 1` proves nothing was lost and costs nothing.
+4. Each heartbeat with `last_seq` L > `last_seq`: everything up to L was sent before it, so
+   `[last_seq + 1, L]` is replayed the same way (unfiltered: a lost tail; filtered: a check
+   that costs one replay per heartbeat while other topics have traffic).
+5. A heartbeat with a new `epoch`: the daemon restarted. The SUB socket reconnects by itself
+   and seq continues, so step 4 fetches whatever was published while we were away. (A new
+   epoch whose `last_seq` is below ours means a new journal: `last_seq` restarts from it.)
+
+So events come out in strictly increasing seq, each once. Resume after your own restart by
+saving the last seq you processed and passing `since_seq=saved + 1`. Seq-less events (the
+heartbeat aside, non-journaled `system/` notices) are delivered as they come.
+
+Not thread-safe: use a Subscriber from one thread (the one that created it).
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import structlog
+import zmq
+
+from actors.events import topic_of
+from transport.control_client import ControlClient
+from transport.errors import DaemonUnreachable
+from transport.security import ClientKeys
+
+log = structlog.get_logger("tradeloom.transport.subscriber")
+
+Event = dict[str, Any]
+HEARTBEAT_TOPIC = "system/heartbeat"
+_WHOLE_WORKFLOW = re.compile(r"^workflow/[A-Za-z0-9_.-]{1,128}/$")
+
+
+@dataclass(frozen=True, slots=True)
+class _TailCheck:
+    """A point in the inbox: every event up to `last_seq` has been sent before it."""
+
+    last_seq: int
+    initial: bool = False
+
+
+class Subscriber:
+    """Follows `events_endpoint` (the daemon's PUB) and fills gaps through `control_endpoint`.
+
+    `topics`: topic prefixes (`""` = everything). `since_seq`: the first seq wanted (replayed
+    from the journal, then live); None starts live. `timeout`: for each control request.
+    Counters: `gaps_filled` (losses repaired), `replayed` (events delivered from replay,
+    catch-up included), `duplicates`, `lost` (seqs the journal no longer had), `restarts`
+    (new epochs seen), `heartbeats`, `malformed`."""
+
+    def __init__(self, events_endpoint: str, control_endpoint: str, *,
+                 topics: Sequence[str] = ("",), since_seq: int | None = None,
+                 keys: ClientKeys | None = None, timeout: float = 5.0,
+                 rcvhwm: int = 100_000, page: int = 1000,
+                 context: zmq.Context[Any] | None = None) -> None:
+        if isinstance(topics, str) or not all(isinstance(t, str) for t in topics):
+            raise TypeError("topics must be a sequence of topic prefix strings")
+        if since_seq is not None and (isinstance(since_seq, bool)
+                                      or not isinstance(since_seq, int)):
+            raise TypeError("since_seq must be an int or None")
+        self.filters = tuple(dict.fromkeys(topics)) or ("",)
+        self._everything = "" in self.filters
+        self._prefix = "" if self._everything else _common_prefix(self.filters)
+        self._one_workflow = (len(self.filters) == 1
+                              and _WHOLE_WORKFLOW.match(self.filters[0]) is not None)
+        self.events_endpoint = events_endpoint
+        self._page = page
+        self._control = ControlClient(control_endpoint, timeout=timeout, keys=keys,
+                                      context=context)
+        ctx = context if context is not None else zmq.Context.instance()
+        self._sub: zmq.Socket[Any] = ctx.socket(zmq.SUB)
+        self._sub.linger = 0
+        self._sub.rcvhwm = rcvhwm
+        if keys is not None:
+            keys.apply(self._sub)
+        for prefix in self.filters:
+            self._sub.setsockopt(zmq.SUBSCRIBE, prefix.encode())
+        if not any(HEARTBEAT_TOPIC.startswith(p) for p in self.filters):
+            self._sub.setsockopt(zmq.SUBSCRIBE, HEARTBEAT_TOPIC.encode())
+        self._sub.connect(events_endpoint)
+
+        self.last_seq: int | None = max(since_seq, 1) - 1 if since_seq is not None else None
+        self.epoch: str | int | None = None
+        self.live = False
+        self.last_heartbeat: Event | None = None
+        self._last_wseq: int | None = None
+        self._caught_up = False
+        self._ready: collections.deque[Event] = collections.deque()
+        self._inbox: collections.deque[Event | _TailCheck] = collections.deque()
+        self._early: list[Event] = []
+        self._gap: tuple[int, int] | None = None
+        self._held: Event | None = None
+        self._gap_recovered = 0
+        self._gap_is_loss = False
+        self.gaps_filled = self.replayed = self.duplicates = self.lost = 0
+        self.restarts = self.heartbeats = self.malformed = 0
+
+    # -- public ----------------------------------------------------------------------------
+
+    def wait_live(self, timeout: float = 5.0) -> None:
+        """Return once the first heartbeat is in; `DaemonUnreachable` if none in `timeout`."""
+        deadline = time.monotonic() + timeout
+        while not self.live:
+            remaining = deadline - time.monotonic()
+            if (remaining <= 0 or not self._receive(remaining)) and not self.live:
+                raise DaemonUnreachable(
+                    f"no heartbeat from {self.events_endpoint} within {timeout:g} s")
+
+    def next(self, timeout: float | None = None) -> Event | None:
+        """The next event in seq order, or None when none is ready within `timeout` seconds
+        (None: wait for ever). Replays run here, in the caller's thread; a replay that gets
+        no answer raises `DaemonUnreachable` and is tried again by the next call."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self._ready:
+                return self._ready.popleft()
+            if self._gap is not None:
+                self._fill_step()
+                continue
+            if self._inbox:
+                self._process(self._inbox.popleft())
+                continue
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return None
+            self._receive(remaining)
+
+    def __iter__(self) -> Iterator[Event]:
+        while True:
+            event = self.next(None)
+            if event is not None:
+                yield event
+
+    def events(self, timeout: float) -> Iterator[Event]:
+        """Events until none comes for `timeout` seconds."""
+        while (event := self.next(timeout)) is not None:
+            yield event
+
+    def close(self) -> None:
+        self._sub.close(linger=0)
+        self._control.close()
+
+    def __enter__(self) -> Subscriber:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- receiving -------------------------------------------------------------------------
+
+    def _receive(self, timeout: float | None) -> bool:
+        """Read one message into the inbox (or the early list); False on timeout."""
+        ms = None if timeout is None else max(1, int(timeout * 1000))
+        if not self._sub.poll(ms, zmq.POLLIN):
+            return False
+        frames = self._sub.recv_multipart(zmq.NOBLOCK)
+        try:
+            if len(frames) != 2:
+                raise ValueError(f"{len(frames)} frames")
+            item = msgpack.unpackb(frames[1], raw=False, strict_map_key=False)
+            if not isinstance(item, dict):
+                raise ValueError("not a map")
+        except Exception as exc:  # noqa: BLE001 - one bad message must not stop the stream
+            self.malformed += 1
+            log.warning("stream_message_malformed", error=str(exc))
+            return True
+        if not self.live:
+            self._process(item)
+        else:
+            self._inbox.append(item)
+        return True
+
+    def _process(self, item: Event | _TailCheck) -> None:
+        if isinstance(item, _TailCheck):
+            self._tail_check(item.last_seq)
+            if item.initial:
+                self._caught_up = True  # gaps from here on are losses, not catch-up
+            return
+        seq = item.get("seq")
+        if item.get("type") == "heartbeat" and seq is None:
+            self._on_heartbeat(item)
+        elif not self.live:
+            self._early.append(item)
+        elif not isinstance(seq, int) or isinstance(seq, bool):
+            self._ready.append(item)  # a non-journaled notice: no place in the seq order
+        else:
+            self._on_event(item, seq)
+
+    def _on_heartbeat(self, beat: Event) -> None:
+        last = beat.get("last_seq")
+        if not isinstance(last, int) or isinstance(last, bool):
+            self.malformed += 1
+            return
+        self.heartbeats += 1
+        self.last_heartbeat = beat
+        epoch = beat.get("epoch")
+        if not self.live:
+            self.live, self.epoch = True, epoch
+            early, self._early = self._early, []
+            if self.last_seq is None:
+                first = next((e["seq"] for e in early if isinstance(e.get("seq"), int)), None)
+                self.last_seq = first - 1 if first is not None else last
+            self._inbox.extendleft(reversed([*early, _TailCheck(last, initial=True)]))
+            return
+        assert self.last_seq is not None
+        if epoch != self.epoch:
+            self.restarts += 1
+            self.epoch = epoch
+            log.info("daemon_restarted", epoch=epoch, last_seq=last, our_last_seq=self.last_seq)
+            if last < self.last_seq:
+                log.warning("journal_reset", daemon_last_seq=last, our_last_seq=self.last_seq)
+                self.last_seq, self._last_wseq = last, None
+                return
+        self._tail_check(last)
+
+    def _tail_check(self, last: int) -> None:
+        assert self.last_seq is not None
+        if last > self.last_seq:
+            self._start_gap(self.last_seq + 1, last, held=None)
+
+    def _on_event(self, event: Event, seq: int) -> None:
+        assert self.last_seq is not None
+        if seq <= self.last_seq:
+            self.duplicates += 1
+            return
+        if seq > self.last_seq + 1 and not self._proven_contiguous(event):
+            self._start_gap(self.last_seq + 1, seq - 1, held=event)
+            return
+        self._deliver(event, seq)
+
+    def _proven_contiguous(self, event: Event) -> bool:
+        wseq = event.get("wseq")
+        return (self._one_workflow and self._last_wseq is not None
+                and isinstance(wseq, int) and wseq == self._last_wseq + 1)
+
+    def _deliver(self, event: Event, seq: int) -> None:
+        self._ready.append(event)
+        self.last_seq = seq
+        if self._one_workflow:
+            wseq = event.get("wseq")
+            self._last_wseq = wseq if isinstance(wseq, int) else None
+
+    # -- replay ----------------------------------------------------------------------------
+
+    def _start_gap(self, first: int, last: int, *, held: Event | None) -> None:
+        self._gap, self._held, self._gap_recovered = (first, last), held, 0
+        self._gap_is_loss = self._caught_up
+
+    def _fill_step(self) -> None:
+        """One replay page of the pending gap; finishes it when the range is covered."""
+        assert self._gap is not None and self.last_seq is not None
+        first, last = self._gap
+        reply = self._control.replay(first, limit=min(self._page, last - first + 1),
+                                     topic_prefix=self._prefix)
+        events = reply.get("events") or []
+        oldest = reply.get("first_seq")
+        if isinstance(oldest, int) and oldest > first:
+            missing = min(oldest - 1, last) - first + 1
+            self.lost += missing
+            log.warning("replay_pruned", first_wanted=first, first_kept=oldest)
+        next_seq = reply.get("next_seq")
+        for event in events:
+            seq = event.get("seq") if isinstance(event, dict) else None
+            if not isinstance(seq, int):
+                continue
+            next_seq = max(next_seq if isinstance(next_seq, int) else 0, seq + 1)
+            if seq > last:
+                break
+            if seq <= self.last_seq or not self._matches(event):
+                continue
+            self._deliver(event, seq)
+            self._gap_recovered += 1
+            self.replayed += 1
+        committed = reply.get("last_seq")
+        if (not isinstance(next_seq, int) or next_seq > last or next_seq <= first
+                or (isinstance(committed, int) and next_seq > committed)):
+            self._finish_gap(last)
+        else:
+            self._gap = (next_seq, last)
+
+    def _finish_gap(self, last: int) -> None:
+        assert self.last_seq is not None
+        self.last_seq = max(self.last_seq, last)
+        if self._gap_recovered and self._gap_is_loss:
+            self.gaps_filled += 1
+        self._gap = None
+        if self._held is not None:
+            self._inbox.appendleft(self._held)
+            self._held = None
+
+    def _matches(self, event: Event) -> bool:
+        if self._everything:
+            return True
+        try:
+            topic = topic_of(event)
+        except KeyError:
+            return False
+        return topic.startswith(self.filters)
+
+
+def _common_prefix(texts: Sequence[str]) -> str:
+    """The longest string every one of `texts` starts with (character by character: topic
+    prefixes are not paths)."""
+    first, last = min(texts), max(texts)
+    size = 0
+    while size < min(len(first), len(last)) and first[size] == last[size]:
+        size += 1
+    return first[:size]
