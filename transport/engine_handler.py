@@ -1,0 +1,89 @@
+"""The control socket's ops, answered by an engine (the daemon's `ControlHandler`).
+
+Each method maps one op of the control protocol onto the in-process API: the same calls,
+the same refusal rules, the same exceptions (which the control server turns into error
+codes by class). `submit` replies only once the execution's record is committed to the
+journal, so an execution id a client was given survives a `kill -9`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from actors.engine import VERSION, Engine
+from actors.errors import Halted, InternalError, NotFound, Overloaded
+
+#: How long a submit waits for its record to be committed before answering `internal`.
+RECORD_TIMEOUT_S = 10.0
+#: The fields of `status` the protocol promises (the engine's own map has more).
+STATUS_FIELDS = ("state", "running", "queued", "workflows", "breakers", "limits", "last_seq",
+                 "uptime_s")
+
+
+class EngineControlHandler:
+    """`transport.ops.ControlHandler` over an `Engine`; called from the server's workers."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def ping(self) -> dict[str, Any]:
+        return {"pong": True, "version": VERSION}
+
+    def status(self) -> dict[str, Any]:
+        status = self._engine.status()
+        return {key: status[key] for key in STATUS_FIELDS} | {
+            key: value for key, value in status.items() if key not in STATUS_FIELDS}
+
+    def submit(self, *, workflow: str, inputs: dict[str, Any], bot_id: str | None,
+               strategy_id: str | None, priority: int) -> dict[str, Any]:
+        handle = self._engine.submit(workflow, inputs, bot_id=bot_id, strategy_id=strategy_id,
+                                     priority=priority)
+        if handle.done():
+            result = handle.result(0)
+            if result.status == "refused":
+                refusal = Overloaded if result.error_type == Overloaded.__name__ else Halted
+                raise refusal(result.error or "submit refused")
+        if not self._engine.wait_recorded(handle, RECORD_TIMEOUT_S):
+            raise InternalError(f"{handle.execution_id} was accepted but its record was not "
+                                f"committed within {RECORD_TIMEOUT_S:g} s")
+        return {"execution_id": handle.execution_id}
+
+    def execution(self, *, execution_id: str) -> dict[str, Any]:
+        found = self._engine.execution(execution_id)
+        if found is None:
+            raise NotFound(f"no execution {execution_id!r}")
+        return found
+
+    def executions(self, *, workflow: str | None, status: str | None,
+                   limit: int) -> list[dict[str, Any]]:
+        return self._engine.executions(workflow=workflow, status=status, limit=limit)
+
+    def cancel(self, *, execution_id: str) -> dict[str, Any]:
+        return {"status": self._engine.cancel(execution_id)}
+
+    def halt(self, *, reason: str, origin: str) -> dict[str, Any]:
+        return self._engine.halt(reason, origin=origin)
+
+    def alert(self, *, reason: str, force: bool, origin: str) -> dict[str, Any]:
+        return self._engine.alert(reason, force=force, origin=origin)
+
+    def reduce_only(self, *, reason: str, origin: str) -> dict[str, Any]:
+        return self._engine.reduce_only(reason, origin=origin)
+
+    def resume(self, *, reason: str | None, force: bool, origin: str) -> dict[str, Any]:
+        return self._engine.resume(reason, force=force, origin=origin)
+
+    def intents(self, *, unresolved: bool) -> list[dict[str, Any]]:
+        return self._engine.intents(unresolved=unresolved)
+
+    def resolve_intent(self, *, idempotency_key: str, outcome: str,
+                       note: str | None) -> dict[str, Any]:
+        self._engine.resolve_intent(idempotency_key, outcome, note)
+        return {"idempotency_key": idempotency_key, "outcome": outcome}
+
+    def risk_update(self, *, limit: str, value: float | None,
+                    delta: float | None) -> dict[str, Any]:
+        return self._engine.risk_update(limit, value, delta)
+
+    def replay(self, *, since_seq: int, limit: int, topic_prefix: str) -> dict[str, Any]:
+        return self._engine.replay(since_seq, limit=limit, topic_prefix=topic_prefix)
