@@ -61,7 +61,7 @@ def breaker_engine(make_engine: EngineFactory, clock: ManualClock, *,
                        "backoff_min_s": 0.0, "backoff_max_s": 0.0},
     }, clock=clock)
     rec = Recorder()
-    engine.subscribe(rec)
+    rec.follow(engine)
     return engine, rec
 
 
