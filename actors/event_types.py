@@ -266,8 +266,7 @@ class EmergencyStateChanged(SequencedEvent):
 
     - `state`, `previous_state`: NORMAL, ALERT, REDUCE_ONLY, HALT; `reason`: free text.
     - `source`: why: `manual`, `risk_limit`, `journal` (a failed write), `stale_feed`.
-    - `origin`: who asked: `api`, `control`, `cli`, `web`, `engine`. Required by the
-      contract; NotRequired until the kill-switch branch emits it (then make it required).
+    - `origin`: who asked: `api`, `control`, `cli`, `web`, `engine`.
     """
 
     type: Literal["emergency_state_changed"]
@@ -275,7 +274,7 @@ class EmergencyStateChanged(SequencedEvent):
     previous_state: EmergencyStateName
     reason: str | None
     source: Literal["manual", "risk_limit", "journal", "stale_feed"]
-    origin: NotRequired[Literal["api", "control", "cli", "web", "engine"]]
+    origin: Literal["api", "control", "cli", "web", "engine"]
 
 
 class _RiskLimit(SequencedEvent):

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -46,13 +47,14 @@ from actors.packing import pack, pack_plain, unpack
 from actors.subscription import (
     Event,
     EventCallback,
+    LogReader,
     Subscription,
     current_subscription,
     iso_utc,
 )
 
 __all__ = ["DEFAULT_RING_SIZE", "DRAIN_S", "Event", "EventCallback", "EventLog",
-           "EventStore", "Subscription", "current_subscription", "iso_utc"]
+           "EventStore", "LogReader", "Subscription", "current_subscription", "iso_utc"]
 
 #: Events kept in memory for cursors that lag (memory mode: older ones become a gap).
 DEFAULT_RING_SIZE = 100_000
@@ -72,7 +74,7 @@ log = structlog.get_logger("tradeloom.events")
 class EventStore(Protocol):
     """A durable home for the log (the journal): what `EventLog.attach_store` takes."""
 
-    def append(self, events: Sequence[Event]) -> None:
+    def append(self, events: list[Event]) -> None:
         """Take a sequenced batch. Called under the sequencing lock: queue it, no I/O. Once
         it is durable, call `log.mark_committed(last seq)` from the writer thread."""
 
@@ -111,21 +113,26 @@ class EventLog:
         self._mutex = threading.Lock()
         #: (seq, n, fn): run fn once delivered(seq). Pushed under _mutex; its top is read
         #: without it (a push is one C call under the GIL).
-        self._watchers: list[tuple[int, int, Callable[[], None]]] = []
+        self._watchers: list[tuple[int, int, Callable[[], None], bool]] = []
         self._watcher_ids = itertools.count()
+        #: Done callbacks made due by a store's commit run on this thread (made on first
+        #: use), never on the store's writer thread.
+        self._handed_off: queue.SimpleQueue[list[Callable[[], None]] | None] | None = None
         #: Live subscriptions (replaced, never mutated: read without the mutex).
         self.subscriptions: tuple[Subscription, ...] = ()
+        #: Live readers (the publisher): they keep events too, but nobody waits for them.
+        self._readers: tuple[LogReader, ...] = ()
 
     # -- writing (the sink, under the sequencing lock) -------------------------------------
 
-    def append(self, events: Sequence[Event]) -> None:
+    def append(self, events: list[Event]) -> None:
         """Add a sequenced batch (gapless seqs, ascending). No I/O, no callbacks."""
         if not events:
             return
         last: int = events[-1]["seq"]
         self.appended_seq = last
-        subs, store = self.subscriptions, self._store
-        if subs or store is not None:
+        subs, readers, store = self.subscriptions, self._readers, self._store
+        if subs or readers or store is not None:
             self._write(events)
         elif self._ring:
             self._ring = []  # nobody reads: let it all go (a subscriber starts after it)
@@ -136,11 +143,15 @@ class EventLog:
             for sub in subs:
                 if sub.asleep:
                     sub.wake()
+            for reader in readers:
+                if reader.asleep:
+                    reader.wake()
         if self._ring:
             floor = self.committed_seq + 1
-            for sub in subs:
-                if sub.next_seq < floor:
-                    floor = sub.next_seq
+            cursors: tuple[Subscription | LogReader, ...] = (*subs, *readers) if readers else subs
+            for cursor in cursors:
+                if cursor.next_seq < floor:
+                    floor = cursor.next_seq
             if floor > self._cleared:
                 self._clear_below(floor)
 
@@ -177,18 +188,25 @@ class EventLog:
         self._store = store
 
     def mark_committed(self, seq: int) -> None:
-        """The store made every event up to `seq` durable (called from its writer thread).
-        Done callbacks that become due run here: a store should call this off its hot
-        path, or hand them on."""
+        """The store made every event up to `seq` durable (called from its writer thread,
+        and quick: waiters are woken here, done callbacks handed to another thread)."""
         with self._mutex:
             if seq <= self.committed_seq:
                 return
             self.committed_seq = min(seq, self.appended_seq)
             due = self._pop_due_locked()
-        for sub in self.subscriptions:
-            if sub.asleep:
-                sub.wake()
-        _run_all(due)
+        cursors: tuple[Subscription | LogReader, ...] = (*self.subscriptions, *self._readers)
+        for cursor in cursors:
+            if cursor.asleep:
+                cursor.wake()
+        _run_all([fn for fn, quick in due if quick])
+        slow = [fn for fn, quick in due if not quick]
+        if slow:
+            if self._handed_off is None:
+                self._handed_off = queue.SimpleQueue()
+                threading.Thread(target=_run_handed_off, args=(self._handed_off,),
+                                 name="tradeloom-done-callbacks", daemon=True).start()
+            self._handed_off.put(slow)
 
     # -- subscriptions ---------------------------------------------------------------------
 
@@ -211,6 +229,20 @@ class EventLog:
         sub.start()
         return sub
 
+    def reader(self, start_seq: int | None = None) -> LogReader:
+        """A pull cursor (the publisher's source) from `start_seq` (default: the next
+        committed event)."""
+        with self._sequencing, self._mutex:  # as subscribe: the next append keeps events
+            reader = LogReader(self, self.committed_seq + 1 if start_seq is None
+                               else start_seq)
+            self._readers = (*self._readers, reader)
+        return reader
+
+    def remove_reader(self, reader: LogReader) -> None:
+        with self._mutex:
+            self._readers = tuple(r for r in self._readers if r is not reader)
+        reader.wake()
+
     def close_all(self, timeout: float = DRAIN_S) -> list[Subscription]:
         """Let every subscription take what is committed now (waiting `timeout` in all),
         then close them; returns those whose thread was still busy (abandoned: daemons)."""
@@ -228,6 +260,8 @@ class EventLog:
                 abandoned.append(sub)
                 log.warning("subscription_abandoned", subscription=sub.name,
                             next_seq=sub.next_seq)
+        if self._handed_off is not None:
+            self._handed_off.put(None)  # its thread ends after what is queued
         return abandoned
 
     def remove(self, sub: Subscription) -> None:
@@ -235,7 +269,7 @@ class EventLog:
         with self._mutex:
             self.subscriptions = tuple(s for s in self.subscriptions if s is not sub)
             due = self._pop_due_locked()
-        _run_all(due)
+        _run_all([fn for fn, _ in due])
 
     # -- delivery --------------------------------------------------------------------------
 
@@ -252,18 +286,19 @@ class EventLog:
             return True
         latch = threading.Lock()
         latch.acquire()
-        self.when_delivered(seq, latch.release)
+        self.when_delivered(seq, latch.release, quick=True)
         return latch.acquire(timeout=-1 if timeout is None else max(timeout, 0.0))
 
-    def when_delivered(self, seq: int, fn: Callable[[], None]) -> None:
+    def when_delivered(self, seq: int, fn: Callable[[], None], *, quick: bool = False) -> None:
         """Call `fn()` once `delivered(seq)`: now, in this thread, if it already is; else
-        in the thread that makes it so (a cursor's, a closer's, the store's)."""
+        in the thread that makes it so (a cursor's, a closer's), or, when a store's commit
+        does, on a thread of the log's (a `quick` fn, e.g. a latch, in the store's thread)."""
         with self._mutex:
             # Pushed before looking at the cursors, which look at the heap after moving:
             # one of the two sees the other's write, so no wake-up is lost.
-            heapq.heappush(self._watchers, (seq, next(self._watcher_ids), fn))
+            heapq.heappush(self._watchers, (seq, next(self._watcher_ids), fn, quick))
             due = self._pop_due_locked()
-        _run_all(due)
+        _run_all([fn for fn, _ in due])
 
     def passed(self, next_seq: int) -> None:
         """A cursor moved to `next_seq`: run the watchers that became due, if any may have."""
@@ -274,9 +309,9 @@ class EventLog:
             return
         with self._mutex:
             due = self._pop_due_locked()
-        _run_all(due)
+        _run_all([fn for fn, _ in due])
 
-    def _pop_due_locked(self) -> list[Callable[[], None]]:
+    def _pop_due_locked(self) -> list[tuple[Callable[[], None], bool]]:
         watchers = self._watchers
         if not watchers:
             return []
@@ -284,7 +319,8 @@ class EventLog:
         limit = min(floor - 1, self.committed_seq)
         due = []
         while watchers and watchers[0][0] <= limit:
-            due.append(heapq.heappop(watchers)[2])
+            _, _, fn, quick = heapq.heappop(watchers)
+            due.append((fn, quick))
         return due
 
     # -- reading (cursor threads) ----------------------------------------------------------
@@ -337,6 +373,11 @@ class EventLog:
             except Exception:  # noqa: BLE001 - e.g. tuple keys pack but do not read back
                 copy[key] = unpack(pack_plain(event[key]))
         return copy
+
+
+def _run_handed_off(fns_queue: queue.SimpleQueue[list[Callable[[], None]] | None]) -> None:
+    while (fns := fns_queue.get()) is not None:
+        _run_all(fns)
 
 
 def _run_all(fns: Sequence[Callable[[], None]]) -> None:

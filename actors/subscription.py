@@ -1,5 +1,6 @@
-"""In-process subscriptions: each is a cursor over the ordered log (`actors.eventlog`) with
-its own daemon thread, so a slow callback delays only itself.
+"""Cursors over the ordered log (`actors.eventlog`): in-process subscriptions, each with
+its own daemon thread so a slow callback delays only itself, and readers (`LogReader`) for
+consumers that run their own thread, like the publisher.
 
 The thread sleeps on its own doorbell while the log has nothing committed past its cursor
 (`asleep` set, then blocked on a held lock that the log's writer releases once), reads a
@@ -217,3 +218,63 @@ class Subscription:
             self.failures += 1
             log.exception("subscriber_failed", subscription=self.name,
                           event_type=event.get("type"), seq=event.get("seq"))
+
+
+class LogReader:
+    """A pull cursor for a consumer with its own thread: the publisher's `EventSource`
+    (`committed_seq()`, `wait_committed(after_seq, timeout)`, `read(since_seq, limit)`).
+
+    Its position (the last `since_seq` asked for) keeps the log's in-memory events from
+    there on, like a subscription's; `handle.result()` does not wait for it. `read` hands
+    out the log's own event dicts: read them, never change them. Made by
+    `EventLog.reader()`; `close()` when done."""
+
+    def __init__(self, log: EventLog, next_seq: int) -> None:
+        self.next_seq = next_seq
+        #: Events it asked for that were gone (behind the in-memory ring): logged, counted.
+        self.missed = 0
+        self.asleep = False
+        self._log = log
+        self._bell = threading.Lock()
+        self._bell.acquire()
+
+    def committed_seq(self) -> int:
+        return self._log.committed_seq
+
+    def wait_committed(self, after_seq: int, timeout: float) -> int:
+        """Block until something past `after_seq` is committed or `timeout` passes; the
+        committed seq then."""
+        log_ = self._log
+        if log_.committed_seq <= after_seq and timeout > 0:
+            self.asleep = True  # then look again: see Subscription._sleep_until_committed
+            if log_.committed_seq <= after_seq:
+                self._bell.acquire(timeout=timeout)
+            self.asleep = False
+        return log_.committed_seq
+
+    def read(self, since_seq: int, limit: int) -> list[Event]:
+        """Committed events from `since_seq` on, ascending, at most `limit`; the first is
+        later than `since_seq` when older ones are gone (in memory: past the ring)."""
+        self.next_seq = max(self.next_seq, since_seq)
+        events: list[Event] = []
+        seq = since_seq
+        while len(events) < limit:
+            gap, batch, _ = self._log.read(seq)
+            if gap is not None:
+                self.missed += gap[1] - gap[0] + 1
+                log.warning("reader_gap", first_missing_seq=gap[0], last_missing_seq=gap[1])
+            if not batch:
+                if gap is None:
+                    break
+                seq = gap[1] + 1  # gone: go on after it
+                continue
+            events += batch[:limit - len(events)]
+            seq = events[-1]["seq"] + 1
+        return events
+
+    def wake(self) -> None:
+        with contextlib.suppress(RuntimeError):
+            self._bell.release()
+
+    def close(self) -> None:
+        self._log.remove_reader(self)

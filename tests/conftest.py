@@ -37,8 +37,9 @@ class Recorder:
         self._cond = threading.Condition()
         self.subscription: Subscription | None = None
 
-    def follow(self, engine: Engine, **filters: Any) -> Recorder:
-        self.subscription = engine.subscribe(self, **filters)
+    def follow(self, source: Engine | EventSink, **filters: Any) -> Recorder:
+        """Subscribe to an engine (or a bare sink) and remember the subscription."""
+        self.subscription = source.subscribe(self, **filters)
         return self
 
     def __call__(self, event: dict[str, Any]) -> None:

@@ -6,9 +6,12 @@ from __future__ import annotations
 import decimal
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, get_type_hints
 
+import msgpack
 import pytest
+import zmq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,8 +19,10 @@ from actors import Engine, Node, Workflow
 from actors.event_types import EVENT_TYPES
 from actors.eventlog import EventLog
 from actors.events import validate_event
+from actors.journal import Journal
 from actors.packing import pack, unpack
 from tests.conftest import EngineFactory, EventProblems, Recorder
+from transport import EventSource, Publisher
 
 Event = dict[str, Any]
 TS = "2025-01-02T03:04:05.678Z"
@@ -41,7 +46,7 @@ CONTRACT_FIELDS = {
     "circuit_opened": {"breaker", "failures"},
     "circuit_half_open": {"breaker", "failures"},
     "circuit_closed": {"breaker", "failures"},
-    "emergency_state_changed": {"state", "previous_state", "reason", "source"},
+    "emergency_state_changed": {"state", "previous_state", "reason", "source", "origin"},
     "risk_limit_warning": {"limit", "value", "threshold", "utilization"},
     "risk_limit_exceeded": {"limit", "value", "threshold", "utilization"},
     "daemon_started": {"version", "pid"},
@@ -196,9 +201,31 @@ class ListStore:
     def commit(self) -> None:
         with self._lock:
             last = self.events[-1]["seq"] if self.events else 0
-        thread = threading.Thread(target=self.log.mark_committed, args=(last,))
+        thread = threading.Thread(target=self.log.mark_committed, args=(last,),
+                                  name="store-writer")
         thread.start()
         thread.join(5)
+
+
+def test_a_commit_wakes_waiters_and_hands_done_callbacks_off_the_stores_thread() -> None:
+    log = EventLog()
+    store = ListStore(log)
+    log.attach_store(store)
+    log.append([{"v": 1, "seq": 1, "type": "circuit_opened", "breaker": "b", "failures": 1,
+                 "timestamp": TS}])
+    ran_on: list[str] = []
+    done = threading.Event()
+
+    def callback() -> None:
+        ran_on.append(threading.current_thread().name)
+        done.set()
+
+    log.when_delivered(1, callback)
+    assert not log.wait_delivered(1, timeout=0.05) and not ran_on  # not committed yet
+    store.commit()
+    assert log.wait_delivered(1, timeout=5) and done.wait(5)
+    assert ran_on == ["tradeloom-done-callbacks"]
+    log.close_all(timeout=1)
 
 
 def test_with_a_store_readers_see_only_committed_events(make_engine: EngineFactory) -> None:
@@ -247,3 +274,85 @@ def test_a_cursor_behind_the_ring_reads_from_the_store(make_engine: EngineFactor
         assert handle.result(timeout=5).status == "completed"
     assert seen == list(range(1, store.events[-1]["seq"] + 1))
     assert sub.gaps == 0 and store.reads
+
+
+def test_the_journal_plugs_in_as_the_logs_store(make_engine: EngineFactory,
+                                                tmp_path: Path) -> None:
+    """The wiring the journal issue needs: `attach_store(journal)` and the journal's
+    `on_commit` marking the log; subscribers see committed events only, and a done callback
+    made due by a commit never runs on the journal's writer thread."""
+    engine = make_engine(_event_ring_size=16)
+    journal = Journal.open(tmp_path)
+    errors: list[BaseException] = []
+    try:
+        engine.sink.log.attach_store(journal)
+        journal.start(on_commit=engine.sink.log.mark_committed, on_error=errors.append)
+        ran_on: list[str] = []
+        wf = Workflow("journaled", nodes=[Node("a", lambda ctx: 1), Node("b", lambda ctx: 2)])
+        handles = [engine.submit(wf) for _ in range(10)]  # no subscriber yet: commits decide
+        handles[0].add_done_callback(lambda h: ran_on.append(threading.current_thread().name))
+        rec = Recorder().follow(engine)
+        handles += [engine.submit(wf) for _ in range(10)]
+        for handle in handles:
+            assert handle.result(timeout=10).status == "completed"
+        assert journal.last_committed_seq() >= engine.status()["last_seq"] > 0
+        seqs = [e["seq"] for e in rec.events]
+        assert seqs == list(range(seqs[0], engine.status()["last_seq"] + 1))
+        assert ran_on and ran_on[0] != "tradeloom-journal"
+        assert [e["seq"] for e in journal.read_events(seqs[0], 10_000)] == seqs
+        assert not errors
+    finally:
+        journal.close()
+
+
+def test_the_publisher_reads_the_in_memory_log_through_a_reader(
+        make_engine: EngineFactory) -> None:
+    """The publisher (transport) as a cursor over the same log, in memory mode: it sends
+    every event, in order."""
+    engine = make_engine()
+    reader = engine.sink.log.reader()
+    source: EventSource = reader  # the publisher's protocol, checked by mypy
+    publisher = Publisher("tcp://127.0.0.1:*", source, heartbeat_s=30.0)
+    publisher.start()
+    sock: zmq.Socket[Any] = zmq.Context.instance().socket(zmq.SUB)
+    sock.linger = 0
+    sock.setsockopt(zmq.SUBSCRIBE, b"workflow/")
+    try:
+        sock.connect(publisher.endpoint)
+        # Live once the publisher has seen the subscription (a heartbeat answers it).
+        while True:
+            sock.setsockopt(zmq.SUBSCRIBE, b"system/heartbeat")
+            assert sock.poll(5000)
+            if sock.recv_multipart()[0] == b"system/heartbeat":
+                break
+        sock.setsockopt(zmq.UNSUBSCRIBE, b"system/heartbeat")
+        wf = Workflow("published", nodes=[Node("a", lambda ctx: 1)])
+        handles = [engine.submit(wf) for _ in range(50)]
+        assert all(h.result(timeout=10).status == "completed" for h in handles)
+        last = engine.status()["last_seq"]
+        assert publisher.wait_sent(last, 10)
+        seqs: list[int] = []
+        while len(seqs) < last:
+            assert sock.poll(5000), f"{len(seqs)} of {last} events received"
+            topic, payload = sock.recv_multipart()
+            if topic != b"system/heartbeat":
+                seqs.append(msgpack.unpackb(payload, raw=False)["seq"])
+        assert seqs == list(range(1, last + 1))
+        assert publisher.stats()["sent"] == last and reader.missed == 0
+    finally:
+        sock.close()
+        publisher.stop()
+        reader.close()
+
+
+def test_a_reader_behind_the_ring_skips_what_is_gone_and_counts_it() -> None:
+    log = EventLog(ring_size=8)
+    reader = log.reader()
+    for seq in range(1, 21):
+        log.append([{"v": 1, "seq": seq, "type": "circuit_opened", "breaker": "b",
+                     "failures": 1, "timestamp": TS}])
+    assert reader.wait_committed(0, 1) == 20
+    assert [e["seq"] for e in reader.read(1, 100)] == list(range(13, 21))
+    assert reader.missed == 12
+    assert reader.wait_committed(20, 0.01) == 20  # nothing new: returns at the timeout
+    reader.close()
