@@ -96,12 +96,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             pass
     if args.every is None and result is not None:
         status = "ok" if result.ok else f"{result.status}: {result.error_type}: {result.error}"
+        results = dict(result.results)  # events: a read-only mapping; json wants a dict
         summary = {"execution_id": result.execution_id, "status": result.status,
-                   "duration_ms": result.duration_ms, "results": result.results}
+                   "duration_ms": result.duration_ms, "results": results}
         if not result.ok:
             summary.update(error=result.error, error_type=result.error_type)
         print(json.dumps(summary, default=repr) if args.json else f"result: {status}\n"
-              f"{json.dumps(result.results, indent=2, default=repr)}", flush=True)
+              f"{json.dumps(results, indent=2, default=repr)}", flush=True)
     return EXIT_FAILED if failures else EXIT_OK
 
 

@@ -36,9 +36,10 @@ from actors.errors import (
     ConfigError,
     EngineStopped,
     NotFound,
-    TradeloomError,
     UnknownWorkflow,
+    WaitInCallback,  # events:
 )
+from actors.eventlog import DEFAULT_RING_SIZE, DRAIN_S, current_subscription  # events:
 from actors.events import EventCallback, EventSink, Subscription
 from actors.execution import ExecutionHandle, ExecutionIds, ExecutionResult
 from actors.hooks import HaltHooks
@@ -71,7 +72,8 @@ class Engine:
     """Facade over the engine's actors. Build it with `Engine.start()`."""
 
     def __init__(self, config: Config, clock: Clock,
-                 on_halt: Sequence[Workflow] = ()) -> None:
+                 on_halt: Sequence[Workflow] = (), *,
+                 _event_ring_size: int = DEFAULT_RING_SIZE) -> None:  # events: test knob
         self._halt_hooks = HaltHooks(config, on_halt, submit=self._submit_hook)
         self.config = config
         self.clock = clock
@@ -84,7 +86,7 @@ class Engine:
         #: so a program may build its workflow afresh for each submit.
         self._registered: set[str] = set()
         self._recent: OrderedDict[str, ExecutionResult] = OrderedDict()
-        self.sink = EventSink(clock)
+        self.sink = EventSink(clock, ring_size=_event_ring_size)  # events:
         book = RiskBook(config.emergency.limits, warn_at=config.emergency.warn_at, clock=clock)
         self.gate = EmergencyGate(self.sink, book, clock)
         res = config.resilience
@@ -114,7 +116,8 @@ class Engine:
 
     @classmethod
     def start(cls, config: Config | None = None, *, clock: Clock | None = None,
-              on_halt: Sequence[Workflow] = ()) -> Engine:
+              on_halt: Sequence[Workflow] = (),
+              _event_ring_size: int = DEFAULT_RING_SIZE) -> Engine:  # events: test knob
         """Start an engine; with no config everything is in memory with default settings.
 
         `on_halt`: workflows run each time HALT is entered (after those of the config's
@@ -126,7 +129,8 @@ class Engine:
             except (OSError, ValueError) as exc:
                 raise ConfigError(f"daemon.cpu_affinity {list(config.daemon.cpu_affinity)}: "
                                   f"{exc}") from None
-        engine = cls(config, clock or SystemClock(), on_halt)
+        engine = cls(config, clock or SystemClock(), on_halt,
+                     _event_ring_size=_event_ring_size)  # events:
         log.debug("engine_started", supervisors=config.daemon.supervisors)
         return engine
 
@@ -174,7 +178,7 @@ class Engine:
             raise TypeError(f"priority must be an int, not {type(priority).__name__}")
         _check_optional_str(bot_id, "bot_id")
         _check_optional_str(strategy_id, "strategy_id")
-        handle = ExecutionHandle(self._ids.new(wf.id), wf.id)
+        handle = ExecutionHandle(self._ids.new(wf.id), wf.id, self.sink.log)  # events:
         if self.gate.state is EmergencyState.HALT:
             self.admission.count_refused()
             self._resolve_refused(handle, "submit refused: the engine is in HALT", "Halted")
@@ -249,15 +253,22 @@ class Engine:
     # -- events, emergency, status ---------------------------------------------------------
 
     def subscribe(self, callback: EventCallback, *, types: Iterable[str] | None = None,
-                  workflow_id: str | None = None) -> Subscription:
-        """Call `callback(event)` for every matching event, in seq order, on engine threads.
+                  workflow_id: str | None = None,
+                  on_gap: EventCallback | None = None) -> Subscription:  # events: on_gap
+        """Call `callback(event)` for every matching event from now on, in seq order.
 
-        Keep callbacks quick (hand slow work to a queue): they run under the sequencing lock.
-        From a callback, `status()` and `subscribe()` work; calls that wait for the engine
-        (`halt()`, `cancel()`, `handle.result()`) do not: send messages instead, e.g.
-        `engine.ref.tell(Halt(reason=...))`.
+        Each subscription has its own thread and reads the ordered log from its own cursor,
+        off the sequencing lock: a slow callback delays only itself (`handle.result()`
+        waits until every subscription was given the terminal event). Each call gets its
+        own copy of the event (the wire payload map). A subscription that falls more than
+        the in-memory log behind gets a `gap` event naming the lost seqs (to `on_gap` if
+        given). What a callback raises is logged and counted (`sub.failures`).
+        From a callback, `status()`, `submit()` and `subscribe()`/`close()` work; calls that
+        wait for the engine (`halt()`, `cancel()`, `handle.result()`) raise
+        `WaitInCallback`: send messages instead, e.g. `engine.ref.tell(Halt(reason=...))`.
         """
-        return self.sink.subscribe(callback, types=types, workflow_id=workflow_id)
+        return self.sink.subscribe(callback, types=types, workflow_id=workflow_id,
+                                   on_gap=on_gap)
 
     @property
     def state(self) -> EmergencyState:
@@ -307,17 +318,17 @@ class Engine:
         return reply
 
     def _refuse_wait_in_callback(self, what: str) -> None:
-        # A subscriber callback runs inside the sequencing lock on an engine thread: waiting
-        # there for the engine would wait for itself.
-        if self.sink.held_by_me():
-            raise TradeloomError(
-                f"{what} waits for the engine and cannot be called from a subscriber "
-                f"callback; send it without waiting: engine.ref.tell({what}(...))")
+        # events: a callback runs on its subscription's thread, which the engine's results
+        # wait for: waiting there for the engine could wait for itself.
+        if current_subscription() is not None:
+            raise WaitInCallback(
+                f"{what} waits for the engine and cannot wait from a subscriber callback; "
+                f"send it without waiting: engine.ref.tell({what}(...))")
 
     def status(self) -> dict[str, Any]:
         with self.sink.lock:
             limits = self.gate.book.stats()
-            last_seq = self.sink.last_seq
+        last_seq = self.sink.log.committed_seq  # events: what readers may see
         return {
             "state": self.gate.state.value,
             "reason": self.gate.reason,
@@ -352,7 +363,8 @@ class Engine:
         running slot beyond max_concurrent_executions: a full engine never holds it back."""
         if self._stopped:
             raise EngineStopped("the engine is stopped")
-        handle = ExecutionHandle(self._ids.new(workflow.id), workflow.id)
+        handle = ExecutionHandle(self._ids.new(workflow.id), workflow.id,
+                                 self.sink.log)  # events:
         exe = Execution(execution_id=handle.execution_id, workflow=workflow,
                         inputs=dict(inputs), bot_id=None, strategy_id=None, priority=0,
                         handle=handle)
@@ -387,6 +399,8 @@ class Engine:
         for ref in refs:
             with contextlib.suppress(pykka.Timeout, pykka.ActorDeadError):
                 ref.stop(timeout=timeout)
+        # events: subscribers get the final events (bounded), then their threads end.
+        self.sink.log.close_all(timeout=DRAIN_S)
 
     def __enter__(self) -> Engine:
         return self

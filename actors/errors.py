@@ -8,6 +8,7 @@ TradeloomError
 ├── LimitExceeded               resume/alert refused while an auto_halt limit is exceeded
 │                               (wire code `limit_exceeded`; `ResumeRefused` is the same class)
 ├── EngineStopped               the engine is stopped or stopping
+├── WaitInCallback              a waiting call from a subscriber callback's thread
 ├── JournalError                the durable journal (actors/journal.py)
 │   ├── JournalLocked           data_dir is held by another process (names its pid)
 │   ├── NotAJournal             journal.db is not a tradeloom journal (nothing overwritten)
@@ -74,6 +75,11 @@ ResumeRefused = LimitExceeded
 
 class EngineStopped(TradeloomError):
     """The engine has been stopped."""
+
+
+class WaitInCallback(TradeloomError):  # events: new class (subscriber cursors)
+    """A call that waits for the engine (`handle.result()`, `halt()`, `cancel()` ...) was
+    made from a subscriber callback's thread, which would then wait for itself."""
 
 
 class JournalError(TradeloomError):

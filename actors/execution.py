@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from itertools import count
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from actors.ending import ExecutionStatus
+from actors.errors import WaitInCallback
+from actors.eventlog import EventLog, current_subscription
 
 if TYPE_CHECKING:
     from actors.machine import Execution
@@ -43,7 +47,13 @@ class ExecutionIds:
 
 @dataclass(frozen=True, slots=True)
 class ExecutionResult:
-    """The outcome of one execution, as `handle.result()` returns it."""
+    """The outcome of one execution, as `handle.result()` returns it.
+
+    `results` is a read-only snapshot taken when the result is made (a
+    `types.MappingProxyType` over a fresh dict): nothing a caller or a subscriber does
+    changes it. The outputs inside are the nodes' own objects, shared with the nodes that
+    read them upstream: treat them as read-only.
+    """
 
     execution_id: str
     workflow_id: str
@@ -56,6 +66,9 @@ class ExecutionResult:
     ended_at: str | None = None
     #: The finished execution record; `nodes` is computed from it on demand.
     execution: Execution | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "results", MappingProxyType(dict(self.results)))
 
     @property
     def ok(self) -> bool:
@@ -75,55 +88,100 @@ class ExecutionResult:
 
 
 class ExecutionHandle:
-    """A caller's view of one execution: its id now, its result later."""
+    """A caller's view of one execution: its id now, its result later.
 
-    __slots__ = ("_callbacks", "_lock", "_result", "_waiter", "execution_id", "workflow_id")
+    The result is in (`done()`, `result()` returns) once the execution has ended AND every
+    in-process subscription has been given its terminal event (or was closed), so a
+    subscriber never learns of an end after the caller. Done callbacks run after that too,
+    in the thread that completed the delivery: the supervisor's when no subscriber was
+    behind, else a subscription's thread (or a store's, with a journal). Keep them quick;
+    `handle.result()` of the handle they are given returns at once there, but waiting for
+    anything else the engine does from a subscription's thread raises `WaitInCallback`.
+    """
 
-    def __init__(self, execution_id: str, workflow_id: str) -> None:
+    __slots__ = ("_callbacks", "_lock", "_log", "_result", "_seq", "_waiter", "execution_id",
+                 "workflow_id")
+
+    def __init__(self, execution_id: str, workflow_id: str, log: EventLog | None = None) -> None:
         self.execution_id = execution_id
         self.workflow_id = workflow_id
+        self._log = log
+        #: The seq of the terminal event; 0 for an execution that never had events.
+        self._seq = 0
         self._result: ExecutionResult | None = None
-        self._callbacks: list[Callable[[ExecutionHandle], None]] | None = []
+        self._callbacks: list[Callable[[ExecutionHandle], None]] = []
         self._lock = threading.Lock()
-        # Held until the result is in: the cheapest one-shot latch CPython offers.
+        # Held until the execution has ended: the cheapest one-shot latch CPython offers.
         self._waiter = threading.Lock()
         self._waiter.acquire()
 
     def done(self) -> bool:
-        return self._result is not None
+        return self._result is not None and self._delivered()
 
     def result(self, timeout: float | None = None) -> ExecutionResult:
         """Wait for the outcome; raises TimeoutError if it is not in within `timeout`."""
         result = self._result
+        if result is not None and self._delivered():
+            return result
+        if current_subscription() is not None:
+            raise WaitInCallback(
+                f"handle.result() of {self.execution_id} cannot wait from a subscriber "
+                "callback (its subscription would wait for itself); use "
+                "handle.add_done_callback(fn) instead")
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
         if result is None:
             if not self._waiter.acquire(timeout=-1 if timeout is None else max(timeout, 0.0)):
                 raise TimeoutError(f"{self.execution_id} not finished within {timeout} s")
             self._waiter.release()
             result = self._result
             assert result is not None
+        log = self._log
+        if log is not None and self._seq:
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            if not log.wait_delivered(self._seq, left):
+                raise TimeoutError(f"{self.execution_id} finished, but its terminal event was "
+                                   f"not given to every subscriber within {timeout} s")
         return result
 
     def add_done_callback(self, fn: Callable[[ExecutionHandle], None]) -> None:
-        """Call `fn(handle)` once the result is in (at once if it already is)."""
+        """Call `fn(handle)` once the result is in (see the class docstring for where)."""
         with self._lock:
-            if self._callbacks is not None:
+            if self._result is None:
                 self._callbacks.append(fn)
                 return
-        fn(self)
+        self._after_delivery([fn])
 
-    def resolve(self, result: ExecutionResult) -> None:
-        """Set the outcome (the engine does this, once; later calls are ignored)."""
+    def resolve(self, result: ExecutionResult, seq: int = 0) -> None:
+        """Set the outcome (the engine does this, once; later calls are ignored). `seq` is
+        the terminal event's: the result is in once subscribers were given it (0: the
+        execution had no events, e.g. refused)."""
         with self._lock:
             if self._result is not None:
                 return
+            self._seq = seq  # before _result: readers go by _result
             self._result = result
-            callbacks, self._callbacks = self._callbacks, None
+            callbacks, self._callbacks = self._callbacks, []
         self._waiter.release()
-        for fn in callbacks or ():
-            try:
-                fn(self)
-            except BaseException:  # noqa: BLE001 - a caller's callback must not break the engine
-                _log.exception("done_callback_failed", execution_id=self.execution_id)
+        if callbacks:
+            self._after_delivery(callbacks)
+
+    def _delivered(self) -> bool:
+        log = self._log
+        return log is None or not self._seq or log.delivered(self._seq)
+
+    def _after_delivery(self, callbacks: list[Callable[[ExecutionHandle], None]]) -> None:
+        def run() -> None:
+            for fn in callbacks:
+                try:
+                    fn(self)
+                except BaseException:  # noqa: BLE001 - a callback must not break the engine
+                    _log.exception("done_callback_failed", execution_id=self.execution_id)
+
+        if self._delivered():
+            run()
+        else:
+            assert self._log is not None
+            self._log.when_delivered(self._seq, run)
 
     def __repr__(self) -> str:
         status = self._result.status if self._result else "pending"

@@ -407,7 +407,7 @@ class SupervisorActor(EngineActorBase):
             handle, exe.handle = exe.handle, None  # no cycle exe -> handle -> result -> exe:
             try:
                 if handle is not None:  # refcounting frees finished executions, not the GC
-                    handle.resolve(result)
+                    handle.resolve(result, terminal["seq"])  # events: after delivery
             finally:
                 if successor is not None:
                     self._start(successor)

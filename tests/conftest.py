@@ -1,5 +1,7 @@
 """Shared fixtures: real engines (real pykka actors and threads), event recorders that
-wait on conditions, never on bare sleeps."""
+wait on conditions, never on bare sleeps, and a check of every event the suite emits
+against its declared type (`actors.event_types`): a test that makes an engine emit an
+invalid event fails."""
 
 from __future__ import annotations
 
@@ -13,46 +15,112 @@ import structlog
 
 from actors import Config, Engine
 from actors.clock import Clock
+from actors.events import EventSink, Subscription, validate_event
 
 structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
 
+#: Waits for a subscription to catch up before reading what it recorded.
+CATCH_UP_S = 10.0
+
 
 class Recorder:
-    """Collects events from an engine subscription; `wait_for` blocks on a condition."""
+    """Collects events from an engine subscription; `wait_for` blocks on a condition.
+
+    Subscribe it with `rec.follow(engine)`: then every read (`events`, `of_type`, ...)
+    first lets the subscription catch up with what the engine has committed, since
+    subscribers run on their own threads (`handle.result()` already implies the
+    execution's events are in).
+    """
 
     def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
+        self._events: list[dict[str, Any]] = []
         self._cond = threading.Condition()
+        self.subscription: Subscription | None = None
+
+    def follow(self, source: Engine | EventSink, **filters: Any) -> Recorder:
+        """Subscribe to an engine (or a bare sink) and remember the subscription."""
+        self.subscription = source.subscribe(self, **filters)
+        return self
 
     def __call__(self, event: dict[str, Any]) -> None:
         with self._cond:
-            self.events.append(event)
+            self._events.append(event)
             self._cond.notify_all()
+
+    def catch_up(self) -> None:
+        if self.subscription is not None and not self.subscription.catch_up(CATCH_UP_S):
+            raise AssertionError(f"subscription did not catch up within {CATCH_UP_S}s")
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        self.catch_up()
+        with self._cond:
+            return list(self._events)
 
     def wait_for(self, predicate: Callable[[list[dict[str, Any]]], bool],
                  timeout: float = 10.0) -> list[dict[str, Any]]:
         with self._cond:
-            if not self._cond.wait_for(lambda: predicate(self.events), timeout):
+            if not self._cond.wait_for(lambda: predicate(self._events), timeout):
                 raise AssertionError(f"condition not met within {timeout}s; "
-                                     f"{len(self.events)} events seen")
-            return list(self.events)
+                                     f"{len(self._events)} events seen")
+            return list(self._events)
 
     def wait_type(self, kind: str, count: int = 1, timeout: float = 10.0) -> list[dict[str, Any]]:
         self.wait_for(lambda evs: sum(e["type"] == kind for e in evs) >= count, timeout)
         return self.of_type(kind)
 
     def of_type(self, kind: str) -> list[dict[str, Any]]:
-        with self._cond:
-            return [e for e in self.events if e["type"] == kind]
+        return [e for e in self.events if e["type"] == kind]
 
     def for_execution(self, execution_id: str) -> list[dict[str, Any]]:
-        with self._cond:
-            return [e for e in self.events if e.get("execution_id") == execution_id]
+        return [e for e in self.events if e.get("execution_id") == execution_id]
 
     def types(self, execution_id: str | None = None) -> list[str]:
-        with self._cond:
-            return [e["type"] for e in self.events
-                    if execution_id is None or e.get("execution_id") == execution_id]
+        return [e["type"] for e in self.events
+                if execution_id is None or e.get("execution_id") == execution_id]
+
+
+# -- every event the suite emits is checked against its declared type ---------------------
+
+class EventProblems:
+    """Problems found in the events emitted while one test ran."""
+
+    def __init__(self) -> None:
+        self.found: list[str] = []
+        self._lock = threading.Lock()
+
+    def check(self, event: dict[str, Any]) -> None:
+        problems = validate_event(event, strict=True)
+        if problems:
+            with self._lock:
+                self.found.append(f"seq {event.get('seq')}: {'; '.join(problems)}")
+
+
+_current = EventProblems()
+
+
+def _validate(event: dict[str, Any]) -> None:
+    _current.check(event)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _validate_every_event() -> Iterator[None]:
+    EventSink.validator = _validate
+    yield
+    EventSink.validator = None
+
+
+@pytest.fixture(autouse=True)
+def event_problems(_validate_every_event: None) -> Iterator[EventProblems]:
+    """Fails the test in which an invalid event was emitted (checked at its teardown,
+    after its engines stopped, so their final events count too)."""
+    global _current
+    _current = problems = EventProblems()
+    yield problems
+    if problems.found:
+        shown = "\n  ".join(problems.found[:10])
+        pytest.fail(f"{len(problems.found)} invalid event(s) emitted:\n  {shown}",
+                    pytrace=False)
 
 
 EngineFactory = Callable[..., Engine]
@@ -60,11 +128,13 @@ EngineFactory = Callable[..., Engine]
 
 @pytest.fixture
 def make_engine() -> Iterator[EngineFactory]:
-    """`make_engine(config_dict=None, clock=None)`: a started engine, stopped after the test."""
+    """`make_engine(config_dict=None, clock=None, **engine_knobs)`: a started engine,
+    stopped after the test."""
     engines: list[Engine] = []
 
-    def factory(config: dict[str, Any] | None = None, *, clock: Clock | None = None) -> Engine:
-        engine = Engine.start(Config.from_dict(config or {}), clock=clock)
+    def factory(config: dict[str, Any] | None = None, *, clock: Clock | None = None,
+                **knobs: Any) -> Engine:
+        engine = Engine.start(Config.from_dict(config or {}), clock=clock, **knobs)
         engines.append(engine)
         return engine
 
@@ -80,6 +150,4 @@ def engine(make_engine: EngineFactory) -> Engine:
 
 @pytest.fixture
 def recorder(engine: Engine) -> Recorder:
-    rec = Recorder()
-    engine.subscribe(rec)
-    return rec
+    return Recorder().follow(engine)

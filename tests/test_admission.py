@@ -72,7 +72,7 @@ def test_a_cancelled_queued_execution_frees_its_place_and_no_running_slot(
     engine: Engine = make_engine({"daemon": {"max_concurrent_executions": 1,
                                              "max_queued_executions": 2}})
     rec = Recorder()
-    engine.subscribe(rec)
+    rec.follow(engine)
     entered, release = threading.Event(), threading.Event()
 
     def hold(ctx: NodeContext) -> str:

@@ -61,7 +61,7 @@ def breaker_engine(make_engine: EngineFactory, clock: ManualClock, *,
                        "backoff_min_s": 0.0, "backoff_max_s": 0.0},
     }, clock=clock)
     rec = Recorder()
-    engine.subscribe(rec)
+    rec.follow(engine)
     return engine, rec
 
 
@@ -353,7 +353,7 @@ def test_breaker_unit_a_released_trial_lets_the_next_caller_be_the_trial() -> No
     clock = ManualClock()
     sink = EventSink(clock)
     rec = Recorder()
-    sink.subscribe(rec)
+    rec.follow(sink)
     breaker = CircuitBreaker("venue", threshold=1, reset_timeout_s=RESET_S, clock=clock,
                              sink=sink)
     breaker.record(False, trial=False)
@@ -412,7 +412,7 @@ def test_a_trial_whose_execution_was_halted_before_it_started_is_released(
                        "breaker_reset_timeout_s": RESET_S},
     }, clock=clock)
     rec = Recorder()
-    engine.subscribe(rec)
+    rec.follow(engine)
     venue = Venue()
     wf = quote_workflow(venue)
     open_breaker(engine, venue, wf)

@@ -8,7 +8,7 @@ def test_a_cached_provider_runs_once_per_ttl_and_per_inputs(make_engine: EngineF
     clock = ManualClock()
     engine = make_engine(clock=clock)
     rec = Recorder()
-    engine.subscribe(rec)
+    rec.follow(engine)
     calls: list[str] = []
 
     def price(ctx: NodeContext) -> float:

@@ -196,7 +196,7 @@ def test_config_workflow_entries_are_registered_with_their_bot_and_strategy(
     engine = Engine.start(Config.load(path))
     try:
         rec = Recorder()
-        engine.subscribe(rec)
+        rec.follow(engine)
         assert engine.workflows == ["cfg_wf"]
         handle = engine.submit("cfg_wf")
         assert handle.result(timeout=5).status == "completed"

@@ -215,7 +215,7 @@ def test_halt_with_1000_executions_in_flight(make_engine: EngineFactory,
     ])
     engine = make_engine(daemon_config(n, node_actors=n, supervisors=supervisors))
     rec = Recorder()
-    engine.subscribe(rec)
+    rec.follow(engine)
     groups = [0] * 250 + [1] * 250 + [2] * 500
     try:
         handles = [engine.submit(wf, {"g": g, "k": k % 500}) for k, g in enumerate(groups)]
@@ -344,7 +344,7 @@ def test_queued_executions_end_halted_without_starting(make_engine: EngineFactor
     probe = Probe()
     engine = make_engine(daemon_config(1))
     rec = Recorder()
-    engine.subscribe(rec)
+    rec.follow(engine)
     wf = blocking_workflow(probe)
     running = engine.submit(wf)
     probe.wait_count("p_in", 1)
@@ -386,7 +386,7 @@ def test_resume_refused_while_a_limit_is_exceeded_unless_forced(make_engine: Eng
     engine = make_engine({"emergency": {"limits": [
         {"name": "daily_loss", "kind": "daily_loss", "threshold": 1000.0}]}})
     rec = Recorder()
-    engine.subscribe(rec)
+    rec.follow(engine)
     engine.risk_update("daily_loss", value=1500.0)
     assert engine.state is EmergencyState.HALT
     with pytest.raises(ResumeRefused, match="daily_loss"):

@@ -75,7 +75,7 @@ def hook_executions(rec: Recorder, wf_id: str) -> dict[str, list[dict[str, Any]]
 
 def started(engine: Engine) -> Recorder:
     rec = Recorder()
-    engine.subscribe(rec)
+    rec.follow(engine)
     return rec
 
 

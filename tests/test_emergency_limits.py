@@ -54,7 +54,7 @@ def test_a_nan_figure_leaves_an_exceeded_limit_armed_and_resume_refused(
         make_engine: EngineFactory) -> None:
     engine = make_engine(limits(LOSS))
     rec = Recorder()
-    engine.subscribe(rec)
+    rec.follow(engine)
     engine.risk_update("loss", value=1500.0)
     assert engine.state is EmergencyState.HALT
     before = figures(engine, "loss")
@@ -330,7 +330,7 @@ def watchdog(make_engine: EngineFactory, *tables: dict[str, Any]
     clock = ManualClock()
     engine = make_engine(limits(BARRIER, *tables), clock=clock)
     rec = Recorder()
-    engine.subscribe(rec)
+    rec.follow(engine)
     return engine, clock, rec
 
 
@@ -418,7 +418,7 @@ def test_restore_starts_the_stale_clock_again(make_engine: EngineFactory) -> Non
 def test_the_watchdog_runs_on_the_real_clock(make_engine: EngineFactory) -> None:
     engine = make_engine(limits({**LOSS, "stale_after_s": 0.05}))
     rec = Recorder()
-    engine.subscribe(rec)
+    rec.follow(engine)
     rec.wait_for(lambda evs: any(e["type"] == "emergency_state_changed" for e in evs),
                  timeout=WAIT_S)
     assert engine.state is EmergencyState.HALT

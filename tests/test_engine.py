@@ -473,7 +473,7 @@ def test_cancel_through_an_actor_message(engine: Engine, recorder: Recorder) -> 
 def test_cancel_queued_execution(make_engine: EngineFactory) -> None:
     engine = make_engine({"daemon": {"max_concurrent_executions": 1}})
     rec = Recorder()
-    engine.subscribe(rec)
+    rec.follow(engine)
     gate = threading.Event()
     notes = Notes()
     busy = Workflow("busy", nodes=[Node("hold", blocker(gate))])
@@ -521,7 +521,7 @@ def test_admission_limits_running_queues_by_priority_and_refuses_when_full(
     engine = make_engine({"daemon": {"max_concurrent_executions": 1,
                                      "max_queued_executions": 4}})
     rec = Recorder()
-    engine.subscribe(rec)
+    rec.follow(engine)
     gate = threading.Event()
     busy = Workflow("busy", nodes=[Node("hold", blocker(gate))])
     work = Workflow("work", nodes=[Node("w", lambda ctx: ctx.inputs["name"])])
@@ -1033,7 +1033,7 @@ def test_status_fields(make_engine: EngineFactory) -> None:
     engine = make_engine({"emergency": {"limits": [
         {"name": "daily_loss", "kind": "daily_loss", "threshold": 1000.0}]}})
     rec = Recorder()
-    engine.subscribe(rec)
+    rec.follow(engine)
     status = engine.status()
     for key in ("state", "running", "queued", "workflows", "breakers", "limits", "last_seq",
                 "uptime_s"):
@@ -1089,7 +1089,7 @@ def test_register_and_submit_by_id(engine: Engine, recorder: Recorder) -> None:
 def test_stop_does_not_block_on_a_stuck_node(make_engine: EngineFactory) -> None:
     engine = make_engine()
     rec = Recorder()
-    engine.subscribe(rec)
+    rec.follow(engine)
     never = threading.Event()
     entered = threading.Event()
 
@@ -1120,7 +1120,7 @@ def test_stop_ends_running_and_queued_executions_as_cancelled(
         make_engine: EngineFactory) -> None:
     engine = make_engine({"daemon": {"max_concurrent_executions": 1}})
     rec = Recorder()
-    engine.subscribe(rec)
+    rec.follow(engine)
     gate = threading.Event()
     wf = Workflow("stopping", nodes=[Node("hold", blocker(gate))])
     try:

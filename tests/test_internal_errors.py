@@ -24,7 +24,7 @@ def two_step(wf_id: str) -> Workflow:
 def one_slot(make_engine: EngineFactory) -> tuple[Engine, Recorder]:
     engine = make_engine({"daemon": {"max_concurrent_executions": 1}})
     rec = Recorder()
-    engine.subscribe(rec)
+    rec.follow(engine)
     return engine, rec
 
 

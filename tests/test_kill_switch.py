@@ -48,7 +48,11 @@ def fake_run(category: str = "action", *, reduces_risk: bool = False,
 
 
 def admit(gate: EmergencyGate, run: Any) -> str | None:
-    return gate.admit(run, {"v": 1, "type": "node_started"})
+    # events: a whole node_started (the suite checks every event emitted against its type)
+    head = {"v": 1, "execution_id": "exec_wf_0000000a", "correlation_id": "exec_wf_0000000a",
+            "workflow_id": "wf", "bot_id": None, "strategy_id": None}
+    return gate.admit(run, {**head, "type": "node_started", "node_id": "n", "node_name": "n",
+                            "node_category": run.node.category, "attempt": 1})
 
 
 def test_the_halt_gate_decides_by_state_category_and_exemption() -> None:
@@ -90,7 +94,7 @@ def test_the_halt_gate_decides_by_state_category_and_exemption() -> None:
 def exceeded_engine(make_engine: EngineFactory) -> tuple[Engine, Recorder]:
     engine = make_engine(LIMITS)
     rec = Recorder()
-    engine.subscribe(rec)
+    rec.follow(engine)
     engine.risk_update("daily_loss", value=1500.0)
     assert engine.state is EmergencyState.HALT
     return engine, rec
@@ -275,7 +279,7 @@ def test_every_state_change_says_who_asked(make_engine: EngineFactory) -> None:
          "stale_after_s": 60.0},
     ]}}, clock=clock)
     rec = Recorder()
-    engine.subscribe(rec)
+    rec.follow(engine)
     engine.alert("vol", origin="cli")
     engine.halt("operator", origin="web")
     engine.ref.ask(ReduceOnly(reason="close", origin="control"), timeout=WAIT_S)
@@ -354,7 +358,7 @@ def test_a_restored_state_stamps_later_workflow_events(make_engine: EngineFactor
     saved = first.gate.snapshot()
     second = make_engine()
     rec = Recorder()
-    second.subscribe(rec)
+    rec.follow(second)
     second.gate.restore(saved)
     assert second.state is EmergencyState(state)
     assert second.emergency_history() == first.emergency_history()

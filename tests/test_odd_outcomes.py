@@ -266,7 +266,7 @@ def test_odd_outcomes_at_every_node_category_always_end_and_the_engine_stays_usa
         fresh_engine: Callable[[], Engine], category: str, outcome: tuple[str, Any]) -> None:
     engine = fresh_engine()
     rec = Recorder()
-    engine.subscribe(rec)
+    rec.follow(engine)
     kind, spec = outcome
     if kind == "return":
         _label, factory = spec
@@ -313,7 +313,7 @@ def test_a_condition_whose_result_has_no_truth_value_fails_with_condition_error(
         make_engine: EngineFactory, value: Any) -> None:
     engine = make_engine()
     rec = Recorder()
-    engine.subscribe(rec)
+    rec.follow(engine)
     wf = odd_workflow("condition", lambda ctx: value)
     result = engine.submit(wf).result(timeout=WAIT_S)
     assert (result.status, result.error_type) == ("failed", "ConditionError")
@@ -335,7 +335,7 @@ def test_an_exception_whose_str_raises_fails_the_node_with_a_printable_error(
         make_engine: EngineFactory, error_class: type[BaseException]) -> None:
     engine = make_engine()
     rec = Recorder()
-    engine.subscribe(rec)
+    rec.follow(engine)
 
     def fail(ctx: NodeContext) -> None:
         raise error_class()
@@ -359,7 +359,7 @@ def test_a_cached_provider_keys_inputs_of_mixed_key_types_safely(
     cache never hands one input's output to another."""
     engine = make_engine()
     rec = Recorder()
-    engine.subscribe(rec)
+    rec.follow(engine)
     calls: list[Any] = []
 
     def price(ctx: NodeContext) -> Any:
@@ -390,7 +390,7 @@ def test_a_node_raising_a_base_exception_fails_its_execution_and_stops_no_engine
     bystander = make_engine()  # registered first: pykka's stop_all would stop it first
     engine = make_engine()
     rec = Recorder()
-    engine.subscribe(rec)
+    rec.follow(engine)
 
     def fatal(ctx: NodeContext) -> None:
         raise error_class()
@@ -409,7 +409,7 @@ def test_a_subscriber_raising_a_base_exception_stops_no_engine(
     bystander = make_engine()  # registered first: pykka's stop_all would stop it first
     engine = make_engine()
     rec = Recorder()
-    engine.subscribe(rec)
+    rec.follow(engine)
 
     def poisoned(event: dict[str, Any]) -> None:
         raise error_class()

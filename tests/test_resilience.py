@@ -44,7 +44,7 @@ TERMINAL = {"execution_completed", "execution_failed", "execution_halted",
 
 def recorded(engine: Engine) -> Recorder:
     rec = Recorder()
-    engine.subscribe(rec)
+    rec.follow(engine)
     return rec
 
 

@@ -57,7 +57,7 @@ def started(make_engine: EngineFactory, *limits: dict[str, Any],
             clock: ManualClock | None = None, **daemon: Any) -> tuple[Engine, Recorder]:
     engine = make_engine(limits_config(*limits, **daemon), clock=clock)
     rec = Recorder()
-    engine.subscribe(rec)
+    rec.follow(engine)
     return engine, rec
 
 

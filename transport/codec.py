@@ -1,8 +1,9 @@
 """msgpack encoding of events (`[topic, payload]` frames) and control messages.
 
-Events and replies are maps with string keys. Anything msgpack cannot carry natively (a
-node's output may hold a Decimal or a datetime) is sent as its string form rather than
-failing the event: the stream must never stop because of one odd output.
+Events and replies are maps with string keys. Packing is `actors.packing.pack`, the same
+bytes the in-process event log hands its subscribers: anything msgpack cannot carry
+natively (a Decimal, a datetime in a node's output) is sent as its string form rather than
+failing the event.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 import msgpack
 
 from actors.events import topic_of
+from actors.packing import pack
 
 #: Control messages over this size are refused with `bad_request` (CONTRACT §6).
 MAX_MESSAGE_BYTES = 1024 * 1024
@@ -21,14 +23,9 @@ class CodecError(ValueError):
     """A frame that is not a msgpack map with string keys, or is too large."""
 
 
-def _fallback(obj: Any) -> Any:
-    if isinstance(obj, set | frozenset | tuple):
-        return list(obj)
-    return str(obj)
-
-
 def encode(obj: Any) -> bytes:
-    return msgpack.packb(obj, default=_fallback, use_bin_type=True)  # type: ignore[no-any-return]
+    """msgpack bytes of a map; never raises (see `actors.packing.pack`)."""
+    return pack(obj)
 
 
 def event_frames(event: dict[str, Any]) -> list[bytes]:

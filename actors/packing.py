@@ -1,0 +1,111 @@
+"""msgpack packing of event payloads, shared by the in-process event log and the transport.
+
+An event is packed once (the same bytes a publisher sends and a journal stores) and every
+in-process subscriber gets its own unpacked copy: what one subscriber does to its event
+cannot change what another sees, and in-process events are exactly the wire payload maps.
+
+Anything msgpack cannot carry natively (a node's output may hold a Decimal or a datetime)
+travels as its string form rather than failing the event: the stream must never stop
+because of one odd output. Sets and tuples travel as arrays.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+#: Nesting deeper than this (or a reference cycle) is cut off as a string.
+_MAX_DEPTH = 64
+_SCALARS = (bytes, bool, float, type(None))
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+
+
+def fallback(obj: Any) -> Any:
+    """msgpack's `default` hook: arrays for sets and tuples, the string form otherwise."""
+    if isinstance(obj, set | frozenset | tuple):
+        return list(obj)
+    return str(obj)
+
+
+def new_packer() -> Any:
+    """A reusable packer (a third cheaper than `packb`); one per thread, never shared."""
+    return msgpack.Packer(default=fallback, use_bin_type=True)
+
+
+def pack(obj: Any, packer: Any = None) -> bytes:
+    """Pack `obj` (a map with string keys, normally); never raises.
+
+    The fast path is one msgpack pack (with `packer` when given); what it refuses (a
+    `str()` that raises, a reference cycle, a lone surrogate) is packed as `pack_plain`
+    does. A map with tuple keys packs but does not read back: see `pack_plain`.
+    """
+    try:
+        if packer is not None:
+            return packer.pack(obj)  # type: ignore[no-any-return]
+        return _packb(obj)
+    except Exception:  # noqa: BLE001 - msgpack and user __str__ raise anything
+        return pack_plain(obj)
+
+
+def pack_plain(obj: Any) -> bytes:
+    """Pack `plain(obj)`: slower, and always read back by `unpack`."""
+    for _ in range(3):
+        try:
+            return _packb(plain(obj))
+        except RuntimeError:  # a dict changed size while read: user code mutated it
+            continue
+    return _packb(_text(obj))
+
+
+def unpack(data: bytes) -> Any:
+    """A fresh copy of what `pack` packed: the caller owns every dict and list in it."""
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+def plain(obj: Any, depth: int = 0) -> Any:
+    """`obj` reduced to what msgpack packs and reads back: str/bytes/int/float/bool/None,
+    lists, and maps whose keys are scalars; anything else as its string form."""
+    if isinstance(obj, str):
+        return _valid_text(obj)
+    if isinstance(obj, _SCALARS):
+        return obj
+    if isinstance(obj, int):
+        return obj if _INT_MIN <= obj <= _INT_MAX else str(obj)
+    if depth >= _MAX_DEPTH:
+        return _text(obj)
+    if isinstance(obj, dict):
+        return {_key(k): plain(v, depth + 1) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set | frozenset):
+        return [plain(v, depth + 1) for v in obj]
+    return _text(obj)
+
+
+def _packb(obj: Any) -> bytes:
+    return msgpack.packb(obj, default=fallback, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def _key(key: Any) -> Any:
+    if isinstance(key, str):
+        return _valid_text(key)
+    if isinstance(key, _SCALARS):
+        return key
+    if isinstance(key, int) and _INT_MIN <= key <= _INT_MAX:
+        return key
+    return _text(key)
+
+
+def _text(obj: Any) -> str:
+    try:
+        return _valid_text(str(obj))
+    except Exception:  # noqa: BLE001 - a user object's __str__ may raise anything
+        return f"<unprintable {type(obj).__name__}>"
+
+
+def _valid_text(text: str) -> str:
+    # UTF-8 cannot carry lone surrogates; replace them rather than drop the event.
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode(errors="replace").decode()
+    return text
