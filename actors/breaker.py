@@ -9,6 +9,7 @@ outcome closes or re-opens the breaker.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from enum import Enum, StrEnum
 from typing import Any
 
@@ -42,6 +43,9 @@ class CircuitBreaker:
         self.opened_at = 0.0
         self.trial_in_flight = False
         self.rejected = 0
+        #: Called on every state change (under this breaker's lock): the journal keeps
+        #: breaker states with it. Must only enqueue.
+        self.on_change: Callable[[], object] = _nothing
 
     def admit(self) -> Admit:
         """Decide whether a run may start now; TRIAL means "you are the one trial"."""
@@ -98,6 +102,7 @@ class CircuitBreaker:
         self._publish("circuit_opened")
 
     def _publish(self, kind: str) -> None:
+        self.on_change()
         self._sink.emit([{"v": 1, "type": kind, "breaker": self.key, "failures": self.failures,
                           "state": self.state.value}])
 
@@ -113,6 +118,8 @@ class BreakerRegistry:
         self._sink = sink
         self._lock = threading.Lock()
         self._breakers: dict[str, CircuitBreaker] = {}
+        #: Called on any breaker's state change: the journal saves `snapshot()` then.
+        self.on_change: Callable[[], object] = _nothing
 
     def get(self, key: str) -> CircuitBreaker:
         breaker = self._breakers.get(key)
@@ -123,11 +130,31 @@ class BreakerRegistry:
                     breaker = CircuitBreaker(key, threshold=self._threshold,
                                              reset_timeout_s=self._reset_timeout_s,
                                              clock=self._clock, sink=self._sink)
+                    breaker.on_change = self._changed
                     self._breakers[key] = breaker
         return breaker
+
+    def _changed(self) -> None:
+        self.on_change()
+
+    def restore(self, saved: dict[str, dict[str, Any]]) -> None:
+        """Put back the breakers a journal kept (at start-up, before anything runs). An
+        open or half-open one comes back open, its reset timeout counted from now: a
+        restart is no reason to trust an exchange again."""
+        for key, fields in saved.items():
+            state = fields.get("state")
+            if state in (BreakerState.OPEN, BreakerState.HALF_OPEN):
+                breaker = self.get(key)
+                breaker.state = BreakerState.OPEN
+                breaker.failures = int(fields.get("failures", 0))
+                breaker.opened_at = self._clock.monotonic()
 
     def states(self) -> dict[str, str]:
         return {key: b.state.value for key, b in list(self._breakers.items())}
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         return {key: b.snapshot() for key, b in list(self._breakers.items())}
+
+
+def _nothing() -> None:
+    """No journal: breaker states live in memory only."""

@@ -27,9 +27,20 @@ LimitKind = Literal["daily_loss", "position_size", "drawdown_pct", "action_rate"
 LIMIT_KINDS: tuple[str, ...] = typing.get_args(LimitKind)
 
 
+class _DefaultDir(str):
+    """The data_dir nobody gave: equal to ".tradeloom", and known to be the default."""
+
+    __slots__ = ()
+
+
+DEFAULT_DATA_DIR = _DefaultDir(".tradeloom")
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class DaemonConfig:
-    data_dir: str = ".tradeloom"
+    #: The journal's directory (data_dir/journal.db). The daemon always keeps a journal
+    #: (here by default); an in-process engine only when data_dir is given.
+    data_dir: str = field(default_factory=lambda: DEFAULT_DATA_DIR)
     max_concurrent_executions: int = 1000
     max_queued_executions: int = 10000
     #: Long-lived supervisor actors that share the executions (each owns many). Under the
@@ -39,6 +50,11 @@ class DaemonConfig:
     node_actors: int = 256
     #: CPU ids to pin the process to (os.sched_setaffinity); empty leaves it alone.
     cpu_affinity: tuple[int, ...] = ()
+
+    @property
+    def journal_dir(self) -> str | None:
+        """Where an in-process engine keeps its journal: data_dir if it was given."""
+        return None if type(self.data_dir) is _DefaultDir else self.data_dir
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 import pykka
 import structlog
@@ -65,6 +65,23 @@ _RANK = {EmergencyState.NORMAL: 0, EmergencyState.ALERT: 1, EmergencyState.REDUC
 _GUARDED = frozenset({EmergencyState.NORMAL, EmergencyState.ALERT})
 
 
+class IntentLedger(Protocol):
+    """Where actions' intents are committed (`actors.durable.Durable`)."""
+
+    def before_action(self, run: NodeRun, refused: Callable[[], str | None]) -> str | None:
+        """Commit the intent; None once durable, else why the action must not start."""
+
+    def not_started(self, run: NodeRun, reason: str) -> None:
+        """The intent is committed but the gate refused the action."""
+
+    def late_result(self, run: NodeRun, why: str) -> None:
+        """A timed-out or cancelled action returned after all."""
+
+
+def _nothing() -> None:
+    """No journal: the kill switch's state lives in memory only."""
+
+
 class EmergencyGate:
     """The emergency state and the check every node passes on its way to start."""
 
@@ -85,14 +102,24 @@ class EmergencyGate:
         self.starting = 0
         #: Called (outside the lock) when the gate halts by itself (action_rate breach).
         self.on_self_halt: Callable[[str], None] = lambda reason: None
+        #: With a journal: queues `snapshot()` for writing (under the lock, no I/O). It is
+        #: called before a state change's event is sequenced, so the journal never holds
+        #: a committed HALT without the state that goes with it.
+        self.persist: Callable[[], object] = _nothing
+        #: With a journal: commits an action's intent before the action may start.
+        self.intents: IntentLedger | None = None
 
-    def snapshot(self) -> dict[str, Any]:
-        """The kill switch's durable state: emergency state, every limit's figures, and the
-        history of changes."""
+    def snapshot(self, *, history: bool = True) -> dict[str, Any]:
+        """The kill switch's durable state: emergency state, every limit's figures, and
+        (unless `history=False`: a journal keeps it from the events) the history of
+        changes."""
         with self.lock:
-            return {"state": self.state.value, "reason": self.reason, "source": self.source,
-                    "origin": self.origin, "limits": self.book.snapshot(),
-                    "history": [dict(entry) for entry in self.history]}
+            saved: dict[str, Any] = {
+                "state": self.state.value, "reason": self.reason, "source": self.source,
+                "origin": self.origin, "limits": self.book.snapshot()}
+            if history:
+                saved["history"] = [dict(entry) for entry in self.history]
+            return saved
 
     def restore(self, saved: dict[str, Any]) -> None:
         """Put back a snapshot at start-up, before anything runs: an engine restarted
@@ -114,6 +141,28 @@ class EmergencyGate:
         actions count as `reduces_risk` and are not held to the action rate."""
         is_action = run.node.category == "action"
         exempt = run.execution.exempt_from_halt
+        intents = self.intents if is_action else None
+        if intents is not None:
+            # Committed before the action may start, and waited for outside the lock:
+            # halt() never waits on the disk for an action that has not started.
+            denied = intents.before_action(run, lambda: self._refusal(run, exempt))
+            if denied is not None:
+                return denied
+        verdict = self._admit(run, started_event, is_action, exempt)
+        if verdict is not None and intents is not None:
+            intents.not_started(run, verdict)
+        return verdict
+
+    def _refusal(self, run: NodeRun, exempt: bool) -> str | None:
+        """Why `run` may not start now, checking only what needs no lock."""
+        if run.execution.closed or run.abandoned:
+            return "closed"
+        if self.state is EmergencyState.HALT and not exempt:
+            return "halted"
+        return None
+
+    def _admit(self, run: NodeRun, started_event: Event, is_action: bool,
+               exempt: bool) -> str | None:
         while True:
             with self.lock:
                 if run.execution.closed or run.abandoned:
@@ -179,6 +228,7 @@ class EmergencyGate:
             self.state = new
             self.reason, self.source, self.origin = reason, source, origin
             self._sink.state = new.value
+            self.persist()
             change = {"v": 1, "type": "emergency_state_changed", "state": new.value,
                       "previous_state": previous.value, "reason": reason,
                       "source": source, "origin": origin}
@@ -199,6 +249,7 @@ class EmergencyGate:
         with self.lock:
             verdict = self.book.update(update.limit, value=update.value, delta=update.delta,
                                        equity=update.equity)
+            self.persist()  # limit values live in the journal too
             return verdict, self._apply_verdicts_locked([verdict])
 
     def _apply_verdicts_locked(self, verdicts: Sequence[Verdict]) -> str | None:

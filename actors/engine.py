@@ -30,6 +30,7 @@ from actors.breaker import BreakerRegistry
 from actors.cache import ProviderCache
 from actors.clock import Clock, SystemClock
 from actors.config import Config
+from actors.durable import Durable, NoJournal
 from actors.emergency import EmergencyActor, EmergencyGate, EmergencyState
 from actors.ending import Ending, ExecutionStatus
 from actors.errors import (
@@ -75,6 +76,17 @@ class Engine:
                  on_halt: Sequence[Workflow] = (), *,
                  _event_ring_size: int = DEFAULT_RING_SIZE) -> None:  # events: test knob
         self._halt_hooks = HaltHooks(config, on_halt, submit=self._submit_hook)
+        #: The journal, when `[daemon] data_dir` is set: opened (and recovered) first.
+        self._durable = Durable.open(config, clock)
+        try:
+            self._build(config, clock, _event_ring_size)
+        except BaseException:
+            if self._durable is not None:
+                self._durable.close()
+            raise
+
+    def _build(self, config: Config, clock: Clock, ring_size: int) -> None:
+        durable = self._durable
         self.config = config
         self.clock = clock
         self._started_mono = time.monotonic()
@@ -86,7 +98,11 @@ class Engine:
         #: so a program may build its workflow afresh for each submit.
         self._registered: set[str] = set()
         self._recent: OrderedDict[str, ExecutionResult] = OrderedDict()
-        self.sink = EventSink(clock, ring_size=_event_ring_size)  # events:
+        recovery = durable.recovery if durable is not None else None
+        self.sink = EventSink(clock, ring_size=ring_size,
+                              first_seq=recovery.last_seq + 1 if recovery else 1)
+        if recovery is not None:
+            self.sink.restore_wseq(recovery.wseq)
         book = RiskBook(config.emergency.limits, warn_at=config.emergency.warn_at, clock=clock)
         self.gate = EmergencyGate(self.sink, book, clock)
         res = config.resilience
@@ -95,7 +111,10 @@ class Engine:
                                         clock=clock, sink=self.sink)
         self.admission = Admission(max_running=config.daemon.max_concurrent_executions,
                                    max_queued=config.daemon.max_queued_executions)
-        self._ids = ExecutionIds()
+        self._ids = ExecutionIds(taken=durable.journal.has_execution if durable else None)
+        if durable is not None:
+            durable.attach(sink=self.sink, gate=self.gate, breakers=self.breakers,
+                           on_failure=self._journal_failed, on_recovered=_journal_recovered)
         cache = ProviderCache(clock)
         n = config.daemon.supervisors
         self._supervisors = [
@@ -113,6 +132,19 @@ class Engine:
         self.ref: pykka.ActorRef[EngineActor] = EngineActor.start(self)
         for entry in config.workflows:
             self.register(entry.workflow, bot_id=entry.bot_id, strategy_id=entry.strategy_id)
+        if durable is not None:
+            self._recover(durable)
+
+    def _recover(self, durable: Durable) -> None:
+        """End what the last process left open, before anything runs."""
+        counts = {wf_id: len(entry[0].nodes) for wf_id, entry in self._workflows.items()}
+        intents = durable.recover(self.sink, counts)
+        if intents and self.config.journal.halt_on_unresolved_intents:
+            self.gate.transition(
+                EmergencyState.HALT, f"{len(intents)} action intent(s) from before the "
+                "restart have no known outcome: reconcile them (tradeloom intents), then "
+                "resume", "journal", "engine")
+        durable.wait_commit()
 
     @classmethod
     def start(cls, config: Config | None = None, *, clock: Clock | None = None,
@@ -188,6 +220,8 @@ class Engine:
                         strategy_id=strategy_id if strategy_id is not None else default_strategy,
                         priority=priority, handle=handle)
         verdict = self.admission.admit(exe)
+        if verdict is not OVERLOADED and self._durable is not None:
+            handle.recorded = self._durable.record_submitted(exe)
         if verdict is RUN:
             try:
                 self._next_supervisor().tell(StartExecution(exe))
@@ -315,6 +349,8 @@ class Engine:
             raise EngineStopped("the engine is stopped")
         self._refuse_wait_in_callback(type(message).__name__)
         reply: dict[str, Any] = self._emergency.ask(message, block=True, timeout=30.0)
+        if self._durable is not None:
+            self._durable.wait_commit()  # the reply comes after the change is committed
         return reply
 
     def _refuse_wait_in_callback(self, what: str) -> None:
@@ -342,6 +378,7 @@ class Engine:
             "uptime_s": round(time.monotonic() - self._started_mono, 3),
             "counts": dict(self.admission.counts),
             "version": VERSION,
+            "journal": self._durable.journal.stats() if self._durable is not None else None,
         }
 
     def supervisor_stats(self) -> list[dict[str, Any]]:
@@ -369,6 +406,8 @@ class Engine:
                         inputs=dict(inputs), bot_id=None, strategy_id=None, priority=0,
                         handle=handle)
         exe.exempt_from_halt = True
+        if self._durable is not None:
+            handle.recorded = self._durable.record_submitted(exe)
         self.admission.force_admit()
         try:
             self._next_supervisor().tell(StartExecution(exe))
@@ -401,6 +440,54 @@ class Engine:
                 ref.stop(timeout=timeout)
         # events: subscribers get the final events (bounded), then their threads end.
         self.sink.log.close_all(timeout=DRAIN_S)
+        if self._durable is not None:
+            self._durable.close()  # flushes: everything sequenced is committed
+
+    # -- the journal ---------------------------------------------------------------------
+
+    def _journal_failed(self, error: BaseException) -> None:
+        """A commit failed (disk full, I/O error, file removed). Nothing uncommitted gets
+        out; HALT now, in memory: nothing starts, no submit is accepted. Its event is
+        committed and published once a write succeeds; only an operator's resume ends it."""
+        reason = f"journal write failed: {type(error).__name__}: {error}"
+        log.critical("journal_write_failed", error=str(error), error_type=type(error).__name__)
+        self.gate.transition(EmergencyState.HALT, reason, "journal", "engine")
+        if self._emergency.is_alive():
+            self._emergency.tell(BroadcastHalt(reason, source="journal", origin="engine"))
+
+    def wait_recorded(self, handle: ExecutionHandle, timeout: float) -> bool:
+        """True once the execution's record is committed (at once without a journal)."""
+        ticket = handle.recorded
+        return ticket is None or ticket.wait(timeout)
+
+    def _journal(self) -> Durable:
+        if self._durable is None:
+            raise NoJournal("this engine keeps no journal: start it with [daemon] data_dir "
+                            "set for history, replay and intents")
+        return self._durable
+
+    def replay(self, since_seq: int, limit: int = 1000,
+               topic_prefix: str = "") -> dict[str, Any]:
+        """Committed events from `since_seq` on: {events, next_seq, last_seq, first_seq}."""
+        return self._journal().journal.replay(since_seq, limit, topic_prefix)
+
+    def execution(self, execution_id: str) -> dict[str, Any] | None:
+        """One execution from the journal (its nodes, results, times), or None."""
+        return self._journal().journal.execution(execution_id)
+
+    def executions(self, workflow: str | None = None, status: str | None = None,
+                   limit: int = 100) -> list[dict[str, Any]]:
+        """Executions from the journal, newest first."""
+        return self._journal().journal.executions(workflow, status, limit)
+
+    def intents(self, unresolved: bool = True) -> list[dict[str, Any]]:
+        """Action intents (only those with no known outcome, by default)."""
+        return self._journal().journal.intents(unresolved)
+
+    def resolve_intent(self, idempotency_key: str, outcome: str,
+                       note: str | None = None) -> None:
+        """Record an operator's reconciliation: filled, not_filled or unknown."""
+        self._journal().resolve_intent(idempotency_key, outcome, note)
 
     def __enter__(self) -> Engine:
         return self
@@ -441,3 +528,8 @@ class EngineActor(EngineActorBase):
 def _check_optional_str(value: Any, name: str) -> None:
     if value is not None and not isinstance(value, str):
         raise TypeError(f"{name} must be a string or None, not {type(value).__name__}")
+
+
+def _journal_recovered() -> None:
+    log.warning("journal_write_recovered",
+                note="commits resumed; the engine stays in HALT until an operator resumes")

@@ -194,6 +194,11 @@ class EventSink:
         self._ts_prefix = ""
         self._ts = ""
 
+    def restore_wseq(self, wseq: Mapping[str, int]) -> None:
+        """Continue each workflow's `wseq` where a journal left it (at start-up)."""
+        with self.lock:
+            self._wseq.update(wseq)
+
     def subscribe(self, callback: EventCallback, *, types: Iterable[str] | None = None,
                   workflow_id: str | None = None,
                   on_gap: EventCallback | None = None) -> Subscription:

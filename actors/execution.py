@@ -18,6 +18,7 @@ from actors.errors import WaitInCallback
 from actors.eventlog import EventLog, current_subscription
 
 if TYPE_CHECKING:
+    from actors.journal_records import Ticket
     from actors.machine import Execution
 
 _log = structlog.get_logger("tradeloom.execution")
@@ -100,12 +101,15 @@ class ExecutionHandle:
     """
 
     __slots__ = ("_callbacks", "_lock", "_log", "_result", "_seq", "_waiter", "execution_id",
-                 "workflow_id")
+                 "recorded", "workflow_id")
 
     def __init__(self, execution_id: str, workflow_id: str, log: EventLog | None = None) -> None:
         self.execution_id = execution_id
         self.workflow_id = workflow_id
         self._log = log
+        #: With a journal: done once the execution's record is committed (the daemon's
+        #: reply to a submit waits for it). None in memory mode, or for a refused submit.
+        self.recorded: Ticket | None = None
         #: The seq of the terminal event; 0 for an execution that never had events.
         self._seq = 0
         self._result: ExecutionResult | None = None

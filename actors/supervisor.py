@@ -308,6 +308,9 @@ class SupervisorActor(EngineActorBase):
 
     def _late_action(self, run: NodeRun, why: str) -> None:
         # Never published as success; kept for reconciliation against the exchange.
+        intents = self._gate.intents
+        if intents is not None:
+            intents.late_result(run, why)
         log.warning("late_action_result", execution_id=run.execution.id,
                     node_id=run.node.id, idempotency_key=run.idempotency_key, why=why,
                     ok=run.error is None, value=_safe_repr(run.value),

@@ -1,0 +1,182 @@
+"""The engine's side of the journal: what it records, what it recovers, what it asks.
+
+On when `[daemon] data_dir` is set. `Durable.open` opens the journal before any actor
+starts; `attach` makes it the ordered log's store (an event reaches readers once it is
+committed) and the kill switch's memory (its snapshot is queued *before* each state
+change's event, so a committed HALT is never followed by a restart that is not halted);
+`recover` ends what the last process left open, before anything runs:
+
+- executions the journal had as queued or running end `interrupted`: a queued one gets
+  its `execution_started` first, then each gets `execution_failed` with
+  `status: "interrupted"`, `error_type: "Interrupted"`;
+- action intents with no outcome are logged one by one with their idempotency key and are
+  never re-run; with `[journal] halt_on_unresolved_intents` the engine starts in HALT.
+
+Actions: an action's intent is committed before its function is called (`before_action`,
+called by the gate before admission, so `halt()` never waits on the disk for it); an
+action still waiting for that commit when HALT arrives, or whose execution ended, does not
+start. The late result of a timed-out or cancelled action is recorded against its intent,
+which stays open for an operator.
+"""
+
+from __future__ import annotations
+
+import calendar
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from actors.config import Config
+from actors.emergency import HISTORY_LEN
+from actors.ending import Ending, ExecutionStatus
+from actors.errors import TradeloomError
+from actors.events import Event, EventSink, iso_utc
+from actors.journal import RESOLUTIONS, Journal, Recovery, Ticket
+
+if TYPE_CHECKING:
+    from actors.breaker import BreakerRegistry
+    from actors.emergency import EmergencyGate
+    from actors.machine import Execution, NodeRun
+
+log = structlog.get_logger("tradeloom.journal")
+
+#: How often an action waiting for its intent commit looks at HALT and its execution.
+INTENT_POLL_S = 0.01
+#: How long a state change's reply waits for its commit (then it answers anyway: the
+#: state is in force in memory; a failing journal has already halted the engine).
+COMMIT_WAIT_S = 5.0
+#: An intent's engine-recorded outcome when the gate refused the action after its intent
+#: was committed (HALT, REDUCE_ONLY): the function was never called.
+NOT_STARTED = "not_started"
+
+
+class NoJournal(TradeloomError):
+    """The engine runs in memory: history, replay and intents need `[daemon] data_dir`."""
+
+
+class Durable:
+    def __init__(self, journal: Journal, config: Config) -> None:
+        self.journal = journal
+        self._config = config
+        self._clock_time: Callable[[], float] = time.time
+
+    @classmethod
+    def open(cls, config: Config, clock: Any) -> Durable | None:
+        data_dir = config.daemon.journal_dir
+        if data_dir is None:
+            return None
+        durable = cls(Journal.from_config(data_dir, config.journal, clock=clock), config)
+        durable._clock_time = clock.time
+        return durable
+
+    @property
+    def recovery(self) -> Recovery:
+        return self.journal.recovery
+
+    def attach(self, *, sink: EventSink, gate: EmergencyGate, breakers: BreakerRegistry,
+               on_failure: Callable[[BaseException], None],
+               on_recovered: Callable[[], None]) -> None:
+        """Restore what the journal kept and start writing. Call before any actor runs."""
+        rec = self.journal.recovery
+        if rec.emergency is not None:
+            gate.restore({**rec.emergency, "history": self.journal.emergency_history(
+                HISTORY_LEN)[::-1]})
+        if rec.breakers:
+            breakers.restore(rec.breakers)
+        gate.persist = lambda: self.journal.save_emergency(gate.snapshot(history=False))
+        gate.intents = self
+        breakers.on_change = lambda: self.journal.save_breakers(breakers.snapshot())
+        sink.log.attach_store(self.journal)
+        self.journal.start(on_commit=sink.log.mark_committed, on_error=on_failure,
+                           on_recovered_write=on_recovered)
+
+    def recover(self, sink: EventSink, node_counts: dict[str, int]) -> list[dict[str, Any]]:
+        """Publish the endings of what the last process left open; returns the unresolved
+        intents (already logged)."""
+        interrupted = Ending.interrupted()
+        now = self._clock_time()
+        for record in self.recovery.open_executions:
+            head: Event = {"v": 1, "execution_id": record["execution_id"],
+                           "correlation_id": record["execution_id"],
+                           "workflow_id": record["workflow_id"], "bot_id": record["bot_id"],
+                           "strategy_id": record["strategy_id"]}
+            events: list[Event] = []
+            if record["status"] == ExecutionStatus.QUEUED:
+                events.append({**head, "type": "execution_started",
+                               "node_count": node_counts.get(record["workflow_id"], 0),
+                               "inputs": record["inputs"], "priority": record["priority"]})
+            events.append({**head, "type": interrupted.terminal_event,
+                           "status": interrupted.status.value, "error": interrupted.error,
+                           "error_type": interrupted.error_type, "results": {},
+                           "duration_ms": _ms_since(record["started_at"], now)})
+            sink.emit(events)
+            log.warning("execution_interrupted", execution_id=record["execution_id"],
+                        workflow_id=record["workflow_id"], was=record["status"])
+        intents = self.recovery.unresolved_intents
+        for intent in intents:
+            log.warning("unresolved_action_intent", idempotency_key=intent["idempotency_key"],
+                        execution_id=intent["execution_id"], node_id=intent["node_id"],
+                        attempt=intent["attempt"], started_at=intent["started_at"],
+                        detail=intent["detail"])
+        return intents
+
+    # -- records ---------------------------------------------------------------------------
+
+    def record_submitted(self, exe: Execution) -> Ticket:
+        return self.journal.record_submitted(
+            exe.id, exe.workflow.id, exe.inputs, exe.bot_id, exe.strategy_id, exe.priority,
+            iso_utc(self._clock_time()))
+
+    def before_action(self, run: NodeRun, refused: Callable[[], str | None]) -> str | None:
+        """Commit the action's intent; None once it is durable, or why it must not start
+        (`refused()` is asked while waiting: HALT, or its execution ended)."""
+        ticket = self.journal.record_intent(run.execution_id, run.node_id,
+                                            run.idempotency_key, run.attempt,
+                                            iso_utc(self._clock_time()))
+        while not ticket.wait(INTENT_POLL_S):
+            reason = refused()
+            if reason is not None:
+                self.not_started(run, reason)
+                return reason
+        return None
+
+    def not_started(self, run: NodeRun, reason: str) -> None:
+        """The intent was committed but the gate did not let the action start."""
+        self.journal.record_intent_outcome(run.idempotency_key, NOT_STARTED,
+                                           note=f"never called: {reason}")
+
+    def late_result(self, run: NodeRun, why: str) -> None:
+        detail = {"why": why, "ok": run.error is None,
+                  "error": run.error_text if run.error is not None else None,
+                  "value": run.value if run.error is None else None}
+        self.journal.record_intent_outcome(run.idempotency_key, None, detail=detail)
+
+    def wait_commit(self) -> bool:
+        """Everything queued so far is committed (a state change's reply waits on it)."""
+        ok = self.journal.flush(COMMIT_WAIT_S)
+        if not ok:
+            log.error("journal_commit_slow", waited_s=COMMIT_WAIT_S)
+        return ok
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def resolve_intent(self, idempotency_key: str, outcome: str, note: str | None) -> None:
+        if outcome not in RESOLUTIONS:
+            raise ValueError(f"outcome must be one of {sorted(RESOLUTIONS)}, not {outcome!r}")
+        self.journal.resolve_intent(idempotency_key, outcome, note)
+
+    def close(self) -> None:
+        self.journal.close()
+
+
+def _ms_since(started_at: str | None, now: float) -> float:
+    if not started_at:
+        return 0.0
+    try:
+        whole, _, frac = started_at.rstrip("Z").partition(".")
+        start = calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")) + float(f"0.{frac}")
+    except ValueError:
+        return 0.0
+    return round(max(now - start, 0.0) * 1000.0, 3)
