@@ -15,7 +15,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	touch $@
 
 run: $(VENV)/.installed
-	$(BIN)/tradeloom --log-format console --log-level info run examples.arbitrage:workflow --config $(CONFIG) --every 1.0
+	$(BIN)/tradeloom --log-format console daemon --config $(CONFIG)
 
 test: $(VENV)/.installed
 	$(BIN)/ruff check actors transport tests bench examples

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -122,14 +123,31 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_daemon(args: argparse.Namespace) -> int:
+    from transport.daemon import Daemon
+
+    config = Config.load(args.config)
+    daemon = Daemon(config, insecure=args.insecure)
+    daemon.install_signal_handlers()
+    daemon.start()
+    if args.log_format == "console":
+        print(f"tradeloom daemon {VERSION} running (pid {os.getpid()}): events "
+              f"{daemon.transport.events}, control {daemon.transport.control}, journal "
+              f"{daemon.config.daemon.data_dir}/journal.db. Follow it with `tradeloom tail` "
+              "in a second terminal; Ctrl-C stops it.", file=sys.stderr, flush=True)
+    daemon.serve_forever()
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tradeloom", description="Actor-model engine for automated trading workflows.")
     parser.add_argument("--version", action="version", version=f"tradeloom {VERSION}")
     parser.add_argument("--log-format", choices=["json", "console"], default="json",
                         help="log lines on stderr: json (default) or console")
-    parser.add_argument("--log-level", default="warning",
-                        choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-level", default=None,
+                        choices=["debug", "info", "warning", "error"],
+                        help="default: info for the daemon, warning for other commands")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run one workflow in-process, print events and result",
@@ -148,6 +166,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="how long to wait for one execution (default 60)")
     run.set_defaults(handler=cmd_run)
 
+    daemon = sub.add_parser(
+        "daemon", help="run the long-lived daemon (journal, event stream, control socket)",
+        description="Run the daemon in the foreground until SIGTERM or Ctrl-C (a second "
+                    "signal exits at once). Logs JSON lines to stderr. Exit 0 on a clean "
+                    "stop, 2 on a bad config or a refused start (data_dir or port in use).",
+        epilog="example: tradeloom --log-format console daemon --config examples/daemon.toml")
+    daemon.add_argument("--config", metavar="FILE", required=True, help="TOML config")
+    daemon.add_argument("--insecure", action="store_true",
+                        help="allow binding a non-loopback address without CURVE keys")
+    daemon.set_defaults(handler=cmd_daemon, default_level="info")
+
     keys = sub.add_parser("keys", help="write a CURVE key pair for the daemon or a client")
     keys.add_argument("dir", metavar="DIR")
     keys.add_argument("--name", default="tradeloom", help="file name stem (default tradeloom)")
@@ -158,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logs.configure(fmt=args.log_format, level=args.log_level)
+    level = args.log_level or getattr(args, "default_level", "warning")
+    logs.configure(fmt=args.log_format, level=level)
     try:
         code: int = args.handler(args)
     except (TradeloomError, UsageError) as exc:

@@ -50,6 +50,12 @@ class DaemonConfig:
     node_actors: int = 256
     #: CPU ids to pin the process to (os.sched_setaffinity); empty leaves it alone.
     cpu_affinity: tuple[int, ...] = ()
+    #: On SIGTERM/SIGINT, how long running executions may take to finish before the rest
+    #: end cancelled.
+    shutdown_grace_s: float = 10.0
+    #: gc.set_threshold(...) at daemon start (e.g. [50000, 20, 100]); empty leaves
+    #: Python's. Fewer gen-0 collections walking the executions in flight (bench/core.py).
+    gc_threshold: tuple[int, ...] = ()
 
     @property
     def journal_dir(self) -> str | None:
@@ -64,6 +70,22 @@ class TransportConfig:
     heartbeat_s: float = 1.0
     curve_secret_key_file: str | None = None
     curve_authorized_keys_dir: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MetricsConfig:
+    #: "host:port" for the Prometheus text endpoint (/metrics); None: no endpoint.
+    listen: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ClientConfig:
+    """What the CLI's client commands use to reach a daemon with CURVE on."""
+
+    #: The client's secret key file (`tradeloom keys DIR --name NAME` writes NAME.key_secret).
+    curve_secret_key_file: str | None = None
+    #: The daemon's public key file (its `.key`).
+    curve_server_public_key_file: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -169,6 +191,8 @@ class Config:
     resilience: ResilienceConfig = ResilienceConfig()
     emergency: EmergencyConfig = EmergencyConfig()
     journal: JournalConfig = JournalConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    client: ClientConfig = ClientConfig()
     workflows: tuple[WorkflowEntry, ...] = ()
 
     @classmethod
@@ -187,7 +211,8 @@ class Config:
         if not isinstance(raw, Mapping):
             raise ConfigError("config must be a table")
         _reject_unknown(raw, {"daemon", "transport", "resilience", "emergency", "journal",
-                             "workflows"}, "")
+                             "metrics", "client", "web", "webhooks", "workflows"}, "")
+        _refuse_unbuilt(raw)
         resilience_raw = dict(_table(raw, "resilience"))
         preset = resilience_raw.pop("preset", None)
         resilience_base = ResilienceConfig()
@@ -216,10 +241,24 @@ class Config:
                        exclude={"limits", "on_halt"}),
                 limits=limits, on_halt=hooks),
             journal=_build(JournalConfig, _table(raw, "journal"), "journal"),
+            metrics=_build(MetricsConfig, _table(raw, "metrics"), "metrics"),
+            client=_build(ClientConfig, _table(raw, "client"), "client"),
             workflows=tuple(_import_entry(e, i, base_dir) for i, e in enumerate(entries)),
         )
         _check_ranges(config)
         return config
+
+
+def _refuse_unbuilt(raw: Mapping[str, Any]) -> None:
+    """`[web]` and `[[webhooks]]` are part of the config's schema, but this version has
+    neither the gateway nor webhooks: an empty table is fine, asking for one is an error
+    (never a setting quietly ignored)."""
+    web = _table(raw, "web")
+    if web:
+        raise ConfigError(f"web.{next(iter(web))}: the WebSocket gateway and dashboard are "
+                          "not in this version of tradeloom")
+    if _array(raw.get("webhooks", []), "webhooks"):
+        raise ConfigError("webhooks[0]: outbound webhooks are not in this version of tradeloom")
 
 
 def _limits(raw: Any) -> tuple[LimitConfig, ...]:
@@ -285,6 +324,9 @@ def _check_ranges(config: Config) -> None:
         (d.max_queued_executions >= 0, "daemon.max_queued_executions must be >= 0"),
         (d.supervisors >= 1, "daemon.supervisors must be >= 1"),
         (d.node_actors >= 1, "daemon.node_actors must be >= 1"),
+        (d.shutdown_grace_s >= 0, "daemon.shutdown_grace_s must be >= 0"),
+        (len(d.gc_threshold) <= 3 and all(g >= 0 for g in d.gc_threshold),
+         "daemon.gc_threshold must be up to 3 integers >= 0"),
         (r.timeout_s > 0, "resilience.timeout_s must be > 0"),
         (r.max_restarts >= 0, "resilience.max_restarts must be >= 0"),
         (r.restart_within_s > 0, "resilience.restart_within_s must be > 0"),

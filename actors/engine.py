@@ -91,6 +91,8 @@ class Engine:
         self.clock = clock
         self._started_mono = time.monotonic()
         self._stopped = False
+        #: Why admission is closed (a graceful shutdown under way), or None.
+        self._closing: str | None = None
         self._lock = threading.Lock()
         self._workflows: dict[str, tuple[Workflow, str | None, str | None]] = {}
         #: Ids given by `register()` (or the config): a different Workflow may not take them.
@@ -199,8 +201,8 @@ class Engine:
                bot_id: str | None = None, strategy_id: str | None = None,
                priority: int = 0) -> ExecutionHandle:
         """Start an execution. A refused one (HALT, overloaded) comes back already resolved."""
-        if self._stopped:
-            raise EngineStopped("the engine is stopped")
+        if self._stopped or self._closing:
+            raise EngineStopped(self._closing or "the engine is stopped")
         wf, default_bot, default_strategy = self._resolve_workflow(workflow)
         if inputs is None:
             inputs = {}
@@ -418,8 +420,29 @@ class Engine:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """End every execution (cancelled), stop every actor. Never waits on a stuck node."""
+    def close_admission(self, why: str = "the engine is shutting down") -> None:
+        """Admit nothing new from now on (`submit` raises EngineStopped) and end the queued
+        executions cancelled; running ones go on (a daemon's graceful shutdown)."""
+        self._closing = why
+        ending = Ending.cancelled(why)
+        for exe in self.admission.drain_queued():
+            exe.ending_on_start = ending
+            self._next_supervisor().tell(StartExecution(exe))
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no execution runs; False if some still do after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while self.admission.running > 0:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(left, 0.01))
+        return True
+
+    def stop(self, timeout: float = 5.0, *, close_journal: bool = True) -> None:
+        """End every execution (cancelled), stop every actor. Never waits on a stuck node.
+        The journal is flushed and closed, unless `close_journal=False` (then call
+        `close_journal()` once the last readers are done)."""
         if self._stopped:
             return
         self._stopped = True
@@ -440,8 +463,17 @@ class Engine:
                 ref.stop(timeout=timeout)
         # events: subscribers get the final events (bounded), then their threads end.
         self.sink.log.close_all(timeout=DRAIN_S)
+        if close_journal:
+            self.close_journal()
+
+    def journal_flush(self, timeout: float = 5.0) -> bool:
+        """Wait until everything sequenced so far is committed (True at once in memory)."""
+        return self._durable is None or self._durable.journal.flush(timeout)
+
+    def close_journal(self) -> None:
+        """Flush and close the journal (everything sequenced is committed)."""
         if self._durable is not None:
-            self._durable.close()  # flushes: everything sequenced is committed
+            self._durable.close()
 
     # -- the journal ---------------------------------------------------------------------
 

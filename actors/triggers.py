@@ -1,0 +1,111 @@
+"""Interval triggers: `[[workflows]] every_s` submits a workflow on a fixed schedule.
+
+No drift: the n-th run is due at `start + n * every_s`, whatever the previous submits cost.
+No pile-up: a trigger whose previous execution is still going skips its turn (counted and
+logged), and a trigger that fell several periods behind (a stalled process) runs once and
+counts the rest as skipped. One thread serves every trigger of an engine; it sleeps until
+the next due time or until it is stopped.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from actors.config import WorkflowEntry
+from actors.errors import EngineStopped, TradeloomError
+from actors.execution import ExecutionHandle
+
+log = structlog.get_logger("tradeloom.triggers")
+
+Submit = Callable[[str, str | None, str | None], ExecutionHandle]
+
+
+@dataclass(slots=True)
+class Trigger:
+    workflow_id: str
+    every_s: float
+    bot_id: str | None
+    strategy_id: str | None
+    #: How many periods have passed since the start (the next is due at start + n * every).
+    n: int = 0
+    last: ExecutionHandle | None = None
+    submitted: int = 0
+    skipped: int = 0
+    refused: int = 0
+
+
+class IntervalTriggers:
+    def __init__(self, entries: Sequence[WorkflowEntry], submit: Submit, *,
+                 monotonic: Callable[[], float]) -> None:
+        self._submit = submit
+        self._monotonic = monotonic
+        self.triggers = [Trigger(e.workflow.id, e.every_s, e.bot_id, e.strategy_id)
+                         for e in entries if e.every_s is not None and e.workflow is not None]
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if not self.triggers:
+            return
+        self._thread = threading.Thread(target=self._run, name="tradeloom-triggers",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        return {t.workflow_id: {"submitted": t.submitted, "skipped": t.skipped,
+                                "refused": t.refused} for t in self.triggers}
+
+    def _run(self) -> None:
+        start = self._monotonic()
+        due = [(start + t.every_s, i) for i, t in enumerate(self.triggers)]
+        heapq.heapify(due)
+        while not self._stopping.is_set():
+            at, i = due[0]
+            delay = at - self._monotonic()
+            if delay > 0:
+                if self._stopping.wait(delay):
+                    return
+                continue
+            trigger = self.triggers[i]
+            self._fire(trigger)
+            now = self._monotonic()
+            trigger.n += 1
+            behind = int((now - start) // trigger.every_s) - trigger.n
+            if behind > 0:  # stalled past whole periods: run once, count the rest
+                trigger.n += behind
+                trigger.skipped += behind
+                log.warning("trigger_behind", workflow_id=trigger.workflow_id,
+                            skipped=behind)
+            heapq.heapreplace(due, (start + (trigger.n + 1) * trigger.every_s, i))
+
+    def _fire(self, trigger: Trigger) -> None:
+        last = trigger.last
+        if last is not None and not last.done():
+            trigger.skipped += 1
+            log.info("trigger_skipped", workflow_id=trigger.workflow_id,
+                     still_running=last.execution_id)
+            return
+        try:
+            handle = self._submit(trigger.workflow_id, trigger.bot_id, trigger.strategy_id)
+        except EngineStopped:
+            self._stopping.set()
+            return
+        except TradeloomError as exc:
+            trigger.refused += 1
+            log.error("trigger_failed", workflow_id=trigger.workflow_id, error=str(exc))
+            return
+        if handle.done() and handle.result(0).status == "refused":
+            trigger.refused += 1  # HALT or a full queue: the next period tries again
+        else:
+            trigger.submitted += 1
+        trigger.last = handle

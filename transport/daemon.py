@@ -1,0 +1,181 @@
+"""The daemon: engine + journal + publisher + control server (+ metrics) in one process.
+
+    daemon = Daemon(Config.load("daemon.toml"))
+    daemon.start()          # journal recovered, sockets bound, triggers running
+    daemon.serve_forever()  # until SIGTERM/SIGINT (a second one exits at once)
+
+Start-up refuses, with one line each: a bad config (the caller's ConfigError), a data_dir
+held by another process (JournalLocked, naming its pid), a journal file that is not one, a
+port in use, a non-loopback address without CURVE keys (unless `insecure`).
+
+Shutdown (SIGTERM/SIGINT, or `stop()`): no new execution is admitted and queued ones end
+cancelled; running ones may finish within `[daemon] shutdown_grace_s`; the rest end
+cancelled (their started actions stay as unresolved intents); the journal is flushed and
+the last events are handed to the publisher before the sockets close.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import os
+import signal
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+import structlog
+import zmq
+
+from actors.config import Config, TransportConfig
+from actors.engine import VERSION, Engine
+from actors.triggers import IntervalTriggers
+from transport.control import ControlServer
+from transport.engine_handler import EngineControlHandler
+from transport.publisher import Publisher
+from transport.security import CurveServer
+
+log = structlog.get_logger("tradeloom.daemon")
+
+#: How long the publisher is given to send the last events at shutdown.
+FINAL_SEND_S = 2.0
+
+
+class Daemon:
+    def __init__(self, config: Config, *, insecure: bool = False) -> None:
+        # The daemon always keeps a journal: at data_dir, ".tradeloom" unless given.
+        self.config = dataclasses.replace(config, daemon=dataclasses.replace(
+            config.daemon, data_dir=str(config.daemon.data_dir)))
+        self.transport = config.transport or TransportConfig()
+        self._insecure = insecure
+        self.engine: Engine | None = None
+        self._context: zmq.Context[Any] | None = None
+        self._curve: CurveServer | None = None
+        self.publisher: Publisher | None = None
+        self.control: ControlServer | None = None
+        self.metrics: Any = None
+        self.triggers: IntervalTriggers | None = None
+        self._stop_requested = threading.Event()
+        self._stopped = False
+        self._signals = 0
+
+    # -- start -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the journal, recover, bind the sockets, start the triggers. On any failure
+        what was started is stopped again and the error is raised."""
+        if self.config.daemon.gc_threshold:
+            gc.set_threshold(*self.config.daemon.gc_threshold)
+        try:
+            self._start()
+        except BaseException:
+            self._close()
+            raise
+
+    def _start(self) -> None:
+        transport = self.transport
+        self.engine = engine = Engine.start(self.config)
+        self._context = zmq.Context()
+        if transport.curve_secret_key_file or transport.curve_authorized_keys_dir:
+            self._curve = CurveServer(self._context, _required(
+                transport.curve_secret_key_file, "transport.curve_secret_key_file"),
+                _required(transport.curve_authorized_keys_dir,
+                          "transport.curve_authorized_keys_dir"))
+            self._curve.start()
+        self.publisher = Publisher(
+            transport.events, engine.sink.log.reader(), heartbeat_s=transport.heartbeat_s,
+            state_fn=lambda: engine.state.value, context=self._context, curve=self._curve,
+            insecure=self._insecure)
+        self.publisher.start()
+        self.control = ControlServer(transport.control, EngineControlHandler(engine),
+                                     context=self._context, curve=self._curve,
+                                     insecure=self._insecure)
+        self.control.start()
+        if self.config.metrics.listen:
+            self.metrics = self._start_metrics(self.config.metrics.listen)
+        engine.sink.emit([{"v": 1, "type": "daemon_started", "version": VERSION,
+                           "pid": os.getpid(), "events": self.publisher.endpoint,
+                           "control": self.control.endpoint}])
+        self.triggers = IntervalTriggers(
+            self.config.workflows,
+            lambda wf, bot, strategy: engine.submit(wf, bot_id=bot, strategy_id=strategy),
+            monotonic=time.monotonic)
+        self.triggers.start()
+        log.info("daemon_started", pid=os.getpid(), version=VERSION,
+                 events=self.publisher.endpoint, control=self.control.endpoint,
+                 data_dir=self.config.daemon.data_dir, state=engine.state.value)
+
+    def _start_metrics(self, listen: str) -> Any:
+        raise NotImplementedError  # replaced by the metrics endpoint below
+
+    # -- run and stop ----------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT request a clean stop; a second one exits at once (the journal
+        is WAL: what was committed stays committed)."""
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            log.warning("second_signal_exit_now", signal=signum)
+            os._exit(1)
+        log.info("stop_requested", signal=signal.Signals(signum).name)
+        self._stop_requested.set()
+
+    def request_stop(self) -> None:
+        self._stop_requested.set()
+
+    def serve_forever(self) -> None:
+        """Until a stop is requested; then stop cleanly."""
+        while not self._stop_requested.wait(0.5):
+            pass
+        self.stop()
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        engine = self.engine
+        if self.triggers is not None:
+            self.triggers.stop()
+        if engine is not None:
+            grace = self.config.daemon.shutdown_grace_s
+            engine.sink.emit([{"v": 1, "type": "daemon_stopping", "version": VERSION,
+                               "pid": os.getpid()}])
+            engine.close_admission("the daemon is stopping")
+            log.info("daemon_stopping", running=engine.admission.running, grace_s=grace)
+            if not engine.wait_idle(grace):
+                log.warning("shutdown_grace_over", still_running=engine.admission.running)
+        self._close()
+        log.info("daemon_stopped")
+
+    def _close(self) -> None:
+        engine = self.engine
+        if engine is not None:
+            engine.stop(close_journal=False)  # the rest end cancelled
+            engine.journal_flush()
+            if self.publisher is not None:
+                self.publisher.wait_sent(engine.sink.log.committed_seq, FINAL_SEND_S)
+        for server in (self.metrics, self.control, self.publisher):
+            if server is not None:
+                try:
+                    server.stop()
+                except Exception:
+                    log.exception("server_stop_failed", server=type(server).__name__)
+        if self._curve is not None:
+            self._curve.stop()
+        if self._context is not None:
+            self._context.term()
+        if engine is not None:
+            engine.close_journal()
+
+
+def _required(value: str | None, key: str) -> str:
+    if not value:
+        from actors.errors import ConfigError
+
+        raise ConfigError(f"{key} is required when CURVE is configured")
+    return value
