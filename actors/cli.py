@@ -14,7 +14,8 @@ from types import FrameType
 from typing import Any
 
 from actors import logs
-from actors.config import Config, import_ref
+from actors.config import Config
+from actors.config_parse import import_ref
 from actors.engine import VERSION, Engine
 from actors.errors import TradeloomError
 from actors.events import Event

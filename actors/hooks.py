@@ -15,7 +15,8 @@ from typing import Any
 
 import structlog
 
-from actors.config import Config, import_ref
+from actors.config import Config
+from actors.config_parse import import_ref
 from actors.ending import ExecutionStatus
 from actors.errors import ConfigError, EngineStopped
 from actors.execution import ExecutionHandle

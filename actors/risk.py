@@ -15,7 +15,8 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from actors.clock import Clock
-from actors.config import LimitConfig, reset_minutes, zone
+from actors.config import LimitConfig
+from actors.config_parse import reset_minutes, zone
 from actors.errors import ConfigError, NotFound
 
 SECONDS_PER_DAY = 86_400
