@@ -11,7 +11,10 @@ refills. Even rounds go through `engine.halt(...)`, odd ones through
   - stuck nodes: the provider waits on an outside gate the halt does not touch (a hung
     exchange call); the bench opens the gate after each round.
 
-A third set of rounds (cooperative nodes) runs on an engine with an on-halt hook configured
+Three more sets of rounds (cooperative nodes): one on an engine with a subscriber whose
+callback sleeps 100 ms on every event while the halt is timed (a slow callback must delay
+neither halt() nor any node), one with the journal on (the halt's reply waits for its
+commit), and one on an engine with an on-halt hook configured
 (`Engine.start(config, on_halt=[...])`: a provider -> action workflow, like a "cancel all
 resting orders"): the halt must not wait for the hook, and the hook must run once per halt.
 
@@ -31,6 +34,7 @@ import logging
 import os
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -163,7 +167,8 @@ class Rounds:
 
 
 def halt_rounds(engine: Engine, mode: str, rounds: int, n: int,
-                hook: CancelAllHook | None = None) -> Rounds:
+                hook: CancelAllHook | None = None,
+                slow: threading.Event | None = None) -> Rounds:
     """`rounds` times: fill `n` in flight, halt (timed), check, release, resume.
 
     Untimed warm-up first: executions whose provider takes ~2 ms, like an exchange call
@@ -189,6 +194,8 @@ def halt_rounds(engine: Engine, mode: str, rounds: int, n: int,
                      f"got in flight within {FILL_S:.0f}s")
             (out.notes if r < 0 else out.problems).append(short)
         out.fill_s.append(time.perf_counter() - t_fill)
+        if slow is not None:
+            slow.set()  # the slow subscriber now sleeps 100 ms on every event it is given
         t0 = time.perf_counter()
         if r % 2:
             reply = engine.ref.ask(Halt(reason=f"bench {mode} {r}"), timeout=WAIT_S)
@@ -197,6 +204,8 @@ def halt_rounds(engine: Engine, mode: str, rounds: int, n: int,
             reply = engine.halt(f"bench {mode} {r}")
             name = "engine.halt()"
         dt = time.perf_counter() - t0
+        if slow is not None:
+            slow.clear()  # measured: let it catch up, so the results can be read
         if r >= 0:
             out.samples.append(dt)
             out.via[name].append(dt)
@@ -270,6 +279,16 @@ def main() -> None:
     hooked = Engine.start(Config.from_dict({"daemon": daemon}), on_halt=[hook.workflow])
     with_hooks = halt_rounds(hooked, "cancel", rounds, n, hook=hook)
     hooked.stop()
+    slow = threading.Event()
+    slowed = Engine.start(Config.from_dict({"daemon": daemon}))
+    slowed.subscribe(lambda e: time.sleep(0.1) if slow.is_set() else None)
+    with_slow = halt_rounds(slowed, "cancel", rounds, n, slow=slow)
+    slowed.stop()
+    with tempfile.TemporaryDirectory() as data_dir:
+        journaled = Engine.start(Config.from_dict({"daemon": {**daemon,
+                                                              "data_dir": data_dir}}))
+        with_journal = halt_rounds(journaled, "cancel", rounds, n)
+        journaled.stop()
     if hook.cancels != rounds + 1:
         with_hooks.problems.append(f"the on-halt hook ran {hook.cancels} times for "
                                    f"{rounds + 1} halts")
@@ -285,6 +304,8 @@ def main() -> None:
         print(row(f"  via {name}", values))
     print(row(f"{n} in flight, nodes stuck on an outside gate", stuck.samples))
     print(row(f"{n} in flight, on-halt hooks configured", with_hooks.samples))
+    print(row(f"{n} in flight, a subscriber sleeping 100 ms/event", with_slow.samples))
+    print(row(f"{n} in flight, journal on (sync normal)", with_journal.samples))
     print(row("nothing in flight", idle))
     print(row("baseline: pykka ask round trip, 1 actor", ask))
     print(row("baseline: engine.status()", status))
@@ -293,19 +314,24 @@ def main() -> None:
     print(f"\nhalt p50 ({n} in flight, cooperative nodes) = {p50 / ask50:,.0f}x a pykka ask "
           f"round trip, {p50 / status50:,.0f}x an engine.status() call")
     for label, result in (("cooperative nodes", coop), ("stuck nodes", stuck),
-                          ("with on-halt hooks configured", with_hooks)):
+                          ("with on-halt hooks configured", with_hooks),
+                          ("with a slow subscriber", with_slow),
+                          ("with the journal on", with_journal)):
         q99 = pct(result.samples, 99) * 1000
         print(f"halt p99, {label}: {q99:.1f} ms vs target <= {TARGET_P99_MS:.0f} ms: "
               f"{'MET' if q99 <= TARGET_P99_MS else 'MISSED'}")
-    statuses = coop.statuses + stuck.statuses + with_hooks.statuses
+    statuses = (coop.statuses + stuck.statuses + with_hooks.statuses + with_slow.statuses
+                + with_journal.statuses)
     print(f"executions: {dict(statuses)}; events: "
           f"{events['execution_halted']:,} execution_halted, "
           f"{events['node_skipped']:,} node_skipped, {events['node_started']:,} node_started")
     if round(0.99 * (rounds - 1)) == rounds - 1:
         print(f"(with {rounds} rounds, p99 by nearest rank is the worst round)")
-    for note in coop.notes + stuck.notes + with_hooks.notes:
+    others = with_hooks.notes + with_slow.notes + with_journal.notes
+    for note in coop.notes + stuck.notes + others:
         print("NOTE (warm-up, untimed):", note)
-    problems = coop.problems + stuck.problems + with_hooks.problems
+    problems = (coop.problems + stuck.problems + with_hooks.problems + with_slow.problems
+                + with_journal.problems)
     if problems or set(statuses) != {"halted"}:
         for problem in problems:
             print("PROBLEM:", problem)
