@@ -399,7 +399,7 @@ class SupervisorActor(EngineActorBase):
             error_type=ending.error_type, duration_ms=terminal["duration_ms"],
             started_at=exe.started_event.get("timestamp"), ended_at=terminal["timestamp"],
             execution=exe)
-        if ending.status is not ExecutionStatus.COMPLETED:
+        if ending.status is ExecutionStatus.FAILED:
             log.warning("execution_ended", execution_id=exe.id, workflow_id=wf.id,
                         status=ending.status.value, error_type=ending.error_type,
                         error=ending.error)

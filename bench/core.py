@@ -29,6 +29,8 @@ import gc
 import json
 import logging
 import os
+import shutil
+import tempfile
 import statistics
 import sys
 import threading
@@ -225,7 +227,11 @@ def start_warm_engine(args: argparse.Namespace, warm_latency: int, warm_total: i
         daemon["supervisors"] = args.supervisors
     if cpu_affinity:
         daemon["cpu_affinity"] = cpu_affinity
-    engine = Engine.start(Config.from_dict({"daemon": daemon}))
+    raw: dict[str, Any] = {"daemon": daemon}
+    if getattr(args, "journal", "off") != "off":  # a fresh journal in a temporary data_dir
+        daemon["data_dir"] = tempfile.mkdtemp(prefix="tradeloom-bench-")
+        raw["journal"] = {"sync": args.journal}
+    engine = Engine.start(Config.from_dict(raw))
     counter = Counter()
     engine.subscribe(counter)
     per_run = counter.events_per_run(engine)
@@ -289,6 +295,8 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
     expected = before + runs * per_run
     delivered = counter.wait_for(expected)
     engine.stop()
+    if engine.config.daemon.journal_dir:
+        shutil.rmtree(engine.config.daemon.journal_dir, ignore_errors=True)
     if delivered != expected or counter.gaps:
         raise SystemExit(f"events were lost: {delivered - before:,} of "
                          f"{expected - before:,} delivered, {counter.gaps} seq gaps")
@@ -386,6 +394,9 @@ def parser() -> argparse.ArgumentParser:
                       help="pin to this CPU (repeatable); default mode via "
                            "[daemon] cpu_affinity, the asyncio baseline runs pinned too")
     work.add_argument("--supervisors", type=int, default=None)
+    work.add_argument("--journal", choices=["off", "normal", "full"], default="off",
+                      help="run the engine with a journal in a temporary data_dir (e.g. "
+                           "--ab-same --b-args '--journal normal': journal on vs off)")
     work.add_argument("--gc-threshold", type=gc_threshold, default=None, metavar="G0[,G1,G2]",
                       help="gc.set_threshold(...) before the engine starts")
     work.add_argument("--gc-freeze", action="store_true",
