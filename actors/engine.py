@@ -17,7 +17,7 @@ import itertools
 import os
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -100,6 +100,8 @@ class Engine:
         #: so a program may build its workflow afresh for each submit.
         self._registered: set[str] = set()
         self._recent: OrderedDict[str, ExecutionResult] = OrderedDict()
+        #: Executions ended, by (workflow_id, status): `execution_counts()` (the metrics).
+        self._ended: Counter[tuple[str, str]] = Counter()
         recovery = durable.recovery if durable is not None else None
         self.sink = EventSink(clock, ring_size=ring_size,
                               first_seq=recovery.last_seq + 1 if recovery else 1)
@@ -140,6 +142,9 @@ class Engine:
     def _recover(self, durable: Durable) -> None:
         """End what the last process left open, before anything runs."""
         counts = {wf_id: len(entry[0].nodes) for wf_id, entry in self._workflows.items()}
+        with self._lock:
+            for record in durable.recovery.open_executions:
+                self._ended[(record["workflow_id"], ExecutionStatus.INTERRUPTED.value)] += 1
         intents = durable.recover(self.sink, counts)
         if intents and self.config.journal.halt_on_unresolved_intents:
             self.gate.transition(
@@ -254,6 +259,8 @@ class Engine:
         return entry
 
     def _resolve_refused(self, handle: ExecutionHandle, error: str, error_type: str) -> None:
+        with self._lock:
+            self._ended[(handle.workflow_id, ExecutionStatus.REFUSED.value)] += 1
         handle.resolve(ExecutionResult(
             execution_id=handle.execution_id, workflow_id=handle.workflow_id,
             status=ExecutionStatus.REFUSED.value, error=error, error_type=error_type))
@@ -280,8 +287,16 @@ class Engine:
         """The result of a recently finished execution still held in memory."""
         return self._recent.get(execution_id)
 
-    def _remember(self, result: ExecutionResult) -> None:
+    def execution_counts(self) -> dict[tuple[str, str], int]:
+        """How many executions ended since this engine started, by (workflow_id, status):
+        refused submits included, and those the last process left open as `interrupted`."""
         with self._lock:
+            return dict(self._ended)
+
+    def _remember(self, result: ExecutionResult) -> None:
+        # Once per finished execution, on its supervisor's thread.
+        with self._lock:
+            self._ended[(result.workflow_id, result.status)] += 1
             self._recent[result.execution_id] = result
             if len(self._recent) > _RECENT_RESULTS:
                 self._recent.popitem(last=False)

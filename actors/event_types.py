@@ -312,9 +312,12 @@ class _Daemon(SequencedEvent):
 
 
 class DaemonStarted(_Daemon):
-    """The daemon recovered its journal and is accepting work."""
+    """The daemon recovered its journal and is accepting work. `events` / `control`: the
+    bound endpoints (with the ports the OS picked)."""
 
     type: Literal["daemon_started"]
+    events: NotRequired[str]
+    control: NotRequired[str]
 
 
 class DaemonStopping(_Daemon):

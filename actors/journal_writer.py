@@ -367,6 +367,7 @@ class JournalWriter:
             "commit_ms_last": round(self.commit_ms_last, 3),
             "commit_ms_avg": round(self.commit_ms_total / commits, 3) if commits else 0.0,
             "commit_ms_max": round(self.commit_ms_max, 3),
+            "commit_ms_total": round(self.commit_ms_total, 3),
             "pending": pending,
             "failures": self.failures,
             "failing": self.failing,

@@ -37,7 +37,7 @@ import zmq
 from actors.errors import describe
 from transport.codec import MAX_MESSAGE_BYTES, CodecError, decode_map, encode
 from transport.errors import INTERNAL, BadRequest, UnknownOp, code_of
-from transport.ops import URGENT_OPS, ControlHandler, parse_request
+from transport.ops import OPS, URGENT_OPS, ControlHandler, parse_request
 from transport.security import CurveServer
 from transport.server_thread import ServerThread
 
@@ -85,6 +85,8 @@ class ControlServer(ServerThread):
         self._pending = [0, 0]
         self._counts = {"requests": 0, "replies": 0, "errors": 0, "internal": 0,
                         "dropped": 0, "unroutable": 0, "overloaded": 0}
+        #: Well-formed requests by op (written by the socket thread only).
+        self._ops = dict.fromkeys(OPS, 0)
 
     def stats(self) -> dict[str, int]:
         """Counters: `requests` read, `replies` sent, `errors` (error replies of any code),
@@ -92,6 +94,11 @@ class ControlServer(ServerThread):
         `unroutable` (replies whose peer was gone or full), `overloaded`."""
         return {**self._counts, "pending_urgent": self._pending[_URGENT],
                 "pending_pool": self._pending[_POOL]}
+
+    def op_counts(self) -> dict[str, int]:
+        """Well-formed requests read, by op (every op, 0 included); those answered
+        `overloaded` count too."""
+        return dict(self._ops)
 
     def _setup(self, socket: zmq.Socket[Any]) -> None:
         self._wake_r, self._wake_w = pysocket.socketpair()
@@ -170,6 +177,7 @@ class ControlServer(ServerThread):
                 raise BadRequest(str(exc)) from None
             request_id = _request_id(request.get("id"))
             op, kwargs = parse_request(request)
+            self._ops[op] += 1
         except (BadRequest, UnknownOp) as exc:
             self._reply(socket, envelope, encode(error_reply(code_of(exc), str(exc),
                                                              request_id)))

@@ -33,6 +33,7 @@ from actors.engine import VERSION, Engine
 from actors.triggers import IntervalTriggers
 from transport.control import ControlServer
 from transport.engine_handler import EngineControlHandler
+from transport.metrics import MetricsServer
 from transport.publisher import Publisher
 from transport.security import CurveServer
 
@@ -54,7 +55,7 @@ class Daemon:
         self._curve: CurveServer | None = None
         self.publisher: Publisher | None = None
         self.control: ControlServer | None = None
-        self.metrics: Any = None
+        self.metrics: MetricsServer | None = None
         self.triggers: IntervalTriggers | None = None
         self._stop_requested = threading.Event()
         self._stopped = False
@@ -106,8 +107,10 @@ class Daemon:
                  events=self.publisher.endpoint, control=self.control.endpoint,
                  data_dir=self.config.daemon.data_dir, state=engine.state.value)
 
-    def _start_metrics(self, listen: str) -> Any:
-        raise NotImplementedError  # replaced by the metrics endpoint below
+    def _start_metrics(self, listen: str) -> MetricsServer:
+        metrics = MetricsServer(listen, self, insecure=self._insecure)
+        metrics.start()
+        return metrics
 
     # -- run and stop ----------------------------------------------------------------------
 
