@@ -30,9 +30,9 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
