@@ -316,6 +316,11 @@ class Journal:
         """Test hook: the next `count` commits fail like an I/O error would."""
         self._writer.fail_commits = count
 
+    def _testing_before_commit(self, hook: Callable[[], None] | None) -> None:
+        """Test hook: `hook()` runs in the writer before each COMMIT (a slow or held
+        disk: everything queued meanwhile waits for the next commit)."""
+        self._writer.before_commit = hook
+
     # -- reading ------------------------------------------------------------------------------
 
     def last_committed_seq(self) -> int:
