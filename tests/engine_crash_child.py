@@ -12,6 +12,9 @@ The action appends its idempotency key to SIDE_FILE (O_APPEND, fsync) before ret
 the parent counts how often each action really ran, across kills and recoveries.
 
 Output lines (each flushed; the parent may SIGKILL at any point; a cut line is ignored):
+    B                           about to start the engine (and recover)
+    I <execution_id>            recovery has just published this one's interruption
+    C <seq>                     (until R) a commit: events up to seq are durable
     O <execution_id> <status>   open in the journal at start (recovery ends it interrupted)
     U <idempotency_key>         an action intent without an outcome at start
     R <last_seq> <state> <pos>  started: recovery's last seq, the state, limit pos's value
@@ -39,6 +42,7 @@ from typing import Any
 import structlog
 
 from actors import Config, EmergencyState, Engine, Node, NodeContext, Workflow
+from actors.eventlog import EventLog
 from actors.execution import ExecutionHandle
 
 BURST = 100
@@ -106,7 +110,7 @@ class Load:
 
     def accepted(self, handle: ExecutionHandle) -> bool:
         """Printed once its record is committed: what a control client would be told."""
-        if handle.recorded is None:
+        if handle.done() and handle.result(0).status == "refused":
             return False  # refused (HALT, overloaded): never recorded
         if self.engine.wait_recorded(handle, 10.0):
             say(f"X {handle.execution_id}")
@@ -171,7 +175,10 @@ def start_engine(data_dir: str, side_file: str | None) -> tuple[Engine, Workflow
 
 
 def load(data_dir: str, side_file: str, round_: int, halt_after: int) -> None:
+    started = tap_commits_until_started()
+    say("B")  # starting: a kill now lands in the engine's start-up and recovery
     engine, workflow = start_engine(data_dir, side_file)
+    started.set()
     if engine.state is EmergencyState.HALT:
         say(f"Z {engine.submit(workflow).result(5).status}")
         engine.resume("crash test: carry on")
@@ -203,8 +210,31 @@ def fsize(data_dir: str) -> None:
     sys.stdin.read()
 
 
+def tap_recovery(logger: Any, method: str, entry: Any) -> Any:
+    """A structlog processor: says which execution recovery just ended; drops the rest."""
+    if entry.get("event") == "execution_interrupted":
+        say(f"I {entry['execution_id']}")
+    raise structlog.DropEvent
+
+
+def tap_commits_until_started() -> threading.Event:
+    """Say each commit ("C <seq>") until the returned event is set: the parent can kill
+    between the commits of a recovery."""
+    started = threading.Event()
+    mark_committed = EventLog.mark_committed
+
+    def tapped(log: EventLog, seq: int) -> None:
+        mark_committed(log, seq)
+        if not started.is_set():
+            say(f"C {seq}")
+
+    EventLog.mark_committed = tapped  # type: ignore[method-assign]
+    return started
+
+
 def main() -> None:
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
+    structlog.configure(processors=[tap_recovery],
+                        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     mode = sys.argv[1]
     if mode == "load":
         halt_after = int(sys.argv[5]) if len(sys.argv) > 5 else 0
