@@ -15,6 +15,7 @@
     .save_emergency(snapshot) -> Ticket / .save_breakers(states) -> Ticket
     .register_cursor(name, seq) / .unregister_cursor(name)
     .wait_committed(seq, timeout) -> bool / .flush(timeout) -> bool / .prune(timeout) -> bool
+    .barrier() -> Ticket                         # done once all queued before is committed
     .mark_interrupted(execution_ids, timeout=10.0) -> None            # durable on return
     .resolve_intent(idempotency_key, outcome, note=None, timeout=10.0) -> dict  # durable
     .replay(since_seq, limit=1000, topic_prefix="") -> {events, next_seq, last_seq, first_seq}
@@ -267,9 +268,13 @@ class Journal:
         with writer.committed:
             return writer.committed.wait_for(lambda: writer.committed_seq >= seq, timeout)
 
+    def barrier(self) -> Ticket:
+        """A ticket done once everything queued before this call is committed."""
+        return self._submit(Barrier())
+
     def flush(self, timeout: float) -> bool:
         """True once everything queued before this call is committed."""
-        return self._submit(Barrier()).wait(timeout)
+        return self.barrier().wait(timeout)
 
     def prune(self, timeout: float = 10.0) -> bool:
         """Run retention now, until nothing more may go (normally it runs by itself)."""

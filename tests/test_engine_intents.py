@@ -177,6 +177,47 @@ def test_halt_while_an_action_waits_for_its_intent_commit(
     assert [e["type"] for e in trade] in ([], ["node_skipped"])
 
 
+def test_halt_while_writes_fail_answers_at_once_and_the_waiting_action_never_starts(
+        make_engine: EngineFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = make_engine(journal_config(tmp_path))
+    journal = journal_of(engine)
+    disk = Disk(journal)
+    rec = Recorder().follow(engine)
+
+    def break_the_disk(ctx: NodeContext) -> bool:
+        disk.hold()
+        journal._testing_fail_commits(10**9)  # the action's intent can never commit
+        return True
+
+    action = Action()
+    handle = engine.submit(trade_workflow("wf", action, condition=break_the_disk))
+    assert disk.holding.wait(5)
+    replies: list[dict[str, Any]] = []
+    halting = threading.Thread(target=lambda: replies.append(engine.halt("operator")))
+    halting.start()
+    eventually(lambda: engine.state is EmergencyState.HALT, timeout=1.0, what="HALT")
+    released = time.monotonic()
+    disk.release()  # the held commit fails now, and every retry after it
+    halting.join(5)
+    assert not halting.is_alive()
+    assert time.monotonic() - released < 1.0, "a failing disk must not hold up the halt"
+    assert replies == [{"state": "HALT", "previous_state": "NORMAL"}]
+    assert engine.status()["journal"]["failing"] is True
+    assert rec.subscription is not None
+    assert rec.subscription.next_seq <= journal.last_committed_seq() + 1
+    started = time.monotonic()
+    assert engine.halt("again")["state"] == "HALT"
+    assert time.monotonic() - started < 1.0
+
+    journal._testing_fail_commits(0)
+    assert handle.result(5).status == "halted"
+    assert action.calls == []
+    intent = by_key(engine.intents(unresolved=False))[f"{handle.execution_id}:trade"]
+    assert intent["outcome"] == "not_started"
+    changes = [e for e in rec.events if e["type"] == "emergency_state_changed"]
+    assert [(e["state"], e["source"]) for e in changes] == [("HALT", "manual")]
+
+
 def test_intents_left_open_are_logged_or_halt_the_next_start(make_engine: EngineFactory,
                                                              tmp_path: Path) -> None:
     first = make_engine(journal_config(tmp_path))
