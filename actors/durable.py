@@ -155,12 +155,12 @@ class Durable:
                   "value": run.value if run.error is None else None}
         self.journal.record_intent_outcome(run.idempotency_key, None, detail=detail)
 
-    def wait_commit(self) -> bool:
+    def wait_commit(self, timeout: float = COMMIT_WAIT_S) -> bool:
         """Everything queued so far is committed (a state change's reply waits on it).
         Not while writes fail: the change is in force in memory, the failure has halted
         the engine already, and a dead disk must not hold up the kill switch's reply."""
         ticket = self.journal.barrier()
-        deadline = time.monotonic() + COMMIT_WAIT_S
+        deadline = time.monotonic() + timeout
         while not ticket.wait(COMMIT_POLL_S):
             if ticket.error is not None:
                 return False  # the journal closed: it is never written
@@ -169,7 +169,7 @@ class Durable:
                           "it is written once the journal's writes succeed")
                 return False
             if time.monotonic() >= deadline:
-                log.error("journal_commit_slow", waited_s=COMMIT_WAIT_S)
+                log.error("journal_commit_slow", waited_s=timeout)
                 return False
         return True
 

@@ -347,6 +347,23 @@ def test_without_a_data_dir_the_engine_writes_no_file(tmp_path: Path,
     assert list(tmp_path.iterdir()) == []
 
 
+def test_stop_gives_subscribers_the_final_events_once_committed(
+        make_engine: EngineFactory, tmp_path: Path) -> None:
+    engine = make_engine(journal_config(tmp_path))
+    Disk(journal_of(engine)).slow(0.01)
+    rec = Recorder().follow(engine)
+    action = Action(block=True)
+    handle = engine.submit(trade_workflow("wf", action))
+    assert action.entered.wait(5)
+    engine.stop()
+    action.release.set()
+    assert handle.result(1).status == "cancelled"
+    given = rec.wait_for(bool, timeout=1.0)  # closed: no catching up
+    assert given[-1]["type"] == "execution_cancelled", "stop() delivers the final events"
+    kept = make_engine(journal_config(tmp_path)).execution(handle.execution_id)
+    assert kept is not None and kept["status"] == "cancelled"
+
+
 def test_stop_and_restart_is_quick_and_loses_nothing(make_engine: EngineFactory,
                                                     tmp_path: Path) -> None:
     config = journal_config(tmp_path)
