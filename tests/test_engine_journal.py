@@ -63,6 +63,30 @@ def test_subscribers_get_an_event_only_after_its_commit(make_engine: EngineFacto
     assert seqs == list(range(1, len(seqs) + 1))
 
 
+def test_a_subscriber_behind_the_memory_log_reads_the_journal_without_a_gap(
+        make_engine: EngineFactory, tmp_path: Path) -> None:
+    engine = make_engine(journal_config(tmp_path), _event_ring_size=16)
+    stuck = threading.Event()
+    seen: list[int] = []
+    gaps: list[dict[str, Any]] = []
+
+    def slow(event: dict[str, Any]) -> None:
+        stuck.wait(10)
+        seen.append(event["seq"])
+
+    sub = engine.subscribe(slow, on_gap=gaps.append)
+    handles = [engine.submit(trade_workflow("wf", Action()), {"n": n}) for n in range(20)]
+    eventually(lambda: engine.status()["counts"].get("completed", 0) == 20
+               and engine.status()["running"] == 0, what="all executions ended")
+    assert engine.status()["last_seq"] > 16 * 4, "far more than the memory log holds"
+    stuck.set()
+    assert {h.result(10).status for h in handles} == {"completed"}
+    assert sub.catch_up(10)
+    assert gaps == []
+    last = engine.status()["last_seq"]
+    assert seen == list(range(1, last + 1))
+
+
 # -- restarts ---------------------------------------------------------------------------------
 
 def test_a_restart_continues_seq_and_wseq_and_keeps_the_history(
