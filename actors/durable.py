@@ -47,6 +47,8 @@ INTENT_POLL_S = 0.01
 #: How long a state change's reply waits for its commit (then it answers anyway: the
 #: state is in force in memory; a failing journal has already halted the engine).
 COMMIT_WAIT_S = 5.0
+#: How often that wait looks whether writes are failing (then it answers at once).
+COMMIT_POLL_S = 0.05
 #: An intent's engine-recorded outcome when the gate refused the action after its intent
 #: was committed (HALT, REDUCE_ONLY): the function was never called.
 NOT_STARTED = "not_started"
@@ -153,12 +155,23 @@ class Durable:
                   "value": run.value if run.error is None else None}
         self.journal.record_intent_outcome(run.idempotency_key, None, detail=detail)
 
-    def wait_commit(self) -> bool:
-        """Everything queued so far is committed (a state change's reply waits on it)."""
-        ok = self.journal.flush(COMMIT_WAIT_S)
-        if not ok:
-            log.error("journal_commit_slow", waited_s=COMMIT_WAIT_S)
-        return ok
+    def wait_commit(self, timeout: float = COMMIT_WAIT_S) -> bool:
+        """Everything queued so far is committed (a state change's reply waits on it).
+        Not while writes fail: the change is in force in memory, the failure has halted
+        the engine already, and a dead disk must not hold up the kill switch's reply."""
+        ticket = self.journal.barrier()
+        deadline = time.monotonic() + timeout
+        while not ticket.wait(COMMIT_POLL_S):
+            if ticket.error is not None:
+                return False  # the journal closed: it is never written
+            if self.journal.stats()["failing"]:
+                log.error("journal_commit_failing", note="the change is in force in memory; "
+                          "it is written once the journal's writes succeed")
+                return False
+            if time.monotonic() >= deadline:
+                log.error("journal_commit_slow", waited_s=timeout)
+                return False
+        return True
 
     # -- queries ---------------------------------------------------------------------------
 

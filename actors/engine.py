@@ -477,6 +477,8 @@ class Engine:
             with contextlib.suppress(pykka.Timeout, pykka.ActorDeadError):
                 ref.stop(timeout=timeout)
         # events: subscribers get the final events (bounded), then their threads end.
+        if self._durable is not None:
+            self._durable.wait_commit(DRAIN_S)  # readers see them only once committed
         self.sink.log.close_all(timeout=DRAIN_S)
         if close_journal:
             self.close_journal()

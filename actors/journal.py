@@ -15,6 +15,7 @@
     .save_emergency(snapshot) -> Ticket / .save_breakers(states) -> Ticket
     .register_cursor(name, seq) / .unregister_cursor(name)
     .wait_committed(seq, timeout) -> bool / .flush(timeout) -> bool / .prune(timeout) -> bool
+    .barrier() -> Ticket                         # done once all queued before is committed
     .mark_interrupted(execution_ids, timeout=10.0) -> None            # durable on return
     .resolve_intent(idempotency_key, outcome, note=None, timeout=10.0) -> dict  # durable
     .replay(since_seq, limit=1000, topic_prefix="") -> {events, next_seq, last_seq, first_seq}
@@ -267,9 +268,13 @@ class Journal:
         with writer.committed:
             return writer.committed.wait_for(lambda: writer.committed_seq >= seq, timeout)
 
+    def barrier(self) -> Ticket:
+        """A ticket done once everything queued before this call is committed."""
+        return self._submit(Barrier())
+
     def flush(self, timeout: float) -> bool:
         """True once everything queued before this call is committed."""
-        return self._submit(Barrier()).wait(timeout)
+        return self.barrier().wait(timeout)
 
     def prune(self, timeout: float = 10.0) -> bool:
         """Run retention now, until nothing more may go (normally it runs by itself)."""
@@ -315,6 +320,11 @@ class Journal:
     def _testing_fail_commits(self, count: int) -> None:
         """Test hook: the next `count` commits fail like an I/O error would."""
         self._writer.fail_commits = count
+
+    def _testing_before_commit(self, hook: Callable[[], None] | None) -> None:
+        """Test hook: `hook()` runs in the writer before each COMMIT (a slow or held
+        disk: everything queued meanwhile waits for the next commit)."""
+        self._writer.before_commit = hook
 
     # -- reading ------------------------------------------------------------------------------
 

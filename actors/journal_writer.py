@@ -85,6 +85,8 @@ class JournalWriter:
         self._failure_streak = 0
         #: Test hook: this many commits fail (inside the transaction, before COMMIT).
         self.fail_commits = 0
+        #: Test hook: called before each COMMIT (a slow or held disk).
+        self.before_commit: Callable[[], None] | None = None
         # stats
         self.commits = 0
         self.events_committed = 0
@@ -210,6 +212,8 @@ class JournalWriter:
             conn.executemany(sql, params)
         if group.wseq:
             conn.executemany(SQL_WORKFLOW, list(group.wseq.items()))
+        if self.before_commit is not None:
+            self.before_commit()
         if self.fail_commits > 0:
             self.fail_commits -= 1
             raise sqlite3.OperationalError("disk I/O error (injected by a test)")

@@ -148,9 +148,10 @@ class Child:
     """A child Python process whose stdout lines are collected by a thread; waits have
     deadlines (its output is the only way to know where it is)."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, *args: str, env: dict[str, str] | None = None,
+                 module: str = "tests.journal_child") -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.journal_child", *args], cwd=REPO,
+            [sys.executable, "-m", module, *args], cwd=REPO,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env={**os.environ, **(env or {})})
         self.lines: list[str] = []

@@ -1,0 +1,252 @@
+"""Action intents through the engine: committed before the action's function is called,
+resolved by what the engine saw, left open (with the late result) when it cannot know,
+an operator's reconciliation, HALT while an action waits for its intent's commit, and
+intents left open by one run seen by the next (logged, or HALT with
+`[journal] halt_on_unresolved_intents`)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from actors import EmergencyState, NodeContext
+from actors.errors import NotFound
+from tests.conftest import EngineFactory, Recorder
+from tests.engine_journal_helpers import (
+    Action,
+    Disk,
+    captured_logs,
+    eventually,
+    journal_config,
+    journal_of,
+    raw_rows,
+    trade_workflow,
+)
+
+
+def by_key(intents: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {i["idempotency_key"]: i for i in intents}
+
+
+def test_an_intent_is_on_disk_before_its_action_runs_and_resolved_by_its_outcome(
+        make_engine: EngineFactory, tmp_path: Path) -> None:
+    engine = make_engine(journal_config(tmp_path))
+    Disk(journal_of(engine)).slow(0.02)  # an action that did not wait would miss its intent
+
+    def look(ctx: NodeContext) -> tuple[list[str], list[tuple[Any, ...]]]:
+        listed = [i["idempotency_key"] for i in engine.intents(unresolved=True)]
+        on_disk = raw_rows(tmp_path, "SELECT execution_id, node_id, attempt, outcome FROM "
+                                     "intents WHERE idempotency_key = ?", (ctx.idempotency_key,))
+        return listed, on_disk
+
+    action = Action(look)
+    result = engine.submit(trade_workflow("wf", action)).result(5)
+    assert result.status == "completed"
+    key = f"{result.execution_id}:trade"
+    assert action.calls == [key]
+    listed, on_disk = action.seen[0]
+    assert key in listed
+    assert on_disk == [(result.execution_id, "trade", 1, None)]
+    intent = by_key(engine.intents(unresolved=False))[key]
+    assert (intent["outcome"], intent["node_id"], intent["attempt"]) == ("completed", "trade", 1)
+    assert key not in by_key(engine.intents())
+
+    raising = Action(raises=ConnectionResetError("exchange hung up"))
+    failed = engine.submit(trade_workflow("wf", raising)).result(5)
+    assert failed.status == "failed"
+    intent = by_key(engine.intents(unresolved=False))[f"{failed.execution_id}:trade"]
+    assert intent["outcome"] == "failed"
+    assert intent["detail"]["error_type"] == "ConnectionResetError"
+    providers = [i for i in engine.intents(unresolved=False) if i["node_id"] != "trade"]
+    assert providers == [], "only actions have intents"
+
+
+def test_a_timed_out_action_stays_open_with_its_late_result_until_resolved(
+        make_engine: EngineFactory, tmp_path: Path) -> None:
+    engine = make_engine(journal_config(tmp_path))
+    action = Action(block=True)
+    result = engine.submit(trade_workflow("wf", action, timeout_s=0.2)).result(5)
+    assert (result.status, result.error_type) == ("failed", "NodeTimeout")
+    key = f"{result.execution_id}:trade"
+    assert by_key(engine.intents())[key]["outcome"] is None
+    action.release.set()  # the exchange answers after all
+    eventually(lambda: by_key(engine.intents())[key]["detail"] is not None,
+               what="the late result recorded")
+    intent = by_key(engine.intents())[key]
+    assert intent["outcome"] is None, "the engine cannot know: it stays for an operator"
+    assert intent["detail"]["ok"] is True
+    assert intent["detail"]["why"] == "timed out"
+    assert intent["detail"]["value"] == {"order": key, "n": None}
+
+    engine.resolve_intent(key, "filled", "seen on the exchange")
+    assert key not in by_key(engine.intents())
+    resolved = by_key(engine.intents(unresolved=False))[key]
+    assert (resolved["outcome"], resolved["note"]) == ("filled", "seen on the exchange")
+    assert resolved["detail"]["ok"] is True, "the late result is kept"
+    with pytest.raises(NotFound):
+        engine.resolve_intent("exec_wf_00000000:trade", "filled")
+    with pytest.raises(ValueError, match="outcome"):
+        engine.resolve_intent(key, "completed")
+    with pytest.raises(ValueError, match="outcome"):
+        engine.resolve_intent(key, "maybe")
+
+
+def test_a_cancelled_action_records_its_late_result(make_engine: EngineFactory,
+                                                    tmp_path: Path) -> None:
+    engine = make_engine(journal_config(tmp_path))
+    action = Action(block=True, raises=TimeoutError("no answer"))
+    handle = engine.submit(trade_workflow("wf", action))
+    assert action.entered.wait(5)
+    assert engine.cancel(handle.execution_id) == "cancelled"
+    assert handle.result(5).status == "cancelled"
+    key = f"{handle.execution_id}:trade"
+    action.release.set()
+    eventually(lambda: by_key(engine.intents())[key]["detail"] is not None,
+               what="the late result recorded")
+    detail = by_key(engine.intents())[key]["detail"]
+    assert (detail["ok"], detail["why"]) == (False, "its execution had ended")
+    assert "no answer" in detail["error"]
+
+
+def test_an_action_refused_in_reduce_only_is_not_started(make_engine: EngineFactory,
+                                                         tmp_path: Path) -> None:
+    engine = make_engine(journal_config(tmp_path))
+    engine.reduce_only("closing positions")
+    action = Action()
+    result = engine.submit(trade_workflow("wf", action)).result(5)
+    assert action.calls == []
+    assert result.status == "completed"  # the action is skipped, reason reduce_only
+    intent = by_key(engine.intents(unresolved=False))[f"{result.execution_id}:trade"]
+    assert intent["outcome"] == "not_started"
+
+
+def test_halt_while_an_action_waits_for_its_intent_commit(
+        make_engine: EngineFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = make_engine(journal_config(tmp_path))
+    journal = journal_of(engine)
+    disk = Disk(journal)
+    rec = Recorder().follow(engine)
+    gave_up = threading.Event()
+    durable = engine._durable
+    assert durable is not None
+    not_started = durable.not_started
+
+    def spy(run: Any, reason: str) -> None:
+        not_started(run, reason)
+        gave_up.set()
+
+    monkeypatch.setattr(durable, "not_started", spy)
+
+    def hold_the_disk(ctx: NodeContext) -> bool:
+        disk.hold()  # the action's intent cannot commit until released
+        return True
+
+    action = Action()
+    handle = engine.submit(trade_workflow("wf", action, condition=hold_the_disk))
+    assert disk.holding.wait(5)
+    replies: list[dict[str, Any]] = []
+    halting = threading.Thread(target=lambda: replies.append(engine.halt("stop now")))
+    asked = time.monotonic()
+    halting.start()
+    try:
+        # In memory at once, and the waiting action gives up without the disk.
+        eventually(lambda: engine.state is EmergencyState.HALT, timeout=1.0,
+                   what="HALT in memory while the disk is held")
+        assert gave_up.wait(1.0), "the action waiting for its intent saw the HALT"
+        assert time.monotonic() - asked < 1.0
+        assert halting.is_alive(), "the reply waits for the HALT's own commit"
+    finally:
+        disk.release()
+    released = time.monotonic()
+    halting.join(5)
+    assert not halting.is_alive()
+    assert time.monotonic() - released < 1.0, "halt() waited for nothing but its commit"
+    assert replies == [{"state": "HALT", "previous_state": "NORMAL"}]
+    assert raw_rows(tmp_path, "SELECT state FROM emergency_history") == [("HALT",)]
+    result = handle.result(5)
+    assert result.status == "halted"
+    assert action.calls == [], "an action whose intent was not committed never starts"
+    key = f"{handle.execution_id}:trade"
+    intent = by_key(engine.intents(unresolved=False))[key]
+    assert intent["outcome"] == "not_started"
+    trade = [e for e in rec.for_execution(handle.execution_id) if e.get("node_id") == "trade"]
+    assert [e["type"] for e in trade] in ([], ["node_skipped"])
+
+
+def test_halt_while_writes_fail_answers_at_once_and_the_waiting_action_never_starts(
+        make_engine: EngineFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = make_engine(journal_config(tmp_path))
+    journal = journal_of(engine)
+    disk = Disk(journal)
+    rec = Recorder().follow(engine)
+
+    def break_the_disk(ctx: NodeContext) -> bool:
+        disk.hold()
+        journal._testing_fail_commits(10**9)  # the action's intent can never commit
+        return True
+
+    action = Action()
+    handle = engine.submit(trade_workflow("wf", action, condition=break_the_disk))
+    assert disk.holding.wait(5)
+    replies: list[dict[str, Any]] = []
+    halting = threading.Thread(target=lambda: replies.append(engine.halt("operator")))
+    halting.start()
+    eventually(lambda: engine.state is EmergencyState.HALT, timeout=1.0, what="HALT")
+    released = time.monotonic()
+    disk.release()  # the held commit fails now, and every retry after it
+    halting.join(5)
+    assert not halting.is_alive()
+    assert time.monotonic() - released < 1.0, "a failing disk must not hold up the halt"
+    assert replies == [{"state": "HALT", "previous_state": "NORMAL"}]
+    assert engine.status()["journal"]["failing"] is True
+    assert rec.subscription is not None
+    assert rec.subscription.next_seq <= journal.last_committed_seq() + 1
+    started = time.monotonic()
+    assert engine.halt("again")["state"] == "HALT"
+    assert time.monotonic() - started < 1.0
+
+    journal._testing_fail_commits(0)
+    assert handle.result(5).status == "halted"
+    assert action.calls == []
+    intent = by_key(engine.intents(unresolved=False))[f"{handle.execution_id}:trade"]
+    assert intent["outcome"] == "not_started"
+    changes = [e for e in rec.events if e["type"] == "emergency_state_changed"]
+    assert [(e["state"], e["source"]) for e in changes] == [("HALT", "manual")]
+
+
+def test_intents_left_open_are_logged_or_halt_the_next_start(make_engine: EngineFactory,
+                                                             tmp_path: Path) -> None:
+    first = make_engine(journal_config(tmp_path))
+    action = Action(block=True)
+    handle = first.submit(trade_workflow("wf", action))
+    assert action.entered.wait(5)
+    first.stop()  # the action is still running: its outcome is unknown
+    action.release.set()
+    key = f"{handle.execution_id}:trade"
+
+    with captured_logs() as logs:
+        second = make_engine(journal_config(tmp_path))
+    assert second.state is EmergencyState.NORMAL
+    logged = [e for e in logs if e["event"] == "unresolved_action_intent"]
+    assert [(e["idempotency_key"], e["log_level"]) for e in logged] == [(key, "warning")]
+    assert action.calls == [key], "never re-run"
+    second.stop()
+
+    halting = journal_config(tmp_path, journal={"halt_on_unresolved_intents": True})
+    third = make_engine(halting)
+    assert third.state is EmergencyState.HALT
+    last = third.emergency_history()[-1]
+    assert (last["state"], last["source"], last["origin"]) == ("HALT", "journal", "engine")
+    assert "1 action intent" in last["reason"]
+    assert third.submit(trade_workflow("wf", Action())).result(5).status == "refused"
+    third.resolve_intent(key, "not_filled", "checked the exchange")
+    assert third.resume("reconciled")["state"] == "NORMAL"
+    third.stop()
+
+    fourth = make_engine(halting)
+    assert fourth.state is EmergencyState.NORMAL, "nothing left to reconcile"
+    assert action.calls == [key]
