@@ -15,8 +15,11 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import msgpack
 import pytest
+import zmq
 
 from tests.daemon_fixture import (
     DaemonFleet,
@@ -27,6 +30,7 @@ from tests.daemon_fixture import (
     wait_until,
 )
 from tests.e2e_workflows import WIDE_NODES
+from transport.codec import encode
 
 #: Events of one `wide` execution: started, 2 per node, a progress per node but the last,
 #: completed.
@@ -88,22 +92,33 @@ def test_a_late_joiner_replays_from_seq_1_and_continues_live(fleet: DaemonFleet)
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_a_slow_subscriber_detects_its_gap_and_fills_it_by_replay(fleet: DaemonFleet) -> None:
-    daemon = fleet.daemon(workflows=("wide",)).start()
+    # Heartbeats only on subscribing (heartbeat_s 60): the loss must be found by the seq
+    # jump of the next event, not by a heartbeat's last_seq.
+    daemon = fleet.daemon(workflows=("wide",),
+                          config={"transport": {"heartbeat_s": 60.0}}).start()
     # It reads nothing until told, with a tiny receive queue: the daemon's send queue for it
     # (100,000 messages) overflows and drops the rest of the burst.
     subscriber = fleet.subscriber(daemon, "--paused", "--rcvhwm", "10")
     live = subscriber.wait_live()
-    ids = submit_many(daemon, "wide", 1000)
+    burst = submit_many(daemon, "wide", 1000)
     with daemon.client() as control:
-        wait_ended(control, ids, timeout=120)
-        last = control.status()["last_seq"]
-    assert last - live["last_seq"] >= 1000 * WIDE_EVENTS
+        wait_ended(control, burst, timeout=120)
+        assert control.status()["last_seq"] - live["last_seq"] >= 1000 * WIDE_EVENTS
     subscriber.send("resume")
+    # Half of what the send queue held is read: there is room again, so what comes next
+    # arrives whole, right after the lost tail.
+    subscriber.wait_reached(live["last_seq"] + 50_000, timeout=60)
+    after = submit_many(daemon, "wide", 5, threads=1)
+    with daemon.client() as control:
+        wait_ended(control, after)
+        last = control.status()["last_seq"]
     summary = subscriber.finish(last, timeout=120)
     check_stream(summary, live["last_seq"] + 1, last)
     assert summary["gaps_filled"] >= 1, "nothing was dropped: the burst was too small"
     assert summary["replayed"] > 0 and summary["lost"] == 0
-    assert len(summary["terminals"]) == 1000
+    assert summary["heartbeats"] == 1
+    assert {i: summary["terminals"].get(i) for i in burst + after} == dict.fromkeys(
+        burst + after, "completed")
     assert daemon.terminate() == 0
 
 
@@ -190,42 +205,50 @@ def test_halt_is_answered_at_once_beside_10000_event_replays(fleet: DaemonFleet)
     with daemon.client() as control:
         wait_ended(control, ids)
         assert control.status()["last_seq"] >= 10_000
-    # More replays than the control server has workers, all in flight before the halt.
-    replayers = 6
-    sent = threading.Barrier(replayers + 1)
-    done_at: list[float] = []
-    counts: list[int] = []
-    errors: list[BaseException] = []
+    # Another client (one DEALER) asks for more 10,000-event replays than the control
+    # server has workers, then a ping: the ping's reply proves the server has read (and
+    # handed to its workers) every replay before it, since one connection is read in order.
+    replayers = 12
+    context = zmq.Context()
+    other = context.socket(zmq.DEALER)
+    other.linger, other.rcvhwm = 0, 0
+    other.connect(daemon.control)
+    replies: dict[Any, tuple[float, dict[str, Any]]] = {}
 
-    def replay() -> None:
-        try:
-            with daemon.client(timeout=30.0) as control:
-                control.ping()  # connected before the barrier
-                sent.wait(30)
-                page = control.replay(1, limit=10_000)
-                done_at.append(time.monotonic())
-                counts.append(len(page["events"]))
-        except BaseException as exc:  # noqa: BLE001 - reported in the test's thread
-            errors.append(exc)
+    def receive_until(wanted: Any, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while wanted not in replies:
+            assert other.poll(max(1, int(1000 * (deadline - time.monotonic()))), zmq.POLLIN), (
+                f"no reply {wanted!r} within {timeout} s")
+            frames = other.recv_multipart()
+            received = time.monotonic()  # before decoding 10,000 events here
+            reply = msgpack.unpackb(frames[-1], raw=False)
+            replies[reply["id"]] = (received, reply)
 
-    threads = [threading.Thread(target=replay) for _ in range(replayers)]
-    for thread in threads:
-        thread.start()
-    with daemon.client(timeout=5.0) as halter:
-        halter.ping()
-        sent.wait(30)
-        t0 = time.monotonic()
-        reply = halter.halt("e2e: halt beside replays")
-        halted_at = time.monotonic()
-    for thread in threads:
-        thread.join(60)
-    assert not errors, repr(errors[0])
+    try:
+        with daemon.client(timeout=5.0) as halter:
+            halter.ping()  # connected
+            for n in range(replayers):
+                other.send_multipart([b"", encode({"v": 1, "op": "replay", "since_seq": 1,
+                                                    "limit": 10_000, "id": n})])
+            other.send_multipart([b"", encode({"v": 1, "op": "ping", "id": "read"})])
+            receive_until("read", 10)
+            t0 = time.monotonic()
+            reply = halter.halt("e2e: halt beside replays")
+            halted_at = time.monotonic()
+        for n in range(replayers):
+            receive_until(n, 60)
+    finally:
+        other.close(0)
+        context.term()
     assert reply == {"state": "HALT", "previous_state": "NORMAL"}
     assert halted_at - t0 < 1.0, f"halt took {1000 * (halted_at - t0):.0f} ms"
-    assert counts == [10_000] * replayers
-    print(f"halt {1000 * (halted_at - t0):.1f} ms; replays done after "
-          f"{sorted(round(1000 * (d - t0)) for d in done_at)} ms")
-    assert halted_at < min(done_at), "a replay finished before the halt was answered"
+    done_at = [replies[n][0] for n in range(replayers)]
+    assert [len(replies[n][1]["result"]["events"]) for n in range(replayers)] == [
+        10_000] * replayers
+    assert halted_at < min(done_at), (
+        f"a replay finished before the halt was answered: halt {1000 * (halted_at - t0):.0f} "
+        f"ms, replays {sorted(round(1000 * (d - t0)) for d in done_at)} ms")
     with daemon.client() as control:
         assert control.status()["state"] == "HALT"
     assert daemon.terminate() == 0
