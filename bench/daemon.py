@@ -14,6 +14,11 @@ this process reads those lines.
 - Baseline: the same workflow on an in-process `Engine` with `[daemon] data_dir` set (the
   journal on), c=1 latency (`submit().result()`) and c=50 closed-loop throughput, rounds
   interleaved with the daemon's. Ratios are daemon / in-process.
+- `halt` beside a 10,000-event `replay`: another client (a DEALER) asks for a replay of
+  10,000 events, then pings on the same connection: the ping's reply proves the server has
+  read the replay (one connection is read in order). Then `halt` is timed on its own
+  client; `resume` follows. Baseline: the same halt with no replay in flight. Target: the
+  halt within 50 ms, and answered before the replay.
 - Metrics on vs off: measured only when the daemon supports `[metrics] listen` (a daemon
   started with it must come up); otherwise said and skipped.
 
@@ -191,21 +196,70 @@ def inprocess(data_dir: Path, latency_n: int, total: int) -> tuple[list[float], 
         engine.stop()
 
 
+def halt_latencies(daemon: BenchDaemon, rounds: int, *, beside_replay: bool
+                   ) -> tuple[list[float], int]:
+    """Halt round trips (s), and how many were answered before the replay beside them."""
+    import msgpack
+
+    from transport.codec import encode
+
+    with daemon.client() as control:
+        while control.status()["last_seq"] < 10_001:  # at least 10,000 events to replay
+            control.submit("chain")
+    context = zmq.Context()
+    other = context.socket(zmq.DEALER)
+    other.linger, other.rcvhwm = 0, 0
+    other.connect(daemon.control)
+    samples: list[float] = []
+    first = 0
+    try:
+        with daemon.client() as halter:
+            for n in range(rounds):
+                if beside_replay:
+                    other.send_multipart([b"", encode({"v": 1, "op": "replay", "id": n,
+                                                       "since_seq": 1, "limit": 10_000})])
+                other.send_multipart([b"", encode({"v": 1, "op": "ping", "id": "read"})])
+                replies: dict[Any, float] = {}
+                while "read" not in replies:
+                    if not other.poll(int(WAIT_S * 1000)):
+                        raise RuntimeError("no reply to the ping")
+                    replies[msgpack.unpackb(other.recv_multipart()[-1])["id"]] = time.time()
+                t0 = time.time()
+                halter.halt("bench")
+                halted = time.time()
+                samples.append(halted - t0)
+                while beside_replay and n not in replies:
+                    if not other.poll(int(WAIT_S * 1000)):
+                        raise RuntimeError("no reply to the replay")
+                    replies[msgpack.unpackb(other.recv_multipart()[-1])["id"]] = time.time()
+                first += not beside_replay or halted < replies[n]
+                halter.resume("bench")
+    finally:
+        other.close(0)
+        context.term()
+    return samples, first
+
+
 def percentiles(samples: list[float]) -> tuple[float, float]:
     q = statistics.quantiles(samples, n=100, method="inclusive")
     return q[49] * 1e3, q[98] * 1e3
 
 
-def daemon_round(work: Path, latency_n: int, total: int,
-                 metrics_listen: str | None = None) -> tuple[list[float], float]:
+def daemon_round(work: Path, latency_n: int, total: int, halt_rounds: int = 0,
+                 metrics_listen: str | None = None) -> dict[str, Any]:
     with BenchDaemon(work, ["bench.workflows:chain"], metrics_listen=metrics_listen) as daemon:
         arrivals = Arrivals(daemon.events)
         try:
             daemon_latency(daemon, arrivals, min(latency_n, 50))  # warm-up
-            return (daemon_latency(daemon, arrivals, latency_n),
-                    daemon_throughput(daemon, arrivals, total))
+            result: dict[str, Any] = {"latency": daemon_latency(daemon, arrivals, latency_n),
+                                      "rate": daemon_throughput(daemon, arrivals, total)}
         finally:
             arrivals.close()
+        if halt_rounds:
+            result["halt_alone"] = halt_latencies(daemon, halt_rounds, beside_replay=False)[0]
+            result["halt"], result["halt_first"] = halt_latencies(daemon, halt_rounds,
+                                                                  beside_replay=True)
+        return result
 
 
 def metrics_supported(work: Path) -> bool:
@@ -226,7 +280,11 @@ def main() -> None:
     if args.subscriber:
         subscriber_main(args.subscriber)
         return
-    rounds, latency_n, total = (1, 200, 1000) if args.quick else (args.rounds, 2000, 10_000)
+    rounds, latency_n, total, halts = ((1, 200, 1000, 5) if args.quick
+                                       else (args.rounds, 2000, 10_000, 30))
+    halt_alone: list[float] = []
+    halt_beside: list[float] = []
+    halt_first = 0
     d_lat: list[float] = []
     e_lat: list[float] = []
     d_rate: list[float] = []
@@ -234,9 +292,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tradeloom-bench-daemon-") as tmp:
         work = Path(tmp)
         for r in range(rounds):
-            lat, rate = daemon_round(work / f"daemon{r}", latency_n, total)
-            d_lat += lat
-            d_rate.append(rate)
+            result = daemon_round(work / f"daemon{r}", latency_n, total, halts)
+            d_lat += result["latency"]
+            d_rate.append(result["rate"])
+            halt_alone += result["halt_alone"]
+            halt_beside += result["halt"]
+            halt_first += result["halt_first"]
             lat, rate = inprocess(work / f"engine{r}", latency_n, total)
             e_lat += lat
             e_rate.append(rate)
@@ -245,7 +306,7 @@ def main() -> None:
         if metrics:
             for r in range(rounds):
                 m_rate.append(daemon_round(work / f"metrics{r}", 10, total,
-                                           f"127.0.0.1:{free_port()}")[1])
+                                           metrics_listen=f"127.0.0.1:{free_port()}")["rate"])
     dp, ep = percentiles(d_lat), percentiles(e_lat)
     ratio = statistics.median(d / e for d, e in zip(d_rate, e_rate, strict=True))
     print(f"{rounds} round(s), interleaved; c=1: {latency_n} executions per round; "
@@ -259,6 +320,13 @@ def main() -> None:
           f"{statistics.median(d_rate):>9,.0f}")
     print(f"{'in-process engine, journal on':<44}{statistics.median(e_rate):>9,.0f}")
     print(f"daemon / in-process: {ratio:.2f}x\n")
+    hp, ha = percentiles(halt_beside), percentiles(halt_alone)
+    print(f"{'halt over the control socket':<44}{'p50 ms':>9}{'p99 ms':>9}")
+    print(f"{'beside a 10,000-event replay':<44}{hp[0]:>9.3f}{hp[1]:>9.3f}")
+    print(f"{'alone (baseline)':<44}{ha[0]:>9.3f}{ha[1]:>9.3f}")
+    print(f"beside / alone p50: {hp[0] / ha[0]:.2f}x; answered before the replay: "
+          f"{halt_first} of {len(halt_beside)}; target <= 50 ms: "
+          f"{'met' if hp[1] <= 50 else 'NOT met'} (p99)\n")
     if metrics:
         m_ratio = statistics.median(m / d for m, d in zip(m_rate, d_rate, strict=True))
         print(f"metrics on / off (c={CONCURRENCY} throughput): {m_ratio:.2f}x")
