@@ -269,6 +269,25 @@ def wait_idle(control: ControlClient, timeout: float = 30.0) -> dict[str, Any]:
     return result
 
 
+def wait_last_seq(control: ControlClient, at_least: int, timeout: float = 30.0) -> int:
+    """Wait until `status()["last_seq"]` reaches `at_least`; the value it reached."""
+    def reached() -> int:
+        last: int = control.status()["last_seq"]
+        return last if last >= at_least else 0
+    result: int = wait_until(reached, timeout, f"last_seq >= {at_least}")
+    return result
+
+
+def wait_started(control: ControlClient, runs: int, timeout: float = 30.0) -> int:
+    """The seq of the `runs`-th `daemon_started` in the journal, once it is committed
+    (everything a restart's recovery published comes before it)."""
+    def started() -> int:
+        seqs = [e["seq"] for e in replay_all(control) if e["type"] == "daemon_started"]
+        return seqs[runs - 1] if len(seqs) >= runs else 0
+    seq: int = wait_until(started, timeout, f"daemon_started number {runs}")
+    return seq
+
+
 def replay_all(control: ControlClient, since_seq: int = 1,
                until_seq: int | None = None) -> list[dict[str, Any]]:
     """Every committed event from `since_seq` (to `until_seq`), through paged replays."""
@@ -312,8 +331,9 @@ def submit_many(daemon: DaemonProcess, workflow: str, count: int, *, threads: in
 
 def wait_ended(control: ControlClient, ids: list[str], timeout: float = 60.0) -> dict[str, str]:
     """Wait until the journal has every one of `ids` in a terminal status; id -> status.
-    (The journal derives its rows from committed events, so every terminal event of `ids` is
-    committed by then, and `status()["last_seq"]` read afterwards covers them.)"""
+    Their events are in the journal's database then, but `status()["last_seq"]` may not
+    cover them yet (it moves just after the commit): wait on a subscriber's terminal
+    events (`SubscriberProcess.wait_terminals`) or on `wait_last_seq` for that."""
     wanted = set(ids)
     open_statuses = {"queued", "running"}
 
@@ -426,6 +446,11 @@ class SubscriberProcess:
     def wait_reached(self, seq: int, timeout: float) -> None:
         self.send(f"notify {seq}")
         assert self.expect(f"reached {seq}", timeout) == ""
+
+    def wait_terminals(self, count: int, timeout: float = 60.0) -> None:
+        """Until `count` executions' terminal events were delivered (each committed)."""
+        self.send(f"terminals {count}")
+        assert self.expect(f"terminals {count}", timeout) == ""
 
     def finish(self, until_seq: int | None, timeout: float) -> dict[str, Any]:
         """Let it deliver up to `until_seq` (None: stop now); its summary."""

@@ -10,6 +10,8 @@ Commands on stdin, one per line:
 - `notify N`: print `reached N` as soon as every seq up to N has been delivered;
 - `resume`: start reading (with `--paused` it waits for this before reading anything, so
   the daemon's send queue for it fills up: a slow subscriber);
+- `terminals N`: print `terminals N` once N executions' terminal events have been
+  delivered: each is then committed, so the daemon's `status().last_seq` covers them;
 - `until N`: finish once every seq up to N has been delivered;
 - `stop` (or end of input): finish now.
 
@@ -99,6 +101,7 @@ def main() -> None:
     delivered = Delivered()
     epochs: list[Any] = []
     notify: list[int] = []
+    counted: list[tuple[str, int]] = []
     until: int | None = None
     paused = args.paused
     with Subscriber(args.events, args.control, topics=tuple(args.topic) or ("",),
@@ -121,6 +124,8 @@ def main() -> None:
                 paused = False
             elif verb == "notify":
                 notify.append(int(value))
+            elif verb == "terminals":
+                counted.append((verb, int(value)))
             elif verb == "until":
                 until = int(value)
             # What was handed to us (the Subscriber's own last_seq runs ahead of it while
@@ -129,6 +134,10 @@ def main() -> None:
             for n in [n for n in notify if done >= n]:
                 notify.remove(n)
                 print(f"reached {n}", flush=True)
+            sizes = {"terminals": len(delivered.terminals)}
+            for verb_n in [c for c in counted if sizes[c[0]] >= c[1]]:
+                counted.remove(verb_n)
+                print(f"{verb_n[0]} {verb_n[1]}", flush=True)
             if until is not None and done >= until:
                 break
             if paused:

@@ -29,6 +29,7 @@ from tests.daemon_fixture import (
     submit_many,
     toml_text,
     wait_ended,
+    wait_started,
     wait_until,
 )
 from transport.client import (
@@ -236,7 +237,7 @@ def test_curve_refuses_an_unknown_client_key_and_serves_a_known_one(
     live = subscriber.wait_live()
     with daemon.client() as control:
         execution_id = control.submit("fast")["execution_id"]
-        wait_ended(control, [execution_id])
+        subscriber.wait_terminals(1)
         last = control.status()["last_seq"]
     summary = subscriber.finish(last, timeout=30)
     assert summary["terminals"] == {execution_id: "completed"}
@@ -366,12 +367,14 @@ def test_sigterm_with_executions_in_flight_exits_0_and_loses_nothing(
     t0 = time.monotonic()
     assert daemon.terminate(timeout=30) == 0
     assert time.monotonic() - t0 < 3.0 + 10  # the grace, then a prompt exit
-    summary = subscriber.finish(None, timeout=30)
 
     daemon.start()
     with daemon.client() as control:
         statuses = {i: control.execution(i)["status"] for i in quick + stuck + action + queued}
         intents = control.intents()
+        # The first run ended right before the second one's daemon_started.
+        first_run_end = wait_started(control, 2) - 1
+    summary = subscriber.finish(first_run_end, timeout=30)
     assert {i: statuses[i] for i in quick} == dict.fromkeys(quick, "completed")
     assert {i: statuses[i] for i in stuck + action + queued} == dict.fromkeys(
         stuck + action + queued, "cancelled")
@@ -442,10 +445,9 @@ def test_kill_9_under_load_loses_no_seen_seq_and_interrupts_what_ran(
 
     daemon.start()
     with daemon.client() as control:
-        last = control.status()["last_seq"]
+        summary = subscriber.finish(wait_started(control, 2), timeout=60)
         journal = {e["seq"]: e for e in replay_all(control)}
         statuses = {i: control.execution(i)["status"] for i in got + running}
-    summary = subscriber.finish(last, timeout=60)
     # Every event the subscriber saw, before and after the crash, is the journal's.
     seen = subscriber.events
     assert len(seen) == summary["count"] and summary["contiguous"]
