@@ -480,3 +480,28 @@ def test_a_daemon_killed_while_halted_comes_back_halted(fleet: DaemonFleet) -> N
         assert refused.value.code == "halted"
         assert control.execution(done)["status"] == "completed"
     assert daemon.terminate() == 0
+
+
+@pytest.mark.timeout(60)
+def test_a_port_in_use_on_a_restart_is_refused_without_waiting_for_a_publisher(
+        fleet: DaemonFleet) -> None:
+    # A daemon with a journal to recover, restarted while its events port is taken: the
+    # refusal comes as fast as on an empty data_dir (no wait for a publisher that never
+    # bound to send the recovered events).
+    daemon = fleet.daemon(workflows=("fast",)).start()
+    with daemon.client() as control:
+        control.submit("fast")
+    assert daemon.terminate() == 0
+    squatter = fleet.daemon("squatter", workflows=("fast",),
+                            config={"transport": {"events": daemon.events}}).start()
+    fresh = fleet.daemon("fresh", workflows=("fast",),
+                         config={"transport": {"events": daemon.events}})
+    t0 = time.monotonic()
+    assert run_daemon(fresh.config_path).returncode == 2
+    baseline = time.monotonic() - t0
+    t0 = time.monotonic()
+    proc = run_daemon(daemon.config_path)
+    elapsed = time.monotonic() - t0
+    assert proc.returncode == 2 and "in use" in one_line(proc.stderr)
+    assert elapsed < baseline + 1.5, f"{elapsed:.2f} s vs {baseline:.2f} s on an empty data_dir"
+    assert squatter.terminate() == 0
