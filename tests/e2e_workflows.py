@@ -2,8 +2,8 @@
 (`ref = "tests.e2e_workflows:fast"`; the daemon runs with the repo root as its working
 directory, so `tests` imports).
 
-- `fast`: one transform node; five events per execution (started, node started/completed,
-  progress, completed).
+- `fast`: one transform node; four events per execution (started, node started/completed,
+  completed: no progress event for a single node).
 - `slow`: one transform node that waits `inputs["sleep_s"]` (default 30) or until cancelled,
   so shutdowns and crashes find executions in flight.
 - `act`: one action node that waits the same way: a started action leaves an intent.
