@@ -17,12 +17,12 @@ publisher's first heartbeat (bare: for a sync message) before the sender starts.
 interleaved, `--rounds` of each; medians and median ratios are printed. Target: publisher
 >= 0.7x bare, with zero loss.
 
-Part (b), the daemon under workflow load (delivered events/s, committed -> received latency
-p50/p99 at 10,000 events/s, CURVE on as a ratio), needs the daemon process; it is added
-when the daemon is wired.
+Part (b), the daemon under workflow load: delivered events/s, committed -> received latency
+p50/p99 at 10,000 events/s, CURVE on as a ratio (bench/stream_daemon.py says how).
 
-    .venv/bin/python bench/stream.py             # 3 rounds of 100,000 events per mode
-    .venv/bin/python bench/stream.py --quick     # smoke run
+    .venv/bin/python bench/stream.py             # (a) 3 rounds of 100,000 events per mode, (b)
+    .venv/bin/python bench/stream.py --quick     # smoke run of both (< 60 s)
+    .venv/bin/python bench/stream.py --part b    # one part only
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.
                     logger_factory=structlog.PrintLoggerFactory(sys.stderr))
 
 from actors.events import topic_of  # noqa: E402
+from bench import stream_daemon  # noqa: E402
 from transport import Publisher  # noqa: E402
 from transport.codec import encode  # noqa: E402
 
@@ -209,13 +210,38 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="short run (smoke test)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--part", choices=["a", "b", "both"], default="both")
+    parser.add_argument("--daemon-executions", type=int, default=1000,
+                        help="(b) wide executions (151 events each) per throughput round")
+    parser.add_argument("--paced-seconds", type=float, default=10.0,
+                        help="(b) seconds of paced load per latency round")
     parser.add_argument("--subscriber", nargs=3, metavar=("ENDPOINT", "COUNT", "MODE"),
                         help=argparse.SUPPRESS)
+    parser.add_argument("--daemon-subscriber", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.subscriber:
         endpoint, count, mode = args.subscriber
         subscriber_main(endpoint, int(count), mode)
         return
+    if args.daemon_subscriber:
+        endpoint, mode, count, secret, server = args.daemon_subscriber
+        stream_daemon.subscriber_main(endpoint, mode, int(count), secret, server)
+        return
+    bare_rate = None
+    ok = True
+    if args.part in ("a", "both"):
+        bare_rate, ok = run_part_a(args)
+    if args.part in ("b", "both"):
+        rounds = 1 if args.quick else args.rounds
+        executions, seconds = ((100, 1.5) if args.quick
+                               else (args.daemon_executions, args.paced_seconds))
+        ok = stream_daemon.run(rounds, executions, seconds, bare_rate) and ok
+    if not ok:
+        sys.exit(1)
+
+
+def run_part_a(args: argparse.Namespace) -> tuple[float, bool]:
+    """Part (a); the bare pair's median events/s and whether nothing was lost."""
     rounds, count = (1, 20_000) if args.quick else (args.rounds, args.events)
     count = min(count, 100_000)  # within the send high-water mark: loss would be a bug
     modes = {"bare pyzmq + msgpack": run_bare,
@@ -240,8 +266,7 @@ def main() -> None:
         v / b for v, b in zip(rates["publisher (packed)"], bare, strict=True))
     print(f"\nzero loss: {'yes' if lossless else 'NO'}; target publisher (packed) >= "
           f"{TARGET_RATIO}x bare: {'met' if packed >= TARGET_RATIO else 'NOT met'}")
-    if not lossless:
-        sys.exit(1)
+    return statistics.median(bare), lossless
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ BENCH = Path(__file__).resolve().parent.parent / "bench" / "stream.py"
 
 
 def test_stream_bench_smoke() -> None:
-    proc = subprocess.run([sys.executable, str(BENCH), "--rounds", "1", "--events", "3000"],
+    proc = subprocess.run([sys.executable, str(BENCH), "--part", "a", "--rounds", "1",
+                           "--events", "3000"],
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "zero loss: yes" in proc.stdout

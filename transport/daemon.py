@@ -160,7 +160,9 @@ class Daemon:
         if engine is not None:
             engine.stop(close_journal=False)  # the rest end cancelled
             engine.journal_flush()
-            if self.publisher is not None:
+            # Only a running publisher sends: one that never bound (its port in use) would
+            # keep a refused start waiting FINAL_SEND_S for nothing.
+            if self.publisher is not None and self.publisher.running:
                 self.publisher.wait_sent(engine.sink.log.committed_seq, FINAL_SEND_S)
         for server in (self.metrics, self.control, self.publisher):
             if server is not None:

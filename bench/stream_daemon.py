@@ -1,0 +1,220 @@
+"""bench/stream.py part (b): the daemon under workflow load, followed from another process.
+
+Each round starts a fresh daemon (`tradeloom daemon`, a subprocess, journal on, its own
+data_dir) and a raw pyzmq + msgpack subscriber process that subscribes to everything, waits
+for the first heartbeat, then receives and unpacks every event and checks `seq` for gaps.
+
+- Throughput: `wide` executions (50 nodes, 151 events each) submitted by 4 control clients
+  as fast as they are accepted; events/s = events received / (last received - first
+  received), in the subscriber. Lossless means every seq arrived live (no gap), without
+  replay.
+- Latency at a paced 10,000 events/s: `stamp` executions (10 nodes, 31 events each)
+  submitted on a fixed schedule. Each node returns `{"t": time.time()}` as it finishes;
+  the subscriber takes `time.time()` when its `node_completed` arrives (unpacked). The
+  difference covers node return -> event built -> sequenced -> committed to the journal
+  (group commit) -> read by the publisher -> sent -> received and unpacked: an upper bound
+  of committed -> received (the commit instant itself is not visible outside the daemon).
+  Both processes read the same system clock. The events' own `timestamp` has ms
+  resolution only, so it is printed as a cross-check, not used for p99.
+- CURVE: the same rounds with `[transport]` CURVE keys and a client key on the subscriber
+  (and the control clients); printed as ratios to the plain rounds of the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import zmq
+
+from bench.daemon_proc import BenchDaemon, CurveKeys
+from bench.workflows import STAMP_EVENTS, WIDE_EVENTS
+
+SCRIPT = Path(__file__).resolve().parent / "stream.py"
+TARGET_RATE = 50_000
+TARGET_P99_MS = 2.0
+PACED_RATE = 10_000
+
+
+# -- the subscriber process ---------------------------------------------------------------
+
+def subscriber_main(endpoint: str, mode: str, count: int, secret: str, server: str) -> None:
+    """`rate`: first/last receive times, gaps; `latency`: receive - node stamp per
+    node_completed. One JSON line at the end."""
+    context = zmq.Context()
+    sub = context.socket(zmq.SUB)
+    sub.setsockopt(zmq.RCVHWM, 0)
+    if secret:
+        from transport.security import ClientKeys
+
+        ClientKeys(secret, server).apply(sub)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(endpoint)
+    while sub.recv_multipart()[0] != b"system/heartbeat":
+        pass
+    print("live", flush=True)
+    unpackb, recv, now = msgpack.unpackb, sub.recv_multipart, time.time
+    received = gaps = 0
+    expected: int | None = None
+    first = last = 0.0
+    stamped: list[float] = []
+    by_timestamp: list[float] = []
+    while received < count:
+        if not sub.poll(10_000):
+            break  # lost events never come
+        payload = recv()[1]
+        event = unpackb(payload, raw=False)
+        seq = event.get("seq")
+        if seq is None:
+            continue  # a heartbeat
+        t = now()
+        if received == 0:
+            first = t
+        received += 1
+        if expected is not None and seq != expected:
+            gaps += 1
+        expected = seq + 1
+        if mode == "latency" and event["type"] == "node_completed":
+            stamped.append(t - event["outputs"]["t"])
+            stamp = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00"))
+            by_timestamp.append(t - stamp.timestamp())
+    last = now()
+    print(json.dumps({"received": received, "gaps": gaps, "first": first, "last": last,
+                      "latency": _ms(stamped), "latency_by_timestamp": _ms(by_timestamp)}),
+          flush=True)
+    sub.close(0)
+    context.term()
+
+
+def _ms(samples: list[float]) -> dict[str, float] | None:
+    if len(samples) < 2:
+        return None
+    q = statistics.quantiles(samples, n=100, method="inclusive")
+    return {"p50": q[49] * 1e3, "p99": q[98] * 1e3, "max": max(samples) * 1e3,
+            "n": len(samples)}
+
+
+def spawn(daemon: BenchDaemon, mode: str, count: int) -> subprocess.Popen[str]:
+    curve = daemon.curve
+    args = [sys.executable, str(SCRIPT), "--daemon-subscriber", daemon.events, mode,
+            str(count), str(curve.client_secret) if curve else "",
+            str(curve.server_public) if curve else ""]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    if proc.stdout.readline().strip() != "live":
+        raise RuntimeError("the subscriber process did not go live")
+    return proc
+
+
+def result_of(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    proc.wait(30)
+    if not line:
+        raise RuntimeError("the subscriber process exited without a result")
+    result: dict[str, Any] = json.loads(line)
+    return result
+
+
+# -- the rounds -----------------------------------------------------------------------------
+
+def throughput_round(workdir: Path, curve: CurveKeys | None, executions: int) -> dict[str, Any]:
+    with BenchDaemon(workdir, ["bench.workflows:wide"], curve=curve) as daemon:
+        expected = executions * WIDE_EVENTS
+        proc = spawn(daemon, "rate", expected)
+        shares = [executions // 4 + (i < executions % 4) for i in range(4)]
+
+        def submit(share: int) -> None:
+            with daemon.client() as control:
+                for _ in range(share):
+                    control.submit("wide")
+
+        threads = [threading.Thread(target=submit, args=(s,)) for s in shares]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        result = result_of(proc)
+    result["expected"] = expected
+    result["rate"] = result["received"] / max(result["last"] - result["first"], 1e-9)
+    result["lossless"] = result["received"] == expected and result["gaps"] == 0
+    return result
+
+
+def latency_round(workdir: Path, curve: CurveKeys | None, seconds: float) -> dict[str, Any]:
+    with BenchDaemon(workdir, ["bench.workflows:stamped"], curve=curve) as daemon:
+        executions = max(2, int(seconds * PACED_RATE / STAMP_EVENTS))
+        proc = spawn(daemon, "latency", executions * STAMP_EVENTS)
+        interval = STAMP_EVENTS / PACED_RATE
+        with daemon.client() as control:
+            t0 = time.perf_counter()
+            for n in range(executions):
+                delay = t0 + n * interval - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)  # the pacing schedule (absolute: no drift)
+                control.submit("stamp")
+            elapsed = time.perf_counter() - t0
+        result = result_of(proc)
+    result["offered_rate"] = executions * STAMP_EVENTS / max(elapsed, 1e-9)
+    result["lossless"] = result["received"] == executions * STAMP_EVENTS and not result["gaps"]
+    return result
+
+
+def run(rounds: int, executions: int, seconds: float, bare_rate: float | None) -> bool:
+    """Part (b); prints a table; False when an event was lost."""
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    p50: dict[bool, list[float]] = {False: [], True: []}
+    p99: dict[bool, list[float]] = {False: [], True: []}
+    by_ts: dict[bool, list[float]] = {False: [], True: []}
+    offered: list[float] = []
+    lossless = True
+    with tempfile.TemporaryDirectory(prefix="tradeloom-bench-stream-") as tmp:
+        work = Path(tmp)
+        keys = CurveKeys.make(work / "keys")
+        for r in range(rounds):
+            for curve in (False, True):
+                label = f"round{r}-{'curve' if curve else 'plain'}"
+                rate = throughput_round(work / f"{label}-rate", keys if curve else None,
+                                        executions)
+                lat = latency_round(work / f"{label}-lat", keys if curve else None, seconds)
+                for name, result in (("throughput", rate), ("latency", lat)):
+                    if not result["lossless"]:
+                        lossless = False
+                        print(f"LOSS in {label} {name}: received {result['received']}, "
+                              f"gaps {result['gaps']}")
+                rates[curve].append(rate["rate"])
+                if lat["latency"] is not None:
+                    p50[curve].append(lat["latency"]["p50"])
+                    p99[curve].append(lat["latency"]["p99"])
+                    by_ts[curve].append(lat["latency_by_timestamp"]["p50"])
+                offered.append(lat["offered_rate"])
+    med = statistics.median
+    print(f"\n(b) the daemon under workflow load, an outside subscriber ({rounds} round(s) "
+          f"per mode, interleaved; {executions * WIDE_EVENTS:,} events per throughput round, "
+          f"{seconds:g} s paced per latency round)\n")
+    print(f"{'mode':<12}{'events/s delivered':>20}{'p50 ms':>9}{'p99 ms':>9}"
+          f"{'p50 by timestamp ms':>22}")
+    for curve in (False, True):
+        print(f"{'CURVE on' if curve else 'plain':<12}{med(rates[curve]):>20,.0f}"
+              f"{med(p50[curve]):>9.3f}{med(p99[curve]):>9.3f}{med(by_ts[curve]):>22.3f}")
+    ratio_rate = med(c / p for c, p in zip(rates[True], rates[False], strict=True))
+    ratio_p99 = med(c / p for c, p in zip(p99[True], p99[False], strict=True))
+    print(f"\nCURVE on / plain: throughput {ratio_rate:.2f}x, p99 latency {ratio_p99:.2f}x; "
+          f"paced rate achieved: {med(offered):,.0f} events/s (asked {PACED_RATE:,})")
+    if bare_rate:
+        print(f"plain daemon delivery / bare pyzmq pair of part (a): "
+              f"{med(rates[False]) / bare_rate:.2f}x")
+    print(f"zero loss: {'yes' if lossless else 'NO'}; target >= {TARGET_RATE:,} events/s: "
+          f"{'met' if med(rates[False]) >= TARGET_RATE else 'NOT met'}; target p99 <= "
+          f"{TARGET_P99_MS:g} ms at {PACED_RATE:,}/s: "
+          f"{'met' if med(p99[False]) <= TARGET_P99_MS else 'NOT met'}")
+    return lossless
