@@ -12,7 +12,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 from actors import logs
 from actors.config import Config, import_ref
@@ -156,8 +156,15 @@ def tail_command(config_path: str, daemon: Any) -> str:
     return f"{program} tail" + ("" if same else f" --config {config_path}")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (CONTRACT 3), pointing at --help for usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="tradeloom", description="Actor-model engine for automated trading workflows.",
         epilog="example: tradeloom status   (each command has --help with its own example)")
     parser.add_argument("--version", action="version", version=f"tradeloom {VERSION}")

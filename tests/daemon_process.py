@@ -142,6 +142,7 @@ class DaemonProcess:
                     return
                 except DaemonUnreachable:
                     if time.monotonic() > deadline:
+                        self.kill()  # never leave a daemon behind
                         raise AssertionError(f"the daemon did not answer a ping within "
                                              f"{READY_S} s") from None
 

@@ -19,7 +19,14 @@ from typing import Any
 import pytest
 
 from actors.cli import build_parser
-from tests.daemon_process import DaemonProcess, free_port, run_cli, running_daemon
+from tests.daemon_process import (
+    DaemonProcess,
+    LineReader,
+    free_port,
+    run_cli,
+    running_daemon,
+)
+from transport.cli_options import connect_endpoint
 from transport.client import ClientKeys
 
 EXECUTION_ID = re.compile(r"^exec_cli_ok_[0-9a-f]{8}$")
@@ -136,6 +143,24 @@ def test_submit_wait_timeout_gives_up_but_timeout_does_not_bound_the_wait(
     assert result["status"] == "completed"
 
 
+def test_ctrl_c_while_waiting_exits_130_and_the_execution_goes_on(
+        daemon: DaemonProcess) -> None:
+    waiting = LineReader(["submit", "cli_slow", "--input", "seconds=1.5", "--wait",
+                          *daemon.endpoints()])
+    try:
+        execution_id = waiting.wait_for(lambda lines: len(lines) >= 1)[0]
+        code, stderr = waiting.interrupt()
+    finally:
+        waiting.kill()
+    assert code == 130 and "Traceback" not in stderr, stderr
+    assert len(stderr.strip().splitlines()) == 1 and execution_id in stderr
+    with daemon.client() as client:
+        deadline = time.monotonic() + 20
+        while client.execution(execution_id)["status"] != "completed":
+            assert time.monotonic() < deadline, "the execution did not go on to its end"
+            time.sleep(0.05)
+
+
 def test_submit_errors(daemon: DaemonProcess) -> None:
     one_error_line(daemon.cli("submit", "no_such_flow"), 1, "unknown_workflow")
     one_error_line(daemon.cli("submit", "cli_ok", "--input", "novalue"), 2, "key=value")
@@ -167,11 +192,21 @@ def test_emergency_commands_and_refusals(daemon: DaemonProcess) -> None:
                        ("HALT", "engine"), ("REDUCE_ONLY", "cli"), ("NORMAL", "cli")]
 
 
-def test_emergency_commands_need_a_reason(daemon: DaemonProcess) -> None:
-    for command in ("halt", "alert", "reduce-only"):
-        proc = daemon.cli(command)
-        assert proc.returncode == 2 and "--reason" in proc.stderr, proc.stderr
-        assert "Traceback" not in proc.stderr
+def test_bad_arguments_are_one_line_and_exit_2() -> None:
+    for command in (["halt"], ["alert"], ["reduce-only"], ["submit"], ["show"],
+                    ["status", "--timeout", "0"], ["tail", "--since", "0"],
+                    ["executions", "--status", "nope"], ["intents", "--outcome", "lost"]):
+        one_error_line(run_cli(*command), 2, f"tradeloom {command[0]}: error:", "--help")
+    one_error_line(run_cli("intents", "--resolve", "k"), 2, "--outcome")
+    one_error_line(run_cli("intents", "--note", "n"), 2, "--resolve")
+
+
+def test_wildcard_bind_addresses_are_reached_on_loopback() -> None:
+    assert connect_endpoint("tcp://0.0.0.0:7451") == "tcp://127.0.0.1:7451"
+    assert connect_endpoint("tcp://*:7450") == "tcp://127.0.0.1:7450"
+    assert connect_endpoint("tcp://[::]:7450") == "tcp://[::1]:7450"
+    assert connect_endpoint("tcp://10.1.2.3:7451") == "tcp://10.1.2.3:7451"
+    assert connect_endpoint("ipc:///tmp/tradeloom.sock") == "ipc:///tmp/tradeloom.sock"
 
 
 # -- history -------------------------------------------------------------------------------

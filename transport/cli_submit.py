@@ -13,11 +13,16 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from transport.cli_options import EXIT_FAILED, EXIT_OK, Connection, fail, print_json
 from transport.cli_output import compact, duration
 
+if TYPE_CHECKING:
+    from transport.subscriber import Subscriber
+
+#: Ctrl-C while waiting: the shell's code for SIGINT (the execution itself goes on).
+EXIT_INTERRUPTED = 130
 TERMINAL_TYPES = frozenset({"execution_completed", "execution_failed", "execution_halted",
                             "execution_cancelled"})
 #: How often the wait loop looks at its deadline while no event comes.
@@ -26,7 +31,6 @@ POLL_S = 0.5
 
 def submit_and_wait(conn: Connection, args: argparse.Namespace,
                     inputs: Mapping[str, Any]) -> int:
-    from transport.errors import DaemonUnreachable
     from transport.subscriber import Subscriber
 
     with Subscriber(conn.events, conn.control, topics=(f"workflow/{args.workflow}/",),
@@ -38,21 +42,31 @@ def submit_and_wait(conn: Connection, args: argparse.Namespace,
                 priority=args.priority)["execution_id"])
         if not args.json:
             print(execution_id, flush=True)
-        deadline = (None if args.wait_timeout is None
-                    else time.monotonic() + args.wait_timeout)
-        while True:
-            remaining = POLL_S if deadline is None else deadline - time.monotonic()
-            if remaining <= 0:
-                fail(f"{execution_id} has not ended within {args.wait_timeout:g} s (it goes "
-                     f"on: `tradeloom show {execution_id}` tells how it ends)")
-                return EXIT_FAILED
-            try:
-                event = stream.next(min(remaining, POLL_S))
-            except DaemonUnreachable:
-                continue  # a replay got no answer (a restart?): the subscriber tries again
-            if (event is not None and event.get("execution_id") == execution_id
-                    and event.get("type") in TERMINAL_TYPES):
-                return report(event, as_json=args.json)
+        try:
+            return _wait(stream, execution_id, args)
+        except KeyboardInterrupt:
+            fail(f"stopped waiting for {execution_id} (it goes on: `tradeloom show "
+                 f"{execution_id}` tells how it ends)")
+            return EXIT_INTERRUPTED
+
+
+def _wait(stream: Subscriber, execution_id: str, args: argparse.Namespace) -> int:
+    from transport.errors import DaemonUnreachable
+
+    deadline = None if args.wait_timeout is None else time.monotonic() + args.wait_timeout
+    while True:
+        remaining = POLL_S if deadline is None else deadline - time.monotonic()
+        if remaining <= 0:
+            fail(f"{execution_id} has not ended within {args.wait_timeout:g} s (it goes "
+                 f"on: `tradeloom show {execution_id}` tells how it ends)")
+            return EXIT_FAILED
+        try:
+            event = stream.next(min(remaining, POLL_S))
+        except DaemonUnreachable:
+            continue  # a replay got no answer (a restart?): the subscriber tries again
+        if (event is not None and event.get("execution_id") == execution_id
+                and event.get("type") in TERMINAL_TYPES):
+            return report(event, as_json=args.json)
 
 
 def report(event: Mapping[str, Any], *, as_json: bool) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -32,7 +33,6 @@ from transport.cli_options import (
     add_client_options,
     client_command,
     connection,
-    print_json,
 )
 
 if TYPE_CHECKING:
@@ -43,6 +43,12 @@ if TYPE_CHECKING:
 STATUS_EVERY_S = 1.0
 #: How long `next()` waits before the loop looks around (signals are handled between).
 NEXT_WAIT_S = 0.25
+#: Events shown at once at most, and how long to wait for more before showing them.
+BATCH = 500
+DRAIN_WAIT_S = 0.001
+#: Events after which the header asks for a fresh status at once.
+POKE_TYPES = frozenset({"emergency_state_changed", "daemon_started", "circuit_opened",
+                        "circuit_closed", "circuit_half_open"})
 
 
 def register(sub: Any) -> None:
@@ -92,7 +98,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
         try:
             stream.wait_live(conn.timeout)
             if args.json:
-                _follow(stream, wanted, print_json)
+                _follow_json(stream, wanted)
             else:
                 _follow_for_people(stream, wanted, conn, first_status)
         except KeyboardInterrupt:
@@ -105,31 +111,49 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 
 def _follow(stream: Subscriber, wanted: frozenset[str],
-            show: Callable[[dict[str, Any]], None]) -> None:
-    """Hand every wanted event to `show`, for ever; a replay that gets no answer (the
-    daemon is restarting) is tried again by the subscriber's next call."""
+            show: Callable[[list[dict[str, Any]]], None]) -> None:
+    """Hand the wanted events to `show` in batches (what has arrived, up to BATCH: one
+    write or one screen update per batch keeps up with thousands of events a second), for
+    ever. A replay that gets no answer (the daemon is restarting) is tried again by the
+    subscriber's next call."""
     from transport.errors import DaemonUnreachable
 
     while True:
-        try:
-            event = stream.next(NEXT_WAIT_S)
-        except DaemonUnreachable:
-            continue
-        if event is not None and (not wanted or event.get("type") in wanted):
-            show(event)
+        batch: list[dict[str, Any]] = []
+        wait = NEXT_WAIT_S
+        while len(batch) < BATCH:
+            try:
+                event = stream.next(wait)
+            except DaemonUnreachable:
+                break
+            if event is None:
+                break
+            wait = DRAIN_WAIT_S
+            if not wanted or event.get("type") in wanted:
+                batch.append(event)
+        if batch:
+            show(batch)
+
+
+def _write_lines(lines: Iterator[str]) -> None:
+    sys.stdout.write("".join(f"{line}\n" for line in lines))
+    sys.stdout.flush()
+
+
+def _follow_json(stream: Subscriber, wanted: frozenset[str]) -> None:
+    _follow(stream, wanted, lambda batch: _write_lines(
+        json.dumps(event, default=repr, separators=(",", ":")) for event in batch))
 
 
 def _follow_for_people(stream: Subscriber, wanted: frozenset[str], conn: Connection,
                        first_status: dict[str, Any]) -> None:
-    from rich.console import Console
+    from rich.console import Console, Group
 
     from transport.tail_view import StatusHeader, event_line
 
     if not sys.stdout.isatty():  # a pipe or a file: plain lines, no header, no colour
-        def plain(event: dict[str, Any]) -> None:
-            print(event_line(event).plain, flush=True)
-
-        _follow(stream, wanted, plain)
+        _follow(stream, wanted, lambda batch: _write_lines(
+            event_line(event).plain for event in batch))
         return
     from rich.live import Live
 
@@ -141,11 +165,12 @@ def _follow_for_people(stream: Subscriber, wanted: frozenset[str], conn: Connect
     try:
         with Live(header, console=console, refresh_per_second=4,
                   redirect_stdout=False, redirect_stderr=False) as live:
-            def styled(event: dict[str, Any]) -> None:
-                header.on_event(event)
-                if event.get("type") in ("emergency_state_changed", "daemon_started"):
+            def styled(batch: list[dict[str, Any]]) -> None:
+                for event in batch:
+                    header.on_event(event)
+                if any(e.get("type") in POKE_TYPES for e in batch):
                     poller.poke()
-                live.console.print(event_line(event))
+                live.console.print(Group(*(event_line(event) for event in batch)))
 
             _follow(stream, wanted, styled)
     finally:
