@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 from actors import logs
 from actors.config import Config
@@ -134,15 +135,39 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     if args.log_format == "console":
         print(f"tradeloom daemon {VERSION} running (pid {os.getpid()}): events "
               f"{daemon.transport.events}, control {daemon.transport.control}, journal "
-              f"{daemon.config.daemon.data_dir}/journal.db. Follow it with `tradeloom tail` "
-              "in a second terminal; Ctrl-C stops it.", file=sys.stderr, flush=True)
+              f"{daemon.config.daemon.data_dir}/journal.db. Ctrl-C stops it.\n"
+              f"Watch it from a second terminal:  {tail_command(args.config, daemon)}",
+              file=sys.stderr, flush=True)
     daemon.serve_forever()
     return EXIT_OK
 
 
+def tail_command(config_path: str, daemon: Any) -> str:
+    """The `tradeloom tail` command line that reaches this daemon, as a person types it."""
+    from actors.config import TransportConfig
+
+    script = Path(sys.argv[0])
+    program = "tradeloom"
+    if script.name == "tradeloom" and shutil.which("tradeloom") != str(script.absolute()):
+        program = str(script) if script.is_absolute() else os.path.relpath(script)
+        program = program if os.sep in program else f".{os.sep}{program}"
+    defaults = TransportConfig()
+    same = (daemon.transport.events, daemon.transport.control) == (defaults.events,
+                                                                   defaults.control)
+    return f"{program} tail" + ("" if same else f" --config {config_path}")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (CONTRACT 3), pointing at --help for usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tradeloom", description="Actor-model engine for automated trading workflows.")
+    parser = Parser(
+        prog="tradeloom", description="Actor-model engine for automated trading workflows.",
+        epilog="example: tradeloom status   (each command has --help with its own example)")
     parser.add_argument("--version", action="version", version=f"tradeloom {VERSION}")
     parser.add_argument("--log-format", choices=["json", "console"], default="json",
                         help="log lines on stderr: json (default) or console")
@@ -153,7 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run one workflow in-process, print events and result",
                          description="Run a workflow in-process without a daemon. Exit 0 "
-                                     "when it completed, 1 when it did not.")
+                                     "when it completed, 1 when it did not.",
+                         epilog="example: tradeloom run examples.arbitrage:workflow "
+                                "--input threshold=5")
     run.add_argument("ref", metavar="MODULE:ATTR", help="import path of a Workflow object")
     run.add_argument("--input", action="append", default=[], metavar="K=V",
                      help="an input; the value is JSON when it parses, else a string")
@@ -178,10 +205,20 @@ def build_parser() -> argparse.ArgumentParser:
                         help="allow binding a non-loopback address without CURVE keys")
     daemon.set_defaults(handler=cmd_daemon, default_level="info")
 
-    keys = sub.add_parser("keys", help="write a CURVE key pair for the daemon or a client")
+    keys = sub.add_parser("keys", help="write a CURVE key pair for the daemon or a client",
+                          description="Write DIR/NAME.key (public) and DIR/NAME.key_secret "
+                                      "(docs/protocol.md section 5). Exit 0.",
+                          epilog="example: tradeloom keys keys/ --name daemon")
     keys.add_argument("dir", metavar="DIR")
     keys.add_argument("--name", default="tradeloom", help="file name stem (default tradeloom)")
     keys.set_defaults(handler=cmd_keys)
+
+    # The client commands live with the client library; imported here, not at module level,
+    # so `import actors` never pulls in the transport.
+    from transport import cli_commands, tail
+
+    cli_commands.register(sub)
+    tail.register(sub)
     return parser
 
 

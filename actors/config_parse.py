@@ -276,15 +276,32 @@ def _import_entry(entry: WorkflowEntry, index: int, base_dir: str | Path | None)
     return dataclasses.replace(entry, workflow=workflow)
 
 
+def _import_roots(base_dir: str | Path | None) -> list[str]:
+    """The working directory, base_dir, and, when base_dir is inside a package (it has an
+    `__init__.py`, as examples/ does), that package's parent: so `examples.arbitrage` imports
+    from examples/daemon.toml whatever the working directory."""
+    roots = [str(Path.cwd())]
+    if base_dir:
+        base = Path(base_dir).resolve()
+        roots.append(str(base))
+        top = base
+        while (top / "__init__.py").is_file() and top.parent != top:
+            top = top.parent
+        if top != base:
+            roots.append(str(top))
+    return roots
+
+
 def import_ref(ref: str, *, base_dir: str | Path | None = None, key: str = "ref") -> Any:
-    """Import `package.module:attr`, with base_dir and the working directory on sys.path."""
+    """Import `package.module:attr`, with base_dir (and the parent of the package it is
+    in, if any) and the working directory on sys.path."""
     from actors.workflow import Workflow
 
     module_name, sep, attr = ref.partition(":")
     if not sep or not module_name or not attr:
         raise ConfigError(f"{key}: {ref!r} is not of the form 'module:attribute'")
-    for extra in (str(Path.cwd()), str(Path(base_dir).resolve()) if base_dir else None):
-        if extra and extra not in sys.path:
+    for extra in _import_roots(base_dir):
+        if extra not in sys.path:
             sys.path.insert(0, extra)
     try:
         module = importlib.import_module(module_name)

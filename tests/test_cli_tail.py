@@ -1,0 +1,108 @@
+"""`tradeloom tail` against a daemon in a subprocess: `--since 1 --json` replays the journal
+then follows live, and keeps going across a daemon restart with seq continuing (no gap, no
+duplicate); the human view is one plain line per event when stdout is not a terminal (no
+header, no colour); `--workflow` and `--type` filter; Ctrl-C exits 0 without a traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.daemon_process import DaemonProcess, LineReader, running_daemon
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
+    with running_daemon(tmp_path) as process:
+        yield process
+
+
+def ok_json(proc: subprocess.CompletedProcess[str]) -> Any:
+    assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr)
+    return json.loads(proc.stdout)
+
+
+def terminal_of(events: list[dict[str, Any]], execution_id: str) -> bool:
+    return any(e.get("execution_id") == execution_id and e["type"] == "execution_completed"
+               for e in events)
+
+
+def test_tail_since_1_json_replays_then_follows_and_survives_a_restart(
+        daemon: DaemonProcess) -> None:
+    before = [ok_json(daemon.cli("submit", "cli_ok", "--wait", "--json"))["execution_id"]
+              for _ in range(2)]
+    tail = LineReader(["tail", "--since", "1", "--json", *daemon.endpoints()])
+    try:
+        tail.wait_for(lambda lines: all(any(i in line and "execution_completed" in line
+                                            for line in lines) for i in before))
+        live = ok_json(daemon.cli("submit", "cli_ok", "--wait", "--json"))["execution_id"]
+        tail.wait_for(lambda _: terminal_of(tail.events(), live))
+        daemon.stop()
+        daemon.start()  # the same data_dir and ports: seq continues
+        after = ok_json(daemon.cli("submit", "cli_ok", "--wait", "--json"))["execution_id"]
+        tail.wait_for(lambda _: terminal_of(tail.events(), after))
+        code, stderr = tail.interrupt()
+    finally:
+        tail.kill()
+    assert code == 0 and "Traceback" not in stderr, stderr
+    events = tail.events()
+    seqs = [e["seq"] for e in events]
+    assert seqs == list(range(1, len(seqs) + 1)), seqs  # no gap, no duplicate, in order
+    types = [e["type"] for e in events]
+    assert types.count("daemon_started") == 2 and "daemon_stopping" in types
+    assert types.index("daemon_stopping") < max(i for i, t in enumerate(types)
+                                                if t == "daemon_started")
+    with daemon.client() as client:
+        assert client.status()["last_seq"] >= seqs[-1]
+
+
+def test_tail_for_people_prints_one_plain_line_per_event_without_a_header(
+        daemon: DaemonProcess) -> None:
+    failed = daemon.cli("submit", "cli_fail", "--wait", "--json")
+    assert failed.returncode == 1, failed.stderr
+    execution_id = json.loads(failed.stdout)["execution_id"]
+    with daemon.client() as client:
+        history = client.replay(1, limit=1000)["events"]
+    tail = LineReader(["tail", "--since", "1", *daemon.endpoints()])
+    try:
+        tail.wait_for(lambda lines: len(lines) >= len(history))
+        live = ok_json(daemon.cli("submit", "cli_ok", "--wait", "--json"))["execution_id"]
+        lines = tail.wait_for(lambda lines: any(live.rsplit("_", 1)[1] in line
+                                                and "execution_completed" in line
+                                                for line in lines))
+        code, stderr = tail.interrupt()
+    finally:
+        tail.kill()
+    assert code == 0 and "Traceback" not in stderr, stderr
+    assert "\x1b[" not in "".join(lines)  # not a terminal: no colour, no header
+    assert not any("breakers:" in line or "queued" in line for line in lines)  # the header's
+    for event, line in zip(history, lines, strict=False):  # one line per event, in seq order
+        assert line.split()[0] == str(event["seq"]) and event["type"] in line, line
+    failed = next(line for line in lines if "execution_failed" in line)
+    assert execution_id.rsplit("_", 1)[1] in failed and "ValueError" in failed
+    assert len(lines) == len(set(lines))
+
+
+def test_tail_filters_by_workflow_and_type(daemon: DaemonProcess) -> None:
+    ok_json(daemon.cli("submit", "cli_ok", "--wait", "--json"))
+    daemon.cli("submit", "cli_fail", "--wait", "--json")
+    last = ok_json(daemon.cli("submit", "cli_ok", "--wait", "--json"))["execution_id"]
+    tail = LineReader(["tail", "--since", "1", "--json", "--workflow", "cli_ok", "--type",
+                       "execution_completed", "--type", "execution_started",
+                       *daemon.endpoints()])
+    try:
+        tail.wait_for(lambda _: terminal_of(tail.events(), last))
+        code, _ = tail.interrupt()
+    finally:
+        tail.kill()
+    assert code == 0
+    events = tail.events()
+    assert {e["workflow_id"] for e in events} == {"cli_ok"}
+    assert [e["type"] for e in events] == ["execution_started", "execution_completed"] * 2
+
+

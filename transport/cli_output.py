@@ -1,0 +1,130 @@
+"""Plain-text output of the CLI's client commands, for people (`--json` is for machines).
+
+Each function takes a reply of the control protocol (docs/protocol.md section 4) and returns
+the lines to print; fields a reply lacks show as `-`, fields it adds are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+def compact(value: Any) -> str:
+    """One-line JSON of a value (outputs, inputs), as a person reads it."""
+    return json.dumps(value, default=repr, separators=(", ", ": "))
+
+
+def percent(utilization: Any) -> str:
+    return f"{utilization * 100:.0f}%" if isinstance(utilization, int | float) else "-"
+
+
+def number(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, int | float) else "-"
+
+
+def duration(ms: Any) -> str:
+    if not isinstance(ms, int | float):
+        return "-"
+    return f"{ms:.1f} ms" if ms < 1000 else f"{ms / 1000:.2f} s"
+
+
+def uptime(seconds: Any) -> str:
+    if not isinstance(seconds, int | float):
+        return "-"
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
+
+
+def limits_text(limits: Mapping[str, Any]) -> str:
+    """`daily_loss 120/1000 (12%)` for each limit."""
+    return ", ".join(
+        f"{name} {number(figures.get('value'))}/{number(figures.get('threshold'))} "
+        f"({percent(figures.get('utilization'))})"
+        for name, figures in sorted(limits.items()) if isinstance(figures, Mapping)) or "none"
+
+
+def breakers_text(breakers: Mapping[str, Any], *, open_only: bool = False) -> str:
+    shown = {key: state for key, state in sorted(breakers.items())
+             if not open_only or state != "closed"}
+    return ", ".join(f"{key} {state}" for key, state in shown.items()) or "none"
+
+
+def format_status(status: Mapping[str, Any]) -> str:
+    state = str(status.get("state", "-"))
+    reason = status.get("reason")
+    rows = [
+        ("state", f"{state} ({reason})" if reason and state != "NORMAL" else state),
+        ("running", f"{status.get('running', '-')}   queued {status.get('queued', '-')}"),
+        ("workflows", ", ".join(map(str, status.get("workflows") or [])) or "none"),
+        ("breakers", breakers_text(status.get("breakers") or {})),
+        ("limits", limits_text(status.get("limits") or {})),
+        ("last seq", str(status.get("last_seq", "-"))),
+        ("uptime", uptime(status.get("uptime_s"))),
+    ]
+    if status.get("version"):
+        rows.append(("version", str(status["version"])))
+    return _pairs(rows)
+
+
+def format_executions(rows: Sequence[Mapping[str, Any]]) -> str:
+    if not rows:
+        return "no executions"
+    return _table(("EXECUTION", "WORKFLOW", "STATUS", "STARTED", "DURATION"), [
+        (str(row.get("execution_id", "-")), str(row.get("workflow_id", "-")),
+         str(row.get("status", "-")), str(row.get("started_at") or "-"),
+         duration(row.get("duration_ms")))
+        for row in rows])
+
+
+def format_execution(execution: Mapping[str, Any]) -> str:
+    rows = [
+        ("execution", str(execution.get("execution_id", "-"))),
+        ("workflow", str(execution.get("workflow_id", "-"))),
+        ("status", str(execution.get("status", "-"))),
+        ("started", str(execution.get("started_at") or "-")),
+        ("ended", str(execution.get("ended_at") or "-")),
+        ("duration", duration(execution.get("duration_ms"))),
+    ]
+    if "inputs" in execution:
+        rows.append(("inputs", compact(execution["inputs"])))
+    for key in ("bot_id", "strategy_id"):
+        if execution.get(key):
+            rows.append((key.replace("_", " "), str(execution[key])))
+    if execution.get("error") or execution.get("error_type"):
+        rows.append(("error", f"{execution.get('error_type') or 'Error'}: "
+                              f"{execution.get('error') or ''}".rstrip()))
+    lines = [_pairs(rows)]
+    nodes = execution.get("nodes") or {}
+    if nodes:
+        lines.append("nodes:")
+        lines.append(_table(("  NODE", "STATUS", "ATTEMPTS", "OUTPUT / ERROR"), [
+            (f"  {node_id}", str(node.get("status", "-")), str(node.get("attempts", "-")),
+             str(node["error"]) if node.get("error") is not None
+             else compact(node["outputs"]) if "outputs" in node else "")
+            for node_id, node in nodes.items() if isinstance(node, Mapping)]))
+    return "\n".join(lines)
+
+
+def format_intents(rows: Sequence[Mapping[str, Any]], *, resolved_too: bool) -> str:
+    if not rows:
+        return "no intents" if resolved_too else "no unresolved intents"
+    return _table(("IDEMPOTENCY KEY", "NODE", "ATTEMPT", "OUTCOME", "STARTED"), [
+        (str(row.get("idempotency_key", "-")), str(row.get("node_id", "-")),
+         str(row.get("attempt", "-")), str(row.get("outcome") or "unresolved"),
+         str(row.get("started_at") or "-"))
+        for row in rows])
+
+
+def _pairs(rows: Sequence[tuple[str, str]]) -> str:
+    width = max(len(key) for key, _ in rows)
+    return "\n".join(f"{key:<{width}}  {value}" for key, value in rows)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=False)]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+                     .rstrip() for row in (header, *rows))

@@ -1,0 +1,90 @@
+"""`tradeloom submit --wait`: submit, then follow the event stream to the execution's end.
+
+The subscription is live (its first heartbeat is in) before the submit is sent, so every
+event of the execution comes after the point the subscriber starts from; the `Subscriber`
+replays whatever the stream drops, and carries on across a daemon restart (an execution the
+daemon died under ends `interrupted`, and that terminal event is replayed too). `--timeout`
+bounds reaching the daemon (the first heartbeat, the submit); the wait for the end is bounded
+only by `--wait-timeout`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from transport.cli_options import EXIT_FAILED, EXIT_OK, Connection, fail, print_json
+from transport.cli_output import compact, duration
+
+if TYPE_CHECKING:
+    from transport.subscriber import Subscriber
+
+#: Ctrl-C while waiting: the shell's code for SIGINT (the execution itself goes on).
+EXIT_INTERRUPTED = 130
+TERMINAL_TYPES = frozenset({"execution_completed", "execution_failed", "execution_halted",
+                            "execution_cancelled"})
+#: How often the wait loop looks at its deadline while no event comes.
+POLL_S = 0.5
+
+
+def submit_and_wait(conn: Connection, args: argparse.Namespace,
+                    inputs: Mapping[str, Any]) -> int:
+    from transport.subscriber import Subscriber
+
+    with Subscriber(conn.events, conn.control, topics=(f"workflow/{args.workflow}/",),
+                    keys=conn.keys, timeout=conn.timeout) as stream:
+        stream.wait_live(conn.timeout)
+        with conn.control_client() as control:
+            execution_id = str(control.submit(
+                args.workflow, inputs, bot_id=args.bot_id, strategy_id=args.strategy_id,
+                priority=args.priority)["execution_id"])
+        if not args.json:
+            print(execution_id, flush=True)
+        try:
+            return _wait(stream, execution_id, args)
+        except KeyboardInterrupt:
+            fail(f"stopped waiting for {execution_id} (it goes on: `tradeloom show "
+                 f"{execution_id}` tells how it ends)")
+            return EXIT_INTERRUPTED
+
+
+def _wait(stream: Subscriber, execution_id: str, args: argparse.Namespace) -> int:
+    from transport.errors import DaemonUnreachable
+
+    deadline = None if args.wait_timeout is None else time.monotonic() + args.wait_timeout
+    while True:
+        remaining = POLL_S if deadline is None else deadline - time.monotonic()
+        if remaining <= 0:
+            fail(f"{execution_id} has not ended within {args.wait_timeout:g} s (it goes "
+                 f"on: `tradeloom show {execution_id}` tells how it ends)")
+            return EXIT_FAILED
+        try:
+            event = stream.next(min(remaining, POLL_S))
+        except DaemonUnreachable:
+            continue  # a replay got no answer (a restart?): the subscriber tries again
+        if (event is not None and event.get("execution_id") == execution_id
+                and event.get("type") in TERMINAL_TYPES):
+            return report(event, as_json=args.json)
+
+
+def report(event: Mapping[str, Any], *, as_json: bool) -> int:
+    """Print an execution's terminal event as its result; exit 0 only if it completed."""
+    status = event.get("status")
+    summary = {"execution_id": event.get("execution_id"), "status": status,
+               "duration_ms": event.get("duration_ms"), "results": event.get("results") or {}}
+    if status != "completed":
+        summary.update(error=event.get("error"), error_type=event.get("error_type"))
+    if as_json:
+        print_json(summary)
+    else:
+        took = duration(event.get("duration_ms"))
+        if status == "completed":
+            print(f"completed in {took}", flush=True)
+        else:
+            print(f"{status} after {took}: {event.get('error_type')}: {event.get('error')}",
+                  flush=True)
+        for node_id, output in (summary["results"] or {}).items():
+            print(f"  {node_id}: {compact(output)}", flush=True)
+    return EXIT_OK if status == "completed" else EXIT_FAILED

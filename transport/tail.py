@@ -1,0 +1,226 @@
+"""`tradeloom tail`: the live view of the daemon's event stream.
+
+    tradeloom tail                              # everything, from now on
+    tradeloom tail --workflow arb_btc --type execution_failed --type node_failed
+    tradeloom tail --since 1 --json             # the whole journal, then live; for machines
+
+Events come from a `Subscriber` (transport/subscriber.py): seq strictly increasing, gaps
+filled by replay, `--since` replayed first then followed with no gap and no duplicate, and a
+daemon restart (a new heartbeat epoch) continues with the next seq. On a terminal a status
+header (state, running, queued, open breakers, limit utilisation) stays at the bottom,
+refreshed from `status` every second and at once by emergency events; without one, plain
+lines and no header. `--json` prints each event as one JSON object per line. Runs until
+Ctrl-C (or SIGTERM), then exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from transport.cli_options import (
+    EXIT_OK,
+    Connection,
+    ExampleFormatter,
+    add_client_options,
+    client_command,
+    connection,
+)
+
+if TYPE_CHECKING:
+    from transport.subscriber import Subscriber
+    from transport.tail_view import StatusHeader
+
+#: How often the header asks the daemon for its status.
+STATUS_EVERY_S = 1.0
+#: How long `next()` waits before the loop looks around (signals are handled between).
+NEXT_WAIT_S = 0.25
+#: Events shown at once at most, and how long to wait for more before showing them.
+BATCH = 500
+DRAIN_WAIT_S = 0.001
+#: Events after which the header asks for a fresh status at once.
+POKE_TYPES = frozenset({"emergency_state_changed", "daemon_started", "circuit_opened",
+                        "circuit_closed", "circuit_half_open"})
+
+
+def register(sub: Any) -> None:
+    tail: argparse.ArgumentParser = sub.add_parser(
+        "tail", help="follow the live event stream (Ctrl-C stops)",
+        description="Follow the daemon's events as they happen, one line each, coloured by "
+                    "type, under a status header when stdout is a terminal. --since SEQ "
+                    "replays the journal from SEQ first, then follows live with no gap. "
+                    "Keeps going across a daemon restart. Runs until Ctrl-C (exit 0); "
+                    "exit 3 when the daemon is unreachable at start.",
+        epilog="examples:\n  tradeloom tail\n"
+               "  tradeloom tail --workflow arb_btc --type node_failed --type "
+               "execution_failed\n  tradeloom tail --since 1 --json > events.jsonl",
+        formatter_class=ExampleFormatter)
+    tail.add_argument("--workflow", metavar="ID", help="only this workflow's events")
+    tail.add_argument("--type", action="append", default=[], metavar="T", dest="types",
+                      help="only events of this type (repeatable), e.g. node_failed")
+    tail.add_argument("--since", type=_seq, metavar="SEQ",
+                      help="replay from this seq (1: the oldest kept), then follow")
+    tail.add_argument("--json", action="store_true",
+                      help="one JSON object per event and line; no header, no colour")
+    add_client_options(tail)
+    tail.set_defaults(handler=client_command(cmd_tail))
+
+
+def _seq(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a seq (an integer >= 1)") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a seq is >= 1")
+    return value
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from transport.subscriber import Subscriber
+
+    conn = connection(args)
+    with conn.control_client() as control:
+        first_status = control.status()  # unreachable: exit 3 now, not a silent wait
+    topics = (f"workflow/{args.workflow}/",) if args.workflow else ("",)
+    wanted = frozenset(args.types)
+    with _stop_on_sigterm(), Subscriber(conn.events, conn.control, topics=topics,
+                                        since_seq=args.since, keys=conn.keys,
+                                        timeout=conn.timeout) as stream:
+        try:
+            stream.wait_live(conn.timeout)
+            if args.json:
+                _follow_json(stream, wanted)
+            else:
+                _follow_for_people(stream, wanted, conn, first_status)
+        except KeyboardInterrupt:
+            return EXIT_OK
+        except BrokenPipeError:  # `tradeloom tail | head`: the reader left
+            with contextlib.suppress(OSError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_OK
+    return EXIT_OK  # pragma: no cover - _follow only ends by an exception
+
+
+def _follow(stream: Subscriber, wanted: frozenset[str],
+            show: Callable[[list[dict[str, Any]]], None]) -> None:
+    """Hand the wanted events to `show` in batches (what has arrived, up to BATCH: one
+    write or one screen update per batch keeps up with thousands of events a second), for
+    ever. A replay that gets no answer (the daemon is restarting) is tried again by the
+    subscriber's next call."""
+    from transport.errors import DaemonUnreachable
+
+    while True:
+        batch: list[dict[str, Any]] = []
+        wait = NEXT_WAIT_S
+        while len(batch) < BATCH:
+            try:
+                event = stream.next(wait)
+            except DaemonUnreachable:
+                break
+            if event is None:
+                break
+            wait = DRAIN_WAIT_S
+            if not wanted or event.get("type") in wanted:
+                batch.append(event)
+        if batch:
+            show(batch)
+
+
+def _write_lines(lines: Iterator[str]) -> None:
+    sys.stdout.write("".join(f"{line}\n" for line in lines))
+    sys.stdout.flush()
+
+
+def _follow_json(stream: Subscriber, wanted: frozenset[str]) -> None:
+    _follow(stream, wanted, lambda batch: _write_lines(
+        json.dumps(event, default=repr, separators=(",", ":")) for event in batch))
+
+
+def _follow_for_people(stream: Subscriber, wanted: frozenset[str], conn: Connection,
+                       first_status: dict[str, Any]) -> None:
+    from rich.console import Console, Group
+
+    from transport.tail_view import StatusHeader, event_line
+
+    if not sys.stdout.isatty():  # a pipe or a file: plain lines, no header, no colour
+        _follow(stream, wanted, lambda batch: _write_lines(
+            event_line(event).plain for event in batch))
+        return
+    from rich.live import Live
+
+    console = Console(highlight=False)
+    header = StatusHeader()
+    header.update(first_status)
+    poller = StatusPoller(conn, header)
+    poller.start()
+    try:
+        with Live(header, console=console, refresh_per_second=4,
+                  redirect_stdout=False, redirect_stderr=False) as live:
+            def styled(batch: list[dict[str, Any]]) -> None:
+                for event in batch:
+                    header.on_event(event)
+                if any(e.get("type") in POKE_TYPES for e in batch):
+                    poller.poke()
+                live.console.print(Group(*(event_line(event) for event in batch)))
+
+            _follow(stream, wanted, styled)
+    finally:
+        poller.stop()
+
+
+class StatusPoller(threading.Thread):
+    """Asks the daemon for `status` every STATUS_EVERY_S (or at once when poked) and hands
+    the reply to the header; a daemon that does not answer marks the header unreachable."""
+
+    def __init__(self, conn: Connection, header: StatusHeader) -> None:
+        super().__init__(name="tradeloom-tail-status", daemon=True)
+        self._conn = conn
+        self._header = header
+        self._wake = threading.Event()
+        self._stopped = threading.Event()
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._wake.set()
+
+    def run(self) -> None:
+        from actors.errors import TradeloomError
+        from transport.control_client import ControlClient
+
+        client = ControlClient(self._conn.control, keys=self._conn.keys,
+                               timeout=min(self._conn.timeout, 2.0))
+        with client:
+            while not self._stopped.is_set():
+                self._wake.wait(STATUS_EVERY_S)
+                self._wake.clear()
+                if self._stopped.is_set():
+                    break
+                try:
+                    self._header.update(client.status())
+                except TradeloomError:  # no answer, or an error reply: show it as stale
+                    self._header.unreachable()
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """SIGTERM ends `tail` like Ctrl-C: exit 0, no traceback."""
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
