@@ -158,7 +158,7 @@ def tail_command(config_path: str, daemon: Any) -> str:
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with its errors on one line (CONTRACT 3), pointing at --help for usage."""
+    """argparse with its errors on one line (the CLI rules (README)), pointing at --help for usage."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -240,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         print(f"tradeloom: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except Exception as exc:  # noqa: BLE001 - one line, never a traceback (CONTRACT §3)
+    except Exception as exc:  # noqa: BLE001 - one line, never a traceback (the CLI rules (README))
         print(f"tradeloom: error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     return code

@@ -1,10 +1,10 @@
-"""Every event type of the stream, declared where it is defined (CONTRACT section 5).
+"""Every event type of the stream, declared where it is defined (docs/protocol.md (events)).
 
 An event is a plain dict (the msgpack payload map on the wire, and what an in-process
 subscriber receives); each `TypedDict` below says when that type is emitted and what each
 field means, in the style of structlog's `typing.py`. Fields a consumer may rely on are
 required; additive fields this engine emits only sometimes are `NotRequired`. Consumers
-must ignore fields they do not know: events may carry more (CONTRACT 5).
+must ignore fields they do not know: events may carry more (docs/protocol.md (events)).
 
 `EVENT_TYPES` maps each `type` to its TypedDict; `actors.events.validate_event(event)` lists
 what is wrong with an event against them (the test suite runs it on every event it emits,

@@ -40,7 +40,7 @@ EMERGENCY_TYPES = frozenset({
 
 
 def topic_of(event: Mapping[str, Any]) -> str:
-    """The ZeroMQ topic of an event (CONTRACT section 5)."""
+    """The ZeroMQ topic of an event (docs/protocol.md (events))."""
     kind = event["type"]
     workflow_id = event.get("workflow_id")
     if workflow_id is not None and "execution_id" in event:

@@ -104,7 +104,7 @@ from actors.journal_writer import JournalWriter
 
 __all__ = ["RESOLUTIONS", "Journal", "Recovery", "Ticket"]
 
-#: Outcomes an operator may give an action intent (CONTRACT 6 `resolve_intent`).
+#: Outcomes an operator may give an action intent (docs/protocol.md (control ops) `resolve_intent`).
 RESOLUTIONS = frozenset({"filled", "not_filled", "unknown"})
 SYNC_MODES = ("normal", "full")
 

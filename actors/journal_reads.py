@@ -164,7 +164,7 @@ class JournalReader:
 
     def replay(self, since_seq: int, limit: int = 1000,
                topic_prefix: str = "") -> dict[str, Any]:
-        """CONTRACT 6 `replay`: {"events", "next_seq", "last_seq", "first_seq"}."""
+        """docs/protocol.md (control ops) `replay`: {"events", "next_seq", "last_seq", "first_seq"}."""
         _check_int("since_seq", since_seq, 0)
         _check_int("limit", limit, 1)
         if not isinstance(topic_prefix, str):
@@ -240,7 +240,7 @@ class JournalReader:
 
     def executions(self, workflow: str | None = None, status: str | None = None,
                    limit: int = 100) -> list[dict[str, Any]]:
-        """CONTRACT 6 `executions`, newest (last submitted) first."""
+        """docs/protocol.md (control ops) `executions`, newest (last submitted) first."""
         _check_int("limit", limit, 1)
         clauses, params = [], []
         for column, value in (("workflow_id", workflow), ("status", status)):

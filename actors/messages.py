@@ -110,7 +110,7 @@ class Cancel:
 
 @dataclass(frozen=True, slots=True)
 class GetStatus:
-    """The reply is the status map of CONTRACT section 6."""
+    """The reply is the status map of docs/protocol.md (control ops)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ import msgpack
 from actors.events import topic_of
 from actors.packing import pack
 
-#: Control messages over this size are refused with `bad_request` (CONTRACT §6).
+#: Control messages over this size are refused with `bad_request` (docs/protocol.md (control ops)).
 MAX_MESSAGE_BYTES = 1024 * 1024
 
 
