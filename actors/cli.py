@@ -158,7 +158,7 @@ def tail_command(config_path: str, daemon: Any) -> str:
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with its errors on one line (the CLI rules (README)), pointing at --help for usage."""
+    """argparse with its errors on one line (README), pointing at --help for usage."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")

@@ -164,7 +164,7 @@ class JournalReader:
 
     def replay(self, since_seq: int, limit: int = 1000,
                topic_prefix: str = "") -> dict[str, Any]:
-        """docs/protocol.md (control ops) `replay`: {"events", "next_seq", "last_seq", "first_seq"}."""
+        """The `replay` op: {"events", "next_seq", "last_seq", "first_seq"}."""
         _check_int("since_seq", since_seq, 0)
         _check_int("limit", limit, 1)
         if not isinstance(topic_prefix, str):

@@ -1,4 +1,4 @@
-"""The CLI's client commands (the CLI rules (README)): status, submit, halt, resume, alert, reduce-only,
+"""The CLI's client commands: status, submit, halt, resume, alert, reduce-only,
 executions, show, intents. Each talks to the daemon's control socket through
 `transport.client`; `tail` is in `tail.py`, `submit --wait` in `cli_submit.py`.
 

@@ -1,6 +1,6 @@
 """What every client command of the CLI shares: how to reach the daemon, and exit codes.
 
-Client options (the CLI rules (README)): `--control`, `--events`, `--timeout S` (default 5: how long to
+Client options: `--control`, `--events`, `--timeout S` (default 5: how long to
 wait for the daemon before exit 3), `--config FILE` (its `[transport]` endpoints and
 `[client]` CURVE key files; the workflows it names are not imported), `--curve-secret-key
 FILE` / `--curve-server-key FILE` (docs/protocol.md section 5). A flag beats the config
