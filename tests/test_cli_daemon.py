@@ -145,7 +145,7 @@ def test_submit_wait_timeout_gives_up_but_timeout_does_not_bound_the_wait(
 
 def test_ctrl_c_while_waiting_exits_130_and_the_execution_goes_on(
         daemon: DaemonProcess) -> None:
-    waiting = LineReader(["submit", "cli_slow", "--input", "seconds=1.5", "--wait",
+    waiting = LineReader(["submit", "cli_slow", "--input", "seconds=3", "--wait",
                           *daemon.endpoints()])
     try:
         execution_id = waiting.wait_for(lambda lines: len(lines) >= 1)[0]

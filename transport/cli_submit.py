@@ -33,20 +33,23 @@ def submit_and_wait(conn: Connection, args: argparse.Namespace,
                     inputs: Mapping[str, Any]) -> int:
     from transport.subscriber import Subscriber
 
+    execution_id: str | None = None
     with Subscriber(conn.events, conn.control, topics=(f"workflow/{args.workflow}/",),
                     keys=conn.keys, timeout=conn.timeout) as stream:
-        stream.wait_live(conn.timeout)
-        with conn.control_client() as control:
-            execution_id = str(control.submit(
-                args.workflow, inputs, bot_id=args.bot_id, strategy_id=args.strategy_id,
-                priority=args.priority)["execution_id"])
-        if not args.json:
-            print(execution_id, flush=True)
         try:
+            stream.wait_live(conn.timeout)
+            with conn.control_client() as control:
+                execution_id = str(control.submit(
+                    args.workflow, inputs, bot_id=args.bot_id, strategy_id=args.strategy_id,
+                    priority=args.priority)["execution_id"])
+            if not args.json:
+                print(execution_id, flush=True)
             return _wait(stream, execution_id, args)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # Ctrl-C: never exit 0 without the result
             fail(f"stopped waiting for {execution_id} (it goes on: `tradeloom show "
-                 f"{execution_id}` tells how it ends)")
+                 f"{execution_id}` tells how it ends)" if execution_id is not None else
+                 "interrupted before the daemon answered the submit (`tradeloom executions` "
+                 "tells whether it was accepted)")
             return EXIT_INTERRUPTED
 
 
