@@ -295,8 +295,8 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
     expected = before + runs * per_run
     delivered = counter.wait_for(expected)
     engine.stop()
-    if engine.config.daemon.journal_dir:
-        shutil.rmtree(engine.config.daemon.journal_dir, ignore_errors=True)
+    if getattr(args, "journal", "off") != "off":
+        shutil.rmtree(engine.config.daemon.data_dir, ignore_errors=True)
     if delivered != expected or counter.gaps:
         raise SystemExit(f"events were lost: {delivered - before:,} of "
                          f"{expected - before:,} delivered, {counter.gaps} seq gaps")
