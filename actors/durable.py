@@ -155,14 +155,24 @@ class Durable:
                   "value": run.value if run.error is None else None}
         self.journal.record_intent_outcome(run.idempotency_key, None, detail=detail)
 
-    def wait_commit(self, timeout: float = COMMIT_WAIT_S) -> bool:
-        """Everything queued so far is committed (a state change's reply waits on it).
-        Not while writes fail: the change is in force in memory, the failure has halted
-        the engine already, and a dead disk must not hold up the kill switch's reply."""
-        ticket = self.journal.barrier()
+    def wait_commit(self, timeout: float = COMMIT_WAIT_S, *,
+                    upto_seq: int | None = None) -> bool:
+        """Everything queued so far is committed, or with `upto_seq` every event up to it
+        (a state change's reply waits on it). Not while writes fail: the change is in
+        force in memory, the failure has halted the engine already, and a dead disk must
+        not hold up the kill switch's reply."""
+        journal = self.journal
+        if upto_seq is None:
+            ticket = journal.barrier()
+
+            def committed(wait_s: float) -> bool:
+                return ticket.wait(wait_s)
+        else:
+            def committed(wait_s: float) -> bool:
+                return journal.wait_committed(upto_seq, wait_s)
         deadline = time.monotonic() + timeout
-        while not ticket.wait(COMMIT_POLL_S):
-            if ticket.error is not None:
+        while not committed(COMMIT_POLL_S):
+            if upto_seq is None and ticket.error is not None:
                 return False  # the journal closed: it is never written
             if self.journal.stats()["failing"]:
                 log.error("journal_commit_failing", note="the change is in force in memory; "

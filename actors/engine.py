@@ -36,6 +36,7 @@ from actors.ending import Ending, ExecutionStatus
 from actors.errors import (
     ConfigError,
     EngineStopped,
+    LimitExceeded,
     NotFound,
     UnknownWorkflow,
     WaitInCallback,  # events:
@@ -91,6 +92,8 @@ class Engine:
         self.clock = clock
         self._started_mono = time.monotonic()
         self._stopped = False
+        #: The seq of the HALT `halt_on_unresolved_intents` started with (0: none).
+        self._intents_halt_seq = 0
         #: Why admission is closed (a graceful shutdown under way), or None.
         self._closing: str | None = None
         self._lock = threading.Lock()
@@ -149,8 +152,9 @@ class Engine:
         if intents and self.config.journal.halt_on_unresolved_intents:
             self.gate.transition(
                 EmergencyState.HALT, f"{len(intents)} action intent(s) from before the "
-                "restart have no known outcome: reconcile them (tradeloom intents), then "
+                "restart have no known outcome: reconcile them (tradeloom intents) or "
                 "resume", "journal", "engine")
+            self._intents_halt_seq = self.gate.history[-1]["seq"]
         durable.wait_commit()
 
     @classmethod
@@ -365,9 +369,14 @@ class Engine:
         if self._stopped:
             raise EngineStopped("the engine is stopped")
         self._refuse_wait_in_callback(type(message).__name__)
+        history = self.gate.history
+        before = history[-1]["seq"] if history else 0
         reply: dict[str, Any] = self._emergency.ask(message, block=True, timeout=30.0)
         if self._durable is not None:
-            self._durable.wait_commit()  # the reply comes after the change is committed
+            # The reply comes after the change is committed: its own event, when it made one
+            # (not the halted executions' events queued behind it), else all queued so far.
+            changed = history[-1]["seq"] if history and history[-1]["seq"] > before else None
+            self._durable.wait_commit(upto_seq=changed)
         return reply
 
     def _refuse_wait_in_callback(self, what: str) -> None:
@@ -534,9 +543,23 @@ class Engine:
         return self._journal().journal.intents(unresolved)
 
     def resolve_intent(self, idempotency_key: str, outcome: str,
-                       note: str | None = None) -> None:
-        """Record an operator's reconciliation: filled, not_filled or unknown."""
-        self._journal().resolve_intent(idempotency_key, outcome, note)
+                       note: str | None = None, *, origin: str = "api") -> None:
+        """Record an operator's reconciliation: filled, not_filled or unknown. The HALT
+        that `halt_on_unresolved_intents` started with ends when the last one is resolved
+        (unless the state changed since, or a limit is exceeded)."""
+        journal = self._journal()
+        journal.resolve_intent(idempotency_key, outcome, note)
+        halt_seq = self._intents_halt_seq
+        history = self.gate.history
+        if (halt_seq and history and history[-1]["seq"] == halt_seq
+                and not journal.journal.intents(unresolved=True)):
+            self._intents_halt_seq = 0
+            try:
+                self.resume("every action intent from before the restart is reconciled",
+                            origin=origin)
+            except LimitExceeded:
+                log.warning("intents_reconciled_still_halted",
+                            why="a risk limit is exceeded: resume by hand")
 
     def __enter__(self) -> Engine:
         return self

@@ -244,7 +244,11 @@ def test_intents_left_open_are_logged_or_halt_the_next_start(make_engine: Engine
     assert "1 action intent" in last["reason"]
     assert third.submit(trade_workflow("wf", Action())).result(5).status == "refused"
     third.resolve_intent(key, "not_filled", "checked the exchange")
-    assert third.resume("reconciled")["state"] == "NORMAL"
+    # The last unresolved intent is reconciled: the HALT it started with ends.
+    assert third.state is EmergencyState.NORMAL
+    last = third.emergency_history()[-1]
+    assert (last["previous_state"], last["state"], last["origin"]) == ("HALT", "NORMAL", "api")
+    assert "reconciled" in last["reason"]
     third.stop()
 
     fourth = make_engine(halting)

@@ -78,7 +78,7 @@ class EngineControlHandler:
 
     def resolve_intent(self, *, idempotency_key: str, outcome: str,
                        note: str | None) -> dict[str, Any]:
-        self._engine.resolve_intent(idempotency_key, outcome, note)
+        self._engine.resolve_intent(idempotency_key, outcome, note, origin="control")
         return {"idempotency_key": idempotency_key, "outcome": outcome}
 
     def risk_update(self, *, limit: str, value: float | None,
