@@ -6,8 +6,11 @@ invalid event fails."""
 from __future__ import annotations
 
 import logging
+import shutil
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -151,3 +154,20 @@ def engine(make_engine: EngineFactory) -> Engine:
 @pytest.fixture
 def recorder(engine: Engine) -> Recorder:
     return Recorder().follow(engine)
+
+
+#: The Node.js client written from docs/protocol.md alone (tests/node_client/).
+NODE_DIR = Path(__file__).with_name("node_client")
+
+
+@pytest.fixture(scope="session")
+def node() -> str:
+    """The `node` binary, with the client's npm packages installed (skip without node)."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.skip("node and npm are needed for the Node.js client test (not installed)")
+    if not (NODE_DIR / "node_modules" / "zeromq").is_dir():
+        proc = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR,
+                              capture_output=True, text=True, timeout=600, check=False)
+        assert proc.returncode == 0, f"npm ci failed: {proc.stderr[-2000:]}"
+    return node

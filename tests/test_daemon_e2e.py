@@ -9,7 +9,6 @@ client library's `Subscriber`."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import threading
 import time
@@ -21,6 +20,7 @@ import msgpack
 import pytest
 import zmq
 
+from tests.conftest import NODE_DIR
 from tests.daemon_fixture import (
     DaemonFleet,
     check_stream,
@@ -257,19 +257,6 @@ def test_halt_is_answered_at_once_beside_10000_event_replays(fleet: DaemonFleet)
 
 # -- a client nobody here wrote the library for --------------------------------------------
 
-NODE_DIR = Path(__file__).with_name("node_client")
-
-
-@pytest.fixture(scope="module")
-def node() -> str:
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.skip("node and npm are needed for the Node.js client test (not installed)")
-    if not (NODE_DIR / "node_modules" / "zeromq").is_dir():
-        proc = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR,
-                              capture_output=True, text=True, timeout=600, check=False)
-        assert proc.returncode == 0, f"npm ci failed: {proc.stderr[-2000:]}"
-    return node
 
 
 @pytest.mark.timeout(120)

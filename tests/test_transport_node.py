@@ -5,30 +5,15 @@ the stream: ping, status, submit, heartbeat, paged replay, live events, seq cont
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from tests.conftest import NODE_DIR
 from tests.transport_fakes import Child, FakeHandler, FakeLog, workflow_events
 from transport import ControlServer, Publisher
 
-NODE_DIR = Path(__file__).with_name("node_client")
 BEFORE, LIVE = 250, 300
-
-
-@pytest.fixture(scope="module")
-def node() -> str:
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.skip("node and npm are needed for the Node.js client test (not installed)")
-    if not (NODE_DIR / "node_modules" / "zeromq").is_dir():
-        proc = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR,
-                              capture_output=True, text=True, timeout=600, check=False)
-        assert proc.returncode == 0, f"npm ci failed: {proc.stderr[-2000:]}"
-    return node
 
 
 @pytest.fixture
