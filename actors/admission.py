@@ -20,6 +20,8 @@ class Admission:
         self.max_running = max_running
         self.max_queued = max_queued
         self._lock = threading.Lock()
+        #: Notified when the last running execution ends (a graceful shutdown waits on it).
+        self._idle = threading.Condition(self._lock)
         self._queue: list[tuple[int, int, Execution]] = []
         self._order = count()
         self._cancelled: set[str] = set()
@@ -66,7 +68,14 @@ class Admission:
                     continue
                 return execution  # it takes over the finished one's running slot
             self.running -= 1
+            if self.running == 0:
+                self._idle.notify_all()
             return None
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until nothing runs; False if something still does after `timeout`."""
+        with self._lock:
+            return self._idle.wait_for(lambda: self.running <= 0, timeout)
 
     def remove_queued(self, execution_id: str) -> Execution | None:
         """Take a queued execution out (to cancel it); it then holds a running slot."""

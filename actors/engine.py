@@ -455,13 +455,7 @@ class Engine:
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no execution runs; False if some still do after `timeout`."""
-        deadline = time.monotonic() + timeout
-        while self.admission.running > 0:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            time.sleep(min(left, 0.01))
-        return True
+        return self.admission.wait_idle(timeout)
 
     def stop(self, timeout: float = 5.0, *, close_journal: bool = True) -> None:
         """End every execution (cancelled), stop every actor. Never waits on a stuck node.

@@ -41,18 +41,21 @@ class Trigger:
 
 class IntervalTriggers:
     def __init__(self, entries: Sequence[WorkflowEntry], submit: Submit, *,
-                 monotonic: Callable[[], float]) -> None:
+                 monotonic: Callable[[], float],
+                 wait: Callable[[float], bool] | None = None) -> None:
+        """`monotonic` and `wait(seconds) -> stopped` are the clock (tests inject one)."""
         self._submit = submit
         self._monotonic = monotonic
         self.triggers = [Trigger(e.workflow.id, e.every_s, e.bot_id, e.strategy_id)
                          for e in entries if e.every_s is not None and e.workflow is not None]
         self._stopping = threading.Event()
+        self._wait = wait if wait is not None else self._stopping.wait
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         if not self.triggers:
             return
-        self._thread = threading.Thread(target=self._run, name="tradeloom-triggers",
+        self._thread = threading.Thread(target=self.run, name="tradeloom-triggers",
                                         daemon=True)
         self._thread.start()
 
@@ -65,7 +68,8 @@ class IntervalTriggers:
         return {t.workflow_id: {"submitted": t.submitted, "skipped": t.skipped,
                                 "refused": t.refused} for t in self.triggers}
 
-    def _run(self) -> None:
+    def run(self) -> None:
+        """The trigger loop (`start()` runs it in its own thread)."""
         start = self._monotonic()
         due = [(start + t.every_s, i) for i, t in enumerate(self.triggers)]
         heapq.heapify(due)
@@ -73,7 +77,7 @@ class IntervalTriggers:
             at, i = due[0]
             delay = at - self._monotonic()
             if delay > 0:
-                if self._stopping.wait(delay):
+                if self._wait(delay):
                     return
                 continue
             trigger = self.triggers[i]

@@ -1,0 +1,102 @@
+"""Interval triggers on an injected clock: no drift, no pile-up, a stall skips and counts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from actors.config import WorkflowEntry
+from actors.execution import ExecutionHandle, ExecutionResult
+from actors.triggers import IntervalTriggers
+from actors.workflow import Node, Workflow
+
+WF = Workflow("tick", nodes=[Node("n", lambda ctx: None)])
+
+
+class FakeClock:
+    """Time moves only when the trigger loop waits (or a submit "takes" time)."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.stop_after: float = 1e9
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def wait(self, seconds: float) -> bool:
+        self.now += seconds
+        return self.now > self.stop_after
+
+
+def handle(done: bool) -> ExecutionHandle:
+    h = ExecutionHandle("exec_tick_00000001", "tick")
+    if done:
+        h.resolve(ExecutionResult(execution_id=h.execution_id, workflow_id="tick",
+                                  status="completed"), 0)
+    return h
+
+
+def run(clock: FakeClock, submit: Any, every_s: float = 1.0) -> IntervalTriggers:
+    entry = WorkflowEntry(ref="x:WF", every_s=every_s, workflow=WF)
+    triggers = IntervalTriggers([entry], submit, monotonic=clock.monotonic, wait=clock.wait)
+    triggers.run()
+    return triggers
+
+
+def test_runs_are_due_at_start_plus_n_periods_whatever_a_submit_costs() -> None:
+    clock = FakeClock()
+    clock.stop_after = 105.5
+    at: list[float] = []
+
+    def submit(wf: str, bot: str | None, strategy: str | None) -> ExecutionHandle:
+        at.append(clock.now)
+        clock.now += 0.3  # a slow submit must not push the next run later
+        return handle(done=True)
+
+    triggers = run(clock, submit)
+    assert at == [101.0, 102.0, 103.0, 104.0, 105.0]
+    assert triggers.stats()["tick"] == {"submitted": 5, "skipped": 0, "refused": 0}
+
+
+def test_a_run_still_going_skips_its_turn_and_is_counted() -> None:
+    clock = FakeClock()
+    clock.stop_after = 104.5
+    calls: list[float] = []
+    first = handle(done=False)  # never ends
+
+    def submit(wf: str, bot: str | None, strategy: str | None) -> ExecutionHandle:
+        calls.append(clock.now)
+        return first
+
+    triggers = run(clock, submit)
+    assert calls == [101.0]
+    assert triggers.stats()["tick"] == {"submitted": 1, "skipped": 3, "refused": 0}
+
+
+def test_a_stall_over_several_periods_runs_once_and_counts_the_rest() -> None:
+    clock = FakeClock()
+    clock.stop_after = 106.5
+    at: list[float] = []
+
+    def submit(wf: str, bot: str | None, strategy: str | None) -> ExecutionHandle:
+        at.append(clock.now)
+        if len(at) == 1:
+            clock.now += 3.5  # the process stalled for three and a half periods
+        return handle(done=True)
+
+    triggers = run(clock, submit)
+    assert at == [101.0, 105.0, 106.0]
+    assert triggers.stats()["tick"] == {"submitted": 3, "skipped": 3, "refused": 0}
+
+
+def test_a_refused_submit_is_counted_and_the_next_period_tries_again() -> None:
+    clock = FakeClock()
+    clock.stop_after = 103.5
+
+    def submit(wf: str, bot: str | None, strategy: str | None) -> ExecutionHandle:
+        h = ExecutionHandle("exec_tick_00000002", "tick")
+        h.resolve(ExecutionResult(execution_id=h.execution_id, workflow_id="tick",
+                                  status="refused", error="halted", error_type="Halted"), 0)
+        return h
+
+    triggers = run(clock, submit)
+    assert triggers.stats()["tick"] == {"submitted": 0, "skipped": 0, "refused": 3}
