@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from actors.errors import ConfigError
+from actors.webhook_config import WebhookConfig
 
 LimitKind = Literal["daily_loss", "position_size", "drawdown_pct", "action_rate", "custom"]
 LIMIT_KINDS: tuple[str, ...] = typing.get_args(LimitKind)
@@ -187,6 +188,8 @@ class Config:
     metrics: MetricsConfig = MetricsConfig()
     client: ClientConfig = ClientConfig()
     workflows: tuple[WorkflowEntry, ...] = ()
+    #: `[[webhooks]]`: outbound endpoints (actors/webhook_config.py); the daemon runs them.
+    webhooks: tuple[WebhookConfig, ...] = ()
 
     @classmethod
     def load(cls, path: str | Path) -> Config:

@@ -34,6 +34,7 @@ from actors.config import (
     WorkflowEntry,
 )
 from actors.errors import ConfigError
+from actors.webhook_config import parse_webhooks
 
 
 def parse(raw: Mapping[str, Any], *, base_dir: str | Path | None = None) -> Config:
@@ -74,6 +75,7 @@ def parse(raw: Mapping[str, Any], *, base_dir: str | Path | None = None) -> Conf
         metrics=_build(MetricsConfig, _table(raw, "metrics"), "metrics"),
         client=_build(ClientConfig, _table(raw, "client"), "client"),
         workflows=tuple(_import_entry(e, i, base_dir) for i, e in enumerate(entries)),
+        webhooks=parse_webhooks(raw.get("webhooks", [])),
     )
     _check_ranges(config)
     return config
@@ -81,15 +83,12 @@ def parse(raw: Mapping[str, Any], *, base_dir: str | Path | None = None) -> Conf
 
 
 def _refuse_unbuilt(raw: Mapping[str, Any]) -> None:
-    """`[web]` and `[[webhooks]]` are part of the config's schema, but this version has
-    neither the gateway nor webhooks: an empty table is fine, asking for one is an error
-    (never a setting quietly ignored)."""
+    """`[web]` is part of the config's schema, but this version has no gateway: an empty
+    table is fine, asking for one is an error (never a setting quietly ignored)."""
     web = _table(raw, "web")
     if web:
         raise ConfigError(f"web.{next(iter(web))}: the WebSocket gateway and dashboard are "
                           "not in this version of tradeloom")
-    if _array(raw.get("webhooks", []), "webhooks"):
-        raise ConfigError("webhooks[0]: outbound webhooks are not in this version of tradeloom")
 
 
 def _limits(raw: Any) -> tuple[LimitConfig, ...]:

@@ -19,7 +19,7 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pykka
 import structlog
@@ -64,6 +64,9 @@ from actors.messages import (
 from actors.risk import RiskBook
 from actors.supervisor import SupervisorActor
 from actors.workflow import Workflow
+
+if TYPE_CHECKING:
+    from actors.journal import Journal
 
 log = structlog.get_logger("tradeloom.engine")
 VERSION = "0.1.0"
@@ -485,6 +488,11 @@ class Engine:
         self.sink.log.close_all(timeout=DRAIN_S)
         if close_journal:
             self.close_journal()
+
+    @property
+    def journal(self) -> Journal | None:
+        """The journal (None in memory mode): for readers of their own, such as webhooks."""
+        return self._durable.journal if self._durable is not None else None
 
     def journal_flush(self, timeout: float = 5.0) -> bool:
         """Wait until everything sequenced so far is committed (True at once in memory)."""

@@ -16,6 +16,11 @@ TradeloomError
 │   ├── JournalCorrupt          journal.db is a tradeloom journal SQLite finds damaged
 │   ├── JournalWriteFailed      a commit failed (disk full, I/O error, file removed)
 │   └── JournalClosed           the journal is closed; a record was never written
+├── WebhookError                outbound webhooks (actors/webhook*.py)
+│   ├── WebhookAddressRefused   the URL resolves to a private/loopback/link-local address
+│   │                           and allow_private is off (checked at connect time)
+│   ├── WebhookAttemptFailed    one POST failed: no response, or a non-2xx status
+│   └── WebhookStopped          the deliverer is stopping (ends a backoff early)
 └── NodeError                   outcomes the engine gives a node run or an execution
     ├── NodeTimeout             the node overran its timeout_s
     ├── CircuitOpen             the node's breaker is open
@@ -112,6 +117,34 @@ class JournalWriteFailed(JournalError):
 
 class JournalClosed(JournalError):
     """The journal is closed (or closed before a record could be written)."""
+
+
+class WebhookError(TradeloomError):
+    """An outbound webhook could not deliver (actors/webhook*.py)."""
+
+
+class WebhookAddressRefused(WebhookError):
+    """The SSRF guard refused to connect: every address the host resolved to is private,
+    loopback, link-local or otherwise not public, and the endpoint has no
+    `allow_private = true`. Raised at connect time, so a DNS answer that changes between
+    a check and the connection (rebinding) is checked too."""
+
+
+class WebhookAttemptFailed(WebhookError):
+    """One delivery attempt failed. `status` is the HTTP status (None: no response at all:
+    a connection error or a timeout); `retryable` says whether another attempt may
+    succeed; `retry_after_s` is the receiver's Retry-After, when it gave one."""
+
+    def __init__(self, message: str, *, status: int | None, retryable: bool,
+                 retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
+        self.retry_after_s = retry_after_s
+
+
+class WebhookStopped(WebhookError):
+    """The deliverer was asked to stop while it waited between attempts."""
 
 
 class NodeError(TradeloomError):

@@ -14,6 +14,7 @@
     .record_intent_outcome(idempotency_key, outcome | None, note=None, detail=None) -> Ticket
     .save_emergency(snapshot) -> Ticket / .save_breakers(states) -> Ticket
     .register_cursor(name, seq) / .unregister_cursor(name)
+    .record_webhook(record) -> Ticket            # dead letters, delivery log (webhooks)
     .wait_committed(seq, timeout) -> bool / .flush(timeout) -> bool / .prune(timeout) -> bool
     .barrier() -> Ticket                         # done once all queued before is committed
     .mark_interrupted(execution_ids, timeout=10.0) -> None            # durable on return
@@ -98,6 +99,9 @@ from actors.journal_records import (
     SaveState,
     Submitted,
     Ticket,
+    WebhookDeadLetter,
+    WebhookDelivery,
+    WebhookLetterState,
 )
 from actors.journal_schema import DB_NAME, DataDirLock, connect_writer
 from actors.journal_writer import JournalWriter
@@ -105,6 +109,7 @@ from actors.journal_writer import JournalWriter
 __all__ = ["RESOLUTIONS", "Journal", "Recovery", "Ticket"]
 
 #: Outcomes an operator may give an action intent (docs/protocol.md (control ops) `resolve_intent`).
+WebhookRecord = WebhookDeadLetter | WebhookLetterState | WebhookDelivery
 RESOLUTIONS = frozenset({"filled", "not_filled", "unknown"})
 SYNC_MODES = ("normal", "full")
 
@@ -261,6 +266,10 @@ class Journal:
 
     def unregister_cursor(self, name: str) -> None:
         self._submit(Cursor(name=name, seq=None))
+
+    def record_webhook(self, record: WebhookRecord) -> Ticket:
+        """A webhook's dead letter, letter state or delivery log line (actors/webhook_store.py)."""
+        return self._submit(record)
 
     def wait_committed(self, seq: int, timeout: float) -> bool:
         """True once every event up to `seq` is committed."""

@@ -32,6 +32,9 @@ from actors.journal_records import (
     SaveState,
     Submitted,
     Ticket,
+    WebhookDeadLetter,
+    WebhookDelivery,
+    WebhookLetterState,
     log,
 )
 
@@ -91,6 +94,22 @@ SQL_STATE = ("INSERT INTO state(name, value, saved_at) VALUES (?,?,?) ON CONFLIC
 SQL_CURSOR = ("INSERT INTO cursors(name, seq) VALUES (?,?) ON CONFLICT(name)"
               " DO UPDATE SET seq=excluded.seq")
 SQL_CURSOR_DELETE = "DELETE FROM cursors WHERE name=?"
+#: Webhooks (schema version 2): dead letters, their state changes, the delivery log.
+WEBHOOK_LOG_KEPT = 1000
+SQL_DEAD_LETTER = ("INSERT INTO webhook_dead_letters(endpoint, seq, event_type, event, attempts,"
+                   " http_status, error, failed_at) VALUES (?,?,?,?,?,?,?,?)")
+_SQL_LETTER_SET = ("UPDATE webhook_dead_letters SET state=?, attempts=attempts+?,"
+                   " http_status=coalesce(?, http_status), error=coalesce(?, error),"
+                   " retried_at=CASE WHEN ?='queued' THEN ? ELSE retried_at END")
+SQL_LETTER_BY_ID = _SQL_LETTER_SET + " WHERE id=?"
+SQL_LETTERS_REQUEUE = (_SQL_LETTER_SET + " WHERE state='dead'"
+                       " AND (? IS NULL OR endpoint=?)")
+SQL_DELIVERY = ("INSERT INTO webhook_deliveries(endpoint, delivery_id, first_seq, last_seq,"
+                " event_type, outcome, attempts, http_status, latency_ms, error, at)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?)")
+SQL_DELIVERY_TRIM = ("DELETE FROM webhook_deliveries WHERE endpoint=? AND id <= (SELECT id"
+                     " FROM webhook_deliveries WHERE endpoint=? ORDER BY id DESC"
+                     f" LIMIT 1 OFFSET {WEBHOOK_LOG_KEPT})")
 
 
 @dataclass(slots=True)
@@ -301,9 +320,31 @@ class GroupBuilder:
         elif isinstance(record, Prune):
             group.prune_tickets.append(record.ticket)
             return
+        elif isinstance(record, WebhookDeadLetter | WebhookLetterState | WebhookDelivery):
+            self._webhook(record, group)
         elif not isinstance(record, Barrier):
             raise TypeError(f"not a journal record: {record!r}")
         group.tickets.append(record.ticket)
+
+
+    def _webhook(self, r: WebhookDeadLetter | WebhookLetterState | WebhookDelivery,
+                 group: Group) -> None:
+        if isinstance(r, WebhookDeadLetter):
+            group.op(SQL_DEAD_LETTER, (r.endpoint, r.seq, r.event_type,
+                                       self.codec.pack(r.event), r.attempts, r.http_status,
+                                       r.error, r.failed_at))
+        elif isinstance(r, WebhookLetterState):
+            values = (r.state, r.attempts, r.http_status, r.error, r.state, r.at)
+            if r.letter_ids:
+                for letter_id in r.letter_ids:
+                    group.op(SQL_LETTER_BY_ID, (*values, letter_id))
+            else:
+                group.op(SQL_LETTERS_REQUEUE, (*values, r.endpoint, r.endpoint))
+        else:
+            group.op(SQL_DELIVERY, (r.endpoint, r.delivery_id, r.first_seq, r.last_seq,
+                                    r.event_type, r.outcome, r.attempts, r.http_status,
+                                    r.latency_ms, r.error, r.at))
+            group.op(SQL_DELIVERY_TRIM, (r.endpoint, r.endpoint))
 
 
 def _new_row(execution_id: str, workflow_id: str, status: str, bot_id: str | None,

@@ -156,6 +156,53 @@ class Prune(Record):
     """Run retention passes now, until nothing more may go."""
 
 
+@dataclass(frozen=True, slots=True)
+class WebhookDeadLetter(Record):
+    """An event a webhook gave up on (actors/webhook.py): kept whole, for `webhooks retry`."""
+
+    endpoint: str = ""
+    seq: int = 0
+    event_type: str | None = None
+    event: Any = None
+    attempts: int = 0
+    http_status: int | None = None
+    error: str | None = None
+    failed_at: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookLetterState(Record):
+    """A dead letter's new state: "queued" (an operator's retry), "delivered", or "dead"
+    again (`attempts` more were made). `letter_ids` empty with `endpoint` given: every
+    dead letter of that endpoint; both empty: every dead letter."""
+
+    letter_ids: tuple[int, ...] = ()
+    endpoint: str | None = None
+    state: str = "queued"
+    attempts: int = 0
+    http_status: int | None = None
+    error: str | None = None
+    at: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookDelivery(Record):
+    """One line of a webhook's delivery log (`webhooks log`); the newest LOG_KEPT are kept
+    per endpoint."""
+
+    endpoint: str = ""
+    delivery_id: str = ""
+    first_seq: int = 0
+    last_seq: int = 0
+    event_type: str | None = None
+    outcome: str = "delivered"
+    attempts: int = 0
+    http_status: int | None = None
+    latency_ms: float | None = None
+    error: str | None = None
+    at: str = ""
+
+
 # -- codec -----------------------------------------------------------------------------------
 
 def _fallback(obj: Any) -> Any:

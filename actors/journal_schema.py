@@ -25,6 +25,15 @@ Schema (version 1):
     emergency_history(seq PK, timestamp, state, previous_state, reason, source, origin)
     cursors(name PK, seq)                         registered readers (webhooks)
 
+Version 2 (webhooks, actors/webhook_store.py):
+
+    webhook_dead_letters(id PK, endpoint, seq, event_type, event BLOB, attempts,
+                         http_status, error, failed_at, state, retried_at)
+        state: "dead", "queued" (an operator's retry), "delivered"
+    webhook_deliveries(id PK, endpoint, delivery_id, first_seq, last_seq, event_type,
+                       outcome, attempts, http_status, latency_ms, error, at)
+        the delivery log, the newest LOG_KEPT rows per endpoint
+
 BLOB columns hold msgpack (see actors/journal_records.py).
 """
 
@@ -83,6 +92,22 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             seq INTEGER PRIMARY KEY, timestamp TEXT, state TEXT, previous_state TEXT,
             reason TEXT, source TEXT, origin TEXT)""",
         "CREATE TABLE cursors (name TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID",
+    )),
+    (2, (
+        """CREATE TABLE webhook_dead_letters (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            endpoint TEXT NOT NULL, seq INTEGER NOT NULL, event_type TEXT,
+            event BLOB NOT NULL, attempts INTEGER NOT NULL, http_status INTEGER,
+            error TEXT, failed_at TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'dead',
+            retried_at TEXT)""",
+        "CREATE INDEX webhook_dead_letters_by_state ON webhook_dead_letters(endpoint, state)",
+        """CREATE TABLE webhook_deliveries (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            endpoint TEXT NOT NULL, delivery_id TEXT NOT NULL,
+            first_seq INTEGER, last_seq INTEGER, event_type TEXT, outcome TEXT NOT NULL,
+            attempts INTEGER NOT NULL, http_status INTEGER, latency_ms REAL, error TEXT,
+            at TEXT NOT NULL)""",
+        "CREATE INDEX webhook_deliveries_by_endpoint ON webhook_deliveries(endpoint, id)",
     )),
 ]
 

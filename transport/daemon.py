@@ -23,7 +23,7 @@ import signal
 import threading
 import time
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 import zmq
@@ -36,6 +36,9 @@ from transport.engine_handler import EngineControlHandler
 from transport.metrics import MetricsServer
 from transport.publisher import Publisher
 from transport.security import CurveServer
+
+if TYPE_CHECKING:
+    from actors.webhook import WebhookManager
 
 log = structlog.get_logger("tradeloom.daemon")
 
@@ -57,6 +60,7 @@ class Daemon:
         self.control: ControlServer | None = None
         self.metrics: MetricsServer | None = None
         self.triggers: IntervalTriggers | None = None
+        self.webhooks: WebhookManager | None = None
         self._stop_requested = threading.Event()
         self._stopped = False
         self._signals = 0
@@ -77,6 +81,7 @@ class Daemon:
     def _start(self) -> None:
         transport = self.transport
         self.engine = engine = Engine.start(self.config)
+        self.webhooks = self._start_webhooks(engine)
         self._context = zmq.Context()
         if transport.curve_secret_key_file or transport.curve_authorized_keys_dir:
             self._curve = CurveServer(self._context, _required(
@@ -89,7 +94,8 @@ class Daemon:
             state_fn=lambda: engine.state.value, context=self._context, curve=self._curve,
             insecure=self._insecure)
         self.publisher.start()
-        self.control = ControlServer(transport.control, EngineControlHandler(engine),
+        self.control = ControlServer(transport.control,
+                                     EngineControlHandler(engine, self.webhooks),
                                      context=self._context, curve=self._curve,
                                      insecure=self._insecure)
         self.control.start()
@@ -106,6 +112,17 @@ class Daemon:
         log.info("daemon_started", pid=os.getpid(), version=VERSION,
                  events=self.publisher.endpoint, control=self.control.endpoint,
                  data_dir=self.config.daemon.data_dir, state=engine.state.value)
+
+    def _start_webhooks(self, engine: Engine) -> WebhookManager | None:
+        """One deliverer per `[[webhooks]]` endpoint, each resuming at its journal cursor
+        (a missing secret env variable is a ConfigError: exit 2)."""
+        if not self.config.webhooks or engine.journal is None:
+            return None
+        from actors.webhook import WebhookManager  # httpx only when webhooks are on
+
+        webhooks = WebhookManager(self.config.webhooks, engine.journal)
+        webhooks.start()
+        return webhooks
 
     def _start_metrics(self, listen: str) -> MetricsServer:
         metrics = MetricsServer(listen, self, insecure=self._insecure)
@@ -164,6 +181,8 @@ class Daemon:
             # keep a refused start waiting FINAL_SEND_S for nothing.
             if self.publisher is not None and self.publisher.running:
                 self.publisher.wait_sent(engine.sink.log.committed_seq, FINAL_SEND_S)
+        if self.webhooks is not None:  # before the journal closes: their cursors commit
+            self.webhooks.stop()
         for server in (self.metrics, self.control, self.publisher):
             if server is not None:
                 try:

@@ -8,10 +8,13 @@ journal, so an execution id a client was given survives a `kill -9`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from actors.engine import VERSION, Engine
 from actors.errors import Halted, InternalError, NotFound, Overloaded
+
+if TYPE_CHECKING:
+    from actors.webhook import WebhookManager
 
 #: How long a submit waits for its record to be committed before answering `internal`.
 RECORD_TIMEOUT_S = 10.0
@@ -23,8 +26,9 @@ STATUS_FIELDS = ("state", "running", "queued", "workflows", "breakers", "limits"
 class EngineControlHandler:
     """`transport.ops.ControlHandler` over an `Engine`; called from the server's workers."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, webhooks: WebhookManager | None = None) -> None:
         self._engine = engine
+        self._webhooks = webhooks
 
     def ping(self) -> dict[str, Any]:
         return {"pong": True, "version": VERSION}
@@ -87,3 +91,20 @@ class EngineControlHandler:
 
     def replay(self, *, since_seq: int, limit: int, topic_prefix: str) -> dict[str, Any]:
         return self._engine.replay(since_seq, limit=limit, topic_prefix=topic_prefix)
+
+    # -- webhooks (docs/protocol.md: webhooks_*) ------------------------------------------
+
+    def _hooks(self) -> WebhookManager:
+        if self._webhooks is None:
+            raise NotFound("no [[webhooks]] are configured")
+        return self._webhooks
+
+    def webhooks_failed(self, *, name: str | None, limit: int) -> list[dict[str, Any]]:
+        return self._hooks().failed(name, limit)
+
+    def webhooks_retry(self, *, name: str | None, ids: list[int]) -> dict[str, Any]:
+        return self._hooks().retry(name, tuple(ids))
+
+    def webhooks_log(self, *, name: str | None, limit: int) -> dict[str, Any]:
+        hooks = self._hooks()
+        return {"endpoints": hooks.status(), "deliveries": hooks.log(name, limit)}

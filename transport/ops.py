@@ -79,6 +79,12 @@ class ControlHandler(Protocol):
 
     def replay(self, *, since_seq: int, limit: int, topic_prefix: str) -> dict[str, Any]: ...
 
+    def webhooks_failed(self, *, name: str | None, limit: int) -> list[dict[str, Any]]: ...
+
+    def webhooks_retry(self, *, name: str | None, ids: list[int]) -> dict[str, Any]: ...
+
+    def webhooks_log(self, *, name: str | None, limit: int) -> dict[str, Any]: ...
+
 
 _MISSING = object()
 
@@ -252,12 +258,30 @@ def _replay(req: dict[str, Any]) -> dict[str, Any]:
             "topic_prefix": prefix}
 
 
+def _webhooks_list(req: dict[str, Any]) -> dict[str, Any]:
+    return {"name": _text(req, "name", required=False, max_len=MAX_ID),
+            "limit": _int(req, "limit", default=EXECUTIONS_DEFAULT_LIMIT, minimum=1,
+                          maximum=MAX_LIMIT)}
+
+
+def _webhooks_retry(req: dict[str, Any]) -> dict[str, Any]:
+    ids = _field(req, "ids")
+    if ids is _MISSING:
+        ids = []
+    elif not isinstance(ids, list) or not all(
+            type(i) is int and 0 < i < 2**63 for i in ids) or len(ids) > MAX_LIMIT:
+        raise BadRequest(f"field 'ids' must be a list of up to {MAX_LIMIT} positive integers")
+    return {"name": _text(req, "name", required=False, max_len=MAX_ID), "ids": ids}
+
+
 #: op -> validator returning the handler's keyword arguments.
 OPS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "ping": _none, "status": _none, "submit": _submit, "execution": _execution_id,
     "executions": _executions, "cancel": _execution_id, "halt": _reason_origin,
     "alert": _alert, "reduce_only": _reason_origin, "resume": _resume, "intents": _intents,
     "resolve_intent": _resolve_intent, "risk_update": _risk_update, "replay": _replay,
+    "webhooks_failed": _webhooks_list, "webhooks_retry": _webhooks_retry,
+    "webhooks_log": _webhooks_list,
 }
 
 

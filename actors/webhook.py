@@ -1,0 +1,291 @@
+"""Outbound webhooks: one deliverer thread per `[[webhooks]]` endpoint, each a durable
+cursor over the journal.
+
+    manager = WebhookManager(config.webhooks, journal)     # secrets from the environment
+    manager.start()       # after the engine: each cursor resumes where it stopped
+    manager.failed(name=None) / manager.retry(name=None, ids=()) / manager.log(name=None)
+    manager.stop()        # before the journal closes
+
+A deliverer reads only committed events, from the journal (never from the engine's
+in-memory log, so a dead endpoint holds nothing but its cursor), a page at a time, in seq
+order, and POSTs those its `events` filter wants (`batch_max` per POST; actors/
+webhook_delivery.py). It never slows the engine: it shares nothing with it but the
+journal's committed data, and its cursor and records go through the journal's writer
+queue like any other record.
+
+- Delivered: the cursor moves past it (registered with the journal at most every
+  CURSOR_EVERY_S, and at stop, so retention never prunes what it has not sent; a restart
+  resends from the registered cursor: at least once; receivers de-duplicate by seq).
+- Final failure (a 4xx other than 408/429, a 3xx, or the retries used up on 408/429/5xx):
+  the events go to the dead-letter table and the cursor moves on. `retry` re-queues dead
+  letters; the deliverer sends them again between pages (out of seq order).
+- Unreachable (no HTTP answer on the last attempt: connection refused, timeouts, an
+  address the SSRF guard refuses): its breaker opens and the deliverer pauses, holding its
+  cursor, probing with one attempt after a pause that doubles up to `backoff_max_s`; when
+  a probe gets through it catches up, a page at a time.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import structlog
+
+from actors.errors import NotFound, WebhookStopped
+from actors.events import topic_of
+from actors.journal import Journal
+from actors.webhook_config import WebhookConfig, WebhookSecrets, resolve_secrets
+from actors.webhook_delivery import Outcome, Sender
+from actors.webhook_store import WebhookStore
+from actors.webhook_transport import Resolver, make_client, system_resolver
+
+log = structlog.get_logger("tradeloom.webhooks")
+
+#: Events read from the journal per page (the most a deliverer holds at once).
+PAGE = 256
+#: How long an idle deliverer waits for a commit before it looks at its stop flag again.
+IDLE_WAIT_S = 0.2
+#: The cursor is registered with the journal at most this often while busy (and at stop).
+CURSOR_EVERY_S = 0.5
+#: Re-queued dead letters sent per turn.
+LETTERS_PER_TURN = 100
+
+
+class Deliverer:
+    """One endpoint's thread, client, cursor and breaker."""
+
+    def __init__(self, hook: WebhookConfig, secrets: WebhookSecrets, journal: Journal,
+                 store: WebhookStore, *, resolver: Resolver = system_resolver,
+                 sleep: Callable[[float], None] | None = None) -> None:
+        self.hook = hook
+        self.journal = journal
+        self.store = store
+        self._stopping = threading.Event()
+        self._letters = threading.Event()
+        self._letters.set()  # letters re-queued before a restart are sent too
+        self.client = make_client(timeout_s=hook.timeout_s, allow_private=hook.allow_private,
+                                  resolver=resolver)
+        self._inject_sleep = sleep
+        self.sender = Sender(hook, secrets, self.client, sleep=self._sleep)
+        self.next_seq = 0
+        self._registered = 0
+        self._registered_at = 0.0
+        self._thread: threading.Thread | None = None
+        self.breaker_open = False
+        self._down_streak = 0
+        # counters for status
+        self.delivered = 0
+        self.dead = 0
+        self.deliveries = 0
+        self.last_error: str | None = None
+
+    def _sleep(self, seconds: float) -> None:
+        """Between attempts: the injected sleep (tests), else the stop flag's wait."""
+        if self._inject_sleep is not None:
+            self._inject_sleep(seconds)
+        elif self._stopping.wait(seconds):
+            raise WebhookStopped("stopping")
+        if self._stopping.is_set():
+            raise WebhookStopped("stopping")
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.next_seq = self.store.start_seq(self.hook, self.journal.last_committed_seq())
+        self._registered = self.next_seq - 1
+        self._thread = threading.Thread(
+            target=self._run, name=f"tradeloom-webhook-{self.hook.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float) -> bool:
+        """Stop the thread (an attempt in flight is given `timeout`); register the cursor."""
+        self._stopping.set()
+        stopped = True
+        if self._thread is not None:
+            self._thread.join(timeout)
+            stopped = not self._thread.is_alive()
+        if stopped:
+            self.client.close()
+        return stopped
+
+    def wake_letters(self) -> None:
+        self._letters.set()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._loop()
+            except WebhookStopped:
+                break
+            except Exception as exc:  # a deliverer must outlive a bad turn
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("webhook_turn_failed", webhook=self.hook.name)
+                self._stopping.wait(1.0)
+        self._register(force=True)
+
+    def _loop(self) -> None:
+        hook = self.hook
+        while not self._stopping.is_set():
+            if self._letters.is_set():
+                self._letters.clear()
+                self._send_letters()
+            if not self.journal.wait_committed(self.next_seq, IDLE_WAIT_S):
+                self._register(force=True)
+                continue
+            events = self.journal.read_events(self.next_seq, PAGE)
+            if not events:  # committed but gone: only retention without our cursor
+                committed = self.journal.last_committed_seq()
+                log.warning("webhook_skipped_unreadable", webhook=hook.name,
+                            since_seq=self.next_seq, committed_seq=committed)
+                self._passed(committed)
+                continue
+            wanted = [e for e in events if hook.wants(str(e.get("type")), topic_of(e))]
+            for i in range(0, len(wanted), hook.batch_max):
+                chunk = wanted[i:i + hook.batch_max]
+                self._deliver(chunk)
+                self._passed(int(chunk[-1]["seq"]))
+            self._passed(int(events[-1]["seq"]))
+
+    # -- delivering --------------------------------------------------------------------------
+
+    def _deliver(self, chunk: list[dict[str, Any]]) -> None:
+        """Until delivered or dead-lettered; while unreachable, pause and probe."""
+        while True:
+            outcome = self.sender.deliver(chunk, max_attempts=1 if self.breaker_open else None)
+            self.deliveries += 1
+            if outcome.delivered:
+                self._reachable()
+                self.delivered += len(chunk)
+                self._log(chunk, outcome, "delivered")
+                return
+            self.last_error = outcome.error
+            if outcome.unreachable:
+                self._unreachable(chunk, outcome)
+                continue
+            if self.breaker_open:  # a probe got an answer: back to full attempts
+                self._reachable()
+                continue
+            self.dead += len(chunk)
+            log.warning("webhook_dead_letter", webhook=self.hook.name,
+                        first_seq=chunk[0]["seq"], last_seq=chunk[-1]["seq"],
+                        attempts=outcome.attempts, http_status=outcome.http_status,
+                        error=outcome.error)
+            for event in chunk:
+                self.store.dead_letter(self.hook.name, event, attempts=outcome.attempts,
+                                       http_status=outcome.http_status, error=outcome.error)
+            self._log(chunk, outcome, "dead")
+            return
+
+    def _unreachable(self, chunk: list[dict[str, Any]], outcome: Outcome) -> None:
+        hook = self.hook
+        if not self.breaker_open:
+            self.breaker_open = True
+            log.warning("webhook_endpoint_down", webhook=hook.name, seq=chunk[0]["seq"],
+                        error=outcome.error)
+            self._log(chunk, outcome, "unreachable")
+        pause = min(hook.backoff_initial_s * 2 ** min(self._down_streak, 30),
+                    hook.backoff_max_s)
+        self._down_streak += 1
+        self._sleep(pause * random.uniform(0.5, 1.0))  # jitter, not secrecy
+
+    def _reachable(self) -> None:
+        if self.breaker_open:
+            log.info("webhook_endpoint_back", webhook=self.hook.name)
+        self.breaker_open = False
+        self._down_streak = 0
+
+    def _send_letters(self) -> None:
+        for letter_id, _attempts, event in self.store.queued(self.hook.name, LETTERS_PER_TURN):
+            outcome = self.sender.deliver([event])
+            if outcome.unreachable:
+                self._letters.set()  # still queued: the next turn tries again
+                self._unreachable([event], outcome)
+                return
+            state = "delivered" if outcome.delivered else "dead"
+            self.store.letter_state(letter_id, state, attempts=outcome.attempts,
+                                    http_status=outcome.http_status, error=outcome.error)
+            self._log([event], outcome, f"retry_{state}")
+
+    def _log(self, chunk: list[dict[str, Any]], outcome: Outcome, what: str) -> None:
+        self.store.log(self.hook.name, outcome.delivery_id, chunk, outcome=what,
+                       attempts=outcome.attempts, http_status=outcome.http_status,
+                       latency_ms=outcome.latency_ms, error=outcome.error)
+
+    def _passed(self, seq: int) -> None:
+        self.next_seq = max(self.next_seq, seq + 1)
+        self._register()
+
+    def _register(self, force: bool = False) -> None:
+        seq = self.next_seq - 1
+        now = time.monotonic()
+        if seq > self._registered and (force or now - self._registered_at >= CURSOR_EVERY_S):
+            self.store.advance(self.hook, seq)
+            self._registered, self._registered_at = seq, now
+
+    def status(self) -> dict[str, Any]:
+        return {"name": self.hook.name, "url": self.hook.url, "next_seq": self.next_seq,
+                "breaker": "open" if self.breaker_open else "closed",
+                "delivered": self.delivered, "dead": self.dead,
+                "deliveries": self.deliveries, "last_error": self.last_error}
+
+
+class WebhookManager:
+    """The daemon's webhooks: their deliverers and the control ops over their state."""
+
+    def __init__(self, hooks: tuple[WebhookConfig, ...], journal: Journal, *,
+                 environ: Mapping[str, str] | None = None,
+                 resolver: Resolver = system_resolver,
+                 sleep: Callable[[float], None] | None = None) -> None:
+        secrets = resolve_secrets(hooks, os.environ if environ is None else environ)
+        self.store = WebhookStore(journal)
+        self.deliverers = {hook.name: Deliverer(hook, secrets[hook.name], journal,
+                                                self.store, resolver=resolver, sleep=sleep)
+                           for hook in hooks}
+        self._hooks = hooks
+
+    def start(self) -> None:
+        for name in self.store.forget_others(self._hooks):
+            log.info("webhook_cursor_dropped", cursor=name)
+        for deliverer in self.deliverers.values():
+            deliverer.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        deadline = time.monotonic() + timeout
+        for deliverer in self.deliverers.values():
+            deliverer._stopping.set()
+        for deliverer in self.deliverers.values():
+            if not deliverer.stop(max(0.0, deadline - time.monotonic())):
+                log.warning("webhook_stop_abandoned", webhook=deliverer.hook.name)
+        self.store.close()
+
+    # -- control ops -------------------------------------------------------------------------
+
+    def _check(self, name: str | None) -> None:
+        if name is not None and name not in self.deliverers:
+            raise NotFound(f"no webhook named {name!r}; configured: "
+                           f"{', '.join(sorted(self.deliverers)) or 'none'}")
+
+    def failed(self, name: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        self._check(name)
+        return self.store.failed(name, limit)
+
+    def retry(self, name: str | None = None, ids: tuple[int, ...] = ()) -> dict[str, Any]:
+        self._check(name)
+        requeued = self.store.requeue(name, ids)
+        if ids and not requeued:
+            raise NotFound(f"no dead letter with id {', '.join(map(str, ids))}")
+        for deliverer in self.deliverers.values():
+            deliverer.wake_letters()
+        return {"requeued": requeued}
+
+    def log(self, name: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        self._check(name)
+        return self.store.deliveries(name, limit)
+
+    def status(self) -> list[dict[str, Any]]:
+        return [d.status() for d in self.deliverers.values()]

@@ -1,0 +1,230 @@
+"""`[[webhooks]]`: outbound webhook endpoints, parsed and checked at config load.
+
+    [[webhooks]]
+    name = "ops-slack"                      # [A-Za-z0-9_.-]{1,64}, unique: the cursor's name
+    url = "https://hooks.example.com/x"     # http or https; no user:password in it
+    events = ["execution_failed", "emergency/"]   # types, or topic prefixes (with a "/");
+                                            # empty or absent: every event
+    secret_env = "OPS_HOOK_SECRET"          # or secret = "..." (one of the two is required)
+    timeout_s = 10.0                        # per attempt (connect, read, write)
+    max_attempts = 5                        # per event, before a dead letter
+    backoff_initial_s = 1.0                 # then x2 per attempt, with jitter ...
+    backoff_max_s = 300.0                   # ... up to this
+    batch_max = 1                           # events per POST (> 1: the body is a list)
+    allow_private = false                   # true: private/loopback/link-local allowed
+    auth = { type = "bearer", token_env = "OPS_HOOK_TOKEN" }
+    # auth types: bearer (token_env), basic (username, password_env), header (header,
+    # token_env: e.g. an api-key header). Auth secrets come from the environment only.
+
+Parsing (`parse_webhooks`) checks names, types and ranges, naming the key
+(`webhooks[0].url: ...`). Environment variables are read later, at daemon start
+(`resolve_secrets`), so a config can be checked on a machine without the secrets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from actors.errors import ConfigError
+
+AuthType = Literal["bearer", "basic", "header"]
+NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+HEADER_RE = re.compile(r"[A-Za-z0-9-]{1,64}")
+#: Headers the deliverer sets itself: an auth header may not replace them.
+RESERVED_HEADERS = frozenset({"content-type", "content-length", "host", "user-agent",
+                              "x-tradeloom-event", "x-tradeloom-seq", "x-tradeloom-delivery",
+                              "x-tradeloom-timestamp", "x-tradeloom-signature"})
+MAX_BATCH = 1000
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WebhookAuth:
+    """`auth = {...}` of one endpoint: how it authenticates us (secrets from env only)."""
+
+    type: AuthType
+    #: bearer / header: the environment variable holding the token or key.
+    token_env: str | None = None
+    #: basic: the user name, and the environment variable holding the password.
+    username: str | None = None
+    password_env: str | None = None
+    #: header: the header's name (e.g. "X-Api-Key").
+    header: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WebhookConfig:
+    """One `[[webhooks]]` table (see the module docstring for every key)."""
+
+    name: str
+    url: str
+    events: tuple[str, ...] = ()
+    secret: str | None = field(default=None, repr=False)
+    secret_env: str | None = None
+    timeout_s: float = 10.0
+    max_attempts: int = 5
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 300.0
+    batch_max: int = 1
+    allow_private: bool = False
+    auth: WebhookAuth | None = None
+
+    @property
+    def cursor_name(self) -> str:
+        """Its cursor in the journal (retention keeps what it has not sent)."""
+        return f"webhook:{self.name}"
+
+    def wants(self, event_type: str, topic: str) -> bool:
+        """Whether an event of this type and topic goes to this endpoint."""
+        if not self.events:
+            return True
+        return any(topic.startswith(f) if "/" in f else event_type == f for f in self.events)
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSecrets:
+    """What the environment gave one endpoint at daemon start."""
+
+    #: The HMAC-SHA256 key of X-Tradeloom-Signature.
+    signing_key: bytes
+    #: (header name, value) of its auth, or None.
+    auth_header: tuple[str, str] | None = None
+
+    def __repr__(self) -> str:  # never print a secret
+        return "WebhookSecrets(<hidden>)"
+
+
+def parse_webhooks(raw: Any) -> tuple[WebhookConfig, ...]:
+    """The `webhooks` array of tables; ConfigError naming the key on any problem."""
+    from actors.config_parse import _array, _build
+
+    hooks: list[WebhookConfig] = []
+    for i, item in enumerate(_array(raw, "webhooks")):
+        where = f"webhooks[{i}]"
+        if not isinstance(item, Mapping):
+            raise ConfigError(f"{where} must be a table")
+        hook: WebhookConfig = _build(WebhookConfig, {k: v for k, v in item.items()
+                                                     if k != "auth"}, where, exclude={"auth"})
+        auth = None
+        if "auth" in item:
+            auth = _build(WebhookAuth, item["auth"], f"{where}.auth")
+            _check_auth(auth, f"{where}.auth")
+        hook = dataclasses.replace(hook, auth=auth)
+        _check(hook, where)
+        if any(hook.name == seen.name for seen in hooks):
+            raise ConfigError(f"{where}.name: duplicate webhook name {hook.name!r}")
+        hooks.append(hook)
+    return tuple(hooks)
+
+
+def _check(hook: WebhookConfig, where: str) -> None:
+    if not NAME_RE.fullmatch(hook.name):
+        raise ConfigError(f"{where}.name must match [A-Za-z0-9_.-]{{1,64}}, not {hook.name!r}")
+    check_url(hook.url, f"{where}.url")
+    _check_literal_address(hook, f"{where}.url")
+    if (hook.secret is None) == (hook.secret_env is None):
+        raise ConfigError(f"{where}.secret: give exactly one of secret and secret_env "
+                          "(every delivery is signed)")
+    if hook.secret is not None and not hook.secret:
+        raise ConfigError(f"{where}.secret must not be empty")
+    if hook.secret_env is not None and not hook.secret_env:
+        raise ConfigError(f"{where}.secret_env must name an environment variable")
+    checks = [
+        (hook.timeout_s > 0, "timeout_s must be > 0"),
+        (hook.max_attempts >= 1, "max_attempts must be >= 1"),
+        (hook.backoff_initial_s > 0, "backoff_initial_s must be > 0"),
+        (hook.backoff_max_s >= hook.backoff_initial_s,
+         "backoff_max_s must be >= backoff_initial_s"),
+        (1 <= hook.batch_max <= MAX_BATCH, f"batch_max must be between 1 and {MAX_BATCH}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(f"{where}.{message}")
+    for j, entry in enumerate(hook.events):
+        if not entry:
+            raise ConfigError(f"{where}.events[{j}] must not be empty")
+
+
+def check_url(url: str, key: str) -> None:
+    """An absolute http(s) URL with a host and no credentials in it."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"{key}: not a valid URL ({exc}): {url!r}") from None
+    if parts.scheme not in ("http", "https"):
+        raise ConfigError(f"{key} must be an http:// or https:// URL, not {url!r}")
+    if not parts.hostname:
+        raise ConfigError(f"{key} has no host: {url!r}")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(f"{key}: credentials in the URL would be logged; use auth instead")
+    if port == 0:
+        raise ConfigError(f"{key}: port 0 is not a port: {url!r}")
+
+
+def _check_literal_address(hook: WebhookConfig, key: str) -> None:
+    """A URL naming a non-public IP address fails now, not at the first delivery (host
+    names are checked at connect time: actors/webhook_transport.py)."""
+    import ipaddress
+
+    from actors.webhook_transport import is_public
+
+    host = urllib.parse.urlsplit(hook.url).hostname or ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return
+    if not hook.allow_private and not is_public(address):
+        raise ConfigError(f"{key}: {host} is not a public address (private, loopback or "
+                          "link-local); set allow_private = true to allow it")
+
+
+def _check_auth(auth: WebhookAuth, where: str) -> None:
+    needs = {"bearer": ("token_env",), "basic": ("username", "password_env"),
+             "header": ("header", "token_env")}[auth.type]
+    for key in ("token_env", "username", "password_env", "header"):
+        value = getattr(auth, key)
+        if key in needs and not value:
+            raise ConfigError(f"{where}.{key} is required for auth type {auth.type!r}")
+        if key not in needs and value is not None:
+            raise ConfigError(f"{where}.{key} does not go with auth type {auth.type!r}")
+    if auth.header is not None and (not HEADER_RE.fullmatch(auth.header)
+                                    or auth.header.lower() in RESERVED_HEADERS):
+        raise ConfigError(f"{where}.header: {auth.header!r} is not a header an auth key "
+                          "may use")
+
+
+def resolve_secrets(hooks: tuple[WebhookConfig, ...],
+                    environ: Mapping[str, str]) -> dict[str, WebhookSecrets]:
+    """name -> its secrets, read from `environ` (at daemon start). ConfigError naming the
+    key when a variable is unset or empty."""
+    import base64
+
+    def env(name: str, key: str) -> str:
+        value = environ.get(name)
+        if not value:
+            raise ConfigError(f"{key}: environment variable {name} is not set (or empty)")
+        return value
+
+    resolved: dict[str, WebhookSecrets] = {}
+    for i, hook in enumerate(hooks):
+        where = f"webhooks[{i}]"
+        key = hook.secret if hook.secret is not None else env(
+            hook.secret_env or "", f"{where}.secret_env")
+        header: tuple[str, str] | None = None
+        auth = hook.auth
+        if auth is not None and auth.type == "bearer":
+            header = ("Authorization",
+                      f"Bearer {env(auth.token_env or '', f'{where}.auth.token_env')}")
+        elif auth is not None and auth.type == "basic":
+            password = env(auth.password_env or "", f"{where}.auth.password_env")
+            pair = base64.b64encode(f"{auth.username}:{password}".encode()).decode()
+            header = ("Authorization", f"Basic {pair}")
+        elif auth is not None:
+            header = (auth.header or "", env(auth.token_env or "", f"{where}.auth.token_env"))
+        resolved[hook.name] = WebhookSecrets(key.encode(), header)
+    return resolved

@@ -1,0 +1,178 @@
+"""One delivery to one webhook endpoint: the signed POST, and its retries.
+
+    sender = Sender(config, secrets, client, sleep=stop_event_wait, wall=time.time)
+    outcome = sender.deliver(events)     # events: 1 (a map body) or more (a list body)
+
+Each attempt is a POST of JSON with these headers:
+
+    Content-Type: application/json
+    X-Tradeloom-Event: <the event's type>           ("batch" for a list body)
+    X-Tradeloom-Seq: <seq>                           ("<first>-<last>" for a list body)
+    X-Tradeloom-Delivery: <uuid4 hex, the same on every attempt of this delivery>
+    X-Tradeloom-Timestamp: <unix seconds, taken per attempt>
+    X-Tradeloom-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>
+
+2xx is delivered. Connection errors, timeouts, 408, 429 and 5xx are retried (tenacity:
+`backoff_initial_s`, x2 per attempt, jitter, at most `backoff_max_s`; a Retry-After of
+seconds or an HTTP date is honoured instead, capped the same), up to `max_attempts` in
+all; anything else (other 4xx, a 3xx: redirects are not followed) is final at once.
+`sleep(seconds)` is injected (tests observe it; the deliverer passes its stop event's
+wait, so a shutdown cuts a backoff short with `WebhookStopped`).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import tenacity
+
+from actors.errors import WebhookAddressRefused, WebhookAttemptFailed, WebhookError
+from actors.webhook_config import WebhookConfig, WebhookSecrets
+
+#: Statuses worth another attempt (besides every 5xx).
+RETRY_STATUSES = frozenset({408, 429})
+USER_AGENT = "tradeloom-webhooks/1"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a delivery ended. `unreachable`: no HTTP answer at all on the last attempt (the
+    endpoint is down or refused by the SSRF guard): the deliverer's breaker, not a dead
+    letter."""
+
+    delivered: bool
+    delivery_id: str
+    attempts: int
+    http_status: int | None = None
+    error: str | None = None
+    latency_ms: float | None = None
+    unreachable: bool = False
+
+
+def sign(key: bytes, timestamp: str, body: bytes) -> str:
+    """The X-Tradeloom-Signature value for a body sent at `timestamp`."""
+    digest = hmac.new(key, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"sha256={digest}"
+
+
+def body_of(events: list[dict[str, Any]]) -> bytes:
+    """The JSON body: the event's map, or a list of maps for a batch."""
+    value: Any = events[0] if len(events) == 1 else events
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False,
+                      default=str).encode()
+
+
+def retry_after_s(value: str | None, now: float) -> float | None:
+    """Retry-After as seconds from now (delta-seconds or an HTTP date); None if unusable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+class Sender:
+    """Posts deliveries for one endpoint through its own client (one thread uses it)."""
+
+    def __init__(self, config: WebhookConfig, secrets: WebhookSecrets, client: httpx.Client,
+                 *, sleep: Callable[[float], None], wall: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.secrets = secrets
+        self.client = client
+        self.sleep = sleep
+        self.wall = wall
+        self.monotonic = monotonic
+        self._backoff = tenacity.wait_exponential_jitter(
+            initial=config.backoff_initial_s, exp_base=2, max=config.backoff_max_s,
+            jitter=config.backoff_initial_s)
+
+    def deliver(self, events: list[dict[str, Any]], *, max_attempts: int | None = None
+                ) -> Outcome:
+        """POST `events` until delivered, final, or out of attempts."""
+        delivery_id = uuid.uuid4().hex
+        body = body_of(events)
+        attempts = 0
+        started = self.monotonic()
+
+        def attempt() -> int:
+            nonlocal attempts
+            attempts += 1
+            return self.post(events, body, delivery_id)
+
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(max_attempts or self.config.max_attempts),
+            wait=self._wait, sleep=self.sleep, reraise=True,
+            retry=tenacity.retry_if_exception(
+                lambda exc: isinstance(exc, WebhookAttemptFailed) and exc.retryable))
+        try:
+            status = retrying(attempt)
+        except WebhookAttemptFailed as exc:
+            return Outcome(False, delivery_id, attempts, exc.status, str(exc),
+                           unreachable=exc.status is None)
+        latency_ms = (self.monotonic() - started) * 1000.0
+        return Outcome(True, delivery_id, attempts, status, latency_ms=latency_ms)
+
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(exc, WebhookAttemptFailed) and exc.retry_after_s is not None:
+            return min(exc.retry_after_s, self.config.backoff_max_s)
+        return float(self._backoff(state))
+
+    def post(self, events: list[dict[str, Any]], body: bytes, delivery_id: str) -> int:
+        """One attempt: the status on 2xx, else WebhookAttemptFailed."""
+        timestamp = str(int(self.wall()))
+        first, last = events[0], events[-1]
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            "X-Tradeloom-Event": str(first.get("type")) if len(events) == 1 else "batch",
+            "X-Tradeloom-Seq": (str(first.get("seq")) if len(events) == 1
+                                else f"{first.get('seq')}-{last.get('seq')}"),
+            "X-Tradeloom-Delivery": delivery_id,
+            "X-Tradeloom-Timestamp": timestamp,
+            "X-Tradeloom-Signature": sign(self.secrets.signing_key, timestamp, body),
+        }
+        if self.secrets.auth_header is not None:
+            name, value = self.secrets.auth_header
+            headers[name] = value
+        try:
+            response = self.client.post(self.config.url, content=body, headers=headers)
+        except WebhookAddressRefused as exc:
+            raise WebhookAttemptFailed(f"refused: {exc}", status=None,
+                                       retryable=False) from exc
+        except httpx.TransportError as exc:  # connect/read/write errors and timeouts
+            raise WebhookAttemptFailed(f"{type(exc).__name__}: {exc}", status=None,
+                                       retryable=True) from exc
+        except httpx.HTTPError as exc:
+            raise WebhookAttemptFailed(f"{type(exc).__name__}: {exc}", status=None,
+                                       retryable=True) from exc
+        status = response.status_code
+        response.close()
+        if 200 <= status < 300:
+            return status
+        retryable = status in RETRY_STATUSES or status >= 500
+        reason = f"HTTP {status}"
+        if 300 <= status < 400:
+            reason += " (redirects are not followed)"
+        raise WebhookAttemptFailed(
+            reason, status=status, retryable=retryable,
+            retry_after_s=retry_after_s(response.headers.get("Retry-After"), self.wall())
+            if status in (429, 503) else None)
+
+
+__all__ = ["Outcome", "Sender", "WebhookError", "body_of", "retry_after_s", "sign"]

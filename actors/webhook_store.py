@@ -1,0 +1,150 @@
+"""Webhooks' durable state in the journal: cursors, dead letters and the delivery log.
+
+Writes go through the journal's single writer (`Journal.record_webhook`, records in
+actors/journal_records.py); reads use this store's own read-only connection (WAL: they
+never block the writer). Tables: actors/journal_schema.py, version 2.
+
+    store = WebhookStore(journal)
+    store.start_seq(config, committed_seq) -> int   # where its cursor resumes
+    store.advance(config, seq)                      # delivered (or given up) through seq
+    store.dead_letter(...) / store.letter_state(...) / store.log(...)
+    store.failed(endpoint=None, limit=100) -> [dead letter rows]
+    store.queued(endpoint) -> [dead letters to re-send, with their events]
+    store.requeue(endpoint=None, ids=()) -> int     # durable on return
+    store.deliveries(endpoint=None, limit=100) -> [log rows, newest first]
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from actors.errors import JournalWriteFailed
+from actors.events import iso_utc
+from actors.journal import Journal
+from actors.journal_records import (
+    WebhookDeadLetter,
+    WebhookDelivery,
+    WebhookLetterState,
+    unpack,
+)
+from actors.journal_schema import connect_reader
+from actors.webhook_config import WebhookConfig
+
+#: How long an operator's retry waits for its record to be committed.
+REQUEUE_TIMEOUT_S = 10.0
+LETTER_COLUMNS = ("id", "endpoint", "seq", "event_type", "attempts", "http_status", "error",
+                  "failed_at", "state", "retried_at")
+LOG_COLUMNS = ("id", "endpoint", "delivery_id", "first_seq", "last_seq", "event_type",
+               "outcome", "attempts", "http_status", "latency_ms", "error", "at")
+
+
+class WebhookStore:
+    """Shared by the deliverers and the control ops; every method is thread-safe."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self._conn = connect_reader(journal.path)
+        self._lock = threading.Lock()
+
+    # -- cursors ----------------------------------------------------------------------------
+
+    def start_seq(self, hook: WebhookConfig, committed_seq: int) -> int:
+        """The first seq this endpoint has not handled: after its cursor when the journal
+        has one, else after what is committed now (a new endpoint gets new events only).
+        The cursor is registered at once, so retention holds from here."""
+        known = self.journal.recovery.cursors.get(hook.cursor_name)
+        seq = known if known is not None else committed_seq
+        self.journal.register_cursor(hook.cursor_name, seq)
+        return seq + 1
+
+    def advance(self, hook: WebhookConfig, seq: int) -> None:
+        """Every event through `seq` is delivered or dead-lettered: retention may go on."""
+        self.journal.register_cursor(hook.cursor_name, seq)
+
+    def forget_others(self, hooks: tuple[WebhookConfig, ...]) -> list[str]:
+        """Unregister the cursors of endpoints no longer configured (they would hold
+        retention forever); their names."""
+        keep = {hook.cursor_name for hook in hooks}
+        gone = [name for name in self.journal.recovery.cursors
+                if name.startswith("webhook:") and name not in keep]
+        for name in gone:
+            self.journal.unregister_cursor(name)
+        return gone
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def dead_letter(self, endpoint: str, event: dict[str, Any], *, attempts: int,
+                    http_status: int | None, error: str | None) -> None:
+        self.journal.record_webhook(WebhookDeadLetter(
+            endpoint=endpoint, seq=int(event.get("seq", 0)), event_type=event.get("type"),
+            event=event, attempts=attempts, http_status=http_status, error=error,
+            failed_at=_now()))
+
+    def letter_state(self, letter_id: int, state: str, *, attempts: int,
+                     http_status: int | None = None, error: str | None = None) -> None:
+        self.journal.record_webhook(WebhookLetterState(
+            letter_ids=(letter_id,), state=state, attempts=attempts, http_status=http_status,
+            error=error, at=_now()))
+
+    def log(self, endpoint: str, delivery_id: str, events: list[dict[str, Any]], *,
+            outcome: str, attempts: int, http_status: int | None, latency_ms: float | None,
+            error: str | None) -> None:
+        types = {e.get("type") for e in events}
+        self.journal.record_webhook(WebhookDelivery(
+            endpoint=endpoint, delivery_id=delivery_id, first_seq=int(events[0]["seq"]),
+            last_seq=int(events[-1]["seq"]),
+            event_type=str(events[0].get("type")) if len(types) == 1 else "batch",
+            outcome=outcome, attempts=attempts, http_status=http_status,
+            latency_ms=None if latency_ms is None else round(latency_ms, 3),
+            error=error, at=_now()))
+
+    def requeue(self, endpoint: str | None = None, ids: tuple[int, ...] = ()) -> list[int]:
+        """Mark dead letters "queued" for their deliverer to send again (all of
+        `endpoint`'s, or these ids); durable on return. The ids re-queued."""
+        letters = [row for row in self.failed(endpoint, limit=1_000_000)
+                   if not ids or row["id"] in ids]
+        chosen = tuple(row["id"] for row in letters)
+        if not chosen:
+            return []
+        ticket = self.journal.record_webhook(WebhookLetterState(
+            letter_ids=chosen, state="queued", at=_now()))
+        if not ticket.wait(REQUEUE_TIMEOUT_S):
+            raise JournalWriteFailed(f"the retry was not committed within {REQUEUE_TIMEOUT_S} s")
+        return list(chosen)
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def failed(self, endpoint: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Dead letters (state "dead"), oldest first."""
+        rows = self._query(
+            f"SELECT {', '.join(LETTER_COLUMNS)} FROM webhook_dead_letters WHERE state='dead'"
+            " AND (? IS NULL OR endpoint=?) ORDER BY id LIMIT ?", (endpoint, endpoint, limit))
+        return [dict(zip(LETTER_COLUMNS, row, strict=True)) for row in rows]
+
+    def queued(self, endpoint: str, limit: int = 100) -> list[tuple[int, int, dict[str, Any]]]:
+        """(id, attempts, event) of the endpoint's re-queued dead letters, oldest first."""
+        rows = self._query("SELECT id, attempts, event FROM webhook_dead_letters WHERE"
+                           " endpoint=? AND state='queued' ORDER BY id LIMIT ?",
+                           (endpoint, limit))
+        return [(int(i), int(n), unpack(blob)) for i, n, blob in rows]
+
+    def deliveries(self, endpoint: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """The delivery log, newest first."""
+        rows = self._query(
+            f"SELECT {', '.join(LOG_COLUMNS)} FROM webhook_deliveries WHERE"
+            " (? IS NULL OR endpoint=?) ORDER BY id DESC LIMIT ?", (endpoint, endpoint, limit))
+        return [dict(zip(LOG_COLUMNS, row, strict=True)) for row in rows]
+
+    def _query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def _now() -> str:
+    return iso_utc(time.time())

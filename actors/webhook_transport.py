@@ -1,0 +1,106 @@
+"""The HTTP client of one webhook endpoint, with the SSRF guard at connect time.
+
+httpx resolves nothing itself: its transport hands (host, port) to an httpcore network
+backend, which resolves and connects. `GuardedBackend` is that backend: it resolves the
+host once, refuses the private, loopback, link-local and otherwise non-public addresses
+(unless the endpoint has `allow_private = true`), and connects to an address it checked.
+So a DNS answer that changes between a check and the connection (rebinding) cannot get
+through: there is no second lookup. TLS still verifies the URL's host name (httpcore
+passes it as server_hostname, whatever address we connected to).
+
+The client follows no redirects (a 3xx is a final failure of that delivery) and ignores
+proxy environment variables (a proxy would connect on our behalf, past the guard).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import httpcore
+import httpx
+from httpcore._backends.sync import SyncStream
+
+from actors.errors import WebhookAddressRefused
+
+Resolver = Callable[[str, int], list[str]]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    """The addresses `host` resolves to (getaddrinfo), in the resolver's order."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    seen: list[str] = []
+    for info in infos:
+        address = str(info[4][0])
+        if address not in seen:
+            seen.append(address)
+    return seen
+
+
+def is_public(address: IPAddress) -> bool:
+    """Reachable on the public internet: not private, loopback, link-local, multicast,
+    reserved or unspecified (an IPv4-mapped IPv6 address is judged as its IPv4 one)."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return not (address.is_private or address.is_loopback or address.is_link_local
+                or address.is_multicast or address.is_reserved or address.is_unspecified
+                or not address.is_global)
+
+
+class GuardedBackend(httpcore.NetworkBackend):
+    """httpcore's sync network backend, resolving and checking before it connects."""
+
+    def __init__(self, *, allow_private: bool, resolver: Resolver = system_resolver) -> None:
+        self.allow_private = allow_private
+        self.resolver = resolver
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                    local_address: str | None = None,
+                    socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
+        try:
+            addresses = self.resolver(host, port)
+        except OSError as exc:
+            raise httpcore.ConnectError(f"cannot resolve {host!r}: {exc}") from exc
+        allowed = [a for a in addresses
+                   if self.allow_private or is_public(ipaddress.ip_address(a))]
+        if not allowed:
+            raise WebhookAddressRefused(
+                f"{host!r} resolves to {', '.join(addresses) or 'nothing'}: not a public "
+                "address (set allow_private = true for an endpoint on a private network)")
+        last: OSError | None = None
+        for address in allowed:
+            try:
+                sock = socket.create_connection((address, port), timeout)
+            except TimeoutError as exc:
+                raise httpcore.ConnectTimeout(str(exc)) from exc
+            except OSError as exc:
+                last = exc
+                continue
+            for option in socket_options or ():
+                sock.setsockopt(*option)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return SyncStream(sock)
+        raise httpcore.ConnectError(f"cannot connect to {host}:{port}: {last}") from last
+
+    def connect_unix_socket(self, path: str, timeout: float | None = None,
+                            socket_options: Iterable[Any] | None = None
+                            ) -> httpcore.NetworkStream:
+        raise WebhookAddressRefused("webhooks connect over TCP only")
+
+
+def make_client(*, timeout_s: float, allow_private: bool,
+                resolver: Resolver = system_resolver) -> httpx.Client:
+    """An httpx.Client for one endpoint: connection reuse, `timeout_s` per phase, the
+    guard at connect time, no redirects, no proxies from the environment."""
+    transport = httpx.HTTPTransport(trust_env=False)
+    # httpx builds its httpcore pool without a way to pass a network backend: replace the
+    # pool with one like it that has ours (the same options HTTPTransport gives it).
+    transport._pool = httpcore.ConnectionPool(
+        ssl_context=httpx.create_ssl_context(trust_env=False),
+        max_connections=1, max_keepalive_connections=1, keepalive_expiry=30.0,
+        network_backend=GuardedBackend(allow_private=allow_private, resolver=resolver))
+    return httpx.Client(transport=transport, timeout=httpx.Timeout(timeout_s),
+                        follow_redirects=False, trust_env=False)
