@@ -215,10 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     # The client commands live with the client library; imported here, not at module level,
     # so `import actors` never pulls in the transport.
-    from transport import cli_commands, tail
+    from transport import cli_commands, cli_webhooks, tail
 
     cli_commands.register(sub)
     tail.register(sub)
+    cli_webhooks.register(sub)
     return parser
 
 

@@ -97,9 +97,10 @@ class Sender:
         self.sleep = sleep
         self.wall = wall
         self.monotonic = monotonic
-        self._backoff = tenacity.wait_exponential_jitter(
-            initial=config.backoff_initial_s, exp_base=2, max=config.backoff_max_s,
-            jitter=config.backoff_initial_s)
+        # initial x 2^(n-1), plus up to `initial` of jitter (capped again in _wait).
+        self._backoff = tenacity.wait_exponential(
+            multiplier=config.backoff_initial_s, exp_base=2, max=config.backoff_max_s,
+        ) + tenacity.wait_random(0, config.backoff_initial_s)
 
     def deliver(self, events: list[dict[str, Any]], *, max_attempts: int | None = None
                 ) -> Outcome:
@@ -131,7 +132,7 @@ class Sender:
         exc = state.outcome.exception() if state.outcome is not None else None
         if isinstance(exc, WebhookAttemptFailed) and exc.retry_after_s is not None:
             return min(exc.retry_after_s, self.config.backoff_max_s)
-        return float(self._backoff(state))
+        return min(float(self._backoff(state)), self.config.backoff_max_s)
 
     def post(self, events: list[dict[str, Any]], body: bytes, delivery_id: str) -> int:
         """One attempt: the status on 2xx, else WebhookAttemptFailed."""

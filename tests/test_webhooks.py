@@ -1,0 +1,200 @@
+"""Webhook delivery against a real HTTP endpoint on 127.0.0.1 (tests/webhook_server.py):
+signing, retries, Retry-After, dead letters and their retry, the SSRF guard."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from actors.config import Config
+from actors.engine import Engine
+from actors.errors import WebhookAddressRefused
+from actors.webhook import WebhookManager
+from actors.webhook_transport import make_client
+from examples.webhook_receiver import verify
+from tests.conftest import EngineFactory
+from tests.webhook_server import EndpointServer
+
+SECRET = "s3cret"
+
+
+@pytest.fixture
+def endpoint() -> Iterator[EndpointServer]:
+    with EndpointServer() as server:
+        yield server
+
+
+class Sleeps:
+    """The injected sleep: records each wait asked for, waits only a moment."""
+
+    def __init__(self) -> None:
+        self.asked: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.asked.append(seconds)
+        threading.Event().wait(0.005)
+
+
+def hook(url: str, **extra: Any) -> dict[str, Any]:
+    return {"name": "ops", "url": url, "secret": SECRET, "allow_private": True,
+            "backoff_initial_s": 0.01, "backoff_max_s": 0.05, **extra}
+
+
+WebhooksFactory = Callable[..., tuple[Engine, WebhookManager, Sleeps]]
+
+
+@pytest.fixture
+def webhooks(make_engine: EngineFactory, tmp_path: Any) -> Iterator[WebhooksFactory]:
+    managers: list[WebhookManager] = []
+
+    def factory(*hooks: dict[str, Any], resolver: Any = None) -> tuple[Engine, WebhookManager,
+                                                                        Sleeps]:
+        config = {"daemon": {"data_dir": str(tmp_path / "data")}, "webhooks": list(hooks)}
+        engine = make_engine(config)
+        assert engine.journal is not None
+        sleeps = Sleeps()
+        extra = {"resolver": resolver} if resolver is not None else {}
+        manager = WebhookManager(Config.from_dict(config).webhooks, engine.journal,
+                                 environ={}, sleep=sleeps, **extra)
+        manager.start()
+        managers.append(manager)
+        return engine, manager, sleeps
+
+    yield factory
+    for manager in managers:
+        manager.stop()
+
+
+def emit(engine: Engine, count: int) -> None:
+    for i in range(count):
+        engine.sink.emit([{"v": 1, "type": "daemon_started", "version": f"t{i}", "pid": i}])
+
+
+def wait_log(manager: WebhookManager, predicate: Callable[[list[dict[str, Any]]], bool],
+             timeout: float = 10.0) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = manager.log()
+        if predicate(rows):
+            return rows
+        assert time.monotonic() < deadline, f"log not as expected: {rows}"
+        threading.Event().wait(0.02)
+
+
+def test_signed_delivery_verifies(webhooks: WebhooksFactory, endpoint: EndpointServer) -> None:
+    engine, _manager, _ = webhooks(hook(endpoint.url))
+    emit(engine, 3)
+    requests = endpoint.wait_for(lambda reqs: len(reqs) >= 3)
+    seqs = [r.seqs[0] for r in requests]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 3
+    assert len({r.headers["X-Tradeloom-Delivery"] for r in requests}) == 3
+    for r in requests:
+        assert r.headers["X-Tradeloom-Event"] == "daemon_started"
+        assert r.headers["X-Tradeloom-Seq"] == str(r.json["seq"])
+        assert r.headers["Content-Type"] == "application/json"
+        assert verify(SECRET.encode(), r.headers["X-Tradeloom-Timestamp"], r.body,
+                      r.headers["X-Tradeloom-Signature"], now=time.time())
+        assert not verify(b"wrong", r.headers["X-Tradeloom-Timestamp"], r.body,
+                          r.headers["X-Tradeloom-Signature"], now=time.time())
+
+
+def test_503_twice_then_200_is_delivered_in_three_attempts(
+        webhooks: WebhooksFactory, endpoint: EndpointServer) -> None:
+    endpoint.script(503, 503)
+    engine, manager, sleeps = webhooks(hook(endpoint.url))
+    emit(engine, 1)
+    requests = endpoint.wait_for(lambda reqs: len(reqs) >= 3)
+    assert [r.status for r in requests] == [503, 503, 200]
+    assert len({r.headers["X-Tradeloom-Delivery"] for r in requests}) == 1
+    rows = wait_log(manager, lambda rows: any(r["outcome"] == "delivered" for r in rows))
+    assert rows[0]["attempts"] == 3 and rows[0]["http_status"] == 200
+    assert len(sleeps.asked) == 2
+    assert manager.failed() == []
+
+
+def test_429_retry_after_is_honoured(webhooks: WebhooksFactory,
+                                     endpoint: EndpointServer) -> None:
+    endpoint.script((429, {"Retry-After": "7"}))
+    engine, manager, sleeps = webhooks(hook(endpoint.url, backoff_max_s=60.0))
+    emit(engine, 1)
+    endpoint.wait_for(lambda reqs: len(reqs) >= 2)
+    assert sleeps.asked == [7.0]
+    wait_log(manager, lambda rows: any(r["outcome"] == "delivered" for r in rows))
+
+
+def test_400_is_dead_lettered_at_once_and_retry_redelivers_it(
+        webhooks: WebhooksFactory, endpoint: EndpointServer) -> None:
+    endpoint.script(400)
+    engine, manager, sleeps = webhooks(hook(endpoint.url))
+    emit(engine, 2)
+    requests = endpoint.wait_for(lambda reqs: len(reqs) >= 2)
+    assert [r.status for r in requests] == [400, 200]  # the cursor moved on
+    bad_seq = requests[0].seqs[0]
+    wait_log(manager, lambda rows: any(r["outcome"] == "dead" for r in rows))
+    failed = manager.failed()
+    assert [(f["seq"], f["attempts"], f["http_status"]) for f in failed] == [(bad_seq, 1, 400)]
+    assert sleeps.asked == []
+    assert manager.retry("ops")["requeued"] == [failed[0]["id"]]
+    requests = endpoint.wait_for(lambda reqs: len(reqs) >= 3)
+    assert requests[2].seqs == [bad_seq] and requests[2].status == 200
+    wait_log(manager, lambda rows: any(r["outcome"] == "retry_delivered" for r in rows))
+    assert manager.failed() == []
+
+
+def test_batches_post_a_list(webhooks: WebhooksFactory, endpoint: EndpointServer) -> None:
+    endpoint.script(503)  # the first POST waits, so the rest queue up behind it
+    engine, _manager, _ = webhooks(hook(endpoint.url, batch_max=50))
+    emit(engine, 5)
+    requests = endpoint.wait_for(lambda reqs: sum(len(r.seqs) for r in reqs
+                                                  if r.status == 200) >= 5)
+    delivered = [s for r in requests if r.status == 200 for s in r.seqs]
+    assert delivered == sorted(delivered)
+    assert any(r.headers["X-Tradeloom-Event"] == "batch" for r in requests)
+
+
+def test_ssrf_guard_refuses_loopback_at_connect_time(endpoint: EndpointServer) -> None:
+    with make_client(timeout_s=2.0, allow_private=False) as client, \
+            pytest.raises(WebhookAddressRefused):
+        client.post(endpoint.url, content=b"{}")
+    assert endpoint.requests == []
+    with make_client(timeout_s=2.0, allow_private=True) as client:
+        assert client.post(endpoint.url, content=b"{}").status_code == 200
+
+
+def test_ssrf_guard_refuses_a_name_resolving_to_a_private_address(
+        endpoint: EndpointServer) -> None:
+    asked: list[str] = []
+
+    def rebinding(host: str, port: int) -> list[str]:
+        asked.append(host)
+        return ["10.1.2.3"] if len(asked) > 1 else ["93.184.216.34"]
+
+    url = f"http://hooks.example.test:{endpoint.port}/hook"
+    with make_client(timeout_s=2.0, allow_private=False,
+                     resolver=lambda host, port: ["169.254.169.254"]) as client, \
+            pytest.raises(WebhookAddressRefused):
+        client.post(url, content=b"{}")
+    # A name whose answer changes is checked at every connect: the second is refused.
+    with make_client(timeout_s=0.5, allow_private=False, resolver=rebinding) as client:
+        with pytest.raises(httpx.TransportError):
+            client.post(url, content=b"{}")  # a public address (nothing to reach in tests)
+        with pytest.raises(WebhookAddressRefused):
+            client.post(url, content=b"{}")
+    assert endpoint.requests == []
+
+
+def test_refused_endpoint_pauses_without_dead_letters(webhooks: WebhooksFactory,
+                                                      endpoint: EndpointServer) -> None:
+    engine, manager, _ = webhooks(
+        hook(f"http://hooks.example.test:{endpoint.port}/hook", allow_private=False),
+        resolver=lambda host, port: ["127.0.0.1"])
+    emit(engine, 2)
+    rows = wait_log(manager, lambda rows: any(r["outcome"] == "unreachable" for r in rows))
+    assert "not a public address" in rows[0]["error"]
+    assert manager.status()[0]["breaker"] == "open"
+    assert manager.failed() == [] and endpoint.requests == []

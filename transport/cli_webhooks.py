@@ -1,0 +1,101 @@
+"""`tradeloom webhooks {failed,retry,log}`: the dead letters and delivery log of the
+daemon's `[[webhooks]]` endpoints, through the control ops `webhooks_failed`,
+`webhooks_retry` and `webhooks_log` (docs/protocol.md).
+
+Exit 0; 1 when the daemon has no such webhook (or none configured) or no such dead
+letter; 3 when the daemon is unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from transport.cli_options import (
+    EXIT_OK,
+    ExampleFormatter,
+    add_client_options,
+    client_command,
+    connection,
+    print_json,
+)
+
+
+def register(sub: Any) -> None:
+    """Add `webhooks` and its subcommands to the `tradeloom` subparsers `sub`."""
+    group: argparse.ArgumentParser = sub.add_parser(
+        "webhooks", help="outbound webhooks: dead letters, retry, delivery log",
+        description="Inspect the daemon's [[webhooks]] endpoints (docs/operations.md, "
+                    "Webhooks).", formatter_class=ExampleFormatter,
+        epilog="example:\n  tradeloom webhooks failed --name ops-slack")
+    commands = group.add_subparsers(dest="webhooks_command", metavar="COMMAND", required=True)
+    failed = commands.add_parser(
+        "failed", help="list dead letters (events an endpoint gave up on)",
+        description="List dead letters, oldest first: id, endpoint, seq, type, attempts, "
+                    "HTTP status, error. Exit 0; 1 unknown webhook; 3 unreachable.")
+    retry = commands.add_parser(
+        "retry", help="send dead letters again",
+        description="Re-queue dead letters (all, one endpoint's with --name, or --id N "
+                    "...); each endpoint sends them again. Exit 0; 1 unknown webhook or "
+                    "id; 3 unreachable.")
+    retry.add_argument("--id", dest="ids", type=int, action="append", default=[],
+                       metavar="N", help="a dead letter's id (repeatable); default: all")
+    log = commands.add_parser(
+        "log", help="each endpoint's state and its recent deliveries",
+        description="Each endpoint's cursor and breaker, then its deliveries, newest "
+                    "first: outcome, attempts, HTTP status, latency. Exit 0; 1 unknown "
+                    "webhook; 3 unreachable.")
+    for parser in (failed, retry, log):
+        parser.add_argument("--name", metavar="WEBHOOK", help="only this endpoint")
+        parser.add_argument("--json", action="store_true", help="print the reply as JSON")
+        add_client_options(parser)
+    for parser in (failed, log):
+        parser.add_argument("--limit", type=int, default=100, metavar="N",
+                            help="at most N rows (default 100)")
+    failed.set_defaults(handler=client_command(cmd_failed))
+    retry.set_defaults(handler=client_command(cmd_retry))
+    log.set_defaults(handler=client_command(cmd_log))
+
+
+def cmd_failed(args: argparse.Namespace) -> int:
+    with connection(args).control_client() as control:
+        rows = control.request("webhooks_failed", name=args.name, limit=args.limit)
+    if args.json:
+        print_json(rows)
+    elif not rows:
+        print("no dead letters", flush=True)
+    else:
+        for r in rows:
+            print(f"#{r['id']} {r['endpoint']} seq {r['seq']} {r['event_type']}: "
+                  f"{r['attempts']} attempt(s), {r['error']} ({r['failed_at']})", flush=True)
+    return EXIT_OK
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    with connection(args).control_client() as control:
+        reply = control.request("webhooks_retry", name=args.name, ids=args.ids)
+    if args.json:
+        print_json(reply)
+    else:
+        print(f"re-queued {len(reply['requeued'])} dead letter(s)", flush=True)
+    return EXIT_OK
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    with connection(args).control_client() as control:
+        reply = control.request("webhooks_log", name=args.name, limit=args.limit)
+    if args.json:
+        print_json(reply)
+        return EXIT_OK
+    for e in reply["endpoints"]:
+        print(f"{e['name']} {e['url']}: next seq {e['next_seq']}, breaker {e['breaker']}, "
+              f"{e['delivered']} delivered, {e['dead']} dead", flush=True)
+    for r in reply["deliveries"]:
+        seqs = (str(r["first_seq"]) if r["first_seq"] == r["last_seq"]
+                else f"{r['first_seq']}-{r['last_seq']}")
+        latency = f"{r['latency_ms']:.0f} ms" if r["latency_ms"] is not None else "-"
+        print(f"{r['at']} {r['endpoint']} seq {seqs} {r['event_type']}: {r['outcome']}, "
+              f"{r['attempts']} attempt(s), HTTP {r['http_status'] or '-'}, {latency}"
+              + (f", {r['error']}" if r["error"] and r["outcome"] != "delivered" else ""),
+              flush=True)
+    return EXIT_OK
