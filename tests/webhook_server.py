@@ -46,17 +46,16 @@ class EndpointServer:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with server._changed:
+                with server._changed:  # recorded as it arrives, before it is answered
                     status, headers = (server._answers.popleft() if server._answers
                                        else (server.default_status, {}))
+                    server.requests.append(Request(dict(self.headers.items()), body, status))
+                    server._changed.notify_all()
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
-                with server._changed:
-                    server.requests.append(Request(dict(self.headers.items()), body, status))
-                    server._changed.notify_all()
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
