@@ -1,0 +1,108 @@
+"""`[[webhooks]]` config: every bad key named; secrets from the environment at start."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from actors.config import Config
+from actors.errors import ConfigError
+from actors.webhook_config import resolve_secrets
+from actors.webhook_delivery import sign
+from examples.webhook_receiver import Receiver, verify
+
+
+def hooks(**entry: Any) -> dict[str, Any]:
+    return {"webhooks": [{"name": "ops", "url": "https://hooks.example.com/x",
+                          "secret": "s3cr3t-value", **entry}]}
+
+
+def test_a_full_entry_parses() -> None:
+    config = Config.from_dict(hooks(events=["execution_failed", "emergency/"], timeout_s=3,
+                                    max_attempts=2, batch_max=10, allow_private=True,
+                                    auth={"type": "header", "header": "X-Api-Key",
+                                          "token_env": "KEY"}))
+    (hook,) = config.webhooks
+    assert hook.timeout_s == 3.0 and hook.max_attempts == 2 and hook.batch_max == 10
+    assert hook.wants("execution_failed", "workflow/w/execution_failed")
+    assert hook.wants("risk_limit_exceeded", "emergency/risk_limit_exceeded")
+    assert not hook.wants("node_started", "workflow/w/node_started")
+    assert "s3cr3t" not in repr(hook)
+
+
+@pytest.mark.parametrize(("entry", "key"), [
+    ({"url": "ftp://x"}, "webhooks[0].url"),
+    ({"url": "http://user:pw@x/"}, "webhooks[0].url"),
+    ({"url": "http://127.0.0.1:9/"}, "webhooks[0].url"),
+    ({"url": "http://[::1]:9/"}, "webhooks[0].url"),
+    ({"url": 5}, "webhooks[0].url"),
+    ({"secret_env": "X"}, "webhooks[0].secret"),
+    ({"name": "bad name"}, "webhooks[0].name"),
+    ({"timeout_s": 0}, "webhooks[0].timeout_s"),
+    ({"max_attempts": 0}, "webhooks[0].max_attempts"),
+    ({"batch_max": 0}, "webhooks[0].batch_max"),
+    ({"allow_private": "yes"}, "webhooks[0].allow_private"),
+    ({"events": "execution_failed"}, "webhooks[0].events"),
+    ({"retries": 3}, "webhooks[0].retries"),
+    ({"auth": {"type": "bearer"}}, "webhooks[0].auth.token_env"),
+    ({"auth": {"type": "basic", "username": "u"}}, "webhooks[0].auth.password_env"),
+    ({"auth": {"type": "header", "header": "X-Tradeloom-Signature", "token_env": "T"}},
+     "webhooks[0].auth.header"),
+    ({"auth": {"type": "oauth"}}, "webhooks[0].auth.type"),
+])
+def test_bad_keys_are_named(entry: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
+        Config.from_dict(hooks(**entry))
+
+
+def test_duplicate_names_are_refused() -> None:
+    entry = {"name": "a", "url": "https://x.example.com/", "secret": "k"}
+    with pytest.raises(ConfigError, match=r"webhooks\[1\].name: duplicate"):
+        Config.from_dict({"webhooks": [entry, entry]})
+
+
+def test_loopback_is_fine_with_allow_private() -> None:
+    assert Config.from_dict(hooks(url="http://127.0.0.1:9/", allow_private=True)).webhooks
+
+
+def test_secrets_come_from_the_environment() -> None:
+    config = Config.from_dict(hooks(secret=None, secret_env="HOOK_KEY",
+                                    auth={"type": "basic", "username": "u",
+                                          "password_env": "HOOK_PW"}))
+    with pytest.raises(ConfigError, match=r"webhooks\[0\].secret_env: environment variable "
+                                          "HOOK_KEY is not set"):
+        resolve_secrets(config.webhooks, {})
+    with pytest.raises(ConfigError, match=r"webhooks\[0\].auth.password_env"):
+        resolve_secrets(config.webhooks, {"HOOK_KEY": "k"})
+    secrets = resolve_secrets(config.webhooks, {"HOOK_KEY": "s3cr3t", "HOOK_PW": "p"})["ops"]
+    assert secrets.signing_key == b"s3cr3t"
+    assert secrets.auth_header == ("Authorization", "Basic dTpw")
+    assert "s3cr3t" not in repr(secrets)
+
+
+@given(body=st.binary(max_size=200), secret=st.binary(min_size=1, max_size=40))
+def test_the_example_receiver_verifies_our_signature_and_only_it(body: bytes,
+                                                                 secret: bytes) -> None:
+    signature = sign(secret, "1000", body)
+    assert verify(secret, "1000", body, signature, now=1000.0)
+    assert not verify(secret + b"x", "1000", body, signature, now=1000.0)  # wrong secret
+    assert not verify(secret, "1000", body + b" ", signature, now=1000.0)
+    assert not verify(secret, "1000", body, signature, now=1000.0 + 301)  # stale
+
+
+def test_the_example_receiver_rejects_a_wrong_secret_and_dedups_by_seq() -> None:
+    seen: list[int] = []
+    receiver = Receiver(b"right", lambda event: seen.append(event["seq"]),
+                        clock=lambda: 1000.0)
+    body = b'{"seq":7,"type":"x"}'
+    wrong = {"X-Tradeloom-Timestamp": "1000", "X-Tradeloom-Signature": sign(b"wrong", "1000",
+                                                                            body)}
+    assert receiver.receive(wrong, body) == 401 and seen == []
+    good = {"X-Tradeloom-Timestamp": "1000", "X-Tradeloom-Signature": sign(b"right", "1000",
+                                                                           body)}
+    assert receiver.receive(good, body) == 204
+    assert receiver.receive(good, body) == 204  # the same seq again: handled once
+    assert seen == [7] and receiver.duplicates == 1
