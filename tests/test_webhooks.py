@@ -3,6 +3,7 @@ signing, retries, Retry-After, dead letters and their retry, the SSRF guard."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -168,24 +169,36 @@ def test_ssrf_guard_refuses_loopback_at_connect_time(endpoint: EndpointServer) -
 
 def test_ssrf_guard_refuses_a_name_resolving_to_a_private_address(
         endpoint: EndpointServer) -> None:
-    asked: list[str] = []
-
-    def rebinding(host: str, port: int) -> list[str]:
-        asked.append(host)
-        return ["10.1.2.3"] if len(asked) > 1 else ["93.184.216.34"]
-
     url = f"http://hooks.example.test:{endpoint.port}/hook"
     with make_client(timeout_s=2.0, allow_private=False,
                      resolver=lambda host, port: ["169.254.169.254"]) as client, \
             pytest.raises(WebhookAddressRefused):
         client.post(url, content=b"{}")
-    # A name whose answer changes is checked at every connect: the second is refused.
-    with make_client(timeout_s=0.5, allow_private=False, resolver=rebinding) as client:
-        with pytest.raises(httpx.TransportError):
-            client.post(url, content=b"{}")  # a public address (nothing to reach in tests)
-        with pytest.raises(WebhookAddressRefused):
-            client.post(url, content=b"{}")
     assert endpoint.requests == []
+    # With allow_private the connection goes to the address the resolver gave (a name
+    # the system cannot resolve reaches the local endpoint): no second lookup.
+    with make_client(timeout_s=2.0, allow_private=True,
+                     resolver=lambda host, port: ["127.0.0.1"]) as client:
+        assert client.post(url, content=b"{}").status_code == 200
+
+
+def test_ssrf_guard_checks_every_connect_so_rebinding_is_refused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    answers = iter([["93.184.216.34"], ["10.1.2.3"]])  # public, then rebound to private
+    dialled: list[tuple[str, int]] = []
+
+    def refuse(address: tuple[str, int], *args: Any, **kwargs: Any) -> socket.socket:
+        dialled.append(address)  # no real connection leaves the test
+        raise ConnectionRefusedError("refused by the test")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    with make_client(timeout_s=1.0, allow_private=False,
+                     resolver=lambda host, port: next(answers)) as client:
+        with pytest.raises(httpx.ConnectError):
+            client.post("http://hooks.example.test:8080/", content=b"{}")
+        with pytest.raises(WebhookAddressRefused):
+            client.post("http://hooks.example.test:8080/", content=b"{}")
+    assert dialled == [("93.184.216.34", 8080)]
 
 
 def test_refused_endpoint_pauses_without_dead_letters(webhooks: WebhooksFactory,

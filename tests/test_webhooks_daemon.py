@@ -55,6 +55,9 @@ def test_endpoint_down_across_a_restart_gets_every_event_in_order(
     port = free_port()  # nothing listens there yet: the endpoint is down
     daemon = hooked(fleet, port)
     run_and_submit(daemon, 3)
+    with daemon.client() as control:  # down, not failing: its breaker opens, no dead letter
+        _wait(control, lambda c: c.request("webhooks_log")["endpoints"][0]["breaker"] == "open")
+        assert control.request("webhooks_failed") == []
     if stop == "sigterm":
         assert daemon.terminate() == 0
     else:
@@ -66,6 +69,8 @@ def test_endpoint_down_across_a_restart_gets_every_event_in_order(
         seqs = endpoint.delivered_seqs()
         assert seqs == sorted(seqs), "delivered out of seq order"
         assert sorted(set(seqs))[:last] == list(range(1, last + 1)), "a gap"
+        with daemon.client() as control:
+            assert control.request("webhooks_failed") == []
         assert daemon.terminate() == 0
 
 
@@ -117,4 +122,4 @@ def test_missing_secret_env_stops_start_up_with_exit_2(
 def _wait(control: Any, fetch: Any, timeout: float = 20.0) -> Any:
     from tests.daemon_fixture import wait_until
 
-    return wait_until(lambda: fetch(control), timeout, "a dead letter", poll_s=0.05)
+    return wait_until(lambda: fetch(control), timeout, "the webhook's state", poll_s=0.05)
