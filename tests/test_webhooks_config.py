@@ -106,3 +106,23 @@ def test_the_example_receiver_rejects_a_wrong_secret_and_dedups_by_seq() -> None
     assert receiver.receive(good, body) == 204
     assert receiver.receive(good, body) == 204  # the same seq again: handled once
     assert seen == [7] and receiver.duplicates == 1
+
+
+def test_webhooks_ops_are_validated_and_need_webhooks() -> None:
+    from actors.errors import NotFound
+    from transport.engine_handler import EngineControlHandler
+    from transport.errors import BadRequest
+    from transport.ops import parse_request
+
+    assert parse_request({"v": 1, "op": "webhooks_retry"}) == ("webhooks_retry",
+                                                               {"name": None, "ids": []})
+    assert parse_request({"v": 1, "op": "webhooks_log", "name": "ops", "limit": 5}) == (
+        "webhooks_log", {"name": "ops", "limit": 5})
+    for bad in ({"ids": ["1"]}, {"ids": 3}, {"ids": [True]}, {"name": 5}):
+        with pytest.raises(BadRequest):
+            parse_request({"v": 1, "op": "webhooks_retry", **bad})
+    with pytest.raises(BadRequest):
+        parse_request({"v": 1, "op": "webhooks_failed", "limit": 0})
+    handler = EngineControlHandler(engine=None)  # type: ignore[arg-type]
+    with pytest.raises(NotFound, match="no \\[\\[webhooks\\]\\] are configured"):
+        handler.webhooks_failed(name=None, limit=10)
