@@ -31,7 +31,7 @@ from transport.client import ClientKeys
 
 EXECUTION_ID = re.compile(r"^exec_cli_ok_[0-9a-f]{8}$")
 COMMANDS = {"run", "daemon", "keys", "status", "submit", "halt", "resume", "alert",
-            "reduce-only", "tail", "executions", "show", "intents"}
+            "reduce-only", "tail", "executions", "show", "intents", "webhooks"}
 
 
 @pytest.fixture

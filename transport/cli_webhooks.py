@@ -30,18 +30,24 @@ def register(sub: Any) -> None:
         epilog="example:\n  tradeloom webhooks failed --name ops-slack")
     commands = group.add_subparsers(dest="webhooks_command", metavar="COMMAND", required=True)
     failed = commands.add_parser(
-        "failed", help="list dead letters (events an endpoint gave up on)",
+        "failed", formatter_class=ExampleFormatter,
+        epilog="example:\n  tradeloom webhooks failed --name ops-slack",
+        help="list dead letters (events an endpoint gave up on)",
         description="List dead letters, oldest first: id, endpoint, seq, type, attempts, "
                     "HTTP status, error. Exit 0; 1 unknown webhook; 3 unreachable.")
     retry = commands.add_parser(
-        "retry", help="send dead letters again",
+        "retry", formatter_class=ExampleFormatter,
+        epilog="example:\n  tradeloom webhooks retry --name ops-slack --id 12",
+        help="send dead letters again",
         description="Re-queue dead letters (all, one endpoint's with --name, or --id N "
                     "...); each endpoint sends them again. Exit 0; 1 unknown webhook or "
                     "id; 3 unreachable.")
     retry.add_argument("--id", dest="ids", type=int, action="append", default=[],
                        metavar="N", help="a dead letter's id (repeatable); default: all")
     log = commands.add_parser(
-        "log", help="each endpoint's state and its recent deliveries",
+        "log", formatter_class=ExampleFormatter,
+        epilog="example:\n  tradeloom webhooks log --name ops-slack --limit 20",
+        help="each endpoint's state and its recent deliveries",
         description="Each endpoint's cursor and breaker, then its deliveries, newest "
                     "first: outcome, attempts, HTTP status, latency. Exit 0; 1 unknown "
                     "webhook; 3 unreachable.")
