@@ -126,3 +126,19 @@ def test_webhooks_ops_are_validated_and_need_webhooks() -> None:
     handler = EngineControlHandler(engine=None)  # type: ignore[arg-type]
     with pytest.raises(NotFound, match="no \\[\\[webhooks\\]\\] are configured"):
         handler.webhooks_failed(name=None, limit=10)
+
+
+@given(value=st.text(max_size=60))
+def test_retry_after_never_raises_and_is_never_negative(value: str) -> None:
+    from actors.webhook_delivery import retry_after_s
+
+    wait = retry_after_s(value, now=1_800_000_000.0)
+    assert wait is None or wait >= 0
+
+
+def test_retry_after_seconds_and_dates() -> None:
+    from actors.webhook_delivery import retry_after_s
+
+    assert retry_after_s("7", now=0.0) == 7.0
+    assert retry_after_s("Thu, 01 Jan 1970 00:00:30 GMT", now=10.0) == 20.0
+    assert retry_after_s("soon", now=0.0) is None
