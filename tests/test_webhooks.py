@@ -17,6 +17,7 @@ from actors.engine import Engine
 from actors.errors import WebhookAddressRefused
 from actors.webhook import WebhookManager
 from actors.webhook_transport import make_client
+from actors.workflow import Node, Workflow
 from examples.webhook_receiver import verify
 from tests.conftest import EngineFactory
 from tests.webhook_server import EndpointServer
@@ -211,3 +212,22 @@ def test_refused_endpoint_pauses_without_dead_letters(webhooks: WebhooksFactory,
     assert "not a public address" in rows[0]["error"]
     assert manager.status()[0]["breaker"] == "open"
     assert manager.failed() == [] and endpoint.requests == []
+
+
+def test_a_stuck_endpoint_does_not_hold_up_executions(webhooks: WebhooksFactory,
+                                                      endpoint: EndpointServer) -> None:
+    release = endpoint.gate = threading.Event()
+    engine, manager, _ = webhooks(hook(endpoint.url, timeout_s=30.0))
+    workflow = Workflow("quick", nodes=[Node("n", lambda ctx: {"x": 1})])
+    try:
+        emit(engine, 1)
+        endpoint.wait_for(lambda reqs: len(reqs) == 1)  # held: the endpoint is stuck
+        handles = [engine.submit(workflow) for _ in range(50)]
+        assert all(h.result(timeout=10).status == "completed" for h in handles)
+        assert len(endpoint.requests) == 1
+    finally:
+        release.set()
+    last = engine.status()["last_seq"]
+    endpoint.wait_for(lambda reqs: {s for r in reqs for s in r.seqs} >= set(
+        range(reqs[0].seqs[0], last + 1)))
+    assert manager.failed() == []

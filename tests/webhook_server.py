@@ -41,6 +41,8 @@ class EndpointServer:
         self._answers: deque[tuple[int, dict[str, str]]] = deque()
         self._changed = threading.Condition()
         self.default_status = 200
+        #: When set: each request is held (after it is recorded) until this is set.
+        self.gate: threading.Event | None = None
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -51,6 +53,8 @@ class EndpointServer:
                                        else (server.default_status, {}))
                     server.requests.append(Request(dict(self.headers.items()), body, status))
                     server._changed.notify_all()
+                if server.gate is not None:
+                    server.gate.wait(30.0)
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
