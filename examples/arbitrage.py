@@ -47,7 +47,7 @@ def spread(ctx: NodeContext) -> bool:
     b = ctx.upstream["price_coinbase"]["price"]
     threshold = float(ctx.inputs.get("threshold", 10.0))
     ctx.log.info("spread", binance=a, coinbase=b, spread=round(abs(a - b), 2))
-    return abs(a - b) >= threshold
+    return bool(abs(a - b) >= threshold)
 
 
 def trade(ctx: NodeContext) -> dict[str, Any]:

@@ -60,27 +60,32 @@ def describe(event: dict[str, Any]) -> str:
 
 
 class Tally:
-    """What was delivered: the count, the seq range, and whether the seqs were consecutive."""
+    """What was delivered: the count, the seq range, and whether nothing was missed: seqs
+    consecutive or, following one workflow (`--workflow`), its own `wseq`s (other
+    workflows' events take the seqs in between)."""
 
-    def __init__(self) -> None:
+    def __init__(self, order_key: str) -> None:
+        self.order_key = order_key
         self.count = 0
         self.first: int | None = None
         self.last: int | None = None
+        self._previous: int | None = None
         self.breaks: list[tuple[int, int]] = []
 
-    def add(self, seq: Any) -> None:
-        if not isinstance(seq, int):
+    def add(self, event: dict[str, Any]) -> None:
+        seq, number = event.get("seq"), event.get(self.order_key)
+        if not isinstance(seq, int) or not isinstance(number, int):
             return  # a seq-less notice: no place in the order
-        if self.last is not None and seq != self.last + 1:
-            self.breaks.append((self.last, seq))
+        if self._previous is not None and number != self._previous + 1:
+            self.breaks.append((self._previous, number))
         self.first = seq if self.first is None else self.first
-        self.last = seq
+        self.last, self._previous = seq, number
         self.count += 1
 
 
 def follow(args: argparse.Namespace) -> Tally:
     topics = (f"workflow/{args.workflow}/",) if args.workflow else ("",)
-    tally = Tally()
+    tally = Tally("wseq" if args.workflow else "seq")
     with Subscriber(args.events, args.control, topics=topics, since_seq=args.since,
                     timeout=args.timeout) as sub:
         sub.wait_live(timeout=args.timeout)
@@ -110,7 +115,7 @@ def receive(sub: Subscriber, tally: Tally, args: argparse.Namespace) -> None:
                   "journal", flush=True)
         if event is None:
             continue
-        tally.add(event.get("seq"))
+        tally.add(event)
         if args.json:
             print(json.dumps(event, default=str), flush=True)
         else:
@@ -119,9 +124,10 @@ def receive(sub: Subscriber, tally: Tally, args: argparse.Namespace) -> None:
 
 def summary(tally: Tally, sub: Subscriber) -> None:
     contiguous = "yes" if not tally.breaks else f"no, breaks {tally.breaks}"
-    print(f"summary: {tally.count} events, seqs {tally.first}..{tally.last}, consecutive: "
-          f"{contiguous}; replayed {sub.replayed}, gaps filled {sub.gaps_filled}, "
-          f"daemon restarts {sub.restarts}, lost {sub.lost}", flush=True)
+    print(f"summary: {tally.count} events, seqs {tally.first}..{tally.last}, consecutive "
+          f"{tally.order_key}s: {contiguous}; replayed {sub.replayed}, "
+          f"gaps filled {sub.gaps_filled}, daemon restarts {sub.restarts}, lost {sub.lost}",
+          flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

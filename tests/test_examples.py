@@ -190,7 +190,7 @@ def test_subscriber_follows_a_late_join_and_a_restart_without_a_gap(tmp_path: Pa
             lines.wait_for(rf"^ +{last}  ")
             proc.send_signal(signal.SIGINT)
             summary = lines.wait_for(r"^summary: (\d+) events, seqs (\d+)\.\.(\d+), "
-                                     r"consecutive: (\S+?); .* daemon restarts (\d+), lost 0$")
+                                     r"consecutive seqs: (\S+?); .* daemon restarts (\d+), lost 0$")
             assert proc.wait(10) == 0
         finally:
             if proc.poll() is None:
