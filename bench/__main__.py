@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import BENCHES, PENDING_TARGETS
+from bench.results import problems
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "bench"
@@ -84,6 +85,11 @@ def run_one(name: str, module: str, title: str, *, quick: bool, soak_minutes: fl
         tail = " ".join(proc.stderr.strip().splitlines()[-3:])[-600:]
         return {**entry, "status": "failed", "detail": f"exit {proc.returncode}: {tail}"}
     result = json.loads(lines[-1][len(MARK):])
+    wrong = problems(result)
+    if wrong:
+        return {**entry, "status": "failed", "detail": "run_for_report returned a malformed "
+                f"result: {'; '.join(wrong[:3])}"}
+    result.setdefault("targets", [])
     return {**entry, "result": result, "command": result.get("command", "")}
 
 

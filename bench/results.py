@@ -65,3 +65,25 @@ def stat_of(values: list[float], stat: str) -> float:
 def paired(a: list[float], b: list[float]) -> list[float]:
     """Per-round ratios a/b (rounds interleaved, so drift hits both alike)."""
     return [x / y if y else float("nan") for x, y in zip(a, b, strict=True)]
+
+
+def problems(res: Any) -> list[str]:
+    """What is wrong with a result from a bench's run_for_report (empty: usable)."""
+    if not isinstance(res, dict):
+        return [f"not a dict: {type(res).__name__}"]
+    found = [f"missing key {key!r}" for key in ("name", "title", "repeats", "figures")
+             if key not in res]
+    for f in res.get("figures", []):
+        if not (isinstance(f, dict) and isinstance(f.get("name"), str)
+                and isinstance(f.get("values"), list)
+                and all(isinstance(v, int | float) for v in f["values"])):
+            found.append(f"bad figure {f!r:.80}")
+    names = {f.get("name") for f in res.get("figures", []) if isinstance(f, dict)}
+    for t in res.get("targets", []):
+        if not (isinstance(t, dict) and t.get("op") in ("<=", ">=")
+                and isinstance(t.get("threshold"), int | float)
+                and {"issue", "target", "figure"} <= t.keys()):
+            found.append(f"bad target {t!r:.80}")
+        elif t["figure"] not in names:
+            found.append(f"target {t['target']!r} names no figure: {t['figure']!r}")
+    return found
