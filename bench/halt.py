@@ -105,7 +105,8 @@ class InFlight:
 
     def wait(self, what: str, target: int, timeout: float = WAIT_S) -> bool:
         with self.cond:
-            return self.cond.wait_for(lambda: getattr(self, what) >= target, timeout)
+            return bool(self.cond.wait_for(lambda: getattr(self, what) >= target,
+                                           timeout))
 
 
 class CancelAllHook:

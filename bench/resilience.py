@@ -29,6 +29,7 @@ workflow deadline timer.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import logging
 import statistics
@@ -130,7 +131,7 @@ def run_concurrent(engine: Engine, wf: Workflow, n: int, in_flight: int) -> Roun
         if not slots.acquire(timeout=10):
             raise RuntimeError("no execution finished within 10 s")
         t0 = _perf()
-        submit(wf).add_done_callback(lambda h, t0=t0: finished(h, t0))
+        submit(wf).add_done_callback(functools.partial(finished, t0=t0))
     if not all_done.wait(timeout=30):
         raise RuntimeError(f"{remaining[0]} executions still running after 30 s")
     elapsed = _perf() - t_start

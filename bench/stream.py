@@ -35,6 +35,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +137,7 @@ def run_publisher(count: int, *, packed: bool) -> dict[str, Any]:
 
 def run_bare(count: int) -> dict[str, Any]:
     events = make_events(count)
-    context = zmq.Context.instance()
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     pub = context.socket(zmq.PUB)
     pub.setsockopt(zmq.SNDHWM, 100_000)
     pub.setsockopt(zmq.LINGER, 0)
@@ -246,7 +247,8 @@ MODES = ("bare pyzmq + msgpack", "publisher (packed)", "publisher (dicts)")
 def measure_part_a(rounds: int, count: int) -> dict[str, Any]:
     """Part (a): events/s per mode and round, and whether nothing was lost."""
     count = min(count, 100_000)  # within the send high-water mark: loss would be a bug
-    runs = {MODES[0]: run_bare, MODES[1]: lambda n: run_publisher(n, packed=True),
+    runs: dict[str, Callable[[int], dict[str, Any]]] = {
+            MODES[0]: run_bare, MODES[1]: lambda n: run_publisher(n, packed=True),
             MODES[2]: lambda n: run_publisher(n, packed=False)}
     rates: dict[str, list[float]] = {name: [] for name in runs}
     losses: list[str] = []
