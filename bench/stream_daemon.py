@@ -214,7 +214,7 @@ def figures_of(part: dict[str, Any], bare_rates: list[float] | None) -> list[dic
     out += [figure("(b) CURVE on / plain events/s", "x", paired(curve["rate"], plain["rate"])),
             figure("(b) CURVE on / plain latency p99", "x", paired(curve["p99"], plain["p99"])),
             figure("(b) paced rate achieved", "events/s", part["offered"]),
-            figure("(b) events lost", "events", float(len(part["losses"])))]
+            figure("(b) rounds that lost an event", "rounds", float(len(part["losses"])))]
     if bare_rates:
         out.append(figure("(b) plain daemon delivery / (a) bare pair", "x",
                           paired(plain["rate"], bare_rates)))

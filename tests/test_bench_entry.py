@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "benchmarks.md"
 #: The whole quick run takes ~30 s on 2 busy cores; the deadline leaves room for load.
 DEADLINE_S = 150
+ALWAYS_HERE = {"core", "resilience", "halt", "journal", "stream", "daemon"}
 
 
 def run_entry(*args: str, timeout: float = DEADLINE_S) -> subprocess.CompletedProcess[str]:
@@ -39,13 +40,14 @@ def test_quick_run_writes_every_section_with_pass_or_short(tmp_path: Path) -> No
         assert re.search(rf"^\| {re.escape(key)} \| .+ \|$", text, re.M), key
     assert "| issue | target | measured | pass/short | command to reproduce |" in text
     sections = {m.group(1) for m in re.finditer(r"^## (.+?)(?: \(`.*`\))?$", text, re.M)}
-    present = [(name, title) for name, module, title in BENCHES
-               if (ROOT / "bench" / f"{module.rsplit('.', 1)[-1]}.py").exists()]
     for name, title in [(n, t) for n, _, t in BENCHES] + [("soak", "Soak")]:
         assert title in sections, (name, sorted(sections))
-    for name, title in present:  # measured: a figure table under its heading
+    for name, _, title in BENCHES:  # measured: a figure table under its heading
         body = text.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
-        assert "| figure | median | min - max | unit | n |" in body, name
+        measured = "| figure | median | min - max | unit | n |" in body
+        # Benches other helpers are writing may not be in this tree yet.
+        assert measured or (name not in ALWAYS_HERE and body.strip().startswith(
+            ("not present:", "not measured:"))), (name, body[:300])
     rows = [line for line in text.splitlines() if re.match(r"^\| #\d+ \|", line)]
     verdicts = {line.split("|")[4].strip() for line in rows}
     assert verdicts & {"pass", "**short**"}, rows
