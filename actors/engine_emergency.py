@@ -76,14 +76,17 @@ class EmergencyControls:
         if self._stopped:
             raise EngineStopped("the engine is stopped")
         self._refuse_wait_in_callback(type(message).__name__)
-        history = self.gate.history
-        before = history[-1]["seq"] if history else 0
         reply: dict[str, Any] = self._emergency.ask(message, block=True, timeout=30.0)
         if self._durable is not None:
-            # The reply comes after the change is committed: its own event, when it made one
-            # (not the halted executions' events queued behind it), else all queued so far.
-            changed = history[-1]["seq"] if history and history[-1]["seq"] > before else None
-            self._durable.wait_commit(upto_seq=changed)
+            # The reply comes after the change is committed: when this call changed the
+            # state, up to the newest change (its own event or a later one; not the halted
+            # executions' events queued behind it); else everything queued so far. A risk
+            # update cannot tell a change of its own from another caller's halt sequenced
+            # before its figure was saved, so it always waits for everything.
+            history = self.gate.history
+            changed = (type(message) is not RiskUpdate and history
+                       and reply.get("state") != reply.get("previous_state"))
+            self._durable.wait_commit(upto_seq=history[-1]["seq"] if changed else None)
         return reply
 
     def _refuse_wait_in_callback(self, what: str) -> None:
