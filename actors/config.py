@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from actors.errors import ConfigError
+from actors.web_config import WebConfig
 
 LimitKind = Literal["daily_loss", "position_size", "drawdown_pct", "action_rate", "custom"]
 LIMIT_KINDS: tuple[str, ...] = typing.get_args(LimitKind)
@@ -186,6 +187,8 @@ class Config:
     journal: JournalConfig = JournalConfig()
     metrics: MetricsConfig = MetricsConfig()
     client: ClientConfig = ClientConfig()
+    #: `[web]`: the WebSocket gateway and dashboard (actors/web_config.py); off by default.
+    web: WebConfig = field(default_factory=WebConfig)
     workflows: tuple[WorkflowEntry, ...] = ()
 
     @classmethod

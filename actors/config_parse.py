@@ -34,6 +34,7 @@ from actors.config import (
     WorkflowEntry,
 )
 from actors.errors import ConfigError
+from actors.web_config import parse_web
 
 
 def parse(raw: Mapping[str, Any], *, base_dir: str | Path | None = None) -> Config:
@@ -73,6 +74,7 @@ def parse(raw: Mapping[str, Any], *, base_dir: str | Path | None = None) -> Conf
         journal=_build(JournalConfig, _table(raw, "journal"), "journal"),
         metrics=_build(MetricsConfig, _table(raw, "metrics"), "metrics"),
         client=_build(ClientConfig, _table(raw, "client"), "client"),
+        web=parse_web(_table(raw, "web")),
         workflows=tuple(_import_entry(e, i, base_dir) for i, e in enumerate(entries)),
     )
     _check_ranges(config)
@@ -81,13 +83,8 @@ def parse(raw: Mapping[str, Any], *, base_dir: str | Path | None = None) -> Conf
 
 
 def _refuse_unbuilt(raw: Mapping[str, Any]) -> None:
-    """`[web]` and `[[webhooks]]` are part of the config's schema, but this version has
-    neither the gateway nor webhooks: an empty table is fine, asking for one is an error
-    (never a setting quietly ignored)."""
-    web = _table(raw, "web")
-    if web:
-        raise ConfigError(f"web.{next(iter(web))}: the WebSocket gateway and dashboard are "
-                          "not in this version of tradeloom")
+    """`[[webhooks]]` is part of the config's schema, but this version has no webhooks:
+    an empty array is fine, asking for one is an error (never a setting quietly ignored)."""
     if _array(raw.get("webhooks", []), "webhooks"):
         raise ConfigError("webhooks[0]: outbound webhooks are not in this version of tradeloom")
 

@@ -36,6 +36,7 @@ from transport.engine_handler import EngineControlHandler
 from transport.metrics import MetricsServer
 from transport.publisher import Publisher
 from transport.security import CurveServer
+from transport.web.gateway import WebGateway
 
 log = structlog.get_logger("tradeloom.daemon")
 
@@ -56,6 +57,7 @@ class Daemon:
         self.publisher: Publisher | None = None
         self.control: ControlServer | None = None
         self.metrics: MetricsServer | None = None
+        self.web: WebGateway | None = None  # [web] listen: the gateway and dashboard
         self.triggers: IntervalTriggers | None = None
         self._stop_requested = threading.Event()
         self._stopped = False
@@ -95,6 +97,10 @@ class Daemon:
         self.control.start()
         if self.config.metrics.listen:
             self.metrics = self._start_metrics(self.config.metrics.listen)
+        if self.config.web.listen:
+            self.web = WebGateway(self.config.web, engine, warn_at=self.config.emergency.warn_at,
+                                  epoch=self.publisher.epoch)
+            self.web.start()
         engine.sink.emit([{"v": 1, "type": "daemon_started", "version": VERSION,
                            "pid": os.getpid(), "events": self.publisher.endpoint,
                            "control": self.control.endpoint}])
@@ -164,7 +170,7 @@ class Daemon:
             # keep a refused start waiting FINAL_SEND_S for nothing.
             if self.publisher is not None and self.publisher.running:
                 self.publisher.wait_sent(engine.sink.log.committed_seq, FINAL_SEND_S)
-        for server in (self.metrics, self.control, self.publisher):
+        for server in (self.web, self.metrics, self.control, self.publisher):
             if server is not None:
                 try:
                     server.stop()
