@@ -9,15 +9,22 @@ connection's thread meanwhile answers the client's requests (control actions and
 Nothing a client does reaches the engine's threads: the cursor only reads what is
 committed, and a client that reads slowly only stalls its own sender in a blocking send.
 The buffering per client is bounded: one batch in hand plus the socket's buffers; no queue
-grows. Once a client has caught up with the log, falling `max_lag` events behind again gets
-it a `lagged` message (with the seq to resume from: every event before it was sent) and the
-connection is closed; it may reconnect with that `since_seq`. The wire format is in
+grows. A client is lagging when, past the replay it asked for (the seqs committed before its
+hello), it is more than `max_lag` events behind the log *and* its socket holds more than
+`LAG_UNSENT_BYTES` not yet taken by the client (so a burst of events to a client that
+reads fast is not a lag). It gets a `lagged` message (with the seq to resume from: every
+event before it was sent) and the connection is closed; it may reconnect with that
+`since_seq`. (The unsent byte count is Linux's TIOCOUTQ; where there is none, the event
+count alone decides.) The wire format is in
 docs/protocol.md, "WebSocket gateway".
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import struct
+import termios
 import threading
 import time
 from collections.abc import Callable
@@ -42,6 +49,8 @@ HELLO_S = 5.0
 BATCH = 500
 #: A caught-up client that falls this many events behind the log is told it lagged.
 DEFAULT_MAX_LAG = 20_000
+#: ... and has at least this much sent but not yet read by the client in its socket.
+LAG_UNSENT_BYTES = 1 << 20
 #: A heartbeat at least this often, so an idle page knows it is live (and the state).
 HEARTBEAT_S = 1.0
 #: Most topic prefixes in a hello.
@@ -136,7 +145,8 @@ class ClientSession:
         try:
             self._send({"msg": "welcome", "next_seq": start, "last_seq": committed,
                         **self._info()})
-            sender = threading.Thread(target=self._stream, args=(reader, start, hello.topics),
+            sender = threading.Thread(target=self._stream,
+                                      args=(reader, start, hello.topics, committed),
                                       name="tradeloom-web-sender", daemon=True)
             sender.start()
             try:
@@ -153,9 +163,9 @@ class ClientSession:
 
     # -- the stream (sender thread) ----------------------------------------------------------
 
-    def _stream(self, reader: LogReader, cursor: int, topics: tuple[str, ...]) -> None:
+    def _stream(self, reader: LogReader, cursor: int, topics: tuple[str, ...],
+                replay_to: int) -> None:
         every = topics == ("",)
-        caught_up = False
         next_beat = 0.0
         try:
             while not (self._done.is_set() or self._stopping.is_set()):
@@ -164,9 +174,8 @@ class ClientSession:
                     self._heartbeat(committed, cursor)
                     next_beat = time.monotonic() + HEARTBEAT_S
                 if committed < cursor:
-                    caught_up = True
                     continue
-                if caught_up and committed - cursor + 1 > self.max_lag:
+                if cursor > replay_to and self._lagging(cursor, committed):
                     self._lagged(cursor, committed)
                     return
                 events = reader.read(cursor, BATCH)
@@ -188,6 +197,12 @@ class ClientSession:
         except Exception:
             log.exception("web_stream_failed", peer=_peer(self.connection), next_seq=cursor)
             self.connection.close(1011, "internal error")
+
+    def _lagging(self, cursor: int, committed: int) -> bool:
+        if committed - cursor + 1 <= self.max_lag:
+            return False
+        unsent = unsent_bytes(self.connection)
+        return unsent is None or unsent >= LAG_UNSENT_BYTES
 
     def _heartbeat(self, committed: int, cursor: int) -> None:
         self._send({"msg": "heartbeat", "last_seq": committed, "next_seq": cursor,
@@ -228,6 +243,17 @@ class ClientSession:
             self.connection.close(close_code, code)
         except ConnectionClosed:
             pass
+
+
+def unsent_bytes(connection: ServerConnection) -> int | None:
+    """Bytes in the connection's socket not yet acknowledged by the client (Linux
+    TIOCOUTQ); None where that cannot be known."""
+    try:
+        raw = fcntl.ioctl(connection.socket.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    except (OSError, AttributeError, ValueError):
+        return None
+    count: int = struct.unpack("i", raw)[0]
+    return count
 
 
 def _peer(connection: ServerConnection) -> str:
