@@ -11,7 +11,8 @@ import contextlib
 import json
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from actors import Config, Engine
 from actors.errors import ConfigError
 from actors.web_config import WebConfig, parse_web
 from transport.web.gateway import WebGateway
+from transport.web.session import STALL_S
 
 TOKEN = "test-token-0123456789"
 DEADLINE_S = 20.0
@@ -82,6 +84,16 @@ def collect_until(ws: ClientConnection, last_seq: int) -> list[int]:
         else:
             assert message["msg"] == "heartbeat", message
     return seqs
+
+
+def wait_until(predicate: Callable[[], bool]) -> bool:
+    """Poll a condition in the gateway (no event to wait on there) until DEADLINE_S."""
+    deadline = time.monotonic() + DEADLINE_S
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def request(ws: ClientConnection, op: str, **args: Any) -> dict[str, Any]:
@@ -202,6 +214,8 @@ def test_slow_client_lags_without_stalling_others(engine: Engine) -> None:
             last = engine.sink.log.committed_seq
             # The other client and the engine went on: everything, in order, already.
             assert collect_until(fast, last) == list(range(first, last + 1))
+        # The slow one's stream has been waiting on its full socket long enough to count.
+        assert wait_until(lambda: any(s.stalled_s() >= STALL_S for s in gateway.sessions()))
         # Now the slow one reads: events in order up to where it stalled, then `lagged`.
         seqs: list[int] = []
         while True:

@@ -10,21 +10,17 @@ Nothing a client does reaches the engine's threads: the cursor only reads what i
 committed, and a client that reads slowly only stalls its own sender in a blocking send.
 The buffering per client is bounded: one batch in hand plus the socket's buffers; no queue
 grows. A client is lagging when, past the replay it asked for (the seqs committed before its
-hello), it is more than `max_lag` events behind the log *and* its socket holds more than
-`LAG_UNSENT_BYTES` not yet taken by the client (so a burst of events to a client that
-reads fast is not a lag). It gets a `lagged` message (with the seq to resume from: every
-event before it was sent) and the connection is closed; it may reconnect with that
-`since_seq`. (The unsent byte count is Linux's TIOCOUTQ; where there is none, the event
-count alone decides.) The wire format is in
+hello), it is more than `max_lag` events behind the log *and* its last send stalled for
+`STALL_S` or more (the socket's buffers were full: it was not reading). A burst of events
+to a client that reads is not a lag; a client that stopped reading is. It gets a `lagged`
+message (with the seq to resume from: every event before it was sent) and the connection
+is closed; it may reconnect with that `since_seq`. The wire format is in
 docs/protocol.md, "WebSocket gateway".
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
-import struct
-import termios
 import threading
 import time
 from collections.abc import Callable
@@ -49,8 +45,8 @@ HELLO_S = 5.0
 BATCH = 500
 #: A caught-up client that falls this many events behind the log is told it lagged.
 DEFAULT_MAX_LAG = 20_000
-#: ... and has at least this much sent but not yet read by the client in its socket.
-LAG_UNSENT_BYTES = 1 << 20
+#: ... and its last send waited this long for room in the socket (it was not reading).
+STALL_S = 1.0
 #: A heartbeat at least this often, so an idle page knows it is live (and the state).
 HEARTBEAT_S = 1.0
 #: Most topic prefixes in a hello.
@@ -124,6 +120,9 @@ class ClientSession:
         self._send_lock = threading.Lock()
         self._done = threading.Event()
         self.sent_events = 0
+        #: How long the stream's last send took (a stalled client: seconds).
+        self.last_stall_s = 0.0
+        self._sending_since: float | None = None
 
     def run(self) -> None:
         peer = _peer(self.connection)
@@ -190,7 +189,8 @@ class ClientSession:
                     e for e in events if topic_of(e).startswith(topics)]
                 cursor = events[-1]["seq"] + 1
                 if matching:
-                    self._send({"msg": "events", "events": matching, "next_seq": cursor})
+                    self._send_timed({"msg": "events", "events": matching,
+                                      "next_seq": cursor})
                     self.sent_events += len(matching)
         except ConnectionClosed:
             pass
@@ -199,10 +199,12 @@ class ClientSession:
             self.connection.close(1011, "internal error")
 
     def _lagging(self, cursor: int, committed: int) -> bool:
-        if committed - cursor + 1 <= self.max_lag:
-            return False
-        unsent = unsent_bytes(self.connection)
-        return unsent is None or unsent >= LAG_UNSENT_BYTES
+        return committed - cursor + 1 > self.max_lag and self.last_stall_s >= STALL_S
+
+    def stalled_s(self) -> float:
+        """How long the stream's current send has been waiting for the client (0: none)."""
+        since = self._sending_since
+        return 0.0 if since is None else time.monotonic() - since
 
     def _heartbeat(self, committed: int, cursor: int) -> None:
         self._send({"msg": "heartbeat", "last_seq": committed, "next_seq": cursor,
@@ -237,23 +239,21 @@ class ClientSession:
         with self._send_lock:  # two threads send: the stream and the replies
             self.connection.send(text)
 
+    def _send_timed(self, message: dict[str, Any]) -> None:
+        """The stream's sends: how long each waited is what tells a stalled client."""
+        started = self._sending_since = time.monotonic()
+        try:
+            self._send(message)
+        finally:
+            self._sending_since = None
+            self.last_stall_s = time.monotonic() - started
+
     def _refuse(self, code: str, message: str, close_code: int) -> None:
         try:
             self._send({"msg": "error", "error": {"code": code, "message": message}})
             self.connection.close(close_code, code)
         except ConnectionClosed:
             pass
-
-
-def unsent_bytes(connection: ServerConnection) -> int | None:
-    """Bytes in the connection's socket not yet acknowledged by the client (Linux
-    TIOCOUTQ); None where that cannot be known."""
-    try:
-        raw = fcntl.ioctl(connection.socket.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
-    except (OSError, AttributeError, ValueError):
-        return None
-    count: int = struct.unpack("i", raw)[0]
-    return count
 
 
 def _peer(connection: ServerConnection) -> str:
