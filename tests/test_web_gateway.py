@@ -218,12 +218,14 @@ def test_slow_client_lags_without_stalling_others(engine: Engine) -> None:
         assert wait_until(lambda: any(s.stalled_s() >= STALL_S for s in gateway.sessions()))
         # Now the slow one reads: events in order up to where it stalled, then `lagged`.
         seqs: list[int] = []
-        while True:
+        deadline = time.monotonic() + DEADLINE_S
+        while time.monotonic() < deadline:
             message = recv(slow)
             if message["msg"] == "lagged":
                 break
             if message["msg"] == "events":
                 seqs += [e["seq"] for e in message["events"]]
+        assert message["msg"] == "lagged", "no lagged message"
         assert seqs == list(range(first, message["resume_seq"]))
         assert message["last_seq"] - message["resume_seq"] + 1 > 1000
         with pytest.raises(ConnectionClosed):

@@ -1,4 +1,5 @@
-"""The daemon: engine + journal + publisher + control server (+ metrics) in one process.
+"""The daemon: engine + journal + publisher + control server (+ metrics, + the `[web]`
+gateway and dashboard, transport/web/) in one process.
 
     daemon = Daemon(Config.load("daemon.toml"))
     daemon.start()          # journal recovered, sockets bound, triggers running
