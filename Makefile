@@ -27,6 +27,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/resilience.py
 	$(BIN)/python bench/halt.py
 	$(BIN)/python bench/stream.py
+	$(BIN)/python bench/web.py
 
 clean:
 	rm -rf $(VENV) .tradeloom .pytest_cache .mypy_cache .ruff_cache

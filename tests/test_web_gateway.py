@@ -259,3 +259,28 @@ def test_non_loopback_needs_a_token_from_the_environment(engine: Engine) -> None
         WebGateway(config, engine, env={})
     generated = WebGateway(WebConfig(listen="127.0.0.1:0"), engine, env={})
     assert generated.token_generated and len(generated.token) >= 32
+
+
+def test_tls_listener_serves_wss(engine: Engine, tmp_path: Path) -> None:
+    import ssl
+    import subprocess
+
+    cert, key = tmp_path / "web.crt", tmp_path / "web.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True,
+                   timeout=DEADLINE_S)
+    gateway = WebGateway(WebConfig(listen="127.0.0.1:0", certfile=str(cert),
+                                   keyfile=str(key)), engine, env={"TRADELOOM_WEB_TOKEN": TOKEN})
+    gateway.start()
+    try:
+        assert gateway.ws_url.startswith("wss://") and gateway.url.startswith("https://")
+        trusting = ssl.create_default_context(cafile=str(cert))
+        with connect(gateway.ws_url, ssl=trusting,
+                     origin=f"https://127.0.0.1:{gateway.port}") as ws:  # type: ignore[arg-type]
+            assert hello(ws)["msg"] == "welcome"
+    finally:
+        gateway.stop()
+    with pytest.raises(ConfigError, match="web.certfile"):
+        WebGateway(WebConfig(listen="127.0.0.1:0", certfile=str(tmp_path / "none.crt"),
+                             keyfile=str(key)), engine, env={"TRADELOOM_WEB_TOKEN": TOKEN}).start()
