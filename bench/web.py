@@ -9,6 +9,11 @@ N synthetic `node_completed` events are emitted through the engine's sink in bat
 from the first emit to its last event received, with zero loss required (any gap or a
 missing event fails the run). Both figures come from the same run, the same events.
 
+Second figure: the in-process throughput (events emitted through the sink until an
+in-process subscription has them all) with a stalled WebSocket client connected (another
+process that sent its hello and then reads nothing) over the same without one, rounds
+interleaved: the ratio shows what a slow client costs the daemon (target: within 10 %).
+
     .venv/bin/python bench/web.py               # 3 rounds of 100,000 events
     .venv/bin/python bench/web.py --quick       # smoke run (one round of 5,000)
 """
@@ -18,9 +23,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -94,6 +101,57 @@ def run_round(count: int) -> dict[str, dict[str, Any]]:
     return results
 
 
+def in_process_rate(count: int, *, stalled: bool) -> float:
+    """Events/s from the first emit until an in-process subscription has the last one, with
+    (or without) a stalled WebSocket client on the gateway."""
+    engine = Engine.start()
+    gateway = WebGateway(WebConfig(listen="127.0.0.1:0"), engine,
+                         env={"TRADELOOM_WEB_TOKEN": TOKEN})
+    gateway.start()
+    stalled_proc = None
+    if stalled:
+        stalled_proc = subprocess.Popen([sys.executable, __file__, "--stalled-client",
+                                         str(gateway.port), gateway.ws_url],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        text=True)
+        assert read_line(stalled_proc, "stalled client") == "live"
+    done = threading.Event()
+    seen = [0]
+
+    def count_events(event: dict[str, Any]) -> None:
+        seen[0] += 1
+        if seen[0] >= count:
+            done.set()
+
+    engine.subscribe(count_events)
+    try:
+        started = time.perf_counter()
+        for start in range(0, count, BATCH):
+            engine.sink.emit(make_batch(start, min(BATCH, count - start)))
+        if not done.wait(120):
+            raise RuntimeError("the in-process subscription did not get every event")
+        return count / (time.perf_counter() - started)
+    finally:
+        if stalled_proc is not None:
+            stalled_proc.kill()
+            stalled_proc.wait(10)
+        gateway.stop()
+        engine.stop()
+
+
+def stalled_client_main(port: int, url: str) -> None:
+    """Hello, then read nothing (a tiny receive buffer, one queued message) until killed."""
+    from websockets.sync.client import connect
+
+    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.connect(("127.0.0.1", port))
+    with connect(url, sock=raw, max_size=None, max_queue=1, compression=None) as ws:
+        ws.send(json.dumps({"token": TOKEN}))
+        print("live", flush=True)
+        sys.stdin.read()  # until the parent kills us
+
+
 def ws_client_main(url: str, count: int) -> None:
     """The WebSocket client process: hello, then every event, seq checked; one JSON line."""
     from websockets.sync.client import connect
@@ -131,9 +189,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--ws-client", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--stalled-client", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.ws_client:
         ws_client_main(args.ws_client[0], int(args.ws_client[1]))
+        return
+    if args.stalled_client:
+        stalled_client_main(int(args.stalled_client[0]), args.stalled_client[1])
         return
     rounds, count = (1, 5_000) if args.quick else (args.rounds, min(args.events, 100_000))
     rates: dict[str, list[float]] = {"zeromq": [], "websocket": []}
@@ -150,6 +212,13 @@ def main() -> None:
     print(f"median of {rounds} x {count:,} events: WebSocket {ws_rate:,.0f} events/s, "
           f"ZeroMQ {zmq_rate:,.0f} events/s, ratio {ws_rate / zmq_rate:.2f}; "
           f"zero loss: {'yes' if lossless else 'NO'}")
+    ratios = []
+    for _ in range(rounds):
+        alone = in_process_rate(count, stalled=False)
+        with_stalled = in_process_rate(count, stalled=True)
+        ratios.append(with_stalled / alone)
+    print(f"in-process events/s with a stalled WebSocket client / without: median ratio "
+          f"{statistics.median(ratios):.2f} over {rounds} interleaved rounds (target >= 0.90)")
     if not lossless:
         sys.exit(1)
 
