@@ -281,6 +281,6 @@ def test_tls_listener_serves_wss(engine: Engine, tmp_path: Path) -> None:
             assert hello(ws)["msg"] == "welcome"
     finally:
         gateway.stop()
-    with pytest.raises(ConfigError, match="web.certfile"):
+    with pytest.raises(ConfigError, match=r"web\.certfile"):
         WebGateway(WebConfig(listen="127.0.0.1:0", certfile=str(tmp_path / "none.crt"),
                              keyfile=str(key)), engine, env={"TRADELOOM_WEB_TOKEN": TOKEN}).start()
