@@ -156,6 +156,7 @@ function onEvent(ev) {
   } else if (TERMINAL.has(ev.type)) {
     upsertExecution({execution_id: ev.execution_id, workflow_id: ev.workflow_id,
                      status: ev.status, duration_ms: ev.duration_ms, ended_at: ev.timestamp});
+    if (!$("detail").hidden && $("detail-title").textContent === ev.execution_id) showExecution(ev.execution_id);
   } else if (ev.type && ev.type.startsWith("circuit_")) {
     setBreaker(ev.breaker, ev.type.slice("circuit_".length).replace("opened", "open").replace("closed", "closed"));
   } else if (ev.type && ev.type.startsWith("risk_limit_")) {
