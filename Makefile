@@ -22,12 +22,10 @@ test: $(VENV)/.installed
 	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
+# Every benchmark, then docs/benchmarks.md (run it alone: the benches share the cores).
+# `python -m bench --help`: --quick (CI smoke), --only NAME, --soak [--soak-minutes N].
 bench: $(VENV)/.installed
-	$(BIN)/python bench/core.py
-	$(BIN)/python bench/resilience.py
-	$(BIN)/python bench/halt.py
-	$(BIN)/python bench/stream.py
-	$(BIN)/python bench/web.py
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) .tradeloom .pytest_cache .mypy_cache .ruff_cache

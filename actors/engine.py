@@ -18,46 +18,38 @@ import os
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pykka
 import structlog
 
-from actors._compat import EngineActorBase
 from actors.admission import OVERLOADED, RUN, Admission
 from actors.breaker import BreakerRegistry
 from actors.cache import ProviderCache
 from actors.clock import Clock, SystemClock
 from actors.config import Config
-from actors.durable import Durable, NoJournal
+from actors.durable import Durable
 from actors.emergency import EmergencyActor, EmergencyGate, EmergencyState
 from actors.ending import Ending, ExecutionStatus
+from actors.engine_actor import EngineActor
+from actors.engine_emergency import EmergencyControls
+from actors.engine_journal import JournalSide, journal_recovered
 from actors.errors import (
     ConfigError,
     EngineStopped,
-    LimitExceeded,
     NotFound,
-    UnknownWorkflow,
-    WaitInCallback,  # events:
+    UnknownWorkflow,  # events:
 )
-from actors.eventlog import DEFAULT_RING_SIZE, DRAIN_S, current_subscription  # events:
+from actors.eventlog import DEFAULT_RING_SIZE, DRAIN_S  # events:
 from actors.events import EventCallback, EventSink, Subscription
 from actors.execution import ExecutionHandle, ExecutionIds, ExecutionResult
 from actors.hooks import HaltHooks
 from actors.machine import Execution
 from actors.messages import (
-    Alert,
     BroadcastHalt,
-    Cancel,
     EndExecutions,
-    GetStatus,
-    Halt,
-    ReduceOnly,
-    Resume,
-    RiskUpdate,
     StartExecution,
-    Submit,
     SupervisorStats,
     Tick,
 )
@@ -70,7 +62,7 @@ VERSION = "0.1.0"
 _RECENT_RESULTS = 1000
 
 
-class Engine:
+class Engine(EmergencyControls, JournalSide):
     """Facade over the engine's actors. Build it with `Engine.start()`."""
 
     def __init__(self, config: Config, clock: Clock,
@@ -121,7 +113,7 @@ class Engine:
         self._ids = ExecutionIds(taken=durable.journal.has_execution if durable else None)
         if durable is not None:
             durable.attach(sink=self.sink, gate=self.gate, breakers=self.breakers,
-                           on_failure=self._journal_failed, on_recovered=_journal_recovered)
+                           on_failure=self._journal_failed, on_recovered=journal_recovered)
         cache = ProviderCache(clock)
         n = config.daemon.supervisors
         self._supervisors = [
@@ -141,21 +133,6 @@ class Engine:
             self.register(entry.workflow, bot_id=entry.bot_id, strategy_id=entry.strategy_id)
         if durable is not None:
             self._recover(durable)
-
-    def _recover(self, durable: Durable) -> None:
-        """End what the last process left open, before anything runs."""
-        counts = {wf_id: len(entry[0].nodes) for wf_id, entry in self._workflows.items()}
-        with self._lock:
-            for record in durable.recovery.open_executions:
-                self._ended[(record["workflow_id"], ExecutionStatus.INTERRUPTED.value)] += 1
-        intents = durable.recover(self.sink, counts)
-        if intents and self.config.journal.halt_on_unresolved_intents:
-            self.gate.transition(
-                EmergencyState.HALT, f"{len(intents)} action intent(s) from before the "
-                "restart have no known outcome: reconcile them (tradeloom intents) or "
-                "resume", "journal", "engine")
-            self._intents_halt_seq = self.gate.history[-1]["seq"]
-        durable.wait_commit()
 
     @classmethod
     def start(cls, config: Config | None = None, *, clock: Clock | None = None,
@@ -325,68 +302,6 @@ class Engine:
         return self.sink.subscribe(callback, types=types, workflow_id=workflow_id,
                                    on_gap=on_gap)
 
-    @property
-    def state(self) -> EmergencyState:
-        return self.gate.state
-
-    def halt(self, reason: str, *, origin: str = "api") -> dict[str, Any]:
-        """Enter HALT; returns after every supervisor has acknowledged (on-halt hooks are
-        submitted right after, without being waited for)."""
-        return self._ask_emergency(Halt(reason=reason, origin=origin))
-
-    def resume(self, reason: str | None = None, *, force: bool = False,
-               origin: str = "api") -> dict[str, Any]:
-        """Back to NORMAL; `LimitExceeded` while an auto_halt limit is exceeded, unless
-        `force`."""
-        return self._ask_emergency(Resume(reason=reason, force=force, origin=origin))
-
-    def alert(self, reason: str, *, force: bool = False, origin: str = "api") -> dict[str, Any]:
-        """Enter ALERT; `LimitExceeded` while an auto_halt limit is exceeded, unless
-        `force`."""
-        return self._ask_emergency(Alert(reason=reason, force=force, origin=origin))
-
-    def reduce_only(self, reason: str, *, origin: str = "api") -> dict[str, Any]:
-        return self._ask_emergency(ReduceOnly(reason=reason, origin=origin))
-
-    def emergency_history(self) -> list[dict[str, Any]]:
-        """The last 1,000 state changes, oldest first: {state, previous_state, reason,
-        source, origin, timestamp, seq}."""
-        with self.sink.lock:
-            return [dict(entry) for entry in self.gate.history]
-
-    def risk_update(self, limit: str, value: float | None = None, delta: float | None = None,
-                    *, equity: float | None = None) -> dict[str, Any]:
-        """Set or move a limit's figure. Not a finite real number: TypeError/ValueError
-        naming the argument, and the limit keeps its figure."""
-        return self._ask_emergency(RiskUpdate(limit=limit, value=value, delta=delta,
-                                              equity=equity))
-
-    def _risk(self, limit: str, *, value: float | None = None, delta: float | None = None,
-              equity: float | None = None) -> dict[str, Any]:
-        return self.risk_update(limit, value, delta, equity=equity)
-
-    def _ask_emergency(self, message: Any) -> dict[str, Any]:
-        if self._stopped:
-            raise EngineStopped("the engine is stopped")
-        self._refuse_wait_in_callback(type(message).__name__)
-        history = self.gate.history
-        before = history[-1]["seq"] if history else 0
-        reply: dict[str, Any] = self._emergency.ask(message, block=True, timeout=30.0)
-        if self._durable is not None:
-            # The reply comes after the change is committed: its own event, when it made one
-            # (not the halted executions' events queued behind it), else all queued so far.
-            changed = history[-1]["seq"] if history and history[-1]["seq"] > before else None
-            self._durable.wait_commit(upto_seq=changed)
-        return reply
-
-    def _refuse_wait_in_callback(self, what: str) -> None:
-        # events: a callback runs on its subscription's thread, which the engine's results
-        # wait for: waiting there for the engine could wait for itself.
-        if current_subscription() is not None:
-            raise WaitInCallback(
-                f"{what} waits for the engine and cannot wait from a subscriber callback; "
-                f"send it without waiting: engine.ref.tell({what}(...))")
-
     def status(self) -> dict[str, Any]:
         with self.sink.lock:
             limits = self.gate.book.stats()
@@ -486,75 +401,6 @@ class Engine:
         if close_journal:
             self.close_journal()
 
-    def journal_flush(self, timeout: float = 5.0) -> bool:
-        """Wait until everything sequenced so far is committed (True at once in memory)."""
-        return self._durable is None or self._durable.journal.flush(timeout)
-
-    def close_journal(self) -> None:
-        """Flush and close the journal (everything sequenced is committed)."""
-        if self._durable is not None:
-            self._durable.close()
-
-    # -- the journal ---------------------------------------------------------------------
-
-    def _journal_failed(self, error: BaseException) -> None:
-        """A commit failed (disk full, I/O error, file removed). Nothing uncommitted gets
-        out; HALT now, in memory: nothing starts, no submit is accepted. Its event is
-        committed and published once a write succeeds; only an operator's resume ends it."""
-        reason = f"journal write failed: {type(error).__name__}: {error}"
-        log.critical("journal_write_failed", error=str(error), error_type=type(error).__name__)
-        self.gate.transition(EmergencyState.HALT, reason, "journal", "engine")
-        if self._emergency.is_alive():
-            self._emergency.tell(BroadcastHalt(reason, source="journal", origin="engine"))
-
-    def wait_recorded(self, handle: ExecutionHandle, timeout: float) -> bool:
-        """True once the execution's record is committed (at once without a journal)."""
-        ticket = handle.recorded
-        return ticket is None or ticket.wait(timeout)
-
-    def _journal(self) -> Durable:
-        if self._durable is None:
-            raise NoJournal("this engine keeps no journal: start it with [daemon] data_dir "
-                            "set for history, replay and intents")
-        return self._durable
-
-    def replay(self, since_seq: int, limit: int = 1000,
-               topic_prefix: str = "") -> dict[str, Any]:
-        """Committed events from `since_seq` on: {events, next_seq, last_seq, first_seq}."""
-        return self._journal().journal.replay(since_seq, limit, topic_prefix)
-
-    def execution(self, execution_id: str) -> dict[str, Any] | None:
-        """One execution from the journal (its nodes, results, times), or None."""
-        return self._journal().journal.execution(execution_id)
-
-    def executions(self, workflow: str | None = None, status: str | None = None,
-                   limit: int = 100) -> list[dict[str, Any]]:
-        """Executions from the journal, newest first."""
-        return self._journal().journal.executions(workflow, status, limit)
-
-    def intents(self, unresolved: bool = True) -> list[dict[str, Any]]:
-        """Action intents (only those with no known outcome, by default)."""
-        return self._journal().journal.intents(unresolved)
-
-    def resolve_intent(self, idempotency_key: str, outcome: str,
-                       note: str | None = None, *, origin: str = "api") -> None:
-        """Record an operator's reconciliation: filled, not_filled or unknown. The HALT
-        that `halt_on_unresolved_intents` started with ends when the last one is resolved
-        (unless the state changed since, or a limit is exceeded)."""
-        journal = self._journal()
-        journal.resolve_intent(idempotency_key, outcome, note)
-        halt_seq = self._intents_halt_seq
-        history = self.gate.history
-        if (halt_seq and history and history[-1]["seq"] == halt_seq
-                and not journal.journal.intents(unresolved=True)):
-            self._intents_halt_seq = 0
-            try:
-                self.resume("every action intent from before the restart is reconciled",
-                            origin=origin)
-            except LimitExceeded:
-                log.warning("intents_reconciled_still_halted",
-                            why="a risk limit is exceeded: resume by hand")
-
     def __enter__(self) -> Engine:
         return self
 
@@ -562,40 +408,6 @@ class Engine:
         self.stop()
 
 
-class EngineActor(EngineActorBase):
-    """The root actor: `engine.ref.ask(message)` for every public message. No message
-    stops it: an error goes to the asker (a told one is logged)."""
-
-    def __init__(self, engine: Engine) -> None:
-        super().__init__()
-        self._engine = engine
-        self._handlers: dict[type, Callable[[Any], Any]] = {
-            Submit: self._submit,
-            Halt: engine._ask_emergency,
-            Resume: engine._ask_emergency,
-            Alert: engine._ask_emergency,
-            ReduceOnly: engine._ask_emergency,
-            RiskUpdate: engine._ask_emergency,
-            Cancel: lambda m: {"status": engine.cancel(m.execution_id)},
-            GetStatus: lambda m: engine.status(),
-        }
-
-    def on_receive(self, message: Any) -> Any:
-        handler = self._handlers.get(type(message))
-        if handler is None:
-            return super().on_receive(message)
-        return handler(message)
-
-    def _submit(self, message: Submit) -> ExecutionHandle:
-        return self._engine.submit(message.workflow, message.inputs, bot_id=message.bot_id,
-                                   strategy_id=message.strategy_id, priority=message.priority)
-
-
 def _check_optional_str(value: Any, name: str) -> None:
     if value is not None and not isinstance(value, str):
         raise TypeError(f"{name} must be a string or None, not {type(value).__name__}")
-
-
-def _journal_recovered() -> None:
-    log.warning("journal_write_recovered",
-                note="commits resumed; the engine stays in HALT until an operator resumes")

@@ -30,6 +30,8 @@ EventCallback = Callable[[Event], None]
 
 log = structlog.get_logger("tradeloom.events")
 _local = threading.local()
+#: After its first failure, a subscription logs its callback's failures this seldom.
+FAILURE_LOG_EVERY_S = 10.0
 _names = itertools.count(1)
 
 
@@ -53,7 +55,10 @@ class Subscription:
 
     A callback may do anything except wait for the engine (`handle.result()`, `halt()`):
     those raise `WaitInCallback` here. Whatever it raises (any BaseException) is logged as
-    `subscriber_failed`, counted in `failures`, and the subscription goes on. A gap notice
+    `subscriber_failed`, counted in `failures`, and the subscription goes on (the first
+    failure is logged with its traceback, then at most one line every
+    `FAILURE_LOG_EVERY_S` with the count: a callback that fails on every event must not
+    turn into a traceback per event, which costs more than the event). A gap notice
     (`type: "gap"`) goes to `on_gap` if given, else to `callback`, whatever the filters.
     Made by `EventLog.subscribe` (`engine.subscribe`).
     """
@@ -70,6 +75,7 @@ class Subscription:
         #: Events given to the callback, callbacks that raised, gap notices, events lost.
         self.delivered = 0
         self.failures = 0
+        self._failure_logged_at = -FAILURE_LOG_EVERY_S
         self.gaps = 0
         self.missed = 0
         #: Set while the thread sleeps on its doorbell, for the log's writer to `wake()` it.
@@ -214,10 +220,14 @@ class Subscription:
     def _call(self, callback: EventCallback, event: Event) -> None:
         try:
             callback(event)
-        except BaseException:  # user code must never stop the subscription
+        except BaseException as exc:  # user code must never stop the subscription
             self.failures += 1
-            log.exception("subscriber_failed", subscription=self.name,
-                          event_type=event.get("type"), seq=event.get("seq"))
+            now = time.monotonic()
+            if self.failures == 1 or now - self._failure_logged_at >= FAILURE_LOG_EVERY_S:
+                self._failure_logged_at = now
+                log.error("subscriber_failed", subscription=self.name, failures=self.failures,
+                          event_type=event.get("type"), seq=event.get("seq"),
+                          error_type=type(exc).__name__, exc_info=self.failures == 1)
 
 
 class LogReader:

@@ -271,6 +271,78 @@ def metrics_supported(work: Path) -> bool:
         return False
 
 
+def measure(rounds: int, latency_n: int, total: int, halts: int) -> dict[str, Any]:
+    """Rounds of the daemon interleaved with the in-process engine (journal on), halt beside
+    a replay, and metrics on vs off when the daemon supports it."""
+    out: dict[str, Any] = {"d_lat": [], "e_lat": [], "d_rate": [], "e_rate": [],
+                           "d_p50": [], "e_p50": [], "halt_alone": [], "halt": [],
+                           "halt_first": 0, "m_rate": [], "metrics": False}
+    with tempfile.TemporaryDirectory(prefix="tradeloom-bench-daemon-") as tmp:
+        work = Path(tmp)
+        for r in range(rounds):
+            result = daemon_round(work / f"daemon{r}", latency_n, total, halts)
+            out["d_lat"] += result["latency"]
+            out["d_p50"].append(statistics.median(result["latency"]) * 1e3)
+            out["d_rate"].append(result["rate"])
+            out["halt_alone"] += result["halt_alone"]
+            out["halt"] += result["halt"]
+            out["halt_first"] += result["halt_first"]
+            lat, rate = inprocess(work / f"engine{r}", latency_n, total)
+            out["e_lat"] += lat
+            out["e_p50"].append(statistics.median(lat) * 1e3)
+            out["e_rate"].append(rate)
+        out["metrics"] = metrics_supported(work / "metrics-probe")
+        if out["metrics"]:
+            for r in range(rounds):
+                out["m_rate"].append(daemon_round(
+                    work / f"metrics{r}", 10, total,
+                    metrics_listen=f"127.0.0.1:{free_port()}")["rate"])
+    return out
+
+
+def run_for_report(quick: bool) -> dict[str, Any]:
+    """Structured results for `python -m bench` (bench/results.py)."""
+    from bench.results import figure, paired, result, target
+
+    rounds, latency_n, total, halts = (1, 100, 300, 3) if quick else (3, 2000, 10_000, 30)
+    run = measure(rounds, latency_n, total, halts)
+    figures = [
+        figure("daemon: submit -> terminal event elsewhere, p50, c=1", "ms", run["d_p50"]),
+        figure("in-process engine, journal on, p50, c=1", "ms", run["e_p50"]),
+        figure("daemon / in-process p50, c=1", "x", paired(run["d_p50"], run["e_p50"])),
+        figure(f"daemon wf/s, c={CONCURRENCY}", "wf/s", run["d_rate"]),
+        figure(f"in-process engine, journal on, wf/s, c={CONCURRENCY}", "wf/s", run["e_rate"]),
+        figure(f"daemon / in-process wf/s, c={CONCURRENCY}", "x",
+               paired(run["d_rate"], run["e_rate"])),
+        figure("halt over the control socket beside a 10,000-event replay", "ms",
+               [s * 1e3 for s in run["halt"]]),
+        figure("halt over the control socket alone (baseline)", "ms",
+               [s * 1e3 for s in run["halt_alone"]]),
+        figure("halts answered before the replay beside them", "%",
+               100 * run["halt_first"] / max(len(run["halt"]), 1))]
+    targets = [target(11, f"submit -> terminal event p50 <= {TARGET_P50_MS:g} ms at c=1",
+                      "daemon: submit -> terminal event elsewhere, p50, c=1", "<=",
+                      TARGET_P50_MS),
+               target(11, f"daemon >= {TARGET_RATIO}x in-process (journal on) at c=50",
+                      f"daemon / in-process wf/s, c={CONCURRENCY}", ">=", TARGET_RATIO),
+               target(10, "halt within 50 ms beside a 10,000-event replay",
+                      "halt over the control socket beside a 10,000-event replay", "<=", 50,
+                      stat="p99"),
+               target(10, "halt answered before the replay beside it",
+                      "halts answered before the replay beside them", ">=", 100)]
+    notes = [f"c=1: {latency_n} executions per round; c={CONCURRENCY}: {total:,} per round; "
+             f"{halts} halts per round; a fresh daemon and data_dir per round"]
+    if run["metrics"]:
+        figures.append(figure(f"metrics on / off wf/s, c={CONCURRENCY}", "x",
+                              paired(run["m_rate"], run["d_rate"])))
+        targets.append(target(11, "metrics on costs <= 5 % throughput",
+                              f"metrics on / off wf/s, c={CONCURRENCY}", ">=", 0.95))
+    else:
+        notes.append("metrics on / off: skipped ([metrics] listen is not supported)")
+    return result("daemon", "The daemon", "python bench/daemon.py", rounds, figures, targets,
+                  notes)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run (< 60 s)")
@@ -282,31 +354,10 @@ def main() -> None:
         return
     rounds, latency_n, total, halts = ((1, 200, 1000, 5) if args.quick
                                        else (args.rounds, 2000, 10_000, 30))
-    halt_alone: list[float] = []
-    halt_beside: list[float] = []
-    halt_first = 0
-    d_lat: list[float] = []
-    e_lat: list[float] = []
-    d_rate: list[float] = []
-    e_rate: list[float] = []
-    with tempfile.TemporaryDirectory(prefix="tradeloom-bench-daemon-") as tmp:
-        work = Path(tmp)
-        for r in range(rounds):
-            result = daemon_round(work / f"daemon{r}", latency_n, total, halts)
-            d_lat += result["latency"]
-            d_rate.append(result["rate"])
-            halt_alone += result["halt_alone"]
-            halt_beside += result["halt"]
-            halt_first += result["halt_first"]
-            lat, rate = inprocess(work / f"engine{r}", latency_n, total)
-            e_lat += lat
-            e_rate.append(rate)
-        metrics = metrics_supported(work / "metrics-probe")
-        m_rate: list[float] = []
-        if metrics:
-            for r in range(rounds):
-                m_rate.append(daemon_round(work / f"metrics{r}", 10, total,
-                                           metrics_listen=f"127.0.0.1:{free_port()}")["rate"])
+    run = measure(rounds, latency_n, total, halts)
+    d_lat, e_lat, d_rate, e_rate = run["d_lat"], run["e_lat"], run["d_rate"], run["e_rate"]
+    halt_beside, halt_alone, halt_first = run["halt"], run["halt_alone"], run["halt_first"]
+    metrics, m_rate = run["metrics"], run["m_rate"]
     dp, ep = percentiles(d_lat), percentiles(e_lat)
     ratio = statistics.median(d / e for d, e in zip(d_rate, e_rate, strict=True))
     print(f"{rounds} round(s), interleaved; c=1: {latency_n} executions per round; "

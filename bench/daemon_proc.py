@@ -64,7 +64,8 @@ def _toml(value: Any) -> str:
 class BenchDaemon:
     def __init__(self, workdir: Path, workflow_refs: list[str], *,
                  curve: CurveKeys | None = None, daemon: dict[str, Any] | None = None,
-                 metrics_listen: str | None = None, name: str = "daemon") -> None:
+                 metrics_listen: str | None = None, name: str = "daemon",
+                 sections: dict[str, dict[str, Any]] | None = None) -> None:
         self.dir = workdir / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.events = f"tcp://127.0.0.1:{free_port()}"
@@ -79,6 +80,8 @@ class BenchDaemon:
                       f"curve_authorized_keys_dir = {_toml(str(curve.authorized_dir))}"]
         if metrics_listen is not None:
             lines += ["[metrics]", f"listen = {_toml(metrics_listen)}"]
+        for section, values in (sections or {}).items():  # e.g. {"journal": {...}}
+            lines += [f"[{section}]", *(f"{k} = {_toml(v)}" for k, v in values.items())]
         for ref in workflow_refs:
             lines += ["[[workflows]]", f"ref = {_toml(ref)}"]
         self.config = self.dir / "daemon.toml"

@@ -105,7 +105,8 @@ class InFlight:
 
     def wait(self, what: str, target: int, timeout: float = WAIT_S) -> bool:
         with self.cond:
-            return self.cond.wait_for(lambda: getattr(self, what) >= target, timeout)
+            return bool(self.cond.wait_for(lambda: getattr(self, what) >= target,
+                                           timeout))
 
 
 class CancelAllHook:
@@ -234,25 +235,39 @@ def halt_rounds(engine: Engine, mode: str, rounds: int, n: int,
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="short run (smoke test)")
-    parser.add_argument("--rounds", type=int, default=None,
-                        help="halt rounds per mode (default 20, --quick 5)")
-    parser.add_argument("--in-flight", type=int, default=1000,
-                        help="executions in flight at each halt (default 1000)")
-    parser.add_argument("--supervisors", type=int, default=None)
-    args = parser.parse_args()
-    load_before = os.getloadavg()[0]
-    rounds = args.rounds or (5 if args.quick else 20)
-    n = args.in_flight
-    baseline_n = 300 if args.quick else 2000
+@dataclasses.dataclass
+class HaltRun:
+    """Everything one run of this bench measured (the CLI prints it, `run_for_report`
+    turns it into figures)."""
 
+    n: int
+    rounds: int
+    supervisors: int
+    load_before: float
+    ask: list[float]
+    status: list[float]
+    idle: list[float]
+    modes: dict[str, Rounds]
+    hook_cancels: int
+    events: Counter[str]
+
+
+#: The sets of rounds, in the order they run: key -> (label in the table, label in verdicts).
+MODES = {"coop": ("nodes wait on ctx.cancelled", "cooperative nodes"),
+         "stuck": ("nodes stuck on an outside gate", "stuck nodes"),
+         "hooks": ("on-halt hooks configured", "with on-halt hooks configured"),
+         "slow": ("a subscriber sleeping 100 ms/event", "with a slow subscriber"),
+         "journal": ("journal on (sync normal)", "with the journal on")}
+
+
+def measure(rounds: int, n: int, supervisors: int | None, quick: bool) -> HaltRun:
+    load_before = os.getloadavg()[0]
+    baseline_n = 300 if quick else 2000
     daemon: dict[str, Any] = {"max_concurrent_executions": max(1000, n)}
     if "node_actors" in {f.name for f in dataclasses.fields(DaemonConfig)}:
         daemon["node_actors"] = n  # every blocked provider holds a node actor thread
-    if args.supervisors:
-        daemon["supervisors"] = args.supervisors
+    if supervisors:
+        daemon["supervisors"] = supervisors
     engine = Engine.start(Config.from_dict({"daemon": daemon}))
     events = Counter[str]()
     engine.subscribe(lambda e: events.update((e["type"],)))
@@ -265,39 +280,90 @@ def main() -> None:
     timed(engine.status, 200)
     status = timed(engine.status, baseline_n)
     idle: list[float] = []
-    for _ in range(10 if args.quick else 50):
+    for _ in range(10 if quick else 50):
         t0 = time.perf_counter()
         engine.halt("idle")
         idle.append(time.perf_counter() - t0)
         engine.resume()
 
     # -- halts with n in flight ----------------------------------------------------------------
-    coop = halt_rounds(engine, "cancel", rounds, n)
-    stuck = halt_rounds(engine, "gate", rounds, n)
+    modes: dict[str, Rounds] = {}
+    modes["coop"] = halt_rounds(engine, "cancel", rounds, n)
+    modes["stuck"] = halt_rounds(engine, "gate", rounds, n)
+    used_supervisors = engine.config.daemon.supervisors
     engine.stop()
     hook = CancelAllHook()
     hooked = Engine.start(Config.from_dict({"daemon": daemon}), on_halt=[hook.workflow])
-    with_hooks = halt_rounds(hooked, "cancel", rounds, n, hook=hook)
+    modes["hooks"] = halt_rounds(hooked, "cancel", rounds, n, hook=hook)
     hooked.stop()
     slow = threading.Event()
     slowed = Engine.start(Config.from_dict({"daemon": daemon}))
     slowed.subscribe(lambda e: time.sleep(0.1) if slow.is_set() else None)
-    with_slow = halt_rounds(slowed, "cancel", rounds, n, slow=slow)
+    modes["slow"] = halt_rounds(slowed, "cancel", rounds, n, slow=slow)
     slowed.stop()
     with tempfile.TemporaryDirectory() as data_dir:
         journaled = Engine.start(Config.from_dict({"daemon": {**daemon,
                                                               "data_dir": data_dir}}))
-        with_journal = halt_rounds(journaled, "cancel", rounds, n)
+        modes["journal"] = halt_rounds(journaled, "cancel", rounds, n)
         journaled.stop()
     if hook.cancels != rounds + 1:
-        with_hooks.problems.append(f"the on-halt hook ran {hook.cancels} times for "
-                                   f"{rounds + 1} halts")
+        modes["hooks"].problems.append(f"the on-halt hook ran {hook.cancels} times for "
+                                       f"{rounds + 1} halts")
+    return HaltRun(n, rounds, used_supervisors, load_before, ask, status, idle, modes,
+                   hook.cancels, events)
+
+
+def run_for_report(quick: bool) -> dict[str, Any]:
+    """Structured results for `python -m bench` (bench/results.py). Quick: 200 in flight."""
+    from bench.results import figure, result, target
+
+    run = measure(rounds=2 if quick else 20, n=200 if quick else 1000, supervisors=None,
+                  quick=quick)
+    ms = [[s * 1000 for s in run.modes[key].samples] for key in MODES]
+    figures = [figure(f"halt() with {run.n} in flight, {label}", "ms", samples)
+               for (label, _), samples in zip(MODES.values(), ms, strict=True)]
+    figures += [figure("halt() with nothing in flight", "ms", [s * 1000 for s in run.idle]),
+                figure("baseline: pykka ask round trip", "ms", [s * 1000 for s in run.ask]),
+                figure("baseline: engine.status()", "ms", [s * 1000 for s in run.status])]
+    issues = {"coop": 4, "stuck": 4, "hooks": 7, "slow": 8, "journal": 9}
+    targets = [target(issues[key], f"halt p99 <= {TARGET_P99_MS:g} ms, {run.n} in flight, "
+                      f"{verdict}", f"halt() with {run.n} in flight, {label}", "<=",
+                      TARGET_P99_MS, stat="p99")
+               for key, (label, verdict) in MODES.items()]
+    problems = [p for rounds in run.modes.values() for p in rounds.problems]
+    statuses = sum((rounds.statuses for rounds in run.modes.values()), Counter[str]())
+    notes = [f"{run.rounds} rounds per set; figures are per-round halt times (min-max over "
+             "rounds; the target is p99 by nearest rank)"]
+    if run.n < 1000:
+        notes.append(f"quick mode: {run.n} in flight, not the 1,000 of the targets")
+    notes += [f"PROBLEM: {p}" for p in problems]
+    if set(statuses) != {"halted"}:
+        notes.append(f"PROBLEM: executions ended {dict(statuses)}, not all halted")
+    return result("halt", "Halt", "python bench/halt.py", run.rounds, figures, targets, notes)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short run (smoke test)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="halt rounds per mode (default 20, --quick 5)")
+    parser.add_argument("--in-flight", type=int, default=1000,
+                        help="executions in flight at each halt (default 1000)")
+    parser.add_argument("--supervisors", type=int, default=None)
+    args = parser.parse_args()
+    rounds = args.rounds or (5 if args.quick else 20)
+    n = args.in_flight
+    run = measure(rounds, n, args.supervisors, args.quick)
+    coop, stuck = run.modes["coop"], run.modes["stuck"]
+    with_hooks, with_slow, with_journal = (run.modes["hooks"], run.modes["slow"],
+                                           run.modes["journal"])
+    ask, status, idle, events = run.ask, run.status, run.idle, run.events
 
     # -- report --------------------------------------------------------------------------------
     print(f"halt benchmark: {n} executions in flight (provider -> action), {rounds} rounds "
-          f"per mode, {engine.config.daemon.supervisors} supervisors; "
+          f"per mode, {run.supervisors} supervisors; "
           f"fill p50 {statistics.median(coop.fill_s + stuck.fill_s):.2f}s; "
-          f"load average before the run {load_before:.1f} on {os.cpu_count()} CPUs\n")
+          f"load average before the run {run.load_before:.1f} on {os.cpu_count()} CPUs\n")
     print(f"{'time for halt() to return':<48}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'n':>7}")
     print(row(f"{n} in flight, nodes wait on ctx.cancelled", coop.samples))
     for name, values in coop.via.items():

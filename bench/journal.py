@@ -143,6 +143,47 @@ def roundtrip_cost(commits: int) -> float:
     return cpu / commits * 1e6
 
 
+def measure(events: int, rounds: int, window: int, rate: float) -> dict[str, Any]:
+    """Rounds alternating normal/full; per-round figures, the writer's direct CPU costs and
+    the commit round trip."""
+    results: dict[str, list[dict[str, float]]] = {"normal": [], "full": []}
+    for _ in range(rounds):
+        for sync in ("normal", "full"):
+            results[sync].append(load_round(sync, events, window, rate))
+    workflows = max(events // 10, 300)
+    direct = {per_commit: direct_cost(per_commit, workflows) for per_commit in (10, 100, 1000)}
+    return {"rounds": results, "direct": direct,
+            "roundtrip_us": roundtrip_cost(max(events // 100, 100))}
+
+
+def run_for_report(quick: bool) -> dict[str, Any]:
+    """Structured results for `python -m bench` (bench/results.py)."""
+    from bench.results import figure, paired, result
+
+    events, rounds = (2_000, 1) if quick else (200_000, 3)
+    run = measure(events, rounds, 10_000, 0.0)
+    normal, full = run["rounds"]["normal"], run["rounds"]["full"]
+    figures = []
+    for key, unit in (("events_per_s", "events/s"), ("commits_per_s", "commits/s"),
+                      ("batch_avg", "events"), ("batch_max", "events"),
+                      ("commit_ms_avg", "ms"), ("commit_ms_max", "ms"),
+                      ("cpu_us_per_event", "us")):
+        figures += [figure(f"sync normal: {key}", unit, [r[key] for r in normal]),
+                    figure(f"sync full: {key}", unit, [r[key] for r in full])]
+    figures.append(figure("full / normal committed events/s", "x",
+                          paired([r["events_per_s"] for r in full],
+                                 [r["events_per_s"] for r in normal])))
+    for per_commit, (per_event, per_commit_us) in run["direct"].items():
+        figures += [figure(f"writer CPU per event at {per_commit} events/commit", "us",
+                           per_event),
+                    figure(f"writer CPU per commit at {per_commit} events/commit", "us",
+                           per_commit_us)]
+    figures.append(figure("commit round trip (1 event), CPU", "us", run["roundtrip_us"]))
+    notes = [f"{events:,} events per round, batches of 10, at most 10,000 uncommitted; "
+             "issue 9 asks for these figures, with no target"]
+    return result("journal", "Journal", "python bench/journal.py", rounds, figures, [], notes)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
@@ -155,10 +196,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.events, args.rounds = 2_000, 1
-    results: dict[str, list[dict[str, float]]] = {"normal": [], "full": []}
-    for _ in range(args.rounds):
-        for sync in ("normal", "full"):
-            results[sync].append(load_round(sync, args.events, args.window, args.rate))
+    run = measure(args.events, args.rounds, args.window, args.rate)
+    results: dict[str, list[dict[str, float]]] = run["rounds"]
     medians = {sync: {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
                for sync, rounds in results.items()}
     pacing = f"paced at {args.rate:,.0f} events/s" if args.rate else f"window {args.window:,}"
@@ -169,14 +208,11 @@ def main() -> None:
         normal, full = medians["normal"][key], medians["full"][key]
         ratio = full / normal if normal else float("nan")
         print(f"{key:<22}{normal:>14,.2f}{full:>14,.2f}{ratio:>14.2f}")
-    workflows = max(args.events // 10, 300)
     print("writer CPU, steps called directly (sync normal):")
-    for per_commit in (10, 100, 1000):
-        per_event, per_commit_us = direct_cost(per_commit, workflows)
+    for per_commit, (per_event, per_commit_us) in run["direct"].items():
         print(f"  {per_commit:>5} events/commit: {per_event:7.2f} us/event "
               f"{per_commit_us:10.1f} us/commit")
-    print(f"commit round trip (1 event, thread hand-offs): "
-          f"{roundtrip_cost(max(args.events // 100, 100)):.1f} us CPU")
+    print(f"commit round trip (1 event, thread hand-offs): {run['roundtrip_us']:.1f} us CPU")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ workflow deadline timer.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import logging
 import statistics
@@ -37,6 +38,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -129,7 +131,7 @@ def run_concurrent(engine: Engine, wf: Workflow, n: int, in_flight: int) -> Roun
         if not slots.acquire(timeout=10):
             raise RuntimeError("no execution finished within 10 s")
         t0 = _perf()
-        submit(wf).add_done_callback(lambda h, t0=t0: finished(h, t0))
+        submit(wf).add_done_callback(functools.partial(finished, t0=t0))
     if not all_done.wait(timeout=30):
         raise RuntimeError(f"{remaining[0]} executions still running after 30 s")
     elapsed = _perf() - t_start
@@ -154,16 +156,10 @@ def median_round(rounds: list[Round]) -> Round:
                  cpu_ms=statistics.median(r.cpu_ms for r in rounds))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a fast smoke run")
-    parser.add_argument("--rounds", type=int, default=None,
-                        help="rounds per form and concurrency (default 7, quick 3)")
-    parser.add_argument("--verbose", action="store_true", help="print every round")
-    args = parser.parse_args(argv)
-    rounds = args.rounds or (3 if args.quick else 7)
-    sizes = {1: 300, 50: 1000} if args.quick else {1: 1500, 50: 4000}
-
+def run_rounds(sizes: dict[int, int], rounds: int, verbose: bool = False
+               ) -> tuple[dict[tuple[int, str], list[Round]], dict[str, str]]:
+    """Interleaved rounds of (a) and (b) at each concurrency: the rounds by (concurrency,
+    form), and the breakers' states at the end."""
     engine = Engine.start(Config())
     forms = {"a": PLAIN, "b": GUARDED}
     results: dict[tuple[int, str], list[Round]] = {}
@@ -176,13 +172,52 @@ def main(argv: list[str] | None = None) -> int:
                 for form in order:
                     round_ = measure(engine, forms[form], concurrency, n)
                     results.setdefault((concurrency, form), []).append(round_)
-                    if args.verbose:
+                    if verbose:
                         print(f"  conc {concurrency:>2} round {r + 1} ({form}): "
                               f"{round_.throughput:>8,.0f}/s  {round_.per_exec_ms:.3f} ms/exec  "
                               f"p50 {round_.p50_ms:.3f} ms  cpu {round_.cpu_ms:.3f} ms/exec")
-        breakers = engine.status()["breakers"]
+        breakers: dict[str, str] = engine.status()["breakers"]
     finally:
         engine.stop()
+    return results, breakers
+
+
+def run_for_report(quick: bool) -> dict[str, Any]:
+    """Structured results for `python -m bench` (bench/results.py)."""
+    from bench.results import figure, paired, result, target
+
+    rounds = 1 if quick else 7
+    sizes = {1: 200, 50: 500} if quick else {1: 1500, 50: 4000}
+    results, breakers = run_rounds(sizes, rounds)
+    figures, targets = [], []
+    for concurrency in sizes:
+        a, b = results[(concurrency, "a")], results[(concurrency, "b")]
+        figures += [figure(f"(a) plain exec/s, c={concurrency}", "exec/s",
+                           [r.throughput for r in a]),
+                    figure(f"(b) guarded exec/s, c={concurrency}", "exec/s",
+                           [r.throughput for r in b]),
+                    figure(f"(b)/(a) time per execution, c={concurrency}", "x",
+                           paired([r.per_exec_ms for r in b], [r.per_exec_ms for r in a])),
+                    figure(f"(b)/(a) CPU per execution, c={concurrency}", "x",
+                           paired([r.cpu_ms for r in b], [r.cpu_ms for r in a]))]
+        targets.append(target(3, f"resilience overhead <= {TARGET:.2f}x at c={concurrency}",
+                              f"(b)/(a) time per execution, c={concurrency}", "<=", TARGET))
+    notes = [f"breakers not all closed at the end: {breakers}"] if any(
+        state != "closed" for state in breakers.values()) else []
+    return result("resilience", "Resilience overhead", "python bench/resilience.py", rounds,
+                  figures, targets, notes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a fast smoke run")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="rounds per form and concurrency (default 7, quick 3)")
+    parser.add_argument("--verbose", action="store_true", help="print every round")
+    args = parser.parse_args(argv)
+    rounds = args.rounds or (3 if args.quick else 7)
+    sizes = {1: 300, 50: 1000} if args.quick else {1: 1500, 50: 4000}
+    results, breakers = run_rounds(sizes, rounds, args.verbose)
 
     print(f"resilience overhead: provider -> condition -> action, {rounds} interleaved "
           f"rounds per form{' (quick)' if args.quick else ''}")

@@ -35,6 +35,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +137,7 @@ def run_publisher(count: int, *, packed: bool) -> dict[str, Any]:
 
 def run_bare(count: int) -> dict[str, Any]:
     events = make_events(count)
-    context = zmq.Context.instance()
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     pub = context.socket(zmq.PUB)
     pub.setsockopt(zmq.SNDHWM, 100_000)
     pub.setsockopt(zmq.LINGER, 0)
@@ -240,33 +241,78 @@ def main() -> None:
         sys.exit(1)
 
 
+MODES = ("bare pyzmq + msgpack", "publisher (packed)", "publisher (dicts)")
+
+
+def measure_part_a(rounds: int, count: int) -> dict[str, Any]:
+    """Part (a): events/s per mode and round, and whether nothing was lost."""
+    count = min(count, 100_000)  # within the send high-water mark: loss would be a bug
+    runs: dict[str, Callable[[int], dict[str, Any]]] = {
+            MODES[0]: run_bare, MODES[1]: lambda n: run_publisher(n, packed=True),
+            MODES[2]: lambda n: run_publisher(n, packed=False)}
+    rates: dict[str, list[float]] = {name: [] for name in runs}
+    losses: list[str] = []
+    for _ in range(rounds):
+        for name, run in runs.items():
+            result = run(count)
+            if result["received"] != count or result["gaps"] or result["sender_dropped"]:
+                losses.append(f"LOSS in {name}: {result}")
+            rates[name].append(count / max(result["last"] - result["started"], 1e-9))
+    return {"count": count, "rounds": rounds, "rates": rates, "losses": losses}
+
+
 def run_part_a(args: argparse.Namespace) -> tuple[float, bool]:
     """Part (a); the bare pair's median events/s and whether nothing was lost."""
     rounds, count = (1, 20_000) if args.quick else (args.rounds, args.events)
-    count = min(count, 100_000)  # within the send high-water mark: loss would be a bug
-    modes = {"bare pyzmq + msgpack": run_bare,
-             "publisher (packed)": lambda n: run_publisher(n, packed=True),
-             "publisher (dicts)": lambda n: run_publisher(n, packed=False)}
-    rates: dict[str, list[float]] = {name: [] for name in modes}
-    lossless = True
-    for _ in range(rounds):
-        for name, run in modes.items():
-            result = run(count)
-            if result["received"] != count or result["gaps"] or result["sender_dropped"]:
-                lossless = False
-                print(f"LOSS in {name}: {result}")
-            rates[name].append(count / max(result["last"] - result["started"], 1e-9))
+    part = measure_part_a(rounds, count)
+    rates, count = part["rates"], part["count"]
+    for loss in part["losses"]:
+        print(loss)
+    lossless = not part["losses"]
     print(f"{count:,} events per round, {rounds} round(s) per mode, interleaved\n")
     print(f"{'mode':<24}{'events/s (median)':>20}{'ratio to bare':>16}")
-    bare = rates["bare pyzmq + msgpack"]
+    bare = rates[MODES[0]]
     for name, values in rates.items():
         ratio = statistics.median(v / b for v, b in zip(values, bare, strict=True))
         print(f"{name:<24}{statistics.median(values):>20,.0f}{ratio:>15.2f}x")
-    packed = statistics.median(
-        v / b for v, b in zip(rates["publisher (packed)"], bare, strict=True))
+    packed = statistics.median(v / b for v, b in zip(rates[MODES[1]], bare, strict=True))
     print(f"\nzero loss: {'yes' if lossless else 'NO'}; target publisher (packed) >= "
           f"{TARGET_RATIO}x bare: {'met' if packed >= TARGET_RATIO else 'NOT met'}")
     return statistics.median(bare), lossless
+
+
+def run_for_report(quick: bool) -> dict[str, Any]:
+    """Structured results for `python -m bench` (bench/results.py): parts (a) and (b)."""
+    from bench.results import figure, paired, result, target
+
+    rounds = 1 if quick else 3
+    part_a = measure_part_a(rounds, 5_000 if quick else 100_000)
+    executions, seconds = (40, 1.0) if quick else (1000, 10.0)
+    part_b = stream_daemon.measure(rounds, executions, seconds)
+    rates = part_a["rates"]
+    figures = [figure(f"(a) {name}", "events/s", values) for name, values in rates.items()]
+    figures += [figure("(a) publisher (packed) / bare pair", "x",
+                       paired(rates[MODES[1]], rates[MODES[0]])),
+                figure("(a) publisher (dicts) / bare pair", "x",
+                       paired(rates[MODES[2]], rates[MODES[0]])),
+                figure("(a) rounds that lost an event", "rounds",
+                       float(len(part_a["losses"])))]
+    figures += stream_daemon.figures_of(part_b, rates[MODES[0]])
+    targets = [target(10, "publisher >= 0.7x a bare pyzmq + msgpack pair",
+                      "(a) publisher (packed) / bare pair", ">=", TARGET_RATIO),
+               target(10, "publisher: zero loss", "(a) rounds that lost an event", "<=", 0),
+               target(10, "daemon: >= 50,000 events/s to an outside subscriber",
+                      "(b) plain: events/s delivered", ">=", stream_daemon.TARGET_RATE),
+               target(10, "daemon: zero loss", "(b) rounds that lost an event", "<=", 0),
+               target(10, "committed -> received p99 <= 2 ms at 10,000 events/s",
+                      "(b) plain: latency p99 at 10,000 events/s", "<=",
+                      stream_daemon.TARGET_P99_MS)]
+    notes = [f"(a) {part_a['count']:,} events per round; (b) {executions} `wide` executions "
+             f"per throughput round, {seconds:g} s paced per latency round, a fresh daemon "
+             "per round; p50/p99 per round are over that round's events"]
+    notes += part_a["losses"] + part_b["losses"]
+    return result("stream", "Event stream", "python bench/stream.py", rounds, figures,
+                  targets, notes)
 
 
 if __name__ == "__main__":

@@ -169,14 +169,13 @@ def latency_round(workdir: Path, curve: CurveKeys | None, seconds: float) -> dic
     return result
 
 
-def run(rounds: int, executions: int, seconds: float, bare_rate: float | None) -> bool:
-    """Part (b); prints a table; False when an event was lost."""
-    rates: dict[bool, list[float]] = {False: [], True: []}
-    p50: dict[bool, list[float]] = {False: [], True: []}
-    p99: dict[bool, list[float]] = {False: [], True: []}
-    by_ts: dict[bool, list[float]] = {False: [], True: []}
+def measure(rounds: int, executions: int, seconds: float) -> dict[str, Any]:
+    """Part (b): per round and mode (plain, CURVE), delivered events/s and latency."""
+    plain: dict[str, list[float]] = {"rate": [], "p50": [], "p99": [], "by_ts": []}
+    curved: dict[str, list[float]] = {key: [] for key in plain}
+    modes = {False: plain, True: curved}
     offered: list[float] = []
-    lossless = True
+    losses: list[str] = []
     with tempfile.TemporaryDirectory(prefix="tradeloom-bench-stream-") as tmp:
         work = Path(tmp)
         keys = CurveKeys.make(work / "keys")
@@ -188,15 +187,52 @@ def run(rounds: int, executions: int, seconds: float, bare_rate: float | None) -
                 lat = latency_round(work / f"{label}-lat", keys if curve else None, seconds)
                 for name, result in (("throughput", rate), ("latency", lat)):
                     if not result["lossless"]:
-                        lossless = False
-                        print(f"LOSS in {label} {name}: received {result['received']}, "
-                              f"gaps {result['gaps']}")
-                rates[curve].append(rate["rate"])
+                        losses.append(f"LOSS in {label} {name}: received "
+                                      f"{result['received']}, gaps {result['gaps']}")
+                modes[curve]["rate"].append(rate["rate"])
                 if lat["latency"] is not None:
-                    p50[curve].append(lat["latency"]["p50"])
-                    p99[curve].append(lat["latency"]["p99"])
-                    by_ts[curve].append(lat["latency_by_timestamp"]["p50"])
+                    modes[curve]["p50"].append(lat["latency"]["p50"])
+                    modes[curve]["p99"].append(lat["latency"]["p99"])
+                    modes[curve]["by_ts"].append(lat["latency_by_timestamp"]["p50"])
                 offered.append(lat["offered_rate"])
+    return {"plain": plain, "curve": curved, "offered": offered, "losses": losses,
+            "rounds": rounds, "executions": executions, "seconds": seconds}
+
+
+def figures_of(part: dict[str, Any], bare_rates: list[float] | None) -> list[dict[str, Any]]:
+    """Part (b) as report figures (bench/results.py)."""
+    from bench.results import figure, paired
+
+    plain, curve = part["plain"], part["curve"]
+    out = []
+    for name, mode in (("plain", plain), ("CURVE on", curve)):
+        out += [figure(f"(b) {name}: events/s delivered", "events/s", mode["rate"]),
+                figure(f"(b) {name}: latency p50 at {PACED_RATE:,} events/s", "ms",
+                       mode["p50"]),
+                figure(f"(b) {name}: latency p99 at {PACED_RATE:,} events/s", "ms",
+                       mode["p99"])]
+    out += [figure("(b) CURVE on / plain events/s", "x", paired(curve["rate"], plain["rate"])),
+            figure("(b) CURVE on / plain latency p99", "x", paired(curve["p99"], plain["p99"])),
+            figure("(b) paced rate achieved", "events/s", part["offered"]),
+            figure("(b) rounds that lost an event", "rounds", float(len(part["losses"])))]
+    if bare_rates:
+        out.append(figure("(b) plain daemon delivery / (a) bare pair", "x",
+                          paired(plain["rate"], bare_rates)))
+    return out
+
+
+def run(rounds: int, executions: int, seconds: float, bare_rate: float | None) -> bool:
+    """Part (b); prints a table; False when an event was lost."""
+    part = measure(rounds, executions, seconds)
+    for loss in part["losses"]:
+        print(loss)
+    lossless = not part["losses"]
+    modes = {False: part["plain"], True: part["curve"]}
+    rates = {curve: mode["rate"] for curve, mode in modes.items()}
+    p50 = {curve: mode["p50"] for curve, mode in modes.items()}
+    p99 = {curve: mode["p99"] for curve, mode in modes.items()}
+    by_ts = {curve: mode["by_ts"] for curve, mode in modes.items()}
+    offered = part["offered"]
     med = statistics.median
     print(f"\n(b) the daemon under workflow load, an outside subscriber ({rounds} round(s) "
           f"per mode, interleaved; {executions * WIDE_EVENTS:,} events per throughput round, "

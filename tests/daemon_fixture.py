@@ -44,6 +44,10 @@ READY_S = 30.0
 STOP_S = 20.0
 
 
+#: How many times a first start is tried again on fresh ports after a port in use.
+PORT_RETRIES = 3
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -169,10 +173,36 @@ class DaemonProcess:
         return self
 
     def start(self, timeout: float = READY_S) -> DaemonProcess:
-        """Start and wait until the control socket answers a ping."""
-        self.spawn()
-        self.wait_ready(timeout)
+        """Start and wait until the control socket answers a ping.
+
+        `free_port()` cannot reserve a port: between the probe and the daemon's bind, any
+        process on the machine (another test run, an outgoing connection) may take it. A
+        first start refused for a port in use is tried again on fresh ports (only those
+        free_port picked); a restart keeps its ports, as a restart must."""
+        for attempt in range(PORT_RETRIES + 1):
+            self.spawn()
+            try:
+                self.wait_ready(timeout)
+                return self
+            except AssertionError:
+                if (attempt == PORT_RETRIES or self.runs > attempt + 1
+                        or not self._port_taken()):
+                    raise
+                self._pick_ports()
         return self
+
+    def _port_taken(self) -> bool:
+        return (self.proc is not None and self.proc.returncode == 2
+                and "Address already in use" in self.stderr())
+
+    def _pick_ports(self) -> None:
+        transport = self.config["transport"]
+        for which in ("events", "control"):
+            if transport[which] == getattr(self, which):
+                endpoint = f"tcp://127.0.0.1:{free_port()}"
+                transport[which] = endpoint
+                setattr(self, which, endpoint)
+        self.config_path.write_text(toml_text(self.config), encoding="utf-8")
 
     def wait_ready(self, timeout: float = READY_S) -> None:
         deadline = time.monotonic() + timeout

@@ -9,6 +9,8 @@ import time
 from typing import Any
 
 import pytest
+import structlog
+import structlog.testing
 
 from actors import Engine, Node, NodeContext, Workflow
 from actors.errors import TradeloomError, WaitInCallback
@@ -220,6 +222,22 @@ def test_whatever_a_callback_raises_is_contained(engine: Engine, exc: BaseExcept
     assert [r.status for r in results] == ["completed"] * 3
     assert seqs == list(range(1, engine.status()["last_seq"] + 1))
     assert sub.failures == len(seqs) and sub.running and not sub.closed
+
+
+def test_a_callback_failing_on_every_event_logs_one_traceback_then_a_count(
+        engine: Engine) -> None:
+    def broken(event: Event) -> None:
+        raise ValueError("subscriber bug")
+
+    sub = engine.subscribe(broken)
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(3):
+            assert engine.submit(one_node()).result(timeout=5).status == "completed"
+    failed = [entry for entry in logs if entry["event"] == "subscriber_failed"]
+    assert sub.failures == engine.status()["last_seq"] > 3
+    assert len(failed) == 1  # the first, within FAILURE_LOG_EVERY_S of every other
+    assert failed[0]["exc_info"] is True and failed[0]["failures"] == 1
+    assert failed[0]["error_type"] == "ValueError"
 
 
 def test_a_subscription_may_close_itself_from_its_callback(engine: Engine,

@@ -1,0 +1,98 @@
+"""The engine's kill-switch calls: the emergency state, its changes and the risk figures.
+
+A part of `Engine` (a mixin it inherits), kept apart so each file reads as one concern.
+Every change goes to the EmergencyActor as a message and, with a journal, the reply comes
+after the change's own event is committed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from actors.emergency import EmergencyGate, EmergencyState
+from actors.errors import EngineStopped, WaitInCallback
+from actors.eventlog import current_subscription
+from actors.messages import Alert, Halt, ReduceOnly, Resume, RiskUpdate
+
+if TYPE_CHECKING:
+    import pykka
+
+    from actors.durable import Durable
+    from actors.events import EventSink
+
+__all__ = ["EmergencyControls"]
+
+
+class EmergencyControls:
+    """halt / resume / alert / reduce_only / risk_update and the state, for `Engine`."""
+
+    gate: EmergencyGate
+    sink: EventSink
+    _durable: Durable | None
+    _emergency: pykka.ActorRef[Any]
+    _stopped: bool
+
+    @property
+    def state(self) -> EmergencyState:
+        return self.gate.state
+
+    def halt(self, reason: str, *, origin: str = "api") -> dict[str, Any]:
+        """Enter HALT; returns after every supervisor has acknowledged (on-halt hooks are
+        submitted right after, without being waited for)."""
+        return self._ask_emergency(Halt(reason=reason, origin=origin))
+
+    def resume(self, reason: str | None = None, *, force: bool = False,
+               origin: str = "api") -> dict[str, Any]:
+        """Back to NORMAL; `LimitExceeded` while an auto_halt limit is exceeded, unless
+        `force`."""
+        return self._ask_emergency(Resume(reason=reason, force=force, origin=origin))
+
+    def alert(self, reason: str, *, force: bool = False, origin: str = "api") -> dict[str, Any]:
+        """Enter ALERT; `LimitExceeded` while an auto_halt limit is exceeded, unless
+        `force`."""
+        return self._ask_emergency(Alert(reason=reason, force=force, origin=origin))
+
+    def reduce_only(self, reason: str, *, origin: str = "api") -> dict[str, Any]:
+        return self._ask_emergency(ReduceOnly(reason=reason, origin=origin))
+
+    def emergency_history(self) -> list[dict[str, Any]]:
+        """The last 1,000 state changes, oldest first: {state, previous_state, reason,
+        source, origin, timestamp, seq}."""
+        with self.sink.lock:
+            return [dict(entry) for entry in self.gate.history]
+
+    def risk_update(self, limit: str, value: float | None = None, delta: float | None = None,
+                    *, equity: float | None = None) -> dict[str, Any]:
+        """Set or move a limit's figure. Not a finite real number: TypeError/ValueError
+        naming the argument, and the limit keeps its figure."""
+        return self._ask_emergency(RiskUpdate(limit=limit, value=value, delta=delta,
+                                              equity=equity))
+
+    def _risk(self, limit: str, *, value: float | None = None, delta: float | None = None,
+              equity: float | None = None) -> dict[str, Any]:
+        return self.risk_update(limit, value, delta, equity=equity)
+
+    def _ask_emergency(self, message: Any) -> dict[str, Any]:
+        if self._stopped:
+            raise EngineStopped("the engine is stopped")
+        self._refuse_wait_in_callback(type(message).__name__)
+        reply: dict[str, Any] = self._emergency.ask(message, block=True, timeout=30.0)
+        if self._durable is not None:
+            # The reply comes after the change is committed: when this call changed the
+            # state, up to the newest change (its own event or a later one; not the halted
+            # executions' events queued behind it); else everything queued so far. A risk
+            # update cannot tell a change of its own from another caller's halt sequenced
+            # before its figure was saved, so it always waits for everything.
+            history = self.gate.history
+            changed = (type(message) is not RiskUpdate and history
+                       and reply.get("state") != reply.get("previous_state"))
+            self._durable.wait_commit(upto_seq=history[-1]["seq"] if changed else None)
+        return reply
+
+    def _refuse_wait_in_callback(self, what: str) -> None:
+        # events: a callback runs on its subscription's thread, which the engine's results
+        # wait for: waiting there for the engine could wait for itself.
+        if current_subscription() is not None:
+            raise WaitInCallback(
+                f"{what} waits for the engine and cannot wait from a subscriber callback; "
+                f"send it without waiting: engine.ref.tell({what}(...))")

@@ -1,0 +1,138 @@
+"""The engine's journal side: recovery at start, a failing disk, and the queries.
+
+A part of `Engine` (a mixin it inherits). Without `[daemon] data_dir` the engine keeps no
+journal and the queries raise `NoJournal`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from actors.durable import Durable, NoJournal
+from actors.emergency import EmergencyGate, EmergencyState
+from actors.ending import ExecutionStatus
+from actors.errors import LimitExceeded
+from actors.messages import BroadcastHalt
+
+if TYPE_CHECKING:
+    import threading
+
+    import pykka
+
+    from actors.config import Config
+    from actors.events import EventSink
+    from actors.execution import ExecutionHandle
+    from actors.workflow import Workflow
+
+__all__ = ["JournalSide", "journal_recovered"]
+
+log = structlog.get_logger("tradeloom.engine")
+
+
+class JournalSide:
+    """Recovery, journal failure handling and history queries, for `Engine`."""
+
+    config: Config
+    gate: EmergencyGate
+    sink: EventSink
+    _durable: Durable | None
+    _emergency: pykka.ActorRef[Any]
+    _intents_halt_seq: int
+    _lock: threading.Lock
+    _ended: Counter[tuple[str, str]]
+    _workflows: dict[str, tuple[Workflow, str | None, str | None]]
+
+    #: EmergencyControls.resume (the other half of Engine).
+    resume: Callable[..., dict[str, Any]]
+
+    def _recover(self, durable: Durable) -> None:
+        """End what the last process left open, before anything runs."""
+        counts = {wf_id: len(entry[0].nodes) for wf_id, entry in self._workflows.items()}
+        with self._lock:
+            for record in durable.recovery.open_executions:
+                self._ended[(record["workflow_id"], ExecutionStatus.INTERRUPTED.value)] += 1
+        intents = durable.recover(self.sink, counts)
+        if intents and self.config.journal.halt_on_unresolved_intents:
+            self.gate.transition(
+                EmergencyState.HALT, f"{len(intents)} action intent(s) from before the "
+                "restart have no known outcome: reconcile them (tradeloom intents) or "
+                "resume", "journal", "engine")
+            self._intents_halt_seq = self.gate.history[-1]["seq"]
+        durable.wait_commit()
+
+
+    def _journal_failed(self, error: BaseException) -> None:
+        """A commit failed (disk full, I/O error, file removed). Nothing uncommitted gets
+        out; HALT now, in memory: nothing starts, no submit is accepted. Its event is
+        committed and published once a write succeeds; only an operator's resume ends it."""
+        reason = f"journal write failed: {type(error).__name__}: {error}"
+        log.critical("journal_write_failed", error=str(error), error_type=type(error).__name__)
+        self.gate.transition(EmergencyState.HALT, reason, "journal", "engine")
+        if self._emergency.is_alive():
+            self._emergency.tell(BroadcastHalt(reason, source="journal", origin="engine"))
+
+    def journal_flush(self, timeout: float = 5.0) -> bool:
+        """Wait until everything sequenced so far is committed (True at once in memory)."""
+        return self._durable is None or self._durable.journal.flush(timeout)
+
+    def close_journal(self) -> None:
+        """Flush and close the journal (everything sequenced is committed)."""
+        if self._durable is not None:
+            self._durable.close()
+
+    def wait_recorded(self, handle: ExecutionHandle, timeout: float) -> bool:
+        """True once the execution's record is committed (at once without a journal)."""
+        ticket = handle.recorded
+        return ticket is None or ticket.wait(timeout)
+
+    def _journal(self) -> Durable:
+        if self._durable is None:
+            raise NoJournal("this engine keeps no journal: start it with [daemon] data_dir "
+                            "set for history, replay and intents")
+        return self._durable
+
+    def replay(self, since_seq: int, limit: int = 1000,
+               topic_prefix: str = "") -> dict[str, Any]:
+        """Committed events from `since_seq` on: {events, next_seq, last_seq, first_seq}."""
+        return self._journal().journal.replay(since_seq, limit, topic_prefix)
+
+    def execution(self, execution_id: str) -> dict[str, Any] | None:
+        """One execution from the journal (its nodes, results, times), or None."""
+        return self._journal().journal.execution(execution_id)
+
+    def executions(self, workflow: str | None = None, status: str | None = None,
+                   limit: int = 100) -> list[dict[str, Any]]:
+        """Executions from the journal, newest first."""
+        return self._journal().journal.executions(workflow, status, limit)
+
+    def intents(self, unresolved: bool = True) -> list[dict[str, Any]]:
+        """Action intents (only those with no known outcome, by default)."""
+        return self._journal().journal.intents(unresolved)
+
+    def resolve_intent(self, idempotency_key: str, outcome: str,
+                       note: str | None = None, *, origin: str = "api") -> None:
+        """Record an operator's reconciliation: filled, not_filled or unknown. The HALT
+        that `halt_on_unresolved_intents` started with ends when the last one is resolved
+        (unless the state changed since, or a limit is exceeded)."""
+        journal = self._journal()
+        journal.resolve_intent(idempotency_key, outcome, note)
+        halt_seq = self._intents_halt_seq
+        history = self.gate.history
+        if (halt_seq and history and history[-1]["seq"] == halt_seq
+                and not journal.journal.intents(unresolved=True)):
+            self._intents_halt_seq = 0
+            try:
+                self.resume("every action intent from before the restart is reconciled",
+                            origin=origin)
+            except LimitExceeded:
+                log.warning("intents_reconciled_still_halted",
+                            why="a risk limit is exceeded: resume by hand")
+
+
+def journal_recovered() -> None:
+    log.warning("journal_write_recovered",
+                note="commits resumed; the engine stays in HALT until an operator resumes")
