@@ -183,6 +183,41 @@ def ws_client_main(url: str, count: int) -> None:
           flush=True)
 
 
+def run_for_report(quick: bool) -> dict[str, Any]:
+    """For `python -m bench` (bench/results.py): both figures, rounds interleaved."""
+    from bench.results import figure, paired, result, target
+
+    rounds, count = (1, 5_000) if quick else (3, 100_000)
+    rates: dict[str, list[float]] = {"zeromq": [], "websocket": []}
+    lost: list[float] = []
+    alone: list[float] = []
+    stalled: list[float] = []
+    for i in range(rounds):
+        results = run_round(count)
+        for name, one in results.items():
+            rates[name].append(one["rate"])
+        lost.append(float(sum(count - r["received"] + r["gaps"] for r in results.values())))
+        for with_stalled in ((False, True) if i % 2 == 0 else (True, False)):
+            (stalled if with_stalled else alone).append(
+                in_process_rate(count, stalled=with_stalled))
+    figures = [figure("events/s to a WebSocket client", "events/s", rates["websocket"]),
+               figure("events/s to a ZeroMQ subscriber (same run)", "events/s",
+                      rates["zeromq"]),
+               figure("WebSocket / ZeroMQ events/s", "x",
+                      paired(rates["websocket"], rates["zeromq"])),
+               figure("events lost (both clients)", "events", lost),
+               figure("in-process events/s, stalled WebSocket client / none", "x",
+                      paired(stalled, alone))]
+    targets = [target(13, "events/s to a WebSocket client with zero loss",
+                      "events lost (both clients)", "<=", 0, stat="max"),
+               target(13, "a slow WebSocket client: in-process throughput within 10 %",
+                      "in-process events/s, stalled WebSocket client / none", ">=", 0.90)]
+    notes = [f"{count:,} node_completed events per round, emitted in batches of {BATCH:,}; "
+             "both clients are other processes, live before the first event"]
+    return result("web", "WebSocket gateway", "python bench/web.py", rounds, figures,
+                  targets, notes)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run")
