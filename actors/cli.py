@@ -136,7 +136,8 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         print(f"tradeloom daemon {VERSION} running (pid {os.getpid()}): events "
               f"{daemon.transport.events}, control {daemon.transport.control}, journal "
               f"{daemon.config.daemon.data_dir}/journal.db. Ctrl-C stops it.\n"
-              f"Watch it from a second terminal:  {tail_command(args.config, daemon)}",
+              f"Watch it from a second terminal:  {tail_command(args.config, daemon)}"
+              + (f"\nDashboard: {daemon.web.url}" if daemon.web is not None else ""),
               file=sys.stderr, flush=True)
     daemon.serve_forever()
     return EXIT_OK

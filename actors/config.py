@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from actors.errors import ConfigError
+from actors.web_config import WebConfig
 from actors.webhook_config import WebhookConfig
 
 LimitKind = Literal["daily_loss", "position_size", "drawdown_pct", "action_rate", "custom"]
@@ -187,6 +188,8 @@ class Config:
     journal: JournalConfig = JournalConfig()
     metrics: MetricsConfig = MetricsConfig()
     client: ClientConfig = ClientConfig()
+    #: `[web]`: the WebSocket gateway and dashboard (actors/web_config.py); off by default.
+    web: WebConfig = field(default_factory=WebConfig)
     workflows: tuple[WorkflowEntry, ...] = ()
     #: `[[webhooks]]`: outbound endpoints (actors/webhook_config.py); the daemon runs them.
     webhooks: tuple[WebhookConfig, ...] = ()

@@ -34,6 +34,7 @@ from actors.config import (
     WorkflowEntry,
 )
 from actors.errors import ConfigError
+from actors.web_config import parse_web
 from actors.webhook_config import parse_webhooks
 
 
@@ -43,7 +44,6 @@ def parse(raw: Mapping[str, Any], *, base_dir: str | Path | None = None) -> Conf
         raise ConfigError("config must be a table")
     _reject_unknown(raw, {"daemon", "transport", "resilience", "emergency", "journal",
                          "metrics", "client", "web", "webhooks", "workflows"}, "")
-    _refuse_unbuilt(raw)
     resilience_raw = dict(_table(raw, "resilience"))
     preset = resilience_raw.pop("preset", None)
     resilience_base = ResilienceConfig()
@@ -74,21 +74,13 @@ def parse(raw: Mapping[str, Any], *, base_dir: str | Path | None = None) -> Conf
         journal=_build(JournalConfig, _table(raw, "journal"), "journal"),
         metrics=_build(MetricsConfig, _table(raw, "metrics"), "metrics"),
         client=_build(ClientConfig, _table(raw, "client"), "client"),
+        web=parse_web(_table(raw, "web")),
         workflows=tuple(_import_entry(e, i, base_dir) for i, e in enumerate(entries)),
         webhooks=parse_webhooks(raw.get("webhooks", [])),
     )
     _check_ranges(config)
     return config
 
-
-
-def _refuse_unbuilt(raw: Mapping[str, Any]) -> None:
-    """`[web]` is part of the config's schema, but this version has no gateway: an empty
-    table is fine, asking for one is an error (never a setting quietly ignored)."""
-    web = _table(raw, "web")
-    if web:
-        raise ConfigError(f"web.{next(iter(web))}: the WebSocket gateway and dashboard are "
-                          "not in this version of tradeloom")
 
 
 def _limits(raw: Any) -> tuple[LimitConfig, ...]:

@@ -1,4 +1,5 @@
-"""The daemon: engine + journal + publisher + control server (+ metrics) in one process.
+"""The daemon: engine + journal + publisher + control server (+ metrics, + the `[web]`
+gateway and dashboard, transport/web/) in one process.
 
     daemon = Daemon(Config.load("daemon.toml"))
     daemon.start()          # journal recovered, sockets bound, triggers running
@@ -36,6 +37,7 @@ from transport.engine_handler import EngineControlHandler
 from transport.metrics import MetricsServer
 from transport.publisher import Publisher
 from transport.security import CurveServer
+from transport.web.gateway import WebGateway
 
 if TYPE_CHECKING:
     from actors.webhook import WebhookManager
@@ -59,6 +61,7 @@ class Daemon:
         self.publisher: Publisher | None = None
         self.control: ControlServer | None = None
         self.metrics: MetricsServer | None = None
+        self.web: WebGateway | None = None  # [web] listen: the gateway and dashboard
         self.triggers: IntervalTriggers | None = None
         self.webhooks: WebhookManager | None = None
         self._stop_requested = threading.Event()
@@ -101,6 +104,10 @@ class Daemon:
         self.control.start()
         if self.config.metrics.listen:
             self.metrics = self._start_metrics(self.config.metrics.listen)
+        if self.config.web.listen:
+            self.web = WebGateway(self.config.web, engine, warn_at=self.config.emergency.warn_at,
+                                  epoch=self.publisher.epoch)
+            self.web.start()
         engine.sink.emit([{"v": 1, "type": "daemon_started", "version": VERSION,
                            "pid": os.getpid(), "events": self.publisher.endpoint,
                            "control": self.control.endpoint}])
@@ -183,7 +190,7 @@ class Daemon:
                 self.publisher.wait_sent(engine.sink.log.committed_seq, FINAL_SEND_S)
         if self.webhooks is not None:  # before the journal closes: their cursors commit
             self.webhooks.stop()
-        for server in (self.metrics, self.control, self.publisher):
+        for server in (self.web, self.metrics, self.control, self.publisher):
             if server is not None:
                 try:
                     server.stop()

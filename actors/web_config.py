@@ -1,0 +1,122 @@
+"""`[web]`: the WebSocket gateway and dashboard (transport/web/), parsed into `WebConfig`.
+
+    [web]
+    listen = "127.0.0.1:8450"        # off when absent
+    token_env = "TRADELOOM_WEB_TOKEN"  # the env var holding the token; unset: one is generated
+    allowed_origins = ["https://ops.example:8450"]  # default: the listener's own origin
+    certfile = "web.crt"             # TLS (wss:// and https://); both or neither
+    keyfile = "web.key"
+
+Every error names its key. A `listen` that is not a loopback address must have TLS
+(`certfile` and `keyfile`) here; that its token then comes from the environment (never a
+generated one) is checked when the gateway starts, where the environment is read.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from actors.errors import ConfigError
+
+#: The environment variable read for the token unless `[web] token_env` names another.
+DEFAULT_TOKEN_ENV = "TRADELOOM_WEB_TOKEN"
+
+_LISTEN = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[^:\[\]\s]+):(?P<port>\d{1,5})")
+_ORIGIN = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WebConfig:
+    """The `[web]` table. `listen` None: no gateway (the default)."""
+
+    #: "host:port" ("[::1]:8450" for IPv6; port 0: any free one).
+    listen: str | None = None
+    #: The environment variable that holds the token; when it is unset or empty, a token is
+    #: generated at start and logged once (loopback only).
+    token_env: str = DEFAULT_TOKEN_ENV
+    #: Origins (scheme://host[:port]) whose pages may open the stream; empty: the
+    #: listener's own (http or https, by name and by address).
+    allowed_origins: tuple[str, ...] = ()
+    #: PEM certificate chain and private key for TLS; required off loopback.
+    certfile: str | None = None
+    keyfile: str | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self.certfile is not None
+
+    def host_port(self) -> tuple[str, int]:
+        """`listen` as (host, port); ValueError when it is None or malformed."""
+        if self.listen is None:
+            raise ValueError("[web] listen is not set")
+        return parse_listen(self.listen)
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """`"host:port"` (`"[::1]:8450"` for IPv6) -> (host, port); ValueError if malformed."""
+    match = _LISTEN.fullmatch(listen) if isinstance(listen, str) else None
+    if match is None or int(match["port"]) > 65535:
+        raise ValueError(f"must be \"host:port\" (e.g. \"127.0.0.1:8450\"), not {listen!r}")
+    return match["host"].strip("[]"), int(match["port"])
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for `localhost` and addresses in 127.0.0.0/8 or ::1; names otherwise are not."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_web(raw: Mapping[str, Any]) -> WebConfig:
+    """The `[web]` table -> `WebConfig`; ConfigError naming the key on any bad value."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError("[web] must be a table")
+    known = {"listen", "token_env", "allowed_origins", "certfile", "keyfile"}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(f"unknown config key 'web.{key}'")
+    listen = _optional_str(raw, "listen")
+    token_env = _optional_str(raw, "token_env") or DEFAULT_TOKEN_ENV
+    if "token_env" in raw and not _ENV_NAME.fullmatch(token_env):
+        raise ConfigError(f"web.token_env must be an environment variable name, "
+                          f"not {token_env!r}")
+    origins = raw.get("allowed_origins", [])
+    if not isinstance(origins, list):
+        raise ConfigError("web.allowed_origins must be an array of strings")
+    for i, origin in enumerate(origins):
+        if not isinstance(origin, str) or not _ORIGIN.fullmatch(origin):
+            raise ConfigError(f"web.allowed_origins[{i}] must be an origin such as "
+                              f"\"https://host:8450\" (no path), not {origin!r}")
+    certfile, keyfile = _optional_str(raw, "certfile"), _optional_str(raw, "keyfile")
+    if (certfile is None) != (keyfile is None):
+        missing = "keyfile" if keyfile is None else "certfile"
+        raise ConfigError(f"web.{missing} is required with web.certfile/web.keyfile (TLS "
+                          "needs both)")
+    if listen is not None:
+        try:
+            host, _port = parse_listen(listen)
+        except ValueError as exc:
+            raise ConfigError(f"web.listen {exc}") from None
+        if not is_loopback_host(host) and certfile is None:
+            raise ConfigError(f"web.certfile: web.listen {listen!r} is not a loopback "
+                              "address; off this machine the gateway needs TLS (certfile "
+                              "and keyfile) and a token from the environment")
+    return WebConfig(listen=listen, token_env=token_env, allowed_origins=tuple(origins),
+                     certfile=certfile, keyfile=keyfile)
+
+
+def _optional_str(raw: Mapping[str, Any], key: str) -> str | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"web.{key} must be a non-empty string, not {value!r}")
+    return value

@@ -1,0 +1,1 @@
+"""The WebSocket gateway and the dashboard it serves (`[web]`)."""

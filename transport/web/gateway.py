@@ -1,0 +1,202 @@
+"""The WebSocket gateway: `[web] listen` serves the dashboard and its live stream.
+
+    gateway = WebGateway(config.web, engine, warn_at=config.emergency.warn_at)
+    gateway.start()    # bound (or raises TransportError / ConfigError), serving in a thread
+    gateway.url        # "http://127.0.0.1:8450/"
+    gateway.stop()     # closes every connection and the listener
+
+One listener, websockets' threaded server (a thread per connection): `GET /ws` with an
+Upgrade is the WebSocket (`transport.web.session`); any other `GET` is answered from the
+static files in transport/web/static/ over plain HTTP (`process_request`), so the page needs
+nothing but this process: no build step, no CDN. With `certfile`/`keyfile` it is TLS
+(https:// and wss://) through an `ssl.SSLContext`.
+
+Security: the token (see `transport.web.auth`) is required in the first message of every
+WebSocket; the `Origin` of a WebSocket handshake must be allowed (else 403); static files
+are public (they hold no data) and are sent with a strict Content-Security-Policy.
+"""
+
+from __future__ import annotations
+
+import http
+import importlib.resources
+import mimetypes
+import socket
+import ssl
+import threading
+from typing import Any
+
+import structlog
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+from websockets.sync.server import Server, ServerConnection, serve
+
+from actors.engine import VERSION, Engine
+from actors.errors import ConfigError
+from actors.web_config import WebConfig
+from transport.errors import TransportError
+from transport.web.actions import WebActions
+from transport.web.auth import default_origins, origin_allowed, resolve_token
+from transport.web.session import DEFAULT_MAX_LAG, ClientSession
+
+log = structlog.get_logger("tradeloom.transport.web")
+
+#: The WebSocket's path; every other path is a static file (or 404).
+WS_PATH = "/ws"
+STATIC_PACKAGE = "transport.web"
+#: The page may talk only to this listener and load only its own files.
+SECURITY_HEADERS = (
+    ("Content-Security-Policy", "default-src 'self'; connect-src 'self' ws: wss:; "
+                                "img-src 'self' data:; frame-ancestors 'none'"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Cache-Control", "no-store"),
+)
+
+
+class WebGateway:
+    """The `[web]` listener. `start()` binds; `stop()` ends every session."""
+
+    def __init__(self, config: WebConfig, engine: Engine, *, warn_at: float = 0.8,
+                 max_lag: int = DEFAULT_MAX_LAG, epoch: str = "",
+                 env: dict[str, str] | None = None) -> None:
+        if config.listen is None:
+            raise ValueError("[web] listen is not set: no gateway to start")
+        self.config = config
+        self._engine = engine
+        self._warn_at = warn_at
+        self.max_lag = max_lag
+        self._epoch = epoch
+        self.token, self.token_generated = resolve_token(config, env)
+        self._actions = WebActions(engine, warn_at=warn_at)
+        self._stopping = threading.Event()
+        self._server: Server | None = None
+        self._thread: threading.Thread | None = None
+        self._sessions: set[ClientSession] = set()
+        self._lock = threading.Lock()
+        self.host, self.port = config.host_port()
+        self.allowed_origins: tuple[str, ...] = ()
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.config.tls else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}/"
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http", "ws", 1).rstrip("/") + WS_PATH
+
+    def sessions(self) -> list[ClientSession]:
+        with self._lock:
+            return list(self._sessions)
+
+    def start(self) -> None:
+        tls = self._ssl_context()
+        try:
+            family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+            sock = socket.create_server((self.host, self.port), family=family)
+        except OSError as exc:
+            raise TransportError(f"web.listen {self.config.listen}: cannot bind: "
+                                 f"{exc.strerror or exc}") from None
+        self.port = sock.getsockname()[1]
+        self.allowed_origins = self.config.allowed_origins or default_origins(
+            self.host, self.port, tls=tls is not None)
+        self._server = serve(self._handle, sock=sock, ssl=tls,
+                             process_request=self._process_request, compression=None,
+                             server_header=f"tradeloom/{VERSION}", open_timeout=10, close_timeout=2,
+                             max_size=64 * 1024, logger=_quiet_logger())
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        name="tradeloom-web", daemon=True)
+        self._thread.start()
+        if self.token_generated:
+            # Printed once, on stderr with the other start-up lines: the operator pastes it
+            # into the page (or opens the URL with #token=...). Never logged again.
+            log.warning("web_token_generated", token=self.token, url=self.url,
+                        hint=f"set {self.config.token_env} to choose it")
+        log.info("web_gateway_started", url=self.url, tls=tls is not None,
+                 allowed_origins=list(self.allowed_origins))
+
+    def stop(self) -> None:
+        self._stopping.set()
+        server = self._server
+        if server is not None:
+            # Closes the listener, then every connection (1001 going away: the page
+            # reconnects and resumes), and waits for their threads (close_timeout bounds it).
+            server.shutdown(reason="daemon stopping")
+        if self._thread is not None:
+            self._thread.join(5.0)
+
+    # -- the listener's callbacks (its threads) ---------------------------------------------
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if not self.config.tls:
+            return None
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            context.load_cert_chain(str(self.config.certfile), str(self.config.keyfile))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"web.certfile/web.keyfile: cannot load: {exc}") from None
+        return context
+
+    def _process_request(self, connection: ServerConnection,
+                         request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path == WS_PATH:
+            origin = request.headers.get("Origin")
+            if not origin_allowed(origin, self.allowed_origins):
+                log.warning("web_origin_refused", origin=origin)
+                return connection.respond(http.HTTPStatus.FORBIDDEN, "origin not allowed\n")
+            return None  # the WebSocket handshake goes on
+        return self._static(connection, path)
+
+    def _static(self, connection: ServerConnection, path: str) -> Response:
+        name = "index.html" if path in ("/", "/index.html") else path.lstrip("/")
+        body = _static_file(name)
+        if body is None:
+            return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
+        kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        headers = Headers([("Content-Type", f"{kind}; charset=utf-8"),
+                           ("Content-Length", str(len(body))), *SECURITY_HEADERS])
+        return Response(200, "OK", headers, body)
+
+    def _handle(self, connection: ServerConnection) -> None:
+        session = ClientSession(connection, self._engine, token=self.token,
+                                actions=self._actions, info=self._info,
+                                stopping=self._stopping, max_lag=self.max_lag)
+        with self._lock:
+            self._sessions.add(session)
+        try:
+            session.run()
+        finally:
+            with self._lock:
+                self._sessions.discard(session)
+
+    def _info(self) -> dict[str, Any]:
+        return {"version": VERSION, "epoch": self._epoch, "state": self._engine.state.value,
+                "warn_at": self._warn_at}
+
+
+_STATIC_NAMES = frozenset({"index.html", "app.js", "app.css"})
+
+
+def _static_file(name: str) -> bytes | None:
+    """A file of transport/web/static/ by its plain name (no directories: no traversal)."""
+    if name not in _STATIC_NAMES:
+        return None
+    resource = importlib.resources.files(STATIC_PACKAGE).joinpath("static", name)
+    try:
+        return resource.read_bytes()
+    except OSError:
+        return None
+
+
+def _quiet_logger() -> Any:
+    """websockets' own logger, but without its INFO lines (every static GET would log one);
+    our own structlog lines say what matters."""
+    import logging
+
+    logger = logging.getLogger("websockets.server")
+    logger.setLevel(logging.WARNING)
+    return logger

@@ -1,0 +1,264 @@
+"""One dashboard client: its hello, its cursor over the ordered log, its control requests.
+
+A session runs in the connection's own thread (the websockets threaded server gives each
+one). After the hello it starts a sender thread that owns a `LogReader` (a cursor over the
+committed log: the in-memory ring, or the journal for older events) and streams, in seq
+order, every event whose topic starts with one of the client's topic prefixes. The
+connection's thread meanwhile answers the client's requests (control actions and queries).
+
+Nothing a client does reaches the engine's threads: the cursor only reads what is
+committed, and a client that reads slowly only stalls its own sender in a blocking send.
+The buffering per client is bounded: one batch in hand plus the socket's buffers; no queue
+grows. A client is lagging when, past the replay it asked for (the seqs committed before its
+hello), it is more than `max_lag` events behind the log *and* its last send stalled for
+`STALL_S` or more (the socket's buffers were full: it was not reading). A burst of events
+to a client that reads is not a lag; a client that stopped reading is. It gets a `lagged`
+message (with the seq to resume from: every event before it was sent) and the connection
+is closed; it may reconnect with that `since_seq`. The wire format is in
+docs/protocol.md, "WebSocket gateway".
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.server import ServerConnection
+
+from actors.engine import Engine
+from actors.events import iso_utc, topic_of
+from actors.subscription import LogReader
+from transport.web.actions import WebActions
+from transport.web.auth import token_matches
+
+log = structlog.get_logger("tradeloom.transport.web")
+
+#: A client must send its hello within this many seconds of connecting.
+HELLO_S = 5.0
+#: Most events in one `events` message.
+BATCH = 500
+#: A caught-up client that falls this many events behind the log is told it lagged.
+DEFAULT_MAX_LAG = 20_000
+#: ... and its last send waited this long for room in the socket (it was not reading).
+STALL_S = 1.0
+#: A heartbeat at least this often, so an idle page knows it is live (and the state).
+HEARTBEAT_S = 1.0
+#: Most topic prefixes in a hello.
+MAX_TOPICS = 64
+#: Close codes (4000-4999 are the application's own).
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_BAD_HELLO = 4400
+CLOSE_LAGGED = 4408
+CLOSE_GOING_AWAY = 1001
+
+
+class HelloError(Exception):
+    """A hello the session refuses: `code` is the wire code, `close_code` the close frame's."""
+
+    def __init__(self, code: str, message: str, close_code: int) -> None:
+        super().__init__(message)
+        self.code = code
+        self.close_code = close_code
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """A client's first message, checked: where its stream starts and what it wants."""
+
+    since_seq: int | None
+    topics: tuple[str, ...]
+
+
+def parse_hello(text: str | bytes, token: str) -> Hello:
+    """The checked hello, or `HelloError` (`unauthorized` for a missing or wrong token)."""
+    try:
+        hello = json.loads(text)
+    except (ValueError, UnicodeDecodeError):
+        raise HelloError("bad_request", "the hello is not JSON", CLOSE_BAD_HELLO) from None
+    if not isinstance(hello, dict):
+        raise HelloError("bad_request", "the hello must be a JSON object", CLOSE_BAD_HELLO)
+    if not token_matches(token, hello.get("token")):
+        raise HelloError("unauthorized", "missing or wrong token", CLOSE_UNAUTHORIZED)
+    since = hello.get("since_seq")
+    if since is not None and (type(since) is not int or since < 0):
+        raise HelloError("bad_request", "since_seq must be an integer >= 0 or null",
+                         CLOSE_BAD_HELLO)
+    topics = hello.get("topics", [""])
+    if topics is None:
+        topics = [""]
+    if (not isinstance(topics, list) or len(topics) > MAX_TOPICS
+            or not all(isinstance(t, str) and len(t) <= 256 for t in topics)):
+        raise HelloError("bad_request", f"topics must be a list of at most {MAX_TOPICS} "
+                         "topic prefixes (strings)", CLOSE_BAD_HELLO)
+    return Hello(since_seq=since, topics=tuple(topics) or ("",))
+
+
+def dumps(message: dict[str, Any]) -> str:
+    """JSON for the wire; a value JSON has no form for (bytes, sets) goes as its repr."""
+    return json.dumps(message, default=repr, separators=(",", ":"))
+
+
+class ClientSession:
+    """The life of one connection; `run()` returns when it is over."""
+
+    def __init__(self, connection: ServerConnection, engine: Engine, *, token: str,
+                 actions: WebActions, info: Callable[[], dict[str, Any]],
+                 stopping: threading.Event, max_lag: int = DEFAULT_MAX_LAG) -> None:
+        self.connection = connection
+        self._engine = engine
+        self._token = token
+        self._actions = actions
+        self._info = info
+        self._stopping = stopping
+        self.max_lag = max_lag
+        self._send_lock = threading.Lock()
+        self._done = threading.Event()
+        self.sent_events = 0
+        #: How long the stream's last send took (a stalled client: seconds).
+        self.last_stall_s = 0.0
+        self._sending_since: float | None = None
+
+    def run(self) -> None:
+        peer = _peer(self.connection)
+        try:
+            hello = parse_hello(self.connection.recv(timeout=HELLO_S), self._token)
+        except TimeoutError:
+            self._refuse("bad_request", f"no hello within {HELLO_S:g} s", CLOSE_BAD_HELLO)
+            return
+        except HelloError as exc:
+            log.warning("web_client_refused", peer=peer, code=exc.code, reason=str(exc))
+            self._refuse(exc.code, str(exc), exc.close_code)
+            return
+        except ConnectionClosed:
+            return
+        committed = self._engine.sink.log.committed_seq
+        start = committed + 1 if hello.since_seq is None else max(1, hello.since_seq)
+        reader = self._engine.sink.log.reader(start)
+        log.info("web_client_connected", peer=peer, since_seq=start, topics=list(hello.topics))
+        try:
+            self._send({"msg": "welcome", "next_seq": start, "last_seq": committed,
+                        **self._info()})
+            sender = threading.Thread(target=self._stream,
+                                      args=(reader, start, hello.topics, committed),
+                                      name="tradeloom-web-sender", daemon=True)
+            sender.start()
+            try:
+                self._serve_requests()
+            finally:
+                self._done.set()
+                sender.join(2.0)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._done.set()
+            reader.close()
+            log.info("web_client_gone", peer=peer, events_sent=self.sent_events)
+
+    # -- the stream (sender thread) ----------------------------------------------------------
+
+    def _stream(self, reader: LogReader, cursor: int, topics: tuple[str, ...],
+                replay_to: int) -> None:
+        every = topics == ("",)
+        next_beat = 0.0
+        try:
+            while not (self._done.is_set() or self._stopping.is_set()):
+                committed = reader.wait_committed(cursor - 1, 0.2)
+                if time.monotonic() >= next_beat:
+                    self._heartbeat(committed, cursor)
+                    next_beat = time.monotonic() + HEARTBEAT_S
+                if committed < cursor:
+                    continue
+                if cursor > replay_to and self._lagging(cursor, committed):
+                    self._lagged(cursor, committed)
+                    return
+                events = reader.read(cursor, BATCH)
+                if not events or events[0]["seq"] > cursor:
+                    gone_to = events[0]["seq"] - 1 if events else committed
+                    self._send({"msg": "gap", "first_missing_seq": cursor,
+                                "last_missing_seq": gone_to})
+                    if not events:
+                        cursor = committed + 1
+                        continue
+                matching = events if every else [
+                    e for e in events if topic_of(e).startswith(topics)]
+                cursor = events[-1]["seq"] + 1
+                if matching:
+                    self._send_timed({"msg": "events", "events": matching,
+                                      "next_seq": cursor})
+                    self.sent_events += len(matching)
+        except ConnectionClosed:
+            pass
+        except Exception:
+            log.exception("web_stream_failed", peer=_peer(self.connection), next_seq=cursor)
+            self.connection.close(1011, "internal error")
+
+    def _lagging(self, cursor: int, committed: int) -> bool:
+        return committed - cursor + 1 > self.max_lag and self.last_stall_s >= STALL_S
+
+    def stalled_s(self) -> float:
+        """How long the stream's current send has been waiting for the client (0: none)."""
+        since = self._sending_since
+        return 0.0 if since is None else time.monotonic() - since
+
+    def _heartbeat(self, committed: int, cursor: int) -> None:
+        self._send({"msg": "heartbeat", "last_seq": committed, "next_seq": cursor,
+                    "state": self._engine.state.value, "timestamp": iso_utc(time.time())})
+
+    def _lagged(self, cursor: int, committed: int) -> None:
+        log.warning("web_client_lagged", peer=_peer(self.connection), resume_seq=cursor,
+                    last_seq=committed, max_lag=self.max_lag)
+        self._send({"msg": "lagged", "resume_seq": cursor, "last_seq": committed,
+                    "max_lag": self.max_lag})
+        self.connection.close(CLOSE_LAGGED, "lagged")
+
+    # -- requests (connection thread) --------------------------------------------------------
+
+    def _serve_requests(self) -> None:
+        for message in self.connection:
+            try:
+                request = json.loads(message)
+            except (ValueError, UnicodeDecodeError):
+                request = None
+            if not isinstance(request, dict):
+                self._send({"msg": "reply", "id": None, "ok": False, "error": {
+                    "code": "bad_request", "message": "a request must be a JSON object"}})
+                continue
+            self._send({"msg": "reply", "id": request.get("id"),
+                        **self._actions.answer(request)})
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def _send(self, message: dict[str, Any]) -> None:
+        text = dumps(message)
+        with self._send_lock:  # two threads send: the stream and the replies
+            self.connection.send(text)
+
+    def _send_timed(self, message: dict[str, Any]) -> None:
+        """The stream's sends: how long each waited is what tells a stalled client."""
+        started = self._sending_since = time.monotonic()
+        try:
+            self._send(message)
+        finally:
+            self._sending_since = None
+            self.last_stall_s = time.monotonic() - started
+
+    def _refuse(self, code: str, message: str, close_code: int) -> None:
+        try:
+            self._send({"msg": "error", "error": {"code": code, "message": message}})
+            self.connection.close(close_code, code)
+        except ConnectionClosed:
+            pass
+
+
+def _peer(connection: ServerConnection) -> str:
+    try:
+        address = connection.remote_address
+    except OSError:
+        return "?"
+    return f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
