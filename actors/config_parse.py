@@ -203,7 +203,7 @@ def _build(cls: Any, raw: Any, where: str, *, exclude: Collection[str] = (),
         if name in raw:
             values[name] = _coerce(raw[name], hints[name], f"{where}.{name}")
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"missing config key {where}.{name!r}")
+            raise ConfigError(f"missing config key '{where}.{name}'")
     if base is not None:
         return dataclasses.replace(base, **values)
     return cls(**values)

@@ -276,9 +276,11 @@ def test_wrong_type_is_refused_naming_the_key(raw: dict[str, Any], key: str) -> 
 
 
 @pytest.mark.parametrize(("raw", "key"), [
-    ({"emergency": {"limits": [{"kind": "custom", "threshold": 1.0}]}}, "name"),
-    ({"emergency": {"limits": [{"name": "x", "kind": "custom"}]}}, "threshold"),
-    ({"workflows": [{"bot_id": "b"}]}, "ref"),
+    ({"emergency": {"limits": [{"kind": "custom", "threshold": 1.0}]}},
+     "'emergency.limits[0].name'"),
+    ({"emergency": {"limits": [{"name": "x", "kind": "custom"}]}},
+     "'emergency.limits[0].threshold'"),
+    ({"workflows": [{"bot_id": "b"}]}, "'workflows[0].ref'"),
 ])
 def test_missing_required_key_is_refused_naming_it(raw: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError) as exc:
