@@ -49,7 +49,7 @@ def parse(raw: Mapping[str, Any], *, base_dir: str | Path | None = None) -> Conf
     resilience_base = ResilienceConfig()
     if preset is not None:
         if not isinstance(preset, str) or preset not in PRESETS:
-            raise ConfigError(f"[resilience].preset must be one of {sorted(PRESETS)}")
+            raise ConfigError(f"resilience.preset must be one of {sorted(PRESETS)}")
         resilience_base = PRESETS[preset]()
     emergency_raw = dict(_table(raw, "emergency"))
     limits = _limits(emergency_raw.pop("limits", []))

@@ -41,3 +41,9 @@ def test_decode_map_rejects_what_is_not_a_string_keyed_map(frame: bytes) -> None
 def test_decode_map_refuses_oversized_frames() -> None:
     with pytest.raises(CodecError, match="limit"):
         decode_map(b"\x80" + b" " * MAX_MESSAGE_BYTES)
+
+
+def test_a_frame_that_is_not_msgpack_is_refused_with_a_reason() -> None:
+    # 0xc1 is never used by msgpack; its error's str() is empty, the reply must not be.
+    with pytest.raises(CodecError, match=r"^not msgpack: \S"):
+        decode_map(b"\xc1garbage")

@@ -40,7 +40,8 @@ def decode_map(frame: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> dict[str,
     try:
         obj = msgpack.unpackb(frame, raw=False, strict_map_key=True)
     except Exception as exc:  # noqa: BLE001 - msgpack raises several unrelated types
-        raise CodecError(f"not msgpack: {exc}") from None
+        # Some msgpack errors (e.g. the reserved byte 0xc1) have an empty str().
+        raise CodecError(f"not msgpack: {str(exc) or type(exc).__name__}") from None
     if not isinstance(obj, dict):
         raise CodecError(f"expected a map, got {type(obj).__name__}")
     if not all(isinstance(k, str) for k in obj):
