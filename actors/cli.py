@@ -204,6 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.add_argument("--config", metavar="FILE", required=True, help="TOML config")
     daemon.add_argument("--insecure", action="store_true",
                         help="allow binding a non-loopback address without CURVE keys")
+    # `tradeloom daemon --config F --log-format console` (the contract's spelling) works as
+    # well as the global option before the command; SUPPRESS keeps the global value when
+    # these are not given here.
+    daemon.add_argument("--log-format", choices=["json", "console"], default=argparse.SUPPRESS,
+                        help="as the global option: json (default) or console")
+    daemon.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                        default=argparse.SUPPRESS, help="as the global option (default info)")
     daemon.set_defaults(handler=cmd_daemon, default_level="info")
 
     keys = sub.add_parser("keys", help="write a CURVE key pair for the daemon or a client",
