@@ -77,7 +77,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     def show(event: Event) -> None:
         with out_lock:
-            print(printer(event), flush=True)
+            try:
+                print(printer(event), flush=True)
+            except BrokenPipeError:  # the reader went away (`| head`): stop quietly
+                stdout_to_devnull()
+                stop.set()
 
     failures = 0
     runs = 0
@@ -107,6 +111,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(json.dumps(summary, default=repr) if args.json else f"result: {status}\n"
               f"{json.dumps(results, indent=2, default=repr)}", flush=True)
     return EXIT_FAILED if failures else EXIT_OK
+
+
+def stdout_to_devnull() -> None:
+    """Point stdout at devnull once its reader has gone, so that later prints and the
+    interpreter's final flush do not raise BrokenPipeError again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _json_line(event: Event) -> str:
@@ -245,6 +257,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tradeloom: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
+        return EXIT_OK
+    except BrokenPipeError:
+        # The reader went away (`tradeloom tail --json | head`): stop quietly, as a pipe's
+        # writer should.
+        stdout_to_devnull()
         return EXIT_OK
     except OSError as exc:
         print(f"tradeloom: error: {exc}", file=sys.stderr)

@@ -200,3 +200,20 @@ def test_help_lists_the_run_command(workdir: Path) -> None:
     proc = tradeloom(workdir, "run", "--help")
     assert proc.returncode == 0
     assert "--input" in proc.stdout and "--json" in proc.stdout
+
+
+def test_a_closed_stdout_pipe_ends_the_command_quietly(workdir: Path) -> None:
+    # `tradeloom ... --json | head -n 1`: the reader goes away; no "error: Broken pipe".
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(workdir), *filter(None, [env.get("PYTHONPATH")])])
+    env.pop("PYTHONWARNINGS", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "actors.cli", "run", "cliwf:workflow", "--json",
+         "--every", "0.02", "--count", "200"],
+        cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline()          # it is printing
+    proc.stdout.close()                    # ... and the reader goes away
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert b"Broken pipe" not in stderr and b"Traceback" not in stderr, stderr
