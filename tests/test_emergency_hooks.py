@@ -308,7 +308,7 @@ def test_config_on_halt_hooks_are_imported_and_run(hook_module: tuple[Path, str]
     ({"ref": "{name}:not_a_workflow"}, "emergency.on_halt[1].ref"),
     ({"ref": "no_such_module_xyz:hook"}, "emergency.on_halt[1].ref"),
     ({"ref": 5}, "emergency.on_halt[1].ref"),
-    ({}, "emergency.on_halt[1].'ref'"),
+    ({}, "'emergency.on_halt[1].ref'"),
     ({"ref": "{name}:hook", "every_s": 1.0}, "emergency.on_halt[1].every_s"),
 ])
 def test_a_bad_on_halt_entry_is_refused_naming_the_key(
