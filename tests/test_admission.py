@@ -1,4 +1,4 @@
-"""Admission (CONTRACT 4 `[daemon] max_concurrent_executions` / `max_queued_executions`):
+"""Admission (README `[daemon] max_concurrent_executions` / `max_queued_executions`):
 at most `max_running` executions run, the rest wait in a bounded priority queue, beyond it
 `Overloaded`. A cancelled queued execution leaves the queue at once: it no longer counts
 towards the bound, and it hands no running slot to the queue when it ends.

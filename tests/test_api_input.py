@@ -1,4 +1,4 @@
-"""Bad input to the Python API (CONTRACT 8): "Bad input to the API raises TypeError/
+"""Bad input to the Python API (README): "Bad input to the API raises TypeError/
 ValueError or a TradeloomError naming the argument (`submit(123)`, non-mapping `inputs`,
 non-int `priority`, non-bool node flags)", and "Results and events handed to callers are
 not shared mutable state".

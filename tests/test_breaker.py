@@ -1,4 +1,4 @@
-"""Circuit breakers (CONTRACT 7): shared per `breaker` key across executions, opened by
+"""Circuit breakers (README): shared per `breaker` key across executions, opened by
 `breaker_failure_threshold` consecutive failed runs, skipping nodes at once while open, one
 trial after `breaker_reset_timeout_s`, closed or re-opened by that trial's outcome.
 

@@ -1,4 +1,4 @@
-"""The `tradeloom run` command (CONTRACT 3), run as a real subprocess on a tiny workflow
+"""The `tradeloom run` command (README), run as a real subprocess on a tiny workflow
 module written into tmp_path: exit 0 when the execution completed, 1 when it failed, 2 with
 one line on stderr (never a traceback) for a bad ref, a bad --input or a bad config.
 `--input k=v` values are JSON when they parse, else strings; `--json` prints one JSON object

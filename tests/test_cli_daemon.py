@@ -1,4 +1,4 @@
-"""The CLI's client commands (CONTRACT 3) against a live daemon in a subprocess, and against
+"""The CLI's client commands (README) against a live daemon in a subprocess, and against
 none: exit codes (0 ok, 1 failed / not found, 2 bad input, 3 unreachable, 4 refused), one
 line on stderr for every error and never a traceback, `--json` for machines, and every
 emergency change asked by the CLI carrying `origin: "cli"`."""

@@ -1,4 +1,4 @@
-"""Configuration (CONTRACT 4): defaults, TOML loading, presets, and bad configs refused with
+"""Configuration (README): defaults, TOML loading, presets, and bad configs refused with
 a `ConfigError` whose message names the key."""
 
 from __future__ import annotations

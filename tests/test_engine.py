@@ -1,4 +1,4 @@
-"""The core engine (CONTRACT 5, 7, 8): DAG order and parallelism, conditions, fail-fast,
+"""The core engine (protocol, README): DAG order and parallelism, conditions, fail-fast,
 cancellation, admission, the event stream's fields and order, subscribers, the node
 context, the actor-message API, status and shutdown.
 
@@ -57,7 +57,7 @@ SKIP_REASONS = {"condition_false", "upstream_failed", "halted", "reduce_only", "
                 "cancelled"}
 TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 ID = re.compile(r"[A-Za-z0-9_.-]{1,128}")
-#: CONTRACT 5: the fields each type carries beyond the common ones.
+#: The protocol: the fields each type carries beyond the common ones.
 FIELDS: dict[str, set[str]] = {
     "execution_started": {"node_count", "inputs"},
     "node_started": {"node_id", "node_name", "node_category", "attempt"},
@@ -85,7 +85,7 @@ def is_number(value: Any) -> bool:
 
 
 def check_event(event: Event) -> None:
-    """One workflow event has every field CONTRACT 5 gives its type, well-formed."""
+    """One workflow event has every field the protocol gives its type, well-formed."""
     kind = event["type"]
     assert kind in FIELDS, f"unknown workflow event type {kind!r}"
     missing = (WORKFLOW_FIELDS | FIELDS[kind]) - set(event)
@@ -137,7 +137,7 @@ def check_event(event: Event) -> None:
 
 
 def check_stream(events: list[Event], *, from_start: bool = True) -> None:
-    """The whole stream one unfiltered subscriber saw: CONTRACT 5's order rules.
+    """The whole stream one unfiltered subscriber saw: the protocol's order rules.
 
     seq gapless (+1, from 1 when subscribed before the first event), wseq 1, 2, 3 per
     workflow, timestamps never going back, every field of every event, and per execution:

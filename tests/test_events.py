@@ -30,8 +30,8 @@ HEAD = {"v": 1, "seq": 7, "timestamp": TS, "execution_id": "exec_wf_0123abcd",
         "correlation_id": "exec_wf_0123abcd", "workflow_id": "wf", "bot_id": None,
         "strategy_id": "s1", "wseq": 3, "state": "NORMAL"}
 
-#: CONTRACT 5's table: every type and the fields it lists (beyond the common ones).
-CONTRACT_FIELDS = {
+#: docs/protocol.md's event table: every type and the fields it lists (beyond the common ones).
+SCHEMA_FIELDS = {
     "execution_started": {"node_count", "inputs"},
     "node_started": {"node_id", "node_name", "node_category", "attempt"},
     "node_completed": {"node_id", "duration_ms", "status", "outputs", "attempt"},
@@ -75,8 +75,8 @@ VALID: list[Event] = [
 # -- the types -----------------------------------------------------------------------------
 
 def test_every_contract_type_is_declared_with_its_fields_required() -> None:
-    assert set(CONTRACT_FIELDS) | {"gap"} == set(EVENT_TYPES)
-    for kind, fields in CONTRACT_FIELDS.items():
+    assert set(SCHEMA_FIELDS) | {"gap"} == set(EVENT_TYPES)
+    for kind, fields in SCHEMA_FIELDS.items():
         cls: Any = EVENT_TYPES[kind]
         assert fields <= cls.__required_keys__, (kind, fields - cls.__required_keys__)
         assert {"v", "type", "timestamp"} <= cls.__required_keys__
@@ -85,7 +85,7 @@ def test_every_contract_type_is_declared_with_its_fields_required() -> None:
 
 
 def test_workflow_types_carry_the_workflow_fields() -> None:
-    for kind in [k for k in CONTRACT_FIELDS if k.startswith(("node_", "execution_"))] + [
+    for kind in [k for k in SCHEMA_FIELDS if k.startswith(("node_", "execution_"))] + [
             "progress"]:
         required: Any = EVENT_TYPES[kind].__required_keys__  # type: ignore[attr-defined]
         assert set(HEAD) <= required, kind
@@ -125,7 +125,7 @@ def test_strict_refuses_undeclared_fields_only() -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(kind=st.sampled_from([*EVENT_TYPES, "x"]),
-       fields=st.dictionaries(st.sampled_from(sorted({f for fs in CONTRACT_FIELDS.values()
+       fields=st.dictionaries(st.sampled_from(sorted({f for fs in SCHEMA_FIELDS.values()
                                                       for f in fs} | set(HEAD))),
                               st.none() | st.booleans() | st.integers() | st.floats()
                               | st.text(max_size=8) | st.lists(st.integers(), max_size=2)))

@@ -1,4 +1,4 @@
-"""Whatever user code does, every execution ends (CONTRACT 8): odd return values and odd
+"""Whatever user code does, every execution ends (README): odd return values and odd
 exceptions at every node category.
 
 "Every execution ends with exactly one terminal event, whatever user code does: a node

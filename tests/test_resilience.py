@@ -470,8 +470,8 @@ def test_timed_out_node_restarts_on_a_fresh_actor(make_engine: EngineFactory) ->
 
 # -- a run that waits for a node actor -----------------------------------------------------
 # With `daemon.node_actors` capping a supervisor's node actors, a run can wait in the pool's
-# mailbox while every actor is busy. A node's `timeout_s` is how long it may *run* (CONTRACT
-# 7: a node that overruns it fails): its clock starts when the node starts. What bounds the
+# mailbox while every actor is busy. A node's `timeout_s` is how long it may *run* (the
+# README: a node that overruns it fails): its clock starts when the node starts. What bounds the
 # wait is the workflow's `timeout_s`.
 
 def _saturated_pool(make_engine: EngineFactory, release: threading.Event
@@ -820,7 +820,7 @@ def test_workflow_timeout_in_real_time(make_engine: EngineFactory) -> None:
 @pytest.mark.parametrize("ended_by", ["cancel", "workflow_timeout", "sibling_failed"])
 def test_no_event_after_terminal_when_an_abandoned_node_times_out_later(
         make_engine: EngineFactory, ended_by: str) -> None:
-    """CONTRACT 5: after an execution's terminal event no event of that execution is
+    """Protocol: after an execution's terminal event no event of that execution is
     published. A node still stuck when its execution ended must not report its own
     timeout (node_failed / node_retrying) afterwards."""
     clock = ManualClock()

@@ -1,5 +1,5 @@
 """In-process subscriptions are cursors over the ordered log, each on its own thread, off
-the sequencing lock (CONTRACT 8): a slow callback delays only itself; order, gaps,
+the sequencing lock (README): a slow callback delays only itself; order, gaps,
 result()-after-delivery, isolation of what each caller is handed, containment."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Workflow definitions (CONTRACT 8): a workflow that is not a DAG, names an unknown
+"""Workflow definitions (README): a workflow that is not a DAG, names an unknown
 dependency, has duplicate ids, a bad category or a bad id is refused when the `Workflow`
 (or its `Node`) is built, with a `WorkflowDefinitionError` naming the node.
 
