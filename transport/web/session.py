@@ -201,7 +201,7 @@ class ClientSession:
                 cursor = events[-1]["seq"] + 1
                 if matching:
                     self._send({"msg": "events", "events": matching,
-                                      "next_seq": cursor})
+                                "next_seq": cursor}, events=True)
                     self.sent_events += len(matching)
         except ConnectionClosed:
             pass
@@ -256,9 +256,10 @@ class ClientSession:
 
     # -- sending -----------------------------------------------------------------------------
 
-    def _send(self, message: dict[str, Any]) -> None:
-        """Every send is timed (heartbeats and replies too: any of them may be the one that
-        finds the socket full): how long each waited is what tells a stalled client."""
+    def _send(self, message: dict[str, Any], *, events: bool = False) -> None:
+        """Every send is watched (heartbeats and replies too: any of them may be the one
+        that finds the socket full, see `stalled_s`); how long an `events` send waited is
+        what the lag rule looks at (`last_stall_s`)."""
         text = dumps(message)
         with self._send_lock:  # two threads send: the stream and the replies
             started = self._sending_since = time.monotonic()
@@ -266,7 +267,8 @@ class ClientSession:
                 self.connection.send(text)
             finally:
                 self._sending_since = None
-                self.last_stall_s = time.monotonic() - started
+                if events:
+                    self.last_stall_s = time.monotonic() - started
 
     def abort(self) -> None:
         """Cut the TCP connection: for a client whose socket takes nothing, where a close
