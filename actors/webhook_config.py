@@ -30,6 +30,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import httpx
+
 from actors.errors import ConfigError
 
 AuthType = Literal["bearer", "basic", "header"]
@@ -150,11 +152,15 @@ def _check(hook: WebhookConfig, where: str) -> None:
 
 
 def check_url(url: str, key: str) -> None:
-    """An absolute http(s) URL with a host and no credentials in it."""
+    """An absolute http(s) URL with a host and no credentials in it, that the client can
+    send to (urlsplit takes a space or newline httpx refuses at every delivery)."""
+    if url != url.strip() or not url.isprintable():
+        raise ConfigError(f"{key}: whitespace or control characters in the URL: {url!r}")
     try:
         parts = urllib.parse.urlsplit(url)
         port = parts.port
-    except ValueError as exc:
+        httpx.URL(url)  # an IDNA host it cannot encode, say
+    except (ValueError, httpx.InvalidURL) as exc:
         raise ConfigError(f"{key}: not a valid URL ({exc}): {url!r}") from None
     if parts.scheme not in ("http", "https"):
         raise ConfigError(f"{key} must be an http:// or https:// URL, not {url!r}")

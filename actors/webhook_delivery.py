@@ -25,7 +25,6 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import hmac
-import json
 import time
 import uuid
 from collections.abc import Callable
@@ -36,11 +35,14 @@ import httpx
 import tenacity
 
 from actors.errors import WebhookAddressRefused, WebhookAttemptFailed, WebhookError
+from actors.json_text import json_text
 from actors.webhook_config import WebhookConfig, WebhookSecrets
 
 #: Statuses worth another attempt (besides every 5xx).
 RETRY_STATUSES = frozenset({408, 429})
 USER_AGENT = "tradeloom-webhooks/1"
+#: Most bytes of an answer's body read (nobody looks at it; read to reuse the connection).
+RESPONSE_BODY_MAX = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +69,9 @@ def sign(key: bytes, timestamp: str, body: bytes) -> str:
 def body_of(events: list[dict[str, Any]]) -> bytes:
     """The JSON body: the event's map, or a list of maps for a batch."""
     value: Any = events[0] if len(events) == 1 else events
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False,
-                      default=str).encode()
+    # Strict JSON whatever a node's outputs held: NaN as "nan", a bytes key as its text
+    # (actors.json_text); plain json.dumps would send `NaN` or raise, every turn, for ever.
+    return json_text(value, default=str, ensure_ascii=False).encode()
 
 
 def retry_after_s(value: str | None, now: float) -> float | None:
@@ -152,7 +155,12 @@ class Sender:
             name, value = self.secrets.auth_header
             headers[name] = value
         try:
-            response = self.client.post(self.config.url, content=body, headers=headers)
+            # Streamed: of the answer's body at most RESPONSE_BODY_MAX bytes are read
+            # (a 10 MB or endless body is not held), then the connection is let go.
+            with self.client.stream("POST", self.config.url, content=body,
+                                    headers=headers) as response:
+                status, retry_after = response.status_code, response.headers.get("Retry-After")
+                _drain(response)
         except WebhookAddressRefused as exc:
             raise WebhookAttemptFailed(f"refused: {exc}", status=None,
                                        retryable=False) from exc
@@ -162,8 +170,6 @@ class Sender:
         except httpx.HTTPError as exc:
             raise WebhookAttemptFailed(f"{type(exc).__name__}: {exc}", status=None,
                                        retryable=True) from exc
-        status = response.status_code
-        response.close()
         if 200 <= status < 300:
             return status
         retryable = status in RETRY_STATUSES or status >= 500
@@ -172,8 +178,18 @@ class Sender:
             reason += " (redirects are not followed)"
         raise WebhookAttemptFailed(
             reason, status=status, retryable=retryable,
-            retry_after_s=retry_after_s(response.headers.get("Retry-After"), self.wall())
+            retry_after_s=retry_after_s(retry_after, self.wall())
             if status in (429, 503) else None)
+
+
+def _drain(response: httpx.Response) -> None:
+    """Read a small body to its end (the connection is then reused); stop at
+    RESPONSE_BODY_MAX bytes (closing the response then drops the connection)."""
+    read = 0
+    for chunk in response.iter_raw():
+        read += len(chunk)
+        if read > RESPONSE_BODY_MAX:
+            return
 
 
 __all__ = ["Outcome", "Sender", "WebhookError", "body_of", "retry_after_s", "sign"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -58,6 +59,18 @@ class GuardedBackend(httpcore.NetworkBackend):
         self.allow_private = allow_private
         self.resolver = resolver
         self._connect = httpcore.SyncBackend().connect_tcp
+        #: The attempt in flight must be over by this `time.monotonic()` (set per request by
+        #: `AttemptDeadline`): httpx's timeouts are per read, so a server that trickles a
+        #: byte a second would otherwise hold the attempt (and the deliverer) for ever.
+        self.deadline = float("inf")
+        self.timeout_s = 0.0
+
+    def bound(self, timeout: float | None, error: type[Exception]) -> float:
+        """`timeout` cut to what is left of the attempt; `error` when nothing is left."""
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise error(f"the attempt took more than timeout_s ({self.timeout_s:g} s)")
+        return left if timeout is None else min(timeout, left)
 
     def connect_tcp(self, host: str, port: int, timeout: float | None = None,
                     local_address: str | None = None,
@@ -75,7 +88,10 @@ class GuardedBackend(httpcore.NetworkBackend):
         last: httpcore.ConnectError | None = None
         for address in allowed:  # httpcore's own backend, to an address checked above
             try:
-                return self._connect(address, port, timeout, local_address, socket_options)
+                stream = self._connect(address, port,
+                                       self.bound(timeout, httpcore.ConnectTimeout),
+                                       local_address, socket_options)
+                return DeadlineStream(stream, self)
             except httpcore.ConnectError as exc:
                 last = exc
         raise httpcore.ConnectError(f"cannot connect to {host}:{port}: {last}") from last
@@ -86,16 +102,62 @@ class GuardedBackend(httpcore.NetworkBackend):
         raise WebhookAddressRefused("webhooks connect over TCP only")
 
 
+class DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every read and write ends by its backend's attempt deadline."""
+
+    def __init__(self, stream: httpcore.NetworkStream, backend: GuardedBackend) -> None:
+        self._stream = stream
+        self._backend = backend
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, self._backend.bound(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, self._backend.bound(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
+                  timeout: float | None = None) -> httpcore.NetworkStream:
+        tls = self._stream.start_tls(ssl_context, server_hostname,
+                                     self._backend.bound(timeout, httpcore.ConnectTimeout))
+        return DeadlineStream(tls, self._backend)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class AttemptDeadline(httpx.BaseTransport):
+    """Starts each request's deadline (`timeout_s` from now) on the backend's streams."""
+
+    def __init__(self, transport: httpx.HTTPTransport, backend: GuardedBackend,
+                 timeout_s: float) -> None:
+        self._transport = transport
+        self._backend = backend
+        backend.timeout_s = timeout_s
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self._backend.deadline = time.monotonic() + self._backend.timeout_s
+        return self._transport.handle_request(request)
+
+    def close(self) -> None:
+        self._transport.close()
+
+
 def make_client(*, timeout_s: float, allow_private: bool,
                 resolver: Resolver = system_resolver) -> httpx.Client:
-    """An httpx.Client for one endpoint: connection reuse, `timeout_s` per phase, the
-    guard at connect time, no redirects, no proxies from the environment."""
+    """An httpx.Client for one endpoint: connection reuse, `timeout_s` for a whole attempt
+    (connect to the last byte read), the guard at connect time, no redirects, no proxies
+    from the environment."""
     transport = httpx.HTTPTransport(trust_env=False)
     # httpx builds its httpcore pool without a way to pass a network backend: replace the
     # pool with one like it that has ours (the same options HTTPTransport gives it).
+    backend = GuardedBackend(allow_private=allow_private, resolver=resolver)
     transport._pool = httpcore.ConnectionPool(
         ssl_context=httpx.create_ssl_context(trust_env=False),
         max_connections=1, max_keepalive_connections=1, keepalive_expiry=30.0,
-        network_backend=GuardedBackend(allow_private=allow_private, resolver=resolver))
-    return httpx.Client(transport=transport, timeout=httpx.Timeout(timeout_s),
+        network_backend=backend)
+    return httpx.Client(transport=AttemptDeadline(transport, backend, timeout_s),
+                        timeout=httpx.Timeout(timeout_s),
                         follow_redirects=False, trust_env=False)

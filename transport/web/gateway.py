@@ -37,13 +37,15 @@ from actors.web_config import WebConfig
 from transport.errors import TransportError
 from transport.web.actions import WebActions
 from transport.web.auth import default_origins, origin_allowed, resolve_token
-from transport.web.session import DEFAULT_MAX_LAG, ClientSession
+from transport.web.session import DEFAULT_MAX_LAG, SEND_TIMEOUT_S, ClientSession
 
 log = structlog.get_logger("tradeloom.transport.web")
 
 #: The WebSocket's path; every other path is a static file (or 404).
 WS_PATH = "/ws"
 STATIC_PACKAGE = "transport.web"
+#: Seconds `stop()` gives the connections' close handshakes before it cuts them.
+CLOSE_S = 3.0
 #: The page may talk only to this listener and load only its own files.
 SECURITY_HEADERS = (
     ("Content-Security-Policy", "default-src 'self'; connect-src 'self' ws: wss:; "
@@ -58,7 +60,8 @@ class WebGateway:
     """The `[web]` listener. `start()` binds; `stop()` ends every session."""
 
     def __init__(self, config: WebConfig, engine: Engine, *, warn_at: float = 0.8,
-                 max_lag: int = DEFAULT_MAX_LAG, epoch: str = "",
+                 max_lag: int = DEFAULT_MAX_LAG, send_timeout_s: float = SEND_TIMEOUT_S,
+                 epoch: str = "",
                  env: dict[str, str] | None = None) -> None:
         if config.listen is None:
             raise ValueError("[web] listen is not set: no gateway to start")
@@ -66,6 +69,7 @@ class WebGateway:
         self._engine = engine
         self._warn_at = warn_at
         self.max_lag = max_lag
+        self.send_timeout_s = send_timeout_s
         self._epoch = epoch
         self.token, self.token_generated = resolve_token(config, env)
         self._actions = WebActions(engine, warn_at=warn_at)
@@ -121,9 +125,23 @@ class WebGateway:
         self._stopping.set()
         server = self._server
         if server is not None:
+            # A client that reads nothing has a send blocked in the socket; its close frame
+            # would wait behind it (forever): cut those first.
+            for session in self.sessions():
+                if session.stalled_s() > 0.0:
+                    session.abort()
             # Closes the listener, then every connection (1001 going away: the page
-            # reconnects and resumes), and waits for their threads (close_timeout bounds it).
-            server.shutdown(reason="daemon stopping")
+            # reconnects and resumes), and waits for their threads (close_timeout bounds it
+            # once a close frame is out). A send that blocked since the cut above would hold
+            # it: past CLOSE_S every connection left is cut too.
+            closer = threading.Thread(target=server.shutdown, name="tradeloom-web-closer",
+                                      kwargs={"reason": "daemon stopping"}, daemon=True)
+            closer.start()
+            closer.join(CLOSE_S)
+            if closer.is_alive():
+                for session in self.sessions():
+                    session.abort()
+                closer.join(CLOSE_S)
         if self._thread is not None:
             self._thread.join(5.0)
 
@@ -142,6 +160,11 @@ class WebGateway:
 
     def _process_request(self, connection: ServerConnection,
                          request: Request) -> Response | None:
+        if request.method != "GET":  # HEAD would get a body, POST a page: neither is served
+            response = connection.respond(http.HTTPStatus.METHOD_NOT_ALLOWED,
+                                          "only GET is served\n")
+            response.headers["Allow"] = "GET"
+            return response
         path = request.path.split("?", 1)[0]
         if path == WS_PATH:
             origin = request.headers.get("Origin")
@@ -164,7 +187,8 @@ class WebGateway:
     def _handle(self, connection: ServerConnection) -> None:
         session = ClientSession(connection, self._engine, token=self.token,
                                 actions=self._actions, info=self._info,
-                                stopping=self._stopping, max_lag=self.max_lag)
+                                stopping=self._stopping, max_lag=self.max_lag,
+                                send_timeout_s=self.send_timeout_s)
         with self._lock:
             self._sessions.add(session)
         try:

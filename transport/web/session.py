@@ -20,7 +20,9 @@ docs/protocol.md, "WebSocket gateway".
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -28,11 +30,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 from websockets.sync.server import ServerConnection
 
 from actors.engine import Engine
 from actors.events import iso_utc, topic_of
+from actors.json_text import json_text
 from actors.subscription import LogReader
 from transport.web.actions import WebActions
 from transport.web.auth import token_matches
@@ -47,6 +50,11 @@ BATCH = 500
 DEFAULT_MAX_LAG = 20_000
 #: ... and its last send waited this long for room in the socket (it was not reading).
 STALL_S = 1.0
+#: A stream send that waits this long for room in the socket (the client reads nothing,
+#: not even the pings' close) ends the connection by cutting it: no close frame could pass.
+SEND_TIMEOUT_S = 20.0
+#: How often the connection's thread looks at a stalled send (between client messages).
+WATCH_S = 0.5
 #: A heartbeat at least this often, so an idle page knows it is live (and the state).
 HEARTBEAT_S = 1.0
 #: Most topic prefixes in a hello.
@@ -79,7 +87,7 @@ def parse_hello(text: str | bytes, token: str) -> Hello:
     """The checked hello, or `HelloError` (`unauthorized` for a missing or wrong token)."""
     try:
         hello = json.loads(text)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting: RecursionError
         raise HelloError("bad_request", "the hello is not JSON", CLOSE_BAD_HELLO) from None
     if not isinstance(hello, dict):
         raise HelloError("bad_request", "the hello must be a JSON object", CLOSE_BAD_HELLO)
@@ -100,8 +108,9 @@ def parse_hello(text: str | bytes, token: str) -> Hello:
 
 
 def dumps(message: dict[str, Any]) -> str:
-    """JSON for the wire; a value JSON has no form for (bytes, sets) goes as its repr."""
-    return json.dumps(message, default=repr, separators=(",", ":"))
+    """JSON for the wire (strict: a page's JSON.parse takes it); a value JSON has no form
+    for (bytes, sets, NaN) goes as its repr (`actors.json_text`)."""
+    return json_text(message, default=repr)
 
 
 class ClientSession:
@@ -109,7 +118,8 @@ class ClientSession:
 
     def __init__(self, connection: ServerConnection, engine: Engine, *, token: str,
                  actions: WebActions, info: Callable[[], dict[str, Any]],
-                 stopping: threading.Event, max_lag: int = DEFAULT_MAX_LAG) -> None:
+                 stopping: threading.Event, max_lag: int = DEFAULT_MAX_LAG,
+                 send_timeout_s: float = SEND_TIMEOUT_S) -> None:
         self.connection = connection
         self._engine = engine
         self._token = token
@@ -117,6 +127,7 @@ class ClientSession:
         self._info = info
         self._stopping = stopping
         self.max_lag = max_lag
+        self.send_timeout_s = send_timeout_s
         self._send_lock = threading.Lock()
         self._done = threading.Event()
         self.sent_events = 0
@@ -189,8 +200,8 @@ class ClientSession:
                     e for e in events if topic_of(e).startswith(topics)]
                 cursor = events[-1]["seq"] + 1
                 if matching:
-                    self._send_timed({"msg": "events", "events": matching,
-                                      "next_seq": cursor})
+                    self._send({"msg": "events", "events": matching,
+                                "next_seq": cursor}, events=True)
                     self.sent_events += len(matching)
         except ConnectionClosed:
             pass
@@ -220,10 +231,21 @@ class ClientSession:
     # -- requests (connection thread) --------------------------------------------------------
 
     def _serve_requests(self) -> None:
-        for message in self.connection:
+        while True:
+            try:
+                message = self.connection.recv(timeout=WATCH_S)
+            except TimeoutError:
+                if self.stalled_s() >= self.send_timeout_s:
+                    log.warning("web_client_stalled", peer=_peer(self.connection),
+                                stalled_s=round(self.stalled_s(), 1))
+                    self.abort()
+                    return
+                continue
+            except ConnectionClosedOK:
+                return
             try:
                 request = json.loads(message)
-            except (ValueError, UnicodeDecodeError):
+            except (ValueError, UnicodeDecodeError, RecursionError):
                 request = None
             if not isinstance(request, dict):
                 self._send({"msg": "reply", "id": None, "ok": False, "error": {
@@ -234,19 +256,25 @@ class ClientSession:
 
     # -- sending -----------------------------------------------------------------------------
 
-    def _send(self, message: dict[str, Any]) -> None:
+    def _send(self, message: dict[str, Any], *, events: bool = False) -> None:
+        """Every send is watched (heartbeats and replies too: any of them may be the one
+        that finds the socket full, see `stalled_s`); how long an `events` send waited is
+        what the lag rule looks at (`last_stall_s`)."""
         text = dumps(message)
         with self._send_lock:  # two threads send: the stream and the replies
-            self.connection.send(text)
+            started = self._sending_since = time.monotonic()
+            try:
+                self.connection.send(text)
+            finally:
+                self._sending_since = None
+                if events:
+                    self.last_stall_s = time.monotonic() - started
 
-    def _send_timed(self, message: dict[str, Any]) -> None:
-        """The stream's sends: how long each waited is what tells a stalled client."""
-        started = self._sending_since = time.monotonic()
-        try:
-            self._send(message)
-        finally:
-            self._sending_since = None
-            self.last_stall_s = time.monotonic() - started
+    def abort(self) -> None:
+        """Cut the TCP connection: for a client whose socket takes nothing, where a close
+        frame would wait behind the stalled send. The blocked send and recv then fail."""
+        with contextlib.suppress(OSError):
+            self.connection.socket.shutdown(socket.SHUT_RDWR)
 
     def _refuse(self, code: str, message: str, close_code: int) -> None:
         try:

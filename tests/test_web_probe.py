@@ -1,0 +1,290 @@
+"""The WebSocket gateway against an operator trying to break it: odd hellos and requests,
+values JSON has no form for, a client that never reads, connections dropped by the
+hundred, methods other than GET. A real engine and gateway, as in test_web_gateway.py.
+
+Every reply is parsed strictly (`strict_json`: no NaN/Infinity), as a browser's
+`JSON.parse` does.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from actors import Engine
+from transport.web.gateway import WebGateway
+from transport.web.session import CLOSE_BAD_HELLO
+
+from .test_web_gateway import DEADLINE_S, TOKEN, emit, engine, hello, start_gateway, wait_until
+
+__all__ = ["engine"]  # the fixture, re-used
+
+
+def node_completed(outputs: Any) -> dict[str, Any]:
+    """A valid node_completed event whose `outputs` hold what a node returned."""
+    return {"v": 1, "type": "node_completed", "execution_id": "exec_probe_0123abcd",
+            "correlation_id": "exec_probe_0123abcd", "workflow_id": "probe", "bot_id": None,
+            "strategy_id": None, "wseq": 1, "state": "NORMAL", "node_id": "n",
+            "duration_ms": 1.0, "status": "success", "outputs": outputs, "attempt": 1}
+
+
+def strict_json(text: str | bytes) -> Any:
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} is not JSON: {text[:200]!r}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def strict_recv(ws: ClientConnection) -> dict[str, Any]:
+    message: dict[str, Any] = strict_json(ws.recv(timeout=DEADLINE_S))
+    return message
+
+
+def reply_to(ws: ClientConnection, raw: str) -> dict[str, Any]:
+    """Send a raw request text; the next reply (events and heartbeats skipped)."""
+    ws.send(raw)
+    while True:
+        message = strict_recv(ws)
+        if message["msg"] == "reply":
+            return message
+
+
+@pytest.fixture
+def gateway(engine: Engine) -> Iterator[WebGateway]:
+    gateway = start_gateway(engine)
+    yield gateway
+    gateway.stop()
+
+
+DEEP = "[" * 50_000  # under max_size (64 KiB), past the JSON decoder's recursion limit
+
+
+def test_deeply_nested_hello_is_a_bad_request_not_an_internal_error(
+        gateway: WebGateway) -> None:
+    with connect(gateway.ws_url) as ws:
+        ws.send(DEEP)
+        message = strict_recv(ws)
+        assert message["msg"] == "error" and message["error"]["code"] == "bad_request"
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=DEADLINE_S)
+        assert ws.close_code == CLOSE_BAD_HELLO
+
+
+def test_deeply_nested_request_gets_a_reply_and_the_connection_lives(
+        gateway: WebGateway) -> None:
+    with connect(gateway.ws_url) as ws:
+        hello(ws)
+        reply = reply_to(ws, '{"id":1,"op":"ping","x":' + "[" * 30_000 + "]" * 30_000 + "}")
+        assert reply["id"] is None and reply["error"]["code"] == "bad_request"
+        assert reply_to(ws, '{"id":2,"op":"ping"}')["ok"] is True
+
+
+@pytest.mark.parametrize("raw_id", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_non_finite_ids_come_back_as_strict_json(gateway: WebGateway, raw_id: str) -> None:
+    with connect(gateway.ws_url) as ws:
+        hello(ws)
+        reply = reply_to(ws, '{"id":' + raw_id + ',"op":"ping"}')
+        assert reply["ok"] is True and isinstance(reply["id"], str)
+
+
+def test_events_holding_nan_and_bytes_keys_stream_as_strict_json(
+        engine: Engine, gateway: WebGateway) -> None:
+    engine.sink.emit([node_completed({"x": float("nan"), "y": {b"k": float("inf")}})])
+    emit(engine, 1)  # and a plain one after it
+    with connect(gateway.ws_url) as ws:
+        hello(ws, since_seq=1)
+        seqs: list[int] = []
+        while len(seqs) < 2:
+            message = strict_recv(ws)
+            if message["msg"] == "events":
+                seqs += [e["seq"] for e in message["events"]]
+                if message["events"][0]["seq"] == 1:
+                    assert message["events"][0]["outputs"] == {"x": "nan", "y": {"b'k'": "inf"}}
+        assert seqs == [1, 2]
+
+
+@pytest.mark.parametrize("fields", [
+    {"since_seq": "1"}, {"since_seq": 1.5}, {"since_seq": -1}, {"since_seq": True},
+    {"topics": "workflow/"}, {"topics": [1]}, {"topics": {"a": 1}},
+])
+def test_hellos_of_the_wrong_types_are_bad_requests(gateway: WebGateway,
+                                                    fields: dict[str, Any]) -> None:
+    with connect(gateway.ws_url) as ws:
+        ws.send(json.dumps({"token": TOKEN, **fields}))
+        assert strict_recv(ws)["error"]["code"] == "bad_request"
+
+
+@pytest.mark.parametrize("token", [5, None, ["x"], {"t": TOKEN}, ""])
+def test_a_token_that_is_not_a_string_is_unauthorized(gateway: WebGateway,
+                                                       token: Any) -> None:
+    with connect(gateway.ws_url) as ws:
+        ws.send(json.dumps({"token": token}))
+        assert strict_recv(ws)["error"]["code"] == "unauthorized"
+
+
+def raw_http(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE_S) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+@pytest.mark.parametrize("method", ["HEAD", "POST", "PUT", "DELETE"])
+def test_methods_other_than_get_are_refused(gateway: WebGateway, method: str) -> None:
+    answer = raw_http(gateway.port, f"{method} / HTTP/1.1\r\nHost: x\r\n"
+                                    "Content-Length: 0\r\n\r\n".encode())
+    assert answer.startswith(b"HTTP/1.1 405 "), answer[:100]
+    assert b"<html" not in answer.lower()
+
+
+@pytest.mark.parametrize("path", ["/../", "/%2e%2e/gateway.py", "/..%2fsession.py",
+                                  "//etc/passwd", "/static/app.js", "/" + "a" * 10_000])
+def test_odd_static_paths_are_not_served(gateway: WebGateway, path: str) -> None:
+    answer = raw_http(gateway.port, f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert answer.split(b" ", 2)[1] in (b"404", b"414"), answer[:100]
+
+
+def never_reading_client(port: int) -> socket.socket:
+    """A WebSocket client with a tiny receive buffer that sends its hello, then reads
+    nothing more (not even the pings)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(DEADLINE_S)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(f"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        answer += sock.recv(1)  # byte by byte: nothing past the handshake is read
+    assert answer.startswith(b"HTTP/1.1 101"), answer
+    payload = json.dumps({"token": TOKEN, "since_seq": 1}).encode()
+    mask = os.urandom(4)
+    sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask
+                 + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+    return sock
+
+
+def stuck_session(gateway: WebGateway, engine: Engine, sock: socket.socket) -> None:
+    """Emit until the never-reading client's send is blocked."""
+    peer = sock.getsockname()
+    deadline = time.monotonic() + DEADLINE_S
+    while time.monotonic() < deadline:
+        emit(engine, 2000, size=200)
+        stalled = [s for s in gateway.sessions()
+                   if s.connection.remote_address[1] == peer[1] and s.stalled_s() > 0.2]
+        if stalled:
+            return
+    raise AssertionError("the never-reading client's send never blocked")
+
+
+def test_a_client_that_never_reads_is_cut_and_others_are_unaffected(engine: Engine) -> None:
+    gateway = start_gateway(engine, send_timeout_s=1.0)
+    try:
+        sock = never_reading_client(gateway.port)
+        with connect(gateway.ws_url) as good:
+            hello(good, since_seq=1)
+            seen = [0]
+            done = threading.Event()
+
+            def read_all() -> None:  # a client that reads, all along
+                with contextlib.suppress(ConnectionClosed):
+                    while not done.is_set():
+                        message = strict_recv(good)
+                        if message["msg"] == "events":
+                            seen[0] = message["events"][-1]["seq"]
+
+            reader = threading.Thread(target=read_all, daemon=True)
+            reader.start()
+            stuck_session(gateway, engine, sock)
+            assert wait_until(lambda: len(gateway.sessions()) == 1)  # only `good` is left
+            last = engine.sink.log.committed_seq
+            assert wait_until(lambda: seen[0] >= last)
+            done.set()
+            reader.join(DEADLINE_S)
+        sock.close()
+    finally:
+        gateway.stop()
+
+
+def test_stop_is_prompt_with_a_client_that_never_reads(engine: Engine) -> None:
+    gateway = start_gateway(engine)  # the default send timeout (20 s): stop must not wait
+    sock = never_reading_client(gateway.port)
+    try:
+        stuck_session(gateway, engine, sock)
+        stopper = threading.Thread(target=gateway.stop, daemon=True)
+        started = time.monotonic()
+        stopper.start()
+        stopper.join(DEADLINE_S)
+        assert not stopper.is_alive(), "gateway.stop() hangs on a client that never reads"
+        assert time.monotonic() - started < 8.0
+        assert gateway.sessions() == []
+    finally:
+        sock.close()
+
+
+def test_many_connections_dropped_at_once_release_threads_and_cursors(
+        engine: Engine, gateway: WebGateway) -> None:
+    emit(engine, 10)
+    before = threading.active_count()
+    clients = []
+    try:
+        for _ in range(100):
+            ws = connect(gateway.ws_url, open_timeout=DEADLINE_S).__enter__()
+            clients.append(ws)
+            hello(ws, since_seq=1)
+        assert wait_until(lambda: len(gateway.sessions()) == 100)
+        assert len(engine.sink.log._readers) == 100
+    finally:
+        for ws in clients:  # dropped, no close handshake
+            ws.socket.shutdown(socket.SHUT_RDWR)
+        for ws in clients:
+            ws.close_socket()
+    assert wait_until(lambda: gateway.sessions() == [])
+    assert wait_until(lambda: engine.sink.log._readers == ())
+    assert wait_until(lambda: threading.active_count() <= before)
+
+
+@pytest.mark.parametrize("origin", ["null", "http://evil.example",
+                                    "http://127.0.0.1.evil.example", "file://"])
+def test_spoofed_origins_are_refused(gateway: WebGateway, origin: str) -> None:
+    from websockets.exceptions import InvalidStatus
+
+    with pytest.raises(InvalidStatus) as refused:
+        connect(gateway.ws_url, origin=origin, open_timeout=DEADLINE_S)  # type: ignore[arg-type]
+    assert refused.value.response.status_code == 403
+
+
+def test_no_hello_in_time_is_a_bad_request(gateway: WebGateway,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import transport.web.session as session_module
+
+    monkeypatch.setattr(session_module, "HELLO_S", 0.3)
+    with connect(gateway.ws_url) as ws:
+        message = strict_recv(ws)  # sent nothing
+        assert message["error"]["code"] == "bad_request" and "hello" in message["error"]["message"]
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=DEADLINE_S)
+        assert ws.close_code == CLOSE_BAD_HELLO
+
+
+def test_a_huge_hello_closes_the_connection_as_too_big(gateway: WebGateway) -> None:
+    with connect(gateway.ws_url, max_size=None) as ws:
+        ws.send(json.dumps({"token": TOKEN, "pad": "x" * (10 * 1024 * 1024)}))
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=DEADLINE_S)
+        assert ws.close_code == 1009  # message too big
+    assert wait_until(lambda: gateway.sessions() == [])
