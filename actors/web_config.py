@@ -6,6 +6,7 @@
     allowed_origins = ["https://ops.example:8450"]  # default: the listener's own origin
     certfile = "web.crt"             # TLS (wss:// and https://); both or neither
     keyfile = "web.key"
+    max_clients = 16                 # WebSocket clients at once; more are answered 503
 
 Every error names its key. A `listen` that is not a loopback address must have TLS
 (`certfile` and `keyfile`) here; that its token then comes from the environment (never a
@@ -24,6 +25,8 @@ from actors.errors import ConfigError
 
 #: The environment variable read for the token unless `[web] token_env` names another.
 DEFAULT_TOKEN_ENV = "TRADELOOM_WEB_TOKEN"
+#: WebSocket clients at once unless `[web] max_clients` says otherwise.
+DEFAULT_MAX_CLIENTS = 16
 
 _LISTEN = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[^:\[\]\s]+):(?P<port>\d{1,5})")
 _ORIGIN = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?")
@@ -45,6 +48,9 @@ class WebConfig:
     #: PEM certificate chain and private key for TLS; required off loopback.
     certfile: str | None = None
     keyfile: str | None = None
+    #: WebSocket clients connected at once; a handshake past it is answered 503. Each
+    #: holds a few threads: the dashboard is for a handful of operators, not the public.
+    max_clients: int = DEFAULT_MAX_CLIENTS
 
     @property
     def tls(self) -> bool:
@@ -79,7 +85,7 @@ def parse_web(raw: Mapping[str, Any]) -> WebConfig:
     """The `[web]` table -> `WebConfig`; ConfigError naming the key on any bad value."""
     if not isinstance(raw, Mapping):
         raise ConfigError("[web] must be a table")
-    known = {"listen", "token_env", "allowed_origins", "certfile", "keyfile"}
+    known = {"listen", "token_env", "allowed_origins", "certfile", "keyfile", "max_clients"}
     for key in raw:
         if key not in known:
             raise ConfigError(f"unknown config key 'web.{key}'")
@@ -109,8 +115,13 @@ def parse_web(raw: Mapping[str, Any]) -> WebConfig:
             raise ConfigError(f"web.certfile: web.listen {listen!r} is not a loopback "
                               "address; off this machine the gateway needs TLS (certfile "
                               "and keyfile) and a token from the environment")
+    max_clients = raw.get("max_clients", DEFAULT_MAX_CLIENTS)
+    if isinstance(max_clients, bool) or not isinstance(max_clients, int) \
+            or not 1 <= max_clients <= 1000:
+        raise ConfigError(f"web.max_clients must be an integer from 1 to 1000, "
+                          f"not {max_clients!r}")
     return WebConfig(listen=listen, token_env=token_env, allowed_origins=tuple(origins),
-                     certfile=certfile, keyfile=keyfile)
+                     certfile=certfile, keyfile=keyfile, max_clients=max_clients)
 
 
 def _optional_str(raw: Mapping[str, Any], key: str) -> str | None:

@@ -41,8 +41,8 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
     engine.stop(timeout=5.0)
 
 
-def start_gateway(engine: Engine, **knobs: Any) -> WebGateway:
-    gateway = WebGateway(WebConfig(listen="127.0.0.1:0"), engine,
+def start_gateway(engine: Engine, *, max_clients: int = 16, **knobs: Any) -> WebGateway:
+    gateway = WebGateway(WebConfig(listen="127.0.0.1:0", max_clients=max_clients), engine,
                          env={"TRADELOOM_WEB_TOKEN": TOKEN}, **knobs)
     gateway.start()
     return gateway
@@ -155,6 +155,21 @@ def test_wrong_origin_refused_own_origin_accepted(gateway: WebGateway) -> None:
         assert hello(ws)["msg"] == "welcome"
 
 
+def test_clients_past_max_clients_are_answered_503_until_one_leaves(engine: Engine) -> None:
+    gateway = start_gateway(engine, max_clients=2)
+    try:
+        with connect(gateway.ws_url) as first, connect(gateway.ws_url) as second:
+            assert hello(first)["msg"] == hello(second)["msg"] == "welcome"
+            with pytest.raises(InvalidStatus) as refused:
+                connect(gateway.ws_url)
+            assert refused.value.response.status_code == 503
+        assert wait_until(lambda: not gateway.sessions())
+        with connect(gateway.ws_url) as third:
+            assert hello(third)["msg"] == "welcome"
+    finally:
+        gateway.stop()
+
+
 def test_control_actions_go_through_the_engine_with_origin_web(engine: Engine,
                                                                gateway: WebGateway) -> None:
     with connect(gateway.ws_url) as ws:
@@ -241,13 +256,14 @@ def test_web_config_keys() -> None:
     assert Config.from_dict({}).web.listen is None
     web = Config.from_dict({"web": {"listen": "127.0.0.1:8450", "token_env": "MY_TOKEN",
                                     "allowed_origins": ["https://ops.example:8450"]}}).web
-    assert (web.listen, web.token_env, web.allowed_origins) == (
-        "127.0.0.1:8450", "MY_TOKEN", ("https://ops.example:8450",))
+    assert (web.listen, web.token_env, web.allowed_origins, web.max_clients) == (
+        "127.0.0.1:8450", "MY_TOKEN", ("https://ops.example:8450",), 16)
     bad = [({"port": 1}, "web.port"), ({"listen": "nohost"}, "web.listen"),
            ({"listen": 8450}, "web.listen"), ({"allowed_origins": ["a/b"]},
                                               "web.allowed_origins[0]"),
            ({"certfile": "c.pem"}, "web.keyfile"), ({"token_env": "1 bad"}, "web.token_env"),
-           ({"listen": "0.0.0.0:8450"}, "web.certfile")]
+           ({"listen": "0.0.0.0:8450"}, "web.certfile"), ({"max_clients": 0}, "web.max_clients"),
+           ({"max_clients": True}, "web.max_clients"), ({"max_clients": "9"}, "web.max_clients")]
     for raw, key in bad:
         with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
             parse_web(raw)

@@ -171,6 +171,12 @@ class WebGateway:
             if not origin_allowed(origin, self.allowed_origins):
                 log.warning("web_origin_refused", origin=origin)
                 return connection.respond(http.HTTPStatus.FORBIDDEN, "origin not allowed\n")
+            with self._lock:
+                full = len(self._sessions) >= self.config.max_clients
+            if full:
+                log.warning("web_clients_full", max_clients=self.config.max_clients)
+                return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE,
+                                          "too many clients ([web] max_clients)\n")
             return None  # the WebSocket handshake goes on
         return self._static(connection, path)
 
