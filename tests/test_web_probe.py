@@ -237,7 +237,8 @@ def test_stop_is_prompt_with_a_client_that_never_reads(engine: Engine) -> None:
 
 
 def test_many_connections_dropped_at_once_release_threads_and_cursors(
-        engine: Engine, gateway: WebGateway) -> None:
+        engine: Engine) -> None:
+    gateway = start_gateway(engine, max_clients=100)
     emit(engine, 10)
     before = threading.active_count()
     clients = []
@@ -253,9 +254,12 @@ def test_many_connections_dropped_at_once_release_threads_and_cursors(
             ws.socket.shutdown(socket.SHUT_RDWR)
         for ws in clients:
             ws.close_socket()
-    assert wait_until(lambda: gateway.sessions() == [])
-    assert wait_until(lambda: engine.sink.log._readers == ())
-    assert wait_until(lambda: threading.active_count() <= before)
+    try:
+        assert wait_until(lambda: gateway.sessions() == [])
+        assert wait_until(lambda: engine.sink.log._readers == ())
+        assert wait_until(lambda: threading.active_count() <= before)
+    finally:
+        gateway.stop()
 
 
 @pytest.mark.parametrize("origin", ["null", "http://evil.example",
