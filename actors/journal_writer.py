@@ -42,6 +42,9 @@ PRUNE_ROWS_PER_PASS = 100
 PRUNE_RECORDS_PER_PASS = 500
 #: Emergency history rows kept (state changes are rare; this is years of them).
 HISTORY_KEPT = 1000
+#: A commit takes at most about this many events: a state change queued behind a group
+#: waits for that group's commit, so a group is kept to a few milliseconds of work.
+GROUP_EVENTS_MAX = 2048
 #: Seconds between retention passes while nothing is left over from the last one.
 PRUNE_INTERVAL_S = 0.25
 
@@ -121,7 +124,7 @@ class JournalWriter:
     def _loop(self) -> None:
         idle_s = PRUNE_INTERVAL_S if self._retention() else None
         while True:
-            if self.pending is None:
+            if self.pending is None and not self.queue:  # (a take may leave some queued)
                 self.wake.wait(idle_s)
             self.wake.clear()  # before taking: an append after this sets it again
             self._take()
@@ -139,8 +142,16 @@ class JournalWriter:
         if not queue:
             return
         items = []
-        while queue:
-            items.append(queue.popleft())
+        events = 0
+        while queue and events < GROUP_EVENTS_MAX:
+            item = queue.popleft()
+            items.append(item)
+            if type(item) is list:
+                events += len(item)
+                if item[-1].get("type") == "emergency_state_changed":
+                    # A state change's reply waits for its own event's commit: commit it
+                    # without what queued up behind it (a halt ends every execution).
+                    break
         group = self.builder.build(items)
         if self.pending is None:
             self.pending = group
@@ -150,9 +161,10 @@ class JournalWriter:
     def write_now(self, items: list[Any]) -> None:
         """Write `items` in the caller's thread (before start(): recovery's own writes)."""
         self.queue.extend(items)
-        self._take()
-        if self.pending is not None and not self._commit_pending():
-            raise JournalWriteFailed(f"journal write failed: {self.last_error}")
+        while self.queue:  # a take stops after a state change or GROUP_EVENTS_MAX events
+            self._take()
+            if self.pending is not None and not self._commit_pending():
+                raise JournalWriteFailed(f"journal write failed: {self.last_error}")
         self._housekeeping()
 
     # -- commit -------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 
 from actors.journal import Journal
 from actors.journal_records import Submitted
-from tests.journal_helpers import run_events
+from tests.journal_helpers import run_events, started
 
 EXECUTIONS = ("exec_wf_0000000a", "exec_wf_0000000b")
 
@@ -85,3 +86,53 @@ def test_however_commits_are_cut_the_rows_agree(tmp_path: Path,
         assert row is not None
         assert row["priority"] == 7 and row["submitted_at"] == "t0"
         assert row["status"] in ("queued", "running", "completed", "failed")
+
+
+def _state_change(seq: int) -> list[dict[str, Any]]:
+    return [{"v": 1, "type": "emergency_state_changed", "seq": seq, "timestamp": f"t{seq}",
+             "state": "HALT", "previous_state": "NORMAL", "reason": "r", "source": "manual",
+             "origin": "api"}]
+
+
+def _batch(first: int, count: int) -> list[dict[str, Any]]:
+    return [{"v": 1, "type": "heartbeat_like", "seq": s, "timestamp": f"t{s}"}
+            for s in range(first, first + count)]
+
+
+def test_a_state_change_ends_its_commit_group_and_groups_are_bounded(tmp_path: Path) -> None:
+    """A halt's reply waits for its own event's commit: the group that holds it must not
+    also hold the thousands of events the halt itself queued behind it."""
+    with Journal.open(tmp_path / "data", keep_events=None) as journal:
+        writer = journal._writer
+        behind = _batch(3, 5)
+        writer.queue.extend([_batch(1, 1), _state_change(2), behind])
+        writer._take()
+        assert writer.pending is not None and writer.pending.last_seq == 2
+        assert list(writer.queue) == [behind]
+        assert writer._commit_pending()
+        big = [_batch(8 + i * 1500, 1500) for i in range(3)]
+        writer.queue.extend(big)
+        writer._take()  # it stops taking once GROUP_EVENTS_MAX (2,048) events are in
+        assert writer.pending is not None and writer.pending.last_seq == 8 + 3000 - 1
+        assert list(writer.queue) == big[2:]
+
+
+def test_what_a_state_change_left_queued_is_committed_without_another_append(
+        tmp_path: Path) -> None:
+    with started(tmp_path / "data", keep_events=None) as (journal, callbacks):
+        held = threading.Event()
+        release = threading.Event()
+
+        def hold() -> None:
+            held.set()
+            release.wait(10)
+
+        journal._testing_before_commit(hold)
+        journal.append(_batch(1, 1))
+        assert held.wait(10)  # the writer is inside the first commit
+        journal._testing_before_commit(None)
+        journal.append(_state_change(2))
+        journal.append(_batch(3, 5))  # queued behind the state change: its own group
+        release.set()
+        callbacks.wait_for(lambda c: bool(c.commits) and c.commits[-1] == 7, timeout=5.0)
+        assert 2 in callbacks.commits
