@@ -4,6 +4,7 @@ replay, overload."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -11,6 +12,8 @@ from typing import Any
 
 import msgpack
 import pytest
+import structlog
+import structlog.testing
 import zmq
 
 from actors.errors import EngineStopped, Halted, LimitExceeded, NotFound, ResumeRefused
@@ -283,6 +286,27 @@ def test_handler_exceptions_map_to_codes_by_class(
     assert client.ping()["pong"] is True  # the server goes on
     if code == "internal":
         assert server.stats()["internal"] >= 1
+
+
+@pytest.mark.parametrize(("raised", "event", "traceback"), [
+    (EngineStopped("the engine is stopped"), "control_op_refused_stopping", False),
+    (KeyError("bug"), "control_op_failed", True),
+])
+def test_a_stop_under_way_is_logged_as_one_line_a_bug_with_its_traceback(
+        client: ControlClient, handler: FakeHandler, raised: BaseException, event: str,
+        traceback: bool) -> None:
+    handler.fail_with = raised
+    saved = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    try:
+        with structlog.testing.capture_logs() as logs, \
+                pytest.raises(InternalServerError) as info:
+            client.halt("x")
+    finally:
+        structlog.configure(**saved)
+    assert type(raised).__name__ in str(info.value)
+    [entry] = [e for e in logs if e["event"].startswith("control_op_")]
+    assert entry["event"] == event and ("traceback" in entry) is traceback
 
 
 def test_typed_client_errors_are_also_the_engine_classes(client: ControlClient,

@@ -34,7 +34,7 @@ from typing import Any
 import structlog
 import zmq
 
-from actors.errors import describe
+from actors.errors import EngineStopped, JournalClosed, describe
 from transport.codec import MAX_MESSAGE_BYTES, CodecError, decode_map, encode
 from transport.errors import INTERNAL, BadRequest, UnknownOp, code_of
 from transport.ops import OPS, URGENT_OPS, ControlHandler, parse_request
@@ -211,7 +211,10 @@ class ControlServer(ServerThread):
 
     @staticmethod
     def _failure(op: str, code: str, exc: BaseException, request_id: Any) -> dict[str, Any]:
-        if code == INTERNAL:
+        if isinstance(exc, EngineStopped | JournalClosed):  # a stop under way: expected
+            log.warning("control_op_refused_stopping", op=op, error=describe(exc))
+            message = f"{op} failed: {type(exc).__name__}: {describe(exc)}"
+        elif code == INTERNAL:
             log.error("control_op_failed", op=op, error_type=type(exc).__name__,
                       error=describe(exc),
                       traceback="".join(traceback.format_exception(exc)))
