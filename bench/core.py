@@ -169,8 +169,10 @@ def engine_latency(engine: Engine, n: int) -> list[float]:
     return samples
 
 
-def engine_throughput(engine: Engine, concurrency: int, total: int) -> float:
-    """Closed loop: `concurrency` in flight; each completion submits the next one."""
+def engine_throughput(engine: Engine, concurrency: int, total: int,
+                      workflow: Workflow | str = WORKFLOW) -> float:
+    """Closed loop: `concurrency` in flight; each completion submits the next one.
+    Raises if any execution did not complete."""
     done = threading.Event()
     lock = threading.Lock()
     counts = {"submitted": 0, "finished": 0}
@@ -181,7 +183,7 @@ def engine_throughput(engine: Engine, concurrency: int, total: int) -> float:
             if counts["submitted"] == total:
                 return
             counts["submitted"] += 1
-        engine.submit(WORKFLOW).add_done_callback(on_done)
+        engine.submit(workflow).add_done_callback(on_done)
 
     def on_done(handle: Any) -> None:
         result = handle.result(0)

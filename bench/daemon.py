@@ -49,6 +49,7 @@ structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.
                     logger_factory=structlog.PrintLoggerFactory(sys.stderr))
 
 from actors import Config, Engine  # noqa: E402
+from bench.core import engine_throughput  # noqa: E402
 from bench.daemon_proc import BenchDaemon, free_port  # noqa: E402
 from bench.workflows import chain  # noqa: E402
 
@@ -168,30 +169,7 @@ def inprocess(data_dir: Path, latency_n: int, total: int) -> tuple[list[float], 
             result = engine.submit("chain").result(timeout=WAIT_S)
             samples.append(time.time() - t0)
             assert result.status == "completed", result
-        done = threading.Event()
-        lock = threading.Lock()
-        counts = {"submitted": 0, "finished": 0}
-
-        def submit_next() -> None:
-            with lock:
-                if counts["submitted"] == total:
-                    return
-                counts["submitted"] += 1
-            engine.submit("chain").add_done_callback(on_done)
-
-        def on_done(handle: Any) -> None:
-            with lock:
-                counts["finished"] += 1
-                if counts["finished"] == total:
-                    done.set()
-            submit_next()
-
-        t0 = time.perf_counter()
-        for _ in range(CONCURRENCY):
-            submit_next()
-        if not done.wait(120):
-            raise RuntimeError("the in-process run did not finish")
-        return samples, total / (time.perf_counter() - t0)
+        return samples, engine_throughput(engine, CONCURRENCY, total, "chain")
     finally:
         engine.stop()
 

@@ -179,14 +179,14 @@ class DaemonProcess:
         process on the machine (another test run, an outgoing connection) may take it. A
         first start refused for a port in use is tried again on fresh ports (only those
         free_port picked); a restart keeps its ports, as a restart must."""
+        first_start = self.runs == 0
         for attempt in range(PORT_RETRIES + 1):
             self.spawn()
             try:
                 self.wait_ready(timeout)
                 return self
             except AssertionError:
-                if (attempt == PORT_RETRIES or self.runs > attempt + 1
-                        or not self._port_taken()):
+                if not first_start or attempt == PORT_RETRIES or not self._port_taken():
                     raise
                 self._pick_ports()
         return self

@@ -329,6 +329,21 @@ def test_a_data_dir_held_by_a_running_daemon_is_refused_naming_its_pid(
 
 
 @pytest.mark.timeout(60)
+def test_the_fixture_moves_a_first_start_off_a_port_taken_meanwhile(
+        fleet: DaemonFleet) -> None:
+    daemon = fleet.daemon(workflows=("fast",))
+    taken = daemon.events
+    with socket.socket() as squatter:  # what another process may do after free_port()
+        squatter.bind(("127.0.0.1", int(taken.rsplit(":", 1)[1])))
+        squatter.listen()
+        daemon.start()
+        assert daemon.events != taken and daemon.runs == 2
+        with daemon.client() as control:
+            assert control.ping()["pong"] is True
+    assert daemon.terminate() == 0
+
+
+@pytest.mark.timeout(60)
 def test_a_port_in_use_is_refused_with_one_line(fleet: DaemonFleet) -> None:
     first = fleet.daemon(workflows=("fast",)).start()
     for which in ("events", "control"):

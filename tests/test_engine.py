@@ -41,6 +41,7 @@ from actors import (
 from actors.machine import Execution
 from actors.messages import Cancel, GetStatus, Submit
 from tests.conftest import Recorder
+from tests.event_schema import SCHEMA_FIELDS
 
 EngineFactory = Callable[..., Engine]
 Event = dict[str, Any]
@@ -57,17 +58,9 @@ SKIP_REASONS = {"condition_false", "upstream_failed", "halted", "reduce_only", "
                 "cancelled"}
 TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 ID = re.compile(r"[A-Za-z0-9_.-]{1,128}")
-#: The protocol: the fields each type carries beyond the common ones.
-FIELDS: dict[str, set[str]] = {
-    "execution_started": {"node_count", "inputs"},
-    "node_started": {"node_id", "node_name", "node_category", "attempt"},
-    "node_completed": {"node_id", "duration_ms", "status", "outputs", "attempt"},
-    "node_failed": {"node_id", "duration_ms", "error", "error_type", "attempt", "final"},
-    "node_retrying": {"node_id", "attempt", "delay_ms", "error_type"},
-    "node_skipped": {"node_id", "reason"},
-    "progress": {"nodes_completed", "nodes_total", "nodes_in_progress", "eta_ms"},
-    **{t: {"duration_ms", "status"} for t in TERMINAL},
-}
+#: The protocol's fields per workflow event type (beyond the common ones).
+FIELDS = {kind: fields for kind, fields in SCHEMA_FIELDS.items()
+          if kind.startswith(("execution_", "node_")) or kind == "progress"}
 WORKFLOW_FIELDS = {"v", "seq", "type", "timestamp", "execution_id", "correlation_id",
                    "workflow_id", "bot_id", "strategy_id", "wseq"}
 

@@ -22,6 +22,7 @@ from actors.events import validate_event
 from actors.journal import Journal
 from actors.packing import pack, unpack
 from tests.conftest import EngineFactory, EventProblems, Recorder
+from tests.event_schema import SCHEMA_FIELDS
 from transport import EventSource, Publisher
 
 Event = dict[str, Any]
@@ -30,29 +31,6 @@ HEAD = {"v": 1, "seq": 7, "timestamp": TS, "execution_id": "exec_wf_0123abcd",
         "correlation_id": "exec_wf_0123abcd", "workflow_id": "wf", "bot_id": None,
         "strategy_id": "s1", "wseq": 3, "state": "NORMAL"}
 
-#: docs/protocol.md's event table: every type and the fields it lists (beyond the common ones).
-SCHEMA_FIELDS = {
-    "execution_started": {"node_count", "inputs"},
-    "node_started": {"node_id", "node_name", "node_category", "attempt"},
-    "node_completed": {"node_id", "duration_ms", "status", "outputs", "attempt"},
-    "node_failed": {"node_id", "duration_ms", "error", "error_type", "attempt", "final"},
-    "node_retrying": {"node_id", "attempt", "delay_ms", "error_type"},
-    "node_skipped": {"node_id", "reason"},
-    "progress": {"nodes_completed", "nodes_total", "nodes_in_progress", "eta_ms"},
-    "execution_completed": {"duration_ms", "status", "results"},
-    "execution_failed": {"duration_ms", "status", "error", "error_type"},
-    "execution_halted": {"duration_ms", "status", "error", "error_type"},
-    "execution_cancelled": {"duration_ms", "status", "error", "error_type"},
-    "circuit_opened": {"breaker", "failures"},
-    "circuit_half_open": {"breaker", "failures"},
-    "circuit_closed": {"breaker", "failures"},
-    "emergency_state_changed": {"state", "previous_state", "reason", "source", "origin"},
-    "risk_limit_warning": {"limit", "value", "threshold", "utilization"},
-    "risk_limit_exceeded": {"limit", "value", "threshold", "utilization"},
-    "daemon_started": {"version", "pid"},
-    "daemon_stopping": {"version", "pid"},
-    "heartbeat": {"last_seq", "epoch", "timestamp", "state"},
-}
 
 VALID: list[Event] = [
     {**HEAD, "type": "execution_started", "node_count": 2, "inputs": {}, "priority": 0},
