@@ -43,7 +43,8 @@ from actors.errors import (
 )
 from actors.eventlog import DEFAULT_RING_SIZE, DRAIN_S  # events:
 from actors.events import EventCallback, EventSink, Subscription
-from actors.execution import ExecutionHandle, ExecutionIds, ExecutionResult
+from actors.execution import ExecutionHandle, ExecutionResult
+from actors.execution_ids import ExecutionIds
 from actors.hooks import HaltHooks
 from actors.machine import Execution
 from actors.messages import (
@@ -110,7 +111,9 @@ class Engine(EmergencyControls, JournalSide):
                                         clock=clock, sink=self.sink)
         self.admission = Admission(max_running=config.daemon.max_concurrent_executions,
                                    max_queued=config.daemon.max_queued_executions)
-        self._ids = ExecutionIds(taken=durable.journal.has_execution if durable else None)
+        self._ids = ExecutionIds() if durable is None else ExecutionIds(
+            saved=durable.recovery.execution_ids, save=durable.journal.save_execution_ids,
+            taken=durable.journal.has_execution, legacy=durable.recovery.legacy_ids)
         if durable is not None:
             durable.attach(sink=self.sink, gate=self.gate, breakers=self.breakers,
                            on_failure=self._journal_failed, on_recovered=journal_recovered)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from itertools import count
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -22,28 +20,6 @@ if TYPE_CHECKING:
     from actors.machine import Execution
 
 _log = structlog.get_logger("tradeloom.execution")
-
-
-class ExecutionIds:
-    """`exec_<workflow_id>_<8 hex>` ids that never repeat within a process.
-
-    A counter from a random start is passed through a bijection of 32-bit integers
-    (multiply by an odd constant, xor a random salt), so ids look random but cannot clash
-    until 2**32 have been issued. `taken` lets a journal veto ids used by earlier runs.
-    """
-
-    def __init__(self, taken: Callable[[str], bool] | None = None) -> None:
-        seed = int.from_bytes(os.urandom(8), "little")
-        self._counter = count(seed & 0xFFFFFFFF)
-        self._salt = seed >> 32
-        self._taken = taken
-
-    def new(self, workflow_id: str) -> str:
-        while True:
-            n = (next(self._counter) * 0x9E3779B1 ^ self._salt) & 0xFFFFFFFF
-            execution_id = f"exec_{workflow_id}_{n:08x}"
-            if self._taken is None or not self._taken(execution_id):
-                return execution_id
 
 
 @dataclass(frozen=True, slots=True)

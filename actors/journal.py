@@ -13,6 +13,7 @@
     .record_intent(execution_id, node_id, idempotency_key, attempt, started_at) -> Ticket
     .record_intent_outcome(idempotency_key, outcome | None, note=None, detail=None) -> Ticket
     .save_emergency(snapshot) -> Ticket / .save_breakers(states) -> Ticket
+    .save_execution_ids(state) -> Ticket
     .register_cursor(name, seq) / .unregister_cursor(name)
     .record_webhook(record) -> Ticket            # dead letters, delivery log (webhooks)
     .wait_committed(seq, timeout) -> bool / .flush(timeout) -> bool / .prune(timeout) -> bool
@@ -255,6 +256,10 @@ class Journal:
 
     def save_breakers(self, states: Mapping[str, Any]) -> Ticket:
         return self._submit(SaveState(name="breakers", value=dict(states)))
+
+    def save_execution_ids(self, state: Mapping[str, Any]) -> Ticket:
+        """The execution ids' reservation (actors/execution_ids.py); queued, not waited for."""
+        return self._submit(SaveState(name="execution_ids", value=dict(state)))
 
     def register_cursor(self, name: str, seq: int) -> None:
         """A reader (a webhook) has passed `seq`: retention keeps every event after it.

@@ -47,7 +47,8 @@ class Recovery:
     dicts given to save_emergency / save_breakers), or None. open_executions: executions
     that were queued or running (execution dicts, oldest first). unresolved_intents:
     action intents without an outcome (intent dicts, oldest first). cursors: registered
-    cursor name -> seq.
+    cursor name -> seq. execution_ids: the id reservation's state (actors/execution_ids.py)
+    or None; legacy_ids: None of it was kept, yet executions were (an older journal).
     """
 
     last_seq: int
@@ -57,6 +58,8 @@ class Recovery:
     open_executions: list[dict[str, Any]]
     unresolved_intents: list[dict[str, Any]]
     cursors: dict[str, int]
+    execution_ids: dict[str, Any] | None = None
+    legacy_ids: bool = False
 
 
 def load_recovery(conn: sqlite3.Connection) -> Recovery:
@@ -75,6 +78,9 @@ def load_recovery(conn: sqlite3.Connection) -> Recovery:
         open_executions=[_execution(r, nodes={}) for r in open_rows],
         unresolved_intents=query_intents(conn, unresolved=True, limit=None),
         cursors={name: int(seq) for name, seq in conn.execute("SELECT name, seq FROM cursors")},
+        execution_ids=states.get("execution_ids"),
+        legacy_ids="execution_ids" not in states and conn.execute(
+            "SELECT 1 FROM executions LIMIT 1").fetchone() is not None,
     )
 
 
