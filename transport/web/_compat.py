@@ -77,10 +77,14 @@ class AdmittingListener:
             except OSError:
                 self._closed.wait(RETRY_S)
                 continue
-            if self._admit():
+            try:
                 # Accepted from a non-blocking listener, a socket's mode is the OS's choice;
                 # websockets expects a blocking one (it sets its own timeouts).
                 sock.setblocking(True)
+            except OSError:
+                sock.close()
+                continue
+            if self._admit():
                 return sock, address
             with contextlib.suppress(OSError):
                 sock.close()
