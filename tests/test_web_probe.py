@@ -272,17 +272,18 @@ def test_spoofed_origins_are_refused(gateway: WebGateway, origin: str) -> None:
     assert refused.value.response.status_code == 403
 
 
-def test_no_hello_in_time_is_a_bad_request(gateway: WebGateway,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    import transport.web.session as session_module
-
-    monkeypatch.setattr(session_module, "HELLO_S", 0.3)
-    with connect(gateway.ws_url) as ws:
-        message = strict_recv(ws)  # sent nothing
-        assert message["error"]["code"] == "bad_request" and "hello" in message["error"]["message"]
-        with pytest.raises(ConnectionClosed):
-            ws.recv(timeout=DEADLINE_S)
-        assert ws.close_code == CLOSE_BAD_HELLO
+def test_no_hello_in_time_is_a_bad_request(engine: Engine) -> None:
+    gateway = start_gateway(engine, hello_timeout_s=0.3)
+    try:
+        with connect(gateway.ws_url) as ws:
+            message = strict_recv(ws)  # sent nothing
+            assert message["error"]["code"] == "bad_request" \
+                and "hello" in message["error"]["message"]
+            with pytest.raises(ConnectionClosed):
+                ws.recv(timeout=DEADLINE_S)
+            assert ws.close_code == CLOSE_BAD_HELLO
+    finally:
+        gateway.stop()
 
 
 def test_a_huge_hello_closes_the_connection_as_too_big(gateway: WebGateway) -> None:

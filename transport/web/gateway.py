@@ -14,6 +14,12 @@ nothing but this process: no build step, no CDN. With `certfile`/`keyfile` it is
 Security: the token (see `transport.web.auth`) is required in the first message of every
 WebSocket; the `Origin` of a WebSocket handshake must be allowed (else 403); static files
 are public (they hold no data) and are sent with a strict Content-Security-Policy.
+
+Bounds: at most `max_clients + slots.SLACK` connections are held in any phase (accepted,
+in a handshake, waiting for the hello, or open); one accepted past that is closed at once,
+before websockets starts its thread (`transport.web.slots`, `transport.web._compat`). A
+connection that does not finish its HTTP upgrade within `open_timeout_s`, or sends no hello
+within `hello_timeout_s` after it, is closed.
 """
 
 from __future__ import annotations
@@ -35,9 +41,11 @@ from actors.engine import VERSION, Engine
 from actors.errors import ConfigError
 from actors.web_config import WebConfig
 from transport.errors import TransportError
+from transport.web._compat import bound_connections
 from transport.web.actions import WebActions
 from transport.web.auth import default_origins, origin_allowed, resolve_token
-from transport.web.session import DEFAULT_MAX_LAG, SEND_TIMEOUT_S, ClientSession
+from transport.web.session import DEFAULT_MAX_LAG, HELLO_S, SEND_TIMEOUT_S, ClientSession
+from transport.web.slots import SLACK, ConnectionSlots
 
 log = structlog.get_logger("tradeloom.transport.web")
 
@@ -46,6 +54,8 @@ WS_PATH = "/ws"
 STATIC_PACKAGE = "transport.web"
 #: Seconds `stop()` gives the connections' close handshakes before it cuts them.
 CLOSE_S = 3.0
+#: Seconds from TCP accept to the end of the HTTP upgrade (the TLS handshake included).
+OPEN_TIMEOUT_S = 10.0
 #: The page may talk only to this listener and load only its own files.
 SECURITY_HEADERS = (
     ("Content-Security-Policy", "default-src 'self'; connect-src 'self' ws: wss:; "
@@ -61,6 +71,7 @@ class WebGateway:
 
     def __init__(self, config: WebConfig, engine: Engine, *, warn_at: float = 0.8,
                  max_lag: int = DEFAULT_MAX_LAG, send_timeout_s: float = SEND_TIMEOUT_S,
+                 open_timeout_s: float = OPEN_TIMEOUT_S, hello_timeout_s: float = HELLO_S,
                  epoch: str = "",
                  env: dict[str, str] | None = None) -> None:
         if config.listen is None:
@@ -70,6 +81,10 @@ class WebGateway:
         self._warn_at = warn_at
         self.max_lag = max_lag
         self.send_timeout_s = send_timeout_s
+        self.open_timeout_s = open_timeout_s
+        self.hello_timeout_s = hello_timeout_s
+        #: Every connection held, from accept to close (see `transport.web.slots`).
+        self.connection_slots = ConnectionSlots(config.max_clients + SLACK)
         self._epoch = epoch
         self.token, self.token_generated = resolve_token(config, env)
         self._actions = WebActions(engine, warn_at=warn_at)
@@ -108,8 +123,11 @@ class WebGateway:
             self.host, self.port, tls=tls is not None)
         self._server = serve(self._handle, sock=sock, ssl=tls,
                              process_request=self._process_request, compression=None,
-                             server_header=f"tradeloom/{VERSION}", open_timeout=10, close_timeout=2,
+                             server_header=f"tradeloom/{VERSION}",
+                             open_timeout=self.open_timeout_s, close_timeout=2,
                              max_size=64 * 1024, logger=_quiet_logger())
+        bound_connections(self._server, self.connection_slots.take,
+                          self.connection_slots.give_back)
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         name="tradeloom-web", daemon=True)
         self._thread.start()
@@ -194,7 +212,8 @@ class WebGateway:
         session = ClientSession(connection, self._engine, token=self.token,
                                 actions=self._actions, info=self._info,
                                 stopping=self._stopping, max_lag=self.max_lag,
-                                send_timeout_s=self.send_timeout_s)
+                                send_timeout_s=self.send_timeout_s,
+                                hello_timeout_s=self.hello_timeout_s)
         with self._lock:
             self._sessions.add(session)
         try:

@@ -42,7 +42,8 @@ from transport.web.auth import token_matches
 
 log = structlog.get_logger("tradeloom.transport.web")
 
-#: A client must send its hello within this many seconds of connecting.
+#: A client must send its hello within this many seconds of its upgrade (else it is closed
+#: with 4400: a connection that never authenticates does not hold its threads).
 HELLO_S = 5.0
 #: Most events in one `events` message.
 BATCH = 500
@@ -119,7 +120,8 @@ class ClientSession:
     def __init__(self, connection: ServerConnection, engine: Engine, *, token: str,
                  actions: WebActions, info: Callable[[], dict[str, Any]],
                  stopping: threading.Event, max_lag: int = DEFAULT_MAX_LAG,
-                 send_timeout_s: float = SEND_TIMEOUT_S) -> None:
+                 send_timeout_s: float = SEND_TIMEOUT_S,
+                 hello_timeout_s: float = HELLO_S) -> None:
         self.connection = connection
         self._engine = engine
         self._token = token
@@ -128,6 +130,7 @@ class ClientSession:
         self._stopping = stopping
         self.max_lag = max_lag
         self.send_timeout_s = send_timeout_s
+        self.hello_timeout_s = hello_timeout_s
         self._send_lock = threading.Lock()
         self._done = threading.Event()
         self.sent_events = 0
@@ -138,9 +141,11 @@ class ClientSession:
     def run(self) -> None:
         peer = _peer(self.connection)
         try:
-            hello = parse_hello(self.connection.recv(timeout=HELLO_S), self._token)
+            hello = parse_hello(self.connection.recv(timeout=self.hello_timeout_s),
+                                self._token)
         except TimeoutError:
-            self._refuse("bad_request", f"no hello within {HELLO_S:g} s", CLOSE_BAD_HELLO)
+            self._refuse("bad_request", f"no hello within {self.hello_timeout_s:g} s",
+                         CLOSE_BAD_HELLO)
             return
         except HelloError as exc:
             log.warning("web_client_refused", peer=peer, code=exc.code, reason=str(exc))

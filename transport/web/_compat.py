@@ -1,0 +1,125 @@
+"""The one place that touches websockets' server internals.
+
+websockets' threaded server (`websockets.sync.server`) starts a thread for every TCP
+connection it accepts, before any handshake, and has no limit of its own: a peer that opens
+thousands of idle connections would get thousands of threads. `bound_connections` puts a
+limit in front of that thread through two attributes of its `Server`:
+
+- `server.socket`: `serve_forever` waits until it is readable, then calls its `accept()`;
+  `shutdown` calls its `close()`. `AdmittingListener` takes its place: its `accept()` closes
+  a connection that gets no slot at once (no thread is started for it) and returns only
+  one that does.
+- `server.handler`: `serve_forever` runs it in the new thread, with the accepted socket; it
+  returns once that connection is closed (it closes it). A wrapper gives the slot back.
+
+tests/test_web_handshakes.py fails loudly if an upgrade of websockets changes either.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import selectors
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any, cast
+
+from websockets.sync.server import Server
+
+from transport.errors import TransportError
+
+__all__ = ["AdmittingListener", "bound_connections"]
+
+#: Longest wait in `accept()` before it looks again whether the listener was closed (the
+#: close also wakes it at once; this is the backstop).
+WAIT_S = 1.0
+#: After an accept error other than "nothing pending" (EMFILE, ECONNABORTED...): a pause,
+#: then accepting goes on. websockets itself would stop serving on any accept error.
+RETRY_S = 0.1
+
+
+class AdmittingListener:
+    """The listening socket as `Server.serve_forever` sees it: `accept()` returns the next
+    connection that `admit()` lets in and closes every other one as soon as it is accepted.
+
+    The real listener is made non-blocking so that `accept()` never blocks in the kernel:
+    when nothing admissible is pending it waits on the listener and on a wake-up socket that
+    `close()` writes to (`shutdown` closes the listener from another thread)."""
+
+    def __init__(self, listener: socket.socket, admit: Callable[[], bool]) -> None:
+        self._listener = listener
+        self._admit = admit
+        self._closed = threading.Event()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(listener, selectors.EVENT_READ)
+        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        listener.setblocking(False)
+        self.family = listener.family
+
+    def fileno(self) -> int:
+        return self._listener.fileno()
+
+    def getsockname(self) -> Any:
+        return self._listener.getsockname()
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        while True:
+            if self._closed.is_set() or self._listener.fileno() == -1:
+                self._release()
+                raise OSError(errno.EBADF, "the listener is closed")
+            try:
+                sock, address = self._listener.accept()
+            except BlockingIOError:
+                self._selector.select(WAIT_S)
+                continue
+            except OSError:
+                self._closed.wait(RETRY_S)
+                continue
+            try:
+                # Accepted from a non-blocking listener, a socket's mode is the OS's choice;
+                # websockets expects a blocking one (it sets its own timeouts).
+                sock.setblocking(True)
+            except OSError:
+                sock.close()
+                continue
+            if self._admit():
+                return sock, address
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def close(self) -> None:
+        self._closed.set()
+        self._listener.close()
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+
+    def _release(self) -> None:
+        """The wake-up pair and the selector, once `accept()` saw the close (it alone uses
+        them after that, so no other thread is waiting on them)."""
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+
+def bound_connections(server: Server, admit: Callable[[], bool],
+                      release: Callable[[], None]) -> None:
+    """Before `server.serve_forever()` runs: every connection `serve_forever` accepts is
+    first offered to `admit()`; refused, it is closed at once (no thread); admitted, its
+    `release()` is called when its thread is done with it, whatever happened."""
+    handler = getattr(server, "handler", None)
+    listener = getattr(server, "socket", None)
+    if not callable(handler) or not isinstance(listener, socket.socket):
+        raise TransportError("websockets' Server no longer has the `handler` and `socket` "
+                             "attributes transport/web/_compat.py hooks: adapt it")
+
+    def handle_then_release(sock: socket.socket, address: Any) -> None:
+        try:
+            handler(sock, address)
+        finally:
+            release()
+
+    server.handler = handle_then_release
+    # Not a socket.socket, but everything serve_forever and shutdown call on one.
+    server.socket = cast(socket.socket, AdmittingListener(listener, admit))
