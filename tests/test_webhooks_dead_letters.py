@@ -23,7 +23,10 @@ from actors.engine import Engine
 from actors.errors import ConfigError
 from actors.webhook import DROP_WARN_EVERY_S, WebhookManager
 from tests.conftest import EngineFactory
+from tests.daemon_fixture import DaemonFleet, wait_idle, wait_until
 from tests.test_webhooks import Sleeps, emit, hook, wait_log
+from tests.test_webhooks_daemon import SECRET_ENV, cli
+from tests.test_webhooks_daemon import hooked as hooked_daemon
 from tests.webhook_server import EndpointServer
 
 DROPPED = "webhook_dead_letters_dropped"
@@ -183,8 +186,39 @@ def test_a_bad_cap_in_a_config_file_exits_2_naming_the_key(tmp_path: Path) -> No
                       'secret = "k"\nmax_dead_letters = 0\n')
     proc = subprocess.run([sys.executable, "-m", "actors.cli", "daemon", "--config",
                            str(config)], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=60, check=False)
+                          timeout=30, check=False)
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr
     (line,) = proc.stderr.strip().splitlines()
     assert "webhooks[0].max_dead_letters must be >= 1" in line
+
+
+def test_the_cli_shows_what_the_cap_deleted(tmp_path: Path, refusing: EndpointServer,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SECRET_ENV, "s3cret")
+    with DaemonFleet(tmp_path) as fleet:
+        daemon = hooked_daemon(fleet, refusing.port, max_dead_letters=2)
+        daemon.start()
+        with daemon.client() as control:
+            control.submit("fast")
+            wait_idle(control)
+
+            def caught_up() -> list[dict[str, Any]]:  # with every event, after the last one
+                last_seq = int(control.status()["last_seq"])
+                return [e for e in control.request("webhooks_log")["endpoints"]
+                        if e["next_seq"] > last_seq and e["dead"] >= 3]
+
+            (status,) = wait_until(caught_up, 20.0, "the endpoint to catch up")
+            assert status["dropped"] == status["dead"] - 2
+            kept = [row["seq"] for row in control.request("webhooks_failed")]
+        client = ["--control", daemon.control, "--timeout", "5"]
+        proc = cli("webhooks", "failed", *client)
+        assert proc.returncode == 0, proc.stderr
+        lines = proc.stdout.splitlines()
+        assert [line.split()[3] for line in lines[:-1]] == [str(seq) for seq in kept]
+        assert lines[-1] == (f"ops: {status['dropped']} older dead letter(s) deleted to "
+                             "keep max_dead_letters = 2")
+        proc = cli("webhooks", "log", "--limit", "1", *client)
+        assert proc.returncode == 0, proc.stderr
+        assert f"{status['dropped']} dropped (max_dead_letters = 2)" in proc.stdout
+        assert daemon.terminate() == 0
