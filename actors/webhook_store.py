@@ -98,22 +98,22 @@ class WebhookStore:
         with self._writes:
             held = self._dead_count(endpoint) + 1
             dropped = max(0, held - max_dead_letters)
-            self._dead[endpoint] = held - dropped
             self.journal.record_webhook(WebhookDeadLetter(
                 endpoint=endpoint, seq=int(event.get("seq", 0)), event_type=event.get("type"),
                 event=event, attempts=attempts, http_status=http_status, error=error,
                 failed_at=_now(), drop_oldest=dropped))
+            self._dead[endpoint] = held - dropped
         return dropped
 
     def letter_state(self, letter_id: int, state: str, *, endpoint: str, attempts: int,
                      http_status: int | None = None, error: str | None = None) -> None:
         """A re-queued letter of `endpoint` was sent again: "delivered", or "dead" again."""
         with self._writes:
-            if state == "dead" and endpoint in self._dead:
-                self._dead[endpoint] += 1
             self.journal.record_webhook(WebhookLetterState(
                 letter_ids=(letter_id,), state=state, attempts=attempts,
                 http_status=http_status, error=error, at=_now()))
+            if state == "dead" and endpoint in self._dead:
+                self._dead[endpoint] += 1
 
     def log(self, endpoint: str, delivery_id: str, events: list[dict[str, Any]], *,
             outcome: str, attempts: int, http_status: int | None, latency_ms: float | None,
