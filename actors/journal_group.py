@@ -98,6 +98,11 @@ SQL_CURSOR_DELETE = "DELETE FROM cursors WHERE name=?"
 WEBHOOK_LOG_KEPT = 1000
 SQL_DEAD_LETTER = ("INSERT INTO webhook_dead_letters(endpoint, seq, event_type, event, attempts,"
                    " http_status, error, failed_at) VALUES (?,?,?,?,?,?,?,?)")
+#: The endpoint's oldest "dead" letters, as many as given (O(that many), through the
+#: (endpoint, state) index; an OFFSET-by-the-cap query would walk all the cap holds).
+SQL_DEAD_LETTER_DROP = ("DELETE FROM webhook_dead_letters WHERE id IN (SELECT id FROM"
+                        " webhook_dead_letters WHERE endpoint=? AND state='dead' ORDER BY id"
+                        " LIMIT ?)")
 _SQL_LETTER_SET = ("UPDATE webhook_dead_letters SET state=?, attempts=attempts+?,"
                    " http_status=coalesce(?, http_status), error=coalesce(?, error),"
                    " retried_at=CASE WHEN ?='queued' THEN ? ELSE retried_at END")
@@ -333,6 +338,8 @@ class GroupBuilder:
             group.op(SQL_DEAD_LETTER, (r.endpoint, r.seq, r.event_type,
                                        self.codec.pack(r.event), r.attempts, r.http_status,
                                        r.error, r.failed_at))
+            if r.drop_oldest > 0:
+                group.op(SQL_DEAD_LETTER_DROP, (r.endpoint, r.drop_oldest))
         elif isinstance(r, WebhookLetterState):
             values = (r.state, r.attempts, r.http_status, r.error, r.state, r.at)
             if r.letter_ids:

@@ -168,6 +168,9 @@ class WebhookDeadLetter(Record):
     http_status: int | None = None
     error: str | None = None
     failed_at: str = ""
+    #: Delete this many of the endpoint's oldest "dead" letters after inserting this one,
+    #: in the same commit: its `max_dead_letters` cap (actors/webhook_store.py counts).
+    drop_oldest: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,10 @@ queue like any other record.
   resends from the registered cursor: at least once; receivers de-duplicate by seq).
 - Final failure (a 4xx other than 408/429, a 3xx, or the retries used up on 408/429/5xx):
   the events go to the dead-letter table and the cursor moves on. `retry` re-queues dead
-  letters; the deliverer sends them again between pages (out of seq order).
+  letters; the deliverer sends them again between pages (out of seq order). Each endpoint
+  keeps at most `max_dead_letters`: past it, its oldest dead letters are deleted (in the
+  commit that adds the new one), counted in its status (`dropped`), and a warning says so
+  the first time and then at most every DROP_WARN_EVERY_S.
 - Unreachable (no HTTP answer on the last attempt: connection refused, timeouts, an
   address the SSRF guard refuses): its breaker opens and the deliverer pauses, holding its
   cursor, probing with one attempt after a pause that doubles up to `backoff_max_s`; when
@@ -54,6 +57,8 @@ IDLE_WAIT_S = 0.2
 CURSOR_EVERY_S = 0.5
 #: Re-queued dead letters sent per turn.
 LETTERS_PER_TURN = 100
+#: At most one `webhook_dead_letters_dropped` warning per endpoint this often.
+DROP_WARN_EVERY_S = 60.0
 
 
 class Deliverer:
@@ -61,7 +66,8 @@ class Deliverer:
 
     def __init__(self, hook: WebhookConfig, secrets: WebhookSecrets, journal: Journal,
                  store: WebhookStore, *, resolver: Resolver = system_resolver,
-                 sleep: Callable[[float], None] | None = None) -> None:
+                 sleep: Callable[[float], None] | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.hook = hook
         self.journal = journal
         self.store = store
@@ -82,7 +88,12 @@ class Deliverer:
         self.delivered = 0
         self.dead = 0
         self.deliveries = 0
+        #: Dead letters deleted to keep max_dead_letters (the oldest first).
+        self.dropped = 0
         self.last_error: str | None = None
+        self._monotonic = monotonic
+        self._drop_warned_at: float | None = None
+        self._drops_unwarned = 0
 
     def _sleep(self, seconds: float) -> None:
         """Between attempts: the injected sleep (tests), else the stop flag's wait."""
@@ -175,11 +186,30 @@ class Deliverer:
                         first_seq=chunk[0]["seq"], last_seq=chunk[-1]["seq"],
                         attempts=outcome.attempts, http_status=outcome.http_status,
                         error=outcome.error)
+            dropped = 0
             for event in chunk:
-                self.store.dead_letter(self.hook.name, event, attempts=outcome.attempts,
-                                       http_status=outcome.http_status, error=outcome.error)
+                dropped += self.store.dead_letter(
+                    self.hook.name, event, attempts=outcome.attempts,
+                    http_status=outcome.http_status, error=outcome.error,
+                    max_dead_letters=self.hook.max_dead_letters)
             self._log(chunk, outcome, "dead")
+            self._dropped(dropped)
             return
+
+    def _dropped(self, count: int) -> None:
+        """Count dead letters deleted by the cap; warn the first time, then at most every
+        DROP_WARN_EVERY_S (with how many went since the last warning)."""
+        if count <= 0:
+            return
+        self.dropped += count
+        self._drops_unwarned += count
+        now = self._monotonic()
+        if self._drop_warned_at is not None and now - self._drop_warned_at < DROP_WARN_EVERY_S:
+            return
+        log.warning("webhook_dead_letters_dropped", webhook=self.hook.name,
+                    dropped=self._drops_unwarned, dropped_total=self.dropped,
+                    max_dead_letters=self.hook.max_dead_letters)
+        self._drop_warned_at, self._drops_unwarned = now, 0
 
     def _unreachable(self, chunk: list[dict[str, Any]], outcome: Outcome) -> None:
         hook = self.hook
@@ -207,7 +237,8 @@ class Deliverer:
                 self._unreachable([event], outcome)
                 return
             state = "delivered" if outcome.delivered else "dead"
-            self.store.letter_state(letter_id, state, attempts=outcome.attempts,
+            self.store.letter_state(letter_id, state, endpoint=self.hook.name,
+                                    attempts=outcome.attempts,
                                     http_status=outcome.http_status, error=outcome.error)
             self._log([event], outcome, f"retry_{state}")
 
@@ -230,7 +261,8 @@ class Deliverer:
     def status(self) -> dict[str, Any]:
         return {"name": self.hook.name, "url": self.hook.url, "next_seq": self.next_seq,
                 "breaker": "open" if self.breaker_open else "closed",
-                "delivered": self.delivered, "dead": self.dead,
+                "delivered": self.delivered, "dead": self.dead, "dropped": self.dropped,
+                "max_dead_letters": self.hook.max_dead_letters,
                 "deliveries": self.deliveries, "last_error": self.last_error}
 
 
@@ -240,11 +272,13 @@ class WebhookManager:
     def __init__(self, hooks: tuple[WebhookConfig, ...], journal: Journal, *,
                  environ: Mapping[str, str] | None = None,
                  resolver: Resolver = system_resolver,
-                 sleep: Callable[[float], None] | None = None) -> None:
+                 sleep: Callable[[float], None] | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         secrets = resolve_secrets(hooks, os.environ if environ is None else environ)
         self.store = WebhookStore(journal)
         self.deliverers = {hook.name: Deliverer(hook, secrets[hook.name], journal,
-                                                self.store, resolver=resolver, sleep=sleep)
+                                                self.store, resolver=resolver, sleep=sleep,
+                                                monotonic=monotonic)
                            for hook in hooks}
         self._hooks = hooks
 

@@ -12,6 +12,7 @@
     backoff_max_s = 300.0                   # ... up to this
     batch_max = 1                           # events per POST (> 1: the body is a list)
     allow_private = false                   # true: private/loopback/link-local allowed
+    max_dead_letters = 10000                # kept in the journal; past it the oldest go
     auth = { type = "bearer", token_env = "OPS_HOOK_TOKEN" }
     # auth types: bearer (token_env), basic (username, password_env), header (header,
     # token_env: e.g. an api-key header). Auth secrets come from the environment only.
@@ -73,6 +74,9 @@ class WebhookConfig:
     backoff_max_s: float = 300.0
     batch_max: int = 1
     allow_private: bool = False
+    #: Dead letters kept (state "dead"): one more deletes the oldest, so an endpoint that
+    #: refuses every event cannot fill the disk with them.
+    max_dead_letters: int = 10_000
     auth: WebhookAuth | None = None
 
     @property
@@ -142,6 +146,7 @@ def _check(hook: WebhookConfig, where: str) -> None:
         (hook.backoff_max_s >= hook.backoff_initial_s,
          "backoff_max_s must be >= backoff_initial_s"),
         (1 <= hook.batch_max <= MAX_BATCH, f"batch_max must be between 1 and {MAX_BATCH}"),
+        (hook.max_dead_letters >= 1, "max_dead_letters must be >= 1"),
     ]
     for ok, message in checks:
         if not ok:

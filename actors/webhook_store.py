@@ -7,11 +7,20 @@ never block the writer). Tables: actors/journal_schema.py, version 2.
     store = WebhookStore(journal)
     store.start_seq(config, committed_seq) -> int   # where its cursor resumes
     store.advance(config, seq)                      # delivered (or given up) through seq
-    store.dead_letter(...) / store.letter_state(...) / store.log(...)
+    store.dead_letter(..., max_dead_letters) -> int # how many old ones it pushed out
+    store.letter_state(...) / store.log(...)
     store.failed(endpoint=None, limit=100) -> [dead letter rows]
     store.queued(endpoint) -> [dead letters to re-send, with their events]
     store.requeue(endpoint=None, ids=()) -> int     # durable on return
     store.deliveries(endpoint=None, limit=100) -> [log rows, newest first]
+
+The dead letters of an endpoint are capped (`max_dead_letters`): a dead letter that takes
+it past its cap deletes its oldest "dead" ones in the same commit. The store counts each
+endpoint's "dead" letters itself (as they will be once every record it queued is
+written: one journal count, then +1 per dead letter, -1 per re-queued one) and tells the
+journal how many to delete; a count query per insert would walk the whole cap. Every
+write that changes a "dead" count takes `_writes`, and `requeue` reads what it re-queues
+only once the journal has written everything queued before, so the count stays exact.
 """
 
 from __future__ import annotations
@@ -32,7 +41,8 @@ from actors.journal_records import (
 from actors.journal_schema import connect_reader
 from actors.webhook_config import WebhookConfig
 
-#: How long an operator's retry waits for its record to be committed.
+#: How long an operator's retry (or the first count of an endpoint's dead letters) waits
+#: for the journal to commit.
 REQUEUE_TIMEOUT_S = 10.0
 LETTER_COLUMNS = ("id", "endpoint", "seq", "event_type", "attempts", "http_status", "error",
                   "failed_at", "state", "retried_at")
@@ -47,6 +57,11 @@ class WebhookStore:
         self.journal = journal
         self._conn = connect_reader(journal.path)
         self._lock = threading.Lock()
+        #: Held while a write that changes an endpoint's "dead" count is queued.
+        self._writes = threading.Lock()
+        #: endpoint -> its "dead" letters once every record queued is written (those
+        #: counted so far: one journal count at its first dead letter).
+        self._dead: dict[str, int] = {}
 
     # -- cursors ----------------------------------------------------------------------------
 
@@ -76,17 +91,29 @@ class WebhookStore:
     # -- writes ----------------------------------------------------------------------------
 
     def dead_letter(self, endpoint: str, event: dict[str, Any], *, attempts: int,
-                    http_status: int | None, error: str | None) -> None:
-        self.journal.record_webhook(WebhookDeadLetter(
-            endpoint=endpoint, seq=int(event.get("seq", 0)), event_type=event.get("type"),
-            event=event, attempts=attempts, http_status=http_status, error=error,
-            failed_at=_now()))
+                    http_status: int | None, error: str | None,
+                    max_dead_letters: int) -> int:
+        """Dead-letter `event`; how many of the endpoint's oldest dead letters it deletes
+        (in the same commit) to keep at most `max_dead_letters`."""
+        with self._writes:
+            held = self._dead_count(endpoint) + 1
+            dropped = max(0, held - max_dead_letters)
+            self.journal.record_webhook(WebhookDeadLetter(
+                endpoint=endpoint, seq=int(event.get("seq", 0)), event_type=event.get("type"),
+                event=event, attempts=attempts, http_status=http_status, error=error,
+                failed_at=_now(), drop_oldest=dropped))
+            self._dead[endpoint] = held - dropped
+        return dropped
 
-    def letter_state(self, letter_id: int, state: str, *, attempts: int,
+    def letter_state(self, letter_id: int, state: str, *, endpoint: str, attempts: int,
                      http_status: int | None = None, error: str | None = None) -> None:
-        self.journal.record_webhook(WebhookLetterState(
-            letter_ids=(letter_id,), state=state, attempts=attempts, http_status=http_status,
-            error=error, at=_now()))
+        """A re-queued letter of `endpoint` was sent again: "delivered", or "dead" again."""
+        with self._writes:
+            self.journal.record_webhook(WebhookLetterState(
+                letter_ids=(letter_id,), state=state, attempts=attempts,
+                http_status=http_status, error=error, at=_now()))
+            if state == "dead" and endpoint in self._dead:
+                self._dead[endpoint] += 1
 
     def log(self, endpoint: str, delivery_id: str, events: list[dict[str, Any]], *,
             outcome: str, attempts: int, http_status: int | None, latency_ms: float | None,
@@ -103,16 +130,36 @@ class WebhookStore:
     def requeue(self, endpoint: str | None = None, ids: tuple[int, ...] = ()) -> list[int]:
         """Mark dead letters "queued" for their deliverer to send again (all of
         `endpoint`'s, or these ids); durable on return. The ids re-queued."""
-        letters = [row for row in self.failed(endpoint, limit=1_000_000)
-                   if not ids or row["id"] in ids]
-        chosen = tuple(row["id"] for row in letters)
-        if not chosen:
-            return []
-        ticket = self.journal.record_webhook(WebhookLetterState(
-            letter_ids=chosen, state="queued", at=_now()))
+        with self._writes:
+            self._written()  # no pending dead letter or drop: what is read stays true
+            letters = [row for row in self.failed(endpoint, limit=1_000_000)
+                       if not ids or row["id"] in ids]
+            chosen = tuple(row["id"] for row in letters)
+            if not chosen:
+                return []
+            ticket = self.journal.record_webhook(WebhookLetterState(
+                letter_ids=chosen, state="queued", at=_now()))
+            for row in letters:
+                if row["endpoint"] in self._dead:
+                    self._dead[row["endpoint"]] -= 1
         if not ticket.wait(REQUEUE_TIMEOUT_S):
             raise JournalWriteFailed(f"the retry was not committed within {REQUEUE_TIMEOUT_S} s")
         return list(chosen)
+
+    def _dead_count(self, endpoint: str) -> int:
+        """The endpoint's "dead" letters once all queued is written (`_writes` held)."""
+        held = self._dead.get(endpoint)
+        if held is None:
+            self._written()
+            (held,) = self._query("SELECT count(*) FROM webhook_dead_letters WHERE endpoint=?"
+                                  " AND state='dead'", (endpoint,))[0]
+            self._dead[endpoint] = held
+        return held
+
+    def _written(self) -> None:
+        """Wait until every record queued so far is committed."""
+        if not self.journal.barrier().wait(REQUEUE_TIMEOUT_S):
+            raise JournalWriteFailed(f"the journal did not commit within {REQUEUE_TIMEOUT_S} s")
 
     # -- reads -----------------------------------------------------------------------------
 

@@ -34,7 +34,8 @@ def register(sub: Any) -> None:
         epilog="example:\n  tradeloom webhooks failed --name ops-slack",
         help="list dead letters (events an endpoint gave up on)",
         description="List dead letters, oldest first: id, endpoint, seq, type, attempts, "
-                    "HTTP status, error. Exit 0; 1 unknown webhook; 3 unreachable.")
+                    "HTTP status, error; then how many older ones each endpoint deleted "
+                    "to keep max_dead_letters. Exit 0; 1 unknown webhook; 3 unreachable.")
     retry = commands.add_parser(
         "retry", formatter_class=ExampleFormatter,
         epilog="example:\n  tradeloom webhooks retry --name ops-slack --id 12",
@@ -66,14 +67,19 @@ def register(sub: Any) -> None:
 def cmd_failed(args: argparse.Namespace) -> int:
     with connection(args).control_client() as control:
         rows = control.request("webhooks_failed", name=args.name, limit=args.limit)
-    if args.json:
-        print_json(rows)
-    elif not rows:
+        if args.json:
+            print_json(rows)
+            return EXIT_OK
+        endpoints = control.request("webhooks_log", name=args.name, limit=1)["endpoints"]
+    if not rows:
         print("no dead letters", flush=True)
-    else:
-        for r in rows:
-            print(f"#{r['id']} {r['endpoint']} seq {r['seq']} {r['event_type']}: "
-                  f"{r['attempts']} attempt(s), {r['error']} ({r['failed_at']})", flush=True)
+    for r in rows:
+        print(f"#{r['id']} {r['endpoint']} seq {r['seq']} {r['event_type']}: "
+              f"{r['attempts']} attempt(s), {r['error']} ({r['failed_at']})", flush=True)
+    for e in endpoints:  # the list above is not all there was
+        if e.get("dropped") and args.name in (None, e["name"]):
+            print(f"{e['name']}: {e['dropped']} older dead letter(s) deleted to keep "
+                  f"max_dead_letters = {e['max_dead_letters']}", flush=True)
     return EXIT_OK
 
 
@@ -95,7 +101,9 @@ def cmd_log(args: argparse.Namespace) -> int:
         return EXIT_OK
     for e in reply["endpoints"]:
         print(f"{e['name']} {e['url']}: next seq {e['next_seq']}, breaker {e['breaker']}, "
-              f"{e['delivered']} delivered, {e['dead']} dead", flush=True)
+              f"{e['delivered']} delivered, {e['dead']} dead"
+              + (f", {e['dropped']} dropped (max_dead_letters = {e['max_dead_letters']})"
+                 if e.get("dropped") else ""), flush=True)
     for r in reply["deliveries"]:
         seqs = (str(r["first_seq"]) if r["first_seq"] == r["last_seq"]
                 else f"{r['first_seq']}-{r['last_seq']}")
