@@ -24,6 +24,7 @@ from actors.ending import Ending
 from actors.errors import LimitExceeded
 from actors.events import Event, EventSink
 from actors.inbox import TimerInbox
+from actors.interpreter import quick_handoffs
 from actors.messages import (
     Alert,
     BroadcastHalt,
@@ -412,13 +413,14 @@ class EmergencyActor(EngineActorBase):
 
     def _broadcast_halt(self, reason: str) -> None:
         """Every supervisor ends its executions; queued ones end halted too. Waits for acks."""
-        self._gate.wait_actions_begun(self._ack_timeout_s)
-        end = EndExecutions(Ending.halted(reason))
-        futures = [sup.ask(end, block=False) for sup in self._supervisors]
-        for i, execution in enumerate(self._admission.drain_queued()):
-            # A supervisor that starts an execution while halted ends it halted at once.
-            self._supervisors[i % len(self._supervisors)].tell(StartExecution(execution))
-        _acknowledged(futures, self._ack_timeout_s)
+        with quick_handoffs():
+            self._gate.wait_actions_begun(self._ack_timeout_s)
+            end = EndExecutions(Ending.halted(reason))
+            futures = [sup.ask(end, block=False) for sup in self._supervisors]
+            for i, execution in enumerate(self._admission.drain_queued()):
+                # A supervisor that starts an execution while halted ends it halted at once.
+                self._supervisors[i % len(self._supervisors)].tell(StartExecution(execution))
+            _acknowledged(futures, self._ack_timeout_s)
 
 
 def _acknowledged(futures: Iterable[pykka.Future[Any]], timeout_s: float) -> None:

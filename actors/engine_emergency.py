@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from actors.emergency import EmergencyGate, EmergencyState
 from actors.errors import EngineStopped, WaitInCallback
 from actors.eventlog import current_subscription
+from actors.interpreter import quick_handoffs
 from actors.messages import Alert, Halt, ReduceOnly, Resume, RiskUpdate
 
 if TYPE_CHECKING:
@@ -39,7 +40,8 @@ class EmergencyControls:
     def halt(self, reason: str, *, origin: str = "api") -> dict[str, Any]:
         """Enter HALT; returns after every supervisor has acknowledged (on-halt hooks are
         submitted right after, without being waited for)."""
-        return self._ask_emergency(Halt(reason=reason, origin=origin))
+        with quick_handoffs():  # from the call to the commit (actors/interpreter.py)
+            return self._ask_emergency(Halt(reason=reason, origin=origin))
 
     def resume(self, reason: str | None = None, *, force: bool = False,
                origin: str = "api") -> dict[str, Any]:
