@@ -59,6 +59,9 @@ CURSOR_EVERY_S = 0.5
 LETTERS_PER_TURN = 100
 #: At most one `webhook_dead_letters_dropped` warning per endpoint this often.
 DROP_WARN_EVERY_S = 60.0
+#: Dead letters are logged one line each at first, then one summary line at most this
+#: often (an endpoint refusing every event would otherwise write a log line per event).
+DEAD_WARN_EVERY_S = 10.0
 
 
 class Deliverer:
@@ -94,6 +97,8 @@ class Deliverer:
         self._monotonic = monotonic
         self._drop_warned_at: float | None = None
         self._drops_unwarned = 0
+        self._dead_warned_at: float | None = None
+        self._dead_unwarned = 0
 
     def _sleep(self, seconds: float) -> None:
         """Between attempts: the injected sleep (tests), else the stop flag's wait."""
@@ -182,10 +187,7 @@ class Deliverer:
                 self._reachable()
                 continue
             self.dead += len(chunk)
-            log.warning("webhook_dead_letter", webhook=self.hook.name,
-                        first_seq=chunk[0]["seq"], last_seq=chunk[-1]["seq"],
-                        attempts=outcome.attempts, http_status=outcome.http_status,
-                        error=outcome.error)
+            self._dead_lettered(chunk, outcome)
             dropped = 0
             for event in chunk:
                 dropped += self.store.dead_letter(
@@ -195,6 +197,20 @@ class Deliverer:
             self._log(chunk, outcome, "dead")
             self._dropped(dropped)
             return
+
+    def _dead_lettered(self, chunk: list[dict[str, Any]], outcome: Outcome) -> None:
+        """Log a dead letter: the first with its details, then at most one line every
+        DEAD_WARN_EVERY_S, the last one's details and how many since the previous line."""
+        self._dead_unwarned += len(chunk)
+        now = self._monotonic()
+        if self._dead_warned_at is not None and now - self._dead_warned_at < DEAD_WARN_EVERY_S:
+            return
+        log.warning("webhook_dead_letter", webhook=self.hook.name,
+                    first_seq=chunk[0]["seq"], last_seq=chunk[-1]["seq"],
+                    attempts=outcome.attempts, http_status=outcome.http_status,
+                    error=outcome.error, dead_since_last_line=self._dead_unwarned,
+                    dead_total=self.dead)
+        self._dead_warned_at, self._dead_unwarned = now, 0
 
     def _dropped(self, count: int) -> None:
         """Count dead letters deleted by the cap; warn the first time, then at most every

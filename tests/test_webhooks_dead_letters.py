@@ -21,7 +21,7 @@ from structlog.testing import capture_logs
 from actors.config import Config
 from actors.engine import Engine
 from actors.errors import ConfigError
-from actors.webhook import DROP_WARN_EVERY_S, WebhookManager
+from actors.webhook import DEAD_WARN_EVERY_S, DROP_WARN_EVERY_S, WebhookManager
 from tests.conftest import EngineFactory
 from tests.daemon_fixture import DaemonFleet, wait_idle, wait_until
 from tests.test_webhooks import Sleeps, emit, hook, wait_log
@@ -222,3 +222,23 @@ def test_the_cli_shows_what_the_cap_deleted(tmp_path: Path, refusing: EndpointSe
         assert proc.returncode == 0, proc.stderr
         assert f"{status['dropped']} dropped (max_dead_letters = 2)" in proc.stdout
         assert daemon.terminate() == 0
+
+
+@pytest.mark.usefixtures("warnings_on")
+def test_dead_letters_are_logged_once_then_in_summary_lines(
+        hooked: Hooked, refusing: EndpointServer, clock: Clock) -> None:
+    with capture_logs() as logs:
+        engine, manager = hooked(refusing.url)
+        emit(engine, 10)
+        wait_status(manager, lambda s: s["dead"] == 10)
+    lines = [e for e in logs if e["event"] == "webhook_dead_letter"]
+    assert len(lines) == 1, [e["event"] for e in logs]  # not one per refused event
+    assert (lines[0]["http_status"], lines[0]["dead_since_last_line"],
+            lines[0]["dead_total"]) == (400, 1, 1)
+
+    with capture_logs() as logs:  # DEAD_WARN_EVERY_S on: one line with the tally
+        clock.now += DEAD_WARN_EVERY_S
+        emit(engine, 1)
+        wait_status(manager, lambda s: s["dead"] == 11)
+    lines = [e for e in logs if e["event"] == "webhook_dead_letter"]
+    assert [(e["dead_since_last_line"], e["dead_total"]) for e in lines] == [(10, 11)]
