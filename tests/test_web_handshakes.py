@@ -13,17 +13,14 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Iterator, MutableMapping
-from contextlib import contextmanager
-from typing import Any
 
 import pytest
-import structlog
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.sync.client import connect
 from websockets.sync.server import Server
 
 from actors import Engine
+from tests.engine_journal_helpers import captured_logs as capture_logs
 from transport.errors import TransportError
 from transport.web import _compat
 from transport.web._compat import AdmittingListener, bound_connections
@@ -36,19 +33,6 @@ __all__ = ["engine"]  # the fixture, imported for pytest
 
 #: Connections opened beyond the slots.
 EXCESS = 20
-
-
-@contextmanager
-def capture_logs() -> Iterator[list[MutableMapping[str, Any]]]:
-    """Every structlog entry while inside (the suite's config keeps only errors)."""
-    old = structlog.get_config()
-    capture = structlog.testing.LogCapture()
-    structlog.configure(processors=[capture],
-                        wrapper_class=structlog.make_filtering_bound_logger(0))
-    try:
-        yield capture.entries
-    finally:
-        structlog.configure(**old)
 
 
 def test_idle_connections_past_the_slots_are_closed_on_accept_without_a_thread(
