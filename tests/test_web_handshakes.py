@@ -161,3 +161,21 @@ def test_bound_connections_refuses_a_server_without_the_hooks() -> None:
 
     with pytest.raises(TransportError, match="_compat"):
         bound_connections(NotAServer(), lambda: True, lambda: None)  # type: ignore[arg-type]
+
+
+def test_a_stop_ends_connections_stuck_in_their_handshakes(engine: Engine) -> None:
+    # Long timeouts: only the stop may end these connections.
+    gateway = start_gateway(engine, open_timeout_s=60.0, hello_timeout_s=60.0)
+    threads_before = threading.active_count()
+    sockets = [socket.create_connection(("127.0.0.1", gateway.port), timeout=DEADLINE_S)
+               for _ in range(3)]  # connected, and never a byte sent
+    try:
+        assert wait_until(lambda: len(gateway.live_sockets) == 3)
+        gateway.stop()
+        for sock in sockets:
+            assert sock.recv(1) == b""  # cut by the stop, not by a timeout
+        assert wait_until(lambda: len(gateway.live_sockets) == 0)
+        assert wait_until(lambda: threading.active_count() <= threads_before - 1)
+    finally:
+        for sock in sockets:
+            sock.close()

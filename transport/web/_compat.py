@@ -29,7 +29,7 @@ from websockets.sync.server import Server
 
 from transport.errors import TransportError
 
-__all__ = ["AdmittingListener", "bound_connections"]
+__all__ = ["AdmittingListener", "LiveSockets", "bound_connections"]
 
 #: Longest wait in `accept()` before it looks again whether the listener was closed (the
 #: close also wakes it at once; this is the backstop).
@@ -103,23 +103,59 @@ class AdmittingListener:
         self._wake_w.close()
 
 
+class LiveSockets:
+    """The sockets of the connections whose threads are running, in any phase: `cut()`
+    ends them all at once (a stop must not wait for handshakes that never finish)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._socks: set[socket.socket] = set()
+
+    def add(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._socks.add(sock)
+
+    def discard(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._socks.discard(sock)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._socks)
+
+    def cut(self) -> int:
+        """Shut every live socket down (its thread's next read or write fails)."""
+        with self._lock:
+            socks = list(self._socks)
+        for sock in socks:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        return len(socks)
+
+
 def bound_connections(server: Server, admit: Callable[[], bool],
-                      release: Callable[[], None]) -> None:
+                      release: Callable[[], None]) -> LiveSockets:
     """Before `server.serve_forever()` runs: every connection `serve_forever` accepts is
     first offered to `admit()`; refused, it is closed at once (no thread); admitted, its
-    `release()` is called when its thread is done with it, whatever happened."""
+    `release()` is called when its thread is done with it, whatever happened. Returns the
+    live connections' sockets."""
     handler = getattr(server, "handler", None)
     listener = getattr(server, "socket", None)
     if not callable(handler) or not isinstance(listener, socket.socket):
         raise TransportError("websockets' Server no longer has the `handler` and `socket` "
                              "attributes transport/web/_compat.py hooks: adapt it")
 
+    live = LiveSockets()
+
     def handle_then_release(sock: socket.socket, address: Any) -> None:
+        live.add(sock)
         try:
             handler(sock, address)
         finally:
+            live.discard(sock)
             release()
 
     server.handler = handle_then_release
     # Not a socket.socket, but everything serve_forever and shutdown call on one.
     server.socket = cast(socket.socket, AdmittingListener(listener, admit))
+    return live

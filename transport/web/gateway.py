@@ -41,7 +41,7 @@ from actors.engine import VERSION, Engine
 from actors.errors import ConfigError
 from actors.web_config import WebConfig
 from transport.errors import TransportError
-from transport.web._compat import bound_connections
+from transport.web._compat import LiveSockets, bound_connections
 from transport.web.actions import WebActions
 from transport.web.auth import default_origins, origin_allowed, resolve_token
 from transport.web.session import DEFAULT_MAX_LAG, HELLO_S, SEND_TIMEOUT_S, ClientSession
@@ -85,6 +85,8 @@ class WebGateway:
         self.hello_timeout_s = hello_timeout_s
         #: Every connection held, from accept to close (see `transport.web.slots`).
         self.connection_slots = ConnectionSlots(config.max_clients + SLACK)
+        #: The live connections' sockets (set at start), cut if a stop is slow.
+        self.live_sockets = LiveSockets()
         self._epoch = epoch
         self.token, self.token_generated = resolve_token(config, env)
         self._actions = WebActions(engine, warn_at=warn_at)
@@ -126,8 +128,8 @@ class WebGateway:
                              server_header=f"tradeloom/{VERSION}",
                              open_timeout=self.open_timeout_s, close_timeout=2,
                              max_size=64 * 1024, logger=_quiet_logger())
-        bound_connections(self._server, self.connection_slots.take,
-                          self.connection_slots.give_back)
+        self.live_sockets = bound_connections(self._server, self.connection_slots.take,
+                                              self.connection_slots.give_back)
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         name="tradeloom-web", daemon=True)
         self._thread.start()
@@ -159,6 +161,9 @@ class WebGateway:
             if closer.is_alive():
                 for session in self.sessions():
                     session.abort()
+                # Connections still in their handshakes have no session: their threads
+                # would wait out open_timeout_s.
+                self.live_sockets.cut()
                 closer.join(CLOSE_S)
         if self._thread is not None:
             self._thread.join(5.0)
