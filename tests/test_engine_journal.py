@@ -18,6 +18,7 @@ import pytest
 from actors import Config, EmergencyState, Engine, Node, Workflow
 from actors.durable import NoJournal
 from actors.errors import JournalLocked, LimitExceeded, NotAJournal, TradeloomError
+from actors.packing import unpack
 from tests.conftest import EngineFactory, Recorder
 from tests.engine_journal_helpers import (
     Action,
@@ -249,6 +250,17 @@ def test_the_halt_reply_comes_after_the_halt_is_on_disk(make_engine: EngineFacto
     assert on_disk == [("HALT", "manual", "now")]
     halts = engine.replay(1, topic_prefix="emergency/")["events"]
     assert [e["state"] for e in halts] == ["HALT"]
+
+
+def test_a_risk_update_replies_after_its_figure_is_on_disk(make_engine: EngineFactory,
+                                                          tmp_path: Path) -> None:
+    engine = make_engine(journal_config(tmp_path, emergency=LIMITS))
+    disk = Disk(journal_of(engine))
+    for value in (42.0, 43.5, 7.25):
+        disk.slow(0.2)  # without the wait, the reply would beat the commit by 0.2 s
+        assert engine.risk_update("pos", value)["value"] == value
+        (saved,) = raw_rows(tmp_path, "SELECT value FROM state WHERE name = 'emergency'")
+        assert unpack(saved[0])["limits"]["pos"]["value"] == value
 
 
 # -- a failed write ---------------------------------------------------------------------------
