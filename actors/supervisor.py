@@ -2,7 +2,8 @@
 
 The OTP split: this module is the actor only (its inbox, a handler table, the timers it
 fires, stopping), over the pure per-execution state machine in `actors/machine.py` and the
-guards in `actors/guards.py`. A supervisor never blocks and never runs user code: it tells
+guards in `actors/guards.py`; how an execution is closed and finished is in
+`actors/supervisor_closing.py`. A supervisor never blocks and never runs user code: it tells
 warm node actors to run nodes and reacts to their `NodeDone` replies. Node timeouts,
 restart backoffs and workflow deadlines live in one timer heap that the actor's inbox wait
 honours (no thread per execution, no timer thread). Halt, cancel and shutdown arrive as
@@ -19,7 +20,6 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from enum import IntEnum
-from types import MappingProxyType
 from typing import Any, ClassVar
 
 import structlog
@@ -32,8 +32,8 @@ from actors.clock import Clock
 from actors.config import ResilienceConfig
 from actors.emergency import EmergencyGate, EmergencyState
 from actors.ending import Ending, ExecutionStatus
-from actors.errors import NodeTimeout, describe
-from actors.events import Event, EventSink
+from actors.errors import NodeTimeout
+from actors.events import EventSink
 from actors.execution import ExecutionResult
 from actors.guards import BreakerGuard, CacheGuard, RestartGuard
 from actors.inbox import TimerInbox
@@ -47,6 +47,7 @@ from actors.messages import (
     Tick,
 )
 from actors.node import CHECK_S, NodePool
+from actors.supervisor_closing import ExecutionClosing
 from actors.timers import Entry, TimerHeap
 
 log = structlog.get_logger("tradeloom.supervisor")
@@ -68,7 +69,7 @@ class TimerKind(IntEnum):
     WAKE = 4          # target: tuple of cancel Events to set
 
 
-class SupervisorActor(EngineActorBase):
+class SupervisorActor(ExecutionClosing, EngineActorBase):
     inbox_factory = TimerInbox
     direct: ClassVar[frozenset[type]] = frozenset(
         {NodeDone, StartExecution, EndExecutions, CancelRuns, SupervisorStats, Tick})
@@ -369,90 +370,6 @@ class SupervisorActor(EngineActorBase):
                     timeout_s=timeout_s, attempt=run.attempt, execution_closed=exe.closed)
         if not exe.closed:  # else it already ended: nothing more is published for it
             self._apply(exe, self._failure(exe, run, error, str(error), timeout_s))
-
-    # -- closing ---------------------------------------------------------------------------
-
-    def _close(self, exe: Execution, ending: Ending, events: list[Event] | None = None,
-               failed_node: int | None = None) -> None:
-        if exe.closed:
-            return
-        events = events if events is not None else []
-        with self._sink.lock:
-            runs = exe.close(ending, failed_node, self._clock.monotonic(), events)
-            for run in runs:
-                if self._deferred_wakes is None:
-                    run.cancel()
-                else:
-                    wake = run.request_cancel()
-                    if wake is not None:
-                        self._deferred_wakes.append(wake)
-            self._sink.emit_locked(events)
-        self._finish(exe, ending, events[-1])
-
-    def _finish(self, exe: Execution, ending: Ending, terminal: Event) -> None:
-        """The terminal event is out: free the slot, record, resolve the handle."""
-        del self._live[exe.id]
-        wf = exe.workflow
-        result = ExecutionResult(
-            execution_id=exe.id, workflow_id=wf.id, status=ending.status.value,
-            results=MappingProxyType(exe.outputs), error=ending.error,
-            error_type=ending.error_type, duration_ms=terminal["duration_ms"],
-            started_at=exe.started_event.get("timestamp"), ended_at=terminal["timestamp"],
-            execution=exe)
-        if ending.status is ExecutionStatus.FAILED:
-            log.warning("execution_ended", execution_id=exe.id, workflow_id=wf.id,
-                        status=ending.status.value, error_type=ending.error_type,
-                        error=ending.error)
-        try:
-            self._record(result)
-        finally:
-            successor = self._admission.finish(ending.status)
-            handle, exe.handle = exe.handle, None  # no cycle exe -> handle -> result -> exe:
-            try:
-                if handle is not None:  # refcounting frees finished executions, not the GC
-                    handle.resolve(result, terminal["seq"])  # events: after delivery
-            finally:
-                if successor is not None:
-                    self._start(successor)
-
-    def _close_contained(self, exe: Execution, ending: Ending) -> None:
-        try:
-            self._close(exe, ending)
-        except Exception as exc:  # noqa: BLE001 - see _contain
-            self._contain(exe, exc)
-
-    def _contain(self, exe: Execution, error: Exception) -> None:
-        """An error in the engine's own handling of `exe`: fail it with InternalError.
-
-        If even closing fails, the execution is finished by hand with a bare terminal
-        event, so that its handle resolves and its running slot is freed."""
-        log.error("supervisor_error", execution_id=exe.id, error=describe(error),
-                  exc_info=error)
-        if exe.id not in self._live:
-            return
-        ending = Ending.internal(error)
-        # Every execution's stream starts with execution_started, even this one's.
-        unstarted = "seq" not in exe.started_event
-        prefix = [{**exe.head, "type": "execution_started",
-                   "node_count": len(exe.node_status), "inputs": exe.inputs,
-                   "priority": exe.priority}] if unstarted else []
-        if not exe.closed:
-            try:
-                self._close(exe, ending, prefix)
-                return
-            except Exception as again:
-                log.error("supervisor_error", execution_id=exe.id, error=describe(again),
-                          exc_info=again)
-        exe.closed = True
-        exe.status = ending.status
-        terminal: Event = {**exe.head, "type": ending.terminal_event,
-                           "status": ending.status.value, "error": ending.error,
-                           "error_type": ending.error_type, "results": {},
-                           "duration_ms": exe.duration_ms(self._clock.monotonic())}
-        self._sink.emit([*prefix, terminal])
-        for run in list(exe.runs.values()):
-            run.cancel()
-        self._finish(exe, ending, terminal)
 
 
 def _wake(events: Any) -> None:

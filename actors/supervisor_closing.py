@@ -1,0 +1,124 @@
+"""How a supervisor ends an execution: close it (its runs cancelled, its events out under
+the sequencing lock), then finish it (free its slot, record it, resolve its handle), and
+contain an error in the engine's own handling so that the execution still ends.
+
+A part of `SupervisorActor` (a mixin it inherits, as `Engine` has its own); the actor loop,
+dispatch and timers are in `actors/supervisor.py`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from types import MappingProxyType
+
+import structlog
+
+from actors.admission import Admission
+from actors.clock import Clock
+from actors.ending import Ending, ExecutionStatus
+from actors.errors import describe
+from actors.events import Event, EventSink
+from actors.execution import ExecutionResult
+from actors.machine import Execution
+
+__all__ = ["ExecutionClosing"]
+
+log = structlog.get_logger("tradeloom.supervisor")
+
+
+class ExecutionClosing:
+    """Closing, finishing and containing, for `SupervisorActor`."""
+
+    _sink: EventSink
+    _clock: Clock
+    _admission: Admission
+    _record: Callable[[ExecutionResult], None]
+    _live: dict[str, Execution]
+    #: While ending executions in bulk: cancel Events that nodes wait on, to set after.
+    _deferred_wakes: list[threading.Event] | None
+
+    def _start(self, exe: Execution) -> None:
+        raise NotImplementedError  # SupervisorActor's
+
+    def _close(self, exe: Execution, ending: Ending, events: list[Event] | None = None,
+               failed_node: int | None = None) -> None:
+        if exe.closed:
+            return
+        events = events if events is not None else []
+        with self._sink.lock:
+            runs = exe.close(ending, failed_node, self._clock.monotonic(), events)
+            for run in runs:
+                if self._deferred_wakes is None:
+                    run.cancel()
+                else:
+                    wake = run.request_cancel()
+                    if wake is not None:
+                        self._deferred_wakes.append(wake)
+            self._sink.emit_locked(events)
+        self._finish(exe, ending, events[-1])
+
+    def _finish(self, exe: Execution, ending: Ending, terminal: Event) -> None:
+        """The terminal event is out: free the slot, record, resolve the handle."""
+        del self._live[exe.id]
+        wf = exe.workflow
+        result = ExecutionResult(
+            execution_id=exe.id, workflow_id=wf.id, status=ending.status.value,
+            results=MappingProxyType(exe.outputs), error=ending.error,
+            error_type=ending.error_type, duration_ms=terminal["duration_ms"],
+            started_at=exe.started_event.get("timestamp"), ended_at=terminal["timestamp"],
+            execution=exe)
+        if ending.status is ExecutionStatus.FAILED:
+            log.warning("execution_ended", execution_id=exe.id, workflow_id=wf.id,
+                        status=ending.status.value, error_type=ending.error_type,
+                        error=ending.error)
+        try:
+            self._record(result)
+        finally:
+            successor = self._admission.finish(ending.status)
+            handle, exe.handle = exe.handle, None  # no cycle exe -> handle -> result -> exe:
+            try:
+                if handle is not None:  # refcounting frees finished executions, not the GC
+                    handle.resolve(result, terminal["seq"])  # events: after delivery
+            finally:
+                if successor is not None:
+                    self._start(successor)
+
+    def _close_contained(self, exe: Execution, ending: Ending) -> None:
+        try:
+            self._close(exe, ending)
+        except Exception as exc:  # noqa: BLE001 - see _contain
+            self._contain(exe, exc)
+
+    def _contain(self, exe: Execution, error: Exception) -> None:
+        """An error in the engine's own handling of `exe`: fail it with InternalError.
+
+        If even closing fails, the execution is finished by hand with a bare terminal
+        event, so that its handle resolves and its running slot is freed."""
+        log.error("supervisor_error", execution_id=exe.id, error=describe(error),
+                  exc_info=error)
+        if exe.id not in self._live:
+            return
+        ending = Ending.internal(error)
+        # Every execution's stream starts with execution_started, even this one's.
+        unstarted = "seq" not in exe.started_event
+        prefix = [{**exe.head, "type": "execution_started",
+                   "node_count": len(exe.node_status), "inputs": exe.inputs,
+                   "priority": exe.priority}] if unstarted else []
+        if not exe.closed:
+            try:
+                self._close(exe, ending, prefix)
+                return
+            except Exception as again:
+                log.error("supervisor_error", execution_id=exe.id, error=describe(again),
+                          exc_info=again)
+        exe.closed = True
+        exe.status = ending.status
+        terminal: Event = {**exe.head, "type": ending.terminal_event,
+                           "status": ending.status.value, "error": ending.error,
+                           "error_type": ending.error_type, "results": {},
+                           "duration_ms": exe.duration_ms(self._clock.monotonic())}
+        self._sink.emit([*prefix, terminal])
+        for run in list(exe.runs.values()):
+            run.cancel()
+        self._finish(exe, ending, terminal)
