@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
+from websockets.typing import Origin
 
 from actors import Config, Engine
 from actors.errors import ConfigError
@@ -148,10 +149,10 @@ def test_missing_or_wrong_token_refused(gateway: WebGateway, fields: dict[str, A
 
 def test_wrong_origin_refused_own_origin_accepted(gateway: WebGateway) -> None:
     with pytest.raises(InvalidStatus) as refused:
-        connect(gateway.ws_url, origin="http://evil.example:8450")  # type: ignore[arg-type]
+        connect(gateway.ws_url, origin=Origin("http://evil.example:8450"))
     assert refused.value.response.status_code == 403
-    own = f"http://127.0.0.1:{gateway.port}"
-    with connect(gateway.ws_url, origin=own) as ws:  # type: ignore[arg-type]
+    own = Origin(f"http://127.0.0.1:{gateway.port}")
+    with connect(gateway.ws_url, origin=own) as ws:
         assert hello(ws)["msg"] == "welcome"
 
 
@@ -293,7 +294,7 @@ def test_tls_listener_serves_wss(engine: Engine, tmp_path: Path) -> None:
         assert gateway.ws_url.startswith("wss://") and gateway.url.startswith("https://")
         trusting = ssl.create_default_context(cafile=str(cert))
         with connect(gateway.ws_url, ssl=trusting,
-                     origin=f"https://127.0.0.1:{gateway.port}") as ws:  # type: ignore[arg-type]
+                     origin=Origin(f"https://127.0.0.1:{gateway.port}")) as ws:
             assert hello(ws)["msg"] == "welcome"
     finally:
         gateway.stop()
