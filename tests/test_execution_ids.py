@@ -128,7 +128,7 @@ def test_an_unreadable_saved_state_makes_every_id_checked(saved: Any) -> None:
     assert journal.last_state()["checked"] is True
 
 
-def test_a_used_up_salt_moves_to_a_fresh_one_and_checks_every_id() -> None:
+def test_used_up_values_make_every_id_checked() -> None:
     journal = Journal()
     saved = {"next": 123, "left": RESERVE_BLOCK - 1, "checked": False}
     ids = ExecutionIds(saved=saved, save=journal.save, taken=journal.taken)
@@ -137,6 +137,14 @@ def test_a_used_up_salt_moves_to_a_fresh_one_and_checks_every_id() -> None:
     assert state["left"] == 2**32 - RESERVE_BLOCK  # a fresh cycle, every id checked
     issued = ids.new("wf")
     assert journal.checked == [issued]
+
+
+def test_the_counter_wraps_within_eight_hex_digits() -> None:
+    journal = Journal()
+    saved = {"next": 2**32 - 2, "left": 2**31, "checked": False}
+    ids = ExecutionIds(saved=saved, save=journal.save, taken=journal.taken)
+    assert [ids.new("wf") for _ in range(3)] == [
+        "exec_wf_fffffffe", "exec_wf_ffffffff", "exec_wf_00000000"]
 
 
 # -- the engine on a journal ----------------------------------------------------------------
@@ -164,13 +172,14 @@ def test_the_engine_reads_no_journal_row_per_id_and_continues_after_a_restart(
     try:
         first = [engine.submit("wf").result(timeout=10) for _ in range(20)]
         assert all(r.ok for r in first)
+        assert all(ID.match(r.execution_id) for r in first)
         counters = [number(r.execution_id) for r in first]
     finally:
         engine.stop()
     engine = start(tmp_path)
     try:
         later = engine.submit("wf").result(timeout=10)
-        assert later.ok
+        assert later.ok and ID.match(later.execution_id)
         assert counters == list(range(counters[0], counters[0] + 20))  # in counter order
         assert number(later.execution_id) == (counters[0] + RESERVE_BLOCK) % 2**32
     finally:

@@ -15,7 +15,6 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -26,9 +25,18 @@ from actors import Engine
 from transport.web.gateway import WebGateway
 from transport.web.session import CLOSE_BAD_HELLO
 
-from .test_web_gateway import DEADLINE_S, TOKEN, emit, engine, hello, start_gateway, wait_until
+from .test_web_gateway import (
+    DEADLINE_S,
+    TOKEN,
+    emit,
+    engine,
+    gateway,
+    hello,
+    start_gateway,
+    wait_until,
+)
 
-__all__ = ["engine"]  # the fixture, re-used
+__all__ = ["engine", "gateway"]  # the fixtures, re-used
 
 
 def node_completed(outputs: Any) -> dict[str, Any]:
@@ -58,13 +66,6 @@ def reply_to(ws: ClientConnection, raw: str) -> dict[str, Any]:
         message = strict_recv(ws)
         if message["msg"] == "reply":
             return message
-
-
-@pytest.fixture
-def gateway(engine: Engine) -> Iterator[WebGateway]:
-    gateway = start_gateway(engine)
-    yield gateway
-    gateway.stop()
 
 
 DEEP = "[" * 50_000  # under max_size (64 KiB), past the JSON decoder's recursion limit
