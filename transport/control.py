@@ -3,10 +3,14 @@
 Threads. One thread owns the ROUTER socket: it reads requests, validates them (`ops.py`) and
 hands each to a lane, then sends the replies the lanes give back. Quick and urgent ops
 (`ops.URGENT_OPS`: ping, status, halt, alert, reduce_only, resume, risk_update) run in order
-on one dedicated worker; the rest (submit, which waits for a commit, execution, executions,
-cancel, intents, resolve_intent, replay) on a small pool. So a `halt` never waits behind
-another client's 10,000-event replay. Workers never touch the socket: they put the encoded
-reply on a queue and wake the socket thread through a socket pair it polls.
+on one dedicated worker; the rest (execution, executions, cancel, intents, resolve_intent,
+replay) on a small pool. So a `halt` never waits behind another client's 10,000-event replay.
+Workers never touch the socket: they put the encoded reply on a queue and wake the socket
+thread through a socket pair it polls. `submit`, the most frequent op, needs no worker when
+the handler offers `submit_nowait` (`ops.NowaitSubmit`, the daemon's does): the execution is
+started on the socket thread, which never blocks for it, and the reply is sent when the
+journal's commit calls back (or as an `internal` error once the handler's timeout passes).
+Replies go out through `_zmq_direct` (no GIL hand-off per frame) when under 64 KiB.
 
 Envelopes. The ROUTER prepends the peer's identity; a REQ adds an empty delimiter, and a
 DEALER client sends one itself: `[identity, b"", request]`. Everything up to the first empty
@@ -24,8 +28,11 @@ already holds `max_pending` requests, new ones for it are answered `overloaded`.
 from __future__ import annotations
 
 import contextlib
+import functools
+import itertools
 import queue
 import socket as pysocket
+import time
 import traceback
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -34,10 +41,19 @@ from typing import Any
 import structlog
 import zmq
 
-from actors.errors import EngineStopped, JournalClosed, describe
+from actors.errors import EngineStopped, InternalError, JournalClosed, describe
+from transport._zmq_direct import FrameSender, frame_sender
 from transport.codec import MAX_MESSAGE_BYTES, CodecError, decode_map, encode
 from transport.errors import INTERNAL, BadRequest, UnknownOp, code_of
-from transport.ops import OPS, URGENT_OPS, ControlHandler, parse_request
+from transport.ops import (
+    OPS,
+    URGENT_OPS,
+    ControlHandler,
+    DeferredReply,
+    NowaitSubmit,
+    Recording,
+    parse_request,
+)
 from transport.security import CurveServer
 from transport.server_thread import ServerThread
 
@@ -45,6 +61,8 @@ log = structlog.get_logger("tradeloom.transport.control")
 
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 MAX_ENVELOPE_FRAMES = 16
+#: Larger replies (replays) go through pyzmq's zero-copy send instead of a copy under the GIL.
+DIRECT_REPLY_BYTES = 65536
 _URGENT, _POOL = 0, 1
 Envelope = list[bytes]
 
@@ -72,6 +90,7 @@ class ControlServer(ServerThread):
         super().__init__(endpoint, context=context, curve=curve, insecure=insecure,
                          options=options)
         self._handler = handler
+        self._nowait = handler if isinstance(handler, NowaitSubmit) else None
         self._workers = workers
         self._max_pending = max_pending
         self._max_request = max_request_bytes
@@ -79,9 +98,20 @@ class ControlServer(ServerThread):
         #: (lane, envelope, encoded reply, error code or None), from workers to the socket.
         self._replies: queue.SimpleQueue[tuple[int, Envelope, bytes, str | None]] = (
             queue.SimpleQueue())
+        #: Deferred submits whose commit called back: (token, committed, error).
+        self._recorded: queue.SimpleQueue[tuple[int, bool, BaseException | None]] = (
+            queue.SimpleQueue())
+        #: Deferred submits waiting, by token, in deadline order (socket thread only):
+        #: (deadline, envelope, request id, the reply to send).
+        self._awaiting: dict[int, tuple[float, Envelope, Any, DeferredReply]] = {}
+        self._tokens = itertools.count()
         #: Workers wake the socket thread through this pair (made in that thread).
         self._wake_r: pysocket.socket | None = None
         self._wake_w: pysocket.socket | None = None
+        #: Set by whoever sends a wake-up, cleared by the socket thread before it drains the
+        #: queues: one byte on the pair per turn, not one per reply.
+        self._woken = False
+        self._frames: FrameSender | None = None
         self._pending = [0, 0]
         self._counts = {"requests": 0, "replies": 0, "errors": 0, "internal": 0,
                         "dropped": 0, "unroutable": 0, "overloaded": 0}
@@ -110,6 +140,9 @@ class ControlServer(ServerThread):
         socket.setsockopt(zmq.SNDHWM, 10_000)
 
     def _wake(self) -> None:
+        if self._woken:
+            return
+        self._woken = True
         wake = self._wake_w
         if wake is not None:
             with contextlib.suppress(OSError):  # full: a wake-up is already pending
@@ -125,16 +158,20 @@ class ControlServer(ServerThread):
                  ThreadPoolExecutor(self._workers, thread_name_prefix="tradeloom-control"))
         wake = self._wake_r
         assert wake is not None
+        self._frames = frame_sender(socket)
         poller = zmq.Poller()
         poller.register(socket, zmq.POLLIN)
         poller.register(wake, zmq.POLLIN)
         try:
             while not self._stopping.is_set():
-                ready = dict(poller.poll(1000))
+                ready = dict(poller.poll(self._poll_ms()))
                 if ready.get(wake.fileno()):  # the poller reports plain sockets by fd
                     with contextlib.suppress(OSError):
                         wake.recv(4096)
+                self._woken = False
                 self._send_replies(socket)
+                self._send_recorded(socket)
+                self._expire_awaiting(socket)
                 if ready.get(socket):
                     self._read_requests(socket, lanes)
         finally:
@@ -191,7 +228,83 @@ class ControlServer(ServerThread):
                 "overloaded", "too many requests in progress; try again", request_id)))
             return
         self._pending[lane] += 1
-        lanes[lane].submit(self._run, lane, envelope, op, kwargs, request_id)
+        if op == "submit" and self._nowait is not None:
+            self._submit_nowait(self._nowait, socket, envelope, kwargs, request_id)
+        else:
+            lanes[lane].submit(self._run, lane, envelope, op, kwargs, request_id)
+
+    # -- submit without a worker ----------------------------------------------------------
+
+    def _submit_nowait(self, handler: NowaitSubmit, socket: zmq.Socket[Any],
+                       envelope: Envelope, kwargs: dict[str, Any], request_id: Any) -> None:
+        try:
+            answer = handler.submit_nowait(**kwargs)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a reply
+            self._answer(socket, envelope, exc, request_id)
+            return
+        if not isinstance(answer, DeferredReply):
+            self._answer(socket, envelope, answer, request_id)
+            return
+        token = next(self._tokens)
+        self._awaiting[token] = (time.monotonic() + answer.timeout_s, envelope, request_id,
+                                 answer)
+        answer.recording.add_done_callback(functools.partial(self._on_recorded, token))
+
+    def _on_recorded(self, token: int, recording: Recording) -> None:
+        """In the journal writer's thread, after the commit: hand over, wake, return."""
+        self._recorded.put((token, recording.done, recording.error))
+        self._wake()
+
+    def _send_recorded(self, socket: zmq.Socket[Any]) -> None:
+        while True:
+            try:
+                token, committed, error = self._recorded.get_nowait()
+            except queue.Empty:
+                return
+            found = self._awaiting.pop(token, None)
+            if found is None:
+                continue  # already answered: its deadline passed first
+            _, envelope, request_id, answer = found
+            if committed:
+                self._answer(socket, envelope, answer.result, request_id)
+            else:
+                self._answer(socket, envelope, InternalError(
+                    f"{answer.subject} was accepted but its record could not be committed: "
+                    f"{describe(error) if error is not None else 'unknown error'}"), request_id)
+
+    def _expire_awaiting(self, socket: zmq.Socket[Any]) -> None:
+        now = time.monotonic()
+        while self._awaiting:
+            token, (deadline, envelope, request_id, answer) = next(iter(self._awaiting.items()))
+            if deadline > now:
+                return
+            del self._awaiting[token]
+            self._answer(socket, envelope, InternalError(
+                f"{answer.subject} was accepted but its record was not committed within "
+                f"{answer.timeout_s:g} s"), request_id)
+
+    def _poll_ms(self) -> int:
+        if not self._awaiting:
+            return 1000
+        deadline = next(iter(self._awaiting.values()))[0]
+        return max(0, min(1000, int((deadline - time.monotonic()) * 1000) + 1))
+
+    def _answer(self, socket: zmq.Socket[Any], envelope: Envelope,
+                outcome: dict[str, Any] | Exception, request_id: Any) -> None:
+        """Reply to a submit answered on this thread; it leaves the pool lane's count."""
+        self._pending[_POOL] -= 1
+        if isinstance(outcome, Exception):
+            code = code_of(outcome)
+            self._counts["errors"] += 1
+            if code == INTERNAL:
+                self._counts["internal"] += 1
+            data = encode(self._failure("submit", code, outcome, request_id))
+        else:
+            reply: dict[str, Any] = {"v": 1, "ok": True, "result": outcome}
+            if request_id is not None:
+                reply["id"] = request_id
+            data = encode(reply)
+        self._reply(socket, envelope, data)
 
     def _run(self, lane: int, envelope: Envelope, op: str, kwargs: dict[str, Any],
              request_id: Any) -> None:
@@ -238,10 +351,16 @@ class ControlServer(ServerThread):
 
     def _reply(self, socket: zmq.Socket[Any], envelope: Envelope, data: bytes) -> None:
         try:
-            socket.send_multipart([*envelope, data], zmq.NOBLOCK, copy=len(data) < 65536)
-            self._counts["replies"] += 1
+            if len(data) < DIRECT_REPLY_BYTES and self._frames is not None:
+                sent = self._frames([*envelope, data])
+            else:
+                socket.send_multipart([*envelope, data], zmq.NOBLOCK, copy=False)
+                sent = True
         except zmq.ZMQError:
-            # The peer is gone (ROUTER_MANDATORY: EHOSTUNREACH) or its queue is full.
+            sent = False  # the peer is gone (ROUTER_MANDATORY: EHOSTUNREACH)
+        if sent:
+            self._counts["replies"] += 1
+        else:  # gone, or its queue is full
             self._counts["unroutable"] += 1
 
 

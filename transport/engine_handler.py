@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from actors.engine import VERSION, Engine
 from actors.errors import Halted, InternalError, NotFound, Overloaded
+from transport.ops import DeferredReply
 
 if TYPE_CHECKING:
     from actors.webhook import WebhookManager
@@ -40,6 +41,20 @@ class EngineControlHandler:
 
     def submit(self, *, workflow: str, inputs: dict[str, Any], bot_id: str | None,
                strategy_id: str | None, priority: int) -> dict[str, Any]:
+        answer = self.submit_nowait(workflow=workflow, inputs=inputs, bot_id=bot_id,
+                                    strategy_id=strategy_id, priority=priority)
+        if isinstance(answer, DeferredReply):
+            if not answer.recording.wait(answer.timeout_s):
+                raise InternalError(f"{answer.subject} was accepted but its record was not "
+                                    f"committed within {answer.timeout_s:g} s")
+            return answer.result
+        return answer
+
+    def submit_nowait(self, *, workflow: str, inputs: dict[str, Any], bot_id: str | None,
+                      strategy_id: str | None,
+                      priority: int) -> dict[str, Any] | DeferredReply:
+        """The execution starts at once (nothing here blocks); the reply waits for its
+        record's commit, so an execution id a client was given survives a `kill -9`."""
         handle = self._engine.submit(workflow, inputs, bot_id=bot_id, strategy_id=strategy_id,
                                      priority=priority)
         if handle.done():
@@ -47,10 +62,10 @@ class EngineControlHandler:
             if result.status == "refused":
                 refusal = Overloaded if result.error_type == Overloaded.__name__ else Halted
                 raise refusal(result.error or "submit refused")
-        if not self._engine.wait_recorded(handle, RECORD_TIMEOUT_S):
-            raise InternalError(f"{handle.execution_id} was accepted but its record was not "
-                                f"committed within {RECORD_TIMEOUT_S:g} s")
-        return {"execution_id": handle.execution_id}
+        reply = {"execution_id": handle.execution_id}
+        if handle.recorded is None:  # no journal
+            return reply
+        return DeferredReply(reply, handle.recorded, RECORD_TIMEOUT_S, handle.execution_id)
 
     def execution(self, *, execution_id: str) -> dict[str, Any]:
         found = self._engine.execution(execution_id)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 from transport.errors import BadRequest, UnknownOp
 
@@ -84,6 +85,43 @@ class ControlHandler(Protocol):
     def webhooks_retry(self, *, name: str | None, ids: list[int]) -> dict[str, Any]: ...
 
     def webhooks_log(self, *, name: str | None, limit: int) -> dict[str, Any]: ...
+
+
+class Recording(Protocol):
+    """What a deferred reply waits for (the journal's `Ticket`): `done` once committed,
+    `error` once it never can be; `add_done_callback(fn)` calls `fn(self)` at either, from
+    any thread (at once if it already happened), and `fn` must be quick."""
+
+    done: bool
+    error: BaseException | None
+
+    def add_done_callback(self, fn: Callable[[Any], None], /) -> None: ...
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once committed; False on timeout or if it failed for good."""
+        ...
+
+
+@dataclass(frozen=True)
+class DeferredReply:
+    """A result the control server sends once `recording` is done. If it fails, or is not
+    done within `timeout_s`, the client gets an `internal` error naming `subject` instead."""
+
+    result: dict[str, Any]
+    recording: Recording
+    timeout_s: float
+    subject: str
+
+
+@runtime_checkable
+class NowaitSubmit(Protocol):
+    """A handler whose `submit` can run on the control server's own thread: it never
+    blocks, and hands back the reply now (a dict) or what to wait for (`DeferredReply`).
+    It saves the hop to a worker thread and back for the daemon's most frequent op."""
+
+    def submit_nowait(self, *, workflow: str, inputs: dict[str, Any], bot_id: str | None,
+                      strategy_id: str | None,
+                      priority: int) -> dict[str, Any] | DeferredReply: ...
 
 
 _MISSING = object()

@@ -33,6 +33,7 @@ import structlog
 import zmq
 
 from actors.events import iso_utc, topic_of
+from transport._zmq_direct import FrameSender, frame_sender
 from transport.codec import encode
 from transport.security import CurveServer
 from transport.server_thread import ServerThread
@@ -107,6 +108,8 @@ class Publisher(ServerThread):
         self._system: collections.deque[dict[str, Any]] = collections.deque()
         self.sent_seq = 0
         self._sent = threading.Condition()
+        #: Sends on the socket (made in its thread, in `_serve`): see transport/_zmq_direct.py.
+        self._frames: FrameSender | None = None
         self._counts = {"sent": 0, "dropped": 0, "heartbeats": 0, "subscriptions": 0,
                         "unsubscriptions": 0, "system": 0, "unsendable": 0, "notices_dropped": 0}
 
@@ -142,6 +145,7 @@ class Publisher(ServerThread):
             socket.setsockopt(zmq.XPUB_NODROP, 1)
 
     def _serve(self, socket: zmq.Socket[Any]) -> None:
+        self._frames = frame_sender(socket)
         source = self._source
         first = self._start_seq if self._start_seq is not None else source.committed_seq() + 1
         self.sent_seq = first - 1
@@ -175,10 +179,9 @@ class Publisher(ServerThread):
             if self.sent_seq >= committed or self._stopping.is_set():
                 return
             if self._packed is not None:
-                sent = self._send_packed(socket, self._packed(self.sent_seq + 1, self._batch))
+                sent = self._send_packed(self._packed(self.sent_seq + 1, self._batch))
             else:
-                sent = self._send_events(socket, self._source.read(self.sent_seq + 1,
-                                                                    self._batch))
+                sent = self._send_events(self._source.read(self.sent_seq + 1, self._batch))
             if not sent:
                 # Committed but not readable: pruned under us. Skip rather than spin.
                 log.warning("publisher_skipped_unreadable", since_seq=self.sent_seq + 1,
@@ -191,8 +194,7 @@ class Publisher(ServerThread):
             if self._take_subscriptions(socket):
                 self._heartbeat(socket)
 
-    def _send_events(self, socket: zmq.Socket[Any], events: list[dict[str, Any]]) -> int:
-        send = socket.send_multipart
+    def _send_events(self, events: list[dict[str, Any]]) -> int:
         for event in events:
             try:
                 seq = int(event["seq"])
@@ -204,23 +206,21 @@ class Publisher(ServerThread):
                 self.sent_seq = (bad_seq if isinstance(bad_seq, int) and bad_seq > self.sent_seq
                                  else self.sent_seq + 1)
                 continue
-            self._send(send, seq, topic, payload)
+            self._send(seq, topic, payload)
         return len(events)
 
-    def _send_packed(self, socket: zmq.Socket[Any],
-                     rows: list[tuple[int, str, bytes]]) -> int:
-        send = socket.send_multipart
+    def _send_packed(self, rows: list[tuple[int, str, bytes]]) -> int:
         for seq, topic, payload in rows:
-            self._send(send, seq, topic.encode(), payload)
+            self._send(seq, topic.encode(), payload)
         return len(rows)
 
-    def _send(self, send: Callable[..., Any], seq: int, topic: bytes, payload: bytes) -> None:
+    def _send(self, seq: int, topic: bytes, payload: bytes) -> None:
         if seq <= self.sent_seq:
             return  # a source that repeats itself must not make us send a seq twice
-        try:
-            send((topic, payload), zmq.NOBLOCK)
+        assert self._frames is not None
+        if self._frames((topic, payload)):
             self._counts["sent"] += 1
-        except zmq.Again:
+        else:
             self._counts["dropped"] += 1
         self.sent_seq = seq
 
