@@ -88,6 +88,7 @@ from actors.errors import (
     NotFound,
 )
 from actors.events import Event, iso_utc
+from actors.journal_checkpointer import BACKSTOP_PAGES, Checkpointer
 from actors.journal_reads import JournalReader, Recovery, load_recovery
 from actors.journal_records import (
     Barrier,
@@ -123,7 +124,7 @@ class Journal:
     """One data_dir's journal. Open with `Journal.open`; see the module docstring."""
 
     def __init__(self, *, path: Path, lock: DataDirLock, writer: JournalWriter,
-                 recovery: Recovery, clock: Clock) -> None:
+                 recovery: Recovery, clock: Clock, sync: str = "normal") -> None:
         self.path = path
         self.recovery = recovery
         self._lock = lock
@@ -132,6 +133,8 @@ class Journal:
         self._queue = writer.queue
         self._wake = writer.wake
         self._reader = JournalReader(path, lambda: writer.committed_seq)
+        #: WAL checkpoints off the commit path (actors/journal_checkpointer.py).
+        self._checkpointer = Checkpointer(path, sync=sync)
         self._state_lock = threading.Lock()
         self._started = False
         self._closed = False
@@ -185,7 +188,8 @@ class Journal:
         except BaseException:
             lock.release()
             raise
-        return cls(path=path, lock=lock, writer=writer, recovery=recovery, clock=clock)
+        return cls(path=path, lock=lock, writer=writer, recovery=recovery, clock=clock,
+                   sync=sync)
 
     @classmethod
     def from_config(cls, data_dir: str | os.PathLike[str], config: JournalConfig, *,
@@ -205,9 +209,17 @@ class Journal:
             if self._started:
                 raise RuntimeError("the journal is already started")
             writer = self._writer
-            writer.on_commit, writer.on_error = on_commit, on_error
+            checkpointer = self._checkpointer
+
+            def committed(seq: int) -> None:
+                checkpointer.nudge()
+                on_commit(seq)
+
+            writer.on_commit, writer.on_error = committed, on_error
             writer.on_recovered_write = on_recovered_write
             self._started = True
+            writer.conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
+            checkpointer.start()
             writer.start()
 
     def append(self, events: list[Event]) -> None:
@@ -376,7 +388,7 @@ class Journal:
         return self._reader.emergency_history(limit)
 
     def stats(self) -> dict[str, Any]:
-        stats = self._writer.stats()
+        stats = self._writer.stats() | self._checkpointer.stats()
         stats["appended_seq"] = self._appended_seq
         stats["lag"] = self._appended_seq - stats["committed_seq"]
         return stats
@@ -392,6 +404,7 @@ class Journal:
             self._closed = True
         writer = self._writer
         stopped = writer.stop(timeout)
+        self._checkpointer.stop(timeout)
         if not stopped:
             # The thread is stuck in I/O: keep the lock (process exit frees it) rather than
             # let another process write beside it.
