@@ -214,6 +214,7 @@ class Journal:
             def committed(seq: int) -> None:
                 checkpointer.nudge()
                 on_commit(seq)
+                checkpointer.rewind_if_due(writer.conn)
 
             writer.on_commit, writer.on_error = committed, on_error
             writer.on_recovered_write = on_recovered_write

@@ -6,16 +6,22 @@ and every event, intent and halt queued behind it waits. At 10,000 events/s that
 whole of the stream's p99 (6.5 ms against 2.2 ms with no checkpoints; docs/benchmarks.md).
 
 How: this thread has its own read-write connection and runs `PRAGMA wal_checkpoint(PASSIVE)`
-at most every `interval_s`, when a commit has happened since its last one (the writer
-nudges it). PASSIVE never blocks the writer: it copies what was committed when it began,
+when a commit has happened since its last one (the writer nudges it): at most every
+`interval_s`, or sooner once `HURRY_COMMITS` commits have gone by (a heavy writer can fill
+thousands of pages in a quarter second), and back to back while the WAL is over
+`REWIND_PAGES`. PASSIVE never blocks the writer: it copies what was committed when it began,
 while new commits keep appending to the WAL. It uses the journal's `synchronous` setting,
 so a checkpoint syncs exactly as SQLite's own would: `normal` survives a process crash,
 `full` power loss, and the database cannot be corrupted by either.
 
-The writer keeps SQLite's automatic checkpoint as a backstop at `BACKSTOP_PAGES`: under
-load that never pauses, the WAL is only rewound from its start when a commit finds it fully
-copied, so if this thread cannot keep up (or stops), the writer checkpoints itself at that
-size, as before but rarely. A failed checkpoint (a full disk) is logged, counted and tried
+Rewinding: SQLite starts the WAL over from its beginning only when a write begins with
+every frame already copied, which under steady load this thread never quite achieves (the
+writer commits while it copies). So once a checkpoint finds the WAL at `REWIND_PAGES` or
+more, the writer, after its next commit, checkpoints the few frames committed since
+(`rewind_if_due`: a small copy, not the whole WAL) and its next write rewinds the WAL: the
+file stays about as small as SQLite's default keeps it. SQLite's own automatic checkpoint
+stays on in the writer as a backstop at `BACKSTOP_PAGES`, for when this thread cannot keep
+up or has stopped. A failed checkpoint (a full disk) is logged, counted and tried
 again at the next nudge; it loses nothing: the pages are still in the WAL.
 """
 
@@ -31,6 +37,11 @@ from actors.journal_records import log
 
 #: The writer's own automatic checkpoint, in pages (4 KiB): only if this thread falls behind.
 BACKSTOP_PAGES = 10_000
+#: WAL size, in pages, from which the writer copies the last frames itself so the WAL rewinds
+#: (SQLite's default automatic checkpoint size).
+REWIND_PAGES = 1000
+#: Commits after which the next checkpoint does not wait for `INTERVAL_S`.
+HURRY_COMMITS = 32
 #: Seconds between two checkpoints at most (each syncs the WAL and the database once).
 INTERVAL_S = 0.25
 #: Failures logged one by one before going quiet (then a count every `_FAILURE_LOG_EVERY`).
@@ -57,12 +68,16 @@ class Checkpointer:
         self._sync = sync
         self._interval_s = interval_s
         self._due = threading.Event()
+        self._hurry = threading.Event()
+        self._commits = 0
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.checkpoints = 0
         #: Pages in the WAL at the last checkpoint (copied by it or before).
         self.wal_pages = 0
         self.failures = 0
+        self.rewinds = 0
+        self._rewind_due = False
         self.last_ms = 0.0
         self.max_ms = 0.0
 
@@ -73,13 +88,32 @@ class Checkpointer:
 
     def nudge(self) -> None:
         """Something was committed (called by the writer after a commit: returns at once)."""
+        self._commits += 1  # only the writer's thread counts
         if not self._due.is_set():
             self._due.set()
+        if self._commits >= HURRY_COMMITS and not self._hurry.is_set():
+            self._hurry.set()
+
+    def rewind_if_due(self, writer: sqlite3.Connection) -> None:
+        """In the writer's thread, between two transactions: if a checkpoint found the WAL
+        big, copy what was committed since, so the writer's next write rewinds it."""
+        if not self._rewind_due:
+            return
+        self._rewind_due = False
+        try:
+            row = writer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error:
+            row = None
+        if row is None or row[0]:  # busy: this thread is checkpointing; try after the next
+            self._rewind_due = True
+        else:
+            self.rewinds += 1
 
     def stop(self, timeout: float) -> bool:
         """Stop the thread; True if it ended (one stuck in I/O is left behind)."""
         self._stopping.set()
         self._due.set()
+        self._hurry.set()
         if self._thread is None:
             return True
         self._thread.join(timeout)
@@ -87,7 +121,7 @@ class Checkpointer:
 
     def stats(self) -> dict[str, Any]:
         return {"checkpoints": self.checkpoints, "checkpoint_wal_pages": self.wal_pages,
-                "checkpoint_failures": self.failures,
+                "checkpoint_failures": self.failures, "wal_rewinds": self.rewinds,
                 "checkpoint_ms_last": round(self.last_ms, 3),
                 "checkpoint_ms_max": round(self.max_ms, 3)}
 
@@ -104,9 +138,12 @@ class Checkpointer:
                 if self._stopping.is_set():
                     return
                 self._due.clear()
+                self._hurry.clear()
+                self._commits = 0  # (a lost increment only delays a hurry a little)
                 self._checkpoint(conn)
-                if self._stopping.wait(self._interval_s):
-                    return
+                # A big WAL is caught up with at once; a small one can wait and grow a little.
+                if self.wal_pages < REWIND_PAGES:
+                    self._hurry.wait(self._interval_s)
         finally:
             conn.close()
 
@@ -121,7 +158,11 @@ class Checkpointer:
                             failures=self.failures)
             return
         elapsed_ms = (time.perf_counter() - started) * 1000.0
+        if row is None or row[0]:
+            return  # busy: the writer is rewinding the WAL; nothing to do now
         self.checkpoints += 1
-        self.wal_pages = int(row[1]) if row is not None else 0
+        self.wal_pages = int(row[1])
+        if self.wal_pages >= REWIND_PAGES:
+            self._rewind_due = True
         self.last_ms = elapsed_ms
         self.max_ms = max(self.max_ms, elapsed_ms)

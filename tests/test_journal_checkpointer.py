@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from actors import journal_checkpointer
-from actors.journal_checkpointer import BACKSTOP_PAGES, connect_checkpointer
+from actors.journal_checkpointer import BACKSTOP_PAGES, REWIND_PAGES, connect_checkpointer
 from tests.engine_journal_helpers import captured_logs
 from tests.journal_helpers import Sequencer, all_events, assert_gapless, started, sys_event
 
@@ -120,3 +120,19 @@ def test_a_failing_checkpoint_is_counted_logged_and_loses_nothing(
     assert failed and "disk is full" in failed[0]["error"]
     with started(tmp_path) as (journal, _):
         assert_gapless(all_events(journal), 1, 501)  # all there after a reopen
+
+
+def test_under_commits_without_a_pause_the_wal_still_rewinds(tmp_path: Path) -> None:
+    with started(tmp_path) as (journal, _):
+        seq = Sequencer(journal)
+        for i in range(1500):
+            seq.emit(*(sys_event("tick", n=i, pad="y" * 300) for _ in range(5)))
+            journal.record_submitted(f"exec_wf_{i:08x}", "wf", {"pad": "z" * 500}, None,
+                                     None, 0, None)
+            if i % 10 == 0:
+                assert journal.flush(DEADLINE_S)
+        assert journal.flush(DEADLINE_S)
+        stats = journal.stats()
+        wal_bytes = (tmp_path / "journal.db-wal").stat().st_size
+        assert wal_bytes < 4 * REWIND_PAGES * 4096, (wal_bytes, stats)
+        assert_gapless(all_events(journal), 1, 7500)

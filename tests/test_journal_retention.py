@@ -56,7 +56,10 @@ def test_tiny_keep_events_keeps_the_file_bounded(
             pages.append(db_pages(journal))
             assert len(journal.executions(limit=1000)) <= 50 // 6 + 2
         assert pages[2] <= pages[0] + 4, f"the file grows: {pages} pages"
-        assert (tmp_path / "journal.db-wal").stat().st_size < 8 * 1024 * 1024
+        # The WAL is checkpointed off the commit path (actors/journal_checkpointer.py): at
+        # this test's rate (a prune pass after every commit, ~100 MB/s of WAL) it peaks
+        # near 2,500 pages; without checkpoints it passes 35 MB here.
+        assert (tmp_path / "journal.db-wal").stat().st_size < 16 * 1024 * 1024, journal.stats()
         assert journal.stats()["pruned_rows"] >= 590
 
 
