@@ -214,10 +214,10 @@ class Journal:
             def committed(seq: int) -> None:
                 checkpointer.nudge()
                 on_commit(seq)
-                checkpointer.rewind_if_due(writer.conn)
 
             writer.on_commit, writer.on_error = committed, on_error
             writer.on_recovered_write = on_recovered_write
+            writer.after_commit = lambda: checkpointer.rewind_if_due(writer.conn)
             self._started = True
             writer.conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
             checkpointer.start()

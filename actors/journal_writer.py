@@ -78,6 +78,9 @@ class JournalWriter:
         self.on_commit: CommitCallback = lambda seq: None
         self.on_error: ErrorCallback = lambda exc: None
         self.on_recovered_write: Callable[[], None] = lambda: None
+        #: Between two transactions, once a commit's tickets are released (the checkpointer's
+        #: WAL rewind): nobody waiting on this commit waits for it.
+        self.after_commit: Callable[[], None] = lambda: None
         self.thread: threading.Thread | None = None
         self.pending: Group | None = None
         self._file_id = _file_id(path)
@@ -209,6 +212,7 @@ class JournalWriter:
             self._prune_all()
             for ticket in group.prune_tickets:
                 ticket._finish()
+        _call(self.after_commit)
         return True
 
     def _write(self, group: Group) -> None:

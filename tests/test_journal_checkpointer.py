@@ -136,3 +136,16 @@ def test_under_commits_without_a_pause_the_wal_still_rewinds(tmp_path: Path) -> 
         wal_bytes = (tmp_path / "journal.db-wal").stat().st_size
         assert wal_bytes < 4 * REWIND_PAGES * 4096, (wal_bytes, stats)
         assert_gapless(all_events(journal), 1, 7500)
+
+
+def test_the_writers_rewind_comes_after_the_commits_waiters_are_released(
+        tmp_path: Path) -> None:
+    with started(tmp_path) as (journal, _):
+        tickets: list[Any] = []
+        released: list[bool] = []
+        journal._writer.after_commit = lambda: released.append(all(t.done for t in tickets))
+        for n in range(20):
+            tickets.append(journal.save_emergency({"n": n}))
+            assert tickets[-1].wait(DEADLINE_S)
+        assert _wait(lambda: len(released) >= 20)
+        assert all(released)
