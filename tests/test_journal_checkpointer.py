@@ -14,19 +14,10 @@ import pytest
 
 from actors import journal_checkpointer
 from actors.journal_checkpointer import BACKSTOP_PAGES, REWIND_PAGES, connect_checkpointer
-from tests.engine_journal_helpers import captured_logs
+from tests.engine_journal_helpers import captured_logs, eventually
 from tests.journal_helpers import Sequencer, all_events, assert_gapless, started, sys_event
 
 DEADLINE_S = 10.0
-
-
-def _wait(predicate: Any, timeout: float = DEADLINE_S) -> bool:
-    gate = threading.Event()
-    for _ in range(int(timeout / 0.01)):
-        if predicate():
-            return True
-        gate.wait(0.01)
-    return bool(predicate())
 
 
 class CheckpointGate:
@@ -74,7 +65,7 @@ def test_checkpoints_run_in_their_own_thread_after_commits(tmp_path: Path) -> No
         for i in range(300):
             seq.emit(*(sys_event("tick", n=i, pad="x" * 200) for _ in range(10)))
         assert journal.wait_committed(3000, DEADLINE_S)
-        assert _wait(lambda: journal.stats()["checkpoints"] >= 1)
+        eventually(lambda: journal.stats()["checkpoints"] >= 1)
         assert journal.stats()["checkpoint_wal_pages"] > 0
         assert journal.stats()["checkpoint_failures"] == 0
 
@@ -101,7 +92,7 @@ def test_a_stuck_checkpoint_holds_no_commit_back(tmp_path: Path,
             seq.emit(sys_event("tick", n=i))
         assert journal.wait_committed(2001, DEADLINE_S)
         gated.gate.set()
-        assert _wait(lambda: journal.stats()["checkpoints"] >= 1)
+        eventually(lambda: journal.stats()["checkpoints"] >= 1)
         assert_gapless(all_events(journal), 1, 2001)
 
 
@@ -111,7 +102,7 @@ def test_a_failing_checkpoint_is_counted_logged_and_loses_nothing(
     with captured_logs() as logs, started(tmp_path) as (journal, _):
         seq = Sequencer(journal)
         seq.emit(sys_event("first"))
-        assert _wait(lambda: journal.stats()["checkpoint_failures"] >= 1)
+        eventually(lambda: journal.stats()["checkpoint_failures"] >= 1)
         for i in range(500):
             seq.emit(sys_event("tick", n=i))
         assert journal.wait_committed(501, DEADLINE_S)
@@ -147,5 +138,5 @@ def test_the_writers_rewind_comes_after_the_commits_waiters_are_released(
         for n in range(20):
             tickets.append(journal.save_emergency({"n": n}))
             assert tickets[-1].wait(DEADLINE_S)
-        assert _wait(lambda: len(released) >= 20)
+        eventually(lambda: len(released) >= 20)
         assert all(released)

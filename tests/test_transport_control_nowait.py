@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from actors.errors import Halted
+from tests.engine_journal_helpers import eventually
 from tests.test_transport_control import Dealer
 from tests.transport_fakes import FakeHandler
 from transport import ControlServer
@@ -101,16 +102,7 @@ def dealer(server: ControlServer) -> Iterator[Dealer]:
 
 
 def _wait_recordings(handler: NowaitHandler, count: int) -> None:
-    assert _until(lambda: len(handler.recordings) >= count), "the submit never arrived"
-
-
-def _until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    done = threading.Event()
-    for _ in range(int(timeout / 0.01)):
-        if predicate():
-            return True
-        done.wait(0.01)
-    return predicate()
+    eventually(lambda: len(handler.recordings) >= count, 5.0, "the submits to arrive")
 
 
 def test_the_reply_waits_for_the_commit_and_runs_on_the_socket_thread(

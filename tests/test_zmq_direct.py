@@ -8,14 +8,15 @@ in order, False (nothing queued) when the first frame is refused, the same excep
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
 import zmq
 
 from transport import _zmq_direct
-from transport._zmq_direct import direct_available, frame_sender
+from transport._zmq_direct import FrameSender, direct_available, frame_sender
 
 LOCAL = "tcp://127.0.0.1:*"
 
@@ -25,6 +26,15 @@ def context() -> Iterator[zmq.Context[Any]]:
     ctx: zmq.Context[Any] = zmq.Context()
     yield ctx
     ctx.term()
+
+
+def _send_once_connected(send: FrameSender, frames: Sequence[bytes],
+                         pull: zmq.Socket[Any]) -> None:
+    """Refused (EAGAIN, nothing queued) until the PUSH has connected; then sent."""
+    deadline = time.monotonic() + 5.0
+    while not send(frames):
+        assert time.monotonic() < deadline, "the PUSH socket never connected"
+        assert pull.poll(5) == 0  # (a short wait that would also see a stray message)
 
 
 def _pair(context: zmq.Context[Any]) -> tuple[zmq.Socket[Any], zmq.Socket[Any]]:
@@ -53,8 +63,7 @@ def test_frames_arrive_intact_and_in_order(context: zmq.Context[Any], direct: bo
         sent = [[b"topic/%d" % i, bytes([i % 256]) * (i * 37 % 5000), b""]
                 for i in range(500)]
         for frames in sent:
-            while not send(frames):  # not connected yet: refused, nothing queued
-                assert pull.poll(5) == 0
+            _send_once_connected(send, frames, pull)
         assert send([bytearray(b"a"), memoryview(b"bc")])  # other buffers: copied as bytes
         got = []
         for _ in range(501):
@@ -79,8 +88,7 @@ def test_a_refused_first_frame_returns_false_and_queues_nothing(
         pull.linger = 0
         pull.bind(LOCAL)
         push.connect(pull.getsockopt(zmq.LAST_ENDPOINT).decode())
-        while not send([b"kept", b"2"]):
-            assert pull.poll(5) == 0
+        _send_once_connected(send, [b"kept", b"2"], pull)
         assert pull.poll(5000)
         assert pull.recv_multipart() == [b"kept", b"2"]  # no half of the refused message
         pull.close()
@@ -118,8 +126,7 @@ def test_no_usable_libzmq_falls_back_to_pyzmq(monkeypatch: pytest.MonkeyPatch,
     try:
         send = frame_sender(push)
         assert type(send).__name__ == "partial"
-        while not send([b"via", b"pyzmq"]):
-            assert pull.poll(5) == 0
+        _send_once_connected(send, [b"via", b"pyzmq"], pull)
         assert pull.poll(5000) and pull.recv_multipart() == [b"via", b"pyzmq"]
     finally:
         push.close()

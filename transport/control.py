@@ -41,7 +41,7 @@ from typing import Any
 import structlog
 import zmq
 
-from actors.errors import EngineStopped, InternalError, JournalClosed, describe
+from actors.errors import EngineStopped, JournalClosed, describe
 from transport._zmq_direct import FrameSender, frame_sender
 from transport.codec import MAX_MESSAGE_BYTES, CodecError, decode_map, encode
 from transport.errors import INTERNAL, BadRequest, UnknownOp, code_of
@@ -98,9 +98,8 @@ class ControlServer(ServerThread):
         #: (lane, envelope, encoded reply, error code or None), from workers to the socket.
         self._replies: queue.SimpleQueue[tuple[int, Envelope, bytes, str | None]] = (
             queue.SimpleQueue())
-        #: Deferred submits whose commit called back: (token, committed, error).
-        self._recorded: queue.SimpleQueue[tuple[int, bool, BaseException | None]] = (
-            queue.SimpleQueue())
+        #: Deferred submits whose commit called back: (token, committed).
+        self._recorded: queue.SimpleQueue[tuple[int, bool]] = queue.SimpleQueue()
         #: Deferred submits waiting, by token, in deadline order (socket thread only):
         #: (deadline, envelope, request id, the reply to send).
         self._awaiting: dict[int, tuple[float, Envelope, Any, DeferredReply]] = {}
@@ -252,25 +251,21 @@ class ControlServer(ServerThread):
 
     def _on_recorded(self, token: int, recording: Recording) -> None:
         """In the journal writer's thread, after the commit: hand over, wake, return."""
-        self._recorded.put((token, recording.done, recording.error))
+        self._recorded.put((token, recording.done))
         self._wake()
 
     def _send_recorded(self, socket: zmq.Socket[Any]) -> None:
         while True:
             try:
-                token, committed, error = self._recorded.get_nowait()
+                token, committed = self._recorded.get_nowait()
             except queue.Empty:
                 return
             found = self._awaiting.pop(token, None)
             if found is None:
                 continue  # already answered: its deadline passed first
             _, envelope, request_id, answer = found
-            if committed:
-                self._answer(socket, envelope, answer.result, request_id)
-            else:
-                self._answer(socket, envelope, InternalError(
-                    f"{answer.subject} was accepted but its record could not be committed: "
-                    f"{describe(error) if error is not None else 'unknown error'}"), request_id)
+            self._answer(socket, envelope, answer.result if committed else answer.failed(),
+                         request_id)
 
     def _expire_awaiting(self, socket: zmq.Socket[Any]) -> None:
         now = time.monotonic()
@@ -279,9 +274,7 @@ class ControlServer(ServerThread):
             if deadline > now:
                 return
             del self._awaiting[token]
-            self._answer(socket, envelope, InternalError(
-                f"{answer.subject} was accepted but its record was not committed within "
-                f"{answer.timeout_s:g} s"), request_id)
+            self._answer(socket, envelope, answer.timed_out(), request_id)
 
     def _poll_ms(self) -> int:
         if not self._awaiting:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from actors.engine import VERSION, Engine
-from actors.errors import Halted, InternalError, NotFound, Overloaded
+from actors.errors import Halted, NotFound, Overloaded
 from transport.ops import DeferredReply
 
 if TYPE_CHECKING:
@@ -45,8 +45,7 @@ class EngineControlHandler:
                                     strategy_id=strategy_id, priority=priority)
         if isinstance(answer, DeferredReply):
             if not answer.recording.wait(answer.timeout_s):
-                raise InternalError(f"{answer.subject} was accepted but its record was not "
-                                    f"committed within {answer.timeout_s:g} s")
+                raise answer.failed() if answer.recording.error else answer.timed_out()
             return answer.result
         return answer
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from actors.errors import InternalError, describe
 from transport.errors import BadRequest, UnknownOp
 
 #: Where an emergency change came from, as `origin` on `emergency_state_changed`.
@@ -111,6 +112,15 @@ class DeferredReply:
     recording: Recording
     timeout_s: float
     subject: str
+
+    def timed_out(self) -> InternalError:
+        return InternalError(f"{self.subject} was accepted but its record was not committed "
+                             f"within {self.timeout_s:g} s")
+
+    def failed(self) -> InternalError:
+        error = self.recording.error
+        return InternalError(f"{self.subject} was accepted but its record could not be "
+                             f"committed: {describe(error) if error else 'unknown error'}")
 
 
 @runtime_checkable

@@ -156,10 +156,10 @@ class Publisher(ServerThread):
                     next_beat = 0.0
                 now = time.monotonic()
                 if now >= next_beat:
-                    self._heartbeat(socket)
+                    self._heartbeat()
                     next_beat = now + self.heartbeat_s
                 if self._system:
-                    self._send_system(socket)
+                    self._send_system()
                 wait = min(self._poll_s, max(0.0, next_beat - time.monotonic()))
                 committed = source.wait_committed(self.sent_seq, wait)
                 if committed > self.sent_seq:
@@ -192,7 +192,7 @@ class Publisher(ServerThread):
             if not sent:
                 return
             if self._take_subscriptions(socket):
-                self._heartbeat(socket)
+                self._heartbeat()
 
     def _send_events(self, events: list[dict[str, Any]]) -> int:
         for event in events:
@@ -238,7 +238,7 @@ class Publisher(ServerThread):
             elif message[:1] == b"\x00":
                 self._counts["unsubscriptions"] += 1
 
-    def _heartbeat(self, socket: zmq.Socket[Any]) -> None:
+    def _heartbeat(self) -> None:
         try:
             state = str(self._state_fn())
         except Exception:
@@ -246,20 +246,20 @@ class Publisher(ServerThread):
             state = "UNKNOWN"
         beat = {"v": 1, "type": "heartbeat", "last_seq": self.sent_seq, "epoch": self.epoch,
                 "timestamp": iso_utc(time.time()), "state": state}
-        try:
-            socket.send_multipart((HEARTBEAT_TOPIC, encode(beat)), zmq.NOBLOCK)
+        assert self._frames is not None
+        if self._frames((HEARTBEAT_TOPIC, encode(beat))):
             self._counts["heartbeats"] += 1
-        except zmq.Again:
+        else:
             self._counts["notices_dropped"] += 1
 
-    def _send_system(self, socket: zmq.Socket[Any]) -> None:
+    def _send_system(self) -> None:
         while self._system:
             event = self._system.popleft()
+            assert self._frames is not None
             try:
-                socket.send_multipart((topic_of(event).encode(), encode(event)), zmq.NOBLOCK)
-                self._counts["system"] += 1
-            except zmq.Again:
-                self._counts["notices_dropped"] += 1
+                sent = self._frames((topic_of(event).encode(), encode(event)))
             except Exception:
                 log.exception("system_event_unsendable", event_type=event.get("type"))
                 self._counts["unsendable"] += 1
+                continue
+            self._counts["system" if sent else "notices_dropped"] += 1
