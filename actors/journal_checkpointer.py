@@ -21,7 +21,8 @@ more, the writer, after its next commit, checkpoints the few frames committed si
 (`rewind_if_due`: a small copy, not the whole WAL) and its next write rewinds the WAL: the
 file stays about as small as SQLite's default keeps it. SQLite's own automatic checkpoint
 stays on in the writer as a backstop at `BACKSTOP_PAGES`, for when this thread cannot keep
-up or has stopped. A failed checkpoint (a full disk) is logged, counted and tried
+up or has stopped. After a WAL larger than `WAL_SIZE_LIMIT` rewinds, SQLite truncates its
+file back to that size. A failed checkpoint (a full disk) is logged, counted and tried
 again at the next nudge; it loses nothing: the pages are still in the WAL.
 """
 
@@ -40,6 +41,11 @@ BACKSTOP_PAGES = 10_000
 #: WAL size, in pages, from which the writer copies the last frames itself so the WAL rewinds
 #: (SQLite's default automatic checkpoint size).
 REWIND_PAGES = 1000
+#: The WAL file's size, in bytes, kept on disk once SQLite rewinds it (`journal_size_limit`).
+#: SQLite never shrinks the file by itself: one rewind delayed under a burst would leave the
+#: journal megabytes larger for good. Twice the usual rewind size, so a WAL that rewinds on
+#: time is not truncated and regrown at every rewind.
+WAL_SIZE_LIMIT = 2 * REWIND_PAGES * 4096
 #: Commits after which the next checkpoint does not wait for `INTERVAL_S`.
 HURRY_COMMITS = 32
 #: Seconds between two checkpoints at most (each syncs the WAL and the database once).

@@ -47,6 +47,7 @@ import sqlite3
 from pathlib import Path
 
 from actors.errors import JournalLocked, JournalTooNew, NotAJournal
+from actors.journal_checkpointer import WAL_SIZE_LIMIT
 
 #: "TLJ1" as a big-endian int: marks journal.db as a tradeloom journal.
 APPLICATION_ID = 0x544C4A31
@@ -191,9 +192,9 @@ def connect_writer(path: Path, *, sync: str) -> sqlite3.Connection:
             raise NotAJournal(f"{path} has no journal schema version; not a tradeloom journal")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
-        # A reader pinning an old snapshot can make the WAL grow past a checkpoint; this
-        # truncates it back once a checkpoint gets through.
-        conn.execute("PRAGMA journal_size_limit=67108864")
+        # A burst or a reader pinning an old snapshot can make the WAL grow past a
+        # checkpoint; this truncates its file back once it rewinds (no growth in a soak).
+        conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         conn.execute("PRAGMA busy_timeout=5000")
         if version < ours:
             migrate(conn, version)

@@ -13,7 +13,12 @@ from typing import Any
 import pytest
 
 from actors import journal_checkpointer
-from actors.journal_checkpointer import BACKSTOP_PAGES, REWIND_PAGES, connect_checkpointer
+from actors.journal_checkpointer import (
+    BACKSTOP_PAGES,
+    REWIND_PAGES,
+    WAL_SIZE_LIMIT,
+    connect_checkpointer,
+)
 from tests.engine_journal_helpers import captured_logs, eventually
 from tests.journal_helpers import Sequencer, all_events, assert_gapless, started, sys_event
 
@@ -94,6 +99,28 @@ def test_a_stuck_checkpoint_holds_no_commit_back(tmp_path: Path,
         gated.gate.set()
         eventually(lambda: journal.stats()["checkpoints"] >= 1)
         assert_gapless(all_events(journal), 1, 2001)
+
+
+def test_a_wal_grown_past_its_limit_shrinks_back_once_it_rewinds(
+        tmp_path: Path, gated: CheckpointGate) -> None:
+    wal = tmp_path / "journal.db-wal"
+    with started(tmp_path) as (journal, _):
+        seq = Sequencer(journal)
+        seq.emit(sys_event("first"))
+        assert gated.entered.wait(DEADLINE_S)  # no checkpoint gets through: the WAL grows
+        while wal.stat().st_size <= 2 * WAL_SIZE_LIMIT:
+            seq.emit(*(sys_event("tick", pad="y" * 4000) for _ in range(100)))
+            assert journal.flush(DEADLINE_S)
+        assert wal.stat().st_size < BACKSTOP_PAGES * 4096  # (grown by this test, not SQLite)
+        gated.gate.set()
+
+        def shrunk() -> bool:
+            seq.emit(sys_event("tick"))  # the next write after a full checkpoint rewinds it
+            assert journal.flush(DEADLINE_S)
+            return wal.stat().st_size <= WAL_SIZE_LIMIT
+
+        eventually(shrunk, what="the WAL file back within its limit")
+        assert_gapless(all_events(journal), 1, seq.seq)
 
 
 def test_a_failing_checkpoint_is_counted_logged_and_loses_nothing(
