@@ -24,7 +24,7 @@ from actors.ending import Ending
 from actors.errors import LimitExceeded
 from actors.events import Event, EventSink
 from actors.inbox import TimerInbox
-from actors.interpreter import quick_handoffs
+from actors.interpreter import HaltPriority, quick_handoffs
 from actors.messages import (
     Alert,
     BroadcastHalt,
@@ -109,6 +109,8 @@ class EmergencyGate:
         self.persist: Callable[[], object] = _nothing
         #: With a journal: commits an action's intent before the action may start.
         self.intents: IntentLedger | None = None
+        #: Held from a halt's call to its reply: the journal writer gives way to it.
+        self.priority = HaltPriority()
 
     def snapshot(self, *, history: bool = True) -> dict[str, Any]:
         """The kill switch's durable state: emergency state, every limit's figures, and
@@ -413,7 +415,9 @@ class EmergencyActor(EngineActorBase):
 
     def _broadcast_halt(self, reason: str) -> None:
         """Every supervisor ends its executions; queued ones end halted too. Waits for acks."""
-        with quick_handoffs():
+        history, priority = self._gate.history, self._gate.priority
+        with quick_handoffs(), priority.hold():
+            priority.first(history[-1]["seq"] if history else 0)
             self._gate.wait_actions_begun(self._ack_timeout_s)
             end = EndExecutions(Ending.halted(reason))
             futures = [sup.ask(end, block=False) for sup in self._supervisors]

@@ -78,6 +78,13 @@ class EmergencyControls:
         if self._stopped:
             raise EngineStopped("the engine is stopped")
         self._refuse_wait_in_callback(type(message).__name__)
+        if type(message) is Halt:
+            # The journal writer gives way from here to the reply (actors/interpreter.py).
+            with self.gate.priority.hold():
+                return self._ask_and_commit(message)
+        return self._ask_and_commit(message)
+
+    def _ask_and_commit(self, message: Any) -> dict[str, Any]:
         reply: dict[str, Any] = self._emergency.ask(message, block=True, timeout=30.0)
         if self._durable is not None:
             # The reply comes after the change is committed: when this call changed the

@@ -10,12 +10,18 @@ all the time. So the interval is short only while a halt is under way: from the 
 until its reply (supervisors' acknowledgements and the HALT's commit included).
 
 Overlapping halts share it: the first sets it, the last puts back what it found.
+
+`HaltPriority`: while one engine's kill switch ends every execution (its broadcast), the
+journal writer stops competing with it for the interpreter. Side by side, the writer
+packing and committing the halted executions' events took half the GIL and the broadcast
+took twice as long (`bench/halt.py`, journal on); those events can wait a few ms more.
 """
 
 from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -43,3 +49,45 @@ def quick_handoffs() -> Iterator[None]:
             _holders -= 1
             if _holders == 0:
                 sys.setswitchinterval(_found)
+
+
+class HaltPriority:
+    """One engine's halts, for the threads that should give way to them.
+
+    A halt holds it from the call to the reply (`hold`, nested holds share it), and the
+    broadcast names the seq of the state change it started from (`first`). The journal
+    writer calls `give_way` before taking work: while a halt holds it, the writer waits,
+    but only once that state change is committed (the halt's reply waits for that commit,
+    so it is never held back) and at most `max_s` after the halt began: a halt stuck on a
+    hung supervisor holds the journal back once, briefly, never for long."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._holders = 0
+        self._quiet = threading.Event()
+        self._quiet.set()
+        self._began = 0.0
+        self._seq = 0
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        with self._lock:
+            if self._holders == 0:
+                self._began, self._seq = time.monotonic(), 0
+                self._quiet.clear()
+            self._holders += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._holders -= 1
+                if self._holders == 0:
+                    self._quiet.set()
+
+    def first(self, state_seq: int) -> None:
+        """Everything up to `state_seq` is committed before the writer gives way."""
+        self._seq = state_seq
+
+    def give_way(self, committed_seq: int, max_s: float) -> None:
+        if not self._quiet.is_set() and 0 < self._seq <= committed_seq:
+            self._quiet.wait(max(0.0, self._began + max_s - time.monotonic()))

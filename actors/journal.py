@@ -6,7 +6,8 @@
     .recovery: Recovery        # last_seq, wseq, emergency, breakers, open_executions,
                                # unresolved_intents, cursors: read at open, before anything runs
     .start(*, on_commit: (seq) -> None, on_error: (exc) -> None,
-           on_recovered_write: () -> None = no-op) -> None
+           on_recovered_write: () -> None = no-op,
+           give_way: (committed_seq, max_s) -> None = None) -> None
     .append(events: list[dict]) -> None          # under the sequencing lock: enqueue only
     .record_submitted(execution_id, workflow_id, inputs, bot_id, strategy_id, priority,
                       submitted_at) -> Ticket
@@ -201,8 +202,10 @@ class Journal:
 
     def start(self, *, on_commit: Callable[[int], None],
               on_error: Callable[[BaseException], None],
-              on_recovered_write: Callable[[], None] = _ignore) -> None:
-        """Start the writer thread. Appends made before this are written first."""
+              on_recovered_write: Callable[[], None] = _ignore,
+              give_way: Callable[[int, float], None] | None = None) -> None:
+        """Start the writer thread. Appends made before this are written first.
+        `give_way(committed_seq, max_s)` is called before each take (a halt's priority)."""
         with self._state_lock:
             if self._closed:
                 raise JournalClosed("the journal is closed")
@@ -217,6 +220,8 @@ class Journal:
 
             writer.on_commit, writer.on_error = committed, on_error
             writer.on_recovered_write = on_recovered_write
+            if give_way is not None:
+                writer.give_way = give_way
             writer.after_commit = lambda: checkpointer.rewind_if_due(writer.conn)
             self._started = True
             writer.conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")

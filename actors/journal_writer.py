@@ -47,6 +47,9 @@ HISTORY_KEPT = 1000
 GROUP_EVENTS_MAX = 2048
 #: Seconds between retention passes while nothing is left over from the last one.
 PRUNE_INTERVAL_S = 0.25
+#: How long after a halt broadcast began the writer gives way to it, at most
+#: (actors/interpreter.py, `HaltPriority`).
+HALT_GIVE_WAY_S = 0.1
 
 CommitCallback = Callable[[int], None]
 ErrorCallback = Callable[[BaseException], None]
@@ -81,6 +84,9 @@ class JournalWriter:
         #: Between two transactions, once a commit's tickets are released (the checkpointer's
         #: WAL rewind): nobody waiting on this commit waits for it.
         self.after_commit: Callable[[], None] = lambda: None
+        #: Before taking work, with the committed seq: waits while a halt broadcast should
+        #: have the interpreter (`HaltPriority.give_way`).
+        self.give_way: Callable[[int, float], None] = lambda seq, max_s: None
         self.thread: threading.Thread | None = None
         self.pending: Group | None = None
         self._file_id = _file_id(path)
@@ -130,6 +136,7 @@ class JournalWriter:
             if self.pending is None and not self.queue:  # (a take may leave some queued)
                 self.wake.wait(idle_s)
             self.wake.clear()  # before taking: an append after this sets it again
+            self.give_way(self.committed_seq, HALT_GIVE_WAY_S)
             self._take()
             if self.pending is not None and not self._commit_pending():
                 if self.stopping.is_set():
