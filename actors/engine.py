@@ -30,7 +30,8 @@ from actors.cache import ProviderCache
 from actors.clock import Clock, SystemClock
 from actors.config import Config
 from actors.durable import Durable
-from actors.emergency import EmergencyActor, EmergencyGate, EmergencyState
+from actors.emergency import EmergencyGate, EmergencyState
+from actors.emergency_actor import EmergencyActor
 from actors.ending import Ending, ExecutionStatus
 from actors.engine_actor import EngineActor
 from actors.engine_emergency import EmergencyControls
