@@ -30,16 +30,17 @@ from actors.cache import ProviderCache
 from actors.clock import Clock, SystemClock
 from actors.config import Config
 from actors.durable import Durable
-from actors.emergency import EmergencyActor, EmergencyGate, EmergencyState
+from actors.emergency import EmergencyGate, EmergencyState
+from actors.emergency_actor import EmergencyActor
 from actors.ending import Ending, ExecutionStatus
 from actors.engine_actor import EngineActor
 from actors.engine_emergency import EmergencyControls
 from actors.engine_journal import JournalSide, journal_recovered
+from actors.engine_workflows import WorkflowRegistry, check_optional_str
 from actors.errors import (
     ConfigError,
     EngineStopped,
-    NotFound,
-    UnknownWorkflow,  # events:
+    NotFound,  # events:
 )
 from actors.eventlog import DEFAULT_RING_SIZE, DRAIN_S  # events:
 from actors.events import EventCallback, EventSink, Subscription
@@ -63,7 +64,7 @@ VERSION = "0.1.0"
 _RECENT_RESULTS = 1000
 
 
-class Engine(EmergencyControls, JournalSide):
+class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
     """Facade over the engine's actors. Build it with `Engine.start()`."""
 
     def __init__(self, config: Config, clock: Clock,
@@ -157,34 +158,7 @@ class Engine(EmergencyControls, JournalSide):
         log.debug("engine_started", supervisors=config.daemon.supervisors)
         return engine
 
-    # -- workflows and executions ----------------------------------------------------------
-
-    def register(self, workflow: Workflow, *, bot_id: str | None = None,
-                 strategy_id: str | None = None) -> None:
-        """Make `workflow` submittable by id, with default bot and strategy ids.
-
-        Registering the same Workflow again updates its defaults; a different Workflow
-        under a registered id is refused (ValueError), by `register` and by `submit`: a
-        submit by id must never silently run something else."""
-        if not isinstance(workflow, Workflow):
-            raise TypeError(f"workflow must be a Workflow, not {type(workflow).__name__}")
-        _check_optional_str(bot_id, "bot_id")
-        _check_optional_str(strategy_id, "strategy_id")
-        with self._lock:
-            self._check_free(workflow)
-            self._workflows[workflow.id] = (workflow, bot_id, strategy_id)
-            self._registered.add(workflow.id)
-
-    def _check_free(self, workflow: Workflow) -> None:
-        entry = self._workflows.get(workflow.id)
-        if (entry is not None and entry[0] is not workflow
-                and workflow.id in self._registered):
-            raise ValueError(f"workflow id {workflow.id!r} is registered to another "
-                             "Workflow object")
-
-    @property
-    def workflows(self) -> list[str]:
-        return sorted(self._workflows)
+    # -- executions (registering workflows: actors/engine_workflows.py) --------------------
 
     def submit(self, workflow: Workflow | str, inputs: Mapping[str, Any] | None = None, *,
                bot_id: str | None = None, strategy_id: str | None = None,
@@ -199,8 +173,8 @@ class Engine(EmergencyControls, JournalSide):
             raise TypeError(f"inputs must be a mapping, not {type(inputs).__name__}")
         if isinstance(priority, bool) or not isinstance(priority, int):
             raise TypeError(f"priority must be an int, not {type(priority).__name__}")
-        _check_optional_str(bot_id, "bot_id")
-        _check_optional_str(strategy_id, "strategy_id")
+        check_optional_str(bot_id, "bot_id")
+        check_optional_str(strategy_id, "strategy_id")
         handle = ExecutionHandle(self._ids.new(wf.id), wf.id, self.sink.log)  # events:
         if self.gate.state is EmergencyState.HALT:
             self.admission.count_refused()
@@ -223,24 +197,6 @@ class Engine(EmergencyControls, JournalSide):
             self._resolve_refused(handle, "submit refused: the admission queue is full",
                                   "Overloaded")
         return handle
-
-    def _resolve_workflow(self, workflow: Workflow | str,
-                          ) -> tuple[Workflow, str | None, str | None]:
-        if isinstance(workflow, str):
-            entry = self._workflows.get(workflow)
-            if entry is None:
-                raise UnknownWorkflow(f"no workflow registered as {workflow!r}")
-            return entry
-        if not isinstance(workflow, Workflow):
-            raise TypeError(f"workflow must be a Workflow or a registered workflow id, not "
-                            f"{type(workflow).__name__}")
-        entry = self._workflows.get(workflow.id)
-        if entry is not None and entry[0] is workflow:
-            return entry
-        with self._lock:
-            self._check_free(workflow)
-            self._workflows[workflow.id] = entry = (workflow, None, None)
-        return entry
 
     def _resolve_refused(self, handle: ExecutionHandle, error: str, error_type: str) -> None:
         with self._lock:
@@ -410,7 +366,3 @@ class Engine(EmergencyControls, JournalSide):
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-
-def _check_optional_str(value: Any, name: str) -> None:
-    if value is not None and not isinstance(value, str):
-        raise TypeError(f"{name} must be a string or None, not {type(value).__name__}")

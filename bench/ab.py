@@ -117,6 +117,17 @@ def worker_args(args: argparse.Namespace) -> list[str]:
     return out
 
 
+def glue_side_args(argv: list[str]) -> list[str]:
+    """`--b-args "--gc-freeze"` as `--b-args=--gc-freeze`: argparse would take the value,
+    which starts with "--", for an option of its own."""
+    out: list[str] = []
+    pending = iter(argv)
+    for arg in pending:
+        glued = arg in ("--a-args", "--b-args")
+        out.append(f"{arg}={next(pending, '')}" if glued else arg)
+    return out
+
+
 def measure(side: Side, common: list[str], timeout: float) -> dict[str, Any]:
     cmd = [sys.executable, str(CORE), "--worker", "--expect-actors", str(side.tree / "actors"),
            *common, *side.args]

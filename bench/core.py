@@ -43,7 +43,8 @@ import structlog
 
 ROOT = Path(__file__).resolve().parent.parent
 # An A/B worker (always started with --worker first) must import the `actors` of the tree
-# on its PYTHONPATH, not this file's.
+# on its PYTHONPATH, not this file's. Its `bench` is that tree's too (maybe an older one),
+# so the worker's code stays in this file; only the other modes import from `bench`.
 if sys.argv[1:2] != ["--worker"]:
     sys.path.insert(0, str(ROOT))
 structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
@@ -307,67 +308,6 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
                    "enabled": gc.isenabled(), "collections_by_generation": by_generation}}
 
 
-# -- default mode: the engine beside the asyncio executor and the bare pykka floor ----------
-
-def run_default(args: argparse.Namespace) -> None:
-    from bench.baselines import (
-        asyncio_latency,
-        asyncio_throughput,
-        pykka_chain_latency,
-    )
-
-    rounds = args.rounds or (1 if args.quick else 3)
-    latency_n = 500 if args.quick else 2000
-    levels = [1, 10, 50, 200, 1000]
-
-    engine, counter, per_run, frozen = start_warm_engine(args, 500, 3000,
-                                                         cpu_affinity=args.cpu or [])
-    print(f"supervisors={engine.config.daemon.supervisors} "
-          f"cpu_affinity={list(engine.config.daemon.cpu_affinity) or 'none'} "
-          f"gc_threshold={gc.get_threshold()} gc_frozen={frozen} gc_enabled={gc.isenabled()}\n")
-    before_count = counter.count
-    engine_runs = 0
-
-    # Latency: rounds of each, interleaved, samples pooled (the machine is shared: what
-    # drifts during the run drifts for both).
-    e_lat: list[float] = []
-    a_lat: list[float] = []
-    p_lat: list[float] = []
-    for _ in range(rounds):
-        e_lat += engine_latency(engine, latency_n)
-        engine_runs += latency_n
-        a_lat += asyncio_latency(WORKFLOW, Counter(), latency_n)
-        p_lat += pykka_chain_latency(latency_n)
-    ep, ap, pp = percentiles(e_lat), percentiles(a_lat), percentiles(p_lat)
-    print(f"{'latency at concurrency 1':<34}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}")
-    for name, p in (("tradeloom engine", ep), ("asyncio sequential executor", ap),
-                    ("bare pykka ask chain, 3 actors", pp)):
-        print(f"{name:<34}{p[0] * 1e3:>9.3f}{p[1] * 1e3:>9.3f}{p[2] * 1e3:>9.3f}")
-    print(f"engine p50 / asyncio p50: {ep[0] / ap[0]:.2f}x   "
-          f"engine p50 / pykka-chain p50: {ep[0] / pp[0]:.2f}x\n")
-
-    print(f"{'concurrency':>11}{'engine wf/s':>14}{'asyncio wf/s':>14}{'ratio':>8}"
-          f"   (median of {rounds} interleaved rounds; ratio = median of paired ratios)")
-    for level in levels:
-        total = max(500, level * 2) if args.quick else max(6000, level * 10)
-        engine_rates, asyncio_rates = [], []
-        for _ in range(rounds):
-            engine_rates.append(engine_throughput(engine, level, total))
-            engine_runs += total
-            asyncio_rates.append(asyncio_throughput(WORKFLOW, Counter(), level, total))
-        ratio = statistics.median(e / a for e, a in zip(engine_rates, asyncio_rates,
-                                                        strict=True))
-        print(f"{level:>11}{statistics.median(engine_rates):>14,.0f}"
-              f"{statistics.median(asyncio_rates):>14,.0f}{ratio:>7.2f}x")
-    expected = engine_runs * per_run
-    delivered = counter.wait_for(before_count + expected) - before_count
-    print(f"\nevents delivered to the subscriber: {delivered:,} of {expected:,}; "
-          f"seq gaps: {counter.gaps}")
-    engine.stop()
-    if delivered != expected or counter.gaps:
-        raise SystemExit("events were lost")
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -413,20 +353,14 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def glue_side_args(argv: list[str]) -> list[str]:
-    """`--b-args "--gc-freeze"` as `--b-args=--gc-freeze`: argparse would take the value,
-    which starts with "--", for an option of its own."""
-    out: list[str] = []
-    pending = iter(argv)
-    for arg in pending:
-        glued = arg in ("--a-args", "--b-args")
-        out.append(f"{arg}={next(pending, '')}" if glued else arg)
-    return out
-
-
 def main() -> None:
     p = parser()
-    args = p.parse_args(glue_side_args(sys.argv[1:]))
+    argv = sys.argv[1:]
+    if argv[:1] != ["--worker"]:  # a worker imports nothing from `bench`: see the top
+        from bench.ab import glue_side_args
+
+        argv = glue_side_args(argv)
+    args = p.parse_args(argv)
     if args.worker:
         print(json.dumps(run_worker(args)))
         return
@@ -434,9 +368,9 @@ def main() -> None:
         from bench.ab import run_ab
 
         raise SystemExit(run_ab(p, args))
-    if args.json or args.a_args or args.b_args or args.fail_on_regression:
-        p.error("--json, --a-args, --b-args and --fail-on-regression need --ab or --ab-same")
-    run_default(args)
+    from bench.core_default import run_default
+
+    run_default(p, args)
 
 
 if __name__ == "__main__":

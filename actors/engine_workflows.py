@@ -1,0 +1,76 @@
+"""The engine's workflows: registering them by id, and resolving what `submit` is given.
+
+A part of `Engine` (a mixin it inherits), kept apart so each file reads as one concern.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from actors.errors import UnknownWorkflow
+from actors.workflow import Workflow
+
+if TYPE_CHECKING:
+    import threading
+
+__all__ = ["WorkflowRegistry", "check_optional_str"]
+
+
+class WorkflowRegistry:
+    """register / workflows and the lookup behind `submit`, for `Engine`."""
+
+    _lock: threading.Lock
+    #: By id: (workflow, default bot_id, default strategy_id).
+    _workflows: dict[str, tuple[Workflow, str | None, str | None]]
+    #: Ids given by `register()` (or the config): a different Workflow may not take them.
+    _registered: set[str]
+
+    def register(self, workflow: Workflow, *, bot_id: str | None = None,
+                 strategy_id: str | None = None) -> None:
+        """Make `workflow` submittable by id, with default bot and strategy ids.
+
+        Registering the same Workflow again updates its defaults; a different Workflow
+        under a registered id is refused (ValueError), by `register` and by `submit`: a
+        submit by id must never silently run something else."""
+        if not isinstance(workflow, Workflow):
+            raise TypeError(f"workflow must be a Workflow, not {type(workflow).__name__}")
+        check_optional_str(bot_id, "bot_id")
+        check_optional_str(strategy_id, "strategy_id")
+        with self._lock:
+            self._check_free(workflow)
+            self._workflows[workflow.id] = (workflow, bot_id, strategy_id)
+            self._registered.add(workflow.id)
+
+    def _check_free(self, workflow: Workflow) -> None:
+        entry = self._workflows.get(workflow.id)
+        if (entry is not None and entry[0] is not workflow
+                and workflow.id in self._registered):
+            raise ValueError(f"workflow id {workflow.id!r} is registered to another "
+                             "Workflow object")
+
+    @property
+    def workflows(self) -> list[str]:
+        return sorted(self._workflows)
+
+    def _resolve_workflow(self, workflow: Workflow | str,
+                          ) -> tuple[Workflow, str | None, str | None]:
+        if isinstance(workflow, str):
+            entry = self._workflows.get(workflow)
+            if entry is None:
+                raise UnknownWorkflow(f"no workflow registered as {workflow!r}")
+            return entry
+        if not isinstance(workflow, Workflow):
+            raise TypeError(f"workflow must be a Workflow or a registered workflow id, not "
+                            f"{type(workflow).__name__}")
+        entry = self._workflows.get(workflow.id)
+        if entry is not None and entry[0] is workflow:
+            return entry
+        with self._lock:
+            self._check_free(workflow)
+            self._workflows[workflow.id] = entry = (workflow, None, None)
+        return entry
+
+
+def check_optional_str(value: Any, name: str) -> None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{name} must be a string or None, not {type(value).__name__}")
