@@ -38,6 +38,7 @@ import sys
 import threading
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import structlog
 
@@ -228,7 +229,8 @@ def tap_commits_until_started() -> threading.Event:
         if not started.is_set():
             say(f"C {seq}")
 
-    EventLog.mark_committed = tapped  # type: ignore[method-assign]
+    # patched for the rest of this child process (never stopped): it exits when done
+    mock.patch.object(EventLog, "mark_committed", tapped).start()
     return started
 
 

@@ -83,8 +83,8 @@ def test_tail_for_people_prints_one_plain_line_per_event_without_a_header(
     assert not any("breakers:" in line or "queued" in line for line in lines)  # the header's
     for event, line in zip(history, lines, strict=False):  # one line per event, in seq order
         assert line.split()[0] == str(event["seq"]) and event["type"] in line, line
-    failed = next(line for line in lines if "execution_failed" in line)
-    assert execution_id.rsplit("_", 1)[1] in failed and "ValueError" in failed
+    failed_line = next(line for line in lines if "execution_failed" in line)
+    assert execution_id.rsplit("_", 1)[1] in failed_line and "ValueError" in failed_line
     assert len(lines) == len(set(lines))
 
 

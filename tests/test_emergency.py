@@ -411,7 +411,7 @@ def test_resume_refused_while_a_limit_is_exceeded_unless_forced(make_engine: Eng
 # -- state messages ---------------------------------------------------------------------------
 
 def test_state_messages_through_engine_ref(engine: Engine, recorder: Recorder) -> None:
-    steps = [
+    steps: list[tuple[Alert | Halt | ReduceOnly | Resume, str, str]] = [
         (Alert(reason="vol spike"), "ALERT", "NORMAL"),
         (Halt(reason="manual stop"), "HALT", "ALERT"),
         (ReduceOnly(reason="close positions"), "REDUCE_ONLY", "HALT"),
@@ -550,7 +550,7 @@ def test_halt_to_acknowledged_latency_is_measured(make_engine: EngineFactory) ->
             probe.wait_count("in", (r + 1) * in_flight, timeout=FILL_S)
             t0 = time.perf_counter()
             if r % 2:
-                reply = engine.ref.ask(Halt(reason=f"round {r}"), timeout=WAIT_S)
+                reply = engine.ref.ask(Halt(reason=f"round {r}"), block=True, timeout=WAIT_S)
             else:
                 reply = engine.halt(f"round {r}")
             samples.append(time.perf_counter() - t0)

@@ -891,6 +891,10 @@ def test_node_context_fields(engine: Engine) -> None:
         notes.note(ctx)
         return {"p": 1}
 
+    def check(ctx: NodeContext) -> bool:
+        notes.note(ctx)
+        return True
+
     def act(ctx: NodeContext) -> str:
         notes.note(ctx)
         ctx.log.info("acting")
@@ -899,8 +903,7 @@ def test_node_context_fields(engine: Engine) -> None:
     wf = Workflow("ctx_fields", nodes=[
         Node("fetch", fetch, category="provider"),
         Node("side", echo(notes, "side")),
-        Node("check", lambda ctx: notes.note(ctx) or True, category="condition",
-             depends_on=["fetch"]),
+        Node("check", check, category="condition", depends_on=["fetch"]),
         Node("act", act, category="action", depends_on=["check"]),
     ])
     inputs = {"threshold": 2.5, "symbol": "BTC"}
@@ -1003,19 +1006,19 @@ def test_actor_messages_submit_status_and_cancel(engine: Engine, recorder: Recor
     assert {(e["bot_id"], e["strategy_id"]) for e in evs} == {("bot_9", "s9")}
 
     # Submit by registered id, through the actor too.
-    by_id = engine.ref.ask(Submit("by_message", inputs={"v": 1}), timeout=5)
+    by_id = engine.ref.ask(Submit("by_message", inputs={"v": 1}), block=True, timeout=5)
     assert by_id.result(timeout=5).results == {"x": 2}
 
-    status = engine.ref.ask(GetStatus(), timeout=5)
+    status = engine.ref.ask(GetStatus(), block=True, timeout=5)
     assert status["workflows"] == ["by_message"]
     assert status["last_seq"] == recorder.events[-1]["seq"]
 
     gate = threading.Event()
     holding = Workflow("held", nodes=[Node("h", blocker(gate))])
     try:
-        held = engine.ref.ask(Submit(holding), timeout=5)
+        held = engine.ref.ask(Submit(holding), block=True, timeout=5)
         started_nodes(recorder, held.execution_id)
-        assert engine.ref.ask(GetStatus(), timeout=5)["running"] == 1
+        assert engine.ref.ask(GetStatus(), block=True, timeout=5)["running"] == 1
         assert engine.ref.ask(Cancel(held.execution_id), timeout=5) == {"status": "cancelled"}
         assert held.result(timeout=5).status == "cancelled"
     finally:

@@ -15,7 +15,7 @@ import pytest
 
 from actors import EmergencyState, NodeContext
 from actors.errors import NotFound
-from tests.conftest import EngineFactory, Recorder
+from tests.conftest import EngineFactory, Recorder, state_now
 from tests.engine_journal_helpers import (
     Action,
     Disk,
@@ -245,7 +245,7 @@ def test_intents_left_open_are_logged_or_halt_the_next_start(make_engine: Engine
     assert third.submit(trade_workflow("wf", Action())).result(5).status == "refused"
     third.resolve_intent(key, "not_filled", "checked the exchange")
     # The last unresolved intent is reconciled: the HALT it started with ends.
-    assert third.state is EmergencyState.NORMAL
+    assert state_now(third) is EmergencyState.NORMAL
     last = third.emergency_history()[-1]
     assert (last["previous_state"], last["state"], last["origin"]) == ("HALT", "NORMAL", "api")
     assert "reconciled" in last["reason"]

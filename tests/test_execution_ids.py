@@ -33,7 +33,8 @@ class Journal:
         return execution_id in self.taken_ids
 
     def last_state(self) -> dict[str, Any]:
-        return [value for kind, value in self.log if kind == "reserve"][-1]
+        state: dict[str, Any] = [value for kind, value in self.log if kind == "reserve"][-1]
+        return state
 
 
 def number(execution_id: str) -> int:

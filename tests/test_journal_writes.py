@@ -208,7 +208,8 @@ def test_a_failed_commit_merged_with_later_ones_gives_the_same_rows(tmp_path: Pa
             assert journal.flush(5)
             rows[merged] = journal.execution("exec_wf_0000000c")
     assert rows[True] == rows[False]
-    assert rows[True] is not None and rows[True]["status"] == "completed"
+    merged_row = rows[True]
+    assert merged_row is not None and merged_row["status"] == "completed"
 
 
 def test_terminal_nodes_map_and_in_process_executions(tmp_path: Path) -> None:

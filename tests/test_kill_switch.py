@@ -191,7 +191,7 @@ class ExitingFigure(float):
 
 
 def assert_engine_alive(engine: Engine) -> None:
-    assert engine.ref.ask(GetStatus(), timeout=5)["state"] == engine.state.value
+    assert engine.ref.ask(GetStatus(), block=True, timeout=5)["state"] == engine.state.value
     assert engine._emergency.is_alive()
     assert engine.ref.is_alive()
 

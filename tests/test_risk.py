@@ -26,7 +26,7 @@ from actors import (
     Workflow,
 )
 from actors.messages import GetStatus, RiskUpdate
-from tests.conftest import EngineFactory, Recorder
+from tests.conftest import EngineFactory, Recorder, state_now
 
 WAIT_S = 20.0
 BLOCK_S = 10.0
@@ -197,7 +197,7 @@ def test_ctx_risk_from_inside_a_node(make_engine: EngineFactory) -> None:
 
     second = engine.submit(wf, {"loss": 200.0})
     result = second.result(timeout=WAIT_S)
-    assert engine.state is EmergencyState.HALT
+    assert state_now(engine) is EmergencyState.HALT
     assert result.status == "halted", result
     assert result.error_type == "Halted"
     assert actions == [first.execution_id], "the action after the breach must not run"
@@ -275,7 +275,7 @@ def test_drawdown_pct_by_value_in_percent(make_engine: EngineFactory) -> None:
     engine.risk_update("drawdown", value=19.99)
     assert engine.state is EmergencyState.NORMAL
     engine.risk_update("drawdown", value=20.0)
-    assert engine.state is EmergencyState.HALT
+    assert state_now(engine) is EmergencyState.HALT
     assert [risk_fields(e) for e in rec.of_type("risk_limit_exceeded")] == [
         ("drawdown", 20.0, 20.0, 1.0)]
     assert changes(rec) == [("HALT", "NORMAL", "risk_limit")]
@@ -308,7 +308,7 @@ def test_position_size_is_set_not_accumulated(make_engine: EngineFactory) -> Non
     assert engine.status()["limits"]["btc_position"]["value"] == 5.0
     assert engine.state is EmergencyState.NORMAL
     engine.risk_update("btc_position", value=10.0)
-    assert engine.state is EmergencyState.HALT
+    assert state_now(engine) is EmergencyState.HALT
     assert [risk_fields(e) for e in rec.of_type("risk_limit_exceeded")] == [
         ("btc_position", 10.0, 10.0, 1.0)]
     assert changes(rec) == [("HALT", "NORMAL", "risk_limit")]
@@ -394,7 +394,7 @@ def test_action_rate_with_auto_halt_halts_and_the_over_rate_action_does_not_run(
     assert result.status == "halted", result
     assert result.error_type == "Halted"
     assert len(starts) == threshold, "the action over the rate must not run"
-    assert engine.state is EmergencyState.HALT
+    assert state_now(engine) is EmergencyState.HALT
     [change] = rec.of_type("emergency_state_changed")
     assert (change["state"], change["previous_state"], change["source"]) == (
         "HALT", "NORMAL", "risk_limit")
@@ -428,7 +428,7 @@ def test_status_limits_show_value_threshold_utilization(make_engine: EngineFacto
     engine.risk_update("btc_position", value=1.0)
     engine.risk_update("drawdown", value=2.5)
     engine.ref.ask(RiskUpdate(limit="custom_score", delta=10.0))
-    limits = engine.ref.ask(GetStatus(), timeout=WAIT_S)["limits"]
+    limits = engine.ref.ask(GetStatus(), block=True, timeout=WAIT_S)["limits"]
     assert limits == {
         "daily_loss": {"value": 250.0, "threshold": 1000.0, "utilization": 0.25},
         "btc_position": {"value": 1.0, "threshold": 4.0, "utilization": 0.25},

@@ -12,7 +12,7 @@ import pytest
 import structlog
 import structlog.testing
 
-from actors import Engine, Node, NodeContext, Workflow
+from actors import Engine, Node, NodeContext, Subscription, Workflow
 from actors.errors import TradeloomError, WaitInCallback
 from actors.eventlog import DRAIN_S
 from actors.events import validate_event
@@ -243,7 +243,7 @@ def test_a_callback_failing_on_every_event_logs_one_traceback_then_a_count(
 def test_a_subscription_may_close_itself_from_its_callback(engine: Engine,
                                                            recorder: Recorder) -> None:
     seen: list[int] = []
-    subs = []
+    subs: list[Subscription] = []
 
     def once(event: Event) -> None:
         seen.append(event["seq"])

@@ -259,12 +259,12 @@ def test_web_config_keys() -> None:
                                     "allowed_origins": ["https://ops.example:8450"]}}).web
     assert (web.listen, web.token_env, web.allowed_origins, web.max_clients) == (
         "127.0.0.1:8450", "MY_TOKEN", ("https://ops.example:8450",), 16)
-    bad = [({"port": 1}, "web.port"), ({"listen": "nohost"}, "web.listen"),
-           ({"listen": 8450}, "web.listen"), ({"allowed_origins": ["a/b"]},
-                                              "web.allowed_origins[0]"),
-           ({"certfile": "c.pem"}, "web.keyfile"), ({"token_env": "1 bad"}, "web.token_env"),
-           ({"listen": "0.0.0.0:8450"}, "web.certfile"), ({"max_clients": 0}, "web.max_clients"),
-           ({"max_clients": True}, "web.max_clients"), ({"max_clients": "9"}, "web.max_clients")]
+    bad: list[tuple[dict[str, Any], str]] = [
+        ({"port": 1}, "web.port"), ({"listen": "nohost"}, "web.listen"),
+        ({"listen": 8450}, "web.listen"), ({"allowed_origins": ["a/b"]}, "web.allowed_origins[0]"),
+        ({"certfile": "c.pem"}, "web.keyfile"), ({"token_env": "1 bad"}, "web.token_env"),
+        ({"listen": "0.0.0.0:8450"}, "web.certfile"), ({"max_clients": 0}, "web.max_clients"),
+        ({"max_clients": True}, "web.max_clients"), ({"max_clients": "9"}, "web.max_clients")]
     for raw, key in bad:
         with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
             parse_web(raw)

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
+from websockets.typing import Origin
 
 from actors import Engine
 from transport.web.gateway import WebGateway
@@ -269,7 +270,7 @@ def test_spoofed_origins_are_refused(gateway: WebGateway, origin: str) -> None:
     from websockets.exceptions import InvalidStatus
 
     with pytest.raises(InvalidStatus) as refused:
-        connect(gateway.ws_url, origin=origin, open_timeout=DEADLINE_S)  # type: ignore[arg-type]
+        connect(gateway.ws_url, origin=Origin(origin), open_timeout=DEADLINE_S)
     assert refused.value.response.status_code == 403
 
 

@@ -158,7 +158,8 @@ def test_items_that_are_not_nodes_are_refused() -> None:
 @pytest.mark.parametrize("option", ["timeout_s", "cache_ttl_s", "restart_within_s"])
 def test_non_positive_durations_are_refused_naming_the_node(option: str) -> None:
     with pytest.raises(WorkflowDefinitionError) as exc:
-        Node("timed", noop, category="provider", **{option: 0})
+        duration: dict[str, Any] = {option: 0}  # the option is chosen by name at run time
+        Node("timed", noop, category="provider", **duration)
     assert_names(exc, "timed")
     assert option in str(exc.value)
 

@@ -7,6 +7,7 @@ in order, False (nothing queued) when the first frame is refused, the same excep
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import time
 from collections.abc import Iterator, Sequence
@@ -136,6 +137,6 @@ def test_no_usable_libzmq_falls_back_to_pyzmq(monkeypatch: pytest.MonkeyPatch,
 def test_the_library_found_is_the_one_pyzmq_loaded() -> None:
     lib = _zmq_direct._libzmq()
     assert lib is not None
-    parts = [_zmq_direct.ctypes.c_int() for _ in range(3)]
-    lib.zmq_version(*(_zmq_direct.ctypes.byref(p) for p in parts))
+    parts = [ctypes.c_int() for _ in range(3)]
+    lib.zmq_version(*(ctypes.byref(p) for p in parts))
     assert tuple(p.value for p in parts) == zmq.zmq_version_info()

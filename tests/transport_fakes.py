@@ -249,6 +249,21 @@ class FakeHandler:
             raise TimeoutError("replay gate never opened")
         return self.log.replay(since_seq, limit, topic_prefix)
 
+    # The webhooks ops answer as the daemon's handler does with no [[webhooks]] configured
+    # (transport/engine_handler.py), so this fake is a whole `ControlHandler`.
+
+    def webhooks_failed(self, *, name: str | None, limit: int) -> list[Event]:
+        self._record("webhooks_failed", name=name, limit=limit)
+        raise NotFound("no [[webhooks]] are configured")
+
+    def webhooks_retry(self, *, name: str | None, ids: list[int]) -> Event:
+        self._record("webhooks_retry", name=name, ids=ids)
+        raise NotFound("no [[webhooks]] are configured")
+
+    def webhooks_log(self, *, name: str | None, limit: int) -> Event:
+        self._record("webhooks_log", name=name, limit=limit)
+        raise NotFound("no [[webhooks]] are configured")
+
     def ops(self) -> Iterator[str]:
         with self.lock:
             return iter([op for op, _ in self.calls])

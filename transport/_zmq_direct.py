@@ -28,12 +28,14 @@ from typing import Any
 
 import zmq
 
-__all__ = ["FrameSender", "direct_available", "frame_sender"]
+__all__ = ["Frame", "FrameSender", "direct_available", "frame_sender"]
 
+#: A frame: bytes, or another buffer (copied as bytes on the direct path, as pyzmq would).
+Frame = bytes | bytearray | memoryview
 #: `frames -> sent`: True once every frame is queued, False if the first was refused with
 #: EAGAIN (a full queue, or no peer to route to: nothing was queued); other errors raise
 #: `zmq.ZMQError` (`zmq.ContextTerminated` for ETERM), as pyzmq's `send_multipart` would.
-FrameSender = Callable[[Sequence[bytes]], bool]
+FrameSender = Callable[[Sequence[Frame]], bool]
 
 _DONTWAIT = int(zmq.DONTWAIT)
 _SNDMORE = int(zmq.SNDMORE)
@@ -85,7 +87,7 @@ def frame_sender(socket: zmq.Socket[Any], *, direct: bool = True) -> FrameSender
     return _DirectSender(socket, lib)
 
 
-def _pyzmq_send(socket: zmq.Socket[Any], frames: Sequence[bytes]) -> bool:
+def _pyzmq_send(socket: zmq.Socket[Any], frames: Sequence[Frame]) -> bool:
     try:
         socket.send_multipart(frames, zmq.NOBLOCK)
     except zmq.Again:
@@ -104,7 +106,7 @@ class _DirectSender:
         self._send = lib.zmq_send
         self._errno = lib.zmq_errno
 
-    def __call__(self, frames: Sequence[bytes]) -> bool:
+    def __call__(self, frames: Sequence[Frame]) -> bool:
         if self._socket.closed:  # the handle would be freed memory
             raise zmq.ZMQError(errno.ENOTSOCK)
         last = len(frames) - 1
