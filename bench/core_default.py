@@ -54,9 +54,9 @@ def run_default(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p_lat += pykka_chain_latency(latency_n)
     ep, ap, pp = percentiles(e_lat), percentiles(a_lat), percentiles(p_lat)
     print(f"{'latency at concurrency 1':<34}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}")
-    for name, p in (("tradeloom engine", ep), ("asyncio sequential executor", ap),
-                    ("bare pykka ask chain, 3 actors", pp)):
-        print(f"{name:<34}{p[0] * 1e3:>9.3f}{p[1] * 1e3:>9.3f}{p[2] * 1e3:>9.3f}")
+    for name, pct in (("tradeloom engine", ep), ("asyncio sequential executor", ap),
+                      ("bare pykka ask chain, 3 actors", pp)):
+        print(f"{name:<34}{pct[0] * 1e3:>9.3f}{pct[1] * 1e3:>9.3f}{pct[2] * 1e3:>9.3f}")
     print(f"engine p50 / asyncio p50: {ep[0] / ap[0]:.2f}x   "
           f"engine p50 / pykka-chain p50: {ep[0] / pp[0]:.2f}x\n")
 
