@@ -11,6 +11,8 @@ import pytest
 from actors import journal_writer
 from actors.clock import ManualClock
 from actors.journal import Journal
+from actors.journal_checkpointer import WAL_SIZE_LIMIT
+from tests.engine_journal_helpers import eventually
 from tests.journal_helpers import (
     Sequencer,
     all_events,
@@ -57,9 +59,18 @@ def test_tiny_keep_events_keeps_the_file_bounded(
             assert len(journal.executions(limit=1000)) <= 50 // 6 + 2
         assert pages[2] <= pages[0] + 4, f"the file grows: {pages} pages"
         # The WAL is checkpointed off the commit path (actors/journal_checkpointer.py): at
-        # this test's rate (a prune pass after every commit, ~100 MB/s of WAL) it peaks
-        # near 2,500 pages; without checkpoints it passes 35 MB here.
-        assert (tmp_path / "journal.db-wal").stat().st_size < 16 * 1024 * 1024, journal.stats()
+        # this test's rate (a prune pass after every commit, ~100 MB/s of WAL) its peak
+        # depends on how much CPU the checkpointer gets (SQLite's own checkpoint in the
+        # writer is the backstop); once checkpoints catch up it rewinds and its file is cut
+        # back to WAL_SIZE_LIMIT (the cut itself: tests/test_journal_checkpointer.py).
+        wal = tmp_path / "journal.db-wal"
+
+        def wal_cut_back() -> bool:
+            seq.emit(sys_event("tick"))  # the write after a full checkpoint rewinds it
+            assert journal.flush(5)
+            return wal.stat().st_size <= WAL_SIZE_LIMIT
+
+        eventually(wal_cut_back, what=f"the WAL within {WAL_SIZE_LIMIT} bytes")
         assert journal.stats()["pruned_rows"] >= 590
 
 
