@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from actors.emergency import EmergencyGate, EmergencyState
 from actors.errors import EngineStopped, WaitInCallback
 from actors.eventlog import current_subscription
-from actors.interpreter import quick_handoffs
+from actors.interpreter import HaltPriority, quick_handoffs
 from actors.messages import Alert, Halt, ReduceOnly, Resume, RiskUpdate
 
 if TYPE_CHECKING:
@@ -78,24 +78,30 @@ class EmergencyControls:
         if self._stopped:
             raise EngineStopped("the engine is stopped")
         self._refuse_wait_in_callback(type(message).__name__)
-        if type(message) is Halt:
-            # The journal writer gives way from here to the reply (actors/interpreter.py).
-            with self.gate.priority.hold():
-                return self._ask_and_commit(message)
-        return self._ask_and_commit(message)
+        if type(message) is not Halt:
+            return self._ask_and_commit(message, None)
+        priority = self.gate.priority
+        with priority.hold():  # the journal writer gives way until the reply is out
+            return self._ask_and_commit(message, priority)
 
-    def _ask_and_commit(self, message: Any) -> dict[str, Any]:
+    def _ask_and_commit(self, message: Any, priority: HaltPriority | None) -> dict[str, Any]:
         reply: dict[str, Any] = self._emergency.ask(message, block=True, timeout=30.0)
         if self._durable is not None:
-            # The reply comes after the change is committed: when this call changed the
-            # state, up to the newest change (its own event or a later one; not the halted
-            # executions' events queued behind it); else everything queued so far. A risk
-            # update cannot tell a change of its own from another caller's halt sequenced
-            # before its figure was saved, so it always waits for everything.
+            # The reply comes after the change is committed: a halt's, or a change's made
+            # by this call, up to the newest change (its own event or a later one; not the
+            # halted executions' events queued behind it); else everything queued so far.
+            # A risk update cannot tell a change of its own from another caller's halt
+            # sequenced before its figure was saved, so it always waits for everything.
             history = self.gate.history
-            changed = (type(message) is not RiskUpdate and history
-                       and reply.get("state") != reply.get("previous_state"))
-            self._durable.wait_commit(upto_seq=history[-1]["seq"] if changed else None)
+            changed = reply.get("state") != reply.get("previous_state")
+            if history and (type(message) is Halt
+                            or (changed and type(message) is not RiskUpdate)):
+                newest = history[-1]["seq"]
+                if priority is not None:
+                    priority.first(newest)  # what the reply waits for is never held back
+                self._durable.wait_commit(upto_seq=newest)
+            else:
+                self._durable.wait_commit()
         return reply
 
     def _refuse_wait_in_callback(self, what: str) -> None:

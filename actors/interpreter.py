@@ -86,7 +86,7 @@ class HaltPriority:
 
     def first(self, state_seq: int) -> None:
         """Everything up to `state_seq` is committed before the writer gives way."""
-        self._seq = state_seq
+        self._seq = max(self._seq, state_seq)
 
     def give_way(self, committed_seq: int, max_s: float) -> None:
         if not self._quiet.is_set() and 0 < self._seq <= committed_seq:

@@ -212,3 +212,23 @@ def test_during_a_halt_the_journal_commits_its_state_change_and_holds_the_rest(
         assert handle.result(timeout=DEADLINE_S).status == "halted"
     assert durable.journal.wait_committed(engine.status()["last_seq"], DEADLINE_S)
     assert went_on_early == []
+
+
+def test_a_halt_while_halted_is_not_held_back_by_its_own_priority(
+        make_engine: EngineFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Its reply waits for the HALT in force; waiting for everything queued instead would
+    # wait for the writer that gives way to this very halt (HALT_GIVE_WAY_S: 30 s here).
+    monkeypatch.setattr(journal_writer, "HALT_GIVE_WAY_S", 30.0)
+    engine = make_engine({"daemon": {"data_dir": str(tmp_path)}})
+    assert engine.halt("first")["state"] == "HALT"
+    done = threading.Event()
+    replies: list[dict[str, Any]] = []
+
+    def again() -> None:
+        replies.append(engine.halt("again"))
+        replies.append(engine.ref.ask(Halt(reason="and again"), timeout=30))
+        done.set()
+
+    threading.Thread(target=again, daemon=True).start()
+    assert done.wait(DEADLINE_S), "a halt while halted waited for the writer's give-way"
+    assert [r["state"] for r in replies] == ["HALT", "HALT"]
