@@ -41,15 +41,12 @@ in this process or another, gets JournalLocked naming that pid) and data_dir/jou
 survives a process crash (kill -9), `"full"` also a power loss.
 
 Writing (actors/journal_writer.py, actors/journal_group.py): one thread with its own
-connection takes everything queued since its last commit and writes it in ONE transaction:
-the events as one batch row (their msgpack maps concatenated; a row holds at most
-MAX_ROW_EVENTS), one row per execution touched (a single insert when it was submitted,
-started and ended within the commit), the intent outcomes derived from the events' types,
-and the records. Then `on_commit(last_seq)` (the ordered log may release events up to
-there), then the records' tickets complete. Only
-committed data ever gets out: a failed write reports nothing, calls `on_error` once per
-failure episode (the engine halts in memory), keeps everything and retries with backoff;
-the first success calls `on_recovered_write()`, commits resuming in order with no gap.
+connection writes everything queued since its last commit in ONE transaction (group
+commit), then calls `on_commit(last_seq)` (the ordered log may release events up to
+there), then completes the records' tickets. Only committed data ever gets out: a failed
+write reports nothing, calls `on_error` once per failure episode (the engine halts in
+memory), keeps everything and retries with backoff; the first success calls
+`on_recovered_write()`, commits resuming in order with no gap.
 
 Records and what waits on them: `record_submitted` (the reply to a submit waits),
 `record_intent` (an action waits before its function is called), `record_intent_outcome`
@@ -64,9 +61,8 @@ filled in from `results`); otherwise it is rebuilt from the execution's events s
 (for a running execution: what is committed so far; empty once retention pruned them).
 
 Retention (`keep_events` newest events and/or `keep_days`; either prunes) runs in the
-writer between commits, at most PRUNE_ROWS_PER_PASS rows per pass, never past a registered
-cursor, an unresolved intent's `seq_at`, or the newest batch row. Executions and resolved
-intents go once their events are gone. Pruned pages are reused: the file stays bounded.
+writer between commits, in small passes that never go past a registered cursor, an
+unresolved intent or the newest batch row: actors/journal_retention.py.
 """
 
 from __future__ import annotations

@@ -35,18 +35,11 @@ from actors.journal_group import (
     GroupBuilder,
 )
 from actors.journal_records import Ticket, log
+from actors.journal_retention import Retention, rollback
 
-#: Retention deletes at most this many batch rows per pass (a pass is one short transaction).
-PRUNE_ROWS_PER_PASS = 100
-#: Executions and resolved intents deleted per pass, once their events are gone.
-PRUNE_RECORDS_PER_PASS = 500
-#: Emergency history rows kept (state changes are rare; this is years of them).
-HISTORY_KEPT = 1000
 #: A commit takes at most about this many events: a state change queued behind a group
 #: waits for that group's commit, so a group is kept to a few milliseconds of work.
 GROUP_EVENTS_MAX = 2048
-#: Seconds between retention passes while nothing is left over from the last one.
-PRUNE_INTERVAL_S = 0.25
 #: How long after a halt broadcast began the writer gives way to it, at most
 #: (actors/interpreter.py, `HaltPriority`).
 HALT_GIVE_WAY_S = 0.1
@@ -66,9 +59,9 @@ class JournalWriter:
         self.conn = conn
         self.path = path
         self.clock = clock
-        self.keep_events = keep_events
-        self.keep_days = keep_days
         self.cursors = dict(cursors)
+        self.retention = Retention(keep_events=keep_events, keep_days=keep_days, clock=clock,
+                                   cursors=self.cursors)
         self.retry_min_s = retry_min_s
         self.retry_max_s = retry_max_s
         self.queue: deque[Any] = deque()
@@ -90,10 +83,6 @@ class JournalWriter:
         self.thread: threading.Thread | None = None
         self.pending: Group | None = None
         self._file_id = _file_id(path)
-        self._last_prune = 0.0
-        self._prune_more = False
-        #: The first kept seq for which no execution or intent was left to prune.
-        self._records_pruned_for = -1
         self._failure_streak = 0
         #: Test hook: this many commits fail (inside the transaction, before COMMIT).
         self.fail_commits = 0
@@ -111,7 +100,6 @@ class JournalWriter:
         self.failures = 0
         self.failing = False
         self.last_error: str | None = None
-        self.pruned_rows = 0
 
     # -- thread ---------------------------------------------------------------------------
 
@@ -131,7 +119,7 @@ class JournalWriter:
             _call(self.on_error, error)
 
     def _loop(self) -> None:
-        idle_s = PRUNE_INTERVAL_S if self._retention() else None
+        idle_s = self.retention.idle_s()
         while True:
             if self.pending is None and not self.queue:  # (a take may leave some queued)
                 self.wake.wait(idle_s)
@@ -216,7 +204,7 @@ class JournalWriter:
             log.warning("journal_write_recovered", failures=self.failures)
             _call(self.on_recovered_write)
         if group.prune_tickets:
-            self._prune_all()
+            self.retention.prune_all(self.conn, self.committed_seq)
             for ticket in group.prune_tickets:
                 ticket._finish()
         _call(self.after_commit)
@@ -246,11 +234,11 @@ class JournalWriter:
             raise JournalWriteFailed(f"{self.path} was removed or replaced while open")
 
     def _rollback(self) -> None:
-        try:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-        except sqlite3.Error:
-            pass  # SQLite may have rolled back itself (disk full); nothing else to undo
+        rollback(self.conn)
+
+    def _housekeeping(self) -> None:
+        if not self.failing:  # (a failing disk is retried first; pruning can wait)
+            self.retention.when_due(self.conn, self.committed_seq)
 
     def _failed(self, exc: BaseException) -> None:
         self.failures += 1
@@ -270,93 +258,6 @@ class JournalWriter:
     def _backoff(self) -> float:
         streak = min(self._failure_streak, 30)
         return float(min(self.retry_min_s * (2 ** max(streak - 1, 0)), self.retry_max_s))
-
-    # -- retention --------------------------------------------------------------------------
-
-    def _retention(self) -> bool:
-        return self.keep_events is not None or self.keep_days is not None
-
-    def _housekeeping(self) -> None:
-        if not self._retention() or self.failing:
-            return
-        now = time.monotonic()
-        if not self._prune_more and now - self._last_prune < PRUNE_INTERVAL_S:
-            return
-        self._last_prune = now
-        self._prune_more = self._prune_pass() > 0
-
-    def _prune_all(self) -> None:
-        for _ in range(100_000):
-            if self._prune_pass() == 0:
-                return
-
-    def _prune_pass(self) -> int:
-        """Delete up to PRUNE_ROWS_PER_PASS of the oldest batch rows that retention lets go,
-        then the executions and resolved intents whose events are all gone. Returns the
-        rows deleted (0: nothing more may go now)."""
-        if not self._retention():
-            return 0
-        conn = self.conn
-        try:
-            hold = self._hold_seq()
-            rows = conn.execute("SELECT first_seq, last_seq, written_at FROM event_batches "
-                                "ORDER BY first_seq LIMIT ?", (PRUNE_ROWS_PER_PASS,)).fetchall()
-            cut: tuple[int, int] | None = None
-            count = 0
-            old_seq = (self.committed_seq - self.keep_events
-                       if self.keep_events is not None else -1)
-            old_wall = (self.clock.time() - self.keep_days * 86400.0
-                        if self.keep_days is not None else None)
-            for first, last, written_at in rows:
-                if last > hold or not (last <= old_seq
-                                       or (old_wall is not None and written_at < old_wall)):
-                    break
-                cut = (first, last)
-                count += 1
-            first_kept = cut[1] + 1 if cut is not None else (
-                rows[0][0] if rows else self.committed_seq + 1)
-            if cut is None and first_kept == self._records_pruned_for:
-                return 0  # nothing new may go: no transaction at all
-            conn.execute("BEGIN")
-            if cut is not None:
-                conn.execute("DELETE FROM event_batches WHERE first_seq <= ?", (cut[0],))
-            # The oldest rows (rowid order) are the ones whose events go first; looking
-            # at a bounded window keeps a pass short without an index on ended_seq.
-            gone = conn.execute(
-                "DELETE FROM executions WHERE rowid IN (SELECT rowid FROM (SELECT rowid, "
-                "ended_seq FROM executions ORDER BY rowid LIMIT ?) WHERE ended_seq < ?)",
-                (PRUNE_RECORDS_PER_PASS, first_kept)).rowcount
-            gone += conn.execute(
-                "DELETE FROM intents WHERE rowid IN (SELECT rowid FROM (SELECT rowid, seq_at, "
-                "outcome FROM intents ORDER BY rowid LIMIT ?) WHERE seq_at < ? "
-                "AND outcome IS NOT NULL)", (PRUNE_RECORDS_PER_PASS, first_kept - 1)).rowcount
-            conn.execute("DELETE FROM emergency_history WHERE seq < (SELECT seq FROM "
-                         "emergency_history ORDER BY seq DESC LIMIT 1 OFFSET ?)",
-                         (HISTORY_KEPT - 1,))
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._rollback()
-            log.warning("journal_prune_failed", error=str(exc))
-            return 0
-        if gone == 0:
-            self._records_pruned_for = first_kept
-        self.pruned_rows += count
-        return count + gone
-
-    def _hold_seq(self) -> int:
-        """Rows whose last_seq is above this stay: the newest row (it carries last_seq
-        across restarts), a registered cursor's unread events, an unresolved intent's."""
-        conn = self.conn
-        newest = conn.execute(
-            "SELECT first_seq FROM event_batches ORDER BY first_seq DESC LIMIT 1").fetchone()
-        hold = (newest[0] - 1) if newest else self.committed_seq
-        if self.cursors:
-            hold = min(hold, *self.cursors.values())
-        oldest_intent = conn.execute(
-            "SELECT min(seq_at) FROM intents WHERE outcome IS NULL").fetchone()[0]
-        if oldest_intent is not None:  # its seq_at event stays, and everything after it
-            hold = min(hold, int(oldest_intent) - 1)
-        return int(hold)
 
     # -- stop -------------------------------------------------------------------------------
 
@@ -400,7 +301,7 @@ class JournalWriter:
             "failing": self.failing,
             "last_error": self.last_error,
             "committed_seq": self.committed_seq,
-            "pruned_rows": self.pruned_rows,
+            "pruned_rows": self.retention.pruned_rows,
         }
 
 

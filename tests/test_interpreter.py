@@ -226,7 +226,7 @@ def test_a_halt_while_halted_is_not_held_back_by_its_own_priority(
 
     def again() -> None:
         replies.append(engine.halt("again"))
-        replies.append(engine.ref.ask(Halt(reason="and again"), timeout=30))
+        replies.append(engine.ref.ask(Halt(reason="and again"), block=True, timeout=30))
         done.set()
 
     threading.Thread(target=again, daemon=True).start()

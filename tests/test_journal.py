@@ -229,7 +229,7 @@ def test_journal_config_defaults_and_validation() -> None:
 def test_from_config_applies_the_section(tmp_path: Path) -> None:
     config = Config.from_dict({"journal": {"sync": "full", "keep_events": 5}}).journal
     with Journal.from_config(tmp_path, config) as journal:
-        assert journal._writer.keep_events == 5
+        assert journal._writer.retention.keep_events == 5
         assert journal._writer.conn.execute("PRAGMA synchronous").fetchone()[0] == 2
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from actors import journal_writer
+from actors import journal_retention
 from actors.clock import ManualClock
 from actors.journal import Journal
 from actors.journal_checkpointer import WAL_SIZE_LIMIT
@@ -40,7 +40,7 @@ def db_pages(journal: Journal) -> int:
 
 def test_tiny_keep_events_keeps_the_file_bounded(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(journal_writer, "PRUNE_INTERVAL_S", 0.0)  # a pass after every commit
+    monkeypatch.setattr(journal_retention, "PRUNE_INTERVAL_S", 0.0)  # a pass after every commit
     with started(tmp_path, keep_events=50) as (journal, _):
         seq = Sequencer(journal)
         pages = []

@@ -1,0 +1,138 @@
+"""Retention: the journal keeps the newest `keep_events` events and/or `keep_days` of them.
+
+It runs in the writer's thread, on the writer's connection, between commits: a pass at most
+every PRUNE_INTERVAL_S (back to back while a pass found more to delete), and all of it for
+an explicit `Journal.prune()`. A pass deletes at most PRUNE_ROWS_PER_PASS of the oldest
+batch rows in one short transaction, never past a registered cursor's unread events, an
+unresolved intent's `seq_at` event, or the newest batch row (it carries `last_seq` across
+restarts); then the executions and resolved intents whose events are all gone, and the
+emergency history beyond its newest HISTORY_KEPT rows. Freed pages are reused by later
+commits, so the file stays bounded.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+from actors.clock import Clock
+from actors.journal_records import log
+
+#: Retention deletes at most this many batch rows per pass (a pass is one short transaction).
+PRUNE_ROWS_PER_PASS = 100
+#: Executions and resolved intents deleted per pass, once their events are gone.
+PRUNE_RECORDS_PER_PASS = 500
+#: Emergency history rows kept (state changes are rare; this is years of them).
+HISTORY_KEPT = 1000
+#: Seconds between retention passes while nothing is left over from the last one.
+PRUNE_INTERVAL_S = 0.25
+
+
+class Retention:
+    """What the writer may delete, and the passes that delete it (writer thread only)."""
+
+    def __init__(self, *, keep_events: int | None, keep_days: float | None, clock: Clock,
+                 cursors: dict[str, int]) -> None:
+        self.keep_events = keep_events
+        self.keep_days = keep_days
+        self.clock = clock
+        #: Registered cursors, name -> the last seq read: the writer's own dict, kept current.
+        self.cursors = cursors
+        self.enabled = keep_events is not None or keep_days is not None
+        self.pruned_rows = 0
+        self._last_pass = 0.0
+        self._more = False
+        #: The first kept seq for which no execution or intent was left to prune.
+        self._records_pruned_for = -1
+
+    def idle_s(self) -> float | None:
+        """How long the idle writer may sleep: until the next pass is due."""
+        return PRUNE_INTERVAL_S if self.enabled else None
+
+    def when_due(self, conn: sqlite3.Connection, committed_seq: int) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not self._more and now - self._last_pass < PRUNE_INTERVAL_S:
+            return
+        self._last_pass = now
+        self._more = self.prune_pass(conn, committed_seq) > 0
+
+    def prune_all(self, conn: sqlite3.Connection, committed_seq: int) -> None:
+        for _ in range(100_000):
+            if self.prune_pass(conn, committed_seq) == 0:
+                return
+
+    def prune_pass(self, conn: sqlite3.Connection, committed_seq: int) -> int:
+        """Delete up to PRUNE_ROWS_PER_PASS of the oldest batch rows that retention lets go,
+        then the executions and resolved intents whose events are all gone. Returns the
+        rows deleted (0: nothing more may go now)."""
+        if not self.enabled:
+            return 0
+        try:
+            hold = self._hold_seq(conn, committed_seq)
+            rows = conn.execute("SELECT first_seq, last_seq, written_at FROM event_batches "
+                                "ORDER BY first_seq LIMIT ?", (PRUNE_ROWS_PER_PASS,)).fetchall()
+            cut: tuple[int, int] | None = None
+            count = 0
+            old_seq = committed_seq - self.keep_events if self.keep_events is not None else -1
+            old_wall = (self.clock.time() - self.keep_days * 86400.0
+                        if self.keep_days is not None else None)
+            for first, last, written_at in rows:
+                if last > hold or not (last <= old_seq
+                                       or (old_wall is not None and written_at < old_wall)):
+                    break
+                cut = (first, last)
+                count += 1
+            first_kept = cut[1] + 1 if cut is not None else (
+                rows[0][0] if rows else committed_seq + 1)
+            if cut is None and first_kept == self._records_pruned_for:
+                return 0  # nothing new may go: no transaction at all
+            conn.execute("BEGIN")
+            if cut is not None:
+                conn.execute("DELETE FROM event_batches WHERE first_seq <= ?", (cut[0],))
+            # The oldest rows (rowid order) are the ones whose events go first; looking
+            # at a bounded window keeps a pass short without an index on ended_seq.
+            gone = conn.execute(
+                "DELETE FROM executions WHERE rowid IN (SELECT rowid FROM (SELECT rowid, "
+                "ended_seq FROM executions ORDER BY rowid LIMIT ?) WHERE ended_seq < ?)",
+                (PRUNE_RECORDS_PER_PASS, first_kept)).rowcount
+            gone += conn.execute(
+                "DELETE FROM intents WHERE rowid IN (SELECT rowid FROM (SELECT rowid, seq_at, "
+                "outcome FROM intents ORDER BY rowid LIMIT ?) WHERE seq_at < ? "
+                "AND outcome IS NOT NULL)", (PRUNE_RECORDS_PER_PASS, first_kept - 1)).rowcount
+            conn.execute("DELETE FROM emergency_history WHERE seq < (SELECT seq FROM "
+                         "emergency_history ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+                         (HISTORY_KEPT - 1,))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            rollback(conn)
+            log.warning("journal_prune_failed", error=str(exc))
+            return 0
+        if gone == 0:
+            self._records_pruned_for = first_kept
+        self.pruned_rows += count
+        return count + gone
+
+    def _hold_seq(self, conn: sqlite3.Connection, committed_seq: int) -> int:
+        """Rows whose last_seq is above this stay: the newest row (it carries last_seq
+        across restarts), a registered cursor's unread events, an unresolved intent's."""
+        newest = conn.execute(
+            "SELECT first_seq FROM event_batches ORDER BY first_seq DESC LIMIT 1").fetchone()
+        hold = (newest[0] - 1) if newest else committed_seq
+        if self.cursors:
+            hold = min(hold, *self.cursors.values())
+        oldest_intent = conn.execute(
+            "SELECT min(seq_at) FROM intents WHERE outcome IS NULL").fetchone()[0]
+        if oldest_intent is not None:  # its seq_at event stays, and everything after it
+            hold = min(hold, int(oldest_intent) - 1)
+        return int(hold)
+
+
+def rollback(conn: sqlite3.Connection) -> None:
+    """Roll back the open transaction, if SQLite has not already (a full disk)."""
+    try:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+    except sqlite3.Error:
+        pass  # SQLite may have rolled back itself; nothing else to undo
