@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from actors import Engine, journal_writer
+from actors import EmergencyState, Engine, Node, NodeContext, Workflow, journal_writer
+from actors.execution import ExecutionHandle
 from actors.interpreter import HaltPriority
 from actors.messages import Halt, Resume
 from tests.conftest import EngineFactory
@@ -136,3 +137,80 @@ def test_overlapping_halt_and_resume_replies_wait_for_their_commits_not_the_give
         assert later_out[0]["state"] == "HALT"
         assert engine.state.value == "HALT"
     assert journal.last_committed_seq() >= newest
+
+
+# -- everything else that waits on the journal while a halt holds the priority -------------
+
+
+def _held_workflow(entered: threading.Semaphore) -> Workflow:
+    def provider(ctx: NodeContext) -> None:
+        entered.release()
+        ctx.cancelled.wait(DEADLINE_S)
+
+    return Workflow("held", nodes=[Node("price", provider, category="provider")])
+
+
+def _running(engine: Engine, count: int) -> list[ExecutionHandle]:
+    entered = threading.Semaphore(0)
+    workflow = _held_workflow(entered)
+    handles = [engine.submit(workflow) for _ in range(count)]
+    for _ in handles:
+        assert entered.acquire(timeout=DEADLINE_S)
+    return handles
+
+
+def _halt_commits_before_reply(engine: Engine, reason: str) -> tuple[int, int]:
+    """Halt; returns (the HALT's seq, the committed seq when the reply came)."""
+    journal = engine.journal
+    assert journal is not None
+    engine.halt(reason)
+    committed = journal.last_committed_seq()
+    halts = [entry for entry in engine.gate.history if entry["state"] == "HALT"]
+    return halts[-1]["seq"], committed
+
+
+def test_halts_from_many_threads_with_a_hook_and_executions_all_answer_committed(
+        make_engine: EngineFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four callers halt at once while executions run; an on-halt hook's action waits for
+    its intent's commit. No reply waits for what the writer holds back, each comes after
+    the HALT is committed, the hook runs, and the engine stops at once afterwards."""
+    monkeypatch.setattr(journal_writer, "HALT_GIVE_WAY_S", 30.0)
+    hooked = threading.Event()
+    hook = Workflow("cancel_all", nodes=[
+        Node("cancel", lambda ctx: hooked.set(), category="action")])
+    engine = make_engine({"daemon": {"data_dir": str(tmp_path)}}, on_halt=[hook])
+    handles = _running(engine, 8)
+    calls = [_in_thread(lambda i=i: _halt_commits_before_reply(engine, f"halt {i}"))
+             for i in range(4)]
+    for done, out in calls:
+        assert done.wait(DEADLINE_S), "a halt's reply was held back"
+        halt_seq, committed = out[0]
+        assert committed >= halt_seq, "a halt replied before its HALT was committed"
+    for handle in handles:
+        assert handle.result(timeout=DEADLINE_S).status == "halted"
+    assert hooked.wait(DEADLINE_S), "the hook's action waited for a held-back commit"
+    stopped = _in_thread(lambda: engine.stop(timeout=5.0))[0]
+    assert stopped.wait(DEADLINE_S)
+
+
+def test_a_risk_limit_that_halts_answers_once_everything_before_it_is_committed(
+        make_engine: EngineFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A risk update that halts holds the priority in its broadcast only: its reply's wait
+    (for everything queued, the halted executions' events included) is not held back,
+    also while a second caller halts at the same time."""
+    monkeypatch.setattr(journal_writer, "HALT_GIVE_WAY_S", 30.0)
+    engine = make_engine({"daemon": {"data_dir": str(tmp_path)}, "emergency": {"limits": [
+        {"name": "pos", "kind": "position_size", "threshold": 10.0, "auto_halt": True}]}})
+    journal = engine.journal
+    assert journal is not None
+    handles = _running(engine, 8)
+    risk_done, risk_out = _in_thread(lambda: (engine.risk_update("pos", value=20.0),
+                                              journal.last_committed_seq()))
+    halt_done, halt_out = _in_thread(lambda: _halt_commits_before_reply(engine, "operator"))
+    assert risk_done.wait(DEADLINE_S) and halt_done.wait(DEADLINE_S)
+    halt_seq, committed = halt_out[0]
+    assert committed >= halt_seq
+    assert risk_out[0][1] >= halt_seq
+    assert engine.state is EmergencyState.HALT
+    for handle in handles:
+        assert handle.result(timeout=DEADLINE_S).status == "halted"
