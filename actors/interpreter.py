@@ -59,35 +59,46 @@ class HaltPriority:
     writer calls `give_way` before taking work: while a halt holds it, the writer waits,
     but only once that state change is committed (the halt's reply waits for that commit,
     so it is never held back) and at most `max_s` after the halt began: a halt stuck on a
-    hung supervisor holds the journal back once, briefly, never for long."""
+    hung supervisor holds the journal back once, briefly, never for long.
+
+    A writer already waiting goes on as soon as a later `first` names a seq it has not
+    committed: overlapping halts (or a halt's reply that waits for a change made after
+    it) must not wait for what the writer holds back. Everything is read under one
+    condition, so a wait never mixes one halt's seq with another's start."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._changed = threading.Condition(threading.Lock())
         self._holders = 0
-        self._quiet = threading.Event()
-        self._quiet.set()
         self._began = 0.0
         self._seq = 0
 
     @contextmanager
     def hold(self) -> Iterator[None]:
-        with self._lock:
+        with self._changed:
             if self._holders == 0:
                 self._began, self._seq = time.monotonic(), 0
-                self._quiet.clear()
             self._holders += 1
         try:
             yield
         finally:
-            with self._lock:
+            with self._changed:
                 self._holders -= 1
                 if self._holders == 0:
-                    self._quiet.set()
+                    self._changed.notify_all()
 
     def first(self, state_seq: int) -> None:
         """Everything up to `state_seq` is committed before the writer gives way."""
-        self._seq = max(self._seq, state_seq)
+        with self._changed:
+            if state_seq > self._seq:
+                self._seq = state_seq
+                self._changed.notify_all()  # a writer waiting has that much to commit first
 
     def give_way(self, committed_seq: int, max_s: float) -> None:
-        if not self._quiet.is_set() and 0 < self._seq <= committed_seq:
-            self._quiet.wait(max(0.0, self._began + max_s - time.monotonic()))
+        if not self._holders:  # no halt under way (an unlocked look: the writer's hot path)
+            return
+        with self._changed:
+            while self._holders and 0 < self._seq <= committed_seq:
+                left = self._began + max_s - time.monotonic()
+                if left <= 0:
+                    return
+                self._changed.wait(left)
