@@ -27,6 +27,10 @@ from contextlib import contextmanager
 
 #: The switch interval while a halt is under way.
 HALT_SWITCH_INTERVAL_S = 0.0005
+#: After a halt's last hold ends, how long its reply may still take to reach an asker in
+#: another thread (`engine.ref.ask(Halt(...))`: the actor's reply is delivered after the
+#: hold, and a thread woken meanwhile competes for the GIL with whatever started then).
+REPLY_S = 0.005
 
 _lock = threading.Lock()
 _holders = 0
@@ -58,8 +62,10 @@ class HaltPriority:
     broadcast names the seq of the state change it started from (`first`). The journal
     writer calls `give_way` before taking work: while a halt holds it, the writer waits,
     but only once that state change is committed (the halt's reply waits for that commit,
-    so it is never held back) and at most `max_s` after the halt began: a halt stuck on a
-    hung supervisor holds the journal back once, briefly, never for long.
+    so it is never held back), until REPLY_S after the last hold ends, and at most `max_s`
+    after the halt began: a halt stuck on a hung supervisor holds the journal back once,
+    briefly, never for long. The supervisors wake the nodes waiting on their cancel
+    Events once it is `quiet` (or at most WAKE_HOLD_MAX_S after the end).
 
     A writer already waiting goes on as soon as a later `first` names a seq it has not
     committed: overlapping halts (or a halt's reply that waits for a change made after
@@ -71,6 +77,9 @@ class HaltPriority:
         self._holders = 0
         self._began = 0.0
         self._seq = 0
+        #: When the last hold ended (monotonic), and when its reply is surely out.
+        self._released_at = 0.0
+        self._quiet_at = 0.0
 
     @contextmanager
     def hold(self) -> Iterator[None]:
@@ -84,7 +93,13 @@ class HaltPriority:
             with self._changed:
                 self._holders -= 1
                 if self._holders == 0:
+                    self._released_at = time.monotonic()
+                    self._quiet_at = self._released_at + REPLY_S
                     self._changed.notify_all()
+
+    def quiet(self, now: float) -> bool:
+        """No halt under way, nor its reply on its way to an asker (an unlocked look)."""
+        return not self._holders and now >= self._quiet_at
 
     def first(self, state_seq: int) -> None:
         """Everything up to `state_seq` is committed before the writer gives way."""
@@ -94,11 +109,14 @@ class HaltPriority:
                 self._changed.notify_all()  # a writer waiting has that much to commit first
 
     def give_way(self, committed_seq: int, max_s: float) -> None:
-        if not self._holders:  # no halt under way (an unlocked look: the writer's hot path)
+        if self.quiet(time.monotonic()):  # the writer's hot path: nothing to do
             return
         with self._changed:
-            while self._holders and 0 < self._seq <= committed_seq:
-                left = self._began + max_s - time.monotonic()
+            while 0 < self._seq <= committed_seq:
+                until = self._began + max_s
+                if not self._holders:
+                    until = min(until, self._quiet_at)
+                left = until - time.monotonic()
                 if left <= 0:
                     return
                 self._changed.wait(left)

@@ -17,6 +17,7 @@ the other executions carry on.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from enum import IntEnum
@@ -56,6 +57,9 @@ log = structlog.get_logger("tradeloom.supervisor")
 #: thousand cooperative nodes at once would otherwise delay the acknowledgement they
 #: follow. Nothing new starts meanwhile: the gate already refuses it.
 CANCEL_GRACE_S = 0.002
+#: ... and later still until the halt's reply is out (`HaltPriority.quiet`): a thousand
+#: threads waking would keep its caller from it. At most this long after the end.
+WAKE_HOLD_MAX_S = 0.1
 #: Up to this many waiting nodes are woken at once, before the acknowledgement.
 _WAKE_INLINE = 64
 _HALT = EmergencyState.HALT
@@ -66,7 +70,7 @@ class TimerKind(IntEnum):
     RETRY = 1         # target: Execution, arg: (node index, attempt that failed)
     DEADLINE = 2      # target: Execution (the workflow's timeout_s)
     POOL_CHECK = 3    # target: NodePool (grow while runs wait)
-    WAKE = 4          # target: tuple of cancel Events to set
+    WAKE = 4          # target: tuple of cancel Events to set, arg: set them by then
 
 
 class SupervisorActor(ExecutionClosing, EngineActorBase):
@@ -174,7 +178,7 @@ class SupervisorActor(ExecutionClosing, EngineActorBase):
             # Many nodes wait on their cancel Event (every node reads ctx.cancelled as set
             # already; these fetched the Event before): wake them just after the ack.
             self._timers.push(self._clock.monotonic() + CANCEL_GRACE_S, TimerKind.WAKE,
-                              tuple(wakes))
+                              tuple(wakes), time.monotonic() + WAKE_HOLD_MAX_S)
         else:
             self.actor_ref.tell(CancelRuns(tuple(wakes)))
         return len(targets)
@@ -326,7 +330,12 @@ class SupervisorActor(ExecutionClosing, EngineActorBase):
                     self._timers.push(self._clock.monotonic() + CHECK_S,
                                       TimerKind.POOL_CHECK, target)
             elif kind is TimerKind.WAKE:
-                _wake(target)
+                now = time.monotonic()  # (the halt's clock, not the engine's)
+                if not self._gate.priority.quiet(now) and now < arg:
+                    self._timers.push(self._clock.monotonic() + CANCEL_GRACE_S,
+                                      TimerKind.WAKE, target, arg)
+                else:
+                    _wake(target)
             else:
                 exe = target.execution if kind is TimerKind.NODE_TIMEOUT else target
                 try:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from actors import Engine, Node, Workflow, journal_writer
-from actors.interpreter import HALT_SWITCH_INTERVAL_S, HaltPriority, quick_handoffs
+from actors import Engine, Node, Workflow, journal_writer, supervisor
+from actors.interpreter import HALT_SWITCH_INTERVAL_S, REPLY_S, HaltPriority, quick_handoffs
 from actors.messages import Halt
 from tests.conftest import EngineFactory
 
@@ -232,3 +233,39 @@ def test_a_halt_while_halted_is_not_held_back_by_its_own_priority(
     threading.Thread(target=again, daemon=True).start()
     assert done.wait(DEADLINE_S), "a halt while halted waited for the writer's give-way"
     assert [r["state"] for r in replies] == ["HALT", "HALT"]
+
+
+def test_quiet_only_once_the_reply_has_had_time_to_reach_an_asker() -> None:
+    priority = HaltPriority()
+    assert priority.quiet(time.monotonic())
+    with priority.hold():
+        assert not priority.quiet(time.monotonic() + 60)
+    released = time.monotonic()
+    assert not priority.quiet(released)
+    assert priority.quiet(released + REPLY_S + 0.001)
+
+
+def test_nodes_waiting_on_their_cancel_event_are_woken_once_the_halts_reply_is_out(
+        make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    # More than _WAKE_INLINE waiting nodes: their wake-up is deferred past the reply, so a
+    # thousand threads waking do not keep the halt's caller from it.
+    monkeypatch.setattr(supervisor, "WAKE_HOLD_MAX_S", 30.0)
+    n = supervisor._WAKE_INLINE + 36
+    engine = make_engine({"daemon": {"node_actors": n, "max_concurrent_executions": n}})
+    entered, left = threading.Semaphore(0), threading.Semaphore(0)
+
+    def provider(ctx: Any) -> None:
+        entered.release()
+        ctx.cancelled.wait(DEADLINE_S * 3)
+        left.release()
+
+    wf = Workflow("waiting", nodes=[Node("price", provider, category="provider")])
+    handles = [engine.submit(wf) for _ in range(n)]
+    for _ in handles:
+        assert entered.acquire(timeout=DEADLINE_S)
+    with engine.gate.priority.hold():  # as if the halt's reply were still on its way
+        assert engine.halt("test")["state"] == "HALT"
+        assert not left.acquire(timeout=0.2), "a node was woken before the reply was out"
+    for _ in handles:
+        assert left.acquire(timeout=DEADLINE_S)
+    assert {h.result(timeout=DEADLINE_S).status for h in handles} == {"halted"}
