@@ -130,7 +130,7 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
         self._emergency = EmergencyActor.start(
             gate=self.gate, supervisors=self._supervisors, admission=self.admission,
             on_halt=self._halt_hooks if self._halt_hooks.workflows else None)
-        self.gate.on_self_halt = lambda reason: self._emergency.tell(BroadcastHalt(reason))
+        self.gate.on_self_halt = self._broadcast_self_halt
         clock.on_advance(self._tick)
         self.ref: pykka.ActorRef[EngineActor] = EngineActor.start(self)
         for entry in config.workflows:
@@ -285,6 +285,11 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
         return [dict(sup.ask(SupervisorStats(), block=True, timeout=5.0))
                 for sup in self._supervisors]
 
+    def _broadcast_self_halt(self, reason: str) -> None:
+        # The gate is in HALT already; a stopped kill switch has nothing left to end.
+        with contextlib.suppress(pykka.ActorDeadError):
+            self._emergency.tell(BroadcastHalt(reason))
+
     def _tick(self) -> None:
         for sup in self._supervisors:
             if sup.is_alive():
@@ -349,7 +354,9 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
                 future.get(timeout=timeout)
             except pykka.Timeout:
                 log.error("supervisor_did_not_stop", timeout_s=timeout)
-        refs: list[pykka.ActorRef[Any]] = [*self._supervisors, self._emergency, self.ref]
+        # The kill switch before the supervisors: a halt it is broadcasting gets its
+        # acknowledgements (stopped first, they left its asks unanswered until its timeout).
+        refs: list[pykka.ActorRef[Any]] = [self.ref, self._emergency, *self._supervisors]
         for ref in refs:
             with contextlib.suppress(pykka.Timeout, pykka.ActorDeadError):
                 ref.stop(timeout=timeout)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import pykka
+
 from actors.emergency import EmergencyGate, EmergencyState
 from actors.errors import EngineStopped, WaitInCallback
 from actors.eventlog import current_subscription
@@ -16,8 +18,6 @@ from actors.interpreter import HaltPriority, quick_handoffs
 from actors.messages import Alert, Halt, ReduceOnly, Resume, RiskUpdate
 
 if TYPE_CHECKING:
-    import pykka
-
     from actors.durable import Durable
     from actors.events import EventSink
 
@@ -85,7 +85,10 @@ class EmergencyControls:
             return self._ask_and_commit(message, priority)
 
     def _ask_and_commit(self, message: Any, priority: HaltPriority | None) -> dict[str, Any]:
-        reply: dict[str, Any] = self._emergency.ask(message, block=True, timeout=30.0)
+        try:
+            reply: dict[str, Any] = self._emergency.ask(message, block=True, timeout=30.0)
+        except pykka.ActorDeadError:
+            raise EngineStopped("the engine is stopped") from None
         if self._durable is not None:
             # The reply comes after the change is committed: a halt's, or a change's made
             # by this call, up to the newest change (its own event or a later one; not the
