@@ -11,10 +11,11 @@ until its reply (supervisors' acknowledgements and the HALT's commit included).
 
 Overlapping halts share it: the first sets it, the last puts back what it found.
 
-`HaltPriority`: while one engine's kill switch ends every execution (its broadcast), the
-journal writer stops competing with it for the interpreter. Side by side, the writer
-packing and committing the halted executions' events took half the GIL and the broadcast
-took twice as long (`bench/halt.py`, journal on); those events can wait a few ms more.
+`HaltPriority`: from a halt's call until its reply is out, the work that can wait stops
+competing with it for the interpreter: the journal writer (packing and committing the
+halted executions' events took half the GIL and doubled the broadcast, journal on) and
+the wake-ups of the nodes waiting on their cancel Events (a thousand threads waking kept
+the caller from its reply). Both wait a few ms at most; see `bench/halt.py`.
 """
 
 from __future__ import annotations
