@@ -33,6 +33,10 @@ __all__ = ["JournalSide", "journal_recovered"]
 
 log = structlog.get_logger("tradeloom.engine")
 
+#: A query (`execution`, `executions`, `intents`) first waits this long, at most, for what
+#: was sequenced before it to be committed; then it reads what is.
+QUERY_WAIT_S = 1.0
+
 
 class JournalSide:
     """Recovery, journal failure handling and history queries, for `Engine`."""
@@ -106,18 +110,26 @@ class JournalSide:
         """Committed events from `since_seq` on: {events, next_seq, last_seq, first_seq}."""
         return self._journal().journal.replay(since_seq, limit, topic_prefix)
 
+    def _caught_up(self) -> Durable:
+        """The journal, once what was sequenced before this call is committed (at most
+        QUERY_WAIT_S, and not while writes fail): a query made right after a halt's, a
+        cancel's or a submit's reply sees what they did to the executions."""
+        durable = self._journal()
+        durable.wait_commit(QUERY_WAIT_S)
+        return durable
+
     def execution(self, execution_id: str) -> dict[str, Any] | None:
         """One execution from the journal (its nodes, results, times), or None."""
-        return self._journal().journal.execution(execution_id)
+        return self._caught_up().journal.execution(execution_id)
 
     def executions(self, workflow: str | None = None, status: str | None = None,
                    limit: int = 100) -> list[dict[str, Any]]:
         """Executions from the journal, newest first."""
-        return self._journal().journal.executions(workflow, status, limit)
+        return self._caught_up().journal.executions(workflow, status, limit)
 
     def intents(self, unresolved: bool = True) -> list[dict[str, Any]]:
         """Action intents (only those with no known outcome, by default)."""
-        return self._journal().journal.intents(unresolved)
+        return self._caught_up().journal.intents(unresolved)
 
     def resolve_intent(self, idempotency_key: str, outcome: str,
                        note: str | None = None, *, origin: str = "api") -> None:

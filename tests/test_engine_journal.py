@@ -252,6 +252,28 @@ def test_the_halt_reply_comes_after_the_halt_is_on_disk(make_engine: EngineFacto
     assert [e["state"] for e in halts] == ["HALT"]
 
 
+def test_queries_right_after_a_halt_see_the_halted_executions(make_engine: EngineFactory,
+                                                               tmp_path: Path) -> None:
+    # The halt replies once its HALT is committed; the executions it ended are committed
+    # just after (the writer gives way to the halt). A query waits for what came before it.
+    engine = make_engine({"daemon": {"data_dir": str(tmp_path)}})
+    entered = threading.Semaphore(0)
+
+    def provider(ctx: Any) -> None:
+        entered.release()
+        ctx.cancelled.wait(30)
+
+    wf = Workflow("held", nodes=[Node("price", provider, category="provider")])
+    handles = [engine.submit(wf) for _ in range(100)]
+    for _ in handles:
+        assert entered.acquire(timeout=10)
+    assert engine.halt("test")["state"] == "HALT"
+    first = engine.execution(handles[0].execution_id)
+    assert first is not None and first["status"] == "halted"
+    halted = engine.executions(workflow="held", status="halted", limit=1000)
+    assert len(halted) == len(handles)
+
+
 def test_a_risk_update_replies_after_its_figure_is_on_disk(make_engine: EngineFactory,
                                                           tmp_path: Path) -> None:
     engine = make_engine(journal_config(tmp_path, emergency=LIMITS))
