@@ -78,8 +78,7 @@ class HaltPriority:
         self._holders = 0
         self._began = 0.0
         self._seq = 0
-        #: When the last hold ended (monotonic), and when its reply is surely out.
-        self._released_at = 0.0
+        #: When the last hold's reply is surely out (monotonic).
         self._quiet_at = 0.0
 
     @contextmanager
@@ -94,8 +93,7 @@ class HaltPriority:
             with self._changed:
                 self._holders -= 1
                 if self._holders == 0:
-                    self._released_at = time.monotonic()
-                    self._quiet_at = self._released_at + REPLY_S
+                    self._quiet_at = time.monotonic() + REPLY_S
                     self._changed.notify_all()
 
     def quiet(self, now: float) -> bool:

@@ -40,8 +40,8 @@ from actors.journal_retention import Retention, rollback
 #: A commit takes at most about this many events: a state change queued behind a group
 #: waits for that group's commit, so a group is kept to a few milliseconds of work.
 GROUP_EVENTS_MAX = 2048
-#: How long after a halt broadcast began the writer gives way to it, at most
-#: (actors/interpreter.py, `HaltPriority`).
+#: How long after a halt began the writer gives way to it, at most (actors/interpreter.py,
+#: `HaltPriority`).
 HALT_GIVE_WAY_S = 0.1
 
 CommitCallback = Callable[[int], None]
@@ -77,8 +77,8 @@ class JournalWriter:
         #: Between two transactions, once a commit's tickets are released (the checkpointer's
         #: WAL rewind): nobody waiting on this commit waits for it.
         self.after_commit: Callable[[], None] = lambda: None
-        #: Before taking work, with the committed seq: waits while a halt broadcast should
-        #: have the interpreter (`HaltPriority.give_way`).
+        #: Before taking work, with the committed seq: waits while a halt should have the
+        #: interpreter (`HaltPriority.give_way`).
         self.give_way: Callable[[int, float], None] = lambda seq, max_s: None
         self.thread: threading.Thread | None = None
         self.pending: Group | None = None

@@ -24,6 +24,7 @@ from tests.engine_journal_helpers import (
     Action,
     Disk,
     all_events,
+    captured_logs,
     eventually,
     journal_config,
     journal_of,
@@ -328,6 +329,12 @@ def test_a_failed_write_halts_in_memory_and_delivers_nothing_uncommitted(
     assert max(seq for seq, _ in seen) <= committed
     assert sub.next_seq <= committed + 1
     assert action.calls == [], "its intent never committed: the action must not run"
+    with captured_logs() as logs:  # a query reads what is committed, without waiting
+        history = engine.executions(workflow="wf", limit=10)
+    statuses = [r["status"] for r in history]  # newest first; the broken one's record may
+    assert statuses[-1] == "completed" and len(statuses) <= 2  # not be committed yet
+    assert "halted" not in statuses  # its end is not committed: the disk is still failing
+    assert not [e for e in logs if e["event"].startswith("journal_commit")], logs
 
     journal._testing_fail_commits(0)  # the disk is back
     changes = rec.wait_for(lambda evs: any(e["type"] == "emergency_state_changed"
