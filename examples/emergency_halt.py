@@ -62,16 +62,20 @@ rebalance = Workflow("rebalance", nodes=[
 
 class Narrator:
     """Prints each step and the emergency events (and hook results) it caused, in order:
-    events are queued by the subscription's thread and printed by the main one."""
+    events are queued by the subscription's thread and printed by the main one. One
+    subscription for both kinds: two would each keep seq order, but not with each other."""
 
     def __init__(self, engine: Engine, pause_s: float) -> None:
         self.engine = engine
         self.pause_s = pause_s
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.step_no = 0
-        engine.subscribe(self.events.put, types=EMERGENCY_TYPES)
-        engine.subscribe(self.events.put, types={"execution_completed", "execution_failed"},
-                         workflow_id="cancel_resting_orders")
+        engine.subscribe(self._queue, types={*EMERGENCY_TYPES, "execution_completed",
+                                             "execution_failed"})
+
+    def _queue(self, event: dict[str, Any]) -> None:
+        if event["type"] in EMERGENCY_TYPES or event["workflow_id"] == "cancel_resting_orders":
+            self.events.put(event)
 
     def step(self, text: str) -> None:
         if self.step_no and self.pause_s:
