@@ -65,7 +65,8 @@ class BenchDaemon:
     def __init__(self, workdir: Path, workflow_refs: list[str], *,
                  curve: CurveKeys | None = None, daemon: dict[str, Any] | None = None,
                  metrics_listen: str | None = None, name: str = "daemon",
-                 sections: dict[str, dict[str, Any]] | None = None) -> None:
+                 sections: dict[str, dict[str, Any]] | None = None,
+                 time_commits: bool = False) -> None:
         self.dir = workdir / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.events = f"tcp://127.0.0.1:{free_port()}"
@@ -87,6 +88,9 @@ class BenchDaemon:
         self.config = self.dir / "daemon.toml"
         self.config.write_text("\n".join(lines) + "\n", encoding="utf-8")
         self.stderr_path = self.dir / "daemon.err"
+        #: With `time_commits`, the daemon runs under bench/commit_probe.py and writes its
+        #: journal commits' `[last seq, time]` here as it exits (`commit_times()`).
+        self.commit_times_path = self.dir / "commit_times.json" if time_commits else None
         self.proc: subprocess.Popen[bytes] | None = None
 
     def keys(self) -> ClientKeys | None:
@@ -97,9 +101,12 @@ class BenchDaemon:
 
     def start(self) -> BenchDaemon:
         env = dict(os.environ, PYTHONPATH=str(ROOT))
+        entry = ["-m", "actors.cli"]
+        if self.commit_times_path is not None:
+            entry = ["-m", "bench.commit_probe", str(self.commit_times_path)]
         with open(self.stderr_path, "wb") as stderr:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "actors.cli", "--log-level", "warning", "daemon",
+                [sys.executable, *entry, "--log-level", "warning", "daemon",
                  "--config", str(self.config)], cwd=ROOT, env=env,
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
         deadline = time.monotonic() + READY_S
@@ -116,6 +123,12 @@ class BenchDaemon:
                         self.stop()
                         raise RuntimeError(f"the daemon did not answer within {READY_S} s: "
                                            f"{self.stderr_tail()}") from None
+
+    def commit_times(self) -> list[list[Any]]:
+        """The journal's commits as `[last seq, time.time()]`, once the daemon has exited."""
+        assert self.commit_times_path is not None, "started without time_commits"
+        times: list[list[Any]] = json.loads(self.commit_times_path.read_text(encoding="utf-8"))
+        return times
 
     def stderr_tail(self) -> str:
         return self.stderr_path.read_text(errors="replace")[-2000:]
