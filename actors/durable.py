@@ -92,7 +92,8 @@ class Durable:
         breakers.on_change = lambda: self.journal.save_breakers(breakers.snapshot())
         sink.log.attach_store(self.journal)
         self.journal.start(on_commit=sink.log.mark_committed, on_error=on_failure,
-                           on_recovered_write=on_recovered, give_way=gate.priority.give_way)
+                           on_recovered_write=on_recovered, give_way=gate.priority.give_way,
+                           on_packed=sink.log.wire.keep)
 
     def recover(self, sink: EventSink, node_counts: dict[str, int]) -> list[dict[str, Any]]:
         """Publish the endings of what the last process left open; returns the unresolved

@@ -52,6 +52,7 @@ from actors.subscription import (
     current_subscription,
     iso_utc,
 )
+from actors.wire_ring import WireRing
 
 __all__ = ["DEFAULT_RING_SIZE", "DRAIN_S", "Event", "EventCallback", "EventLog",
            "EventStore", "LogReader", "Subscription", "current_subscription", "iso_utc"]
@@ -104,6 +105,8 @@ class EventLog:
         # seq -> its mutable values packed, [(key, bytes)], kept for the next cursor.
         self._packed: list[tuple[int, list[tuple[str, bytes]]] | None] = (
             [None] * min(ring_size, _PACKED_SLOTS))
+        #: Committed events' wire payloads, from the journal's writer (`wire.keep`).
+        self.wire = WireRing(first_seq, ring_size)
         #: The wall clock (gap notices are stamped with it).
         self.wall = wall
         self._store: EventStore | None = None
@@ -180,6 +183,7 @@ class EventLog:
         else:
             for i in range(n):
                 ring[(start + i) % size] = None
+        self.wire.clear(start, n)
         self._cleared = floor
 
     def attach_store(self, store: EventStore) -> None:

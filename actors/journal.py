@@ -104,6 +104,7 @@ from actors.journal_records import (
 )
 from actors.journal_schema import DB_NAME, DataDirLock, connect_writer
 from actors.journal_writer import JournalWriter
+from actors.wire_ring import Chunk
 
 __all__ = ["RESOLUTIONS", "Journal", "Recovery", "Ticket"]
 
@@ -199,9 +200,11 @@ class Journal:
     def start(self, *, on_commit: Callable[[int], None],
               on_error: Callable[[BaseException], None],
               on_recovered_write: Callable[[], None] = _ignore,
-              give_way: Callable[[int, float], None] | None = None) -> None:
+              give_way: Callable[[int, float], None] | None = None,
+              on_packed: Callable[[list[Chunk]], None] | None = None) -> None:
         """Start the writer thread. Appends made before this are written first.
-        `give_way(committed_seq, max_s)` is called before each take (a halt's priority)."""
+        `give_way(committed_seq, max_s)` is called before each take (a halt's priority);
+        `on_packed(chunks)` after each commit, before `on_commit`, with its events' payloads."""
         with self._state_lock:
             if self._closed:
                 raise JournalClosed("the journal is closed")
@@ -216,6 +219,7 @@ class Journal:
 
             writer.on_commit, writer.on_error = committed, on_error
             writer.on_recovered_write = on_recovered_write
+            writer.on_packed = on_packed
             if give_way is not None:
                 writer.give_way = give_way
             writer.after_commit = lambda: checkpointer.rewind_if_due(writer.conn)

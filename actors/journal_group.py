@@ -37,6 +37,7 @@ from actors.journal_records import (
     WebhookLetterState,
     log,
 )
+from actors.wire_ring import Chunk
 
 #: Events per batch row, at most: a replay from the middle of a row unpacks the whole row.
 MAX_ROW_EVENTS = 512
@@ -124,6 +125,8 @@ class Group:
     execution's row moving forward and the ops in queue order."""
 
     batches: list[tuple[int, int, float, bytes]] = field(default_factory=list)
+    #: The batches' events packed one by one: their wire payloads (actors/wire_ring.py).
+    wire: list[Chunk] = field(default_factory=list)
     #: execution_id -> its row (EXECUTION_COLUMNS order; None: not learnt in this group).
     executions: dict[str, list[Any]] = field(default_factory=dict)
     history: list[tuple[Any, ...]] = field(default_factory=list)
@@ -145,6 +148,7 @@ class Group:
 
     def merge(self, later: Group) -> None:
         self.batches += later.batches
+        self.wire += later.wire
         for execution_id, row in later.executions.items():
             known = self.executions.get(execution_id)
             if known is None:
@@ -197,8 +201,10 @@ class GroupBuilder:
         return group
 
     def _row(self, chunk: list[dict[str, Any]], group: Group) -> None:
+        payloads = self.codec.pack_each(chunk)
         group.batches.append((chunk[0]["seq"], chunk[-1]["seq"], self.clock.time(),
-                              self.codec.pack_events(chunk)))
+                              b"".join(payloads)))
+        group.wire.append((chunk[0]["seq"], payloads))
 
     def _events(self, events: list[dict[str, Any]], group: Group,
                 chunk: list[dict[str, Any]]) -> None:

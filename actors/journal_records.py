@@ -240,21 +240,20 @@ class Codec:
     def __init__(self) -> None:
         self._packer = msgpack.Packer(use_bin_type=True, default=_fallback)
 
-    def pack_events(self, events: list[dict[str, Any]]) -> bytes:
-        """The events' msgpack maps, concatenated: packed as one array (one C call, not
-        one per event) with the array's header cut off."""
+    def pack_each(self, events: list[dict[str, Any]]) -> list[bytes]:
+        """Each event's msgpack map: a batch row is their concatenation, and each is the
+        event's wire payload (actors/wire_ring.py)."""
+        pack = self._packer.pack
         try:
-            data: bytes = self._packer.pack(events)
+            return [pack(event) for event in events]
         except Exception:  # noqa: BLE001 - a value msgpack refuses must not stop the journal
             self._packer.reset()
-            return b"".join(self.pack(event) for event in events)
-        n = len(events)
-        return data[1 if n < 16 else 3 if n < 65536 else 5:]
+            return [self.pack(event) for event in events]
 
     def pack(self, value: Any) -> bytes:
         try:
             data: bytes = self._packer.pack(value)
-        except Exception:  # noqa: BLE001 - see pack_events
+        except Exception:  # noqa: BLE001 - see pack_each
             self._packer.reset()
             data = self._packer.pack(plain(value))
         return data

@@ -36,6 +36,7 @@ from actors.journal_group import (
 )
 from actors.journal_records import Ticket, log
 from actors.journal_retention import Retention, rollback
+from actors.wire_ring import Chunk
 
 #: A commit takes at most about this many events: a state change queued behind a group
 #: waits for that group's commit, so a group is kept to a few milliseconds of work.
@@ -72,6 +73,9 @@ class JournalWriter:
         self.committed_seq = last_seq
         self.committed = threading.Condition()
         self.on_commit: CommitCallback = lambda seq: None
+        #: After a commit, before `on_commit`: its events' packed payloads, for the
+        #: publisher (actors/wire_ring.py); None: nobody wants them.
+        self.on_packed: Callable[[list[Chunk]], None] | None = None
         self.on_error: ErrorCallback = lambda exc: None
         self.on_recovered_write: Callable[[], None] = lambda: None
         #: Between two transactions, once a commit's tickets are released (the checkpointer's
@@ -193,6 +197,8 @@ class JournalWriter:
         self.cursors.update(group.cursor_seqs)
         for name in group.cursors_removed:
             self.cursors.pop(name, None)
+        if group.wire and self.on_packed is not None:
+            _call(self.on_packed, group.wire)  # before the committed mark: see wire_ring.py
         if group.last_seq > self.committed_seq:
             with self.committed:
                 self.committed_seq = group.last_seq

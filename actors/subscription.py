@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from actors.packing import new_packer
+from actors.packing import new_packer, pack
 
 if TYPE_CHECKING:
     from actors.eventlog import EventLog
@@ -247,6 +247,7 @@ class LogReader:
         self._log = log
         self._bell = threading.Lock()
         self._bell.acquire()
+        self._packer: Any = None  # made in the reading thread (packers are not thread-safe)
 
     def committed_seq(self) -> int:
         return self._log.committed_seq
@@ -281,6 +282,23 @@ class LogReader:
             events += batch[:limit - len(events)]
             seq = events[-1]["seq"] + 1
         return events
+
+    def read_packed(self, since_seq: int, limit: int) -> list[tuple[int, str, bytes]]:
+        """`read`, as `(seq, topic, msgpack payload)`: the journal's bytes where the log has
+        them (actors/wire_ring.py), else packed here. The publisher's thread only."""
+        from actors.events import topic_of  # (actors.events imports this module)
+
+        payload_of = self._log.wire.payload
+        out = []
+        for event in self.read(since_seq, limit):
+            seq = event["seq"]
+            payload = payload_of(seq)
+            if payload is None:
+                if self._packer is None:
+                    self._packer = new_packer()
+                payload = pack(event, self._packer)
+            out.append((seq, topic_of(event), payload))
+        return out
 
     def wake(self) -> None:
         with contextlib.suppress(RuntimeError):
