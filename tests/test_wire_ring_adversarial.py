@@ -251,14 +251,18 @@ def test_failed_commits_hand_over_nothing_and_the_retry_hands_each_seq_once(
         calls.append(("packed", [(first, list(payloads)) for first, payloads in chunks]))
 
     try:
+        writer = journal._writer
         journal._testing_fail_commits(2)
-        journal._writer.retry_min_s = journal._writer.retry_max_s = 0.02
+        writer.retry_min_s = writer.retry_max_s = 0.1
         seq = Sequencer(journal)
         journal.start(on_commit=on_commit, on_error=lambda exc: None, on_packed=on_packed)
-        for i in range(120):
+        for i in range(60):
+            seq.emit(sys_event("tick", n=i))
+        eventually(lambda: writer.failures == 1, what="the first commit failed")
+        for i in range(60, 120):  # queued while the writer backs off: merged into its group
             seq.emit(sys_event("tick", n=i))
         assert done.wait(10)
-        assert journal._writer.failures == 2
+        assert writer.failures == 2
         handed: list[int] = []
         for kind, value in calls:
             if kind == "packed":
