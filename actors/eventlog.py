@@ -177,13 +177,16 @@ class EventLog:
         # Below appended_seq - size + 1 the slots hold newer events already.
         first = max(self._cleared, self.appended_seq - size + 1)
         start = (first - self._base) % size
+        # n <= 0: a cursor is more than a ring behind, the slots below it hold newer events
+        # (and a negative slice stop would count from the end: the ring would shrink).
         n = floor - first
-        if start + n <= size:
-            ring[start:start + n] = [None] * n
-        else:
-            for i in range(n):
-                ring[(start + i) % size] = None
-        self.wire.clear(start, n)
+        if n > 0:
+            if start + n <= size:
+                ring[start:start + n] = [None] * n
+            else:
+                for i in range(n):
+                    ring[(start + i) % size] = None
+            self.wire.clear(start, n)
         self._cleared = floor
 
     def attach_store(self, store: EventStore) -> None:

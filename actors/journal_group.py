@@ -202,9 +202,13 @@ class GroupBuilder:
 
     def _row(self, chunk: list[dict[str, Any]], group: Group) -> None:
         payloads = self.codec.pack_each(chunk)
-        group.batches.append((chunk[0]["seq"], chunk[-1]["seq"], self.clock.time(),
-                              b"".join(payloads)))
-        group.wire.append((chunk[0]["seq"], payloads))
+        first, last = chunk[0]["seq"], chunk[-1]["seq"]
+        group.batches.append((first, last, self.clock.time(), b"".join(payloads)))
+        if last - first + 1 == len(chunk):
+            group.wire.append((first, payloads))
+        else:  # a seq gap (`journal_seq_gap`): a Chunk's payloads must be consecutive seqs
+            group.wire += [(event["seq"], [payload]) for event, payload in zip(chunk, payloads,
+                                                                              strict=True)]
 
     def _events(self, events: list[dict[str, Any]], group: Group,
                 chunk: list[dict[str, Any]]) -> None:

@@ -222,16 +222,34 @@ def plain(obj: Any, depth: int = 0) -> Any:
     become strings, too-deep nesting is cut. The slow path, for values the fast one
     refused."""
     if depth > 64:
-        return repr(obj)[:200]
-    if obj is None or isinstance(obj, bool | float | str | bytes):
+        return _text(obj, repr)[:200]
+    if obj is None or isinstance(obj, bool | float | bytes):
         return obj
+    if isinstance(obj, str):
+        return _text(obj)
     if isinstance(obj, int):
         return obj if -(2**63) <= obj < 2**64 else str(obj)
     if isinstance(obj, Mapping):
         return {plain(k, depth + 1): plain(v, depth + 1) for k, v in list(obj.items())}
     if isinstance(obj, list | tuple | set | frozenset):
         return [plain(v, depth + 1) for v in list(obj)]
-    return str(obj)
+    return _text(obj)
+
+
+def _text(obj: Any, form: Callable[[Any], str] = str) -> str:
+    """`form(obj)` as UTF-8 can carry it: lone surrogates replaced, and a placeholder when
+    `form` raises (a node's output may hold anything). As actors/packing.py does, so the
+    journal's bytes (the wire payloads too) match what in-process subscribers get; a value
+    the writer cannot pack would stop the journal."""
+    try:
+        text = form(obj)
+    except Exception:  # noqa: BLE001 - a user object's __str__ / __repr__ may raise anything
+        return f"<unprintable {type(obj).__name__}>"
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode(errors="replace").decode()
+    return text
 
 
 class Codec:
