@@ -16,6 +16,8 @@ from typing import Any
 import msgpack
 import structlog
 
+from actors.packing import unpack_lenient, unpack_stream_lenient
+
 log = structlog.get_logger("tradeloom.journal")
 
 #: One lock for every ticket's completion: uncontended, and held for a few field writes.
@@ -280,10 +282,17 @@ class Codec:
 def unpack(data: bytes | None) -> Any:
     if data is None:
         return None
-    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except TypeError:  # a tuple key (packed as an array): see unpack_lenient
+        return unpack_lenient(data)
 
 
 def unpack_events(blob: bytes) -> Iterator[dict[str, Any]]:
     unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=0)
     unpacker.feed(blob)
-    yield from unpacker
+    try:
+        events: list[dict[str, Any]] = list(unpacker)
+    except TypeError:  # a tuple key (packed as an array): see unpack_lenient
+        events = unpack_stream_lenient(blob)
+    return iter(events)

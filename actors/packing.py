@@ -63,6 +63,37 @@ def unpack(data: bytes) -> Any:
     return msgpack.unpackb(data, raw=False, strict_map_key=False)
 
 
+def unpack_lenient(data: bytes) -> Any:
+    """`unpack` for bytes it refuses with TypeError: a map with a tuple key packs (as an
+    array) but an array cannot be a dict key when read back. Such a key becomes the string
+    `pack_plain` makes of the tuple ("(1, 2)"), so a stored or sent event still reads."""
+    return msgpack.unpackb(data, raw=False, strict_map_key=False, object_pairs_hook=_pairs)
+
+
+def unpack_stream_lenient(data: bytes) -> list[Any]:
+    """`unpack_lenient` for concatenated objects (a journal batch row)."""
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=0,
+                                object_pairs_hook=_pairs)
+    unpacker.feed(data)
+    return list(unpacker)
+
+
+def _pairs(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    out: dict[Any, Any] = {}
+    for key, value in pairs:
+        try:
+            out[key] = value
+        except TypeError:  # unhashable: an array (a tuple key) or a map
+            out[_text(_as_tuple(key))] = value
+    return out
+
+
+def _as_tuple(obj: Any) -> Any:
+    if isinstance(obj, list):
+        return tuple(_as_tuple(item) for item in obj)
+    return obj
+
+
 def plain(obj: Any, depth: int = 0) -> Any:
     """`obj` reduced to what msgpack packs and reads back: str/bytes/int/float/bool/None,
     lists, and maps whose keys are scalars; anything else as its string form."""

@@ -241,3 +241,15 @@ def test_topics_must_be_a_sequence_of_strings(daemon: Daemon) -> None:
         subscriber(daemon, topics="workflow/a/")
     with pytest.raises(TypeError):
         subscriber(daemon, since_seq="5")
+
+
+def test_a_tuple_key_in_an_output_arrives_as_its_string_form(daemon: Daemon) -> None:
+    # msgpack packs a tuple key as an array, which cannot be a dict key when read back.
+    event = workflow_events("wf", 1)[0]
+    event["outputs"] = {(1, 2): "x", ("a", (3, 4)): 5, "k": [1, 2]}
+    with subscriber(daemon) as sub:
+        sub.wait_live(5.0)
+        daemon.log.append([event])
+        [got] = take(sub, 1)
+    assert got["outputs"] == {"(1, 2)": "x", "('a', (3, 4))": 5, "k": [1, 2]}
+    assert sub.malformed == 0

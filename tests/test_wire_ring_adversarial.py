@@ -19,7 +19,7 @@ from actors import Engine, Node, Workflow
 from actors.eventlog import EventLog
 from actors.events import topic_of
 from actors.journal import Journal
-from actors.packing import pack, unpack
+from actors.packing import pack, unpack, unpack_lenient
 from actors.subscription import LogReader
 from actors.wire_ring import Chunk, WireRing
 from tests.conftest import EngineFactory
@@ -385,3 +385,45 @@ def test_memory_mode_never_allocates_the_ring_and_sends_what_it_sent_before(
     assert log.wire._slots == []
     for seq, (topic, payload) in got.items():
         assert payload == pack(events[seq]) and topic == topic_of(events[seq]).encode()
+
+
+def test_a_tuple_key_in_an_output_reads_back_from_the_journal_and_the_stream(
+        make_engine: EngineFactory, tmp_path: Path) -> None:
+    """msgpack packs a tuple key as an array, which cannot be a dict key when read back:
+    the replay, the stream and in-process subscribers all get the key's string form."""
+    engine = make_engine(journal_config(tmp_path))
+    seen: list[dict[str, Any]] = []
+    engine.subscribe(seen.append, types=["node_completed"])
+    log = engine.sink.log
+    first = log.committed_seq + 1
+    flow = Workflow("tk", nodes=[Node("n", lambda ctx: {"m": {(1, 2): "x"}},
+                                      category="provider")])
+    with publishing(engine) as (_, sock):
+        assert engine.submit(flow).result(10).status == "completed"
+        last = log.committed_seq
+        got = receive_through_lenient(sock, last)
+    stored = {event["seq"]: event for event in all_events(engine, first)}  # (raised before)
+    [seq] = [s for s, event in stored.items() if event["type"] == "node_completed"]
+    expected = {"m": {"(1, 2)": "x"}}
+    assert stored[seq]["outputs"] == expected
+    assert unpack_lenient(got[seq])["outputs"] == expected
+    assert [event["outputs"] for event in seen] == [expected]
+    assert engine.execution(stored[seq]["execution_id"])["results"]["n"] == expected
+
+
+def receive_through_lenient(sock: zmq.Socket[Any], last_seq: int, timeout: float = 20.0
+                            ) -> dict[int, bytes]:
+    got: dict[int, bytes] = {}
+    expired = threading.Event()
+    timer = threading.Timer(timeout, expired.set)
+    timer.start()
+    try:
+        while last_seq not in got:
+            assert not expired.is_set(), f"seq {last_seq} not received within {timeout}s"
+            if sock.poll(50):
+                topic, payload = sock.recv_multipart()
+                if topic != b"system/heartbeat":
+                    got[unpack_lenient(payload)["seq"]] = payload
+    finally:
+        timer.cancel()
+    return got

@@ -45,6 +45,7 @@ import structlog
 import zmq
 
 from actors.events import topic_of
+from actors.packing import unpack_lenient
 from transport.control_client import ControlClient
 from transport.errors import DaemonUnreachable
 from transport.security import ClientKeys
@@ -182,7 +183,10 @@ class Subscriber:
         try:
             if len(frames) != 2:
                 raise ValueError(f"{len(frames)} frames")
-            item = msgpack.unpackb(frames[1], raw=False, strict_map_key=False)
+            try:
+                item = msgpack.unpackb(frames[1], raw=False, strict_map_key=False)
+            except TypeError:  # a tuple key in a node's output (actors/packing.py)
+                item = unpack_lenient(frames[1])
             if not isinstance(item, dict):
                 raise ValueError("not a map")
         except Exception as exc:  # noqa: BLE001 - one bad message must not stop the stream
