@@ -408,7 +408,8 @@ def test_a_tuple_key_in_an_output_reads_back_from_the_journal_and_the_stream(
     assert stored[seq]["outputs"] == expected
     assert unpack_lenient(got[seq])["outputs"] == expected
     assert [event["outputs"] for event in seen] == [expected]
-    assert engine.execution(stored[seq]["execution_id"])["results"]["n"] == expected
+    record = engine.execution(stored[seq]["execution_id"])
+    assert record is not None and record["results"]["n"] == expected
 
 
 def receive_through_lenient(sock: zmq.Socket[Any], last_seq: int, timeout: float = 20.0
