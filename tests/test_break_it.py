@@ -1,0 +1,151 @@
+"""An operator trying to break the engine: odd settings and odd calls that were found to
+hang it, kill one of its actors, or report work as done that never ran.
+
+Real engines (the `make_engine` fixture); every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import threading
+from typing import Any
+
+import pytest
+
+from actors import Engine, Node, NodeContext, Workflow, WorkflowDefinitionError
+from tests.conftest import EngineFactory, Recorder
+
+WAIT_S = 10.0
+#: "Never", as an operator writes it: far past what a thread's wait can take (about 292
+#: years on Linux, `threading.TIMEOUT_MAX`).
+NEVER_S = 1e12
+
+
+def assert_usable(engine: Engine) -> None:
+    """Runs a workflow, and the kill switch answers a halt and a resume."""
+    wf = Workflow("still_usable", nodes=[Node("one", lambda ctx: 1)])
+    result = engine.submit(wf).result(timeout=WAIT_S)
+    assert (result.status, dict(result.results)) == ("completed", {"one": 1})
+    engine.halt("usable?")
+    engine.resume("usable")
+    assert engine.state.value == "NORMAL"
+
+
+# -- deadlines far off ---------------------------------------------------------------------
+
+def test_a_node_timeout_meaning_never_leaves_the_supervisor_running(
+        make_engine: EngineFactory) -> None:
+    """The supervisor's inbox waited for the next timer's full delay: a node or workflow
+    `timeout_s` of 1e12 overflowed that wait and killed the supervisor's thread, so the
+    execution (and every later one) hung."""
+    engine = make_engine()
+    wf = Workflow("never", nodes=[Node("n", lambda ctx: 1, timeout_s=NEVER_S)],
+                  timeout_s=NEVER_S)
+    result = engine.submit(wf).result(timeout=WAIT_S)
+    assert (result.status, dict(result.results)) == ("completed", {"n": 1})
+    assert_usable(engine)
+
+
+def test_config_deadlines_meaning_never_leave_every_actor_running(
+        make_engine: EngineFactory) -> None:
+    """The same from the config: `[resilience] timeout_s` and a limit's `stale_after_s`
+    (the kill switch's own watchdog wait: its actor died, and `halt()` with it)."""
+    engine = make_engine({
+        "resilience": {"timeout_s": NEVER_S, "restart_within_s": NEVER_S,
+                       "breaker_reset_timeout_s": NEVER_S},
+        "emergency": {"limits": [{"name": "pnl", "kind": "custom", "threshold": 100.0,
+                                  "stale_after_s": NEVER_S}]}})
+    assert_usable(engine)
+    engine.risk_update("pnl", value=1.0)
+    assert engine.status()["limits"]["pnl"]["value"] == 1.0
+
+
+# -- result(timeout=...) -------------------------------------------------------------------
+
+@pytest.mark.parametrize("timeout", [math.inf, 1e12], ids=["inf", "1e12"])
+def test_result_with_an_endless_timeout_waits_for_the_result(
+        make_engine: EngineFactory, timeout: float) -> None:
+    """`result(timeout=math.inf)` raised `OverflowError` at once, the execution running."""
+    engine = make_engine()
+    started = threading.Event()
+    release = threading.Event()
+
+    def gated(ctx: NodeContext) -> str:
+        started.set()
+        release.wait(WAIT_S)
+        return "done"
+
+    handle = engine.submit(Workflow("gated", nodes=[Node("n", gated)]))
+    assert started.wait(WAIT_S)
+    outcome: list[Any] = []
+    waiter = threading.Thread(target=lambda: outcome.append(handle.result(timeout=timeout)),
+                              daemon=True)
+    waiter.start()
+    release.set()
+    waiter.join(WAIT_S)
+    assert not waiter.is_alive()
+    assert [(r.status, dict(r.results)) for r in outcome] == [("completed", {"n": "done"})]
+
+
+def test_result_with_a_nan_timeout_is_refused_naming_it(make_engine: EngineFactory) -> None:
+    engine = make_engine()
+    release = threading.Event()
+    handle = engine.submit(Workflow("held", nodes=[Node("n", lambda ctx: release.wait(WAIT_S))]))
+    with pytest.raises(ValueError, match="timeout"):
+        handle.result(timeout=math.nan)
+    release.set()
+    assert handle.result(timeout=WAIT_S).status == "completed"
+
+
+# -- async def nodes -----------------------------------------------------------------------
+
+async def _async_order(ctx: NodeContext) -> str:
+    return "placed"
+
+
+async def _async_gen(ctx: NodeContext) -> Any:
+    yield 1
+
+
+class _AsyncCallable:
+    async def __call__(self, ctx: NodeContext) -> str:
+        return "placed"
+
+
+@pytest.mark.parametrize("fn", [_async_order, _async_gen, functools.partial(_async_order),
+                                _AsyncCallable()],
+                         ids=["async def", "async generator", "partial", "async __call__"])
+def test_an_async_node_function_is_a_definition_error_naming_the_node(fn: Any) -> None:
+    """An `async def` node returned a coroutine that nothing awaited: the node "completed"
+    with the coroutine as its output, and an action's order was never placed."""
+    with pytest.raises(WorkflowDefinitionError, match=r"'order'.*async") as caught:
+        Node("order", fn, category="action")
+    assert caught.value.node_id == "order"
+
+
+@pytest.mark.parametrize("category", ["provider", "condition", "action", "transform"])
+def test_a_node_returning_a_coroutine_fails_and_the_coroutine_is_closed(
+        make_engine: EngineFactory, category: str) -> None:
+    """A plain function that returns a coroutine (an async helper called without await)."""
+    engine = make_engine()
+    rec = Recorder().follow(engine)
+    made: list[Any] = []
+
+    def forgot_await(ctx: NodeContext) -> Any:
+        coro = _async_order(ctx)
+        made.append(coro)
+        return coro
+
+    wf = Workflow(f"forgot_{category}", nodes=[
+        Node("n", forgot_await, category=category),
+        Node("after", lambda ctx: "after", depends_on=["n"])])
+    result = engine.submit(wf).result(timeout=WAIT_S)
+    assert (result.status, result.error_type) == ("failed", "CoroutineReturned")
+    assert "'n'" in (result.error or "") and "coroutine" in (result.error or "")
+    assert "after" not in result.results
+    (failed,) = [e for e in rec.for_execution(result.execution_id) if e["type"] == "node_failed"]
+    assert failed["error_type"] == "CoroutineReturned"
+    # Closed, so no "coroutine ... was never awaited" warning when it is collected.
+    assert made[0].cr_frame is None
+    assert_usable(engine)
