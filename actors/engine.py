@@ -44,7 +44,7 @@ from actors.errors import (
 )
 from actors.eventlog import DEFAULT_RING_SIZE, DRAIN_S  # events:
 from actors.events import EventCallback, EventSink, Subscription
-from actors.execution import ExecutionHandle, ExecutionResult
+from actors.execution import ExecutionHandle, ExecutionResult, wait_limit
 from actors.execution_ids import ExecutionIds
 from actors.hooks import HaltHooks
 from actors.machine import Execution
@@ -342,6 +342,7 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
         `close_journal()` once the last readers are done)."""
         if self._stopped:
             return
+        wait_s = wait_limit(timeout)  # before anything stops: a bad one must not half-stop
         self._stopped = True
         stopped = Ending.cancelled("engine stopped")
         for exe in self.admission.drain_queued():
@@ -351,7 +352,7 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
         futures = [sup.ask(end, block=False) for sup in self._supervisors]
         for future in futures:
             try:
-                future.get(timeout=timeout)
+                future.get(timeout=wait_s)
             except pykka.Timeout:
                 log.error("supervisor_did_not_stop", timeout_s=timeout)
         # The kill switch before the supervisors: a halt it is broadcasting gets its
@@ -359,7 +360,7 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
         refs: list[pykka.ActorRef[Any]] = [self.ref, self._emergency, *self._supervisors]
         for ref in refs:
             with contextlib.suppress(pykka.Timeout, pykka.ActorDeadError):
-                ref.stop(timeout=timeout)
+                ref.stop(timeout=wait_s)
         # events: subscribers get the final events (bounded), then their threads end.
         if self._durable is not None:
             self._durable.wait_commit(DRAIN_S)  # readers see them only once committed

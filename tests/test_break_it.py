@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from actors import Engine, Node, NodeContext, Workflow, WorkflowDefinitionError
+from actors import Engine, ManualClock, Node, NodeContext, Workflow, WorkflowDefinitionError
 from tests.conftest import EngineFactory, Recorder
 
 WAIT_S = 10.0
@@ -149,3 +149,42 @@ def test_a_node_returning_a_coroutine_fails_and_the_coroutine_is_closed(
     # Closed, so no "coroutine ... was never awaited" warning when it is collected.
     assert made[0].cr_frame is None
     assert_usable(engine)
+
+
+# -- engine.stop(timeout=...) and the manual clock -----------------------------------------
+
+def test_stop_with_an_endless_timeout_stops_every_actor(make_engine: EngineFactory) -> None:
+    """`stop(timeout=math.inf)` raised `OverflowError` after marking the engine stopped:
+    its actors ran on, and a second `stop()` returned at once without stopping them."""
+    engine = make_engine()
+    assert engine.submit(Workflow("w", nodes=[Node("n", lambda ctx: 1)])).result(
+        timeout=WAIT_S).status == "completed"
+    engine.stop(timeout=math.inf)
+    assert not engine.ref.is_alive()
+
+
+def test_stop_with_a_nan_timeout_is_refused_and_a_later_stop_works(
+        make_engine: EngineFactory) -> None:
+    engine = make_engine()
+    with pytest.raises(ValueError, match="timeout"):
+        engine.stop(timeout=math.nan)
+    assert engine.ref.is_alive()  # refused before anything was stopped
+    engine.stop(timeout=WAIT_S)
+    assert not engine.ref.is_alive()
+
+
+@pytest.mark.parametrize("seconds", [math.nan, math.inf, -1.0], ids=["nan", "inf", "-1"])
+def test_a_manual_clock_refuses_a_non_finite_step(make_engine: EngineFactory,
+                                                  seconds: float) -> None:
+    """`advance(nan)` made every later deadline NaN: the kill switch's watchdog then failed
+    on each tick, and a stale feed was never reported."""
+    clock = ManualClock()
+    engine = make_engine({"emergency": {"limits": [
+        {"name": "feed", "kind": "custom", "threshold": 10.0, "stale_after_s": 5.0,
+         "auto_halt": False}]}}, clock=clock)
+    with pytest.raises(ValueError, match="clock"):
+        clock.advance(seconds)
+    rec = Recorder().follow(engine)
+    clock.advance(6.0)
+    rec.wait_type("emergency_state_changed")
+    assert engine.state.value == "ALERT"
