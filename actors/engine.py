@@ -334,7 +334,7 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no execution runs; False if some still do after `timeout`."""
-        return self.admission.wait_idle(timeout)
+        return self.admission.wait_idle(wait_limit(timeout))
 
     def stop(self, timeout: float = 5.0, *, close_journal: bool = True) -> None:
         """End every execution (cancelled), stop every actor. Never waits on a stuck node.

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 from actors import Engine, ManualClock, Node, NodeContext, Workflow, WorkflowDefinitionError
+from actors.config import WorkflowEntry
+from actors.triggers import IntervalTriggers
 from tests.conftest import EngineFactory, Recorder
 
 WAIT_S = 10.0
@@ -188,3 +190,44 @@ def test_a_manual_clock_refuses_a_non_finite_step(make_engine: EngineFactory,
     clock.advance(6.0)
     rec.wait_type("emergency_state_changed")
     assert engine.state.value == "ALERT"
+
+
+def test_wait_idle_with_a_grace_meaning_never_waits_for_the_running_execution(
+        make_engine: EngineFactory) -> None:
+    """The daemon's shutdown waits `engine.wait_idle(shutdown_grace_s)`: a grace of 1e12
+    raised `OverflowError` while anything ran, and the daemon never closed its engine."""
+    engine = make_engine()
+    started = threading.Event()
+    release = threading.Event()
+
+    def gated(ctx: NodeContext) -> None:
+        started.set()
+        release.wait(WAIT_S)
+
+    handle = engine.submit(Workflow("gated", nodes=[Node("n", gated)]))
+    assert started.wait(WAIT_S)
+    idle: list[Any] = []
+    waiter = threading.Thread(target=lambda: idle.append(engine.wait_idle(NEVER_S)),
+                              daemon=True)
+    waiter.start()
+    release.set()
+    waiter.join(WAIT_S)
+    assert idle == [True]
+    assert handle.result(timeout=WAIT_S).status == "completed"
+
+
+def test_an_interval_trigger_meaning_never_waits_in_steps_a_thread_can_take() -> None:
+    """`[[workflows]] every_s = 1e12` made the trigger thread wait 1e12 s at once: an
+    `OverflowError` that killed the one thread serving every trigger."""
+    waits: list[float] = []
+
+    def wait(seconds: float) -> bool:
+        waits.append(seconds)
+        return True  # stopped: one wait is enough to look at
+
+    entry = WorkflowEntry(ref="m:wf", every_s=NEVER_S,
+                          workflow=Workflow("rare", nodes=[Node("n", lambda ctx: 1)]))
+    triggers = IntervalTriggers([entry], lambda *args: pytest.fail("nothing is due"),
+                                monotonic=lambda: 0.0, wait=wait)
+    triggers.run()
+    assert len(waits) == 1 and 0 < waits[0] < threading.TIMEOUT_MAX
