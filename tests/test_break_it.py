@@ -6,14 +6,25 @@ Real engines (the `make_engine` fixture); every wait has a deadline.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import itertools
 import math
+import random
 import threading
 from typing import Any
 
 import pytest
 
-from actors import Engine, ManualClock, Node, NodeContext, Workflow, WorkflowDefinitionError
+from actors import (
+    Engine,
+    LimitExceeded,
+    ManualClock,
+    Node,
+    NodeContext,
+    Workflow,
+    WorkflowDefinitionError,
+)
 from actors.config import WorkflowEntry
 from actors.triggers import IntervalTriggers
 from tests.conftest import EngineFactory, Recorder
@@ -231,3 +242,74 @@ def test_an_interval_trigger_meaning_never_waits_in_steps_a_thread_can_take() ->
                                 monotonic=lambda: 0.0, wait=wait)
     triggers.run()
     assert len(waits) == 1 and 0 < waits[0] < threading.TIMEOUT_MAX
+
+
+# -- the kill switch raced from many threads -----------------------------------------------
+
+def test_state_changes_raced_from_many_threads_keep_one_consistent_story(
+        make_engine: EngineFactory) -> None:
+    """Eight threads call halt/resume/alert/reduce_only (forced or not) and push an
+    `auto_halt` limit over and under its threshold, while actions run. Whatever the
+    interleaving: each call either applies or is refused with `LimitExceeded`; the
+    published changes form one chain (each `previous_state` is the state before it) that
+    ends in the engine's state and agrees with `emergency_history()`; and no action started
+    in HALT, nor a plain one in REDUCE_ONLY."""
+    engine = make_engine({"emergency": {"limits": [
+        {"name": "loss", "kind": "daily_loss", "threshold": 100.0}]}})
+    rec = Recorder().follow(engine)
+    stop_work = threading.Event()
+    unexpected: list[BaseException] = []
+
+    def operator(seed: int) -> None:
+        rng = random.Random(seed)
+        calls = [
+            lambda: engine.halt(f"h{seed}"),
+            lambda: engine.resume(f"r{seed}"),
+            lambda: engine.resume(f"rf{seed}", force=True),
+            lambda: engine.alert(f"a{seed}"),
+            lambda: engine.alert(f"af{seed}", force=True),
+            lambda: engine.reduce_only(f"ro{seed}"),
+            lambda: engine.risk_update("loss", value=rng.choice([0.0, 50.0, 99.0, 150.0])),
+        ]
+        try:
+            for _ in range(40):
+                with contextlib.suppress(LimitExceeded):
+                    rng.choice(calls)()
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            unexpected.append(exc)
+
+    def trader() -> None:
+        wf = Workflow("trade", nodes=[
+            Node("plain", lambda ctx: 1, category="action"),
+            Node("reducing", lambda ctx: 2, category="action", reduces_risk=True)])
+        while not stop_work.is_set():
+            engine.submit(wf).result(timeout=WAIT_S)
+
+    threads = [threading.Thread(target=operator, args=(seed,), daemon=True)
+               for seed in range(8)]
+    workers = [threading.Thread(target=trader, daemon=True) for _ in range(2)]
+    for thread in threads + workers:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+        assert not thread.is_alive()
+    stop_work.set()
+    for thread in workers:
+        thread.join(WAIT_S)
+        assert not thread.is_alive()
+    assert unexpected == []
+
+    events = rec.events
+    changes = [e for e in events if e["type"] == "emergency_state_changed"]
+    assert changes
+    for before, after in itertools.pairwise(changes):
+        assert after["previous_state"] == before["state"], (before, after)
+    assert changes[-1]["state"] == engine.state.value == engine.status()["state"]
+    history = engine.emergency_history()
+    assert [(h["state"], h["seq"]) for h in history[-len(changes):]] == [
+        (e["state"], e["seq"]) for e in changes]
+    for event in events:
+        if event["type"] == "node_started" and event["node_category"] == "action":
+            assert event["state"] != "HALT", event
+            if event["state"] == "REDUCE_ONLY":
+                assert event["node_id"] == "reducing", event
