@@ -150,7 +150,7 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
         if config.daemon.cpu_affinity:
             try:
                 os.sched_setaffinity(0, config.daemon.cpu_affinity)
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, OverflowError) as exc:
                 raise ConfigError(f"daemon.cpu_affinity {list(config.daemon.cpu_affinity)}: "
                                   f"{exc}") from None
         engine = cls(config, clock or SystemClock(), on_halt,

@@ -7,6 +7,7 @@ Real engines (the `make_engine` fixture); every wait has a deadline.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import itertools
 import math
@@ -17,6 +18,9 @@ from typing import Any
 import pytest
 
 from actors import (
+    Config,
+    ConfigError,
+    DaemonConfig,
     Engine,
     LimitExceeded,
     ManualClock,
@@ -313,3 +317,25 @@ def test_state_changes_raced_from_many_threads_keep_one_consistent_story(
             assert event["state"] != "HALT", event
             if event["state"] == "REDUCE_ONLY":
                 assert event["node_id"] == "reducing", event
+
+
+# -- config --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("gc_threshold", [2 ** 70]), ("gc_threshold", [50000, 2 ** 31]),
+    ("cpu_affinity", [-1]), ("cpu_affinity", [2 ** 70])])
+def test_daemon_integer_lists_out_of_range_are_one_line_naming_the_key(
+        key: str, value: list[int]) -> None:
+    """Accepted before: at start, `gc.set_threshold` / `os.sched_setaffinity` raised an
+    `OverflowError` (a traceback, not the one line naming the key)."""
+    with pytest.raises(ConfigError, match=rf"daemon\.{key}") as caught:
+        Config.from_dict({"daemon": {key: value}})
+    assert "\n" not in str(caught.value)
+
+
+def test_a_hand_built_config_with_a_huge_cpu_id_is_a_config_error() -> None:
+    """`Engine.start` turned OSError and ValueError into a ConfigError, not OverflowError."""
+    config = dataclasses.replace(Config(), daemon=dataclasses.replace(
+        DaemonConfig(), cpu_affinity=(2 ** 70,)))
+    with pytest.raises(ConfigError, match=r"daemon\.cpu_affinity"):
+        Engine.start(config).stop()
