@@ -64,6 +64,10 @@ VERSION = "0.1.0"
 _RECENT_RESULTS = 1000
 
 
+#: `submit(priority=...)` is a signed 64-bit integer (what the journal stores).
+PRIORITY_LIMIT = 2 ** 63
+
+
 class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
     """Facade over the engine's actors. Build it with `Engine.start()`."""
 
@@ -173,6 +177,10 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
             raise TypeError(f"inputs must be a mapping, not {type(inputs).__name__}")
         if isinstance(priority, bool) or not isinstance(priority, int):
             raise TypeError(f"priority must be an int, not {type(priority).__name__}")
+        if not -PRIORITY_LIMIT <= priority < PRIORITY_LIMIT:
+            # The journal stores it as a SQLite INTEGER: a larger one failed every later
+            # commit (and so halted the engine). Not printed: it may be too long to print.
+            raise ValueError("priority must be in [-2**63, 2**63)")
         check_optional_str(bot_id, "bot_id")
         check_optional_str(strategy_id, "strategy_id")
         handle = ExecutionHandle(self._ids.new(wf.id), wf.id, self.sink.log)  # events:

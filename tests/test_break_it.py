@@ -13,6 +13,7 @@ import itertools
 import math
 import random
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -339,3 +340,21 @@ def test_a_hand_built_config_with_a_huge_cpu_id_is_a_config_error() -> None:
         DaemonConfig(), cpu_affinity=(2 ** 70,)))
     with pytest.raises(ConfigError, match=r"daemon\.cpu_affinity"):
         Engine.start(config).stop()
+
+
+# -- submit --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("priority", [2 ** 63, -(2 ** 63) - 1, 2 ** 70, 10 ** 5000],
+                         ids=["2**63", "-2**63-1", "2**70", "10**5000"])
+def test_a_priority_past_64_bits_is_refused_and_the_journal_keeps_working(
+        make_engine: EngineFactory, tmp_path: Path, priority: int) -> None:
+    """Accepted before: the journal could not store it, every later commit failed, and the
+    engine halted for good (`journal_write_failed`) on one odd submit."""
+    engine = make_engine({"daemon": {"data_dir": str(tmp_path / "data")}})
+    wf = Workflow("prio", nodes=[Node("n", lambda ctx: 1)])
+    with pytest.raises(ValueError, match="priority"):
+        engine.submit(wf, priority=priority)
+    for edge in (2 ** 63 - 1, -(2 ** 63)):
+        assert engine.submit(wf, priority=edge).result(timeout=WAIT_S).status == "completed"
+    assert engine.state.value == "NORMAL"
+    assert len(engine.executions(workflow="prio")) == 2
