@@ -27,6 +27,7 @@ from actors.errors import ConditionError, CoroutineReturned, describe
 from actors.messages import NodeDone, RunNode
 
 _perf = time.perf_counter
+_COROUTINE = types.CoroutineType
 
 
 class SharedInbox:
@@ -92,7 +93,7 @@ class NodeActor(EngineActorBase):
             if node.category == "action":
                 self._gate.action_begun()
             value = node.fn(run)
-            if type(value) is types.CoroutineType:
+            if type(value) is _COROUTINE:  # an async def called without await
                 _refuse_coroutine(value, node.id)
             if node.category == "condition":
                 run.truth = _truth(value, node.id)
