@@ -358,3 +358,29 @@ def test_a_priority_past_64_bits_is_refused_and_the_journal_keeps_working(
         assert engine.submit(wf, priority=edge).result(timeout=WAIT_S).status == "completed"
     assert engine.state.value == "NORMAL"
     assert len(engine.executions(workflow="prio")) == 2
+
+
+# -- subscribe -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("filters", "error", "named"), [
+    ({"types": {"node_complete"}}, ValueError, "'node_complete'"),
+    ({"types": ["execution_completed", "execution_fail"]}, ValueError, "'execution_fail'"),
+    ({"types": {1}}, ValueError, "1"),
+    ({"workflow_id": 5}, TypeError, "workflow_id"),
+])
+def test_a_subscription_filter_that_can_match_nothing_is_refused(
+        engine: Engine, filters: dict[str, Any], error: type[Exception], named: str) -> None:
+    """Accepted before: a misspelt type (or an int workflow id) matched no event, so the
+    callback was silently never called."""
+    with pytest.raises(error, match=named):
+        engine.subscribe(lambda event: None, **filters)
+
+
+def test_a_subscription_may_filter_on_every_declared_type_given_as_any_iterable(
+        engine: Engine) -> None:
+    rec = Recorder().follow(engine, types=iter(["execution_completed", "gap"]),
+                            workflow_id="typed")
+    wf = Workflow("typed", nodes=[Node("n", lambda ctx: 1)])
+    result = engine.submit(wf).result(timeout=WAIT_S)
+    assert [e["type"] for e in rec.events] == ["execution_completed"]
+    assert rec.events[0]["execution_id"] == result.execution_id
