@@ -32,6 +32,7 @@ from actors import (
 )
 from actors.config import WorkflowEntry
 from actors.triggers import IntervalTriggers
+from actors.webhook import WebhookManager
 from tests.conftest import EngineFactory, Recorder
 
 WAIT_S = 10.0
@@ -384,3 +385,34 @@ def test_a_subscription_may_filter_on_every_declared_type_given_as_any_iterable(
     result = engine.submit(wf).result(timeout=WAIT_S)
     assert [e["type"] for e in rec.events] == ["execution_completed"]
     assert rec.events[0]["execution_id"] == result.execution_id
+
+
+# -- webhooks ------------------------------------------------------------------------------
+
+def test_a_webhook_backoff_meaning_never_waits_until_stopped(make_engine: EngineFactory,
+                                                             tmp_path: Path) -> None:
+    """A pause of 1e12 s (`backoff_max_s`) overflowed the deliverer's wait: an
+    OverflowError each turn, so a down endpoint was retried every second, not backed off."""
+    hook = {"name": "ops", "url": "http://127.0.0.1:9/", "secret": "s" * 32,
+            "allow_private": True, "backoff_initial_s": NEVER_S, "backoff_max_s": NEVER_S}
+    config = {"daemon": {"data_dir": str(tmp_path / "data")}, "webhooks": [hook]}
+    engine = make_engine(config)
+    assert engine.journal is not None
+    manager = WebhookManager(Config.from_dict(config).webhooks, engine.journal, environ={})
+    deliverer = manager.deliverers["ops"]
+    outcome: list[str] = []
+
+    def pause() -> None:
+        try:
+            deliverer._sleep(NEVER_S)  # the wait between attempts itself
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            outcome.append(type(exc).__name__)
+
+    waiter = threading.Thread(target=pause, daemon=True)
+    waiter.start()
+    waiter.join(0.2)  # must not end by itself; and the stop below must find it waiting
+    assert outcome == []
+    assert deliverer.stop(WAIT_S)  # not started: only sets the stop flag
+    waiter.join(WAIT_S)
+    assert outcome == ["WebhookStopped"]
+    manager.stop()
