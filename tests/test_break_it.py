@@ -30,6 +30,7 @@ from actors import (
     Workflow,
     WorkflowDefinitionError,
 )
+from actors.cli import build_parser
 from actors.config import WorkflowEntry
 from actors.triggers import IntervalTriggers
 from actors.webhook import WebhookManager
@@ -416,3 +417,22 @@ def test_a_webhook_backoff_meaning_never_waits_until_stopped(make_engine: Engine
     waiter.join(WAIT_S)
     assert outcome == ["WebhookStopped"]
     manager.stop()
+
+
+# -- tradeloom run -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("option", ["--every", "--timeout"])
+@pytest.mark.parametrize("seconds", ["inf", "1e12", "nan", "-1", "0", "soon"])
+def test_run_interval_options_out_of_range_are_a_usage_error(
+        option: str, seconds: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`run --every inf` (or 1e12) ran once, then failed with "unexpected OverflowError"
+    (exit 1); `--every nan` did not wait at all. A bad argument is exit 2, one line."""
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["run", "examples.market_maker:workflow", option, seconds])
+    assert exited.value.code == 2
+    assert option in capsys.readouterr().err
+
+
+def test_run_interval_options_take_finite_seconds() -> None:
+    args = build_parser().parse_args(["run", "m:wf", "--every", "0.5", "--timeout", "1e6"])
+    assert (args.every, args.timeout) == (0.5, 1e6)
