@@ -223,7 +223,10 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
             self._next_supervisor().tell(StartExecution(queued))
             return ExecutionStatus.CANCELLED.value
         end = EndExecutions(cancelled, execution_id=execution_id)
-        ended = sum(int(sup.ask(end, block=True, timeout=5.0)) for sup in self._supervisors)
+        try:
+            ended = sum(int(sup.ask(end, block=True, timeout=5.0)) for sup in self._supervisors)
+        except pykka.ActorDeadError:  # stopped (or stopping): pykka's error is no answer
+            raise EngineStopped("the engine is stopped") from None
         if ended:
             return ExecutionStatus.CANCELLED.value
         result = self._recent.get(execution_id)
@@ -265,7 +268,10 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
         From a callback, `status()`, `submit()` and `subscribe()`/`close()` work; calls that
         wait for the engine (`halt()`, `cancel()`, `handle.result()`) raise
         `WaitInCallback`: send messages instead, e.g. `engine.ref.tell(Halt(reason=...))`.
+        After `stop()`: `EngineStopped` (nothing would come, and its thread would linger).
         """
+        if self._stopped:
+            raise EngineStopped("the engine is stopped")
         return self.sink.subscribe(callback, types=types, workflow_id=workflow_id,
                                    on_gap=on_gap)
 

@@ -23,6 +23,7 @@ from actors import (
     ConfigError,
     DaemonConfig,
     Engine,
+    EngineStopped,
     LimitExceeded,
     ManualClock,
     Node,
@@ -436,3 +437,21 @@ def test_run_interval_options_out_of_range_are_a_usage_error(
 def test_run_interval_options_take_finite_seconds() -> None:
     args = build_parser().parse_args(["run", "m:wf", "--every", "0.5", "--timeout", "1e6"])
     assert (args.every, args.timeout) == (0.5, 1e6)
+
+
+# -- after stop() --------------------------------------------------------------------------
+
+def test_cancel_and_subscribe_after_stop_raise_engine_stopped(
+        make_engine: EngineFactory) -> None:
+    """`cancel()` raised pykka's `ActorDeadError` (not a TradeloomError); `subscribe()`
+    started a thread that lingered and could never be given an event."""
+    engine = make_engine()
+    handle = engine.submit(Workflow("w", nodes=[Node("n", lambda ctx: 1)]))
+    assert handle.result(timeout=WAIT_S).status == "completed"
+    engine.stop(timeout=WAIT_S)
+    threads = threading.active_count()
+    with pytest.raises(EngineStopped):
+        engine.cancel("exec_unknown")
+    with pytest.raises(EngineStopped):
+        engine.subscribe(lambda event: None)
+    assert threading.active_count() == threads
