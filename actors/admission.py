@@ -72,7 +72,7 @@ class Admission:
                 self._idle.notify_all()
             return None
 
-    def wait_idle(self, timeout: float) -> bool:
+    def wait_idle(self, timeout: float | None) -> bool:
         """Wait until nothing runs; False if something still does after `timeout`."""
         with self._lock:
             return self._idle.wait_for(lambda: self.running <= 0, timeout)

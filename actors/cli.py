@@ -177,6 +177,18 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _interval(text: str) -> float:
+    """argparse type of `run --every/--timeout`: finite seconds > 0 that one wait can take
+    (`inf` or 1e12 was an OverflowError after the first run; `nan` did not wait at all)."""
+    from transport.cli_options import positive_seconds  # lazily: as the commands below
+
+    seconds = positive_seconds(text)
+    if seconds >= threading.TIMEOUT_MAX:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: must be under {threading.TIMEOUT_MAX:.0f} seconds")
+    return seconds
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="tradeloom", description="Actor-model engine for automated trading workflows.",
@@ -199,11 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="an input; the value is JSON when it parses, else a string")
     run.add_argument("--config", metavar="FILE", help="TOML config ([resilience], limits ...)")
     run.add_argument("--json", action="store_true", help="one JSON object per event")
-    run.add_argument("--every", type=float, metavar="S",
+    run.add_argument("--every", type=_interval, metavar="S",
                      help="run again every S seconds until Ctrl-C (the demo loop)")
     run.add_argument("--count", type=int, default=0, metavar="N",
                      help="with --every: stop after N runs (0: until Ctrl-C)")
-    run.add_argument("--timeout", type=float, default=60.0, metavar="S",
+    run.add_argument("--timeout", type=_interval, default=60.0, metavar="S",
                      help="how long to wait for one execution (default 60)")
     run.set_defaults(handler=cmd_run)
 

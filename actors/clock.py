@@ -6,6 +6,7 @@ and `time()` for wall-clock facts (event timestamps, the UTC day of `daily_loss`
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -59,8 +60,10 @@ class ManualClock:
 
     def advance(self, seconds: float) -> None:
         """Move both clocks forward and wake everyone with timers."""
-        if seconds < 0:
-            raise ValueError("a clock does not go backwards")
+        if not seconds >= 0:  # NaN too: it would turn every later deadline into NaN
+            raise ValueError(f"a clock does not go backwards, not {seconds!r}")
+        if seconds == math.inf:
+            raise ValueError("a clock cannot go forward by an infinite time")
         with self._lock:
             self._mono += seconds
             self._wall += seconds

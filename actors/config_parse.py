@@ -147,8 +147,12 @@ def _check_ranges(config: Config) -> None:
         (d.supervisors >= 1, "daemon.supervisors must be >= 1"),
         (d.node_actors >= 1, "daemon.node_actors must be >= 1"),
         (d.shutdown_grace_s >= 0, "daemon.shutdown_grace_s must be >= 0"),
-        (len(d.gc_threshold) <= 3 and all(g >= 0 for g in d.gc_threshold),
-         "daemon.gc_threshold must be up to 3 integers >= 0"),
+        # Bounded above too: past a C int, gc.set_threshold / sched_setaffinity raise an
+        # OverflowError at start instead of this one line.
+        (len(d.gc_threshold) <= 3 and all(0 <= g < 2 ** 31 for g in d.gc_threshold),
+         "daemon.gc_threshold must be up to 3 integers >= 0 and < 2**31"),
+        (all(0 <= c < 2 ** 31 for c in d.cpu_affinity),
+         "daemon.cpu_affinity must be CPU ids >= 0 and < 2**31"),
         (r.timeout_s > 0, "resilience.timeout_s must be > 0"),
         (r.max_restarts >= 0, "resilience.max_restarts must be >= 0"),
         (r.restart_within_s > 0, "resilience.restart_within_s must be > 0"),

@@ -44,7 +44,7 @@ from actors.errors import (
 )
 from actors.eventlog import DEFAULT_RING_SIZE, DRAIN_S  # events:
 from actors.events import EventCallback, EventSink, Subscription
-from actors.execution import ExecutionHandle, ExecutionResult
+from actors.execution import ExecutionHandle, ExecutionResult, wait_limit
 from actors.execution_ids import ExecutionIds
 from actors.hooks import HaltHooks
 from actors.machine import Execution
@@ -62,6 +62,10 @@ from actors.workflow import Workflow
 log = structlog.get_logger("tradeloom.engine")
 VERSION = "0.1.0"
 _RECENT_RESULTS = 1000
+
+
+#: `submit(priority=...)` is a signed 64-bit integer (what the journal stores).
+PRIORITY_LIMIT = 2 ** 63
 
 
 class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
@@ -150,7 +154,7 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
         if config.daemon.cpu_affinity:
             try:
                 os.sched_setaffinity(0, config.daemon.cpu_affinity)
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, OverflowError) as exc:
                 raise ConfigError(f"daemon.cpu_affinity {list(config.daemon.cpu_affinity)}: "
                                   f"{exc}") from None
         engine = cls(config, clock or SystemClock(), on_halt,
@@ -173,6 +177,10 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
             raise TypeError(f"inputs must be a mapping, not {type(inputs).__name__}")
         if isinstance(priority, bool) or not isinstance(priority, int):
             raise TypeError(f"priority must be an int, not {type(priority).__name__}")
+        if not -PRIORITY_LIMIT <= priority < PRIORITY_LIMIT:
+            # The journal stores it as a SQLite INTEGER: a larger one failed every later
+            # commit (and so halted the engine). Not printed: it may be too long to print.
+            raise ValueError("priority must be in [-2**63, 2**63)")
         check_optional_str(bot_id, "bot_id")
         check_optional_str(strategy_id, "strategy_id")
         handle = ExecutionHandle(self._ids.new(wf.id), wf.id, self.sink.log)  # events:
@@ -215,7 +223,10 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
             self._next_supervisor().tell(StartExecution(queued))
             return ExecutionStatus.CANCELLED.value
         end = EndExecutions(cancelled, execution_id=execution_id)
-        ended = sum(int(sup.ask(end, block=True, timeout=5.0)) for sup in self._supervisors)
+        try:
+            ended = sum(int(sup.ask(end, block=True, timeout=5.0)) for sup in self._supervisors)
+        except pykka.ActorDeadError:  # stopped (or stopping): pykka's error is no answer
+            raise EngineStopped("the engine is stopped") from None
         if ended:
             return ExecutionStatus.CANCELLED.value
         result = self._recent.get(execution_id)
@@ -257,7 +268,10 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
         From a callback, `status()`, `submit()` and `subscribe()`/`close()` work; calls that
         wait for the engine (`halt()`, `cancel()`, `handle.result()`) raise
         `WaitInCallback`: send messages instead, e.g. `engine.ref.tell(Halt(reason=...))`.
+        After `stop()`: `EngineStopped` (nothing would come, and its thread would linger).
         """
+        if self._stopped:
+            raise EngineStopped("the engine is stopped")
         return self.sink.subscribe(callback, types=types, workflow_id=workflow_id,
                                    on_gap=on_gap)
 
@@ -334,7 +348,7 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until no execution runs; False if some still do after `timeout`."""
-        return self.admission.wait_idle(timeout)
+        return self.admission.wait_idle(wait_limit(timeout))
 
     def stop(self, timeout: float = 5.0, *, close_journal: bool = True) -> None:
         """End every execution (cancelled), stop every actor. Never waits on a stuck node.
@@ -342,6 +356,7 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
         `close_journal()` once the last readers are done)."""
         if self._stopped:
             return
+        wait_s = wait_limit(timeout)  # before anything stops: a bad one must not half-stop
         self._stopped = True
         stopped = Ending.cancelled("engine stopped")
         for exe in self.admission.drain_queued():
@@ -351,7 +366,7 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
         futures = [sup.ask(end, block=False) for sup in self._supervisors]
         for future in futures:
             try:
-                future.get(timeout=timeout)
+                future.get(timeout=wait_s)
             except pykka.Timeout:
                 log.error("supervisor_did_not_stop", timeout_s=timeout)
         # The kill switch before the supervisors: a halt it is broadcasting gets its
@@ -359,7 +374,7 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
         refs: list[pykka.ActorRef[Any]] = [self.ref, self._emergency, *self._supervisors]
         for ref in refs:
             with contextlib.suppress(pykka.Timeout, pykka.ActorDeadError):
-                ref.stop(timeout=timeout)
+                ref.stop(timeout=wait_s)
         # events: subscribers get the final events (bounded), then their threads end.
         if self._durable is not None:
             self._durable.wait_commit(DRAIN_S)  # readers see them only once committed

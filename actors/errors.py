@@ -25,6 +25,7 @@ TradeloomError
     ├── NodeTimeout             the node overran its timeout_s
     ├── CircuitOpen             the node's breaker is open
     ├── ConditionError          a condition's result has no usable truth value
+    ├── CoroutineReturned       a node function returned a coroutine (never awaited, not run)
     ├── ExecutionTimeout        the workflow's timeout_s passed
     ├── Halted                  the kill switch is in HALT
     ├── Cancelled               cancelled by request or shutdown
@@ -177,6 +178,13 @@ class Overloaded(NodeError):
 
 class ConditionError(NodeError):
     """A condition node returned a value whose truth test raised (e.g. a numpy array)."""
+
+
+class CoroutineReturned(NodeError):
+    """A node function returned a coroutine: an `async def` called through a plain function
+    (an `async def` node itself is a WorkflowDefinitionError). Node functions run in
+    threads and are never awaited, so its body never ran; it is closed, and the node fails
+    rather than complete with an order that was never placed."""
 
 
 class Interrupted(NodeError):

@@ -202,7 +202,19 @@ class EventSink:
     def subscribe(self, callback: EventCallback, *, types: Iterable[str] | None = None,
                   workflow_id: str | None = None,
                   on_gap: EventCallback | None = None) -> Subscription:
-        """A cursor over the log from the next committed event on (see `EventLog`)."""
+        """A cursor over the log from the next committed event on (see `EventLog`).
+
+        An unknown type name (a typo: `"node_complete"`) or a workflow id that is not a
+        string would match nothing, silently: both are refused here."""
+        if types is not None and not isinstance(types, str):  # a str: the log's TypeError
+            types = frozenset(types)
+            unknown = sorted(repr(t) for t in types - EVENT_TYPES.keys())
+            if unknown:
+                raise ValueError(f"unknown event types {', '.join(unknown)} (known: "
+                                 f"{', '.join(sorted(EVENT_TYPES))})")
+        if workflow_id is not None and not isinstance(workflow_id, str):
+            raise TypeError(f"workflow_id must be a string or None, not "
+                            f"{type(workflow_id).__name__}")
         return self.log.subscribe(callback, types=types, workflow_id=workflow_id,
                                   on_gap=on_gap)
 

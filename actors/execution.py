@@ -108,6 +108,8 @@ class ExecutionHandle:
                 f"handle.result() of {self.execution_id} cannot wait from a subscriber "
                 "callback (its subscription would wait for itself); use "
                 "handle.add_done_callback(fn) instead")
+        if timeout is not None:
+            timeout = wait_limit(timeout)
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
         if result is None:
             if not self._waiter.acquire(timeout=-1 if timeout is None else max(timeout, 0.0)):
@@ -166,3 +168,13 @@ class ExecutionHandle:
     def __repr__(self) -> str:
         status = self._result.status if self._result else "pending"
         return f"ExecutionHandle({self.execution_id!r}, {status})"
+
+
+def wait_limit(timeout: float) -> float | None:
+    """A caller's `timeout=` (`result()`, `engine.stop()`) as a lock can wait it: NaN is
+    refused naming the argument (a lock's own error does not), and a limit too long for a
+    lock (`math.inf` included, an `OverflowError` there) means no limit, as None does."""
+    if timeout != timeout:
+        raise ValueError("timeout must be a number of seconds or None, not nan")
+    return None if timeout >= threading.TIMEOUT_MAX else timeout
+

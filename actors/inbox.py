@@ -15,6 +15,11 @@ from actors.messages import Tick
 
 _TICK = Envelope(Tick())
 
+#: The longest single inbox wait. A deadline further off (a `timeout_s` or `stale_after_s`
+#: of 1e12 meaning "never") would overflow the wait (`OverflowError`, which killed the
+#: actor's thread); waking once an hour to a Tick with nothing due costs nothing.
+MAX_WAIT_S = 3600.0
+
 
 class TimerInbox:
     """pykka's inbox protocol (put/get/empty) on a SimpleQueue, whose blocking `get()`
@@ -30,7 +35,11 @@ class TimerInbox:
         q = self._queue
         if not block or not q.empty():  # busy: no need to work out how long to wait
             return q.get(False)
+        if timeout is None:
+            timeout = self.next_delay()
+            if timeout is not None and timeout > MAX_WAIT_S:
+                timeout = MAX_WAIT_S
         try:
-            return q.get(timeout=self.next_delay() if timeout is None else timeout)
+            return q.get(timeout=timeout)
         except queue.Empty:
             return _TICK

@@ -16,16 +16,18 @@ from __future__ import annotations
 import queue
 import threading
 import time
+import types
 from typing import Any, ClassVar, cast
 
 import pykka
 
 from actors._compat import EngineActorBase, Envelope, context_setters, stop_envelope
 from actors.emergency import EmergencyGate
-from actors.errors import ConditionError, describe
+from actors.errors import ConditionError, CoroutineReturned, describe
 from actors.messages import NodeDone, RunNode
 
 _perf = time.perf_counter
+_COROUTINE = types.CoroutineType
 
 
 class SharedInbox:
@@ -91,6 +93,8 @@ class NodeActor(EngineActorBase):
             if node.category == "action":
                 self._gate.action_begun()
             value = node.fn(run)
+            if type(value) is _COROUTINE:  # an async def called without await
+                _refuse_coroutine(value, node.id)
             if node.category == "condition":
                 run.truth = _truth(value, node.id)
             run.value = value
@@ -120,6 +124,15 @@ def _truth(value: Any, node_id: str) -> bool:
             f"condition {node_id!r} returned a {kind.__module__}.{kind.__qualname__}, which "
             f"has no truth value ({type(exc).__name__}: {describe(exc)}); return a bool"
         ) from None
+
+
+def _refuse_coroutine(value: types.CoroutineType[Any, Any, Any], node_id: str) -> None:
+    """Close a coroutine a node function returned (unrun: no "never awaited" warning at
+    collection) and fail the node, instead of publishing it as the node's output."""
+    value.close()
+    raise CoroutineReturned(
+        f"node {node_id!r} returned a coroutine ({value.__qualname__}), which is never "
+        "awaited: node functions run in threads; use a plain def") from None
 
 
 #: Actors a pool grows to whenever all are busy, whatever its nodes do.

@@ -19,6 +19,7 @@ import structlog
 from actors.config import WorkflowEntry
 from actors.errors import EngineStopped, TradeloomError
 from actors.execution import ExecutionHandle
+from actors.inbox import MAX_WAIT_S
 
 log = structlog.get_logger("tradeloom.triggers")
 
@@ -77,7 +78,9 @@ class IntervalTriggers:
             at, i = due[0]
             delay = at - self._monotonic()
             if delay > 0:
-                if self._wait(delay):
+                # Capped: an `every_s` of 1e12 ("never") overflowed the wait and killed
+                # the thread serving every trigger.
+                if self._wait(min(delay, MAX_WAIT_S)):
                     return
                 continue
             trigger = self.triggers[i]

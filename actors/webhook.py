@@ -41,6 +41,7 @@ import structlog
 
 from actors.errors import NotFound, WebhookStopped
 from actors.events import topic_of
+from actors.inbox import MAX_WAIT_S
 from actors.journal import Journal
 from actors.webhook_config import WebhookConfig, WebhookSecrets, resolve_secrets
 from actors.webhook_delivery import Outcome, Sender
@@ -104,8 +105,13 @@ class Deliverer:
         """Between attempts: the injected sleep (tests), else the stop flag's wait."""
         if self._inject_sleep is not None:
             self._inject_sleep(seconds)
-        elif self._stopping.wait(seconds):
-            raise WebhookStopped("stopping")
+        else:
+            # In steps: a `backoff_max_s` of 1e12 overflowed one wait (an OverflowError
+            # every turn: the endpoint retried each second instead of backing off).
+            deadline = time.monotonic() + seconds
+            while (left := deadline - time.monotonic()) > 0:
+                if self._stopping.wait(min(left, MAX_WAIT_S)):
+                    raise WebhookStopped("stopping")
         if self._stopping.is_set():
             raise WebhookStopped("stopping")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 import threading
@@ -70,6 +71,10 @@ class Node:
                 f"node id {id!r} must match [A-Za-z0-9_.-]{{1,128}}", node_id=str(id))
         if not callable(fn):
             raise WorkflowDefinitionError(f"node {id!r}: fn must be callable", node_id=id)
+        if _is_async(fn):  # would return a coroutine that nothing awaits: nothing would run
+            raise WorkflowDefinitionError(
+                f"node {id!r}: fn is an async function; node functions run in threads and "
+                "are never awaited: use a plain def", node_id=id)
         if category not in CATEGORIES:
             raise WorkflowDefinitionError(
                 f"node {id!r}: category {category!r} is not one of "
@@ -119,6 +124,14 @@ class Node:
 
     def __repr__(self) -> str:
         return f"Node({self.id!r}, category={self.category!r})"
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    """An `async def` (or async generator) function, partial, or object whose `__call__`
+    is one."""
+    call = type(fn).__call__ if not inspect.isroutine(fn) else None  # a callable object
+    return any(inspect.iscoroutinefunction(f) or inspect.isasyncgenfunction(f)
+               for f in (fn, call))
 
 
 def _positive(value: float | None, key: str, node_id: str) -> float | None:
