@@ -1,0 +1,146 @@
+"""Odd values from user code and operators, at the places they are shown or sent (the CLI's
+views, `--json` output): each one contained, none styling the terminal or corrupting the
+view of another event.
+
+A daemon in a subprocess runs a workflow whose node returns NaN/inf, an int past 64 bits
+and strings holding ANSI escapes, rich markup and newlines, and whose next node raises an
+exception with such a message; the execution's `bot_id` and a halt's reason hold them too.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import textwrap
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from rich.console import Console, Group
+
+from tests.daemon_process import DaemonProcess, LineReader, read_endpoints, write_config
+from transport.tail_view import StatusHeader, event_line
+
+#: Clears the screen, retitles the window, rings, then looks like markup and a new event.
+HOSTILE = "\x1b[2J\x1b]0;pwned\x07[red]x[/red]\n    999  12:00:00.000  fake_event"
+ODD_WORKFLOW = textwrap.dedent(f"""
+    HOSTILE = {HOSTILE!r}
+
+    def odd_outputs(ctx):
+        return {{"nan": float("nan"), "inf": float("-inf"), "big": 2**70, "text": HOSTILE}}
+
+    def loud(ctx):
+        raise RuntimeError(HOSTILE + "\\n" + "x" * 300)
+
+    odd = Workflow("cli_odd", nodes=[
+        Node("odd", odd_outputs, category="provider"),
+        Node("loud", loud, depends_on=["odd"]),
+    ])
+""")
+INJECTED = ("\x1b[2J", "\x1b]0;", "\x07")
+
+
+def no_control(text: str) -> bool:
+    return not any(code in text for code in INJECTED)
+
+
+def strict_json(line: str) -> Any:
+    def refuse(constant: str) -> Any:
+        raise AssertionError(f"not JSON: {constant} in {line[:200]}")
+    return json.loads(line, parse_constant=refuse)
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
+    """A daemon whose journal holds a failed `cli_odd` execution (bot_id HOSTILE) and a
+    HALT whose reason is HOSTILE."""
+    directory = tmp_path_factory.mktemp("odd_daemon")
+    config = write_config(directory)
+    with (directory / "cli_daemon_wf.py").open("a") as module:
+        module.write(ODD_WORKFLOW)
+    with config.open("a") as toml:
+        toml.write('[[workflows]]\nref = "cli_daemon_wf:odd"\n')
+    process = DaemonProcess(config, *read_endpoints(config))
+    process.start()
+    try:
+        failed = process.cli("submit", "cli_odd", "--bot-id", HOSTILE, "--wait", "--json")
+        assert failed.returncode == 1, (failed.stdout, failed.stderr)
+        halted = process.cli("halt", "--reason", HOSTILE)
+        assert halted.returncode == 0, halted.stderr
+        yield process
+        process.stop()
+    finally:
+        process.kill()
+
+
+@pytest.fixture(scope="module")
+def history(daemon: DaemonProcess) -> list[dict[str, Any]]:
+    with daemon.client() as client:
+        events: list[dict[str, Any]] = client.replay(1, limit=1000)["events"]
+    assert any(e["type"] == "emergency_state_changed" for e in events)
+    return events
+
+
+def tail_lines(daemon: DaemonProcess, count: int, *args: str) -> list[str]:
+    tail = LineReader(["tail", "--since", "1", *args, *daemon.endpoints()])
+    try:
+        lines = tail.wait_for(lambda lines: len(lines) >= count)
+    finally:
+        tail.kill()
+    return lines
+
+
+def test_tail_for_people_shows_escapes_and_newlines_in_values_as_text(
+        daemon: DaemonProcess, history: list[dict[str, Any]]) -> None:
+    lines = tail_lines(daemon, len(history))
+    assert all(no_control(line) for line in lines), [line for line in lines if
+                                                     not no_control(line)]
+    assert [line.split()[0] for line in lines[:len(history)]] == [
+        str(event["seq"]) for event in history]  # one line per event: no forged line
+    halt_line = next(line for line in lines if "emergency_state_changed" in line)
+    assert "\\x1b[2J\\x1b]0;pwned\\x07[red]x[/red]\\n" in halt_line
+    failed_line = next(line for line in lines if "node_failed" in line)
+    assert "RuntimeError: \\x1b[2J" in failed_line
+
+
+def test_tail_on_a_terminal_renders_values_literally(history: list[dict[str, Any]]) -> None:
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, color_system="standard", width=400,
+                      highlight=False)
+    header = StatusHeader()
+    for event in history:
+        header.on_event(event)
+    console.print(Group(*(event_line(event) for event in history)))  # as tail does
+    console.print(header)
+    text = out.getvalue()
+    assert no_control(text), repr(text[:2000])
+    assert text.count("\n") == len(history) + 2  # one line per event, two for the header
+    assert "[red]x[/red]" in text  # markup shown, not applied
+
+
+def test_show_status_and_executions_print_control_characters_as_escapes(
+        daemon: DaemonProcess, history: list[dict[str, Any]]) -> None:
+    execution_id = next(e["execution_id"] for e in history if e["type"] == "node_failed")
+    show = daemon.cli("show", execution_id)
+    status = daemon.cli("status")
+    executions = daemon.cli("executions")
+    for done in (show, status, executions):
+        assert done.returncode == 0, done.stderr
+        assert no_control(done.stdout), repr(done.stdout)
+    assert "\\x1b[2J" in show.stdout and "\\x1b[2J" in status.stdout
+    rows = show.stdout.splitlines()
+    assert sum(line.startswith(("  odd ", "  loud ")) for line in rows) == 2
+    assert not any(line.lstrip().startswith("999") for line in rows), rows  # no forged line
+
+
+def test_json_output_is_strict_json_with_non_finite_floats_as_strings(
+        daemon: DaemonProcess, history: list[dict[str, Any]]) -> None:
+    lines = tail_lines(daemon, len(history), "--json")
+    events = [strict_json(line) for line in lines]
+    completed = next(e for e in events if e["type"] == "node_completed")
+    assert completed["outputs"] == {"nan": "nan", "inf": "-inf", "big": str(2**70),
+                                    "text": HOSTILE}
+    execution_id = completed["execution_id"]
+    shown = daemon.cli("show", execution_id, "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert strict_json(shown.stdout)["nodes"]["odd"]["outputs"]["nan"] == "nan"
