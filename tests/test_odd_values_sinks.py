@@ -13,13 +13,20 @@ import io
 import json
 import textwrap
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from rich.console import Console, Group
+from websockets.sync.client import connect
 
+from actors import Config, Engine, Node, NodeContext, Workflow
+from actors.web_config import WebConfig
+from tests.conftest import EngineFactory
 from tests.daemon_process import DaemonProcess, LineReader, read_endpoints, write_config
+from tests.engine_journal_helpers import journal_config
 from transport.tail_view import StatusHeader, event_line
+from transport.web.gateway import WebGateway
 
 #: Clears the screen, retitles the window, rings, then looks like markup and a new event.
 HOSTILE = "\x1b[2J\x1b]0;pwned\x07[red]x[/red]\n    999  12:00:00.000  fake_event"
@@ -37,6 +44,7 @@ ODD_WORKFLOW = textwrap.dedent(f"""
         Node("loud", loud, depends_on=["odd"]),
     ])
 """)
+WEB_TOKEN = "test-token-0123456789"
 INJECTED = ("\x1b[2J", "\x1b]0;", "\x07")
 
 
@@ -144,3 +152,64 @@ def test_json_output_is_strict_json_with_non_finite_floats_as_strings(
     shown = daemon.cli("show", execution_id, "--json")
     assert shown.returncode == 0, shown.stderr
     assert strict_json(shown.stdout)["nodes"]["odd"]["outputs"]["nan"] == "nan"
+
+
+# -- the journal ---------------------------------------------------------------------------
+
+def test_a_tuple_key_beside_a_lone_surrogate_keeps_the_journal_writing(
+        make_engine: EngineFactory, tmp_path: Path) -> None:
+    """A value msgpack refuses (a lone surrogate) sends the journal to its slow path; a
+    tuple key in the same inputs or outputs must not stop the writer there."""
+    engine = make_engine(journal_config(tmp_path))
+    odd = {"text": "a\ud800b", "m": {(1, 2): "x"}}
+    flow = Workflow("tk", nodes=[Node("n", lambda ctx: dict(odd), category="provider")])
+    first = engine.submit(flow, odd).result(10)
+    assert first.status == "completed"
+    second = engine.submit(flow, {"plain": 1}).result(10)  # the writer still writes
+    expected = {"text": "a?b", "m": {"(1, 2)": "x"}}
+    record = engine.execution(first.execution_id)
+    assert record is not None and record["status"] == "completed"
+    assert record["inputs"] == expected and record["results"]["n"] == expected
+    assert (engine.execution(second.execution_id) or {}).get("status") == "completed"
+
+
+def test_a_lone_surrogate_in_a_halt_reason_from_a_browser_is_committed(
+        tmp_path: Path) -> None:
+    """JSON's `\\ud800` escape decodes to a lone surrogate, which SQLite cannot take as
+    text: the halt must still be committed and answered, the reason stored replaced."""
+    engine = Engine.start(Config.from_dict({"daemon": {"data_dir": str(tmp_path / "data")}}))
+    gateway = WebGateway(WebConfig(listen="127.0.0.1:0"), engine,
+                         env={"TRADELOOM_WEB_TOKEN": WEB_TOKEN})
+    gateway.start()
+    try:
+        with connect(gateway.ws_url) as ws:
+            ws.send(json.dumps({"token": WEB_TOKEN}))
+            assert json.loads(ws.recv(timeout=20))["msg"] == "welcome"
+            ws.send(json.dumps({"id": 1, "op": "halt", "reason": "a\ud800b"}))
+            reply = next(m for m in iter(lambda: json.loads(ws.recv(timeout=20)), None)
+                         if m["msg"] == "reply")
+        assert reply["ok"], reply
+        assert engine.journal_flush(20)
+        [change] = [e for e in engine.replay(1)["events"]
+                    if e["type"] == "emergency_state_changed"]
+        assert change["reason"] == "a?b"
+        assert engine.emergency_history()[-1]["state"] == "HALT"
+    finally:
+        gateway.stop()
+        engine.stop(timeout=5.0)
+
+
+def test_lone_surrogates_in_bot_id_strategy_id_and_a_node_error_are_committed(
+        make_engine: EngineFactory, tmp_path: Path) -> None:
+    engine = make_engine(journal_config(tmp_path))
+
+    def fail(ctx: NodeContext) -> None:
+        raise ValueError("bad name: " + b"\xff".decode(errors="surrogateescape"))
+
+    flow = Workflow("sg", nodes=[Node("n", fail)])
+    result = engine.submit(flow, bot_id="b\ud800", strategy_id="s\udfff").result(10)
+    assert result.status == "failed"
+    record = engine.execution(result.execution_id)
+    assert record is not None and record["status"] == "failed"
+    assert (record["bot_id"], record["strategy_id"]) == ("b?", "s?")
+    assert record["nodes"]["n"]["error"] == "bad name: ?"
