@@ -9,14 +9,17 @@ exception with such a message; the execution's `bot_id` and a halt's reason hold
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from rich.console import Console, Group
 from websockets.sync.client import connect
 
@@ -213,3 +216,48 @@ def test_lone_surrogates_in_bot_id_strategy_id_and_a_node_error_are_committed(
     assert record is not None and record["status"] == "failed"
     assert (record["bot_id"], record["strategy_id"]) == ("b?", "s?")
     assert record["nodes"]["n"]["error"] == "bad name: ?"
+
+
+# -- logs ----------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def logs_to_a_strict_utf8_stream() -> Iterator[io.BytesIO]:
+    """structlog's default output (a PrintLogger on stdout, whose encoding errors are
+    strict on a UTF-8 terminal), every level: what an embedding program that configured
+    nothing gets."""
+    old = structlog.get_config()
+    raw = io.BytesIO()
+    stream = io.TextIOWrapper(raw, encoding="utf-8", errors="strict", write_through=True)
+    structlog.reset_defaults()
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(stream),
+                        wrapper_class=structlog.make_filtering_bound_logger(0))
+    try:
+        yield raw
+    finally:
+        structlog.configure(**old)
+
+
+def test_a_lone_surrogate_in_an_error_or_a_halt_reason_is_logged_not_raised(
+        make_engine: EngineFactory) -> None:
+    """Logging such a value must not raise inside the engine: a failed node's execution
+    still ends, and a halt still reaches the running executions."""
+    engine = make_engine()
+    started = threading.Event()
+
+    def fail(ctx: NodeContext) -> None:
+        raise ValueError("bad_name:" + b"\xff".decode(errors="surrogateescape"))
+
+    def wait(ctx: NodeContext) -> None:
+        started.set()
+        ctx.cancelled.wait(20)
+
+    with logs_to_a_strict_utf8_stream() as out:
+        failed = engine.submit(Workflow("sg", nodes=[Node("n", fail)])).result(10)
+        running = engine.submit(Workflow("long", nodes=[Node("n", wait, timeout_s=30)]))
+        assert started.wait(10)
+        assert engine.halt("stop\udcff")["state"] == "HALT"
+        halted = running.result(10)
+        logged = out.getvalue()
+    assert failed.status == "failed", failed
+    assert halted.status == "halted"
+    assert b"bad_name:?" in logged and b"stop?" in logged, logged
