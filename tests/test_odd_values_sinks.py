@@ -37,7 +37,8 @@ ODD_WORKFLOW = textwrap.dedent(f"""
     HOSTILE = {HOSTILE!r}
 
     def odd_outputs(ctx):
-        return {{"nan": float("nan"), "inf": float("-inf"), "big": 2**70, "text": HOSTILE}}
+        return {{b"raw": "a bytes key", "nan": float("nan"), "inf": float("-inf"),
+                "big": 2**70, "text": HOSTILE}}
 
     def loud(ctx):
         raise RuntimeError(HOSTILE + "\\n" + "x" * 300)
@@ -112,6 +113,8 @@ def test_tail_for_people_shows_escapes_and_newlines_in_values_as_text(
     assert "\\x1b[2J\\x1b]0;pwned\\x07[red]x[/red]\\n" in halt_line
     failed_line = next(line for line in lines if "node_failed" in line)
     assert "RuntimeError: \\x1b[2J" in failed_line
+    completed_line = next(line for line in lines if "node_completed" in line)
+    assert '"b\'raw\'": "a bytes key"' in completed_line  # a bytes key as its repr
 
 
 def test_tail_on_a_terminal_renders_values_literally(history: list[dict[str, Any]]) -> None:
@@ -139,6 +142,7 @@ def test_show_status_and_executions_print_control_characters_as_escapes(
         assert done.returncode == 0, done.stderr
         assert no_control(done.stdout), repr(done.stdout)
     assert "\\x1b[2J" in show.stdout and "\\x1b[2J" in status.stdout
+    assert '"b\'raw\'": "a bytes key"' in show.stdout
     rows = show.stdout.splitlines()
     assert sum(line.startswith(("  odd ", "  loud ")) for line in rows) == 2
     assert not any(line.lstrip().startswith("999") for line in rows), rows  # no forged line
@@ -150,7 +154,7 @@ def test_json_output_is_strict_json_with_non_finite_floats_as_strings(
     events = [strict_json(line) for line in lines]
     completed = next(e for e in events if e["type"] == "node_completed")
     assert completed["outputs"] == {"nan": "nan", "inf": "-inf", "big": str(2**70),
-                                    "text": HOSTILE}
+                                    "text": HOSTILE, "b'raw'": "a bytes key"}
     execution_id = completed["execution_id"]
     shown = daemon.cli("show", execution_id, "--json")
     assert shown.returncode == 0, shown.stderr

@@ -10,6 +10,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from actors.json_text import plain_json
+
 #: Control characters (C0, DEL, C1) as escapes: `\x1b`, `\n`.
 _ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
 _ESCAPES.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
@@ -24,7 +26,10 @@ def printable(text: str) -> str:
 
 def compact(value: Any) -> str:
     """One-line JSON of a value (outputs, inputs), as a person reads it."""
-    return json.dumps(value, default=repr, separators=(", ", ": "))
+    try:
+        return json.dumps(value, default=repr, separators=(", ", ": "))
+    except (TypeError, ValueError, RecursionError):  # a bytes key, say: as its repr
+        return json.dumps(plain_json(value), separators=(", ", ": "))
 
 
 def percent(utilization: Any) -> str:
