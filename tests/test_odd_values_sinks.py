@@ -71,7 +71,9 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
     with (directory / "cli_daemon_wf.py").open("a") as module:
         module.write(ODD_WORKFLOW)
     with config.open("a") as toml:
-        toml.write('[[workflows]]\nref = "cli_daemon_wf:odd"\n')
+        toml.write('[[workflows]]\nref = "cli_daemon_wf:odd"\n'
+                   '[[emergency.limits]]\nname = "lim\\u001b]0;pwned\\u0007"\n'
+                   'kind = "custom"\nthreshold = 5.0\n')
     process = DaemonProcess(config, *read_endpoints(config))
     process.start()
     try:
@@ -117,11 +119,14 @@ def test_tail_for_people_shows_escapes_and_newlines_in_values_as_text(
     assert '"b\'raw\'": "a bytes key"' in completed_line  # a bytes key as its repr
 
 
-def test_tail_on_a_terminal_renders_values_literally(history: list[dict[str, Any]]) -> None:
+def test_tail_on_a_terminal_renders_values_literally(
+        daemon: DaemonProcess, history: list[dict[str, Any]]) -> None:
     out = io.StringIO()
     console = Console(file=out, force_terminal=True, color_system="standard", width=400,
                       highlight=False)
     header = StatusHeader()
+    with daemon.client() as client:
+        header.update(client.status())  # a limit named with escapes, the halt's reason
     for event in history:
         header.on_event(event)
     console.print(Group(*(event_line(event) for event in history)))  # as tail does

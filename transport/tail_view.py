@@ -220,5 +220,5 @@ class StatusHeader:
             utilization = figures.get("utilization") if isinstance(figures, Mapping) else None
             level = utilization if isinstance(utilization, int | float) else 0.0
             style = "bold red" if level >= 1 else "yellow" if level >= 0.8 else "green"
-            line.append(f"{name} {percent(utilization)} ", style=style)
+            line.append(f"{printable(str(name))} {percent(utilization)} ", style=style)
         return line
