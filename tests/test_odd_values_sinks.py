@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import structlog
 from rich.console import Console, Group
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from actors import Config, Engine, Node, NodeContext, Workflow
@@ -270,3 +271,24 @@ def test_a_lone_surrogate_in_an_error_or_a_halt_reason_is_logged_not_raised(
     assert failed.status == "failed", failed
     assert halted.status == "halted"
     assert b"bad_name:?" in logged and b"stop?" in logged, logged
+
+
+# -- the web gateway -----------------------------------------------------------------------
+
+def test_a_token_with_a_lone_surrogate_is_unauthorized_not_an_internal_error(
+        tmp_path: Path) -> None:
+    engine = Engine.start(Config.from_dict({"daemon": {"data_dir": str(tmp_path / "data")}}))
+    gateway = WebGateway(WebConfig(listen="127.0.0.1:0"), engine,
+                         env={"TRADELOOM_WEB_TOKEN": WEB_TOKEN})
+    gateway.start()
+    try:
+        with connect(gateway.ws_url) as ws:
+            ws.send(json.dumps({"token": "\ud800"}))  # sent as the escape "\ud800"
+            refused = json.loads(ws.recv(timeout=20))
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=20)
+        assert refused["error"]["code"] == "unauthorized", refused
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+    finally:
+        gateway.stop()
+        engine.stop(timeout=5.0)
