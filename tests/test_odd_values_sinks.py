@@ -80,6 +80,9 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
     try:
         failed = process.cli("submit", "cli_odd", "--bot-id", HOSTILE, "--wait", "--json")
         assert failed.returncode == 1, (failed.stdout, failed.stderr)
+        for_people = process.cli("submit", "cli_odd", "--wait")  # its result, for people
+        assert for_people.returncode == 1, for_people.stderr
+        (directory / "submit_for_people.txt").write_text(for_people.stdout)
         halted = process.cli("halt", "--reason", HOSTILE)
         assert halted.returncode == 0, halted.stderr
         yield process
@@ -138,7 +141,7 @@ def test_tail_on_a_terminal_renders_values_literally(
     assert "[red]x[/red]" in text  # markup shown, not applied
 
 
-def test_show_status_and_executions_print_control_characters_as_escapes(
+def test_show_status_executions_and_submit_print_control_characters_as_escapes(
         daemon: DaemonProcess, history: list[dict[str, Any]]) -> None:
     execution_id = next(e["execution_id"] for e in history if e["type"] == "node_failed")
     show = daemon.cli("show", execution_id)
@@ -149,6 +152,8 @@ def test_show_status_and_executions_print_control_characters_as_escapes(
         assert no_control(done.stdout), repr(done.stdout)
     assert "\\x1b[2J" in show.stdout and "\\x1b[2J" in status.stdout
     assert '"b\'raw\'": "a bytes key"' in show.stdout
+    submitted = (daemon.config.parent / "submit_for_people.txt").read_text()
+    assert no_control(submitted) and "RuntimeError: \\x1b[2J" in submitted, submitted
     rows = show.stdout.splitlines()
     assert sum(line.startswith(("  odd ", "  loud ")) for line in rows) == 2
     assert not any(line.lstrip().startswith("999") for line in rows), rows  # no forged line
