@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pykka
 
 from actors.emergency import EmergencyGate, EmergencyState
-from actors.errors import EngineStopped, WaitInCallback
+from actors.errors import EngineStopped, WaitInCallback, valid_text
 from actors.eventlog import current_subscription
 from actors.interpreter import HaltPriority, quick_handoffs
 from actors.messages import Alert, Halt, ReduceOnly, Resume, RiskUpdate
@@ -41,21 +41,22 @@ class EmergencyControls:
         """Enter HALT; returns after every supervisor has acknowledged (on-halt hooks are
         submitted right after, without being waited for)."""
         with quick_handoffs():  # from the call to the commit (actors/interpreter.py)
-            return self._ask_emergency(Halt(reason=reason, origin=origin))
+            return self._ask_emergency(Halt(reason=_reason(reason), origin=origin))
 
     def resume(self, reason: str | None = None, *, force: bool = False,
                origin: str = "api") -> dict[str, Any]:
         """Back to NORMAL; `LimitExceeded` while an auto_halt limit is exceeded, unless
         `force`."""
-        return self._ask_emergency(Resume(reason=reason, force=force, origin=origin))
+        return self._ask_emergency(Resume(reason=_reason(reason), force=force,
+                                          origin=origin))
 
     def alert(self, reason: str, *, force: bool = False, origin: str = "api") -> dict[str, Any]:
         """Enter ALERT; `LimitExceeded` while an auto_halt limit is exceeded, unless
         `force`."""
-        return self._ask_emergency(Alert(reason=reason, force=force, origin=origin))
+        return self._ask_emergency(Alert(reason=_reason(reason), force=force, origin=origin))
 
     def reduce_only(self, reason: str, *, origin: str = "api") -> dict[str, Any]:
-        return self._ask_emergency(ReduceOnly(reason=reason, origin=origin))
+        return self._ask_emergency(ReduceOnly(reason=_reason(reason), origin=origin))
 
     def emergency_history(self) -> list[dict[str, Any]]:
         """The last 1,000 state changes, oldest first: {state, previous_state, reason,
@@ -114,3 +115,9 @@ class EmergencyControls:
             raise WaitInCallback(
                 f"{what} waits for the engine and cannot wait from a subscriber callback; "
                 f"send it without waiting: engine.ref.tell({what}(...))")
+
+
+def _reason(reason: Any) -> Any:
+    # A lone surrogate (JSON's "\ud800" from the web page) fails a log line and a journal
+    # row: replaced with "?" as on the wire. Not a string: the actor refuses it.
+    return valid_text(reason) if isinstance(reason, str) else reason

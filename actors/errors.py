@@ -200,9 +200,20 @@ class InternalError(NodeError):
 
 
 def describe(error: BaseException) -> str:
-    """`str(error)`, or a stand-in when the exception's own `__str__` raises (user code)."""
+    """`str(error)`, or a stand-in when the exception's own `__str__` raises (user code).
+    Lone surrogates (a path decoded with surrogateescape) are replaced with `?`, as on the
+    wire: UTF-8 has no form for them, and a log line or a journal row holding one fails."""
     try:
-        text = str(error)
+        text = valid_text(str(error))
     except BaseException:  # noqa: BLE001 - anything user code throws here is contained
         return f"<unprintable {type(error).__name__}>"
     return text or type(error).__name__
+
+
+def valid_text(text: str) -> str:
+    """`text` with lone surrogates replaced by `?` (what UTF-8 encoding would refuse)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode(errors="replace").decode()
+    return text

@@ -36,6 +36,7 @@ from actors.journal_records import (
     WebhookDelivery,
     WebhookLetterState,
     log,
+    plain,
 )
 from actors.wire_ring import Chunk
 
@@ -286,10 +287,11 @@ class GroupBuilder:
         row = group.executions.get(execution_id)
         if row is None:
             row = group.executions[execution_id] = _new_row(
-                execution_id, e["workflow_id"], status, e.get("bot_id"), e.get("strategy_id"))
+                execution_id, e["workflow_id"], status, _text(e.get("bot_id")),
+                _text(e.get("strategy_id")))
         else:  # the last value given wins, as across commits (coalesce(excluded.x, x))
             for i, key in ((3, "bot_id"), (4, "strategy_id")):
-                value = e.get(key)
+                value = _text(e.get(key))
                 if value is not None:
                     row[i] = value
         return row
@@ -303,7 +305,7 @@ class GroupBuilder:
             if row is None:
                 row = group.executions[record.execution_id] = _new_row(
                     record.execution_id, record.workflow_id, "queued", None, None)
-            given = (record.bot_id, record.strategy_id, record.priority,
+            given = (_text(record.bot_id), _text(record.strategy_id), record.priority,
                      self.codec.pack(record.inputs), record.submitted_at)
             for i, value in enumerate(given, 3):
                 if value is not None:  # None leaves a value as it is, as in SQL_EXECUTION
@@ -315,10 +317,10 @@ class GroupBuilder:
         elif isinstance(record, IntentOutcome):
             detail = self.codec.pack(record.detail) if record.detail is not None else None
             if record.outcome is None:
-                group.op(SQL_INTENT_DETAIL, (detail, record.note, record.idempotency_key))
+                group.op(SQL_INTENT_DETAIL, (detail, _text(record.note), record.idempotency_key))
             else:
                 self.open_intents.discard(record.idempotency_key)
-                group.op(SQL_INTENT_RESOLVE, (record.outcome, record.note, detail,
+                group.op(SQL_INTENT_RESOLVE, (record.outcome, _text(record.note), detail,
                                               record.resolved_at, record.idempotency_key))
         elif isinstance(record, Cursor):
             if record.seq is None:
@@ -383,4 +385,6 @@ def _merge_row(known: list[Any], later: list[Any]) -> None:
 
 
 def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
+    # A text column's value as UTF-8 can carry it: a lone surrogate (in a node's error, or
+    # a reason, bot_id or note given in-process) would fail every retry of the commit.
+    return None if value is None else plain(str(value))

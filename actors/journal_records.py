@@ -232,10 +232,17 @@ def plain(obj: Any, depth: int = 0) -> Any:
     if isinstance(obj, int):
         return obj if -(2**63) <= obj < 2**64 else str(obj)
     if isinstance(obj, Mapping):
-        return {plain(k, depth + 1): plain(v, depth + 1) for k, v in list(obj.items())}
+        return {_key(k, depth + 1): plain(v, depth + 1) for k, v in list(obj.items())}
     if isinstance(obj, list | tuple | set | frozenset):
         return [plain(v, depth + 1) for v in list(obj)]
     return _text(obj)
+
+
+def _key(key: Any, depth: int) -> Any:
+    """A map key as `plain` writes it; a tuple (an array once plain) as its string form,
+    as a replay reads the fast path's tuple keys (actors/packing.py `unpack_lenient`)."""
+    value = plain(key, depth)
+    return _text(key) if isinstance(value, list | dict) else value
 
 
 def _text(obj: Any, form: Callable[[Any], str] = str) -> str:

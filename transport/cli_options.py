@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import math
 import sys
 import tomllib
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from actors.config import ClientConfig, Config, TransportConfig
 from actors.errors import ConfigError
+from actors.json_text import json_text
 
 if TYPE_CHECKING:
     from transport.control_client import ControlClient
@@ -185,4 +185,5 @@ def fail(message: str) -> None:
 
 
 def print_json(value: Any) -> None:
-    print(json.dumps(value, default=repr, separators=(",", ":")), flush=True)
+    """`value` as strict JSON (a NaN as `"nan"`, as the web gateway and webhooks send it)."""
+    print(json_text(value), flush=True)

@@ -10,10 +10,26 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from actors.json_text import plain_json
+
+#: Control characters (C0, DEL, C1) as escapes: `\x1b`, `\n`.
+_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
+_ESCAPES.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
+
+
+def printable(text: str) -> str:
+    """`text` with its control characters written as escapes (`\\x1b`, `\\n`). Values come
+    from user code and operators: an ANSI escape in one must not restyle, clear or retitle
+    the terminal, nor a newline start a line that looks like another event's or row's."""
+    return text.translate(_ESCAPES)
+
 
 def compact(value: Any) -> str:
     """One-line JSON of a value (outputs, inputs), as a person reads it."""
-    return json.dumps(value, default=repr, separators=(", ", ": "))
+    try:
+        return json.dumps(value, default=repr, separators=(", ", ": "))
+    except (TypeError, ValueError, RecursionError):  # a bytes key, say: as its repr
+        return json.dumps(plain_json(value), separators=(", ", ": "))
 
 
 def percent(utilization: Any) -> str:
@@ -121,10 +137,11 @@ def format_intents(rows: Sequence[Mapping[str, Any]], *, resolved_too: bool) -> 
 
 def _pairs(rows: Sequence[tuple[str, str]]) -> str:
     width = max(len(key) for key, _ in rows)
-    return "\n".join(f"{key:<{width}}  {value}" for key, value in rows)
+    return "\n".join(f"{key:<{width}}  {printable(value)}" for key, value in rows)
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=False)]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
                      .rstrip() for row in (header, *rows))

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from transport.cli_options import EXIT_FAILED, EXIT_OK, Connection, fail, print_json
-from transport.cli_output import compact, duration
+from transport.cli_output import compact, duration, printable
 
 if TYPE_CHECKING:
     from transport.subscriber import Subscriber
@@ -86,8 +86,8 @@ def report(event: Mapping[str, Any], *, as_json: bool) -> int:
         if status == "completed":
             print(f"completed in {took}", flush=True)
         else:
-            print(f"{status} after {took}: {event.get('error_type')}: {event.get('error')}",
-                  flush=True)
+            print(printable(f"{status} after {took}: {event.get('error_type')}: "
+                            f"{event.get('error')}"), flush=True)
         for node_id, output in (summary["results"] or {}).items():
             print(f"  {node_id}: {compact(output)}", flush=True)
     return EXIT_OK if status == "completed" else EXIT_FAILED

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import signal
 import sys
@@ -26,6 +25,7 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from actors.json_text import json_text
 from transport.cli_options import (
     EXIT_OK,
     Connection,
@@ -142,7 +142,7 @@ def _write_lines(lines: Iterator[str]) -> None:
 
 def _follow_json(stream: Subscriber, wanted: frozenset[str]) -> None:
     _follow(stream, wanted, lambda batch: _write_lines(
-        json.dumps(event, default=repr, separators=(",", ":")) for event in batch))
+        json_text(event) for event in batch))
 
 
 def _follow_for_people(stream: Subscriber, wanted: frozenset[str], conn: Connection,

@@ -16,7 +16,7 @@ from typing import Any
 from rich.console import Group, RenderableType
 from rich.text import Text
 
-from transport.cli_output import compact, duration, number, percent
+from transport.cli_output import compact, duration, number, percent, printable
 
 #: Style of each event type's name and details.
 TYPE_STYLES: dict[str, str] = {
@@ -67,10 +67,10 @@ def event_line(event: Mapping[str, Any]) -> Text:
     line.append(f"{event.get('type', '?'):<23}", style=style)
     where = execution_label(event)
     if where:
-        line.append(f"  {where}", style="bold" if style.startswith("bold") else "")
+        line.append(f"  {printable(where)}", style="bold" if style.startswith("bold") else "")
     details = describe(event)
     if details:
-        line.append(f"  {details}", style=style if style not in ("blue", "cyan") else "")
+        line.append(f"  {printable(details)}", style=style if style not in ("blue", "cyan") else "")
     return line
 
 
@@ -193,7 +193,7 @@ class StatusHeader:
         top.append(f" {state} ", style=STATE_STYLES.get(state, "bold"))
         reason = status.get("reason")
         if reason and state != "NORMAL":
-            top.append(f" {reason}", style="italic")
+            top.append(f" {printable(str(reason))}", style="italic")
         top.append(f"   running {status.get('running', '-')}   queued "
                    f"{status.get('queued', '-')}   seq {status.get('last_seq', '-')}   "
                    f"shown {self.shown}")
@@ -220,5 +220,5 @@ class StatusHeader:
             utilization = figures.get("utilization") if isinstance(figures, Mapping) else None
             level = utilization if isinstance(utilization, int | float) else 0.0
             style = "bold red" if level >= 1 else "yellow" if level >= 0.8 else "green"
-            line.append(f"{name} {percent(utilization)} ", style=style)
+            line.append(f"{printable(str(name))} {percent(utilization)} ", style=style)
         return line

@@ -46,7 +46,9 @@ def token_matches(expected: str, given: object) -> bool:
     """Constant-time comparison; anything but a non-empty string is wrong."""
     if not isinstance(given, str) or not given:
         return False
-    return hmac.compare_digest(expected.encode(), given.encode())
+    # surrogatepass: JSON's "\ud800" escape decodes to a lone surrogate, which strict
+    # UTF-8 refuses; such a token is simply wrong.
+    return hmac.compare_digest(expected.encode(), given.encode("utf-8", "surrogatepass"))
 
 
 def default_origins(host: str, port: int, *, tls: bool) -> tuple[str, ...]:
