@@ -4,7 +4,7 @@ registry of its own (not prometheus_client's global one).
 
 Cost: nothing runs per event on the engine's threads. A custom collector reads the
 engine's own counters and states when Prometheus scrapes; node durations come from a
-cursor over the committed log that a metrics thread drains once a second (and each scrape
+cursor over the committed log that a metrics thread drains every 10 ms (and each scrape
 drains first), in batches (`transport.metrics_feed`). The only per-execution work is one
 counter increment where the engine records a finished execution.
 
@@ -56,10 +56,12 @@ from transport.security import is_loopback
 log = structlog.get_logger("tradeloom.transport.metrics")
 
 #: How often the metrics thread reads the node events committed since its last look. Its
-#: reader keeps the in-memory log's events it has not read yet: at 1 s, ~20,000 events at
-#: the daemon's full rate lived long enough to reach the older GC generations, and metrics
-#: on cost 12-18 % of throughput (bench/daemon.py, 0.82-0.88x); at 0.1 s, 0.99-1.02x.
-DRAIN_S = 0.1
+#: reader keeps the in-memory log's events it has not read yet, and events kept that long
+#: outlive the young GC generation: at 1 s (~20,000 events at the daemon's full rate)
+#: metrics on cost 12-18 % of throughput (bench/daemon.py, 0.82-0.88x); at 0.1 s the
+#: daemon's GC time was still +6 µs per workflow (~2 % of its CPU); at 0.01 s it is as
+#: with metrics off (docs/benchmarks-notes.md). 100 wake-ups a second cost ~0.2 % idle.
+DRAIN_S = 0.01
 
 
 class DaemonParts(Protocol):

@@ -1,7 +1,7 @@
 """What the metrics endpoint accumulates itself, off the engine's hot path.
 
 - `NodeDurations`: node run durations by category, read in batches from the committed log
-  (a `LogReader`, drained every 0.1 s by the metrics thread and at each scrape), so no
+  (a `LogReader`, drained every 10 ms by the metrics thread and at each scrape), so no
   engine thread does anything per event for it. `node_completed`/`node_failed` carry the
   duration and the node id; the category comes from the node's `node_started`, which the
   log always holds before them: a small map (workflow_id, node_id) -> category, bounded.
