@@ -16,6 +16,7 @@ from typing import Any
 import msgpack
 import structlog
 
+from actors.errors import valid_text
 from actors.packing import unpack_lenient, unpack_stream_lenient
 
 log = structlog.get_logger("tradeloom.journal")
@@ -254,11 +255,7 @@ def _text(obj: Any, form: Callable[[Any], str] = str) -> str:
         text = form(obj)
     except Exception:  # noqa: BLE001 - a user object's __str__ / __repr__ may raise anything
         return f"<unprintable {type(obj).__name__}>"
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return text.encode(errors="replace").decode()
-    return text
+    return valid_text(text)
 
 
 class Codec:

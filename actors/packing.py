@@ -15,6 +15,8 @@ from typing import Any
 
 import msgpack
 
+from actors.errors import valid_text
+
 #: Nesting deeper than this (or a reference cycle) is cut off as a string.
 _MAX_DEPTH = 64
 _SCALARS = (bytes, bool, float, type(None))
@@ -98,7 +100,7 @@ def plain(obj: Any, depth: int = 0) -> Any:
     """`obj` reduced to what msgpack packs and reads back: str/bytes/int/float/bool/None,
     lists, and maps whose keys are scalars; anything else as its string form."""
     if isinstance(obj, str):
-        return _valid_text(obj)
+        return valid_text(obj)
     if isinstance(obj, _SCALARS):
         return obj
     if isinstance(obj, int):
@@ -118,7 +120,7 @@ def _packb(obj: Any) -> bytes:
 
 def _key(key: Any) -> Any:
     if isinstance(key, str):
-        return _valid_text(key)
+        return valid_text(key)
     if isinstance(key, _SCALARS):
         return key
     if isinstance(key, int) and _INT_MIN <= key <= _INT_MAX:
@@ -128,15 +130,6 @@ def _key(key: Any) -> Any:
 
 def _text(obj: Any) -> str:
     try:
-        return _valid_text(str(obj))
+        return valid_text(str(obj))
     except Exception:  # noqa: BLE001 - a user object's __str__ may raise anything
         return f"<unprintable {type(obj).__name__}>"
-
-
-def _valid_text(text: str) -> str:
-    # UTF-8 cannot carry lone surrogates; replace them rather than drop the event.
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return text.encode(errors="replace").decode()
-    return text

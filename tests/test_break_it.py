@@ -24,6 +24,7 @@ from actors import (
     DaemonConfig,
     Engine,
     EngineStopped,
+    ExecutionHandle,
     LimitExceeded,
     ManualClock,
     Node,
@@ -84,11 +85,8 @@ def test_config_deadlines_meaning_never_leave_every_actor_running(
 
 # -- result(timeout=...) -------------------------------------------------------------------
 
-@pytest.mark.parametrize("timeout", [math.inf, 1e12], ids=["inf", "1e12"])
-def test_result_with_an_endless_timeout_waits_for_the_result(
-        make_engine: EngineFactory, timeout: float) -> None:
-    """`result(timeout=math.inf)` raised `OverflowError` at once, the execution running."""
-    engine = make_engine()
+def submit_gated(engine: Engine) -> tuple[ExecutionHandle, threading.Event]:
+    """An execution whose one node has started and returns "done" once the event is set."""
     started = threading.Event()
     release = threading.Event()
 
@@ -99,6 +97,15 @@ def test_result_with_an_endless_timeout_waits_for_the_result(
 
     handle = engine.submit(Workflow("gated", nodes=[Node("n", gated)]))
     assert started.wait(WAIT_S)
+    return handle, release
+
+
+@pytest.mark.parametrize("timeout", [math.inf, 1e12], ids=["inf", "1e12"])
+def test_result_with_an_endless_timeout_waits_for_the_result(
+        make_engine: EngineFactory, timeout: float) -> None:
+    """`result(timeout=math.inf)` raised `OverflowError` at once, the execution running."""
+    engine = make_engine()
+    handle, release = submit_gated(engine)
     outcome: list[Any] = []
     waiter = threading.Thread(target=lambda: outcome.append(handle.result(timeout=timeout)),
                               daemon=True)
@@ -216,15 +223,7 @@ def test_wait_idle_with_a_grace_meaning_never_waits_for_the_running_execution(
     """The daemon's shutdown waits `engine.wait_idle(shutdown_grace_s)`: a grace of 1e12
     raised `OverflowError` while anything ran, and the daemon never closed its engine."""
     engine = make_engine()
-    started = threading.Event()
-    release = threading.Event()
-
-    def gated(ctx: NodeContext) -> None:
-        started.set()
-        release.wait(WAIT_S)
-
-    handle = engine.submit(Workflow("gated", nodes=[Node("n", gated)]))
-    assert started.wait(WAIT_S)
+    handle, release = submit_gated(engine)
     idle: list[Any] = []
     waiter = threading.Thread(target=lambda: idle.append(engine.wait_idle(NEVER_S)),
                               daemon=True)

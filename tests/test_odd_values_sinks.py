@@ -191,15 +191,25 @@ def test_a_tuple_key_beside_a_lone_surrogate_keeps_the_journal_writing(
     assert (engine.execution(second.execution_id) or {}).get("status") == "completed"
 
 
-def test_a_lone_surrogate_in_a_halt_reason_from_a_browser_is_committed(
-        tmp_path: Path) -> None:
-    """JSON's `\\ud800` escape decodes to a lone surrogate, which SQLite cannot take as
-    text: the halt must still be committed and answered, the reason stored replaced."""
+@contextlib.contextmanager
+def journaled_gateway(tmp_path: Path) -> Iterator[tuple[Engine, WebGateway]]:
+    """An engine with its journal on and a web gateway over it, both stopped after."""
     engine = Engine.start(Config.from_dict({"daemon": {"data_dir": str(tmp_path / "data")}}))
     gateway = WebGateway(WebConfig(listen="127.0.0.1:0"), engine,
                          env={"TRADELOOM_WEB_TOKEN": WEB_TOKEN})
     gateway.start()
     try:
+        yield engine, gateway
+    finally:
+        gateway.stop()
+        engine.stop(timeout=5.0)
+
+
+def test_a_lone_surrogate_in_a_halt_reason_from_a_browser_is_committed(
+        tmp_path: Path) -> None:
+    """JSON's `\\ud800` escape decodes to a lone surrogate, which SQLite cannot take as
+    text: the halt must still be committed and answered, the reason stored replaced."""
+    with journaled_gateway(tmp_path) as (engine, gateway):
         with connect(gateway.ws_url) as ws:
             ws.send(json.dumps({"token": WEB_TOKEN}))
             assert json.loads(ws.recv(timeout=20))["msg"] == "welcome"
@@ -212,9 +222,6 @@ def test_a_lone_surrogate_in_a_halt_reason_from_a_browser_is_committed(
                     if e["type"] == "emergency_state_changed"]
         assert change["reason"] == "a?b"
         assert engine.emergency_history()[-1]["state"] == "HALT"
-    finally:
-        gateway.stop()
-        engine.stop(timeout=5.0)
 
 
 def test_lone_surrogates_in_bot_id_strategy_id_and_a_node_error_are_committed(
@@ -282,11 +289,7 @@ def test_a_lone_surrogate_in_an_error_or_a_halt_reason_is_logged_not_raised(
 
 def test_a_token_with_a_lone_surrogate_is_unauthorized_not_an_internal_error(
         tmp_path: Path) -> None:
-    engine = Engine.start(Config.from_dict({"daemon": {"data_dir": str(tmp_path / "data")}}))
-    gateway = WebGateway(WebConfig(listen="127.0.0.1:0"), engine,
-                         env={"TRADELOOM_WEB_TOKEN": WEB_TOKEN})
-    gateway.start()
-    try:
+    with journaled_gateway(tmp_path) as (_, gateway):
         with connect(gateway.ws_url) as ws:
             ws.send(json.dumps({"token": "\ud800"}))  # sent as the escape "\ud800"
             refused = json.loads(ws.recv(timeout=20))
@@ -294,6 +297,3 @@ def test_a_token_with_a_lone_surrogate_is_unauthorized_not_an_internal_error(
                 ws.recv(timeout=20)
         assert refused["error"]["code"] == "unauthorized", refused
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
-    finally:
-        gateway.stop()
-        engine.stop(timeout=5.0)
