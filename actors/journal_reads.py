@@ -13,16 +13,20 @@ import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 from actors.errors import JournalClosed
 from actors.events import topic_of
-from actors.journal_records import unpack, unpack_events
+from actors.journal_records import unpack, unpack_events_sized
 from actors.journal_schema import connect_reader
 
 #: `replay` scans at most this many events per call when filtering by topic; the reply's
 #: `next_seq` says where to continue.
 MAX_SCAN_EVENTS = 200_000
+#: `replay` returns fewer than `limit` events once their packed payloads pass this many
+#: bytes (at least one event): 10,000 events with 1 MB outputs would otherwise be a 10 GB
+#: reply, built in the daemon's memory. Normal events are a few hundred bytes each.
+MAX_REPLY_BYTES = 16 * 1024 * 1024
 #: `execution(id)` of an execution whose terminal event has no `nodes` map rebuilds them
 #: from at most this many events after its start.
 MAX_NODE_SCAN_EVENTS = 200_000
@@ -154,19 +158,27 @@ class JournalReader:
         row = self._conn().execute("SELECT min(first_seq) FROM event_batches").fetchone()
         return int(row[0]) if row[0] is not None else self._committed() + 1
 
-    def _events_from(self, since_seq: int, upto: int) -> Iterator[dict[str, Any]]:
-        """Committed events with since_seq <= seq <= upto, seq ascending."""
+    @overload
+    def _events_from(self, since_seq: int, upto: int) -> Iterator[dict[str, Any]]: ...
+
+    @overload
+    def _events_from(self, since_seq: int, upto: int, *, sized: Literal[True]
+                     ) -> Iterator[tuple[dict[str, Any], int]]: ...
+
+    def _events_from(self, since_seq: int, upto: int, *, sized: bool = False) -> Iterator[Any]:
+        """Committed events with since_seq <= seq <= upto, seq ascending (`sized`: each
+        as `(event, packed bytes)`)."""
         rows = self._conn().execute(
             "SELECT first_seq, events FROM event_batches WHERE first_seq >= coalesce("
             "(SELECT max(first_seq) FROM event_batches WHERE first_seq <= ?), 0) "
             "AND first_seq <= ? ORDER BY first_seq", (since_seq, upto))
         for _first, blob in rows:
-            for event in unpack_events(blob):
+            for event, nbytes in unpack_events_sized(blob):
                 seq = event["seq"]
                 if seq > upto:
                     return
                 if seq >= since_seq:
-                    yield event
+                    yield (event, nbytes) if sized else event
 
     def replay(self, since_seq: int, limit: int = 1000,
                topic_prefix: str = "") -> dict[str, Any]:
@@ -179,11 +191,13 @@ class JournalReader:
         first = self.first_seq()
         start = max(since_seq, 1)
         events: list[dict[str, Any]] = []
+        size = 0
         next_seq = max(start, last + 1)  # when everything committed gets scanned
-        for scanned, event in enumerate(self._events_from(start, last), 1):
+        for scanned, (event, nbytes) in enumerate(self._events_from(start, last, sized=True), 1):
             if not topic_prefix or topic_of(event).startswith(topic_prefix):
                 events.append(event)
-            if len(events) >= limit or scanned >= MAX_SCAN_EVENTS:
+                size += nbytes
+            if len(events) >= limit or scanned >= MAX_SCAN_EVENTS or size >= MAX_REPLY_BYTES:
                 next_seq = event["seq"] + 1
                 break
         return {"events": events, "next_seq": next_seq, "last_seq": last, "first_seq": first}

@@ -292,11 +292,18 @@ def unpack(data: bytes | None) -> Any:
         return unpack_lenient(data)
 
 
-def unpack_events(blob: bytes) -> Iterator[dict[str, Any]]:
+def unpack_events_sized(blob: bytes) -> Iterator[tuple[dict[str, Any], int]]:
+    """A batch row's events, each with its packed size in bytes (its wire payload's)."""
     unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=0)
     unpacker.feed(blob)
+    sized: list[tuple[dict[str, Any], int]] = []
+    end = 0
     try:
-        events: list[dict[str, Any]] = list(unpacker)
+        for event in unpacker:
+            start, end = end, unpacker.tell()
+            sized.append((event, end - start))
     except TypeError:  # a tuple key (packed as an array): see unpack_lenient
         events = unpack_stream_lenient(blob)
-    return iter(events)
+        share = len(blob) // max(len(events), 1)
+        sized = [(event, share) for event in events]
+    return iter(sized)

@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 
+from actors import journal_reads
 from actors.errors import NotFound
 from actors.journal import Journal
+from actors.packing import pack
 from tests.journal_helpers import (
     Callbacks,
     Sequencer,
@@ -99,6 +101,29 @@ def test_replay_pages_by_seq_and_filters_by_topic(tmp_path: Path) -> None:
         for bad, error in bad_args:
             with pytest.raises(error):
                 journal.replay(**{"since_seq": 1, **bad})
+
+
+def test_a_replay_of_large_events_pages_by_bytes_and_loses_none(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(journal_reads, "MAX_REPLY_BYTES", 10_000)
+    with started(tmp_path) as (journal, _):
+        seq = Sequencer(journal)
+        for i in range(20):
+            seq.emit(sys_event("tick", n=i, blob="x" * 3000))
+        seq.emit(sys_event("tick", n=20, blob="y" * 50_000))  # alone past the budget
+        seq.emit(sys_event("tick", n=21))
+        assert journal.flush(5)
+        page = journal.replay(1, limit=1000)
+        sizes = [len(pack(e)) for e in page["events"]]
+        assert sum(sizes[:-1]) < 10_000 <= sum(sizes) and page["next_seq"] == len(sizes) + 1
+        pages, since = [], 1
+        while since <= 22:
+            page = journal.replay(since, limit=1000)
+            pages.append([e["seq"] for e in page["events"]])
+            since = page["next_seq"]
+        assert [s for p in pages for s in p] == list(range(1, 23))
+        assert [21] in pages  # the large one: a page of its own, never none
+        assert journal.replay(1, limit=1000, topic_prefix="workflow/")["events"] == []
 
 
 def test_execution_lifecycle_queued_running_completed(tmp_path: Path) -> None:
