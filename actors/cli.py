@@ -20,6 +20,7 @@ from actors.config_parse import import_ref
 from actors.engine import VERSION, Engine
 from actors.errors import TradeloomError
 from actors.events import Event
+from actors.json_text import json_text
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -72,7 +73,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
-    printer = _json_line if args.json else format_event
+    printer = json_text if args.json else _event_line
     out_lock = threading.Lock()
 
     def show(event: Event) -> None:
@@ -102,13 +103,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             pass
     if args.every is None and result is not None:
+        from transport.cli_output import printable
+
         status = "ok" if result.ok else f"{result.status}: {result.error_type}: {result.error}"
         results = dict(result.results)  # events: a read-only mapping; json wants a dict
         summary = {"execution_id": result.execution_id, "status": result.status,
                    "duration_ms": result.duration_ms, "results": results}
         if not result.ok:
             summary.update(error=result.error, error_type=result.error_type)
-        print(json.dumps(summary, default=repr) if args.json else f"result: {status}\n"
+        print(json_text(summary) if args.json else printable(f"result: {status}") + "\n"
               f"{json.dumps(results, indent=2, default=repr)}", flush=True)
     return EXIT_FAILED if failures else EXIT_OK
 
@@ -121,8 +124,11 @@ def stdout_to_devnull() -> None:
     os.close(devnull)
 
 
-def _json_line(event: Event) -> str:
-    return json.dumps(event, default=repr, separators=(",", ":"))
+def _event_line(event: Event) -> str:
+    # A node's error may hold anything: control characters are shown, never obeyed.
+    from transport.cli_output import printable  # (transport is imported when used)
+
+    return printable(format_event(event))
 
 
 def cmd_keys(args: argparse.Namespace) -> int:

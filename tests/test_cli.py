@@ -38,6 +38,15 @@ MODULE = textwrap.dedent("""
         Node("never", echo, depends_on=["boom"]),
     ])
     not_a_workflow = 42
+
+    def odd(ctx):
+        raise ValueError("\\x1b[2J\\x1b]0;pwned\\x07 and a\\nforged line")
+
+    def nan(ctx):
+        return {"x": float("nan")}
+
+    odd_error = Workflow("cli_odd", nodes=[Node("odd", odd)])
+    odd_value = Workflow("cli_nan", nodes=[Node("nan", nan)])
 """)
 
 BIN = Path(sys.executable).parent / "tradeloom"
@@ -122,6 +131,23 @@ def test_run_without_json_prints_events_for_people(workdir: Path) -> None:
     assert "execution_started" in proc.stdout
     assert "execution_completed" in proc.stdout
     assert "node_completed" in proc.stdout
+
+
+def test_run_shows_control_characters_in_values_and_prints_strict_json(
+        workdir: Path) -> None:
+    people = tradeloom(workdir, "run", "cliwf:odd_error")
+    assert people.returncode == 1, people.stderr
+    assert "\x1b" not in people.stdout and "\x07" not in people.stdout
+    assert "\\x1b[2J" in people.stdout and "a\\nforged line" in people.stdout
+    assert not any(line.startswith("forged") for line in people.stdout.splitlines())
+    machines = tradeloom(workdir, "run", "cliwf:odd_value", "--json")
+    assert machines.returncode == 0, machines.stderr
+    objects = [json.loads(line, parse_constant=_refuse) for line in machines.stdout.splitlines()]
+    assert objects[-1]["results"] == {"nan": {"x": "nan"}}
+
+
+def _refuse(constant: str) -> None:
+    raise AssertionError(f"not strict JSON: {constant}")
 
 
 # -- --input -------------------------------------------------------------------------------

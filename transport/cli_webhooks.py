@@ -19,6 +19,7 @@ from transport.cli_options import (
     connection,
     print_json,
 )
+from transport.cli_output import printable
 
 
 def register(sub: Any) -> None:
@@ -74,8 +75,10 @@ def cmd_failed(args: argparse.Namespace) -> int:
     if not rows:
         print("no dead letters", flush=True)
     for r in rows:
-        print(f"#{r['id']} {r['endpoint']} seq {r['seq']} {r['event_type']}: "
-              f"{r['attempts']} attempt(s), {r['error']} ({r['failed_at']})", flush=True)
+        # The error text comes from the endpoint's side (its HTTP reply): shown, not obeyed.
+        print(printable(f"#{r['id']} {r['endpoint']} seq {r['seq']} {r['event_type']}: "
+                        f"{r['attempts']} attempt(s), {r['error']} ({r['failed_at']})"),
+              flush=True)
     for e in endpoints:  # the list above is not all there was
         if e.get("dropped") and args.name in (None, e["name"]):
             print(f"{e['name']}: {e['dropped']} older dead letter(s) deleted to keep "
@@ -108,8 +111,9 @@ def cmd_log(args: argparse.Namespace) -> int:
         seqs = (str(r["first_seq"]) if r["first_seq"] == r["last_seq"]
                 else f"{r['first_seq']}-{r['last_seq']}")
         latency = f"{r['latency_ms']:.0f} ms" if r["latency_ms"] is not None else "-"
-        print(f"{r['at']} {r['endpoint']} seq {seqs} {r['event_type']}: {r['outcome']}, "
-              f"{r['attempts']} attempt(s), HTTP {r['http_status'] or '-'}, {latency}"
-              + (f", {r['error']}" if r["error"] and r["outcome"] != "delivered" else ""),
+        print(printable(
+            f"{r['at']} {r['endpoint']} seq {seqs} {r['event_type']}: {r['outcome']}, "
+            f"{r['attempts']} attempt(s), HTTP {r['http_status'] or '-'}, {latency}"
+            + (f", {r['error']}" if r["error"] and r["outcome"] != "delivered" else "")),
               flush=True)
     return EXIT_OK
