@@ -20,7 +20,7 @@ from actors.config_parse import import_ref
 from actors.engine import VERSION, Engine
 from actors.errors import TradeloomError
 from actors.events import Event
-from actors.json_text import json_text
+from actors.json_text import json_text, plain_json
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -112,7 +112,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not result.ok:
             summary.update(error=result.error, error_type=result.error_type)
         print(json_text(summary) if args.json else printable(f"result: {status}") + "\n"
-              f"{json.dumps(results, indent=2, default=repr)}", flush=True)
+              f"{json.dumps(plain_json(results), indent=2)}", flush=True)
     return EXIT_FAILED if failures else EXIT_OK
 
 

@@ -36,8 +36,8 @@ from actors.journal_records import (
     WebhookDelivery,
     WebhookLetterState,
     log,
-    plain,
 )
+from actors.packing import as_text
 from actors.wire_ring import Chunk
 
 #: Events per batch row, at most: a replay from the middle of a row unpacks the whole row.
@@ -387,4 +387,4 @@ def _merge_row(known: list[Any], later: list[Any]) -> None:
 def _text(value: Any) -> str | None:
     # A text column's value as UTF-8 can carry it: a lone surrogate (in a node's error, or
     # a reason, bot_id or note given in-process) would fail every retry of the commit.
-    return None if value is None else plain(str(value))
+    return None if value is None else as_text(value)

@@ -13,7 +13,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import Any
 
 from actors.errors import JournalClosed
 from actors.events import topic_of
@@ -158,16 +158,10 @@ class JournalReader:
         row = self._conn().execute("SELECT min(first_seq) FROM event_batches").fetchone()
         return int(row[0]) if row[0] is not None else self._committed() + 1
 
-    @overload
-    def _events_from(self, since_seq: int, upto: int) -> Iterator[dict[str, Any]]: ...
-
-    @overload
-    def _events_from(self, since_seq: int, upto: int, *, sized: Literal[True]
-                     ) -> Iterator[tuple[dict[str, Any], int]]: ...
-
-    def _events_from(self, since_seq: int, upto: int, *, sized: bool = False) -> Iterator[Any]:
-        """Committed events with since_seq <= seq <= upto, seq ascending (`sized`: each
-        as `(event, packed bytes)`)."""
+    def _events_from(self, since_seq: int, upto: int
+                     ) -> Iterator[tuple[dict[str, Any], int]]:
+        """Committed events with since_seq <= seq <= upto, seq ascending, each with its
+        packed size in bytes."""
         rows = self._conn().execute(
             "SELECT first_seq, events FROM event_batches WHERE first_seq >= coalesce("
             "(SELECT max(first_seq) FROM event_batches WHERE first_seq <= ?), 0) "
@@ -178,7 +172,7 @@ class JournalReader:
                 if seq > upto:
                     return
                 if seq >= since_seq:
-                    yield (event, nbytes) if sized else event
+                    yield event, nbytes
 
     def replay(self, since_seq: int, limit: int = 1000,
                topic_prefix: str = "") -> dict[str, Any]:
@@ -193,7 +187,7 @@ class JournalReader:
         events: list[dict[str, Any]] = []
         size = 0
         next_seq = max(start, last + 1)  # when everything committed gets scanned
-        for scanned, (event, nbytes) in enumerate(self._events_from(start, last, sized=True), 1):
+        for scanned, (event, nbytes) in enumerate(self._events_from(start, last), 1):
             if not topic_prefix or topic_of(event).startswith(topic_prefix):
                 events.append(event)
                 size += nbytes
@@ -233,7 +227,7 @@ class JournalReader:
                    started_seq + MAX_NODE_SCAN_EVENTS)
         nodes: dict[str, dict[str, Any]] = {}
         ended = False
-        for e in self._events_from(started_seq, upto):
+        for e, _ in self._events_from(started_seq, upto):
             if e.get("execution_id") != execution_id:
                 continue
             kind, node_id = e["type"], e.get("node_id")

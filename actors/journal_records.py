@@ -9,15 +9,14 @@ in its own thread.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
 import structlog
 
-from actors.errors import valid_text
-from actors.packing import unpack_lenient, unpack_stream_lenient
+from actors.packing import new_packer, pack, unpack_lenient, unpack_stream_lenient
 
 log = structlog.get_logger("tradeloom.journal")
 
@@ -211,85 +210,30 @@ class WebhookDelivery(Record):
 
 # -- codec -----------------------------------------------------------------------------------
 
-def _fallback(obj: Any) -> Any:
-    """msgpack `default`: what the events may carry beyond msgpack's own types."""
-    if isinstance(obj, set | frozenset | tuple):
-        return list(obj)
-    if isinstance(obj, Mapping):
-        return dict(obj)
-    return str(obj)
-
-
-def plain(obj: Any, depth: int = 0) -> Any:
-    """A copy of `obj` msgpack can always pack: out-of-range ints and anything unknown
-    become strings, too-deep nesting is cut. The slow path, for values the fast one
-    refused."""
-    if depth > 64:
-        return _text(obj, repr)[:200]
-    if obj is None or isinstance(obj, bool | float | bytes):
-        return obj
-    if isinstance(obj, str):
-        return _text(obj)
-    if isinstance(obj, int):
-        return obj if -(2**63) <= obj < 2**64 else str(obj)
-    if isinstance(obj, Mapping):
-        return {_key(k, depth + 1): plain(v, depth + 1) for k, v in list(obj.items())}
-    if isinstance(obj, list | tuple | set | frozenset):
-        return [plain(v, depth + 1) for v in list(obj)]
-    return _text(obj)
-
-
-def _key(key: Any, depth: int) -> Any:
-    """A map key as `plain` writes it; a tuple (an array once plain) as its string form,
-    as a replay reads the fast path's tuple keys (actors/packing.py `unpack_lenient`)."""
-    value = plain(key, depth)
-    return _text(key) if isinstance(value, list | dict) else value
-
-
-def _text(obj: Any, form: Callable[[Any], str] = str) -> str:
-    """`form(obj)` as UTF-8 can carry it: lone surrogates replaced, and a placeholder when
-    `form` raises (a node's output may hold anything). As actors/packing.py does, so the
-    journal's bytes (the wire payloads too) match what in-process subscribers get; a value
-    the writer cannot pack would stop the journal."""
-    try:
-        text = form(obj)
-    except Exception:  # noqa: BLE001 - a user object's __str__ / __repr__ may raise anything
-        return f"<unprintable {type(obj).__name__}>"
-    return valid_text(text)
-
-
 class Codec:
-    """msgpack for one thread (a Packer is not thread-safe)."""
+    """msgpack for one thread (a Packer is not thread-safe), as actors/packing.py packs:
+    the journal's bytes are the wire payloads and what a replay reads back."""
 
     def __init__(self) -> None:
-        self._packer = msgpack.Packer(use_bin_type=True, default=_fallback)
+        self._packer = new_packer()
 
     def pack_each(self, events: list[dict[str, Any]]) -> list[bytes]:
         """Each event's msgpack map: a batch row is their concatenation, and each is the
         event's wire payload (actors/wire_ring.py)."""
-        pack = self._packer.pack
+        pack_one = self._packer.pack
         try:
-            return [pack(event) for event in events]
+            return [pack_one(event) for event in events]
         except Exception:  # noqa: BLE001 - a value msgpack refuses must not stop the journal
-            self._packer.reset()
             return [self.pack(event) for event in events]
 
     def pack(self, value: Any) -> bytes:
-        try:
-            data: bytes = self._packer.pack(value)
-        except Exception:  # noqa: BLE001 - see pack_each
-            self._packer.reset()
-            data = self._packer.pack(plain(value))
-        return data
+        return pack(value, self._packer)
 
 
 def unpack(data: bytes | None) -> Any:
     if data is None:
         return None
-    try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=False)
-    except TypeError:  # a tuple key (packed as an array): see unpack_lenient
-        return unpack_lenient(data)
+    return unpack_lenient(data)
 
 
 def unpack_events_sized(blob: bytes) -> Iterator[tuple[dict[str, Any], int]]:

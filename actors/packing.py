@@ -11,6 +11,7 @@ because of one odd output. Sets and tuples travel as arrays.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import msgpack
@@ -24,9 +25,12 @@ _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 
 
 def fallback(obj: Any) -> Any:
-    """msgpack's `default` hook: arrays for sets and tuples, the string form otherwise."""
+    """msgpack's `default` hook: arrays for sets and tuples, maps for mappings that are not
+    dicts, the string form otherwise."""
     if isinstance(obj, set | frozenset | tuple):
         return list(obj)
+    if isinstance(obj, Mapping):
+        return dict(obj)
     return str(obj)
 
 
@@ -57,7 +61,7 @@ def pack_plain(obj: Any) -> bytes:
             return _packb(plain(obj))
         except RuntimeError:  # a dict changed size while read: user code mutated it
             continue
-    return _packb(_text(obj))
+    return _packb(as_text(obj))
 
 
 def unpack(data: bytes) -> Any:
@@ -66,14 +70,18 @@ def unpack(data: bytes) -> Any:
 
 
 def unpack_lenient(data: bytes) -> Any:
-    """`unpack` for bytes it refuses with TypeError: a map with a tuple key packs (as an
-    array) but an array cannot be a dict key when read back. Such a key becomes the string
-    `pack_plain` makes of the tuple ("(1, 2)"), so a stored or sent event still reads."""
-    return msgpack.unpackb(data, raw=False, strict_map_key=False, object_pairs_hook=_pairs)
+    """`unpack`, also for what it refuses with TypeError: a map with a tuple key packs (as
+    an array) but an array cannot be a dict key when read back. Such a key becomes the
+    string `pack_plain` makes of the tuple ("(1, 2)"), so a stored or sent event reads."""
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except TypeError:
+        return msgpack.unpackb(data, raw=False, strict_map_key=False,
+                               object_pairs_hook=_pairs)
 
 
 def unpack_stream_lenient(data: bytes) -> list[Any]:
-    """`unpack_lenient` for concatenated objects (a journal batch row)."""
+    """`unpack_lenient`'s slow path for concatenated objects (a journal batch row)."""
     unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=0,
                                 object_pairs_hook=_pairs)
     unpacker.feed(data)
@@ -86,7 +94,7 @@ def _pairs(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
         try:
             out[key] = value
         except TypeError:  # unhashable: an array (a tuple key) or a map
-            out[_text(_as_tuple(key))] = value
+            out[as_text(_as_tuple(key))] = value
     return out
 
 
@@ -106,12 +114,12 @@ def plain(obj: Any, depth: int = 0) -> Any:
     if isinstance(obj, int):
         return obj if _INT_MIN <= obj <= _INT_MAX else str(obj)
     if depth >= _MAX_DEPTH:
-        return _text(obj)
-    if isinstance(obj, dict):
+        return as_text(obj)
+    if isinstance(obj, Mapping):
         return {_key(k): plain(v, depth + 1) for k, v in obj.items()}
     if isinstance(obj, list | tuple | set | frozenset):
         return [plain(v, depth + 1) for v in obj]
-    return _text(obj)
+    return as_text(obj)
 
 
 def _packb(obj: Any) -> bytes:
@@ -125,10 +133,11 @@ def _key(key: Any) -> Any:
         return key
     if isinstance(key, int) and _INT_MIN <= key <= _INT_MAX:
         return key
-    return _text(key)
+    return as_text(key)
 
 
-def _text(obj: Any) -> str:
+def as_text(obj: Any) -> str:
+    """`str(obj)` as UTF-8 carries it (lone surrogates as `?`), or a stand-in when it raises."""
     try:
         return valid_text(str(obj))
     except Exception:  # noqa: BLE001 - a user object's __str__ may raise anything

@@ -390,6 +390,18 @@ def test_a_subscription_may_filter_on_every_declared_type_given_as_any_iterable(
 
 # -- webhooks ------------------------------------------------------------------------------
 
+class WatchedEvent(threading.Event):
+    """An Event that says when someone waits on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = threading.Event()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waiting.set()
+        return super().wait(timeout)
+
+
 def test_a_webhook_backoff_meaning_never_waits_until_stopped(make_engine: EngineFactory,
                                                              tmp_path: Path) -> None:
     """A pause of 1e12 s (`backoff_max_s`) overflowed the deliverer's wait: an
@@ -401,6 +413,7 @@ def test_a_webhook_backoff_meaning_never_waits_until_stopped(make_engine: Engine
     assert engine.journal is not None
     manager = WebhookManager(Config.from_dict(config).webhooks, engine.journal, environ={})
     deliverer = manager.deliverers["ops"]
+    deliverer._stopping = stopping = WatchedEvent()
     outcome: list[str] = []
 
     def pause() -> None:
@@ -411,8 +424,7 @@ def test_a_webhook_backoff_meaning_never_waits_until_stopped(make_engine: Engine
 
     waiter = threading.Thread(target=pause, daemon=True)
     waiter.start()
-    waiter.join(0.2)  # must not end by itself; and the stop below must find it waiting
-    assert outcome == []
+    assert stopping.waiting.wait(WAIT_S)  # the stop below finds it inside the wait
     assert deliverer.stop(WAIT_S)  # not started: only sets the stop flag
     waiter.join(WAIT_S)
     assert outcome == ["WebhookStopped"]

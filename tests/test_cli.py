@@ -45,7 +45,11 @@ MODULE = textwrap.dedent("""
     def nan(ctx):
         return {"x": float("nan")}
 
+    def bytes_key(ctx):
+        return {b"k": 1}
+
     odd_error = Workflow("cli_odd", nodes=[Node("odd", odd)])
+    odd_key = Workflow("cli_key", nodes=[Node("bk", bytes_key)])
     odd_value = Workflow("cli_nan", nodes=[Node("nan", nan)])
 """)
 
@@ -144,6 +148,9 @@ def test_run_shows_control_characters_in_values_and_prints_strict_json(
     assert machines.returncode == 0, machines.stderr
     objects = [json.loads(line, parse_constant=_refuse) for line in machines.stdout.splitlines()]
     assert objects[-1]["results"] == {"nan": {"x": "nan"}}
+    summary = tradeloom(workdir, "run", "cliwf:odd_key")  # a bytes key: not JSON as it is
+    assert summary.returncode == 0, summary.stderr
+    assert "result: ok" in summary.stdout and '"b\'k\'": 1' in summary.stdout
 
 
 def _refuse(constant: str) -> None:

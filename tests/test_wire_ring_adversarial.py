@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import msgpack
@@ -416,3 +417,25 @@ def test_a_tuple_key_in_an_output_reads_back_from_the_journal_and_the_stream(
     record = engine.execution(stored[seq]["execution_id"])
     assert record is not None and record["results"]["n"] == expected
 
+
+
+def test_a_mapping_that_is_not_a_dict_is_a_map_everywhere(make_engine: EngineFactory,
+                                                           tmp_path: Path) -> None:
+    """One packing for the journal, the stream and in-process copies: a read-only mapping
+    in an output is a map in each (it was a map on the wire, a string in process)."""
+    engine = make_engine(journal_config(tmp_path))
+    seen: list[dict[str, Any]] = []
+    engine.subscribe(seen.append, types=["node_completed"])
+    log = engine.sink.log
+    first = log.committed_seq + 1
+    flow = Workflow("mp", nodes=[Node("n", lambda ctx: {"m": MappingProxyType({"a": 1})},
+                                      category="provider")])
+    with publishing(engine) as (_, sock):
+        assert engine.submit(flow).result(10).status == "completed"
+        got = receive_through(sock, log.committed_seq)
+    stored = {event["seq"]: event for event in all_events(engine, first)}
+    [seq] = [s for s, event in stored.items() if event["type"] == "node_completed"]
+    expected = {"m": {"a": 1}}
+    assert stored[seq]["outputs"] == expected
+    assert unpack(got[seq][1])["outputs"] == expected
+    assert [event["outputs"] for event in seen] == [expected]

@@ -40,7 +40,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import msgpack
 import structlog
 import zmq
 
@@ -183,10 +182,7 @@ class Subscriber:
         try:
             if len(frames) != 2:
                 raise ValueError(f"{len(frames)} frames")
-            try:
-                item = msgpack.unpackb(frames[1], raw=False, strict_map_key=False)
-            except TypeError:  # a tuple key in a node's output (actors/packing.py)
-                item = unpack_lenient(frames[1])
+            item = unpack_lenient(frames[1])  # (a tuple key in a node's output reads too)
             if not isinstance(item, dict):
                 raise ValueError("not a map")
         except Exception as exc:  # noqa: BLE001 - one bad message must not stop the stream
