@@ -39,33 +39,51 @@ def test_clear_drops_the_slots_named_wrapping_around() -> None:
     assert [ring.payload(s) for s in range(1, 5)] == [None, b"b", b"c", None]
 
 
-def test_the_writer_hands_each_commits_payloads_over_before_its_committed_mark(
-        tmp_path: Path) -> None:
-    calls: list[tuple[str, Any]] = []
-    done = threading.Event()
-    journal = Journal.open(tmp_path)
+class Handovers:
+    """A journal writer's `on_packed` and `on_commit` calls, in order; `done` is set once
+    `last_seq` is committed."""
 
-    def on_commit(seq: int) -> None:
-        calls.append(("commit", seq))
-        if seq >= 300:
-            done.set()
+    def __init__(self, last_seq: int) -> None:
+        self.calls: list[tuple[str, Any]] = []
+        self.done = threading.Event()
+        self._last_seq = last_seq
 
-    def on_packed(chunks: list[Chunk]) -> None:
-        calls.append(("packed", [(first, list(payloads)) for first, payloads in chunks]))
+    def start(self, journal: Journal) -> None:
+        journal.start(on_commit=self._on_commit, on_error=lambda exc: None,
+                      on_packed=self._on_packed)
 
-    try:
-        seq = Sequencer(journal)
-        journal.start(on_commit=on_commit, on_error=lambda exc: None, on_packed=on_packed)
-        for i in range(300):
-            seq.emit(sys_event("tick", n=i))
-        assert done.wait(10)
-        kept: dict[int, bytes] = {}
-        for kind, value in calls:
+    def _on_commit(self, seq: int) -> None:
+        self.calls.append(("commit", seq))
+        if seq >= self._last_seq:
+            self.done.set()
+
+    def _on_packed(self, chunks: list[Chunk]) -> None:
+        self.calls.append(("packed", [(first, list(payloads)) for first, payloads in chunks]))
+
+    def handed(self) -> list[tuple[int, bytes]]:
+        """`(seq, payload)` in hand-over order, checking that every seq a commit reported
+        was handed over before it."""
+        handed: list[tuple[int, bytes]] = []
+        for kind, value in self.calls:
             if kind == "packed":
                 for first, payloads in value:
-                    kept.update(enumerate(payloads, first))
-            else:  # every seq committed so far was handed over first
-                assert set(range(1, value + 1)) <= set(kept), value
+                    handed += enumerate(payloads, first)
+            else:
+                assert set(range(1, value + 1)) <= {s for s, _ in handed}, value
+        return handed
+
+
+def test_the_writer_hands_each_commits_payloads_over_before_its_committed_mark(
+        tmp_path: Path) -> None:
+    journal = Journal.open(tmp_path)
+    handovers = Handovers(300)
+    try:
+        seq = Sequencer(journal)
+        handovers.start(journal)
+        for i in range(300):
+            seq.emit(sys_event("tick", n=i))
+        assert handovers.done.wait(10)
+        kept = dict(handovers.handed())
         stored = {event["seq"]: event for event in all_events(journal)}
         assert sorted(kept) == sorted(stored) == list(range(1, 301))
         for s, payload in kept.items():

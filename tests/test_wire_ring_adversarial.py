@@ -22,10 +22,11 @@ from actors.events import topic_of
 from actors.journal import Journal
 from actors.packing import pack, unpack, unpack_lenient
 from actors.subscription import LogReader
-from actors.wire_ring import Chunk, WireRing
+from actors.wire_ring import WireRing
 from tests.conftest import EngineFactory
 from tests.engine_journal_helpers import all_events, eventually, journal_config
 from tests.journal_helpers import Sequencer, sys_event
+from tests.test_wire_ring import Handovers
 from transport import Publisher
 
 LOCAL = "tcp://127.0.0.1:*"
@@ -245,44 +246,26 @@ def test_failed_commits_hand_over_nothing_and_the_retry_hands_each_seq_once(
     `on_packed` is not called for a failed commit, and the successful one hands over each
     seq exactly once, each before the committed mark moves past it."""
     journal = Journal.open(tmp_path)
-    calls: list[tuple[str, Any]] = []
-    done = threading.Event()
-
-    def on_commit(seq: int) -> None:
-        calls.append(("commit", seq))
-        if seq >= 120:
-            done.set()
-
-    def on_packed(chunks: list[Chunk]) -> None:
-        calls.append(("packed", [(first, list(payloads)) for first, payloads in chunks]))
-
+    handovers = Handovers(120)
     try:
         writer = journal._writer
         journal._testing_fail_commits(2)
         writer.retry_min_s = writer.retry_max_s = 0.1
         seq = Sequencer(journal)
-        journal.start(on_commit=on_commit, on_error=lambda exc: None, on_packed=on_packed)
+        handovers.start(journal)
         for i in range(60):
             seq.emit(sys_event("tick", n=i))
         eventually(lambda: writer.failures == 1, what="the first commit failed")
         for i in range(60, 120):  # queued while the writer backs off: merged into its group
             seq.emit(sys_event("tick", n=i))
-        assert done.wait(10)
+        assert handovers.done.wait(10)
         assert writer.failures == 2
-        handed: list[int] = []
-        for kind, value in calls:
-            if kind == "packed":
-                for first, payloads in value:
-                    handed += range(first, first + len(payloads))
-            else:
-                assert set(range(1, value + 1)) <= set(handed), value
-        assert sorted(handed) == handed == list(range(1, 121))  # once each, in order
+        handed = handovers.handed()
+        seqs = [s for s, _ in handed]
+        assert sorted(seqs) == seqs == list(range(1, 121))  # once each, in order
         stored = {event["seq"]: event for event in journal_events(journal)}
-        for kind, value in calls:
-            if kind == "packed":
-                for first, payloads in value:
-                    for s, payload in enumerate(payloads, first):
-                        assert unpack(payload) == stored[s]
+        for s, payload in handed:
+            assert unpack(payload) == stored[s]
     finally:
         journal.close()
 
