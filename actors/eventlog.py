@@ -102,8 +102,9 @@ class EventLog:
         # passed is cleared: memory is kept for lagging cursors only.
         self._ring: list[Event | None] = []
         self._cleared = first_seq  # every slot below this seq is cleared or overwritten
-        # seq -> its mutable values packed, [(key, bytes)], kept for the next cursor.
-        self._packed: list[tuple[int, list[tuple[str, bytes]]] | None] = (
+        # seq -> its mutable values' keys and those values packed as one array, kept for
+        # the next cursor.
+        self._packed: list[tuple[int, list[str], bytes] | None] = (
             [None] * min(ring_size, _PACKED_SLOTS))
         #: Committed events' wire payloads, from the journal's writer (`wire.keep`).
         self.wire = WireRing(first_seq, ring_size)
@@ -362,23 +363,24 @@ class EventLog:
 
     def copy(self, seq: int, event: Event, packer: Any) -> Event:
         """A subscriber's own copy of `event`: its scalars shared, the rest packed once
-        (per event, cached for the other cursors) and unpacked for this subscriber."""
+        (together, per event, cached for the other cursors) and unpacked for this one."""
+        if _SCALARS.issuperset(map(type, event.values())):
+            return dict(event)  # most events: nothing to pack (the test runs in C)
         cache = self._packed
         slot = seq % len(cache)
         cached = cache[slot]
         if cached is not None and cached[0] == seq:
-            nested = cached[1]
+            _, keys, data = cached
         else:
-            nested = [(key, pack(value, packer)) for key, value in event.items()
-                      if type(value) not in _SCALARS]
+            keys = [key for key, value in event.items() if type(value) not in _SCALARS]
+            data = pack([event[key] for key in keys], packer)
             if len(self.subscriptions) > 1:  # another cursor will want the same bytes
-                cache[slot] = (seq, nested)
+                cache[slot] = (seq, keys, data)
         copy = dict(event)
-        for key, data in nested:
-            try:
-                copy[key] = unpack(data)
-            except Exception:  # noqa: BLE001 - e.g. tuple keys pack but do not read back
-                copy[key] = unpack(pack_plain(event[key]))
+        try:
+            copy.update(zip(keys, unpack(data), strict=True))
+        except Exception:  # noqa: BLE001 - e.g. tuple keys pack but do not read back
+            copy.update((key, unpack(pack_plain(event[key]))) for key in keys)
         return copy
 
 
