@@ -13,6 +13,12 @@ CPU micro-measure (process CPU time; the writer's steps called directly, no thre
     with their record_submitted: packing, derivation, execution rows, commit);
   - a commit round trip: append 1 event, wait for on_commit (thread hand-offs included).
 
+The floor of one durable hand-off (wall time, p50), the bound on journal-on latency at c=1
+(an action waits for its intent's commit, `result()` for the terminal event's: two in
+series): a bare writer thread with its own WAL connection commits one 600-byte row and
+wakes the thread that queued it; beside it the two thread wake-ups alone, and the
+journal's own round trip (`wait_committed` of one event).
+
     .venv/bin/python bench/journal.py                 # 3 rounds of 200,000 events each
     .venv/bin/python bench/journal.py --quick         # smoke run
 """
@@ -20,7 +26,9 @@ CPU micro-measure (process CPU time; the writer's steps called directly, no thre
 from __future__ import annotations
 
 import argparse
+import collections
 import logging
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -143,6 +151,78 @@ def roundtrip_cost(commits: int) -> float:
     return cpu / commits * 1e6
 
 
+def handoff_floor(n: int) -> dict[str, float]:
+    """p50 wall us of: a bare durable hand-off, two thread wake-ups alone, the journal's
+    commit round trip of one event."""
+    def p50_of(hand_off: Any) -> float:
+        samples = []
+        for _ in range(n):
+            latch = threading.Lock()
+            latch.acquire()
+            started = time.perf_counter()
+            hand_off(latch)
+            latch.acquire()
+            samples.append(time.perf_counter() - started)
+        return statistics.median(samples) * 1e6
+
+    def serve(commit: Any) -> tuple[Any, Any]:
+        """A thread that commits (or not) and releases each latch queued; (hand_off, stop)."""
+        queued: collections.deque[Any] = collections.deque()
+        wake = threading.Event()
+
+        def loop() -> None:
+            while True:
+                wake.wait()
+                wake.clear()
+                while queued:
+                    latch = queued.popleft()
+                    if latch is None:
+                        return
+                    commit()
+                    latch.release()
+        thread = threading.Thread(target=loop, daemon=True)
+        thread.start()
+
+        def hand_off(latch: Any) -> None:
+            queued.append(latch)
+            wake.set()
+
+        def stop() -> None:
+            hand_off(None)
+            thread.join(WAIT_S)
+        return hand_off, stop
+
+    with tempfile.TemporaryDirectory(prefix="bench_journal_") as data_dir:
+        conn = sqlite3.connect(Path(data_dir) / "floor.db", isolation_level=None,
+                               check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("CREATE TABLE rows (id INTEGER PRIMARY KEY, data BLOB)")
+        row = b"x" * 600
+
+        def commit() -> None:
+            conn.execute("BEGIN")
+            conn.execute("INSERT INTO rows(data) VALUES (?)", (row,))
+            conn.execute("COMMIT")
+        figures = {}
+        for name, work in (("durable", commit), ("wakeups", lambda: None)):
+            hand_off, stop = serve(work)
+            figures[name] = p50_of(hand_off)
+            stop()
+        conn.close()
+        journal = Journal.open(data_dir + "/journal")
+        journal.start(on_commit=lambda seq: None, on_error=lambda exc: print("ERROR", exc))
+        sequencer = Sequencer(journal)
+        samples = []
+        for event in (workflow_events(i)[1] for i in range(n)):
+            started = time.perf_counter()
+            journal.wait_committed(sequencer.emit([event]), WAIT_S)
+            samples.append(time.perf_counter() - started)
+        journal.close()
+        figures["journal"] = statistics.median(samples) * 1e6
+    return figures
+
+
 def measure(events: int, rounds: int, window: int, rate: float) -> dict[str, Any]:
     """Rounds alternating normal/full; per-round figures, the writer's direct CPU costs and
     the commit round trip."""
@@ -153,7 +233,8 @@ def measure(events: int, rounds: int, window: int, rate: float) -> dict[str, Any
     workflows = max(events // 10, 300)
     direct = {per_commit: direct_cost(per_commit, workflows) for per_commit in (10, 100, 1000)}
     return {"rounds": results, "direct": direct,
-            "roundtrip_us": roundtrip_cost(max(events // 100, 100))}
+            "roundtrip_us": roundtrip_cost(max(events // 100, 100)),
+            "floor_us": handoff_floor(max(events // 100, 300))}
 
 
 def run_for_report(quick: bool) -> dict[str, Any]:
@@ -179,6 +260,12 @@ def run_for_report(quick: bool) -> dict[str, Any]:
                     figure(f"writer CPU per commit at {per_commit} events/commit", "us",
                            per_commit_us)]
     figures.append(figure("commit round trip (1 event), CPU", "us", run["roundtrip_us"]))
+    floor = run["floor_us"]
+    figures += [figure("durable hand-off floor (bare thread + WAL commit), p50 wall", "us",
+                       floor["durable"]),
+                figure("two thread wake-ups alone, p50 wall", "us", floor["wakeups"]),
+                figure("journal commit round trip (1 event), p50 wall", "us",
+                       floor["journal"])]
     notes = [f"{events:,} events per round, batches of 10, at most 10,000 uncommitted; "
              "issue 9 asks for these figures, with no target"]
     return result("journal", "Journal", "python bench/journal.py", rounds, figures, [], notes)
@@ -213,6 +300,9 @@ def main() -> None:
         print(f"  {per_commit:>5} events/commit: {per_event:7.2f} us/event "
               f"{per_commit_us:10.1f} us/commit")
     print(f"commit round trip (1 event, thread hand-offs): {run['roundtrip_us']:.1f} us CPU")
+    floor = run["floor_us"]
+    print(f"p50 wall: durable hand-off floor {floor['durable']:.0f} us, thread wake-ups alone "
+          f"{floor['wakeups']:.0f} us, journal round trip {floor['journal']:.0f} us")
 
 
 if __name__ == "__main__":
