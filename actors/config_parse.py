@@ -33,7 +33,7 @@ from actors.config import (
     TransportConfig,
     WorkflowEntry,
 )
-from actors.errors import ConfigError
+from actors.errors import ConfigError, valid_text
 from actors.web_config import parse_web
 from actors.webhook_config import parse_webhooks
 
@@ -89,6 +89,9 @@ def _limits(raw: Any) -> tuple[LimitConfig, ...]:
     for i, item in enumerate(_array(raw, "emergency.limits")):
         where = f"emergency.limits[{i}]"
         lim = _build(LimitConfig, item, where)
+        if valid_text(lim.name) != lim.name:  # in-process only: TOML has no lone surrogates
+            raise ConfigError(f"{where}.name: {lim.name!r} has a lone surrogate, which UTF-8 "
+                              "(the metrics, the journal, the wire) cannot carry")
         if any(lim.name == seen.name for seen in limits):
             raise ConfigError(f"{where}.name: duplicate limit name {lim.name!r}")
         if lim.threshold <= 0:

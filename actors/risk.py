@@ -17,7 +17,7 @@ from typing import Any
 from actors.clock import Clock
 from actors.config import LimitConfig
 from actors.config_parse import reset_minutes, zone
-from actors.errors import ConfigError, NotFound
+from actors.errors import ConfigError, NotFound, valid_text
 
 SECONDS_PER_DAY = 86_400
 _EPOCH_ORDINAL = datetime(1970, 1, 1, tzinfo=UTC).toordinal()
@@ -103,6 +103,9 @@ class RiskBook:
         now = clock.monotonic()
         self.limits: dict[str, LimitState] = {}
         for c in limits:
+            if not isinstance(c.name, str) or valid_text(c.name) != c.name:
+                raise ConfigError(f"risk limit name {c.name!r} must be a string UTF-8 can "
+                                  "carry (no lone surrogates)")
             if not (math.isfinite(c.threshold) and c.threshold > 0):
                 raise ConfigError(f"risk limit {c.name!r}: threshold must be a finite "
                                   f"number > 0, not {c.threshold!r}")

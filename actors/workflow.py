@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import structlog
 
-from actors.errors import NodeTimeout, WorkflowDefinitionError
+from actors.errors import NodeTimeout, WorkflowDefinitionError, valid_text
 
 Category = Literal["provider", "condition", "action", "transform"]
 CATEGORIES: frozenset[str] = frozenset({"provider", "condition", "action", "transform"})
@@ -91,9 +91,12 @@ class Node:
         self.backoff_min_s = _non_negative(backoff_min_s, "backoff_min_s", id)
         self.backoff_max_s = _non_negative(backoff_max_s, "backoff_max_s", id)
         self.cache_ttl_s = _positive(cache_ttl_s, "cache_ttl_s", id)
-        if breaker is not None and not (isinstance(breaker, str) and breaker):
+        if breaker is not None and not (isinstance(breaker, str) and breaker
+                                        and valid_text(breaker) == breaker):
+            # A lone surrogate: UTF-8 (the metrics' label, the journal) has no form for it.
             raise WorkflowDefinitionError(
-                f"node {id!r}: breaker must be a non-empty string, not {breaker!r}", node_id=id)
+                f"node {id!r}: breaker must be a non-empty string with no lone surrogates, "
+                f"not {breaker!r}", node_id=id)
         for flag, value in (("reduces_risk", reduces_risk), ("idempotent", idempotent)):
             if not isinstance(value, bool):  # "no" or 0 must not quietly mean something
                 raise WorkflowDefinitionError(
