@@ -83,6 +83,11 @@ def parse(raw: Mapping[str, Any], *, base_dir: str | Path | None = None) -> Conf
 
 
 
+#: The shortest `stale_after_s`: a feed is judged stale at most this often (a tinier one
+#: had the watchdog wake, and re-report a dead feed, thousands of times a second).
+MIN_STALE_AFTER_S = 0.01
+
+
 def _limits(raw: Any) -> tuple[LimitConfig, ...]:
     """Parse `[[emergency.limits]]`; every error names the key."""
     limits: list[LimitConfig] = []
@@ -103,8 +108,8 @@ def _limits(raw: Any) -> tuple[LimitConfig, ...]:
             if lim.kind == "action_rate":
                 raise ConfigError(f"{where}.stale_after_s: an action_rate limit is measured "
                                   "by the engine and is never stale")
-            if lim.stale_after_s <= 0:
-                raise ConfigError(f"{where}.stale_after_s must be > 0")
+            if lim.stale_after_s < MIN_STALE_AFTER_S:
+                raise ConfigError(f"{where}.stale_after_s must be >= {MIN_STALE_AFTER_S:g}")
         for key in ("reset_at", "timezone"):
             if key in item and lim.kind != "daily_loss":
                 raise ConfigError(f"{where}.{key}: only daily_loss limits reset daily")
