@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from actors.ending import Ending, ExecutionStatus, NodeStatus, SkipReason
@@ -49,8 +48,7 @@ class Execution:
 
     __slots__ = (
         "attempts", "bot_id", "closed", "completed", "ending_on_start", "errors",
-        "exempt_from_halt", "finished", "handle", "head", "id", "inputs", "inputs_view",
-        "node_status",
+        "exempt_from_halt", "finished", "handle", "head", "id", "inputs", "node_status",
         "outputs", "priority", "remaining", "restarts", "runs", "started_event",
         "started_mono", "status", "strategy_id", "workflow",
     )
@@ -62,9 +60,6 @@ class Execution:
         self.id = execution_id
         self.workflow = workflow
         self.inputs = inputs
-        #: What its nodes get as `ctx.inputs`: read-only, made once (a node that wrote to
-        #: the dict changed what every later node, and the journal, saw).
-        self.inputs_view = MappingProxyType(inputs)
         self.bot_id = bot_id
         self.strategy_id = strategy_id
         self.priority = priority
@@ -289,9 +284,8 @@ class NodeRun(NodeContext):
                  upstream: Mapping[str, Any], risk: Callable[..., dict[str, Any]]) -> None:
         node: Node = execution.workflow.nodes[index]
         # NodeContext's fields, set directly: this runs once per node per execution.
-        self.inputs = execution.inputs_view
-        # Read-only (NodeContext): `ctx.upstream[k] = v` raises TypeError.
-        self.upstream = MappingProxyType(upstream)
+        self.inputs = execution.inputs
+        self.upstream = upstream
         self.execution_id = execution.id
         self.workflow_id = execution.workflow.id
         self.node_id = node.id

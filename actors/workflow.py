@@ -7,7 +7,6 @@ import math
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from types import MappingProxyType
 from typing import Any, Literal
 
 import structlog
@@ -262,14 +261,6 @@ class NodeContext:
 
     `upstream` maps every node this one depends on, directly or through others, to its
     output, so an action can read the prices its condition looked at.
-
-    `inputs` and `upstream` are read-only views (`types.MappingProxyType`): assigning to
-    them raises TypeError, which fails the node. The outputs inside are the upstream
-    nodes' own objects, not copies (copying every output for every reader would cost every
-    node run): they are shared with sibling and later nodes, with `result.results`, with
-    the events not yet packed and, for a cached provider, with later executions. Treat
-    them as read-only; a node that wants to change one works on a copy
-    (`dict(ctx.upstream["price"])`, `copy.deepcopy`).
     """
 
     __slots__ = ("_cancel_requested", "_cancelled", "_log", "_risk", "attempt", "execution_id",
@@ -278,8 +269,8 @@ class NodeContext:
     def __init__(self, *, inputs: Mapping[str, Any], upstream: Mapping[str, Any],
                  execution_id: str, workflow_id: str, node_id: str, attempt: int,
                  cancelled: threading.Event | None = None, risk: RiskFn | None = None) -> None:
-        self.inputs: Mapping[str, Any] = MappingProxyType(inputs)
-        self.upstream: Mapping[str, Any] = MappingProxyType(upstream)
+        self.inputs = inputs
+        self.upstream = upstream
         self.execution_id = execution_id
         self.workflow_id = workflow_id
         self.node_id = node_id
