@@ -261,6 +261,14 @@ class NodeContext:
 
     `upstream` maps every node this one depends on, directly or through others, to its
     output, so an action can read the prices its condition looked at.
+
+    In a run, `inputs` and `upstream` are the node's own top-level dicts: adding, replacing
+    or deleting a key changes nothing another node, an event or the journal sees. The
+    values inside are not copied (copying every output for every reader would cost every
+    node run): they are the upstream nodes' own objects, shared with later nodes,
+    `result.results`, events not yet packed and, for a cached provider, its later
+    executions. Treat them as read-only; copy one to change it (`dict(...)`,
+    `copy.deepcopy`).
     """
 
     __slots__ = ("_cancel_requested", "_cancelled", "_log", "_risk", "attempt", "execution_id",
