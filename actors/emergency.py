@@ -253,10 +253,10 @@ class EmergencyGate:
         them has auto_halt; never lower (REDUCE_ONLY stays unless it is HALT). Returns the
         new state and reason if it changed."""
         with self.lock:
-            due = self.book.stale_due(self._clock.monotonic())
+            due, newly = self.book.stale_due(self._clock.monotonic())
             if not due:
                 return None
-            for lim in due:
+            for lim in newly:  # once per feed going stale, not at each re-report
                 log.warning("risk_feed_stale", limit=lim.name, stale_after_s=lim.stale_after_s,
                             auto_halt=lim.auto_halt, state=self.state.value)
             target = (EmergencyState.HALT if any(lim.auto_halt for lim in due)

@@ -24,7 +24,7 @@ TradeloomError
 └── NodeError                   outcomes the engine gives a node run or an execution
     ├── NodeTimeout             the node overran its timeout_s
     ├── CircuitOpen             the node's breaker is open
-    ├── ConditionError          a condition's result has no usable truth value
+    ├── ConditionError          a condition's result has no usable truth value (or is NaN)
     ├── CoroutineReturned       a node function returned a coroutine (never awaited, not run)
     ├── ExecutionTimeout        the workflow's timeout_s passed
     ├── Halted                  the kill switch is in HALT
@@ -177,7 +177,8 @@ class Overloaded(NodeError):
 
 
 class ConditionError(NodeError):
-    """A condition node returned a value whose truth test raised (e.g. a numpy array)."""
+    """A condition node returned a value whose truth test raised (e.g. a numpy array), or
+    a NaN (a number unequal to itself: truthy to Python, neither true nor false here)."""
 
 
 class CoroutineReturned(NodeError):

@@ -284,7 +284,9 @@ class NodeRun(NodeContext):
                  upstream: Mapping[str, Any], risk: Callable[..., dict[str, Any]]) -> None:
         node: Node = execution.workflow.nodes[index]
         # NodeContext's fields, set directly: this runs once per node per execution.
-        self.inputs = execution.inputs
+        # Its own top-level dicts (`upstream` is made per run by the caller): a node that
+        # writes to them changes nothing another node, the events or the journal see.
+        self.inputs = dict(execution.inputs)
         self.upstream = upstream
         self.execution_id = execution.id
         self.workflow_id = execution.workflow.id

@@ -17,6 +17,7 @@ import queue
 import threading
 import time
 import types
+from numbers import Number
 from typing import Any, ClassVar, cast
 
 import pykka
@@ -96,7 +97,8 @@ class NodeActor(EngineActorBase):
             if type(value) is _COROUTINE:  # an async def called without await
                 _refuse_coroutine(value, node.id)
             if node.category == "condition":
-                run.truth = _truth(value, node.id)
+                # A bool (the common case) is its own verdict: one type check, no call.
+                run.truth = value if type(value) is bool else _truth(value, node.id)
             run.value = value
         except BaseException as exc:  # noqa: BLE001 - a node's failure is data, never fatal
             run.error = exc
@@ -114,16 +116,25 @@ class NodeActor(EngineActorBase):
 
 
 def _truth(value: Any, node_id: str) -> bool:
-    """A condition's verdict. An object with no truth value (a numpy array, a pandas
-    Series) fails the node with a ConditionError naming its type."""
+    """A condition's verdict on a result that is not a bool. An object with no truth value
+    (a numpy array, a pandas Series) or a number unequal to itself (NaN of any kind: float,
+    numpy, Decimal; `bool(nan)` is True) fails the node with a ConditionError naming its
+    type: a trade must not go ahead on a figure that is neither true nor false."""
     try:
-        return bool(value)
+        is_nan = isinstance(value, Number) and bool(value != value)
+        verdict = bool(value)
     except BaseException as exc:  # noqa: BLE001 - user objects may raise anything here
         kind = type(value)
         raise ConditionError(
             f"condition {node_id!r} returned a {kind.__module__}.{kind.__qualname__}, which "
             f"has no truth value ({type(exc).__name__}: {describe(exc)}); return a bool"
         ) from None
+    if is_nan:
+        kind = type(value)
+        raise ConditionError(
+            f"condition {node_id!r} returned a {kind.__module__}.{kind.__qualname__} NaN, "
+            "which is neither true nor false; return a bool")
+    return verdict
 
 
 def _refuse_coroutine(value: types.CoroutineType[Any, Any, Any], node_id: str) -> None:

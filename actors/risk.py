@@ -16,8 +16,8 @@ from typing import Any
 
 from actors.clock import Clock
 from actors.config import LimitConfig
-from actors.config_parse import reset_minutes, zone
-from actors.errors import ConfigError, NotFound
+from actors.config_parse import MIN_STALE_AFTER_S, reset_minutes, zone
+from actors.errors import ConfigError, NotFound, valid_text
 
 SECONDS_PER_DAY = 86_400
 _EPOCH_ORDINAL = datetime(1970, 1, 1, tzinfo=UTC).toordinal()
@@ -103,13 +103,16 @@ class RiskBook:
         now = clock.monotonic()
         self.limits: dict[str, LimitState] = {}
         for c in limits:
+            if not isinstance(c.name, str) or valid_text(c.name) != c.name:
+                raise ConfigError(f"risk limit name {c.name!r} must be a string UTF-8 can "
+                                  "carry (no lone surrogates)")
             if not (math.isfinite(c.threshold) and c.threshold > 0):
                 raise ConfigError(f"risk limit {c.name!r}: threshold must be a finite "
                                   f"number > 0, not {c.threshold!r}")
             stale = c.stale_after_s
-            if stale is not None and not (math.isfinite(stale) and stale > 0):
+            if stale is not None and not (math.isfinite(stale) and stale >= MIN_STALE_AFTER_S):
                 raise ConfigError(f"risk limit {c.name!r}: stale_after_s must be a finite "
-                                  f"number > 0, not {stale!r}")
+                                  f"number >= {MIN_STALE_AFTER_S:g}, not {stale!r}")
             try:
                 zone_info, minutes = zone(c.timezone), reset_minutes(c.reset_at)
             except ValueError as exc:
@@ -201,20 +204,23 @@ class RiskBook:
 
     # -- stale feeds -------------------------------------------------------------------------
 
-    def stale_due(self, now: float) -> list[LimitState]:
-        """Limits whose feed has been silent for their stale_after_s, as of `now`.
+    def stale_due(self, now: float) -> tuple[list[LimitState], list[LimitState]]:
+        """Limits whose feed has been silent for their stale_after_s, as of `now`, and
+        those of them that were not stale before (to log once per feed going stale).
 
         Each is marked stale and its silence counted again from now: a feed still dead
         after another stale_after_s is reported again (an operator who resumed meanwhile
         is told once more), and the next update clears it."""
-        due = []
+        due, newly = [], []
         for limit in self._stale_limits:
             assert limit.stale_after_s is not None
             if limit.fed_at + limit.stale_after_s <= now:
+                if not limit.stale:
+                    newly.append(limit)
                 limit.stale = True
                 limit.fed_at = now
                 due.append(limit)
-        return due
+        return due, newly
 
     def next_stale_at(self) -> float | None:
         """The monotonic time of the next possible stale report; None if no limit has one."""

@@ -43,6 +43,10 @@ RESERVED_HEADERS = frozenset({"content-type", "content-length", "host", "user-ag
                               "x-tradeloom-event", "x-tradeloom-seq", "x-tradeloom-delivery",
                               "x-tradeloom-timestamp", "x-tradeloom-signature"})
 MAX_BATCH = 1000
+#: Upper bounds of the other counts: far past any real use; beyond them a value is a typo
+#: (max_dead_letters is compared with a SQLite INTEGER count).
+MAX_ATTEMPTS = 1000
+MAX_DEAD_LETTERS = 10_000_000
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -141,12 +145,14 @@ def _check(hook: WebhookConfig, where: str) -> None:
         raise ConfigError(f"{where}.secret_env must name an environment variable")
     checks = [
         (hook.timeout_s > 0, "timeout_s must be > 0"),
-        (hook.max_attempts >= 1, "max_attempts must be >= 1"),
+        (1 <= hook.max_attempts <= MAX_ATTEMPTS,
+         f"max_attempts must be between 1 and {MAX_ATTEMPTS}"),
         (hook.backoff_initial_s > 0, "backoff_initial_s must be > 0"),
         (hook.backoff_max_s >= hook.backoff_initial_s,
          "backoff_max_s must be >= backoff_initial_s"),
         (1 <= hook.batch_max <= MAX_BATCH, f"batch_max must be between 1 and {MAX_BATCH}"),
-        (hook.max_dead_letters >= 1, "max_dead_letters must be >= 1"),
+        (1 <= hook.max_dead_letters <= MAX_DEAD_LETTERS,
+         f"max_dead_letters must be between 1 and {MAX_DEAD_LETTERS}"),
     ]
     for ok, message in checks:
         if not ok:

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import structlog
 
-from actors.errors import NodeTimeout, WorkflowDefinitionError
+from actors.errors import NodeTimeout, WorkflowDefinitionError, valid_text
 
 Category = Literal["provider", "condition", "action", "transform"]
 CATEGORIES: frozenset[str] = frozenset({"provider", "condition", "action", "transform"})
@@ -91,9 +91,12 @@ class Node:
         self.backoff_min_s = _non_negative(backoff_min_s, "backoff_min_s", id)
         self.backoff_max_s = _non_negative(backoff_max_s, "backoff_max_s", id)
         self.cache_ttl_s = _positive(cache_ttl_s, "cache_ttl_s", id)
-        if breaker is not None and not (isinstance(breaker, str) and breaker):
+        if breaker is not None and not (isinstance(breaker, str) and breaker
+                                        and valid_text(breaker) == breaker):
+            # A lone surrogate: UTF-8 (the metrics' label, the journal) has no form for it.
             raise WorkflowDefinitionError(
-                f"node {id!r}: breaker must be a non-empty string, not {breaker!r}", node_id=id)
+                f"node {id!r}: breaker must be a non-empty string with no lone surrogates, "
+                f"not {breaker!r}", node_id=id)
         for flag, value in (("reduces_risk", reduces_risk), ("idempotent", idempotent)):
             if not isinstance(value, bool):  # "no" or 0 must not quietly mean something
                 raise WorkflowDefinitionError(
@@ -258,6 +261,14 @@ class NodeContext:
 
     `upstream` maps every node this one depends on, directly or through others, to its
     output, so an action can read the prices its condition looked at.
+
+    In a run, `inputs` and `upstream` are the node's own top-level dicts: adding, replacing
+    or deleting a key changes nothing another node, an event or the journal sees. The
+    values inside are not copied (copying every output for every reader would cost every
+    node run): they are the upstream nodes' own objects, shared with later nodes,
+    `result.results`, events not yet packed and, for a cached provider, its later
+    executions. Treat them as read-only; copy one to change it (`dict(...)`,
+    `copy.deepcopy`).
     """
 
     __slots__ = ("_cancel_requested", "_cancelled", "_log", "_risk", "attempt", "execution_id",

@@ -302,6 +302,30 @@ def test_out_of_range_value_is_refused_naming_the_key(raw: dict[str, Any], key: 
     assert key in str(exc.value)
 
 
+#: Every count and size key with its range (README, docs/operations.md).
+COUNT_RANGES = [
+    ("daemon", "max_concurrent_executions", 1, 1_000_000),
+    ("daemon", "max_queued_executions", 0, 10_000_000),
+    ("daemon", "supervisors", 1, 1024),
+    ("daemon", "node_actors", 1, 10_000),
+    ("resilience", "max_restarts", 0, 1000),
+    ("resilience", "breaker_failure_threshold", 1, 1_000_000),
+    ("journal", "keep_events", 1, 10 ** 12),
+]
+
+
+@pytest.mark.parametrize(("table", "key", "low", "high"), COUNT_RANGES)
+@pytest.mark.parametrize("excess", [1, 10 ** 19 - 1, 10 ** 5000], ids=["+1", "1e19", "huge"])
+def test_an_absurd_count_is_refused_naming_the_key_and_its_range(
+        table: str, key: str, low: int, high: int, excess: int) -> None:
+    """`supervisors = 10**19` was accepted (and would have started a thread each)."""
+    for bad in (high + excess, low - excess):
+        with pytest.raises(ConfigError) as caught:
+            Config.from_dict({table: {key: bad}})
+        assert str(caught.value) == f"{table}.{key} must be an integer between {low} and {high}"
+    assert getattr(getattr(Config.from_dict({table: {key: high}}), table), key) == high
+
+
 def test_duplicate_limit_names_are_refused() -> None:
     limit = {"name": "same", "kind": "custom", "threshold": 1.0}
     with pytest.raises(ConfigError, match="same"):

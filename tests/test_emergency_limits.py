@@ -30,6 +30,7 @@ from actors.config import LimitConfig
 from actors.messages import RiskUpdate
 from actors.risk import RiskBook, trading_day
 from tests.conftest import EngineFactory, Recorder, state_now
+from tests.engine_journal_helpers import captured_logs
 
 WAIT_S = 20.0
 NAN, INF = float("nan"), float("inf")
@@ -173,6 +174,8 @@ def test_any_figure_either_applies_finitely_or_changes_nothing(kind: str, figure
     (limits({**LOSS, "threshold": INF}), "emergency.limits[0].threshold"),
     (limits(LOSS, {**DRAWDOWN, "stale_after_s": INF}), "emergency.limits[1].stale_after_s"),
     (limits({**LOSS, "stale_after_s": 0}), "emergency.limits[0].stale_after_s"),
+    (limits({**LOSS, "stale_after_s": 1e-6}), "emergency.limits[0].stale_after_s must be >= 0.01"),
+    (limits({**LOSS, "stale_after_s": 0.009}), "emergency.limits[0].stale_after_s"),
     (limits({"name": "r", "kind": "action_rate", "threshold": 5.0, "stale_after_s": 1.0}),
      "emergency.limits[0].stale_after_s"),
     ({"emergency": {"warn_at": NAN}}, "emergency.warn_at"),
@@ -216,6 +219,12 @@ def test_a_hand_built_config_with_a_non_finite_threshold_cannot_start() -> None:
     config = type(config)(emergency=type(config.emergency)(limits=(bad,)))
     with pytest.raises(ConfigError, match="loss"):
         Engine.start(config)
+
+
+def test_a_hand_built_limit_with_a_tiny_stale_after_s_is_refused() -> None:
+    tiny = LimitConfig(name="loss", kind="daily_loss", threshold=1.0, stale_after_s=1e-6)
+    with pytest.raises(ConfigError, match=r"'loss': stale_after_s must be .* >= 0\.01, not"):
+        RiskBook((tiny,), warn_at=0.8, clock=ManualClock())
 
 
 def test_daily_reset_settings_load() -> None:
@@ -403,6 +412,26 @@ def test_a_feed_still_dead_after_a_resume_is_reported_again(make_engine: EngineF
     assert [c[:3] for c in changes(rec)] == [("ALERT", "NORMAL", "stale_feed"),
                                              ("NORMAL", "ALERT", "manual"),
                                              ("ALERT", "NORMAL", "stale_feed")]
+
+
+def test_a_dead_feed_is_logged_once_per_going_stale_not_at_each_check(
+        make_engine: EngineFactory) -> None:
+    """Each check that finds a feed still dead re-reports it (the state may have been
+    lowered meanwhile), but `risk_feed_stale` is logged once until an update clears it: a
+    small stale_after_s flooded the log."""
+    with captured_logs() as logs:
+        engine, clock, _rec = watchdog(make_engine, {**LOSS, "auto_halt": False,
+                                                     "stale_after_s": 5.0})
+        for _ in range(4):
+            clock.advance(5.0)
+            settle(engine)
+        stale = [e["limit"] for e in logs if e["event"] == "risk_feed_stale"]
+        assert stale == ["loss"]
+        engine.risk_update("loss", value=1.0)  # fed again: no longer stale
+        clock.advance(5.0)
+        settle(engine)
+        stale = [e["limit"] for e in logs if e["event"] == "risk_feed_stale"]
+        assert stale == ["loss", "loss"]
 
 
 def test_restore_starts_the_stale_clock_again(make_engine: EngineFactory) -> None:

@@ -25,9 +25,12 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from actors import Config, Node, NodeContext, Workflow
+from actors.clock import ManualClock
+from actors.config import LimitConfig
 from actors.engine import VERSION
-from actors.errors import ConfigError, TradeloomError
+from actors.errors import ConfigError, TradeloomError, WorkflowDefinitionError
 from actors.eventlog import EventLog
+from actors.risk import RiskBook
 from tests.journal_helpers import started
 from transport.client import ControlClient
 from transport.daemon import Daemon
@@ -260,6 +263,35 @@ def test_interval_triggers_are_counted(start_daemon: Callable[..., Daemon]) -> N
     submitted = one(found, "tradeloom_trigger_submitted_total", workflow="metrics_ok")
     assert submitted >= 2 and submitted <= trigger.submitted
     assert ("tradeloom_trigger_skipped_total", frozenset({("workflow", "metrics_ok")})) in found
+
+
+@pytest.mark.parametrize("name", ["\ud800", "loss\udfff"], ids=["lone", "trailing"])
+def test_a_name_with_a_lone_surrogate_is_refused_where_it_is_defined(
+        start_daemon: Callable[..., Daemon], name: str) -> None:
+    """A label UTF-8 cannot carry made every scrape answer 500 (prometheus_client encodes
+    the whole page). Possible in-process only: TOML has no lone surrogates."""
+    with pytest.raises(ConfigError, match=r"^emergency\.limits\[0\]\.name: "):
+        start_daemon(emergency={"limits": [{"name": name, "kind": "custom",
+                                            "threshold": 5.0}]})
+    with pytest.raises(ConfigError, match=r"^risk limit name "):  # a Config built by hand
+        RiskBook((LimitConfig(name=name, kind="custom", threshold=5.0),), warn_at=0.8,
+                 clock=ManualClock())
+    with pytest.raises(WorkflowDefinitionError, match="breaker"):
+        Node("order", boom, category="action", breaker=name)
+
+
+def test_odd_but_valid_label_values_are_escaped(start_daemon: Callable[..., Daemon]) -> None:
+    """Workflow and node ids are [A-Za-z0-9_.-]; limit and breaker names are any text
+    UTF-8 can carry, quotes, backslashes and newlines included."""
+    limit, breaker = 'loss "é"\n\\', 'exch "ü"\n\\'
+    daemon = start_daemon(emergency={"limits": [{"name": limit, "kind": "custom",
+                                                 "threshold": 5.0, "auto_halt": False}]})
+    assert daemon.engine is not None
+    wf = Workflow("odd_names", nodes=[Node("order", boom, category="action", breaker=breaker)])
+    assert daemon.engine.submit(wf).result(10).status == "failed"
+    found = samples(scrape(daemon))
+    assert one(found, "tradeloom_risk_limit_threshold", limit=limit) == 5.0
+    assert one(found, "tradeloom_circuit_breaker_state", breaker=breaker, state="closed") == 1
 
 
 def wait_until(condition: Callable[[], bool], timeout: float) -> bool:

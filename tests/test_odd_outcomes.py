@@ -13,7 +13,9 @@ are `result(timeout=10)`; a hang fails the example instead of blocking the suite
 
 from __future__ import annotations
 
+import decimal
 import math
+import numbers
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -190,8 +192,11 @@ ODD_ERRORS: list[tuple[str, Callable[[], BaseException], str]] = [
 # -- helpers -------------------------------------------------------------------------------
 
 def truth(value: Any) -> bool | None:
-    """bool(value), or None when the truth test raises."""
+    """bool(value), or None when the truth test raises or value is a NaN (a number unequal
+    to itself: truthy to Python, but a condition returning it fails with ConditionError)."""
     try:
+        if isinstance(value, numbers.Number) and value != value:
+            return None
         return bool(value)
     except Exception:  # noqa: BLE001 - that is the point
         return None
@@ -290,7 +295,7 @@ def test_odd_outcomes_at_every_node_category_always_end_and_the_engine_stays_usa
         assert len(failed) == 1 and failed[0]["error_type"] == error_type
         assert isinstance(failed[0]["error"], str) and failed[0]["error"]
     elif category == "condition" and truth(factory()) is None:
-        # A condition whose result has no truth value: the node fails, clearly.
+        # A condition whose result has no truth value (or is NaN): the node fails, clearly.
         assert (result.status, result.error_type) == ("failed", "ConditionError")
         assert [e["type"] for e in odd_events] == ["node_started", "node_failed"]
     else:
@@ -328,6 +333,43 @@ def test_a_condition_whose_result_has_no_truth_value_fails_with_condition_error(
         ("after", "upstream_failed")]
     assert result.nodes["odd"]["status"] == "failed"
     assert_usable(engine)
+
+
+class FloatSubclass(float):
+    """What a numpy float64 is to Python: a float subclass (numpy is not installed)."""
+
+
+@pytest.mark.parametrize("value", [
+    math.nan, -math.nan, FloatSubclass("nan"), decimal.Decimal("NaN"),
+    decimal.Decimal("sNaN"), complex(math.nan, 0.0)],
+    ids=["nan", "-nan", "float subclass nan", "Decimal NaN", "Decimal sNaN", "complex nan"])
+def test_a_condition_returning_nan_fails_with_condition_error_and_the_action_never_runs(
+        make_engine: EngineFactory, value: Any) -> None:
+    """`bool(nan)` is True: before, a NaN spread ran the trade."""
+    engine = make_engine()
+    rec = Recorder()
+    rec.follow(engine)
+    ran = threading.Event()
+    wf = Workflow("nan_condition", nodes=[
+        Node("spread", lambda ctx: value, category="condition"),
+        Node("trade", lambda ctx: ran.set(), category="action", depends_on=["spread"])])
+    result = engine.submit(wf).result(timeout=WAIT_S)
+    assert (result.status, result.error_type) == ("failed", "ConditionError")
+    assert type(value).__name__ in (result.error or ""), result.error
+    evs = assert_ended_once(rec, result)
+    assert [(e["node_id"], e["reason"]) for e in evs if e["type"] == "node_skipped"] == [
+        ("trade", "upstream_failed")]
+    assert not ran.is_set() and "trade" not in result.results
+    assert_usable(engine)
+
+
+@pytest.mark.parametrize("value", [0.0, 1.5, math.inf, decimal.Decimal(0), 0j, 1, 0])
+def test_a_condition_returning_a_number_that_is_not_nan_keeps_its_truth_value(
+        make_engine: EngineFactory, value: Any) -> None:
+    engine = make_engine()
+    wf = odd_workflow("condition", lambda ctx: value)
+    result = engine.submit(wf).result(timeout=WAIT_S)
+    assert (result.status, "after" in result.results) == ("completed", bool(value))
 
 
 @pytest.mark.parametrize("error_class", [StrRaises, ReprAndStrRaise, CustomBaseStrRaises])
