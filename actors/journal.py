@@ -6,8 +6,8 @@
     .recovery: Recovery        # last_seq, wseq, emergency, breakers, open_executions,
                                # unresolved_intents, cursors: read at open, before anything runs
     .start(*, on_commit: (seq) -> None, on_error: (exc) -> None,
-           on_recovered_write: () -> None = no-op,
-           give_way: (committed_seq, max_s) -> None = None) -> None
+           on_recovered_write: () -> None = no-op, on_packed: (chunks) -> None = None,
+           give_way: (seq, max_s) -> None = None, stop_giving_way: () -> None = None)
     .append(events: list[dict]) -> None          # under the sequencing lock: enqueue only
     .record_submitted(execution_id, workflow_id, inputs, bot_id, strategy_id, priority,
                       submitted_at) -> Ticket
@@ -153,9 +153,11 @@ class Journal:
               on_error: Callable[[BaseException], None],
               on_recovered_write: Callable[[], None] = _ignore,
               give_way: Callable[[int, float], None] | None = None,
+              stop_giving_way: Callable[[], None] | None = None,
               on_packed: Callable[[list[Chunk]], None] | None = None) -> None:
         """Start the writer thread. Appends made before this are written first.
-        `give_way(committed_seq, max_s)` is called before each take (a halt's priority);
+        `give_way(committed_seq, max_s)` is called before each take (a halt's priority),
+        `stop_giving_way()` once close() begins (a give_way under way returns at once);
         `on_packed(chunks)` after each commit, before `on_commit`, with its events' payloads."""
         with self._state_lock:
             if self._closed:
@@ -174,6 +176,8 @@ class Journal:
             writer.on_packed = on_packed
             if give_way is not None:
                 writer.give_way = give_way
+            if stop_giving_way is not None:
+                writer.stop_giving_way = stop_giving_way
             writer.after_commit = lambda: checkpointer.rewind_if_due(writer.conn)
             self._started = True
             writer.conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
