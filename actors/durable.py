@@ -93,6 +93,7 @@ class Durable:
         sink.log.attach_store(self.journal)
         self.journal.start(on_commit=sink.log.mark_committed, on_error=on_failure,
                            on_recovered_write=on_recovered, give_way=gate.priority.give_way,
+                           stop_giving_way=gate.priority.stop_giving_way,
                            on_packed=sink.log.wire.keep)
 
     def recover(self, sink: EventSink, node_counts: dict[str, int]) -> list[dict[str, Any]]:

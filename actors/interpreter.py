@@ -71,7 +71,12 @@ class HaltPriority:
     A writer already waiting goes on as soon as a later `first` names a seq it has not
     committed: overlapping halts (or a halt's reply that waits for a change made after
     it) must not wait for what the writer holds back. Everything is read under one
-    condition, so a wait never mixes one halt's seq with another's start."""
+    condition, so a wait never mixes one halt's seq with another's start.
+
+    Once the writer stops (`stop_giving_way`: its journal closes) it gives way no more, a
+    wait under way included: a close commits what is queued and ends, and holding that
+    back helps no halt; it only kept `close()` waiting on a hung halt (up to `max_s`, and
+    past close's own timeout when that was shorter: the data_dir then stayed locked)."""
 
     def __init__(self) -> None:
         self._changed = threading.Condition(threading.Lock())
@@ -80,6 +85,8 @@ class HaltPriority:
         self._seq = 0
         #: When the last hold's reply is surely out (monotonic).
         self._quiet_at = 0.0
+        #: The journal writer is stopping: give_way returns at once.
+        self._writer_stopped = False
 
     @contextmanager
     def hold(self) -> Iterator[None]:
@@ -111,7 +118,7 @@ class HaltPriority:
         if self.quiet(time.monotonic()):  # the writer's hot path: nothing to do
             return
         with self._changed:
-            while 0 < self._seq <= committed_seq:
+            while 0 < self._seq <= committed_seq and not self._writer_stopped:
                 until = self._began + max_s
                 if not self._holders:
                     until = min(until, self._quiet_at)
@@ -119,3 +126,10 @@ class HaltPriority:
                 if left <= 0:
                     return
                 self._changed.wait(left)
+
+    def stop_giving_way(self) -> None:
+        """The journal writer is stopping: a give_way under way returns now, later ones at
+        once (a journal's writer stops once and is never restarted)."""
+        with self._changed:
+            self._writer_stopped = True
+            self._changed.notify_all()

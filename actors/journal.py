@@ -6,8 +6,8 @@
     .recovery: Recovery        # last_seq, wseq, emergency, breakers, open_executions,
                                # unresolved_intents, cursors: read at open, before anything runs
     .start(*, on_commit: (seq) -> None, on_error: (exc) -> None,
-           on_recovered_write: () -> None = no-op,
-           give_way: (committed_seq, max_s) -> None = None) -> None
+           on_recovered_write: () -> None = no-op, on_packed: (chunks) -> None = None,
+           give_way: (seq, max_s) -> None = None, stop_giving_way: () -> None = None)
     .append(events: list[dict]) -> None          # under the sequencing lock: enqueue only
     .record_submitted(execution_id, workflow_id, inputs, bot_id, strategy_id, priority,
                       submitted_at) -> Ticket
@@ -35,10 +35,8 @@ ticket callbacks run in the writer's thread: they must be quick and must not wai
 journal. A `Ticket` is done once its record is committed; while writes fail it stays
 pending; it gets an `error` (JournalClosed) only if the journal closes first.
 
-Files: data_dir/journal.lock (an flock held while open, with our pid: a second opener,
-in this process or another, gets JournalLocked naming that pid) and data_dir/journal.db
-(schema, identity checks and migrations: actors/journal_schema.py). `sync="normal"`
-survives a process crash (kill -9), `"full"` also a power loss.
+Opening (actors/journal_opening.py): data_dir/journal.lock (an flock held while open:
+a second opener gets JournalLocked) and data_dir/journal.db (actors/journal_schema.py).
 
 Writing (actors/journal_writer.py, actors/journal_group.py): one thread with its own
 connection writes everything queued since its last commit in ONE transaction (group
@@ -69,7 +67,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -77,16 +74,11 @@ from typing import Any
 
 from actors.clock import Clock, SystemClock
 from actors.config import JournalConfig
-from actors.errors import (
-    JournalClosed,
-    JournalCorrupt,
-    JournalError,
-    JournalWriteFailed,
-    NotFound,
-)
+from actors.errors import JournalClosed, JournalWriteFailed, NotFound
 from actors.events import Event, iso_utc
 from actors.journal_checkpointer import BACKSTOP_PAGES, Checkpointer
-from actors.journal_reads import JournalReader, Recovery, load_recovery
+from actors.journal_opening import open_data_dir
+from actors.journal_reads import JournalReader, Recovery
 from actors.journal_records import (
     Barrier,
     Cursor,
@@ -98,20 +90,16 @@ from actors.journal_records import (
     SaveState,
     Submitted,
     Ticket,
-    WebhookDeadLetter,
-    WebhookDelivery,
-    WebhookLetterState,
+    WebhookRecord,
 )
-from actors.journal_schema import DB_NAME, DataDirLock, connect_writer
+from actors.journal_schema import DataDirLock
 from actors.journal_writer import JournalWriter
 from actors.wire_ring import Chunk
 
 __all__ = ["RESOLUTIONS", "Journal", "Recovery", "Ticket"]
 
 #: Outcomes an operator may give an action intent (docs/protocol.md (control ops) `resolve_intent`).
-WebhookRecord = WebhookDeadLetter | WebhookLetterState | WebhookDelivery
 RESOLUTIONS = frozenset({"filled", "not_filled", "unknown"})
-SYNC_MODES = ("normal", "full")
 
 
 def _ignore() -> None:
@@ -144,50 +132,14 @@ class Journal:
              keep_events: int | None = 10_000_000, keep_days: float | None = None,
              clock: Clock | None = None, retry_min_s: float = 0.05,
              retry_max_s: float = 1.0) -> Journal:
-        """Lock data_dir, open (or create, or migrate) journal.db and read `recovery`."""
-        if sync not in SYNC_MODES:
-            raise ValueError(f"sync must be one of {SYNC_MODES}, not {sync!r}")
-        if keep_events is not None and (isinstance(keep_events, bool) or keep_events < 1):
-            raise ValueError(f"keep_events must be an int >= 1 or None, not {keep_events!r}")
-        if keep_days is not None and not keep_days > 0:
-            raise ValueError(f"keep_days must be > 0 or None, not {keep_days!r}")
+        """Lock data_dir, open (or create, or migrate) journal.db and read `recovery`
+        (actors/journal_opening.py)."""
         clock = clock or SystemClock()
-        directory = Path(data_dir)
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-            lock = DataDirLock(directory)
-        except OSError as exc:
-            raise JournalError(f"cannot use data_dir {directory}: "
-                               f"{exc.strerror or exc}") from None
-        try:
-            path = directory / DB_NAME
-            conn = connect_writer(path, sync=sync)
-            try:
-                recovery = load_recovery(conn)
-                open_intents = {i["idempotency_key"] for i in recovery.unresolved_intents}
-                writer = JournalWriter(
-                    conn, path, clock=clock, last_seq=recovery.last_seq,
-                    keep_events=keep_events, keep_days=keep_days, open_intents=open_intents,
-                    cursors=recovery.cursors, retry_min_s=retry_min_s,
-                    retry_max_s=retry_max_s)
-            except BaseException:
-                conn.close()
-                raise
-        except sqlite3.DatabaseError as exc:
-            lock.release()
-            if "malformed" in str(exc) or "not a database" in str(exc):
-                raise JournalCorrupt(f"{directory / DB_NAME} is damaged ({exc}); restore it "
-                                     "from a backup or move it away") from exc
-            raise JournalError(f"cannot open {directory / DB_NAME}: {exc}") from exc
-        except OSError as exc:
-            lock.release()
-            raise JournalError(f"cannot open {directory / DB_NAME}: "
-                               f"{exc.strerror or exc}") from exc
-        except BaseException:
-            lock.release()
-            raise
-        return cls(path=path, lock=lock, writer=writer, recovery=recovery, clock=clock,
-                   sync=sync)
+        opened = open_data_dir(data_dir, sync=sync, keep_events=keep_events,
+                               keep_days=keep_days, clock=clock, retry_min_s=retry_min_s,
+                               retry_max_s=retry_max_s)
+        return cls(path=opened.path, lock=opened.lock, writer=opened.writer,
+                   recovery=opened.recovery, clock=clock, sync=sync)
 
     @classmethod
     def from_config(cls, data_dir: str | os.PathLike[str], config: JournalConfig, *,
@@ -201,9 +153,11 @@ class Journal:
               on_error: Callable[[BaseException], None],
               on_recovered_write: Callable[[], None] = _ignore,
               give_way: Callable[[int, float], None] | None = None,
+              stop_giving_way: Callable[[], None] | None = None,
               on_packed: Callable[[list[Chunk]], None] | None = None) -> None:
         """Start the writer thread. Appends made before this are written first.
-        `give_way(committed_seq, max_s)` is called before each take (a halt's priority);
+        `give_way(committed_seq, max_s)` is called before each take (a halt's priority),
+        `stop_giving_way()` once close() begins (a give_way under way returns at once);
         `on_packed(chunks)` after each commit, before `on_commit`, with its events' payloads."""
         with self._state_lock:
             if self._closed:
@@ -222,6 +176,8 @@ class Journal:
             writer.on_packed = on_packed
             if give_way is not None:
                 writer.give_way = give_way
+            if stop_giving_way is not None:
+                writer.stop_giving_way = stop_giving_way
             writer.after_commit = lambda: checkpointer.rewind_if_due(writer.conn)
             self._started = True
             writer.conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")

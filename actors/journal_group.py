@@ -33,8 +33,8 @@ from actors.journal_records import (
     Submitted,
     Ticket,
     WebhookDeadLetter,
-    WebhookDelivery,
     WebhookLetterState,
+    WebhookRecord,
     log,
 )
 from actors.packing import as_text
@@ -337,15 +337,14 @@ class GroupBuilder:
         elif isinstance(record, Prune):
             group.prune_tickets.append(record.ticket)
             return
-        elif isinstance(record, WebhookDeadLetter | WebhookLetterState | WebhookDelivery):
+        elif isinstance(record, WebhookRecord):
             self._webhook(record, group)
         elif not isinstance(record, Barrier):
             raise TypeError(f"not a journal record: {record!r}")
         group.tickets.append(record.ticket)
 
 
-    def _webhook(self, r: WebhookDeadLetter | WebhookLetterState | WebhookDelivery,
-                 group: Group) -> None:
+    def _webhook(self, r: WebhookRecord, group: Group) -> None:
         if isinstance(r, WebhookDeadLetter):
             group.op(SQL_DEAD_LETTER, (r.endpoint, r.seq, r.event_type,
                                        self.codec.pack(r.event), r.attempts, r.http_status,

@@ -208,6 +208,10 @@ class WebhookDelivery(Record):
     at: str = ""
 
 
+#: What a webhook writes to the journal (`Journal.record_webhook`, actors/webhook_store.py).
+WebhookRecord = WebhookDeadLetter | WebhookLetterState | WebhookDelivery
+
+
 # -- codec -----------------------------------------------------------------------------------
 
 class Codec:

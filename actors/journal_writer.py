@@ -84,6 +84,9 @@ class JournalWriter:
         #: Before taking work, with the committed seq: waits while a halt should have the
         #: interpreter (`HaltPriority.give_way`).
         self.give_way: Callable[[int, float], None] = lambda seq, max_s: None
+        #: Called once `stop` begins: a give_way under way returns (a closing journal
+        #: commits what is queued and ends; it does not wait on a halt).
+        self.stop_giving_way: Callable[[], None] = lambda: None
         self.thread: threading.Thread | None = None
         self.pending: Group | None = None
         self._file_id = _file_id(path)
@@ -270,6 +273,7 @@ class JournalWriter:
     def stop(self, timeout: float) -> bool:
         """Stop the thread (it commits what is queued unless failing). True if it ended."""
         self.stopping.set()
+        _call(self.stop_giving_way)
         self.wake.set()
         if self.thread is None:
             return True

@@ -1,0 +1,88 @@
+"""Opening a journal: a data_dir made ready for `Journal` (actors/journal.py), or an error.
+
+    open_data_dir(data_dir, *, sync, keep_events, keep_days, clock, retry_min_s,
+                  retry_max_s) -> OpenedDataDir       # path, lock, writer, recovery
+
+In order: the arguments are checked (ValueError, before anything is touched); data_dir is
+created if missing and locked (data_dir/journal.lock, an flock holding our pid: a second
+opener, in this process or another, gets JournalLocked naming that pid); journal.db is
+opened, created or migrated for the writer (actors/journal_schema.py); the recovery is
+read (actors/journal_reads.py) before anything runs; the writer is built on that
+connection, continuing after the last seq. Whatever fails after the lock is taken
+releases it (and closes the connection): a refused open leaves data_dir free. A damaged
+database is JournalCorrupt; any other SQLite or OS failure is JournalError naming the
+file. `sync="normal"` survives a process crash (kill -9), `"full"` also a power loss.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from actors.clock import Clock
+from actors.errors import JournalCorrupt, JournalError
+from actors.journal_reads import Recovery, load_recovery
+from actors.journal_schema import DB_NAME, DataDirLock, connect_writer
+from actors.journal_writer import JournalWriter
+
+__all__ = ["SYNC_MODES", "OpenedDataDir", "open_data_dir"]
+
+SYNC_MODES = ("normal", "full")
+
+
+@dataclass(frozen=True)
+class OpenedDataDir:
+    """A locked data_dir with its journal.db open: what a `Journal` is made of. The lock
+    and the writer's connection are the caller's to release and close."""
+
+    path: Path
+    lock: DataDirLock
+    writer: JournalWriter
+    recovery: Recovery
+
+
+def open_data_dir(data_dir: str | os.PathLike[str], *, sync: str,
+                  keep_events: int | None, keep_days: float | None, clock: Clock,
+                  retry_min_s: float, retry_max_s: float) -> OpenedDataDir:
+    """Check the arguments, lock data_dir, open journal.db and read its recovery."""
+    if sync not in SYNC_MODES:
+        raise ValueError(f"sync must be one of {SYNC_MODES}, not {sync!r}")
+    if keep_events is not None and (isinstance(keep_events, bool) or keep_events < 1):
+        raise ValueError(f"keep_events must be an int >= 1 or None, not {keep_events!r}")
+    if keep_days is not None and not keep_days > 0:
+        raise ValueError(f"keep_days must be > 0 or None, not {keep_days!r}")
+    directory = Path(data_dir)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        lock = DataDirLock(directory)
+    except OSError as exc:
+        raise JournalError(f"cannot use data_dir {directory}: "
+                           f"{exc.strerror or exc}") from None
+    path = directory / DB_NAME
+    try:
+        conn = connect_writer(path, sync=sync)
+        try:
+            recovery = load_recovery(conn)
+            open_intents = {i["idempotency_key"] for i in recovery.unresolved_intents}
+            writer = JournalWriter(
+                conn, path, clock=clock, last_seq=recovery.last_seq,
+                keep_events=keep_events, keep_days=keep_days, open_intents=open_intents,
+                cursors=recovery.cursors, retry_min_s=retry_min_s, retry_max_s=retry_max_s)
+        except BaseException:
+            conn.close()
+            raise
+    except sqlite3.DatabaseError as exc:
+        lock.release()
+        if "malformed" in str(exc) or "not a database" in str(exc):
+            raise JournalCorrupt(f"{path} is damaged ({exc}); restore it "
+                                 "from a backup or move it away") from exc
+        raise JournalError(f"cannot open {path}: {exc}") from exc
+    except OSError as exc:
+        lock.release()
+        raise JournalError(f"cannot open {path}: {exc.strerror or exc}") from exc
+    except BaseException:
+        lock.release()
+        raise
+    return OpenedDataDir(path=path, lock=lock, writer=writer, recovery=recovery)
