@@ -190,7 +190,7 @@ def test_a_bad_cap_in_a_config_file_exits_2_naming_the_key(tmp_path: Path) -> No
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr
     (line,) = proc.stderr.strip().splitlines()
-    assert "webhooks[0].max_dead_letters must be >= 1" in line
+    assert "webhooks[0].max_dead_letters must be between 1 and 10000000" in line
 
 
 def test_the_cli_shows_what_the_cap_deleted(tmp_path: Path, refusing: EndpointServer,
