@@ -215,9 +215,10 @@ class Execution:
         terminal: Event = {**self.head, "type": ending.terminal_event,
                            "duration_ms": self.duration_ms(now), "status": ending.status.value,
                            "results": dict(self.outputs), "nodes": self.node_summary()}
+        # CONTRACT 5 lists `error_type` on every terminal event: None when it completed.
+        terminal["error_type"] = ending.error_type
         if ending.error_type is not None:
             terminal["error"] = ending.error
-            terminal["error_type"] = ending.error_type
         events.append(terminal)
         return running
 

@@ -1,0 +1,82 @@
+"""CONTRACT.md section 5's event table, read as an outside test would: each terminal event
+(`execution_completed` / `_failed` / `_halted` / `_cancelled`) carries `duration_ms`,
+`status`, `results` or `error`, and `error_type` (None when the execution completed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from actors import Engine, Node, NodeContext, Workflow
+from actors.messages import Halt
+from tests.conftest import Recorder
+
+
+def _echo(ctx: NodeContext) -> dict[str, Any]:
+    return {"ok": True}
+
+
+def _boom(ctx: NodeContext) -> dict[str, Any]:
+    raise ValueError("boom")
+
+
+def _wait(ctx: NodeContext) -> dict[str, Any]:
+    ctx.cancelled.wait(10.0)  # cooperative: cancel and halt set it
+    return {}
+
+
+_TERMINAL = {"execution_completed", "execution_failed", "execution_halted",
+             "execution_cancelled"}
+
+
+def _of(events: list[dict[str, Any]], execution_id: str, kinds: set[str]) -> list[Any]:
+    return [e for e in events if e.get("execution_id") == execution_id and e["type"] in kinds]
+
+
+def _terminal(recorder: Recorder, execution_id: str) -> dict[str, Any]:
+    # The predicate reads the list it is given: the recorder's own readers would wait on
+    # the subscription that needs the recorder's lock to deliver.
+    events = recorder.wait_for(lambda evs: bool(_of(evs, execution_id, _TERMINAL)))
+    (terminal,) = _of(events, execution_id, _TERMINAL)
+    return dict(terminal)
+
+
+def _check_fields(event: dict[str, Any]) -> None:
+    assert {"duration_ms", "status", "error_type"} <= set(event), event
+    assert "results" in event or "error" in event, event
+
+
+def test_a_completed_execution_s_terminal_event_lists_error_type_as_none(
+        engine: Engine, recorder: Recorder) -> None:
+    wf = Workflow("done", nodes=[Node("a", _echo)])
+    result = engine.submit(wf).result(timeout=5)
+    terminal = _terminal(recorder, result.execution_id)
+    assert terminal["type"] == "execution_completed"
+    _check_fields(terminal)
+    assert terminal["error_type"] is None
+    assert terminal["results"] == {"a": {"ok": True}}
+
+
+def test_every_ending_s_terminal_event_lists_the_contract_s_fields(
+        engine: Engine, recorder: Recorder) -> None:
+    failed = engine.submit(Workflow("bad", nodes=[Node("a", _boom)])).result(timeout=5)
+    assert _terminal(recorder, failed.execution_id)["error_type"] == "ValueError"
+
+    waiting = Workflow("waits", nodes=[Node("w", _wait)])
+    cancelled = engine.submit(waiting)
+    recorder.wait_for(lambda evs: bool(_of(evs, cancelled.execution_id, {"node_started"})))
+    engine.cancel(cancelled.execution_id)
+    assert cancelled.result(timeout=5).status == "cancelled"
+
+    halted = engine.submit(waiting)
+    recorder.wait_for(lambda evs: bool(_of(evs, halted.execution_id, {"node_started"})))
+    engine.ref.ask(Halt(reason="test"))
+    assert halted.result(timeout=5).status == "halted"
+
+    kinds: dict[str, str] = {}
+    for handle_id in (failed.execution_id, cancelled.execution_id, halted.execution_id):
+        terminal = _terminal(recorder, handle_id)
+        _check_fields(terminal)
+        assert isinstance(terminal["error_type"], str), terminal
+        kinds[terminal["type"]] = terminal["status"]
+    assert kinds == {"execution_failed": "failed", "execution_cancelled": "cancelled",
+                     "execution_halted": "halted"}
