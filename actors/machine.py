@@ -207,7 +207,9 @@ class Execution:
             elif status is _RUNNING:
                 run = self.runs.get(i)
                 if run is not None and not run.started:
-                    events.append(self._skip(i, ending.skip_reason))  # queued: it never will
+                    # Queued in the pool: it never will start, so it made no attempt.
+                    self.attempts[i] = run.attempt - 1
+                    events.append(self._skip(i, ending.skip_reason))
                 else:
                     self.node_status[i] = _CANCELLED
                     if run is not None:

@@ -4,11 +4,12 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from actors import Engine, Node, NodeContext, Workflow
 from actors.messages import Halt
-from tests.conftest import Recorder
+from tests.conftest import EngineFactory, Recorder
 
 
 def _echo(ctx: NodeContext) -> dict[str, Any]:
@@ -80,3 +81,40 @@ def test_every_ending_s_terminal_event_lists_the_contract_s_fields(
         kinds[terminal["type"]] = terminal["status"]
     assert kinds == {"execution_failed": "failed", "execution_cancelled": "cancelled",
                      "execution_halted": "halted"}
+
+
+def _stuck(ctx: NodeContext) -> dict[str, Any]:
+    _release.wait(10.0)  # ignores cancel: the only node actor stays busy
+    return {}
+
+
+_release = threading.Event()
+
+
+def test_a_node_that_never_started_counts_no_attempt(make_engine: EngineFactory) -> None:
+    """One node actor: `stuck` holds it, so `queued` is handed out but never starts; HALT
+    ends the execution and `queued` is skipped. Its `attempts` in the terminal event's
+    `nodes` (what `execution` shows) is 0, as for a node never handed out: no
+    `node_started` was published for it."""
+    engine = make_engine({"daemon": {"node_actors": 1, "supervisors": 1}})
+    recorder = Recorder().follow(engine)
+    wf = Workflow("one_actor", nodes=[
+        Node("stuck", _stuck, timeout_s=30.0),
+        Node("queued", _echo),
+        Node("after", _echo, depends_on=["queued"]),
+    ])
+    try:
+        handle = engine.submit(wf)
+        recorder.wait_for(lambda evs: bool(_of(evs, handle.execution_id, {"node_started"})))
+        engine.ref.ask(Halt(reason="test"))
+        result = handle.result(timeout=5)
+        terminal = _terminal(recorder, handle.execution_id)
+        events = recorder.for_execution(handle.execution_id)
+    finally:
+        _release.set()
+    assert result.status == "halted"
+    assert {e["node_id"] for e in events if e["type"] == "node_started"} == {"stuck"}
+    nodes = terminal["nodes"]
+    assert nodes["queued"] == {"status": "skipped", "attempts": 0}, nodes
+    assert nodes["after"] == {"status": "skipped", "attempts": 0}, nodes
+    assert nodes["stuck"] == {"status": "cancelled", "attempts": 1}, nodes
