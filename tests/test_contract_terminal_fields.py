@@ -1,10 +1,13 @@
-"""CONTRACT.md section 5's event table, read as an outside test would: each terminal event
+"""CONTRACT.md sections 5 and 6 read as an outside test would: each terminal event
 (`execution_completed` / `_failed` / `_halted` / `_cancelled`) carries `duration_ms`,
-`status`, `results` or `error`, and `error_type` (None when the execution completed)."""
+`status`, `results` or `error`, and `error_type` (None when the execution completed); an
+execution's `nodes` count only attempts that started and list nodes not started yet as
+`pending`."""
 
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 from actors import Engine, Node, NodeContext, Workflow
@@ -118,3 +121,39 @@ def test_a_node_that_never_started_counts_no_attempt(make_engine: EngineFactory)
     assert nodes["queued"] == {"status": "skipped", "attempts": 0}, nodes
     assert nodes["after"] == {"status": "skipped", "attempts": 0}, nodes
     assert nodes["stuck"] == {"status": "cancelled", "attempts": 1}, nodes
+
+
+def test_the_execution_view_lists_nodes_not_started_yet_as_pending(
+        make_engine: EngineFactory, tmp_path: Path) -> None:
+    """CONTRACT 6's `execution` shows every node; `pending` (CONTRACT 5's node statuses)
+    for one not started yet: of a running execution and of a queued one."""
+    engine = make_engine({"daemon": {"data_dir": str(tmp_path),
+                                     "max_concurrent_executions": 1}})
+    recorder = Recorder().follow(engine)
+    gate = threading.Event()
+
+    def held(ctx: NodeContext) -> dict[str, Any]:
+        gate.wait(10.0)
+        return {}
+
+    wf = Workflow("two_steps", nodes=[Node("first", held), Node("second", _echo,
+                                                                depends_on=["first"])])
+    try:
+        running = engine.submit(wf)
+        queued = engine.submit(wf)
+        recorder.wait_for(lambda evs: bool(_of(evs, running.execution_id, {"node_started"})))
+        view = engine.execution(running.execution_id)
+        queued_view = engine.execution(queued.execution_id)
+    finally:
+        gate.set()
+    assert view is not None and queued_view is not None
+    assert view["status"] == "running"
+    assert view["nodes"] == {"first": {"status": "running", "attempts": 1},
+                             "second": {"status": "pending", "attempts": 0}}
+    assert queued_view["status"] == "queued"
+    assert queued_view["nodes"] == {"first": {"status": "pending", "attempts": 0},
+                                    "second": {"status": "pending", "attempts": 0}}
+    assert queued.result(timeout=5).status == "completed"
+    done = engine.execution(queued.execution_id)
+    assert done is not None
+    assert [n["status"] for n in done["nodes"].values()] == ["completed", "completed"]
