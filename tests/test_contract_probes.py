@@ -157,3 +157,4 @@ def test_the_execution_view_lists_nodes_not_started_yet_as_pending(
     done = engine.execution(queued.execution_id)
     assert done is not None
     assert [n["status"] for n in done["nodes"].values()] == ["completed", "completed"]
+
