@@ -37,6 +37,9 @@ log = structlog.get_logger("tradeloom.engine")
 #: was sequenced before it to be committed; then it reads what is.
 QUERY_WAIT_S = 1.0
 
+#: Statuses of an execution still in this process (queued or running).
+_LIVE = frozenset({ExecutionStatus.QUEUED.value, ExecutionStatus.RUNNING.value})
+
 
 class JournalSide:
     """Recovery, journal failure handling and history queries, for `Engine`."""
@@ -121,7 +124,24 @@ class JournalSide:
 
     def execution(self, execution_id: str) -> dict[str, Any] | None:
         """One execution from the journal (its nodes, results, times), or None."""
-        return self._caught_up().journal.execution(execution_id)
+        found = self._caught_up().journal.execution(execution_id)
+        if found is not None and found.get("status") in _LIVE:
+            self._add_pending_nodes(found)
+        return found
+
+    def _add_pending_nodes(self, found: dict[str, Any]) -> None:
+        """The journal knows a node from its events only: a live execution's nodes that
+        have none yet are `pending` (a status CONTRACT 5 names for `execution.nodes`).
+        Filled from the workflow the engine knows under that id, if its nodes match."""
+        with self._lock:
+            entry = self._workflows.get(found.get("workflow_id", ""))
+        nodes = found.get("nodes")
+        if entry is None or not isinstance(nodes, dict):
+            return
+        ids = [node.id for node in entry[0].nodes]
+        if not nodes.keys() <= set(ids):
+            return  # another definition under that id: say nothing rather than guess
+        found["nodes"] = {i: nodes.get(i) or {"status": "pending", "attempts": 0} for i in ids}
 
     def executions(self, workflow: str | None = None, status: str | None = None,
                    limit: int = 100) -> list[dict[str, Any]]:

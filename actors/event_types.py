@@ -200,11 +200,13 @@ class _EndedWithError(_Ended):
 
 
 class ExecutionCompleted(_Ended):
-    """Every node completed or was skipped by a condition: `status: "completed"`."""
+    """Every node completed or was skipped by a condition: `status: "completed"`;
+    `error_type` is None (the contract lists it on every terminal event)."""
 
     type: Literal["execution_completed"]
     status: Literal["completed"]
     results: dict[str, Any]
+    error_type: None
 
 
 class ExecutionFailed(_EndedWithError):

@@ -207,7 +207,9 @@ class Execution:
             elif status is _RUNNING:
                 run = self.runs.get(i)
                 if run is not None and not run.started:
-                    events.append(self._skip(i, ending.skip_reason))  # queued: it never will
+                    # Queued in the pool: it never will start, so it made no attempt.
+                    self.attempts[i] = run.attempt - 1
+                    events.append(self._skip(i, ending.skip_reason))
                 else:
                     self.node_status[i] = _CANCELLED
                     if run is not None:
@@ -215,9 +217,10 @@ class Execution:
         terminal: Event = {**self.head, "type": ending.terminal_event,
                            "duration_ms": self.duration_ms(now), "status": ending.status.value,
                            "results": dict(self.outputs), "nodes": self.node_summary()}
+        # CONTRACT 5 lists `error_type` on every terminal event: None when it completed.
+        terminal["error_type"] = ending.error_type
         if ending.error_type is not None:
             terminal["error"] = ending.error
-            terminal["error_type"] = ending.error_type
         events.append(terminal)
         return running
 

@@ -12,7 +12,7 @@ SCHEMA_FIELDS: dict[str, set[str]] = {
     "node_retrying": {"node_id", "attempt", "delay_ms", "error_type"},
     "node_skipped": {"node_id", "reason"},
     "progress": {"nodes_completed", "nodes_total", "nodes_in_progress", "eta_ms"},
-    "execution_completed": {"duration_ms", "status", "results"},
+    "execution_completed": {"duration_ms", "status", "results", "error_type"},
     "execution_failed": {"duration_ms", "status", "error", "error_type"},
     "execution_halted": {"duration_ms", "status", "error", "error_type"},
     "execution_cancelled": {"duration_ms", "status", "error", "error_type"},
