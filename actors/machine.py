@@ -191,10 +191,13 @@ class Execution:
         return self._advance(step, now)
 
     def close(self, ending: Ending, failed_node: int | None, now: float,
-              events: list[Event]) -> list[NodeRun]:
+              events: list[Event], *, skip_events: bool = True) -> list[NodeRun]:
         """End the execution: append the skips and the terminal event to `events` and
         return the runs still going, for the caller to cancel. Call it under the
-        sequencing lock: a run's `started` flag is written under it."""
+        sequencing lock: a run's `started` flag is written under it.
+
+        `skip_events=False` for one that never left the queue: its nodes are marked
+        skipped, but its `execution_started` comes right before its terminal event."""
         self.closed = True
         self.status = ending.status
         downstream = (frozenset(self.workflow.descendants[failed_node])
@@ -203,7 +206,9 @@ class Execution:
         for i, status in enumerate(self.node_status):
             if status is _PENDING:
                 reason = SkipReason.UPSTREAM_FAILED if i in downstream else ending.skip_reason
-                events.append(self._skip(i, reason))
+                skipped = self._skip(i, reason)
+                if skip_events:
+                    events.append(skipped)
             elif status is _RUNNING:
                 run = self.runs.get(i)
                 if run is not None and not run.started:

@@ -213,14 +213,14 @@ class SupervisorActor(ExecutionClosing, EngineActorBase):
         self._live[exe.id] = exe
         started = exe.start(now)
         if exe.ending_on_start is not None:
-            self._close(exe, exe.ending_on_start, [started])
+            self._close(exe, exe.ending_on_start, [started], queued=True)
             return
         with self._sink.lock:  # HALT and execution_started in one step: never after HALT
             halted = self._gate.state is _HALT and not exe.exempt_from_halt
             if not halted:
                 self._sink.emit_locked([started])
         if halted:
-            self._close(exe, Ending.halted("the engine is in HALT"), [started])
+            self._close(exe, Ending.halted("the engine is in HALT"), [started], queued=True)
             return
         timeout_s = exe.workflow.timeout_s
         if timeout_s is not None:

@@ -42,12 +42,15 @@ class ExecutionClosing:
         raise NotImplementedError  # SupervisorActor's
 
     def _close(self, exe: Execution, ending: Ending, events: list[Event] | None = None,
-               failed_node: int | None = None) -> None:
+               failed_node: int | None = None, *, queued: bool = False) -> None:
+        """End `exe` with `ending`, after `events`. `queued`: it never left the queue (its
+        `execution_started` is in `events`); no node_skipped between it and the end."""
         if exe.closed:
             return
         events = events if events is not None else []
         with self._sink.lock:
-            runs = exe.close(ending, failed_node, self._clock.monotonic(), events)
+            runs = exe.close(ending, failed_node, self._clock.monotonic(), events,
+                             skip_events=not queued)
             for run in runs:
                 if self._deferred_wakes is None:
                     run.cancel()
@@ -107,7 +110,7 @@ class ExecutionClosing:
                    "priority": exe.priority}] if unstarted else []
         if not exe.closed:
             try:
-                self._close(exe, ending, prefix)
+                self._close(exe, ending, prefix, queued=unstarted)
                 return
             except Exception as again:
                 log.error("supervisor_error", execution_id=exe.id, error=describe(again),

@@ -148,11 +148,16 @@ def blocking_workflow(probe: Probe, wf_id: str = "blocked") -> Workflow:
 
 
 def check_halted_execution(events: list[dict[str, Any]], node_ids: Iterable[str]) -> None:
-    """A halted execution: one terminal execution_halted, last; every node that never
-    started is node_skipped with reason "halted"; no node both started and skipped."""
+    """A halted execution: one terminal execution_halted, last; if it left the queue,
+    every node that never started is node_skipped with reason "halted" and no node both
+    started and skipped; one halted while still queued has only its execution_started
+    right before the execution_halted (CONTRACT 5)."""
     eid = events[0]["execution_id"]
     types = [e["type"] for e in events]
     assert types[0] == "execution_started", (eid, types)
+    if types == ["execution_started", "execution_halted"]:
+        assert events[-1]["status"] == "halted" and events[-1]["error_type"] == "Halted"
+        return
     terminals = [e for e in events if e["type"] in TERMINAL_TYPES]
     assert len(terminals) == 1, (eid, types)
     terminal = terminals[0]
@@ -356,8 +361,11 @@ def test_queued_executions_end_halted_without_starting(make_engine: EngineFactor
         assert result.error_type == "Halted"
     for handle in queued:
         evs = rec.for_execution(handle.execution_id)
+        # Ended while queued: its execution_started right before its terminal event.
+        assert [e["type"] for e in evs] == ["execution_started", "execution_halted"], evs
         check_halted_execution(evs, ("p", "t", "a"))
-        assert not [e for e in evs if e["type"] == "node_started"], evs
+        nodes = evs[-1]["nodes"]
+        assert {n: v["status"] for n, v in nodes.items()} == dict.fromkeys("pta", "skipped")
     assert probe.count("p_in") == 1
     assert engine.status()["running"] == 0
     assert engine.status()["queued"] == 0
