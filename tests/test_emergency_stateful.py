@@ -204,7 +204,8 @@ class KillSwitchModel:
                                       (exceeded, model.exceeded, "risk_limit_exceeded")):
             if crossed and not before:  # once per upward crossing
                 self.expected.append({"type": kind, "limit": name, "value": new,
-                                      "threshold": model.threshold})
+                                      "threshold": model.threshold,
+                                      "utilization": new / model.threshold})
                 event(f"{kind} {name}")
         self.limits[name] = replace(model, value=new, warned=warned, exceeded=exceeded,
                                     fed_at=now, stale=False)
@@ -576,7 +577,10 @@ class EngineKillSwitchMachine(RuleBasedStateMachine):
     @invariant()
     def state_is_the_models(self) -> None:
         assert self.engine.state is self.model.state
-        assert self.engine.status()["state"] == self.model.state.value
+        status = self.engine.status()
+        assert status["state"] == self.model.state.value
+        for name, m in self.model.limits.items():
+            assert status["limits"][name]["value"] == m.value
 
     @invariant()
     def limits_are_the_models(self) -> None:
