@@ -238,7 +238,11 @@ class EmergencyGate:
 
     def _apply_verdicts_locked(self, verdicts: Sequence[Verdict]) -> str | None:
         events = [e for v in verdicts for e in v.events]
-        breach = next((v for v in verdicts if v.breach), None)
+        # REDUCE_ONLY (entered, often from HALT, to close positions) is halted again only
+        # by a figure that rose: one still over but falling is the reduction working, and
+        # halting on it would refuse the very actions that reduce it.
+        reducing = self.state is EmergencyState.REDUCE_ONLY
+        breach = next((v for v in verdicts if v.breach and (v.rose or not reducing)), None)
         if breach is None or self.state is EmergencyState.HALT:
             if events:
                 self._sink.emit_locked(events)

@@ -90,6 +90,9 @@ class Verdict:
     limit: LimitState
     events: list[dict[str, Any]]
     breach: bool
+    #: The figure went up (or is the engine's own count): in REDUCE_ONLY only a breach that
+    #: rose halts again; one falling while still over is the reduction working.
+    rose: bool = True
 
 
 class RiskBook:
@@ -152,10 +155,11 @@ class RiskBook:
             new = limit.value + figure
         if not math.isfinite(new):  # finite inputs can still overflow
             raise ValueError(f"{arg}={figure!r} would make risk limit {name!r} non-finite")
+        rose = new > limit.value
         limit.value, limit.peak_equity = new, peak
         limit.fed_at = self._clock.monotonic()
         limit.stale = False
-        return self._judge(limit)
+        return self._judge(limit, rose)
 
     def note_action(self, now: float) -> tuple[list[Verdict], float]:
         """An action wants to start now. Returns the verdicts and how long it must wait.
@@ -264,7 +268,7 @@ class RiskBook:
 
     # -- judging -----------------------------------------------------------------------------
 
-    def _judge(self, limit: LimitState) -> Verdict:
+    def _judge(self, limit: LimitState, rose: bool = True) -> Verdict:
         events: list[dict[str, Any]] = []
         # action_rate counts the start being asked for, so its breach is going over.
         over = (limit.value > limit.threshold if limit.kind == "action_rate"
@@ -283,7 +287,7 @@ class RiskBook:
             breach = limit.auto_halt
         else:
             limit.exceeded = False
-        return Verdict(limit, events, breach)
+        return Verdict(limit, events, breach, rose)
 
     def _event(self, kind: str, limit: LimitState) -> dict[str, Any]:
         return {"v": 1, "type": kind, "limit": limit.name, "kind": limit.kind,

@@ -13,7 +13,8 @@ the gate against it and tests/test_emergency_engine_stateful.py a real Engine:
   would make the figure non-finite are refused and change nothing. Otherwise one
   `risk_limit_warning` per upward crossing of warn_at x threshold, one `risk_limit_exceeded`
   per crossing of the threshold, and HALT (`source: "risk_limit"`) for an auto_halt limit at
-  or over its threshold, from any other state (REDUCE_ONLY too).
+  or over its threshold, from NORMAL or ALERT; from REDUCE_ONLY only when the figure rose
+  (one falling while still over is positions being closed).
 - A limit fed nothing for `stale_after_s` raises the state to ALERT (HALT with auto_halt),
   `source: "stale_feed"`, never lowering it; its silence is then counted again.
 - HALT admits no node (but an on-halt hook's); REDUCE_ONLY admits actions only when they
@@ -173,7 +174,9 @@ class KillSwitchModel:
                 event(f"{kind} {name}")
         self.limits[name] = replace(model, value=new, warned=warned, exceeded=exceeded,
                                     fed_at=now, stale=False)
-        if exceeded and model.auto_halt and self.state is not HALT:
+        rose = new > model.value
+        if (exceeded and model.auto_halt and self.state is not HALT
+                and (rose or self.state is not REDUCE_ONLY)):
             event(f"{self.state.value} -> HALT by limit {name}")
             self.change_to(HALT, Mentions(name), "risk_limit", "engine")
         return None

@@ -73,6 +73,30 @@ def test_a_nan_figure_leaves_an_exceeded_limit_armed_and_resume_refused(
     assert engine.state is EmergencyState.HALT
 
 
+def test_reduce_only_out_of_a_halt_lets_positions_close_until_the_figure_rises(
+        make_engine: EngineFactory) -> None:
+    """REDUCE_ONLY from HALT is how positions close (CONTRACT 7): a figure still over the
+    threshold but falling must not halt it again, or the reducing action is refused; a
+    figure that rises does halt it again."""
+    engine = make_engine(limits({"name": "pos", "kind": "position_size",
+                                 "threshold": 100.0}))
+    calls: list[str] = []
+    close = Workflow("close_position", nodes=[
+        Node("sell", lambda ctx: calls.append(ctx.idempotency_key), category="action",
+             reduces_risk=True)])
+    engine.risk_update("pos", value=150.0)
+    assert engine.state is EmergencyState.HALT
+    engine.reduce_only("close the position")
+    engine.risk_update("pos", value=140.0)  # falling, still over
+    engine.risk_update("pos", value=140.0)  # the same figure again
+    assert engine.state is EmergencyState.REDUCE_ONLY
+    result = engine.submit(close).result(timeout=WAIT_S)
+    assert result.status == "completed" and len(calls) == 1, result
+    engine.risk_update("pos", value=145.0)  # rising again: halt
+    assert engine.state is EmergencyState.HALT
+    assert engine.status()["state"] == "HALT"
+
+
 @pytest.mark.parametrize("kwargs, error, named", [
     ({"value": True}, TypeError, "value"),
     ({"delta": False}, TypeError, "delta"),
