@@ -89,11 +89,11 @@ def test_reduce_only_out_of_a_halt_lets_positions_close_until_the_figure_rises(
     engine.reduce_only("close the position")
     engine.risk_update("pos", value=140.0)  # falling, still over
     engine.risk_update("pos", value=140.0)  # the same figure again
-    assert engine.state is EmergencyState.REDUCE_ONLY
+    assert state_now(engine) is EmergencyState.REDUCE_ONLY
     result = engine.submit(close).result(timeout=WAIT_S)
     assert result.status == "completed" and len(calls) == 1, result
     engine.risk_update("pos", value=145.0)  # rising again: halt
-    assert engine.state is EmergencyState.HALT
+    assert state_now(engine) is EmergencyState.HALT
     assert engine.status()["state"] == "HALT"
 
 
