@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import signal
@@ -37,10 +38,23 @@ def parse_inputs(pairs: Sequence[str]) -> dict[str, Any]:
         if not sep or not key:
             raise UsageError(f"--input {pair!r}: expected key=value")
         try:
-            inputs[key] = json.loads(raw)
+            inputs[key] = json.loads(raw, parse_constant=_not_json, parse_float=_finite_float)
         except ValueError:
             inputs[key] = raw
     return inputs
+
+
+def _not_json(constant: str) -> float:
+    # Python's json reads NaN and Infinity, which JSON has not: `x=NaN` stays the string
+    # "NaN" (the engine and the daemon refuse a non-finite input).
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999: JSON's syntax, but no float holds it
+        raise ValueError(f"{text} overflows a float")
+    return value
 
 
 def format_event(event: Event) -> str:
