@@ -136,7 +136,9 @@ def _emergency_parsers(sub: Any) -> None:
                        help="even while an auto_halt limit is exceeded")
     reduce_only = _parser(sub, "reduce-only", "enter REDUCE_ONLY: only risk-reducing actions",
                           "Enter REDUCE_ONLY: only action nodes marked reduces_risk run "
-                          f"(allowed from HALT, to close positions). {refused}",
+                          "(allowed from HALT, to close positions, and while a limit is "
+                          "exceeded: it is never refused). Exit 0; 3 when the daemon is "
+                          "unreachable.",
                           "tradeloom reduce-only --reason 'close positions'")
     reduce_only.add_argument("--reason", required=True, metavar="TEXT")
     for parser, op in ((halt, "halt"), (resume, "resume"), (alert, "alert"),
