@@ -152,7 +152,16 @@ def cmd_keys(args: argparse.Namespace) -> int:
     if directory.exists() and not directory.is_dir():
         raise UsageError(f"{directory} exists and is not a directory")
     directory.mkdir(parents=True, exist_ok=True)
-    public, secret = zmq.auth.create_certificates(str(directory), args.name)
+    # The secret key is readable by its owner only, from its first byte (zmq writes both
+    # files with the process umask: 0644 under the usual 022). The public key is public.
+    # A file written over would keep its old mode: a new key goes into a new file.
+    (directory / f"{args.name}.key_secret").unlink(missing_ok=True)
+    umask = os.umask(0o077)
+    try:
+        public, secret = zmq.auth.create_certificates(str(directory), args.name)
+    finally:
+        os.umask(umask)
+    os.chmod(public, 0o644 & ~umask)
     print(f"public key: {public}\nsecret key: {secret}")
     return EXIT_OK
 
