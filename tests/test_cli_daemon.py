@@ -201,6 +201,9 @@ def test_bad_arguments_are_one_line_and_exit_2() -> None:
         one_error_line(run_cli(*command), 2, f"tradeloom {command[0]}: error:", "--help")
     one_error_line(run_cli("intents", "--resolve", "k"), 2, "--outcome")
     one_error_line(run_cli("intents", "--note", "n"), 2, "--resolve")
+    # Past 64 bits the wire sent it as a string: "field 'priority' must be an integer, not str".
+    one_error_line(run_cli("submit", "w", "--priority", str(2 ** 63)), 2, "--priority",
+                   "2**63")
 
 
 @pytest.mark.parametrize("flag,endpoint", [
