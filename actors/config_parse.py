@@ -79,7 +79,23 @@ def parse(raw: Mapping[str, Any], *, base_dir: str | Path | None = None) -> Conf
         webhooks=parse_webhooks(raw.get("webhooks", [])),
     )
     _check_ranges(config)
+    _check_workflow_ids(config)
     return config
+
+
+def _check_workflow_ids(config: Config) -> None:
+    """One Workflow per id: the engine refuses a second object under a registered id (a
+    submit by id must never run something else), so say it here, naming the key, and not
+    at registration (an "unexpected ValueError") or when HALT submits a hook."""
+    first: dict[str, tuple[Any, str]] = {}
+    refs = [(entry.workflow, f"workflows[{i}].ref") for i, entry in enumerate(config.workflows)]
+    refs += [(hook.workflow, f"emergency.on_halt[{i}].ref")
+             for i, hook in enumerate(config.emergency.on_halt)]
+    for workflow, key in refs:
+        seen = first.setdefault(workflow.id, (workflow, key))
+        if seen[0] is not workflow:
+            raise ConfigError(f"{key}: workflow id {workflow.id!r} is already taken by "
+                              f"another Workflow ({seen[1]})")
 
 
 
@@ -301,7 +317,9 @@ def import_ref(ref: str, *, base_dir: str | Path | None = None, key: str = "ref"
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # noqa: BLE001 - any import-time failure is a config error
-        raise ConfigError(f"{key}: cannot import {module_name!r}: {exc}") from None
+        # One line, whatever the module raised (its message may span several).
+        raise ConfigError(f"{key}: cannot import {module_name!r}: "
+                          f"{' '.join(str(exc).split())}") from None
     try:
         obj = getattr(module, attr)
     except AttributeError:

@@ -222,6 +222,13 @@ def test_a_malformed_endpoint_in_the_config_names_its_key(tmp_path: Path) -> Non
                    2, "[transport] control", "'localhost'")
 
 
+def test_a_config_that_is_not_utf8_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    config = tmp_path / "latin1.toml"
+    config.write_bytes(b'[transport]\ncontrol = "tcp://caf\xe9:7451"\n')
+    one_error_line(run_cli("status", "--config", str(config), "--timeout", "1"), 2,
+                   "not UTF-8")
+
+
 def test_wildcard_bind_addresses_are_reached_on_loopback() -> None:
     assert connect_endpoint("tcp://0.0.0.0:7451") == "tcp://127.0.0.1:7451"
     assert connect_endpoint("tcp://*:7450") == "tcp://127.0.0.1:7450"

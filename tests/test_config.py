@@ -342,10 +342,49 @@ def test_a_module_that_fails_on_import_is_a_config_error(
         sys.modules.pop(name, None)
 
 
+def test_a_multi_line_import_error_is_one_line(
+        module_dir: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    directory, _ = module_dir
+    name = f"broken_{uuid.uuid4().hex[:12]}"
+    (directory / f"{name}.py").write_text("raise RuntimeError('first\\n  second')\n")
+    monkeypatch.chdir(directory)
+    try:
+        with pytest.raises(ConfigError) as exc:
+            Config.from_dict({"workflows": [{"ref": f"{name}:workflow"}]})
+    finally:
+        sys.modules.pop(name, None)
+    assert str(exc.value).endswith("first second") and "workflows[0].ref" in str(exc.value)
+
+
+def test_two_workflows_under_one_id_are_refused_naming_the_key(
+        module_dir: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    directory, module = module_dir
+    (directory / f"{module}.py").write_text(WORKFLOW_MODULE + textwrap.dedent("""
+        other = Workflow("cfg_wf", nodes=[Node("price", price, category="provider")])
+    """))
+    monkeypatch.chdir(directory)
+    same_twice = Config.from_dict({"workflows": [{"ref": f"{module}:workflow"},
+                                                 {"ref": f"{module}:workflow"}]})
+    assert len(same_twice.workflows) == 2  # one Workflow listed twice is fine
+    with pytest.raises(ConfigError, match=r"^workflows\[1\]\.ref: .*'cfg_wf'.*workflows\[0\]"):
+        Config.from_dict({"workflows": [{"ref": f"{module}:workflow"},
+                                        {"ref": f"{module}:other"}]})
+    with pytest.raises(ConfigError, match=r"^emergency\.on_halt\[0\]\.ref: .*'cfg_wf'"):
+        Config.from_dict({"workflows": [{"ref": f"{module}:workflow"}],
+                          "emergency": {"on_halt": [{"ref": f"{module}:other"}]}})
+
+
 def test_load_of_invalid_toml_is_a_config_error(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_text("[daemon\nmax_concurrent_executions = \n")
     with pytest.raises(ConfigError, match=r"bad\.toml"):
+        Config.load(path)
+
+
+def test_load_of_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b"[daemon]\ndata_dir = \"caf\xe9\"\n")
+    with pytest.raises(ConfigError, match=r"latin1\.toml: not UTF-8"):
         Config.load(path)
 
 

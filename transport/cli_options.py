@@ -145,6 +145,8 @@ def _read_config(path: str) -> tuple[TransportConfig, ClientConfig]:
         raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     config = Config.from_dict({key: raw[key] for key in ("transport", "client") if key in raw})
     return config.transport or TransportConfig(), config.client
 
