@@ -158,6 +158,9 @@ def zone(name: str) -> ZoneInfo:
 def _check_ranges(config: Config) -> None:
     d, r, e, j = config.daemon, config.resilience, config.emergency, config.journal
     checks = [
+        # "" would be the working directory for the daemon, and no journal in-process.
+        (d.data_dir != "", "daemon.data_dir must not be empty (\".\" for the working "
+                           "directory)"),
         (d.max_concurrent_executions >= 1, "daemon.max_concurrent_executions must be >= 1"),
         (d.max_queued_executions >= 0, "daemon.max_queued_executions must be >= 0"),
         (d.supervisors >= 1, "daemon.supervisors must be >= 1"),

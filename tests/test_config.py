@@ -290,6 +290,8 @@ def test_missing_required_key_is_refused_naming_it(raw: dict[str, Any], key: str
 
 @pytest.mark.parametrize(("raw", "key"), [
     ({"daemon": {"max_concurrent_executions": 0}}, "max_concurrent_executions"),
+    # The daemon put its journal in the working directory; in-process it meant none.
+    ({"daemon": {"data_dir": ""}}, "daemon.data_dir"),
     ({"resilience": {"timeout_s": 0}}, "timeout_s"),
     ({"resilience": {"backoff_min_s": 5.0, "backoff_max_s": 1.0}}, "backoff_min_s"),
     ({"emergency": {"warn_at": 1.5}}, "warn_at"),
