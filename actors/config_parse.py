@@ -186,12 +186,24 @@ def _check_ranges(config: Config) -> None:
     ]
     if config.transport is not None:
         checks.append((config.transport.heartbeat_s > 0, "transport.heartbeat_s must be > 0"))
+        for key in ("events", "control"):
+            endpoint = getattr(config.transport, key)
+            checks.append((BIND_ENDPOINT.fullmatch(endpoint) is not None,
+                           f"transport.{key} must be an endpoint such as "
+                           f"tcp://127.0.0.1:7450, not {endpoint!r}"))
     for entry_index, entry in enumerate(config.workflows):
         if entry.every_s is not None:
             checks.append((entry.every_s > 0, f"workflows[{entry_index}].every_s must be > 0"))
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+
+
+#: What the daemon can bind: tcp://[source;]host:port (port a number or `*`: any free
+#: one), ipc://path, or another transport ZeroMQ knows as `scheme://address`. Anything
+#: else would stop start-up with zmq's "Invalid argument", not naming the key.
+BIND_ENDPOINT = re.compile(r"tcp://(?:[^;\s]*;)?(?:[^\s:;\[\]]+|\[[0-9A-Fa-f:.]+\]):(?:\d{1,5}|\*)"
+                           r"|(?:ipc|inproc|ws|wss|pgm|epgm|tipc|vmci)://\S+")
 
 
 def _table(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:

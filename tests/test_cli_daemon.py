@@ -219,7 +219,7 @@ def test_a_malformed_endpoint_in_the_config_names_its_key(tmp_path: Path) -> Non
     config = tmp_path / "client.toml"
     config.write_text('[transport]\ncontrol = "localhost"\n')
     one_error_line(run_cli("halt", "--reason", "r", "--config", str(config), "--timeout", "1"),
-                   2, "[transport] control", "'localhost'")
+                   2, "transport.control", "'localhost'")
 
 
 def test_a_config_that_is_not_utf8_is_one_line_and_exit_2(tmp_path: Path) -> None:

@@ -86,6 +86,14 @@ def test_transport_defaults_match_the_contract() -> None:
     assert transport.heartbeat_s == 1.0
 
 
+@pytest.mark.parametrize("endpoint", [
+    "tcp://127.0.0.1:7450", "tcp://127.0.0.1:*", "tcp://*:7450", "tcp://[::1]:7450",
+    "tcp://lo:7450", "tcp://localhost:7450", "ipc:///tmp/tradeloom.sock", "inproc://x"])
+def test_bindable_endpoints_are_accepted(endpoint: str) -> None:
+    transport = Config.from_dict({"transport": {"events": endpoint}}).transport
+    assert transport is not None and transport.events == endpoint
+
+
 def test_an_integer_is_accepted_where_a_number_is_expected() -> None:
     config = Config.from_dict({"resilience": {"timeout_s": 5}, "emergency": {"warn_at": 1}})
     assert config.resilience.timeout_s == 5.0 and isinstance(config.resilience.timeout_s, float)
@@ -292,6 +300,10 @@ def test_missing_required_key_is_refused_naming_it(raw: dict[str, Any], key: str
     ({"daemon": {"max_concurrent_executions": 0}}, "max_concurrent_executions"),
     # The daemon put its journal in the working directory; in-process it meant none.
     ({"daemon": {"data_dir": ""}}, "daemon.data_dir"),
+    # zmq's bind said "Invalid argument", or "garbage ... is not a loopback address".
+    ({"transport": {"events": "garbage"}}, "transport.events"),
+    ({"transport": {"control": "tcp://127.0.0.1:port"}}, "transport.control"),
+    ({"transport": {"control": "tcp://127.0.0.1"}}, "transport.control"),
     ({"resilience": {"timeout_s": 0}}, "timeout_s"),
     ({"resilience": {"backoff_min_s": 5.0, "backoff_max_s": 1.0}}, "backoff_min_s"),
     ({"emergency": {"warn_at": 1.5}}, "warn_at"),

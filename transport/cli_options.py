@@ -123,7 +123,7 @@ def connection(args: argparse.Namespace) -> Connection:
 
 #: What a client can connect to: tcp://host:port (a numeric port), ipc://path, and the
 #: other transports ZeroMQ knows, as `scheme://address`.
-_ENDPOINT = re.compile(r"(?:tcp://(?:[^\s:]+|\[[0-9A-Fa-f:.]+\]):\d{1,5}"
+_ENDPOINT = re.compile(r"(?:tcp://(?:[^;\s]*;)?(?:[^\s:;]+|\[[0-9A-Fa-f:.]+\]):\d{1,5}"
                        r"|(?:ipc|inproc|ws|wss|pgm|epgm|tipc|vmci)://\S+)")
 
 
