@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import signal
@@ -37,10 +38,23 @@ def parse_inputs(pairs: Sequence[str]) -> dict[str, Any]:
         if not sep or not key:
             raise UsageError(f"--input {pair!r}: expected key=value")
         try:
-            inputs[key] = json.loads(raw)
+            inputs[key] = json.loads(raw, parse_constant=_not_json, parse_float=_finite_float)
         except ValueError:
             inputs[key] = raw
     return inputs
+
+
+def _not_json(constant: str) -> float:
+    # Python's json reads NaN and Infinity, which JSON has not: `x=NaN` stays the string
+    # "NaN" (the engine and the daemon refuse a non-finite input).
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999: JSON's syntax, but no float holds it
+        raise ValueError(f"{text} overflows a float")
+    return value
 
 
 def format_event(event: Event) -> str:
@@ -138,7 +152,16 @@ def cmd_keys(args: argparse.Namespace) -> int:
     if directory.exists() and not directory.is_dir():
         raise UsageError(f"{directory} exists and is not a directory")
     directory.mkdir(parents=True, exist_ok=True)
-    public, secret = zmq.auth.create_certificates(str(directory), args.name)
+    # The secret key is readable by its owner only, from its first byte (zmq writes both
+    # files with the process umask: 0644 under the usual 022). The public key is public.
+    # A file written over would keep its old mode: a new key goes into a new file.
+    (directory / f"{args.name}.key_secret").unlink(missing_ok=True)
+    umask = os.umask(0o077)
+    try:
+        public, secret = zmq.auth.create_certificates(str(directory), args.name)
+    finally:
+        os.umask(umask)
+    os.chmod(public, 0o644 & ~umask)
     print(f"public key: {public}\nsecret key: {secret}")
     return EXIT_OK
 

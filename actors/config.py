@@ -203,6 +203,8 @@ class Config:
             raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:  # TOML is UTF-8
+            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
         return cls.from_dict(raw, base_dir=path.resolve().parent)
 
     @classmethod

@@ -79,7 +79,23 @@ def parse(raw: Mapping[str, Any], *, base_dir: str | Path | None = None) -> Conf
         webhooks=parse_webhooks(raw.get("webhooks", [])),
     )
     _check_ranges(config)
+    _check_workflow_ids(config)
     return config
+
+
+def _check_workflow_ids(config: Config) -> None:
+    """One Workflow per id: the engine refuses a second object under a registered id (a
+    submit by id must never run something else), so say it here, naming the key, and not
+    at registration (an "unexpected ValueError") or when HALT submits a hook."""
+    first: dict[str, tuple[Any, str]] = {}
+    refs = [(entry.workflow, f"workflows[{i}].ref") for i, entry in enumerate(config.workflows)]
+    refs += [(hook.workflow, f"emergency.on_halt[{i}].ref")
+             for i, hook in enumerate(config.emergency.on_halt)]
+    for workflow, key in refs:
+        seen = first.setdefault(workflow.id, (workflow, key))
+        if seen[0] is not workflow:
+            raise ConfigError(f"{key}: workflow id {workflow.id!r} is already taken by "
+                              f"another Workflow ({seen[1]})")
 
 
 
@@ -175,6 +191,9 @@ def _check_ranges(config: Config) -> None:
             # The value is not printed: an int past 4300 digits has no str().
             raise ConfigError(f"{key} must be an integer between {low} and {high}")
     checks = [
+        # "" would be the working directory for the daemon, and no journal in-process.
+        (d.data_dir != "", "daemon.data_dir must not be empty (\".\" for the working "
+                           "directory)"),
         (d.shutdown_grace_s >= 0, "daemon.shutdown_grace_s must be >= 0"),
         # Bounded above too: past a C int, gc.set_threshold / sched_setaffinity raise an
         # OverflowError at start instead of this one line.
@@ -193,12 +212,24 @@ def _check_ranges(config: Config) -> None:
     ]
     if config.transport is not None:
         checks.append((config.transport.heartbeat_s > 0, "transport.heartbeat_s must be > 0"))
+        for key in ("events", "control"):
+            endpoint = getattr(config.transport, key)
+            checks.append((BIND_ENDPOINT.fullmatch(endpoint) is not None,
+                           f"transport.{key} must be an endpoint such as "
+                           f"tcp://127.0.0.1:7450, not {endpoint!r}"))
     for entry_index, entry in enumerate(config.workflows):
         if entry.every_s is not None:
             checks.append((entry.every_s > 0, f"workflows[{entry_index}].every_s must be > 0"))
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+
+
+#: What the daemon can bind: tcp://[source;]host:port (port a number or `*`: any free
+#: one), ipc://path, or another transport ZeroMQ knows as `scheme://address`. Anything
+#: else would stop start-up with zmq's "Invalid argument", not naming the key.
+BIND_ENDPOINT = re.compile(r"tcp://(?:[^;\s]*;)?(?:[^\s:;\[\]]+|\[[0-9A-Fa-f:.]+\]):(?:\d{1,5}|\*)"
+                           r"|(?:ipc|inproc|ws|wss|pgm|epgm|tipc|vmci)://\S+")
 
 
 def _table(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
@@ -327,7 +358,9 @@ def import_ref(ref: str, *, base_dir: str | Path | None = None, key: str = "ref"
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # noqa: BLE001 - any import-time failure is a config error
-        raise ConfigError(f"{key}: cannot import {module_name!r}: {exc}") from None
+        # One line, whatever the module raised (its message may span several).
+        raise ConfigError(f"{key}: cannot import {module_name!r}: "
+                          f"{' '.join(str(exc).split())}") from None
     try:
         obj = getattr(module, attr)
     except AttributeError:

@@ -173,6 +173,12 @@ def test_input_values_are_json_when_they_parse_else_strings(workdir: Path) -> No
         "eq": ("a=b", "a=b"),
         "empty": ("", ""),
         "spaced": ("two words", "two words"),
+        # Not JSON (Python's json reads them): kept as strings, never a NaN or an inf.
+        "nan": ("NaN", "NaN"),
+        "inf": ("Infinity", "Infinity"),
+        "ninf": ("-Infinity", "-Infinity"),
+        "nested": ('{"a": NaN}', '{"a": NaN}'),
+        "huge": ("1e999", "1e999"),
     }
     args = [arg for key, (raw, _) in pairs.items() for arg in ("--input", f"{key}={raw}")]
     proc = tradeloom(workdir, "run", "cliwf:workflow", "--json", *args)

@@ -164,7 +164,9 @@ def test_ctrl_c_while_waiting_exits_130_and_the_execution_goes_on(
 def test_submit_errors(daemon: DaemonProcess) -> None:
     one_error_line(daemon.cli("submit", "no_such_flow"), 1, "unknown_workflow")
     one_error_line(daemon.cli("submit", "cli_ok", "--input", "novalue"), 2, "key=value")
-    one_error_line(daemon.cli("submit", "cli_ok", "--input", "x=NaN"), 2, "bad_request")
+    # NaN is not JSON: the string "NaN" (the daemon refuses a non-finite input:
+    # tests/test_transport_control.py).
+    assert EXECUTION_ID.match(ok(daemon.cli("submit", "cli_ok", "--input", "x=NaN")).strip())
 
 
 # -- the kill switch -----------------------------------------------------------------------
@@ -199,6 +201,32 @@ def test_bad_arguments_are_one_line_and_exit_2() -> None:
         one_error_line(run_cli(*command), 2, f"tradeloom {command[0]}: error:", "--help")
     one_error_line(run_cli("intents", "--resolve", "k"), 2, "--outcome")
     one_error_line(run_cli("intents", "--note", "n"), 2, "--resolve")
+    # Past 64 bits the wire sent it as a string: "field 'priority' must be an integer, not str".
+    one_error_line(run_cli("submit", "w", "--priority", str(2 ** 63)), 2, "--priority",
+                   "2**63")
+
+
+@pytest.mark.parametrize("flag,endpoint", [
+    ("--control", "garbage"), ("--control", "tcp://127.0.0.1"),
+    ("--control", "tcp://127.0.0.1:port"), ("--events", "udp://127.0.0.1:7450")])
+def test_a_malformed_endpoint_is_one_line_and_exit_2(flag: str, endpoint: str) -> None:
+    # zmq's connect said "Invalid argument" and the CLI exited 1 with "unexpected ZMQError".
+    one_error_line(run_cli("status", flag, endpoint, "--timeout", "1"), 2, flag,
+                   repr(endpoint))
+
+
+def test_a_malformed_endpoint_in_the_config_names_its_key(tmp_path: Path) -> None:
+    config = tmp_path / "client.toml"
+    config.write_text('[transport]\ncontrol = "localhost"\n')
+    one_error_line(run_cli("halt", "--reason", "r", "--config", str(config), "--timeout", "1"),
+                   2, "transport.control", "'localhost'")
+
+
+def test_a_config_that_is_not_utf8_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    config = tmp_path / "latin1.toml"
+    config.write_bytes(b'[transport]\ncontrol = "tcp://caf\xe9:7451"\n')
+    one_error_line(run_cli("status", "--config", str(config), "--timeout", "1"), 2,
+                   "not UTF-8")
 
 
 def test_wildcard_bind_addresses_are_reached_on_loopback() -> None:

@@ -86,6 +86,14 @@ def test_transport_defaults_match_the_contract() -> None:
     assert transport.heartbeat_s == 1.0
 
 
+@pytest.mark.parametrize("endpoint", [
+    "tcp://127.0.0.1:7450", "tcp://127.0.0.1:*", "tcp://*:7450", "tcp://[::1]:7450",
+    "tcp://lo:7450", "tcp://localhost:7450", "ipc:///tmp/tradeloom.sock", "inproc://x"])
+def test_bindable_endpoints_are_accepted(endpoint: str) -> None:
+    transport = Config.from_dict({"transport": {"events": endpoint}}).transport
+    assert transport is not None and transport.events == endpoint
+
+
 def test_an_integer_is_accepted_where_a_number_is_expected() -> None:
     config = Config.from_dict({"resilience": {"timeout_s": 5}, "emergency": {"warn_at": 1}})
     assert config.resilience.timeout_s == 5.0 and isinstance(config.resilience.timeout_s, float)
@@ -290,6 +298,12 @@ def test_missing_required_key_is_refused_naming_it(raw: dict[str, Any], key: str
 
 @pytest.mark.parametrize(("raw", "key"), [
     ({"daemon": {"max_concurrent_executions": 0}}, "max_concurrent_executions"),
+    # The daemon put its journal in the working directory; in-process it meant none.
+    ({"daemon": {"data_dir": ""}}, "daemon.data_dir"),
+    # zmq's bind said "Invalid argument", or "garbage ... is not a loopback address".
+    ({"transport": {"events": "garbage"}}, "transport.events"),
+    ({"transport": {"control": "tcp://127.0.0.1:port"}}, "transport.control"),
+    ({"transport": {"control": "tcp://127.0.0.1"}}, "transport.control"),
     ({"resilience": {"timeout_s": 0}}, "timeout_s"),
     ({"resilience": {"backoff_min_s": 5.0, "backoff_max_s": 1.0}}, "backoff_min_s"),
     ({"emergency": {"warn_at": 1.5}}, "warn_at"),
@@ -366,10 +380,49 @@ def test_a_module_that_fails_on_import_is_a_config_error(
         sys.modules.pop(name, None)
 
 
+def test_a_multi_line_import_error_is_one_line(
+        module_dir: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    directory, _ = module_dir
+    name = f"broken_{uuid.uuid4().hex[:12]}"
+    (directory / f"{name}.py").write_text("raise RuntimeError('first\\n  second')\n")
+    monkeypatch.chdir(directory)
+    try:
+        with pytest.raises(ConfigError) as exc:
+            Config.from_dict({"workflows": [{"ref": f"{name}:workflow"}]})
+    finally:
+        sys.modules.pop(name, None)
+    assert str(exc.value).endswith("first second") and "workflows[0].ref" in str(exc.value)
+
+
+def test_two_workflows_under_one_id_are_refused_naming_the_key(
+        module_dir: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    directory, module = module_dir
+    (directory / f"{module}.py").write_text(WORKFLOW_MODULE + textwrap.dedent("""
+        other = Workflow("cfg_wf", nodes=[Node("price", price, category="provider")])
+    """))
+    monkeypatch.chdir(directory)
+    same_twice = Config.from_dict({"workflows": [{"ref": f"{module}:workflow"},
+                                                 {"ref": f"{module}:workflow"}]})
+    assert len(same_twice.workflows) == 2  # one Workflow listed twice is fine
+    with pytest.raises(ConfigError, match=r"^workflows\[1\]\.ref: .*'cfg_wf'.*workflows\[0\]"):
+        Config.from_dict({"workflows": [{"ref": f"{module}:workflow"},
+                                        {"ref": f"{module}:other"}]})
+    with pytest.raises(ConfigError, match=r"^emergency\.on_halt\[0\]\.ref: .*'cfg_wf'"):
+        Config.from_dict({"workflows": [{"ref": f"{module}:workflow"}],
+                          "emergency": {"on_halt": [{"ref": f"{module}:other"}]}})
+
+
 def test_load_of_invalid_toml_is_a_config_error(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_text("[daemon\nmax_concurrent_executions = \n")
     with pytest.raises(ConfigError, match=r"bad\.toml"):
+        Config.load(path)
+
+
+def test_load_of_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b"[daemon]\ndata_dir = \"caf\xe9\"\n")
+    with pytest.raises(ConfigError, match=r"latin1\.toml: not UTF-8"):
         Config.load(path)
 
 

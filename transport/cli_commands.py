@@ -42,6 +42,17 @@ def _parser(sub: Any, name: str, help_text: str, description: str,
     return parser
 
 
+def _priority(text: str) -> int:
+    """argparse type: an integer the wire carries (msgpack's 64 bits; the engine's range)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not -(2 ** 63) <= value < 2 ** 63:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be in [-2**63, 2**63)")
+    return value
+
+
 def register(sub: Any) -> None:
     """Add the client commands to the `tradeloom` subparsers `sub`."""
     status = _parser(sub, "status", "the daemon's state, running executions, workflows",
@@ -67,7 +78,7 @@ def register(sub: Any) -> None:
     submit.add_argument("--wait-timeout", type=positive_seconds, metavar="S",
                         help="with --wait: give up after S seconds (exit 1; the execution "
                              "goes on). Default: wait for the end")
-    submit.add_argument("--priority", type=int, default=0, metavar="N",
+    submit.add_argument("--priority", type=_priority, default=0, metavar="N",
                         help="higher starts first (default 0)")
     submit.add_argument("--bot-id", help="bot_id on the execution's events")
     submit.add_argument("--strategy-id", help="strategy_id on the execution's events")
@@ -136,7 +147,9 @@ def _emergency_parsers(sub: Any) -> None:
                        help="even while an auto_halt limit is exceeded")
     reduce_only = _parser(sub, "reduce-only", "enter REDUCE_ONLY: only risk-reducing actions",
                           "Enter REDUCE_ONLY: only action nodes marked reduces_risk run "
-                          f"(allowed from HALT, to close positions). {refused}",
+                          "(allowed from HALT, to close positions, and while a limit is "
+                          "exceeded: it is never refused). Exit 0; 3 when the daemon is "
+                          "unreachable.",
                           "tradeloom reduce-only --reason 'close positions'")
     reduce_only.add_argument("--reason", required=True, metavar="TEXT")
     for parser, op in ((halt, "halt"), (resume, "resume"), (alert, "alert"),

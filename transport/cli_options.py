@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import functools
 import math
+import re
 import sys
 import tomllib
 from collections.abc import Callable
@@ -112,9 +113,27 @@ def connection(args: argparse.Namespace) -> Connection:
         from transport.security import ClientKeys
 
         keys = ClientKeys(secret, server)
-    return Connection(control=connect_endpoint(args.control or transport.control),
-                      events=connect_endpoint(args.events or transport.events),
+    control = (_checked(args.control, "--control") if args.control
+               else _checked(transport.control, "[transport] control"))
+    events = (_checked(args.events, "--events") if args.events
+              else _checked(transport.events, "[transport] events"))
+    return Connection(control=connect_endpoint(control), events=connect_endpoint(events),
                       timeout=args.timeout, keys=keys)
+
+
+#: What a client can connect to: tcp://host:port (a numeric port), ipc://path, and the
+#: other transports ZeroMQ knows, as `scheme://address`.
+_ENDPOINT = re.compile(r"(?:tcp://(?:[^;\s]*;)?(?:[^\s:;]+|\[[0-9A-Fa-f:.]+\]):\d{1,5}"
+                       r"|(?:ipc|inproc|ws|wss|pgm|epgm|tipc|vmci)://\S+)")
+
+
+def _checked(endpoint: str, source: str) -> str:
+    """`endpoint` if it is one ZeroMQ can connect to; else a ConfigError (exit 2) naming
+    where it came from, instead of zmq's "Invalid argument" at connect."""
+    if not _ENDPOINT.fullmatch(endpoint):
+        raise ConfigError(f"{source} {endpoint!r} is not an endpoint such as "
+                          "tcp://127.0.0.1:7451")
+    return endpoint
 
 
 def _read_config(path: str) -> tuple[TransportConfig, ClientConfig]:
@@ -126,6 +145,8 @@ def _read_config(path: str) -> tuple[TransportConfig, ClientConfig]:
         raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     config = Config.from_dict({key: raw[key] for key in ("transport", "client") if key in raw})
     return config.transport or TransportConfig(), config.client
 
