@@ -50,6 +50,8 @@ WAIT_S = 10.0
 #: The "late" action's timeout; it answers only when the machine lets it (at most HOLD_S).
 LATE_TIMEOUT_S = 0.05
 HOLD_S = 10.0
+#: A node that is (wrongly) retried is retried at once: such a run stays short.
+RETRY_QUICKLY = {"backoff_min_s": 0.01, "backoff_max_s": 0.02}
 #: Small replay pages, so that paging is exercised too.
 PAGE = 17
 KINDS = ("ok", "fails", "skip")
@@ -189,7 +191,8 @@ class JournalMachine(RuleBasedStateMachine):
     def _start(self) -> None:
         journal = {"halt_on_unresolved_intents": self.halt_on_unresolved}
         self.engine = Engine.start(Config.from_dict(
-            {"daemon": {"data_dir": str(self.data_dir)}, "journal": journal}))
+            {"daemon": {"data_dir": str(self.data_dir)}, "journal": journal,
+             "resilience": RETRY_QUICKLY}))
 
     def _enter(self, state: str) -> None:
         """The model's side of a state change (nothing when the state stays)."""
@@ -348,8 +351,9 @@ class JournalMachine(RuleBasedStateMachine):
         seqs = [e["seq"] for e in events]
         assert seqs == list(range(1, len(seqs) + 1)), f"replayed seqs not 1..n: {seqs}"
         last = seqs[-1] if seqs else 0
-        assert page["last_seq"] == last
-        assert engine.status()["last_seq"] == last
+        assert page["last_seq"] == last, f"replay says last_seq {page['last_seq']}, gave {last}"
+        status_seq = engine.status()["last_seq"]
+        assert status_seq == last, f"status() says last_seq {status_seq}, replay gave {last}"
         now = [(e["seq"], e["type"], e.get("execution_id")) for e in events]
         assert now[:len(self.seen)] == self.seen, "committed events changed or went"
         self.seen = now
