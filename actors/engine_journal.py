@@ -33,6 +33,9 @@ __all__ = ["JournalSide", "journal_recovered"]
 
 log = structlog.get_logger("tradeloom.engine")
 
+#: The reason of the HALT `halt_on_unresolved_intents` starts with, after their count.
+INTENTS_HALT_REASON = (" action intent(s) from before the restart have no known outcome: "
+                       "reconcile them (tradeloom intents) or resume")
 #: A query (`execution`, `executions`, `intents`) first waits this long, at most, for what
 #: was sequenced before it to be committed; then it reads what is.
 QUERY_WAIT_S = 1.0
@@ -65,12 +68,21 @@ class JournalSide:
                 self._ended[(record["workflow_id"], ExecutionStatus.INTERRUPTED.value)] += 1
         intents = durable.recover(self.sink, counts)
         if intents and self.config.journal.halt_on_unresolved_intents:
-            self.gate.transition(
-                EmergencyState.HALT, f"{len(intents)} action intent(s) from before the "
-                "restart have no known outcome: reconcile them (tradeloom intents) or "
-                "resume", "journal", "engine")
-            self._intents_halt_seq = self.gate.history[-1]["seq"]
+            _, changed = self.gate.transition(
+                EmergencyState.HALT, f"{len(intents)}{INTENTS_HALT_REASON}", "journal",
+                "engine")
+            # Resolving the last intent ends this HALT (or the one an earlier restart made
+            # for them), never a HALT the engine was already in: an operator's, a failed
+            # disk's, a risk limit's.
+            if changed or self._halted_for_intents():
+                self._intents_halt_seq = self.gate.history[-1]["seq"]
         durable.wait_commit()
+
+    def _halted_for_intents(self) -> bool:
+        """The HALT restored at start is the one a restart made for open intents."""
+        gate = self.gate
+        return (gate.source, gate.origin) == ("journal", "engine") and bool(gate.history) \
+            and (gate.reason or "").endswith(INTENTS_HALT_REASON)
 
 
     def _journal_failed(self, error: BaseException) -> None:

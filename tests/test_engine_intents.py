@@ -254,3 +254,43 @@ def test_intents_left_open_are_logged_or_halt_the_next_start(make_engine: Engine
     fourth = make_engine(halting)
     assert fourth.state is EmergencyState.NORMAL, "nothing left to reconcile"
     assert action.calls == [key]
+
+
+def test_resolving_the_last_intent_never_ends_a_halt_the_engine_restarted_in(
+        make_engine: EngineFactory, tmp_path: Path) -> None:
+    """Found by tests/test_journal_stateful.py: an engine halted by an operator, restarted
+    with an open intent and `halt_on_unresolved_intents`, resumed by itself once the
+    intent was resolved. A HALT made for the intents by an earlier restart still ends."""
+    halting = journal_config(tmp_path, journal={"halt_on_unresolved_intents": True})
+    first = make_engine(halting)
+    action = Action(block=True)
+    handle = first.submit(trade_workflow("wf", action, timeout_s=0.05))
+    assert handle.result(5).error_type == "NodeTimeout"  # its intent stays open
+    first.halt("operator: the exchange is down")
+    first.stop()
+    action.release.set()
+    key = f"{handle.execution_id}:trade"
+
+    second = make_engine(halting)
+    assert second.state is EmergencyState.HALT
+    assert second.status()["reason"] == "operator: the exchange is down"
+    second.resolve_intent(key, "not_filled", "checked the exchange")
+    assert state_now(second) is EmergencyState.HALT, "the operator's HALT ends by a resume"
+    assert second.emergency_history()[-1]["reason"] == "operator: the exchange is down"
+    second.resume("the exchange is back")
+    second.stop()
+
+    third = make_engine(journal_config(tmp_path))
+    blocked = Action(block=True)
+    reopened = third.submit(trade_workflow("wf", blocked, timeout_s=0.05))
+    assert reopened.result(5).error_type == "NodeTimeout"
+    third.stop()
+    blocked.release.set()
+    again = f"{reopened.execution_id}:trade"
+    fourth = make_engine(halting)  # halts for the open intent ...
+    assert fourth.state is EmergencyState.HALT
+    fourth.stop()
+    fifth = make_engine(halting)  # ... and comes back in that HALT
+    assert fifth.state is EmergencyState.HALT
+    fifth.resolve_intent(again, "filled")
+    assert state_now(fifth) is EmergencyState.NORMAL, "the intents' own HALT ends"
