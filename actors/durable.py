@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import calendar
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -132,6 +132,15 @@ class Durable:
         return self.journal.record_submitted(
             exe.id, exe.workflow.id, exe.inputs, exe.bot_id, exe.strategy_id, exe.priority,
             iso_utc(self._clock_time()))
+
+    def record_refused(self, execution_id: str, workflow_id: str, inputs: Mapping[str, Any],
+                       bot_id: str | None, strategy_id: str | None, priority: int,
+                       error: str, error_type: str) -> None:
+        """A submit refused at the door (HALT, a full queue): `execution(id)` and
+        `executions(status="refused")` show it. Nobody waits for it."""
+        self.journal.record_submitted(execution_id, workflow_id, inputs, bot_id, strategy_id,
+                                      priority, iso_utc(self._clock_time()),
+                                      refused=(error, error_type))
 
     def before_action(self, run: NodeRun, refused: Callable[[], str | None]) -> str | None:
         """Commit the action's intent; None once it is durable, or why it must not start

@@ -184,14 +184,14 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
         check_optional_str(bot_id, "bot_id")
         check_optional_str(strategy_id, "strategy_id")
         handle = ExecutionHandle(self._ids.new(wf.id), wf.id, self.sink.log)  # events:
-        if self.gate.state is EmergencyState.HALT:
-            self.admission.count_refused()
-            self._resolve_refused(handle, "submit refused: the engine is in HALT", "Halted")
-            return handle
         exe = Execution(execution_id=handle.execution_id, workflow=wf, inputs=dict(inputs),
                         bot_id=bot_id if bot_id is not None else default_bot,
                         strategy_id=strategy_id if strategy_id is not None else default_strategy,
                         priority=priority, handle=handle)
+        if self.gate.state is EmergencyState.HALT:
+            self.admission.count_refused()
+            self._resolve_refused(exe, "submit refused: the engine is in HALT", "Halted")
+            return handle
         verdict = self.admission.admit(exe)
         if verdict is not OVERLOADED and self._durable is not None:
             handle.recorded = self._durable.record_submitted(exe)
@@ -202,13 +202,18 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
                 self.admission.finish(ExecutionStatus.CANCELLED)
                 raise EngineStopped("the engine is stopped") from None
         elif verdict is OVERLOADED:
-            self._resolve_refused(handle, "submit refused: the admission queue is full",
+            self._resolve_refused(exe, "submit refused: the admission queue is full",
                                   "Overloaded")
         return handle
 
-    def _resolve_refused(self, handle: ExecutionHandle, error: str, error_type: str) -> None:
+    def _resolve_refused(self, exe: Execution, error: str, error_type: str) -> None:
+        handle = exe.handle
+        assert handle is not None
         with self._lock:
             self._ended[(handle.workflow_id, ExecutionStatus.REFUSED.value)] += 1
+        if self._durable is not None:  # `execution(id)` answers for it too
+            self._durable.record_refused(exe.id, exe.workflow.id, exe.inputs, exe.bot_id,
+                                         exe.strategy_id, exe.priority, error, error_type)
         handle.resolve(ExecutionResult(
             execution_id=handle.execution_id, workflow_id=handle.workflow_id,
             status=ExecutionStatus.REFUSED.value, error=error, error_type=error_type))

@@ -203,11 +203,14 @@ class Journal:
 
     def record_submitted(self, execution_id: str, workflow_id: str, inputs: Mapping[str, Any],
                          bot_id: str | None, strategy_id: str | None, priority: int,
-                         submitted_at: str | None) -> Ticket:
-        """An execution was accepted (status "queued")."""
+                         submitted_at: str | None, *,
+                         refused: tuple[str, str] | None = None) -> Ticket:
+        """An execution was accepted (status "queued"), or refused at the door (`refused`:
+        its error and error_type; status "refused")."""
         return self._submit(Submitted(
             execution_id=execution_id, workflow_id=workflow_id, inputs=inputs, bot_id=bot_id,
-            strategy_id=strategy_id, priority=priority, submitted_at=submitted_at))
+            strategy_id=strategy_id, priority=priority, submitted_at=submitted_at,
+            refused=refused, seq_at=self._appended_seq if refused else None))
 
     def record_intent(self, execution_id: str, node_id: str, idempotency_key: str,
                       attempt: int, started_at: str | None) -> Ticket:

@@ -296,8 +296,15 @@ class GroupBuilder:
                     row[i] = value
         return row
 
+    def _refused(self, record: Submitted, group: Group) -> None:
+        group.executions[record.execution_id] = _refused_row(
+            record, self.codec.pack(record.inputs))
+
     def _record(self, record: Any, group: Group) -> None:
         if isinstance(record, Submitted):
+            if record.refused is not None:
+                self._refused(record, group)
+                return
             if len(self._queued) >= QUEUED_IDS_MAX:
                 self._queued.clear()
             self._queued.add(record.execution_id)
@@ -363,6 +370,21 @@ class GroupBuilder:
                                     r.event_type, r.outcome, r.attempts, r.http_status,
                                     r.latency_ms, r.error, r.at))
             group.op(SQL_DELIVERY_TRIM, (r.endpoint, r.endpoint))
+
+
+def _refused_row(record: Submitted, inputs: bytes | None) -> list[Any]:
+    """A submit refused at the door: ended as it came, with no events of its own (its
+    ended_seq is the seq appended before it, so retention prunes it with those)."""
+    assert record.refused is not None
+    row = _new_row(record.execution_id, record.workflow_id, "refused",
+                   _text(record.bot_id), _text(record.strategy_id))
+    error, error_type = record.refused
+    values = {"priority": record.priority, "inputs": inputs,
+              "submitted_at": record.submitted_at, "ended_at": record.submitted_at,
+              "error": _text(error), "error_type": error_type, "ended_seq": record.seq_at}
+    for name, value in values.items():
+        row[EXECUTION_COLUMNS.index(name)] = value
+    return row
 
 
 def _new_row(execution_id: str, workflow_id: str, status: str, bot_id: str | None,

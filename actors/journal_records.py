@@ -104,6 +104,10 @@ class Submitted(Record):
     strategy_id: str | None = None
     priority: int = 0
     submitted_at: str | None = None
+    #: (error, error_type) of a submit refused at the door (HALT, a full queue): the row is
+    #: written `refused`, ended at once, and pruned with the events around `seq_at`.
+    refused: tuple[str, str] | None = None
+    seq_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

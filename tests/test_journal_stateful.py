@@ -9,7 +9,8 @@ reading its journal, must agree with it:
 - `replay` from seq 1, paged, is gapless 1..last with no duplicate, the events seen before
   are still there unchanged, and `status()["last_seq"]` is the last one;
 - every execution the journal was given is found with the status, results and error_type
-  its caller was told, and no other one (`executions()`);
+  its caller was told, and no other one (`executions()`); a submit refused in HALT is
+  there as `refused`;
 - the emergency state and its history survive a restart (halted stays halted: a submit is
   refused);
 - each action's idempotency key is one intent at most, with the outcome the engine saw or
@@ -369,10 +370,11 @@ class JournalMachine(RuleBasedStateMachine):
             assert Recorded(kept["status"], kept["error_type"], kept["results"]) == told, \
                 f"{execution_id}: journal has {kept['status']}, {kept['error_type']}, " \
                 f"{kept['results']}; its caller was told {told}"
-        for execution_id in self.refused:
+        for execution_id in self.refused:  # refused at the door: journaled as refused
             kept = engine.execution(execution_id)
-            assert kept is None or kept["status"] == "refused", kept
+            assert kept is not None and kept["status"] == "refused", (execution_id, kept)
         expected = {i: r.status for i, r in self.executions.items()}
+        expected.update(dict.fromkeys(self.refused, "refused"))
         if self.held is not None:  # its action is in flight
             expected[self.held.handle.execution_id] = "running"
         listed = {e["execution_id"]: e["status"] for e in engine.executions(limit=10_000)}
