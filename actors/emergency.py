@@ -80,6 +80,9 @@ class EmergencyGate:
         #: The last HISTORY_LEN changes: {state, previous_state, reason, source, origin,
         #: timestamp, seq}, oldest first.
         self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY_LEN)
+        #: Calls asking for HALT (`transition`), counted even when already halted: an
+        #: operator's halt during the open intents' HALT makes that HALT the operator's.
+        self.halt_requests = 0
         #: Actions admitted whose function has not been entered yet.
         self.starting = 0
         #: Called (outside the lock) when the gate halts by itself (action_rate breach).
@@ -193,6 +196,8 @@ class EmergencyGate:
         """An operator's change. To NORMAL or ALERT it is refused (`LimitExceeded`) while
         an auto_halt limit is exceeded, whatever the state it comes from, unless forced."""
         with self.lock:
+            if new is EmergencyState.HALT:
+                self.halt_requests += 1
             if new in _GUARDED and not force:
                 blocking = self.book.blocking()
                 if blocking:

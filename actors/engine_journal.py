@@ -53,6 +53,7 @@ class JournalSide:
     _durable: Durable | None
     _emergency: pykka.ActorRef[Any]
     _intents_halt_seq: int
+    _intents_halt_requests: int
     _lock: threading.Lock
     _ended: Counter[tuple[str, str]]
     _workflows: dict[str, tuple[Workflow, str | None, str | None]]
@@ -76,6 +77,7 @@ class JournalSide:
             # disk's, a risk limit's.
             if changed or self._halted_for_intents():
                 self._intents_halt_seq = self.gate.history[-1]["seq"]
+                self._intents_halt_requests = self.gate.halt_requests
         durable.wait_commit()
 
     def _halted_for_intents(self) -> bool:
@@ -168,12 +170,14 @@ class JournalSide:
                        note: str | None = None, *, origin: str = "api") -> None:
         """Record an operator's reconciliation: filled, not_filled or unknown. The HALT
         that `halt_on_unresolved_intents` started with ends when the last one is resolved
-        (unless the state changed since, or a limit is exceeded)."""
+        (unless the state changed since, an operator asked for HALT meanwhile, or a limit
+        is exceeded)."""
         journal = self._journal()
         journal.resolve_intent(idempotency_key, outcome, note)
         halt_seq = self._intents_halt_seq
         history = self.gate.history
         if (halt_seq and history and history[-1]["seq"] == halt_seq
+                and self.gate.halt_requests == self._intents_halt_requests
                 and not journal.journal.intents(unresolved=True)):
             self._intents_halt_seq = 0
             try:

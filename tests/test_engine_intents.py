@@ -294,3 +294,22 @@ def test_resolving_the_last_intent_never_ends_a_halt_the_engine_restarted_in(
     assert fifth.state is EmergencyState.HALT
     fifth.resolve_intent(again, "filled")
     assert state_now(fifth) is EmergencyState.NORMAL, "the intents' own HALT ends"
+
+
+def test_an_operators_halt_during_the_intents_halt_is_not_ended_by_resolving_them(
+        make_engine: EngineFactory, tmp_path: Path) -> None:
+    """In the HALT a restart made for open intents, an operator's explicit halt (no state
+    change: already HALT) makes it theirs: resolving the last intent no longer resumes."""
+    halting = journal_config(tmp_path, journal={"halt_on_unresolved_intents": True})
+    first = make_engine(halting)
+    action = Action(block=True)
+    handle = first.submit(trade_workflow("wf", action, timeout_s=0.05))
+    assert handle.result(5).error_type == "NodeTimeout"  # its intent stays open
+    first.stop()
+    action.release.set()
+
+    second = make_engine(halting)
+    assert second.state is EmergencyState.HALT
+    second.halt("operator: keep it halted, the exchange is down")
+    second.resolve_intent(f"{handle.execution_id}:trade", "not_filled", "checked")
+    assert state_now(second) is EmergencyState.HALT, "the operator's halt was undone"

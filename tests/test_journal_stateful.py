@@ -289,6 +289,7 @@ class JournalMachine(RuleBasedStateMachine):
     def halt(self) -> None:
         self.live.halt("stateful test: halt")
         self._enter("HALT")
+        self.intents_halt = False  # an operator's halt: resolving intents does not end it
         if self.held is not None:
             self._end_held("halted", "Halted")
 
