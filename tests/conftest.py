@@ -18,12 +18,25 @@ import structlog
 
 from actors import Config, EmergencyState, Engine
 from actors.clock import Clock
-from actors.events import EventSink, Subscription, validate_event
+from actors.events import Event, EventSink, Subscription, validate_event
 
 structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
 
 #: Waits for a subscription to catch up before reading what it recorded.
 CATCH_UP_S = 10.0
+
+
+class RecordingSink(EventSink):
+    """An EventSink that also keeps every event it sequences, in order (no thread): for
+    tests that drive the pure parts (breaker, kill switch) without an engine."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(clock)
+        self.recorded: list[Event] = []
+
+    def emit_locked(self, events: list[Event]) -> None:
+        super().emit_locked(events)
+        self.recorded.extend(events)
 
 
 class Recorder:

@@ -35,19 +35,7 @@ from hypothesis.stateful import (
 
 from actors.breaker import Admit, BreakerState, CircuitBreaker
 from actors.clock import ManualClock
-from actors.events import Event, EventSink
-
-
-class RecordingSink(EventSink):
-    """An EventSink that also keeps every event it sequences, in order (no thread)."""
-
-    def __init__(self, clock: ManualClock) -> None:
-        super().__init__(clock)
-        self.recorded: list[Event] = []
-
-    def emit_locked(self, events: list[Event]) -> None:
-        super().emit_locked(events)
-        self.recorded.extend(events)
+from tests.conftest import RecordingSink
 
 
 @dataclass(frozen=True)

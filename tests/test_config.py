@@ -367,31 +367,24 @@ def test_unimportable_workflow_ref_is_refused_naming_the_key(
     assert "\n" not in message
 
 
-def test_a_module_that_fails_on_import_is_a_config_error(
-        module_dir: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("raises, ends", [
+    ("RuntimeError('cannot start')", "cannot start"),
+    ("RuntimeError('first\\n  second')", "first second"),  # one line, whatever it says
+], ids=["one_line", "multi_line"])
+def test_a_module_that_fails_on_import_is_a_one_line_config_error(
+        module_dir: tuple[Path, str], monkeypatch: pytest.MonkeyPatch, raises: str,
+        ends: str) -> None:
     directory, _ = module_dir
     name = f"broken_{uuid.uuid4().hex[:12]}"
-    (directory / f"{name}.py").write_text("raise RuntimeError('cannot start')\n")
-    monkeypatch.chdir(directory)
-    try:
-        with pytest.raises(ConfigError, match=r"workflows\[0\]\.ref"):
-            Config.from_dict({"workflows": [{"ref": f"{name}:workflow"}]})
-    finally:
-        sys.modules.pop(name, None)
-
-
-def test_a_multi_line_import_error_is_one_line(
-        module_dir: tuple[Path, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    directory, _ = module_dir
-    name = f"broken_{uuid.uuid4().hex[:12]}"
-    (directory / f"{name}.py").write_text("raise RuntimeError('first\\n  second')\n")
+    (directory / f"{name}.py").write_text(f"raise {raises}\n")
     monkeypatch.chdir(directory)
     try:
         with pytest.raises(ConfigError) as exc:
             Config.from_dict({"workflows": [{"ref": f"{name}:workflow"}]})
     finally:
         sys.modules.pop(name, None)
-    assert str(exc.value).endswith("first second") and "workflows[0].ref" in str(exc.value)
+    message = str(exc.value)
+    assert "workflows[0].ref" in message and message.endswith(ends) and "\n" not in message
 
 
 def test_two_workflows_under_one_id_are_refused_naming_the_key(

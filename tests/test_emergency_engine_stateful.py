@@ -24,11 +24,7 @@ from actors.emergency import EmergencyState
 from actors.errors import LimitExceeded
 from tests.conftest import Recorder
 from tests.emergency_model import (
-    ALERT,
-    HALT,
     LIMITS,
-    NORMAL,
-    REDUCE_ONLY,
     WARN_AT,
     KillSwitchModel,
     assert_history,
@@ -37,6 +33,8 @@ from tests.emergency_model import (
     figures,
     sane_figures,
 )
+
+State = EmergencyState
 
 #: A limit no rule reports to but `settle`: a round trip through the kill switch's mailbox.
 BARRIER = {"name": "barrier", "kind": "custom", "threshold": 1.0, "auto_halt": False}
@@ -73,22 +71,22 @@ class EngineKillSwitchMachine(RuleBasedStateMachine):
 
     @rule(origin=st.sampled_from(["api", "cli"]))
     def halt(self, origin: str) -> None:
-        self.operator(lambda: self.engine.halt("stop", origin=origin), HALT, "stop", origin,
+        self.operator(lambda: self.engine.halt("stop", origin=origin), State.HALT, "stop", origin,
                       False)
 
     @rule(force=st.booleans())
     def resume(self, force: bool) -> None:
-        self.operator(lambda: self.engine.resume("clear", force=force), NORMAL, "clear", "api",
-                      force)
+        self.operator(lambda: self.engine.resume("clear", force=force), State.NORMAL, "clear",
+                      "api", force)
 
     @rule(force=st.booleans())
     def alert(self, force: bool) -> None:
-        self.operator(lambda: self.engine.alert("watch", force=force), ALERT, "watch", "api",
+        self.operator(lambda: self.engine.alert("watch", force=force), State.ALERT, "watch", "api",
                       force)
 
     @rule()
     def reduce_only(self) -> None:
-        self.operator(lambda: self.engine.reduce_only("close"), REDUCE_ONLY, "close", "api",
+        self.operator(lambda: self.engine.reduce_only("close"), State.REDUCE_ONLY, "close", "api",
                       False)
 
     @rule(name=st.sampled_from([c.name for c in LIMITS]), as_delta=st.booleans(),
@@ -111,7 +109,7 @@ class EngineKillSwitchMachine(RuleBasedStateMachine):
             return
         reply = call()
         assert (reply["limit"], reply["value"]) == (name, self.model.limits[name].value)
-        assert before_state is not HALT or self.engine.state is HALT
+        assert before_state is not State.HALT or self.engine.state is State.HALT
 
     @rule(seconds=st.floats(0.0, 25.0, allow_nan=False, allow_infinity=False))
     def time_passes(self, seconds: float) -> None:
@@ -119,7 +117,7 @@ class EngineKillSwitchMachine(RuleBasedStateMachine):
         self.clock.advance(seconds)  # tells the kill switch's mailbox to look (a Tick)
         self.engine.risk_update("barrier", value=0.0)  # ... and it has looked
         self.model.watchdog(self.clock.monotonic())
-        assert before is not HALT or self.engine.state is HALT
+        assert before is not State.HALT or self.engine.state is State.HALT
 
     @rule(reduces_risk=st.booleans(),
           report=st.none() | st.just(("position", 150.0))  # the node itself halts
@@ -143,7 +141,7 @@ class EngineKillSwitchMachine(RuleBasedStateMachine):
                  reduces_risk=reduces_risk)])
         self.ran.clear()
         result = self.engine.submit(workflow).result(timeout=WAIT_S)
-        if self.model.state is HALT:
+        if self.model.state is State.HALT:
             assert (result.status, self.ran) == ("refused", [])
             event("workflow refused in HALT")
             return

@@ -24,9 +24,10 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from actors.clock import ManualClock
 from actors.emergency import EmergencyGate, EmergencyState
 from actors.errors import LimitExceeded, NotFound
-from actors.events import Event, EventSink
+from actors.events import Event
 from actors.messages import RiskUpdate
 from actors.risk import RiskBook
+from tests.conftest import RecordingSink
 from tests.emergency_model import (
     ALERT,
     HALT,
@@ -42,18 +43,6 @@ from tests.emergency_model import (
     figures,
     sane_figures,
 )
-
-
-class RecordingSink(EventSink):
-    """An EventSink that also keeps every event it sequences, in order (no thread)."""
-
-    def __init__(self, clock: ManualClock) -> None:
-        super().__init__(clock)
-        self.recorded: list[Event] = []
-
-    def emit_locked(self, events: list[Event]) -> None:
-        super().emit_locked(events)
-        self.recorded.extend(events)
 
 
 def fake_run(category: str, *, reduces_risk: bool, exempt: bool) -> Any:
