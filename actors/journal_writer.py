@@ -26,16 +26,10 @@ from typing import Any
 
 from actors.clock import Clock
 from actors.errors import JournalError, JournalWriteFailed
-from actors.journal_group import (
-    SQL_BATCH,
-    SQL_EXECUTION,
-    SQL_HISTORY,
-    SQL_WORKFLOW,
-    Group,
-    GroupBuilder,
-)
+from actors.journal_group import Group, GroupBuilder
 from actors.journal_records import Ticket, log
 from actors.journal_retention import Retention, rollback
+from actors.journal_sql import SQL_BATCH, SQL_EXECUTION, SQL_HISTORY, SQL_WORKFLOW
 from actors.wire_ring import Chunk
 
 #: A commit takes at most about this many events: a state change queued behind a group
