@@ -1,0 +1,395 @@
+"""A Hypothesis state machine over the pure execution state machine (actors/machine.py).
+
+Each example builds a small random DAG, starts one execution and lets Hypothesis interleave
+what can happen to it, fed to the machine the way `SupervisorActor` feeds it (no threads, no
+actors, time passed in): a dispatched run starts or is refused by the gate, a started run
+succeeds (a condition true or false), fails (retryable or not) or overruns its timeout, a
+retry timer fires, the execution is cancelled, halted or overruns its deadline, a cancelled
+run answers late. After every step the promises of CONTRACT sections 5 and 7 are checked
+against the machine's state and its events, which go through a real `EventSink` and
+`validate_event`. The restart window is longer than any example, so a node runs at most
+`max_restarts + 1` times.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from actors.clock import ManualClock
+from actors.config import ResilienceConfig
+from actors.ending import TERMINAL_EVENT, Ending, ExecutionStatus, NodeStatus
+from actors.errors import NodeTimeout
+from actors.events import EventSink, validate_event
+from actors.guards import RestartGuard
+from actors.machine import Event, Execution, NodeRun, Step
+from actors.workflow import Node, Workflow
+
+CATEGORIES = ("provider", "condition", "transform", "action")
+_COMPLETED, _FAILED = NodeStatus.COMPLETED, NodeStatus.FAILED
+_SKIPPED, _CANCELLED = NodeStatus.SKIPPED, NodeStatus.CANCELLED
+SETTLED = frozenset({_COMPLETED, _FAILED, _SKIPPED, _CANCELLED})
+#: Skips that take everything below the node with it, while the execution goes on.
+SPREADING_SKIPS = frozenset({"condition_false", "upstream_failed", "reduce_only"})
+RESILIENCE = ResilienceConfig(timeout_s=1.0, max_restarts=2, restart_within_s=3600.0,
+                              backoff_min_s=0.01, backoff_max_s=0.05)
+#: What ends an execution from outside (EndExecutions, the deadline timer).
+OUTSIDE_ENDINGS = {
+    "cancelled": Ending.cancelled("by the test"),
+    "halted": Ending.halted("by the test"),
+}
+
+
+def _noop(ctx: Any) -> None:
+    return None
+
+
+def _no_risk(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    return {}
+
+
+@st.composite
+def workflows(draw: st.DrawFn) -> Workflow:
+    """1-7 nodes; node k depends only on nodes made before it (a DAG), listed shuffled."""
+    n = draw(st.integers(1, 7))
+    nodes = []
+    for k in range(n):
+        deps = draw(st.sets(st.integers(0, k - 1), max_size=3)) if k else set()
+        category = draw(st.sampled_from(CATEGORIES))
+        idempotent = category == "action" and draw(st.booleans())
+        at_most_once = category == "action" and not idempotent
+        nodes.append(Node(f"n{k}", _noop, category=category, idempotent=idempotent,
+                          depends_on=[f"n{d}" for d in sorted(deps)],
+                          max_restarts=0 if at_most_once else draw(st.integers(0, 2))))
+    order = draw(st.permutations(nodes))
+    return Workflow("sm", order, timeout_s=draw(st.sampled_from([120.0, None])))
+
+
+class ExecutionMachine(RuleBasedStateMachine):
+    """One execution, and the supervisor's loop around it written out small."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = ManualClock()
+        self.sink = EventSink(self.clock)
+        self.restart = RestartGuard(RESILIENCE)
+        self.exe: Execution | None = None
+        self.published: list[Event] = []
+        #: Handed to a node actor, not started yet (in its mailbox).
+        self.waiting: list[NodeRun] = []
+        #: Started, not answered yet.
+        self.running: list[NodeRun] = []
+        #: Cancelled by the close; they may still answer.
+        self.cancelled: list[NodeRun] = []
+        #: Retry timers: (node index, attempt that failed, due).
+        self.retries: list[tuple[int, int, float]] = []
+        #: node id -> the output its successful run returned.
+        self.outputs: dict[str, Any] = {}
+        self.ending: Ending | None = None
+        self.failed_node: int | None = None
+        # Left alone, Hypothesis picks among the enabled rules evenly: the ending from
+        # outside (always enabled) and failures would cut nearly every execution short.
+        #: The ending from outside is enabled once this many events are out.
+        self.end_after = 0
+        #: How many more runs may fail, overrun or be refused by the gate.
+        self.failures_left = 0
+
+    @property
+    def execution(self) -> Execution:
+        assert self.exe is not None
+        return self.exe
+
+    # -- the supervisor, small ---------------------------------------------------------------
+
+    def _emit(self, events: list[Event]) -> None:
+        self.sink.emit(events)
+        for event in events:
+            assert validate_event(event, strict=True) == [], event
+        self.published.extend(events)
+
+    def _dispatch(self, i: int) -> None:
+        exe = self.execution
+        assert not exe.closed, "a node dispatched after the execution closed"
+        waiting_on = [d for d in exe.workflow.deps[i] if exe.node_status[d] is not _COMPLETED]
+        assert not waiting_on, f"node {i} dispatched before {waiting_on} completed"
+        outputs = exe.outputs
+        run = NodeRun(exe, i, exe.attempts[i] + 1,
+                      {a: outputs[a] for a in exe.workflow.ancestors[i]}, _no_risk)
+        exe.dispatched(run)
+        self.waiting.append(run)
+
+    def _apply(self, step: Step) -> None:
+        if step.ending is not None:
+            self._close(step.ending, step.events, step.failed_node)
+            return
+        if step.events:
+            self._emit(step.events)
+        for j in step.ready:
+            if self.execution.closed:
+                break
+            self._dispatch(j)
+
+    def _close(self, ending: Ending, events: list[Event] | None = None,
+               failed_node: int | None = None) -> None:
+        exe = self.execution
+        if exe.closed:
+            return
+        events = events if events is not None else []
+        runs = exe.close(ending, failed_node, self.clock.monotonic(), events)
+        for run in runs:
+            run.cancel()
+        self._emit(events)
+        self.ending, self.failed_node = ending, failed_node
+        assert {id(r) for r in runs} == {id(r) for r in self.running}, "a started run not cancelled"
+        self.cancelled.extend(runs)
+        self.running = []
+
+    def _failure(self, run: NodeRun, error: BaseException, duration_s: float) -> Step:
+        exe, i, now = self.execution, run.index, self.clock.monotonic()
+        delay = self.restart.retry_delay_s(run.node, error, exe.restarts.setdefault(i, []), now)
+        if delay is not None:
+            self.retries.append((i, run.attempt, now + delay))
+        return exe.failed(i, str(error), type(error).__name__, duration_s, run.attempt, delay)
+
+    def _take(self, runs: list[NodeRun], data: st.DataObject) -> NodeRun:
+        return runs.pop(data.draw(st.integers(0, len(runs) - 1), label="run"))
+
+    # -- what can happen ---------------------------------------------------------------------
+
+    @initialize(wf=workflows(), on_start=st.sampled_from([None] * 10 + ["cancelled", "halted"]),
+                end_after=st.integers(0, 60), failures=st.integers(0, 4))
+    def start(self, wf: Workflow, on_start: str | None, end_after: int, failures: int) -> None:
+        self.end_after, self.failures_left = end_after, failures
+        self.exe = exe = Execution(execution_id="exec_sm_0000abcd", workflow=wf,
+                                   inputs={"x": 1}, bot_id="bot", strategy_id=None,
+                                   priority=0, handle=None)
+        started = exe.start(self.clock.monotonic())
+        if on_start is not None:  # ended while queued (or started in HALT)
+            self._close(OUTSIDE_ENDINGS[on_start], [started])
+            return
+        self._emit([started])
+        for i in wf.roots:
+            if exe.closed:
+                break
+            self._dispatch(i)
+
+    @precondition(lambda self: self.waiting)
+    @rule(data=st.data())
+    def a_node_actor_takes_a_run(self, data: st.DataObject) -> None:
+        """The gate admits it (node_started), or says "closed" if the execution ended."""
+        exe, run = self.execution, self._take(self.waiting, data)
+        if exe.closed:
+            run.denied = "closed"
+            exe.answered(run)  # the supervisor hears of it and publishes nothing
+            return
+        run.started, run.started_at = True, self.clock.monotonic()
+        node = run.node
+        self._emit([{**exe.head, "type": "node_started", "node_id": node.id,
+                     "node_name": node.name, "node_category": node.category,
+                     "attempt": run.attempt}])
+        self.running.append(run)
+
+    @precondition(lambda self: self.waiting and self.failures_left
+                  and not self.execution.closed)
+    @rule(data=st.data(), reduce_only=st.booleans())
+    def the_gate_refuses_a_run(self, data: st.DataObject, reduce_only: bool) -> None:
+        exe, run = self.execution, self._take(self.waiting, data)
+        self.failures_left -= 1
+        # The gate holds back only actions in REDUCE_ONLY; anything in HALT.
+        run.denied = "reduce_only" if reduce_only and run.node.category == "action" else "halted"
+        assert exe.answered(run)
+        self._apply(exe.denied(run.index, run.denied, self.clock.monotonic()))
+
+    @precondition(lambda self: self.running)
+    @rule(data=st.data(), truth=st.booleans())
+    def a_run_succeeds(self, data: st.DataObject, truth: bool) -> None:
+        exe, run = self.execution, self._take(self.running, data)
+        assert exe.answered(run)
+        self.clock.advance(0.01)
+        node = run.node
+        value: Any = truth if node.category == "condition" else {"node": node.id,
+                                                                 "attempt": run.attempt}
+        self.outputs[node.id] = value
+        self._apply(exe.succeeded(run.index, value, 0.01, run.attempt, self.clock.monotonic(),
+                                  truth=truth))
+
+    @precondition(lambda self: self.running and self.failures_left)
+    @rule(data=st.data(), error=st.sampled_from([ConnectionError("reset"), ValueError("bad")]))
+    def a_run_fails(self, data: st.DataObject, error: Exception) -> None:
+        """ConnectionError restarts while the node's max_restarts allows; ValueError never."""
+        exe, run = self.execution, self._take(self.running, data)
+        self.failures_left -= 1
+        assert exe.answered(run)
+        self.clock.advance(0.01)
+        self._apply(self._failure(run, error, 0.01))
+
+    @precondition(lambda self: self.running and self.failures_left)
+    @rule(data=st.data())
+    def a_run_overruns_its_timeout(self, data: st.DataObject) -> None:
+        exe, run = self.execution, self._take(self.running, data)
+        self.failures_left -= 1
+        timeout_s = self.restart.timeout_s(run.node)
+        self.clock.advance(timeout_s)
+        run.abandoned = True
+        assert exe.answered(run)
+        run.cancel()
+        self._apply(self._failure(run, NodeTimeout(f"{run.node.id} overran"), timeout_s))
+
+    @precondition(lambda self: self.retries)
+    @rule(data=st.data())
+    def a_retry_timer_fires(self, data: st.DataObject) -> None:
+        exe = self.execution
+        i, attempt, due = self.retries.pop(data.draw(st.integers(0, len(self.retries) - 1)))
+        self.clock.advance(max(0.0, due - self.clock.monotonic()))
+        if not exe.closed and exe.attempts[i] == attempt:
+            self._dispatch(i)
+
+    @precondition(lambda self: self.execution.closed or len(self.published) >= self.end_after)
+    @rule(data=st.data())
+    def it_is_ended_from_outside(self, data: st.DataObject) -> None:
+        """Cancel, halt or the workflow's deadline; a no-op once it has ended."""
+        exe = self.execution
+        kinds = sorted(OUTSIDE_ENDINGS) + (["deadline"] if exe.workflow.timeout_s else [])
+        kind = data.draw(st.sampled_from(kinds), label="ending")
+        self.clock.advance(0.01)
+        self._close(Ending.timed_out(exe.workflow.timeout_s) if kind == "deadline"
+                    else OUTSIDE_ENDINGS[kind])
+
+    @precondition(lambda self: self.cancelled)
+    @rule(data=st.data())
+    def a_cancelled_run_answers_late(self, data: st.DataObject) -> None:
+        exe, run = self.execution, self._take(self.cancelled, data)
+        before = (list(exe.node_status), dict(exe.outputs), len(self.published))
+        exe.answered(run)  # the supervisor sees exe.closed and publishes nothing
+        assert exe.closed
+        assert (list(exe.node_status), dict(exe.outputs), len(self.published)) == before
+
+    # -- what always holds -------------------------------------------------------------------
+
+    @invariant()
+    def nodes_ran_only_after_their_dependencies(self) -> None:
+        if self.exe is None:
+            return
+        exe = self.exe
+        for i, deps in enumerate(exe.workflow.deps):
+            if exe.attempts[i]:
+                assert all(exe.node_status[d] is _COMPLETED for d in deps), i
+
+    @invariant()
+    def attempts_stay_within_max_restarts(self) -> None:
+        if self.exe is None:
+            return
+        for node, attempts in zip(self.exe.workflow.nodes, self.exe.attempts, strict=True):
+            assert attempts <= self.restart.policy(node).max_restarts + 1, node.id
+
+    @invariant()
+    def skips_take_everything_below(self) -> None:
+        if self.exe is None:
+            return
+        exe = self.exe
+        spreading = {e["node_id"] for e in self.published
+                     if e["type"] == "node_skipped" and e["reason"] in SPREADING_SKIPS}
+        for i, node in enumerate(exe.workflow.nodes):
+            # Once closed, nothing below a node that did not complete may be left or run.
+            if node.id in spreading or (exe.closed and exe.node_status[i] is not _COMPLETED):
+                below = [exe.workflow.nodes[j].id for j in exe.workflow.descendants[i]
+                         if exe.node_status[j] is not _SKIPPED]
+                assert not below, f"{node.id} is {exe.node_status[i]}; not skipped: {below}"
+
+    @invariant()
+    def it_ends_exactly_once_when_it_must(self) -> None:
+        if self.exe is None:
+            return
+        exe = self.exe
+        terminals = [e for e in self.published if e["type"] in TERMINAL_EVENT.values()]
+        settled = all(s in SETTLED for s in exe.node_status)
+        counted = sum(s in (_COMPLETED, _FAILED, _SKIPPED) for s in exe.node_status)
+        assert exe.finished == counted
+        if not exe.closed:
+            assert terminals == [] and exe.status is ExecutionStatus.RUNNING
+            assert not settled, "every node settled but no ending"
+            assert _FAILED not in exe.node_status and _CANCELLED not in exe.node_status
+            assert self.waiting or self.running or self.retries, "stuck: nothing can happen"
+            return
+        assert settled and len(terminals) == 1 and self.published[-1] is terminals[0]
+        assert self.ending is not None
+        terminal = terminals[0]
+        assert terminal["type"] == self.ending.terminal_event
+        assert terminal["status"] == exe.status.value == self.ending.status.value
+        assert terminal.get("error_type") == self.ending.error_type
+        completed = {n.id for n, s in zip(exe.workflow.nodes, exe.node_status, strict=True)
+                     if s is _COMPLETED}
+        assert terminal["results"] == {k: self.outputs[k] for k in completed}
+        assert terminal["nodes"] == {n.id: {**terminal["nodes"][n.id], "status": s.value,
+                                            "attempts": a}
+                                     for n, s, a in zip(exe.workflow.nodes, exe.node_status,
+                                                        exe.attempts, strict=True)}
+        if exe.status is ExecutionStatus.COMPLETED:
+            assert not {_FAILED, _CANCELLED} & set(exe.node_status)
+
+    @invariant()
+    def the_event_stream_is_well_formed(self) -> None:
+        if self.exe is not None:
+            check_stream(self.exe, self.published, self.failed_node)
+
+
+def check_stream(exe: Execution, events: list[Event], failed_node: int | None) -> None:
+    """CONTRACT section 5's order for one execution, and fail-fast's shape."""
+    wf = exe.workflow
+    assert events[0]["type"] == "execution_started"
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    open_attempt: dict[str, int] = {}  # node id -> the started attempt with no outcome yet
+    completed: set[str] = set()
+    skipped: dict[str, str] = {}
+    final_failure: str | None = None
+    for k, event in enumerate(events[1:], 1):
+        kind, node_id = event["type"], str(event.get("node_id"))
+        if final_failure is not None:  # fail-fast: the rest of the batch is skips, the end
+            assert kind in ("node_skipped", "execution_failed"), kind
+        if kind == "node_started":
+            assert node_id not in completed and node_id not in skipped
+            assert node_id not in open_attempt, f"{node_id} started twice at once"
+            i = wf.index[node_id]
+            assert {wf.nodes[d].id for d in wf.deps[i]} <= completed, node_id
+            assert event["attempt"] == len([e for e in events[:k] if e["type"] == "node_started"
+                                            and e["node_id"] == node_id]) + 1
+            open_attempt[node_id] = event["attempt"]
+        elif kind in ("node_completed", "node_failed"):
+            assert open_attempt.pop(node_id, None) == event["attempt"], (kind, node_id)
+            if kind == "node_completed":
+                completed.add(node_id)
+            elif event["final"]:
+                final_failure = event["error_type"]
+            else:
+                retry = events[k + 1]
+                assert retry["type"] == "node_retrying" and retry["node_id"] == node_id
+                assert retry["attempt"] == event["attempt"] + 1
+                assert retry["error_type"] == event["error_type"]
+        elif kind == "node_retrying":
+            before = events[k - 1]
+            assert before["type"] == "node_failed" and before["final"] is False
+        elif kind == "node_skipped":
+            assert node_id not in skipped and node_id not in completed
+            assert node_id not in open_attempt, f"{node_id} skipped while running"
+            skipped[node_id] = event["reason"]
+        elif kind == "progress":
+            assert event["nodes_completed"] == len(completed)
+        else:
+            assert kind in TERMINAL_EVENT.values() and k == len(events) - 1, kind
+            if final_failure is not None:
+                assert event["error_type"] == final_failure
+            for node_id in open_attempt:  # started and never answered: cancelled
+                assert event["nodes"][node_id]["status"] == "cancelled"
+    if failed_node is not None:
+        below = {wf.nodes[j].id for j in wf.descendants[failed_node]}
+        never_reached = {n for n in below if skipped.get(n) not in ("condition_false",
+                                                                    "reduce_only")}
+        assert all(skipped.get(n) == "upstream_failed" for n in never_reached), skipped
+
+
+ExecutionMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=50,
+                                              deadline=None)
+TestExecutionMachine = ExecutionMachine.TestCase
