@@ -13,7 +13,7 @@ against the machine's state and its events, which go through a real `EventSink` 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -41,6 +41,8 @@ OUTSIDE_ENDINGS = {
     "cancelled": Ending.cancelled("by the test"),
     "halted": Ending.halted("by the test"),
 }
+ENDINGS = st.sampled_from(sorted(OUTSIDE_ENDINGS))
+ENDINGS_WITH_DEADLINE = st.sampled_from([*sorted(OUTSIDE_ENDINGS), "deadline"])
 
 
 def _noop(ctx: Any) -> None:
@@ -51,21 +53,32 @@ def _no_risk(*args: Any, **kwargs: Any) -> dict[str, Any]:
     return {}
 
 
+class NodeSpec(NamedTuple):
+    """One node to build: what a failing example prints (a Workflow's repr shows ids only)."""
+
+    id: str
+    category: str
+    depends_on: tuple[str, ...]
+    max_restarts: int
+    idempotent: bool
+
+    def build(self) -> Node:
+        return Node(self.id, _noop, category=self.category, depends_on=self.depends_on,
+                    max_restarts=self.max_restarts, idempotent=self.idempotent)
+
+
 @st.composite
-def workflows(draw: st.DrawFn) -> Workflow:
+def node_specs(draw: st.DrawFn) -> list[NodeSpec]:
     """1-7 nodes; node k depends only on nodes made before it (a DAG), listed shuffled."""
-    n = draw(st.integers(1, 7))
-    nodes = []
-    for k in range(n):
+    specs = []
+    for k in range(draw(st.integers(1, 7))):
         deps = draw(st.sets(st.integers(0, k - 1), max_size=3)) if k else set()
         category = draw(st.sampled_from(CATEGORIES))
         idempotent = category == "action" and draw(st.booleans())
         at_most_once = category == "action" and not idempotent
-        nodes.append(Node(f"n{k}", _noop, category=category, idempotent=idempotent,
-                          depends_on=[f"n{d}" for d in sorted(deps)],
-                          max_restarts=0 if at_most_once else draw(st.integers(0, 2))))
-    order = draw(st.permutations(nodes))
-    return Workflow("sm", order, timeout_s=draw(st.sampled_from([120.0, None])))
+        specs.append(NodeSpec(f"n{k}", category, tuple(f"n{d}" for d in sorted(deps)),
+                              0 if at_most_once else draw(st.integers(0, 2)), idempotent))
+    return draw(st.permutations(specs))
 
 
 class ExecutionMachine(RuleBasedStateMachine):
@@ -159,9 +172,12 @@ class ExecutionMachine(RuleBasedStateMachine):
 
     # -- what can happen ---------------------------------------------------------------------
 
-    @initialize(wf=workflows(), on_start=st.sampled_from([None] * 10 + ["cancelled", "halted"]),
+    @initialize(nodes=node_specs(), timeout_s=st.sampled_from([120.0, None]),
+                on_start=st.sampled_from([None] * 10 + ["cancelled", "halted"]),
                 end_after=st.integers(0, 60), failures=st.integers(0, 4))
-    def start(self, wf: Workflow, on_start: str | None, end_after: int, failures: int) -> None:
+    def start(self, nodes: list[NodeSpec], timeout_s: float | None, on_start: str | None,
+              end_after: int, failures: int) -> None:
+        wf = Workflow("sm", [spec.build() for spec in nodes], timeout_s=timeout_s)
         self.end_after, self.failures_left = end_after, failures
         self.exe = exe = Execution(execution_id="exec_sm_0000abcd", workflow=wf,
                                    inputs={"x": 1}, bot_id="bot", strategy_id=None,
@@ -247,16 +263,23 @@ class ExecutionMachine(RuleBasedStateMachine):
         if not exe.closed and exe.attempts[i] == attempt:
             self._dispatch(i)
 
-    @precondition(lambda self: self.execution.closed or len(self.published) >= self.end_after)
+    @precondition(lambda self: not self.execution.closed
+                  and len(self.published) >= self.end_after)
     @rule(data=st.data())
     def it_is_ended_from_outside(self, data: st.DataObject) -> None:
-        """Cancel, halt or the workflow's deadline; a no-op once it has ended."""
+        """Cancelled, halted, or the workflow's deadline (when it has one) passed."""
         exe = self.execution
-        kinds = sorted(OUTSIDE_ENDINGS) + (["deadline"] if exe.workflow.timeout_s else [])
-        kind = data.draw(st.sampled_from(kinds), label="ending")
+        kinds = ENDINGS_WITH_DEADLINE if exe.workflow.timeout_s else ENDINGS
+        kind = data.draw(kinds, label="ending")
         self.clock.advance(0.01)
         self._close(Ending.timed_out(exe.workflow.timeout_s) if kind == "deadline"
                     else OUTSIDE_ENDINGS[kind])
+
+    @precondition(lambda self: self.execution.closed)
+    @rule(kind=ENDINGS)
+    def it_is_ended_again(self, kind: str) -> None:
+        """A halt or cancel for an execution that ended: the supervisor ignores it."""
+        self._close(OUTSIDE_ENDINGS[kind])
 
     @precondition(lambda self: self.cancelled)
     @rule(data=st.data())
@@ -341,6 +364,7 @@ def check_stream(exe: Execution, events: list[Event], failed_node: int | None) -
     wf = exe.workflow
     assert events[0]["type"] == "execution_started"
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    attempts: dict[str, int] = {}  # node id -> attempts started
     open_attempt: dict[str, int] = {}  # node id -> the started attempt with no outcome yet
     completed: set[str] = set()
     skipped: dict[str, str] = {}
@@ -354,8 +378,8 @@ def check_stream(exe: Execution, events: list[Event], failed_node: int | None) -
             assert node_id not in open_attempt, f"{node_id} started twice at once"
             i = wf.index[node_id]
             assert {wf.nodes[d].id for d in wf.deps[i]} <= completed, node_id
-            assert event["attempt"] == len([e for e in events[:k] if e["type"] == "node_started"
-                                            and e["node_id"] == node_id]) + 1
+            attempts[node_id] = attempts.get(node_id, 0) + 1
+            assert event["attempt"] == attempts[node_id], event
             open_attempt[node_id] = event["attempt"]
         elif kind in ("node_completed", "node_failed"):
             assert open_attempt.pop(node_id, None) == event["attempt"], (kind, node_id)
