@@ -81,6 +81,22 @@ def node_specs(draw: st.DrawFn) -> list[NodeSpec]:
     return draw(st.permutations(specs))
 
 
+class Start(NamedTuple):
+    """What starting an execution takes (see `ExecutionMachine.end_after` for the last two)."""
+
+    nodes: list[NodeSpec]
+    timeout_s: float | None
+    #: Ended before it runs: while queued, or started in HALT.
+    on_start: str | None
+    end_after: int
+    failures: int
+
+
+STARTS = st.builds(Start, nodes=node_specs(), timeout_s=st.sampled_from([120.0, None]),
+                   on_start=st.sampled_from([None] * 10 + ["cancelled", "halted"]),
+                   end_after=st.integers(0, 60), failures=st.integers(0, 4))
+
+
 class ExecutionMachine(RuleBasedStateMachine):
     """One execution, and the supervisor's loop around it written out small."""
 
@@ -90,13 +106,18 @@ class ExecutionMachine(RuleBasedStateMachine):
         self.sink = EventSink(self.clock)
         self.restart = RestartGuard(RESILIENCE)
         self.exe: Execution | None = None
+        self.executions = 0
+        #: Runs cancelled by a close, of this execution or earlier ones: they may answer.
+        self.cancelled: list[NodeRun] = []
+        self._new_execution_state()
+
+    def _new_execution_state(self) -> None:
+        #: This execution's events, as published.
         self.published: list[Event] = []
         #: Handed to a node actor, not started yet (in its mailbox).
         self.waiting: list[NodeRun] = []
         #: Started, not answered yet.
         self.running: list[NodeRun] = []
-        #: Cancelled by the close; they may still answer.
-        self.cancelled: list[NodeRun] = []
         #: Retry timers: (node index, attempt that failed, due).
         self.retries: list[tuple[int, int, float]] = []
         #: node id -> the output its successful run returned.
@@ -172,25 +193,33 @@ class ExecutionMachine(RuleBasedStateMachine):
 
     # -- what can happen ---------------------------------------------------------------------
 
-    @initialize(nodes=node_specs(), timeout_s=st.sampled_from([120.0, None]),
-                on_start=st.sampled_from([None] * 10 + ["cancelled", "halted"]),
-                end_after=st.integers(0, 60), failures=st.integers(0, 4))
-    def start(self, nodes: list[NodeSpec], timeout_s: float | None, on_start: str | None,
-              end_after: int, failures: int) -> None:
-        wf = Workflow("sm", [spec.build() for spec in nodes], timeout_s=timeout_s)
-        self.end_after, self.failures_left = end_after, failures
-        self.exe = exe = Execution(execution_id="exec_sm_0000abcd", workflow=wf,
+    def _begin(self, start: Start) -> None:
+        wf = Workflow("sm", [spec.build() for spec in start.nodes], timeout_s=start.timeout_s)
+        self._new_execution_state()
+        self.end_after, self.failures_left = start.end_after, start.failures
+        self.executions += 1
+        self.exe = exe = Execution(execution_id=f"exec_sm_{self.executions:08x}", workflow=wf,
                                    inputs={"x": 1}, bot_id="bot", strategy_id=None,
                                    priority=0, handle=None)
         started = exe.start(self.clock.monotonic())
-        if on_start is not None:  # ended while queued (or started in HALT)
-            self._close(OUTSIDE_ENDINGS[on_start], [started])
+        if start.on_start is not None:
+            self._close(OUTSIDE_ENDINGS[start.on_start], [started])
             return
         self._emit([started])
         for i in wf.roots:
             if exe.closed:
                 break
             self._dispatch(i)
+
+    @initialize(start=STARTS)
+    def an_execution_starts(self, start: Start) -> None:
+        self._begin(start)
+
+    @precondition(lambda self: self.execution.closed)
+    @rule(start=STARTS)
+    def another_execution_starts(self, start: Start) -> None:
+        """Once the last one ended (its cancelled runs may still answer, later)."""
+        self._begin(start)
 
     @precondition(lambda self: self.waiting)
     @rule(data=st.data())
@@ -284,11 +313,12 @@ class ExecutionMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.cancelled)
     @rule(data=st.data())
     def a_cancelled_run_answers_late(self, data: st.DataObject) -> None:
-        exe, run = self.execution, self._take(self.cancelled, data)
-        before = (list(exe.node_status), dict(exe.outputs), len(self.published))
+        run = self._take(self.cancelled, data)
+        exe = run.execution
+        before = (list(exe.node_status), dict(exe.outputs), self.sink.last_seq)
         exe.answered(run)  # the supervisor sees exe.closed and publishes nothing
         assert exe.closed
-        assert (list(exe.node_status), dict(exe.outputs), len(self.published)) == before
+        assert (list(exe.node_status), dict(exe.outputs), self.sink.last_seq) == before
 
     # -- what always holds -------------------------------------------------------------------
 
@@ -363,7 +393,8 @@ def check_stream(exe: Execution, events: list[Event], failed_node: int | None) -
     """CONTRACT section 5's order for one execution, and fail-fast's shape."""
     wf = exe.workflow
     assert events[0]["type"] == "execution_started"
-    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    first = events[0]["seq"]
+    assert [e["seq"] for e in events] == list(range(first, first + len(events)))
     attempts: dict[str, int] = {}  # node id -> attempts started
     open_attempt: dict[str, int] = {}  # node id -> the started attempt with no outcome yet
     completed: set[str] = set()
