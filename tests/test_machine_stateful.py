@@ -1,15 +1,14 @@
 """A Hypothesis state machine over the pure execution state machine (actors/machine.py).
 
-Each example builds a small random DAG, starts one execution and lets Hypothesis interleave
-what can happen to it, fed to the machine the way `SupervisorActor` feeds it (no threads, no
-actors, time passed in): a dispatched run starts or is refused by the gate, a started run
-succeeds (a condition true or false), fails (retryable or not) or overruns its timeout, a
-retry timer fires, the execution is cancelled, halted or overruns its deadline, a cancelled
-run answers late. After every step the promises of CONTRACT sections 5 and 7 are checked
-against the machine's state and its events, which go through a real `EventSink` and
-`validate_event`. The restart window is longer than any example, so a node runs at most
-`max_restarts + 1` times.
-"""
+Each example starts executions of small random DAGs, one after another, and lets
+Hypothesis interleave what can happen to each, fed to the machine the way `SupervisorActor`
+feeds it (no threads, no actors, time passed in): a dispatched run starts or is refused by
+the gate, a started run succeeds (a condition true or false), fails (retryable or not) or
+overruns its timeout, a retry timer fires, the execution is cancelled, halted or overruns
+its deadline (again, once it has ended), a cancelled run answers late. After every step the
+promises of CONTRACT sections 5 and 7 are checked against the machine's state and its
+events, which go through a real `EventSink` and `validate_event`. The restart window is
+longer than any example, so a node runs at most `max_restarts + 1` times."""
 
 from __future__ import annotations
 
@@ -28,6 +27,7 @@ from actors.events import EventSink, validate_event
 from actors.guards import RestartGuard
 from actors.machine import Event, Execution, NodeRun, Step
 from actors.workflow import Node, Workflow
+from tests.execution_stream import check_stream
 
 CATEGORIES = ("provider", "condition", "transform", "action")
 _COMPLETED, _FAILED = NodeStatus.COMPLETED, NodeStatus.FAILED
@@ -99,7 +99,7 @@ STARTS = st.builds(Start, nodes=node_specs(), timeout_s=st.sampled_from([120.0, 
 
 
 class ExecutionMachine(RuleBasedStateMachine):
-    """One execution, and the supervisor's loop around it written out small."""
+    """Executions, one at a time, and the supervisor's loop around them written out small."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -386,62 +386,6 @@ class ExecutionMachine(RuleBasedStateMachine):
     def the_event_stream_is_well_formed(self) -> None:
         if self.exe is not None:
             check_stream(self.exe, self.published, self.failed_node)
-
-
-def check_stream(exe: Execution, events: list[Event], failed_node: int | None) -> None:
-    """CONTRACT section 5's order for one execution, and fail-fast's shape."""
-    wf = exe.workflow
-    assert events[0]["type"] == "execution_started"
-    first = events[0]["seq"]
-    assert [e["seq"] for e in events] == list(range(first, first + len(events)))
-    attempts: dict[str, int] = {}  # node id -> attempts started
-    open_attempt: dict[str, int] = {}  # node id -> the started attempt with no outcome yet
-    completed: set[str] = set()
-    skipped: dict[str, str] = {}
-    final_failure: str | None = None
-    for k, event in enumerate(events[1:], 1):
-        kind, node_id = event["type"], str(event.get("node_id"))
-        if final_failure is not None:  # fail-fast: the rest of the batch is skips, the end
-            assert kind in ("node_skipped", "execution_failed"), kind
-        if kind == "node_started":
-            assert node_id not in completed and node_id not in skipped
-            assert node_id not in open_attempt, f"{node_id} started twice at once"
-            i = wf.index[node_id]
-            assert {wf.nodes[d].id for d in wf.deps[i]} <= completed, node_id
-            attempts[node_id] = attempts.get(node_id, 0) + 1
-            assert event["attempt"] == attempts[node_id], event
-            open_attempt[node_id] = event["attempt"]
-        elif kind in ("node_completed", "node_failed"):
-            assert open_attempt.pop(node_id, None) == event["attempt"], (kind, node_id)
-            if kind == "node_completed":
-                completed.add(node_id)
-            elif event["final"]:
-                final_failure = event["error_type"]
-            else:
-                retry = events[k + 1]
-                assert retry["type"] == "node_retrying" and retry["node_id"] == node_id
-                assert retry["attempt"] == event["attempt"] + 1
-                assert retry["error_type"] == event["error_type"]
-        elif kind == "node_retrying":
-            before = events[k - 1]
-            assert before["type"] == "node_failed" and before["final"] is False
-        elif kind == "node_skipped":
-            assert node_id not in skipped and node_id not in completed
-            assert node_id not in open_attempt, f"{node_id} skipped while running"
-            skipped[node_id] = event["reason"]
-        elif kind == "progress":
-            assert event["nodes_completed"] == len(completed)
-        else:
-            assert kind in TERMINAL_EVENT.values() and k == len(events) - 1, kind
-            if final_failure is not None:
-                assert event["error_type"] == final_failure
-            for node_id in open_attempt:  # started and never answered: cancelled
-                assert event["nodes"][node_id]["status"] == "cancelled"
-    if failed_node is not None:
-        below = {wf.nodes[j].id for j in wf.descendants[failed_node]}
-        never_reached = {n for n in below if skipped.get(n) not in ("condition_false",
-                                                                    "reduce_only")}
-        assert all(skipped.get(n) == "upstream_failed" for n in never_reached), skipped
 
 
 # ~7 s when it passes. When it fails, shrinking to a small example may take minutes (the
