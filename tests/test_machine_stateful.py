@@ -216,7 +216,7 @@ class ExecutionMachine(RuleBasedStateMachine):
     @rule(start=STARTS)
     def an_execution_starts(self, start: Start) -> None:
         """The first, and another once the last one ended (whose cancelled runs may still
-        answer). A rule, not an initialize rule: so the shrinker can drop the executions
+        answer). A rule, not an initialize rule: so the shrinker may drop the executions
         before the one that fails."""
         self._begin(start)
 
