@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import tempfile
 import threading
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +42,8 @@ from hypothesis.stateful import (
 )
 
 from actors import Config, Engine, Node, NodeContext, Workflow
-from actors.execution import ExecutionHandle, ExecutionResult
+from actors.execution import ExecutionResult
+from tests.journal_machine_parts import ActionCalls, Held, Recorded, expected_results
 
 #: Every wait in the machine has this deadline (a busy 2-core machine is slow, not stuck).
 WAIT_S = 10.0
@@ -61,49 +60,6 @@ NOT_STARTED = "not_started"
 
 SETTINGS = settings(max_examples=40, stateful_step_count=15, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
-
-
-class ActionCalls:
-    """Every call of the machine's action functions, by idempotency key (any thread)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts: Counter[str] = Counter()
-
-    def note(self, key: str) -> None:
-        with self._lock:
-            self._counts[key] += 1
-
-    def counts(self) -> Counter[str]:
-        with self._lock:
-            return Counter(self._counts)
-
-
-@dataclass
-class Held:
-    """The execution whose action the machine holds in flight (at most one)."""
-
-    handle: ExecutionHandle
-    key: str
-    n: int
-    entered: threading.Event = field(default_factory=threading.Event)
-    release: threading.Event = field(default_factory=threading.Event)
-
-
-@dataclass(frozen=True)
-class Recorded:
-    """What a caller was told of an execution: what the journal must keep."""
-
-    status: str
-    error_type: str | None
-    results: dict[str, Any]
-
-
-def expected_results(kind: str, n: int, key: str, *, traded: bool) -> dict[str, Any]:
-    results: dict[str, Any] = {"price": {"price": 100.0 + n}, "check": kind != "skip"}
-    if traded:
-        results["trade"] = {"order": key, "n": n}
-    return results
 
 
 class JournalMachine(RuleBasedStateMachine):
