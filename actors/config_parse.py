@@ -98,7 +98,6 @@ def _check_workflow_ids(config: Config) -> None:
                               f"another Workflow ({seen[1]})")
 
 
-
 #: The shortest `stale_after_s`: a feed is judged stale at most this often (a tinier one
 #: had the watchdog wake, and re-report a dead feed, thousands of times a second).
 MIN_STALE_AFTER_S = 0.01
@@ -225,11 +224,17 @@ def _check_ranges(config: Config) -> None:
             raise ConfigError(message)
 
 
-#: What the daemon can bind: tcp://[source;]host:port (port a number or `*`: any free
-#: one), ipc://path, or another transport ZeroMQ knows as `scheme://address`. Anything
-#: else would stop start-up with zmq's "Invalid argument", not naming the key.
-BIND_ENDPOINT = re.compile(r"tcp://(?:[^;\s]*;)?(?:[^\s:;\[\]]+|\[[0-9A-Fa-f:.]+\]):(?:\d{1,5}|\*)"
-                           r"|(?:ipc|inproc|ws|wss|pgm|epgm|tipc|vmci)://\S+")
+def _endpoint(port: str) -> re.Pattern[str]:
+    """tcp://[source;]host:port (`port` as given), ipc://path, or another transport
+    ZeroMQ knows as `scheme://address`: anything else fails in zmq with "Invalid argument",
+    not naming the key or flag it came from."""
+    return re.compile(rf"tcp://(?:[^;\s]*;)?(?:[^\s:;\[\]]+|\[[0-9A-Fa-f:.]+\]):{port}"
+                      r"|(?:ipc|inproc|ws|wss|pgm|epgm|tipc|vmci)://\S+")
+
+
+#: What the daemon can bind (a port may be `*`: any free one) and a client connect to.
+BIND_ENDPOINT = _endpoint(r"(?:\d{1,5}|\*)")
+CONNECT_ENDPOINT = _endpoint(r"\d{1,5}")
 
 
 def _table(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:

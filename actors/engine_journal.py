@@ -86,7 +86,6 @@ class JournalSide:
         return (gate.source, gate.origin) == ("journal", "engine") and bool(gate.history) \
             and (gate.reason or "").endswith(INTENTS_HALT_REASON)
 
-
     def _journal_failed(self, error: BaseException) -> None:
         """A commit failed (disk full, I/O error, file removed). Nothing uncommitted gets
         out; HALT now, in memory: nothing starts, no submit is accepted. Its event is

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import functools
 import math
-import re
 import sys
 import tomllib
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from actors.config import ClientConfig, Config, TransportConfig
+from actors.config_parse import CONNECT_ENDPOINT
 from actors.errors import ConfigError
 from actors.json_text import json_text
 
@@ -121,16 +121,10 @@ def connection(args: argparse.Namespace) -> Connection:
                       timeout=args.timeout, keys=keys)
 
 
-#: What a client can connect to: tcp://host:port (a numeric port), ipc://path, and the
-#: other transports ZeroMQ knows, as `scheme://address`.
-_ENDPOINT = re.compile(r"(?:tcp://(?:[^;\s]*;)?(?:[^\s:;]+|\[[0-9A-Fa-f:.]+\]):\d{1,5}"
-                       r"|(?:ipc|inproc|ws|wss|pgm|epgm|tipc|vmci)://\S+)")
-
-
 def _checked(endpoint: str, source: str) -> str:
     """`endpoint` if it is one ZeroMQ can connect to; else a ConfigError (exit 2) naming
     where it came from, instead of zmq's "Invalid argument" at connect."""
-    if not _ENDPOINT.fullmatch(endpoint):
+    if not CONNECT_ENDPOINT.fullmatch(endpoint):
         raise ConfigError(f"{source} {endpoint!r} is not an endpoint such as "
                           "tcp://127.0.0.1:7451")
     return endpoint
