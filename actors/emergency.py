@@ -50,6 +50,9 @@ _GUARDED = frozenset({EmergencyState.NORMAL, EmergencyState.ALERT})
 class IntentLedger(Protocol):
     """Where actions' intents are committed (`actors.durable.Durable`)."""
 
+    def queue_intent(self, run: NodeRun) -> None:
+        """Queue the intent of an action being handed to a node actor (not waited for)."""
+
     def before_action(self, run: NodeRun, refused: Callable[[], str | None]) -> str | None:
         """Commit the intent; None once durable, else why the action must not start."""
 
@@ -83,6 +86,10 @@ class EmergencyGate:
         #: Calls asking for HALT (`transition`), counted even when already halted: an
         #: operator's halt during the open intents' HALT makes that HALT the operator's.
         self.halt_requests = 0
+        #: A HALT was asked for while already in HALT (kept in `snapshot`, so across a
+        #: restart): the HALT is then the requester's too, and resolving the open intents
+        #: does not end it, in this process or the next.
+        self.halt_held = False
         #: Actions admitted whose function has not been entered yet.
         self.starting = 0
         #: Called (outside the lock) when the gate halts by itself (action_rate breach).
@@ -103,7 +110,8 @@ class EmergencyGate:
         with self.lock:
             saved: dict[str, Any] = {
                 "state": self.state.value, "reason": self.reason, "source": self.source,
-                "origin": self.origin, "limits": self.book.snapshot()}
+                "origin": self.origin, "halt_held": self.halt_held,
+                "limits": self.book.snapshot()}
             if history:
                 saved["history"] = [dict(entry) for entry in self.history]
             return saved
@@ -117,6 +125,7 @@ class EmergencyGate:
             self.state = EmergencyState(saved["state"])
             self.reason, self.source = saved.get("reason"), saved.get("source")
             self.origin = saved.get("origin")
+            self.halt_held = saved.get("halt_held") is True
             self._sink.state = self.state.value
             self.history = deque((dict(entry) for entry in saved.get("history", ())),
                                  maxlen=HISTORY_LEN)
@@ -198,6 +207,9 @@ class EmergencyGate:
         with self.lock:
             if new is EmergencyState.HALT:
                 self.halt_requests += 1
+                if self.state is EmergencyState.HALT and not self.halt_held:
+                    self.halt_held = True
+                    self.persist()
             if new in _GUARDED and not force:
                 blocking = self.book.blocking()
                 if blocking:
@@ -215,6 +227,7 @@ class EmergencyGate:
         change: Event | None = None
         if new is not previous:
             self.state = new
+            self.halt_held = False
             self.reason, self.source, self.origin = reason, source, origin
             self._sink.state = new.value
             self.persist()

@@ -69,13 +69,17 @@ class JournalSide:
                 self._ended[(record["workflow_id"], ExecutionStatus.INTERRUPTED.value)] += 1
         intents = durable.recover(self.sink, counts)
         if intents and self.config.journal.halt_on_unresolved_intents:
-            _, changed = self.gate.transition(
-                EmergencyState.HALT, f"{len(intents)}{INTENTS_HALT_REASON}", "journal",
-                "engine")
             # Resolving the last intent ends this HALT (or the one an earlier restart made
             # for them), never a HALT the engine was already in: an operator's, a failed
-            # disk's, a risk limit's.
-            if changed or self._halted_for_intents():
+            # disk's, a risk limit's, nor one an operator asked for again while the
+            # intents' held (`halt_held`).
+            ours = self._halted_for_intents()
+            changed = False
+            if not ours:  # (asking again for a HALT that is ours would make it held)
+                _, changed = self.gate.transition(
+                    EmergencyState.HALT, f"{len(intents)}{INTENTS_HALT_REASON}", "journal",
+                    "engine")
+            if changed or ours:
                 self._intents_halt_seq = self.gate.history[-1]["seq"]
                 self._intents_halt_requests = self.gate.halt_requests
         durable.wait_commit()
@@ -83,8 +87,9 @@ class JournalSide:
     def _halted_for_intents(self) -> bool:
         """The HALT restored at start is the one a restart made for open intents."""
         gate = self.gate
-        return (gate.source, gate.origin) == ("journal", "engine") and bool(gate.history) \
-            and (gate.reason or "").endswith(INTENTS_HALT_REASON)
+        return (gate.state is EmergencyState.HALT and not gate.halt_held
+                and (gate.source, gate.origin) == ("journal", "engine")
+                and bool(gate.history) and (gate.reason or "").endswith(INTENTS_HALT_REASON))
 
     def _journal_failed(self, error: BaseException) -> None:
         """A commit failed (disk full, I/O error, file removed). Nothing uncommitted gets

@@ -313,3 +313,34 @@ def test_an_operators_halt_during_the_intents_halt_is_not_ended_by_resolving_the
     second.halt("operator: keep it halted, the exchange is down")
     second.resolve_intent(f"{handle.execution_id}:trade", "not_filled", "checked")
     assert state_now(second) is EmergencyState.HALT, "the operator's halt was undone"
+
+
+def test_an_operators_halt_during_the_intents_halt_holds_across_a_restart(
+        make_engine: EngineFactory, tmp_path: Path) -> None:
+    """Found by tests/test_journal_stateful.py: the operator's explicit halt during the
+    intents' HALT (no state change, no event) was kept in memory only, so after one more
+    restart resolving the last intent resumed the engine. It is kept with the kill switch's
+    state (`halt_held`); the intents' own HALT, across any number of restarts, still ends."""
+    halting = journal_config(tmp_path, journal={"halt_on_unresolved_intents": True})
+    first = make_engine(halting)
+    action = Action(block=True)
+    handle = first.submit(trade_workflow("wf", action, timeout_s=0.05))
+    assert handle.result(5).error_type == "NodeTimeout"  # its intent stays open
+    first.stop()
+    action.release.set()
+    key = f"{handle.execution_id}:trade"
+
+    second = make_engine(halting)
+    assert second.state is EmergencyState.HALT
+    second.halt("operator: keep it halted, the exchange is down")
+    second.stop()
+
+    third = make_engine(halting)
+    assert third.state is EmergencyState.HALT
+    third.resolve_intent(key, "not_filled", "checked")
+    assert state_now(third) is EmergencyState.HALT, "the operator's halt was undone"
+    third.resume("the exchange is back")
+    third.stop()
+
+    fourth = make_engine(halting)
+    assert fourth.state is EmergencyState.NORMAL, "resumed, nothing left to reconcile"
