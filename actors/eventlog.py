@@ -117,7 +117,7 @@ class EventLog:
         self._mutex = threading.Lock()
         #: (seq, n, fn): run fn once delivered(seq). Pushed under _mutex; its top is read
         #: without it (a push is one C call under the GIL).
-        self._watchers: list[tuple[int, int, Callable[[], None], bool]] = []
+        self.watchers: list[tuple[int, int, Callable[[], None], bool]] = []
         self._watcher_ids = itertools.count()
         #: Done callbacks made due by a store's commit run on this thread (made on first
         #: use), never on the store's writer thread.
@@ -304,14 +304,14 @@ class EventLog:
         with self._mutex:
             # Pushed before looking at the cursors, which look at the heap after moving:
             # one of the two sees the other's write, so no wake-up is lost.
-            heapq.heappush(self._watchers, (seq, next(self._watcher_ids), fn, quick))
+            heapq.heappush(self.watchers, (seq, next(self._watcher_ids), fn, quick))
             due = self._pop_due_locked()
         _run_all([fn for fn, _ in due])
 
     def passed(self, next_seq: int) -> None:
         """A cursor moved to `next_seq`: run the watchers that became due, if any may have."""
         try:  # the top, read without the mutex (a push or a pop is one C call)
-            if self._watchers[0][0] >= next_seq:
+            if self.watchers[0][0] >= next_seq:
                 return
         except IndexError:
             return
@@ -320,7 +320,7 @@ class EventLog:
         _run_all([fn for fn, _ in due])
 
     def _pop_due_locked(self) -> list[tuple[Callable[[], None], bool]]:
-        watchers = self._watchers
+        watchers = self.watchers
         if not watchers:
             return []
         floor = min((s.next_seq for s in self.subscriptions), default=self.committed_seq + 1)

@@ -285,8 +285,8 @@ class NodeRun(NodeContext):
     """
 
     __slots__ = ("abandoned", "denied", "duration_s", "error", "error_text", "execution",
-                 "index", "node", "returned", "slot", "started", "started_at", "trial",
-                 "truth", "value")
+                 "index", "intent", "node", "returned", "slot", "started", "started_at",
+                 "trial", "truth", "value")
 
     def __init__(self, execution: Execution, index: int, attempt: int,
                  upstream: Mapping[str, Any], risk: Callable[..., dict[str, Any]]) -> None:
@@ -323,3 +323,6 @@ class NodeRun(NodeContext):
         self.duration_s = 0.0
         #: Why the gate did not let it start (halted, reduce_only, closed), if it did not.
         self.denied: str | None = None
+        #: An action's intent record, queued by the supervisor at dispatch (journal on):
+        #: its ticket (actors.journal_records.Ticket), which the action waits for.
+        self.intent: Any = None

@@ -247,6 +247,12 @@ class SupervisorActor(ExecutionClosing, EngineActorBase):
         exe.dispatched(run)
         now = self._clock.monotonic()
         self._timers.push(now + self._restart.timeout_s(run.node), TimerKind.NODE_TIMEOUT, run)
+        if run.node.category == "action" and self._gate.intents is not None:
+            # Queued now, beside the events that made it ready (often one commit for
+            # both), not when a node actor takes the run: the action's wait for its
+            # intent is then mostly over by the time it could start. Every run handed to
+            # the pool reaches the gate, which records `not_started` if it refuses it.
+            self._gate.intents.queue_intent(run)
         if self._pool.run(run):
             self._pool.checking = True
             self._timers.push(now + CHECK_S, TimerKind.POOL_CHECK, self._pool)
