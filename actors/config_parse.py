@@ -116,6 +116,9 @@ def _limits(raw: Any) -> tuple[LimitConfig, ...]:
             raise ConfigError(f"{where}.name: duplicate limit name {lim.name!r}")
         if lim.threshold <= 0:
             raise ConfigError(f"{where}.threshold must be > 0")
+        if lim.kind == "drawdown_pct" and lim.threshold > 100:
+            raise ConfigError(f"{where}.threshold: a drawdown_pct limit is in percent "
+                              f"(0-100); {lim.threshold:g} could never be reached")
         if lim.kind == "action_rate" and lim.threshold < 1:
             raise ConfigError(f"{where}.threshold: an action_rate limit "
                               "is action starts per second and must be >= 1")

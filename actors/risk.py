@@ -112,6 +112,9 @@ class RiskBook:
             if not (math.isfinite(c.threshold) and c.threshold > 0):
                 raise ConfigError(f"risk limit {c.name!r}: threshold must be a finite "
                                   f"number > 0, not {c.threshold!r}")
+            if c.kind == "drawdown_pct" and c.threshold > 100:
+                raise ConfigError(f"risk limit {c.name!r}: a drawdown_pct threshold is in "
+                                  f"percent (0-100), not {c.threshold!r}")
             stale = c.stale_after_s
             if stale is not None and not (math.isfinite(stale) and stale >= MIN_STALE_AFTER_S):
                 raise ConfigError(f"risk limit {c.name!r}: stale_after_s must be a finite "

@@ -25,7 +25,10 @@ from actors import (
     ResumeRefused,
     Workflow,
 )
+from actors.config import LimitConfig
+from actors.errors import ConfigError
 from actors.messages import GetStatus, RiskUpdate
+from actors.risk import RiskBook
 from tests.conftest import EngineFactory, Recorder, state_now
 
 WAIT_S = 20.0
@@ -436,3 +439,15 @@ def test_status_limits_show_value_threshold_utilization(make_engine: EngineFacto
         "custom_score": {"value": 10.0, "threshold": 50.0, "utilization": 0.2},
     }
     assert engine.status()["state"] == "NORMAL"
+
+
+def test_a_drawdown_limit_is_at_most_100_percent() -> None:
+    """Built without the config parser too (the risk book checks on its own): a
+    drawdown_pct threshold over 100 could never trip, so it is refused; 100 is accepted."""
+    clock = ManualClock()
+    with pytest.raises(ConfigError, match="drawdown_pct threshold is in percent"):
+        RiskBook((LimitConfig(name="dd", kind="drawdown_pct", threshold=150.0),), warn_at=0.8,
+                 clock=clock)
+    book = RiskBook((LimitConfig(name="dd", kind="drawdown_pct", threshold=100.0),), warn_at=0.8,
+                    clock=clock)
+    assert book.limits["dd"].threshold == 100.0
