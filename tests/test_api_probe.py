@@ -1,0 +1,123 @@
+"""User code doing odd things through the in-process API, found by an adversarial probe:
+each case once stopped a part of the engine that every other execution needs.
+
+- A node output the stream cannot print (an int past Python's 4,300-digit `str()` limit, a
+  container whose `items()`/`__iter__` raises, a `__str__` raising SystemExit) killed the
+  subscription threads and, with a journal, the journal writer (the engine halted).
+- A risk figure whose conversion blocks (a float subclass's `__float__`) was converted
+  under the sequencing lock: every execution, every timeout and `halt()` froze with it.
+- `engine.stop()` called while another thread's stop was under way (a subscriber callback
+  stopping the engine) returned at once, with the actors running and data_dir still locked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from actors import EmergencyState, Node, Workflow
+from actors.packing import pack, unpack
+from tests.conftest import EngineFactory, Recorder
+from tests.engine_journal_helpers import journal_config
+
+WAIT_S = 10.0
+
+
+class ItemsRaise(dict[str, Any]):
+    """A mapping whose every way of being read raises (a lazy frame gone bad)."""
+
+    def items(self) -> Any:
+        raise ZeroDivisionError("items")
+
+    def __iter__(self) -> Any:
+        raise ZeroDivisionError("iter")
+
+
+class IterRaises(list[Any]):
+    def __iter__(self) -> Any:
+        raise ZeroDivisionError("iter")
+
+
+class StrExits:
+    def __str__(self) -> str:
+        raise SystemExit(3)
+
+    def __repr__(self) -> str:  # a failing test's report shows it
+        return "<StrExits>"
+
+
+#: (label, factory): outputs msgpack cannot take as they are, each built fresh.
+UNPRINTABLE: list[tuple[str, Callable[[], Any]]] = [
+    ("int past the str() digit limit", lambda: 10 ** 5000),
+    ("such an int as a key, negative in a list", lambda: {10 ** 5000: [-(10 ** 5000)]}),
+    ("a mapping whose items() raises", lambda: {"frame": ItemsRaise(a=1)}),
+    ("a list whose __iter__ raises", lambda: [IterRaises([1])]),
+    ("__str__ raising SystemExit", lambda: {"odd": StrExits()}),
+]
+
+
+@pytest.mark.parametrize("journal", [False, True], ids=["memory", "journal"])
+@pytest.mark.parametrize(("label", "make"), UNPRINTABLE, ids=[u[0] for u in UNPRINTABLE])
+def test_an_output_the_stream_cannot_print_stops_no_sink(
+        make_engine: EngineFactory, tmp_path: Path, journal: bool, label: str,
+        make: Callable[[], Any]) -> None:
+    engine = make_engine(journal_config(tmp_path) if journal else None)
+    rec = Recorder().follow(engine)
+    odd = Workflow("odd", nodes=[Node("n", lambda ctx: make(), category="provider")])
+    plain = Workflow("plain", nodes=[Node("p", lambda ctx: 1)])
+    first = engine.submit(odd).result(timeout=WAIT_S)
+    second = engine.submit(plain).result(timeout=WAIT_S)  # the sinks still deliver
+    assert (first.status, second.status) == ("completed", "completed"), label
+    assert rec.types(first.execution_id)[-1] == "execution_completed"
+    assert rec.types(second.execution_id)[-1] == "execution_completed"
+    assert engine.state is EmergencyState.NORMAL  # the journal writer did not die
+    if journal:
+        record = engine.execution(first.execution_id)
+        assert record is not None and record["status"] == "completed"
+
+
+def test_an_int_past_the_digit_limit_travels_as_its_exact_hex() -> None:
+    big = 7 ** 6000
+    assert unpack(pack({"big": big})) == {"big": hex(big)}
+
+
+#: Leaves by name: Hypothesis cannot show an int past the digit limit in its report.
+LEAVES: dict[str, Any] = {"big": 10 ** 5000, "big negative": -(10 ** 4400), "2**64": 2 ** 64,
+                          "float": 1.5, "str": "x", "bytes": b"b", "none": None}
+KINDS = ("items raise", "iter raises", "str exits")
+
+
+def build(tree: Any) -> Any:
+    """The value a tree of names stands for (`("odd", kind, subtree)`: an odd container)."""
+    if isinstance(tree, str):
+        return LEAVES[tree]
+    if isinstance(tree, tuple):
+        _, kind, inner = tree
+        value = build(inner)
+        if kind == "items raise":
+            return ItemsRaise(v=value)
+        if kind == "iter raises":
+            return IterRaises([value])
+        return {"v": value, "odd": StrExits()}
+    if isinstance(tree, list):
+        return [build(item) for item in tree]
+    return {key: build(item) for key, item in tree.items()}
+
+
+odd_trees = st.recursive(
+    st.sampled_from(sorted(LEAVES)),
+    lambda inner: (st.lists(inner, max_size=3)
+                   | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+                   | st.tuples(st.just("odd"), st.sampled_from(KINDS), inner)),
+    max_leaves=10)
+
+
+@settings(max_examples=60, deadline=None)
+@given(tree=odd_trees)
+def test_pack_never_raises_and_reads_back(tree: Any) -> None:
+    unpack(pack({"outputs": build(tree)}))
