@@ -12,6 +12,7 @@ each case once stopped a part of the engine that every other execution needs.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors import EmergencyState, Node, Workflow
+from actors import EmergencyState, Node, NodeContext, Workflow
 from actors.packing import pack, unpack
 from tests.conftest import EngineFactory, Recorder
 from tests.engine_journal_helpers import journal_config
@@ -121,3 +122,44 @@ odd_trees = st.recursive(
 @given(tree=odd_trees)
 def test_pack_never_raises_and_reads_back(tree: Any) -> None:
     unpack(pack({"outputs": build(tree)}))
+
+
+class BlockingFigure(float):
+    """A risk figure whose conversion waits for the test: user code the kill switch must
+    never run under its lock."""
+
+    release = threading.Event()
+    entered = threading.Event()
+
+    def __float__(self) -> float:
+        BlockingFigure.entered.set()
+        BlockingFigure.release.wait(WAIT_S)
+        return 1.0
+
+
+def test_a_risk_figure_whose_conversion_blocks_freezes_nothing_else(
+        make_engine: EngineFactory) -> None:
+    engine = make_engine({"emergency": {"limits": [
+        {"name": "loss", "kind": "daily_loss", "threshold": 100.0, "auto_halt": True}]}})
+    BlockingFigure.release.clear()
+    BlockingFigure.entered.clear()
+
+    def report(ctx: NodeContext) -> Any:
+        return ctx.risk("loss", value=BlockingFigure(1.0))
+
+    stuck = engine.submit(Workflow("reporter", nodes=[
+        Node("r", report, timeout_s=0.2, max_restarts=0)]))
+    try:
+        assert BlockingFigure.entered.wait(WAIT_S)
+        other = engine.submit(Workflow("other", nodes=[Node("x", lambda ctx: 1)]))
+        assert other.result(timeout=2.0).status == "completed"
+        assert stuck.result(timeout=2.0).error_type == "NodeTimeout"  # its timer still fired
+        halted: dict[str, Any] = {}
+        halter = threading.Thread(target=lambda: halted.update(engine.halt("frozen?")),
+                                  daemon=True)
+        halter.start()
+        halter.join(2.0)
+        assert halted == {"state": "HALT", "previous_state": "NORMAL"}
+    finally:
+        BlockingFigure.release.set()
+    assert engine.status()["limits"]["loss"]["value"] == 0.0  # its update came too late
