@@ -21,10 +21,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors import EmergencyState, Node, NodeContext, Workflow
+from actors import Config, EmergencyState, Engine, Node, NodeContext, Workflow
 from actors.packing import pack, unpack
 from tests.conftest import EngineFactory, Recorder
-from tests.engine_journal_helpers import journal_config
+from tests.engine_journal_helpers import eventually, journal_config
 
 WAIT_S = 10.0
 
@@ -163,3 +163,36 @@ def test_a_risk_figure_whose_conversion_blocks_freezes_nothing_else(
     finally:
         BlockingFigure.release.set()
     assert engine.status()["limits"]["loss"]["value"] == 0.0  # its update came too late
+
+
+def test_a_stop_while_a_callback_s_stop_is_under_way_returns_once_stopped(
+        tmp_path: Path) -> None:
+    config = Config.from_dict(journal_config(tmp_path))
+    engine = Engine.start(config)
+    slow_reader = threading.Event()
+
+    def stopper(event: dict[str, Any]) -> None:
+        if event["type"] == "execution_completed":
+            engine.stop()
+
+    def slow(event: dict[str, Any]) -> None:
+        if event["type"] == "execution_completed":
+            slow_reader.wait(WAIT_S)  # the callback's stop waits to drain this one
+
+    try:
+        engine.subscribe(stopper)
+        engine.subscribe(slow)
+        engine.submit(Workflow("w", nodes=[Node("n", lambda ctx: 1)]))
+        eventually(lambda: engine._stopped, what="the callback's stop under way")
+        main_stop = threading.Thread(target=engine.stop, daemon=True)
+        main_stop.start()
+        main_stop.join(0.2)
+        assert main_stop.is_alive(), "returned while the other stop was still under way"
+        slow_reader.set()
+        main_stop.join(WAIT_S)
+        assert not main_stop.is_alive()
+        assert not engine.ref.is_alive()
+        Engine.start(config).stop()  # data_dir was released
+    finally:
+        slow_reader.set()
+        engine.stop()
