@@ -21,7 +21,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors import Config, EmergencyState, Engine, Node, NodeContext, Workflow
+from actors import (
+    Config,
+    EmergencyState,
+    Engine,
+    Node,
+    NodeContext,
+    Workflow,
+    WorkflowDefinitionError,
+)
 from actors.packing import pack, unpack
 from tests.conftest import EngineFactory, Recorder
 from tests.engine_journal_helpers import eventually, journal_config
@@ -196,3 +204,60 @@ def test_a_stop_while_a_callback_s_stop_is_under_way_returns_once_stopped(
     finally:
         slow_reader.set()
         engine.stop()
+
+
+# -- odd definitions: a WorkflowDefinitionError naming the node, never another error -------
+
+class CallableWithRaisingGetattr:
+    """A callable object that answers every attribute lookup with an error."""
+
+    def __call__(self, ctx: NodeContext) -> int:
+        return 1
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"no attribute {name}")
+
+
+class NumberName:
+    __name__ = 5
+
+    def __call__(self, ctx: NodeContext) -> int:
+        return 1
+
+
+ODD_OPTIONS = [("timeout_s", 10 ** 400), ("timeout_s", 10 ** 5000),
+               ("restart_within_s", -(10 ** 400)), ("backoff_max_s", 10 ** 400),
+               ("depends_on", None), ("depends_on", 5), ("restart_on", 5), ("name", 5),
+               ("name", b"n")]
+
+
+@pytest.mark.parametrize(("option", "value"), ODD_OPTIONS,
+                         ids=[f"{o}-{i}" for i, (o, _) in enumerate(ODD_OPTIONS)])
+def test_an_odd_node_option_is_a_definition_error_naming_the_node(option: str,
+                                                                  value: Any) -> None:
+    with pytest.raises(WorkflowDefinitionError, match=option) as exc:
+        Node("odd", lambda ctx: 1, **{option: value})
+    assert exc.value.node_id == "odd"
+
+
+@pytest.mark.parametrize("timeout_s", [10 ** 400, -(10 ** 5000)], ids=["big", "huge"])
+def test_a_workflow_timeout_past_the_float_range_is_a_definition_error(timeout_s: int) -> None:
+    with pytest.raises(WorkflowDefinitionError, match="timeout_s"):
+        Workflow("w", nodes=[Node("a", lambda ctx: 1)], timeout_s=timeout_s)
+
+
+def test_one_exception_type_as_restart_on_is_taken_as_that_type() -> None:
+    assert Node("a", lambda ctx: 1, restart_on=ValueError).restart_on == (ValueError,)
+
+
+def test_odd_callables_are_named_with_strings_and_run(make_engine: EngineFactory) -> None:
+    """Events carry `node_name` as a string (a `__name__` that is not one falls back on the
+    id); a callable whose attribute lookups raise is still a node."""
+    engine = make_engine()
+    rec = Recorder().follow(engine, types={"node_started"})
+    flow = Workflow("odd_fns", nodes=[Node("ga", CallableWithRaisingGetattr()),
+                                      Node("num", NumberName())])
+    result = engine.submit(flow).result(timeout=WAIT_S)
+    assert (result.status, dict(result.results)) == ("completed", {"ga": 1, "num": 1})
+    names = {e["node_id"]: e["node_name"] for e in rec.for_execution(result.execution_id)}
+    assert names == {"ga": "ga", "num": "num"}
