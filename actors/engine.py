@@ -375,11 +375,11 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
                 self._stop_done.wait(None if wait_s is None else wait_s + STOP_DRAIN_S)
             return
         try:
-            self._stop(wait_s, timeout, close_journal)
+            self._shut_down(wait_s, timeout, close_journal)
         finally:
             self._stop_done.set()
 
-    def _stop(self, wait_s: float | None, timeout: float, close_journal: bool) -> None:
+    def _shut_down(self, wait_s: float | None, timeout: float, close_journal: bool) -> None:
         stopped = Ending.cancelled("engine stopped")
         for exe in self.admission.drain_queued():
             exe.ending_on_start = stopped

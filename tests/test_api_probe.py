@@ -30,6 +30,7 @@ from actors import (
     Workflow,
     WorkflowDefinitionError,
 )
+from actors.messages import GetStatus
 from actors.packing import pack, unpack
 from tests.conftest import EngineFactory, Recorder
 from tests.engine_journal_helpers import eventually, journal_config
@@ -261,3 +262,14 @@ def test_odd_callables_are_named_with_strings_and_run(make_engine: EngineFactory
     assert (result.status, dict(result.results)) == ("completed", {"ga": 1, "num": 1})
     names = {e["node_id"]: e["node_name"] for e in rec.for_execution(result.execution_id)}
     assert names == {"ga": "ga", "num": "num"}
+
+
+@pytest.mark.parametrize("message", ["halt", None, {"op": "halt"}], ids=repr)
+def test_the_root_actor_refuses_what_is_no_message_naming_it(engine: Engine,
+                                                             message: Any) -> None:
+    """pykka's default answers an unknown message with None: a typo'd message looked like a
+    success."""
+    with pytest.raises(TypeError, match=type(message).__name__):
+        engine.ref.ask(message, timeout=WAIT_S)
+    engine.ref.tell(message)  # logged, and the actor stays
+    assert engine.ref.ask(GetStatus(), timeout=WAIT_S)["state"] == "NORMAL"
