@@ -272,4 +272,5 @@ def test_the_root_actor_refuses_what_is_no_message_naming_it(engine: Engine,
     with pytest.raises(TypeError, match=type(message).__name__):
         engine.ref.ask(message, timeout=WAIT_S)
     engine.ref.tell(message)  # logged, and the actor stays
-    assert engine.ref.ask(GetStatus(), timeout=WAIT_S)["state"] == "NORMAL"
+    status = engine.ref.ask(GetStatus(), block=True, timeout=WAIT_S)
+    assert status["state"] == "NORMAL"
