@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import structlog
 
-from actors.errors import NodeTimeout, WorkflowDefinitionError, valid_text
+from actors.errors import NodeTimeout, WorkflowDefinitionError, shown, valid_text
 
 Category = Literal["provider", "condition", "action", "transform"]
 CATEGORIES: frozenset[str] = frozenset({"provider", "condition", "action", "transform"})
@@ -175,14 +175,6 @@ def finite_seconds(value: Any) -> bool:
         return False
 
 
-def _shown(value: Any) -> str:
-    """repr(value) for an error message; an int too long for `repr` (4,300 digits) by
-    its size."""
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 14_000:
-        return f"an int of {value.bit_length()} bits"
-    return repr(value)
-
-
 def _positive(value: float | None, key: str, node_id: str) -> float | None:
     return _seconds(value, key, node_id, allow_zero=False)
 
@@ -197,7 +189,7 @@ def _seconds(value: Any, key: str, node_id: str, *, allow_zero: bool) -> float |
     bound = ">= 0" if allow_zero else "> 0"
     if not finite_seconds(value) or value < 0 or (value == 0 and not allow_zero):
         raise WorkflowDefinitionError(
-            f"node {node_id!r}: {key} must be a finite number {bound}, not {_shown(value)}",
+            f"node {node_id!r}: {key} must be a finite number {bound}, not {shown(value)}",
             node_id=node_id)
     return float(value)
 
@@ -219,7 +211,7 @@ class Workflow:
         if timeout_s is not None and (not finite_seconds(timeout_s) or timeout_s <= 0):
             raise WorkflowDefinitionError(
                 f"workflow {id!r}: timeout_s must be a finite number > 0, not "
-                f"{_shown(timeout_s)}")
+                f"{shown(timeout_s)}")
         self.id = id
         self.nodes = nodes
         self.timeout_s = timeout_s

@@ -12,6 +12,7 @@ each case once stopped a part of the engine that every other execution needs.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +31,7 @@ from actors import (
     Workflow,
     WorkflowDefinitionError,
 )
+from actors.errors import ConfigError
 from actors.messages import GetStatus
 from actors.packing import pack, unpack
 from tests.conftest import EngineFactory, Recorder
@@ -274,3 +276,19 @@ def test_the_root_actor_refuses_what_is_no_message_naming_it(engine: Engine,
     engine.ref.tell(message)  # logged, and the actor stays
     status = engine.ref.ask(GetStatus(), block=True, timeout=WAIT_S)
     assert status["state"] == "NORMAL"
+
+
+@pytest.mark.parametrize("config", [
+    {"emergency": {"limits": [{"name": "x", "kind": "custom", "threshold": 10 ** 5000}]}},
+    {"emergency": {"limits": [{"name": "x", "kind": 10 ** 5000, "threshold": 1.0}]}},
+    {"resilience": {"timeout_s": -(10 ** 5000)}},
+    {"daemon": {"data_dir": 10 ** 5000}},
+    {"daemon": {"data_dir": "journal\x00dir"}},  # TOML can say "\u0000"
+], ids=["threshold", "kind", "timeout_s", "data_dir-int", "data_dir-nul"])
+def test_an_odd_config_value_is_a_config_error_naming_its_key(config: dict[str, Any]) -> None:
+    """An int past 4,300 digits has no repr (a bare ValueError came out of the message); a
+    NUL in data_dir came out of Engine.start as a bare ValueError."""
+    section = next(iter(config))
+    key = next(iter(config[section])) if section != "emergency" else "emergency.limits[0]"
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        Config.from_dict(config)
