@@ -27,8 +27,8 @@ import structlog
 from actors.admission import OVERLOADED, RUN, Admission
 from actors.breaker import BreakerRegistry
 from actors.cache import ProviderCache
-from actors.clock import Clock, SystemClock
-from actors.config import Config
+from actors.clock import Clock
+from actors.config import Config, start_args
 from actors.durable import Durable
 from actors.emergency import EmergencyGate, EmergencyState
 from actors.emergency_actor import EmergencyActor
@@ -156,14 +156,14 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
 
         `on_halt`: workflows run each time HALT is entered (after those of the config's
         `[[emergency.on_halt]]`), e.g. to cancel every resting order."""
-        config = config or Config()
+        config, clock = start_args(config, clock)
         if config.daemon.cpu_affinity:
             try:
                 os.sched_setaffinity(0, config.daemon.cpu_affinity)
             except (OSError, ValueError, OverflowError) as exc:
                 raise ConfigError(f"daemon.cpu_affinity {list(config.daemon.cpu_affinity)}: "
                                   f"{exc}") from None
-        engine = cls(config, clock or SystemClock(), on_halt,
+        engine = cls(config, clock, on_halt,
                      _event_ring_size=_event_ring_size)  # events:
         log.debug("engine_started", supervisors=config.daemon.supervisors)
         return engine

@@ -355,3 +355,15 @@ def test_a_slow_str_in_a_node_output_does_not_hold_up_a_halt(make_engine: Engine
         assert halted == {"state": "HALT", "previous_state": "NORMAL"}
     finally:
         SlowStr.release.set()
+
+
+@pytest.mark.parametrize(("kwargs", "named"), [
+    ({"config": {}}, "config"), ({"config": {"daemon": {"data_dir": "x"}}}, "config"),
+    ({"config": 5}, "config"), ({"clock": 5}, "clock"), ({"clock": object()}, "clock"),
+], ids=["empty-dict", "dict", "int", "clock-int", "clock-object"])
+def test_engine_start_refuses_what_is_no_config_or_clock_naming_it(kwargs: dict[str, Any],
+                                                                   named: str) -> None:
+    """An empty dict passed as config was taken for no config, any other an AttributeError;
+    so was a clock that is none."""
+    with pytest.raises(TypeError, match=named):
+        Engine.start(**kwargs).stop()
