@@ -306,7 +306,7 @@ def test_a_done_callback_waiting_for_another_execution_does_not_stall_its_superv
 
     def chain(handle: Any) -> None:
         try:
-            seen.append(engine.submit(flow).result(timeout=2.0).status)
+            seen.append(engine.submit(flow).result(timeout=1.0).status)
         except BaseException as exc:  # noqa: BLE001 - recorded for the assert
             seen.append(repr(exc))
         called.set()
@@ -351,7 +351,7 @@ def test_a_slow_str_in_a_node_output_does_not_hold_up_a_halt(make_engine: Engine
         halter = threading.Thread(target=lambda: halted.update(engine.halt("now")),
                                   daemon=True)
         halter.start()
-        halter.join(2.0)
+        halter.join(1.0)
         assert halted == {"state": "HALT", "previous_state": "NORMAL"}
     finally:
         SlowStr.release.set()
