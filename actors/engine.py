@@ -24,6 +24,7 @@ from typing import Any
 import pykka
 import structlog
 
+from actors._compat import on_engine_actor_thread
 from actors.admission import OVERLOADED, RUN, Admission
 from actors.breaker import BreakerRegistry
 from actors.cache import ProviderCache
@@ -366,12 +367,13 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
         The journal is flushed and closed, unless `close_journal=False` (then call
         `close_journal()` once the last readers are done). Called while another thread's
         stop is under way, it waits for that one (up to `timeout` plus the drains), except
-        from a subscriber callback, which that stop may be waiting for."""
+        from a subscriber callback or an engine actor's thread (a done callback there),
+        which that stop may be waiting for."""
         with self._lock:
             wait_s = wait_limit(timeout)  # before anything stops: a bad one must not half-stop
             first, self._stopped = not self._stopped, True
         if not first:
-            if current_subscription() is None:
+            if current_subscription() is None and not on_engine_actor_thread():
                 self._stop_done.wait(None if wait_s is None else wait_s + STOP_DRAIN_S)
             return
         try:

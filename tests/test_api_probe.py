@@ -209,6 +209,25 @@ def test_a_stop_while_a_callback_s_stop_is_under_way_returns_once_stopped(
         engine.stop()
 
 
+def test_a_done_callback_stopping_the_engine_during_a_stop_does_not_hold_it_up(
+        engine: Engine) -> None:
+    """The stop cancels the execution, whose done callback runs on the supervisor's
+    thread: were its stop() to wait for the first, the first would wait for the
+    supervisor until its timeouts (10 s)."""
+    go = threading.Event()
+    handle = engine.submit(Workflow("w", nodes=[Node("n", lambda ctx: go.wait(WAIT_S))]))
+    handle.add_done_callback(lambda h: engine.stop())
+    eventually(lambda: engine.status()["running"] == 1, what="the execution running")
+    try:
+        stopper = threading.Thread(target=engine.stop, daemon=True)
+        stopper.start()
+        stopper.join(2.0)
+        assert not stopper.is_alive()
+        assert handle.result(timeout=WAIT_S).status == "cancelled"
+    finally:
+        go.set()
+
+
 # -- odd definitions: a WorkflowDefinitionError naming the node, never another error -------
 
 class CallableWithRaisingGetattr:
