@@ -10,6 +10,7 @@ The engine needs four things the libraries do not offer publicly:
   *every* actor in the process, other engines included;
 - the `_handle_failure` hook, which stops an actor whose *told* message raised: an engine
   actor logs it and carries on;
+- the `_actor_loop_setup` hook, to mark an engine actor's thread (`on_engine_actor_thread`);
 - structlog's per-key ContextVars, set directly once per node run.
 
 tests/test_compat.py fails loudly if an upgrade changes any of them, and pyproject.toml
@@ -18,6 +19,7 @@ bounds pykka below its next major version.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, ClassVar
@@ -29,9 +31,17 @@ from pykka.messages import _ActorStop
 
 from actors.errors import InternalError
 
-__all__ = ["EngineActorBase", "Envelope", "context_setters", "stop_envelope"]
+__all__ = ["EngineActorBase", "Envelope", "context_setters", "on_engine_actor_thread",
+           "stop_envelope"]
 
 _log = structlog.get_logger("tradeloom.actors")
+_actor_thread = threading.local()
+
+
+def on_engine_actor_thread() -> bool:
+    """True in an engine actor's own thread (user code can run there: a done callback on
+    a supervisor's, a node function on a node actor's)."""
+    return getattr(_actor_thread, "engine_actor", False)
 
 
 def stop_envelope() -> Envelope[Any]:
@@ -56,6 +66,10 @@ class EngineActorBase(pykka.ThreadingActor):
     def _create_actor_inbox(cls) -> Any:
         factory = cls.inbox_factory
         return factory() if factory is not None else pykka.ThreadingActor._create_actor_inbox()
+
+    def _actor_loop_setup(self) -> None:
+        _actor_thread.engine_actor = True
+        super()._actor_loop_setup()
 
     def _handle_receive(self, message: Any) -> Any:
         try:

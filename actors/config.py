@@ -12,8 +12,9 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
+from actors.clock import Clock, SystemClock
 from actors.errors import ConfigError
 from actors.web_config import WebConfig
 from actors.webhook_config import WebhookConfig
@@ -214,3 +215,18 @@ class Config:
         from actors.config_parse import parse
 
         return parse(raw, base_dir=base_dir)
+
+
+def start_args(config: object, clock: object) -> tuple[Config, Clock]:
+    """`Engine.start`'s config and clock, defaulted, or a TypeError naming the one that is
+    not what it should be (an empty dict passed as config once read as "no config")."""
+    config = Config() if config is None else config
+    if not isinstance(config, Config):
+        raise TypeError("config must be a Config (Config.from_dict(...) or "
+                        f"Config.load(path)), not {type(config).__name__}")
+    if clock is None:
+        return config, SystemClock()
+    if not (hasattr(clock, "real") and all(
+            callable(getattr(clock, m, None)) for m in ("monotonic", "time", "on_advance"))):
+        raise TypeError(f"clock must be a Clock (actors.clock), not {type(clock).__name__}")
+    return config, cast(Clock, clock)

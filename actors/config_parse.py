@@ -33,7 +33,7 @@ from actors.config import (
     TransportConfig,
     WorkflowEntry,
 )
-from actors.errors import ConfigError, valid_text
+from actors.errors import ConfigError, shown, valid_text
 from actors.web_config import parse_web
 from actors.webhook_config import parse_webhooks
 
@@ -196,6 +196,7 @@ def _check_ranges(config: Config) -> None:
         # "" would be the working directory for the daemon, and no journal in-process.
         (d.data_dir != "", "daemon.data_dir must not be empty (\".\" for the working "
                            "directory)"),
+        ("\x00" not in (d.data_dir or ""), "daemon.data_dir must not hold a NUL character"),
         (d.shutdown_grace_s >= 0, "daemon.shutdown_grace_s must be >= 0"),
         # Bounded above too: past a C int, gc.set_threshold / sched_setaffinity raise an
         # OverflowError at start instead of this one line.
@@ -292,7 +293,7 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         allowed = typing.get_args(hint)
         if value not in allowed:
             choices = ", ".join(map(repr, allowed))
-            raise ConfigError(f"{key} must be one of {choices}, not {value!r}")
+            raise ConfigError(f"{key} must be one of {choices}, not {shown(value)}")
         return value
     if origin is tuple:
         (item_hint, _ellipsis) = typing.get_args(hint)
@@ -301,15 +302,15 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         return tuple(_coerce(item, item_hint, f"{key}[{i}]") for i, item in enumerate(value))
     if hint is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key} must be true or false, not {value!r}")
+            raise ConfigError(f"{key} must be true or false, not {shown(value)}")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key} must be an integer, not {value!r}")
+            raise ConfigError(f"{key} must be an integer, not {shown(value)}")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{key} must be a number, not {value!r}")
+            raise ConfigError(f"{key} must be a number, not {shown(value)}")
         # TOML can say nan and inf; no setting means anything with them (an infinite
         # threshold would disarm a limit), and a huge integer has no float.
         try:
@@ -317,13 +318,13 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         except OverflowError:
             number = math.inf
         if not math.isfinite(number):
-            raise ConfigError(f"{key} must be a finite number, not {value!r}")
+            raise ConfigError(f"{key} must be a finite number, not {shown(value)}")
         return number
     if hint is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key} must be a string, not {value!r}")
+            raise ConfigError(f"{key} must be a string, not {shown(value)}")
         return value
-    raise ConfigError(f"{key}: unsupported value {value!r}")  # pragma: no cover
+    raise ConfigError(f"{key}: unsupported value {shown(value)}")  # pragma: no cover
 
 
 def _import_hook(entry: OnHaltEntry, index: int, base_dir: str | Path | None) -> OnHaltEntry:

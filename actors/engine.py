@@ -24,11 +24,12 @@ from typing import Any
 import pykka
 import structlog
 
+from actors._compat import on_engine_actor_thread
 from actors.admission import OVERLOADED, RUN, Admission
 from actors.breaker import BreakerRegistry
 from actors.cache import ProviderCache
-from actors.clock import Clock, SystemClock
-from actors.config import Config
+from actors.clock import Clock
+from actors.config import Config, start_args
 from actors.durable import Durable
 from actors.emergency import EmergencyGate, EmergencyState
 from actors.emergency_actor import EmergencyActor
@@ -42,7 +43,7 @@ from actors.errors import (
     EngineStopped,
     NotFound,  # events:
 )
-from actors.eventlog import DEFAULT_RING_SIZE, DRAIN_S  # events:
+from actors.eventlog import DEFAULT_RING_SIZE, DRAIN_S, current_subscription  # events:
 from actors.events import EventCallback, EventSink, Subscription
 from actors.execution import ExecutionHandle, ExecutionResult, wait_limit
 from actors.execution_ids import ExecutionIds
@@ -62,6 +63,9 @@ from actors.workflow import Workflow
 log = structlog.get_logger("tradeloom.engine")
 VERSION = "0.1.0"
 _RECENT_RESULTS = 1000
+#: What a stop waits beyond its `timeout`: the events' commit and delivery (DRAIN_S each)
+#: and the journal's close (its writer's and checkpointer's joins, 5 s each at most).
+STOP_DRAIN_S = 2 * DRAIN_S + 10.0
 
 
 #: `submit(priority=...)` is a signed 64-bit integer (what the journal stores).
@@ -90,6 +94,8 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
         self.clock = clock
         self._started_mono = time.monotonic()
         self._stopped = False
+        #: Set once the first stop() has finished: another thread's stop() waits for it.
+        self._stop_done = threading.Event()
         #: The seq of the HALT `halt_on_unresolved_intents` started with (0: none).
         self._intents_halt_seq = 0
         self._intents_halt_requests = 0
@@ -151,14 +157,14 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
 
         `on_halt`: workflows run each time HALT is entered (after those of the config's
         `[[emergency.on_halt]]`), e.g. to cancel every resting order."""
-        config = config or Config()
+        config, clock = start_args(config, clock)
         if config.daemon.cpu_affinity:
             try:
                 os.sched_setaffinity(0, config.daemon.cpu_affinity)
             except (OSError, ValueError, OverflowError) as exc:
                 raise ConfigError(f"daemon.cpu_affinity {list(config.daemon.cpu_affinity)}: "
                                   f"{exc}") from None
-        engine = cls(config, clock or SystemClock(), on_halt,
+        engine = cls(config, clock, on_halt,
                      _event_ring_size=_event_ring_size)  # events:
         log.debug("engine_started", supervisors=config.daemon.supervisors)
         return engine
@@ -359,11 +365,23 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
     def stop(self, timeout: float = 5.0, *, close_journal: bool = True) -> None:
         """End every execution (cancelled), stop every actor. Never waits on a stuck node.
         The journal is flushed and closed, unless `close_journal=False` (then call
-        `close_journal()` once the last readers are done)."""
-        if self._stopped:
+        `close_journal()` once the last readers are done). Called while another thread's
+        stop is under way, it waits for that one (up to `timeout` plus the drains), except
+        from a subscriber callback or an engine actor's thread (a done callback there),
+        which that stop may be waiting for."""
+        with self._lock:
+            wait_s = wait_limit(timeout)  # before anything stops: a bad one must not half-stop
+            first, self._stopped = not self._stopped, True
+        if not first:
+            if current_subscription() is None and not on_engine_actor_thread():
+                self._stop_done.wait(None if wait_s is None else wait_s + STOP_DRAIN_S)
             return
-        wait_s = wait_limit(timeout)  # before anything stops: a bad one must not half-stop
-        self._stopped = True
+        try:
+            self._shut_down(wait_s, timeout, close_journal)
+        finally:
+            self._stop_done.set()
+
+    def _shut_down(self, wait_s: float | None, timeout: float, close_journal: bool) -> None:
         stopped = Ending.cancelled("engine stopped")
         for exe in self.admission.drain_queued():
             exe.ending_on_start = stopped

@@ -35,8 +35,10 @@ class EngineActor(EngineActorBase):
 
     def on_receive(self, message: Any) -> Any:
         handler = self._handlers.get(type(message))
-        if handler is None:
-            return super().on_receive(message)
+        if handler is None:  # pykka's own would log it and answer None: a typo goes unseen
+            names = ", ".join(sorted(t.__name__ for t in self._handlers))
+            raise TypeError(f"engine.ref takes the messages of actors.messages ({names}), "
+                            f"not {type(message).__name__}")
         return handler(message)
 
     def _submit(self, message: Submit) -> ExecutionHandle:

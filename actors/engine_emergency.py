@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING, Any
 import pykka
 
 from actors.emergency import EmergencyGate, EmergencyState
-from actors.errors import EngineStopped, WaitInCallback, valid_text
+from actors.errors import EngineStopped, InternalError, WaitInCallback, valid_text
 from actors.eventlog import current_subscription
 from actors.interpreter import HaltPriority, quick_handoffs
 from actors.messages import Alert, Halt, ReduceOnly, Resume, RiskUpdate
+from actors.risk import finite_figure
 
 if TYPE_CHECKING:
     from actors.durable import Durable
@@ -79,6 +80,8 @@ class EmergencyControls:
         if self._stopped:
             raise EngineStopped("the engine is stopped")
         self._refuse_wait_in_callback(type(message).__name__)
+        if type(message) is RiskUpdate:
+            message = _plain_update(message)
         if type(message) is not Halt:
             return self._ask_and_commit(message, None)
         priority = self.gate.priority
@@ -121,3 +124,26 @@ def _reason(reason: Any) -> Any:
     # A lone surrogate (JSON's "\ud800" from the web page) fails a log line and a journal
     # row: replaced with "?" as on the wire. Not a string: the actor refuses it.
     return valid_text(reason) if isinstance(reason, str) else reason
+
+
+def _plain_update(update: RiskUpdate) -> RiskUpdate:
+    """`update` with its figures as floats and its limit name as a plain str, made here,
+    in the caller's thread (a node's, for `ctx.risk`): converting a figure may run user
+    code (a float subclass's `__float__`, a str subclass's `__hash__`), and the kill switch
+    applies figures under the sequencing lock, where a slow conversion would freeze every
+    execution and every halt. A figure refused here is refused as the book refuses it
+    (TypeError/ValueError naming the argument); anything else the conversion raises is an
+    InternalError, as it was when the kill switch converted it."""
+    figures: dict[str, float | None] = {}
+    arg = "limit"
+    try:
+        limit = str.__str__(update.limit) if isinstance(update.limit, str) else update.limit
+        for arg in ("value", "delta", "equity"):
+            figure = getattr(update, arg)
+            figures[arg] = None if figure is None else finite_figure(arg, figure)
+    except (TypeError, ValueError):
+        raise
+    except BaseException as exc:  # user code converting a figure: contained
+        raise InternalError(f"{type(exc).__name__} raised converting the risk update's "
+                            f"{arg}") from exc
+    return RiskUpdate(limit=limit, **figures)

@@ -218,3 +218,11 @@ def valid_text(text: str) -> str:
     except UnicodeEncodeError:
         return text.encode(errors="replace").decode()
     return text
+
+
+def shown(value: object) -> str:
+    """`repr(value)` for an error message. An int past Python's 4,300-digit limit on
+    decimal conversion has no repr (ValueError): it is shown by its size."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 14_000:
+        return f"an int of {value.bit_length()} bits"
+    return repr(value)

@@ -231,7 +231,8 @@ class Codec:
         pack_one = self._packer.pack
         try:
             return [pack_one(event) for event in events]
-        except Exception:  # noqa: BLE001 - a value msgpack refuses must not stop the journal
+        except BaseException:  # noqa: BLE001 - a value msgpack (or a user __str__ it calls:
+            # SystemExit too) refuses must not stop the journal
             return [self.pack(event) for event in events]
 
     def pack(self, value: Any) -> bytes:

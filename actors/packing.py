@@ -31,6 +31,8 @@ def fallback(obj: Any) -> Any:
         return list(obj)
     if isinstance(obj, Mapping):
         return dict(obj)
+    if isinstance(obj, int):  # an int or an int subclass past 64 bits
+        return int_text(obj)
     return str(obj)
 
 
@@ -50,7 +52,7 @@ def pack(obj: Any, packer: Any = None) -> bytes:
         if packer is not None:
             return packer.pack(obj)  # type: ignore[no-any-return]
         return _packb(obj)
-    except Exception:  # noqa: BLE001 - msgpack and user __str__ raise anything
+    except BaseException:  # noqa: BLE001 - msgpack and user __str__ raise anything
         return pack_plain(obj)
 
 
@@ -112,13 +114,18 @@ def plain(obj: Any, depth: int = 0) -> Any:
     if isinstance(obj, _SCALARS):
         return obj
     if isinstance(obj, int):
-        return obj if _INT_MIN <= obj <= _INT_MAX else str(obj)
+        return obj if _INT_MIN <= obj <= _INT_MAX else int_text(obj)
     if depth >= _MAX_DEPTH:
         return as_text(obj)
-    if isinstance(obj, Mapping):
-        return {_key(k): plain(v, depth + 1) for k, v in obj.items()}
-    if isinstance(obj, list | tuple | set | frozenset):
-        return [plain(v, depth + 1) for v in obj]
+    try:
+        if isinstance(obj, Mapping):
+            return {_key(k): plain(v, depth + 1) for k, v in obj.items()}
+        if isinstance(obj, list | tuple | set | frozenset):
+            return [plain(v, depth + 1) for v in obj]
+    except RuntimeError:  # maybe a dict changed size while read: pack_plain tries again
+        raise
+    except BaseException:  # noqa: BLE001 - a user container's items()/__iter__ raised
+        pass
     return as_text(obj)
 
 
@@ -139,6 +146,17 @@ def _key(key: Any) -> Any:
 def as_text(obj: Any) -> str:
     """`str(obj)` as UTF-8 carries it (lone surrogates as `?`), or a stand-in when it raises."""
     try:
+        if isinstance(obj, int):
+            return int_text(obj)
         return valid_text(str(obj))
-    except Exception:  # noqa: BLE001 - a user object's __str__ may raise anything
+    except BaseException:  # noqa: BLE001 - a user object's __str__ may raise anything
         return f"<unprintable {type(obj).__name__}>"
+
+
+def int_text(number: int) -> str:
+    """The decimal form of an int; past Python's limit on decimal conversion (4,300
+    digits: `str()` raises ValueError) its hex form, which has no limit and is exact."""
+    try:
+        return str(number)
+    except ValueError:
+        return hex(number)

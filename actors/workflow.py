@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import structlog
 
-from actors.errors import NodeTimeout, WorkflowDefinitionError, valid_text
+from actors.errors import NodeTimeout, WorkflowDefinitionError, shown, valid_text
 
 Category = Literal["provider", "condition", "action", "transform"]
 CATEGORIES: frozenset[str] = frozenset({"provider", "condition", "action", "transform"})
@@ -60,7 +60,7 @@ class Node:
         restart_within_s: float | None = None,
         backoff_min_s: float | None = None,
         backoff_max_s: float | None = None,
-        restart_on: Iterable[type[BaseException]] | None = None,
+        restart_on: type[BaseException] | Iterable[type[BaseException]] | None = None,
         breaker: str | None = None,
         reduces_risk: bool = False,
         idempotent: bool = False,
@@ -81,11 +81,14 @@ class Node:
                 f"{', '.join(sorted(CATEGORIES))}", node_id=id)
         if isinstance(depends_on, str):
             depends_on = (depends_on,)
+        if name is not None and not isinstance(name, str):  # events carry it as a string
+            raise WorkflowDefinitionError(
+                f"node {id!r}: name must be a string, not {type(name).__name__}", node_id=id)
         self.id = id
         self.fn = fn
         self.category = category
-        self.depends_on = tuple(depends_on)
-        self.name = name or getattr(fn, "__name__", id)
+        self.depends_on = _tuple_of(depends_on, "depends_on", id)
+        self.name = name or _fn_name(fn) or id
         self.timeout_s = _positive(timeout_s, "timeout_s", id)
         self.restart_within_s = _positive(restart_within_s, "restart_within_s", id)
         self.backoff_min_s = _non_negative(backoff_min_s, "backoff_min_s", id)
@@ -115,8 +118,10 @@ class Node:
                     "idempotent=True", node_id=id)
             max_restarts = 0
         self.max_restarts = max_restarts
+        if isinstance(restart_on, type):  # one type, as `except` takes it
+            restart_on = (restart_on,)
         if restart_on is not None:
-            restart_on = tuple(restart_on)
+            restart_on = _tuple_of(restart_on, "restart_on", id)
             if not all(isinstance(t, type) and issubclass(t, BaseException) for t in restart_on):
                 raise WorkflowDefinitionError(
                     f"node {id!r}: restart_on must list exception types", node_id=id)
@@ -132,9 +137,42 @@ class Node:
 def _is_async(fn: Callable[..., Any]) -> bool:
     """An `async def` (or async generator) function, partial, or object whose `__call__`
     is one."""
-    call = type(fn).__call__ if not inspect.isroutine(fn) else None  # a callable object
-    return any(inspect.iscoroutinefunction(f) or inspect.isasyncgenfunction(f)
-               for f in (fn, call))
+    try:
+        call = type(fn).__call__ if not inspect.isroutine(fn) else None  # a callable object
+        return any(inspect.iscoroutinefunction(f) or inspect.isasyncgenfunction(f)
+                   for f in (fn, call))
+    except Exception:  # noqa: BLE001 - a user __getattr__ raised; a coroutine it returns
+        return False  # at run time still fails its node (CoroutineReturned)
+
+
+def _tuple_of(items: Any, key: str, node_id: str) -> tuple[Any, ...]:
+    try:
+        return tuple(items)
+    except Exception:  # noqa: BLE001 - not iterable, or a user iterable that raised
+        raise WorkflowDefinitionError(
+            f"node {node_id!r}: {key} must be an iterable, not {type(items).__name__}",
+            node_id=node_id) from None
+
+
+def _fn_name(fn: Any) -> str | None:
+    """`fn.__name__` when it is a string; None when there is none (a callable object whose
+    `__getattr__` raises, or a `__name__` that is not a string)."""
+    try:
+        name = getattr(fn, "__name__", None)
+    except Exception:  # noqa: BLE001 - user code
+        return None
+    return name if isinstance(name, str) else None
+
+
+def finite_seconds(value: Any) -> bool:
+    """A real number (not a bool) that is finite as a float: an int past the float range
+    is not (`math.isfinite` raises OverflowError on it)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _positive(value: float | None, key: str, node_id: str) -> float | None:
@@ -149,10 +187,9 @@ def _seconds(value: Any, key: str, node_id: str, *, allow_zero: bool) -> float |
     if value is None:
         return None
     bound = ">= 0" if allow_zero else "> 0"
-    if (isinstance(value, bool) or not isinstance(value, int | float)
-            or not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero)):
+    if not finite_seconds(value) or value < 0 or (value == 0 and not allow_zero):
         raise WorkflowDefinitionError(
-            f"node {node_id!r}: {key} must be a finite number {bound}, not {value!r}",
+            f"node {node_id!r}: {key} must be a finite number {bound}, not {shown(value)}",
             node_id=node_id)
     return float(value)
 
@@ -171,11 +208,10 @@ class Workflow:
         nodes = tuple(nodes)
         if not nodes:
             raise WorkflowDefinitionError(f"workflow {id!r} has no nodes")
-        if timeout_s is not None and (isinstance(timeout_s, bool)
-                                      or not isinstance(timeout_s, int | float)
-                                      or not math.isfinite(timeout_s) or timeout_s <= 0):
+        if timeout_s is not None and (not finite_seconds(timeout_s) or timeout_s <= 0):
             raise WorkflowDefinitionError(
-                f"workflow {id!r}: timeout_s must be a finite number > 0, not {timeout_s!r}")
+                f"workflow {id!r}: timeout_s must be a finite number > 0, not "
+                f"{shown(timeout_s)}")
         self.id = id
         self.nodes = nodes
         self.timeout_s = timeout_s

@@ -30,7 +30,8 @@ def test_pykka_envelope_and_stop_message_have_the_shape_we_use() -> None:
 
 
 def test_pykka_actor_hooks_we_override_exist() -> None:
-    for name in ("_create_actor_inbox", "_handle_receive", "_stop", "_actor_loop_running"):
+    for name in ("_create_actor_inbox", "_handle_receive", "_stop", "_actor_loop_running",
+                 "_actor_loop_setup"):
         assert hasattr(pykka.ThreadingActor, name), name
     source = inspect.getsource(pykka.ThreadingActor._actor_loop_running)
     assert "actor_inbox.get()" in source and "_handle_receive(envelope.message)" in source
@@ -99,7 +100,7 @@ def test_no_other_module_touches_library_internals() -> None:
                 offenders.append(f"{path.name}: from {node.module}")
             if isinstance(node, ast.Attribute) and node.attr in {
                     "_CONTEXT_VARS", "_handle_receive", "_create_actor_inbox", "_stop",
-                    "_ActorStop", "_is_owned", "_handle_failure"}:
+                    "_ActorStop", "_is_owned", "_handle_failure", "_actor_loop_setup"}:
                 offenders.append(f"{path.name}:{node.lineno}: .{node.attr}")
     assert offenders == []
 
