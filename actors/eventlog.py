@@ -210,11 +210,19 @@ class EventLog:
         _run_all([fn for fn, quick in due if quick])
         slow = [fn for fn, quick in due if not quick]
         if slow:
-            if self._handed_off is None:
-                self._handed_off = queue.SimpleQueue()
-                threading.Thread(target=_run_handed_off, args=(self._handed_off,),
-                                 name="tradeloom-done-callbacks", daemon=True).start()
-            self._handed_off.put(slow)
+            self.hand_off(slow)
+
+    def hand_off(self, fns: list[Callable[[], None]]) -> None:
+        """Run `fns` on the log's own thread (made on first use), in order: for done
+        callbacks that would otherwise run on a thread they could hold up (the store's
+        writer, a supervisor)."""
+        if self._handed_off is None:
+            with self._mutex:
+                if self._handed_off is None:
+                    self._handed_off = queue.SimpleQueue()
+                    threading.Thread(target=_run_handed_off, args=(self._handed_off,),
+                                     name="tradeloom-done-callbacks", daemon=True).start()
+        self._handed_off.put(fns)
 
     # -- subscriptions ---------------------------------------------------------------------
 

@@ -70,8 +70,9 @@ class ExecutionHandle:
     The result is in (`done()`, `result()` returns) once the execution has ended AND every
     in-process subscription has been given its terminal event (or was closed), so a
     subscriber never learns of an end after the caller. Done callbacks run after that too,
-    in the thread that completed the delivery: the supervisor's when no subscriber was
-    behind, else a subscription's thread (or a store's, with a journal). Keep them quick;
+    in the thread that completed the delivery (a subscription's), or else on the event
+    log's done-callbacks thread (never a supervisor's or the journal writer's: a callback
+    that waits must not hold up what it waits for). Keep them quick;
     `handle.result()` of the handle they are given returns at once there, but waiting for
     anything else the engine does from a subscription's thread raises `WaitInCallback`.
     """
@@ -145,13 +146,19 @@ class ExecutionHandle:
             callbacks, self._callbacks = self._callbacks, []
         self._waiter.release()
         if callbacks:
-            self._after_delivery(callbacks)
+            self._after_delivery(callbacks, here=False)
 
     def _delivered(self) -> bool:
         log = self._log
         return log is None or not self._seq or log.delivered(self._seq)
 
-    def _after_delivery(self, callbacks: list[Callable[[ExecutionHandle], None]]) -> None:
+    def _after_delivery(self, callbacks: list[Callable[[ExecutionHandle], None]], *,
+                        here: bool = True) -> None:
+        """Run `callbacks` once the terminal event is delivered: here, now, if it is and
+        `here`; else in the thread that delivers it. `here=False` is the supervisor's
+        `resolve`: callbacks due at once go to the log's done-callbacks thread instead, so
+        a callback that waits (for another execution, for a halt) cannot hold up the
+        supervisor that has to run what it waits for."""
         def run() -> None:
             for fn in callbacks:
                 try:
@@ -159,11 +166,16 @@ class ExecutionHandle:
                 except BaseException:  # noqa: BLE001 - a callback must not break the engine
                     _log.exception("done_callback_failed", execution_id=self.execution_id)
 
-        if self._delivered():
+        log = self._log
+        if log is None or not self._seq:
             run()
+        elif log.delivered(self._seq):
+            if here:
+                run()
+            else:
+                log.hand_off([run])
         else:
-            assert self._log is not None
-            self._log.when_delivered(self._seq, run)
+            log.when_delivered(self._seq, run)
 
     def __repr__(self) -> str:
         status = self._result.status if self._result else "pending"

@@ -313,10 +313,6 @@ def test_an_odd_config_value_is_a_config_error_naming_its_key(config: dict[str, 
         Config.from_dict(config)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "done callbacks run on the supervisor's thread when no subscriber is behind "
-    "(ExecutionHandle._after_delivery in actors/execution.py, not this branch's to change): "
-    "a callback waiting for another execution waits for its own supervisor"))
 def test_a_done_callback_waiting_for_another_execution_does_not_stall_its_supervisor(
         engine: Engine) -> None:
     flow = Workflow("chained", nodes=[Node("n", lambda ctx: 1)])
