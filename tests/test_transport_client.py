@@ -241,6 +241,8 @@ def test_topics_must_be_a_sequence_of_strings(daemon: Daemon) -> None:
         subscriber(daemon, topics="workflow/a/")
     with pytest.raises(TypeError):
         subscriber(daemon, since_seq="5")
+    with pytest.raises(ValueError, match="under 1024 bytes"):  # the daemon would drop it
+        subscriber(daemon, topics=("workflow/" + "x" * 1015,))
 
 
 def test_a_tuple_key_in_an_output_arrives_as_its_string_form(daemon: Daemon) -> None:

@@ -47,6 +47,7 @@ from actors.events import topic_of
 from actors.packing import unpack_lenient
 from transport.control_client import ControlClient
 from transport.errors import DaemonUnreachable
+from transport.publisher import MAX_SUBSCRIPTION_BYTES
 from transport.security import ClientKeys
 
 log = structlog.get_logger("tradeloom.transport.subscriber")
@@ -83,6 +84,9 @@ class Subscriber:
         if since_seq is not None and (isinstance(since_seq, bool)
                                       or not isinstance(since_seq, int)):
             raise TypeError("since_seq must be an int or None")
+        if any(len(t.encode()) >= MAX_SUBSCRIPTION_BYTES for t in topics):
+            # The daemon would drop the connection: never live, with no word why.
+            raise ValueError(f"a topic prefix must be under {MAX_SUBSCRIPTION_BYTES} bytes")
         self.filters = tuple(dict.fromkeys(topics)) or ("",)
         self._everything = "" in self.filters
         self._prefix = "" if self._everything else _common_prefix(self.filters)
