@@ -184,6 +184,13 @@ def test_a_dealer_without_delimiter_and_request_ids(server: ControlServer) -> No
 
 # -- validation -----------------------------------------------------------------------------
 
+def nested(depth: int, leaf: Any) -> Any:
+    """`leaf` inside `depth` one-element lists."""
+    for _ in range(depth):
+        leaf = [leaf]
+    return leaf
+
+
 @pytest.mark.parametrize(("request_", "field"), [
     ({"op": "submit"}, "workflow"),
     ({"op": "submit", "workflow": 5}, "workflow"),
@@ -191,6 +198,10 @@ def test_a_dealer_without_delimiter_and_request_ids(server: ControlServer) -> No
     ({"op": "submit", "workflow": "w", "inputs": [1]}, "inputs"),
     ({"op": "submit", "workflow": "w", "inputs": {"x": float("nan")}}, "inputs"),
     ({"op": "submit", "workflow": "w", "inputs": {"x": {"y": [float("inf")]}}}, "inputs"),
+    # as deep as msgpack reads (the check once stopped at 64 levels)
+    ({"op": "submit", "workflow": "w", "inputs": {"x": nested(900, float("nan"))}}, "inputs"),
+    ({"op": "submit", "workflow": "w",
+      "inputs": {"x": nested(65, {"y": float("-inf")})}}, "inputs"),
     ({"op": "submit", "workflow": "w", "priority": True}, "priority"),
     ({"op": "submit", "workflow": "w", "priority": 1.0}, "priority"),
     ({"op": "submit", "workflow": "w", "bot_id": 1}, "bot_id"),
