@@ -3,6 +3,9 @@ catch-up, gap filling, filters, a daemon restart, resuming from a saved seq."""
 
 from __future__ import annotations
 
+import math
+import signal
+import threading
 import time
 from collections.abc import Iterator
 
@@ -99,6 +102,48 @@ def test_a_closed_client_refuses(daemon: Daemon) -> None:
     client.close()
     with pytest.raises(Exception, match="closed"):
         client.ping()
+
+
+class Interrupted(Exception):
+    """What the test's SIGALRM handler raises in the middle of a request."""
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise Interrupted
+
+
+def test_a_request_interrupted_before_its_reply_leaves_the_client_usable(
+        daemon: Daemon) -> None:
+    # A signal handler's exception (or Ctrl-C) between send and reply once left the REQ
+    # socket waiting: every later call failed with DaemonUnreachable, the daemon up.
+    daemon.handler.replay_gate = threading.Event()
+    previous = signal.signal(signal.SIGALRM, _interrupt)
+    client = ControlClient(daemon.control.endpoint, timeout=10.0)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        with pytest.raises(Interrupted):
+            client.replay(1)
+        assert daemon.handler.replay_started.wait(5.0)
+        daemon.handler.replay_gate.set()
+        assert client.ping()["pong"] is True
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        daemon.handler.replay_gate.set()
+        client.close()
+
+
+@pytest.mark.parametrize("timeout", [math.inf, 1e300])
+def test_an_endless_timeout_waits_for_the_reply(daemon: Daemon, timeout: float) -> None:
+    with ControlClient(daemon.control.endpoint, timeout=timeout) as client:
+        assert client.ping()["pong"] is True
+        assert client.request("status", timeout=timeout)["state"] == "NORMAL"
+
+
+@pytest.mark.parametrize("timeout", [0, -1.0, math.nan, "5", True])
+def test_a_timeout_that_is_not_a_positive_number_is_refused(timeout: object) -> None:
+    with pytest.raises(ValueError, match="timeout must be a number of seconds > 0"):
+        ControlClient("tcp://127.0.0.1:1", timeout=timeout)  # type: ignore[arg-type]
 
 
 # -- Subscriber -----------------------------------------------------------------------------

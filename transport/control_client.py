@@ -35,8 +35,7 @@ class ControlClient:
 
     def __init__(self, endpoint: str, *, timeout: float = 5.0, keys: ClientKeys | None = None,
                  context: zmq.Context[Any] | None = None) -> None:
-        if timeout <= 0:
-            raise ValueError("timeout must be > 0")
+        _check_timeout(timeout)
         self.endpoint = endpoint
         self.timeout = timeout
         self._keys = keys
@@ -51,14 +50,14 @@ class ControlClient:
         """Send `{"v": 1, "op": op, **args}` (None-valued args left out); return `result`."""
         message = {"v": 1, "op": op, **{k: v for k, v in args.items() if v is not None}}
         data = encode(message)
-        wait = self.timeout if timeout is None else timeout
+        wait = self.timeout if timeout is None else _check_timeout(timeout)
         with self._lock:
             if self._closed:
                 raise TransportError("the control client is closed")
             socket = self._open()
             try:
                 socket.send(data)
-                if not socket.poll(int(wait * 1000), zmq.POLLIN):
+                if not socket.poll(_poll_ms(wait), zmq.POLLIN):
                     self._reset()
                     raise DaemonUnreachable(
                         f"no reply from {self.endpoint} within {wait:g} s ({op})")
@@ -66,6 +65,11 @@ class ControlClient:
             except zmq.ZMQError as exc:
                 self._reset()
                 raise DaemonUnreachable(f"{self.endpoint}: {exc.strerror} ({op})") from None
+            except BaseException:
+                # Interrupted between send and reply (a signal handler's exception, Ctrl-C):
+                # a REQ socket still waiting for that reply could never send again.
+                self._reset()
+                raise
         return self._result(frame, op)
 
     def _result(self, frame: bytes, op: str) -> Any:
@@ -186,3 +190,18 @@ class ControlClient:
                                               topic_prefix=topic_prefix)
         return result
 
+
+#: Longer waits than this (about 24 days) wait for ever: zmq's poll takes a C int of ms.
+_FOREVER_MS = 2**31 - 1
+
+
+def _check_timeout(timeout: float) -> float:
+    """`timeout` if it is a number > 0 (`math.inf`: wait for ever), else `ValueError`."""
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise ValueError(f"timeout must be a number of seconds > 0, not {timeout!r}")
+    return timeout
+
+
+def _poll_ms(wait: float) -> int | None:
+    ms = wait * 1000
+    return None if ms >= _FOREVER_MS else int(ms)
