@@ -147,7 +147,8 @@ def test_the_example_receiver_answers_an_unusable_content_length(length: str,
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        with socket.create_connection(server.server_address[:2], timeout=5.0) as conn:
+        with socket.create_connection(("127.0.0.1", server.server_address[1]),
+                                      timeout=5.0) as conn:
             conn.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %s\r\n\r\n{}"
                          % length.encode())
             assert conn.recv(64).startswith(b"HTTP/1.0 %d" % status)
