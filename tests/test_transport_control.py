@@ -29,6 +29,7 @@ from transport.client import (
     UnknownWorkflowError,
 )
 from transport.codec import MAX_MESSAGE_BYTES
+from transport.control import MAX_PEER_PENDING
 
 LOCAL = "tcp://127.0.0.1:*"
 
@@ -386,6 +387,35 @@ def test_halt_is_answered_while_other_clients_run_slow_replays(
         busy.close()
     assert sorted(r["id"] for r in replies) == list(range(6))
     assert all(len(r["result"]["events"]) == 10_000 for r in replies)
+
+
+def test_one_peer_cannot_queue_more_than_its_share_of_a_lane(
+        server: ControlServer, handler: FakeHandler) -> None:
+    # One DEALER pipelining 600 replays once held every other client's `execution` behind
+    # them (for tens of seconds), and their replies in memory (a GB).
+    handler.replay_gate = threading.Event()
+    greedy, other = Dealer(server.endpoint), Dealer(server.endpoint)
+    extra = 8
+    try:
+        for i in range(MAX_PEER_PENDING + extra):
+            greedy.send({"v": 1, "op": "replay", "since_seq": 1, "id": i})
+        refused = [greedy.recv() for _ in range(extra)]  # at once, the rest still waiting
+        assert all(r["error"]["code"] == "overloaded" for r in refused)
+        assert sorted(r["id"] for r in refused) == list(
+            range(MAX_PEER_PENDING, MAX_PEER_PENDING + extra))
+        assert greedy.call({"v": 1, "op": "ping"})["ok"] is True  # its urgent lane is free
+        other.send({"v": 1, "op": "replay", "since_seq": 1, "id": "mine"})
+        assert not other.sock.poll(100)  # queued like anyone's, not refused
+        handler.replay_gate.set()
+        assert other.recv()["ok"] is True
+        assert sorted(greedy.recv()["id"] for _ in range(MAX_PEER_PENDING)) == list(
+            range(MAX_PEER_PENDING))
+        greedy.send({"v": 1, "op": "replay", "since_seq": 1, "id": "again"})
+        assert greedy.recv()["ok"] is True  # its share is back once answered
+    finally:
+        handler.replay_gate.set()
+        greedy.close()
+        other.close()
 
 
 def test_a_full_lane_answers_overloaded(handler: FakeHandler) -> None:

@@ -22,7 +22,9 @@ request over 1 MiB, a missing or wrong `v`, an unknown op, an ill-typed field: e
 answered with an error reply and nothing else happens. Frames over `max_frame_bytes`
 (16 MiB) make libzmq drop that connection (a hard cap on memory); an envelope deeper than
 `MAX_ENVELOPE_FRAMES` or a reply that cannot be routed is dropped and counted. When a lane
-already holds `max_pending` requests, new ones for it are answered `overloaded`.
+already holds `max_pending` requests, new ones for it are answered `overloaded`; so are one
+peer's past `max_peer_pending` in a lane's workers (a DEALER pipelining 600 replays held
+everyone's `execution` behind them for tens of seconds).
 """
 
 from __future__ import annotations
@@ -61,6 +63,9 @@ log = structlog.get_logger("tradeloom.transport.control")
 
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 MAX_ENVELOPE_FRAMES = 16
+#: Requests of one peer (one connection: the envelope's first identity) a lane's workers
+#: may hold at once; more are answered `overloaded`. A REQ has one in flight.
+MAX_PEER_PENDING = 16
 #: Larger replies (replays) go through pyzmq's zero-copy send instead of a copy under the GIL.
 DIRECT_REPLY_BYTES = 65536
 _URGENT, _POOL = 0, 1
@@ -82,7 +87,8 @@ class ControlServer(ServerThread):
     role = "control"
 
     def __init__(self, endpoint: str, handler: ControlHandler, *, workers: int = 4,
-                 max_pending: int = 1000, max_request_bytes: int = MAX_MESSAGE_BYTES,
+                 max_pending: int = 1000, max_peer_pending: int = MAX_PEER_PENDING,
+                 max_request_bytes: int = MAX_MESSAGE_BYTES,
                  max_frame_bytes: int = MAX_FRAME_BYTES,
                  context: zmq.Context[Any] | None = None, curve: CurveServer | None = None,
                  insecure: bool = False,
@@ -93,6 +99,10 @@ class ControlServer(ServerThread):
         self._nowait = handler if isinstance(handler, NowaitSubmit) else None
         self._workers = workers
         self._max_pending = max_pending
+        self._max_peer_pending = max_peer_pending
+        #: (lane, peer identity) -> requests of that peer its workers hold (socket thread
+        #: only; a key goes when its count is back to 0).
+        self._peer_pending: dict[tuple[int, bytes], int] = {}
         self._max_request = max_request_bytes
         self._max_frame = max_frame_bytes
         #: (lane, envelope, encoded reply, error code or None), from workers to the socket.
@@ -220,16 +230,21 @@ class ControlServer(ServerThread):
             self._counts["errors"] += 1
             return
         lane = _URGENT if op in URGENT_OPS else _POOL
-        if self._pending[lane] >= self._max_pending:
+        nowait = op == "submit" and self._nowait is not None  # holds no worker
+        peer = (lane, envelope[0])
+        if self._pending[lane] >= self._max_pending or (
+                not nowait and self._peer_pending.get(peer, 0) >= self._max_peer_pending):
             self._counts["overloaded"] += 1
             self._counts["errors"] += 1
             self._reply(socket, envelope, encode(error_reply(
                 "overloaded", "too many requests in progress; try again", request_id)))
             return
         self._pending[lane] += 1
-        if op == "submit" and self._nowait is not None:
+        if nowait:
+            assert self._nowait is not None
             self._submit_nowait(self._nowait, socket, envelope, kwargs, request_id)
         else:
+            self._peer_pending[peer] = self._peer_pending.get(peer, 0) + 1
             lanes[lane].submit(self._run, lane, envelope, op, kwargs, request_id)
 
     # -- submit without a worker ----------------------------------------------------------
@@ -336,6 +351,12 @@ class ControlServer(ServerThread):
             except queue.Empty:
                 return
             self._pending[lane] -= 1
+            peer = (lane, envelope[0])
+            left = self._peer_pending.get(peer, 1) - 1
+            if left > 0:
+                self._peer_pending[peer] = left
+            else:
+                self._peer_pending.pop(peer, None)
             if code is not None:
                 self._counts["errors"] += 1
                 if code == INTERNAL:
