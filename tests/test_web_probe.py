@@ -92,6 +92,21 @@ def test_deeply_nested_request_gets_a_reply_and_the_connection_lives(
         assert reply_to(ws, '{"id":2,"op":"ping"}')["ok"] is True
 
 
+@pytest.mark.parametrize(("raw_op", "message"), [
+    ("[1]", "field 'op' must be a string, not list"),
+    ('{"a":1}', "field 'op' must be a string, not dict"),
+    ("7", "field 'op' must be a string, not int"),
+    ("null", "missing field 'op'"),  # nil counts as absent, as on the control socket
+])
+def test_an_op_that_is_not_a_string_is_a_bad_request_naming_it(
+        gateway: WebGateway, raw_op: str, message: str) -> None:
+    with connect(gateway.ws_url) as ws:
+        hello(ws)
+        reply = reply_to(ws, '{"id":3,"op":' + raw_op + "}")
+        assert reply["id"] == 3 and reply["error"] == {"code": "bad_request",
+                                                       "message": message}
+
+
 @pytest.mark.parametrize("raw_id", ["NaN", "Infinity", "-Infinity", "1e400"])
 def test_non_finite_ids_come_back_as_strict_json(gateway: WebGateway, raw_id: str) -> None:
     with connect(gateway.ws_url) as ws:
