@@ -14,7 +14,7 @@ import zmq
 
 from tests.transport_fakes import FakeHandler, FakeLog, emergency_event, workflow_events
 from transport import ControlServer, Publisher
-from transport.client import ControlClient, DaemonUnreachable, Subscriber
+from transport.client import ControlClient, DaemonUnreachable, Subscriber, TransportError
 
 LOCAL = "tcp://127.0.0.1:*"
 Event = dict[str, object]
@@ -279,6 +279,17 @@ def test_resume_from_a_saved_seq_after_the_subscribers_own_restart(daemon: Daemo
         got = take(sub, 210)
         assert sub.next(0.3) is None
     assert seqs(got) == list(range(121, 331))
+
+
+def test_a_closed_subscriber_refuses_with_a_transport_error(daemon: Daemon) -> None:
+    sub = subscriber(daemon)
+    sub.wait_live(5.0)
+    sub.close()
+    with pytest.raises(TransportError, match="the subscriber is closed"):
+        sub.next(0.1)
+    with pytest.raises(TransportError, match="the subscriber is closed"):
+        next(iter(sub))
+    sub.close()  # twice is fine
 
 
 def test_topics_must_be_a_sequence_of_strings(daemon: Daemon) -> None:

@@ -46,7 +46,7 @@ import zmq
 from actors.events import topic_of
 from actors.packing import unpack_lenient
 from transport.control_client import ControlClient
-from transport.errors import DaemonUnreachable
+from transport.errors import DaemonUnreachable, TransportError
 from transport.publisher import MAX_SUBSCRIPTION_BYTES
 from transport.security import ClientKeys
 
@@ -139,6 +139,8 @@ class Subscriber:
         """The next event in seq order, or None when none is ready within `timeout` seconds
         (None: wait for ever). Replays run here, in the caller's thread; a replay that gets
         no answer raises `DaemonUnreachable` and is tried again by the next call."""
+        if self._sub.closed:  # else a bare ZMQError ("Operation not supported")
+            raise TransportError("the subscriber is closed")
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             if self._ready:
