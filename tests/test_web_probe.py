@@ -289,6 +289,17 @@ def test_spoofed_origins_are_refused(gateway: WebGateway, origin: str) -> None:
     assert refused.value.response.status_code == 403
 
 
+def test_two_origin_headers_are_refused_even_with_the_own_one(gateway: WebGateway) -> None:
+    own = f"http://127.0.0.1:{gateway.port}"
+    for first, second in ((own, "http://evil.example"), (own, own)):
+        key = base64.b64encode(os.urandom(16)).decode()
+        answer = raw_http(gateway.port, (
+            f"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"Origin: {first}\r\nOrigin: {second}\r\n\r\n").encode())
+        assert answer.startswith(b"HTTP/1.1 403 "), answer[:100]
+
+
 def test_no_hello_in_time_is_a_bad_request(engine: Engine) -> None:
     gateway = start_gateway(engine, hello_timeout_s=0.3)
     try:
