@@ -299,6 +299,9 @@ def test_topics_must_be_a_sequence_of_strings(daemon: Daemon) -> None:
         subscriber(daemon, since_seq="5")
     with pytest.raises(ValueError, match="under 1024 bytes"):  # the daemon would drop it
         subscriber(daemon, topics=("workflow/" + "x" * 1015,))
+    for page in (0, 10_001, True, 1.5):  # a replay limit the daemon refuses
+        with pytest.raises(ValueError, match="page must be an int from 1 to 10000"):
+            subscriber(daemon, page=page)
 
 
 def test_a_tuple_key_in_an_output_arrives_as_its_string_form(daemon: Daemon) -> None:

@@ -47,6 +47,7 @@ from actors.events import topic_of
 from actors.packing import unpack_lenient
 from transport.control_client import ControlClient
 from transport.errors import DaemonUnreachable, TransportError
+from transport.ops import MAX_LIMIT
 from transport.publisher import MAX_SUBSCRIPTION_BYTES
 from transport.security import ClientKeys
 
@@ -84,6 +85,10 @@ class Subscriber:
         if since_seq is not None and (isinstance(since_seq, bool)
                                       or not isinstance(since_seq, int)):
             raise TypeError("since_seq must be an int or None")
+        if isinstance(page, bool) or not isinstance(page, int) or not 1 <= page <= MAX_LIMIT:
+            # The daemon answers a replay limit past MAX_LIMIT with bad_request: every
+            # gap fill would fail.
+            raise ValueError(f"page must be an int from 1 to {MAX_LIMIT}")
         if any(len(t.encode()) >= MAX_SUBSCRIPTION_BYTES for t in topics):
             # The daemon would drop the connection: never live, with no word why.
             raise ValueError(f"a topic prefix must be under {MAX_SUBSCRIPTION_BYTES} bytes")
