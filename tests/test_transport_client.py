@@ -3,11 +3,12 @@ catch-up, gap filling, filters, a daemon restart, resuming from a saved seq."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import zmq
@@ -105,32 +106,72 @@ def test_a_closed_client_refuses(daemon: Daemon) -> None:
 
 
 class Interrupted(Exception):
-    """What the test's SIGALRM handler raises in the middle of a request."""
+    """What the test's signal handler raises in the middle of a request."""
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise Interrupted
+@contextlib.contextmanager
+def signal_during_replay(daemon: Daemon, handler: Callable[[], None]) -> Iterator[None]:
+    """Inside: a `replay` waits (its gate closed) and SIGUSR1 runs `handler` in this (the
+    main) thread meanwhile, as a signal handler does; the gate opens after it."""
+    gate = daemon.handler.replay_gate = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        try:
+            handler()
+        finally:
+            gate.set()
+
+    def send_signal() -> None:
+        if daemon.handler.replay_started.wait(5.0):
+            # At the main thread itself: its poll must see EINTR (any thread may take
+            # a process-wide signal, and the handler would wait for the poll to time out).
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR1)
+
+    previous = signal.signal(signal.SIGUSR1, on_signal)
+    sender = threading.Thread(target=send_signal)
+    sender.start()
+    try:
+        yield
+    finally:
+        sender.join(10.0)
+        gate.set()
+        signal.signal(signal.SIGUSR1, previous)
 
 
 def test_a_request_interrupted_before_its_reply_leaves_the_client_usable(
         daemon: Daemon) -> None:
     # A signal handler's exception (or Ctrl-C) between send and reply once left the REQ
     # socket waiting: every later call failed with DaemonUnreachable, the daemon up.
-    daemon.handler.replay_gate = threading.Event()
-    previous = signal.signal(signal.SIGALRM, _interrupt)
-    client = ControlClient(daemon.control.endpoint, timeout=10.0)
-    try:
-        signal.setitimer(signal.ITIMER_REAL, 0.05)
-        with pytest.raises(Interrupted):
+    def interrupt() -> None:
+        raise Interrupted
+
+    with ControlClient(daemon.control.endpoint, timeout=10.0) as client:
+        with signal_during_replay(daemon, interrupt), pytest.raises(Interrupted):
             client.replay(1)
-        assert daemon.handler.replay_started.wait(5.0)
-        daemon.handler.replay_gate.set()
         assert client.ping()["pong"] is True
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-        daemon.handler.replay_gate.set()
-        client.close()
+
+
+@pytest.mark.timeout(20)  # the old lock deadlocked here, in the signal handler
+def test_a_signal_handler_can_halt_through_the_client_its_thread_is_waiting_on(
+        daemon: Daemon) -> None:
+    halted: list[dict[str, object]] = []
+    with ControlClient(daemon.control.endpoint, timeout=10.0) as client:
+        with signal_during_replay(daemon, lambda: halted.append(client.halt("SIGUSR1"))):
+            replay = client.replay(1)
+        assert halted == [{"state": "HALT", "previous_state": "NORMAL"}]
+        assert replay["next_seq"] == 1  # the outer request got its own reply
+        assert client.status()["state"] == "HALT"
+
+
+@pytest.mark.timeout(20)
+def test_a_signal_handler_closing_the_client_ends_the_request_waiting_on_it(
+        daemon: Daemon) -> None:
+    client = ControlClient(daemon.control.endpoint, timeout=10.0)
+    with signal_during_replay(daemon, client.close), pytest.raises(
+            TransportError, match="the control client was closed during replay"):
+        client.replay(1)
+    with pytest.raises(TransportError, match="the control client is closed"):
+        client.ping()
 
 
 @pytest.mark.parametrize("timeout", [math.inf, 1e300])

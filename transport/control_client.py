@@ -14,6 +14,9 @@ sent again by the client (a `submit` might run twice); whether to retry is the c
 
 Thread safety: a client may be shared between threads; its calls are serialized by a lock
 (one request in flight at a time). For parallel requests give each thread its own client.
+A call made while the same thread is waiting for a reply (from a signal handler: a SIGTERM
+handler that halts the daemon) goes through a socket of its own: the shared one is busy,
+and with a plain lock it would have waited for ever on its own thread.
 """
 
 from __future__ import annotations
@@ -41,7 +44,9 @@ class ControlClient:
         self._keys = keys
         self._context = context if context is not None else zmq.Context.instance()
         self._socket: zmq.Socket[Any] | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered only by a signal handler
+        #: Between a send and its reply on the shared socket (read under `_lock`).
+        self._in_flight = False
         self._closed = False
 
     # -- plumbing --------------------------------------------------------------------------
@@ -54,7 +59,10 @@ class ControlClient:
         with self._lock:
             if self._closed:
                 raise TransportError("the control client is closed")
+            if self._in_flight:  # this thread, from inside a request: a signal handler
+                return self._result(self._nested(data, op, wait), op)
             socket = self._open()
+            self._in_flight = True
             try:
                 socket.send(data)
                 if not socket.poll(_poll_ms(wait), zmq.POLLIN):
@@ -64,13 +72,35 @@ class ControlClient:
                 frame = socket.recv()
             except zmq.ZMQError as exc:
                 self._reset()
+                if self._closed:  # by a signal handler, during this request
+                    raise TransportError(f"the control client was closed during {op}") from None
                 raise DaemonUnreachable(f"{self.endpoint}: {exc.strerror} ({op})") from None
             except BaseException:
                 # Interrupted between send and reply (a signal handler's exception, Ctrl-C):
                 # a REQ socket still waiting for that reply could never send again.
                 self._reset()
                 raise
+            finally:
+                self._in_flight = False
         return self._result(frame, op)
+
+    def _nested(self, data: bytes, op: str, wait: float) -> bytes:
+        """One request on a socket of its own, for a call from inside another (see the
+        module docstring); the socket is closed after it."""
+        socket = self._context.socket(zmq.REQ)
+        socket.linger = 0
+        try:
+            if self._keys is not None:
+                self._keys.apply(socket)
+            socket.connect(self.endpoint)
+            socket.send(data)
+            if not socket.poll(_poll_ms(wait), zmq.POLLIN):
+                raise DaemonUnreachable(f"no reply from {self.endpoint} within {wait:g} s ({op})")
+            return bytes(socket.recv())
+        except zmq.ZMQError as exc:
+            raise DaemonUnreachable(f"{self.endpoint}: {exc.strerror} ({op})") from None
+        finally:
+            socket.close(linger=0)
 
     def _result(self, frame: bytes, op: str) -> Any:
         try:
