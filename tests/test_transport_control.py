@@ -418,6 +418,45 @@ def test_one_peer_cannot_queue_more_than_its_share_of_a_lane(
         other.close()
 
 
+def test_a_peer_that_never_reads_its_replies_gets_overloaded_not_more_memory(
+        handler: FakeHandler) -> None:
+    # Without a bound libzmq queued up to 10,000 replies for it: a GB of replays or more.
+    handler.log.append(workflow_events("w", 2000))  # each replay: about 400 KB
+    srv = ControlServer(LOCAL, handler, max_peer_unread_bytes=256 * 1024)
+    srv.start()
+    mute: zmq.Socket[Any] = zmq.Context.instance().socket(zmq.DEALER)
+    mute.linger, mute.rcvhwm = 0, 1
+    mute.setsockopt(zmq.RCVBUF, 4096)  # the kernel holds little for it either
+    mute.connect(srv.endpoint)
+    deadline = time.monotonic() + 20.0
+    try:
+        sent = 0
+        while srv.stats()["overloaded"] == 0:
+            assert time.monotonic() < deadline and sent < 500, (
+                f"{sent} replays sent unread, none refused: {srv.stats()}")
+            mute.send_multipart([b"", msgpack.packb({"v": 1, "op": "replay", "since_seq": 1,
+                                                     "id": sent})])
+            sent += 1
+            while srv.stats()["replies"] < sent:  # each answered before the next
+                assert time.monotonic() < deadline, f"no reply to {sent}: {srv.stats()}"
+                time.sleep(0.005)
+        with ControlClient(srv.endpoint, timeout=5.0) as other:  # others are served
+            assert len(other.replay(1)["events"]) == 1000
+        replies: list[dict[str, Any]] = []
+        while len(replies) < sent:  # now read: every request got its one reply
+            assert mute.poll(5000), f"{len(replies)} of {sent} replies"
+            replies.append(msgpack.unpackb(mute.recv_multipart()[-1], raw=False))
+        refused = [r for r in replies if not r["ok"]]
+        assert refused and all(r["error"]["code"] == "overloaded" for r in refused)
+        assert sorted(r["id"] for r in replies) == list(range(sent))
+        mute.send_multipart([b"", msgpack.packb({"v": 1, "op": "replay", "since_seq": 1})])
+        assert mute.poll(5000)  # read up: served again
+        assert msgpack.unpackb(mute.recv_multipart()[-1], raw=False)["ok"] is True
+    finally:
+        mute.close()
+        srv.stop()
+
+
 def test_a_full_lane_answers_overloaded(handler: FakeHandler) -> None:
     srv = ControlServer(LOCAL, handler, workers=1, max_pending=2)
     srv.start()

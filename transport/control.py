@@ -24,7 +24,9 @@ answered with an error reply and nothing else happens. Frames over `max_frame_by
 `MAX_ENVELOPE_FRAMES` or a reply that cannot be routed is dropped and counted. When a lane
 already holds `max_pending` requests, new ones for it are answered `overloaded`; so are one
 peer's past `max_peer_pending` in a lane's workers (a DEALER pipelining 600 replays held
-everyone's `execution` behind them for tens of seconds).
+everyone's `execution` behind them for tens of seconds). A large reply (a replay) to a peer
+that has over `max_peer_unread_bytes` of replies not read yet is replaced by `overloaded`
+(`reply_budget.py`): a DEALER that never reads cannot fill this process's memory.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from transport.ops import (
     Recording,
     parse_request,
 )
+from transport.reply_budget import ReplyBudget
 from transport.security import CurveServer
 from transport.server_thread import ServerThread
 
@@ -66,6 +69,8 @@ MAX_ENVELOPE_FRAMES = 16
 #: Requests of one peer (one connection: the envelope's first identity) a lane's workers
 #: may hold at once; more are answered `overloaded`. A REQ has one in flight.
 MAX_PEER_PENDING = 16
+#: Bytes of large replies one peer may leave unread in this process (`reply_budget.py`).
+MAX_PEER_UNREAD_BYTES = 64 * 1024 * 1024
 #: Larger replies (replays) go through pyzmq's zero-copy send instead of a copy under the GIL.
 DIRECT_REPLY_BYTES = 65536
 _URGENT, _POOL = 0, 1
@@ -88,6 +93,7 @@ class ControlServer(ServerThread):
 
     def __init__(self, endpoint: str, handler: ControlHandler, *, workers: int = 4,
                  max_pending: int = 1000, max_peer_pending: int = MAX_PEER_PENDING,
+                 max_peer_unread_bytes: int = MAX_PEER_UNREAD_BYTES,
                  max_request_bytes: int = MAX_MESSAGE_BYTES,
                  max_frame_bytes: int = MAX_FRAME_BYTES,
                  context: zmq.Context[Any] | None = None, curve: CurveServer | None = None,
@@ -103,10 +109,11 @@ class ControlServer(ServerThread):
         #: (lane, peer identity) -> requests of that peer its workers hold (socket thread
         #: only; a key goes when its count is back to 0).
         self._peer_pending: dict[tuple[int, bytes], int] = {}
+        self._unread = ReplyBudget(max_peer_unread_bytes)
         self._max_request = max_request_bytes
         self._max_frame = max_frame_bytes
-        #: (lane, envelope, encoded reply, error code or None), from workers to the socket.
-        self._replies: queue.SimpleQueue[tuple[int, Envelope, bytes, str | None]] = (
+        #: (lane, envelope, encoded reply, error code or None, request id): to the socket.
+        self._replies: queue.SimpleQueue[tuple[int, Envelope, bytes, str | None, Any]] = (
             queue.SimpleQueue())
         #: Deferred submits whose commit called back: (token, committed).
         self._recorded: queue.SimpleQueue[tuple[int, bool]] = queue.SimpleQueue()
@@ -312,7 +319,7 @@ class ControlServer(ServerThread):
             if request_id is not None:
                 reply["id"] = request_id
             data = encode(reply)
-        self._reply(socket, envelope, data)
+        self._reply(socket, envelope, data, request_id)
 
     def _run(self, lane: int, envelope: Envelope, op: str, kwargs: dict[str, Any],
              request_id: Any) -> None:
@@ -327,7 +334,7 @@ class ControlServer(ServerThread):
         except BaseException as exc:  # noqa: BLE001 - every failure becomes a reply
             code = code_of(exc)
             data = encode(self._failure(op, code, exc, request_id))
-        self._replies.put((lane, envelope, data, code))
+        self._replies.put((lane, envelope, data, code, request_id))
         self._wake()
 
     @staticmethod
@@ -347,7 +354,7 @@ class ControlServer(ServerThread):
     def _send_replies(self, socket: zmq.Socket[Any]) -> None:
         while True:
             try:
-                lane, envelope, data, code = self._replies.get_nowait()
+                lane, envelope, data, code, request_id = self._replies.get_nowait()
             except queue.Empty:
                 return
             self._pending[lane] -= 1
@@ -361,14 +368,23 @@ class ControlServer(ServerThread):
                 self._counts["errors"] += 1
                 if code == INTERNAL:
                     self._counts["internal"] += 1
-            self._reply(socket, envelope, data)
+            self._reply(socket, envelope, data, request_id)
 
-    def _reply(self, socket: zmq.Socket[Any], envelope: Envelope, data: bytes) -> None:
+    def _reply(self, socket: zmq.Socket[Any], envelope: Envelope, data: bytes,
+               request_id: Any = None) -> None:
+        if len(data) >= DIRECT_REPLY_BYTES and not self._unread.allows(envelope[0], len(data)):
+            self._counts["overloaded"] += 1
+            self._counts["errors"] += 1
+            data = encode(error_reply("overloaded", "too many replies not read yet; read "
+                                      "them, then try again", request_id))
         try:
             if len(data) < DIRECT_REPLY_BYTES and self._frames is not None:
                 sent = self._frames([*envelope, data])
             else:
-                socket.send_multipart([*envelope, data], zmq.NOBLOCK, copy=False)
+                tracker = socket.send_multipart([*envelope, data], zmq.NOBLOCK, copy=False,
+                                                track=True)
+                if tracker is not None:
+                    self._unread.track(envelope[0], tracker, len(data))
                 sent = True
         except zmq.ZMQError:
             sent = False  # the peer is gone (ROUTER_MANDATORY: EHOSTUNREACH)
