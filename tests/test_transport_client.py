@@ -322,6 +322,22 @@ def test_resume_from_a_saved_seq_after_the_subscribers_own_restart(daemon: Daemo
     assert seqs(got) == list(range(121, 331))
 
 
+def test_next_without_waiting_returns_what_has_arrived(daemon: Daemon) -> None:
+    with subscriber(daemon) as sub:
+        sub.wait_live(5.0)
+        daemon.log.append(workflow_events("w", 3))
+        wait_sent(daemon.publisher, 3)
+        deadline = time.monotonic() + 5.0
+        got: list[Event] = []
+        while len(got) < 3:  # polled as a loop that must never block would
+            assert time.monotonic() < deadline, f"next(0) gave {seqs(got)} of 1-3"
+            event = sub.next(0)
+            if event is not None:
+                got.append(event)
+        assert seqs(got) == [1, 2, 3]
+        assert sub.next(0) is None  # and nothing more: it does not wait
+
+
 def test_a_closed_subscriber_refuses_with_a_transport_error(daemon: Daemon) -> None:
     sub = subscriber(daemon)
     sub.wait_live(5.0)

@@ -158,7 +158,11 @@ class Subscriber:
                 continue
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                return None
+                # Out of time, but what has already arrived is still taken (`next(0)`
+                # once returned None for ever, however many events were waiting).
+                if not self._receive(0):
+                    return None
+                continue
             self._receive(remaining)
 
     def __iter__(self) -> Iterator[Event]:
@@ -186,7 +190,7 @@ class Subscriber:
 
     def _receive(self, timeout: float | None) -> bool:
         """Read one message into the inbox (or the early list); False on timeout."""
-        ms = None if timeout is None else max(1, int(timeout * 1000))
+        ms = None if timeout is None else 0 if timeout <= 0 else max(1, int(timeout * 1000))
         if not self._sub.poll(ms, zmq.POLLIN):
             return False
         frames = self._sub.recv_multipart(zmq.NOBLOCK)
