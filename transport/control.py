@@ -23,7 +23,7 @@ answered with an error reply and nothing else happens. Frames over `max_frame_by
 (16 MiB) make libzmq drop that connection (a hard cap on memory); an envelope deeper than
 `MAX_ENVELOPE_FRAMES` or a reply that cannot be routed is dropped and counted. When a lane
 already holds `max_pending` requests, new ones for it are answered `overloaded`; so are one
-peer's past `max_peer_pending` in a lane's workers (a DEALER pipelining 600 replays held
+peer's slow ops past `max_peer_pending` in the pool lane (a DEALER pipelining 600 replays held
 everyone's `execution` behind them for tens of seconds). A large reply (a replay) to a peer
 that has over `max_peer_unread_bytes` of replies not read yet is replaced by `overloaded`
 (`reply_budget.py`): a DEALER that never reads cannot fill this process's memory.
@@ -66,8 +66,8 @@ log = structlog.get_logger("tradeloom.transport.control")
 
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 MAX_ENVELOPE_FRAMES = 16
-#: Requests of one peer (one connection: the envelope's first identity) a lane's workers
-#: may hold at once; more are answered `overloaded`. A REQ has one in flight.
+#: Slow requests (the pool lane's, submit aside) of one peer (one connection: the envelope's
+#: first identity) held at once; more are answered `overloaded`. A REQ has one in flight.
 MAX_PEER_PENDING = 16
 #: Bytes of large replies one peer may leave unread in this process (`reply_budget.py`).
 MAX_PEER_UNREAD_BYTES = 64 * 1024 * 1024
@@ -106,9 +106,9 @@ class ControlServer(ServerThread):
         self._workers = workers
         self._max_pending = max_pending
         self._max_peer_pending = max_peer_pending
-        #: (lane, peer identity) -> requests of that peer its workers hold (socket thread
-        #: only; a key goes when its count is back to 0).
-        self._peer_pending: dict[tuple[int, bytes], int] = {}
+        #: Peer identity -> its requests the pool lane holds (socket thread only; a key
+        #: goes when its count is back to 0).
+        self._peer_pending: dict[bytes, int] = {}
         self._unread = ReplyBudget(max_peer_unread_bytes)
         self._max_request = max_request_bytes
         self._max_frame = max_frame_bytes
@@ -238,9 +238,11 @@ class ControlServer(ServerThread):
             return
         lane = _URGENT if op in URGENT_OPS else _POOL
         nowait = op == "submit" and self._nowait is not None  # holds no worker
-        peer = (lane, envelope[0])
+        # Slow ops only: urgent ones take microseconds, and a risk feed may fire many.
+        capped = lane == _POOL and not nowait
+        peer = envelope[0]
         if self._pending[lane] >= self._max_pending or (
-                not nowait and self._peer_pending.get(peer, 0) >= self._max_peer_pending):
+                capped and self._peer_pending.get(peer, 0) >= self._max_peer_pending):
             self._counts["overloaded"] += 1
             self._counts["errors"] += 1
             self._reply(socket, envelope, encode(error_reply(
@@ -251,7 +253,8 @@ class ControlServer(ServerThread):
             assert self._nowait is not None
             self._submit_nowait(self._nowait, socket, envelope, kwargs, request_id)
         else:
-            self._peer_pending[peer] = self._peer_pending.get(peer, 0) + 1
+            if capped:
+                self._peer_pending[peer] = self._peer_pending.get(peer, 0) + 1
             lanes[lane].submit(self._run, lane, envelope, op, kwargs, request_id)
 
     # -- submit without a worker ----------------------------------------------------------
@@ -358,12 +361,12 @@ class ControlServer(ServerThread):
             except queue.Empty:
                 return
             self._pending[lane] -= 1
-            peer = (lane, envelope[0])
-            left = self._peer_pending.get(peer, 1) - 1
-            if left > 0:
-                self._peer_pending[peer] = left
-            else:
-                self._peer_pending.pop(peer, None)
+            if lane == _POOL:
+                left = self._peer_pending.get(envelope[0], 1) - 1
+                if left > 0:
+                    self._peer_pending[envelope[0]] = left
+                else:
+                    self._peer_pending.pop(envelope[0], None)
             if code is not None:
                 self._counts["errors"] += 1
                 if code == INTERNAL:
