@@ -9,9 +9,11 @@ It checks what every receiver should (docs/operations.md, "Webhooks"):
 2. The timestamp: older or newer than `tolerance_s` (default 300 s) is refused, so a
    captured request cannot be replayed later.
 3. Duplicates: delivery is at least once, so the same seq may come twice (a retry, a
-   restart); each event is handled once, by its `seq`.
+   restart); each event is handled once, by its `seq`. A seq counts as seen only once its
+   handler returned: if the handler raises, the answer is 500 and tradeloom sends it again.
 
-Answers: 204 handled (or a duplicate), 401 bad signature or stale timestamp, 400 not JSON.
+Answers: 204 handled (or a duplicate), 401 bad signature or stale timestamp, 400 not JSON
+or no usable Content-Length, 413 a body over `BODY_MAX` bytes, 500 the handler failed.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from typing import Any
 
 #: Seqs remembered for de-duplication (the oldest are forgotten first).
 SEEN_MAX = 100_000
+#: Larger bodies are refused unread (a batch of 1000 events is far smaller).
+BODY_MAX = 16 * 1024 * 1024
 
 
 def verify(secret: bytes, timestamp: str, body: bytes, signature: str, *, now: float,
@@ -44,7 +48,9 @@ def verify(secret: bytes, timestamp: str, body: bytes, signature: str, *, now: f
         return False
     expected = "sha256=" + hmac.new(secret, f"{timestamp}.".encode() + body,
                                     hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, signature or "")
+    # As bytes: compare_digest refuses str with non-ASCII characters (a forged header).
+    return hmac.compare_digest(expected.encode(),
+                               (signature or "").encode("utf-8", "surrogateescape"))
 
 
 class Receiver:
@@ -60,6 +66,7 @@ class Receiver:
         self._lock = threading.Lock()
         self.rejected = 0
         self.duplicates = 0
+        self.failed = 0
 
     def receive(self, headers: Any, body: bytes) -> int:
         """The HTTP status to answer."""
@@ -74,15 +81,20 @@ class Receiver:
         except ValueError:
             return 400
         for event in value if isinstance(value, list) else [value]:
+            seq = event.get("seq")
             with self._lock:
-                seq = event.get("seq")
                 if seq in self._seen:
                     self.duplicates += 1
                     continue
+            try:
+                self.handle(event)
+            except Exception:  # noqa: BLE001 - not seen: the retry hands it over again
+                self.failed += 1
+                return 500
+            with self._lock:  # seen only once handled, or a failure would lose it
                 self._seen[seq] = None
                 if len(self._seen) > SEEN_MAX:
                     self._seen.popitem(last=False)
-            self.handle(event)
         return 204
 
 
@@ -92,11 +104,20 @@ def make_server(receiver: Receiver, host: str = "127.0.0.1", port: int = 0
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            status = receiver.receive(self.headers, self.rfile.read(length))
+            status = self._status()
             self.send_response(status)
             self.send_header("Content-Length", "0")
             self.end_headers()
+
+        def _status(self) -> int:
+            length = self.headers.get("Content-Length", "")
+            if not (length.isascii() and length.isdigit()):
+                self.close_connection = True  # the body's end is unknown
+                return 400
+            if int(length) > BODY_MAX:
+                self.close_connection = True
+                return 413
+            return receiver.receive(self.headers, self.rfile.read(int(length)))
 
         def log_message(self, format: str, *args: Any) -> None:
             """Quiet: the events are what this prints."""

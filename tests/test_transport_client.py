@@ -3,15 +3,19 @@ catch-up, gap filling, filters, a daemon restart, resuming from a saved seq."""
 
 from __future__ import annotations
 
+import contextlib
+import math
+import signal
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import zmq
 
 from tests.transport_fakes import FakeHandler, FakeLog, emergency_event, workflow_events
 from transport import ControlServer, Publisher
-from transport.client import ControlClient, DaemonUnreachable, Subscriber
+from transport.client import ControlClient, DaemonUnreachable, Subscriber, TransportError
 
 LOCAL = "tcp://127.0.0.1:*"
 Event = dict[str, object]
@@ -99,6 +103,88 @@ def test_a_closed_client_refuses(daemon: Daemon) -> None:
     client.close()
     with pytest.raises(Exception, match="closed"):
         client.ping()
+
+
+class Interrupted(Exception):
+    """What the test's signal handler raises in the middle of a request."""
+
+
+@contextlib.contextmanager
+def signal_during_replay(daemon: Daemon, handler: Callable[[], None]) -> Iterator[None]:
+    """Inside: a `replay` waits (its gate closed) and SIGUSR1 runs `handler` in this (the
+    main) thread meanwhile, as a signal handler does; the gate opens after it."""
+    gate = daemon.handler.replay_gate = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        try:
+            handler()
+        finally:
+            gate.set()
+
+    def send_signal() -> None:
+        if daemon.handler.replay_started.wait(5.0):
+            # At the main thread itself: its poll must see EINTR (any thread may take
+            # a process-wide signal, and the handler would wait for the poll to time out).
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR1)
+
+    previous = signal.signal(signal.SIGUSR1, on_signal)
+    sender = threading.Thread(target=send_signal)
+    sender.start()
+    try:
+        yield
+    finally:
+        sender.join(10.0)
+        gate.set()
+        signal.signal(signal.SIGUSR1, previous)
+
+
+def test_a_request_interrupted_before_its_reply_leaves_the_client_usable(
+        daemon: Daemon) -> None:
+    # A signal handler's exception (or Ctrl-C) between send and reply once left the REQ
+    # socket waiting: every later call failed with DaemonUnreachable, the daemon up.
+    def interrupt() -> None:
+        raise Interrupted
+
+    with ControlClient(daemon.control.endpoint, timeout=10.0) as client:
+        with signal_during_replay(daemon, interrupt), pytest.raises(Interrupted):
+            client.replay(1)
+        assert client.ping()["pong"] is True
+
+
+@pytest.mark.timeout(20)  # the old lock deadlocked here, in the signal handler
+def test_a_signal_handler_can_halt_through_the_client_its_thread_is_waiting_on(
+        daemon: Daemon) -> None:
+    halted: list[dict[str, object]] = []
+    with ControlClient(daemon.control.endpoint, timeout=10.0) as client:
+        with signal_during_replay(daemon, lambda: halted.append(client.halt("SIGUSR1"))):
+            replay = client.replay(1)
+        assert halted == [{"state": "HALT", "previous_state": "NORMAL"}]
+        assert replay["next_seq"] == 1  # the outer request got its own reply
+        assert client.status()["state"] == "HALT"
+
+
+@pytest.mark.timeout(20)
+def test_a_signal_handler_closing_the_client_ends_the_request_waiting_on_it(
+        daemon: Daemon) -> None:
+    client = ControlClient(daemon.control.endpoint, timeout=10.0)
+    with signal_during_replay(daemon, client.close), pytest.raises(
+            TransportError, match="the control client was closed during replay"):
+        client.replay(1)
+    with pytest.raises(TransportError, match="the control client is closed"):
+        client.ping()
+
+
+@pytest.mark.parametrize("timeout", [math.inf, 1e300])
+def test_an_endless_timeout_waits_for_the_reply(daemon: Daemon, timeout: float) -> None:
+    with ControlClient(daemon.control.endpoint, timeout=timeout) as client:
+        assert client.ping()["pong"] is True
+        assert client.request("status", timeout=timeout)["state"] == "NORMAL"
+
+
+@pytest.mark.parametrize("timeout", [0, -1.0, math.nan, "5", True])
+def test_a_timeout_that_is_not_a_positive_number_is_refused(timeout: object) -> None:
+    with pytest.raises(ValueError, match="timeout must be a number of seconds > 0"):
+        ControlClient("tcp://127.0.0.1:1", timeout=timeout)  # type: ignore[arg-type]
 
 
 # -- Subscriber -----------------------------------------------------------------------------
@@ -236,11 +322,43 @@ def test_resume_from_a_saved_seq_after_the_subscribers_own_restart(daemon: Daemo
     assert seqs(got) == list(range(121, 331))
 
 
+def test_next_without_waiting_returns_what_has_arrived(daemon: Daemon) -> None:
+    with subscriber(daemon) as sub:
+        sub.wait_live(5.0)
+        daemon.log.append(workflow_events("w", 3))
+        wait_sent(daemon.publisher, 3)
+        deadline = time.monotonic() + 5.0
+        got: list[Event] = []
+        while len(got) < 3:  # polled as a loop that must never block would
+            assert time.monotonic() < deadline, f"next(0) gave {seqs(got)} of 1-3"
+            event = sub.next(0)
+            if event is not None:
+                got.append(event)
+        assert seqs(got) == [1, 2, 3]
+        assert sub.next(0) is None  # and nothing more: it does not wait
+
+
+def test_a_closed_subscriber_refuses_with_a_transport_error(daemon: Daemon) -> None:
+    sub = subscriber(daemon)
+    sub.wait_live(5.0)
+    sub.close()
+    with pytest.raises(TransportError, match="the subscriber is closed"):
+        sub.next(0.1)
+    with pytest.raises(TransportError, match="the subscriber is closed"):
+        next(iter(sub))
+    sub.close()  # twice is fine
+
+
 def test_topics_must_be_a_sequence_of_strings(daemon: Daemon) -> None:
     with pytest.raises(TypeError):
         subscriber(daemon, topics="workflow/a/")
     with pytest.raises(TypeError):
         subscriber(daemon, since_seq="5")
+    with pytest.raises(ValueError, match="under 1024 bytes"):  # the daemon would drop it
+        subscriber(daemon, topics=("workflow/" + "x" * 1015,))
+    for page in (0, 10_001, True, 1.5):  # a replay limit the daemon refuses
+        with pytest.raises(ValueError, match="page must be an int from 1 to 10000"):
+            subscriber(daemon, page=page)
 
 
 def test_a_tuple_key_in_an_output_arrives_as_its_string_form(daemon: Daemon) -> None:

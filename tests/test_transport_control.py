@@ -29,6 +29,7 @@ from transport.client import (
     UnknownWorkflowError,
 )
 from transport.codec import MAX_MESSAGE_BYTES
+from transport.control import MAX_PEER_PENDING
 
 LOCAL = "tcp://127.0.0.1:*"
 
@@ -184,6 +185,13 @@ def test_a_dealer_without_delimiter_and_request_ids(server: ControlServer) -> No
 
 # -- validation -----------------------------------------------------------------------------
 
+def nested(depth: int, leaf: Any) -> Any:
+    """`leaf` inside `depth` one-element lists."""
+    for _ in range(depth):
+        leaf = [leaf]
+    return leaf
+
+
 @pytest.mark.parametrize(("request_", "field"), [
     ({"op": "submit"}, "workflow"),
     ({"op": "submit", "workflow": 5}, "workflow"),
@@ -191,6 +199,10 @@ def test_a_dealer_without_delimiter_and_request_ids(server: ControlServer) -> No
     ({"op": "submit", "workflow": "w", "inputs": [1]}, "inputs"),
     ({"op": "submit", "workflow": "w", "inputs": {"x": float("nan")}}, "inputs"),
     ({"op": "submit", "workflow": "w", "inputs": {"x": {"y": [float("inf")]}}}, "inputs"),
+    # as deep as msgpack reads (the check once stopped at 64 levels)
+    ({"op": "submit", "workflow": "w", "inputs": {"x": nested(900, float("nan"))}}, "inputs"),
+    ({"op": "submit", "workflow": "w",
+      "inputs": {"x": nested(65, {"y": float("-inf")})}}, "inputs"),
     ({"op": "submit", "workflow": "w", "priority": True}, "priority"),
     ({"op": "submit", "workflow": "w", "priority": 1.0}, "priority"),
     ({"op": "submit", "workflow": "w", "bot_id": 1}, "bot_id"),
@@ -375,6 +387,76 @@ def test_halt_is_answered_while_other_clients_run_slow_replays(
         busy.close()
     assert sorted(r["id"] for r in replies) == list(range(6))
     assert all(len(r["result"]["events"]) == 10_000 for r in replies)
+
+
+def test_one_peer_cannot_queue_more_than_its_share_of_a_lane(
+        server: ControlServer, handler: FakeHandler) -> None:
+    # One DEALER pipelining 600 replays once held every other client's `execution` behind
+    # them (for tens of seconds), and their replies in memory (a GB).
+    handler.replay_gate = threading.Event()
+    greedy, other = Dealer(server.endpoint), Dealer(server.endpoint)
+    extra = 8
+    try:
+        for i in range(MAX_PEER_PENDING + extra):
+            greedy.send({"v": 1, "op": "replay", "since_seq": 1, "id": i})
+        refused = [greedy.recv() for _ in range(extra)]  # at once, the rest still waiting
+        assert all(r["error"]["code"] == "overloaded" for r in refused)
+        assert sorted(r["id"] for r in refused) == list(
+            range(MAX_PEER_PENDING, MAX_PEER_PENDING + extra))
+        for _ in range(3 * MAX_PEER_PENDING):  # quick ops are not capped (a risk feed)
+            greedy.send({"v": 1, "op": "ping"})
+        assert all(greedy.recv()["ok"] for _ in range(3 * MAX_PEER_PENDING))
+        other.send({"v": 1, "op": "replay", "since_seq": 1, "id": "mine"})
+        assert not other.sock.poll(100)  # queued like anyone's, not refused
+        handler.replay_gate.set()
+        assert other.recv()["ok"] is True
+        assert sorted(greedy.recv()["id"] for _ in range(MAX_PEER_PENDING)) == list(
+            range(MAX_PEER_PENDING))
+        greedy.send({"v": 1, "op": "replay", "since_seq": 1, "id": "again"})
+        assert greedy.recv()["ok"] is True  # its share is back once answered
+    finally:
+        handler.replay_gate.set()
+        greedy.close()
+        other.close()
+
+
+def test_a_peer_that_never_reads_its_replies_gets_overloaded_not_more_memory(
+        handler: FakeHandler) -> None:
+    # Without a bound libzmq queued up to 10,000 replies for it: a GB of replays or more.
+    handler.log.append(workflow_events("w", 2000))  # each replay: about 400 KB
+    srv = ControlServer(LOCAL, handler, max_peer_unread_bytes=256 * 1024)
+    srv.start()
+    mute: zmq.Socket[Any] = zmq.Context.instance().socket(zmq.DEALER)
+    mute.linger, mute.rcvhwm = 0, 1
+    mute.setsockopt(zmq.RCVBUF, 4096)  # the kernel holds little for it either
+    mute.connect(srv.endpoint)
+    deadline = time.monotonic() + 20.0
+    try:
+        sent = 0
+        while srv.stats()["overloaded"] == 0:
+            assert time.monotonic() < deadline and sent < 500, (
+                f"{sent} replays sent unread, none refused: {srv.stats()}")
+            mute.send_multipart([b"", msgpack.packb({"v": 1, "op": "replay", "since_seq": 1,
+                                                     "id": sent})])
+            sent += 1
+            while srv.stats()["replies"] < sent:  # each answered before the next
+                assert time.monotonic() < deadline, f"no reply to {sent}: {srv.stats()}"
+                time.sleep(0.005)
+        with ControlClient(srv.endpoint, timeout=5.0) as other:  # others are served
+            assert len(other.replay(1)["events"]) == 1000
+        replies: list[dict[str, Any]] = []
+        while len(replies) < sent:  # now read: every request got its one reply
+            assert mute.poll(5000), f"{len(replies)} of {sent} replies"
+            replies.append(msgpack.unpackb(mute.recv_multipart()[-1], raw=False))
+        refused = [r for r in replies if not r["ok"]]
+        assert refused and all(r["error"]["code"] == "overloaded" for r in refused)
+        assert sorted(r["id"] for r in replies) == list(range(sent))
+        mute.send_multipart([b"", msgpack.packb({"v": 1, "op": "replay", "since_seq": 1})])
+        assert mute.poll(5000)  # read up: served again
+        assert msgpack.unpackb(mute.recv_multipart()[-1], raw=False)["ok"] is True
+    finally:
+        mute.close()
+        srv.stop()
 
 
 def test_a_full_lane_answers_overloaded(handler: FakeHandler) -> None:

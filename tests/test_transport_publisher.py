@@ -16,6 +16,7 @@ import zmq
 
 from tests.transport_fakes import Child, FakeLog, PackedLog, emergency_event, workflow_events
 from transport import Publisher, TransportError
+from transport.publisher import MAX_SUBSCRIPTION_BYTES
 
 LOCAL = "tcp://127.0.0.1:*"
 PROBE = str(Path(__file__).with_name("stream_probe.py"))
@@ -231,3 +232,24 @@ def test_stop_closes_the_socket_so_the_port_can_be_bound_again(log: FakeLog) -> 
         assert again.endpoint == endpoint and again.epoch != pub.epoch
     finally:
         again.stop()
+
+
+def test_an_oversized_subscription_drops_that_peer_and_nothing_else(
+        publisher: Publisher) -> None:
+    # Unbounded, one 50 MB subscription cost the daemon 2.5 GB (libzmq's subscription trie).
+    hostile: zmq.Socket[Any] = zmq.Context.instance().socket(zmq.XSUB)
+    hostile.linger = 0
+    monitor = hostile.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+    sock = sub_socket(publisher.endpoint)
+    try:
+        hostile.connect(publisher.endpoint)
+        hostile.send(b"\x01" + b"x" * (MAX_SUBSCRIPTION_BYTES + 1))
+        assert monitor.poll(5000), "the publisher kept a peer that sent an oversized message"
+        beat = wait_heartbeat(sock)  # others are served as before
+        assert beat["type"] == "heartbeat"
+        assert publisher.stats()["subscriptions"] <= 1  # never the oversized one
+    finally:
+        hostile.disable_monitor()
+        monitor.close(linger=0)
+        hostile.close(linger=0)
+        sock.close()

@@ -92,6 +92,21 @@ def test_deeply_nested_request_gets_a_reply_and_the_connection_lives(
         assert reply_to(ws, '{"id":2,"op":"ping"}')["ok"] is True
 
 
+@pytest.mark.parametrize(("raw_op", "message"), [
+    ("[1]", "field 'op' must be a string, not list"),
+    ('{"a":1}', "field 'op' must be a string, not dict"),
+    ("7", "field 'op' must be a string, not int"),
+    ("null", "missing field 'op'"),  # nil counts as absent, as on the control socket
+])
+def test_an_op_that_is_not_a_string_is_a_bad_request_naming_it(
+        gateway: WebGateway, raw_op: str, message: str) -> None:
+    with connect(gateway.ws_url) as ws:
+        hello(ws)
+        reply = reply_to(ws, '{"id":3,"op":' + raw_op + "}")
+        assert reply["id"] == 3 and reply["error"] == {"code": "bad_request",
+                                                       "message": message}
+
+
 @pytest.mark.parametrize("raw_id", ["NaN", "Infinity", "-Infinity", "1e400"])
 def test_non_finite_ids_come_back_as_strict_json(gateway: WebGateway, raw_id: str) -> None:
     with connect(gateway.ws_url) as ws:
@@ -272,6 +287,17 @@ def test_spoofed_origins_are_refused(gateway: WebGateway, origin: str) -> None:
     with pytest.raises(InvalidStatus) as refused:
         connect(gateway.ws_url, origin=Origin(origin), open_timeout=DEADLINE_S)
     assert refused.value.response.status_code == 403
+
+
+def test_two_origin_headers_are_refused_even_with_the_own_one(gateway: WebGateway) -> None:
+    own = f"http://127.0.0.1:{gateway.port}"
+    for first, second in ((own, "http://evil.example"), (own, own)):
+        key = base64.b64encode(os.urandom(16)).decode()
+        answer = raw_http(gateway.port, (
+            f"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"Origin: {first}\r\nOrigin: {second}\r\n\r\n").encode())
+        assert answer.startswith(b"HTTP/1.1 403 "), answer[:100]
 
 
 def test_no_hello_in_time_is_a_bad_request(engine: Engine) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 from typing import Any
 
 import pytest
@@ -12,7 +14,7 @@ from actors.config import Config
 from actors.errors import ConfigError
 from actors.webhook_config import resolve_secrets
 from actors.webhook_delivery import sign
-from examples.webhook_receiver import Receiver, verify
+from examples.webhook_receiver import BODY_MAX, Receiver, make_server, verify
 
 
 def hooks(**entry: Any) -> dict[str, Any]:
@@ -111,6 +113,48 @@ def test_the_example_receiver_rejects_a_wrong_secret_and_dedups_by_seq() -> None
     assert receiver.receive(good, body) == 204
     assert receiver.receive(good, body) == 204  # the same seq again: handled once
     assert seen == [7] and receiver.duplicates == 1
+
+
+def test_the_example_receiver_loses_no_event_when_its_handler_fails() -> None:
+    # It once marked the seq seen before the handler ran: the retry of a failed one was
+    # answered 204 as a duplicate and the event never handled.
+    seen: list[int] = []
+
+    def handle(event: dict[str, Any]) -> None:
+        if not receiver.failed:
+            raise RuntimeError("the database is down")
+        seen.append(event["seq"])
+
+    receiver = Receiver(b"k", handle, clock=lambda: 1000.0)
+    body = b'[{"seq":7,"type":"x"},{"seq":8,"type":"x"}]'
+    headers = {"X-Tradeloom-Timestamp": "1000",
+               "X-Tradeloom-Signature": sign(b"k", "1000", body)}
+    assert receiver.receive(headers, body) == 500 and seen == []
+    assert receiver.receive(headers, body) == 204 and seen == [7, 8]
+    assert receiver.receive(headers, body) == 204 and seen == [7, 8]
+
+
+@pytest.mark.parametrize("signature", ["sha256=\xe9", "\udcff", ""])
+def test_the_example_receiver_refuses_an_odd_signature_header(signature: str) -> None:
+    assert not verify(b"k", "1000", b"{}", signature, now=1000.0)
+
+
+@pytest.mark.parametrize(("length", "status"), [("x", 400), ("-1", 400), ("1e3", 400),
+                                                 (str(BODY_MAX + 1), 413)])
+def test_the_example_receiver_answers_an_unusable_content_length(length: str,
+                                                                 status: int) -> None:
+    server = make_server(Receiver(b"k", lambda event: None))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.server_address[1]),
+                                      timeout=5.0) as conn:
+            conn.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %s\r\n\r\n{}"
+                         % length.encode())
+            assert conn.recv(64).startswith(b"HTTP/1.0 %d" % status)
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_webhooks_ops_are_validated_and_need_webhooks() -> None:

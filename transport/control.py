@@ -22,7 +22,11 @@ request over 1 MiB, a missing or wrong `v`, an unknown op, an ill-typed field: e
 answered with an error reply and nothing else happens. Frames over `max_frame_bytes`
 (16 MiB) make libzmq drop that connection (a hard cap on memory); an envelope deeper than
 `MAX_ENVELOPE_FRAMES` or a reply that cannot be routed is dropped and counted. When a lane
-already holds `max_pending` requests, new ones for it are answered `overloaded`.
+already holds `max_pending` requests, new ones for it are answered `overloaded`; so are one
+peer's slow ops past `max_peer_pending` in the pool lane (a DEALER pipelining 600 replays held
+everyone's `execution` behind them for tens of seconds). A large reply (a replay) to a peer
+that has over `max_peer_unread_bytes` of replies not read yet is replaced by `overloaded`
+(`reply_budget.py`): a DEALER that never reads cannot fill this process's memory.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from transport.ops import (
     Recording,
     parse_request,
 )
+from transport.reply_budget import ReplyBudget
 from transport.security import CurveServer
 from transport.server_thread import ServerThread
 
@@ -61,6 +66,11 @@ log = structlog.get_logger("tradeloom.transport.control")
 
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 MAX_ENVELOPE_FRAMES = 16
+#: Slow requests (the pool lane's, submit aside) of one peer (one connection: the envelope's
+#: first identity) held at once; more are answered `overloaded`. A REQ has one in flight.
+MAX_PEER_PENDING = 16
+#: Bytes of large replies one peer may leave unread in this process (`reply_budget.py`).
+MAX_PEER_UNREAD_BYTES = 64 * 1024 * 1024
 #: Larger replies (replays) go through pyzmq's zero-copy send instead of a copy under the GIL.
 DIRECT_REPLY_BYTES = 65536
 _URGENT, _POOL = 0, 1
@@ -82,7 +92,9 @@ class ControlServer(ServerThread):
     role = "control"
 
     def __init__(self, endpoint: str, handler: ControlHandler, *, workers: int = 4,
-                 max_pending: int = 1000, max_request_bytes: int = MAX_MESSAGE_BYTES,
+                 max_pending: int = 1000, max_peer_pending: int = MAX_PEER_PENDING,
+                 max_peer_unread_bytes: int = MAX_PEER_UNREAD_BYTES,
+                 max_request_bytes: int = MAX_MESSAGE_BYTES,
                  max_frame_bytes: int = MAX_FRAME_BYTES,
                  context: zmq.Context[Any] | None = None, curve: CurveServer | None = None,
                  insecure: bool = False,
@@ -93,10 +105,15 @@ class ControlServer(ServerThread):
         self._nowait = handler if isinstance(handler, NowaitSubmit) else None
         self._workers = workers
         self._max_pending = max_pending
+        self._max_peer_pending = max_peer_pending
+        #: Peer identity -> its requests the pool lane holds (socket thread only; a key
+        #: goes when its count is back to 0).
+        self._peer_pending: dict[bytes, int] = {}
+        self._unread = ReplyBudget(max_peer_unread_bytes)
         self._max_request = max_request_bytes
         self._max_frame = max_frame_bytes
-        #: (lane, envelope, encoded reply, error code or None), from workers to the socket.
-        self._replies: queue.SimpleQueue[tuple[int, Envelope, bytes, str | None]] = (
+        #: (lane, envelope, encoded reply, error code or None, request id): to the socket.
+        self._replies: queue.SimpleQueue[tuple[int, Envelope, bytes, str | None, Any]] = (
             queue.SimpleQueue())
         #: Deferred submits whose commit called back: (token, committed).
         self._recorded: queue.SimpleQueue[tuple[int, bool]] = queue.SimpleQueue()
@@ -220,16 +237,24 @@ class ControlServer(ServerThread):
             self._counts["errors"] += 1
             return
         lane = _URGENT if op in URGENT_OPS else _POOL
-        if self._pending[lane] >= self._max_pending:
+        nowait = op == "submit" and self._nowait is not None  # holds no worker
+        # Slow ops only: urgent ones take microseconds, and a risk feed may fire many.
+        capped = lane == _POOL and not nowait
+        peer = envelope[0]
+        if self._pending[lane] >= self._max_pending or (
+                capped and self._peer_pending.get(peer, 0) >= self._max_peer_pending):
             self._counts["overloaded"] += 1
             self._counts["errors"] += 1
             self._reply(socket, envelope, encode(error_reply(
                 "overloaded", "too many requests in progress; try again", request_id)))
             return
         self._pending[lane] += 1
-        if op == "submit" and self._nowait is not None:
+        if nowait:
+            assert self._nowait is not None
             self._submit_nowait(self._nowait, socket, envelope, kwargs, request_id)
         else:
+            if capped:
+                self._peer_pending[peer] = self._peer_pending.get(peer, 0) + 1
             lanes[lane].submit(self._run, lane, envelope, op, kwargs, request_id)
 
     # -- submit without a worker ----------------------------------------------------------
@@ -297,7 +322,7 @@ class ControlServer(ServerThread):
             if request_id is not None:
                 reply["id"] = request_id
             data = encode(reply)
-        self._reply(socket, envelope, data)
+        self._reply(socket, envelope, data, request_id)
 
     def _run(self, lane: int, envelope: Envelope, op: str, kwargs: dict[str, Any],
              request_id: Any) -> None:
@@ -312,7 +337,7 @@ class ControlServer(ServerThread):
         except BaseException as exc:  # noqa: BLE001 - every failure becomes a reply
             code = code_of(exc)
             data = encode(self._failure(op, code, exc, request_id))
-        self._replies.put((lane, envelope, data, code))
+        self._replies.put((lane, envelope, data, code, request_id))
         self._wake()
 
     @staticmethod
@@ -332,22 +357,37 @@ class ControlServer(ServerThread):
     def _send_replies(self, socket: zmq.Socket[Any]) -> None:
         while True:
             try:
-                lane, envelope, data, code = self._replies.get_nowait()
+                lane, envelope, data, code, request_id = self._replies.get_nowait()
             except queue.Empty:
                 return
             self._pending[lane] -= 1
+            if lane == _POOL:
+                left = self._peer_pending.get(envelope[0], 1) - 1
+                if left > 0:
+                    self._peer_pending[envelope[0]] = left
+                else:
+                    self._peer_pending.pop(envelope[0], None)
             if code is not None:
                 self._counts["errors"] += 1
                 if code == INTERNAL:
                     self._counts["internal"] += 1
-            self._reply(socket, envelope, data)
+            self._reply(socket, envelope, data, request_id)
 
-    def _reply(self, socket: zmq.Socket[Any], envelope: Envelope, data: bytes) -> None:
+    def _reply(self, socket: zmq.Socket[Any], envelope: Envelope, data: bytes,
+               request_id: Any = None) -> None:
+        if len(data) >= DIRECT_REPLY_BYTES and not self._unread.allows(envelope[0], len(data)):
+            self._counts["overloaded"] += 1
+            self._counts["errors"] += 1
+            data = encode(error_reply("overloaded", "too many replies not read yet; read "
+                                      "them, then try again", request_id))
         try:
             if len(data) < DIRECT_REPLY_BYTES and self._frames is not None:
                 sent = self._frames([*envelope, data])
             else:
-                socket.send_multipart([*envelope, data], zmq.NOBLOCK, copy=False)
+                tracker = socket.send_multipart([*envelope, data], zmq.NOBLOCK, copy=False,
+                                                track=True)
+                if tracker is not None:
+                    self._unread.track(envelope[0], tracker, len(data))
                 sent = True
         except zmq.ZMQError:
             sent = False  # the peer is gone (ROUTER_MANDATORY: EHOSTUNREACH)

@@ -14,6 +14,9 @@ sent again by the client (a `submit` might run twice); whether to retry is the c
 
 Thread safety: a client may be shared between threads; its calls are serialized by a lock
 (one request in flight at a time). For parallel requests give each thread its own client.
+A call made while the same thread is waiting for a reply (from a signal handler: a SIGTERM
+handler that halts the daemon) goes through a socket of its own: the shared one is busy,
+and with a plain lock it would have waited for ever on its own thread.
 """
 
 from __future__ import annotations
@@ -35,14 +38,15 @@ class ControlClient:
 
     def __init__(self, endpoint: str, *, timeout: float = 5.0, keys: ClientKeys | None = None,
                  context: zmq.Context[Any] | None = None) -> None:
-        if timeout <= 0:
-            raise ValueError("timeout must be > 0")
+        _check_timeout(timeout)
         self.endpoint = endpoint
         self.timeout = timeout
         self._keys = keys
         self._context = context if context is not None else zmq.Context.instance()
         self._socket: zmq.Socket[Any] | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered only by a signal handler
+        #: Between a send and its reply on the shared socket (read under `_lock`).
+        self._in_flight = False
         self._closed = False
 
     # -- plumbing --------------------------------------------------------------------------
@@ -51,22 +55,52 @@ class ControlClient:
         """Send `{"v": 1, "op": op, **args}` (None-valued args left out); return `result`."""
         message = {"v": 1, "op": op, **{k: v for k, v in args.items() if v is not None}}
         data = encode(message)
-        wait = self.timeout if timeout is None else timeout
+        wait = self.timeout if timeout is None else _check_timeout(timeout)
         with self._lock:
             if self._closed:
                 raise TransportError("the control client is closed")
+            if self._in_flight:  # this thread, from inside a request: a signal handler
+                return self._result(self._nested(data, op, wait), op)
             socket = self._open()
+            self._in_flight = True
             try:
                 socket.send(data)
-                if not socket.poll(int(wait * 1000), zmq.POLLIN):
+                if not socket.poll(_poll_ms(wait), zmq.POLLIN):
                     self._reset()
                     raise DaemonUnreachable(
                         f"no reply from {self.endpoint} within {wait:g} s ({op})")
                 frame = socket.recv()
             except zmq.ZMQError as exc:
                 self._reset()
+                if self._closed:  # by a signal handler, during this request
+                    raise TransportError(f"the control client was closed during {op}") from None
                 raise DaemonUnreachable(f"{self.endpoint}: {exc.strerror} ({op})") from None
+            except BaseException:
+                # Interrupted between send and reply (a signal handler's exception, Ctrl-C):
+                # a REQ socket still waiting for that reply could never send again.
+                self._reset()
+                raise
+            finally:
+                self._in_flight = False
         return self._result(frame, op)
+
+    def _nested(self, data: bytes, op: str, wait: float) -> bytes:
+        """One request on a socket of its own, for a call from inside another (see the
+        module docstring); the socket is closed after it."""
+        socket = self._context.socket(zmq.REQ)
+        socket.linger = 0
+        try:
+            if self._keys is not None:
+                self._keys.apply(socket)
+            socket.connect(self.endpoint)
+            socket.send(data)
+            if not socket.poll(_poll_ms(wait), zmq.POLLIN):
+                raise DaemonUnreachable(f"no reply from {self.endpoint} within {wait:g} s ({op})")
+            return bytes(socket.recv())
+        except zmq.ZMQError as exc:
+            raise DaemonUnreachable(f"{self.endpoint}: {exc.strerror} ({op})") from None
+        finally:
+            socket.close(linger=0)
 
     def _result(self, frame: bytes, op: str) -> Any:
         try:
@@ -186,3 +220,18 @@ class ControlClient:
                                               topic_prefix=topic_prefix)
         return result
 
+
+#: Longer waits than this (about 24 days) wait for ever: zmq's poll takes a C int of ms.
+_FOREVER_MS = 2**31 - 1
+
+
+def _check_timeout(timeout: float) -> float:
+    """`timeout` if it is a number > 0 (`math.inf`: wait for ever), else `ValueError`."""
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise ValueError(f"timeout must be a number of seconds > 0, not {timeout!r}")
+    return timeout
+
+
+def _poll_ms(wait: float) -> int | None:
+    ms = wait * 1000
+    return None if ms >= _FOREVER_MS else int(ms)

@@ -28,8 +28,6 @@ REPLAY_DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10_000
 MAX_TEXT = 4096
 MAX_ID = 256
-#: How deep `inputs` is searched for NaN/inf (msgpack itself refuses deeper nesting).
-_MAX_DEPTH = 64
 
 #: Ops answered on the urgent lane (one dedicated worker): quick, and never queued behind a
 #: replay or a submit waiting for its commit. Every other op runs on the worker pool.
@@ -216,20 +214,24 @@ def _inputs(req: dict[str, Any]) -> dict[str, Any]:
     for key in value:
         if not isinstance(key, str):
             raise BadRequest("field 'inputs' must have string keys")
-    if _has_non_finite(value, 0):
+    if _has_non_finite(value):
         raise BadRequest("field 'inputs' holds a NaN or infinite number")
     return value
 
 
-def _has_non_finite(value: Any, depth: int) -> bool:
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if depth >= _MAX_DEPTH:
-        return False
-    if isinstance(value, dict):
-        return any(_has_non_finite(v, depth + 1) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_non_finite(v, depth + 1) for v in value)
+def _has_non_finite(value: Any) -> bool:
+    """A NaN or infinite float anywhere in `value`, at any depth (without recursion: msgpack
+    reads nesting about 1,000 deep, past Python's own recursion limit)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
     return False
 
 

@@ -42,6 +42,11 @@ log = structlog.get_logger("tradeloom.transport.publisher")
 
 HEARTBEAT_TOPIC = b"system/heartbeat"
 DEFAULT_SNDHWM = 100_000
+#: The largest message a subscriber may send (a subscription: one byte, then the prefix).
+#: libzmq keeps each subscription in a trie at about 50 bytes per prefix byte, so a single
+#: 50 MB subscription cost the daemon 2.5 GB; the longest topic is under 200 bytes, so a
+#: prefix past this could match nothing anyway. A larger message drops that connection.
+MAX_SUBSCRIPTION_BYTES = 1024
 
 
 class EventSource(Protocol):
@@ -140,6 +145,7 @@ class Publisher(ServerThread):
     def _setup(self, socket: zmq.Socket[Any]) -> None:
         socket.setsockopt(zmq.SNDHWM, self._sndhwm)
         socket.setsockopt(zmq.RCVHWM, 10_000)
+        socket.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)
         socket.setsockopt(zmq.XPUB_VERBOSE, 1)
         if self._nodrop:
             socket.setsockopt(zmq.XPUB_NODROP, 1)

@@ -46,7 +46,9 @@ import zmq
 from actors.events import topic_of
 from actors.packing import unpack_lenient
 from transport.control_client import ControlClient
-from transport.errors import DaemonUnreachable
+from transport.errors import DaemonUnreachable, TransportError
+from transport.ops import MAX_LIMIT
+from transport.publisher import MAX_SUBSCRIPTION_BYTES
 from transport.security import ClientKeys
 
 log = structlog.get_logger("tradeloom.transport.subscriber")
@@ -83,6 +85,13 @@ class Subscriber:
         if since_seq is not None and (isinstance(since_seq, bool)
                                       or not isinstance(since_seq, int)):
             raise TypeError("since_seq must be an int or None")
+        if isinstance(page, bool) or not isinstance(page, int) or not 1 <= page <= MAX_LIMIT:
+            # The daemon answers a replay limit past MAX_LIMIT with bad_request: every
+            # gap fill would fail.
+            raise ValueError(f"page must be an int from 1 to {MAX_LIMIT}")
+        if any(len(t.encode()) >= MAX_SUBSCRIPTION_BYTES for t in topics):
+            # The daemon would drop the connection: never live, with no word why.
+            raise ValueError(f"a topic prefix must be under {MAX_SUBSCRIPTION_BYTES} bytes")
         self.filters = tuple(dict.fromkeys(topics)) or ("",)
         self._everything = "" in self.filters
         self._prefix = "" if self._everything else _common_prefix(self.filters)
@@ -135,6 +144,8 @@ class Subscriber:
         """The next event in seq order, or None when none is ready within `timeout` seconds
         (None: wait for ever). Replays run here, in the caller's thread; a replay that gets
         no answer raises `DaemonUnreachable` and is tried again by the next call."""
+        if self._sub.closed:  # else a bare ZMQError ("Operation not supported")
+            raise TransportError("the subscriber is closed")
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             if self._ready:
@@ -147,7 +158,11 @@ class Subscriber:
                 continue
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                return None
+                # Out of time, but what has already arrived is still taken (`next(0)`
+                # once returned None for ever, however many events were waiting).
+                if not self._receive(0):
+                    return None
+                continue
             self._receive(remaining)
 
     def __iter__(self) -> Iterator[Event]:
@@ -175,7 +190,7 @@ class Subscriber:
 
     def _receive(self, timeout: float | None) -> bool:
         """Read one message into the inbox (or the early list); False on timeout."""
-        ms = None if timeout is None else max(1, int(timeout * 1000))
+        ms = None if timeout is None else 0 if timeout <= 0 else max(1, int(timeout * 1000))
         if not self._sub.poll(ms, zmq.POLLIN):
             return False
         frames = self._sub.recv_multipart(zmq.NOBLOCK)

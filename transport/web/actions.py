@@ -20,7 +20,7 @@ import structlog
 
 from actors.engine import Engine
 from transport.engine_handler import EngineControlHandler
-from transport.errors import INTERNAL, UnknownOp, code_of
+from transport.errors import INTERNAL, BadRequest, UnknownOp, code_of
 from transport.ops import parse_request
 
 log = structlog.get_logger("tradeloom.transport.web")
@@ -44,6 +44,10 @@ class WebActions:
         """`{"ok": True, "result": ...}` or `{"ok": False, "error": {"code", "message"}}`."""
         try:
             op = request.get("op")
+            if op is None:
+                raise BadRequest("missing field 'op'")
+            if not isinstance(op, str):  # a list or map op is not even hashable
+                raise BadRequest(f"field 'op' must be a string, not {type(op).__name__}")
             if op not in WEB_OPS:
                 raise UnknownOp(f"unknown op {str(op)[:64]!r} for the web gateway; known: "
                                 f"{', '.join(sorted(WEB_OPS))}")

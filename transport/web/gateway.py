@@ -190,9 +190,12 @@ class WebGateway:
             return response
         path = request.path.split("?", 1)[0]
         if path == WS_PATH:
-            origin = request.headers.get("Origin")
-            if not origin_allowed(origin, self.allowed_origins):
-                log.warning("web_origin_refused", origin=origin)
+            # Two Origin headers (no browser sends that) are refused, not a 500 with a
+            # traceback: Headers.get raises MultipleValuesError for them.
+            origins = request.headers.get_all("Origin")
+            origin = origins[0] if len(origins) == 1 else None
+            if len(origins) > 1 or not origin_allowed(origin, self.allowed_origins):
+                log.warning("web_origin_refused", origin=", ".join(origins))
                 return connection.respond(http.HTTPStatus.FORBIDDEN, "origin not allowed\n")
             with self._lock:
                 full = len(self._sessions) >= self.config.max_clients
