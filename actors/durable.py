@@ -130,7 +130,7 @@ class Durable:
 
     def record_submitted(self, exe: Execution) -> Ticket:
         return self.journal.record_submitted(
-            exe.id, exe.workflow.id, exe.inputs, exe.bot_id, exe.strategy_id, exe.priority,
+            exe.id, exe.workflow.id, exe.shown_inputs, exe.bot_id, exe.strategy_id, exe.priority,
             iso_utc(self._clock_time()))
 
     def record_refused(self, execution_id: str, workflow_id: str, inputs: Mapping[str, Any],

@@ -219,7 +219,7 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
         with self._lock:
             self._ended[(handle.workflow_id, ExecutionStatus.REFUSED.value)] += 1
         if self._durable is not None:  # `execution(id)` answers for it too
-            self._durable.record_refused(exe.id, exe.workflow.id, exe.inputs, exe.bot_id,
+            self._durable.record_refused(exe.id, exe.workflow.id, exe.shown_inputs, exe.bot_id,
                                          exe.strategy_id, exe.priority, error, error_type)
         handle.resolve(ExecutionResult(
             execution_id=handle.execution_id, workflow_id=handle.workflow_id,

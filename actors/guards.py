@@ -37,11 +37,12 @@ log = structlog.get_logger("tradeloom.guards")
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """A guard's answer before dispatch: the node's output is `value` (cache hit), or,
-    when `refused`, it must not run at all (open breaker)."""
+    """A guard's answer before dispatch: the node's output is `value` (cache hit; `shown`
+    its event form), or, when `refused`, it must not run at all (open breaker)."""
 
     refused: bool
     value: Any = None
+    shown: Any = None
 
 
 _REFUSED = Verdict(refused=True)
@@ -88,8 +89,8 @@ class CacheGuard:
         key = _inputs_key(run.inputs)
         if key is None:
             return None
-        hit, value = self._cache.get(run.workflow_id, node.id, key)
-        return Verdict(refused=False, value=value) if hit else None
+        hit, entry = self._cache.get(run.workflow_id, node.id, key)
+        return Verdict(refused=False, value=entry[0], shown=entry[1]) if hit else None
 
     def after_run(self, run: NodeRun, error: BaseException | None) -> None:
         node = run.node
@@ -98,7 +99,8 @@ class CacheGuard:
             return
         key = _inputs_key(run.inputs)
         if key is not None:
-            self._cache.put(run.workflow_id, node.id, key, run.value, node.cache_ttl_s)
+            self._cache.put(run.workflow_id, node.id, key, (run.value, run.shown),
+                            node.cache_ttl_s)
 
 
 def _inputs_key(inputs: Mapping[str, Any]) -> str | None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from actors.ending import Ending, ExecutionStatus, NodeStatus, SkipReason
 from actors.errors import CircuitOpen
+from actors.packing import event_form
 from actors.workflow import NodeContext
 
 if TYPE_CHECKING:
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from actors.workflow import Node, Workflow
 
 Event = dict[str, Any]
+#: `succeeded`'s default `shown`: the value itself.
+_SAME: Any = object()
 _PENDING, _RUNNING, _COMPLETED = NodeStatus.PENDING, NodeStatus.RUNNING, NodeStatus.COMPLETED
 _FAILED, _SKIPPED, _CANCELLED = NodeStatus.FAILED, NodeStatus.SKIPPED, NodeStatus.CANCELLED
 
@@ -49,8 +52,9 @@ class Execution:
     __slots__ = (
         "attempts", "bot_id", "closed", "completed", "ending_on_start", "errors",
         "exempt_from_halt", "finished", "handle", "head", "id", "inputs", "node_status",
-        "outputs", "priority", "remaining", "restarts", "runs", "started_event",
-        "started_mono", "status", "strategy_id", "workflow",
+        "outputs", "priority", "remaining", "restarts", "runs", "shown_inputs",
+        "shown_outputs", "started_event", "started_mono", "status", "strategy_id",
+        "workflow",
     )
 
     def __init__(self, *, execution_id: str, workflow: Workflow, inputs: Mapping[str, Any],
@@ -60,6 +64,9 @@ class Execution:
         self.id = execution_id
         self.workflow = workflow
         self.inputs = inputs
+        #: `inputs` as events and the journal carry them (`packing.event_form`), made
+        #: here, in the submitter's thread.
+        self.shown_inputs = event_form(inputs)
         self.bot_id = bot_id
         self.strategy_id = strategy_id
         self.priority = priority
@@ -74,6 +81,8 @@ class Execution:
         self.attempts = [0] * n
         self.remaining = [len(d) for d in workflow.deps]
         self.outputs: dict[str, Any] = {}
+        #: The same outputs as events carry them (the node's `event_form`).
+        self.shown_outputs: dict[str, Any] = {}
         self.errors: dict[str, tuple[str, str]] = {}
         #: node index -> when it was restarted (the restart guard prunes old ones).
         self.restarts: dict[int, list[float]] = {}
@@ -96,7 +105,8 @@ class Execution:
         self.status = ExecutionStatus.RUNNING
         self.started_mono = now
         self.started_event = {**self.head, "type": "execution_started",
-                              "node_count": len(self.node_status), "inputs": self.inputs,
+                              "node_count": len(self.node_status),
+                              "inputs": self.shown_inputs,
                               "priority": self.priority}
         return self.started_event
 
@@ -115,19 +125,23 @@ class Execution:
         return True
 
     def succeeded(self, i: int, value: Any, duration_s: float, attempt: int, now: float, *,
-                  truth: bool = True, cached: bool = False) -> Step:
-        """Node `i` returned `value` (for a condition, `truth` is its truth value)."""
+                  truth: bool = True, cached: bool = False, shown: Any = _SAME) -> Step:
+        """Node `i` returned `value` (for a condition, `truth` is its truth value); `shown`
+        is its `event_form`, made on the node's thread (default: `value` itself)."""
         wf = self.workflow
         node = wf.nodes[i]
         self.node_status[i] = _COMPLETED
         self.attempts[i] = attempt
         self.outputs[node.id] = value
+        if shown is _SAME:
+            shown = value
+        self.shown_outputs[node.id] = shown
         self.completed += 1
         self.finished += 1
         completed: Event = {
             **self.head, "type": "node_completed", "node_id": node.id,
             "duration_ms": round(duration_s * 1000.0, 3), "status": "success",
-            "outputs": value, "attempt": attempt}
+            "outputs": shown, "attempt": attempt}
         if cached:
             completed["cached"] = True
         step = Step([completed])
@@ -221,7 +235,8 @@ class Execution:
                         running.append(run)
         terminal: Event = {**self.head, "type": ending.terminal_event,
                            "duration_ms": self.duration_ms(now), "status": ending.status.value,
-                           "results": dict(self.outputs), "nodes": self.node_summary()}
+                           "results": dict(self.shown_outputs),
+                           "nodes": self.node_summary()}
         # CONTRACT 5 lists `error_type` on every terminal event: None when it completed.
         terminal["error_type"] = ending.error_type
         if ending.error_type is not None:
@@ -285,8 +300,8 @@ class NodeRun(NodeContext):
     """
 
     __slots__ = ("abandoned", "denied", "duration_s", "error", "error_text", "execution",
-                 "index", "intent", "node", "returned", "slot", "started", "started_at",
-                 "trial", "truth", "value")
+                 "index", "intent", "node", "returned", "shown", "slot", "started",
+                 "started_at", "trial", "truth", "value")
 
     def __init__(self, execution: Execution, index: int, attempt: int,
                  upstream: Mapping[str, Any], risk: Callable[..., dict[str, Any]]) -> None:
@@ -317,6 +332,8 @@ class NodeRun(NodeContext):
         self.abandoned = False
         self.slot: Any = None
         self.value: Any = None
+        #: `value` as events carry it (`packing.event_form`), made on the node's thread.
+        self.shown: Any = None
         self.truth = True
         self.error: BaseException | None = None
         self.error_text = ""

@@ -26,6 +26,7 @@ from actors._compat import EngineActorBase, Envelope, context_setters, stop_enve
 from actors.emergency import EmergencyGate
 from actors.errors import ConditionError, CoroutineReturned, describe
 from actors.messages import NodeDone, RunNode
+from actors.packing import event_form
 
 _perf = time.perf_counter
 _COROUTINE = types.CoroutineType
@@ -99,6 +100,9 @@ class NodeActor(EngineActorBase):
             if node.category == "condition":
                 # A bool (the common case) is its own verdict: one type check, no call.
                 run.truth = value if type(value) is bool else _truth(value, node.id)
+            # The form events carry, made here: what it takes (a user `__str__`) is this
+            # node's time, never the journal writer's or a subscriber's.
+            run.shown = event_form(value)
             run.value = value
         except BaseException as exc:  # noqa: BLE001 - a node's failure is data, never fatal
             run.error = exc

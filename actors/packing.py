@@ -56,6 +56,49 @@ def pack(obj: Any, packer: Any = None) -> bytes:
         return pack_plain(obj)
 
 
+#: Types msgpack packs without calling any user code (and no subclasses: a subclass may
+#: override what msgpack or `str()` calls).
+_NATIVE = frozenset({str, int, float, bool, type(None), bytes})
+
+
+def event_form(value: Any) -> Any:
+    """`value` as an event carries it: itself when msgpack packs it without running user
+    code (exact dicts, lists and tuples of exact str/int/float/bool/None/bytes), else
+    `plain(value)`, made now. Called in the thread that produced the value (a node's, a
+    submitter's), so a slow or blocking `__str__` or `items()` of a user object (a big
+    DataFrame's) runs there and never in the journal's writer or a subscription's thread.
+    The flat map, the common output, is checked in C."""
+    try:
+        if type(value) in _NATIVE or _native(value, 0):
+            return value
+    except Exception:  # noqa: BLE001 - e.g. a dict changed size while read by another thread
+        pass
+    for _ in range(3):
+        try:
+            return plain(value)
+        except RuntimeError:  # changed while read: try again
+            continue
+    return as_text(value)
+
+
+def _native(value: Any, depth: int) -> bool:
+    kind = type(value)
+    if kind in _NATIVE:
+        return True
+    if depth >= _MAX_DEPTH:  # (a reference cycle ends here too)
+        return False
+    if kind is dict:
+        if _NATIVE.issuperset(map(type, value.values())) and _NATIVE.issuperset(
+                map(type, value)):
+            return True
+        return _NATIVE.issuperset(map(type, value)) and all(
+            _native(item, depth + 1) for item in value.values())
+    if kind is list or kind is tuple:
+        return _NATIVE.issuperset(map(type, value)) or all(
+            _native(item, depth + 1) for item in value)
+    return False
+
+
 def pack_plain(obj: Any) -> bytes:
     """Pack `plain(obj)`: slower, and always read back by `unpack`."""
     for _ in range(3):

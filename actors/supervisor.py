@@ -242,7 +242,7 @@ class SupervisorActor(ExecutionClosing, EngineActorBase):
                 if verdict.refused:
                     self._apply(exe, exe.circuit_open(i))
                 else:
-                    self._cached(exe, run, verdict.value)
+                    self._cached(exe, run, verdict.value, verdict.shown)
                 return
         exe.dispatched(run)
         now = self._clock.monotonic()
@@ -262,7 +262,7 @@ class SupervisorActor(ExecutionClosing, EngineActorBase):
             pool.checking = True
             self._timers.push(now + CHECK_S, TimerKind.POOL_CHECK, pool)
 
-    def _cached(self, exe: Execution, run: NodeRun, value: Any) -> None:
+    def _cached(self, exe: Execution, run: NodeRun, value: Any, shown: Any) -> None:
         node = run.node
         with self._sink.lock:
             halted = self._gate.state is _HALT and not exe.exempt_from_halt
@@ -275,7 +275,7 @@ class SupervisorActor(ExecutionClosing, EngineActorBase):
             self._close(exe, Ending.halted("the engine is in HALT"))
         else:
             self._apply(exe, exe.succeeded(run.index, value, 0.0, 1, self._clock.monotonic(),
-                                           cached=True))
+                                           cached=True, shown=shown))
 
     def _node_answered(self, run: NodeRun) -> None:
         exe = run.execution
@@ -293,7 +293,7 @@ class SupervisorActor(ExecutionClosing, EngineActorBase):
             return
         if error is None:
             step = exe.succeeded(run.index, run.value, run.duration_s, run.attempt,
-                                 self._clock.monotonic(), truth=run.truth)
+                                 self._clock.monotonic(), truth=run.truth, shown=run.shown)
         else:
             step = self._failure(exe, run, error, run.error_text, run.duration_s)
         self._apply(exe, step)

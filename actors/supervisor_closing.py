@@ -106,7 +106,7 @@ class ExecutionClosing:
         # Every execution's stream starts with execution_started, even this one's.
         unstarted = "seq" not in exe.started_event
         prefix = [{**exe.head, "type": "execution_started",
-                   "node_count": len(exe.node_status), "inputs": exe.inputs,
+                   "node_count": len(exe.node_status), "inputs": exe.shown_inputs,
                    "priority": exe.priority}] if unstarted else []
         if not exe.closed:
             try:

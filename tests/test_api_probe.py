@@ -344,11 +344,6 @@ class SlowStr:
         return "slow"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the journal writer packs node outputs and calls a user __str__ on its own thread; "
-    "halt() waits for the writer's commit. The fix turns outputs into plain data on the "
-    "node's thread (actors/node.py) and needs actors/machine.py to put that form in the "
-    "node_completed event: not this branch's file"))
 def test_a_slow_str_in_a_node_output_does_not_hold_up_a_halt(make_engine: EngineFactory,
                                                              tmp_path: Path) -> None:
     engine = make_engine(journal_config(tmp_path))
