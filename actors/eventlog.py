@@ -236,7 +236,11 @@ class EventLog:
             raise TypeError(f"on_gap must be callable, got {type(on_gap).__name__}")
         if isinstance(types, str):
             raise TypeError("types must be a collection of event types, not one string")
-        wanted = frozenset(types) if types is not None else None
+        try:
+            wanted = frozenset(types) if types is not None else None
+        except TypeError:
+            raise TypeError("types must be a collection of event types, not "
+                            f"{type(types).__name__}") from None
         # Under the sequencing lock: the next append sees this cursor and keeps its events.
         with self._sequencing, self._mutex:
             sub = Subscription(self, callback, wanted, workflow_id, on_gap,

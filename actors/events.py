@@ -207,7 +207,11 @@ class EventSink:
         An unknown type name (a typo: `"node_complete"`) or a workflow id that is not a
         string would match nothing, silently: both are refused here."""
         if types is not None and not isinstance(types, str):  # a str: the log's TypeError
-            types = frozenset(types)
+            try:
+                types = frozenset(types)
+            except TypeError:  # not iterable, or an unhashable item
+                raise TypeError("types must be a collection of event types, not "
+                                f"{type(types).__name__}") from None
             unknown = sorted(repr(t) for t in types - EVENT_TYPES.keys())
             if unknown:
                 raise ValueError(f"unknown event types {', '.join(unknown)} (known: "

@@ -300,3 +300,5 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, not {value}")
+    if value >= 2**63:  # SQLite's INTEGER: past it the query raised a bare OverflowError
+        raise ValueError(f"{name} must be < 2**63")

@@ -171,6 +171,11 @@ def test_replay_answers_in_the_contract_shape(make_engine: EngineFactory,
     tail = engine.replay(last)
     assert [e["seq"] for e in tail["events"]] == [last] and tail["next_seq"] == last + 1
     assert engine.replay(last + 1)["events"] == []
+    for since_seq in (2**63, 2**64):  # as the wire refuses it: SQLite's INTEGER ends there
+        with pytest.raises(ValueError, match=r"since_seq must be < 2\*\*63"):
+            engine.replay(since_seq)
+    with pytest.raises(ValueError, match=r"limit must be < 2\*\*63"):
+        engine.replay(1, limit=2**64)
 
 
 def test_an_execution_id_the_journal_has_is_never_given_again(

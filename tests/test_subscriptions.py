@@ -282,3 +282,5 @@ def test_stop_returns_promptly_with_a_stuck_callback(make_engine: EngineFactory)
 def test_types_must_be_a_collection(engine: Engine) -> None:
     with pytest.raises(TypeError, match="not one string"):
         engine.subscribe(lambda e: None, types="node_completed")
+    with pytest.raises(TypeError, match="types must be a collection of event types, not int"):
+        engine.subscribe(lambda e: None, types=5)  # type: ignore[arg-type]
