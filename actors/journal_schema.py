@@ -46,7 +46,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from actors.errors import JournalLocked, JournalTooNew, NotAJournal
+from actors.errors import JournalCorrupt, JournalLocked, JournalTooNew, NotAJournal
 from actors.journal_checkpointer import WAL_SIZE_LIMIT
 
 #: "TLJ1" as a big-endian int: marks journal.db as a tradeloom journal.
@@ -179,6 +179,7 @@ def check_identity(path: Path) -> None:
 def connect_writer(path: Path, *, sync: str) -> sqlite3.Connection:
     """Open (creating or migrating) the journal for writing; checks come first."""
     if not path.exists():
+        refuse_orphaned_wal(path)
         _create(path)
     check_identity(path)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -218,6 +219,25 @@ def migrate(conn: sqlite3.Connection, version: int) -> None:
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def refuse_orphaned_wal(path: Path) -> None:
+    """Refuse to create `path` next to a non-empty WAL: that WAL belongs to a journal.db
+    that was removed (under a running daemon, say). SQLite cannot tell whose WAL it is and
+    would replay it onto the new, empty journal: a mix of both, damaged or silently wrong.
+    It holds the lost journal's last commits, so it is left alone for the operator."""
+    wal = path.with_name(path.name + "-wal")
+    try:
+        size = wal.stat().st_size
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise NotAJournal(f"{wal} cannot be read: {exc.strerror or exc}") from None
+    if size > 0:
+        raise JournalCorrupt(f"{path} is missing but {wal.name} ({size} bytes) is there, the "
+                             "write-ahead log of a journal that was removed; restore "
+                             f"{path.name} from a backup, or move {wal.name} and "
+                             f"{path.name}-shm away to start a new journal")
 
 
 def _create(path: Path) -> None:
