@@ -67,6 +67,9 @@ class Daemon:
         self._stop_requested = threading.Event()
         self._stopped = False
         self._signals = 0
+        #: False once a stop could not write everything to the journal (a failing disk):
+        #: `tradeloom daemon` then exits 1, not the 0 of a clean stop.
+        self.clean = True
 
     # -- start -----------------------------------------------------------------------------
 
@@ -202,6 +205,23 @@ class Daemon:
             self._context.term()
         if engine is not None:
             engine.close_journal()
+            self._check_written(engine)
+
+    def _check_written(self, engine: Engine) -> None:
+        """After the journal closed: what it was given and never wrote is lost. Say so."""
+        journal = engine.journal
+        if journal is None:
+            return
+        stats = journal.stats()
+        unwritten_events, unwritten_records = stats["lag"], stats["pending"]
+        if not (unwritten_events or unwritten_records):
+            return
+        self.clean = False
+        log.error("journal_unwritten_at_stop", unwritten_events=unwritten_events,
+                  unwritten_records=unwritten_records, committed_seq=stats["committed_seq"],
+                  last_error=stats["last_error"],
+                  note="the journal's writes were failing: what is listed was never "
+                       "written and is lost; the exit status is 1")
 
 
 def _required(value: str | None, key: str) -> str:
