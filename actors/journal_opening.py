@@ -4,8 +4,9 @@
                   retry_max_s) -> OpenedDataDir       # path, lock, writer, recovery
 
 In order: the arguments are checked (ValueError, before anything is touched); data_dir is
-created if missing and locked (data_dir/journal.lock, an flock holding our pid: a second
-opener, in this process or another, gets JournalLocked naming that pid); journal.db is
+created if missing and locked (an flock on data_dir itself and on data_dir/journal.lock,
+which holds our pid: a second opener, in this process or another, gets JournalLocked
+naming that pid, even if journal.lock was deleted meanwhile); journal.db is
 opened, created or migrated for the writer (actors/journal_schema.py); the recovery is
 read (actors/journal_reads.py) before anything runs; the writer is built on that
 connection, continuing after the last seq. Whatever fails after the lock is taken

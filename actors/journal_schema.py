@@ -119,36 +119,55 @@ def schema_version() -> int:
 
 
 class DataDirLock:
-    """An exclusive `flock` on data_dir/journal.lock, holding our pid.
+    """An exclusive `flock` on data_dir itself and on data_dir/journal.lock (which holds
+    our pid, for the refusal's message).
 
     flock locks belong to an open file description, so a second open in the same process
     is refused just like one from another process; the kernel drops the lock when the
-    holder dies (kill -9 included), so a stale lock file never blocks a restart.
+    holder dies (kill -9 included), so a stale lock file never blocks a restart. The lock
+    on the directory is what guards: journal.lock looks like a pid file an operator may
+    delete as stale, and a lock on a deleted file guards nothing (a second daemon would
+    lock a new one and both would write one journal, their seqs colliding).
     """
 
     def __init__(self, data_dir: Path) -> None:
         self.path = data_dir / LOCK_NAME
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        dir_fd = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
+            _lock_or_refuse(dir_fd, data_dir, self.path)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except BaseException:
+            os.close(dir_fd)
+            raise
+        try:
+            _lock_or_refuse(fd, data_dir, self.path)
+        except BaseException:
             os.close(fd)
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise
-            pid = _read_pid(self.path)
-            who = f"pid {pid}" if pid is not None else "pid unknown"
-            raise JournalLocked(f"data_dir {data_dir} is in use by another tradeloom process "
-                                f"({who})", pid=pid) from None
+            os.close(dir_fd)
+            raise
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd: int | None = fd
+        self._fds: tuple[int, ...] = (fd, dir_fd)
 
     def release(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
+        fds, self._fds = self._fds, ()
+        for fd in fds:
             with contextlib.suppress(OSError):
                 fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+
+
+def _lock_or_refuse(fd: int, data_dir: Path, pid_file: Path) -> None:
+    """flock `fd`, or JournalLocked naming the holder's pid (from `pid_file`)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise
+        pid = _read_pid(pid_file)
+        who = f"pid {pid}" if pid is not None else "pid unknown"
+        raise JournalLocked(f"data_dir {data_dir} is in use by another tradeloom process "
+                            f"({who})", pid=pid) from None
 
 
 def _read_pid(path: Path) -> int | None:
