@@ -2,7 +2,7 @@
 written is lost, and that stop is not clean. It says so loudly (one error line with the
 counts and the disk's error) and `tradeloom daemon` exits 1, not the 0 of a clean stop
 (systemd's `Restart=on-failure`, an operator's shell). A stop whose journal flushed stays
-clean."""
+clean. An in-process engine's stop logs the same line (`close_journal()` returns False)."""
 
 from __future__ import annotations
 
@@ -60,3 +60,20 @@ def test_a_stop_whose_journal_flushed_is_clean(daemon: Daemon) -> None:
         daemon.stop()
     assert daemon.clean is True
     assert not [e for e in logs if e["event"] == "journal_unwritten_at_stop"]
+
+
+def test_an_engine_stopped_while_its_journal_fails_logs_what_it_lost_once(
+        tmp_path: Path) -> None:
+    engine = Engine.start(Config.from_dict({"daemon": {"data_dir": str(tmp_path)}}))
+    try:
+        assert engine.journal is not None
+        engine.journal._testing_fail_commits(10**9)
+        engine.halt("the disk is about to fail")
+        wait_until(lambda: engine.journal.stats()["failing"], 5, "the journal to fail")
+    finally:
+        with captured_logs() as logs:
+            engine.stop()
+    lines = [e for e in logs if e["event"] == "journal_unwritten_at_stop"]
+    assert len(lines) == 1 and lines[0]["unwritten_events"] >= 1, logs
+    assert engine.close_journal() is False  # asked again: the same answer, no second line
+    assert len([e for e in logs if e["event"] == "journal_unwritten_at_stop"]) == 1

@@ -203,25 +203,8 @@ class Daemon:
             self._curve.stop()
         if self._context is not None:
             self._context.term()
-        if engine is not None:
-            engine.close_journal()
-            self._check_written(engine)
-
-    def _check_written(self, engine: Engine) -> None:
-        """After the journal closed: what it was given and never wrote is lost. Say so."""
-        journal = engine.journal
-        if journal is None:
-            return
-        stats = journal.stats()
-        unwritten_events, unwritten_records = stats["lag"], stats["pending"]
-        if not (unwritten_events or unwritten_records):
-            return
-        self.clean = False
-        log.error("journal_unwritten_at_stop", unwritten_events=unwritten_events,
-                  unwritten_records=unwritten_records, committed_seq=stats["committed_seq"],
-                  last_error=stats["last_error"],
-                  note="the journal's writes were failing: what is listed was never "
-                       "written and is lost; the exit status is 1")
+        if engine is not None and not engine.close_journal():  # (logged, at error level)
+            self.clean = False
 
 
 def _required(value: str | None, key: str) -> str:
