@@ -181,7 +181,7 @@ def cmd_daemon(args: argparse.Namespace) -> int:
               + (f"\nDashboard: {daemon.web.url}" if daemon.web is not None else ""),
               file=sys.stderr, flush=True)
     daemon.serve_forever()
-    return EXIT_OK
+    return EXIT_OK if daemon.clean else EXIT_FAILED  # unclean: the journal lost writes
 
 
 def tail_command(config_path: str, daemon: Any) -> str:

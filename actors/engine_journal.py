@@ -110,10 +110,29 @@ class JournalSide:
         """Wait until everything sequenced so far is committed (True at once in memory)."""
         return self._durable is None or self._durable.journal.flush(timeout)
 
-    def close_journal(self) -> None:
-        """Flush and close the journal (everything sequenced is committed)."""
-        if self._durable is not None:
-            self._durable.close()
+    #: What the first `close_journal()` found (a second call says the same).
+    _journal_closed_whole: bool | None = None
+
+    def close_journal(self) -> bool:
+        """Flush and close the journal (everything sequenced is committed). False if its
+        writes were failing and records were never written: they are lost, and that is
+        logged at error level (`journal_unwritten_at_stop`), once."""
+        if self._durable is None:
+            return True
+        if self._journal_closed_whole is not None:
+            return self._journal_closed_whole
+        journal = self._durable.journal
+        self._durable.close()
+        stats = journal.stats()  # after close: what the writer was left holding
+        unwritten_events, unwritten_records = stats["lag"], stats["pending"]
+        self._journal_closed_whole = not (unwritten_events or unwritten_records)
+        if not self._journal_closed_whole:
+            log.error("journal_unwritten_at_stop", unwritten_events=unwritten_events,
+                      unwritten_records=unwritten_records, committed_seq=stats["committed_seq"],
+                      last_error=stats["last_error"],
+                      note="the journal's writes were failing: what is counted here was "
+                           "never written and is lost")
+        return self._journal_closed_whole
 
     def wait_recorded(self, handle: ExecutionHandle, timeout: float) -> bool:
         """True once the execution's record is committed (at once without a journal)."""

@@ -35,7 +35,7 @@ ticket callbacks run in the writer's thread: they must be quick and must not wai
 journal. A `Ticket` is done once its record is committed; while writes fail it stays
 pending; it gets an `error` (JournalClosed) only if the journal closes first.
 
-Opening (actors/journal_opening.py): data_dir/journal.lock (an flock held while open:
+Opening (actors/journal_opening.py): data_dir and data_dir/journal.lock (flocks held while open:
 a second opener gets JournalLocked) and data_dir/journal.db (actors/journal_schema.py).
 
 Writing (actors/journal_writer.py, actors/journal_group.py): one thread with its own

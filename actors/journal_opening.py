@@ -4,8 +4,9 @@
                   retry_max_s) -> OpenedDataDir       # path, lock, writer, recovery
 
 In order: the arguments are checked (ValueError, before anything is touched); data_dir is
-created if missing and locked (data_dir/journal.lock, an flock holding our pid: a second
-opener, in this process or another, gets JournalLocked naming that pid); journal.db is
+created if missing and locked (an flock on data_dir itself and on data_dir/journal.lock,
+which holds our pid: a second opener, in this process or another, gets JournalLocked
+naming that pid, even if journal.lock was deleted meanwhile); journal.db is
 opened, created or migrated for the writer (actors/journal_schema.py); the recovery is
 read (actors/journal_reads.py) before anything runs; the writer is built on that
 connection, continuing after the last seq. Whatever fails after the lock is taken
@@ -24,7 +25,13 @@ from pathlib import Path
 from actors.clock import Clock
 from actors.errors import JournalCorrupt, JournalError
 from actors.journal_reads import Recovery, load_recovery
-from actors.journal_schema import DB_NAME, DataDirLock, connect_writer
+from actors.journal_schema import (
+    DB_NAME,
+    DataDirLock,
+    check_identity,
+    connect_reader,
+    connect_writer,
+)
 from actors.journal_writer import JournalWriter
 
 __all__ = ["SYNC_MODES", "OpenedDataDir", "open_data_dir"]
@@ -62,6 +69,7 @@ def open_data_dir(data_dir: str | os.PathLike[str], *, sync: str,
                            f"{exc.strerror or exc}") from None
     path = directory / DB_NAME
     try:
+        check_hot_wal(path)
         conn = connect_writer(path, sync=sync)
         try:
             recovery = load_recovery(conn)
@@ -77,7 +85,7 @@ def open_data_dir(data_dir: str | os.PathLike[str], *, sync: str,
         lock.release()
         if "malformed" in str(exc) or "not a database" in str(exc):
             raise JournalCorrupt(f"{path} is damaged ({exc}); restore it "
-                                 "from a backup or move it away") from exc
+                                 "from a backup or move it away" + _wal_hint(path)) from exc
         raise JournalError(f"cannot open {path}: {exc}") from exc
     except OSError as exc:
         lock.release()
@@ -86,3 +94,38 @@ def open_data_dir(data_dir: str | os.PathLike[str], *, sync: str,
         lock.release()
         raise
     return OpenedDataDir(path=path, lock=lock, writer=writer, recovery=recovery)
+
+
+def check_hot_wal(path: Path) -> None:
+    """With a WAL left by a crash, read the recovery through a read-only connection first.
+
+    A writer connection that finds the journal damaged is closed, and closing checkpoints
+    the WAL into journal.db and deletes it: a refusal would overwrite the file it refuses
+    (a backup copied over journal.db beside the old journal's WAL, say) and lose that WAL.
+    A read-only connection never checkpoints, so a damaged journal is refused untouched.
+    What it cannot tell (an OperationalError: no -shm to read the WAL through, an older or
+    newer schema) is left to the writer's own checks."""
+    if not path.exists() or _wal_size(path) == 0:
+        return
+    check_identity(path)
+    reader = connect_reader(path)
+    try:
+        load_recovery(reader)
+    except sqlite3.OperationalError:
+        return
+    finally:
+        reader.close()
+
+
+def _wal_size(path: Path) -> int:
+    try:
+        return path.with_name(path.name + "-wal").stat().st_size
+    except OSError:
+        return 0
+
+
+def _wal_hint(path: Path) -> str:
+    if _wal_size(path) == 0:
+        return ""
+    return (f" (if {path.name} was replaced, by a backup say, the {path.name}-wal beside it "
+            f"is the old journal's: move it and {path.name}-shm away first)")

@@ -46,7 +46,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from actors.errors import JournalLocked, JournalTooNew, NotAJournal
+from actors.errors import JournalCorrupt, JournalLocked, JournalTooNew, NotAJournal
 from actors.journal_checkpointer import WAL_SIZE_LIMIT
 
 #: "TLJ1" as a big-endian int: marks journal.db as a tradeloom journal.
@@ -119,36 +119,55 @@ def schema_version() -> int:
 
 
 class DataDirLock:
-    """An exclusive `flock` on data_dir/journal.lock, holding our pid.
+    """An exclusive `flock` on data_dir itself and on data_dir/journal.lock (which holds
+    our pid, for the refusal's message).
 
     flock locks belong to an open file description, so a second open in the same process
     is refused just like one from another process; the kernel drops the lock when the
-    holder dies (kill -9 included), so a stale lock file never blocks a restart.
+    holder dies (kill -9 included), so a stale lock file never blocks a restart. The lock
+    on the directory is what guards: journal.lock looks like a pid file an operator may
+    delete as stale, and a lock on a deleted file guards nothing (a second daemon would
+    lock a new one and both would write one journal, their seqs colliding).
     """
 
     def __init__(self, data_dir: Path) -> None:
         self.path = data_dir / LOCK_NAME
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        dir_fd = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
+            _lock_or_refuse(dir_fd, data_dir, self.path)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except BaseException:
+            os.close(dir_fd)
+            raise
+        try:
+            _lock_or_refuse(fd, data_dir, self.path)
+        except BaseException:
             os.close(fd)
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise
-            pid = _read_pid(self.path)
-            who = f"pid {pid}" if pid is not None else "pid unknown"
-            raise JournalLocked(f"data_dir {data_dir} is in use by another tradeloom process "
-                                f"({who})", pid=pid) from None
+            os.close(dir_fd)
+            raise
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd: int | None = fd
+        self._fds: tuple[int, ...] = (fd, dir_fd)
 
     def release(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
+        fds, self._fds = self._fds, ()
+        for fd in fds:
             with contextlib.suppress(OSError):
                 fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+
+
+def _lock_or_refuse(fd: int, data_dir: Path, pid_file: Path) -> None:
+    """flock `fd`, or JournalLocked naming the holder's pid (from `pid_file`)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise
+        pid = _read_pid(pid_file)
+        who = f"pid {pid}" if pid is not None else "pid unknown"
+        raise JournalLocked(f"data_dir {data_dir} is in use by another tradeloom process "
+                            f"({who})", pid=pid) from None
 
 
 def _read_pid(path: Path) -> int | None:
@@ -179,6 +198,7 @@ def check_identity(path: Path) -> None:
 def connect_writer(path: Path, *, sync: str) -> sqlite3.Connection:
     """Open (creating or migrating) the journal for writing; checks come first."""
     if not path.exists():
+        refuse_orphaned_wal(path)
         _create(path)
     check_identity(path)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -218,6 +238,25 @@ def migrate(conn: sqlite3.Connection, version: int) -> None:
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def refuse_orphaned_wal(path: Path) -> None:
+    """Refuse to create `path` next to a non-empty WAL: that WAL belongs to a journal.db
+    that was removed (under a running daemon, say). SQLite cannot tell whose WAL it is and
+    would replay it onto the new, empty journal: a mix of both, damaged or silently wrong.
+    It holds the lost journal's last commits, so it is left alone for the operator."""
+    wal = path.with_name(path.name + "-wal")
+    try:
+        size = wal.stat().st_size
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise NotAJournal(f"{wal} cannot be read: {exc.strerror or exc}") from None
+    if size > 0:
+        raise JournalCorrupt(f"{path} is missing but {wal.name} ({size} bytes) is there, the "
+                             "write-ahead log of a journal that was removed; restore "
+                             f"{path.name} from a backup, or move {wal.name} and "
+                             f"{path.name}-shm away to start a new journal")
 
 
 def _create(path: Path) -> None:

@@ -67,6 +67,9 @@ class Daemon:
         self._stop_requested = threading.Event()
         self._stopped = False
         self._signals = 0
+        #: False once a stop could not write everything to the journal (a failing disk):
+        #: `tradeloom daemon` then exits 1, not the 0 of a clean stop.
+        self.clean = True
 
     # -- start -----------------------------------------------------------------------------
 
@@ -200,8 +203,8 @@ class Daemon:
             self._curve.stop()
         if self._context is not None:
             self._context.term()
-        if engine is not None:
-            engine.close_journal()
+        if engine is not None and not engine.close_journal():  # (logged, at error level)
+            self.clean = False
 
 
 def _required(value: str | None, key: str) -> str:
