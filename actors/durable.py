@@ -79,7 +79,8 @@ class Durable:
 
     def attach(self, *, sink: EventSink, gate: EmergencyGate, breakers: BreakerRegistry,
                on_failure: Callable[[BaseException], None],
-               on_recovered: Callable[[], None]) -> None:
+               on_recovered: Callable[[], None],
+               on_still_failing: Callable[[BaseException], None] | None = None) -> None:
         """Restore what the journal kept and start writing. Call before any actor runs."""
         rec = self.journal.recovery
         if rec.emergency is not None:
@@ -92,6 +93,7 @@ class Durable:
         breakers.on_change = lambda: self.journal.save_breakers(breakers.snapshot())
         sink.log.attach_store(self.journal)
         self.journal.start(on_commit=sink.log.mark_committed, on_error=on_failure,
+                           on_still_failing=on_still_failing,
                            on_recovered_write=on_recovered, give_way=gate.priority.give_way,
                            stop_giving_way=gate.priority.stop_giving_way,
                            on_packed=sink.log.wire.keep)

@@ -128,7 +128,8 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
             taken=durable.journal.has_execution, legacy=durable.recovery.legacy_ids)
         if durable is not None:
             durable.attach(sink=self.sink, gate=self.gate, breakers=self.breakers,
-                           on_failure=self._journal_failed, on_recovered=journal_recovered)
+                           on_failure=self._journal_failed, on_recovered=journal_recovered,
+                           on_still_failing=self._journal_still_failing)
         cache = ProviderCache(clock)
         n = config.daemon.supervisors
         self._supervisors = [

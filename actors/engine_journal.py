@@ -101,6 +101,13 @@ class JournalSide:
         if self._emergency.is_alive():
             self._emergency.tell(BroadcastHalt(reason, source="journal", origin="engine"))
 
+    def _journal_still_failing(self, error: BaseException) -> None:
+        """A retry failed too. An operator may have resumed while the disk still failed:
+        then a write that fails again halts again, as the first one did (resumed, the
+        engine would accept submits whose records can never be written)."""
+        if self.gate.state is not EmergencyState.HALT:
+            self._journal_failed(error)
+
     @property
     def journal(self) -> Journal | None:
         """The journal (None in memory mode): for readers of their own, such as webhooks."""
@@ -213,4 +220,5 @@ class JournalSide:
 
 def journal_recovered() -> None:
     log.warning("journal_write_recovered",
-                note="commits resumed; the engine stays in HALT until an operator resumes")
+                note="commits resumed; a HALT the failure made ends only by an operator's "
+                     "resume")

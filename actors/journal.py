@@ -151,6 +151,7 @@ class Journal:
 
     def start(self, *, on_commit: Callable[[int], None],
               on_error: Callable[[BaseException], None],
+              on_still_failing: Callable[[BaseException], None] | None = None,
               on_recovered_write: Callable[[], None] = _ignore,
               give_way: Callable[[int, float], None] | None = None,
               stop_giving_way: Callable[[], None] | None = None,
@@ -158,7 +159,9 @@ class Journal:
         """Start the writer thread. Appends made before this are written first.
         `give_way(committed_seq, max_s)` is called before each take (a halt's priority),
         `stop_giving_way()` once close() begins (a give_way under way returns at once);
-        `on_packed(chunks)` after each commit, before `on_commit`, with its events' payloads."""
+        `on_packed(chunks)` after each commit, before `on_commit`, with its events' payloads.
+        `on_error` is called when writes start failing, `on_still_failing` on each retry
+        that fails again, `on_recovered_write` once one succeeds."""
         with self._state_lock:
             if self._closed:
                 raise JournalClosed("the journal is closed")
@@ -172,6 +175,8 @@ class Journal:
                 on_commit(seq)
 
             writer.on_commit, writer.on_error = committed, on_error
+            if on_still_failing is not None:
+                writer.on_still_failing = on_still_failing
             writer.on_recovered_write = on_recovered_write
             writer.on_packed = on_packed
             if give_way is not None:

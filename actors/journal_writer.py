@@ -71,6 +71,8 @@ class JournalWriter:
         #: publisher (actors/wire_ring.py); None: nobody wants them.
         self.on_packed: Callable[[list[Chunk]], None] | None = None
         self.on_error: ErrorCallback = lambda exc: None
+        #: Called on each later failure of the same episode (each retry that fails).
+        self.on_still_failing: ErrorCallback = lambda exc: None
         self.on_recovered_write: Callable[[], None] = lambda: None
         #: Between two transactions, once a commit's tickets are released (the checkpointer's
         #: WAL rewind): nobody waiting on this commit waits for it.
@@ -248,6 +250,7 @@ class JournalWriter:
         self._failure_streak += 1
         self.last_error = f"{type(exc).__name__}: {exc}"
         if self.failing:
+            _call(self.on_still_failing, exc)
             return
         self.failing = True
         log.error("journal_write_failed", error=self.last_error, path=str(self.path),

@@ -362,6 +362,30 @@ def test_a_failed_write_halts_in_memory_and_delivers_nothing_uncommitted(
     assert engine.submit(trade_workflow("wf", Action())).result(5).status == "completed"
 
 
+def test_a_resume_while_writes_still_fail_halts_again_at_the_next_failed_write(
+        make_engine: EngineFactory, tmp_path: Path) -> None:
+    """Found by the crash probe: resumed while the disk still failed, the engine stayed
+    NORMAL (the halt came once per failure episode) and took submits it could never
+    record. A retry that fails after the resume halts it again."""
+    engine = make_engine(journal_config(tmp_path))
+    journal = journal_of(engine)
+    journal._testing_fail_commits(10**9)
+    engine.submit(trade_workflow("wf", Action()))  # its records cannot be written
+    eventually(lambda: engine.state is EmergencyState.HALT, what="the failure's HALT")
+    assert engine.resume("operator: try again")["state"] == "NORMAL"
+    eventually(lambda: engine.state is EmergencyState.HALT,
+               what="HALT again at the next failed retry")
+    assert engine.status()["journal"]["failing"] is True
+    assert "journal write failed" in (engine.status()["reason"] or "")
+
+    journal._testing_fail_commits(0)  # the disk is back
+    eventually(lambda: not engine.status()["journal"]["failing"], what="writes recovered")
+    assert engine.state is EmergencyState.HALT, "only an operator's resume leaves it"
+    assert engine.resume("disk replaced")["state"] == "NORMAL"
+    assert engine.submit(trade_workflow("wf", Action())).result(5).status == "completed"
+    assert engine.state is EmergencyState.NORMAL
+
+
 # -- start-up ---------------------------------------------------------------------------------
 
 def test_a_second_engine_on_the_same_data_dir_is_refused_naming_the_pid(
