@@ -144,21 +144,12 @@ class Durable:
                                       priority, iso_utc(self._clock_time()),
                                       refused=(error, error_type))
 
-    def queue_intent(self, run: NodeRun) -> None:
-        """Queue the action's intent as the run is handed to a node actor; the action
-        waits for it in `before_action`."""
-        run.intent = self.journal.record_intent(run.execution_id, run.node_id,
-                                                run.idempotency_key, run.attempt,
-                                                iso_utc(self._clock_time()))
-
     def before_action(self, run: NodeRun, refused: Callable[[], str | None]) -> str | None:
-        """Commit the action's intent (queued at dispatch, or now); None once it is
-        durable, or why it must not start (`refused()` is asked while waiting: HALT, or
-        its execution ended)."""
-        ticket: Ticket = run.intent
-        if ticket is None:
-            self.queue_intent(run)
-            ticket = run.intent
+        """Commit the action's intent; None once it is durable, or why it must not start
+        (`refused()` is asked while waiting: HALT, or its execution ended)."""
+        ticket = self.journal.record_intent(run.execution_id, run.node_id,
+                                            run.idempotency_key, run.attempt,
+                                            iso_utc(self._clock_time()))
         while not ticket.wait(INTENT_POLL_S):
             reason = refused()
             if reason is not None:

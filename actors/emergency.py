@@ -50,9 +50,6 @@ _GUARDED = frozenset({EmergencyState.NORMAL, EmergencyState.ALERT})
 class IntentLedger(Protocol):
     """Where actions' intents are committed (`actors.durable.Durable`)."""
 
-    def queue_intent(self, run: NodeRun) -> None:
-        """Queue the intent of an action being handed to a node actor (not waited for)."""
-
     def before_action(self, run: NodeRun, refused: Callable[[], str | None]) -> str | None:
         """Commit the intent; None once durable, else why the action must not start."""
 

@@ -300,8 +300,8 @@ class NodeRun(NodeContext):
     """
 
     __slots__ = ("abandoned", "denied", "duration_s", "error", "error_text", "execution",
-                 "index", "intent", "node", "returned", "shown", "slot", "started",
-                 "started_at", "trial", "truth", "value")
+                 "index", "node", "returned", "shown", "slot", "started", "started_at",
+                 "trial", "truth", "value")
 
     def __init__(self, execution: Execution, index: int, attempt: int,
                  upstream: Mapping[str, Any], risk: Callable[..., dict[str, Any]]) -> None:
@@ -340,6 +340,3 @@ class NodeRun(NodeContext):
         self.duration_s = 0.0
         #: Why the gate did not let it start (halted, reduce_only, closed), if it did not.
         self.denied: str | None = None
-        #: An action's intent record, queued by the supervisor at dispatch (journal on):
-        #: its ticket (actors.journal_records.Ticket), which the action waits for.
-        self.intent: Any = None

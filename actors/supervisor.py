@@ -247,20 +247,9 @@ class SupervisorActor(ExecutionClosing, EngineActorBase):
         exe.dispatched(run)
         now = self._clock.monotonic()
         self._timers.push(now + self._restart.timeout_s(run.node), TimerKind.NODE_TIMEOUT, run)
-        pool = self._pool
-        if (run.node.category == "action" and self._gate.intents is not None
-                and pool.busy < pool.capacity):
-            # A node actor is idle and takes the run at once: its intent is queued now,
-            # beside the events that made it ready (often one commit for both), so the
-            # action's wait for it is mostly over by the time it could start (c=1: one
-            # commit less). Not when runs queue in the pool: a crash then would leave
-            # intents of actions that never came near a node actor, for an operator to
-            # reconcile. Every run handed to the pool reaches the gate, which records
-            # `not_started` if it refuses the action.
-            self._gate.intents.queue_intent(run)
-        if pool.run(run):
-            pool.checking = True
-            self._timers.push(now + CHECK_S, TimerKind.POOL_CHECK, pool)
+        if self._pool.run(run):
+            self._pool.checking = True
+            self._timers.push(now + CHECK_S, TimerKind.POOL_CHECK, self._pool)
 
     def _cached(self, exe: Execution, run: NodeRun, value: Any, shown: Any) -> None:
         node = run.node

@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from actors import EmergencyState, Node, NodeContext, Workflow
-from actors.durable import Durable
+from actors import EmergencyState, NodeContext
 from actors.errors import NotFound
 from tests.conftest import EngineFactory, Recorder, state_now
 from tests.engine_journal_helpers import (
@@ -345,40 +344,3 @@ def test_an_operators_halt_during_the_intents_halt_holds_across_a_restart(
 
     fourth = make_engine(halting)
     assert fourth.state is EmergencyState.NORMAL, "resumed, nothing left to reconcile"
-
-
-def test_an_intent_is_queued_at_dispatch_only_when_a_node_actor_is_idle(
-        make_engine: EngineFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """With an idle node actor the supervisor queues the action's intent as it hands the
-    run over (beside the events that made it ready: one commit less at c=1). When runs
-    queue in the pool it does not (a crash would leave intents of actions no node actor
-    had taken): the node actor queues it as it takes the run. Durable first, either way."""
-    queued_by: list[str] = []
-    queue_intent = Durable.queue_intent
-
-    def recording(self: Durable, run: Any) -> None:
-        queued_by.append(threading.current_thread().name)
-        queue_intent(self, run)
-
-    monkeypatch.setattr(Durable, "queue_intent", recording)
-    engine = make_engine(journal_config(tmp_path, daemon={"node_actors": 1}))
-    assert engine.submit(trade_workflow("wf", Action())).result(5).status == "completed"
-    assert len(queued_by) == 1 and queued_by[0].startswith("SupervisorActor"), queued_by
-
-    queued_by.clear()
-    hold = threading.Event()
-    action = Action()
-    busy = Workflow("busy", nodes=[  # two roots: the one node actor is held by the first
-        Node("hold", lambda ctx: hold.wait(5), category="provider"),
-        Node("trade", action, category="action"),
-    ])
-    handle = engine.submit(busy)
-    eventually(lambda: engine.supervisor_stats()[0]["runs_in_flight"] == 2,
-               what="both runs handed to the pool")
-    assert queued_by == [] and action.calls == []
-    hold.set()
-    assert handle.result(5).status == "completed"
-    assert len(queued_by) == 1 and queued_by[0].startswith("NodeActor"), queued_by
-    key = f"{handle.execution_id}:trade"
-    assert action.calls == [key]
-    assert by_key(engine.intents(unresolved=False))[key]["outcome"] == "completed"

@@ -383,7 +383,7 @@ def test_a_resume_while_writes_still_fail_halts_again_at_the_next_failed_write(
     assert engine.state is EmergencyState.HALT, "only an operator's resume leaves it"
     assert engine.resume("disk replaced")["state"] == "NORMAL"
     assert engine.submit(trade_workflow("wf", Action())).result(5).status == "completed"
-    assert engine.state is EmergencyState.NORMAL
+    assert engine.status()["state"] == "NORMAL"
 
 
 # -- start-up ---------------------------------------------------------------------------------
