@@ -81,8 +81,9 @@ class Execution:
         self.attempts = [0] * n
         self.remaining = [len(d) for d in workflow.deps]
         self.outputs: dict[str, Any] = {}
-        #: The same outputs as events carry them (the node's `event_form`).
-        self.shown_outputs: dict[str, Any] = {}
+        #: The outputs as events carry them (each node's `event_form`): made only once an
+        #: output's differs from the output itself (`outputs` serves until then).
+        self.shown_outputs: dict[str, Any] | None = None
         self.errors: dict[str, tuple[str, str]] = {}
         #: node index -> when it was restarted (the restart guard prunes old ones).
         self.restarts: dict[int, list[float]] = {}
@@ -135,7 +136,11 @@ class Execution:
         self.outputs[node.id] = value
         if shown is _SAME:
             shown = value
-        self.shown_outputs[node.id] = shown
+        shown_outputs = self.shown_outputs
+        if shown is not value and shown_outputs is None:
+            shown_outputs = self.shown_outputs = dict(self.outputs)
+        if shown_outputs is not None:
+            shown_outputs[node.id] = shown
         self.completed += 1
         self.finished += 1
         completed: Event = {
@@ -235,7 +240,8 @@ class Execution:
                         running.append(run)
         terminal: Event = {**self.head, "type": ending.terminal_event,
                            "duration_ms": self.duration_ms(now), "status": ending.status.value,
-                           "results": dict(self.shown_outputs),
+                           "results": dict(self.outputs if self.shown_outputs is None
+                                           else self.shown_outputs),
                            "nodes": self.node_summary()}
         # CONTRACT 5 lists `error_type` on every terminal event: None when it completed.
         terminal["error_type"] = ending.error_type

@@ -68,8 +68,14 @@ def event_form(value: Any) -> Any:
     submitter's), so a slow or blocking `__str__` or `items()` of a user object (a big
     DataFrame's) runs there and never in the journal's writer or a subscription's thread.
     The flat map, the common output, is checked in C."""
+    kind = type(value)
+    if kind in _NATIVE:
+        return value
     try:
-        if type(value) in _NATIVE or _native(value, 0):
+        if kind is dict and _NATIVE.issuperset(map(type, value.values())) and \
+                _NATIVE.issuperset(map(type, value)):
+            return value
+        if _native(value, 0):
             return value
     except Exception:  # noqa: BLE001 - e.g. a dict changed size while read by another thread
         pass

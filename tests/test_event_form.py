@@ -101,8 +101,9 @@ def test_events_carry_the_event_form_results_keep_the_objects(
         seen_downstream.append(ctx.upstream["p"]["price"])
         return 1
 
-    result = engine.submit(Workflow("forms", nodes=[
-        Node("p", provider, category="provider"),
+    result = engine.submit(Workflow("forms", nodes=[  # plain, then odd, then plain again
+        Node("a", lambda ctx: {"n": 1}, category="provider"),
+        Node("p", provider, category="provider", depends_on=["a"]),
         Node("t", transform, depends_on=["p"]),
     ]), inputs={"limit": decimal.Decimal("1.5")}).result(5)
     assert result.status == "completed"
@@ -116,7 +117,8 @@ def test_events_carry_the_event_form_results_keep_the_objects(
     assert started["inputs"] == {"limit": "1.5"}
     terminal = events[-1]
     assert terminal["type"] == "execution_completed"
-    assert terminal["results"]["p"] == {"price": "50000.25", "tag": "tag-1", "sides": ["buy"]}
+    assert terminal["results"] == {
+        "a": {"n": 1}, "p": {"price": "50000.25", "tag": "tag-1", "sides": ["buy"]}, "t": 1}
 
 
 def test_a_slow_str_in_submit_inputs_holds_up_the_submitter_not_a_halt(
