@@ -112,6 +112,8 @@ def _limits(raw: Any) -> tuple[LimitConfig, ...]:
         if valid_text(lim.name) != lim.name:  # in-process only: TOML has no lone surrogates
             raise ConfigError(f"{where}.name: {lim.name!r} has a lone surrogate, which UTF-8 "
                               "(the metrics, the journal, the wire) cannot carry")
+        if not lim.name:  # ctx.risk("") and a metrics label with no name: a typo's sign
+            raise ConfigError(f"{where}.name must not be empty")
         if any(lim.name == seen.name for seen in limits):
             raise ConfigError(f"{where}.name: duplicate limit name {lim.name!r}")
         if lim.threshold <= 0:

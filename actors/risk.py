@@ -106,9 +106,9 @@ class RiskBook:
         now = clock.monotonic()
         self.limits: dict[str, LimitState] = {}
         for c in limits:
-            if not isinstance(c.name, str) or valid_text(c.name) != c.name:
-                raise ConfigError(f"risk limit name {c.name!r} must be a string UTF-8 can "
-                                  "carry (no lone surrogates)")
+            if not isinstance(c.name, str) or not c.name or valid_text(c.name) != c.name:
+                raise ConfigError(f"risk limit name {c.name!r} must be a non-empty string "
+                                  "UTF-8 can carry (no lone surrogates)")
             if not (math.isfinite(c.threshold) and c.threshold > 0):
                 raise ConfigError(f"risk limit {c.name!r}: threshold must be a finite "
                                   f"number > 0, not {c.threshold!r}")

@@ -309,6 +309,8 @@ def test_missing_required_key_is_refused_naming_it(raw: dict[str, Any], key: str
     ({"emergency": {"warn_at": 1.5}}, "warn_at"),
     ({"emergency": {"limits": [{"name": "x", "kind": "custom", "threshold": -1.0}]}},
      "threshold"),
+    ({"emergency": {"limits": [{"name": "", "kind": "custom", "threshold": 1.0}]}},
+     "emergency.limits[0].name"),
     # A drawdown is at most 100 %: such a limit was accepted and could never trip.
     ({"emergency": {"limits": [{"name": "x", "kind": "drawdown_pct", "threshold": 100.5}]}},
      "emergency.limits[0].threshold"),
