@@ -135,6 +135,17 @@ def test_pack_never_raises_and_reads_back(tree: Any) -> None:
     unpack(pack({"outputs": build(tree)}))
 
 
+def halt_within(engine: Engine, seconds: float) -> dict[str, Any]:
+    """`engine.halt()`'s reply if it came within `seconds` (from another thread: a halt
+    held up must fail the test, not hang it), else {}."""
+    halted: dict[str, Any] = {}
+    halter = threading.Thread(target=lambda: halted.update(engine.halt("halt_within")),
+                              daemon=True)
+    halter.start()
+    halter.join(seconds)
+    return halted
+
+
 class BlockingFigure(float):
     """A risk figure whose conversion waits for the test: user code the kill switch must
     never run under its lock."""
@@ -165,12 +176,7 @@ def test_a_risk_figure_whose_conversion_blocks_freezes_nothing_else(
         other = engine.submit(Workflow("other", nodes=[Node("x", lambda ctx: 1)]))
         assert other.result(timeout=2.0).status == "completed"
         assert stuck.result(timeout=2.0).error_type == "NodeTimeout"  # its timer still fired
-        halted: dict[str, Any] = {}
-        halter = threading.Thread(target=lambda: halted.update(engine.halt("frozen?")),
-                                  daemon=True)
-        halter.start()
-        halter.join(2.0)
-        assert halted == {"state": "HALT", "previous_state": "NORMAL"}
+        assert halt_within(engine, 2.0) == {"state": "HALT", "previous_state": "NORMAL"}
     finally:
         BlockingFigure.release.set()
     assert engine.status()["limits"]["loss"]["value"] == 0.0  # its update came too late
@@ -357,12 +363,7 @@ def test_a_slow_str_in_a_node_output_does_not_hold_up_a_halt(make_engine: Engine
 
         engine.submit(Workflow("w", nodes=[Node("a", slow_output)]))
         assert returned.wait(WAIT_S)  # its node_completed is queued ahead of the HALT
-        halted: dict[str, Any] = {}
-        halter = threading.Thread(target=lambda: halted.update(engine.halt("now")),
-                                  daemon=True)
-        halter.start()
-        halter.join(1.0)
-        assert halted == {"state": "HALT", "previous_state": "NORMAL"}
+        assert halt_within(engine, 1.0) == {"state": "HALT", "previous_state": "NORMAL"}
     finally:
         SlowStr.release.set()
 

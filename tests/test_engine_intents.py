@@ -32,6 +32,18 @@ def by_key(intents: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {i["idempotency_key"]: i for i in intents}
 
 
+def leave_an_open_intent(make_engine: EngineFactory, config: dict[str, Any]) -> str:
+    """Run an engine on `config` until an action times out (its intent stays open), stop
+    it; the intent's idempotency key."""
+    first = make_engine(config)
+    action = Action(block=True)
+    handle = first.submit(trade_workflow("wf", action, timeout_s=0.05))
+    assert handle.result(5).error_type == "NodeTimeout"  # its intent stays open
+    first.stop()
+    action.release.set()
+    return f"{handle.execution_id}:trade"
+
+
 def test_an_intent_is_on_disk_before_its_action_runs_and_resolved_by_its_outcome(
         make_engine: EngineFactory, tmp_path: Path) -> None:
     engine = make_engine(journal_config(tmp_path))
@@ -301,17 +313,12 @@ def test_an_operators_halt_during_the_intents_halt_is_not_ended_by_resolving_the
     """In the HALT a restart made for open intents, an operator's explicit halt (no state
     change: already HALT) makes it theirs: resolving the last intent no longer resumes."""
     halting = journal_config(tmp_path, journal={"halt_on_unresolved_intents": True})
-    first = make_engine(halting)
-    action = Action(block=True)
-    handle = first.submit(trade_workflow("wf", action, timeout_s=0.05))
-    assert handle.result(5).error_type == "NodeTimeout"  # its intent stays open
-    first.stop()
-    action.release.set()
+    key = leave_an_open_intent(make_engine, halting)
 
     second = make_engine(halting)
     assert second.state is EmergencyState.HALT
     second.halt("operator: keep it halted, the exchange is down")
-    second.resolve_intent(f"{handle.execution_id}:trade", "not_filled", "checked")
+    second.resolve_intent(key, "not_filled", "checked")
     assert state_now(second) is EmergencyState.HALT, "the operator's halt was undone"
 
 
@@ -322,13 +329,7 @@ def test_an_operators_halt_during_the_intents_halt_holds_across_a_restart(
     restart resolving the last intent resumed the engine. It is kept with the kill switch's
     state (`halt_held`); the intents' own HALT, across any number of restarts, still ends."""
     halting = journal_config(tmp_path, journal={"halt_on_unresolved_intents": True})
-    first = make_engine(halting)
-    action = Action(block=True)
-    handle = first.submit(trade_workflow("wf", action, timeout_s=0.05))
-    assert handle.result(5).error_type == "NodeTimeout"  # its intent stays open
-    first.stop()
-    action.release.set()
-    key = f"{handle.execution_id}:trade"
+    key = leave_an_open_intent(make_engine, halting)
 
     second = make_engine(halting)
     assert second.state is EmergencyState.HALT
