@@ -41,6 +41,7 @@ from transport.client import (
 )
 from transport.codec import MAX_MESSAGE_BYTES, encode
 from transport.control import split_envelope
+from transport.daemon import REPEAT_SIGNAL_WINDOW_S
 
 
 @pytest.fixture
@@ -408,8 +409,12 @@ def test_a_second_signal_exits_at_once(fleet: DaemonFleet) -> None:
     with daemon.client() as control:
         wait_until(lambda: control.status()["running"] == 2, 10, "2 executions running")
     daemon.signal(signal.SIGTERM)
+    first_at = time.monotonic()
     wait_until(lambda: any(e.get("event") == "daemon_stopping" for e in daemon.log_events()),
                10, "the daemon to start its graceful stop")
+    # Sooner, it would be taken for the same stop delivered twice (the test below).
+    wait_until(lambda: time.monotonic() - first_at > REPEAT_SIGNAL_WINDOW_S + 0.1, 5,
+               "the repeat window to pass")
     assert daemon.running()  # waiting out its 60 s grace
     t0 = time.monotonic()
     daemon.signal(signal.SIGINT)
@@ -420,6 +425,28 @@ def test_a_second_signal_exits_at_once(fleet: DaemonFleet) -> None:
     with daemon.client() as control:
         assert {i: control.execution(i)["status"] for i in stuck} == dict.fromkeys(
             stuck, "interrupted")
+    assert daemon.terminate() == 0
+
+
+@pytest.mark.timeout(60)
+def test_one_stop_delivered_twice_still_stops_cleanly(fleet: DaemonFleet) -> None:
+    # A SIGTERM to `make run`'s process group reaches the daemon, and make forwards it
+    # again a moment later: that is one stop, not an operator's "exit at once".
+    daemon = fleet.daemon(workflows=("slow",),
+                          config={"daemon": {"shutdown_grace_s": 1.0}}).start()
+    stuck = submit_slow(daemon, "slow", 1, 60.0)
+    with daemon.client() as control:
+        wait_until(lambda: control.status()["running"] == 1, 10, "1 execution running")
+    daemon.signal(signal.SIGTERM)
+    wait_until(lambda: any(e.get("event") == "stop_requested" for e in daemon.log_events()),
+               5, "the first signal handled")
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait_exit(20.0) == 0  # the grace, then the rest cancelled: a clean stop
+    events = [e.get("event") for e in daemon.log_events()]
+    assert "repeat_signal_ignored" in events and "daemon_stopped" in events
+    daemon.start()
+    with daemon.client() as control:
+        assert control.execution(stuck[0])["status"] == "cancelled"
     assert daemon.terminate() == 0
 
 

@@ -46,6 +46,9 @@ log = structlog.get_logger("tradeloom.daemon")
 
 #: How long the publisher is given to send the last events at shutdown.
 FINAL_SEND_S = 2.0
+#: A stop signal arriving this soon after the first is the same stop delivered twice, not
+#: an operator's second Ctrl-C asking to exit at once: ignored.
+REPEAT_SIGNAL_WINDOW_S = 0.5
 
 
 class Daemon:
@@ -66,7 +69,7 @@ class Daemon:
         self.webhooks: WebhookManager | None = None
         self._stop_requested = threading.Event()
         self._stopped = False
-        self._signals = 0
+        self._first_signal_at: float | None = None  # time.monotonic() of the first
         #: False once a stop could not write everything to the journal (a failing disk):
         #: `tradeloom daemon` then exits 1, not the 0 of a clean stop.
         self.clean = True
@@ -142,16 +145,23 @@ class Daemon:
     # -- run and stop ----------------------------------------------------------------------
 
     def install_signal_handlers(self) -> None:
-        """SIGTERM/SIGINT request a clean stop; a second one exits at once (the journal
-        is WAL: what was committed stays committed)."""
+        """SIGTERM/SIGINT request a clean stop; a second one, `REPEAT_SIGNAL_WINDOW_S` or
+        more after the first, exits at once (the journal is WAL: what was committed stays
+        committed)."""
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self._signals += 1
-        if self._signals > 1:
+        now = time.monotonic()
+        if self._first_signal_at is not None:
+            if now - self._first_signal_at < REPEAT_SIGNAL_WINDOW_S:
+                # One stop delivered twice: a SIGTERM to `make run`'s process group reaches
+                # the daemon directly and again forwarded by make (`timeout make run` too).
+                log.info("repeat_signal_ignored", signal=signal.Signals(signum).name)
+                return
             log.warning("second_signal_exit_now", signal=signum)
             os._exit(1)
+        self._first_signal_at = now
         log.info("stop_requested", signal=signal.Signals(signum).name)
         self._stop_requested.set()
 

@@ -8,7 +8,7 @@ WebSocket message only, never in a URL, and is compared in constant time.
 `Origin` is checked at the WebSocket handshake: a browser page from elsewhere cannot open
 the stream with the operator's cookies or network position. The default list is the
 listener's own origin (http or https per TLS, by the configured host, and for a loopback
-listener also by `localhost` and `127.0.0.1`). A request with no `Origin` header at all is
+listener also by `localhost`, `127.0.0.1` and `[::1]`). A request with no `Origin` header at all is
 not a browser's (browsers always send it on a WebSocket handshake) and is let through to
 the token check.
 """
