@@ -167,6 +167,11 @@ def plain(obj: Any, depth: int = 0) -> Any:
     if depth >= _MAX_DEPTH:
         return as_text(obj)
     try:
+        # msgpack packs these as bin: carried as the same bytes, not as their repr.
+        if isinstance(obj, bytearray):
+            return bytes(obj)
+        if isinstance(obj, memoryview) and obj.c_contiguous:  # (a released one raises)
+            return obj.tobytes()
         if isinstance(obj, Mapping):
             return {_key(k): plain(v, depth + 1) for k, v in obj.items()}
         if isinstance(obj, list | tuple | set | frozenset):

@@ -43,11 +43,18 @@ class Blocking:
         return "blocking"
 
 
+def _view(data: bytes) -> memoryview:
+    return memoryview(data)
+
+
 INT64 = st.integers(-(2**63), 2**63 - 1)
 scalars = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
            | st.text(max_size=4) | st.binary(max_size=4))
 odd = (st.decimals(allow_nan=False, allow_infinity=False, places=2)
-       | st.text(max_size=3).map(Shown) | st.frozensets(st.integers(), max_size=2))
+       | st.text(max_size=3).map(Shown) | st.frozensets(st.integers(), max_size=2)
+       # msgpack carries these as bin, like bytes
+       | st.binary(max_size=4).map(bytearray)
+       | st.binary(max_size=4).map(_view))
 values = st.recursive(
     scalars | odd,
     lambda inner: (st.lists(inner, max_size=3) | st.tuples(inner, inner)
