@@ -22,9 +22,10 @@ request over 1 MiB, a missing or wrong `v`, an unknown op, an ill-typed field: e
 answered with an error reply and nothing else happens. Frames over `max_frame_bytes`
 (16 MiB) make libzmq drop that connection (a hard cap on memory); an envelope deeper than
 `MAX_ENVELOPE_FRAMES` or a reply that cannot be routed is dropped and counted. When a lane
-already holds `max_pending` requests, new ones for it are answered `overloaded`; so are one
-peer's slow ops past `max_peer_pending` in the pool lane (a DEALER pipelining 600 replays held
-everyone's `execution` behind them for tens of seconds). A large reply (a replay) to a peer
+already holds `max_pending` requests, new ones for it are answered `overloaded`. One peer's
+slow ops go to the pool's workers `max_peer_pending` at a time, the rest waiting their turn
+(`peer_share.py`: a DEALER pipelining 600 replays held everyone's `execution` behind them
+for tens of seconds). A large reply (a replay) to a peer
 that has over `max_peer_unread_bytes` of replies not read yet is replaced by `overloaded`
 (`reply_budget.py`): a DEALER that never reads cannot fill this process's memory.
 """
@@ -58,6 +59,7 @@ from transport.ops import (
     Recording,
     parse_request,
 )
+from transport.peer_share import PeerShare
 from transport.reply_budget import ReplyBudget
 from transport.security import CurveServer
 from transport.server_thread import ServerThread
@@ -67,7 +69,7 @@ log = structlog.get_logger("tradeloom.transport.control")
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 MAX_ENVELOPE_FRAMES = 16
 #: Slow requests (the pool lane's, submit aside) of one peer (one connection: the envelope's
-#: first identity) held at once; more are answered `overloaded`. A REQ has one in flight.
+#: first identity) with the workers at once; its others wait their turn (`PeerShare`).
 MAX_PEER_PENDING = 16
 #: Bytes of large replies one peer may leave unread in this process (`reply_budget.py`).
 MAX_PEER_UNREAD_BYTES = 64 * 1024 * 1024
@@ -105,10 +107,8 @@ class ControlServer(ServerThread):
         self._nowait = handler if isinstance(handler, NowaitSubmit) else None
         self._workers = workers
         self._max_pending = max_pending
-        self._max_peer_pending = max_peer_pending
-        #: Peer identity -> its requests the pool lane holds (socket thread only; a key
-        #: goes when its count is back to 0).
-        self._peer_pending: dict[bytes, int] = {}
+        self._peers = PeerShare(max_peer_pending)
+        self._lanes: tuple[ThreadPoolExecutor, ThreadPoolExecutor] | None = None
         self._unread = ReplyBudget(max_peer_unread_bytes)
         self._max_request = max_request_bytes
         self._max_frame = max_frame_bytes
@@ -139,7 +139,7 @@ class ControlServer(ServerThread):
         `internal` (handler failures), `dropped` (messages that could not be answered),
         `unroutable` (replies whose peer was gone or full), `overloaded`."""
         return {**self._counts, "pending_urgent": self._pending[_URGENT],
-                "pending_pool": self._pending[_POOL]}
+                "pending_pool": self._pending[_POOL], "parked": self._peers.parked}
 
     def op_counts(self) -> dict[str, int]:
         """Well-formed requests read, by op (every op, 0 included); those answered
@@ -170,8 +170,9 @@ class ControlServer(ServerThread):
                 sock.close()
 
     def _serve(self, socket: zmq.Socket[Any]) -> None:
-        lanes = (ThreadPoolExecutor(1, thread_name_prefix="tradeloom-control-urgent"),
-                 ThreadPoolExecutor(self._workers, thread_name_prefix="tradeloom-control"))
+        lanes = self._lanes = (
+            ThreadPoolExecutor(1, thread_name_prefix="tradeloom-control-urgent"),
+            ThreadPoolExecutor(self._workers, thread_name_prefix="tradeloom-control"))
         wake = self._wake_r
         assert wake is not None
         self._frames = frame_sender(socket)
@@ -240,9 +241,7 @@ class ControlServer(ServerThread):
         nowait = op == "submit" and self._nowait is not None  # holds no worker
         # Slow ops only: urgent ones take microseconds, and a risk feed may fire many.
         capped = lane == _POOL and not nowait
-        peer = envelope[0]
-        if self._pending[lane] >= self._max_pending or (
-                capped and self._peer_pending.get(peer, 0) >= self._max_peer_pending):
+        if self._pending[lane] >= self._max_pending:
             self._counts["overloaded"] += 1
             self._counts["errors"] += 1
             self._reply(socket, envelope, encode(error_reply(
@@ -252,9 +251,7 @@ class ControlServer(ServerThread):
         if nowait:
             assert self._nowait is not None
             self._submit_nowait(self._nowait, socket, envelope, kwargs, request_id)
-        else:
-            if capped:
-                self._peer_pending[peer] = self._peer_pending.get(peer, 0) + 1
+        elif not capped or self._peers.admit(envelope[0], (envelope, op, kwargs, request_id)):
             lanes[lane].submit(self._run, lane, envelope, op, kwargs, request_id)
 
     # -- submit without a worker ----------------------------------------------------------
@@ -361,12 +358,10 @@ class ControlServer(ServerThread):
             except queue.Empty:
                 return
             self._pending[lane] -= 1
-            if lane == _POOL:
-                left = self._peer_pending.get(envelope[0], 1) - 1
-                if left > 0:
-                    self._peer_pending[envelope[0]] = left
-                else:
-                    self._peer_pending.pop(envelope[0], None)
+            if lane == _POOL:  # its turn over: the peer's next waiting request goes on
+                turn = self._peers.done(envelope[0])
+                if turn is not None and self._lanes is not None:
+                    self._lanes[_POOL].submit(self._run, _POOL, *turn)
             if code is not None:
                 self._counts["errors"] += 1
                 if code == INTERNAL:
