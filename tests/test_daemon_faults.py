@@ -401,13 +401,20 @@ def test_sigterm_with_executions_in_flight_exits_0_and_loses_nothing(
     assert daemon.terminate() == 0
 
 
+def running_slow(fleet: DaemonFleet, n: int, *,
+                 shutdown_grace_s: float) -> tuple[DaemonProcess, list[str]]:
+    """A daemon with `n` executions of the `slow` workflow running (60 s each)."""
+    daemon = fleet.daemon(workflows=("slow",),
+                          config={"daemon": {"shutdown_grace_s": shutdown_grace_s}}).start()
+    stuck = submit_slow(daemon, "slow", n, 60.0)
+    with daemon.client() as control:
+        wait_until(lambda: control.status()["running"] == n, 10, f"{n} executions running")
+    return daemon, stuck
+
+
 @pytest.mark.timeout(60)
 def test_a_second_signal_exits_at_once(fleet: DaemonFleet) -> None:
-    daemon = fleet.daemon(workflows=("slow",),
-                          config={"daemon": {"shutdown_grace_s": 60.0}}).start()
-    stuck = submit_slow(daemon, "slow", 2, 60.0)
-    with daemon.client() as control:
-        wait_until(lambda: control.status()["running"] == 2, 10, "2 executions running")
+    daemon, stuck = running_slow(fleet, 2, shutdown_grace_s=60.0)
     daemon.signal(signal.SIGTERM)
     first_at = time.monotonic()
     wait_until(lambda: any(e.get("event") == "daemon_stopping" for e in daemon.log_events()),
@@ -432,11 +439,7 @@ def test_a_second_signal_exits_at_once(fleet: DaemonFleet) -> None:
 def test_one_stop_delivered_twice_still_stops_cleanly(fleet: DaemonFleet) -> None:
     # A SIGTERM to `make run`'s process group reaches the daemon, and make forwards it
     # again a moment later: that is one stop, not an operator's "exit at once".
-    daemon = fleet.daemon(workflows=("slow",),
-                          config={"daemon": {"shutdown_grace_s": 1.0}}).start()
-    stuck = submit_slow(daemon, "slow", 1, 60.0)
-    with daemon.client() as control:
-        wait_until(lambda: control.status()["running"] == 1, 10, "1 execution running")
+    daemon, stuck = running_slow(fleet, 1, shutdown_grace_s=1.0)
     daemon.signal(signal.SIGTERM)
     wait_until(lambda: any(e.get("event") == "stop_requested" for e in daemon.log_events()),
                5, "the first signal handled")
