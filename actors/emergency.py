@@ -80,12 +80,9 @@ class EmergencyGate:
         #: The last HISTORY_LEN changes: {state, previous_state, reason, source, origin,
         #: timestamp, seq}, oldest first.
         self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY_LEN)
-        #: Calls asking for HALT (`transition`), counted even when already halted: an
-        #: operator's halt during the open intents' HALT makes that HALT the operator's.
-        self.halt_requests = 0
-        #: A HALT was asked for while already in HALT (kept in `snapshot`, so across a
-        #: restart): the HALT is then the requester's too, and resolving the open intents
-        #: does not end it, in this process or the next.
+        #: A HALT was asked for (`transition`) while already in HALT (kept in `snapshot`,
+        #: so across a restart): an operator's halt during the open intents' HALT makes it
+        #: theirs, and resolving the intents does not end it, in this process or the next.
         self.halt_held = False
         #: Actions admitted whose function has not been entered yet.
         self.starting = 0
@@ -202,11 +199,10 @@ class EmergencyGate:
         """An operator's change. To NORMAL or ALERT it is refused (`LimitExceeded`) while
         an auto_halt limit is exceeded, whatever the state it comes from, unless forced."""
         with self.lock:
-            if new is EmergencyState.HALT:
-                self.halt_requests += 1
-                if self.state is EmergencyState.HALT and not self.halt_held:
-                    self.halt_held = True
-                    self.persist()
+            halted = self.state is EmergencyState.HALT
+            if new is EmergencyState.HALT and halted and not self.halt_held:
+                self.halt_held = True
+                self.persist()
             if new in _GUARDED and not force:
                 blocking = self.book.blocking()
                 if blocking:

@@ -98,7 +98,6 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
         self._stop_done = threading.Event()
         #: The seq of the HALT `halt_on_unresolved_intents` started with (0: none).
         self._intents_halt_seq = 0
-        self._intents_halt_requests = 0
         #: Why admission is closed (a graceful shutdown under way), or None.
         self._closing: str | None = None
         self._lock = threading.Lock()

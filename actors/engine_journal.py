@@ -53,7 +53,6 @@ class JournalSide:
     _durable: Durable | None
     _emergency: pykka.ActorRef[Any]
     _intents_halt_seq: int
-    _intents_halt_requests: int
     _lock: threading.Lock
     _ended: Counter[tuple[str, str]]
     _workflows: dict[str, tuple[Workflow, str | None, str | None]]
@@ -81,7 +80,6 @@ class JournalSide:
                     "engine")
             if changed or ours:
                 self._intents_halt_seq = self.gate.history[-1]["seq"]
-                self._intents_halt_requests = self.gate.halt_requests
         durable.wait_commit()
 
     def _halted_for_intents(self) -> bool:
@@ -207,7 +205,7 @@ class JournalSide:
         halt_seq = self._intents_halt_seq
         history = self.gate.history
         if (halt_seq and history and history[-1]["seq"] == halt_seq
-                and self.gate.halt_requests == self._intents_halt_requests
+                and not self.gate.halt_held
                 and not journal.journal.intents(unresolved=True)):
             self._intents_halt_seq = 0
             try:
