@@ -27,8 +27,6 @@ if TYPE_CHECKING:
     from actors.workflow import Node, Workflow
 
 Event = dict[str, Any]
-#: `succeeded`'s default `shown`: the value itself.
-_SAME: Any = object()
 _PENDING, _RUNNING, _COMPLETED = NodeStatus.PENDING, NodeStatus.RUNNING, NodeStatus.COMPLETED
 _FAILED, _SKIPPED, _CANCELLED = NodeStatus.FAILED, NodeStatus.SKIPPED, NodeStatus.CANCELLED
 
@@ -126,15 +124,16 @@ class Execution:
         return True
 
     def succeeded(self, i: int, value: Any, duration_s: float, attempt: int, now: float, *,
-                  truth: bool = True, cached: bool = False, shown: Any = _SAME) -> Step:
+                  truth: bool = True, cached: bool = False, shown: Any = None) -> Step:
         """Node `i` returned `value` (for a condition, `truth` is its truth value); `shown`
-        is its `event_form`, made on the node's thread (default: `value` itself)."""
+        is its `event_form`, made on the node's thread (None: `value` itself, as the event
+        form of anything but None is never None)."""
         wf = self.workflow
         node = wf.nodes[i]
         self.node_status[i] = _COMPLETED
         self.attempts[i] = attempt
         self.outputs[node.id] = value
-        if shown is _SAME:
+        if shown is None:
             shown = value
         shown_outputs = self.shown_outputs
         if shown is not value and shown_outputs is None:

@@ -68,23 +68,12 @@ def event_form(value: Any) -> Any:
     submitter's), so a slow or blocking `__str__` or `items()` of a user object (a big
     DataFrame's) runs there and never in the journal's writer or a subscription's thread.
     The flat map, the common output, is checked in C."""
-    kind = type(value)
-    if kind in _NATIVE:
-        return value
     try:
-        if kind is dict and _NATIVE.issuperset(map(type, value.values())) and \
-                _NATIVE.issuperset(map(type, value)):
-            return value
         if _native(value, 0):
             return value
     except Exception:  # noqa: BLE001 - e.g. a dict changed size while read by another thread
         pass
-    for _ in range(3):
-        try:
-            return plain(value)
-        except RuntimeError:  # changed while read: try again
-            continue
-    return as_text(value)
+    return plain_form(value)
 
 
 def _native(value: Any, depth: int) -> bool:
@@ -106,13 +95,19 @@ def _native(value: Any, depth: int) -> bool:
 
 
 def pack_plain(obj: Any) -> bytes:
-    """Pack `plain(obj)`: slower, and always read back by `unpack`."""
+    """Pack `plain_form(obj)`: slower, and always read back by `unpack`."""
+    return _packb(plain_form(obj))
+
+
+def plain_form(obj: Any) -> Any:
+    """`plain(obj)`, tried again if another thread changed a dict while it was read (user
+    code mutating it), and its string form after three such tries."""
     for _ in range(3):
         try:
-            return _packb(plain(obj))
-        except RuntimeError:  # a dict changed size while read: user code mutated it
+            return plain(obj)
+        except RuntimeError:
             continue
-    return _packb(as_text(obj))
+    return as_text(obj)
 
 
 def unpack(data: bytes) -> Any:
