@@ -87,12 +87,8 @@ class ControlClient:
     def _nested(self, data: bytes, op: str, wait: float) -> bytes:
         """One request on a socket of its own, for a call from inside another (see the
         module docstring); the socket is closed after it."""
-        socket = self._context.socket(zmq.REQ)
-        socket.linger = 0
+        socket = self._connect()
         try:
-            if self._keys is not None:
-                self._keys.apply(socket)
-            socket.connect(self.endpoint)
             socket.send(data)
             if not socket.poll(_poll_ms(wait), zmq.POLLIN):
                 raise DaemonUnreachable(f"no reply from {self.endpoint} within {wait:g} s ({op})")
@@ -119,13 +115,21 @@ class ControlClient:
 
     def _open(self) -> zmq.Socket[Any]:
         if self._socket is None:
-            socket = self._context.socket(zmq.REQ)
-            socket.linger = 0
+            self._socket = self._connect()
+        return self._socket
+
+    def _connect(self) -> zmq.Socket[Any]:
+        """A new REQ socket to the daemon (CURVE keys applied), linger 0."""
+        socket: zmq.Socket[Any] = self._context.socket(zmq.REQ)
+        socket.linger = 0
+        try:
             if self._keys is not None:
                 self._keys.apply(socket)
             socket.connect(self.endpoint)
-            self._socket = socket
-        return self._socket
+        except BaseException:
+            socket.close(linger=0)
+            raise
+        return socket
 
     def _reset(self) -> None:
         if self._socket is not None:
