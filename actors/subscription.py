@@ -79,6 +79,9 @@ class Subscription:
         self.missed = 0
         #: Set while the thread sleeps on its doorbell, for the log's writer to `wake()` it.
         self.asleep = False
+        #: What ended its thread other than `close()` (a bug in the engine, logged as
+        #: `subscription_crashed`); None while it runs or once closed normally.
+        self.crashed: BaseException | None = None
         self._log = log
         self._closing = False
         self._bell = threading.Lock()
@@ -99,19 +102,21 @@ class Subscription:
 
     def catch_up(self, timeout: float | None = None) -> bool:
         """Wait until this subscription has handled every event committed now (or is
-        closed); False if `timeout` passed first. Not from its own callback."""
+        closed); False if `timeout` passed first, or if its thread crashed (`crashed`):
+        the events after the crash were never handled. Not from its own callback."""
         target = self._log.committed_seq
         if self.next_seq > target or self._closing:
-            return True
+            return self.crashed is None
         if current_subscription() is self:
             raise RuntimeError("catch_up() from the subscription's own callback")
         with self._moved:
             self._catching_up += 1
             try:
-                return self._moved.wait_for(
+                done = self._moved.wait_for(
                     lambda: self.next_seq > target or self._closing, timeout)
             finally:
                 self._catching_up -= 1
+        return done and self.crashed is None
 
     def close(self, timeout: float = 1.0) -> None:
         """Stop delivering; wait up to `timeout` for the thread (never for a stuck
@@ -172,7 +177,8 @@ class Subscription:
                     self._gap(*gap)
                 if events:
                     self._deliver(events, fresh)
-        except BaseException:  # a bug here must not strand result() waiters
+        except BaseException as exc:  # a bug here must not strand result() waiters
+            self.crashed = exc
             log.exception("subscription_crashed", subscription=self.name)
         finally:
             self.stop()

@@ -284,3 +284,21 @@ def test_types_must_be_a_collection(engine: Engine) -> None:
         engine.subscribe(lambda e: None, types="node_completed")
     with pytest.raises(TypeError, match="types must be a collection of event types, not int"):
         engine.subscribe(lambda e: None, types=5)  # type: ignore[arg-type]
+
+
+def test_catch_up_is_false_for_a_crashed_subscription_and_true_for_a_closed_one(
+        engine: Engine) -> None:
+    crashed = engine.subscribe(lambda e: None)
+    closed = engine.subscribe(lambda e: None)
+
+    def engine_bug(events: list[Event], fresh: bool) -> None:
+        raise RuntimeError("a bug in the delivery pass")
+
+    crashed._deliver = engine_bug  # type: ignore[method-assign]  # the thread calls it next
+    assert engine.submit(one_node()).result(timeout=5).status == "completed"
+    assert crashed.join(5) and crashed.closed
+    assert isinstance(crashed.crashed, RuntimeError)
+    assert crashed.catch_up(5) is False  # the events after the crash were never handled
+    assert closed.catch_up(5) is True and closed.crashed is None
+    closed.close(timeout=5)
+    assert closed.catch_up(5) is True
