@@ -150,7 +150,7 @@ class Execution:
             completed["cached"] = True
         step = Step([completed])
         if node.category == "condition" and not truth:
-            for j in wf.descendants[i]:
+            for j in wf.closure.descendants(i):
                 if self.node_status[j] is _PENDING:
                     step.events.append(self._skip(j, SkipReason.CONDITION_FALSE))
         else:
@@ -203,7 +203,7 @@ class Execution:
                                           "InternalError"))
         # reduce_only: this action and what depends on it are skipped; the rest goes on.
         step = Step([self._skip(i, SkipReason.REDUCE_ONLY)])
-        for j in self.workflow.descendants[i]:
+        for j in self.workflow.closure.descendants(i):
             if self.node_status[j] is _PENDING:
                 step.events.append(self._skip(j, SkipReason.REDUCE_ONLY))
         return self._advance(step, now)
@@ -218,7 +218,7 @@ class Execution:
         skipped, but its `execution_started` comes right before its terminal event."""
         self.closed = True
         self.status = ending.status
-        downstream = (frozenset(self.workflow.descendants[failed_node])
+        downstream = (frozenset(self.workflow.closure.descendants(failed_node))
                       if failed_node is not None else frozenset())
         running: list[NodeRun] = []
         for i, status in enumerate(self.node_status):

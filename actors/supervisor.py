@@ -235,7 +235,7 @@ class SupervisorActor(ExecutionClosing, EngineActorBase):
     def _dispatch(self, exe: Execution, i: int) -> None:
         outputs = exe.outputs
         run = NodeRun(exe, i, exe.attempts[i] + 1,
-                      {a: outputs[a] for a in exe.workflow.ancestors[i]}, self._risk)
+                      {a: outputs[a] for a in exe.workflow.closure.ancestor_ids(i)}, self._risk)
         for guard in self._guards:
             verdict = guard.before_dispatch(run)
             if verdict is not None:

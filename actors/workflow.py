@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import structlog
 
+from actors.closure import Closure
 from actors.errors import NodeTimeout, WorkflowDefinitionError, shown, valid_text
 
 Category = Literal["provider", "condition", "action", "transform"]
@@ -197,8 +198,8 @@ def _seconds(value: Any, key: str, node_id: str, *, allow_zero: bool) -> float |
 class Workflow:
     """A validated DAG of nodes.
 
-    Compiled once: nodes get integer indices, their dependents and descendants are
-    precomputed, so a supervisor drives an execution with list lookups only.
+    Compiled once: nodes get integer indices, their dependents and transitive closure
+    (`actors.closure`) are precomputed, so a supervisor drives an execution with lookups.
     """
 
     def __init__(self, id: str, nodes: Iterable[Node], *,
@@ -243,14 +244,9 @@ class Workflow:
         self.dependents: tuple[tuple[int, ...], ...] = tuple(tuple(x) for x in dependents)
         self.order = self._topological_order()
         self.roots: tuple[int, ...] = tuple(i for i, d in enumerate(self.deps) if not d)
-        self.descendants: tuple[tuple[int, ...], ...] = self._descendants()
-        ancestors: list[list[int]] = [[] for _ in nodes]
-        for i, below in enumerate(self.descendants):
-            for j in below:
-                ancestors[j].append(i)
-        #: Every node a node transitively depends on: what its ctx.upstream holds.
-        self.ancestors: tuple[tuple[str, ...], ...] = tuple(
-            tuple(nodes[i].id for i in sorted(a)) for a in ancestors)
+        #: `ancestor_ids(i)` (what node i's ctx.upstream holds) and `descendants(i)`.
+        self.closure = Closure(tuple(n.id for n in nodes), self.deps, self.dependents,
+                               self.order)
 
     def _topological_order(self) -> tuple[int, ...]:
         indegree = [len(d) for d in self.deps]
@@ -276,17 +272,6 @@ class Workflow:
             raise WorkflowDefinitionError(
                 f"workflow {self.id!r} is not a DAG: node {stuck!r} is on a cycle", node_id=stuck)
         return tuple(order)
-
-    def _descendants(self) -> tuple[tuple[int, ...], ...]:
-        position = {node: pos for pos, node in enumerate(self.order)}
-        result: list[tuple[int, ...]] = [()] * len(self.nodes)
-        for i in reversed(self.order):
-            seen: set[int] = set()
-            for j in self.dependents[i]:
-                seen.add(j)
-                seen.update(result[j])
-            result[i] = tuple(sorted(seen, key=position.__getitem__))
-        return tuple(result)
 
     def __repr__(self) -> str:
         return f"Workflow({self.id!r}, nodes={[n.id for n in self.nodes]})"

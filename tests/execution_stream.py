@@ -57,7 +57,7 @@ def check_stream(exe: Execution, events: list[Event], failed_node: int | None) -
             for node_id in open_attempt:  # started and never answered: cancelled
                 assert event["nodes"][node_id]["status"] == "cancelled"
     if failed_node is not None:
-        below = {wf.nodes[j].id for j in wf.descendants[failed_node]}
+        below = {wf.nodes[j].id for j in wf.closure.descendants(failed_node)}
         never_reached = {n for n in below if skipped.get(n) not in ("condition_false",
                                                                     "reduce_only")}
         assert all(skipped.get(n) == "upstream_failed" for n in never_reached), skipped

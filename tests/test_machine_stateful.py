@@ -152,7 +152,7 @@ class ExecutionMachine(RuleBasedStateMachine):
         assert not waiting_on, f"node {i} dispatched before {waiting_on} completed"
         outputs = exe.outputs
         run = NodeRun(exe, i, exe.attempts[i] + 1,
-                      {a: outputs[a] for a in exe.workflow.ancestors[i]}, _no_risk)
+                      {a: outputs[a] for a in exe.workflow.closure.ancestor_ids(i)}, _no_risk)
         exe.dispatched(run)
         self.waiting.append(run)
 
@@ -347,7 +347,7 @@ class ExecutionMachine(RuleBasedStateMachine):
         for i, node in enumerate(exe.workflow.nodes):
             # Once closed, nothing below a node that did not complete may be left or run.
             if node.id in spreading or (exe.closed and exe.node_status[i] is not _COMPLETED):
-                below = [exe.workflow.nodes[j].id for j in exe.workflow.descendants[i]
+                below = [exe.workflow.nodes[j].id for j in exe.workflow.closure.descendants(i)
                          if exe.node_status[j] is not _SKIPPED]
                 assert not below, f"{node.id} is {exe.node_status[i]}; not skipped: {below}"
 

@@ -14,6 +14,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from actors import Node, NodeContext, Workflow, WorkflowDefinitionError
+from actors import closure as closure_module
 from actors.errors import TradeloomError
 
 
@@ -228,3 +229,52 @@ def on_a_cycle(ids: list[str], deps: list[list[str]]) -> set[str]:
                 seen.add(i)
                 stack.extend(index[d] for d in deps[i])
     return found
+
+
+def reachable(start: str, edges: dict[str, list[str]]) -> set[str]:
+    """Every node reachable from `start` along `edges`, `start` excluded."""
+    stack, seen = list(edges[start]), set()
+    while stack:
+        node_id = stack.pop()
+        if node_id not in seen:
+            seen.add(node_id)
+            stack.extend(edges[node_id])
+    return seen
+
+
+@settings(max_examples=80, deadline=None)
+@given(random_dags(), st.booleans())
+def test_the_closure_gives_every_ancestor_and_descendant_in_order(
+        dag: tuple[list[str], list[list[str]], list[int]], kept_as_tuples: bool) -> None:
+    ids, deps, order = dag
+    # Both ways of answering: tuples kept (ordinary sizes) and read off the bitsets.
+    cap = closure_module.CACHED_PAIRS_MAX
+    closure_module.CACHED_PAIRS_MAX = cap if kept_as_tuples else -1
+    try:
+        wf = Workflow("dag", nodes=[n(ids[i], *deps[i]) for i in order])
+    finally:
+        closure_module.CACHED_PAIRS_MAX = cap
+    assert isinstance(getattr(wf.closure.ancestor_ids, "__self__", None), tuple) is kept_as_tuples
+    depends_on = {ids[i]: deps[i] for i in range(len(ids))}
+    dependents: dict[str, list[str]] = {node_id: [] for node_id in ids}
+    for node_id, on in depends_on.items():
+        for d in on:
+            dependents[d].append(node_id)
+    position = {node: pos for pos, node in enumerate(wf.order)}
+    for i, node in enumerate(wf.nodes):
+        ancestors = wf.closure.ancestor_ids(i)
+        assert set(ancestors) == reachable(node.id, depends_on)
+        assert list(ancestors) == [m.id for m in wf.nodes if m.id in set(ancestors)]
+        below = wf.closure.descendants(i)
+        assert {wf.nodes[j].id for j in below} == reachable(node.id, dependents)
+        assert list(below) == sorted(below, key=position.__getitem__)
+
+
+def test_a_long_chain_keeps_its_closure_as_bitsets_and_answers_from_them() -> None:
+    size = 2_000  # 2 million (node, ancestor) pairs: as tuples, ~16 MB and a second
+    wf = Workflow("chain", nodes=[n("n0")] + [n(f"n{i}", f"n{i - 1}") for i in range(1, size)])
+    assert not isinstance(getattr(wf.closure.ancestor_ids, "__self__", None), tuple)
+    assert wf.closure.ancestor_ids(size - 1) == tuple(f"n{i}" for i in range(size - 1))
+    assert wf.closure.ancestor_ids(0) == ()
+    assert [wf.nodes[j].id for j in wf.closure.descendants(size - 3)] == [
+        f"n{size - 2}", f"n{size - 1}"]
