@@ -12,10 +12,7 @@ started on the socket thread, which never blocks for it, and the reply is sent w
 journal's commit calls back (or as an `internal` error once the handler's timeout passes).
 Replies go out through `_zmq_direct` (no GIL hand-off per frame) when under 64 KiB.
 
-Envelopes. The ROUTER prepends the peer's identity; a REQ adds an empty delimiter, and a
-DEALER client sends one itself: `[identity, b"", request]`. Everything up to the first empty
-frame is the envelope and is sent back as it came (so proxies' extra identities work); a
-DEALER that sends no delimiter, `[identity, request]`, is answered `[identity, reply]`.
+Envelopes (what a reply is routed back with): `envelopes.py`.
 
 Bad input. Not msgpack, not a map, non-string keys, wrong frame count, empty frames, a
 request over 1 MiB, a missing or wrong `v`, an unknown op, an ill-typed field: each is
@@ -49,6 +46,7 @@ import zmq
 from actors.errors import EngineStopped, JournalClosed, describe
 from transport._zmq_direct import FrameSender, frame_sender
 from transport.codec import MAX_MESSAGE_BYTES, CodecError, decode_map, encode
+from transport.envelopes import Envelope, error_reply, request_id_of, split_envelope
 from transport.errors import INTERNAL, BadRequest, UnknownOp, code_of
 from transport.ops import (
     OPS,
@@ -67,7 +65,6 @@ from transport.server_thread import ServerThread
 log = structlog.get_logger("tradeloom.transport.control")
 
 MAX_FRAME_BYTES = 16 * 1024 * 1024
-MAX_ENVELOPE_FRAMES = 16
 #: Slow requests (the pool lane's, submit aside) of one peer (one connection: the envelope's
 #: first identity) with the workers at once; its others wait their turn (`PeerShare`).
 MAX_PEER_PENDING = 16
@@ -76,14 +73,6 @@ MAX_PEER_UNREAD_BYTES = 64 * 1024 * 1024
 #: Larger replies (replays) go through pyzmq's zero-copy send instead of a copy under the GIL.
 DIRECT_REPLY_BYTES = 65536
 _URGENT, _POOL = 0, 1
-Envelope = list[bytes]
-
-
-def error_reply(code: str, message: str, request_id: Any = None) -> dict[str, Any]:
-    reply: dict[str, Any] = {"v": 1, "ok": False, "error": {"code": code, "message": message}}
-    if request_id is not None:
-        reply["id"] = request_id
-    return reply
 
 
 class ControlServer(ServerThread):
@@ -229,7 +218,7 @@ class ControlServer(ServerThread):
                 request = decode_map(frame, max_bytes=self._max_request)
             except CodecError as exc:
                 raise BadRequest(str(exc)) from None
-            request_id = _request_id(request.get("id"))
+            request_id = request_id_of(request.get("id"))
             op, kwargs = parse_request(request)
             self._ops[op] += 1
         except (BadRequest, UnknownOp) as exc:
@@ -390,29 +379,3 @@ class ControlServer(ServerThread):
             self._counts["replies"] += 1
         else:  # gone, or its queue is full
             self._counts["unroutable"] += 1
-
-
-def split_envelope(frames: list[bytes]) -> tuple[Envelope | None, list[bytes]]:
-    """`(envelope, body)` of a message read from a ROUTER: the envelope runs up to and
-    including the first empty frame after the identity (REQ, DEALER with a delimiter,
-    proxies); with no empty frame it is the identity alone (a DEALER without a delimiter).
-    `None` when there is nothing to answer to."""
-    if not frames or not frames[0]:
-        return None, []
-    for index in range(1, min(len(frames), MAX_ENVELOPE_FRAMES + 1)):
-        if not frames[index]:
-            return frames[:index + 1], frames[index + 1:]
-    if len(frames) > MAX_ENVELOPE_FRAMES and any(not f for f in frames):
-        return None, []  # a delimiter too deep to be a real envelope
-    return frames[:1], frames[1:]
-
-
-def _request_id(value: Any) -> Any:
-    """The request's `id`, echoed in the reply when it is a short string or an integer."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int) and -(2**63) <= value < 2**64:
-        return value
-    if isinstance(value, str) and len(value) <= 128:
-        return value
-    return None
