@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_process import DaemonProcess, LineReader, running_daemon
+from tests.daemon_process import DaemonProcess, LineReader, run_cli, running_daemon
 from transport.errors import BadRequestError
 
 
@@ -53,3 +53,21 @@ def test_tail_takes_several_types_after_one_type_flag(daemon: DaemonProcess) -> 
     ours = [e["type"] for e in tail.events() if e.get("execution_id") == execution_id]
     assert ours == ["execution_started", "node_completed", "node_completed",
                     "execution_completed"], ours
+
+
+def test_submit_and_run_take_several_inputs_after_one_input_flag(
+        daemon: DaemonProcess) -> None:
+    """CONTRACT 3: `tradeloom submit WORKFLOW [--input k=v ...]` and `tradeloom run
+    MODULE:ATTR [--input k=v ...]`: `--input a=1 b=x` as well as the repeated flag (`b=x` was
+    an unknown argument). The positional may still come after the pairs."""
+    for args in (("cli_ok", "--input", "n=1", "w=x", "--input", "f=true"),
+                 ("--input", "n=1", "w=x", "--input", "f=true", "cli_ok")):
+        proc = daemon.cli("submit", *args, "--wait", "--json")
+        assert proc.returncode == 0, (args, proc.stderr)
+        assert json.loads(proc.stdout)["results"]["echo"] == {"n": 1, "w": "x", "f": True}
+    proc = run_cli("run", "cli_daemon_wf:ok", "--json", "--input", "n=2", "w=y",
+                   cwd=daemon.config.parent)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.splitlines()[-1])["results"]["echo"] == {"n": 2, "w": "y"}
+    missing = daemon.cli("submit", "--input", "n=1")
+    assert missing.returncode == 2 and "WORKFLOW" in missing.stderr, missing.stderr
