@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.daemon_process import DaemonProcess, LineReader, run_cli, running_daemon
-from transport.errors import BadRequestError
+from transport.errors import BadRequestError, NotFoundError
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +71,20 @@ def test_submit_and_run_take_several_inputs_after_one_input_flag(
     assert json.loads(proc.stdout.splitlines()[-1])["results"]["echo"] == {"n": 2, "w": "y"}
     missing = daemon.cli("submit", "--input", "n=1")
     assert missing.returncode == 2 and "WORKFLOW" in missing.stderr, missing.stderr
+
+
+def test_cancel_of_an_execution_from_before_a_restart_answers_its_status(
+        daemon: DaemonProcess) -> None:
+    """CONTRACT 6: `cancel` answers `{"status"}`; `not_found` is for no such execution. One
+    that ended before the daemon restarted is in the journal (`execution` finds it), but
+    `cancel` answered `not_found`, as it did once it had left the in-memory recent list."""
+    done = daemon.cli("submit", "cli_ok", "--wait", "--json")
+    assert done.returncode == 0, done.stderr
+    execution_id = json.loads(done.stdout)["execution_id"]
+    daemon.stop()
+    daemon.start()  # the same data_dir and ports
+    with daemon.client() as client:
+        assert client.cancel(execution_id) == {"status": "completed"}
+        assert client.execution(execution_id)["status"] == "completed"
+        with pytest.raises(NotFoundError):
+            client.cancel("exec_cli_ok_0badf00d")
