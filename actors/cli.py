@@ -44,6 +44,32 @@ def parse_inputs(pairs: Sequence[str]) -> dict[str, Any]:
     return inputs
 
 
+def add_input_option(parser: argparse.ArgumentParser, positional: argparse.Action) -> None:
+    """`--input k=v ...` (CONTRACT 3): one or more pairs after the flag, and the flag
+    repeatable. A flag taking one or more values swallows a positional written after it
+    (`submit --input a=1 WORKFLOW`), so argparse is told the positional is optional and
+    `restore_positional` takes it back from the end of the pairs."""
+    parser.add_argument("--input", action="extend", nargs="+", default=[], metavar="K=V",
+                        help="inputs, one or more after the flag (repeatable); a value is "
+                             "JSON when it parses, else a string")
+    positional.required = False
+    parser.set_defaults(input_positional=(parser, positional))
+
+
+def restore_positional(args: argparse.Namespace) -> None:
+    """Give back the positional that `--input` swallowed (see `add_input_option`); without
+    one, argparse's own error (exit 2)."""
+    found: tuple[argparse.ArgumentParser, argparse.Action] | None = getattr(
+        args, "input_positional", None)
+    if found is None or getattr(args, found[1].dest) is not None:
+        return
+    parser, positional = found
+    if args.input and "=" not in args.input[-1]:  # an id or MODULE:ATTR has no "="
+        setattr(args, positional.dest, args.input.pop())
+    else:
+        parser.error(f"the following arguments are required: {positional.metavar}")
+
+
 def _not_json(constant: str) -> float:
     # Python's json reads NaN and Infinity, which JSON has not: `x=NaN` stays the string
     # "NaN" (the engine and the daemon refuse a non-finite input).
@@ -235,9 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "when it completed, 1 when it did not.",
                          epilog="example: tradeloom run examples.arbitrage:workflow "
                                 "--input threshold=5")
-    run.add_argument("ref", metavar="MODULE:ATTR", help="import path of a Workflow object")
-    run.add_argument("--input", action="append", default=[], metavar="K=V",
-                     help="an input; the value is JSON when it parses, else a string")
+    add_input_option(run, run.add_argument("ref", metavar="MODULE:ATTR",
+                                           help="import path of a Workflow object"))
     run.add_argument("--config", metavar="FILE", help="TOML config ([resilience], limits ...)")
     run.add_argument("--json", action="store_true", help="one JSON object per event")
     run.add_argument("--every", type=_interval, metavar="S",
@@ -289,6 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = args.log_level or getattr(args, "default_level", "warning")
     logs.configure(fmt=args.log_format, level=level)
+    restore_positional(args)
     try:
         code: int = args.handler(args)
     except (TradeloomError, UsageError) as exc:

@@ -242,9 +242,14 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
         if ended:
             return ExecutionStatus.CANCELLED.value
         result = self._recent.get(execution_id)
-        if result is None:
+        if result is not None:
+            return result.status
+        # Ended before this process started, or long enough ago to have left memory: the
+        # journal still has it, and `cancel` answers its status as for a recent one.
+        found = self.execution(execution_id) if self._durable is not None else None
+        if found is None:
             raise NotFound(f"no live or recent execution {execution_id!r}")
-        return result.status
+        return str(found["status"])
 
     def recent(self, execution_id: str) -> ExecutionResult | None:
         """The result of a recently finished execution still held in memory."""

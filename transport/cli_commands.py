@@ -55,6 +55,8 @@ def _priority(text: str) -> int:
 
 def register(sub: Any) -> None:
     """Add the client commands to the `tradeloom` subparsers `sub`."""
+    from actors.cli import add_input_option
+
     status = _parser(sub, "status", "the daemon's state, running executions, workflows",
                      "Show the emergency state, running and queued executions, registered "
                      "workflows, breakers, limits and the last seq. Exit 0; 3 when the "
@@ -70,9 +72,8 @@ def register(sub: Any) -> None:
                      "(or --wait-timeout passed); 3 when the daemon is unreachable; 4 when "
                      "the submit was refused (HALT, or the queue is full).",
                      "tradeloom submit arb_btc --input threshold=5 --wait")
-    submit.add_argument("workflow", metavar="WORKFLOW", help="a registered workflow id")
-    submit.add_argument("--input", action="append", default=[], metavar="K=V",
-                        help="an input; the value is JSON when it parses, else a string")
+    add_input_option(submit, submit.add_argument("workflow", metavar="WORKFLOW",
+                                                 help="a registered workflow id"))
     submit.add_argument("--wait", action="store_true",
                         help="wait for the execution's end and print its result")
     submit.add_argument("--wait-timeout", type=positive_seconds, metavar="S",

@@ -248,7 +248,8 @@ def _submit(req: dict[str, Any]) -> dict[str, Any]:
     return {"workflow": _required_text(req, "workflow", MAX_ID), "inputs": _inputs(req),
             "bot_id": _text(req, "bot_id", required=False, max_len=MAX_ID),
             "strategy_id": _text(req, "strategy_id", required=False, max_len=MAX_ID),
-            "priority": _int(req, "priority", default=0, minimum=-(2**31), maximum=2**31 - 1)}
+            # int64, as the engine, the journal and `tradeloom submit --priority` take it
+            "priority": _int(req, "priority", default=0, minimum=-(2**63), maximum=2**63 - 1)}
 
 
 def _execution_id(req: dict[str, Any]) -> dict[str, Any]:

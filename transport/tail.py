@@ -64,8 +64,10 @@ def register(sub: Any) -> None:
                "execution_failed\n  tradeloom tail --since 1 --json > events.jsonl",
         formatter_class=ExampleFormatter)
     tail.add_argument("--workflow", metavar="ID", help="only this workflow's events")
-    tail.add_argument("--type", action="append", default=[], metavar="T", dest="types",
-                      help="only events of this type (repeatable), e.g. node_failed")
+    # `--type A B` and `--type A --type B` both (CONTRACT 3 writes it `[--type T ...]`)
+    tail.add_argument("--type", action="extend", nargs="+", default=[], metavar="T",
+                      dest="types", help="only events of these types (one or more; "
+                                         "repeatable), e.g. node_failed")
     tail.add_argument("--since", type=_seq, metavar="SEQ",
                       help="replay from this seq (1: the oldest kept), then follow")
     tail.add_argument("--json", action="store_true",
