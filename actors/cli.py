@@ -45,7 +45,7 @@ def parse_inputs(pairs: Sequence[str]) -> dict[str, Any]:
 
 
 def add_input_option(parser: argparse.ArgumentParser, positional: argparse.Action) -> None:
-    """`--input k=v ...` (CONTRACT 3): one or more pairs after the flag, and the flag
+    """`--input k=v ...`: one or more pairs after the flag, and the flag
     repeatable. A flag taking one or more values swallows a positional written after it
     (`submit --input a=1 WORKFLOW`), so argparse is told the positional is optional and
     `restore_positional` takes it back from the end of the pairs."""

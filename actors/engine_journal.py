@@ -173,7 +173,7 @@ class JournalSide:
 
     def _add_pending_nodes(self, found: dict[str, Any]) -> None:
         """The journal knows a node from its events only: a live execution's nodes that
-        have none yet are `pending` (a status CONTRACT 5 names for `execution.nodes`).
+        have none yet are `pending` (a status the protocol names for `execution.nodes`).
         Filled from the workflow the engine knows under that id, if its nodes match."""
         with self._lock:
             entry = self._workflows.get(found.get("workflow_id", ""))

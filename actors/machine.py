@@ -242,7 +242,7 @@ class Execution:
                            "results": dict(self.outputs if self.shown_outputs is None
                                            else self.shown_outputs),
                            "nodes": self.node_summary()}
-        # CONTRACT 5 lists `error_type` on every terminal event: None when it completed.
+        # Every terminal event carries `error_type` (docs/protocol.md): None when it completed.
         terminal["error_type"] = ending.error_type
         if ending.error_type is not None:
             terminal["error"] = ending.error

@@ -5,7 +5,7 @@ A DEALER may pipeline as many requests as it likes, but at most `limit` of its s
 FIFO and go on, in order, as its earlier ones are answered. Before, one DEALER pipelining
 600 replays put them all in the pool's queue, and every other client's `execution` waited
 behind them for tens of seconds. Parked requests still count against the server's
-`max_pending` (a full queue is `overloaded`, as CONTRACT says), so memory stays bounded.
+`max_pending` (a full queue is `overloaded`, docs/protocol.md), so memory stays bounded.
 
 Used from the control server's socket thread only: no lock.
 """

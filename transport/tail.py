@@ -64,7 +64,7 @@ def register(sub: Any) -> None:
                "execution_failed\n  tradeloom tail --since 1 --json > events.jsonl",
         formatter_class=ExampleFormatter)
     tail.add_argument("--workflow", metavar="ID", help="only this workflow's events")
-    # `--type A B` and `--type A --type B` both (CONTRACT 3 writes it `[--type T ...]`)
+    # `--type A B` and `--type A --type B` both (the CLI reference writes `[--type T ...]`)
     tail.add_argument("--type", action="extend", nargs="+", default=[], metavar="T",
                       dest="types", help="only events of these types (one or more; "
                                          "repeatable), e.g. node_failed")
