@@ -66,8 +66,16 @@ class IntervalTriggers:
             self._thread.join(timeout)
 
     def stats(self) -> dict[str, dict[str, int]]:
-        return {t.workflow_id: {"submitted": t.submitted, "skipped": t.skipped,
-                                "refused": t.refused} for t in self.triggers}
+        """Counts by workflow id, summed over its triggers: one workflow listed twice (say
+        for two bots) once reported the last one's counts only."""
+        stats: dict[str, dict[str, int]] = {}
+        for t in self.triggers:
+            counts = stats.setdefault(t.workflow_id,
+                                      {"submitted": 0, "skipped": 0, "refused": 0})
+            counts["submitted"] += t.submitted
+            counts["skipped"] += t.skipped
+            counts["refused"] += t.refused
+        return stats
 
     def run(self) -> None:
         """The trigger loop (`start()` runs it in its own thread)."""
