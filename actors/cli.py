@@ -10,10 +10,13 @@ import shutil
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
+
+import structlog
 
 from actors import logs
 from actors.config import Config
@@ -264,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="as the global option: json (default) or console")
     daemon.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
                         default=argparse.SUPPRESS, help="as the global option (default info)")
-    daemon.set_defaults(handler=cmd_daemon, default_level="info")
+    daemon.set_defaults(handler=cmd_daemon, default_level="info", exit_past_user_threads=True)
 
     keys = sub.add_parser("keys", help="write a CURVE key pair for the daemon or a client",
                           description="Write DIR/NAME.key (public) and DIR/NAME.key_secret "
@@ -289,6 +292,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = args.log_level or getattr(args, "default_level", "warning")
     logs.configure(fmt=args.log_format, level=level)
+    code = _handle(args)
+    if getattr(args, "exit_past_user_threads", False):
+        exit_past_user_threads(code)
+    return code
+
+
+#: How long a stopped `tradeloom daemon` waits for threads user code started before it
+#: exits past them.
+USER_THREADS_WAIT_S = 2.0
+
+
+def exit_past_user_threads(code: int) -> None:
+    """Exit with `code` now if a non-daemon thread outlives the daemon by
+    USER_THREADS_WAIT_S: every thread of the engine is a daemon thread, so it is user code's
+    (a workflow module that started one at import), and the interpreter would wait for it
+    forever after `daemon_stopped`, until a second signal."""
+    deadline = time.monotonic() + USER_THREADS_WAIT_S
+    main_thread = threading.main_thread()
+    for thread in threading.enumerate():
+        if thread is not main_thread and not thread.daemon:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    left = [t.name for t in threading.enumerate()
+            if t is not main_thread and not t.daemon and t.is_alive()]
+    if left:
+        structlog.get_logger("tradeloom.cli").warning("user_threads_abandoned", threads=left)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _handle(args: argparse.Namespace) -> int:
     try:
         code: int = args.handler(args)
     except (TradeloomError, UsageError) as exc:
