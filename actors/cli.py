@@ -249,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --every: stop after N runs (0: until Ctrl-C)")
     run.add_argument("--timeout", type=_interval, default=60.0, metavar="S",
                      help="how long to wait for one execution (default 60)")
-    run.set_defaults(handler=cmd_run)
+    run.set_defaults(handler=cmd_run, exit_past_user_threads=True)
 
     daemon = sub.add_parser(
         "daemon", help="run the long-lived daemon (journal, event stream, control socket)",
@@ -298,16 +298,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-#: How long a stopped `tradeloom daemon` waits for threads user code started before it
-#: exits past them.
+#: How long `tradeloom daemon` (stopped) and `tradeloom run` (done) wait for threads user
+#: code started before they exit past them.
 USER_THREADS_WAIT_S = 2.0
 
 
 def exit_past_user_threads(code: int) -> None:
-    """Exit with `code` now if a non-daemon thread outlives the daemon by
+    """Exit with `code` now if a non-daemon thread outlives the command by
     USER_THREADS_WAIT_S: every thread of the engine is a daemon thread, so it is user code's
     (a workflow module that started one at import), and the interpreter would wait for it
-    forever after `daemon_stopped`, until a second signal."""
+    forever after `daemon_stopped` (until a second signal) or after `run`'s result."""
     deadline = time.monotonic() + USER_THREADS_WAIT_S
     main_thread = threading.main_thread()
     for thread in threading.enumerate():

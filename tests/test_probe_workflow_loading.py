@@ -187,3 +187,16 @@ def test_a_thread_a_workflow_module_leaves_running_does_not_keep_the_daemon_aliv
     log = daemon.log.read_text()
     assert '"user_threads_abandoned"' in log and "user-feed" in log, log[-2000:]
 
+
+
+def test_a_thread_a_workflow_module_leaves_running_does_not_keep_run_alive(
+        modules: tuple[Path, str]) -> None:
+    directory, name = modules
+    (directory / f"{name}.py").write_text(WORKFLOW_SOURCE + textwrap.dedent("""
+        import threading
+
+        threading.Thread(target=threading.Event().wait, name="user-feed").start()
+    """))
+    proc = run_cli("run", f"{name}:workflow", timeout=15, cwd=directory)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr)
+    assert "result: ok" in proc.stdout and "user_threads_abandoned" in proc.stderr, proc
