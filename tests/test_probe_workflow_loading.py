@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+import actors.triggers
 from actors import Config, ConfigError
 from actors.config import WorkflowEntry
 from actors.execution import ExecutionHandle, ExecutionResult
@@ -200,3 +201,42 @@ def test_a_thread_a_workflow_module_leaves_running_does_not_keep_run_alive(
     proc = run_cli("run", f"{name}:workflow", timeout=15, cwd=directory)
     assert proc.returncode == 0, (proc.returncode, proc.stderr)
     assert "result: ok" in proc.stdout and "user_threads_abandoned" in proc.stderr, proc
+
+
+class LogLines:
+    """Stands in for a module's structlog logger: keeps (event, fields) of every line."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, dict[str, Any]]] = []
+
+    def __getattr__(self, level: str) -> Any:
+        return lambda event, **fields: self.lines.append((event, fields))
+
+
+def test_a_long_run_logs_its_skipped_turns_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each skipped turn was an info line: a run 1,000 periods long logged 1,000 of them."""
+    workflow = Workflow("probe_long", nodes=[Node("n", lambda ctx: 1)])
+    entry = WorkflowEntry(ref="m:w", every_s=1.0, workflow=workflow)
+    now = [0.0]
+    handles: list[ExecutionHandle] = []
+
+    def wait(seconds: float) -> bool:
+        now[0] += seconds
+        if now[0] > 5.5 and len(handles) == 1:  # the first run ends after five turns
+            handles[0].resolve(ExecutionResult(execution_id=handles[0].execution_id,
+                                               workflow_id="probe_long",
+                                               status="completed"), 0)
+        return now[0] > 9.5
+
+    def submit(wf: str, bot: str | None, strategy: str | None) -> ExecutionHandle:
+        handles.append(ExecutionHandle(f"exec_probe_long_{len(handles) + 1:08x}", wf))
+        return handles[-1]  # never ends, but for the first
+
+    log = LogLines()
+    monkeypatch.setattr(actors.triggers, "log", log)
+    triggers = IntervalTriggers([entry], submit, monotonic=lambda: now[0], wait=wait)
+    triggers.run()
+    assert triggers.stats()["probe_long"] == {"submitted": 2, "skipped": 7, "refused": 0}
+    skipped = [fields["still_running"] for event, fields in log.lines
+               if event == "trigger_skipped"]
+    assert skipped == [handles[0].execution_id, handles[1].execution_id]
