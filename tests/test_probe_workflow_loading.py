@@ -9,26 +9,30 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import pykka
 import pytest
 
 import actors.triggers
-from actors import Config, ConfigError
-from actors.config import WorkflowEntry
+from actors import Config, ConfigError, Engine
+from actors.config import DaemonConfig, TransportConfig, WorkflowEntry
 from actors.execution import ExecutionHandle, ExecutionResult
 from actors.triggers import IntervalTriggers
 from actors.workflow import Node, Workflow
 from tests.daemon_process import DaemonProcess, free_port, read_endpoints, run_cli
+from transport.daemon import Daemon
 
 WORKFLOW_SOURCE = textwrap.dedent("""
     from actors import Node, Workflow
 
     workflow = Workflow("probe_load", nodes=[Node("n", lambda ctx: 1)])
 """)
+LOCAL = "tcp://127.0.0.1:*"
 #: What a module's own `str()` raising looks like (an exception from user code).
 UNPRINTABLE = textwrap.dedent("""
     class Odd({base}):
@@ -240,3 +244,44 @@ def test_a_long_run_logs_its_skipped_turns_once(monkeypatch: pytest.MonkeyPatch)
     skipped = [fields["still_running"] for event, fields in log.lines
                if event == "trigger_skipped"]
     assert skipped == [handles[0].execution_id, handles[1].execution_id]
+
+
+def test_a_config_built_by_hand_has_its_refs_imported_and_triggered(
+        modules: tuple[Path, str], tmp_path: Path) -> None:
+    """`Config(workflows=(WorkflowEntry(ref=...),))`, as `on_halt` entries already were: it
+    failed with "workflow must be a Workflow, not NoneType"."""
+    directory, name = modules
+    (directory / f"{name}.py").write_text(WORKFLOW_SOURCE)
+    sys.path.insert(0, str(directory))
+    entry = WorkflowEntry(ref=f"{name}:workflow", every_s=0.05, bot_id="bot_hand")
+    daemon = Daemon(Config(daemon=DaemonConfig(data_dir=str(tmp_path / "data")),
+                           transport=TransportConfig(events=LOCAL, control=LOCAL),
+                           workflows=(entry,)))
+    try:
+        daemon.start()
+        assert daemon.engine is not None and daemon.triggers is not None
+        assert daemon.engine.workflows == ["probe_load"]
+        assert daemon.triggers.triggers[0].bot_id == "bot_hand"
+        ran = threading.Event()
+        daemon.engine.subscribe(lambda event: ran.set(), types={"execution_completed"},
+                                workflow_id="probe_load")
+        assert ran.wait(10), "the hand-built entry's trigger never ran"
+    finally:
+        daemon.stop()
+
+
+@pytest.mark.parametrize("entries", [
+    lambda: (WorkflowEntry(ref="probe_load_no_such_module:workflow"),),
+    lambda: (WorkflowEntry(ref="m:w", workflow=5),),
+    lambda: tuple(WorkflowEntry(ref=f"m:{i}", workflow=Workflow("same", nodes=[
+        Node("n", lambda ctx: 1)])) for i in range(2)),
+], ids=["unimportable", "not_a_workflow", "one_id_twice"])
+def test_a_refused_hand_built_entry_leaves_no_actor_running(
+        entries: Callable[[], tuple[WorkflowEntry, ...]]) -> None:
+    """The entries were registered after the engine's actors had started: a refusal left
+    them all running (nine pykka actors after three tries)."""
+    before = len(pykka.ActorRegistry.get_all())
+    with pytest.raises((ConfigError, ValueError)) as refused:
+        Engine.start(Config(workflows=entries()))
+    assert "workflows[" in str(refused.value) or "registered to another" in str(refused.value)
+    assert len(pykka.ActorRegistry.get_all()) == before
