@@ -310,9 +310,12 @@ def exit_past_user_threads(code: int) -> None:
     forever after `daemon_stopped` (until a second signal) or after `run`'s result."""
     deadline = time.monotonic() + USER_THREADS_WAIT_S
     main_thread = threading.main_thread()
-    for thread in threading.enumerate():
-        if thread is not main_thread and not thread.daemon:
-            thread.join(max(0.0, deadline - time.monotonic()))
+    try:
+        for thread in threading.enumerate():
+            if thread is not main_thread and not thread.daemon:
+                thread.join(max(0.0, deadline - time.monotonic()))
+    except KeyboardInterrupt:  # Ctrl-C while waiting (`run`): exit now, without a traceback
+        pass
     left = [t.name for t in threading.enumerate()
             if t is not main_thread and not t.daemon and t.is_alive()]
     if left:

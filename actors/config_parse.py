@@ -391,8 +391,8 @@ def import_ref(ref: str, *, base_dir: str | Path | None = None, key: str = "ref"
 
 
 def _one_line(exc: BaseException) -> str:
-    """What user code raised, on one line (its message may span several, or its `str()`
-    raise), with its type when it says nothing (SystemExit(), KeyboardInterrupt)."""
+    """What user code raised, on one line: "Type: message" (a message may span several
+    lines, or its `str()` raise), or just "Type" when it says nothing (KeyboardInterrupt)."""
     text = " ".join(describe(exc).split())
     name = type(exc).__name__
     return text if text == name else f"{name}: {text}"
