@@ -10,10 +10,13 @@ import shutil
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
+
+import structlog
 
 from actors import logs
 from actors.config import Config
@@ -271,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --every: stop after N runs (0: until Ctrl-C)")
     run.add_argument("--timeout", type=_interval, default=60.0, metavar="S",
                      help="how long to wait for one execution (default 60)")
-    run.set_defaults(handler=cmd_run)
+    run.set_defaults(handler=cmd_run, exit_past_user_threads=True)
 
     daemon = sub.add_parser(
         "daemon", help="run the long-lived daemon (journal, event stream, control socket)",
@@ -289,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="as the global option: json (default) or console")
     daemon.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
                         default=argparse.SUPPRESS, help="as the global option (default info)")
-    daemon.set_defaults(handler=cmd_daemon, default_level="info")
+    daemon.set_defaults(handler=cmd_daemon, default_level="info", exit_past_user_threads=True)
 
     keys = sub.add_parser("keys", help="write a CURVE key pair for the daemon or a client",
                           description="Write DIR/NAME.key (public) and DIR/NAME.key_secret "
@@ -315,6 +318,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = args.log_level or getattr(args, "default_level", "warning")
     logs.configure(fmt=args.log_format, level=level)
     restore_positional(args)
+    code = _handle(args)
+    if getattr(args, "exit_past_user_threads", False):
+        exit_past_user_threads(code)
+    return code
+
+
+#: How long `tradeloom daemon` (stopped) and `tradeloom run` (done) wait for threads user
+#: code started before they exit past them.
+USER_THREADS_WAIT_S = 2.0
+
+
+def exit_past_user_threads(code: int) -> None:
+    """Exit with `code` now if a non-daemon thread outlives the command by
+    USER_THREADS_WAIT_S: every thread of the engine is a daemon thread, so it is user code's
+    (a workflow module that started one at import), and the interpreter would wait for it
+    forever after `daemon_stopped` (until a second signal) or after `run`'s result."""
+    deadline = time.monotonic() + USER_THREADS_WAIT_S
+    main_thread = threading.main_thread()
+    try:
+        for thread in threading.enumerate():
+            if thread is not main_thread and not thread.daemon:
+                thread.join(max(0.0, deadline - time.monotonic()))
+    except KeyboardInterrupt:  # Ctrl-C while waiting (`run`): exit now, without a traceback
+        pass
+    left = [t.name for t in threading.enumerate()
+            if t is not main_thread and not t.daemon and t.is_alive()]
+    if left:
+        structlog.get_logger("tradeloom.cli").warning("user_threads_abandoned", threads=left)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _handle(args: argparse.Namespace) -> int:
     try:
         code: int = args.handler(args)
     except (TradeloomError, UsageError) as exc:

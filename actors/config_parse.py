@@ -33,7 +33,7 @@ from actors.config import (
     TransportConfig,
     WorkflowEntry,
 )
-from actors.errors import ConfigError, shown, valid_text
+from actors.errors import ConfigError, describe, shown, valid_text
 from actors.web_config import parse_web
 from actors.webhook_config import parse_webhooks
 
@@ -101,6 +101,10 @@ def _check_workflow_ids(config: Config) -> None:
 #: The shortest `stale_after_s`: a feed is judged stale at most this often (a tinier one
 #: had the watchdog wake, and re-report a dead feed, thousands of times a second).
 MIN_STALE_AFTER_S = 0.01
+#: The shortest interval trigger. A tinier `every_s` (1e-9) had the trigger thread spin
+#: through a billion skipped turns a second, and a subnormal one (5e-324) overflowed its
+#: turn count and killed the thread that serves every trigger.
+MIN_EVERY_S = 0.01
 
 
 def _limits(raw: Any) -> tuple[LimitConfig, ...]:
@@ -224,7 +228,8 @@ def _check_ranges(config: Config) -> None:
                            f"tcp://127.0.0.1:7450, not {endpoint!r}"))
     for entry_index, entry in enumerate(config.workflows):
         if entry.every_s is not None:
-            checks.append((entry.every_s > 0, f"workflows[{entry_index}].every_s must be > 0"))
+            checks.append((entry.every_s >= MIN_EVERY_S,
+                           f"workflows[{entry_index}].every_s must be >= {MIN_EVERY_S:g}"))
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
@@ -368,14 +373,26 @@ def import_ref(ref: str, *, base_dir: str | Path | None = None, key: str = "ref"
             sys.path.insert(0, extra)
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001 - any import-time failure is a config error
-        # One line, whatever the module raised (its message may span several).
-        raise ConfigError(f"{key}: cannot import {module_name!r}: "
-                          f"{' '.join(str(exc).split())}") from None
+    except BaseException as exc:  # noqa: BLE001 - any import-time failure is a config error
+        # BaseException: a module's SystemExit or KeyboardInterrupt (or a Ctrl-C while it
+        # hangs) once ended the daemon with no word (exit 0 or the module's code), and a
+        # GeneratorExit or an exception whose str() raises with a traceback.
+        raise ConfigError(f"{key}: cannot import {module_name!r}: {_one_line(exc)}") from None
     try:
         obj = getattr(module, attr)
     except AttributeError:
         raise ConfigError(f"{key}: module {module_name!r} has no attribute {attr!r}") from None
+    except BaseException as exc:  # noqa: BLE001 - a module __getattr__ is user code too
+        raise ConfigError(f"{key}: cannot get {attr!r} from {module_name!r}: "
+                          f"{_one_line(exc)}") from None
     if not isinstance(obj, Workflow):
         raise ConfigError(f"{key}: {ref!r} is a {type(obj).__name__}, not a Workflow")
     return obj
+
+
+def _one_line(exc: BaseException) -> str:
+    """What user code raised, on one line: "Type: message" (a message may span several
+    lines, or its `str()` raise), or just "Type" when it says nothing (KeyboardInterrupt)."""
+    text = " ".join(describe(exc).split())
+    name = type(exc).__name__
+    return text if text == name else f"{name}: {text}"

@@ -37,7 +37,7 @@ from actors.ending import Ending, ExecutionStatus
 from actors.engine_actor import EngineActor
 from actors.engine_emergency import EmergencyControls
 from actors.engine_journal import JournalSide, journal_recovered
-from actors.engine_workflows import WorkflowRegistry, check_optional_str
+from actors.engine_workflows import WorkflowRegistry, check_optional_str, loaded_workflows
 from actors.errors import (
     ConfigError,
     EngineStopped,
@@ -78,6 +78,7 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
     def __init__(self, config: Config, clock: Clock,
                  on_halt: Sequence[Workflow] = (), *,
                  _event_ring_size: int = DEFAULT_RING_SIZE) -> None:  # events: test knob
+        config = loaded_workflows(config)  # (a Config built by hand has only the refs)
         self._halt_hooks = HaltHooks(config, on_halt, submit=self._submit_hook)
         #: The journal, when `[daemon] data_dir` is set: opened (and recovered) first.
         self._durable = Durable.open(config, clock)
@@ -106,6 +107,8 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
         #: An id first seen in `submit(workflow)` is taken by whichever Workflow came last,
         #: so a program may build its workflow afresh for each submit.
         self._registered: set[str] = set()
+        for entry in config.workflows:  # before any actor starts: a refusal leaves none
+            self.register(entry.workflow, bot_id=entry.bot_id, strategy_id=entry.strategy_id)
         self._recent: OrderedDict[str, ExecutionResult] = OrderedDict()
         #: Executions ended, by (workflow_id, status): `execution_counts()` (the metrics).
         self._ended: Counter[tuple[str, str]] = Counter()
@@ -144,8 +147,6 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
         self.gate.on_self_halt = self._broadcast_self_halt
         clock.on_advance(self._tick)
         self.ref: pykka.ActorRef[EngineActor] = EngineActor.start(self)
-        for entry in config.workflows:
-            self.register(entry.workflow, bot_id=entry.bot_id, strategy_id=entry.strategy_id)
         if durable is not None:
             self._recover(durable)
 

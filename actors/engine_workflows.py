@@ -5,15 +5,17 @@ A part of `Engine` (a mixin it inherits), kept apart so each file reads as one c
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from actors.errors import UnknownWorkflow
+from actors.config import Config
+from actors.errors import ConfigError, UnknownWorkflow
 from actors.workflow import Workflow
 
 if TYPE_CHECKING:
     import threading
 
-__all__ = ["WorkflowRegistry", "check_optional_str"]
+__all__ = ["WorkflowRegistry", "check_optional_str", "loaded_workflows"]
 
 
 class WorkflowRegistry:
@@ -74,3 +76,24 @@ class WorkflowRegistry:
 def check_optional_str(value: Any, name: str) -> None:
     if value is not None and not isinstance(value, str):
         raise TypeError(f"{name} must be a string or None, not {type(value).__name__}")
+
+
+def loaded_workflows(config: Config) -> Config:
+    """`config` with every `[[workflows]]` entry's Workflow. A loaded config has them; one
+    built by hand (`Config(workflows=(WorkflowEntry(ref=...),))`) has only the refs, which
+    are imported here, as `HaltHooks` does for `on_halt`: it once failed with "workflow must
+    be a Workflow, not NoneType", leaving the engine's actors running, and the daemon's
+    triggers would have skipped it."""
+    from actors.config_parse import import_ref  # (it imports the workflow modules)
+
+    entries = []
+    for i, entry in enumerate(config.workflows):
+        key = f"workflows[{i}].ref"
+        workflow = entry.workflow
+        if workflow is None:
+            workflow = import_ref(entry.ref, key=key)
+        elif not isinstance(workflow, Workflow):
+            raise ConfigError(f"{key}: {entry.ref!r} is a {type(workflow).__name__}, not a "
+                              "Workflow")
+        entries.append(dataclasses.replace(entry, workflow=workflow))
+    return dataclasses.replace(config, workflows=tuple(entries))

@@ -118,7 +118,7 @@ class Daemon:
                            "pid": os.getpid(), "events": self.publisher.endpoint,
                            "control": self.control.endpoint}])
         self.triggers = IntervalTriggers(
-            self.config.workflows,
+            engine.config.workflows,  # (the engine's: a Config built by hand, imported)
             lambda wf, bot, strategy: engine.submit(wf, bot_id=bot, strategy_id=strategy),
             monotonic=time.monotonic)
         self.triggers.start()
