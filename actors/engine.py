@@ -19,7 +19,7 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pykka
 import structlog
@@ -29,7 +29,7 @@ from actors.admission import OVERLOADED, RUN, Admission
 from actors.breaker import BreakerRegistry
 from actors.cache import ProviderCache
 from actors.clock import Clock
-from actors.config import Config, start_args
+from actors.config import Config, TransportConfig, start_args
 from actors.durable import Durable
 from actors.emergency import EmergencyGate, EmergencyState
 from actors.emergency_actor import EmergencyActor
@@ -59,6 +59,9 @@ from actors.messages import (
 from actors.risk import RiskBook
 from actors.supervisor import SupervisorActor
 from actors.workflow import Workflow
+
+if TYPE_CHECKING:
+    from transport.engine_sockets import EngineSockets
 
 log = structlog.get_logger("tradeloom.engine")
 VERSION = "0.1.0"
@@ -98,6 +101,8 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
         self._stop_done = threading.Event()
         #: The seq of the HALT `halt_on_unresolved_intents` started with (0: none).
         self._intents_halt_seq = 0
+        #: The event stream and control socket, when started with `[transport]`.
+        self._sockets: EngineSockets | None = None
         #: Why admission is closed (a graceful shutdown under way), or None.
         self._closing: str | None = None
         self._lock = threading.Lock()
@@ -166,8 +171,22 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
                                   f"{exc}") from None
         engine = cls(config, clock, on_halt,
                      _event_ring_size=_event_ring_size)  # events:
+        if config.transport is not None:  # "no sockets unless configured" (CONTRACT 8)
+            engine._open_sockets(config.transport)
         log.debug("engine_started", supervisors=config.daemon.supervisors)
         return engine
+
+    def _open_sockets(self, transport: TransportConfig) -> None:
+        # Imported here: the transport layer is built on actors, not the other way round.
+        from transport.engine_sockets import EngineSockets
+
+        sockets = EngineSockets(self, transport)
+        try:
+            sockets.start()
+        except BaseException:
+            self.stop()
+            raise
+        self._sockets = sockets
 
     # -- executions (registering workflows: actors/engine_workflows.py) --------------------
 
@@ -403,6 +422,8 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
         if self._durable is not None:
             self._durable.wait_commit(DRAIN_S)  # readers see them only once committed
         self.sink.log.close_all(timeout=DRAIN_S)
+        if self._sockets is not None:  # after the last commit: its events are sent first
+            self._sockets.close()
         if close_journal:
             self.close_journal()
 
