@@ -166,6 +166,8 @@ class JournalSide:
 
     def execution(self, execution_id: str) -> dict[str, Any] | None:
         """One execution from the journal (its nodes, results, times), or None."""
+        if not isinstance(execution_id, str):  # else a typo'd argument reads as "not found"
+            raise TypeError(f"execution_id must be a str, not {type(execution_id).__name__}")
         found = self._caught_up().journal.execution(execution_id)
         if found is not None and found.get("status") in _LIVE:
             self._add_pending_nodes(found)
@@ -192,6 +194,8 @@ class JournalSide:
 
     def intents(self, unresolved: bool = True) -> list[dict[str, Any]]:
         """Action intents (only those with no known outcome, by default)."""
+        if not isinstance(unresolved, bool):  # "no" must not quietly mean True
+            raise TypeError(f"unresolved must be True or False, not {unresolved!r}")
         return self._caught_up().journal.intents(unresolved)
 
     def resolve_intent(self, idempotency_key: str, outcome: str,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -94,3 +95,30 @@ def test_an_engine_whose_address_is_taken_refuses_to_start_naming_it() -> None:
             Engine.start(config=Config.from_dict({"transport": transport}))
     finally:
         first.stop()
+
+
+# -- CONTRACT 8: bad input to the API raises TypeError/ValueError naming the argument ------
+
+def test_a_non_number_result_timeout_is_a_type_error_naming_it(engine: Engine) -> None:
+    handle = engine.submit(Workflow("timeout_arg", [Node("a", lambda ctx: 1)]))
+    with pytest.raises(TypeError, match="timeout"):
+        handle.result(timeout="5")  # type: ignore[arg-type]
+    assert handle.result(timeout=5).status == "completed"
+
+
+def test_journal_queries_refuse_ill_typed_arguments_naming_them(tmp_path: Path) -> None:
+    engine = Engine.start(config=Config.from_dict({"daemon": {"data_dir": str(tmp_path)}}))
+    try:
+        handle = engine.submit(Workflow("query_args", [
+            Node("t", lambda ctx: "sent", category="action")]))
+        assert handle.result(timeout=5).status == "completed"
+        with pytest.raises(TypeError, match="unresolved"):
+            engine.intents(unresolved="no")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="execution_id"):
+            engine.execution(5)  # type: ignore[arg-type]
+        # Well-typed, they answer as before.
+        assert [i["node_id"] for i in engine.intents(unresolved=False)] == ["t"]
+        found = engine.execution(handle.execution_id)
+        assert found is not None and found["status"] == "completed"
+    finally:
+        engine.stop()
