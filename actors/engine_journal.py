@@ -44,6 +44,9 @@ QUERY_WAIT_S = 1.0
 _LIVE = frozenset({ExecutionStatus.QUEUED.value, ExecutionStatus.RUNNING.value})
 
 
+#: What `executions(status=...)` may ask for: CONTRACT 5's execution statuses.
+_STATUSES: tuple[str, ...] = tuple(ExecutionStatus)
+
 class JournalSide:
     """Recovery, journal failure handling and history queries, for `Engine`."""
 
@@ -190,6 +193,8 @@ class JournalSide:
     def executions(self, workflow: str | None = None, status: str | None = None,
                    limit: int = 100) -> list[dict[str, Any]]:
         """Executions from the journal, newest first."""
+        if isinstance(status, str) and status not in _STATUSES:  # a typo would match nothing
+            raise ValueError(f"status must be one of {', '.join(_STATUSES)}, not {status!r}")
         return self._caught_up().journal.executions(workflow, status, limit)
 
     def intents(self, unresolved: bool = True) -> list[dict[str, Any]]:

@@ -122,3 +122,21 @@ def test_journal_queries_refuse_ill_typed_arguments_naming_them(tmp_path: Path) 
         assert found is not None and found["status"] == "completed"
     finally:
         engine.stop()
+
+
+def test_executions_refuses_a_status_the_contract_does_not_name(tmp_path: Path) -> None:
+    """As the `executions` op answers `bad_request` for it: a typo'd status would otherwise
+    read as "no such executions"."""
+    engine = Engine.start(config=Config.from_dict({"daemon": {"data_dir": str(tmp_path)}}))
+    try:
+        handle = engine.submit(Workflow("status_arg", [Node("a", lambda ctx: 1)]))
+        assert handle.result(timeout=5).status == "completed"
+        with pytest.raises(ValueError, match="status"):
+            engine.executions(status="complete")
+        for status in ("queued", "running", "completed", "failed", "halted", "cancelled",
+                       "interrupted", "refused"):
+            found = engine.executions(status=status)
+            assert [e["execution_id"] for e in found] == (
+                [handle.execution_id] if status == "completed" else [])
+    finally:
+        engine.stop()
