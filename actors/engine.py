@@ -29,7 +29,7 @@ from actors.admission import OVERLOADED, RUN, Admission
 from actors.breaker import BreakerRegistry
 from actors.cache import ProviderCache
 from actors.clock import Clock
-from actors.config import Config, TransportConfig, start_args
+from actors.config import Config, start_args
 from actors.durable import Durable
 from actors.emergency import EmergencyGate, EmergencyState
 from actors.emergency_actor import EmergencyActor
@@ -172,21 +172,12 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
         engine = cls(config, clock, on_halt,
                      _event_ring_size=_event_ring_size)  # events:
         if config.transport is not None:  # "no sockets unless configured" (CONTRACT 8)
-            engine._open_sockets(config.transport)
+            # Imported here: the transport layer is built on actors, not the other way round.
+            from transport.engine_sockets import EngineSockets
+
+            engine._sockets = EngineSockets.bind_for(engine, config.transport)
         log.debug("engine_started", supervisors=config.daemon.supervisors)
         return engine
-
-    def _open_sockets(self, transport: TransportConfig) -> None:
-        # Imported here: the transport layer is built on actors, not the other way round.
-        from transport.engine_sockets import EngineSockets
-
-        sockets = EngineSockets(self, transport)
-        try:
-            sockets.start()
-        except BaseException:
-            self.stop()
-            raise
-        self._sockets = sockets
 
     # -- executions (registering workflows: actors/engine_workflows.py) --------------------
 

@@ -47,6 +47,7 @@ _LIVE = frozenset({ExecutionStatus.QUEUED.value, ExecutionStatus.RUNNING.value})
 #: What `executions(status=...)` may ask for: CONTRACT 5's execution statuses.
 _STATUSES: tuple[str, ...] = tuple(ExecutionStatus)
 
+
 class JournalSide:
     """Recovery, journal failure handling and history queries, for `Engine`."""
 

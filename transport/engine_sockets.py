@@ -48,6 +48,18 @@ class EngineSockets:
         self.publisher: Publisher | None = None
         self.control: ControlServer | None = None
 
+    @classmethod
+    def bind_for(cls, engine: Engine, transport: TransportConfig) -> EngineSockets:
+        """The sockets of an engine started in-process; if they cannot be bound, the
+        engine is stopped and the error raised (Engine.start refuses, leaving nothing)."""
+        sockets = cls(engine, transport)
+        try:
+            sockets.start()
+        except BaseException:
+            engine.stop()
+            raise
+        return sockets
+
     def start(self) -> None:
         try:
             self._start()
