@@ -19,7 +19,7 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pykka
 import structlog
@@ -60,6 +60,9 @@ from actors.risk import RiskBook
 from actors.supervisor import SupervisorActor
 from actors.workflow import Workflow
 
+if TYPE_CHECKING:
+    from transport.engine_sockets import EngineSockets
+
 log = structlog.get_logger("tradeloom.engine")
 VERSION = "0.1.0"
 _RECENT_RESULTS = 1000
@@ -99,6 +102,8 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
         self._stop_done = threading.Event()
         #: The seq of the HALT `halt_on_unresolved_intents` started with (0: none).
         self._intents_halt_seq = 0
+        #: The event stream and control socket, when started with `[transport]`.
+        self._sockets: EngineSockets | None = None
         #: Why admission is closed (a graceful shutdown under way), or None.
         self._closing: str | None = None
         self._lock = threading.Lock()
@@ -167,6 +172,11 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
                                   f"{exc}") from None
         engine = cls(config, clock, on_halt,
                      _event_ring_size=_event_ring_size)  # events:
+        if config.transport is not None:  # "no sockets unless configured" (CONTRACT 8)
+            # Imported here: the transport layer is built on actors, not the other way round.
+            from transport.engine_sockets import EngineSockets
+
+            engine._sockets = EngineSockets.bind_for(engine, config.transport)
         log.debug("engine_started", supervisors=config.daemon.supervisors)
         return engine
 
@@ -409,6 +419,8 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
         if self._durable is not None:
             self._durable.wait_commit(DRAIN_S)  # readers see them only once committed
         self.sink.log.close_all(timeout=DRAIN_S)
+        if self._sockets is not None:  # after the last commit: its events are sent first
+            self._sockets.close()
         if close_journal:
             self.close_journal()
 

@@ -44,6 +44,10 @@ QUERY_WAIT_S = 1.0
 _LIVE = frozenset({ExecutionStatus.QUEUED.value, ExecutionStatus.RUNNING.value})
 
 
+#: What `executions(status=...)` may ask for: CONTRACT 5's execution statuses.
+_STATUSES: tuple[str, ...] = tuple(ExecutionStatus)
+
+
 class JournalSide:
     """Recovery, journal failure handling and history queries, for `Engine`."""
 
@@ -166,6 +170,8 @@ class JournalSide:
 
     def execution(self, execution_id: str) -> dict[str, Any] | None:
         """One execution from the journal (its nodes, results, times), or None."""
+        if not isinstance(execution_id, str):  # else a typo'd argument reads as "not found"
+            raise TypeError(f"execution_id must be a str, not {type(execution_id).__name__}")
         found = self._caught_up().journal.execution(execution_id)
         if found is not None and found.get("status") in _LIVE:
             self._add_pending_nodes(found)
@@ -188,10 +194,14 @@ class JournalSide:
     def executions(self, workflow: str | None = None, status: str | None = None,
                    limit: int = 100) -> list[dict[str, Any]]:
         """Executions from the journal, newest first."""
+        if isinstance(status, str) and status not in _STATUSES:  # a typo would match nothing
+            raise ValueError(f"status must be one of {', '.join(_STATUSES)}, not {status!r}")
         return self._caught_up().journal.executions(workflow, status, limit)
 
     def intents(self, unresolved: bool = True) -> list[dict[str, Any]]:
         """Action intents (only those with no known outcome, by default)."""
+        if not isinstance(unresolved, bool):  # "no" must not quietly mean True
+            raise TypeError(f"unresolved must be True or False, not {unresolved!r}")
         return self._caught_up().journal.intents(unresolved)
 
     def resolve_intent(self, idempotency_key: str, outcome: str,

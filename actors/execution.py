@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -186,6 +187,9 @@ def wait_limit(timeout: float) -> float | None:
     """A caller's `timeout=` (`result()`, `engine.stop()`) as a lock can wait it: NaN is
     refused naming the argument (a lock's own error does not), and a limit too long for a
     lock (`math.inf` included, an `OverflowError` there) means no limit, as None does."""
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
+        raise TypeError(f"timeout must be a number of seconds or None, not "
+                        f"{type(timeout).__name__}")
     if timeout != timeout:
         raise ValueError("timeout must be a number of seconds or None, not nan")
     return None if timeout >= threading.TIMEOUT_MAX else timeout

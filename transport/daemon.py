@@ -24,19 +24,17 @@ import signal
 import threading
 import time
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
-import zmq
 
 from actors.config import Config, TransportConfig
 from actors.engine import VERSION, Engine
 from actors.triggers import IntervalTriggers
 from transport.control import ControlServer
-from transport.engine_handler import EngineControlHandler
+from transport.engine_sockets import EngineSockets
 from transport.metrics import MetricsServer
 from transport.publisher import Publisher
-from transport.security import CurveServer
 from transport.web.gateway import WebGateway
 
 if TYPE_CHECKING:
@@ -44,8 +42,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("tradeloom.daemon")
 
-#: How long the publisher is given to send the last events at shutdown.
-FINAL_SEND_S = 2.0
 #: A stop signal arriving this soon after the first is the same stop delivered twice, not
 #: an operator's second Ctrl-C asking to exit at once: ignored.
 REPEAT_SIGNAL_WINDOW_S = 0.5
@@ -59,8 +55,7 @@ class Daemon:
         self.transport = config.transport or TransportConfig()
         self._insecure = insecure
         self.engine: Engine | None = None
-        self._context: zmq.Context[Any] | None = None
-        self._curve: CurveServer | None = None
+        self.sockets: EngineSockets | None = None
         self.publisher: Publisher | None = None
         self.control: ControlServer | None = None
         self.metrics: MetricsServer | None = None
@@ -88,26 +83,15 @@ class Daemon:
             raise
 
     def _start(self) -> None:
-        transport = self.transport
-        self.engine = engine = Engine.start(self.config)
+        # The engine gets no [transport]: its sockets are bound here, beside the servers
+        # only the daemon runs (Engine.start would bind them itself).
+        self.engine = engine = Engine.start(dataclasses.replace(self.config, transport=None))
         self.webhooks = self._start_webhooks(engine)
-        self._context = zmq.Context()
-        if transport.curve_secret_key_file or transport.curve_authorized_keys_dir:
-            self._curve = CurveServer(self._context, _required(
-                transport.curve_secret_key_file, "transport.curve_secret_key_file"),
-                _required(transport.curve_authorized_keys_dir,
-                          "transport.curve_authorized_keys_dir"))
-            self._curve.start()
-        self.publisher = Publisher(
-            transport.events, engine.sink.log.reader(), heartbeat_s=transport.heartbeat_s,
-            state_fn=lambda: engine.state.value, context=self._context, curve=self._curve,
-            insecure=self._insecure)
-        self.publisher.start()
-        self.control = ControlServer(transport.control,
-                                     EngineControlHandler(engine, self.webhooks),
-                                     context=self._context, curve=self._curve,
-                                     insecure=self._insecure)
-        self.control.start()
+        self.sockets = EngineSockets(engine, self.transport, insecure=self._insecure,
+                                     webhooks=self.webhooks)
+        self.sockets.start()
+        self.publisher, self.control = self.sockets.publisher, self.sockets.control
+        assert self.publisher is not None and self.control is not None  # bound by start()
         if self.config.metrics.listen:
             self.metrics = self._start_metrics(self.config.metrics.listen)
         if self.config.web.listen:
@@ -197,29 +181,17 @@ class Daemon:
         if engine is not None:
             engine.stop(close_journal=False)  # the rest end cancelled
             engine.journal_flush()
-            # Only a running publisher sends: one that never bound (its port in use) would
-            # keep a refused start waiting FINAL_SEND_S for nothing.
-            if self.publisher is not None and self.publisher.running:
-                self.publisher.wait_sent(engine.sink.log.committed_seq, FINAL_SEND_S)
+            if self.sockets is not None:
+                self.sockets.send_committed()  # bounded
         if self.webhooks is not None:  # before the journal closes: their cursors commit
             self.webhooks.stop()
-        for server in (self.web, self.metrics, self.control, self.publisher):
+        for server in (self.web, self.metrics):
             if server is not None:
                 try:
                     server.stop()
                 except Exception:
                     log.exception("server_stop_failed", server=type(server).__name__)
-        if self._curve is not None:
-            self._curve.stop()
-        if self._context is not None:
-            self._context.term()
+        if self.sockets is not None:
+            self.sockets.close(final_send_s=0.0)  # the last events were sent above
         if engine is not None and not engine.close_journal():  # (logged, at error level)
             self.clean = False
-
-
-def _required(value: str | None, key: str) -> str:
-    if not value:
-        from actors.errors import ConfigError
-
-        raise ConfigError(f"{key} is required when CURVE is configured")
-    return value
