@@ -38,11 +38,7 @@ from actors.engine_actor import EngineActor
 from actors.engine_emergency import EmergencyControls
 from actors.engine_journal import JournalSide, journal_recovered
 from actors.engine_workflows import WorkflowRegistry, check_optional_str, loaded_workflows
-from actors.errors import (
-    ConfigError,
-    EngineStopped,
-    NotFound,  # events:
-)
+from actors.errors import ConfigError, EngineStopped
 from actors.eventlog import DEFAULT_RING_SIZE, DRAIN_S, current_subscription  # events:
 from actors.events import EventCallback, EventSink, Subscription
 from actors.execution import ExecutionHandle, ExecutionResult, wait_limit
@@ -107,13 +103,7 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
         #: Why admission is closed (a graceful shutdown under way), or None.
         self._closing: str | None = None
         self._lock = threading.Lock()
-        self._workflows: dict[str, tuple[Workflow, str | None, str | None]] = {}
-        #: Ids given by `register()` (or the config): a different Workflow may not take them.
-        #: An id first seen in `submit(workflow)` is taken by whichever Workflow came last,
-        #: so a program may build its workflow afresh for each submit.
-        self._registered: set[str] = set()
-        for entry in config.workflows:  # before any actor starts: a refusal leaves none
-            self.register(entry.workflow, bot_id=entry.bot_id, strategy_id=entry.strategy_id)
+        self._register_entries(config)  # before any actor starts: a refusal leaves none
         self._recent: OrderedDict[str, ExecutionResult] = OrderedDict()
         #: Executions ended, by (workflow_id, status): `execution_counts()` (the metrics).
         self._ended: Counter[tuple[str, str]] = Counter()
@@ -172,9 +162,8 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
                                   f"{exc}") from None
         engine = cls(config, clock, on_halt,
                      _event_ring_size=_event_ring_size)  # events:
-        if config.transport is not None:  # "no sockets unless configured" (CONTRACT 8)
-            # Imported here: the transport layer is built on actors, not the other way round.
-            from transport.engine_sockets import EngineSockets
+        if config.transport is not None:  # no sockets unless configured (README)
+            from transport.engine_sockets import EngineSockets  # (transport builds on actors)
 
             engine._sockets = EngineSockets.bind_for(engine, config.transport)
         log.debug("engine_started", supervisors=config.daemon.supervisors)
@@ -253,14 +242,7 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
         if ended:
             return ExecutionStatus.CANCELLED.value
         result = self._recent.get(execution_id)
-        if result is not None:
-            return result.status
-        # Ended before this process started, or long enough ago to have left memory: the
-        # journal still has it, and `cancel` answers its status as for a recent one.
-        found = self.execution(execution_id) if self._durable is not None else None
-        if found is None:
-            raise NotFound(f"no live or recent execution {execution_id!r}")
-        return str(found["status"])
+        return result.status if result is not None else self._journaled_status(execution_id)
 
     def recent(self, execution_id: str) -> ExecutionResult | None:
         """The result of a recently finished execution still held in memory."""

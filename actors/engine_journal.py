@@ -15,7 +15,7 @@ import structlog
 from actors.durable import Durable, NoJournal
 from actors.emergency import EmergencyGate, EmergencyState
 from actors.ending import ExecutionStatus
-from actors.errors import LimitExceeded
+from actors.errors import LimitExceeded, NotFound
 from actors.messages import BroadcastHalt
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ QUERY_WAIT_S = 1.0
 _LIVE = frozenset({ExecutionStatus.QUEUED.value, ExecutionStatus.RUNNING.value})
 
 
-#: What `executions(status=...)` may ask for: CONTRACT 5's execution statuses.
+#: What `executions(status=...)` may ask for: the execution statuses (docs/protocol.md).
 _STATUSES: tuple[str, ...] = tuple(ExecutionStatus)
 
 
@@ -167,6 +167,14 @@ class JournalSide:
         if not durable.journal.stats()["failing"]:  # (then: what is committed, at once)
             durable.journal.flush(QUERY_WAIT_S)
         return durable
+
+    def _journaled_status(self, execution_id: str) -> str:
+        """For `cancel`: the status of an execution that left memory (it ended before this
+        process started, or long ago), from the journal; `NotFound` if it has none."""
+        found = self.execution(execution_id) if self._durable is not None else None
+        if found is None:
+            raise NotFound(f"no live or recent execution {execution_id!r}")
+        return str(found["status"])
 
     def execution(self, execution_id: str) -> dict[str, Any] | None:
         """One execution from the journal (its nodes, results, times), or None."""

@@ -25,7 +25,16 @@ class WorkflowRegistry:
     #: By id: (workflow, default bot_id, default strategy_id).
     _workflows: dict[str, tuple[Workflow, str | None, str | None]]
     #: Ids given by `register()` (or the config): a different Workflow may not take them.
+    #: An id first seen in `submit(workflow)` is taken by whichever Workflow came last, so
+    #: a program may build its workflow afresh for each submit.
     _registered: set[str]
+
+    def _register_entries(self, config: Config) -> None:
+        """Start the registry with the config's `[[workflows]]` (loaded: `loaded_workflows`)."""
+        self._workflows, self._registered = {}, set()
+        for entry in config.workflows:
+            assert entry.workflow is not None  # (loaded_workflows imported every ref)
+            self.register(entry.workflow, bot_id=entry.bot_id, strategy_id=entry.strategy_id)
 
     def register(self, workflow: Workflow, *, bot_id: str | None = None,
                  strategy_id: str | None = None) -> None:

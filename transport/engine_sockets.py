@@ -1,7 +1,7 @@
 """An engine's event stream (XPUB) and control socket (ROUTER), bound from `[transport]`.
 
-CONTRACT 8: `Engine.start()` opens no sockets, nor does a config without `[transport]`;
-a config with it does ("no sockets unless configured"). `Engine.start` opens these for
+`Engine.start()` opens no sockets, nor does a config without `[transport]`; a config with
+it does (no sockets unless configured). `Engine.start` opens these for
 such a config and closes them in `stop()`; the daemon (transport/daemon.py) uses the same
 class for its own sockets, beside the metrics, web and webhook servers only it runs.
 """
