@@ -42,7 +42,7 @@ def parse_inputs(pairs: Sequence[str]) -> dict[str, Any]:
             raise UsageError(f"--input {pair!r}: expected key=value")
         try:
             inputs[key] = json.loads(raw, parse_constant=_not_json, parse_float=_finite_float)
-        except ValueError:
+        except (ValueError, RecursionError):  # nested past Python's recursion limit: no JSON
             inputs[key] = raw
     return inputs
 
