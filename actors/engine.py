@@ -96,6 +96,8 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
         self._stopped = False
         #: Set once the first stop() has finished: another thread's stop() waits for it.
         self._stop_done = threading.Event()
+        #: The first stop()'s thread: a signal handler on it must not wait for itself.
+        self._stopping_thread: int | None = None
         #: The seq of the HALT `halt_on_unresolved_intents` started with (0: none).
         self._intents_halt_seq = 0
         #: The event stream and control socket, when started with `[transport]`.
@@ -366,12 +368,16 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
         `close_journal()` once the last readers are done). Called while another thread's
         stop is under way, it waits for that one (up to `timeout` plus the drains), except
         from a subscriber callback or an engine actor's thread (a done callback there),
-        which that stop may be waiting for."""
+        which that stop may be waiting for, or from a signal handler that interrupted that
+        stop in its own thread (it goes on once the handler returns)."""
         with self._lock:
             wait_s = wait_limit(timeout)  # before anything stops: a bad one must not half-stop
             first, self._stopped = not self._stopped, True
+            if first:
+                self._stopping_thread = threading.get_ident()
         if not first:
-            if current_subscription() is None and not on_engine_actor_thread():
+            if (current_subscription() is None and not on_engine_actor_thread()
+                    and self._stopping_thread != threading.get_ident()):  # (a handler)
                 self._stop_done.wait(None if wait_s is None else wait_s + STOP_DRAIN_S)
             return
         try:
