@@ -307,6 +307,12 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
             "journal": self._durable.journal.stats() if self._durable is not None else None,
         }
 
+    @property
+    def endpoints(self) -> dict[str, str] | None:
+        """The addresses `[transport]` bound, `{"events", "control"}`, with the ports the OS
+        picked for `tcp://127.0.0.1:*`; None without `[transport]`."""
+        return dict(self._sockets.endpoints) if self._sockets is not None else None
+
     def supervisor_stats(self) -> list[dict[str, Any]]:
         return [dict(sup.ask(SupervisorStats(), block=True, timeout=5.0))
                 for sup in self._supervisors]

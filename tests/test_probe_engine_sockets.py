@@ -10,7 +10,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import msgpack
 import pytest
+import zmq
 
 from actors import Config, Engine, Node, NodeContext, Workflow
 
@@ -29,6 +31,45 @@ def engine() -> Iterator[Engine]:
     engine = Engine.start(_config())
     yield engine
     engine.stop()
+
+
+@pytest.fixture
+def zmq_context() -> Iterator[zmq.Context[Any]]:
+    context: zmq.Context[Any] = zmq.Context()
+    yield context
+    context.destroy(linger=0)
+
+
+# -- OS-picked ports -----------------------------------------------------------------------
+
+def test_the_caller_learns_the_ports_the_os_picked(engine: Engine,
+                                                   zmq_context: zmq.Context[Any]) -> None:
+    """`tcp://127.0.0.1:*` binds a free port, which only the engine knew (a private
+    attribute): `engine.endpoints` names both, and they answer."""
+    endpoints = engine.endpoints
+    assert endpoints is not None and set(endpoints) == {"events", "control"}
+    for endpoint in endpoints.values():
+        assert endpoint.startswith("tcp://127.0.0.1:") and not endpoint.endswith((":*", ":0"))
+    with zmq_context.socket(zmq.REQ) as req, zmq_context.socket(zmq.SUB) as sub:
+        req.linger = sub.linger = 0
+        req.connect(endpoints["control"])
+        req.send(msgpack.packb({"v": 1, "op": "ping"}))
+        assert req.poll(int(WAIT_S * 1000)), "no reply on the control endpoint"
+        assert msgpack.unpackb(req.recv())["result"]["pong"] is True
+        sub.connect(endpoints["events"])
+        sub.subscribe(b"system/heartbeat")
+        assert sub.poll(int(WAIT_S * 1000)), "no heartbeat on the events endpoint"
+        assert msgpack.unpackb(sub.recv_multipart()[1])["type"] == "heartbeat"
+    engine.stop()
+    assert engine.endpoints == endpoints  # still says what it had bound
+
+
+def test_an_engine_without_a_transport_section_has_no_endpoints() -> None:
+    engine = Engine.start()
+    try:
+        assert engine.endpoints is None
+    finally:
+        engine.stop()
 
 
 # -- engine.stop() from a signal handler ---------------------------------------------------

@@ -47,6 +47,9 @@ class EngineSockets:
         self._curve: CurveServer | None = None
         self.publisher: Publisher | None = None
         self.control: ControlServer | None = None
+        #: What `start()` bound, with the port the OS picked for `tcp://host:*` (or `:0`):
+        #: {"events": ..., "control": ...}; kept after `close()`.
+        self.endpoints: dict[str, str] = {}
 
     @classmethod
     def bind_for(cls, engine: Engine, transport: TransportConfig) -> EngineSockets:
@@ -86,6 +89,7 @@ class EngineSockets:
                                      context=self._context, curve=self._curve,
                                      insecure=self._insecure)
         self.control.start()
+        self.endpoints = {"events": self.publisher.endpoint, "control": self.control.endpoint}
 
     def send_committed(self, timeout: float = FINAL_SEND_S) -> None:
         """Hand every committed event to the socket (bounded): live subscribers get the
