@@ -4,6 +4,7 @@ sockets on 127.0.0.1 with ports the OS picks; every wait has a deadline."""
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import time
@@ -12,9 +13,12 @@ from typing import Any
 
 import msgpack
 import pytest
+import structlog
+import structlog.testing
 import zmq
 
 from actors import Config, Engine, Node, NodeContext, Workflow
+from transport.client import ControlClient, InternalServerError, Subscriber
 
 #: The longest any single wait in these tests may take before the test fails.
 WAIT_S = 10.0
@@ -117,3 +121,53 @@ def test_a_signal_handler_s_stop_during_the_main_thread_s_stop_returns_at_once(
     assert handler_took[0] < 2.0, f"the handler's stop took {handler_took[0]:.1f} s"
     assert handle.result(timeout=0).status == "cancelled"
     assert not engine.ref.is_alive()
+
+
+# -- an engine without a journal behind the socket -----------------------------------------
+
+def test_a_filtered_subscriber_follows_an_engine_that_keeps_no_journal(engine: Engine) -> None:
+    """A `Subscriber` on one workflow replays the seqs between its events (other topics'
+    traffic) through the control socket. Without data_dir the `replay` op answered
+    `internal` (NoJournal) and the subscriber raised at the first heartbeat past its seq:
+    it now gets an empty page saying nothing is kept, counts those seqs lost, goes on."""
+    endpoints = engine.endpoints
+    assert endpoints is not None
+    other = Workflow("probe_other", [Node("x", lambda ctx: 1)])
+    mine = Workflow("probe_mine", [Node("x", lambda ctx: 2)])
+    with Subscriber(endpoints["events"], endpoints["control"],
+                    topics=("workflow/probe_mine/",), timeout=WAIT_S) as sub:
+        sub.wait_live(WAIT_S)
+        for _ in range(3):
+            assert engine.submit(other).result(timeout=WAIT_S).status == "completed"
+        # A heartbeat (every 0.2 s) past our seq, before `mine` runs: its tail check
+        # replays the other workflow's seqs.
+        deadline = time.monotonic() + WAIT_S
+        while sub.heartbeats < 3 and time.monotonic() < deadline:
+            assert sub.next(timeout=0.1) is None
+        handle = engine.submit(mine)
+        assert handle.result(timeout=WAIT_S).status == "completed"
+        types = []
+        while "execution_completed" not in types and time.monotonic() < deadline:
+            event = sub.next(timeout=0.1)
+            if event is not None:
+                assert event["execution_id"] == handle.execution_id
+                types.append(event["type"])
+        assert types[0] == "execution_started" and types[-1] == "execution_completed"
+        assert sub.lost > 0  # the other workflow's seqs: not kept, said so
+
+
+def test_journal_ops_of_an_engine_without_one_answer_without_an_error_log(
+        engine: Engine) -> None:
+    endpoints = engine.endpoints
+    assert endpoints is not None
+    saved = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    try:
+        with structlog.testing.capture_logs() as logs, \
+                ControlClient(endpoints["control"], timeout=WAIT_S) as client:
+            assert client.replay(1)["events"] == []
+            with pytest.raises(InternalServerError, match="NoJournal"):
+                client.execution("exec_wf_0123abcd")
+    finally:
+        structlog.configure(**saved)
+    assert not [e for e in logs if e["log_level"] in ("error", "critical")]

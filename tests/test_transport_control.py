@@ -16,6 +16,7 @@ import structlog
 import structlog.testing
 import zmq
 
+from actors.durable import NoJournal
 from actors.errors import EngineStopped, Halted, LimitExceeded, NotFound, ResumeRefused
 from tests.transport_fakes import FakeHandler, workflow_events
 from transport import ControlServer, TransportError
@@ -303,6 +304,7 @@ def test_handler_exceptions_map_to_codes_by_class(
 
 @pytest.mark.parametrize(("raised", "event", "traceback"), [
     (EngineStopped("the engine is stopped"), "control_op_refused_stopping", False),
+    (NoJournal("this engine keeps no journal"), "control_op_needs_journal", False),
     (KeyError("bug"), "control_op_failed", True),
 ])
 def test_a_stop_under_way_is_logged_as_one_line_a_bug_with_its_traceback(

@@ -43,6 +43,7 @@ from typing import Any
 import structlog
 import zmq
 
+from actors.durable import NoJournal
 from actors.errors import EngineStopped, JournalClosed, describe
 from transport._zmq_direct import FrameSender, frame_sender
 from transport.codec import MAX_MESSAGE_BYTES, CodecError, decode_map, encode
@@ -330,6 +331,9 @@ class ControlServer(ServerThread):
     def _failure(op: str, code: str, exc: BaseException, request_id: Any) -> dict[str, Any]:
         if isinstance(exc, EngineStopped | JournalClosed):  # a stop under way: expected
             log.warning("control_op_refused_stopping", op=op, error=describe(exc))
+            message = f"{op} failed: {type(exc).__name__}: {describe(exc)}"
+        elif isinstance(exc, NoJournal):  # an in-process engine without data_dir: no bug
+            log.info("control_op_needs_journal", op=op)
             message = f"{op} failed: {type(exc).__name__}: {describe(exc)}"
         elif code == INTERNAL:
             log.error("control_op_failed", op=op, error_type=type(exc).__name__,

@@ -104,7 +104,15 @@ class EngineControlHandler:
         return self._engine.risk_update(limit, value, delta)
 
     def replay(self, *, since_seq: int, limit: int, topic_prefix: str) -> dict[str, Any]:
-        return self._engine.replay(since_seq, limit=limit, topic_prefix=topic_prefix)
+        engine = self._engine
+        if engine.journal is None:
+            # An in-process engine without data_dir keeps no event for later: an empty page
+            # whose `first_seq` says so. A Subscriber counts the seqs `lost` and goes on
+            # (an error here ended it at the first heartbeat past its last seq).
+            last = engine.sink.log.committed_seq
+            return {"events": [], "next_seq": last + 1, "last_seq": last,
+                    "first_seq": last + 1}
+        return engine.replay(since_seq, limit=limit, topic_prefix=topic_prefix)
 
     # -- webhooks (docs/protocol.md: webhooks_*) ------------------------------------------
 
