@@ -243,9 +243,11 @@ def _endpoint(port: str) -> re.Pattern[str]:
                       r"|(?:ipc|inproc|ws|wss|pgm|epgm|tipc|vmci)://\S+")
 
 
+#: 0 to 65535: libzmq takes a larger port modulo 65536 (7450 typed as 74500 bound 8964).
+_PORT = r"(?:6553[0-5]|655[0-2]\d|65[0-4]\d\d|6[0-4]\d{3}|[1-5]\d{4}|\d{1,4})"
 #: What the daemon can bind (a port may be `*`: any free one) and a client connect to.
-BIND_ENDPOINT = _endpoint(r"(?:\d{1,5}|\*)")
-CONNECT_ENDPOINT = _endpoint(r"\d{1,5}")
+BIND_ENDPOINT = _endpoint(rf"(?:{_PORT}|\*)")
+CONNECT_ENDPOINT = _endpoint(_PORT)
 
 
 def _table(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:

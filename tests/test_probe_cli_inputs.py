@@ -25,3 +25,11 @@ def test_submit_with_a_deeply_nested_input_reaches_the_daemon_not_an_unexpected_
     err = capsys.readouterr().err
     assert "unexpected" not in err and "Traceback" not in err
     assert code == 3, err
+
+
+def test_a_client_endpoint_with_a_port_past_65535_is_a_bad_argument(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """libzmq would connect to the port modulo 65536 (74500: 8964)."""
+    code = main(["status", "--control", "tcp://127.0.0.1:74500", "--timeout", "0.2"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--control" in err and len(err.strip().splitlines()) == 1

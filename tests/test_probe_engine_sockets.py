@@ -17,7 +17,7 @@ import structlog
 import structlog.testing
 import zmq
 
-from actors import Config, Engine, Node, NodeContext, Workflow
+from actors import Config, ConfigError, Engine, Node, NodeContext, Workflow
 from transport.client import ControlClient, InternalServerError, Subscriber
 
 #: The longest any single wait in these tests may take before the test fails.
@@ -74,6 +74,18 @@ def test_an_engine_without_a_transport_section_has_no_endpoints() -> None:
         assert engine.endpoints is None
     finally:
         engine.stop()
+
+
+@pytest.mark.parametrize("port", ["65536", "65537", "74500", "99999"])
+def test_a_port_past_65535_is_refused_naming_the_key(port: str) -> None:
+    """libzmq takes a port modulo 65536: `tcp://127.0.0.1:74500` (7450 with a typo) bound
+    port 8964, 65537 port 1, silently; the config accepted any five digits."""
+    with pytest.raises(ConfigError, match=r"transport\.events"):
+        Config.from_dict({"transport": {"events": f"tcp://127.0.0.1:{port}"}})
+    with pytest.raises(ConfigError, match=r"transport\.control"):
+        Config.from_dict({"transport": {"control": f"tcp://127.0.0.1:{port}"}})
+    for fine in ("0", "1", "7450", "59999", "65535"):
+        Config.from_dict({"transport": {"events": f"tcp://127.0.0.1:{fine}"}})
 
 
 # -- the last events at stop ---------------------------------------------------------------
