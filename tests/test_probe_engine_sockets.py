@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -86,6 +87,34 @@ def test_a_port_past_65535_is_refused_naming_the_key(port: str) -> None:
         Config.from_dict({"transport": {"control": f"tcp://127.0.0.1:{port}"}})
     for fine in ("0", "1", "7450", "59999", "65535"):
         Config.from_dict({"transport": {"events": f"tcp://127.0.0.1:{fine}"}})
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback here")
+def test_an_ipv6_loopback_endpoint_binds_and_the_clients_reach_it() -> None:
+    """`tcp://[::1]:*` passes the config and counts as loopback, but ZeroMQ sockets leave
+    IPv6 off: the bind failed ("No such device") and a client's connect never connected
+    (DaemonUnreachable)."""
+    engine = Engine.start(Config.from_dict({"transport": {
+        "events": "tcp://[::1]:*", "control": "tcp://[::1]:*", "heartbeat_s": 0.2}}))
+    try:
+        endpoints = engine.endpoints
+        assert endpoints is not None and endpoints["control"].startswith("tcp://[::1]:")
+        with ControlClient(endpoints["control"], timeout=WAIT_S) as client:
+            assert client.ping()["pong"] is True
+        with Subscriber(endpoints["events"], endpoints["control"], timeout=WAIT_S) as sub:
+            sub.wait_live(WAIT_S)
+            assert sub.live
+    finally:
+        engine.stop()
 
 
 # -- the last events at stop ---------------------------------------------------------------

@@ -30,7 +30,7 @@ import zmq
 
 from transport.codec import encode
 from transport.errors import DaemonUnreachable, TransportError, error_for
-from transport.security import ClientKeys
+from transport.security import ClientKeys, uses_ipv6
 
 
 class ControlClient:
@@ -122,6 +122,7 @@ class ControlClient:
         """A new REQ socket to the daemon (CURVE keys applied), linger 0."""
         socket: zmq.Socket[Any] = self._context.socket(zmq.REQ)
         socket.linger = 0
+        socket.ipv6 = uses_ipv6(self.endpoint)
         try:
             if self._keys is not None:
                 self._keys.apply(socket)

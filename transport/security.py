@@ -49,6 +49,13 @@ def is_loopback(endpoint: str) -> bool:
         return False
 
 
+def uses_ipv6(endpoint: str) -> bool:
+    """True for `tcp://[v6 address]:port`: such a socket needs `ZMQ_IPV6` on, without which
+    a bind fails ("No such device") and a connect never connects."""
+    match = _TCP.match(endpoint)
+    return match is not None and match["host"].startswith("[")
+
+
 def check_bind(endpoint: str, *, curve: bool, insecure: bool) -> None:
     """Refuse a plain-text bind on an address other machines can reach."""
     if not curve and not insecure and not is_loopback(endpoint):

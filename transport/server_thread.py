@@ -16,7 +16,7 @@ import structlog
 import zmq
 
 from transport.errors import TransportError
-from transport.security import CurveServer, check_bind
+from transport.security import CurveServer, check_bind, uses_ipv6
 
 log = structlog.get_logger("tradeloom.transport")
 
@@ -108,6 +108,7 @@ class ServerThread:
         try:
             try:
                 socket.linger = 0
+                socket.ipv6 = uses_ipv6(self.bind_endpoint)
                 self._setup(socket)
                 for option, value in self._options.items():
                     socket.setsockopt(option, value)

@@ -49,7 +49,7 @@ from transport.control_client import ControlClient
 from transport.errors import DaemonUnreachable, TransportError
 from transport.ops import MAX_LIMIT
 from transport.publisher import MAX_SUBSCRIPTION_BYTES
-from transport.security import ClientKeys
+from transport.security import ClientKeys, uses_ipv6
 
 log = structlog.get_logger("tradeloom.transport.subscriber")
 
@@ -105,6 +105,7 @@ class Subscriber:
         self._sub: zmq.Socket[Any] = ctx.socket(zmq.SUB)
         self._sub.linger = 0
         self._sub.rcvhwm = rcvhwm
+        self._sub.ipv6 = uses_ipv6(events_endpoint)
         if keys is not None:
             keys.apply(self._sub)
         for prefix in self.filters:
