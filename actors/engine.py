@@ -98,6 +98,8 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
         self._stop_done = threading.Event()
         #: The first stop()'s thread: a signal handler on it must not wait for itself.
         self._stopping_thread: int | None = None
+        #: A stop() cut short (Ctrl-C in it): the next one goes through the shutdown again.
+        self._stop_cut_short = False
         #: The seq of the HALT `halt_on_unresolved_intents` started with (0: none).
         self._intents_halt_seq = 0
         #: The event stream and control socket, when started with `[transport]`.
@@ -375,12 +377,15 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
         stop is under way, it waits for that one (up to `timeout` plus the drains), except
         from a subscriber callback or an engine actor's thread (a done callback there),
         which that stop may be waiting for, or from a signal handler that interrupted that
-        stop in its own thread (it goes on once the handler returns)."""
+        stop in its own thread (it goes on once the handler returns). A stop cut short (a
+        handler's exception, Ctrl-C) is gone through again by the next call."""
         with self._lock:
             wait_s = wait_limit(timeout)  # before anything stops: a bad one must not half-stop
-            first, self._stopped = not self._stopped, True
+            first = not self._stopped or self._stop_cut_short
+            self._stopped, self._stop_cut_short = True, False
             if first:
                 self._stopping_thread = threading.get_ident()
+                self._stop_done.clear()
         if not first:
             if (current_subscription() is None and not on_engine_actor_thread()
                     and self._stopping_thread != threading.get_ident()):  # (a handler)
@@ -388,6 +393,9 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
             return
         try:
             self._shut_down(wait_s, timeout, close_journal)
+        except BaseException:
+            self._stop_cut_short = True  # its actors, sockets and journal may still be open
+            raise
         finally:
             self._stop_done.set()
 
@@ -395,7 +403,8 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
         stopped = Ending.cancelled("engine stopped")
         for exe in self.admission.drain_queued():
             exe.ending_on_start = stopped
-            self._next_supervisor().tell(StartExecution(exe))
+            with contextlib.suppress(pykka.ActorDeadError):  # (a stop cut short, again)
+                self._next_supervisor().tell(StartExecution(exe))
         end = EndExecutions(stopped)
         futures = [sup.ask(end, block=False) for sup in self._supervisors]
         for future in futures:
@@ -403,6 +412,8 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
                 future.get(timeout=wait_s)
             except pykka.Timeout:
                 log.error("supervisor_did_not_stop", timeout_s=timeout)
+            except pykka.ActorDeadError:
+                pass  # stopped by a stop cut short after it
         # The kill switch before the supervisors: a halt it is broadcasting gets its
         # acknowledgements (stopped first, they left its asks unanswered until its timeout).
         refs: list[pykka.ActorRef[Any]] = [self.ref, self._emergency, *self._supervisors]

@@ -245,3 +245,53 @@ def test_journal_ops_of_an_engine_without_one_answer_without_an_error_log(
     finally:
         structlog.configure(**saved)
     assert not [e for e in logs if e["log_level"] in ("error", "critical")]
+
+
+class Interrupted(Exception):
+    """What the test's signal handler raises in the middle of a stop (as Ctrl-C does)."""
+
+
+def test_a_stop_cut_short_by_an_interrupt_is_finished_by_the_next_stop() -> None:
+    """Ctrl-C during `engine.stop()` left its actors, sockets and threads running, and
+    every later `stop()` returned at once: the ports stayed bound for the life of the
+    process. The next `stop()` now goes through the shutdown again."""
+    before = set(threading.enumerate())
+    engine = Engine.start(_config())
+    endpoints = engine.endpoints
+    assert endpoints is not None
+    interrupted = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        interrupted.set()
+        raise Interrupted
+
+    def on_event(event: dict[str, Any]) -> None:
+        if event["type"] == "execution_cancelled":  # the main thread is in stop()
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR1)
+            interrupted.wait(WAIT_S)
+
+    started = threading.Event()
+
+    def running(ctx: NodeContext) -> int:
+        started.set()
+        ctx.cancelled.wait(WAIT_S)
+        return 1
+
+    previous = signal.signal(signal.SIGUSR1, on_signal)
+    try:
+        engine.subscribe(on_event)
+        engine.submit(Workflow("cut_short", [Node("n", running)]))
+        assert started.wait(WAIT_S)
+        with pytest.raises(Interrupted):
+            engine.stop()
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    engine.stop()
+    assert not engine.ref.is_alive()
+    deadline = time.monotonic() + WAIT_S
+    while (left := [t.name for t in set(threading.enumerate()) - before if t.is_alive()]) \
+            and time.monotonic() < deadline:
+        threading.Event().wait(0.05)  # threads end on their own once told
+    assert left == []
+    again = Engine.start(Config.from_dict({"transport": endpoints}))  # the ports are free
+    again.stop()
