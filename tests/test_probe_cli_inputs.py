@@ -1,11 +1,21 @@
 """`--input k=v` edges an operator can hit that the CLI tests do not cover: each bad one is
-one line on stderr and exit 2, never a traceback nor an "unexpected" error (README, CLI)."""
+one line on stderr and exit 2, never a traceback nor an "unexpected" error (README, CLI).
+The commands run as subprocesses: `main()` configures the process's logging."""
 
 from __future__ import annotations
 
-import pytest
+import subprocess
+import sys
 
-from actors.cli import main, parse_inputs
+from actors.cli import parse_inputs
+
+#: The longest one command may take before the test fails.
+COMMAND_S = 30.0
+
+
+def _tradeloom(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "actors.cli", *args], capture_output=True,
+                          text=True, timeout=COMMAND_S, check=False)
 
 
 def test_an_input_nested_past_the_recursion_limit_is_kept_as_a_string() -> None:
@@ -17,19 +27,17 @@ def test_an_input_nested_past_the_recursion_limit_is_kept_as_a_string() -> None:
 
 
 def test_submit_with_a_deeply_nested_input_reaches_the_daemon_not_an_unexpected_error(
-        capsys: pytest.CaptureFixture[str]) -> None:
+) -> None:
     deep = "[" * 3000 + "]" * 3000
     # Nothing listens on port 1: the command gets past its input, then exits 3 (unreachable).
-    code = main(["submit", "--control", "tcp://127.0.0.1:1", "--timeout", "0.2",
-                 "wf", "--input", f"a={deep}"])
-    err = capsys.readouterr().err
-    assert "unexpected" not in err and "Traceback" not in err
-    assert code == 3, err
+    done = _tradeloom("submit", "--control", "tcp://127.0.0.1:1", "--timeout", "0.2",
+                      "wf", "--input", f"a={deep}")
+    assert "unexpected" not in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == 3, done.stderr
 
 
-def test_a_client_endpoint_with_a_port_past_65535_is_a_bad_argument(
-        capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_client_endpoint_with_a_port_past_65535_is_a_bad_argument() -> None:
     """libzmq would connect to the port modulo 65536 (74500: 8964)."""
-    code = main(["status", "--control", "tcp://127.0.0.1:74500", "--timeout", "0.2"])
-    err = capsys.readouterr().err
-    assert code == 2 and "--control" in err and len(err.strip().splitlines()) == 1
+    done = _tradeloom("status", "--control", "tcp://127.0.0.1:74500", "--timeout", "0.2")
+    assert done.returncode == 2 and "--control" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
