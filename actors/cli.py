@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -108,6 +109,8 @@ def format_event(event: Event) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = Config.load(args.config) if args.config else Config()
+    # In-process without a daemon: the config may be the daemon's, whose sockets it holds.
+    config = dataclasses.replace(config, transport=None)
     workflow = import_ref(args.ref, key="MODULE:ATTR")
     inputs = parse_inputs(args.input)
     stop = threading.Event()

@@ -230,6 +230,33 @@ def test_config_file_is_applied_to_the_run(workdir: Path) -> None:
     assert json_lines(proc.stdout)[-1].get("status") == "completed"
 
 
+def test_run_with_the_daemons_config_binds_no_socket_while_the_daemon_has_them(
+        workdir: Path) -> None:
+    """`tradeloom run` runs in-process without a daemon: the [transport] of the daemon's
+    config (whose sockets a running daemon holds) is not bound (it was: exit 2, "cannot
+    bind the publisher")."""
+    import zmq
+
+    from tests.daemon_fixture import free_port
+
+    events, control = (f"tcp://127.0.0.1:{free_port()}" for _ in range(2))
+    config = workdir / "daemon.toml"
+    config.write_text(f'[transport]\nevents = "{events}"\ncontrol = "{control}"\n')
+    context: zmq.Context[Any] = zmq.Context()
+    daemon_sockets = [context.socket(zmq.XPUB), context.socket(zmq.ROUTER)]
+    try:
+        for sock, endpoint in zip(daemon_sockets, (events, control), strict=True):
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.bind(endpoint)  # as a running daemon holds them
+        proc = tradeloom(workdir, "run", "cliwf:workflow", "--json", "--config", str(config))
+    finally:
+        for sock in daemon_sockets:
+            sock.close()
+        context.term()
+    assert proc.returncode == 0, proc.stderr
+    assert json_lines(proc.stdout)[-1].get("status") == "completed"
+
+
 # -- help ----------------------------------------------------------------------------------
 
 def test_help_lists_the_run_command(workdir: Path) -> None:
