@@ -106,6 +106,18 @@ def test_a_non_number_result_timeout_is_a_type_error_naming_it(engine: Engine) -
     assert handle.result(timeout=5).status == "completed"
 
 
+@pytest.mark.parametrize("bad, error", [("5", TypeError), (True, TypeError),
+                                        (float("nan"), ValueError)])
+def test_a_bad_result_timeout_is_refused_by_a_finished_handle_too(
+        engine: Engine, bad: Any, error: type[Exception]) -> None:
+    """Checked only on the waiting path, it was taken without a word once the execution
+    had ended: whether `result(timeout="5")` raised depended on how fast the node ran."""
+    handle = engine.submit(Workflow("timeout_done", [Node("a", lambda ctx: 1)]))
+    assert handle.result(timeout=5).status == "completed"
+    with pytest.raises(error, match="timeout"):
+        handle.result(timeout=bad)
+
+
 def test_journal_queries_refuse_ill_typed_arguments_naming_them(tmp_path: Path) -> None:
     engine = Engine.start(config=Config.from_dict({"daemon": {"data_dir": str(tmp_path)}}))
     try:
