@@ -68,8 +68,11 @@ def restore_positional(args: argparse.Namespace) -> None:
     if found is None or getattr(args, found[1].dest) is not None:
         return
     parser, positional = found
-    if args.input and "=" not in args.input[-1]:  # an id or MODULE:ATTR has no "="
-        setattr(args, positional.dest, args.input.pop())
+    # An id or MODULE:ATTR has no "=": the first such value (`--input a=1 WF --input b=2`
+    # swallowed WF mid-list, as the repeated one-pair flag never did).
+    bare = next((i for i, pair in enumerate(args.input) if "=" not in pair), None)
+    if bare is not None:
+        setattr(args, positional.dest, args.input.pop(bare))
     else:
         parser.error(f"the following arguments are required: {positional.metavar}")
 

@@ -257,6 +257,23 @@ def test_run_with_the_daemons_config_binds_no_socket_while_the_daemon_has_them(
     assert json_lines(proc.stdout)[-1].get("status") == "completed"
 
 
+@pytest.mark.parametrize("argv, positional, pairs", [
+    (["submit", "--input", "a=1", "WF", "--input", "b=2"], "WF", ["a=1", "b=2"]),
+    (["submit", "--input", "a=1", "b=2", "WF"], "WF", ["a=1", "b=2"]),
+    (["run", "--input", "a=1", "m:w", "--input", "b=2", "--json"], "m:w", ["a=1", "b=2"]),
+    (["run", "m:w", "--input", "a=1", "b=2"], "m:w", ["a=1", "b=2"]),
+])
+def test_the_positional_after_input_pairs_is_found_wherever_it_is(
+        argv: list[str], positional: str, pairs: list[str]) -> None:
+    """`--input` takes one or more pairs: a positional written after one swallowed into the
+    list mid-way (`--input a=1 WF --input b=2`, which the one-pair flag took) was exit 2."""
+    from actors.cli import build_parser, restore_positional
+
+    args = build_parser().parse_args(argv)
+    restore_positional(args)
+    assert (getattr(args, "workflow", None) or args.ref, args.input) == (positional, pairs)
+
+
 # -- help ----------------------------------------------------------------------------------
 
 def test_help_lists_the_run_command(workdir: Path) -> None:
