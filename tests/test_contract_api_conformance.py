@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+import pykka
 import pytest
 import zmq
 
@@ -95,6 +96,27 @@ def test_an_engine_whose_address_is_taken_refuses_to_start_naming_it() -> None:
             Engine.start(config=Config.from_dict({"transport": transport}))
     finally:
         first.stop()
+
+
+def test_an_engine_refused_half_way_leaves_nothing_open(
+        zmq_context: zmq.Context[Any], tmp_path: Path) -> None:
+    """The event stream bound, the control address taken: the refusal frees the first,
+    stops the engine's actors and closes its journal (a new engine opens both)."""
+    transport = _transport()
+    raw = {"daemon": {"data_dir": str(tmp_path)}, "transport": transport}
+    taken = zmq_context.socket(zmq.ROUTER)
+    taken.setsockopt(zmq.LINGER, 0)
+    taken.bind(transport["control"])
+    actors_before = len(pykka.ActorRegistry.get_all())
+    with pytest.raises(TradeloomError, match=transport["control"]):
+        Engine.start(config=Config.from_dict(raw))
+    assert len(pykka.ActorRegistry.get_all()) == actors_before
+    taken.close()
+    engine = Engine.start(config=Config.from_dict(raw))  # the same events address, journal
+    try:
+        assert _ping(zmq_context, transport["control"])["ok"] is True
+    finally:
+        engine.stop()
 
 
 # -- CONTRACT 8: bad input to the API raises TypeError/ValueError naming the argument ------
