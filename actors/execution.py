@@ -187,7 +187,11 @@ def wait_limit(timeout: float) -> float | None:
     """A caller's `timeout=` (`result()`, `engine.stop()`) as a lock can wait it: NaN is
     refused naming the argument (a lock's own error does not), and a limit too long for a
     lock (`math.inf` included, an `OverflowError` there) means no limit, as None does."""
-    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
+    # float and int first: `result(timeout=...)` of a finished handle checks it each call,
+    # and the ABC's isinstance is the slow part.
+    kind = type(timeout)
+    if kind is not float and kind is not int and (
+            kind is bool or not isinstance(timeout, numbers.Real)):
         raise TypeError(f"timeout must be a number of seconds or None, not "
                         f"{type(timeout).__name__}")
     if timeout != timeout:
