@@ -52,7 +52,7 @@ def add_input_option(parser: argparse.ArgumentParser, positional: argparse.Actio
     """`--input k=v ...`: one or more pairs after the flag, and the flag
     repeatable. A flag taking one or more values swallows a positional written after it
     (`submit --input a=1 WORKFLOW`), so argparse is told the positional is optional and
-    `restore_positional` takes it back from the end of the pairs."""
+    `restore_positional` takes it back from among the pairs."""
     parser.add_argument("--input", action="extend", nargs="+", default=[], metavar="K=V",
                         help="inputs, one or more after the flag (repeatable); a value is "
                              "JSON when it parses, else a string")
