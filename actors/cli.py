@@ -336,25 +336,29 @@ USER_THREADS_WAIT_S = 2.0
 
 
 def exit_past_user_threads(code: int) -> None:
-    """Exit with `code` now if a non-daemon thread outlives the command by
-    USER_THREADS_WAIT_S: every thread of the engine is a daemon thread, so it is user code's
-    (a workflow module that started one at import), and the interpreter would wait for it
-    forever after `daemon_stopped` (until a second signal) or after `run`'s result."""
+    """Exit with `code` now if a non-daemon thread of user code (a workflow module that
+    started one at import) outlives the command by USER_THREADS_WAIT_S: the interpreter
+    would wait for it forever after `daemon_stopped` (until a second signal) or after
+    `run`'s result. The engine's own threads are daemon threads, or named `tradeloom-*`
+    (the control server's pool, finishing a request): those end by themselves."""
     deadline = time.monotonic() + USER_THREADS_WAIT_S
-    main_thread = threading.main_thread()
     try:
-        for thread in threading.enumerate():
-            if thread is not main_thread and not thread.daemon:
-                thread.join(max(0.0, deadline - time.monotonic()))
+        for thread in _user_threads():
+            thread.join(max(0.0, deadline - time.monotonic()))
     except KeyboardInterrupt:  # Ctrl-C while waiting (`run`): exit now, without a traceback
         pass
-    left = [t.name for t in threading.enumerate()
-            if t is not main_thread and not t.daemon and t.is_alive()]
+    left = [t.name for t in _user_threads() if t.is_alive()]
     if left:
         structlog.get_logger("tradeloom.cli").warning("user_threads_abandoned", threads=left)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+
+def _user_threads() -> list[threading.Thread]:
+    main_thread = threading.main_thread()
+    return [t for t in threading.enumerate() if t is not main_thread and not t.daemon
+            and not t.name.startswith("tradeloom-")]
 
 
 def _handle(args: argparse.Namespace) -> int:

@@ -300,3 +300,22 @@ def test_a_closed_stdout_pipe_ends_the_command_quietly(workdir: Path) -> None:
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 0
     assert b"Broken pipe" not in stderr and b"Traceback" not in stderr, stderr
+
+
+def test_exit_past_user_threads_counts_user_threads_not_the_engines_own() -> None:
+    import threading
+
+    from actors.cli import _user_threads
+
+    release = threading.Event()
+    ours = threading.Thread(target=release.wait, args=(10,), name="tradeloom-control_0")
+    theirs = threading.Thread(target=release.wait, args=(10,), name="user-feed")
+    for thread in (ours, theirs):
+        thread.start()
+    try:
+        found = _user_threads()
+        assert theirs in found and ours not in found
+    finally:
+        release.set()
+        ours.join(5)
+        theirs.join(5)
