@@ -170,3 +170,32 @@ def test_every_metric_is_in_the_readme_table() -> None:
         return False
 
     assert {name for name in metric_names() if not documented(name)} == set()
+
+
+DOCS = ("README.md", "docs/protocol.md", "docs/operations.md", "docs/architecture.md")
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_every_link_and_repo_path_exists(doc: str) -> None:
+    text = (ROOT / doc).read_text(encoding="utf-8")
+    base = (ROOT / doc).parent
+    links = [target for target in re.findall(r"\]\(([^)#\s]+)", text)
+             if not re.match(r"[a-z]+:", target)]
+    paths = {path.rstrip(".,:;") for path in re.findall(
+        r"(?<![\w/.])(?:actors|transport|examples|tests|bench|docs)/[\w./*-]*[\w*]", text)}
+    # Bare module names (`engine_journal.py`): a file of that name in one of the packages.
+    modules = set(re.findall(r"`([a-z_]+\.py)`", text))
+    missing = [link for link in links if not (base / link).exists()]
+    missing += sorted(path for path in paths if not list(ROOT.glob(path)))
+    missing += sorted(name for name in modules if not any(
+        (ROOT / package / name).exists()
+        for package in ("actors", "transport", "transport/web", "examples", "bench")))
+    assert missing == []
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_the_docs_stand_on_their_own(doc: str) -> None:
+    """No pointer to a contract or spec file outside the repository: the docs state the
+    protocol and the config themselves."""
+    text = (ROOT / doc).read_text(encoding="utf-8")
+    assert re.findall(r"(?i)contract\.md|/work/|shared/|\bCONTRACT\b", text) == []
