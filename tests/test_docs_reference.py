@@ -199,3 +199,12 @@ def test_the_docs_stand_on_their_own(doc: str) -> None:
     protocol and the config themselves."""
     text = (ROOT / doc).read_text(encoding="utf-8")
     assert re.findall(r"(?i)contract\.md|/work/|shared/|\bCONTRACT\b", text) == []
+
+
+def test_every_web_gateway_op_is_in_its_table() -> None:
+    from transport.web.actions import WEB_OPS
+
+    requests = section(PROTOCOL, "### Requests")
+    named = {name for row in table_rows(requests) for name in backticked(row[0])}
+    assert set(WEB_OPS) - named == set()
+    assert named - set(OPS) == set(), "a web op the control socket does not have"
