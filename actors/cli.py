@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -51,7 +52,7 @@ def add_input_option(parser: argparse.ArgumentParser, positional: argparse.Actio
     """`--input k=v ...`: one or more pairs after the flag, and the flag
     repeatable. A flag taking one or more values swallows a positional written after it
     (`submit --input a=1 WORKFLOW`), so argparse is told the positional is optional and
-    `restore_positional` takes it back from the end of the pairs."""
+    `restore_positional` takes it back from among the pairs."""
     parser.add_argument("--input", action="extend", nargs="+", default=[], metavar="K=V",
                         help="inputs, one or more after the flag (repeatable); a value is "
                              "JSON when it parses, else a string")
@@ -67,8 +68,11 @@ def restore_positional(args: argparse.Namespace) -> None:
     if found is None or getattr(args, found[1].dest) is not None:
         return
     parser, positional = found
-    if args.input and "=" not in args.input[-1]:  # an id or MODULE:ATTR has no "="
-        setattr(args, positional.dest, args.input.pop())
+    # An id or MODULE:ATTR has no "=": the first such value (`--input a=1 WF --input b=2`
+    # swallowed WF mid-list, as the repeated one-pair flag never did).
+    bare = next((i for i, pair in enumerate(args.input) if "=" not in pair), None)
+    if bare is not None:
+        setattr(args, positional.dest, args.input.pop(bare))
     else:
         parser.error(f"the following arguments are required: {positional.metavar}")
 
@@ -108,6 +112,8 @@ def format_event(event: Event) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = Config.load(args.config) if args.config else Config()
+    # In-process without a daemon: the config may be the daemon's, whose sockets it holds.
+    config = dataclasses.replace(config, transport=None)
     workflow = import_ref(args.ref, key="MODULE:ATTR")
     inputs = parse_inputs(args.input)
     stop = threading.Event()
@@ -330,25 +336,29 @@ USER_THREADS_WAIT_S = 2.0
 
 
 def exit_past_user_threads(code: int) -> None:
-    """Exit with `code` now if a non-daemon thread outlives the command by
-    USER_THREADS_WAIT_S: every thread of the engine is a daemon thread, so it is user code's
-    (a workflow module that started one at import), and the interpreter would wait for it
-    forever after `daemon_stopped` (until a second signal) or after `run`'s result."""
+    """Exit with `code` now if a non-daemon thread of user code (a workflow module that
+    started one at import) outlives the command by USER_THREADS_WAIT_S: the interpreter
+    would wait for it forever after `daemon_stopped` (until a second signal) or after
+    `run`'s result. The engine's own threads are daemon threads, or named `tradeloom-*`
+    (the control server's pool, finishing a request): those end by themselves."""
     deadline = time.monotonic() + USER_THREADS_WAIT_S
-    main_thread = threading.main_thread()
     try:
-        for thread in threading.enumerate():
-            if thread is not main_thread and not thread.daemon:
-                thread.join(max(0.0, deadline - time.monotonic()))
+        for thread in _user_threads():
+            thread.join(max(0.0, deadline - time.monotonic()))
     except KeyboardInterrupt:  # Ctrl-C while waiting (`run`): exit now, without a traceback
         pass
-    left = [t.name for t in threading.enumerate()
-            if t is not main_thread and not t.daemon and t.is_alive()]
+    left = [t.name for t in _user_threads() if t.is_alive()]
     if left:
         structlog.get_logger("tradeloom.cli").warning("user_threads_abandoned", threads=left)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+
+def _user_threads() -> list[threading.Thread]:
+    main_thread = threading.main_thread()
+    return [t for t in threading.enumerate() if t is not main_thread and not t.daemon
+            and not t.name.startswith("tradeloom-")]
 
 
 def _handle(args: argparse.Namespace) -> int:

@@ -424,10 +424,12 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
         if self._durable is not None:
             self._durable.wait_commit(DRAIN_S)  # readers see them only once committed
         self.sink.log.close_all(timeout=DRAIN_S)
-        if self._sockets is not None:  # after the last commit: its events are sent first
-            self._sockets.close()
-        if close_journal:
-            self.close_journal()
+        try:
+            if self._sockets is not None:  # after the last commit: its events are sent first
+                self._sockets.close()
+        finally:  # a socket that fails to close must not leave the journal open
+            if close_journal:
+                self.close_journal()
 
     def __enter__(self) -> Engine:
         return self

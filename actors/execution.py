@@ -102,6 +102,8 @@ class ExecutionHandle:
 
     def result(self, timeout: float | None = None) -> ExecutionResult:
         """Wait for the outcome; raises TimeoutError if it is not in within `timeout`."""
+        if timeout is not None:  # checked first: a finished handle's answer must not hide it
+            timeout = wait_limit(timeout)
         result = self._result
         if result is not None and self._delivered():
             return result
@@ -110,8 +112,6 @@ class ExecutionHandle:
                 f"handle.result() of {self.execution_id} cannot wait from a subscriber "
                 "callback (its subscription would wait for itself); use "
                 "handle.add_done_callback(fn) instead")
-        if timeout is not None:
-            timeout = wait_limit(timeout)
         deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
         if result is None:
             if not self._waiter.acquire(timeout=-1 if timeout is None else max(timeout, 0.0)):
@@ -187,7 +187,11 @@ def wait_limit(timeout: float) -> float | None:
     """A caller's `timeout=` (`result()`, `engine.stop()`) as a lock can wait it: NaN is
     refused naming the argument (a lock's own error does not), and a limit too long for a
     lock (`math.inf` included, an `OverflowError` there) means no limit, as None does."""
-    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
+    # float and int first: `result(timeout=...)` of a finished handle checks it each call,
+    # and the ABC's isinstance is the slow part.
+    kind = type(timeout)
+    if kind is not float and kind is not int and (
+            kind is bool or not isinstance(timeout, numbers.Real)):
         raise TypeError(f"timeout must be a number of seconds or None, not "
                         f"{type(timeout).__name__}")
     if timeout != timeout:

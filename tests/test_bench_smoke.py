@@ -73,3 +73,12 @@ def test_quick_ab_mode_measures_both_trees_and_removes_its_worktree() -> None:
     # The temporary worktree is gone, from disk and from git's list.
     assert not Path(a["tree"]).exists()
     assert a["tree"] not in worktrees()
+
+
+def test_workflow_size_bench_runs_both_shapes_for_each_size() -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "workflow_size.py"),
+                           "--sizes", "10,30"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=TIMEOUT_S, check=False)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split()[:2] for line in proc.stdout.splitlines()[1:]]
+    assert rows == [["10", "flat"], ["10", "chain"], ["30", "flat"], ["30", "chain"]]

@@ -230,6 +230,50 @@ def test_config_file_is_applied_to_the_run(workdir: Path) -> None:
     assert json_lines(proc.stdout)[-1].get("status") == "completed"
 
 
+def test_run_with_the_daemons_config_binds_no_socket_while_the_daemon_has_them(
+        workdir: Path) -> None:
+    """`tradeloom run` runs in-process without a daemon: the [transport] of the daemon's
+    config (whose sockets a running daemon holds) is not bound (it was: exit 2, "cannot
+    bind the publisher")."""
+    import zmq
+
+    from tests.daemon_fixture import free_port
+
+    events, control = (f"tcp://127.0.0.1:{free_port()}" for _ in range(2))
+    config = workdir / "daemon.toml"
+    config.write_text(f'[transport]\nevents = "{events}"\ncontrol = "{control}"\n')
+    context: zmq.Context[Any] = zmq.Context()
+    daemon_sockets = [context.socket(zmq.XPUB), context.socket(zmq.ROUTER)]
+    try:
+        for sock, endpoint in zip(daemon_sockets, (events, control), strict=True):
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.bind(endpoint)  # as a running daemon holds them
+        proc = tradeloom(workdir, "run", "cliwf:workflow", "--json", "--config", str(config))
+    finally:
+        for sock in daemon_sockets:
+            sock.close()
+        context.term()
+    assert proc.returncode == 0, proc.stderr
+    assert json_lines(proc.stdout)[-1].get("status") == "completed"
+
+
+@pytest.mark.parametrize("argv, positional, pairs", [
+    (["submit", "--input", "a=1", "WF", "--input", "b=2"], "WF", ["a=1", "b=2"]),
+    (["submit", "--input", "a=1", "b=2", "WF"], "WF", ["a=1", "b=2"]),
+    (["run", "--input", "a=1", "m:w", "--input", "b=2", "--json"], "m:w", ["a=1", "b=2"]),
+    (["run", "m:w", "--input", "a=1", "b=2"], "m:w", ["a=1", "b=2"]),
+])
+def test_the_positional_after_input_pairs_is_found_wherever_it_is(
+        argv: list[str], positional: str, pairs: list[str]) -> None:
+    """`--input` takes one or more pairs: a positional written after one swallowed into the
+    list mid-way (`--input a=1 WF --input b=2`, which the one-pair flag took) was exit 2."""
+    from actors.cli import build_parser, restore_positional
+
+    args = build_parser().parse_args(argv)
+    restore_positional(args)
+    assert (getattr(args, "workflow", None) or args.ref, args.input) == (positional, pairs)
+
+
 # -- help ----------------------------------------------------------------------------------
 
 def test_help_lists_the_run_command(workdir: Path) -> None:
@@ -256,3 +300,22 @@ def test_a_closed_stdout_pipe_ends_the_command_quietly(workdir: Path) -> None:
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 0
     assert b"Broken pipe" not in stderr and b"Traceback" not in stderr, stderr
+
+
+def test_exit_past_user_threads_counts_user_threads_not_the_engines_own() -> None:
+    import threading
+
+    from actors.cli import _user_threads
+
+    release = threading.Event()
+    ours = threading.Thread(target=release.wait, args=(10,), name="tradeloom-control_0")
+    theirs = threading.Thread(target=release.wait, args=(10,), name="user-feed")
+    for thread in (ours, theirs):
+        thread.start()
+    try:
+        found = _user_threads()
+        assert theirs in found and ours not in found
+    finally:
+        release.set()
+        ours.join(5)
+        theirs.join(5)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+import pykka
 import pytest
 import zmq
 
@@ -97,6 +98,27 @@ def test_an_engine_whose_address_is_taken_refuses_to_start_naming_it() -> None:
         first.stop()
 
 
+def test_an_engine_refused_half_way_leaves_nothing_open(
+        zmq_context: zmq.Context[Any], tmp_path: Path) -> None:
+    """The event stream bound, the control address taken: the refusal frees the first,
+    stops the engine's actors and closes its journal (a new engine opens both)."""
+    transport = _transport()
+    raw = {"daemon": {"data_dir": str(tmp_path)}, "transport": transport}
+    taken = zmq_context.socket(zmq.ROUTER)
+    taken.setsockopt(zmq.LINGER, 0)
+    taken.bind(transport["control"])
+    actors_before = len(pykka.ActorRegistry.get_all())
+    with pytest.raises(TradeloomError, match=transport["control"]):
+        Engine.start(config=Config.from_dict(raw))
+    assert len(pykka.ActorRegistry.get_all()) == actors_before
+    taken.close()
+    engine = Engine.start(config=Config.from_dict(raw))  # the same events address, journal
+    try:
+        assert _ping(zmq_context, transport["control"])["ok"] is True
+    finally:
+        engine.stop()
+
+
 # -- CONTRACT 8: bad input to the API raises TypeError/ValueError naming the argument ------
 
 def test_a_non_number_result_timeout_is_a_type_error_naming_it(engine: Engine) -> None:
@@ -104,6 +126,18 @@ def test_a_non_number_result_timeout_is_a_type_error_naming_it(engine: Engine) -
     with pytest.raises(TypeError, match="timeout"):
         handle.result(timeout="5")  # type: ignore[arg-type]
     assert handle.result(timeout=5).status == "completed"
+
+
+@pytest.mark.parametrize("bad, error", [("5", TypeError), (True, TypeError),
+                                        (float("nan"), ValueError)])
+def test_a_bad_result_timeout_is_refused_by_a_finished_handle_too(
+        engine: Engine, bad: Any, error: type[Exception]) -> None:
+    """Checked only on the waiting path, it was taken without a word once the execution
+    had ended: whether `result(timeout="5")` raised depended on how fast the node ran."""
+    handle = engine.submit(Workflow("timeout_done", [Node("a", lambda ctx: 1)]))
+    assert handle.result(timeout=5).status == "completed"
+    with pytest.raises(error, match="timeout"):
+        handle.result(timeout=bad)
 
 
 def test_journal_queries_refuse_ill_typed_arguments_naming_them(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 """docs/operations.md, "Every config key": the reference config loads, and it names every
-key the config dataclasses accept (a new key without a line there fails here)."""
+key the config dataclasses accept (a new key without a line there fails here); the
+README's configuration table names every key too."""
 
 from __future__ import annotations
 
@@ -50,4 +51,13 @@ def test_the_reference_names_every_key() -> None:
     tables = set(re.findall(r"^\[\[?([a-z_.]+)\]\]?", block, re.M))
     wanted = {f.name for cls in config_classes() for f in dataclasses.fields(cls)}
     named = keys | {t.rsplit(".", 1)[-1] for t in tables}
+    assert wanted - NOT_KEYS - named == set()
+
+
+def test_the_readme_configuration_table_names_every_key() -> None:
+    readme = (OPERATIONS.parent.parent / "README.md").read_text(encoding="utf-8")
+    table = readme.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    named = {word for code in re.findall(r"`([^`]+)`", table)
+             for word in re.findall(r"[a-z_]+", code)}
+    wanted = {f.name for cls in config_classes() for f in dataclasses.fields(cls)}
     assert wanted - NOT_KEYS - named == set()

@@ -62,7 +62,7 @@ def check_bind(endpoint: str, *, curve: bool, insecure: bool) -> None:
         raise TransportError(
             f"refusing to bind {endpoint} without CURVE: it is not a loopback address; set "
             "[transport] curve_secret_key_file and curve_authorized_keys_dir, or pass "
-            "--insecure")
+            "--insecure (tradeloom daemon)")
 
 
 def _load(path: str | Path, *, secret: bool, what: str) -> tuple[bytes, bytes | None]:
