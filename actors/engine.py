@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 import pykka
 import structlog
 
-from actors._compat import on_engine_actor_thread
 from actors.admission import OVERLOADED, RUN, Admission
 from actors.breaker import BreakerRegistry
 from actors.cache import ProviderCache
@@ -37,11 +36,12 @@ from actors.ending import Ending, ExecutionStatus
 from actors.engine_actor import EngineActor
 from actors.engine_emergency import EmergencyControls
 from actors.engine_journal import JournalSide, journal_recovered
+from actors.engine_lifecycle import EngineLifecycle
 from actors.engine_workflows import WorkflowRegistry, check_optional_str, loaded_workflows
 from actors.errors import ConfigError, EngineStopped
-from actors.eventlog import DEFAULT_RING_SIZE, DRAIN_S, current_subscription  # events:
+from actors.eventlog import DEFAULT_RING_SIZE  # events:
 from actors.events import EventCallback, EventSink, Subscription
-from actors.execution import ExecutionHandle, ExecutionResult, wait_limit
+from actors.execution import ExecutionHandle, ExecutionResult
 from actors.execution_ids import ExecutionIds
 from actors.hooks import HaltHooks
 from actors.machine import Execution
@@ -62,16 +62,13 @@ if TYPE_CHECKING:
 log = structlog.get_logger("tradeloom.engine")
 VERSION = "0.1.0"
 _RECENT_RESULTS = 1000
-#: What a stop waits beyond its `timeout`: the events' commit and delivery (DRAIN_S each)
-#: and the journal's close (its writer's and checkpointer's joins, 5 s each at most).
-STOP_DRAIN_S = 2 * DRAIN_S + 10.0
 
 
 #: `submit(priority=...)` is a signed 64-bit integer (what the journal stores).
 PRIORITY_LIMIT = 2 ** 63
 
 
-class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
+class Engine(EmergencyControls, JournalSide, WorkflowRegistry, EngineLifecycle):
     """Facade over the engine's actors. Build it with `Engine.start()`."""
 
     def __init__(self, config: Config, clock: Clock,
@@ -93,20 +90,17 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
         self.config = config
         self.clock = clock
         self._started_mono = time.monotonic()
-        self._stopped = False
-        #: Set once the first stop() has finished: another thread's stop() waits for it.
-        self._stop_done = threading.Event()
-        #: The first stop()'s thread: a signal handler on it must not wait for itself.
+        # The stop's state (actors/engine_lifecycle.py says what each is).
+        self._stopped, self._stop_done = False, threading.Event()
         self._stopping_thread: int | None = None
-        #: A stop() cut short (Ctrl-C in it): the next one goes through the shutdown again.
         self._stop_cut_short = False
         #: The seq of the HALT `halt_on_unresolved_intents` started with (0: none).
         self._intents_halt_seq = 0
         #: The event stream and control socket, when started with `[transport]`.
         self._sockets: EngineSockets | None = None
-        #: Why admission is closed (a graceful shutdown under way), or None.
         self._closing: str | None = None
-        self._lock = threading.Lock()
+        # Reentrant: a signal handler's stop() may land while its thread holds it.
+        self._lock = threading.RLock()
         self._register_entries(config)  # before any actor starts: a refusal leaves none
         self._recent: OrderedDict[str, ExecutionResult] = OrderedDict()
         #: Executions ended, by (workflow_id, status): `execution_counts()` (the metrics).
@@ -354,86 +348,3 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry):
             self.admission.finish(ExecutionStatus.CANCELLED)
             raise EngineStopped("the engine is stopped") from None
         return handle
-
-    # -- lifecycle -------------------------------------------------------------------------
-
-    def close_admission(self, why: str = "the engine is shutting down") -> None:
-        """Admit nothing new from now on (`submit` raises EngineStopped) and end the queued
-        executions cancelled; running ones go on (a daemon's graceful shutdown)."""
-        self._closing = why
-        ending = Ending.cancelled(why)
-        for exe in self.admission.drain_queued():
-            exe.ending_on_start = ending
-            self._next_supervisor().tell(StartExecution(exe))
-
-    def wait_idle(self, timeout: float) -> bool:
-        """Wait until no execution runs; False if some still do after `timeout`."""
-        return self.admission.wait_idle(wait_limit(timeout))
-
-    def stop(self, timeout: float = 5.0, *, close_journal: bool = True) -> None:
-        """End every execution (cancelled), stop every actor. Never waits on a stuck node.
-        The journal is flushed and closed, unless `close_journal=False` (then call
-        `close_journal()` once the last readers are done). Called while another thread's
-        stop is under way, it waits for that one (up to `timeout` plus the drains), except
-        from a subscriber callback or an engine actor's thread (a done callback there),
-        which that stop may be waiting for, or from a signal handler that interrupted that
-        stop in its own thread (it goes on once the handler returns). A stop cut short (a
-        handler's exception, Ctrl-C) is gone through again by the next call."""
-        with self._lock:
-            wait_s = wait_limit(timeout)  # before anything stops: a bad one must not half-stop
-            first = not self._stopped or self._stop_cut_short
-            self._stopped, self._stop_cut_short = True, False
-            if first:
-                self._stopping_thread = threading.get_ident()
-                self._stop_done.clear()
-        if not first:
-            if (current_subscription() is None and not on_engine_actor_thread()
-                    and self._stopping_thread != threading.get_ident()):  # (a handler)
-                self._stop_done.wait(None if wait_s is None else wait_s + STOP_DRAIN_S)
-            return
-        try:
-            self._shut_down(wait_s, timeout, close_journal)
-        except BaseException:
-            self._stop_cut_short = True  # its actors, sockets and journal may still be open
-            raise
-        finally:
-            self._stop_done.set()
-
-    def _shut_down(self, wait_s: float | None, timeout: float, close_journal: bool) -> None:
-        stopped = Ending.cancelled("engine stopped")
-        for exe in self.admission.drain_queued():
-            exe.ending_on_start = stopped
-            with contextlib.suppress(pykka.ActorDeadError):  # (a stop cut short, again)
-                self._next_supervisor().tell(StartExecution(exe))
-        end = EndExecutions(stopped)
-        futures = [sup.ask(end, block=False) for sup in self._supervisors]
-        for future in futures:
-            try:
-                future.get(timeout=wait_s)
-            except pykka.Timeout:
-                log.error("supervisor_did_not_stop", timeout_s=timeout)
-            except pykka.ActorDeadError:
-                pass  # stopped by a stop cut short after it
-        # The kill switch before the supervisors: a halt it is broadcasting gets its
-        # acknowledgements (stopped first, they left its asks unanswered until its timeout).
-        refs: list[pykka.ActorRef[Any]] = [self.ref, self._emergency, *self._supervisors]
-        for ref in refs:
-            with contextlib.suppress(pykka.Timeout, pykka.ActorDeadError):
-                ref.stop(timeout=wait_s)
-        # events: subscribers get the final events (bounded), then their threads end.
-        if self._durable is not None:
-            self._durable.wait_commit(DRAIN_S)  # readers see them only once committed
-        self.sink.log.close_all(timeout=DRAIN_S)
-        try:
-            if self._sockets is not None:  # after the last commit: its events are sent first
-                self._sockets.close()
-        finally:  # a socket that fails to close must not leave the journal open
-            if close_journal:
-                self.close_journal()
-
-    def __enter__(self) -> Engine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-

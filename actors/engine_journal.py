@@ -57,7 +57,7 @@ class JournalSide:
     _durable: Durable | None
     _emergency: pykka.ActorRef[Any]
     _intents_halt_seq: int
-    _lock: threading.Lock
+    _lock: threading.RLock
     _ended: Counter[tuple[str, str]]
     _workflows: dict[str, tuple[Workflow, str | None, str | None]]
 

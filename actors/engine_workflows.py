@@ -21,7 +21,7 @@ __all__ = ["WorkflowRegistry", "check_optional_str", "loaded_workflows"]
 class WorkflowRegistry:
     """register / workflows and the lookup behind `submit`, for `Engine`."""
 
-    _lock: threading.Lock
+    _lock: threading.RLock
     #: By id: (workflow, default bot_id, default strategy_id).
     _workflows: dict[str, tuple[Workflow, str | None, str | None]]
     #: Ids given by `register()` (or the config): a different Workflow may not take them.

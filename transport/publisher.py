@@ -47,10 +47,6 @@ DEFAULT_SNDHWM = 100_000
 #: 50 MB subscription cost the daemon 2.5 GB; the longest topic is under 200 bytes, so a
 #: prefix past this could match nothing anyway. A larger message drops that connection.
 MAX_SUBSCRIPTION_BYTES = 1024
-#: What a stop leaves queued for a subscriber that is behind (beyond its own buffers) is
-#: still sent for this long: the last events reach a live, slow reader (a stuck one holds
-#: the stop's context `term()` up this long at most). At linger 0 they were dropped.
-CLOSE_LINGER_MS = 1000
 
 
 class EventSource(Protocol):
@@ -89,7 +85,6 @@ class Publisher(ServerThread):
 
     socket_type = zmq.XPUB
     role = "publisher"
-    close_linger_ms = CLOSE_LINGER_MS
 
     def __init__(self, endpoint: str, source: EventSource, *, heartbeat_s: float = 1.0,
                  state_fn: Callable[[], str] = lambda: "NORMAL",

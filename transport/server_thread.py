@@ -27,9 +27,6 @@ class ServerThread:
 
     socket_type: int = zmq.PUB
     role = "server"
-    #: How long the closed socket may go on sending what it still holds (the context's
-    #: `term()` waits that long at most); 0: dropped at once.
-    close_linger_ms = 0
 
     def __init__(self, endpoint: str, *, context: zmq.Context[Any] | None = None,
                  curve: CurveServer | None = None, insecure: bool = False,
@@ -66,7 +63,7 @@ class ServerThread:
                                  f"{reason}") from error
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Ask the thread to finish; it closes its socket (`close_linger_ms`). Idempotent."""
+        """Ask the thread to finish; it closes its socket (linger 0). Idempotent."""
         self._stopping.set()
         self._wake()
         thread = self._thread
@@ -128,5 +125,5 @@ class ServerThread:
             except Exception:
                 log.exception("transport_thread_failed", role=self.role, endpoint=self.endpoint)
         finally:
-            socket.close(linger=self.close_linger_ms)
+            socket.close(linger=0)
             self._cleanup()
