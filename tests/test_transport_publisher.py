@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -221,11 +222,20 @@ def test_a_failing_source_does_not_stop_the_stream(log: FakeLog, publisher: Publ
 
 
 def test_stop_closes_the_socket_so_the_port_can_be_bound_again(log: FakeLog) -> None:
-    pub = Publisher(LOCAL, log)
+    # Its own context, terminated after the stop, as the daemon's and an in-process
+    # engine's are (transport/engine_sockets.py): libzmq closes a socket's listener in its
+    # I/O thread, and only `term()` waits for that (with the shared context, a rebind right
+    # after the stop failed "Address already in use" about one time in ten).
+    context: zmq.Context[Any] = zmq.Context()
+    pub = Publisher(LOCAL, log, context=context)
     pub.start()
     endpoint = pub.endpoint
     pub.stop()
     assert not pub.running
+    terminated = threading.Thread(target=context.term, daemon=True)
+    terminated.start()  # term() waits for every socket: it returns only if stop closed it
+    terminated.join(10)
+    assert not terminated.is_alive(), "the publisher's socket was left open"
     again = Publisher(endpoint, log)
     again.start()
     try:
