@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import select
 import signal
 import sys
 import threading
@@ -135,6 +136,22 @@ def _follow(stream: Subscriber, wanted: frozenset[str],
                 batch.append(event)
         if batch:
             show(batch)
+        elif _reader_gone():
+            raise BrokenPipeError("stdout's reader has left")
+
+
+def _reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it (its write end polls POLLERR),
+    or a terminal that hung up. Only a write would find out otherwise, and with no event
+    to write `tradeloom tail | head -1` would wait for the next event, for ever when the
+    daemon is idle."""
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError):  # replaced by an object with no descriptor, or closed
+        return False
+    poller = select.poll()
+    poller.register(fd, 0)  # no events asked for: only POLLERR, POLLHUP, POLLNVAL come back
+    return any(mask & (select.POLLERR | select.POLLHUP) for _fd, mask in poller.poll(0))
 
 
 def _write_lines(lines: Iterator[str]) -> None:
