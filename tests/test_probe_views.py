@@ -3,13 +3,17 @@ daemon is idle, and text that could restyle or reorder a line of the terminal vi
 
 from __future__ import annotations
 
+import io
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from tests.daemon_process import TRADELOOM, DaemonProcess, environment, running_daemon
+from transport.cli_output import printable
+from transport.tail_view import StatusHeader, event_line
 
 
 @pytest.fixture
@@ -40,3 +44,36 @@ def test_tail_exits_0_when_its_reader_leaves_while_the_daemon_is_idle(
         if tail.stderr is not None:
             tail.stderr.close()
     assert code == 0 and "Traceback" not in stderr, (code, stderr)
+
+
+ESCAPE_INJECTION = "ex\x1b[2J\x1b]0;pwned\x07"
+
+
+def rendered(renderable: object) -> str:
+    out = io.StringIO()
+    Console(file=out, width=200, force_terminal=True, color_system="standard").print(
+        renderable)
+    return out.getvalue()
+
+
+def test_breaker_names_in_the_tail_header_cannot_send_escapes_to_the_terminal() -> None:
+    header = StatusHeader()
+    header.update({"state": "NORMAL", "breakers": {ESCAPE_INJECTION: "open"}, "limits": {}})
+    shown = rendered(header)
+    assert "\x1b[2J" not in shown and "\x1b]0;" not in shown, repr(shown)
+    assert "ex\\x1b[2J\\x1b]0;pwned\\x07 open" in shown, repr(shown)
+
+
+@pytest.mark.parametrize("control", ["\u202e", "\u2066", "\u200f", "\u061c", "\u2028"])
+def test_bidi_controls_and_line_separators_in_event_values_are_shown_as_escapes(
+        control: str) -> None:
+    odd = f"arb{control}btc"
+    line = event_line({"seq": 7, "type": "node_failed", "workflow_id": odd,
+                       "execution_id": f"exec_{odd}_1f2e", "node_id": odd,
+                       "error_type": "ValueError", "error": odd, "attempt": 1,
+                       "final": False, "timestamp": "2026-11-30T05:00:00.000Z"}).plain
+    assert control not in line, repr(line)
+    escape = f"\\u{ord(control):04x}"
+    assert line.count(f"arb{escape}btc") == 3 and line.endswith("will retry)"), line
+    # Right-to-left text itself (Hebrew, Arabic) and emoji are shown as they are.
+    assert printable("שלום مرحبا 😀 e\u0301") == "שלום مرحبا 😀 e\u0301"
