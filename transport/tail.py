@@ -147,7 +147,7 @@ def _reader_gone() -> bool:
     daemon is idle."""
     try:
         fd = sys.stdout.fileno()
-    except (OSError, ValueError):  # replaced by an object with no descriptor, or closed
+    except (AttributeError, OSError, ValueError):  # None (no fd 1 at start), no descriptor
         return False
     poller = select.poll()
     poller.register(fd, 0)  # no events asked for: only POLLERR, POLLHUP, POLLNVAL come back
