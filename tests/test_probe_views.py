@@ -7,12 +7,15 @@ import io
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from rich.console import Console
 
 from tests.daemon_process import TRADELOOM, DaemonProcess, environment, running_daemon
+from transport import tail
 from transport.cli_output import printable
+from transport.subscriber import Subscriber
 from transport.tail_view import StatusHeader, event_line
 
 
@@ -77,3 +80,36 @@ def test_bidi_controls_and_line_separators_in_event_values_are_shown_as_escapes(
     assert line.count(f"arb{escape}btc") == 3 and line.endswith("will retry)"), line
     # Right-to-left text itself (Hebrew, Arabic) and emoji are shown as they are.
     assert printable("שלום مرحبا 😀 e\u0301") == "שלום مرحبا 😀 e\u0301"
+
+
+class StreamRanOut(Exception):
+    """The firehose below is spent."""
+
+
+class Firehose:
+    """A stream that always has an event ready (a long `--since` replay, or a live rate
+    past one event a millisecond): only the first one is a node_failed."""
+
+    def __init__(self, events: int) -> None:
+        self.served = 0
+        self.events = events
+
+    def next(self, timeout: float | None = None) -> dict[str, Any]:
+        if self.served == self.events:
+            raise StreamRanOut
+        self.served += 1
+        kind = "node_failed" if self.served == 1 else "node_started"
+        return {"seq": self.served, "type": kind}
+
+
+def test_a_rare_wanted_event_is_shown_while_the_stream_never_pauses() -> None:
+    stream = Firehose(events=20 * tail.BATCH)
+    shown: list[tuple[int, list[int]]] = []
+
+    def show(batch: list[dict[str, Any]]) -> None:
+        shown.append((stream.served, [event["seq"] for event in batch]))
+
+    with pytest.raises(StreamRanOut):
+        tail._follow(cast("Subscriber", stream), frozenset({"node_failed"}), show)
+    # Shown after one batch's worth of events read, not once the stream pauses.
+    assert shown == [(tail.BATCH, [1])], shown[:3]

@@ -115,7 +115,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 def _follow(stream: Subscriber, wanted: frozenset[str],
             show: Callable[[list[dict[str, Any]]], None]) -> None:
-    """Hand the wanted events to `show` in batches (what has arrived, up to BATCH: one
+    """Hand the wanted events to `show` in batches (what has arrived, up to BATCH read: one
     write or one screen update per batch keeps up with thousands of events a second), for
     ever. A replay that gets no answer (the daemon is restarting) is tried again by the
     subscriber's next call."""
@@ -124,7 +124,9 @@ def _follow(stream: Subscriber, wanted: frozenset[str],
     while True:
         batch: list[dict[str, Any]] = []
         wait = NEXT_WAIT_S
-        while len(batch) < BATCH:
+        # BATCH events read, wanted or not: counting only the wanted ones, a rare --type in
+        # a stream that never pauses (a long replay) was held until the stream paused.
+        for _read in range(BATCH):
             try:
                 event = stream.next(wait)
             except DaemonUnreachable:
