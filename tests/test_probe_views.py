@@ -1,5 +1,6 @@
 """Probes of the live views that found defects: `tradeloom tail` whose reader left while the
-daemon is idle, and text that could restyle or reorder a line of the terminal view."""
+daemon is idle, text that could restyle or reorder a line of the terminal view, and a rare
+`--type` held back while the stream never paused."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ daemon restart (a new heartbeat epoch) continues with the next seq. On a termina
 header (state, running, queued, open breakers, limit utilisation) stays at the bottom,
 refreshed from `status` every second and at once by emergency events; without one, plain
 lines and no header. `--json` prints each event as one JSON object per line. Runs until
-Ctrl-C (or SIGTERM), then exits 0.
+Ctrl-C (or SIGTERM), or until stdout's reader leaves (`tail | head -1`), then exits 0.
 """
 
 from __future__ import annotations
