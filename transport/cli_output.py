@@ -15,12 +15,18 @@ from actors.json_text import plain_json
 #: Control characters (C0, DEL, C1) as escapes: `\x1b`, `\n`.
 _ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
 _ESCAPES.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
+#: ... and the Unicode controls that reorder text (bidi embeddings, overrides, isolates,
+#: marks) or end a line (U+2028, U+2029) as `\u202e`: a workflow id or an error holding
+#: U+202E would show the rest of its line, "(attempt 1, will retry)" say, reversed.
+_ESCAPES.update({code: f"\\u{code:04x}" for code in (
+    0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x2028, 0x2029)})
 
 
 def printable(text: str) -> str:
-    """`text` with its control characters written as escapes (`\\x1b`, `\\n`). Values come
-    from user code and operators: an ANSI escape in one must not restyle, clear or retitle
-    the terminal, nor a newline start a line that looks like another event's or row's."""
+    """`text` with its control characters written as escapes (`\\x1b`, `\\n`, `\\u202e`).
+    Values come from user code and operators: an ANSI escape in one must not restyle, clear
+    or retitle the terminal, nor a newline start a line that looks like another event's or
+    row's, nor a bidi override reverse what follows it."""
     return text.translate(_ESCAPES)
 
 

@@ -10,7 +10,7 @@ daemon restart (a new heartbeat epoch) continues with the next seq. On a termina
 header (state, running, queued, open breakers, limit utilisation) stays at the bottom,
 refreshed from `status` every second and at once by emergency events; without one, plain
 lines and no header. `--json` prints each event as one JSON object per line. Runs until
-Ctrl-C (or SIGTERM), then exits 0.
+Ctrl-C (or SIGTERM), or until stdout's reader leaves (`tail | head -1`), then exits 0.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import select
 import signal
 import sys
 import threading
@@ -114,7 +115,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 def _follow(stream: Subscriber, wanted: frozenset[str],
             show: Callable[[list[dict[str, Any]]], None]) -> None:
-    """Hand the wanted events to `show` in batches (what has arrived, up to BATCH: one
+    """Hand the wanted events to `show` in batches (what has arrived, up to BATCH read: one
     write or one screen update per batch keeps up with thousands of events a second), for
     ever. A replay that gets no answer (the daemon is restarting) is tried again by the
     subscriber's next call."""
@@ -123,7 +124,9 @@ def _follow(stream: Subscriber, wanted: frozenset[str],
     while True:
         batch: list[dict[str, Any]] = []
         wait = NEXT_WAIT_S
-        while len(batch) < BATCH:
+        # BATCH events read, wanted or not: counting only the wanted ones, a rare --type in
+        # a stream that never pauses (a long replay) was held until the stream paused.
+        for _read in range(BATCH):
             try:
                 event = stream.next(wait)
             except DaemonUnreachable:
@@ -135,6 +138,22 @@ def _follow(stream: Subscriber, wanted: frozenset[str],
                 batch.append(event)
         if batch:
             show(batch)
+        elif _reader_gone():
+            raise BrokenPipeError("stdout's reader has left")
+
+
+def _reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it (its write end polls POLLERR),
+    or a terminal that hung up. Only a write would find out otherwise, and with no event
+    to write `tradeloom tail | head -1` would wait for the next event, for ever when the
+    daemon is idle."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # None (no fd 1 at start), no descriptor
+        return False
+    poller = select.poll()
+    poller.register(fd, 0)  # no events asked for: only POLLERR, POLLHUP, POLLNVAL come back
+    return any(mask & (select.POLLERR | select.POLLHUP) for _fd, mask in poller.poll(0))
 
 
 def _write_lines(lines: Iterator[str]) -> None:

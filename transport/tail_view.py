@@ -190,7 +190,7 @@ class StatusHeader:
         top = Text()
         top.append(" tradeloom ", style="bold reverse")
         top.append("  ")
-        top.append(f" {state} ", style=STATE_STYLES.get(state, "bold"))
+        top.append(f" {printable(state)} ", style=STATE_STYLES.get(state, "bold"))
         reason = status.get("reason")
         if reason and state != "NORMAL":
             top.append(f" {printable(str(reason))}", style="italic")
@@ -209,7 +209,8 @@ class StatusHeader:
                          if state != "closed"}
         if open_breakers:
             for key, state in sorted(open_breakers.items()):
-                line.append(f"{key} {state} ", style="red" if state == "open" else "yellow")
+                line.append(f"{printable(str(key))} {printable(str(state))} ",
+                            style="red" if state == "open" else "yellow")
         else:
             line.append("all closed ", style="green")
         line.append("  limits: ", style="dim")
