@@ -114,3 +114,13 @@ def test_a_rare_wanted_event_is_shown_while_the_stream_never_pauses() -> None:
         tail._follow(cast("Subscriber", stream), frozenset({"node_failed"}), show)
     # Shown after one batch's worth of events read, not once the stream pauses.
     assert shown == [(tail.BATCH, [1])], shown[:3]
+
+
+@pytest.mark.parametrize("workflow", ["x" * 2000, "a\x1bb", "a b", ""])
+def test_tail_refuses_a_workflow_id_no_workflow_can_have_as_a_usage_error(
+        workflow: str) -> None:
+    proc = subprocess.run([*TRADELOOM, "tail", "--workflow", workflow], capture_output=True,
+                          text=True, timeout=60, env=environment(), check=False)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is not a workflow id" in lines[0] and "\x1b" not in lines[0]

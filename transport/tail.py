@@ -27,6 +27,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from actors.json_text import json_text
+from actors.workflow import ID_PATTERN
 from transport.cli_options import (
     EXIT_OK,
     Connection,
@@ -64,7 +65,8 @@ def register(sub: Any) -> None:
                "  tradeloom tail --workflow arb_btc --type node_failed --type "
                "execution_failed\n  tradeloom tail --since 1 --json > events.jsonl",
         formatter_class=ExampleFormatter)
-    tail.add_argument("--workflow", metavar="ID", help="only this workflow's events")
+    tail.add_argument("--workflow", type=_workflow_id, metavar="ID",
+                      help="only this workflow's events")
     # `--type A B` and `--type A --type B` both (the CLI reference writes `[--type T ...]`)
     tail.add_argument("--type", action="extend", nargs="+", default=[], metavar="T",
                       dest="types", help="only events of these types (one or more; "
@@ -75,6 +77,16 @@ def register(sub: Any) -> None:
                       help="one JSON object per event and line; no header, no colour")
     add_client_options(tail)
     tail.set_defaults(handler=client_command(cmd_tail))
+
+
+def _workflow_id(text: str) -> str:
+    """A workflow id as `Workflow` takes it: an odd one could match no event, and one
+    over 1 KiB was "unexpected ValueError" (the stream refuses such a subscription)."""
+    if not ID_PATTERN.fullmatch(text):
+        shown = text if len(text) <= 40 else f"{text[:40]}..."
+        raise argparse.ArgumentTypeError(
+            f"{shown!r} is not a workflow id ([A-Za-z0-9_.-], 1 to 128)")
+    return text
 
 
 def _seq(text: str) -> int:
