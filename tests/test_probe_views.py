@@ -5,6 +5,7 @@ daemon is idle, text that could restyle or reorder a line of the terminal view, 
 from __future__ import annotations
 
 import io
+import select
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -124,3 +125,23 @@ def test_tail_refuses_a_workflow_id_no_workflow_can_have_as_a_usage_error(
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "is not a workflow id" in lines[0] and "\x1b" not in lines[0]
+
+
+def test_tail_since_past_the_daemons_last_seq_says_what_it_waits_for(
+        daemon: DaemonProcess) -> None:
+    tail = subprocess.Popen([*TRADELOOM, "tail", "--since", "1000000", "--json",
+                             *daemon.endpoints()], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=environment())
+    try:
+        assert tail.stderr is not None
+        ready, _, _ = select.select([tail.stderr], [], [], 15)  # the deadline
+        assert ready, "no notice on stderr"
+        line = tail.stderr.readline()
+        assert line.startswith("tradeloom tail: waiting for seq 1000000: the daemon is at seq ")
+        assert tail.poll() is None  # a notice, not an error: it goes on waiting
+    finally:
+        tail.kill()
+        tail.wait(15)
+        for stream in (tail.stdout, tail.stderr):
+            if stream is not None:
+                stream.close()

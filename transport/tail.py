@@ -105,6 +105,11 @@ def cmd_tail(args: argparse.Namespace) -> int:
     conn = connection(args)
     with conn.control_client() as control:
         first_status = control.status()  # unreachable: exit 3 now, not a silent wait
+    last_seq = first_status.get("last_seq")
+    if args.since is not None and isinstance(last_seq, int) and args.since > last_seq + 1:
+        # Not an error (the events will come), but after a journal reset it looks like a hang.
+        print(f"tradeloom tail: waiting for seq {args.since}: the daemon is at seq "
+              f"{last_seq}", file=sys.stderr, flush=True)
     topics = (f"workflow/{args.workflow}/",) if args.workflow else ("",)
     wanted = frozenset(args.types)
     with _stop_on_sigterm(), Subscriber(conn.events, conn.control, topics=topics,
