@@ -47,6 +47,13 @@ MAX_BATCH = 1000
 #: (max_dead_letters is compared with a SQLite INTEGER count).
 MAX_ATTEMPTS = 1000
 MAX_DEAD_LETTERS = 10_000_000
+#: The longest attempt: a day. A socket timeout of 1e10 s overflows time_t, and then
+#: every attempt raised OverflowError (a traceback a second, nothing ever delivered).
+MAX_TIMEOUT_S = 86_400.0
+#: What an HTTP header value may hold (RFC 9110 field-value: visible ASCII, space, tab).
+#: httpx encodes header values as ASCII: a "pässword" raised UnicodeEncodeError at every
+#: attempt, and a newline made every attempt a protocol error (the endpoint "down").
+HEADER_VALUE_RE = re.compile(r"[\x21-\x7e]([\x20-\x7e\t]*[\x21-\x7e])?")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -144,7 +151,8 @@ def _check(hook: WebhookConfig, where: str) -> None:
     if hook.secret_env is not None and not hook.secret_env:
         raise ConfigError(f"{where}.secret_env must name an environment variable")
     checks = [
-        (hook.timeout_s > 0, "timeout_s must be > 0"),
+        (0 < hook.timeout_s <= MAX_TIMEOUT_S,
+         f"timeout_s must be > 0 and at most {MAX_TIMEOUT_S:g}"),
         (1 <= hook.max_attempts <= MAX_ATTEMPTS,
          f"max_attempts must be between 1 and {MAX_ATTEMPTS}"),
         (hook.backoff_initial_s > 0, "backoff_initial_s must be > 0"),
@@ -227,6 +235,14 @@ def resolve_secrets(hooks: tuple[WebhookConfig, ...],
             raise ConfigError(f"{key}: environment variable {name} is not set (or empty)")
         return value
 
+    def header_value(name: str, key: str) -> str:
+        value = env(name, key)
+        if not HEADER_VALUE_RE.fullmatch(value):
+            raise ConfigError(f"{key}: environment variable {name} holds characters an HTTP "
+                              "header cannot carry (only visible ASCII; no newline or "
+                              "leading/trailing space)")
+        return value
+
     resolved: dict[str, WebhookSecrets] = {}
     for i, hook in enumerate(hooks):
         where = f"webhooks[{i}]"
@@ -236,12 +252,13 @@ def resolve_secrets(hooks: tuple[WebhookConfig, ...],
         auth = hook.auth
         if auth is not None and auth.type == "bearer":
             header = ("Authorization",
-                      f"Bearer {env(auth.token_env or '', f'{where}.auth.token_env')}")
+                      f"Bearer {header_value(auth.token_env or '', f'{where}.auth.token_env')}")
         elif auth is not None and auth.type == "basic":
             password = env(auth.password_env or "", f"{where}.auth.password_env")
             pair = base64.b64encode(f"{auth.username}:{password}".encode()).decode()
             header = ("Authorization", f"Basic {pair}")
         elif auth is not None:
-            header = (auth.header or "", env(auth.token_env or "", f"{where}.auth.token_env"))
+            header = (auth.header or "",
+                      header_value(auth.token_env or "", f"{where}.auth.token_env"))
         resolved[hook.name] = WebhookSecrets(key.encode(), header)
     return resolved

@@ -1,0 +1,76 @@
+"""Probes of the webhooks with an operator's odd config: values that passed the config
+check and then broke every delivery at run time (a traceback a second, nothing sent).
+Each must instead stop start-up with one line naming the key."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from actors.config import Config
+from actors.engine import Engine
+from actors.errors import ConfigError
+from actors.webhook import WebhookManager
+from tests.conftest import EngineFactory
+from tests.test_webhooks import emit, hook
+from tests.webhook_server import EndpointServer
+
+DEADLINE_S = 10.0
+
+
+@pytest.fixture
+def endpoint() -> Iterator[EndpointServer]:
+    with EndpointServer() as server:
+        yield server
+
+
+def manager_for(make_engine: EngineFactory, tmp_path: Any, url: str, environ: dict[str, str],
+                **extra: Any) -> tuple[Engine, WebhookManager]:
+    config = {"daemon": {"data_dir": str(tmp_path / "data")}, "webhooks": [hook(url, **extra)]}
+    engine = make_engine(config)
+    assert engine.journal is not None
+    return engine, WebhookManager(Config.from_dict(config).webhooks, engine.journal,
+                                  environ=environ)
+
+
+@pytest.mark.parametrize("auth", [{"type": "bearer", "token_env": "TOKEN"},
+                                  {"type": "header", "header": "X-Api-Key",
+                                   "token_env": "TOKEN"}], ids=["bearer", "header"])
+@pytest.mark.parametrize("token", ["pässword", "a\nb", "k\r\nX-Evil: 1", " padded", "tab\t",
+                                   "nul\x00"])
+def test_an_auth_token_no_header_can_carry_is_a_config_error(
+        make_engine: EngineFactory, tmp_path: Any, endpoint: EndpointServer,
+        auth: dict[str, Any], token: str) -> None:
+    # Before: accepted; every attempt then raised UnicodeEncodeError (a traceback a second,
+    # the endpoint stuck for ever) or a protocol error (the endpoint "down" for ever).
+    with pytest.raises(ConfigError, match=r"^webhooks\[0\]\.auth\.token_env: .*TOKEN"):
+        manager_for(make_engine, tmp_path, endpoint.url, {"TOKEN": token}, auth=auth)
+
+
+def test_a_token_with_inner_spaces_and_punctuation_is_sent_as_is(
+        make_engine: EngineFactory, tmp_path: Any, endpoint: EndpointServer) -> None:
+    token = "k3y with spaces/+=~!"
+    engine, manager = manager_for(
+        make_engine, tmp_path, endpoint.url, {"TOKEN": token},
+        auth={"type": "header", "header": "X-Api-Key", "token_env": "TOKEN"})
+    manager.start()
+    try:
+        emit(engine, 1)
+        (request,) = endpoint.wait_for(lambda reqs: len(reqs) >= 1, timeout=DEADLINE_S)
+        assert request.headers["X-Api-Key"] == token
+    finally:
+        manager.stop()
+
+
+@pytest.mark.parametrize("timeout_s", [1e10, 1e300])
+def test_a_timeout_past_what_a_socket_takes_is_a_config_error(timeout_s: float) -> None:
+    # Before: accepted; every attempt then raised OverflowError at connect (time_t).
+    with pytest.raises(ConfigError, match=r"^webhooks\[0\]\.timeout_s"):
+        Config.from_dict({"webhooks": [hook("https://hooks.example/", timeout_s=timeout_s)]})
+
+
+def test_a_day_long_timeout_is_accepted() -> None:
+    config = Config.from_dict({"webhooks": [hook("https://hooks.example/", timeout_s=86400)]})
+    assert config.webhooks[0].timeout_s == 86400.0
