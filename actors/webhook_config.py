@@ -168,6 +168,41 @@ def _check(hook: WebhookConfig, where: str) -> None:
     for j, entry in enumerate(hook.events):
         if not entry:
             raise ConfigError(f"{where}.events[{j}] must not be empty")
+        problem = _events_entry_problem(entry)
+        if problem:
+            raise ConfigError(f"{where}.events[{j}]: {problem}")
+
+
+#: Types never in the journal (a stream's own notices), so never sent to a webhook.
+UNJOURNALED_TYPES = frozenset({"heartbeat", "gap"})
+TOPIC_ROOTS = ("workflow", "emergency", "system")
+WORKFLOW_ID_PREFIX_RE = re.compile(r"[A-Za-z0-9_.-]{0,128}")
+
+
+def _events_entry_problem(entry: str) -> str | None:
+    """Why an `events` entry can match no event (a typo would otherwise silently filter
+    out everything, as `EventSink.subscribe` refuses too); None when it can match."""
+    from actors.event_types import EVENT_TYPES
+
+    types = sorted(EVENT_TYPES.keys() - UNJOURNALED_TYPES)
+    if "/" not in entry:
+        if entry in types:
+            return None
+        return f"unknown event type {entry!r} (known: {', '.join(types)}; or a topic " \
+               "prefix such as \"emergency/\")"
+    root, _, rest = entry.partition("/")
+    if root not in TOPIC_ROOTS:
+        return f"{entry!r} is no topic prefix: topics start with workflow/, emergency/ or system/"
+    if root == "workflow":
+        workflow_id, slash, rest = rest.partition("/")
+        if not WORKFLOW_ID_PREFIX_RE.fullmatch(workflow_id) or (slash and not workflow_id):
+            return (f"{entry!r}: no workflow id is {workflow_id!r} "
+                    "(ids match [A-Za-z0-9_.-]{1,128})")
+        if not slash:
+            return None
+    if any(kind.startswith(rest) for kind in types):
+        return None
+    return f"{entry!r}: no event type starts with {rest!r} (known: {', '.join(types)})"
 
 
 def check_url(url: str, key: str) -> None:

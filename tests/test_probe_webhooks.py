@@ -74,3 +74,27 @@ def test_a_timeout_past_what_a_socket_takes_is_a_config_error(timeout_s: float) 
 def test_a_day_long_timeout_is_accepted() -> None:
     config = Config.from_dict({"webhooks": [hook("https://hooks.example/", timeout_s=86400)]})
     assert config.webhooks[0].timeout_s == 86400.0
+
+
+@pytest.mark.parametrize("entry", [
+    "execution_faild", "Execution_failed", "heartbeat", "gap", "emergncy/", "topic/x",
+    "/execution_failed", "emergency/risk_limit_exceded", "system/daemon_stoped",
+    "workflow//node_failed", "workflow/arb/node_faild", "workflow/arb trade/",
+])
+def test_an_events_entry_that_can_match_nothing_is_a_config_error(entry: str) -> None:
+    # Before: accepted, and the endpoint silently got nothing (EventSink.subscribe refuses
+    # an unknown type for the same reason).
+    with pytest.raises(ConfigError, match=r"^webhooks\[0\]\.events\[1\]: "):
+        Config.from_dict({"webhooks": [hook("https://hooks.example/",
+                                            events=["execution_failed", entry])]})
+
+
+@pytest.mark.parametrize("entry", [
+    "daemon_started", "emergency/", "emergency/risk_limit_", "system/", "system/circuit_",
+    "workflow/", "workflow/arb", "workflow/arb_v1.2-x/", "workflow/arb/node_",
+    "workflow/arb/execution_failed",
+])
+def test_types_and_topic_prefixes_that_can_match_are_accepted(entry: str) -> None:
+    config = Config.from_dict({"webhooks": [hook("https://hooks.example/", events=[entry])]})
+    assert config.webhooks[0].events == (entry,)
+
