@@ -332,7 +332,13 @@ class WebhookManager:
 
     def retry(self, name: str | None = None, ids: tuple[int, ...] = ()) -> dict[str, Any]:
         self._check(name)
-        requeued = self.store.requeue(name, ids)
+        # Only letters a configured endpoint will send: a letter of an endpoint since
+        # removed (or renamed) would leave `failed` as "queued" and never be sent.
+        for row in self.store.failed(name, limit=1_000_000) if ids else ():
+            if row["id"] in ids and row["endpoint"] not in self.deliverers:
+                raise NotFound(f"dead letter {row['id']} is of webhook {row['endpoint']!r}, "
+                               "not configured: no endpoint would send it")
+        requeued = self.store.requeue(name, ids, endpoints=frozenset(self.deliverers))
         if ids and not requeued:
             raise NotFound(f"no dead letter with id {', '.join(map(str, ids))}")
         for deliverer in self.deliverers.values():

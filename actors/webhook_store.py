@@ -127,13 +127,16 @@ class WebhookStore:
             latency_ms=None if latency_ms is None else round(latency_ms, 3),
             error=error, at=_now()))
 
-    def requeue(self, endpoint: str | None = None, ids: tuple[int, ...] = ()) -> list[int]:
+    def requeue(self, endpoint: str | None = None, ids: tuple[int, ...] = (),
+                endpoints: frozenset[str] | None = None) -> list[int]:
         """Mark dead letters "queued" for their deliverer to send again (all of
-        `endpoint`'s, or these ids); durable on return. The ids re-queued."""
+        `endpoint`'s, or these ids; only those of `endpoints` when given); durable on
+        return. The ids re-queued."""
         with self._writes:
             self._written()  # no pending dead letter or drop: what is read stays true
             letters = [row for row in self.failed(endpoint, limit=1_000_000)
-                       if not ids or row["id"] in ids]
+                       if (not ids or row["id"] in ids)
+                       and (endpoints is None or row["endpoint"] in endpoints)]
             chosen = tuple(row["id"] for row in letters)
             if not chosen:
                 return []

@@ -4,6 +4,8 @@ Each must instead stop start-up with one line naming the key."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,7 +13,7 @@ import pytest
 
 from actors.config import Config
 from actors.engine import Engine
-from actors.errors import ConfigError
+from actors.errors import ConfigError, NotFound
 from actors.webhook import WebhookManager
 from tests.conftest import EngineFactory
 from tests.test_webhooks import emit, hook
@@ -98,3 +100,31 @@ def test_types_and_topic_prefixes_that_can_match_are_accepted(entry: str) -> Non
     config = Config.from_dict({"webhooks": [hook("https://hooks.example/", events=[entry])]})
     assert config.webhooks[0].events == (entry,)
 
+
+
+def test_retry_leaves_alone_the_dead_letters_of_an_endpoint_no_longer_configured(
+        make_engine: EngineFactory, tmp_path: Any, endpoint: EndpointServer) -> None:
+    endpoint.default_status = 400
+    engine, old = manager_for(make_engine, tmp_path, endpoint.url, {})
+    old.start()
+    emit(engine, 1)
+    deadline = time.monotonic() + DEADLINE_S
+    while not old.failed():
+        assert time.monotonic() < deadline, "no dead letter"
+        threading.Event().wait(0.02)
+    (letter,) = old.failed()
+    old.stop()
+    assert engine.journal is not None
+    renamed = WebhookManager(Config.from_dict({"webhooks": [
+        hook(endpoint.url, name="ops2")]}).webhooks, engine.journal, environ={})
+    renamed.start()
+    try:
+        # Before: both re-queued it for a deliverer that does not exist: it left `failed`
+        # and was never sent ("requeued" said otherwise).
+        assert renamed.retry() == {"requeued": []}
+        with pytest.raises(NotFound, match=rf"^dead letter {letter['id']} is of webhook 'ops'"
+                                           r", not configured"):
+            renamed.retry(ids=(letter["id"],))
+        assert [row["id"] for row in renamed.failed()] == [letter["id"]]
+    finally:
+        renamed.stop()
