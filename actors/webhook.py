@@ -334,9 +334,9 @@ class WebhookManager:
         self._check(name)
         # Only letters a configured endpoint will send: a letter of an endpoint since
         # removed (or renamed) would leave `failed` as "queued" and never be sent.
-        for row in self.store.failed(name, limit=1_000_000) if ids else ():
-            if row["id"] in ids and row["endpoint"] not in self.deliverers:
-                raise NotFound(f"dead letter {row['id']} is of webhook {row['endpoint']!r}, "
+        for letter_id, endpoint in self.store.endpoints_of(ids).items():
+            if endpoint not in self.deliverers:
+                raise NotFound(f"dead letter {letter_id} is of webhook {endpoint!r}, "
                                "not configured: no endpoint would send it")
         requeued = self.store.requeue(name, ids, endpoints=frozenset(self.deliverers))
         if ids and not requeued:
