@@ -220,6 +220,12 @@ def check_url(url: str, key: str) -> None:
         raise ConfigError(f"{key} must be an http:// or https:// URL, not {url!r}")
     if not parts.hostname:
         raise ConfigError(f"{key} has no host: {url!r}")
+    host = httpx.URL(url).raw_host.decode("ascii")
+    try:  # what the resolver does with it: "a..b" or a 64-letter label fails there
+        host.encode("idna")
+    except UnicodeError:
+        raise ConfigError(f"{key}: {host!r} is not a DNS name (a label is empty or longer "
+                          f"than 63 characters): {url!r}") from None
     if parts.username is not None or parts.password is not None:
         raise ConfigError(f"{key}: credentials in the URL would be logged; use auth instead")
     if port == 0:

@@ -17,6 +17,7 @@ from actors.errors import ConfigError, NotFound
 from actors.webhook import WebhookManager
 from tests.conftest import EngineFactory
 from tests.test_webhooks import emit, hook
+from tests.test_webhooks_probe import deliver_within, sender_for
 from tests.webhook_server import EndpointServer
 
 DEADLINE_S = 10.0
@@ -128,3 +129,23 @@ def test_retry_leaves_alone_the_dead_letters_of_an_endpoint_no_longer_configured
         assert [row["id"] for row in renamed.failed()] == [letter["id"]]
     finally:
         renamed.stop()
+
+
+BAD_DNS_NAMES = ["a..b", "a" * 64 + ".example", ".example"]
+
+
+@pytest.mark.parametrize("host", BAD_DNS_NAMES)
+def test_a_host_that_is_no_dns_name_is_a_config_error(host: str) -> None:
+    # Before: accepted; the resolver then raised UnicodeError at every attempt.
+    with pytest.raises(ConfigError, match=r"^webhooks\[0\]\.url: .* is not a DNS name"):
+        Config.from_dict({"webhooks": [hook(f"http://{host}/hook")]})
+
+
+@pytest.mark.parametrize("host", BAD_DNS_NAMES)
+def test_a_host_the_resolver_cannot_encode_is_an_unreachable_attempt(host: str) -> None:
+    # Past the config check (a WebhookConfig built in code): before, UnicodeError escaped
+    # the delivery (the deliverer logged a traceback a second and retried for ever).
+    sender = sender_for(f"http://{host}/hook", max_attempts=2)
+    outcome = deliver_within(sender, 5.0)
+    assert not outcome.delivered and outcome.unreachable and outcome.attempts == 2
+    assert outcome.error is not None and "cannot resolve" in outcome.error
