@@ -200,9 +200,22 @@ def _events_entry_problem(entry: str) -> str | None:
                     "(ids match [A-Za-z0-9_.-]{1,128})")
         if not slash:
             return None
-    if any(kind.startswith(rest) for kind in types):
+    under = [kind for kind in types if _topic_root(kind) == root]
+    if any(kind.startswith(rest) for kind in under):
         return None
-    return f"{entry!r}: no event type starts with {rest!r} (known: {', '.join(types)})"
+    return f"{entry!r}: no {root}/ event type starts with {rest!r} (known: {', '.join(under)})"
+
+
+def _topic_root(kind: str) -> str:
+    """The first part of the topic events of type `kind` go out on (actors.events.topic_of:
+    a workflow event carries the WorkflowEvent keys)."""
+    from actors.event_types import EVENT_TYPES, WorkflowEvent
+    from actors.events import EMERGENCY_TYPES
+
+    required: frozenset[str] = getattr(EVENT_TYPES[kind], "__required_keys__", frozenset())
+    if WorkflowEvent.__required_keys__ <= required:
+        return "workflow"
+    return "emergency" if kind in EMERGENCY_TYPES else "system"
 
 
 def check_url(url: str, key: str) -> None:

@@ -83,6 +83,7 @@ def test_a_day_long_timeout_is_accepted() -> None:
     "execution_faild", "Execution_failed", "heartbeat", "gap", "emergncy/", "topic/x",
     "/execution_failed", "emergency/risk_limit_exceded", "system/daemon_stoped",
     "workflow//node_failed", "workflow/arb/node_faild", "workflow/arb trade/",
+    "emergency/execution_failed", "system/node_", "workflow/arb/daemon_started",
 ])
 def test_an_events_entry_that_can_match_nothing_is_a_config_error(entry: str) -> None:
     # Before: accepted, and the endpoint silently got nothing (EventSink.subscribe refuses
