@@ -16,7 +16,8 @@ from actors.engine import Engine
 from actors.errors import ConfigError, NotFound
 from actors.webhook import WebhookManager
 from tests.conftest import EngineFactory
-from tests.test_webhooks import emit, hook
+from tests.daemon_fixture import free_port
+from tests.test_webhooks import Sleeps, emit, hook
 from tests.test_webhooks_probe import deliver_within, sender_for
 from tests.webhook_server import EndpointServer
 
@@ -150,3 +151,36 @@ def test_a_host_the_resolver_cannot_encode_is_an_unreachable_attempt(host: str) 
     outcome = deliver_within(sender, 5.0)
     assert not outcome.delivered and outcome.unreachable and outcome.attempts == 2
     assert outcome.error is not None and "cannot resolve" in outcome.error
+
+
+def test_an_endpoint_down_while_events_flow_holds_retention_and_then_gets_them_all(
+        make_engine: EngineFactory, tmp_path: Any) -> None:
+    port = free_port()  # nothing listens yet: the endpoint is down, its breaker opens
+    config = {"daemon": {"data_dir": str(tmp_path / "data")}, "journal": {"keep_events": 5},
+              "webhooks": [hook(f"http://127.0.0.1:{port}/hook", batch_max=7)]}
+    engine = make_engine(config)
+    journal = engine.journal
+    assert journal is not None
+    manager = WebhookManager(Config.from_dict(config).webhooks, journal, environ={},
+                             sleep=Sleeps())
+    manager.start()
+    try:
+        first = journal.last_committed_seq() + 1
+        for _ in range(60):  # one batch row each: retention prunes whole rows
+            emit(engine, 1)
+            assert journal.wait_committed(engine.sink.last_seq, DEADLINE_S)
+        deadline = time.monotonic() + DEADLINE_S
+        while manager.status()[0]["breaker"] != "open":
+            assert time.monotonic() < deadline, "the breaker never opened"
+            threading.Event().wait(0.01)
+        assert journal.prune()
+        assert journal.first_seq() <= first, "retention pruned what the endpoint has not had"
+        last = journal.last_committed_seq()
+        with EndpointServer(port) as endpoint:
+            endpoint.wait_for(lambda reqs: bool(reqs) and reqs[-1].seqs[-1] >= last,
+                              timeout=DEADLINE_S)
+            seqs = endpoint.delivered_seqs()
+        assert sorted(set(seqs)) == list(range(first, last + 1)) and seqs == sorted(seqs)
+        assert manager.failed() == []
+    finally:
+        manager.stop()
