@@ -271,6 +271,10 @@ def _check_auth(auth: WebhookAuth, where: str) -> None:
             raise ConfigError(f"{where}.{key} is required for auth type {auth.type!r}")
         if key not in needs and value is not None:
             raise ConfigError(f"{where}.{key} does not go with auth type {auth.type!r}")
+    if auth.username is not None and ":" in auth.username:
+        # RFC 7617: the receiver splits "user:password" at the first colon, so every
+        # delivery would be refused (401, a dead letter each) with no hint why.
+        raise ConfigError(f"{where}.username must not contain ':'")
     if auth.header is not None and (not HEADER_RE.fullmatch(auth.header)
                                     or auth.header.lower() in RESERVED_HEADERS):
         raise ConfigError(f"{where}.header: {auth.header!r} is not a header an auth key "

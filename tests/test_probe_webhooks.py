@@ -4,6 +4,7 @@ Each must instead stop start-up with one line naming the key."""
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
 from collections.abc import Iterator
@@ -182,5 +183,29 @@ def test_an_endpoint_down_while_events_flow_holds_retention_and_then_gets_them_a
             seqs = endpoint.delivered_seqs()
         assert sorted(set(seqs)) == list(range(first, last + 1)) and seqs == sorted(seqs)
         assert manager.failed() == []
+    finally:
+        manager.stop()
+
+
+def test_a_basic_auth_username_with_a_colon_is_a_config_error() -> None:
+    # Before: accepted; the receiver reads "user:password" up to the first colon, so every
+    # delivery was refused and dead-lettered.
+    with pytest.raises(ConfigError, match=r"^webhooks\[0\]\.auth\.username must not contain"):
+        Config.from_dict({"webhooks": [hook("https://hooks.example/", auth={
+            "type": "basic", "username": "tl:ops", "password_env": "PW"})]})
+
+
+def test_basic_auth_reaches_the_receiver_as_user_and_password(
+        make_engine: EngineFactory, tmp_path: Any, endpoint: EndpointServer) -> None:
+    engine, manager = manager_for(
+        make_engine, tmp_path, endpoint.url, {"PW": "pa:ss wörd"},
+        auth={"type": "basic", "username": "tl-ops", "password_env": "PW"})
+    manager.start()
+    try:
+        emit(engine, 1)
+        (request,) = endpoint.wait_for(lambda reqs: len(reqs) >= 1, timeout=DEADLINE_S)
+        scheme, _, encoded = request.headers["Authorization"].partition(" ")
+        user, _, password = base64.b64decode(encoded).decode().partition(":")
+        assert (scheme, user, password) == ("Basic", "tl-ops", "pa:ss wörd")
     finally:
         manager.stop()
