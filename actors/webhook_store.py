@@ -12,7 +12,7 @@ never block the writer). Tables: actors/journal_schema.py, version 2.
     store.failed(endpoint=None, limit=100) -> [dead letter rows]
     store.queued(endpoint) -> [dead letters to re-send, with their events]
     store.requeue(endpoint=None, ids=(), endpoints=None) -> [ids]   # durable on return
-    store.endpoints_of(ids) -> {id: endpoint}       # of those that are dead letters
+    store.letters(ids) -> {id: (endpoint, state)}
     store.deliveries(endpoint=None, limit=100) -> [log rows, newest first]
 
 The dead letters of an endpoint are capped (`max_dead_letters`): a dead letter that takes
@@ -151,14 +151,15 @@ class WebhookStore:
             raise JournalWriteFailed(f"the retry was not committed within {REQUEUE_TIMEOUT_S} s")
         return list(chosen)
 
-    def endpoints_of(self, ids: tuple[int, ...]) -> dict[int, str]:
-        """letter id -> its endpoint, of those of `ids` that are dead letters."""
-        found: dict[int, str] = {}
+    def letters(self, ids: tuple[int, ...]) -> dict[int, tuple[str, str]]:
+        """letter id -> (its endpoint, its state: dead, queued or delivered), of `ids`."""
+        found: dict[int, tuple[str, str]] = {}
         for start in range(0, len(ids), 500):  # SQLite's bound parameters are limited
             part = ids[start:start + 500]
-            found.update(self._query(
-                "SELECT id, endpoint FROM webhook_dead_letters WHERE state='dead' AND id IN"
-                f" ({', '.join('?' * len(part))})", part))
+            for letter_id, endpoint, state in self._query(
+                    "SELECT id, endpoint, state FROM webhook_dead_letters WHERE id IN"
+                    f" ({', '.join('?' * len(part))})", part):
+                found[letter_id] = (endpoint, state)
         return found
 
     def _dead_count(self, endpoint: str) -> int:

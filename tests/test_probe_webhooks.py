@@ -209,3 +209,37 @@ def test_basic_auth_reaches_the_receiver_as_user_and_password(
         assert (scheme, user, password) == ("Basic", "tl-ops", "pa:ss wörd")
     finally:
         manager.stop()
+
+
+def test_retrying_the_same_dead_letter_twice_says_it_is_queued_or_delivered_already(
+        make_engine: EngineFactory, tmp_path: Any, endpoint: EndpointServer) -> None:
+    endpoint.default_status = 400
+    engine, manager = manager_for(make_engine, tmp_path, endpoint.url, {})
+    endpoint.gate = threading.Event()  # holds the re-sent letter: it stays "queued"
+    endpoint.gate.set()
+    manager.start()
+    try:
+        emit(engine, 1)
+        deadline = time.monotonic() + DEADLINE_S
+        while not manager.failed():
+            assert time.monotonic() < deadline, "no dead letter"
+            threading.Event().wait(0.02)
+        (letter,) = manager.failed()
+        endpoint.default_status = 200
+        endpoint.gate.clear()
+        asked = len(endpoint.requests)
+        assert manager.retry(ids=(letter["id"],)) == {"requeued": [letter["id"]]}
+        endpoint.wait_for(lambda reqs: len(reqs) > asked, timeout=DEADLINE_S)
+        with pytest.raises(NotFound, match=rf"^dead letter {letter['id']} is queued already$"):
+            manager.retry(ids=(letter["id"],))
+        endpoint.gate.set()
+        deadline = time.monotonic() + DEADLINE_S
+        while not any(r["outcome"] == "retry_delivered" for r in manager.log()):
+            assert time.monotonic() < deadline, "the retry was not delivered"
+            threading.Event().wait(0.02)
+        with pytest.raises(NotFound, match=rf"^dead letter {letter['id']} is delivered "
+                                           rf"already; no dead letter with id 999999$"):
+            manager.retry(ids=(letter["id"], 999999))
+    finally:
+        endpoint.gate.set()
+        manager.stop()
