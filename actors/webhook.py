@@ -332,9 +332,21 @@ class WebhookManager:
 
     def retry(self, name: str | None = None, ids: tuple[int, ...] = ()) -> dict[str, Any]:
         self._check(name)
-        requeued = self.store.requeue(name, ids)
+        # Only letters a configured endpoint will send: a letter of an endpoint since
+        # removed (or renamed) would leave `failed` as "queued" and never be sent.
+        letters = self.store.letters(ids)
+        for letter_id, (endpoint, state) in letters.items():
+            if state == "dead" and endpoint not in self.deliverers:
+                raise NotFound(f"dead letter {letter_id} is of webhook {endpoint!r}, "
+                               "not configured: no endpoint would send it")
+        requeued = self.store.requeue(name, ids, endpoints=frozenset(self.deliverers))
         if ids and not requeued:
-            raise NotFound(f"no dead letter with id {', '.join(map(str, ids))}")
+            # Say why: a second retry of the same id found it queued (or sent) already.
+            reasons = [f"dead letter {i} is {letters[i][1]} already" if i in letters
+                       and letters[i][1] != "dead" else f"no dead letter with id {i}"
+                       for i in ids[:5]]
+            more = f" (and {len(ids) - 5} more ids)" if len(ids) > 5 else ""
+            raise NotFound("; ".join(reasons) + more)
         for deliverer in self.deliverers.values():
             deliverer.wake_letters()
         return {"requeued": requeued}

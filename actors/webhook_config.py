@@ -47,6 +47,13 @@ MAX_BATCH = 1000
 #: (max_dead_letters is compared with a SQLite INTEGER count).
 MAX_ATTEMPTS = 1000
 MAX_DEAD_LETTERS = 10_000_000
+#: The longest attempt: a day. A socket timeout of 1e10 s overflows time_t, and then
+#: every attempt raised OverflowError (a traceback a second, nothing ever delivered).
+MAX_TIMEOUT_S = 86_400.0
+#: What an HTTP header value may hold (RFC 9110 field-value: visible ASCII, space, tab).
+#: httpx encodes header values as ASCII: a "pässword" raised UnicodeEncodeError at every
+#: attempt, and a newline made every attempt a protocol error (the endpoint "down").
+HEADER_VALUE_RE = re.compile(r"[\x21-\x7e]([\x20-\x7e\t]*[\x21-\x7e])?")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -144,7 +151,8 @@ def _check(hook: WebhookConfig, where: str) -> None:
     if hook.secret_env is not None and not hook.secret_env:
         raise ConfigError(f"{where}.secret_env must name an environment variable")
     checks = [
-        (hook.timeout_s > 0, "timeout_s must be > 0"),
+        (0 < hook.timeout_s <= MAX_TIMEOUT_S,
+         f"timeout_s must be > 0 and at most {MAX_TIMEOUT_S:g}"),
         (1 <= hook.max_attempts <= MAX_ATTEMPTS,
          f"max_attempts must be between 1 and {MAX_ATTEMPTS}"),
         (hook.backoff_initial_s > 0, "backoff_initial_s must be > 0"),
@@ -160,6 +168,54 @@ def _check(hook: WebhookConfig, where: str) -> None:
     for j, entry in enumerate(hook.events):
         if not entry:
             raise ConfigError(f"{where}.events[{j}] must not be empty")
+        problem = _events_entry_problem(entry)
+        if problem:
+            raise ConfigError(f"{where}.events[{j}]: {problem}")
+
+
+#: Types never in the journal (a stream's own notices), so never sent to a webhook.
+UNJOURNALED_TYPES = frozenset({"heartbeat", "gap"})
+TOPIC_ROOTS = ("workflow", "emergency", "system")
+WORKFLOW_ID_PREFIX_RE = re.compile(r"[A-Za-z0-9_.-]{0,128}")
+
+
+def _events_entry_problem(entry: str) -> str | None:
+    """Why an `events` entry can match no event (a typo would otherwise silently filter
+    out everything, as `EventSink.subscribe` refuses too); None when it can match."""
+    from actors.event_types import EVENT_TYPES
+
+    types = sorted(EVENT_TYPES.keys() - UNJOURNALED_TYPES)
+    if "/" not in entry:
+        if entry in types:
+            return None
+        return f"unknown event type {entry!r} (known: {', '.join(types)}; or a topic " \
+               "prefix such as \"emergency/\")"
+    root, _, rest = entry.partition("/")
+    if root not in TOPIC_ROOTS:
+        return f"{entry!r} is no topic prefix: topics start with workflow/, emergency/ or system/"
+    if root == "workflow":
+        workflow_id, slash, rest = rest.partition("/")
+        if not WORKFLOW_ID_PREFIX_RE.fullmatch(workflow_id) or (slash and not workflow_id):
+            return (f"{entry!r}: no workflow id is {workflow_id!r} "
+                    "(ids match [A-Za-z0-9_.-]{1,128})")
+        if not slash:
+            return None
+    under = [kind for kind in types if _topic_root(kind) == root]
+    if any(kind.startswith(rest) for kind in under):
+        return None
+    return f"{entry!r}: no {root}/ event type starts with {rest!r} (known: {', '.join(under)})"
+
+
+def _topic_root(kind: str) -> str:
+    """The first part of the topic events of type `kind` go out on (actors.events.topic_of:
+    a workflow event carries the WorkflowEvent keys)."""
+    from actors.event_types import EVENT_TYPES, WorkflowEvent
+    from actors.events import EMERGENCY_TYPES
+
+    required: frozenset[str] = getattr(EVENT_TYPES[kind], "__required_keys__", frozenset())
+    if WorkflowEvent.__required_keys__ <= required:
+        return "workflow"
+    return "emergency" if kind in EMERGENCY_TYPES else "system"
 
 
 def check_url(url: str, key: str) -> None:
@@ -177,6 +233,12 @@ def check_url(url: str, key: str) -> None:
         raise ConfigError(f"{key} must be an http:// or https:// URL, not {url!r}")
     if not parts.hostname:
         raise ConfigError(f"{key} has no host: {url!r}")
+    host = httpx.URL(url).raw_host.decode("ascii")
+    try:  # what the resolver does with it: "a..b" or a 64-letter label fails there
+        host.encode("idna")
+    except UnicodeError:
+        raise ConfigError(f"{key}: {host!r} is not a DNS name (a label is empty or longer "
+                          f"than 63 characters): {url!r}") from None
     if parts.username is not None or parts.password is not None:
         raise ConfigError(f"{key}: credentials in the URL would be logged; use auth instead")
     if port == 0:
@@ -209,6 +271,10 @@ def _check_auth(auth: WebhookAuth, where: str) -> None:
             raise ConfigError(f"{where}.{key} is required for auth type {auth.type!r}")
         if key not in needs and value is not None:
             raise ConfigError(f"{where}.{key} does not go with auth type {auth.type!r}")
+    if auth.username is not None and ":" in auth.username:
+        # RFC 7617: the receiver splits "user:password" at the first colon, so every
+        # delivery would be refused (401, a dead letter each) with no hint why.
+        raise ConfigError(f"{where}.username must not contain ':'")
     if auth.header is not None and (not HEADER_RE.fullmatch(auth.header)
                                     or auth.header.lower() in RESERVED_HEADERS):
         raise ConfigError(f"{where}.header: {auth.header!r} is not a header an auth key "
@@ -227,6 +293,14 @@ def resolve_secrets(hooks: tuple[WebhookConfig, ...],
             raise ConfigError(f"{key}: environment variable {name} is not set (or empty)")
         return value
 
+    def header_value(name: str, key: str) -> str:
+        value = env(name, key)
+        if not HEADER_VALUE_RE.fullmatch(value):
+            raise ConfigError(f"{key}: environment variable {name} holds characters an HTTP "
+                              "header cannot carry (only visible ASCII; no newline or "
+                              "leading/trailing space)")
+        return value
+
     resolved: dict[str, WebhookSecrets] = {}
     for i, hook in enumerate(hooks):
         where = f"webhooks[{i}]"
@@ -236,12 +310,13 @@ def resolve_secrets(hooks: tuple[WebhookConfig, ...],
         auth = hook.auth
         if auth is not None and auth.type == "bearer":
             header = ("Authorization",
-                      f"Bearer {env(auth.token_env or '', f'{where}.auth.token_env')}")
+                      f"Bearer {header_value(auth.token_env or '', f'{where}.auth.token_env')}")
         elif auth is not None and auth.type == "basic":
             password = env(auth.password_env or "", f"{where}.auth.password_env")
             pair = base64.b64encode(f"{auth.username}:{password}".encode()).decode()
             header = ("Authorization", f"Basic {pair}")
         elif auth is not None:
-            header = (auth.header or "", env(auth.token_env or "", f"{where}.auth.token_env"))
+            header = (auth.header or "",
+                      header_value(auth.token_env or "", f"{where}.auth.token_env"))
         resolved[hook.name] = WebhookSecrets(key.encode(), header)
     return resolved

@@ -11,7 +11,8 @@ never block the writer). Tables: actors/journal_schema.py, version 2.
     store.letter_state(...) / store.log(...)
     store.failed(endpoint=None, limit=100) -> [dead letter rows]
     store.queued(endpoint) -> [dead letters to re-send, with their events]
-    store.requeue(endpoint=None, ids=()) -> int     # durable on return
+    store.requeue(endpoint=None, ids=(), endpoints=None) -> [ids]   # durable on return
+    store.letters(ids) -> {id: (endpoint, state)}
     store.deliveries(endpoint=None, limit=100) -> [log rows, newest first]
 
 The dead letters of an endpoint are capped (`max_dead_letters`): a dead letter that takes
@@ -127,13 +128,17 @@ class WebhookStore:
             latency_ms=None if latency_ms is None else round(latency_ms, 3),
             error=error, at=_now()))
 
-    def requeue(self, endpoint: str | None = None, ids: tuple[int, ...] = ()) -> list[int]:
+    def requeue(self, endpoint: str | None = None, ids: tuple[int, ...] = (),
+                endpoints: frozenset[str] | None = None) -> list[int]:
         """Mark dead letters "queued" for their deliverer to send again (all of
-        `endpoint`'s, or these ids); durable on return. The ids re-queued."""
+        `endpoint`'s, or these ids; only those of `endpoints` when given); durable on
+        return. The ids re-queued."""
+        wanted = frozenset(ids)  # up to 10,000 ids: a tuple's `in` walked them per row
         with self._writes:
             self._written()  # no pending dead letter or drop: what is read stays true
             letters = [row for row in self.failed(endpoint, limit=1_000_000)
-                       if not ids or row["id"] in ids]
+                       if (not wanted or row["id"] in wanted)
+                       and (endpoints is None or row["endpoint"] in endpoints)]
             chosen = tuple(row["id"] for row in letters)
             if not chosen:
                 return []
@@ -145,6 +150,17 @@ class WebhookStore:
         if not ticket.wait(REQUEUE_TIMEOUT_S):
             raise JournalWriteFailed(f"the retry was not committed within {REQUEUE_TIMEOUT_S} s")
         return list(chosen)
+
+    def letters(self, ids: tuple[int, ...]) -> dict[int, tuple[str, str]]:
+        """letter id -> (its endpoint, its state: dead, queued or delivered), of `ids`."""
+        found: dict[int, tuple[str, str]] = {}
+        for start in range(0, len(ids), 500):  # SQLite's bound parameters are limited
+            part = ids[start:start + 500]
+            for letter_id, endpoint, state in self._query(
+                    "SELECT id, endpoint, state FROM webhook_dead_letters WHERE id IN"
+                    f" ({', '.join('?' * len(part))})", part):
+                found[letter_id] = (endpoint, state)
+        return found
 
     def _dead_count(self, endpoint: str) -> int:
         """The endpoint's "dead" letters once all queued is written (`_writes` held)."""

@@ -77,7 +77,7 @@ class GuardedBackend(httpcore.NetworkBackend):
                     socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
         try:
             addresses = self.resolver(host, port)
-        except OSError as exc:
+        except (OSError, UnicodeError) as exc:  # UnicodeError: a label empty or too long
             raise httpcore.ConnectError(f"cannot resolve {host!r}: {exc}") from exc
         allowed = [a for a in addresses
                    if self.allow_private or is_public(ipaddress.ip_address(a))]
