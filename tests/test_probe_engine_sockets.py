@@ -19,6 +19,7 @@ import structlog.testing
 import zmq
 
 from actors import Config, ConfigError, Engine, Node, NodeContext, Workflow
+from actors.execution import ExecutionHandle
 from transport.client import ControlClient, InternalServerError, Subscriber
 
 #: The longest any single wait in these tests may take before the test fails.
@@ -119,14 +120,36 @@ def test_an_ipv6_loopback_endpoint_binds_and_the_clients_reach_it() -> None:
 
 # -- engine.stop() from a signal handler ---------------------------------------------------
 
+def run_until_stop_signals(engine: Engine, handled: threading.Event) -> ExecutionHandle:
+    """Start an execution that runs until cancelled, and have SIGUSR1 sent to the main
+    thread once a stop cancels it (the main thread is then inside `engine.stop()`); the
+    subscriber waits for `handled` (that stop drains it: it is still under way)."""
+
+    def on_event(event: dict[str, Any]) -> None:
+        if event["type"] == "execution_cancelled":
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR1)
+            handled.wait(WAIT_S)
+
+    started = threading.Event()
+
+    def running(ctx: NodeContext) -> int:
+        started.set()
+        ctx.cancelled.wait(WAIT_S)
+        return 1
+
+    engine.subscribe(on_event)
+    handle = engine.submit(Workflow("stopped_by_signal", [Node("n", running)]))
+    assert started.wait(WAIT_S)
+    return handle
+
+
 def test_a_signal_handler_s_stop_during_the_main_thread_s_stop_returns_at_once(
         engine: Engine) -> None:
     """`signal.signal(SIGTERM, lambda *_: engine.stop())`, and the signal lands while the
     main thread is in `engine.stop()` itself (a second Ctrl-C): the handler runs on the
     main thread, so waiting for the first stop to finish waited for itself, for the
     timeout plus the drains (19 s; for ever with timeout=None), before the stop went on."""
-    main = threading.main_thread()
-    assert threading.current_thread() is main  # signal handlers run on the main thread
+    assert threading.current_thread() is threading.main_thread()  # where handlers run
     handled = threading.Event()
     handler_took: list[float] = []
 
@@ -138,23 +161,9 @@ def test_a_signal_handler_s_stop_during_the_main_thread_s_stop_returns_at_once(
             handler_took.append(time.monotonic() - began)
             handled.set()
 
-    def on_event(event: dict[str, Any]) -> None:
-        if event["type"] == "execution_cancelled":  # the main thread is in stop()
-            signal.pthread_kill(main.ident or 0, signal.SIGUSR1)
-            handled.wait(WAIT_S)  # that stop drains this subscription: it is still under way
-
-    started = threading.Event()
-
-    def running(ctx: NodeContext) -> int:
-        started.set()
-        ctx.cancelled.wait(WAIT_S)
-        return 1
-
     previous = signal.signal(signal.SIGUSR1, on_signal)
     try:
-        engine.subscribe(on_event)
-        handle = engine.submit(Workflow("stopped_by_signal", [Node("n", running)]))
-        assert started.wait(WAIT_S)
+        handle = run_until_stop_signals(engine, handled)
         engine.stop()
     finally:
         signal.signal(signal.SIGUSR1, previous)
@@ -232,23 +241,9 @@ def test_a_stop_cut_short_by_an_interrupt_is_finished_by_the_next_stop() -> None
         interrupted.set()
         raise Interrupted
 
-    def on_event(event: dict[str, Any]) -> None:
-        if event["type"] == "execution_cancelled":  # the main thread is in stop()
-            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR1)
-            interrupted.wait(WAIT_S)
-
-    started = threading.Event()
-
-    def running(ctx: NodeContext) -> int:
-        started.set()
-        ctx.cancelled.wait(WAIT_S)
-        return 1
-
     previous = signal.signal(signal.SIGUSR1, on_signal)
     try:
-        engine.subscribe(on_event)
-        engine.submit(Workflow("cut_short", [Node("n", running)]))
-        assert started.wait(WAIT_S)
+        run_until_stop_signals(engine, interrupted)
         with pytest.raises(Interrupted):
             engine.stop()
     finally:

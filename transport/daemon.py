@@ -32,7 +32,7 @@ from actors.config import Config, TransportConfig
 from actors.engine import VERSION, Engine
 from actors.triggers import IntervalTriggers
 from transport.control import ControlServer
-from transport.engine_sockets import EngineSockets
+from transport.engine_sockets import EngineSockets, stop_servers
 from transport.metrics import MetricsServer
 from transport.publisher import Publisher
 from transport.web.gateway import WebGateway
@@ -185,12 +185,7 @@ class Daemon:
                 self.sockets.send_committed()  # bounded
         if self.webhooks is not None:  # before the journal closes: their cursors commit
             self.webhooks.stop()
-        for server in (self.web, self.metrics):
-            if server is not None:
-                try:
-                    server.stop()
-                except Exception:
-                    log.exception("server_stop_failed", server=type(server).__name__)
+        stop_servers(self.web, self.metrics)
         if self.sockets is not None:
             self.sockets.close(final_send_s=0.0)  # the last events were sent above
         if engine is not None and not engine.close_journal():  # (logged, at error level)

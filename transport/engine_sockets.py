@@ -8,7 +8,7 @@ class for its own sockets, beside the metrics, web and webhook servers only it r
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 import zmq
@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from actors.webhook import WebhookManager
 
 log = structlog.get_logger("tradeloom.transport")
+
+
+class Stoppable(Protocol):
+    def stop(self) -> object: ...
 
 #: How long `close()` gives the publisher to send the last committed events.
 FINAL_SEND_S = 2.0
@@ -101,12 +105,7 @@ class EngineSockets:
 
     def close(self, final_send_s: float = FINAL_SEND_S) -> None:
         self.send_committed(final_send_s)
-        for server in (self.control, self.publisher):
-            if server is not None:
-                try:
-                    server.stop()
-                except Exception:
-                    log.exception("server_stop_failed", server=type(server).__name__)
+        stop_servers(self.control, self.publisher)
         self.control = self.publisher = None
         if self._curve is not None:
             self._curve.stop()
@@ -114,6 +113,16 @@ class EngineSockets:
         if self._context is not None:
             self._context.term()
             self._context = None
+
+
+def stop_servers(*servers: Stoppable | None) -> None:
+    """Stop each server there is; one that fails to stop is logged and the rest go on."""
+    for server in servers:
+        if server is not None:
+            try:
+                server.stop()
+            except Exception:
+                log.exception("server_stop_failed", server=type(server).__name__)
 
 
 def _required(value: str | None, key: str) -> str:
