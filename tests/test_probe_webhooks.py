@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -23,6 +23,14 @@ from tests.test_webhooks_probe import deliver_within, sender_for
 from tests.webhook_server import EndpointServer
 
 DEADLINE_S = 10.0
+
+
+def wait_until(check: Callable[[], object], what: str) -> None:
+    """Poll `check` until it is true; fail with `what` after DEADLINE_S."""
+    deadline = time.monotonic() + DEADLINE_S
+    while not check():
+        assert time.monotonic() < deadline, what
+        threading.Event().wait(0.02)
 
 
 @pytest.fixture
@@ -112,10 +120,7 @@ def test_retry_leaves_alone_the_dead_letters_of_an_endpoint_no_longer_configured
     engine, old = manager_for(make_engine, tmp_path, endpoint.url, {})
     old.start()
     emit(engine, 1)
-    deadline = time.monotonic() + DEADLINE_S
-    while not old.failed():
-        assert time.monotonic() < deadline, "no dead letter"
-        threading.Event().wait(0.02)
+    wait_until(old.failed, "no dead letter")
     (letter,) = old.failed()
     old.stop()
     assert engine.journal is not None
@@ -170,10 +175,8 @@ def test_an_endpoint_down_while_events_flow_holds_retention_and_then_gets_them_a
         for _ in range(60):  # one batch row each: retention prunes whole rows
             emit(engine, 1)
             assert journal.wait_committed(engine.sink.last_seq, DEADLINE_S)
-        deadline = time.monotonic() + DEADLINE_S
-        while manager.status()[0]["breaker"] != "open":
-            assert time.monotonic() < deadline, "the breaker never opened"
-            threading.Event().wait(0.01)
+        wait_until(lambda: manager.status()[0]["breaker"] == "open",
+                   "the breaker never opened")
         assert journal.prune()
         assert journal.first_seq() <= first, "retention pruned what the endpoint has not had"
         last = journal.last_committed_seq()
@@ -220,10 +223,7 @@ def test_retrying_the_same_dead_letter_twice_says_it_is_queued_or_delivered_alre
     manager.start()
     try:
         emit(engine, 1)
-        deadline = time.monotonic() + DEADLINE_S
-        while not manager.failed():
-            assert time.monotonic() < deadline, "no dead letter"
-            threading.Event().wait(0.02)
+        wait_until(manager.failed, "no dead letter")
         (letter,) = manager.failed()
         endpoint.default_status = 200
         endpoint.gate.clear()
@@ -233,10 +233,8 @@ def test_retrying_the_same_dead_letter_twice_says_it_is_queued_or_delivered_alre
         with pytest.raises(NotFound, match=rf"^dead letter {letter['id']} is queued already$"):
             manager.retry(ids=(letter["id"],))
         endpoint.gate.set()
-        deadline = time.monotonic() + DEADLINE_S
-        while not any(r["outcome"] == "retry_delivered" for r in manager.log()):
-            assert time.monotonic() < deadline, "the retry was not delivered"
-            threading.Event().wait(0.02)
+        wait_until(lambda: any(r["outcome"] == "retry_delivered" for r in manager.log()),
+                   "the retry was not delivered")
         with pytest.raises(NotFound, match=rf"^dead letter {letter['id']} is delivered "
                                            rf"already; no dead letter with id 999999$"):
             manager.retry(ids=(letter["id"], 999999))
