@@ -8,14 +8,14 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from actors.config import Config
+from actors.config import Config, OnHaltEntry, WorkflowEntry
 from actors.errors import ConfigError, UnknownWorkflow
 from actors.workflow import Workflow
 
 if TYPE_CHECKING:
     import threading
 
-__all__ = ["WorkflowRegistry", "check_optional_str", "loaded_workflows"]
+__all__ = ["WorkflowRegistry", "check_optional_str", "entry_workflow", "loaded_workflows"]
 
 
 class WorkflowRegistry:
@@ -88,21 +88,21 @@ def check_optional_str(value: Any, name: str) -> None:
 
 
 def loaded_workflows(config: Config) -> Config:
-    """`config` with every `[[workflows]]` entry's Workflow. A loaded config has them; one
-    built by hand (`Config(workflows=(WorkflowEntry(ref=...),))`) has only the refs, which
-    are imported here, as `HaltHooks` does for `on_halt`: it once failed with "workflow must
-    be a Workflow, not NoneType", leaving the engine's actors running, and the daemon's
-    triggers would have skipped it."""
+    """`config` with every `[[workflows]]` entry's Workflow (`entry_workflow`): a Config
+    built by hand once failed with "workflow must be a Workflow, not NoneType", leaving
+    the engine's actors running, and the daemon's triggers would have skipped it."""
+    return dataclasses.replace(config, workflows=tuple(
+        dataclasses.replace(entry, workflow=entry_workflow(entry, f"workflows[{i}].ref"))
+        for i, entry in enumerate(config.workflows)))
+
+
+def entry_workflow(entry: WorkflowEntry | OnHaltEntry, key: str) -> Workflow:
+    """A config entry's Workflow: a loaded config has it; one built by hand
+    (`WorkflowEntry(ref=...)`) has only the ref, imported now."""
     from actors.config_parse import import_ref  # (it imports the workflow modules)
 
-    entries = []
-    for i, entry in enumerate(config.workflows):
-        key = f"workflows[{i}].ref"
-        workflow = entry.workflow
-        if workflow is None:
-            workflow = import_ref(entry.ref, key=key)
-        elif not isinstance(workflow, Workflow):
-            raise ConfigError(f"{key}: {entry.ref!r} is a {type(workflow).__name__}, not a "
-                              "Workflow")
-        entries.append(dataclasses.replace(entry, workflow=workflow))
-    return dataclasses.replace(config, workflows=tuple(entries))
+    workflow = entry.workflow if entry.workflow is not None else import_ref(entry.ref, key=key)
+    if not isinstance(workflow, Workflow):
+        raise ConfigError(f"{key}: {entry.ref!r} is a {type(workflow).__name__}, not a "
+                          "Workflow")
+    return workflow

@@ -16,9 +16,9 @@ from typing import Any
 import structlog
 
 from actors.config import Config
-from actors.config_parse import import_ref
 from actors.ending import ExecutionStatus
-from actors.errors import ConfigError, EngineStopped
+from actors.engine_workflows import entry_workflow
+from actors.errors import EngineStopped
 from actors.execution import ExecutionHandle
 from actors.workflow import Workflow
 
@@ -33,15 +33,8 @@ class HaltHooks:
 
     def __init__(self, config: Config, extra: Sequence[Workflow], *,
                  submit: SubmitHook) -> None:
-        hooks: list[Workflow] = []
-        for i, entry in enumerate(config.emergency.on_halt):
-            key = f"emergency.on_halt[{i}].ref"
-            workflow = entry.workflow
-            if workflow is None:  # a Config built by hand, not loaded: import it now
-                workflow = import_ref(entry.ref, key=key)
-            if not isinstance(workflow, Workflow):
-                raise ConfigError(f"{key}: {entry.ref!r} is not a Workflow")
-            hooks.append(workflow)
+        hooks = [entry_workflow(entry, f"emergency.on_halt[{i}].ref")
+                 for i, entry in enumerate(config.emergency.on_halt)]
         if isinstance(extra, Workflow | str) or not isinstance(extra, Sequence):
             raise TypeError(f"on_halt must be a list of Workflows, not {type(extra).__name__}")
         for i, workflow in enumerate(extra):

@@ -56,8 +56,6 @@ class Daemon:
         self._insecure = insecure
         self.engine: Engine | None = None
         self.sockets: EngineSockets | None = None
-        self.publisher: Publisher | None = None
-        self.control: ControlServer | None = None
         self.metrics: MetricsServer | None = None
         self.web: WebGateway | None = None  # [web] listen: the gateway and dashboard
         self.triggers: IntervalTriggers | None = None
@@ -90,25 +88,35 @@ class Daemon:
         self.sockets = EngineSockets(engine, self.transport, insecure=self._insecure,
                                      webhooks=self.webhooks)
         self.sockets.start()
-        self.publisher, self.control = self.sockets.publisher, self.sockets.control
-        assert self.publisher is not None and self.control is not None  # bound by start()
+        publisher, control = self.sockets.publisher, self.sockets.control
+        assert publisher is not None and control is not None  # bound by start()
         if self.config.metrics.listen:
             self.metrics = self._start_metrics(self.config.metrics.listen)
         if self.config.web.listen:
             self.web = WebGateway(self.config.web, engine, warn_at=self.config.emergency.warn_at,
-                                  epoch=self.publisher.epoch)
+                                  epoch=publisher.epoch)
             self.web.start()
         engine.sink.emit([{"v": 1, "type": "daemon_started", "version": VERSION,
-                           "pid": os.getpid(), "events": self.publisher.endpoint,
-                           "control": self.control.endpoint}])
+                           "pid": os.getpid(), "events": publisher.endpoint,
+                           "control": control.endpoint}])
         self.triggers = IntervalTriggers(
             engine.config.workflows,  # (the engine's: a Config built by hand, imported)
             lambda wf, bot, strategy: engine.submit(wf, bot_id=bot, strategy_id=strategy),
             monotonic=time.monotonic)
         self.triggers.start()
         log.info("daemon_started", pid=os.getpid(), version=VERSION,
-                 events=self.publisher.endpoint, control=self.control.endpoint,
+                 events=publisher.endpoint, control=control.endpoint,
                  data_dir=self.config.daemon.data_dir, state=engine.state.value)
+
+    @property
+    def publisher(self) -> Publisher | None:
+        """The event stream's server (the metrics read it), while the sockets are open."""
+        return self.sockets.publisher if self.sockets is not None else None
+
+    @property
+    def control(self) -> ControlServer | None:
+        """The control socket's server (the metrics read it), while the sockets are open."""
+        return self.sockets.control if self.sockets is not None else None
 
     def _start_webhooks(self, engine: Engine) -> WebhookManager | None:
         """One deliverer per `[[webhooks]]` endpoint, each resuming at its journal cursor

@@ -27,9 +27,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("tradeloom.transport")
 
 
-class Stoppable(Protocol):
-    def stop(self) -> object: ...
-
 #: How long `close()` gives the publisher to send the last committed events.
 FINAL_SEND_S = 2.0
 
@@ -113,6 +110,12 @@ class EngineSockets:
         if self._context is not None:
             self._context.term()
             self._context = None
+
+
+class Stoppable(Protocol):
+    """A server `stop_servers` can stop (the publisher, control, metrics, web servers)."""
+
+    def stop(self) -> object: ...
 
 
 def stop_servers(*servers: Stoppable | None) -> None:
