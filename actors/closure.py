@@ -2,8 +2,8 @@
 and descendants (what a false condition, a failure or reduce_only skips).
 
 Kept as one bitset per node (a Python int, bit j = node j): a chain of n nodes has n²/2
-(node, ancestor) pairs, and as tuples a chain of 8,000 nodes took 6 s and 900 MB to
-build; as bitsets it is 8 MB. Workflows of ordinary size (`CACHED_PAIRS_MAX`) also keep
+(node, ancestor) pairs, and as tuples a chain of 8,000 nodes took 4.8 s and 900 MB to
+build; as bitsets it is 16 MB (`bench/workflow_size.py`). Workflows of ordinary size (`CACHED_PAIRS_MAX`) also keep
 the answers as tuples, read on the supervisor's hot path with one C-level lookup.
 """
 
@@ -32,7 +32,7 @@ def _selectors(bits: int) -> bytes:
 
 
 class Closure:
-    """`ancestor_ids(i)`: the ids of every node node `i` depends on, directly or not, in
+    """`ancestor_ids(i)`: the ids of every node that node `i` depends on, directly or not, in
     node order. `descendants(i)`: the indexes of every node that depends on node `i`, in
     topological order (the order their skip events go out)."""
 

@@ -76,18 +76,25 @@ def environment() -> dict[str, str]:
     return env
 
 
+def daemon_tables(directory: Path, *, shutdown_grace_s: float) -> str:
+    """A test daemon's `[daemon]` (data_dir `directory/data`) and `[transport]` (free
+    ports) tables, `[transport]` last so that more of its keys may follow."""
+    return textwrap.dedent(f"""
+        [daemon]
+        data_dir = "{directory / 'data'}"
+        shutdown_grace_s = {shutdown_grace_s}
+        [transport]
+        events = "tcp://127.0.0.1:{free_port()}"
+        control = "tcp://127.0.0.1:{free_port()}"
+    """)
+
+
 def write_config(directory: Path, *, transport_extra: str = "") -> Path:
     """A daemon config in `directory` with the test workflows, a daily_loss limit with
     auto_halt, free ports and data_dir `directory/data`."""
     (directory / "cli_daemon_wf.py").write_text(WORKFLOWS)
     config = directory / "daemon.toml"
-    config.write_text(textwrap.dedent(f"""
-        [daemon]
-        data_dir = "{directory / 'data'}"
-        shutdown_grace_s = 2.0
-        [transport]
-        events = "tcp://127.0.0.1:{free_port()}"
-        control = "tcp://127.0.0.1:{free_port()}"
+    config.write_text(daemon_tables(directory, shutdown_grace_s=2.0) + textwrap.dedent("""
         heartbeat_s = 0.2
         TRANSPORT_EXTRA
         [resilience]

@@ -24,7 +24,7 @@ from actors.config import DaemonConfig, TransportConfig, WorkflowEntry
 from actors.execution import ExecutionHandle, ExecutionResult
 from actors.triggers import IntervalTriggers
 from actors.workflow import Node, Workflow
-from tests.daemon_process import DaemonProcess, free_port, read_endpoints, run_cli
+from tests.daemon_process import DaemonProcess, daemon_tables, read_endpoints, run_cli
 from transport.daemon import Daemon
 
 WORKFLOW_SOURCE = textwrap.dedent("""
@@ -98,13 +98,7 @@ def test_a_module_getattr_that_raises_is_a_one_line_config_error(
 
 def daemon_config(directory: Path, ref: str) -> Path:
     path = directory / "daemon.toml"
-    path.write_text(textwrap.dedent(f"""
-        [daemon]
-        data_dir = "{directory / 'data'}"
-        shutdown_grace_s = 1.0
-        [transport]
-        events = "tcp://127.0.0.1:{free_port()}"
-        control = "tcp://127.0.0.1:{free_port()}"
+    path.write_text(daemon_tables(directory, shutdown_grace_s=1.0) + textwrap.dedent(f"""
         [[workflows]]
         ref = "{ref}"
         every_s = 0.05
