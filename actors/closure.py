@@ -3,8 +3,9 @@ and descendants (what a false condition, a failure or reduce_only skips).
 
 Kept as one bitset per node (a Python int, bit j = node j): a chain of n nodes has n²/2
 (node, ancestor) pairs, and as tuples a chain of 8,000 nodes took 4.8 s and 900 MB to
-build; as bitsets it is 16 MB (`bench/workflow_size.py`). Workflows of ordinary size (`CACHED_PAIRS_MAX`) also keep
-the answers as tuples, read on the supervisor's hot path with one C-level lookup.
+build; as bitsets it is 16 MB (`bench/workflow_size.py`). Workflows of ordinary size
+(`CACHED_PAIRS_MAX`) also keep the answers as tuples, read on the supervisor's hot path
+with one C-level lookup.
 """
 
 from __future__ import annotations
