@@ -83,9 +83,11 @@ HAND_BUILT = {"daemon": DaemonConfig, "resilience": ResilienceConfig,
        value=st.sampled_from(NEAR_BOUNDS) | st.integers())
 def test_counts_built_by_hand_and_loaded_are_refused_alike(key: str, value: int) -> None:
     table, name = key.split(".")
-    outcomes = []
-    for build in (lambda: Config.from_dict({table: {name: value}}),
-                  lambda: Config(**{table: HAND_BUILT[table](**{name: value})})):
+    builds: list[Callable[[], Config]] = [
+        lambda: Config.from_dict({table: {name: value}}),
+        lambda: Config(**{table: HAND_BUILT[table](**{name: value})})]
+    outcomes: list[object] = []
+    for build in builds:
         try:
             outcomes.append(getattr(getattr(build(), table), name))
         except ConfigError as exc:
