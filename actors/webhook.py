@@ -258,6 +258,9 @@ class Deliverer:
                 self._letters.set()  # still queued: the next turn tries again
                 self._unreachable([event], outcome)
                 return
+            # An answer came (whatever its status): the endpoint is up, as after a normal
+            # delivery or probe; else its breaker stayed "open" until the next new event.
+            self._reachable()
             state = "delivered" if outcome.delivered else "dead"
             self.store.letter_state(letter_id, state, endpoint=self.hook.name,
                                     attempts=outcome.attempts,
