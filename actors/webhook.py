@@ -343,7 +343,7 @@ class WebhookManager:
                 raise NotFound(f"dead letter {letter_id} is of webhook {endpoint!r}, "
                                "not configured: no endpoint would send it")
         requeued = self.store.requeue(name, ids, endpoints=frozenset(self.deliverers))
-        if ids and not requeued:
+        if ids and not requeued.count:
             # Say why: a second retry of the same id found it queued (or sent) already.
             reasons = [f"dead letter {i} is {letters[i][1]} already" if i in letters
                        and letters[i][1] != "dead" else f"no dead letter with id {i}"
@@ -352,7 +352,7 @@ class WebhookManager:
             raise NotFound("; ".join(reasons) + more)
         for deliverer in self.deliverers.values():
             deliverer.wake_letters()
-        return {"requeued": requeued}
+        return {"requeued": requeued.ids, "count": requeued.count}
 
     def log(self, name: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         self._check(name)

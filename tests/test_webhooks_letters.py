@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from actors import webhook_store
 from actors.webhook import WebhookManager
 from tests.test_webhooks import WebhooksFactory, emit, hook, wait_log, webhooks
 from tests.webhook_server import EndpointServer
@@ -66,3 +67,38 @@ def test_a_re_send_that_gets_through_closes_the_breaker(
     # Before: "open" until the next new event was delivered.
     assert manager.status()[0]["breaker"] == "closed"
     assert manager.failed() == []
+
+
+def test_retry_of_every_dead_letter_reads_and_queues_them_a_page_at_a_time(
+        webhooks: WebhooksFactory, endpoint: EndpointServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    manager = dead_letters(webhooks, endpoint, 11)
+    ids = [row["id"] for row in manager.failed()]
+    monkeypatch.setattr(webhook_store, "REQUEUE_PAGE", 4)
+    monkeypatch.setattr(webhook_store, "RETRY_IDS_LISTED", 5)
+    store, caller = manager.store, threading.get_ident()
+    query, rows_read, queued = store._query, list[int](), list[int]()
+    record = store.journal.record_webhook
+
+    def counting_query(sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        rows = query(sql, params)
+        if threading.get_ident() == caller:  # the retry's reads, not a deliverer's
+            rows_read.append(len(rows))
+        return rows
+
+    def counting_record(rec: Any) -> Any:
+        if threading.get_ident() == caller:
+            queued.append(len(rec.letter_ids))
+        return record(rec)
+
+    monkeypatch.setattr(store, "_query", counting_query)
+    monkeypatch.setattr(store.journal, "record_webhook", counting_record)
+    endpoint.default_status = 200
+    reply = manager.retry()
+    assert reply == {"requeued": ids[:5], "count": 11}  # every one; the first 5 listed
+    assert max(rows_read) <= 4, rows_read  # before: all 11 rows in one read
+    assert queued == [4, 4, 3]
+    wait_log(manager, lambda rows: sum(r["outcome"] == "retry_delivered"
+                                       for r in rows) == 11, timeout=DEADLINE_S)
+    assert manager.failed() == []
+    assert sorted(endpoint.delivered_seqs()[11:]) == sorted(endpoint.delivered_seqs()[:11])

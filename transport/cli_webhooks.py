@@ -92,7 +92,8 @@ def cmd_retry(args: argparse.Namespace) -> int:
     if args.json:
         print_json(reply)
     else:
-        print(f"re-queued {len(reply['requeued'])} dead letter(s)", flush=True)
+        print(f"re-queued {reply.get('count', len(reply['requeued']))} dead letter(s)",
+              flush=True)
     return EXIT_OK
 
 
