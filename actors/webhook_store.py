@@ -11,7 +11,8 @@ never block the writer). Tables: actors/journal_schema.py, version 2.
     store.letter_state(...) / store.log(...)
     store.failed(endpoint=None, limit=100) -> [dead letter rows]
     store.queued(endpoint) -> [dead letters to re-send, with their events]
-    store.requeue(endpoint=None, ids=(), endpoints=None) -> Requeued  # durable on return
+    store.requeue(endpoint=None, ids=(), endpoints=None) -> Tally  # durable on return
+    store.delete(endpoint=None, ids=()) -> Tally                  # durable on return
     store.letters(ids) -> {id: (endpoint, state)}
     store.deliveries(endpoint=None, limit=100) -> [log rows, newest first]
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +39,9 @@ from actors.journal import Journal
 from actors.journal_records import (
     WebhookDeadLetter,
     WebhookDelivery,
+    WebhookLettersDeleted,
     WebhookLetterState,
+    WebhookRecord,
     unpack,
 )
 from actors.journal_schema import connect_reader
@@ -46,11 +50,11 @@ from actors.webhook_config import WebhookConfig
 #: How long an operator's retry (or the first count of an endpoint's dead letters) waits
 #: for the journal to commit.
 REQUEUE_TIMEOUT_S = 10.0
-#: Dead letters read and re-queued per page by a retry (one read and one commit each).
+#: Dead letters read and re-queued (or deleted) per page (one read and one commit each).
 REQUEUE_PAGE = 500
 #: The most ids a retry's reply lists (a retry of all may re-queue more; it counts them).
 RETRY_IDS_LISTED = 10_000
-#: The "dead" letters (of one endpoint when the parameter is not NULL): a retry's page.
+#: The "dead" letters (of one endpoint when the parameter is not NULL): a page's read.
 SQL_DEAD_PAGE = ("SELECT id, endpoint FROM webhook_dead_letters WHERE state='dead'"
                  " AND (? IS NULL OR endpoint=?)")
 LETTER_COLUMNS = ("id", "endpoint", "seq", "event_type", "attempts", "http_status", "error",
@@ -60,8 +64,9 @@ LOG_COLUMNS = ("id", "endpoint", "delivery_id", "first_seq", "last_seq", "event_
 
 
 @dataclass(slots=True)
-class Requeued:
-    """What a retry re-queued: how many, and the ids of the first RETRY_IDS_LISTED."""
+class Tally:
+    """What a retry re-queued (or a delete deleted): how many, and the ids of the first
+    RETRY_IDS_LISTED."""
 
     count: int = 0
     ids: list[int] = field(default_factory=list)
@@ -149,32 +154,46 @@ class WebhookStore:
             error=error, at=_now()))
 
     def requeue(self, endpoint: str | None = None, ids: tuple[int, ...] = (),
-                endpoints: frozenset[str] | None = None) -> Requeued:
+                endpoints: frozenset[str] | None = None) -> Tally:
         """Mark dead letters "queued" for their deliverer to send again (all of
-        `endpoint`'s, or these ids; only those of `endpoints` when given), REQUEUE_PAGE at a
-        time: one read and one commit each, so a retry of millions holds one page. Each
-        page is durable before the next is read; all are on return."""
-        tally = Requeued()
+        `endpoint`'s, or these ids; only those of `endpoints` when given); durable on
+        return."""
+        return self._pages(endpoint, ids, endpoints, lambda chosen: WebhookLetterState(
+            letter_ids=chosen, state="queued", at=_now()))
+
+    def delete(self, endpoint: str | None = None, ids: tuple[int, ...] = ()) -> Tally:
+        """Delete dead letters (all of `endpoint`'s, or these ids; an endpoint no longer
+        configured included); durable on return."""
+        return self._pages(endpoint, ids, None,
+                           lambda chosen: WebhookLettersDeleted(letter_ids=chosen))
+
+    def _pages(self, endpoint: str | None, ids: tuple[int, ...],
+               endpoints: frozenset[str] | None,
+               record: Callable[[tuple[int, ...]], WebhookRecord]) -> Tally:
+        """`record` the "dead" letters asked for (these ids, else every one), REQUEUE_PAGE
+        at a time: one read and one commit each, so millions are never held at once. Each
+        page is durable before the next is read. What was recorded, in id order."""
+        tally = Tally()
         if ids:
             unique = sorted(set(ids))
             for start in range(0, len(unique), REQUEUE_PAGE):
                 part = unique[start:start + REQUEUE_PAGE]
-                self._requeue_page(f"{SQL_DEAD_PAGE} AND id IN ({', '.join('?' * len(part))})",
-                                   (endpoint, endpoint, *part), endpoints, tally)
+                self._page(f"{SQL_DEAD_PAGE} AND id IN ({', '.join('?' * len(part))})",
+                           (endpoint, endpoint, *part), endpoints, record, tally)
             return tally
         # Up to the newest letter at the start: a letter dead-lettered meanwhile waits for
-        # the next retry (an endpoint refusing a flood would otherwise keep this going).
+        # the next call (an endpoint refusing a flood would otherwise keep this going).
         ((ceiling,),) = self._query("SELECT coalesce(max(id), 0) FROM webhook_dead_letters", ())
         after: int | None = 0
         while after is not None:
-            after = self._requeue_page(
-                f"{SQL_DEAD_PAGE} AND id > ? AND id <= ? ORDER BY id LIMIT ?",
-                (endpoint, endpoint, after, ceiling, REQUEUE_PAGE), endpoints, tally)
+            after = self._page(f"{SQL_DEAD_PAGE} AND id > ? AND id <= ? ORDER BY id LIMIT ?",
+                               (endpoint, endpoint, after, ceiling, REQUEUE_PAGE), endpoints,
+                               record, tally)
         return tally
 
-    def _requeue_page(self, sql: str, params: tuple[Any, ...],
-                      endpoints: frozenset[str] | None, tally: Requeued) -> int | None:
-        """Re-queue one page of dead letters (those of `endpoints`); the last id read, None
+    def _page(self, sql: str, params: tuple[Any, ...], endpoints: frozenset[str] | None,
+              record: Callable[[tuple[int, ...]], WebhookRecord], tally: Tally) -> int | None:
+        """`record` one page of dead letters (those of `endpoints`); the last id read, None
         when the page was empty."""
         with self._writes:
             self._written()  # no pending dead letter or drop: what is read stays true
@@ -183,17 +202,21 @@ class WebhookStore:
                       if endpoints is None or endpoint in endpoints]
             if not chosen:
                 return int(rows[-1][0]) if rows else None
-            ticket = self.journal.record_webhook(WebhookLetterState(
-                letter_ids=tuple(letter_id for letter_id, _ in chosen), state="queued",
-                at=_now()))
-            for _, endpoint in chosen:
+            ticket = self.journal.record_webhook(record(tuple(i for i, _ in chosen)))
+            for _, endpoint in chosen:  # no longer "dead" once written
                 if endpoint in self._dead:
                     self._dead[endpoint] -= 1
         if not ticket.wait(REQUEUE_TIMEOUT_S):
-            raise JournalWriteFailed(f"the retry was not committed within {REQUEUE_TIMEOUT_S}"
-                                     f" s ({tally.count} re-queued before)")
+            raise JournalWriteFailed(f"not committed within {REQUEUE_TIMEOUT_S} s ("
+                                     f"{tally.count} dead letter(s) done before)")
         tally.add([letter_id for letter_id, _ in chosen])
         return int(rows[-1][0])
+
+    def held(self, endpoint: str) -> int:
+        """How many letters of `endpoint` the journal holds, whatever their state."""
+        ((count,),) = self._query(
+            "SELECT count(*) FROM webhook_dead_letters WHERE endpoint=?", (endpoint,))
+        return int(count)
 
     def letters(self, ids: tuple[int, ...]) -> dict[int, tuple[str, str]]:
         """letter id -> (its endpoint, its state: dead, queued or delivered), of `ids`."""
