@@ -20,6 +20,12 @@ from typing import Any, NoReturn
 import structlog
 
 from actors import logs
+from actors.cli_stdout import (
+    CLOSED_STDOUT_ERROR,
+    reserve_stdout,
+    stdout_closed,
+    stdout_to_devnull,
+)
 from actors.config import Config
 from actors.config_parse import import_ref
 from actors.engine import VERSION, Engine
@@ -165,14 +171,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_FAILED if failures else EXIT_OK
 
 
-def stdout_to_devnull() -> None:
-    """Point stdout at devnull once its reader has gone, so that later prints and the
-    interpreter's final flush do not raise BrokenPipeError again."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
-
-
 def _event_line(event: Event) -> str:
     # A node's error may hold anything: control characters are shown, never obeyed.
     from transport.cli_output import printable  # (transport is imported when used)
@@ -298,7 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="as the global option: json (default) or console")
     daemon.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
                         default=argparse.SUPPRESS, help="as the global option (default info)")
-    daemon.set_defaults(handler=cmd_daemon, default_level="info", exit_past_user_threads=True)
+    daemon.set_defaults(handler=cmd_daemon, default_level="info", exit_past_user_threads=True,
+                        writes_stdout=False)
 
     keys = sub.add_parser("keys", help="write a CURVE key pair for the daemon or a client",
                           description="Write DIR/NAME.key (public) and DIR/NAME.key_secret "
@@ -324,6 +323,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = args.log_level or getattr(args, "default_level", "warning")
     logs.configure(fmt=args.log_format, level=level)
     restore_positional(args)
+    if stdout_closed():  # (actors/cli_stdout.py)
+        reserve_stdout()
+        if getattr(args, "writes_stdout", True):
+            print(f"tradeloom: error: {CLOSED_STDOUT_ERROR}", file=sys.stderr)
+            return EXIT_USAGE
     code = _handle(args)
     if getattr(args, "exit_past_user_threads", False):
         exit_past_user_threads(code)

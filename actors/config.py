@@ -2,7 +2,8 @@
 
 `Config.load(path)` / `Config.from_dict(mapping)` validate every key (unknown keys and wrong
 types are errors that name the key) and import the `[[workflows]]` refs, so a bad config
-fails at start-up and never half-way through a trading day.
+fails at start-up and never half-way through a trading day. The ranges of counts, sizes and
+durations are checked by `Config` itself, so a Config built by hand gets the same errors.
 """
 
 from __future__ import annotations
@@ -194,6 +195,15 @@ class Config:
     workflows: tuple[WorkflowEntry, ...] = ()
     #: `[[webhooks]]`: outbound endpoints (actors/webhook_config.py); the daemon runs them.
     webhooks: tuple[WebhookConfig, ...] = ()
+
+    def __post_init__(self) -> None:
+        # The ranges hold however the Config was built (the TOML loader, by hand, or
+        # `dataclasses.replace`), with the loader's one-line ConfigError naming the key: a
+        # hand-built one with supervisors=0 started an engine that ran nothing. Once per
+        # Config (at start), never per execution.
+        from actors.config_parse import check_ranges
+
+        check_ranges(self)
 
     @classmethod
     def load(cls, path: str | Path) -> Config:

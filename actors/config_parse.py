@@ -78,8 +78,7 @@ def parse(raw: Mapping[str, Any], *, base_dir: str | Path | None = None) -> Conf
         workflows=tuple(_import_entry(e, i, base_dir) for i, e in enumerate(entries)),
         webhooks=parse_webhooks(raw.get("webhooks", [])),
     )
-    _check_ranges(config)
-    _check_workflow_ids(config)
+    _check_workflow_ids(config)  # (the ranges: checked by Config itself, check_ranges)
     return config
 
 
@@ -185,7 +184,8 @@ COUNT_RANGES: dict[str, tuple[int, int]] = {
 }
 
 
-def _check_ranges(config: Config) -> None:
+def check_ranges(config: Config) -> None:
+    """A ConfigError naming the key of a value out of its range (`Config` calls it)."""
     d, r, e, j = config.daemon, config.resilience, config.emergency, config.journal
     counts = {"daemon.max_concurrent_executions": d.max_concurrent_executions,
               "daemon.max_queued_executions": d.max_queued_executions,
@@ -195,7 +195,7 @@ def _check_ranges(config: Config) -> None:
               "journal.keep_events": j.keep_events}
     for key, (low, high) in COUNT_RANGES.items():
         value = counts[key]
-        if value is not None and not low <= value <= high:
+        if value is not None and not (type(value) is int and low <= value <= high):
             # The value is not printed: an int past 4300 digits has no str().
             raise ConfigError(f"{key} must be an integer between {low} and {high}")
     checks = [

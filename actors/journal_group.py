@@ -33,6 +33,7 @@ from actors.journal_records import (
     Submitted,
     Ticket,
     WebhookDeadLetter,
+    WebhookLettersDeleted,
     WebhookLetterState,
     WebhookRecord,
     log,
@@ -50,6 +51,7 @@ from actors.journal_sql import (
     SQL_INTENT_RESOLVE,
     SQL_INTERRUPT,
     SQL_LETTER_BY_ID,
+    SQL_LETTER_DELETE,
     SQL_LETTERS_REQUEUE,
     SQL_STATE,
     STATUS_INDEX,
@@ -316,6 +318,9 @@ class GroupBuilder:
                     group.op(SQL_LETTER_BY_ID, (*values, letter_id))
             else:
                 group.op(SQL_LETTERS_REQUEUE, (*values, r.endpoint, r.endpoint))
+        elif isinstance(r, WebhookLettersDeleted):
+            for letter_id in r.letter_ids:
+                group.op(SQL_LETTER_DELETE, (letter_id,))
         else:
             group.op(SQL_DELIVERY, (r.endpoint, r.delivery_id, r.first_seq, r.last_seq,
                                     r.event_type, r.outcome, r.attempts, r.http_status,

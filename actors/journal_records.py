@@ -195,6 +195,14 @@ class WebhookLetterState(Record):
 
 
 @dataclass(frozen=True, slots=True)
+class WebhookLettersDeleted(Record):
+    """An operator deleted these dead letters (`webhooks delete`); one no longer "dead"
+    (re-queued or sent meanwhile) is left alone."""
+
+    letter_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class WebhookDelivery(Record):
     """One line of a webhook's delivery log (`webhooks log`); the newest LOG_KEPT are kept
     per endpoint."""
@@ -213,7 +221,8 @@ class WebhookDelivery(Record):
 
 
 #: What a webhook writes to the journal (`Journal.record_webhook`, actors/webhook_store.py).
-WebhookRecord = WebhookDeadLetter | WebhookLetterState | WebhookDelivery
+WebhookRecord = (WebhookDeadLetter | WebhookLetterState | WebhookLettersDeleted
+                 | WebhookDelivery)
 
 
 # -- codec -----------------------------------------------------------------------------------

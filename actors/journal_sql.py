@@ -63,6 +63,7 @@ _SQL_LETTER_SET = ("UPDATE webhook_dead_letters SET state=?, attempts=attempts+?
 SQL_LETTER_BY_ID = _SQL_LETTER_SET + " WHERE id=?"
 SQL_LETTERS_REQUEUE = (_SQL_LETTER_SET + " WHERE state='dead'"
                        " AND (? IS NULL OR endpoint=?)")
+SQL_LETTER_DELETE = "DELETE FROM webhook_dead_letters WHERE id=? AND state='dead'"
 SQL_DELIVERY = ("INSERT INTO webhook_deliveries(endpoint, delivery_id, first_seq, last_seq,"
                 " event_type, outcome, attempts, http_status, latency_ms, error, at)"
                 " VALUES (?,?,?,?,?,?,?,?,?,?,?)")

@@ -4,6 +4,7 @@ cursor over the journal.
     manager = WebhookManager(config.webhooks, journal)     # secrets from the environment
     manager.start()       # after the engine: each cursor resumes where it stopped
     manager.failed(name=None) / manager.retry(name=None, ids=()) / manager.log(name=None)
+    manager.delete(name=None, ids=())    # dead letters, a removed endpoint's included
     manager.stop()        # before the journal closes
 
 A deliverer reads only committed events, from the journal (never from the engine's
@@ -18,7 +19,8 @@ queue like any other record.
   resends from the registered cursor: at least once; receivers de-duplicate by seq).
 - Final failure (a 4xx other than 408/429, a 3xx, or the retries used up on 408/429/5xx):
   the events go to the dead-letter table and the cursor moves on. `retry` re-queues dead
-  letters; the deliverer sends them again between pages (out of seq order). Each endpoint
+  letters; the deliverer sends them again between pages (out of seq order); `delete`
+  deletes them (those of an endpoint since removed from the config too). Each endpoint
   keeps at most `max_dead_letters`: past it, its oldest dead letters are deleted (in the
   commit that adds the new one), counted in its status (`dropped`), and a warning says so
   the first time and then at most every DROP_WARN_EVERY_S.
@@ -258,6 +260,9 @@ class Deliverer:
                 self._letters.set()  # still queued: the next turn tries again
                 self._unreachable([event], outcome)
                 return
+            # An answer came (whatever its status): the endpoint is up, as after a normal
+            # delivery or probe; else its breaker stayed "open" until the next new event.
+            self._reachable()
             state = "delivered" if outcome.delivered else "dead"
             self.store.letter_state(letter_id, state, endpoint=self.hook.name,
                                     attempts=outcome.attempts,
@@ -321,13 +326,22 @@ class WebhookManager:
 
     # -- control ops -------------------------------------------------------------------------
 
-    def _check(self, name: str | None) -> None:
-        if name is not None and name not in self.deliverers:
-            raise NotFound(f"no webhook named {name!r}; configured: "
-                           f"{', '.join(sorted(self.deliverers)) or 'none'}")
+    def _check(self, name: str | None, *, removed: bool = False) -> None:
+        """NotFound unless `name` is None or configured (with `removed`: or an endpoint
+        since removed from the config whose dead letters the journal still holds)."""
+        if name is None or name in self.deliverers:
+            return
+        held = self.store.held(name)
+        if removed and held:
+            return
+        raise NotFound(f"no webhook named {name!r}; configured: "
+                       f"{', '.join(sorted(self.deliverers)) or 'none'}" + (
+                           f"; {held} dead letter(s) of it are left from before: nothing can "
+                           "send them (list them with `webhooks failed --name`, delete them"
+                           " with `webhooks delete --name`)" if held else ""))
 
     def failed(self, name: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        self._check(name)
+        self._check(name, removed=True)
         return self.store.failed(name, limit)
 
     def retry(self, name: str | None = None, ids: tuple[int, ...] = ()) -> dict[str, Any]:
@@ -337,23 +351,41 @@ class WebhookManager:
         letters = self.store.letters(ids)
         for letter_id, (endpoint, state) in letters.items():
             if state == "dead" and endpoint not in self.deliverers:
-                raise NotFound(f"dead letter {letter_id} is of webhook {endpoint!r}, "
-                               "not configured: no endpoint would send it")
+                raise NotFound(f"dead letter {letter_id} is of webhook {endpoint!r}, not "
+                               "configured: no endpoint would send it (delete it with "
+                               f"`webhooks delete --id {letter_id}`)")
         requeued = self.store.requeue(name, ids, endpoints=frozenset(self.deliverers))
-        if ids and not requeued:
-            # Say why: a second retry of the same id found it queued (or sent) already.
-            reasons = [f"dead letter {i} is {letters[i][1]} already" if i in letters
-                       and letters[i][1] != "dead" else f"no dead letter with id {i}"
-                       for i in ids[:5]]
-            more = f" (and {len(ids) - 5} more ids)" if len(ids) > 5 else ""
-            raise NotFound("; ".join(reasons) + more)
+        if ids and not requeued.count:
+            raise NotFound(_none_done(ids, letters))
         for deliverer in self.deliverers.values():
             deliverer.wake_letters()
-        return {"requeued": requeued}
+        return {"requeued": requeued.ids, "count": requeued.count}
+
+    def delete(self, name: str | None = None, ids: tuple[int, ...] = ()) -> dict[str, Any]:
+        """Delete dead letters: these ids (of `name` when given), else all of `name`'s; an
+        endpoint removed from the config included. ValueError with neither: every
+        endpoint's letters go only by naming each."""
+        if name is None and not ids:
+            raise ValueError("name a webhook or dead letter ids to delete")
+        self._check(name, removed=True)
+        deleted = self.store.delete(name, ids)
+        if ids and not deleted.count:
+            raise NotFound(_none_done(ids, self.store.letters(ids[:5])))
+        return {"deleted": deleted.ids, "count": deleted.count}
 
     def log(self, name: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        self._check(name)
+        self._check(name, removed=True)
         return self.store.deliveries(name, limit)
 
     def status(self) -> list[dict[str, Any]]:
         return [d.status() for d in self.deliverers.values()]
+
+
+def _none_done(ids: tuple[int, ...], letters: dict[int, tuple[str, str]]) -> str:
+    """Why none of `ids` was re-queued or deleted (`letters`: id -> (endpoint, state)): a
+    second retry of an id finds it queued (or sent) already."""
+    reasons = [f"no dead letter with id {i}" if i not in letters
+               else f"dead letter {i} is {letters[i][1]} already" if letters[i][1] != "dead"
+               else f"dead letter {i} is of webhook {letters[i][0]!r}" for i in ids[:5]]
+    more = f" (and {len(ids) - 5} more ids)" if len(ids) > 5 else ""
+    return "; ".join(reasons) + more

@@ -6,7 +6,7 @@
     events = ["execution_failed", "emergency/"]   # types, or topic prefixes (with a "/");
                                             # empty or absent: every event
     secret_env = "OPS_HOOK_SECRET"          # or secret = "..." (one of the two is required)
-    timeout_s = 10.0                        # per attempt (connect, read, write)
+    timeout_s = 10.0                        # per attempt (DNS, connect, read, write)
     max_attempts = 5                        # per event, before a dead letter
     backoff_initial_s = 1.0                 # then x2 per attempt, with jitter ...
     backoff_max_s = 300.0                   # ... up to this

@@ -11,7 +11,8 @@ never block the writer). Tables: actors/journal_schema.py, version 2.
     store.letter_state(...) / store.log(...)
     store.failed(endpoint=None, limit=100) -> [dead letter rows]
     store.queued(endpoint) -> [dead letters to re-send, with their events]
-    store.requeue(endpoint=None, ids=(), endpoints=None) -> [ids]   # durable on return
+    store.requeue(endpoint=None, ids=(), endpoints=None) -> Tally  # durable on return
+    store.delete(endpoint=None, ids=()) -> Tally                  # durable on return
     store.letters(ids) -> {id: (endpoint, state)}
     store.deliveries(endpoint=None, limit=100) -> [log rows, newest first]
 
@@ -28,6 +29,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from actors.errors import JournalWriteFailed
@@ -36,7 +39,9 @@ from actors.journal import Journal
 from actors.journal_records import (
     WebhookDeadLetter,
     WebhookDelivery,
+    WebhookLettersDeleted,
     WebhookLetterState,
+    WebhookRecord,
     unpack,
 )
 from actors.journal_schema import connect_reader
@@ -45,10 +50,30 @@ from actors.webhook_config import WebhookConfig
 #: How long an operator's retry (or the first count of an endpoint's dead letters) waits
 #: for the journal to commit.
 REQUEUE_TIMEOUT_S = 10.0
+#: Dead letters read and re-queued (or deleted) per page (one read and one commit each).
+REQUEUE_PAGE = 500
+#: The most ids a retry's reply lists (a retry of all may re-queue more; it counts them).
+RETRY_IDS_LISTED = 10_000
+#: The "dead" letters (of one endpoint when the parameter is not NULL): a page's read.
+SQL_DEAD_PAGE = ("SELECT id, endpoint FROM webhook_dead_letters WHERE state='dead'"
+                 " AND (? IS NULL OR endpoint=?)")
 LETTER_COLUMNS = ("id", "endpoint", "seq", "event_type", "attempts", "http_status", "error",
                   "failed_at", "state", "retried_at")
 LOG_COLUMNS = ("id", "endpoint", "delivery_id", "first_seq", "last_seq", "event_type",
                "outcome", "attempts", "http_status", "latency_ms", "error", "at")
+
+
+@dataclass(slots=True)
+class Tally:
+    """What a retry re-queued (or a delete deleted): how many, and the ids of the first
+    RETRY_IDS_LISTED."""
+
+    count: int = 0
+    ids: list[int] = field(default_factory=list)
+
+    def add(self, ids: list[int]) -> None:
+        self.count += len(ids)
+        self.ids.extend(ids[:max(0, RETRY_IDS_LISTED - len(self.ids))])
 
 
 class WebhookStore:
@@ -129,27 +154,69 @@ class WebhookStore:
             error=error, at=_now()))
 
     def requeue(self, endpoint: str | None = None, ids: tuple[int, ...] = (),
-                endpoints: frozenset[str] | None = None) -> list[int]:
+                endpoints: frozenset[str] | None = None) -> Tally:
         """Mark dead letters "queued" for their deliverer to send again (all of
         `endpoint`'s, or these ids; only those of `endpoints` when given); durable on
-        return. The ids re-queued."""
-        wanted = frozenset(ids)  # up to 10,000 ids: a tuple's `in` walked them per row
+        return."""
+        return self._pages(endpoint, ids, endpoints, lambda chosen: WebhookLetterState(
+            letter_ids=chosen, state="queued", at=_now()))
+
+    def delete(self, endpoint: str | None = None, ids: tuple[int, ...] = ()) -> Tally:
+        """Delete dead letters (all of `endpoint`'s, or these ids; an endpoint no longer
+        configured included); durable on return."""
+        return self._pages(endpoint, ids, None,
+                           lambda chosen: WebhookLettersDeleted(letter_ids=chosen))
+
+    def _pages(self, endpoint: str | None, ids: tuple[int, ...],
+               endpoints: frozenset[str] | None,
+               record: Callable[[tuple[int, ...]], WebhookRecord]) -> Tally:
+        """`record` the "dead" letters asked for (these ids, else every one), REQUEUE_PAGE
+        at a time: one read and one commit each, so millions are never held at once. Each
+        page is durable before the next is read. What was recorded, in id order."""
+        tally = Tally()
+        if ids:
+            unique = sorted(set(ids))
+            for start in range(0, len(unique), REQUEUE_PAGE):
+                part = unique[start:start + REQUEUE_PAGE]
+                self._page(f"{SQL_DEAD_PAGE} AND id IN ({', '.join('?' * len(part))})",
+                           (endpoint, endpoint, *part), endpoints, record, tally)
+            return tally
+        # Up to the newest letter at the start: a letter dead-lettered meanwhile waits for
+        # the next call (an endpoint refusing a flood would otherwise keep this going).
+        ((ceiling,),) = self._query("SELECT coalesce(max(id), 0) FROM webhook_dead_letters", ())
+        after: int | None = 0
+        while after is not None:
+            after = self._page(f"{SQL_DEAD_PAGE} AND id > ? AND id <= ? ORDER BY id LIMIT ?",
+                               (endpoint, endpoint, after, ceiling, REQUEUE_PAGE), endpoints,
+                               record, tally)
+        return tally
+
+    def _page(self, sql: str, params: tuple[Any, ...], endpoints: frozenset[str] | None,
+              record: Callable[[tuple[int, ...]], WebhookRecord], tally: Tally) -> int | None:
+        """`record` one page of dead letters (those of `endpoints`); the last id read, None
+        when the page was empty."""
         with self._writes:
             self._written()  # no pending dead letter or drop: what is read stays true
-            letters = [row for row in self.failed(endpoint, limit=1_000_000)
-                       if (not wanted or row["id"] in wanted)
-                       and (endpoints is None or row["endpoint"] in endpoints)]
-            chosen = tuple(row["id"] for row in letters)
+            rows = self._query(sql, params)
+            chosen = [(letter_id, endpoint) for letter_id, endpoint in rows
+                      if endpoints is None or endpoint in endpoints]
             if not chosen:
-                return []
-            ticket = self.journal.record_webhook(WebhookLetterState(
-                letter_ids=chosen, state="queued", at=_now()))
-            for row in letters:
-                if row["endpoint"] in self._dead:
-                    self._dead[row["endpoint"]] -= 1
+                return int(rows[-1][0]) if rows else None
+            ticket = self.journal.record_webhook(record(tuple(i for i, _ in chosen)))
+            for _, endpoint in chosen:  # no longer "dead" once written
+                if endpoint in self._dead:
+                    self._dead[endpoint] -= 1
         if not ticket.wait(REQUEUE_TIMEOUT_S):
-            raise JournalWriteFailed(f"the retry was not committed within {REQUEUE_TIMEOUT_S} s")
-        return list(chosen)
+            raise JournalWriteFailed(f"not committed within {REQUEUE_TIMEOUT_S} s ("
+                                     f"{tally.count} dead letter(s) done before)")
+        tally.add([letter_id for letter_id, _ in chosen])
+        return int(rows[-1][0])
+
+    def held(self, endpoint: str) -> int:
+        """How many letters of `endpoint` the journal holds, whatever their state."""
+        ((count,),) = self._query(
+            "SELECT count(*) FROM webhook_dead_letters WHERE endpoint=?", (endpoint,))
+        return int(count)
 
     def letters(self, ids: tuple[int, ...]) -> dict[int, tuple[str, str]]:
         """letter id -> (its endpoint, its state: dead, queued or delivered), of `ids`."""

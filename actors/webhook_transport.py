@@ -12,14 +12,22 @@ This is the one module that reaches into httpx (its transport's `_pool`, see
 `make_client`); the SSRF tests fail if an upgrade moves it. The client follows no
 redirects (a 3xx is a final failure of that delivery) and ignores proxy environment
 variables (a proxy would connect on our behalf, past the guard).
+
+The lookup counts against `timeout_s` too: getaddrinfo cannot be cancelled, so it runs in
+a thread of its own (`BoundedLookup`) and an attempt that waited `timeout_s` for it fails
+as a connect timeout (retried, then the breaker) while the lookup goes on. A later attempt
+waits on that same lookup rather than starting another: a resolver that hangs holds one
+thread per endpoint, not one per attempt.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from typing import Any
 
 import httpcore
@@ -42,6 +50,33 @@ def system_resolver(host: str, port: int) -> list[str]:
     return seen
 
 
+class BoundedLookup:
+    """Runs a `Resolver` in a daemon thread and waits for it at most a given time."""
+
+    def __init__(self, resolver: Resolver) -> None:
+        self.resolver = resolver
+        self._lock = threading.Lock()
+        #: The lookup in flight (or last done) and the (host, port) it is for.
+        self._pending: tuple[tuple[str, int], Future[list[str]]] | None = None
+
+    def __call__(self, host: str, port: int, timeout: float) -> list[str]:
+        """The addresses of `host`; TimeoutError when not known within `timeout`."""
+        with self._lock:
+            pending = self._pending
+            if pending is None or pending[0] != (host, port) or pending[1].done():
+                future: Future[list[str]] = Future()
+                threading.Thread(target=self._run, args=(future, host, port), daemon=True,
+                                 name=f"tradeloom-webhook-lookup-{host}").start()
+                pending = self._pending = ((host, port), future)
+        return pending[1].result(timeout)
+
+    def _run(self, future: Future[list[str]], host: str, port: int) -> None:
+        try:
+            future.set_result(self.resolver(host, port))
+        except Exception as exc:  # noqa: BLE001 - raised in the attempt waiting on it
+            future.set_exception(exc)
+
+
 def is_public(address: IPAddress) -> bool:
     """Reachable on the public internet: not private, loopback, link-local, multicast,
     reserved or unspecified (an IPv4-mapped IPv6 address is judged as its IPv4 one)."""
@@ -58,6 +93,7 @@ class GuardedBackend(httpcore.NetworkBackend):
     def __init__(self, *, allow_private: bool, resolver: Resolver = system_resolver) -> None:
         self.allow_private = allow_private
         self.resolver = resolver
+        self._lookup = BoundedLookup(resolver)
         self._connect = httpcore.SyncBackend().connect_tcp
         #: The attempt in flight must be over by this `time.monotonic()` (set per request by
         #: `AttemptDeadline`): httpx's timeouts are per read, so a server that trickles a
@@ -76,7 +112,10 @@ class GuardedBackend(httpcore.NetworkBackend):
                     local_address: str | None = None,
                     socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
         try:
-            addresses = self.resolver(host, port)
+            addresses = self._lookup(host, port, self.bound(timeout, httpcore.ConnectTimeout))
+        except TimeoutError as exc:  # the lookup goes on in its thread; this attempt ends
+            raise httpcore.ConnectTimeout(
+                f"resolving {host!r} took more than timeout_s ({self.timeout_s:g} s)") from exc
         except (OSError, UnicodeError) as exc:  # UnicodeError: a label empty or too long
             raise httpcore.ConnectError(f"cannot resolve {host!r}: {exc}") from exc
         allowed = [a for a in addresses

@@ -122,8 +122,10 @@ class DaemonProcess:
 
     def __init__(self, config: Path, control: str, events: str, *,
                  cwd: Path | None = None, log_format: str = "json",
-                 keys: ClientKeys | None = None) -> None:
+                 keys: ClientKeys | None = None, close_stdout: bool = False) -> None:
         self.config, self.control, self.events = config, control, events
+        #: Start it with fd 1 closed (`tradeloom daemon ... >&-`).
+        self.close_stdout = close_stdout
         self.keys = keys  # for its CURVE sockets: the readiness ping and `client()`
         self.cwd = cwd or config.parent
         self.log_format = log_format
@@ -133,9 +135,10 @@ class DaemonProcess:
 
     def start(self) -> None:
         self.starts += 1
+        closing = ["sh", "-c", 'exec "$@" >&-', "sh"] if self.close_stdout else []
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [*TRADELOOM, "--log-format", self.log_format, "daemon", "--config",
+                [*closing, *TRADELOOM, "--log-format", self.log_format, "daemon", "--config",
                  str(self.config)],
                 cwd=self.cwd, env=environment(), stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + READY_S

@@ -337,10 +337,11 @@ def test_daemon_integer_lists_out_of_range_are_one_line_naming_the_key(
 
 
 def test_a_hand_built_config_with_a_huge_cpu_id_is_a_config_error() -> None:
-    """`Engine.start` turned OSError and ValueError into a ConfigError, not OverflowError."""
-    config = dataclasses.replace(Config(), daemon=dataclasses.replace(
-        DaemonConfig(), cpu_affinity=(2 ** 70,)))
+    """`Engine.start` turned OSError and ValueError into a ConfigError, not OverflowError
+    (now the Config itself refuses it, as the TOML loader does)."""
     with pytest.raises(ConfigError, match=r"daemon\.cpu_affinity"):
+        config = dataclasses.replace(Config(), daemon=dataclasses.replace(
+            DaemonConfig(), cpu_affinity=(2 ** 70,)))
         Engine.start(config).stop()
 
 

@@ -5,6 +5,7 @@ daemon is idle, text that could restyle or reorder a line of the terminal view, 
 from __future__ import annotations
 
 import io
+import json
 import select
 import subprocess
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from tests.daemon_process import TRADELOOM, DaemonProcess, environment, running_
 from transport import tail
 from transport.cli_output import printable
 from transport.subscriber import Subscriber
-from transport.tail_view import StatusHeader, event_line
+from transport.tail_view import MAX_VALUE_CHARS, StatusHeader, event_line
 
 
 @pytest.fixture
@@ -115,6 +116,47 @@ def test_a_rare_wanted_event_is_shown_while_the_stream_never_pauses() -> None:
         tail._follow(cast("Subscriber", stream), frozenset({"node_failed"}), show)
     # Shown after one batch's worth of events read, not once the stream pauses.
     assert shown == [(tail.BATCH, [1])], shown[:3]
+
+
+class OneEvent:
+    """A stream with one event, then a pause, then nothing more."""
+
+    def __init__(self, event: dict[str, Any]) -> None:
+        self.replies: list[dict[str, Any] | None] = [event, None]
+
+    def next(self, timeout: float | None = None) -> dict[str, Any] | None:
+        if not self.replies:
+            raise StreamRanOut
+        return self.replies.pop(0)
+
+
+MEGABYTE_ERROR = "E" * 1_000_000
+
+
+@pytest.mark.parametrize("fields", [
+    {"type": "node_failed", "node_id": "n", "error_type": "ValueError", "attempt": 2,
+     "final": False},
+    {"type": "execution_failed", "status": "failed", "duration_ms": 5.0,
+     "error_type": "ValueError"},
+])
+def test_error_texts_are_cut_on_the_terminal_view_as_outputs_are_and_whole_in_json(
+        fields: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    # A megabyte error took 0.6 s to draw while an output as long was cut.
+    event = {**fields, "seq": 3, "timestamp": "2026-11-30T05:00:00.000Z",
+             "workflow_id": "wf", "execution_id": "exec_wf_1f2e", "error": MEGABYTE_ERROR}
+    line = event_line(event).plain
+    completed = event_line({"seq": 2, "type": "node_completed", "node_id": "n",
+                            "outputs": MEGABYTE_ERROR}).plain
+    cut = "E" * (MAX_VALUE_CHARS - 1) + "…"
+    assert cut in line and "E" * MAX_VALUE_CHARS not in line, len(line)
+    assert len(line) < 3 * MAX_VALUE_CHARS, len(line)
+    # the same length as an output's cut (its JSON text starts with a quote)
+    assert completed.endswith('-> "' + cut[1:]), completed[-200:]
+    if fields["type"] == "node_failed":
+        assert line.endswith(f"ValueError: {cut} (attempt 2, will retry)"), line[-200:]
+    with pytest.raises(StreamRanOut):
+        tail._follow_json(cast("Subscriber", OneEvent(event)), frozenset())
+    assert json.loads(capsys.readouterr().out)["error"] == MEGABYTE_ERROR
 
 
 @pytest.mark.parametrize("workflow", ["x" * 2000, "a\x1bb", "a b", ""])

@@ -130,7 +130,7 @@ def test_retry_leaves_alone_the_dead_letters_of_an_endpoint_no_longer_configured
     try:
         # Before: both re-queued it for a deliverer that does not exist: it left `failed`
         # and was never sent ("requeued" said otherwise).
-        assert renamed.retry() == {"requeued": []}
+        assert renamed.retry() == {"requeued": [], "count": 0}
         with pytest.raises(NotFound, match=rf"^dead letter {letter['id']} is of webhook 'ops'"
                                            r", not configured"):
             renamed.retry(ids=(letter["id"],))
@@ -228,7 +228,7 @@ def test_retrying_the_same_dead_letter_twice_says_it_is_queued_or_delivered_alre
         endpoint.default_status = 200
         endpoint.gate.clear()
         asked = len(endpoint.requests)
-        assert manager.retry(ids=(letter["id"],)) == {"requeued": [letter["id"]]}
+        assert manager.retry(ids=(letter["id"],)) == {"requeued": [letter["id"]], "count": 1}
         endpoint.wait_for(lambda reqs: len(reqs) > asked, timeout=DEADLINE_S)
         with pytest.raises(NotFound, match=rf"^dead letter {letter['id']} is queued already$"):
             manager.retry(ids=(letter["id"],))

@@ -1,6 +1,6 @@
 """Webhooks in the real daemon (a subprocess): an endpoint down across a restart (SIGTERM
 and kill -9) gets every event after, in seq order, with no gap; dead letters through the
-CLI; a missing secret stops start-up with exit 2."""
+CLI, a removed endpoint's deleted; a missing secret stops start-up with exit 2."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from tests.daemon_fixture import (
     DaemonProcess,
     child_env,
     free_port,
+    toml_text,
     wait_idle,
 )
 from tests.webhook_server import EndpointServer
@@ -108,6 +109,35 @@ def test_dead_letter_and_retry_through_the_cli(fleet: DaemonFleet) -> None:
         assert any(row["outcome"] == "retry_delivered" for row in log["deliveries"])
         proc = cli("webhooks", "failed", "--name", "nope", *client)
         assert proc.returncode == 1 and "no webhook named 'nope'" in proc.stderr
+        assert daemon.terminate() == 0
+
+
+def test_a_removed_endpoints_dead_letters_are_listed_and_deleted_through_the_cli(
+        fleet: DaemonFleet) -> None:
+    with EndpointServer() as endpoint:
+        endpoint.default_status = 400
+        daemon = hooked(fleet, endpoint.port, events=["daemon_started"])
+        daemon.start()
+        with daemon.client() as control:
+            _wait(control, lambda c: c.request("webhooks_failed"))
+        assert daemon.terminate() == 0
+        endpoint.default_status = 200
+        daemon.config["webhooks"][0]["name"] = "ops2"  # "ops" is removed from the config
+        daemon.config_path.write_text(toml_text(daemon.config), encoding="utf-8")
+        daemon.start()
+        client = ["--control", daemon.control, "--timeout", "5"]
+        with daemon.client() as control:
+            dead = control.request("webhooks_failed", name="ops")
+        assert dead and {row["endpoint"] for row in dead} == {"ops"}
+        proc = cli("webhooks", "retry", "--name", "ops", *client)
+        assert proc.returncode == 1 and "nothing can send them" in proc.stderr, proc.stderr
+        proc = cli("webhooks", "delete", "--name", "ops", *client)  # before: no such command
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout == f"deleted {len(dead)} dead letter(s)\n"
+        with daemon.client() as control:
+            assert control.request("webhooks_failed") == []
+        proc = cli("webhooks", "delete", *client)
+        assert proc.returncode == 2 and "give --name WEBHOOK or --id N" in proc.stderr
         assert daemon.terminate() == 0
 
 

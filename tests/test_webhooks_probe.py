@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from actors.errors import ConfigError
 from actors.webhook_config import WebhookConfig, WebhookSecrets, parse_webhooks
 from actors.webhook_delivery import Outcome, Sender, body_of, retry_after_s
-from actors.webhook_transport import make_client
-from tests.test_webhooks import SECRET, WebhooksFactory, hook, webhooks
+from actors.webhook_transport import Resolver, make_client, system_resolver
+from tests.test_webhooks import SECRET, WebhooksFactory, hook, wait_log, webhooks
 from tests.webhook_server import EndpointServer
 
 __all__ = ["webhooks"]  # the fixture, re-used
@@ -94,12 +94,14 @@ def raw() -> Iterator[Callable[[Behaviour], RawEndpoint]]:
         server.close()
 
 
-def sender_for(url: str, *, timeout_s: float = 0.5, max_attempts: int = 1) -> Sender:
+def sender_for(url: str, *, timeout_s: float = 0.5, max_attempts: int = 1,
+               resolver: Resolver = system_resolver,
+               sleep: Callable[[float], None] = lambda _s: None) -> Sender:
     config = WebhookConfig(name="probe", url=url, secret=SECRET, timeout_s=timeout_s,
                            max_attempts=max_attempts, backoff_initial_s=0.01,
                            backoff_max_s=0.05, allow_private=True)
-    client = make_client(timeout_s=timeout_s, allow_private=True)
-    return Sender(config, WebhookSecrets(SECRET.encode()), client, sleep=lambda _s: None)
+    client = make_client(timeout_s=timeout_s, allow_private=True, resolver=resolver)
+    return Sender(config, WebhookSecrets(SECRET.encode()), client, sleep=sleep)
 
 
 def deliver_within(sender: Sender, seconds: float) -> Outcome:
@@ -284,3 +286,53 @@ def test_stop_is_prompt_while_a_slow_loris_holds_a_delivery(
     manager.stop(timeout=5.0)
     assert time.monotonic() - started < 3.0
     assert all(not d._thread or not d._thread.is_alive() for d in manager.deliverers.values())
+
+
+class HangingResolver:
+    """A resolver that blocks until `release` is set (a DNS server that never answers),
+    then answers 127.0.0.1; counts its calls."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.calls = 0
+
+    def __call__(self, host: str, port: int) -> list[str]:
+        self.calls += 1
+        self.release.wait(DEADLINE_S)
+        return ["127.0.0.1"]
+
+
+def test_a_hanging_dns_lookup_is_a_timed_out_attempt_within_timeout_s() -> None:
+    resolver, waits = HangingResolver(), list[float]()
+    sender = sender_for("http://hooks.example.test:9/hook", timeout_s=0.2, max_attempts=3,
+                        resolver=resolver, sleep=waits.append)
+    started = time.monotonic()
+    try:
+        outcome = deliver_within(sender, 5.0)  # before: held until the resolver returned
+    finally:
+        resolver.release.set()
+    assert time.monotonic() - started < 3.0
+    assert not outcome.delivered and outcome.unreachable and outcome.attempts == 3
+    assert outcome.error is not None and "ConnectTimeout" in outcome.error
+    assert "resolving 'hooks.example.test' took more than timeout_s" in outcome.error
+    assert len(waits) == 2  # the usual backoff between the attempts
+    assert resolver.calls == 1  # later attempts wait on the lookup in flight: one thread
+
+
+def test_a_hanging_dns_lookup_opens_the_breaker_and_the_endpoint_catches_up_after(
+        webhooks: WebhooksFactory, endpoint: EndpointServer) -> None:
+    resolver = HangingResolver()
+    try:
+        engine, manager, _ = webhooks(
+            hook(f"http://hooks.example.test:{endpoint.port}/hook", timeout_s=0.2,
+                 max_attempts=2), resolver=resolver)
+        engine.sink.emit([node_completed({"x": 1})])
+        rows = wait_log(manager, lambda rows: any(r["outcome"] == "unreachable"
+                                                  for r in rows), timeout=DEADLINE_S)
+        assert "took more than timeout_s" in rows[0]["error"]
+        assert manager.status()[0]["breaker"] == "open"
+    finally:
+        resolver.release.set()
+    endpoint.wait_for(lambda requests: len(requests) >= 1, timeout=DEADLINE_S)
+    wait_log(manager, lambda rows: rows[0]["outcome"] == "delivered", timeout=DEADLINE_S)
+    assert manager.status()[0]["breaker"] == "closed"

@@ -264,6 +264,10 @@ class FakeHandler:
         self._record("webhooks_log", name=name, limit=limit)
         raise NotFound("no [[webhooks]] are configured")
 
+    def webhooks_delete(self, *, name: str | None, ids: list[int]) -> Event:
+        self._record("webhooks_delete", name=name, ids=ids)
+        raise NotFound("no [[webhooks]] are configured")
+
     def ops(self) -> Iterator[str]:
         with self.lock:
             return iter([op for op, _ in self.calls])

@@ -1,9 +1,9 @@
-"""`tradeloom webhooks {failed,retry,log}`: the dead letters and delivery log of the
-daemon's `[[webhooks]]` endpoints, through the control ops `webhooks_failed`,
-`webhooks_retry` and `webhooks_log` (docs/protocol.md).
+"""`tradeloom webhooks {failed,retry,delete,log}`: the dead letters and delivery log of
+the daemon's `[[webhooks]]` endpoints, through the control ops `webhooks_failed`,
+`webhooks_retry`, `webhooks_delete` and `webhooks_log` (docs/protocol.md).
 
 Exit 0; 1 when the daemon has no such webhook (or none configured) or no such dead
-letter; 3 when the daemon is unreachable.
+letter; 2 for `delete` with neither --name nor --id; 3 when the daemon is unreachable.
 """
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ from typing import Any
 
 from transport.cli_options import (
     EXIT_OK,
+    EXIT_USAGE,
     ExampleFormatter,
     add_client_options,
     client_command,
     connection,
+    fail,
     print_json,
 )
 from transport.cli_output import printable
@@ -46,6 +48,16 @@ def register(sub: Any) -> None:
                     "id; 3 unreachable.")
     retry.add_argument("--id", dest="ids", type=int, action="append", default=[],
                        metavar="N", help="a dead letter's id (repeatable); default: all")
+    delete = commands.add_parser(
+        "delete", formatter_class=ExampleFormatter,
+        epilog="example:\n  tradeloom webhooks delete --name old-slack",
+        help="delete dead letters",
+        description="Delete dead letters: one endpoint's with --name (one removed from "
+                    "the config included: nothing can send its letters), or --id N .... "
+                    "Exit 0; 1 unknown webhook or id; 2 neither --name nor --id; 3 "
+                    "unreachable.")
+    delete.add_argument("--id", dest="ids", type=int, action="append", default=[],
+                        metavar="N", help="a dead letter's id (repeatable)")
     log = commands.add_parser(
         "log", formatter_class=ExampleFormatter,
         epilog="example:\n  tradeloom webhooks log --name ops-slack --limit 20",
@@ -53,7 +65,7 @@ def register(sub: Any) -> None:
         description="Each endpoint's cursor and breaker, then its deliveries, newest "
                     "first: outcome, attempts, HTTP status, latency. Exit 0; 1 unknown "
                     "webhook; 3 unreachable.")
-    for parser in (failed, retry, log):
+    for parser in (failed, retry, delete, log):
         parser.add_argument("--name", metavar="WEBHOOK", help="only this endpoint")
         parser.add_argument("--json", action="store_true", help="print the reply as JSON")
         add_client_options(parser)
@@ -62,6 +74,7 @@ def register(sub: Any) -> None:
                             help="at most N rows (default 100)")
     failed.set_defaults(handler=client_command(cmd_failed))
     retry.set_defaults(handler=client_command(cmd_retry))
+    delete.set_defaults(handler=client_command(cmd_delete))
     log.set_defaults(handler=client_command(cmd_log))
 
 
@@ -92,7 +105,21 @@ def cmd_retry(args: argparse.Namespace) -> int:
     if args.json:
         print_json(reply)
     else:
-        print(f"re-queued {len(reply['requeued'])} dead letter(s)", flush=True)
+        print(f"re-queued {reply.get('count', len(reply['requeued']))} dead letter(s)",
+              flush=True)
+    return EXIT_OK
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    if args.name is None and not args.ids:  # every endpoint's letters go only by name
+        fail("webhooks delete: give --name WEBHOOK or --id N (see --help)")
+        return EXIT_USAGE
+    with connection(args).control_client() as control:
+        reply = control.request("webhooks_delete", name=args.name, ids=args.ids)
+    if args.json:
+        print_json(reply)
+    else:
+        print(f"deleted {reply['count']} dead letter(s)", flush=True)
     return EXIT_OK
 
 

@@ -127,6 +127,9 @@ class EngineControlHandler:
     def webhooks_retry(self, *, name: str | None, ids: list[int]) -> dict[str, Any]:
         return self._hooks().retry(name, tuple(ids))
 
+    def webhooks_delete(self, *, name: str | None, ids: list[int]) -> dict[str, Any]:
+        return self._hooks().delete(name, tuple(ids))
+
     def webhooks_log(self, *, name: str | None, limit: int) -> dict[str, Any]:
         hooks = self._hooks()
         return {"endpoints": hooks.status(), "deliveries": hooks.log(name, limit)}

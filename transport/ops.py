@@ -85,6 +85,8 @@ class ControlHandler(Protocol):
 
     def webhooks_log(self, *, name: str | None, limit: int) -> dict[str, Any]: ...
 
+    def webhooks_delete(self, *, name: str | None, ids: list[int]) -> dict[str, Any]: ...
+
 
 class Recording(Protocol):
     """What a deferred reply waits for (the journal's `Ticket`): `done` once committed,
@@ -325,6 +327,13 @@ def _webhooks_retry(req: dict[str, Any]) -> dict[str, Any]:
     return {"name": _text(req, "name", required=False, max_len=MAX_ID), "ids": ids}
 
 
+def _webhooks_delete(req: dict[str, Any]) -> dict[str, Any]:
+    args = _webhooks_retry(req)
+    if args["name"] is None and not args["ids"]:  # every endpoint's letters: name each
+        raise BadRequest("field 'name' or 'ids' is required")
+    return args
+
+
 #: op -> validator returning the handler's keyword arguments.
 OPS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "ping": _none, "status": _none, "submit": _submit, "execution": _execution_id,
@@ -332,7 +341,7 @@ OPS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "alert": _alert, "reduce_only": _reason_origin, "resume": _resume, "intents": _intents,
     "resolve_intent": _resolve_intent, "risk_update": _risk_update, "replay": _replay,
     "webhooks_failed": _webhooks_list, "webhooks_retry": _webhooks_retry,
-    "webhooks_log": _webhooks_list,
+    "webhooks_log": _webhooks_list, "webhooks_delete": _webhooks_delete,
 }
 
 
