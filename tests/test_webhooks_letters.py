@@ -150,6 +150,36 @@ def test_a_removed_endpoints_dead_letters_are_listed_and_deleted_not_retried(
         renamed.stop()
 
 
+def test_letters_queued_for_an_endpoint_since_removed_are_dead_again_at_start(
+        make_engine: EngineFactory, tmp_path: Path, endpoint: EndpointServer) -> None:
+    # Re-queued, then the endpoint was removed before it sent them: left "queued", no
+    # deliverer would ever send them, and listing, retry and delete saw none of them.
+    endpoint.default_status = 400
+    config = {"daemon": {"data_dir": str(tmp_path / "data")},
+              "webhooks": [hook(endpoint.url, events=["daemon_started"], max_attempts=1)]}
+    engine = make_engine(config)
+    assert engine.journal is not None
+    old = WebhookManager(Config.from_dict(config).webhooks, engine.journal, environ={})
+    old.start()
+    emit(engine, 3)
+    wait_log(old, lambda rows: sum(r["outcome"] == "dead" for r in rows) == 3,
+             timeout=DEADLINE_S)
+    assert engine.journal.flush(DEADLINE_S)
+    ids = [row["id"] for row in old.failed()]
+    old.stop()
+    store = webhook_store.WebhookStore(engine.journal)
+    assert store.requeue("ops").count == 3  # the retry, just before the restart
+    store.close()
+    renamed = WebhookManager(Config.from_dict({"webhooks": [
+        hook(endpoint.url, name="ops2")]}).webhooks, engine.journal, environ={})
+    renamed.start()
+    try:
+        assert [row["id"] for row in renamed.failed("ops")] == ids
+        assert renamed.delete("ops") == {"deleted": ids, "count": 3}
+    finally:
+        renamed.stop()
+
+
 def test_deleted_dead_letters_no_longer_count_towards_the_cap(
         webhooks: WebhooksFactory, endpoint: EndpointServer) -> None:
     endpoint.default_status = 400
