@@ -12,9 +12,10 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors import ManualClock
+from actors import EmergencyState, ManualClock
 from actors.config import LimitConfig
 from actors.risk import RiskBook
+from tests.conftest import EngineFactory, Recorder
 
 DAY_S = 86_400.0
 
@@ -112,6 +113,26 @@ def test_a_non_hour_offset_zone_resets_at_its_own_midnight() -> None:
     book.update("loss", delta=100.0)
     clock.set_wall(wall("2026-06-01 18:16"))
     assert value(book) == 0.0
+
+
+def test_a_wall_clock_jump_neither_makes_a_feed_stale_nor_keeps_it_fresh(
+        make_engine: EngineFactory) -> None:
+    clock = ManualClock()
+    feed = {"name": "feed", "kind": "custom", "threshold": 1e9, "auto_halt": False,
+            "stale_after_s": 30.0}
+    barrier = {"name": "barrier", "kind": "custom", "threshold": 1.0, "auto_halt": False}
+    engine = make_engine({"emergency": {"limits": [feed, barrier]}}, clock=clock)
+    rec = Recorder().follow(engine)
+    clock.set_wall(clock.time() + 365 * DAY_S)         # a year ahead: not thirty seconds
+    clock.advance(10.0)
+    engine.risk_update("feed", value=1.0)              # fed: silent from here
+    clock.set_wall(clock.time() - 2 * 365 * DAY_S)     # a year behind: the silence counts
+    clock.advance(29.0)
+    engine.risk_update("barrier", value=0.0)           # the watchdog's tick is handled
+    assert engine.state is EmergencyState.NORMAL and not rec.of_type("emergency_state_changed")
+    clock.advance(1.0)                                 # 30 s of monotonic silence
+    (event,) = rec.wait_type("emergency_state_changed")
+    assert (event["state"], event["source"]) == ("ALERT", "stale_feed")
 
 
 # -- exactly one reset per local trading day, around real DST switches -------------------------
