@@ -255,7 +255,9 @@ class RiskBook:
 
     def restore(self, saved: dict[str, dict[str, Any]]) -> None:
         """Put back a snapshot; limits no longer configured are ignored, a daily_loss saved
-        on an earlier trading day resets on its next use, and stale-feed clocks start now.
+        on an earlier trading day resets on its next use (one saved by a clock that ran
+        days ahead keeps its figure until the next reset time), and stale-feed clocks
+        start now.
         A saved figure that is not finite is refused (ValueError): it would disarm."""
         now = self._clock.monotonic()
         for name, fields in saved.items():
