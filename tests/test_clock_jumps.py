@@ -201,3 +201,28 @@ def test_exactly_one_reset_per_local_trading_day(zone_name: str, year: int, whic
         after = book.update("loss", delta=1.0).limit.value
         assert (after == 1.0) == reset_due, (datetime.fromtimestamp(now, zone), after)
         before = now
+
+
+@settings(max_examples=60, deadline=None)
+@given(zone_name=st.sampled_from(ZONES), year=st.integers(2024, 2028),
+       which=st.integers(0, 5), minutes=st.integers(0, 24 * 60 - 1),
+       steps=st.lists(st.integers(-20 * 3600, 6 * 3600), min_size=20, max_size=60))
+def test_a_clock_stepping_back_less_than_a_day_never_resets_a_day_twice(
+        zone_name: str, year: int, which: int, minutes: int, steps: list[int]) -> None:
+    changes = offset_changes(zone_name, year)
+    clock = ManualClock(start_wall=changes[which % len(changes)] - DAY_S)
+    book = loss_book(clock, reset_at=f"{minutes // 60:02d}:{minutes % 60:02d}",
+                     timezone=zone_name)
+    book.update("loss", delta=1.0)
+    reset_days = [book.limits["loss"].day]
+    newest = clock.time()
+    for step in steps:
+        newest = max(newest, clock.time() + step)
+        clock.set_wall(max(clock.time() + step, newest - 20 * 3600))  # < a day behind
+        if book.update("loss", delta=1.0).limit.value == 1.0:
+            reset_days.append(book.limits["loss"].day)
+    assert reset_days == sorted(set(reset_days)), reset_days   # each day once, in order
+    latest = max(reset_days)
+    clock.set_wall(clock.time() + 3 * DAY_S)             # the days go on: a reset comes
+    assert book.update("loss", delta=1.0).limit.value == 1.0
+    assert book.limits["loss"].day > latest
