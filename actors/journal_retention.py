@@ -7,7 +7,9 @@ batch rows in one short transaction, never past a registered cursor's unread eve
 unresolved intent's `seq_at` event, or the newest batch row (it carries `last_seq` across
 restarts); then the executions and resolved intents whose events are all gone, and the
 emergency history beyond its newest HISTORY_KEPT rows. Freed pages are reused by later
-commits, so the file stays bounded.
+commits, so the file stays bounded. `keep_days` reads each row's `written_at`; rows a wall
+clock stamped ahead before it was set back take the next commit's time (see
+`restamp_if_set_back`).
 """
 
 from __future__ import annotations
