@@ -1,7 +1,8 @@
 """Time as a collaborator, so tests of backoff, breakers and daily resets take milliseconds.
 
 The engine reads two clocks: `monotonic()` for deadlines (timeouts, backoff, breaker reset)
-and `time()` for wall-clock facts (event timestamps, the UTC day of `daily_loss`).
+and `time()` for wall-clock facts (event timestamps, the trading day of `daily_loss`, the
+age of journal rows for `keep_days`), which may jump either way (NTP steps, DST is not one).
 """
 
 from __future__ import annotations

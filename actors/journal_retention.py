@@ -7,7 +7,9 @@ batch rows in one short transaction, never past a registered cursor's unread eve
 unresolved intent's `seq_at` event, or the newest batch row (it carries `last_seq` across
 restarts); then the executions and resolved intents whose events are all gone, and the
 emergency history beyond its newest HISTORY_KEPT rows. Freed pages are reused by later
-commits, so the file stays bounded.
+commits, so the file stays bounded. `keep_days` reads each row's `written_at`; rows a wall
+clock stamped ahead before it was set back take the next commit's time (see
+`restamp_if_set_back`).
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ class Retention:
         self._more = False
         #: The first kept seq for which no execution or intent was left to prune.
         self._records_pruned_for = -1
+        #: The newest `written_at` of the rows (None: not read from the file yet).
+        self._newest_stamp: float | None = None
 
     def idle_s(self) -> float | None:
         """How long the idle writer may sleep: until the next pass is due."""
@@ -57,6 +61,32 @@ class Retention:
             return
         self._last_pass = now
         self._more = self.prune_pass(conn, committed_seq) > 0
+
+    def restamp_if_set_back(self, conn: sqlite3.Connection,
+                            batches: list[tuple[int, int, float, bytes]]) -> None:
+        """Before `batches` are inserted (in the writer's transaction): rows stamped later
+        than them were stamped by a wall clock that ran ahead and has been set back; they
+        take the new rows' time. Age is judged in seq order, so one row stamped years
+        ahead would otherwise hold every later row back for years. The rows stamped
+        ahead are the newest ones, so this reads back from the end only as far as them."""
+        if self.keep_days is None or not batches:
+            return
+        stamp = min(b[2] for b in batches)
+        if self._newest_stamp is None:
+            newest = conn.execute("SELECT written_at FROM event_batches "
+                                  "ORDER BY first_seq DESC LIMIT 1").fetchone()
+            self._newest_stamp = newest[0] if newest else stamp
+        if stamp < self._newest_stamp:
+            conn.execute(
+                "UPDATE event_batches SET written_at = ? WHERE first_seq > coalesce((SELECT "
+                "first_seq FROM event_batches WHERE written_at <= ? ORDER BY first_seq DESC "
+                "LIMIT 1), -1)", (stamp, stamp))
+            self._newest_stamp = stamp
+        self._newest_stamp = max(self._newest_stamp, *(b[2] for b in batches))
+
+    def rolled_back(self) -> None:
+        """The write was rolled back, a restamp with it: read the newest stamp again."""
+        self._newest_stamp = None
 
     def prune_all(self, conn: sqlite3.Connection, committed_seq: int) -> None:
         for _ in range(100_000):

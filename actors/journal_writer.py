@@ -219,6 +219,7 @@ class JournalWriter:
         conn = self.conn
         conn.execute("BEGIN")
         if group.batches:
+            self.retention.restamp_if_set_back(conn, group.batches)
             conn.executemany(SQL_BATCH, group.batches)
         if group.executions:
             conn.executemany(SQL_EXECUTION, group.executions.values())
@@ -240,6 +241,7 @@ class JournalWriter:
 
     def _rollback(self) -> None:
         rollback(self.conn)
+        self.retention.rolled_back()
 
     def _housekeeping(self) -> None:
         if not self.failing:  # (a failing disk is retried first; pruning can wait)

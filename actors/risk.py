@@ -11,7 +11,7 @@ import math
 import numbers
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, time, timedelta, tzinfo
 from typing import Any
 
 from actors.clock import Clock
@@ -46,9 +46,19 @@ def trading_day(wall: float, zone_info: tzinfo, reset_minutes_: int) -> int:
     Wall-clock arithmetic, so the day starts at the same local time on either side of a
     DST switch (a reset time that does not exist that day falls at the first instant
     after it). With UTC and 00:00 it is the UTC day number, `int(wall // 86400)`.
+
+    Never decreasing as `wall` grows: in the repeated hour of a switch back, local time
+    goes back, and a reset time inside that hour has already passed at its first
+    occurrence; the second occurrence is still the new day (an engine started there
+    would otherwise reset a day's figure twice).
     """
     local = datetime.fromtimestamp(wall, zone_info)
-    return (local - timedelta(minutes=reset_minutes_)).toordinal() - _EPOCH_ORDINAL
+    day = (local - timedelta(minutes=reset_minutes_)).date()
+    if local.fold:
+        following = datetime.combine(day + timedelta(days=1), time(), zone_info)
+        if (following + timedelta(minutes=reset_minutes_)).timestamp() <= wall:
+            day += timedelta(days=1)
+    return day.toordinal() - _EPOCH_ORDINAL
 
 
 @dataclass(slots=True, kw_only=True)
@@ -245,7 +255,9 @@ class RiskBook:
 
     def restore(self, saved: dict[str, dict[str, Any]]) -> None:
         """Put back a snapshot; limits no longer configured are ignored, a daily_loss saved
-        on an earlier trading day resets on its next use, and stale-feed clocks start now.
+        on an earlier trading day resets on its next use (one saved by a clock that ran
+        days ahead keeps its figure until the next reset time), and stale-feed clocks
+        start now.
         A saved figure that is not finite is refused (ValueError): it would disarm."""
         now = self._clock.monotonic()
         for name, fields in saved.items():
@@ -304,9 +316,15 @@ class RiskBook:
         if limit.kind != "daily_loss":
             return
         today = self._day_of(limit)
-        # Only forward: in the hour a DST switch repeats, local time goes back and with
-        # it the day number, for an hour; that is not a new day (nor is a clock set back).
         if today > limit.day:
             limit.day = today
             limit.value = 0.0
             limit.warned = limit.exceeded = False
+        elif today < limit.day - 1:
+            # The wall clock was set back past more than one reset time: it had run ahead
+            # (an NTP step of days or years) and was corrected. Following it, figure kept,
+            # means the next reset comes at the next reset time, not a year from now.
+            limit.day = today
+        # One day behind is not a new day: in the hour a DST switch repeats, local time
+        # goes back and with it the day number; a clock set back across one reset time
+        # must not reset again when it passes that time a second time.

@@ -144,3 +144,54 @@ def test_executions_go_with_their_events_but_open_ones_stay(tmp_path: Path) -> N
                         "exec_wf_00000013"}
         row = journal.execution("exec_wf_running0")
         assert row is not None and row["status"] == "running" and row["nodes"] == {}
+
+
+@pytest.mark.parametrize("first_write_fails", [False, True])
+def test_keep_days_goes_on_after_a_clock_that_ran_ahead_is_set_back(
+        tmp_path: Path, first_write_fails: bool) -> None:
+    clock = ManualClock()
+    start = clock.time()
+    with started(tmp_path, keep_events=None, keep_days=1.0, clock=clock) as (journal, _):
+        seq = Sequencer(journal)
+        commit_rows(journal, seq, 10)                       # 1..50
+        clock.set_wall(start + 10 * 365 * 86400)            # NTP steps ten years ahead
+        commit_rows(journal, seq, 10)                       # 51..100, stamped ten years on
+        clock.set_wall(start + 60)                          # ... and is corrected
+        if first_write_fails:  # the restamp is rolled back with it, and done on the retry
+            journal._testing_fail_commits(1)
+        commit_rows(journal, seq, 10)                       # 101..150
+        clock.advance(2 * 86400)
+        commit_rows(journal, seq, 10)                       # 151..200
+        assert journal.prune() and journal.first_seq() == 151
+        assert_gapless(all_events(journal, 151), 151, 200)
+
+
+def test_a_clock_stepped_years_ahead_prunes_no_further_than_an_intent_or_a_cursor(
+        tmp_path: Path) -> None:
+    clock = ManualClock()
+    with started(tmp_path, keep_events=None, keep_days=1.0, clock=clock) as (journal, _):
+        seq = Sequencer(journal)
+        commit_rows(journal, seq, 20)                       # 1..100
+        key = "exec_wf_00000001:trade"
+        assert journal.record_intent("exec_wf_00000001", "trade", key, 1, "t").wait(5)
+        journal.register_cursor("hook", 150)
+        commit_rows(journal, seq, 20)                       # 101..200
+        clock.set_wall(clock.time() + 20 * 365 * 86400)     # NTP steps twenty years ahead
+        assert journal.prune() and journal.first_seq() == 96  # the row holding seq_at 100
+        journal.resolve_intent(key, "not_filled")
+        assert journal.prune() and journal.first_seq() == 151  # not past the cursor
+        assert_gapless(all_events(journal, 151), 151, 200)
+
+
+def test_a_clock_set_back_while_the_journal_was_closed_is_noticed_on_reopening(
+        tmp_path: Path) -> None:
+    ahead = ManualClock(start_wall=ManualClock().time() + 10 * 365 * 86400)
+    with started(tmp_path, keep_events=None, keep_days=1.0, clock=ahead) as (journal, _):
+        commit_rows(journal, Sequencer(journal), 10)        # 1..50, stamped ten years on
+    clock = ManualClock()
+    with started(tmp_path, keep_events=None, keep_days=1.0, clock=clock) as (journal, _):
+        seq = Sequencer(journal)
+        commit_rows(journal, seq, 10)                       # 51..100
+        clock.advance(2 * 86400)
+        commit_rows(journal, seq, 10)                       # 101..150
+        assert journal.prune() and journal.first_seq() == 101

@@ -100,3 +100,28 @@ def test_a_refused_submit_is_counted_and_the_next_period_tries_again() -> None:
 
     triggers = run(clock, submit)
     assert triggers.stats()["tick"] == {"submitted": 0, "skipped": 0, "refused": 3}
+
+
+def test_a_clock_jump_while_waiting_runs_once_not_a_burst_of_catch_up_runs() -> None:
+    clock = FakeClock()
+    clock.stop_after = 100.0 + 5 * 3600 + 5.5
+    at: list[float] = []
+    wait = clock.wait
+
+    def suspended_once(seconds: float) -> bool:
+        if len(at) == 2 and clock.now < 1000.0:
+            clock.now += 5 * 3600  # suspended for five hours (a monotonic clock jumps)
+        return wait(seconds)
+
+    def submit(wf: str, bot: str | None, strategy: str | None) -> ExecutionHandle:
+        at.append(clock.now)
+        return handle(done=True)
+
+    entry = WorkflowEntry(ref="x:WF", every_s=1.0, workflow=WF)
+    triggers = IntervalTriggers([entry], submit, monotonic=clock.monotonic,
+                                wait=suspended_once)
+    triggers.run()
+    # Due at 103, woken five hours on: one run then, the 18,000 turns missed are counted
+    # as skipped, and the schedule goes on from there.
+    assert at == [101.0, 102.0, 18103.0, 18104.0, 18105.0]
+    assert triggers.stats()["tick"] == {"submitted": 5, "skipped": 18000, "refused": 0}
