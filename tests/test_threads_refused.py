@@ -1,6 +1,7 @@
-"""The node-actor pool when the OS refuses a new thread (`RuntimeError: can't start new
-thread`, from RLIMIT_NPROC or a full thread table): the failure is one log line, no run is
-lost, and the pool grows again once threads can be made."""
+"""The engine when the OS refuses a new thread (`RuntimeError: can't start new thread`,
+from RLIMIT_NPROC or a full thread table): the failure is one log line, nothing is lost, and
+what needed the thread works again once threads can be made. The node-actor pool; the event
+log's done-callbacks thread."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from actors import Engine, Node, NodeContext, Workflow
+from actors.eventlog import EventLog
 from actors.node import CORE_ACTORS, NodeActor
 from tests.conftest import EngineFactory
 
@@ -92,3 +94,27 @@ def test_growth_refused_once_grows_again_when_threads_are_back(
     finally:
         release.set()
     assert {h.result(timeout=10).status for h in handles} == {"completed"}
+
+
+def test_done_callbacks_refused_their_thread_run_anyway_and_the_next_get_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    real_start = threading.Thread.start
+    refusals = []
+
+    def start(thread: threading.Thread) -> None:
+        if thread.name == "tradeloom-done-callbacks" and not refusals:
+            refusals.append(thread)
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    log = EventLog()
+    ran: list[str] = []
+    second = threading.Event()
+    with capture_logs() as logs:
+        log.hand_off([lambda: ran.append("first")])  # no thread: run here, now
+    assert ran == ["first"]
+    assert [line["event"] for line in logs] == ["done_callbacks_thread_failed"]
+    log.hand_off([lambda: ran.append(threading.current_thread().name), second.set])
+    assert second.wait(5)
+    assert ran == ["first", "tradeloom-done-callbacks"]
