@@ -229,7 +229,8 @@ class EventLog:
                     except RuntimeError as exc:  # can't start new thread
                         log.error("done_callbacks_thread_failed", error=str(exc))
             if self._handed_off is None:
-                return _run_all(fns)
+                _run_all(fns)
+                return
         self._handed_off.put(fns)
 
     # -- subscriptions ---------------------------------------------------------------------
