@@ -99,7 +99,7 @@ def test_growth_refused_once_grows_again_when_threads_are_back(
 def test_done_callbacks_refused_their_thread_run_anyway_and_the_next_get_it(
         monkeypatch: pytest.MonkeyPatch) -> None:
     real_start = threading.Thread.start
-    refusals = []
+    refusals: list[threading.Thread] = []
 
     def start(thread: threading.Thread) -> None:
         if thread.name == "tradeloom-done-callbacks" and not refusals:
