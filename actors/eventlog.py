@@ -219,9 +219,18 @@ class EventLog:
         if self._handed_off is None:
             with self._mutex:
                 if self._handed_off is None:
-                    self._handed_off = queue.SimpleQueue()
-                    threading.Thread(target=_run_handed_off, args=(self._handed_off,),
-                                     name="tradeloom-done-callbacks", daemon=True).start()
+                    # Set once its thread runs (a queue nobody reads would hold every
+                    # later callback); refused one, these run here and the next tries again.
+                    handed_off: queue.SimpleQueue[Any] = queue.SimpleQueue()
+                    try:
+                        threading.Thread(target=_run_handed_off, args=(handed_off,),
+                                         name="tradeloom-done-callbacks", daemon=True).start()
+                        self._handed_off = handed_off
+                    except RuntimeError as exc:  # can't start new thread
+                        log.error("done_callbacks_thread_failed", error=str(exc))
+            if self._handed_off is None:
+                _run_all(fns)
+                return
         self._handed_off.put(fns)
 
     # -- subscriptions ---------------------------------------------------------------------
