@@ -92,6 +92,15 @@ class EngineActorBase(pykka.ThreadingActor):
                    error=repr(exception_value),
                    exc_info=(exception_type, exception_value, traceback))
 
+    def _start_actor_loop(self) -> None:
+        # `start()` registers the actor before it starts its thread: an actor whose thread
+        # the OS refused would stay in pykka's registry for good, never to answer.
+        try:
+            super()._start_actor_loop()
+        except BaseException:
+            pykka.ActorRegistry.unregister(self.actor_ref)
+            raise
+
     def stop_now(self) -> None:
         """Stop without processing the rest of the inbox (a retiring node actor)."""
         self._stop()

@@ -23,13 +23,23 @@ class DoneCallbackThread:
         self._queue: queue.SimpleQueue[list[Callable[[], None]] | None] | None = None
 
     def run_later(self, fns: list[Callable[[], None]]) -> None:
-        """Run `fns`, in order, on the thread (started on first use)."""
+        """Run `fns`, in order, on the thread (started on first use). If the OS refuses
+        the thread (can't start new thread), they run here, now, and the next call tries
+        again: a queue nobody reads would hold every later callback."""
         if self._queue is None:
             with self._lock:
                 if self._queue is None:
-                    self._queue = queue.SimpleQueue()
-                    threading.Thread(target=_serve, args=(self._queue,),
-                                     name="tradeloom-done-callbacks", daemon=True).start()
+                    fns_queue: queue.SimpleQueue[list[Callable[[], None]] | None] = (
+                        queue.SimpleQueue())
+                    try:
+                        threading.Thread(target=_serve, args=(fns_queue,),
+                                         name="tradeloom-done-callbacks", daemon=True).start()
+                        self._queue = fns_queue
+                    except RuntimeError as exc:
+                        log.error("done_callbacks_thread_failed", error=str(exc))
+            if self._queue is None:
+                run_all(fns)
+                return
         self._queue.put(fns)
 
     def close(self) -> None:

@@ -200,6 +200,12 @@ class InternalError(NodeError):
     actor in the process."""
 
 
+class NodeThreadUnavailable(InternalError):
+    """A node could not run because its pool has no node actor and the OS refused the
+    thread for one (`can't start new thread`: RLIMIT_NPROC, a full thread table). The
+    execution fails at once rather than start late, whenever a thread frees up."""
+
+
 def describe(error: BaseException) -> str:
     """`str(error)`, or a stand-in when the exception's own `__str__` raises (user code).
     Lone surrogates (a path decoded with surrogateescape) are replaced with `?`, as on the

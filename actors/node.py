@@ -21,14 +21,16 @@ from numbers import Number
 from typing import Any, ClassVar, cast
 
 import pykka
+import structlog
 
 from actors._compat import EngineActorBase, Envelope, context_setters, stop_envelope
 from actors.emergency import EmergencyGate
-from actors.errors import ConditionError, CoroutineReturned, describe
+from actors.errors import ConditionError, CoroutineReturned, NodeThreadUnavailable, describe
 from actors.messages import NodeDone, RunNode
 from actors.packing import event_form
 
 _perf = time.perf_counter
+log = structlog.get_logger("tradeloom.node")
 _COROUTINE = types.CoroutineType
 
 
@@ -195,12 +197,20 @@ class NodePool:
         self.busy = 0
         self.started = 0
         self.abandoned = 0
+        #: Why the last actor start failed; None once one starts again.
+        self._start_error: str | None = None
 
     def run(self, run: Any) -> bool:
-        """Hand a run to the pool; True when runs wait and a growth check is due."""
+        """Hand a run to the pool; True when runs wait and a growth check is due.
+
+        Raises NodeThreadUnavailable when the pool has no actor and cannot start one."""
+        if self.busy >= self.capacity and self.capacity < self._core:
+            started = self._start_actor()
+            if not started and self.capacity == 0:
+                raise NodeThreadUnavailable(
+                    f"node {run.node.id!r} not run: no node actor, and no thread for one "
+                    f"({self._start_error})")
         busy = self.busy = self.busy + 1
-        if busy > self.capacity and self.capacity < self._core:
-            self._start_actor()
         self._put(Envelope(RunNode(run)))
         return busy > self.capacity and not self.checking and self.capacity < self.max_actors
 
@@ -216,15 +226,33 @@ class NodePool:
         now = _perf()
         blocked = sum(1 for slot in self._members if slot.since and now - slot.since > BLOCKED_S)
         for _ in range(min(backlog, room, blocked)):
-            self._start_actor()
+            if not self._start_actor():
+                # No retry every CHECK_S while threads are short: the next run handed out
+                # while runs wait schedules the next check.
+                self.checking = False
+                return False
         return True
 
-    def _start_actor(self) -> None:
+    def _start_actor(self) -> bool:
+        """Start one more actor; False if the OS refused its thread (logged once for a
+        run of refusals: the runs wait for the actors there are)."""
         slot = Slot()
-        self._members[slot] = NodeActor.start(self._shared, self._supervisor_inbox, self._gate,
-                                              self._lock, slot)
+        try:
+            actor = NodeActor.start(self._shared, self._supervisor_inbox, self._gate,
+                                    self._lock, slot)
+        except Exception as exc:  # noqa: BLE001 - RuntimeError: can't start new thread
+            refused_before, self._start_error = self._start_error, describe(exc)
+            if refused_before is None and self.capacity:
+                log.error("node_actor_start_failed", error=self._start_error,
+                          node_actors=self.capacity, runs_in_flight=self.busy)
+            return False
+        if self._start_error is not None:
+            self._start_error = None
+            log.info("node_actor_start_recovered", node_actors=self.capacity + 1)
+        self._members[slot] = actor
         self.capacity += 1
         self.started += 1
+        return True
 
     def done(self) -> None:
         self.busy -= 1

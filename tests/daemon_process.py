@@ -122,8 +122,11 @@ class DaemonProcess:
 
     def __init__(self, config: Path, control: str, events: str, *,
                  cwd: Path | None = None, log_format: str = "json",
-                 keys: ClientKeys | None = None, close_stdout: bool = False) -> None:
+                 keys: ClientKeys | None = None, close_stdout: bool = False,
+                 soft_open_files: int | None = None) -> None:
         self.config, self.control, self.events = config, control, events
+        #: Start it under this soft open-files limit (`ulimit -Sn N`; the hard one is kept).
+        self.soft_open_files = soft_open_files
         #: Start it with fd 1 closed (`tradeloom daemon ... >&-`).
         self.close_stdout = close_stdout
         self.keys = keys  # for its CURVE sockets: the readiness ping and `client()`
@@ -136,6 +139,9 @@ class DaemonProcess:
     def start(self) -> None:
         self.starts += 1
         closing = ["sh", "-c", 'exec "$@" >&-', "sh"] if self.close_stdout else []
+        if self.soft_open_files is not None:  # (no preexec_fn: unsafe in a threaded parent)
+            closing = ["sh", "-c", f'ulimit -Sn {self.soft_open_files} && exec "$@"', "sh",
+                       *closing]
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [*closing, *TRADELOOM, "--log-format", self.log_format, "daemon", "--config",

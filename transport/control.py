@@ -74,6 +74,7 @@ MAX_PEER_UNREAD_BYTES = 64 * 1024 * 1024
 #: Larger replies (replays) go through pyzmq's zero-copy send instead of a copy under the GIL.
 DIRECT_REPLY_BYTES = 65536
 _URGENT, _POOL = 0, 1
+REFUSED_LOG_S = 60.0  # control_worker_start_failed comes at most this often (seconds)
 
 
 class ControlServer(ServerThread):
@@ -119,6 +120,7 @@ class ControlServer(ServerThread):
         self._woken = False
         self._frames: FrameSender | None = None
         self._pending = [0, 0]
+        self._refused_logged_at = -REFUSED_LOG_S  # control_worker_start_failed, last logged
         self._counts = {"requests": 0, "replies": 0, "errors": 0, "internal": 0,
                         "dropped": 0, "unroutable": 0, "overloaded": 0}
         #: Well-formed requests by op (written by the socket thread only).
@@ -144,6 +146,13 @@ class ControlServer(ServerThread):
         socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
         socket.setsockopt(zmq.RCVHWM, 10_000)
         socket.setsockopt(zmq.SNDHWM, 10_000)
+        # Each lane's first worker now, before start() returns: the kill switch (the urgent
+        # lane) never waits for a thread the OS may refuse (can't start new thread).
+        self._lanes = lanes = (
+            ThreadPoolExecutor(1, thread_name_prefix="tradeloom-control-urgent"),
+            ThreadPoolExecutor(self._workers, thread_name_prefix="tradeloom-control"))
+        for lane in lanes:
+            lane.submit(int).result()
 
     def _wake(self) -> None:
         if self._woken:
@@ -155,38 +164,32 @@ class ControlServer(ServerThread):
                 wake.send(b"\0")
 
     def _cleanup(self) -> None:
+        for lane in self._lanes or ():
+            lane.shutdown(wait=False, cancel_futures=True)
         for sock in (self._wake_r, self._wake_w):
             if sock is not None:
                 sock.close()
 
     def _serve(self, socket: zmq.Socket[Any]) -> None:
-        lanes = self._lanes = (
-            ThreadPoolExecutor(1, thread_name_prefix="tradeloom-control-urgent"),
-            ThreadPoolExecutor(self._workers, thread_name_prefix="tradeloom-control"))
         wake = self._wake_r
         assert wake is not None
         self._frames = frame_sender(socket)
         poller = zmq.Poller()
         poller.register(socket, zmq.POLLIN)
         poller.register(wake, zmq.POLLIN)
-        try:
-            while not self._stopping.is_set():
-                ready = dict(poller.poll(self._poll_ms()))
-                if ready.get(wake.fileno()):  # the poller reports plain sockets by fd
-                    with contextlib.suppress(OSError):
-                        wake.recv(4096)
-                self._woken = False
-                self._send_replies(socket)
-                self._send_recorded(socket)
-                self._expire_awaiting(socket)
-                if ready.get(socket):
-                    self._read_requests(socket, lanes)
-        finally:
-            for lane in lanes:
-                lane.shutdown(wait=False, cancel_futures=True)
+        while not self._stopping.is_set():  # (the lanes are shut down by _cleanup)
+            ready = dict(poller.poll(self._poll_ms()))
+            if ready.get(wake.fileno()):  # the poller reports plain sockets by fd
+                with contextlib.suppress(OSError):
+                    wake.recv(4096)
+            self._woken = False
+            self._send_replies(socket)
+            self._send_recorded(socket)
+            self._expire_awaiting(socket)
+            if ready.get(socket):
+                self._read_requests(socket)
 
-    def _read_requests(self, socket: zmq.Socket[Any],
-                       lanes: tuple[ThreadPoolExecutor, ThreadPoolExecutor]) -> None:
+    def _read_requests(self, socket: zmq.Socket[Any]) -> None:
         # A bounded number per turn, so replies keep flowing under a flood of requests.
         for _ in range(256):
             try:
@@ -195,14 +198,13 @@ class ControlServer(ServerThread):
                 return
             self._counts["requests"] += 1
             try:
-                self._dispatch(socket, frames, lanes)
+                self._dispatch(socket, frames)
             except Exception:
                 # Nothing a peer sends may stop this thread.
                 log.exception("control_dispatch_failed")
                 self._counts["dropped"] += 1
 
-    def _dispatch(self, socket: zmq.Socket[Any], frames: list[bytes],
-                  lanes: tuple[ThreadPoolExecutor, ThreadPoolExecutor]) -> None:
+    def _dispatch(self, socket: zmq.Socket[Any], frames: list[bytes]) -> None:
         envelope, body = split_envelope(frames)
         if envelope is None:
             self._counts["dropped"] += 1
@@ -242,7 +244,20 @@ class ControlServer(ServerThread):
             assert self._nowait is not None
             self._submit_nowait(self._nowait, socket, envelope, kwargs, request_id)
         elif not capped or self._peers.admit(envelope[0], (envelope, op, kwargs, request_id)):
-            lanes[lane].submit(self._run, lane, envelope, op, kwargs, request_id)
+            self._hand_over(lane, envelope, op, kwargs, request_id)
+
+    def _hand_over(self, lane: int, *request: Any) -> None:
+        """The request to a worker of `lane`. A new worker the OS refuses (can't start new
+        thread) is logged only: the pool queued the request first; a worker it has takes it."""
+        assert self._lanes is not None
+        try:
+            self._lanes[lane].submit(self._run, lane, *request)
+        except RuntimeError as exc:
+            now = time.monotonic()
+            if now >= self._refused_logged_at + REFUSED_LOG_S:
+                self._refused_logged_at = now
+                log.error("control_worker_start_failed", error=describe(exc),
+                          pending=self._pending[lane])
 
     # -- submit without a worker ----------------------------------------------------------
 
@@ -353,8 +368,8 @@ class ControlServer(ServerThread):
             self._pending[lane] -= 1
             if lane == _POOL:  # its turn over: the peer's next waiting request goes on
                 turn = self._peers.done(envelope[0])
-                if turn is not None and self._lanes is not None:
-                    self._lanes[_POOL].submit(self._run, _POOL, *turn)
+                if turn is not None:
+                    self._hand_over(_POOL, *turn)
             if code is not None:
                 self._counts["errors"] += 1
                 if code == INTERNAL:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import os
+import resource
 import signal
 import threading
 import time
@@ -65,6 +66,8 @@ class Daemon:
         #: False once a stop could not write everything to the journal (a failing disk):
         #: `tradeloom daemon` then exits 1, not the 0 of a clean stop.
         self.clean = True
+        #: The open-files limit in force once `start()` raised it (`raise_fd_limit`).
+        self.fd_limit: int | None = None
 
     # -- start -----------------------------------------------------------------------------
 
@@ -73,6 +76,7 @@ class Daemon:
         what was started is stopped again and the error is raised."""
         if self.config.daemon.gc_threshold:
             gc.set_threshold(*self.config.daemon.gc_threshold)
+        self.fd_limit = raise_fd_limit()
         try:
             self._start()
         except BaseException:
@@ -102,7 +106,8 @@ class Daemon:
         engine.triggers.start()  # after daemon_started: no execution's events before it
         log.info("daemon_started", pid=os.getpid(), version=VERSION,
                  events=publisher.endpoint, control=control.endpoint,
-                 data_dir=self.config.daemon.data_dir, state=engine.state.value)
+                 data_dir=self.config.daemon.data_dir, state=engine.state.value,
+                 fd_limit=self.fd_limit)
 
     @property
     def triggers(self) -> IntervalTriggers | None:
@@ -198,3 +203,26 @@ class Daemon:
             self.sockets.close(final_send_s=0.0)  # the last events were sent above
         if engine is not None and not engine.close_journal():  # (logged, at error level)
             self.clean = False
+
+
+#: The most open files the daemon asks for (each client connection holds one).
+FD_LIMIT_MAX = 65536
+
+
+def raise_fd_limit() -> int | None:
+    """Raise the soft RLIMIT_NOFILE to the hard one (at most FD_LIMIT_MAX) and return the
+    soft limit in force (None: no limit). Every client connection (control, stream, web)
+    holds a file descriptor, and a daemon out of them refuses new connections (the kill
+    switch over a new control connection included) while ZeroMQ's listener retries its
+    failing accept() without pause, at 100% of a core. A soft limit of 1024 below a far
+    higher hard one is the usual default (systemd's, a login shell's); nothing here uses
+    select(), which cannot watch descriptors past 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = FD_LIMIT_MAX if hard == resource.RLIM_INFINITY else min(hard, FD_LIMIT_MAX)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError) as exc:  # a sandbox may refuse it: keep what there is
+            log.warning("fd_limit_not_raised", soft=soft, hard=hard, error=str(exc))
+    return None if soft == resource.RLIM_INFINITY else soft

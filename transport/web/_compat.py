@@ -13,6 +13,10 @@ limit in front of that thread through two attributes of its `Server`:
   returns once that connection is closed (it closes it). A wrapper gives the slot back.
 
 tests/test_web_handshakes.py fails loudly if an upgrade of websockets changes either.
+
+`serve_forever` stands in for `Server.serve_forever`, whose loop ends for good (the gateway
+deaf, the unstarted thread left for `shutdown` to join) when the OS refuses the thread for
+a connection (`can't start new thread`); it uses the attributes that method uses.
 """
 
 from __future__ import annotations
@@ -22,14 +26,18 @@ import errno
 import selectors
 import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, cast
 
+import structlog
 from websockets.sync.server import Server
 
 from transport.errors import TransportError
 
-__all__ = ["AdmittingListener", "LiveSockets", "bound_connections"]
+__all__ = ["AdmittingListener", "LiveSockets", "bound_connections", "serve_forever"]
+
+log = structlog.get_logger("tradeloom.transport.web")
 
 #: Longest wait in `accept()` before it looks again whether the listener was closed (the
 #: close also wakes it at once; this is the backstop).
@@ -37,6 +45,9 @@ WAIT_S = 1.0
 #: After an accept error other than "nothing pending" (EMFILE, ECONNABORTED...): a pause,
 #: then accepting goes on. websockets itself would stop serving on any accept error.
 RETRY_S = 0.1
+#: The `web_connection_thread_failed` line comes at most this often (seconds), with the
+#: count of connections closed for want of a thread since the line before.
+THREAD_LOG_EVERY_S = 60.0
 
 
 class AdmittingListener:
@@ -159,3 +170,45 @@ def bound_connections(server: Server, admit: Callable[[], bool],
     # Not a socket.socket, but everything serve_forever and shutdown call on one.
     server.socket = cast(socket.socket, AdmittingListener(listener, admit))
     return live
+
+
+def serve_forever(server: Server, release: Callable[[], None]) -> None:
+    """`server.serve_forever()` (after `bound_connections`), except that a connection whose
+    thread the OS refuses is closed at once, its slot given back with `release()`, and
+    logged (at most once per THREAD_LOG_EVERY_S); serving goes on. Returns once `shutdown`
+    closed the listener."""
+    poller = selectors.DefaultSelector()
+    refused, next_log_at = 0, 0.0
+    try:
+        try:
+            poller.register(server.shutdown_watcher, selectors.EVENT_READ)
+            poller.register(server.socket, selectors.EVENT_READ)
+        except (OSError, ValueError):
+            return  # shutdown ran first
+        while True:
+            poller.select()
+            try:
+                sock, address = server.socket.accept()
+            except OSError:  # the listener was closed
+                break
+            thread = threading.Thread(target=server.handler, args=(sock, address))
+            with server.lock:  # registered before it starts: shutdown joins it
+                server.handler_threads.add(thread)
+            try:
+                thread.start()
+            except RuntimeError as exc:  # can't start new thread
+                with server.lock:
+                    server.handler_threads.discard(thread)
+                refused += 1
+                now = time.monotonic()
+                if now >= next_log_at:
+                    next_log_at = now + THREAD_LOG_EVERY_S
+                    log.error("web_connection_thread_failed", error=str(exc), closed=refused)
+                    refused = 0
+                with contextlib.suppress(OSError):
+                    sock.close()
+                release()
+    finally:
+        server.socket_closed.set()
+        server.shutdown_watcher.close()
+        poller.close()

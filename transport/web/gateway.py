@@ -41,7 +41,7 @@ from actors.engine import VERSION, Engine
 from actors.errors import ConfigError
 from actors.web_config import WebConfig
 from transport.errors import TransportError
-from transport.web._compat import LiveSockets, bound_connections
+from transport.web._compat import LiveSockets, bound_connections, serve_forever
 from transport.web.actions import WebActions
 from transport.web.auth import default_origins, origin_allowed, resolve_token
 from transport.web.session import DEFAULT_MAX_LAG, HELLO_S, SEND_TIMEOUT_S, ClientSession
@@ -130,8 +130,9 @@ class WebGateway:
                              max_size=64 * 1024, logger=_quiet_logger())
         self.live_sockets = bound_connections(self._server, self.connection_slots.take,
                                               self.connection_slots.give_back)
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        name="tradeloom-web", daemon=True)
+        self._thread = threading.Thread(target=serve_forever, name="tradeloom-web",
+                                        args=(self._server, self.connection_slots.give_back),
+                                        daemon=True)
         self._thread.start()
         if self.token_generated:
             # Printed once, on stderr with the other start-up lines: the operator pastes it
