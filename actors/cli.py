@@ -118,8 +118,10 @@ def format_event(event: Event) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = Config.load(args.config) if args.config else Config()
-    # In-process without a daemon: the config may be the daemon's, whose sockets it holds.
-    config = dataclasses.replace(config, transport=None)
+    # In-process without a daemon: the config may be the daemon's, whose sockets it holds;
+    # and `run` runs its one workflow, not the config's interval triggers.
+    config = dataclasses.replace(config, transport=None, workflows=tuple(
+        dataclasses.replace(entry, every_s=None) for entry in config.workflows))
     workflow = import_ref(args.ref, key="MODULE:ATTR")
     inputs = parse_inputs(args.input)
     stop = threading.Event()

@@ -54,6 +54,7 @@ from actors.messages import (
 )
 from actors.risk import RiskBook
 from actors.supervisor import SupervisorActor
+from actors.triggers import IntervalTriggers
 from actors.workflow import Workflow
 
 if TYPE_CHECKING:
@@ -98,6 +99,10 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry, EngineLifecycle):
         self._intents_halt_seq = 0
         #: The event stream and control socket, when started with `[transport]`.
         self._sockets: EngineSockets | None = None
+        #: The config's `[[workflows]] every_s` schedule (started by `Engine.start`).
+        self.triggers = IntervalTriggers(
+            config.workflows, lambda wf, bot, strategy: self.submit(
+                wf, bot_id=bot, strategy_id=strategy), monotonic=time.monotonic)
         self._closing: str | None = None
         # Reentrant: a signal handler's stop() may land while its thread holds it.
         self._lock = threading.RLock()
@@ -146,7 +151,8 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry, EngineLifecycle):
     @classmethod
     def start(cls, config: Config | None = None, *, clock: Clock | None = None,
               on_halt: Sequence[Workflow] = (),
-              _event_ring_size: int = DEFAULT_RING_SIZE) -> Engine:  # events: test knob
+              _event_ring_size: int = DEFAULT_RING_SIZE,  # events: test knob
+              _triggers_later: bool = False) -> Engine:  # (the daemon's, after its start)
         """Start an engine; with no config everything is in memory with default settings.
 
         `on_halt`: workflows run each time HALT is entered (after those of the config's
@@ -164,6 +170,8 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry, EngineLifecycle):
             from transport.engine_sockets import EngineSockets  # (transport builds on actors)
 
             engine._sockets = EngineSockets.bind_for(engine, config.transport)
+        if not _triggers_later:
+            engine.triggers.start()
         log.debug("engine_started", supervisors=config.daemon.supervisors)
         return engine
 

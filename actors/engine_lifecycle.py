@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from actors.admission import Admission
     from actors.durable import Durable
     from actors.events import EventSink
+    from actors.triggers import IntervalTriggers
     from transport.engine_sockets import EngineSockets
 
 __all__ = ["STOP_DRAIN_S", "EngineLifecycle"]
@@ -57,6 +58,7 @@ class EngineLifecycle:
     _next_supervisor: Callable[[], pykka.ActorRef[Any]]
     _durable: Durable | None
     _sockets: EngineSockets | None
+    triggers: IntervalTriggers
 
     if TYPE_CHECKING:
         def close_journal(self) -> bool: ...  # (JournalSide's)
@@ -104,6 +106,7 @@ class EngineLifecycle:
             self._stop_done.set()
 
     def _shut_down(self, wait_s: float | None, timeout: float, close_journal: bool) -> None:
+        self.triggers.stop()
         stopped = Ending.cancelled("engine stopped")
         for exe in self.admission.drain_queued():
             exe.ending_on_start = stopped

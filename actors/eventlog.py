@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -43,6 +42,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from actors.done_callbacks import DoneCallbackThread, run_all
 from actors.packing import pack, pack_plain, unpack
 from actors.subscription import (
     Event,
@@ -119,9 +119,8 @@ class EventLog:
         #: without it (a push is one C call under the GIL).
         self.watchers: list[tuple[int, int, Callable[[], None], bool]] = []
         self._watcher_ids = itertools.count()
-        #: Done callbacks made due by a store's commit run on this thread (made on first
-        #: use), never on the store's writer thread.
-        self._handed_off: queue.SimpleQueue[list[Callable[[], None]] | None] | None = None
+        #: Done callbacks made due by a store's commit run there, never on its writer.
+        self._done_callbacks = DoneCallbackThread()
         #: Live subscriptions (replaced, never mutated: read without the mutex).
         self.subscriptions: tuple[Subscription, ...] = ()
         #: Live readers (the publisher): they keep events too, but nobody waits for them.
@@ -207,7 +206,7 @@ class EventLog:
         for cursor in cursors:
             if cursor.asleep:
                 cursor.wake()
-        _run_all([fn for fn, quick in due if quick])
+        run_all([fn for fn, quick in due if quick])
         slow = [fn for fn, quick in due if not quick]
         if slow:
             self.hand_off(slow)
@@ -216,22 +215,7 @@ class EventLog:
         """Run `fns` on the log's own thread (made on first use), in order: for done
         callbacks that would otherwise run on a thread they could hold up (the store's
         writer, a supervisor)."""
-        if self._handed_off is None:
-            with self._mutex:
-                if self._handed_off is None:
-                    # Set once its thread runs (a queue nobody reads would hold every
-                    # later callback); refused one, these run here and the next tries again.
-                    handed_off: queue.SimpleQueue[Any] = queue.SimpleQueue()
-                    try:
-                        threading.Thread(target=_run_handed_off, args=(handed_off,),
-                                         name="tradeloom-done-callbacks", daemon=True).start()
-                        self._handed_off = handed_off
-                    except RuntimeError as exc:  # can't start new thread
-                        log.error("done_callbacks_thread_failed", error=str(exc))
-            if self._handed_off is None:
-                _run_all(fns)
-                return
-        self._handed_off.put(fns)
+        self._done_callbacks.run_later(fns)
 
     # -- subscriptions ---------------------------------------------------------------------
 
@@ -289,8 +273,7 @@ class EventLog:
                 abandoned.append(sub)
                 log.warning("subscription_abandoned", subscription=sub.name,
                             next_seq=sub.next_seq)
-        if self._handed_off is not None:
-            self._handed_off.put(None)  # its thread ends after what is queued
+        self._done_callbacks.close()
         return abandoned
 
     def remove(self, sub: Subscription) -> None:
@@ -298,7 +281,7 @@ class EventLog:
         with self._mutex:
             self.subscriptions = tuple(s for s in self.subscriptions if s is not sub)
             due = self._pop_due_locked()
-        _run_all([fn for fn, _ in due])
+        run_all([fn for fn, _ in due])
 
     # -- delivery --------------------------------------------------------------------------
 
@@ -327,7 +310,7 @@ class EventLog:
             # one of the two sees the other's write, so no wake-up is lost.
             heapq.heappush(self.watchers, (seq, next(self._watcher_ids), fn, quick))
             due = self._pop_due_locked()
-        _run_all([fn for fn, _ in due])
+        run_all([fn for fn, _ in due])
 
     def passed(self, next_seq: int) -> None:
         """A cursor moved to `next_seq`: run the watchers that became due, if any may have."""
@@ -338,7 +321,7 @@ class EventLog:
             return
         with self._mutex:
             due = self._pop_due_locked()
-        _run_all([fn for fn, _ in due])
+        run_all([fn for fn, _ in due])
 
     def _pop_due_locked(self) -> list[tuple[Callable[[], None], bool]]:
         watchers = self.watchers
@@ -403,16 +386,3 @@ class EventLog:
         except Exception:  # noqa: BLE001 - e.g. tuple keys pack but do not read back
             copy.update((key, unpack(pack_plain(event[key]))) for key in keys)
         return copy
-
-
-def _run_handed_off(fns_queue: queue.SimpleQueue[list[Callable[[], None]] | None]) -> None:
-    while (fns := fns_queue.get()) is not None:
-        _run_all(fns)
-
-
-def _run_all(fns: Sequence[Callable[[], None]]) -> None:
-    for fn in fns:
-        try:
-            fn()
-        except BaseException:  # a done callback must not break its caller
-            log.exception("done_callback_failed")

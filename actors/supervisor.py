@@ -20,7 +20,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from enum import IntEnum
 from typing import Any, ClassVar
 
 import structlog
@@ -49,7 +48,8 @@ from actors.messages import (
 )
 from actors.node import CHECK_S, NodePool
 from actors.supervisor_closing import ExecutionClosing
-from actors.timers import Entry, TimerHeap
+from actors.supervisor_timers import TimerKind, timed_run, timer_alive
+from actors.timers import TimerHeap
 
 log = structlog.get_logger("tradeloom.supervisor")
 
@@ -63,14 +63,6 @@ WAKE_HOLD_MAX_S = 0.1
 #: Up to this many waiting nodes are woken at once, before the acknowledgement.
 _WAKE_INLINE = 64
 _HALT = EmergencyState.HALT
-
-
-class TimerKind(IntEnum):
-    NODE_TIMEOUT = 0  # target: NodeRun
-    RETRY = 1         # target: Execution, arg: (node index, attempt that failed)
-    DEADLINE = 2      # target: Execution (the workflow's timeout_s)
-    POOL_CHECK = 3    # target: NodePool (grow while runs wait)
-    WAKE = 4          # target: tuple of cancel Events to set, arg: set them by then
 
 
 class SupervisorActor(ExecutionClosing, EngineActorBase):
@@ -93,7 +85,7 @@ class SupervisorActor(ExecutionClosing, EngineActorBase):
         self._guards = (BreakerGuard(breakers), CacheGuard(cache))
         self._restart = RestartGuard(resilience)
         self._live: dict[str, Execution] = {}
-        self._timers = TimerHeap(clock, _timer_alive)
+        self._timers = TimerHeap(clock, timer_alive)
         #: Executions to start, drained by the outermost _start (no recursion).
         self._to_start: deque[Execution] = deque()
         self._starting = False
@@ -246,7 +238,8 @@ class SupervisorActor(ExecutionClosing, EngineActorBase):
                 return
         exe.dispatched(run)
         now = self._clock.monotonic()
-        self._timers.push(now + self._restart.timeout_s(run.node), TimerKind.NODE_TIMEOUT, run)
+        self._timers.push(now + self._restart.timeout_s(run.node), TimerKind.NODE_TIMEOUT, exe,
+                          (i, run.attempt))
         if self._pool.run(run):
             self._pool.checking = True
             self._timers.push(now + CHECK_S, TimerKind.POOL_CHECK, self._pool)
@@ -337,15 +330,16 @@ class SupervisorActor(ExecutionClosing, EngineActorBase):
                 else:
                     _wake(target)
             else:
-                exe = target.execution if kind is TimerKind.NODE_TIMEOUT else target
                 try:
                     self._fire_execution_timer(kind, target, arg)
                 except Exception as exc:  # noqa: BLE001 - see _contain
-                    self._contain(exe, exc)
+                    self._contain(target, exc)
 
     def _fire_execution_timer(self, kind: int, target: Any, arg: Any) -> None:
         if kind is TimerKind.NODE_TIMEOUT:
-            self._timed_out(target)
+            run = timed_run(target, arg)
+            if run is not None:
+                self._timed_out(run)
         elif kind is TimerKind.RETRY:
             i, attempt = arg
             if not target.closed and target.attempts[i] == attempt:
@@ -355,18 +349,18 @@ class SupervisorActor(ExecutionClosing, EngineActorBase):
 
     def _timed_out(self, run: NodeRun) -> None:
         exe = run.execution
-        if exe.runs.get(run.index) is not run:
-            return  # answered in time
         timeout_s = self._restart.timeout_s(run.node)
         now = self._clock.monotonic()
         if not run.started:
             # Still waiting in the mailbox (every actor busy) or refused on its way in: the
             # clock runs from when the node starts. The workflow's timeout_s bounds the wait.
             if not exe.closed:
-                self._timers.push(now + timeout_s, TimerKind.NODE_TIMEOUT, run)
+                self._timers.push(now + timeout_s, TimerKind.NODE_TIMEOUT, exe,
+                                  (run.index, run.attempt))
             return
         if run.started_at + timeout_s > now:
-            self._timers.push(run.started_at + timeout_s, TimerKind.NODE_TIMEOUT, run)
+            self._timers.push(run.started_at + timeout_s, TimerKind.NODE_TIMEOUT, exe,
+                              (run.index, run.attempt))
             return
         if not self._pool.abandon(run):
             return  # it returned just now; its NodeDone is in the inbox
@@ -391,12 +385,3 @@ def _safe_repr(value: Any) -> str:
         return repr(value)[:200]
     except Exception:  # noqa: BLE001 - a user object's __repr__ may raise
         return f"<unrepresentable {type(value).__name__}>"
-
-
-def _timer_alive(timer: Entry) -> bool:
-    _, _, kind, target, _ = timer
-    if kind is TimerKind.NODE_TIMEOUT:
-        return not target.abandoned and target.execution.runs.get(target.index) is target
-    if kind is TimerKind.POOL_CHECK or kind is TimerKind.WAKE:
-        return True
-    return not target.closed

@@ -312,6 +312,10 @@ class WebhookManager:
     def start(self) -> None:
         for name in self.store.forget_others(self._hooks):
             log.info("webhook_cursor_dropped", cursor=name)
+        unqueued = self.store.unqueue_removed(self._hooks)
+        if unqueued:
+            log.warning("webhook_letters_unqueued", count=unqueued,
+                        why="their endpoint is no longer configured: dead letters again")
         for deliverer in self.deliverers.values():
             deliverer.start()
 

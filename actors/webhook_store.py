@@ -116,6 +116,21 @@ class WebhookStore:
 
     # -- writes ----------------------------------------------------------------------------
 
+    def unqueue_removed(self, hooks: tuple[WebhookConfig, ...]) -> int:
+        """Letters re-queued for an endpoint that is no longer configured go back to
+        "dead": nothing would send them, and only dead letters are listed, retried or
+        deleted. How many; durable on return."""
+        names = tuple(hook.name for hook in hooks)
+        rows = self._query("SELECT id FROM webhook_dead_letters WHERE state='queued' AND"
+                           f" endpoint NOT IN ({', '.join('?' * len(names))})", names)
+        if rows:
+            ticket = self.journal.record_webhook(WebhookLetterState(
+                letter_ids=tuple(int(letter_id) for (letter_id,) in rows), state="dead",
+                at=_now()))
+            if not ticket.wait(REQUEUE_TIMEOUT_S):
+                raise JournalWriteFailed(f"not committed within {REQUEUE_TIMEOUT_S} s")
+        return len(rows)
+
     def dead_letter(self, endpoint: str, event: dict[str, Any], *, attempts: int,
                     http_status: int | None, error: str | None,
                     max_dead_letters: int) -> int:

@@ -20,7 +20,7 @@ this process reads those lines.
   client; `resume` follows. Baseline: the same halt with no replay in flight. Target: the
   halt within 50 ms, and answered before the replay.
 - Metrics on vs off: pairs of daemon rounds with the same c=50 workload, one started with
-  `[metrics] listen` and one without, their order alternating pair by pair (5 pairs, or
+  `[metrics] listen` and one without, their order alternating pair by pair (9 pairs, or
   `--rounds` if more); the ratio is the median of the pairs' on / off. Measured only
   when the daemon supports `[metrics] listen` (a daemon started with it must come up);
   otherwise said and skipped.
@@ -59,6 +59,8 @@ from bench.workflows import chain  # noqa: E402
 TARGET_P50_MS = 1.0
 TARGET_RATIO = 0.5
 CONCURRENCY = 50
+#: Metrics on / off pairs of c=CONCURRENCY daemon rounds (full runs).
+METRICS_PAIRS = 9
 WAIT_S = 30.0
 TERMINAL_TOPICS = (b"workflow/chain/execution_completed", b"workflow/chain/execution_failed")
 
@@ -274,8 +276,9 @@ def measure(rounds: int, latency_n: int, total: int, halts: int) -> dict[str, An
             out["e_rate"].append(rate)
         out["metrics"] = metrics_supported(work / "metrics-probe")
         if out["metrics"]:
-            # One c=50 round varies by +-15 % on this shared machine: at least 5 pairs.
-            for r in range(max(rounds, 5) if rounds > 1 else rounds):
+            # One c=50 round varies by +-15 % on this shared machine: at least 9 pairs
+            # (with 5, one run's median came out 0.94x where six pairs alone gave 1.02x).
+            for r in range(max(rounds, METRICS_PAIRS) if rounds > 1 else rounds):
                 for on in ((False, True) if r % 2 == 0 else (True, False)):
                     rate = daemon_round(
                         work / f"metrics{r}-{'on' if on else 'off'}", 10, total,

@@ -257,6 +257,21 @@ def test_run_with_the_daemons_config_binds_no_socket_while_the_daemon_has_them(
     assert json_lines(proc.stdout)[-1].get("status") == "completed"
 
 
+def test_run_with_a_config_runs_its_one_workflow_not_the_configs_interval_triggers(
+        workdir: Path) -> None:
+    """An engine started with a config runs its `every_s` triggers; `tradeloom run` runs
+    the one workflow it is given (as it binds none of the config's sockets)."""
+    (workdir / "clislow.py").write_text(
+        "import time\nfrom actors import Node, Workflow\n"
+        "workflow = Workflow('clislow', nodes=[Node('n', lambda ctx: time.sleep(0.3))])\n")
+    config = workdir / "daemon.toml"
+    config.write_text('[[workflows]]\nref = "clislow:workflow"\nevery_s = 0.01\n')
+    proc = tradeloom(workdir, "run", "clislow:workflow", "--json", "--config", str(config))
+    assert proc.returncode == 0, proc.stderr
+    lines = json_lines(proc.stdout)
+    assert len({line["execution_id"] for line in lines if "execution_id" in line}) == 1
+
+
 @pytest.mark.parametrize("argv, positional, pairs", [
     (["submit", "--input", "a=1", "WF", "--input", "b=2"], "WF", ["a=1", "b=2"]),
     (["submit", "--input", "a=1", "b=2", "WF"], "WF", ["a=1", "b=2"]),

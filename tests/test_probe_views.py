@@ -159,6 +159,21 @@ def test_error_texts_are_cut_on_the_terminal_view_as_outputs_are_and_whole_in_js
     assert json.loads(capsys.readouterr().out)["error"] == MEGABYTE_ERROR
 
 
+def test_a_long_halt_reason_is_cut_on_the_line_and_in_the_header() -> None:
+    event = {"seq": 4, "type": "emergency_state_changed", "state": "HALT",
+             "previous_state": "NORMAL", "reason": MEGABYTE_ERROR, "source": "manual",
+             "origin": "api", "timestamp": "2026-11-30T05:00:00.000Z"}
+    cut = "E" * (MAX_VALUE_CHARS - 1) + "…"
+    line = event_line(event).plain
+    assert cut in line and len(line) < 3 * MAX_VALUE_CHARS, len(line)
+    header = StatusHeader()
+    header.on_event(event)
+    console = Console(file=io.StringIO(), width=100_000, color_system=None)
+    console.print(header)
+    drawn = cast("io.StringIO", console.file).getvalue()
+    assert cut in drawn and "E" * MAX_VALUE_CHARS not in drawn, len(drawn)
+
+
 @pytest.mark.parametrize("workflow", ["x" * 2000, "a\x1bb", "a b", ""])
 def test_tail_refuses_a_workflow_id_no_workflow_can_have_as_a_usage_error(
         workflow: str) -> None:

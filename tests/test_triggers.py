@@ -125,3 +125,23 @@ def test_a_clock_jump_while_waiting_runs_once_not_a_burst_of_catch_up_runs() -> 
     # as skipped, and the schedule goes on from there.
     assert at == [101.0, 102.0, 18103.0, 18104.0, 18105.0]
     assert triggers.stats()["tick"] == {"submitted": 5, "skipped": 18000, "refused": 0}
+
+
+def test_an_engine_started_with_a_config_runs_its_interval_triggers_until_stopped() -> None:
+    # `Engine.start(config)` honours the config's `every_s` as the daemon does (it once
+    # ignored it in-process: the config parsed, the schedule never ran).
+    import threading
+
+    from actors import Config, Engine
+    from tests.conftest import Recorder
+
+    entry = WorkflowEntry(ref="x:WF", every_s=0.02, bot_id="bot_tick", workflow=WF)
+    engine = Engine.start(Config(workflows=(entry,)))
+    try:
+        recorder = Recorder().follow(engine, types={"execution_completed"})
+        recorder.wait_for(lambda events: len(events) >= 3)
+        assert {e["bot_id"] for e in recorder.events} == {"bot_tick"}
+    finally:
+        engine.stop()
+    assert engine.triggers.stats()["tick"]["submitted"] >= 3
+    assert "tradeloom-triggers" not in {t.name for t in threading.enumerate()}

@@ -5,7 +5,6 @@ endpoint removed from the config leaves dead letters an operator lists and delet
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,20 +13,15 @@ import pytest
 from actors import webhook_store
 from actors.config import Config
 from actors.errors import NotFound
+from actors.journal import Journal
 from actors.webhook import WebhookManager
 from tests.conftest import EngineFactory
-from tests.test_webhooks import WebhooksFactory, emit, hook, wait_log, webhooks
+from tests.test_webhooks import WebhooksFactory, emit, endpoint, hook, wait_log, webhooks
 from tests.webhook_server import EndpointServer
 
-__all__ = ["webhooks"]  # the fixture, re-used
+__all__ = ["endpoint", "webhooks"]  # the fixtures, re-used
 
 DEADLINE_S = 10.0
-
-
-@pytest.fixture
-def endpoint() -> Iterator[EndpointServer]:
-    with EndpointServer() as server:
-        yield server
 
 
 class SwitchedResolver:
@@ -109,8 +103,9 @@ def test_retry_of_every_dead_letter_reads_and_queues_them_a_page_at_a_time(
     assert sorted(endpoint.delivered_seqs()[11:]) == sorted(endpoint.delivered_seqs()[:11])
 
 
-def test_a_removed_endpoints_dead_letters_are_listed_and_deleted_not_retried(
-        make_engine: EngineFactory, tmp_path: Path, endpoint: EndpointServer) -> None:
+def three_dead_letters_of_ops(make_engine: EngineFactory, tmp_path: Path,
+                              endpoint: EndpointServer) -> tuple[Journal, list[int]]:
+    """A journal holding 3 dead letters of webhook "ops" (its manager stopped); their ids."""
     endpoint.default_status = 400
     config = {"daemon": {"data_dir": str(tmp_path / "data")},
               "webhooks": [hook(endpoint.url, events=["daemon_started"], max_attempts=1)]}
@@ -124,9 +119,15 @@ def test_a_removed_endpoints_dead_letters_are_listed_and_deleted_not_retried(
     assert engine.journal.flush(DEADLINE_S)
     ids = [row["id"] for row in old.failed()]
     old.stop()
+    return engine.journal, ids
+
+
+def test_a_removed_endpoints_dead_letters_are_listed_and_deleted_not_retried(
+        make_engine: EngineFactory, tmp_path: Path, endpoint: EndpointServer) -> None:
+    journal, ids = three_dead_letters_of_ops(make_engine, tmp_path, endpoint)
     # "ops" is removed from the config (renamed "ops2") and the webhooks start again.
     renamed = WebhookManager(Config.from_dict({"webhooks": [
-        hook(endpoint.url, name="ops2")]}).webhooks, engine.journal, environ={})
+        hook(endpoint.url, name="ops2")]}).webhooks, journal, environ={})
     renamed.start()
     try:
         # Before: "no webhook named 'ops'"; only a list of every endpoint's showed them.
@@ -146,6 +147,24 @@ def test_a_removed_endpoints_dead_letters_are_listed_and_deleted_not_retried(
             renamed.failed("ops")  # nothing of it is left
         with pytest.raises(ValueError, match="name a webhook or dead letter ids"):
             renamed.delete()
+    finally:
+        renamed.stop()
+
+
+def test_letters_queued_for_an_endpoint_since_removed_are_dead_again_at_start(
+        make_engine: EngineFactory, tmp_path: Path, endpoint: EndpointServer) -> None:
+    # Re-queued, then the endpoint was removed before it sent them: left "queued", no
+    # deliverer would ever send them, and listing, retry and delete saw none of them.
+    journal, ids = three_dead_letters_of_ops(make_engine, tmp_path, endpoint)
+    store = webhook_store.WebhookStore(journal)
+    assert store.requeue("ops").count == 3  # the retry, just before the restart
+    store.close()
+    renamed = WebhookManager(Config.from_dict({"webhooks": [
+        hook(endpoint.url, name="ops2")]}).webhooks, journal, environ={})
+    renamed.start()
+    try:
+        assert [row["id"] for row in renamed.failed("ops")] == ids
+        assert renamed.delete("ops") == {"deleted": ids, "count": 3}
     finally:
         renamed.stop()
 

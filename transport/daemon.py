@@ -59,7 +59,6 @@ class Daemon:
         self.sockets: EngineSockets | None = None
         self.metrics: MetricsServer | None = None
         self.web: WebGateway | None = None  # [web] listen: the gateway and dashboard
-        self.triggers: IntervalTriggers | None = None
         self.webhooks: WebhookManager | None = None
         self._stop_requested = threading.Event()
         self._stopped = False
@@ -87,7 +86,8 @@ class Daemon:
     def _start(self) -> None:
         # The engine gets no [transport]: its sockets are bound here, beside the servers
         # only the daemon runs (Engine.start would bind them itself).
-        self.engine = engine = Engine.start(dataclasses.replace(self.config, transport=None))
+        self.engine = engine = Engine.start(dataclasses.replace(self.config, transport=None),
+                                            _triggers_later=True)
         self.webhooks = self._start_webhooks(engine)
         self.sockets = EngineSockets(engine, self.transport, insecure=self._insecure,
                                      webhooks=self.webhooks)
@@ -103,15 +103,16 @@ class Daemon:
         engine.sink.emit([{"v": 1, "type": "daemon_started", "version": VERSION,
                            "pid": os.getpid(), "events": publisher.endpoint,
                            "control": control.endpoint}])
-        self.triggers = IntervalTriggers(
-            engine.config.workflows,  # (the engine's: a Config built by hand, imported)
-            lambda wf, bot, strategy: engine.submit(wf, bot_id=bot, strategy_id=strategy),
-            monotonic=time.monotonic)
-        self.triggers.start()
+        engine.triggers.start()  # after daemon_started: no execution's events before it
         log.info("daemon_started", pid=os.getpid(), version=VERSION,
                  events=publisher.endpoint, control=control.endpoint,
                  data_dir=self.config.daemon.data_dir, state=engine.state.value,
                  fd_limit=self.fd_limit)
+
+    @property
+    def triggers(self) -> IntervalTriggers | None:
+        """The engine's interval triggers (the metrics read them), once it is started."""
+        return self.engine.triggers if self.engine is not None else None
 
     @property
     def publisher(self) -> Publisher | None:
@@ -176,9 +177,8 @@ class Daemon:
             return
         self._stopped = True
         engine = self.engine
-        if self.triggers is not None:
-            self.triggers.stop()
         if engine is not None:
+            engine.triggers.stop()
             grace = self.config.daemon.shutdown_grace_s
             engine.sink.emit([{"v": 1, "type": "daemon_stopping", "version": VERSION,
                                "pid": os.getpid()}])

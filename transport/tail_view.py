@@ -46,7 +46,7 @@ STATE_STYLES: dict[str, str] = {
     "REDUCE_ONLY": "bold magenta",
     "HALT": "bold white on red",
 }
-#: Outputs, inputs and error texts longer than this are cut on a line (tail is for
+#: Outputs, inputs, error texts and halt reasons longer than this are cut on a line (tail is for
 #: watching; `--json` has them whole). An error of a megabyte took 0.6 s to draw.
 MAX_VALUE_CHARS = 120
 
@@ -133,7 +133,7 @@ def describe(event: Mapping[str, Any]) -> str:
         return (f"{e.get('status')} after {duration(e.get('duration_ms'))}: "
                 f"{e.get('error_type')}: {shorten(str(e.get('error')))}")
     if kind == "emergency_state_changed":
-        reason = f": {e['reason']}" if e.get("reason") else ""
+        reason = f": {shorten(str(e['reason']))}" if e.get("reason") else ""
         return (f"{e.get('previous_state')} -> {e.get('state')}{reason} "
                 f"(source {e.get('source')}, origin {e.get('origin')})")
     if kind in ("risk_limit_warning", "risk_limit_exceeded"):
@@ -199,7 +199,7 @@ class StatusHeader:
         top.append(f" {printable(state)} ", style=STATE_STYLES.get(state, "bold"))
         reason = status.get("reason")
         if reason and state != "NORMAL":
-            top.append(f" {printable(str(reason))}", style="italic")
+            top.append(f" {printable(shorten(str(reason)))}", style="italic")
         top.append(f"   running {status.get('running', '-')}   queued "
                    f"{status.get('queued', '-')}   seq {status.get('last_seq', '-')}   "
                    f"shown {self.shown}")

@@ -1,0 +1,62 @@
+"""The thread that runs done callbacks handed off by threads they could hold up.
+
+A done callback is user code: it may block, wait for another execution or call `halt()`.
+Run on the journal's writer thread it would hold up every commit; run on a supervisor's,
+its own executions. `DoneCallbackThread.run_later` queues them for one daemon thread,
+`tradeloom-done-callbacks`, made on first use, which runs them in order.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Sequence
+
+import structlog
+
+log = structlog.get_logger("tradeloom.events")
+
+
+class DoneCallbackThread:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[list[Callable[[], None]] | None] | None = None
+
+    def run_later(self, fns: list[Callable[[], None]]) -> None:
+        """Run `fns`, in order, on the thread (started on first use). If the OS refuses
+        the thread (can't start new thread), they run here, now, and the next call tries
+        again: a queue nobody reads would hold every later callback."""
+        if self._queue is None:
+            with self._lock:
+                if self._queue is None:
+                    fns_queue: queue.SimpleQueue[list[Callable[[], None]] | None] = (
+                        queue.SimpleQueue())
+                    try:
+                        threading.Thread(target=_serve, args=(fns_queue,),
+                                         name="tradeloom-done-callbacks", daemon=True).start()
+                        self._queue = fns_queue
+                    except RuntimeError as exc:
+                        log.error("done_callbacks_thread_failed", error=str(exc))
+            if self._queue is None:
+                run_all(fns)
+                return
+        self._queue.put(fns)
+
+    def close(self) -> None:
+        """The thread ends after what is queued (if it was ever started)."""
+        if self._queue is not None:
+            self._queue.put(None)
+
+
+def _serve(fns_queue: queue.SimpleQueue[list[Callable[[], None]] | None]) -> None:
+    while (fns := fns_queue.get()) is not None:
+        run_all(fns)
+
+
+def run_all(fns: Sequence[Callable[[], None]]) -> None:
+    """Call each of `fns`; what one raises is logged, and the rest still run."""
+    for fn in fns:
+        try:
+            fn()
+        except BaseException:  # a done callback must not break its caller
+            log.exception("done_callback_failed")
