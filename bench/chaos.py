@@ -21,10 +21,8 @@ Prints a summary; exits 1 when an invariant broke.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -41,114 +39,14 @@ import zmq
 
 from actors.logs import configure as configure_logs
 from bench.chaos_checks import JournalCheck, Watcher
-from bench.chaos_workflows import ACTIONS_ENV
-from bench.daemon_proc import free_port
-from transport.client import ControlClient, DaemonUnreachable
+from bench.chaos_daemon import LIMIT, THRESHOLD, ChaosDaemon
+from transport.client import ControlClient
 from transport.errors import ControlError, TransportError
 
-ROOT = Path(__file__).resolve().parent.parent
-READY_S = 30.0
-STOP_S = 40.0
-LIMIT = "daily_loss"
-THRESHOLD = 100.0
 CLIENTS = 3
 
 #: One kind of step of the run, given the probe's own control client.
 Step = Callable[[ControlClient], None]
-
-CONFIG = """\
-[daemon]
-data_dir = "{data_dir}"
-shutdown_grace_s = 1.0
-[transport]
-events = "{events}"
-control = "{control}"
-heartbeat_s = 0.5
-[resilience]
-max_restarts = 2
-backoff_min_s = 0.01
-backoff_max_s = 0.1
-breaker_failure_threshold = 3
-breaker_reset_timeout_s = 1.0
-[[emergency.limits]]
-name = "{limit}"
-kind = "daily_loss"
-threshold = {threshold}
-auto_halt = true
-[[emergency.on_halt]]
-ref = "bench.chaos_workflows:on_halt"
-[[workflows]]
-ref = "bench.chaos_workflows:trade"
-every_s = 0.5
-[[workflows]]
-ref = "bench.chaos_workflows:slow"
-every_s = 1.5
-"""
-
-
-class ChaosDaemon:
-    """`tradeloom daemon` in a subprocess on free ports; each run's stderr in its own file."""
-
-    def __init__(self, workdir: Path, seed: int) -> None:
-        self.workdir = workdir
-        self.events = f"tcp://127.0.0.1:{free_port()}"
-        self.control = f"tcp://127.0.0.1:{free_port()}"
-        self.side_file = workdir / "actions.txt"
-        self.config = workdir / "daemon.toml"
-        self.config.write_text(CONFIG.format(
-            data_dir=workdir / "data", events=self.events, control=self.control,
-            limit=LIMIT, threshold=THRESHOLD), encoding="utf-8")
-        self.seed = seed
-        self.runs = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def stderr_path(self, run: int | None = None) -> Path:
-        return self.workdir / f"daemon-{self.runs if run is None else run}.err"
-
-    def start(self) -> None:
-        """Start it; returns once it answers `ping` (else RuntimeError)."""
-        self.runs += 1
-        env = dict(os.environ, PYTHONPATH=str(ROOT), TRADELOOM_CHAOS_SEED=str(
-            self.seed * 1000 + self.runs), **{ACTIONS_ENV: str(self.side_file)})
-        with self.stderr_path().open("wb") as stderr:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "actors.cli", "--log-level", "warning", "daemon",
-                 "--config", str(self.config)], cwd=ROOT, env=env,
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
-        deadline = time.monotonic() + READY_S
-        with ControlClient(self.control, timeout=0.5) as client:
-            while True:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"run {self.runs}: the daemon exited "
-                                       f"{self.proc.returncode} at start")
-                try:
-                    client.ping()
-                    return
-                except DaemonUnreachable:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"run {self.runs}: no ping within "
-                                           f"{READY_S} s") from None
-
-    def exited(self) -> int | None:
-        return None if self.proc is None else self.proc.poll()
-
-    def signal(self, signum: int) -> int | None:
-        """Send `signum`; its exit code (None: not gone within STOP_S, then SIGKILLed)."""
-        proc, self.proc = self.proc, None
-        assert proc is not None
-        proc.send_signal(signum)
-        try:
-            return proc.wait(STOP_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            return None
-
-    def tracebacks(self) -> list[str]:
-        return [f"run {run}: a traceback on stderr ({self.stderr_path(run)})"
-                for run in range(1, self.runs + 1)
-                if "Traceback" in self.stderr_path(run).read_text(errors="replace")]
-
 
 class Chaos:
     def __init__(self, workdir: Path, seed: int, seconds: float) -> None:
@@ -172,14 +70,17 @@ class Chaos:
         return ControlClient(self.daemon.control, timeout=timeout)
 
     def burst(self, _client: ControlClient | None = None) -> None:
+        for thread in self.start_burst():
+            thread.join(60)
+
+    def start_burst(self) -> list[threading.Thread]:
         """Several clients at once (each its own), each submitting a few executions."""
         plans = [[self.plan() for _ in range(self.rng.randint(1, 12))]
                  for _ in range(self.rng.randint(1, CLIENTS))]
         threads = [threading.Thread(target=self.submit_all, args=(plan,)) for plan in plans]
         for thread in threads:
             thread.start()
-        for thread in threads:
-            thread.join(60)
+        return threads
 
     def plan(self) -> tuple[str, dict[str, Any]]:
         if self.rng.random() < 0.5:
@@ -219,13 +120,17 @@ class Chaos:
 
     def risk(self, client: ControlClient) -> None:
         over = self.rng.random() < 0.3
-        value = THRESHOLD * 1.5 if over else 0.0
+        value = THRESHOLD * (self.rng.choice([1.5, 2.0]) if over else 0.0)
+        before = client.status()["state"]
         client.risk_update(LIMIT, value=value)
+        # In REDUCE_ONLY a figure over the threshold halts only when it rises (positions
+        # being closed must not be refused); from NORMAL or ALERT any figure over halts.
+        halts = over and (before != "REDUCE_ONLY" or value > self.risk_value)
         self.risk_value = value
         self.count("risk over" if over else "risk back")
-        if over and client.status()["state"] != "HALT":
-            self.problems.append("a risk_update over an auto_halt threshold left the "
-                                 "daemon out of HALT")
+        if halts and (after := client.status()["state"]) != "HALT":
+            self.problems.append(f"a risk_update of {LIMIT} to {value} over its auto_halt "
+                                 f"threshold, in {before}, left the daemon in {after}")
 
     def cancel(self, client: ControlClient) -> None:
         running = client.executions(status="running", limit=50)
@@ -266,18 +171,29 @@ class Chaos:
         return [b"", b"\xc1" * rng.randint(1, 200)]
 
     def restart(self, client: ControlClient, signum: int | None = None) -> None:
-        """Kill (or SIGTERM) at this moment, restart, check what must hold."""
+        """Kill (or SIGTERM) now, right after a halt, or in the middle of a burst of
+        submits; restart; check what must hold."""
+        mode = self.rng.choice(["now", "after halt", "mid burst"])
+        in_flight: list[threading.Thread] = []
         try:
             halted = client.status()["state"] == "HALT"
+            if mode == "after halt":
+                halted = client.halt("chaos: then a kill")["state"] == "HALT"
         except TransportError:
             halted = False
+        if mode == "mid burst":
+            in_flight = self.start_burst()
+            time.sleep(self.rng.uniform(0.0, 0.3))
         if signum is None:
             signum = signal.SIGTERM if self.rng.random() < 0.25 else signal.SIGKILL
+        self.count(f"kill {mode}")
         code = self.daemon.signal(signum)
         if signum == signal.SIGTERM and code != 0:
             self.problems.append(f"run {self.daemon.runs}: SIGTERM exit {code}")
         self.count("sigterm" if signum == signal.SIGTERM else "sigkill")
         self.daemon.start()
+        for thread in in_flight:  # their submits go unanswered, or reach the new daemon
+            thread.join(60)
         with self.client(timeout=10.0) as fresh:
             status = fresh.status()
             if halted and status["state"] != "HALT":
