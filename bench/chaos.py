@@ -173,7 +173,7 @@ class Chaos:
     def restart(self, client: ControlClient, signum: int | None = None) -> None:
         """Kill (or SIGTERM) now, right after a halt, or in the middle of a burst of
         submits; restart; check what must hold."""
-        mode = self.rng.choice(["now", "after halt", "mid burst"])
+        mode = self.rng.choice(["now", "after halt", "mid burst", "then in recovery"])
         in_flight: list[threading.Thread] = []
         try:
             halted = client.status()["state"] == "HALT"
@@ -191,6 +191,11 @@ class Chaos:
         if signum == signal.SIGTERM and code != 0:
             self.problems.append(f"run {self.daemon.runs}: SIGTERM exit {code}")
         self.count("sigterm" if signum == signal.SIGTERM else "sigkill")
+        if mode == "then in recovery":  # killed again while it starts (its recovery)
+            self.daemon.start(wait=False)
+            time.sleep(self.rng.uniform(0.05, 1.5))
+            if (code := self.daemon.signal(signal.SIGKILL)) != -signal.SIGKILL:
+                self.problems.append(f"run {self.daemon.runs}: exited {code} while starting")
         self.daemon.start()
         for thread in in_flight:  # their submits go unanswered, or reach the new daemon
             thread.join(60)

@@ -70,8 +70,8 @@ class ChaosDaemon:
     def stderr_path(self, run: int | None = None) -> Path:
         return self.workdir / f"daemon-{self.runs if run is None else run}.err"
 
-    def start(self) -> None:
-        """Start it; returns once it answers `ping` (else RuntimeError)."""
+    def start(self, *, wait: bool = True) -> None:
+        """Start it; returns once it answers `ping` (else RuntimeError), or at once."""
         self.runs += 1
         env = dict(os.environ, PYTHONPATH=str(ROOT), TRADELOOM_CHAOS_SEED=str(
             self.seed * 1000 + self.runs), **{ACTIONS_ENV: str(self.side_file)})
@@ -80,6 +80,8 @@ class ChaosDaemon:
                 [sys.executable, "-m", "actors.cli", "--log-level", "warning", "daemon",
                  "--config", str(self.config)], cwd=ROOT, env=env,
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
+        if not wait:
+            return
         deadline = time.monotonic() + READY_S
         with ControlClient(self.control, timeout=0.5) as client:
             while True:
