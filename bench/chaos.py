@@ -83,9 +83,10 @@ class Chaos:
         return threads
 
     def plan(self) -> tuple[str, dict[str, Any]]:
-        if self.rng.random() < 0.5:
-            return "chaos_trade", {}
-        return "chaos_slow", {"nap_s": round(self.rng.uniform(0.1, 3.0), 2)}
+        workflow = self.rng.choices(["chaos_trade", "chaos_slow", "chaos_stuck"], [5, 4, 1])[0]
+        if workflow == "chaos_trade":
+            return workflow, {}
+        return workflow, {"nap_s": round(self.rng.uniform(0.1, 3.0), 2)}
 
     def submit_all(self, plan: list[tuple[str, dict[str, Any]]]) -> None:
         with self.client() as client:
@@ -133,7 +134,7 @@ class Chaos:
                                  f"threshold, in {before}, left the daemon in {after}")
 
     def cancel(self, client: ControlClient) -> None:
-        running = client.executions(status="running", limit=50)
+        running = client.executions(status=self.rng.choice(["running", "queued"]), limit=50)
         if running:
             execution_id = str(self.rng.choice(running)["execution_id"])
             status = client.cancel(execution_id)["status"]

@@ -25,6 +25,8 @@ CONFIG = """\
 [daemon]
 data_dir = "{data_dir}"
 shutdown_grace_s = 1.0
+max_concurrent_executions = 6
+max_queued_executions = 25
 [transport]
 events = "{events}"
 control = "{control}"
@@ -48,6 +50,8 @@ every_s = 0.5
 [[workflows]]
 ref = "bench.chaos_workflows:slow"
 every_s = 1.5
+[[workflows]]
+ref = "bench.chaos_workflows:stuck"
 """
 
 

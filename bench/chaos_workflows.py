@@ -4,6 +4,8 @@
   retries and its breaker move), a condition, and an action;
 - `chaos_slow`: a provider that naps for `inputs["nap_s"]` (default 1 s) unless cancelled,
   then an action: it is running when a kill, a halt or a cancel comes;
+- `chaos_stuck`: an action that outlives its timeout (a late result, an intent left
+  unresolved);
 - `chaos_on_halt`: the on-halt hook, one action (as examples/hooks.py cancels orders).
 
 Every action run appends its idempotency key to the file named by `$TRADELOOM_CHAOS_ACTIONS`
@@ -60,6 +62,16 @@ trade = Workflow("chaos_trade", nodes=[
 slow = Workflow("chaos_slow", nodes=[
     Node("nap", nap, category="provider", timeout_s=10.0),
     Node("settle", record_action, category="action", depends_on=["nap"]),
+])
+
+def stuck_action(ctx: NodeContext) -> dict[str, Any]:
+    result = record_action(ctx)
+    ctx.cancelled.wait(float(ctx.inputs.get("nap_s", 1.0)))
+    return result
+
+
+stuck = Workflow("chaos_stuck", nodes=[
+    Node("order", stuck_action, category="action", timeout_s=0.3),
 ])
 
 on_halt = Workflow("chaos_on_halt", nodes=[
