@@ -188,9 +188,16 @@ class Chaos:
         if signum is None:
             signum = signal.SIGTERM if self.rng.random() < 0.25 else signal.SIGKILL
         self.count(f"kill {mode}")
+        if signum == signal.SIGTERM and self.rng.random() < 0.3:  # killed while it stops
+            self.daemon.nudge(signal.SIGTERM)
+            time.sleep(self.rng.uniform(0.0, 0.5))
+            signum = signal.SIGKILL
+            self.count("sigterm then sigkill")
         code = self.daemon.signal(signum)
         if signum == signal.SIGTERM and code != 0:
             self.problems.append(f"run {self.daemon.runs}: SIGTERM exit {code}")
+        elif code not in (0, -signal.SIGKILL):
+            self.problems.append(f"run {self.daemon.runs}: exit {code} at a kill")
         self.count("sigterm" if signum == signal.SIGTERM else "sigkill")
         if mode == "then in recovery":  # killed again while it starts (its recovery)
             self.daemon.start(wait=False)

@@ -103,6 +103,11 @@ class ChaosDaemon:
     def exited(self) -> int | None:
         return None if self.proc is None else self.proc.poll()
 
+    def nudge(self, signum: int) -> None:
+        """Send `signum` without waiting."""
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
     def signal(self, signum: int) -> int | None:
         """Send `signum`; its exit code (None: not gone within STOP_S, then SIGKILLed)."""
         proc, self.proc = self.proc, None
