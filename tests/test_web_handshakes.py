@@ -143,6 +143,11 @@ def test_websockets_server_internals_we_hook_are_unchanged() -> None:
     assert re.search(r"threading\.Thread\(target=self\.handler, args=\(sock, addr\)\)",
                      serve_forever)
     assert "self.socket.close()" in inspect.getsource(Server.shutdown)
+    # What our stand-in for serve_forever (transport/web/_compat.py) shares with it.
+    for used in ("self.handler_threads.add(thread)", "with self.lock:",
+                 "self.socket_closed.set()", "self.shutdown_watcher.close()",
+                 "poller.register(self.shutdown_watcher, selectors.EVENT_READ)"):
+        assert used in serve_forever, used
     # Nothing else is asked of the listener than AdmittingListener offers.
     whole = inspect.getsource(Server)
     assert set(re.findall(r"self\.socket\.(\w+)", whole)) <= {"accept", "close", "fileno"}
