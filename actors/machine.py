@@ -304,9 +304,9 @@ class NodeRun(NodeContext):
     `NodeDone` arrives.
     """
 
-    __slots__ = ("abandoned", "denied", "duration_s", "error", "error_text", "execution",
-                 "index", "node", "returned", "shown", "slot", "started", "started_at",
-                 "trial", "truth", "value")
+    __slots__ = ("__weakref__", "abandoned", "denied", "duration_s", "error", "error_text",
+                 "execution", "index", "node", "returned", "shown", "slot", "started",
+                 "started_at", "trial", "truth", "value")
 
     def __init__(self, execution: Execution, index: int, attempt: int,
                  upstream: Mapping[str, Any], risk: Callable[..., dict[str, Any]]) -> None:

@@ -70,7 +70,7 @@ class ExecutionClosing:
             results=MappingProxyType(exe.outputs), error=ending.error,
             error_type=ending.error_type, duration_ms=terminal["duration_ms"],
             started_at=exe.started_event.get("timestamp"), ended_at=terminal["timestamp"],
-            execution=exe)
+            node_report=terminal.get("nodes") or exe.node_summary())
         if ending.status is ExecutionStatus.FAILED:
             log.warning("execution_ended", execution_id=exe.id, workflow_id=wf.id,
                         status=ending.status.value, error_type=ending.error_type,
