@@ -62,7 +62,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("tradeloom.engine")
 VERSION = "0.1.0"
-_RECENT_RESULTS = 1000
+_RECENT_STATUSES = 1000
 
 
 #: `submit(priority=...)` is a signed 64-bit integer (what the journal stores).
@@ -107,7 +107,10 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry, EngineLifecycle):
         # Reentrant: a signal handler's stop() may land while its thread holds it.
         self._lock = threading.RLock()
         self._register_entries(config)  # before any actor starts: a refusal leaves none
-        self._recent: OrderedDict[str, ExecutionResult] = OrderedDict()
+        #: execution id -> status, of the last _RECENT_STATUSES to end (what `cancel` answers
+        #: for one that ended). Not their results: those hold every output, which may be
+        #: big, and the engine must not keep a thousand executions' outputs alive.
+        self._recent: OrderedDict[str, str] = OrderedDict()
         #: Executions ended, by (workflow_id, status): `execution_counts()` (the metrics).
         self._ended: Counter[tuple[str, str]] = Counter()
         recovery = durable.recovery if durable is not None else None
@@ -247,12 +250,8 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry, EngineLifecycle):
             raise EngineStopped("the engine is stopped") from None
         if ended:
             return ExecutionStatus.CANCELLED.value
-        result = self._recent.get(execution_id)
-        return result.status if result is not None else self._journaled_status(execution_id)
-
-    def recent(self, execution_id: str) -> ExecutionResult | None:
-        """The result of a recently finished execution still held in memory."""
-        return self._recent.get(execution_id)
+        status = self._recent.get(execution_id)
+        return status if status is not None else self._journaled_status(execution_id)
 
     def execution_counts(self) -> dict[tuple[str, str], int]:
         """How many executions ended since this engine started, by (workflow_id, status):
@@ -264,8 +263,8 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry, EngineLifecycle):
         # Once per finished execution, on its supervisor's thread.
         with self._lock:
             self._ended[(result.workflow_id, result.status)] += 1
-            self._recent[result.execution_id] = result
-            if len(self._recent) > _RECENT_RESULTS:
+            self._recent[result.execution_id] = result.status
+            if len(self._recent) > _RECENT_STATUSES:
                 self._recent.popitem(last=False)
 
     # -- events, emergency, status ---------------------------------------------------------

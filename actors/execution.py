@@ -18,7 +18,6 @@ from actors.eventlog import EventLog, current_subscription
 
 if TYPE_CHECKING:
     from actors.journal_records import Ticket
-    from actors.machine import Execution
 
 _log = structlog.get_logger("tradeloom.execution")
 
@@ -42,8 +41,11 @@ class ExecutionResult:
     duration_ms: float = 0.0
     started_at: str | None = None
     ended_at: str | None = None
-    #: The finished execution record; `nodes` is computed from it on demand.
-    execution: Execution | None = field(default=None, repr=False, compare=False)
+    #: node_id -> {"status", "attempts"} and "error"/"error_type" (the terminal event's
+    #: `nodes`, read-only); `nodes` adds the outputs. Kept instead of the execution record,
+    #: which goes (while its memory is still in cache) once it has ended.
+    node_report: Mapping[str, Mapping[str, Any]] = field(
+        default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "results", MappingProxyType(dict(self.results)))
@@ -54,15 +56,11 @@ class ExecutionResult:
 
     @property
     def nodes(self) -> dict[str, dict[str, Any]]:
-        """node_id -> {"status", "attempts", "outputs" | "error", "error_type"}."""
-        exe = self.execution
-        if exe is None:
-            return {}
-        report = exe.node_summary()
-        for node_id, entry in report.items():
-            if node_id in exe.outputs:
-                entry["outputs"] = exe.outputs[node_id]
-        return report
+        """node_id -> {"status", "attempts", "outputs" | "error", "error_type"} (a fresh
+        dict each time)."""
+        results = self.results
+        return {node_id: {**entry, "outputs": results[node_id]} if node_id in results
+                else dict(entry) for node_id, entry in self.node_report.items()}
 
 
 class ExecutionHandle:

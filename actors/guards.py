@@ -18,6 +18,7 @@ fixed tuple: the hot path is one loop over two objects.
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -119,13 +120,18 @@ class RestartGuard:
 
     def __init__(self, defaults: ResilienceConfig) -> None:
         self._defaults = defaults
-        self._policies: weakref.WeakKeyDictionary[Node, RestartPolicy] = (
-            weakref.WeakKeyDictionary())
+        #: id(node) -> (a weak reference to the node, its policy); the entry goes with the
+        #: node (before its id can be another's). A WeakKeyDictionary made a weak reference
+        #: on every lookup, once per node run.
+        self._policies: dict[int, tuple[weakref.ref[Node], RestartPolicy]] = {}
 
     def policy(self, node: Node) -> RestartPolicy:
-        policy = self._policies.get(node)
-        if policy is None:
-            policy = self._policies[node] = policy_for(node, self._defaults)
+        entry = self._policies.get(id(node))
+        if entry is not None and entry[0]() is node:
+            return entry[1]
+        policy = policy_for(node, self._defaults)
+        self._policies[id(node)] = (weakref.ref(node, functools.partial(
+            _forget, self._policies, id(node))), policy)
         return policy
 
     def timeout_s(self, node: Node) -> float:
@@ -140,3 +146,7 @@ class RestartGuard:
             return None
         restarts.append(now)
         return policy.delay_s(len(restarts))
+
+
+def _forget(policies: dict[int, Any], key: int, _ref: object) -> None:
+    policies.pop(key, None)

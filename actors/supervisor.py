@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -238,8 +239,8 @@ class SupervisorActor(ExecutionClosing, EngineActorBase):
                 return
         exe.dispatched(run)
         now = self._clock.monotonic()
-        self._timers.push(now + self._restart.timeout_s(run.node), TimerKind.NODE_TIMEOUT, exe,
-                          (i, run.attempt))
+        self._timers.push(now + self._restart.timeout_s(run.node), TimerKind.NODE_TIMEOUT,
+                          weakref.ref(run))
         if self._pool.run(run):
             self._pool.checking = True
             self._timers.push(now + CHECK_S, TimerKind.POOL_CHECK, self._pool)
@@ -329,18 +330,21 @@ class SupervisorActor(ExecutionClosing, EngineActorBase):
                                       TimerKind.WAKE, target, arg)
                 else:
                     _wake(target)
+            elif kind is TimerKind.NODE_TIMEOUT:
+                run = timed_run(target)
+                if run is not None:
+                    try:
+                        self._timed_out(run)
+                    except Exception as exc:  # noqa: BLE001 - see _contain
+                        self._contain(run.execution, exc)
             else:
                 try:
                     self._fire_execution_timer(kind, target, arg)
                 except Exception as exc:  # noqa: BLE001 - see _contain
                     self._contain(target, exc)
 
-    def _fire_execution_timer(self, kind: int, target: Any, arg: Any) -> None:
-        if kind is TimerKind.NODE_TIMEOUT:
-            run = timed_run(target, arg)
-            if run is not None:
-                self._timed_out(run)
-        elif kind is TimerKind.RETRY:
+    def _fire_execution_timer(self, kind: int, target: Execution, arg: Any) -> None:
+        if kind is TimerKind.RETRY:
             i, attempt = arg
             if not target.closed and target.attempts[i] == attempt:
                 self._dispatch(target, i)
@@ -355,12 +359,11 @@ class SupervisorActor(ExecutionClosing, EngineActorBase):
             # Still waiting in the mailbox (every actor busy) or refused on its way in: the
             # clock runs from when the node starts. The workflow's timeout_s bounds the wait.
             if not exe.closed:
-                self._timers.push(now + timeout_s, TimerKind.NODE_TIMEOUT, exe,
-                                  (run.index, run.attempt))
+                self._timers.push(now + timeout_s, TimerKind.NODE_TIMEOUT, weakref.ref(run))
             return
         if run.started_at + timeout_s > now:
-            self._timers.push(run.started_at + timeout_s, TimerKind.NODE_TIMEOUT, exe,
-                              (run.index, run.attempt))
+            self._timers.push(run.started_at + timeout_s, TimerKind.NODE_TIMEOUT,
+                              weakref.ref(run))
             return
         if not self._pool.abandon(run):
             return  # it returned just now; its NodeDone is in the inbox

@@ -69,8 +69,9 @@ class ExecutionClosing:
             execution_id=exe.id, workflow_id=wf.id, status=ending.status.value,
             results=MappingProxyType(exe.outputs), error=ending.error,
             error_type=ending.error_type, duration_ms=terminal["duration_ms"],
-            started_at=exe.started_event.get("timestamp"), ended_at=terminal["timestamp"],
-            execution=exe)
+            started_at=exe.started_event.get("timestamp") or None,
+            ended_at=terminal["timestamp"],
+            node_report=terminal.get("nodes") or exe.node_summary())
         if ending.status is ExecutionStatus.FAILED:
             log.warning("execution_ended", execution_id=exe.id, workflow_id=wf.id,
                         status=ending.status.value, error_type=ending.error_type,
@@ -104,7 +105,7 @@ class ExecutionClosing:
             return
         ending = Ending.internal(error)
         # Every execution's stream starts with execution_started, even this one's.
-        unstarted = "seq" not in exe.started_event
+        unstarted = not exe.started_event.get("seq")  # (the head's placeholder is 0)
         prefix = [{**exe.head, "type": "execution_started",
                    "node_count": len(exe.node_status), "inputs": exe.shown_inputs,
                    "priority": exe.priority}] if unstarted else []

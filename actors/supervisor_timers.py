@@ -1,35 +1,38 @@
 """The supervisor's timer kinds, and which of its timers still matter.
 
 A timer outlives what it guards until the heap's next sweep (`actors.timers`), so an entry
-names what it is for without holding more than that: a node timeout holds the execution
-and (node index, attempt), not the run, which holds its `upstream` (in a long chain,
-every output before it: 700 MB for an 8,000-node chain, measured, when runs were kept).
+names what it is for without keeping it alive: a node timeout holds a weak reference to
+its run. A run holds its `upstream` (in a long chain every output before it: 700 MB for an
+8,000-node chain, measured, when timers kept runs) and its execution, which is then freed
+as it ends, its memory still in cache, not thousands of executions later at the sweep.
+A run still going (a stuck node, its execution ended or not) is held by its node actor:
+its timer fires, and the node is abandoned.
 """
 
 from __future__ import annotations
 
+import weakref
 from enum import IntEnum
 
-from actors.machine import Execution, NodeRun
+from actors.machine import NodeRun
 from actors.timers import Entry
 
 
 class TimerKind(IntEnum):
     """What a supervisor timer is for, and what its entry's target and arg are."""
 
-    NODE_TIMEOUT = 0  # target: Execution, arg: (node index, attempt)
+    NODE_TIMEOUT = 0  # target: weakref to the NodeRun
     RETRY = 1         # target: Execution, arg: (node index, attempt that failed)
     DEADLINE = 2      # target: Execution (the workflow's timeout_s)
     POOL_CHECK = 3    # target: NodePool (grow while runs wait)
     WAKE = 4          # target: tuple of cancel Events to set, arg: set them by then
 
 
-def timed_run(exe: Execution, index_attempt: tuple[int, int]) -> NodeRun | None:
+def timed_run(ref: weakref.ref[NodeRun]) -> NodeRun | None:
     """The run a node timeout was set for, while it is still its node's current run (not
     answered, not abandoned); else None."""
-    index, attempt = index_attempt
-    run = exe.runs.get(index)
-    if run is None or run.attempt != attempt or run.abandoned:
+    run = ref()
+    if run is None or run.abandoned or run.execution.runs.get(run.index) is not run:
         return None
     return run
 
@@ -38,7 +41,7 @@ def timer_alive(timer: Entry) -> bool:
     """Whether a timer still matters (the heap's sweep drops the others)."""
     _, _, kind, target, _ = timer
     if kind is TimerKind.NODE_TIMEOUT:
-        return timed_run(target, timer[4]) is not None
+        return timed_run(target) is not None
     if kind is TimerKind.POOL_CHECK or kind is TimerKind.WAKE:
         return True
     return not target.closed

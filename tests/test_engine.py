@@ -18,6 +18,7 @@ import os
 import re
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -649,6 +650,28 @@ def test_workflows_built_per_execution_are_not_kept_alive(engine: Engine) -> Non
     run(6000)  # 12,000 more Node objects built and finished with
     nodes_after = _live_objects(Node)
     assert nodes_after - nodes_before < 2000, (nodes_before, nodes_after)
+
+
+def test_an_output_is_freed_once_its_caller_drops_the_result(engine: Engine) -> None:
+    """The engine keeps no finished execution's outputs: a node that returns a big object
+    (a DataFrame, a book snapshot) must not have a thousand of them held by the engine
+    after their callers are done with them (it kept its last 1,000 results)."""
+    class Snapshot:
+        pass
+
+    made: list[weakref.ref[Snapshot]] = []
+
+    def snapshot(ctx: NodeContext) -> Snapshot:
+        value = Snapshot()
+        made.append(weakref.ref(value))
+        return value
+
+    wf = Workflow("snapshots", nodes=[Node("book", snapshot, category="provider")])
+    for _ in range(3):  # the actor loops hold their last message: the last one's, not these
+        assert engine.submit(wf).result(timeout=10).status == "completed"
+    assert len(made) == 3
+    gc.collect()
+    assert [ref() is None for ref in made[:2]] == [True, True]
 
 
 # -- the event stream ----------------------------------------------------------------------
