@@ -48,7 +48,7 @@ class Execution:
     read by the gate under the sequencing lock)."""
 
     __slots__ = (
-        "attempts", "bot_id", "closed", "completed", "ending_on_start", "errors",
+        "__weakref__", "attempts", "bot_id", "closed", "completed", "ending_on_start", "errors",
         "exempt_from_halt", "finished", "handle", "head", "id", "inputs", "node_status",
         "outputs", "priority", "remaining", "restarts", "runs", "shown_inputs",
         "shown_outputs", "started_event", "started_mono", "status", "strategy_id",

@@ -49,7 +49,7 @@ from actors.messages import (
 )
 from actors.node import CHECK_S, NodePool
 from actors.supervisor_closing import ExecutionClosing
-from actors.supervisor_timers import TimerKind, timed_run, timer_alive
+from actors.supervisor_timers import TimerKind, open_execution, timed_run, timer_alive
 from actors.timers import TimerHeap
 
 log = structlog.get_logger("tradeloom.supervisor")
@@ -217,7 +217,7 @@ class SupervisorActor(ExecutionClosing, EngineActorBase):
             return
         timeout_s = exe.workflow.timeout_s
         if timeout_s is not None:
-            self._timers.push(now + timeout_s, TimerKind.DEADLINE, exe)
+            self._timers.push(now + timeout_s, TimerKind.DEADLINE, weakref.ref(exe))
         for i in exe.workflow.roots:
             if exe.closed:
                 break
@@ -289,7 +289,7 @@ class SupervisorActor(ExecutionClosing, EngineActorBase):
                                             now)
         error_type = type(error).__name__
         if delay is not None:
-            self._timers.push(now + delay, TimerKind.RETRY, exe, (i, run.attempt))
+            self._timers.push(now + delay, TimerKind.RETRY, weakref.ref(exe), (i, run.attempt))
             log.info("node_retrying", execution_id=exe.id, node_id=run.node.id,
                      attempt=run.attempt + 1, delay_s=delay, error_type=error_type)
         return exe.failed(i, text, error_type, duration_s, run.attempt, delay)
@@ -338,18 +338,20 @@ class SupervisorActor(ExecutionClosing, EngineActorBase):
                     except Exception as exc:  # noqa: BLE001 - see _contain
                         self._contain(run.execution, exc)
             else:
-                try:
-                    self._fire_execution_timer(kind, target, arg)
-                except Exception as exc:  # noqa: BLE001 - see _contain
-                    self._contain(target, exc)
+                exe = open_execution(target)
+                if exe is not None:
+                    try:
+                        self._fire_execution_timer(kind, exe, arg)
+                    except Exception as exc:  # noqa: BLE001 - see _contain
+                        self._contain(exe, exc)
 
-    def _fire_execution_timer(self, kind: int, target: Execution, arg: Any) -> None:
+    def _fire_execution_timer(self, kind: int, exe: Execution, arg: Any) -> None:
         if kind is TimerKind.RETRY:
             i, attempt = arg
-            if not target.closed and target.attempts[i] == attempt:
-                self._dispatch(target, i)
-        elif not target.closed:
-            self._close(target, Ending.timed_out(target.workflow.timeout_s))
+            if exe.attempts[i] == attempt:
+                self._dispatch(exe, i)
+        else:
+            self._close(exe, Ending.timed_out(exe.workflow.timeout_s))
 
     def _timed_out(self, run: NodeRun) -> None:
         exe = run.execution

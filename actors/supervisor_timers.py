@@ -6,7 +6,9 @@ its run. A run holds its `upstream` (in a long chain every output before it: 700
 8,000-node chain, measured, when timers kept runs) and its execution, which is then freed
 as it ends, its memory still in cache, not thousands of executions later at the sweep.
 A run still going (a stuck node, its execution ended or not) is held by its node actor:
-its timer fires, and the node is abandoned.
+its timer fires, and the node is abandoned. Retry and deadline timers hold a weak
+reference to their execution, for the same reason (a workflow `timeout_s` sets one for
+every execution).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import weakref
 from enum import IntEnum
 
-from actors.machine import NodeRun
+from actors.machine import Execution, NodeRun
 from actors.timers import Entry
 
 
@@ -22,8 +24,8 @@ class TimerKind(IntEnum):
     """What a supervisor timer is for, and what its entry's target and arg are."""
 
     NODE_TIMEOUT = 0  # target: weakref to the NodeRun
-    RETRY = 1         # target: Execution, arg: (node index, attempt that failed)
-    DEADLINE = 2      # target: Execution (the workflow's timeout_s)
+    RETRY = 1         # target: weakref to the Execution, arg: (node index, failed attempt)
+    DEADLINE = 2      # target: weakref to the Execution (the workflow's timeout_s)
     POOL_CHECK = 3    # target: NodePool (grow while runs wait)
     WAKE = 4          # target: tuple of cancel Events to set, arg: set them by then
 
@@ -37,6 +39,12 @@ def timed_run(ref: weakref.ref[NodeRun]) -> NodeRun | None:
     return run
 
 
+def open_execution(ref: weakref.ref[Execution]) -> Execution | None:
+    """The execution a retry or deadline timer was set for, while it has not ended."""
+    exe = ref()
+    return None if exe is None or exe.closed else exe
+
+
 def timer_alive(timer: Entry) -> bool:
     """Whether a timer still matters (the heap's sweep drops the others)."""
     _, _, kind, target, _ = timer
@@ -44,4 +52,4 @@ def timer_alive(timer: Entry) -> bool:
         return timed_run(target) is not None
     if kind is TimerKind.POOL_CHECK or kind is TimerKind.WAKE:
         return True
-    return not target.closed
+    return open_execution(target) is not None

@@ -1,3 +1,5 @@
+import pytest
+
 from actors import ManualClock
 from actors.timers import TimerHeap
 
@@ -52,20 +54,23 @@ def test_real_clock_reports_time_to_next_deadline() -> None:
     assert delay is not None and 9.0 < delay <= 10.0
 
 
-def test_a_finished_execution_and_its_runs_are_freed_as_it_ends() -> None:
+@pytest.mark.parametrize("timeout_s", [None, 60.0])  # 60: a deadline timer, unfired
+def test_a_finished_execution_and_its_runs_are_freed_as_it_ends(
+        timeout_s: float | None) -> None:
     # A node's timeout timer outlives its run until the heap's next sweep (thousands of
     # pushes later). Were it to hold the run, it would hold the run's `upstream` (in a long
     # chain every output before it: 700 MB for an 8,000-node chain, measured) and its
-    # execution record. It holds a weak reference; nor does the result hold the record. So
-    # refcounting frees them as the execution ends (the cyclic GC is off here to show it),
-    # not thousands of executions later with their memory long out of cache.
+    # execution record. It holds a weak reference (a workflow deadline's timer too); nor
+    # does the result hold the record. So refcounting frees them as the execution ends (the
+    # cyclic GC is off here to show it), not thousands of executions later, out of cache.
     import gc
 
     from actors import Engine, Node, Workflow
     from actors.machine import Execution, NodeRun
 
     chain = Workflow("chain", nodes=[
-        Node(f"n{i}", lambda ctx: 1, depends_on=[f"n{i - 1}"] if i else []) for i in range(20)])
+        Node(f"n{i}", lambda ctx: 1, depends_on=[f"n{i - 1}"] if i else []) for i in range(20)],
+        timeout_s=timeout_s)
     engine = Engine.start()
     gc.disable()
     try:
