@@ -69,6 +69,8 @@ class CircuitBreaker:
 
     def record(self, ok: bool, *, trial: bool) -> None:
         """The outcome of a run that was admitted."""
+        if ok and not trial and self.failures == 0 and self.state is BreakerState.CLOSED:
+            return  # the common case changes nothing: no lock (a success resets failures)
         with self._lock:
             if trial:
                 self.trial_in_flight = False
