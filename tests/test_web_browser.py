@@ -24,6 +24,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.daemon_fixture import DaemonProcess, free_port
+from transport.control_client import ControlClient
 
 TOKEN = "browser-test-token-4f1c"
 WAIT_S = 20.0
@@ -127,6 +128,13 @@ def test_a_risk_update_moves_its_bar(page: WebDriver, daemon: DaemonProcess,
         control.risk_update("daily_loss", value=0.0)
 
 
+def last_change(control: ControlClient) -> tuple[str, str] | None:
+    """(state, origin) of the last committed emergency_state_changed, if any."""
+    changes = [e for e in control.replay(since_seq=1, limit=10_000)["events"]
+               if e["type"] == "emergency_state_changed"]
+    return (changes[-1]["state"], changes[-1]["origin"]) if changes else None
+
+
 def test_halt_clicked_and_confirmed_halts_the_daemon(page: WebDriver, daemon: DaemonProcess,
                                                      screenshots: Path) -> None:
     page.find_element(By.ID, "btn-halt").click()
@@ -135,18 +143,20 @@ def test_halt_clicked_and_confirmed_halts_the_daemon(page: WebDriver, daemon: Da
         assert control.status()["state"] == "NORMAL"  # nothing happens before confirming
     page.save_screenshot(str(screenshots / "3-confirm.png"))
     page.find_element(By.ID, "confirm-ok").click()
-    with daemon.client() as control:
-        wait(page, lambda d: control.status()["state"] == "HALT", "the daemon is in HALT")
-        events = control.replay(since_seq=1, limit=10_000)["events"]
-    changed = [e for e in events if e["type"] == "emergency_state_changed"]
-    assert changed[-1]["state"] == "HALT" and changed[-1]["origin"] == "web"
-    wait(page, lambda d: d.find_element(By.ID, "banner").get_attribute("data-state") == "HALT",
-         "the banner turns HALT")
-    banner = page.find_element(By.ID, "banner")
-    assert banner.value_of_css_property("background-color") == "rgba(192, 57, 43, 1)"  # red
-    page.save_screenshot(str(screenshots / "4-halted.png"))
-    with daemon.client() as control:
-        control.resume("browser test done")
+    try:
+        with daemon.client() as control:
+            # `status` shows HALT as soon as it holds (in memory, before its commit); the
+            # event is in `replay` once committed: wait for that, not for the status.
+            wait(page, lambda d: last_change(control) == ("HALT", "web"),
+                 "the HALT from the page, committed")
+        wait(page, lambda d: d.find_element(By.ID, "banner").get_attribute("data-state")
+             == "HALT", "the banner turns HALT")
+        banner = page.find_element(By.ID, "banner")
+        assert banner.value_of_css_property("background-color") == "rgba(192, 57, 43, 1)"
+        page.save_screenshot(str(screenshots / "4-halted.png"))
+    finally:  # the next tests need the daemon running, whatever happened here
+        with daemon.client() as control:
+            control.resume("browser test done")
     wait(page, lambda d: d.find_element(By.ID, "banner").get_attribute("data-state")
          == "NORMAL", "the banner turns back")
 
