@@ -7,10 +7,9 @@ from actors import Engine, Node, NodeContext, Workflow
 from tests.conftest import EngineFactory
 
 
-def test_blocked_nodes_get_actors_until_every_execution_is_inside(
-        make_engine: EngineFactory) -> None:
-    engine: Engine = make_engine({"daemon": {"max_concurrent_executions": 400,
-                                             "node_actors": 500}})
+def blocked_io() -> tuple[Workflow, threading.Event, threading.Semaphore]:
+    """A one-node workflow whose node blocks (as on exchange I/O) until `release` is set
+    (20 s at most); `inside` is released as each run gets inside its function."""
     release = threading.Event()
     inside = threading.Semaphore(0)
 
@@ -19,7 +18,14 @@ def test_blocked_nodes_get_actors_until_every_execution_is_inside(
         release.wait(20)
         return 1
 
-    wf = Workflow("blocked", nodes=[Node("io", blocked, category="provider")])
+    return Workflow("blocked", nodes=[Node("io", blocked, category="provider")]), release, inside
+
+
+def test_blocked_nodes_get_actors_until_every_execution_is_inside(
+        make_engine: EngineFactory) -> None:
+    engine: Engine = make_engine({"daemon": {"max_concurrent_executions": 400,
+                                             "node_actors": 500}})
+    wf, release, inside = blocked_io()
     handles = [engine.submit(wf) for _ in range(400)]
     try:
         for _ in range(400):  # every one of them is inside its function at the same time

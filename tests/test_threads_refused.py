@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from actors import Engine, Node, NodeContext, Workflow
+from actors import Engine, Node, Workflow
 from actors.eventlog import EventLog
 from actors.node import CORE_ACTORS, NodeActor
 from tests.conftest import EngineFactory
+from tests.test_engine_pool import blocked_io
 
 
 class ThreadLimit:
@@ -66,15 +67,7 @@ def test_growth_refused_once_grows_again_when_threads_are_back(
     the pool grows and every blocked run gets inside its function."""
     engine: Engine = make_engine({"daemon": {"max_concurrent_executions": 100,
                                              "node_actors": 100}})
-    release = threading.Event()
-    inside = threading.Semaphore(0)
-
-    def blocked(ctx: NodeContext) -> int:
-        inside.release()
-        release.wait(20)
-        return 1
-
-    wf = Workflow("blocked", nodes=[Node("io", blocked, category="provider")])
+    wf, release, inside = blocked_io()
     handles = [engine.submit(wf) for _ in range(CORE_ACTORS)]
     try:
         for _ in range(CORE_ACTORS):
