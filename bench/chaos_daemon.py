@@ -8,12 +8,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from bench.chaos_workflows import ACTIONS_ENV
-from bench.daemon_proc import free_port
-from transport.client import ControlClient, DaemonUnreachable
+from bench.daemon_proc import free_port, wait_answering
+from transport.client import ControlClient
 
 ROOT = Path(__file__).resolve().parent.parent
 READY_S = 30.0
@@ -86,19 +85,10 @@ class ChaosDaemon:
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
         if not wait:
             return
-        deadline = time.monotonic() + READY_S
         with ControlClient(self.control, timeout=0.5) as client:
-            while True:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"run {self.runs}: the daemon exited "
-                                       f"{self.proc.returncode} at start")
-                try:
-                    client.ping()
-                    return
-                except DaemonUnreachable:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"run {self.runs}: no ping within "
-                                           f"{READY_S} s") from None
+            problem = wait_answering(self.proc, client, READY_S)
+        if problem is not None:
+            raise RuntimeError(f"run {self.runs}: {problem} at start")
 
     def exited(self) -> int | None:
         return None if self.proc is None else self.proc.poll()

@@ -109,20 +109,13 @@ class BenchDaemon:
                 [sys.executable, *entry, "--log-level", "warning", "daemon",
                  "--config", str(self.config)], cwd=ROOT, env=env,
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
-        deadline = time.monotonic() + READY_S
         with self.client(timeout=0.25) as control:
-            while True:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"the daemon exited {self.proc.returncode}: "
-                                       f"{self.stderr_tail()}")
-                try:
-                    control.ping()
-                    return self
-                except DaemonUnreachable:
-                    if time.monotonic() > deadline:
-                        self.stop()
-                        raise RuntimeError(f"the daemon did not answer within {READY_S} s: "
-                                           f"{self.stderr_tail()}") from None
+            problem = wait_answering(self.proc, control, READY_S)
+        if problem is not None:
+            if self.proc.poll() is None:
+                self.stop()
+            raise RuntimeError(f"{problem}: {self.stderr_tail()}")
+        return self
 
     def commit_times(self) -> list[list[Any]]:
         """The journal's commits as `[last seq, time.time()]`, once the daemon has exited."""
@@ -150,3 +143,19 @@ class BenchDaemon:
         code = self.stop()
         if code != 0 and exc == (None, None, None):
             raise RuntimeError(f"the daemon exited {code}: {self.stderr_tail()}")
+
+
+def wait_answering(proc: subprocess.Popen[bytes], control: ControlClient,
+                   within_s: float) -> str | None:
+    """Ping the daemon `proc` until it answers: None, or why not (it exited, or gave no
+    answer within `within_s`)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        if proc.poll() is not None:
+            return f"the daemon exited {proc.returncode}"
+        try:
+            control.ping()
+            return None
+        except DaemonUnreachable:
+            if time.monotonic() > deadline:
+                return f"the daemon did not answer within {within_s} s"
