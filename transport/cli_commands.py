@@ -173,15 +173,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from actors.cli import parse_inputs
-    from transport.cli_submit import submit_and_wait
+    from transport.cli_submit import send_submit, submit_and_wait
 
     inputs = parse_inputs(args.input)
     conn = connection(args)
     if args.wait:
         return submit_and_wait(conn, args, inputs)
     with conn.control_client() as control:
-        reply = control.submit(args.workflow, inputs, bot_id=args.bot_id,
-                               strategy_id=args.strategy_id, priority=args.priority)
+        reply = send_submit(control, conn, args, inputs)
     if args.json:
         print_json(reply)
     else:

@@ -1,4 +1,9 @@
-"""`tradeloom submit --wait`: submit, then follow the event stream to the execution's end.
+"""`tradeloom submit`: one submit (`send_submit`); with `--wait`, then follow the event stream
+to the execution's end.
+
+`--timeout` bounds reaching the daemon: a `ping` first. The submit's reply is then waited for
+as long as the daemon may hold it for its record's commit (a slow disk), so a reply that is
+only late is not reported as an unreachable daemon, and the submit is not repeated by hand.
 
 The subscription is live (its first heartbeat is in) before the submit is sent, so every
 event of the execution comes after the point the subscriber starts from; the `Subscriber`
@@ -17,8 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 from transport.cli_options import EXIT_FAILED, EXIT_OK, Connection, fail, print_json
 from transport.cli_output import compact, duration, printable
+from transport.ops import SUBMIT_RECORD_TIMEOUT_S
 
 if TYPE_CHECKING:
+    from transport.control_client import ControlClient
     from transport.subscriber import Subscriber
 
 #: Ctrl-C while waiting: the shell's code for SIGINT (the execution itself goes on).
@@ -27,6 +34,18 @@ TERMINAL_TYPES = frozenset({"execution_completed", "execution_failed", "executio
                             "execution_cancelled"})
 #: How often the wait loop looks at its deadline while no event comes.
 POLL_S = 0.5
+#: How long a submit's reply is waited for once the daemon answered a ping: the longest it
+#: holds a reply for the record's commit, and some slack for the network.
+SUBMIT_REPLY_S = SUBMIT_RECORD_TIMEOUT_S + 2.0
+
+
+def send_submit(control: ControlClient, conn: Connection, args: argparse.Namespace,
+                inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """Ping within `--timeout`, then submit and wait for its reply (see the docstring)."""
+    control.ping()
+    return control.submit(args.workflow, inputs, bot_id=args.bot_id,
+                          strategy_id=args.strategy_id, priority=args.priority,
+                          timeout=max(conn.timeout, SUBMIT_REPLY_S))
 
 
 def submit_and_wait(conn: Connection, args: argparse.Namespace,
@@ -39,9 +58,7 @@ def submit_and_wait(conn: Connection, args: argparse.Namespace,
         try:
             stream.wait_live(conn.timeout)
             with conn.control_client() as control:
-                execution_id = str(control.submit(
-                    args.workflow, inputs, bot_id=args.bot_id, strategy_id=args.strategy_id,
-                    priority=args.priority)["execution_id"])
+                execution_id = str(send_submit(control, conn, args, inputs)["execution_id"])
             if not args.json:
                 print(execution_id, flush=True)
             return _wait(stream, execution_id, args)

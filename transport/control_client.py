@@ -67,8 +67,7 @@ class ControlClient:
                 socket.send(data)
                 if not socket.poll(_poll_ms(wait), zmq.POLLIN):
                     self._reset()
-                    raise DaemonUnreachable(
-                        f"no reply from {self.endpoint} within {wait:g} s ({op})")
+                    raise self._no_reply(op, wait)
                 frame = socket.recv()
             except zmq.ZMQError as exc:
                 self._reset()
@@ -91,12 +90,19 @@ class ControlClient:
         try:
             socket.send(data)
             if not socket.poll(_poll_ms(wait), zmq.POLLIN):
-                raise DaemonUnreachable(f"no reply from {self.endpoint} within {wait:g} s ({op})")
+                raise self._no_reply(op, wait)
             return bytes(socket.recv())
         except zmq.ZMQError as exc:
             raise DaemonUnreachable(f"{self.endpoint}: {exc.strerror} ({op})") from None
         finally:
             socket.close(linger=0)
+
+    def _no_reply(self, op: str, wait: float) -> DaemonUnreachable:
+        if op == "submit":  # sent, so it may have run: a blind retry could run it twice
+            return DaemonUnreachable(
+                f"no reply from {self.endpoint} within {wait:g} s (submit: the daemon may "
+                "have accepted it; list its executions before submitting again)")
+        return DaemonUnreachable(f"no reply from {self.endpoint} within {wait:g} s ({op})")
 
     def _result(self, frame: bytes, op: str) -> Any:
         try:
@@ -160,10 +166,15 @@ class ControlClient:
 
     def submit(self, workflow: str, inputs: Mapping[str, Any] | None = None, *,
                bot_id: str | None = None, strategy_id: str | None = None,
-               priority: int = 0) -> dict[str, Any]:
-        """`{"execution_id"}`; the reply comes after the execution's record is committed."""
+               priority: int = 0, timeout: float | None = None) -> dict[str, Any]:
+        """`{"execution_id"}`; the reply comes after the execution's record is committed,
+        which on a slow disk can take the daemon up to 10 s (`transport.ops`,
+        `SUBMIT_RECORD_TIMEOUT_S`).
+        `timeout` (default: the client's) bounds the wait for that reply; the CLI pings
+        first with its `--timeout`, then waits that long for the submit's reply."""
         result: dict[str, Any] = self.request(
-            "submit", workflow=workflow, inputs=dict(inputs) if inputs is not None else None,
+            "submit", timeout, workflow=workflow,
+            inputs=dict(inputs) if inputs is not None else None,
             bot_id=bot_id, strategy_id=strategy_id, priority=priority)
         return result
 

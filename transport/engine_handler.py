@@ -12,13 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 from actors.engine import VERSION, Engine
 from actors.errors import Halted, NotFound, Overloaded
-from transport.ops import DeferredReply
+from transport.ops import SUBMIT_RECORD_TIMEOUT_S, DeferredReply
 
 if TYPE_CHECKING:
     from actors.webhook import WebhookManager
 
-#: How long a submit waits for its record to be committed before answering `internal`.
-RECORD_TIMEOUT_S = 10.0
 #: The fields of `status` the protocol promises (the engine's own map has more).
 STATUS_FIELDS = ("state", "running", "queued", "workflows", "breakers", "limits", "last_seq",
                  "uptime_s")
@@ -64,7 +62,7 @@ class EngineControlHandler:
         reply = {"execution_id": handle.execution_id}
         if handle.recorded is None:  # no journal
             return reply
-        return DeferredReply(reply, handle.recorded, RECORD_TIMEOUT_S, handle.execution_id)
+        return DeferredReply(reply, handle.recorded, SUBMIT_RECORD_TIMEOUT_S, handle.execution_id)
 
     def execution(self, *, execution_id: str) -> dict[str, Any]:
         found = self._engine.execution(execution_id)

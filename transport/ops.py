@@ -28,6 +28,10 @@ REPLAY_DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10_000
 MAX_TEXT = 4096
 MAX_ID = 256
+#: How long the daemon holds a `submit`'s reply for its record's commit before it answers
+#: `internal` (the execution runs either way). A client that waits less for a submit's
+#: reply cannot tell a slow disk from a lost daemon.
+SUBMIT_RECORD_TIMEOUT_S = 10.0
 
 #: Ops answered on the urgent lane (one dedicated worker): quick, and never queued behind a
 #: replay or a submit waiting for its commit. Every other op runs on the worker pool.
