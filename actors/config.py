@@ -17,6 +17,7 @@ from typing import Any, Literal, cast
 
 from actors.clock import Clock, SystemClock
 from actors.errors import ConfigError
+from actors.journal_caps import DEFAULT_MAX_EVENT_BYTES
 from actors.web_config import WebConfig
 from actors.webhook_config import WebhookConfig
 
@@ -169,6 +170,9 @@ class JournalConfig:
     keep_days: float | None = None
     #: Start in HALT while action intents from before a restart have no known outcome.
     halt_on_unresolved_intents: bool = False
+    #: An event bigger than this, packed, has its user data cut before it is committed
+    #: (actors/journal_caps.py): one huge output must not stop the journal.
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

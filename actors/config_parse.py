@@ -34,6 +34,7 @@ from actors.config import (
     WorkflowEntry,
 )
 from actors.errors import ConfigError, describe, shown, valid_text
+from actors.journal_caps import MAX_EVENT_BYTES_RANGE
 from actors.web_config import parse_web
 from actors.webhook_config import parse_webhooks
 
@@ -181,6 +182,7 @@ COUNT_RANGES: dict[str, tuple[int, int]] = {
     "resilience.max_restarts": (0, 1000),
     "resilience.breaker_failure_threshold": (1, 1_000_000),
     "journal.keep_events": (1, 10 ** 12),
+    "journal.max_event_bytes": MAX_EVENT_BYTES_RANGE,
 }
 
 
@@ -192,7 +194,8 @@ def check_ranges(config: Config) -> None:
               "daemon.supervisors": d.supervisors, "daemon.node_actors": d.node_actors,
               "resilience.max_restarts": r.max_restarts,
               "resilience.breaker_failure_threshold": r.breaker_failure_threshold,
-              "journal.keep_events": j.keep_events}
+              "journal.keep_events": j.keep_events,
+              "journal.max_event_bytes": j.max_event_bytes}
     for key, (low, high) in COUNT_RANGES.items():
         value = counts[key]
         if value is not None and not (type(value) is int and low <= value <= high):

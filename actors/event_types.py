@@ -54,6 +54,9 @@ class WorkflowEvent(SequencedEvent):
     - `wseq`: 1, 2, 3 ... per `workflow_id`, so a subscriber to one workflow can tell its
       own losses from other topics' traffic.
     - `state`: the emergency state when the event was sequenced.
+    - `omitted`: only on an event cut to fit `[journal] max_event_bytes`: the paths of the
+      user data replaced by a note of its size (`outputs`, `results.fetch`,
+      `nodes.fetch.error`; actors/journal_caps.py).
     """
 
     execution_id: str
@@ -63,6 +66,7 @@ class WorkflowEvent(SequencedEvent):
     strategy_id: str | None
     wseq: int
     state: EmergencyStateName
+    omitted: NotRequired[list[str]]
 
 
 # -- executions and nodes ----------------------------------------------------------------

@@ -91,6 +91,9 @@ def _check_for(tp: Any) -> Callable[[Any], bool]:
         return lambda value: isinstance(value, str)
     if origin is dict:
         return lambda value: isinstance(value, Mapping)
+    if origin is list:
+        item = _check_for(get_args(tp)[0])
+        return lambda value: isinstance(value, list) and all(map(item, value))
     raise TypeError(f"no runtime check for {tp!r}")  # a new annotation kind: add it here
 
 

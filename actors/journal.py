@@ -76,6 +76,7 @@ from actors.clock import Clock, SystemClock
 from actors.config import JournalConfig
 from actors.errors import JournalClosed, JournalWriteFailed, NotFound
 from actors.events import Event, iso_utc
+from actors.journal_caps import DEFAULT_MAX_EVENT_BYTES
 from actors.journal_checkpointer import BACKSTOP_PAGES, Checkpointer
 from actors.journal_opening import open_data_dir
 from actors.journal_reads import JournalReader, Recovery
@@ -131,13 +132,14 @@ class Journal:
     def open(cls, data_dir: str | os.PathLike[str], *, sync: str = "normal",
              keep_events: int | None = 10_000_000, keep_days: float | None = None,
              clock: Clock | None = None, retry_min_s: float = 0.05,
-             retry_max_s: float = 1.0) -> Journal:
+             retry_max_s: float = 1.0,
+             max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> Journal:
         """Lock data_dir, open (or create, or migrate) journal.db and read `recovery`
         (actors/journal_opening.py)."""
         clock = clock or SystemClock()
         opened = open_data_dir(data_dir, sync=sync, keep_events=keep_events,
                                keep_days=keep_days, clock=clock, retry_min_s=retry_min_s,
-                               retry_max_s=retry_max_s)
+                               retry_max_s=retry_max_s, max_event_bytes=max_event_bytes)
         return cls(path=opened.path, lock=opened.lock, writer=opened.writer,
                    recovery=opened.recovery, clock=clock, sync=sync)
 
@@ -145,7 +147,8 @@ class Journal:
     def from_config(cls, data_dir: str | os.PathLike[str], config: JournalConfig, *,
                     clock: Clock | None = None) -> Journal:
         return cls.open(data_dir, sync=config.sync, keep_events=config.keep_events,
-                        keep_days=config.keep_days, clock=clock)
+                        keep_days=config.keep_days, clock=clock,
+                        max_event_bytes=config.max_event_bytes)
 
     # -- writing ------------------------------------------------------------------------------
 

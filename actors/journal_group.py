@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from actors.clock import Clock
+from actors.journal_caps import DEFAULT_MAX_EVENT_BYTES
 from actors.journal_records import (
     Barrier,
     Codec,
@@ -61,6 +62,9 @@ from actors.wire_ring import Chunk
 
 #: Events per batch row, at most: a replay from the middle of a row unpacks the whole row.
 MAX_ROW_EVENTS = 512
+#: A batch row ends once its events' bytes pass this (a row holds at least one event, which
+#: `[journal] max_event_bytes` keeps below SQLite's limit on one value).
+MAX_ROW_BYTES = 64 * 1024 * 1024
 
 TERMINAL_TYPES = {
     "execution_completed": "completed", "execution_failed": "failed",
@@ -125,47 +129,62 @@ class Group:
         self.last_seq = max(self.last_seq, later.last_seq)
 
 
+@dataclass(slots=True)
+class _Chunk:
+    """The batch row being filled: its events and their packed bytes."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    payloads: list[bytes] = field(default_factory=list)
+    size: int = 0
+
+    def clear(self) -> None:
+        self.events, self.payloads, self.size = [], [], 0  # new lists: a Group keeps these
+
+
 class GroupBuilder:
     """Builds groups; owned by the writer thread (its codec and sets are not shared)."""
 
-    def __init__(self, *, next_seq: int, open_intents: set[str], clock: Clock) -> None:
+    def __init__(self, *, next_seq: int, open_intents: set[str], clock: Clock,
+                 max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         self.next_seq = next_seq
         #: Idempotency keys of intents without an outcome (loaded at open).
         self.open_intents = open_intents
         self.clock = clock
-        self.codec = Codec()
+        self.codec = Codec(max_event_bytes)
         self._queued: set[str] = set()
 
     def build(self, items: list[Any]) -> Group:
         group = Group()
-        chunk: list[dict[str, Any]] = []
+        chunk = _Chunk()
         states: dict[str, tuple[Any, ...]] = {}
         for item in items:
             if isinstance(item, list):
                 self._events(item, group, chunk)
             elif isinstance(item, SaveState):
-                states[item.name] = (item.name, self.codec.pack(item.value), self.clock.time())
+                states[item.name] = (item.name, self.codec.pack_capped(item.value),
+                                     self.clock.time())
                 group.tickets.append(item.ticket)
             else:
                 self._record(item, group)
-        if chunk:
+        if chunk.events:
             self._row(chunk, group)
         for params in states.values():
             group.op(SQL_STATE, params)
         return group
 
-    def _row(self, chunk: list[dict[str, Any]], group: Group) -> None:
-        payloads = self.codec.pack_each(chunk)
-        first, last = chunk[0]["seq"], chunk[-1]["seq"]
+    def _row(self, chunk: _Chunk, group: Group) -> None:
+        events, payloads = chunk.events, chunk.payloads
+        first, last = events[0]["seq"], events[-1]["seq"]
         group.batches.append((first, last, self.clock.time(), b"".join(payloads)))
-        if last - first + 1 == len(chunk):
+        if last - first + 1 == len(events):
             group.wire.append((first, payloads))
         else:  # a seq gap (`journal_seq_gap`): a Chunk's payloads must be consecutive seqs
-            group.wire += [(event["seq"], [payload]) for event, payload in zip(chunk, payloads,
+            group.wire += [(event["seq"], [payload]) for event, payload in zip(events, payloads,
                                                                               strict=True)]
+        chunk.clear()
 
     def _events(self, events: list[dict[str, Any]], group: Group,
-                chunk: list[dict[str, Any]]) -> None:
+                chunk: _Chunk) -> None:
         if not events:
             return
         first = events[0]["seq"]
@@ -181,6 +200,7 @@ class GroupBuilder:
         self.next_seq = last + 1
         group.event_count += len(events)
         group.last_seq = last
+        payloads = self.codec.pack_each(events)  # first: it may cut an event, in place
         wseq = group.wseq
         for event in events:
             if event["type"] in DERIVED_TYPES:
@@ -188,10 +208,21 @@ class GroupBuilder:
             n = event.get("wseq")
             if n is not None:
                 wseq[event["workflow_id"]] = n
-        chunk.extend(events)
-        while len(chunk) >= MAX_ROW_EVENTS:
-            self._row(chunk[:MAX_ROW_EVENTS], group)
-            del chunk[:MAX_ROW_EVENTS]
+        size = sum(map(len, payloads))
+        if (len(chunk.events) + len(events) < MAX_ROW_EVENTS
+                and chunk.size + size <= MAX_ROW_BYTES):
+            chunk.events += events
+            chunk.payloads += payloads
+            chunk.size += size
+            return
+        for event, payload in zip(events, payloads, strict=True):
+            if chunk.events and chunk.size + len(payload) > MAX_ROW_BYTES:
+                self._row(chunk, group)
+            chunk.events.append(event)
+            chunk.payloads.append(payload)
+            chunk.size += len(payload)
+            if len(chunk.events) >= MAX_ROW_EVENTS:
+                self._row(chunk, group)
 
     def _derive(self, e: dict[str, Any], group: Group) -> None:
         kind = e["type"]
@@ -251,7 +282,7 @@ class GroupBuilder:
 
     def _refused(self, record: Submitted, group: Group) -> None:
         group.executions[record.execution_id] = _refused_row(
-            record, self.codec.pack(record.inputs))
+            record, self.codec.pack_capped(record.inputs))
 
     def _record(self, record: Any, group: Group) -> None:
         if isinstance(record, Submitted):
@@ -266,7 +297,7 @@ class GroupBuilder:
                 row = group.executions[record.execution_id] = _new_row(
                     record.execution_id, record.workflow_id, "queued", None, None)
             given = (_text(record.bot_id), _text(record.strategy_id), record.priority,
-                     self.codec.pack(record.inputs), record.submitted_at)
+                     self.codec.pack_capped(record.inputs), record.submitted_at)
             for i, value in enumerate(given, 3):
                 if value is not None:  # None leaves a value as it is, as in SQL_EXECUTION
                     row[i] = value
@@ -275,7 +306,8 @@ class GroupBuilder:
             group.op(SQL_INTENT, (record.idempotency_key, record.execution_id, record.node_id,
                                   record.attempt, record.started_at, record.seq_at))
         elif isinstance(record, IntentOutcome):
-            detail = self.codec.pack(record.detail) if record.detail is not None else None
+            detail = (self.codec.pack_capped(record.detail) if record.detail is not None
+                      else None)
             if record.outcome is None:
                 group.op(SQL_INTENT_DETAIL, (detail, _text(record.note), record.idempotency_key))
             else:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from actors.clock import Clock
 from actors.errors import JournalCorrupt, JournalError
+from actors.journal_caps import DEFAULT_MAX_EVENT_BYTES
 from actors.journal_reads import Recovery, load_recovery
 from actors.journal_schema import (
     DB_NAME,
@@ -52,7 +53,8 @@ class OpenedDataDir:
 
 def open_data_dir(data_dir: str | os.PathLike[str], *, sync: str,
                   keep_events: int | None, keep_days: float | None, clock: Clock,
-                  retry_min_s: float, retry_max_s: float) -> OpenedDataDir:
+                  retry_min_s: float, retry_max_s: float,
+                  max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> OpenedDataDir:
     """Check the arguments, lock data_dir, open journal.db and read its recovery."""
     if sync not in SYNC_MODES:
         raise ValueError(f"sync must be one of {SYNC_MODES}, not {sync!r}")
@@ -77,7 +79,8 @@ def open_data_dir(data_dir: str | os.PathLike[str], *, sync: str,
             writer = JournalWriter(
                 conn, path, clock=clock, last_seq=recovery.last_seq,
                 keep_events=keep_events, keep_days=keep_days, open_intents=open_intents,
-                cursors=recovery.cursors, retry_min_s=retry_min_s, retry_max_s=retry_max_s)
+                cursors=recovery.cursors, retry_min_s=retry_min_s, retry_max_s=retry_max_s,
+                max_event_bytes=max_event_bytes)
         except BaseException:
             conn.close()
             raise

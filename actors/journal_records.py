@@ -16,6 +16,7 @@ from typing import Any
 import msgpack
 import structlog
 
+from actors.journal_caps import DEFAULT_MAX_EVENT_BYTES, cap_value, cut_to_fit
 from actors.packing import new_packer, pack, unpack_lenient, unpack_stream_lenient
 
 log = structlog.get_logger("tradeloom.journal")
@@ -229,23 +230,45 @@ WebhookRecord = (WebhookDeadLetter | WebhookLetterState | WebhookLettersDeleted
 
 class Codec:
     """msgpack for one thread (a Packer is not thread-safe), as actors/packing.py packs:
-    the journal's bytes are the wire payloads and what a replay reads back."""
+    the journal's bytes are the wire payloads and what a replay reads back. Nothing it
+    packs is over `max_event_bytes` (actors/journal_caps.py)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         self._packer = new_packer()
+        self.max_event_bytes = max_event_bytes
+        #: Events cut to fit (read by other threads for `status`).
+        self.events_cut = 0
 
     def pack_each(self, events: list[dict[str, Any]]) -> list[bytes]:
         """Each event's msgpack map: a batch row is their concatenation, and each is the
-        event's wire payload (actors/wire_ring.py)."""
+        event's wire payload (actors/wire_ring.py). An event over the cap is cut to fit,
+        in place (so the caller must pack before it reads what it derives rows from)."""
         pack_one = self._packer.pack
         try:
-            return [pack_one(event) for event in events]
+            payloads = [pack_one(event) for event in events]
         except BaseException:  # noqa: BLE001 - a value msgpack (or a user __str__ it calls:
-            # SystemExit too) refuses must not stop the journal
-            return [self.pack(event) for event in events]
+            # SystemExit too) refuses must not stop the journal; MemoryError: cut below
+            payloads = [self._pack_or_empty(event) for event in events]
+        limit = self.max_event_bytes
+        if payloads and (max(map(len, payloads)) > limit or not all(payloads)):
+            for i, payload in enumerate(payloads):
+                if not payload or len(payload) > limit:
+                    payloads[i] = cut_to_fit(events[i], limit, self.pack)
+                    self.events_cut += 1
+        return payloads
+
+    def _pack_or_empty(self, event: dict[str, Any]) -> bytes:
+        try:
+            return self.pack(event)
+        except MemoryError:
+            return b""  # (a packed map is never empty)
 
     def pack(self, value: Any) -> bytes:
         return pack(value, self._packer)
+
+    def pack_capped(self, value: Any) -> bytes:
+        """`value` for a journal column: packed, or a note if over the cap."""
+        return cap_value(value, self.max_event_bytes, self.pack)
 
 
 def unpack(data: bytes | None) -> Any:

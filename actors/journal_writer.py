@@ -26,6 +26,7 @@ from typing import Any
 
 from actors.clock import Clock
 from actors.errors import JournalError, JournalWriteFailed
+from actors.journal_caps import DEFAULT_MAX_EVENT_BYTES
 from actors.journal_group import Group, GroupBuilder
 from actors.journal_records import Ticket, log
 from actors.journal_retention import Retention, rollback
@@ -50,7 +51,8 @@ class JournalWriter:
     def __init__(self, conn: sqlite3.Connection, path: Path, *, clock: Clock, last_seq: int,
                  keep_events: int | None, keep_days: float | None,
                  open_intents: set[str], cursors: dict[str, int],
-                 retry_min_s: float, retry_max_s: float) -> None:
+                 retry_min_s: float, retry_max_s: float,
+                 max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         self.conn = conn
         self.path = path
         self.clock = clock
@@ -63,7 +65,7 @@ class JournalWriter:
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.builder = GroupBuilder(next_seq=last_seq + 1, open_intents=open_intents,
-                                    clock=clock)
+                                    clock=clock, max_event_bytes=max_event_bytes)
         self.committed_seq = last_seq
         self.committed = threading.Condition()
         self.on_commit: CommitCallback = lambda seq: None
@@ -311,6 +313,7 @@ class JournalWriter:
             "last_error": self.last_error,
             "committed_seq": self.committed_seq,
             "pruned_rows": self.retention.pruned_rows,
+            "events_cut": self.builder.codec.events_cut,
         }
 
 

@@ -1,0 +1,127 @@
+"""The journal's cap on one event's size (`[journal] max_event_bytes`).
+
+Without it one oversized node output stops the journal for good: SQLite refuses a value of
+1 GB or more (and Python's sqlite3 one past 2 GiB), a commit that fails is retried with the
+same rows, and every later event waits behind it in HALT. So an event whose packed form is
+over the cap has its user data cut before it is committed: the largest pieces first, until
+it fits, each replaced by a note that says how big it was. The pieces are `inputs`,
+`outputs`, `error`, each entry of `results` and the `error` of each entry of `nodes`. The
+event gains `omitted`, the paths cut (`outputs`, `results.fetch`, `nodes.fetch.error`).
+
+The event is changed in place before its commit, so every consumer (subscribers, the
+stream, replay, webhooks, the executions table) sees the same cut event. Maps are replaced,
+never changed, so the in-process `ExecutionResult` keeps the full values. A value too big to
+pack at all (MemoryError) is cut the same way.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger("tradeloom.journal")
+
+#: The default cap: far past any sensible node output, far below SQLite's 1 GB.
+DEFAULT_MAX_EVENT_BYTES = 16 * 1024 * 1024
+#: The cap's range (README, docs/operations.md). A batch row holds at least one event, so
+#: the top leaves SQLite's limit a margin.
+MAX_EVENT_BYTES_RANGE = (64 * 1024, 256 * 1024 * 1024)
+#: Top-level fields that carry user data, cut whole.
+_WHOLE = ("inputs", "outputs", "error")
+#: A size for a value that could not be packed at all (MemoryError).
+_UNPACKABLE = sys.maxsize
+
+Pack = Callable[[Any], bytes]
+
+
+def packed_size(value: Any, pack: Pack) -> int:
+    try:
+        return len(pack(value))
+    except MemoryError:
+        return _UNPACKABLE
+
+
+def note(size: int, limit: int) -> str:
+    """What a cut value is replaced by."""
+    what = "too big to pack" if size == _UNPACKABLE else f"{size:,} bytes packed"
+    return f"<omitted by the journal: {what}, over max_event_bytes ({limit:,})>"
+
+
+def cap_value(value: Any, limit: int, pack: Pack) -> bytes:
+    """`value` packed, or its `note` packed if that is over `limit` (a journal column)."""
+    try:
+        data = pack(value)
+    except MemoryError:
+        return pack(note(_UNPACKABLE, limit))
+    return data if len(data) <= limit else pack(note(len(data), limit))
+
+
+def cut_to_fit(event: dict[str, Any], limit: int, pack: Pack) -> bytes:
+    """Cut `event`'s user data in place until it packs within `limit`; its packed form."""
+    pieces = _pieces(event)
+    sized = sorted(((packed_size(value, pack), path, put) for path, value, put in pieces),
+                   key=lambda piece: piece[0], reverse=True)
+    omitted: list[str] = []
+    data = b""
+    for size, path, put in sized:
+        put(note(size, limit))
+        omitted.append(path)
+        event["omitted"] = omitted
+        data = _pack_or_empty(event, pack)
+        if data and len(data) <= limit:
+            break
+    else:  # nothing left to cut: the rest (ids, names) is the event's own
+        data = pack(event)
+    log.error("journal_event_cut", seq=event.get("seq"), type=event.get("type"),
+              execution_id=event.get("execution_id"), omitted=omitted,
+              max_event_bytes=limit, packed_bytes=len(data))
+    return data
+
+
+def _pack_or_empty(event: dict[str, Any], pack: Pack) -> bytes:
+    try:
+        return pack(event)
+    except MemoryError:
+        return b""
+
+
+def _pieces(event: dict[str, Any]) -> list[tuple[str, Any, Callable[[Any], None]]]:
+    """(path, value, put) of each piece of user data; `put(x)` replaces it in the event."""
+    pieces: list[tuple[str, Any, Callable[[Any], None]]] = []
+    for key in _WHOLE:
+        if key in event:
+            pieces.append((key, event[key], _setter(event, key)))
+    results = event.get("results")
+    if type(results) is dict:
+        for node_id, output in results.items():
+            pieces.append((f"results.{node_id}", output, _entry_setter(event, "results",
+                                                                        node_id)))
+    nodes = event.get("nodes")
+    if type(nodes) is dict:
+        for node_id, entry in nodes.items():
+            if type(entry) is dict and "error" in entry:
+                pieces.append((f"nodes.{node_id}.error", entry["error"],
+                               _node_error_setter(event, node_id)))
+    return pieces
+
+
+def _setter(event: dict[str, Any], key: str) -> Callable[[Any], None]:
+    def put(value: Any) -> None:
+        event[key] = value
+    return put
+
+
+def _entry_setter(event: dict[str, Any], key: str, entry: Any) -> Callable[[Any], None]:
+    def put(value: Any) -> None:
+        event[key] = {**event[key], entry: value}  # a new map: the old one may be shared
+    return put
+
+
+def _node_error_setter(event: dict[str, Any], node_id: Any) -> Callable[[Any], None]:
+    def put(value: Any) -> None:
+        nodes = event["nodes"]
+        event["nodes"] = {**nodes, node_id: {**nodes[node_id], "error": value}}
+    return put

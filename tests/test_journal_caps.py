@@ -1,0 +1,194 @@
+"""`[journal] max_event_bytes`: an event over the cap has its user data cut before it is
+committed, so one huge node output never stops the journal (SQLite refuses a value of 1 GB;
+a failed commit is retried with the same rows, so without the cap the engine would stay
+halted behind it). Pure parts first (no threads), then an engine on a real journal."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from actors import Config, Engine, Node, Workflow
+from actors.clock import SystemClock
+from actors.errors import ConfigError
+from actors.journal_caps import cap_value, cut_to_fit, note
+from actors.journal_group import GroupBuilder
+from actors.journal_records import Codec, Submitted
+from actors.packing import pack, unpack_stream_lenient
+from tests.journal_helpers import run_events, wf_event
+
+LIMIT = 64 * 1024
+BIG = b"x" * (4 * LIMIT)
+
+
+def numbered(events: list[dict[str, Any]], first: int = 1) -> list[dict[str, Any]]:
+    return [{**event, "seq": first + i, "wseq": first + i, "timestamp": "t"}
+            for i, event in enumerate(events)]
+
+
+# -- the cut itself ---------------------------------------------------------------------------
+
+def test_a_big_output_is_cut_and_listed_and_the_rest_kept() -> None:
+    event = numbered([wf_event("node_completed", "exec_wf_1", node_id="fetch", attempt=1,
+                               outputs={"book": BIG}, status="success",
+                               duration_ms=1.0)])[0]
+    data = cut_to_fit(event, LIMIT, pack)
+    assert len(data) <= LIMIT
+    assert msgpack.unpackb(data) == event
+    assert event["omitted"] == ["outputs"]
+    assert event["outputs"].startswith("<omitted by the journal: ")
+    assert f"{len(pack({'book': BIG})):,} bytes packed" in event["outputs"]
+    assert (event["node_id"], event["status"], event["seq"]) == ("fetch", "success", 1)
+
+
+def test_only_the_big_results_entry_is_cut_and_the_shared_maps_are_not_changed() -> None:
+    results = {"small": {"price": 1.5}, "big": BIG}
+    nodes = {"small": {"status": "completed"},
+             "big": {"status": "failed", "error": "e" * (2 * LIMIT)}}
+    event = wf_event("execution_completed", "exec_wf_1", status="completed",
+                     duration_ms=1.0, results=results, nodes=nodes)
+    data = cut_to_fit(event, LIMIT, pack)
+    assert len(data) <= LIMIT
+    assert event["omitted"] == ["results.big", "nodes.big.error"]  # the largest first
+    assert event["results"]["small"] == {"price": 1.5}
+    assert event["nodes"]["big"]["status"] == "failed"
+    assert results["big"] == BIG and nodes["big"]["error"] == "e" * (2 * LIMIT)
+
+
+def test_a_value_too_big_to_pack_is_cut_as_unpackable() -> None:
+    def pack_refusing_big(value: Any) -> bytes:
+        if BIG in (value.get("outputs") if isinstance(value, dict) else None,
+                   value):
+            raise MemoryError
+        return pack(value)
+
+    event = wf_event("node_completed", "exec_wf_1", node_id="n", outputs=BIG)
+    data = cut_to_fit(event, LIMIT, pack_refusing_big)
+    assert event["omitted"] == ["outputs"]
+    assert "too big to pack" in event["outputs"]
+    assert msgpack.unpackb(data)["outputs"] == event["outputs"]
+    assert cap_value(BIG, LIMIT, pack_refusing_big) == pack(note(2**63 - 1, LIMIT))
+
+
+@settings(max_examples=60, deadline=None)
+@given(sizes=st.dictionaries(st.sampled_from(["a", "b", "c", "d"]),
+                             st.integers(0, 3 * LIMIT), max_size=4),
+       outputs=st.integers(0, 3 * LIMIT), error=st.integers(0, 3 * LIMIT),
+       limit=st.integers(LIMIT // 4, 2 * LIMIT))
+def test_any_event_is_cut_to_fit_and_only_its_cut_paths_change(
+        sizes: dict[str, int], outputs: int, error: int, limit: int) -> None:
+    results = {node: "r" * size for node, size in sizes.items()}
+    original = wf_event("execution_failed", "exec_wf_1", status="failed", duration_ms=1.0,
+                        outputs="o" * outputs, error="e" * error, results=results)
+    event = dict(original)
+    data = cut_to_fit(event, limit, pack)
+    assert len(data) <= limit
+    cut = set(event["omitted"])
+    for key in ("outputs", "error"):
+        assert (event[key] == original[key]) == (key not in cut)
+    for node, value in results.items():
+        assert (event["results"][node] == value) == (f"results.{node}" not in cut)
+    assert len(cut) == len(event["omitted"])  # nothing cut twice
+
+
+# -- the group builder (the writer's thread, driven here without it) ------------------------
+
+def test_the_builder_cuts_before_it_derives_the_execution_row() -> None:
+    builder = GroupBuilder(next_seq=1, open_intents=set(), clock=SystemClock(),
+                           max_event_bytes=LIMIT)
+    events = numbered(run_events("exec_wf_1"))
+    events[2]["outputs"] = {"book": BIG}
+    events[-1]["results"] = {"price": {"book": BIG}, "trade": {"id": 7}}
+    submitted = Submitted(execution_id="exec_wf_2", workflow_id="wf", inputs={"blob": BIG})
+    group = builder.build([events, submitted])
+    payloads = [p for _, chunk in group.wire for p in chunk]
+    assert max(map(len, payloads)) <= LIMIT
+    stored = unpack_stream_lenient(group.batches[0][3])
+    assert stored[2]["omitted"] == ["outputs"] and stored[-1]["omitted"] == ["results.price"]
+    assert stored == events  # the events themselves were cut: every consumer sees this
+    row = group.executions["exec_wf_1"]
+    assert len(row[11]) <= LIMIT  # results, packed from the cut terminal event
+    assert msgpack.unpackb(row[11])["trade"] == {"id": 7}
+    assert "omitted by the journal" in msgpack.unpackb(group.executions["exec_wf_2"][6])
+    assert builder.codec.events_cut == 2
+
+
+def test_batch_rows_end_at_their_byte_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("actors.journal_group.MAX_ROW_BYTES", 3000)
+    builder = GroupBuilder(next_seq=1, open_intents=set(), clock=SystemClock())
+    events = numbered([wf_event("node_completed", "exec_wf_1", node_id=f"n{i}",
+                                outputs="x" * 1000) for i in range(10)])
+    group = builder.build([events[:4], events[4:]])
+    rows = group.batches
+    assert len(rows) >= 4 and all(len(row[3]) <= 3000 for row in rows)
+    assert [row[0] for row in rows] == [chunk[0] for chunk in group.wire]
+    assert [e for row in rows for e in unpack_stream_lenient(row[3])] == events
+    assert [(row[0], row[1]) for row in rows] == [
+        (seq, seq + len(chunk) - 1) for seq, chunk in group.wire]
+
+
+def test_codec_packs_small_events_unchanged() -> None:
+    codec = Codec(LIMIT)
+    events = numbered(run_events("exec_wf_1"))
+    assert codec.pack_each(events) == [pack(e) for e in events]
+    assert all("omitted" not in e for e in events) and codec.events_cut == 0
+
+
+# -- an engine on a real journal ----------------------------------------------------------------
+
+def test_a_huge_output_does_not_stop_the_engine(tmp_path: Path) -> None:
+    huge = Workflow("huge", nodes=[Node("fetch", lambda ctx: {"book": BIG}),
+                                   Node("use", lambda ctx: len(ctx.upstream["fetch"]["book"]),
+                                        depends_on=["fetch"])])
+    seen: list[dict[str, Any]] = []
+    ended = threading.Event()
+
+    def subscriber(event: dict[str, Any]) -> None:
+        if event.get("workflow_id") == "huge":
+            seen.append(event)
+            if event["type"] == "execution_completed":
+                ended.set()
+
+    config = Config.from_dict({"daemon": {"data_dir": str(tmp_path)},
+                               "journal": {"max_event_bytes": LIMIT}})
+    engine = Engine.start(config)
+    try:
+        engine.subscribe(subscriber)
+        result = engine.submit(huge).result(timeout=10)
+        assert result.status == "completed"
+        assert result.results["fetch"] == {"book": BIG}  # in-process: the full value
+        assert result.results["use"] == len(BIG)  # the next node got it too
+        assert ended.wait(10)
+        cut = {e["type"]: e for e in seen if "omitted" in e}
+        assert cut["node_completed"]["omitted"] == ["outputs"]
+        assert cut["execution_completed"]["omitted"] == ["results.fetch"]
+        replayed = [e for e in engine.replay(since_seq=1, limit=1000)["events"]
+                    if e.get("workflow_id") == "huge"]
+        assert replayed == seen
+        stored = engine.execution(result.execution_id)
+        assert stored is not None and stored["status"] == "completed"
+        assert stored["results"]["use"] == len(BIG)
+        assert stored["results"]["fetch"].startswith("<omitted by the journal")
+        status = engine.status()
+        assert status["state"] == "NORMAL" and status["journal"]["events_cut"] == 2
+        assert engine.submit(huge).result(timeout=10).status == "completed"
+    finally:
+        engine.stop()
+
+
+@pytest.mark.parametrize("value, ok", [(65535, False), (65536, True),
+                                       (268435456, True), (268435457, False),
+                                       (True, False), (1e6, False)])
+def test_max_event_bytes_range(value: Any, ok: bool) -> None:
+    raw = {"journal": {"max_event_bytes": value}}
+    if ok:
+        assert Config.from_dict(raw).journal.max_event_bytes == value
+    else:
+        with pytest.raises(ConfigError, match=r"journal\.max_event_bytes"):
+            Config.from_dict(raw)
