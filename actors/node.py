@@ -160,6 +160,9 @@ CORE_ACTORS = 16
 #: trivial nodes). The supervisor checks every CHECK_S while runs wait.
 BLOCKED_S = 0.01
 CHECK_S = 0.002
+#: While runs wait and the OS refuses threads, the growth check tries again this often
+#: (rather than every CHECK_S): the runs must not wait for a later submit to re-arm it.
+REFUSED_RETRY_S = 0.1
 
 
 class Slot:
@@ -178,7 +181,9 @@ class NodePool:
     answered; capacity is the actors not stuck in an abandoned run. When every actor is
     busy a new one starts while capacity is under CORE_ACTORS; beyond that the supervisor
     calls `grow()` every CHECK_S while runs wait, and the pool adds one actor per blocked
-    one, up to `max_actors`.
+    one, up to `max_actors` (below the core, after actors were abandoned, one at once).
+    While the OS refuses threads the check goes on every REFUSED_RETRY_S, so waiting runs
+    start once threads can be made again.
     """
 
     def __init__(self, supervisor_inbox: Any, gate: EmergencyGate, *, max_actors: int) -> None:
@@ -214,24 +219,27 @@ class NodePool:
         self._put(Envelope(RunNode(run)))
         return busy > self.capacity and not self.checking and self.capacity < self.max_actors
 
-    def grow(self) -> bool:
+    def grow(self) -> float | None:
         """The periodic check: one more actor per blocked one while runs wait.
 
-        Returns whether to check again."""
+        Returns in how many seconds to check again (None: no more checks)."""
         backlog = self.busy - self.capacity
         room = self.max_actors - self.capacity
         if backlog <= 0 or room <= 0:
             self.checking = False
-            return False
+            return None
+        if self.capacity < self._core:  # below the core (actors abandoned): no need to wait
+            return CHECK_S if self._start_actor() else REFUSED_RETRY_S  # for them to block
         now = _perf()
         blocked = sum(1 for slot in self._members if slot.since and now - slot.since > BLOCKED_S)
         for _ in range(min(backlog, room, blocked)):
             if not self._start_actor():
-                # No retry every CHECK_S while threads are short: the next run handed out
-                # while runs wait schedules the next check.
-                self.checking = False
-                return False
-        return True
+                return REFUSED_RETRY_S  # threads are short: try again, less often
+        return CHECK_S
+
+    def check_due(self) -> bool:
+        """Runs wait and no growth check is scheduled (after an abandon)."""
+        return self.busy > self.capacity and not self.checking and self.capacity < self.max_actors
 
     def _start_actor(self) -> bool:
         """Start one more actor; False if the OS refused its thread (logged once for a

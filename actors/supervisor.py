@@ -320,8 +320,9 @@ class SupervisorActor(ExecutionClosing, EngineActorBase):
     def _fire_timers(self) -> None:
         for kind, target, arg in self._timers.pop_due():
             if kind is TimerKind.POOL_CHECK:
-                if target.grow():
-                    self._timers.push(self._clock.monotonic() + CHECK_S,
+                delay = target.grow()
+                if delay is not None:
+                    self._timers.push(self._clock.monotonic() + delay,
                                       TimerKind.POOL_CHECK, target)
             elif kind is TimerKind.WAKE:
                 now = time.monotonic()  # (the halt's clock, not the engine's)
@@ -369,6 +370,9 @@ class SupervisorActor(ExecutionClosing, EngineActorBase):
             return
         if not self._pool.abandon(run):
             return  # it returned just now; its NodeDone is in the inbox
+        if self._pool.check_due():  # its replacement was refused, and runs wait
+            self._pool.checking = True
+            self._timers.push(now + CHECK_S, TimerKind.POOL_CHECK, self._pool)
         exe.answered(run)
         run.cancel()
         error = NodeTimeout(f"node {run.node.id!r} did not finish within {timeout_s:g} s")

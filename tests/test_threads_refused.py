@@ -111,3 +111,30 @@ def test_done_callbacks_refused_their_thread_run_anyway_and_the_next_get_it(
     log.hand_off([lambda: ran.append(threading.current_thread().name), second.set])
     assert second.wait(5)
     assert ran == ["first", "tradeloom-done-callbacks"]
+
+
+def test_runs_waiting_behind_abandoned_actors_start_once_threads_are_back(
+        make_engine: EngineFactory, thread_limit: ThreadLimit) -> None:
+    """Every core actor is stuck in a node that overran its timeout (abandoned), and the OS
+    refuses their replacements: the run waiting behind them starts once threads can be made
+    again, with no later submit to re-arm the pool's growth check."""
+    engine: Engine = make_engine({"daemon": {"node_actors": CORE_ACTORS}})
+    stuck, release, inside = blocked_io()
+    stuck = Workflow("stuck", nodes=[Node("io", stuck.nodes[0].fn, timeout_s=0.2,
+                                          max_restarts=0)])
+    quick = Workflow("quick", nodes=[Node("q", lambda ctx: "ran")])
+    handles = [engine.submit(stuck) for _ in range(CORE_ACTORS)]
+    try:
+        for _ in range(CORE_ACTORS):
+            assert inside.acquire(timeout=10)
+        thread_limit.refusing.set()
+        waiting = engine.submit(quick)
+        assert {h.result(timeout=10).error_type for h in handles} == {"NodeTimeout"}
+        stats = engine.supervisor_stats()[0]
+        assert (stats["node_actors_abandoned"], stats["runs_in_flight"]) == (CORE_ACTORS, 1)
+        refused = thread_limit.refused
+        thread_limit.refusing.clear()
+        assert waiting.result(timeout=5).results == {"q": "ran"}
+        assert refused >= 1  # its replacements were refused: it waited for threads
+    finally:
+        release.set()
