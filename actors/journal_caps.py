@@ -5,8 +5,9 @@ Without it one oversized node output stops the journal for good: SQLite refuses 
 same rows, and every later event waits behind it in HALT. So an event whose packed form is
 over the cap has its user data cut before it is committed: the largest pieces first, until
 it fits, each replaced by a note that says how big it was. The pieces are `inputs`,
-`outputs`, `error`, each entry of `results` and the `error` of each entry of `nodes`. The
-event gains `omitted`, the paths cut (`outputs`, `results.fetch`, `nodes.fetch.error`).
+`outputs`, `error`, each entry of `results` and the `error` of each entry of `nodes`; when
+many small results are what is big, `results` goes whole. The event gains `omitted`, the
+paths cut (`outputs`, `results.fetch`, `results`, `nodes.fetch.error`).
 
 The event is changed in place before its commit, so every consumer (subscribers, the
 stream, replay, webhooks, the executions table) sees the same cut event. Maps are replaced,
@@ -31,6 +32,8 @@ DEFAULT_MAX_EVENT_BYTES = 16 * 1024 * 1024
 MAX_EVENT_BYTES_RANGE = (64 * 1024, 256 * 1024 * 1024)
 #: Top-level fields that carry user data, cut whole.
 _WHOLE = ("inputs", "outputs", "error")
+#: A piece smaller than this is not cut on its own: its note would be about as big.
+MIN_CUT_BYTES = 256
 #: A size for a value that could not be packed at all (MemoryError).
 _UNPACKABLE = sys.maxsize
 
@@ -60,24 +63,51 @@ def cap_value(value: Any, limit: int, pack: Pack) -> bytes:
 
 
 def cut_to_fit(event: dict[str, Any], limit: int, pack: Pack) -> bytes:
-    """Cut `event`'s user data in place until it packs within `limit`; its packed form."""
-    pieces = _pieces(event)
-    sized = sorted(((packed_size(value, pack), path, put) for path, value, put in pieces),
-                   key=lambda piece: piece[0], reverse=True)
+    """Cut `event`'s user data in place until it packs within `limit`; its packed form.
+    An event that already fits is left as it is."""
+    data = _pack_or_empty(event, pack)
+    if data and len(data) <= limit:
+        return data
     omitted: list[str] = []
-    data = b""
-    for size, path, put in sized:
-        put(note(size, limit))
-        omitted.append(path)
-        event["omitted"] = omitted
+    event["omitted"] = omitted
+    data = _cut_pieces(event, limit, pack, omitted, len(data) if data else _UNPACKABLE)
+    results = event.get("results")
+    if not (data and len(data) <= limit) and type(results) is dict and results:
+        # Many small results, each no bigger than its note: the whole map goes.
+        event["results"] = note(packed_size(results, pack), limit)
+        omitted[:] = [path for path in omitted if not path.startswith("results.")]
+        omitted.append("results")
         data = _pack_or_empty(event, pack)
-        if data and len(data) <= limit:
-            break
-    else:  # nothing left to cut: the rest (ids, names) is the event's own
+    if not data:  # nothing left to cut: the rest (ids, names, statuses) is the event's own
         data = pack(event)
     log.error("journal_event_cut", seq=event.get("seq"), type=event.get("type"),
               execution_id=event.get("execution_id"), omitted=omitted,
               max_event_bytes=limit, packed_bytes=len(data))
+    return data
+
+
+def _cut_pieces(event: dict[str, Any], limit: int, pack: Pack, omitted: list[str],
+                total: int) -> bytes:
+    """Cut the pieces, the largest first, until the event fits; its packed form (b"" if
+    it still does not pack). The event is packed again only when an estimate says it may
+    fit: cutting a thousand results one by one must not pack it a thousand times."""
+    sized = sorted(((packed_size(value, pack), path, put)
+                    for path, value, put in _pieces(event)),
+                   key=lambda piece: piece[0], reverse=True)
+    data = b""
+    for size, path, put in sized:
+        if size < MIN_CUT_BYTES:
+            break  # (sorted: the rest are smaller still)
+        text = note(size, limit)
+        put(text)
+        omitted.append(path)
+        if total != _UNPACKABLE and size != _UNPACKABLE:
+            total += len(text) + len(path) + 8 - size
+        if total == _UNPACKABLE or total <= limit:
+            data = _pack_or_empty(event, pack)
+            total = len(data) if data else _UNPACKABLE
+            if data and total <= limit:
+                return data
     return data
 
 

@@ -17,6 +17,7 @@ few event types that change them:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,18 +130,6 @@ class Group:
         self.last_seq = max(self.last_seq, later.last_seq)
 
 
-@dataclass(slots=True)
-class _Chunk:
-    """The batch row being filled: its events and their packed bytes."""
-
-    events: list[dict[str, Any]] = field(default_factory=list)
-    payloads: list[bytes] = field(default_factory=list)
-    size: int = 0
-
-    def clear(self) -> None:
-        self.events, self.payloads, self.size = [], [], 0  # new lists: a Group keeps these
-
-
 class GroupBuilder:
     """Builds groups; owned by the writer thread (its codec and sets are not shared)."""
 
@@ -155,7 +144,7 @@ class GroupBuilder:
 
     def build(self, items: list[Any]) -> Group:
         group = Group()
-        chunk = _Chunk()
+        chunk: list[dict[str, Any]] = []
         states: dict[str, tuple[Any, ...]] = {}
         for item in items:
             if isinstance(item, list):
@@ -166,25 +155,41 @@ class GroupBuilder:
                 group.tickets.append(item.ticket)
             else:
                 self._record(item, group)
-        if chunk.events:
+        if chunk:
             self._row(chunk, group)
         for params in states.values():
             group.op(SQL_STATE, params)
         return group
 
-    def _row(self, chunk: _Chunk, group: Group) -> None:
-        events, payloads = chunk.events, chunk.payloads
-        first, last = events[0]["seq"], events[-1]["seq"]
+    def _row(self, chunk: list[dict[str, Any]], group: Group) -> None:
+        payloads, size = self.codec.pack_each(chunk)
+        if size > MAX_ROW_BYTES:
+            self._rows_by_size(chunk, payloads, group)
+        else:
+            self._one_row(chunk, payloads, group)
+
+    def _rows_by_size(self, chunk: list[dict[str, Any]], payloads: list[bytes],
+                      group: Group) -> None:
+        start, size = 0, 0
+        for i, payload in enumerate(payloads):
+            if i > start and size + len(payload) > MAX_ROW_BYTES:
+                self._one_row(chunk[start:i], payloads[start:i], group)
+                start, size = i, 0
+            size += len(payload)
+        self._one_row(chunk[start:], payloads[start:], group)
+
+    def _one_row(self, chunk: list[dict[str, Any]], payloads: list[bytes],
+                 group: Group) -> None:
+        first, last = chunk[0]["seq"], chunk[-1]["seq"]
         group.batches.append((first, last, self.clock.time(), b"".join(payloads)))
-        if last - first + 1 == len(events):
+        if last - first + 1 == len(chunk):
             group.wire.append((first, payloads))
         else:  # a seq gap (`journal_seq_gap`): a Chunk's payloads must be consecutive seqs
-            group.wire += [(event["seq"], [payload]) for event, payload in zip(events, payloads,
+            group.wire += [(event["seq"], [payload]) for event, payload in zip(chunk, payloads,
                                                                               strict=True)]
-        chunk.clear()
 
     def _events(self, events: list[dict[str, Any]], group: Group,
-                chunk: _Chunk) -> None:
+                chunk: list[dict[str, Any]]) -> None:
         if not events:
             return
         first = events[0]["seq"]
@@ -200,7 +205,6 @@ class GroupBuilder:
         self.next_seq = last + 1
         group.event_count += len(events)
         group.last_seq = last
-        payloads = self.codec.pack_each(events)  # first: it may cut an event, in place
         wseq = group.wseq
         for event in events:
             if event["type"] in DERIVED_TYPES:
@@ -208,21 +212,10 @@ class GroupBuilder:
             n = event.get("wseq")
             if n is not None:
                 wseq[event["workflow_id"]] = n
-        size = sum(map(len, payloads))
-        if (len(chunk.events) + len(events) < MAX_ROW_EVENTS
-                and chunk.size + size <= MAX_ROW_BYTES):
-            chunk.events += events
-            chunk.payloads += payloads
-            chunk.size += size
-            return
-        for event, payload in zip(events, payloads, strict=True):
-            if chunk.events and chunk.size + len(payload) > MAX_ROW_BYTES:
-                self._row(chunk, group)
-            chunk.events.append(event)
-            chunk.payloads.append(payload)
-            chunk.size += len(payload)
-            if len(chunk.events) >= MAX_ROW_EVENTS:
-                self._row(chunk, group)
+        chunk.extend(events)
+        while len(chunk) >= MAX_ROW_EVENTS:
+            self._row(chunk[:MAX_ROW_EVENTS], group)
+            del chunk[:MAX_ROW_EVENTS]
 
     def _derive(self, e: dict[str, Any], group: Group) -> None:
         kind = e["type"]
@@ -232,7 +225,7 @@ class GroupBuilder:
                 row[STATUS_INDEX] = "running"
             execution_id = row[0]
             if row[6] is None and execution_id not in self._queued:
-                row[6] = self.codec.pack(e.get("inputs"))  # no record_submitted wrote them
+                row[6] = self._column(e, _inputs)  # no record_submitted wrote them
             self._queued.discard(execution_id)
             if row[5] is None:
                 row[5] = e.get("priority")
@@ -240,10 +233,9 @@ class GroupBuilder:
         elif kind in TERMINAL_TYPES:
             row = self._row_of(e, group, "")
             row[STATUS_INDEX] = e.get("status") or TERMINAL_TYPES[kind]
-            nodes = e.get("nodes")
-            row[9:15] = (e["timestamp"], e.get("duration_ms"), self.codec.pack(e.get("results")),
-                         _text(e.get("error")), _text(e.get("error_type")),
-                         self.codec.pack(nodes) if nodes is not None else None)
+            results, error, nodes = self._ended_columns(e)
+            row[9:15] = (e["timestamp"], e.get("duration_ms"), results, error,
+                         _text(e.get("error_type")), nodes)
             row[16] = e["seq"]
             self._queued.discard(row[0])
         elif kind == "emergency_state_changed":
@@ -260,10 +252,39 @@ class GroupBuilder:
                 return  # still running: the late result says what happened
             else:
                 outcome = "failed"
-                detail = self.codec.pack({"error": e.get("error"),
-                                          "error_type": e.get("error_type")})
+                detail = self._column(e, _error_detail)
             self.open_intents.discard(key)
             group.op(SQL_INTENT_RESOLVE, (outcome, None, detail, e["timestamp"], key))
+
+    def _column(self, e: dict[str, Any], value_of: Callable[[dict[str, Any]], Any]) -> bytes:
+        """`value_of(e)` packed for a column. Over the cap (or too big to pack), the event
+        is cut first, as its batch row's packing would cut it: column and event agree."""
+        codec = self.codec
+        try:
+            data = codec.pack(value_of(e))
+            if len(data) <= codec.max_event_bytes:
+                return data
+        except MemoryError:
+            pass
+        codec.cut(e)
+        return codec.pack_capped(value_of(e))
+
+    def _ended_columns(self, e: dict[str, Any]) -> tuple[bytes, str | None, bytes | None]:
+        """A terminal event's results, error and nodes columns; if together they are over
+        the cap, the event is cut first (it holds them all)."""
+        codec = self.codec
+        error = _text(e.get("error"))
+        try:
+            results = codec.pack(e.get("results"))
+            nodes = codec.pack(e["nodes"]) if e.get("nodes") is not None else None
+            size = len(results) + (len(nodes) if nodes is not None else 0) + len(error or "")
+        except MemoryError:
+            size = codec.max_event_bytes + 1
+        if size > codec.max_event_bytes:
+            codec.cut(e)
+            results, error = codec.pack_capped(e.get("results")), _text(e.get("error"))
+            nodes = codec.pack_capped(e["nodes"]) if e.get("nodes") is not None else None
+        return results, error, nodes
 
     def _row_of(self, e: dict[str, Any], group: Group, status: str) -> list[Any]:
         """The execution's row in this group, new (with `status`) if not seen in it yet."""
@@ -397,3 +418,11 @@ def _text(value: Any) -> str | None:
     # A text column's value as UTF-8 can carry it: a lone surrogate (in a node's error, or
     # a reason, bot_id or note given in-process) would fail every retry of the commit.
     return None if value is None else as_text(value)
+
+
+def _inputs(e: dict[str, Any]) -> Any:
+    return e.get("inputs")
+
+
+def _error_detail(e: dict[str, Any]) -> dict[str, Any]:
+    return {"error": e.get("error"), "error_type": e.get("error_type")}

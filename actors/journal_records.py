@@ -235,27 +235,37 @@ class Codec:
 
     def __init__(self, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         self._packer = new_packer()
+        self._pack_one = self._packer.pack
         self.max_event_bytes = max_event_bytes
         #: Events cut to fit (read by other threads for `status`).
         self.events_cut = 0
 
-    def pack_each(self, events: list[dict[str, Any]]) -> list[bytes]:
-        """Each event's msgpack map: a batch row is their concatenation, and each is the
-        event's wire payload (actors/wire_ring.py). An event over the cap is cut to fit,
-        in place (so the caller must pack before it reads what it derives rows from)."""
-        pack_one = self._packer.pack
+    def pack_each(self, events: list[dict[str, Any]]) -> tuple[list[bytes], int]:
+        """Each event's msgpack map, and their total size: a batch row is their
+        concatenation, and each is the event's wire payload (actors/wire_ring.py). An event
+        over the cap is cut to fit, in place. The common path is two C loops."""
         try:
-            payloads = [pack_one(event) for event in events]
+            payloads = list(map(self._pack_one, events))
         except BaseException:  # noqa: BLE001 - a value msgpack (or a user __str__ it calls:
             # SystemExit too) refuses must not stop the journal; MemoryError: cut below
-            payloads = [self._pack_or_empty(event) for event in events]
+            return self._cut_oversized(events, list(map(self._pack_or_empty, events)))
+        size = sum(map(len, payloads))
+        if size > self.max_event_bytes:  # (maybe none is over the cap alone)
+            return self._cut_oversized(events, payloads)
+        return payloads, size
+
+    def _cut_oversized(self, events: list[dict[str, Any]],
+                       payloads: list[bytes]) -> tuple[list[bytes], int]:
         limit = self.max_event_bytes
-        if payloads and (max(map(len, payloads)) > limit or not all(payloads)):
-            for i, payload in enumerate(payloads):
-                if not payload or len(payload) > limit:
-                    payloads[i] = cut_to_fit(events[i], limit, self.pack)
-                    self.events_cut += 1
-        return payloads
+        for i, payload in enumerate(payloads):
+            if not payload or len(payload) > limit:
+                payloads[i] = self.cut(events[i])
+        return payloads, sum(map(len, payloads))
+
+    def cut(self, event: dict[str, Any]) -> bytes:
+        """Cut `event` to fit the cap, in place; its packed form."""
+        self.events_cut += 1
+        return cut_to_fit(event, self.max_event_bytes, self.pack)
 
     def _pack_or_empty(self, event: dict[str, Any]) -> bytes:
         try:

@@ -87,14 +87,37 @@ def test_any_event_is_cut_to_fit_and_only_its_cut_paths_change(
     original = wf_event("execution_failed", "exec_wf_1", status="failed", duration_ms=1.0,
                         outputs="o" * outputs, error="e" * error, results=results)
     event = dict(original)
+    fits = len(pack(original)) <= limit
     data = cut_to_fit(event, limit, pack)
     assert len(data) <= limit
-    cut = set(event["omitted"])
+    assert (event == original) == fits  # an event that fits is left as it is
+    cut = set(event.get("omitted", []))
     for key in ("outputs", "error"):
         assert (event[key] == original[key]) == (key not in cut)
     for node, value in results.items():
-        assert (event["results"][node] == value) == (f"results.{node}" not in cut)
-    assert len(cut) == len(event["omitted"])  # nothing cut twice
+        if "results" in cut:  # the whole map went (only when small entries were what is big)
+            assert event["results"].startswith("<omitted by the journal")
+        else:
+            assert (event["results"][node] == value) == (f"results.{node}" not in cut)
+    assert len(cut) == len(event.get("omitted", []))  # nothing cut twice
+
+
+def test_many_small_results_are_cut_with_few_packs_of_the_event() -> None:
+    results = {f"n{i}": "r" * 200 for i in range(2000)}  # ~420 KB, none big alone
+    event = wf_event("execution_completed", "exec_wf_1", status="completed",
+                     duration_ms=1.0, results=results)
+    packs = 0
+
+    def counting(value: Any) -> bytes:
+        nonlocal packs
+        packs += value is event
+        return pack(value)
+
+    data = cut_to_fit(event, LIMIT, counting)
+    assert len(data) <= LIMIT
+    assert packs <= 5  # not once per cut entry (that was 2,000 packs of 420 KB)
+    assert event["omitted"] == ["results"]  # no entry is worth a note: the map goes whole
+    assert results["n0"] == "r" * 200  # the caller's map is not changed
 
 
 # -- the group builder (the writer's thread, driven here without it) ------------------------
@@ -136,7 +159,8 @@ def test_batch_rows_end_at_their_byte_limit(monkeypatch: pytest.MonkeyPatch) -> 
 def test_codec_packs_small_events_unchanged() -> None:
     codec = Codec(LIMIT)
     events = numbered(run_events("exec_wf_1"))
-    assert codec.pack_each(events) == [pack(e) for e in events]
+    payloads = [pack(e) for e in events]
+    assert codec.pack_each(events) == (payloads, sum(map(len, payloads)))
     assert all("omitted" not in e for e in events) and codec.events_cut == 0
 
 
