@@ -212,6 +212,8 @@ class JournalReader:
         else:
             nodes = self._nodes_from_events(execution_id, row[15], row[16])
         outputs = result["results"]
+        if not isinstance(outputs, dict):  # the journal cut them whole: a note, not a map
+            outputs = {}
         for node_id, entry in nodes.items():
             if entry.get("status") == "completed" and node_id in outputs:
                 entry.setdefault("outputs", outputs[node_id])

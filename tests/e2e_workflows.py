@@ -37,3 +37,14 @@ w = Workflow("w", nodes=[Node("echo", _echo)])
 #: how the tests and benches make a burst of events without thousands of submits.
 WIDE_NODES = 50
 wide = Workflow("wide", nodes=[Node(f"n{i}", _echo) for i in range(WIDE_NODES)])
+
+
+def _small(ctx: NodeContext) -> str:
+    return "v" * 200
+
+
+#: Many small results, each smaller than a cut's note, together over a 64 KiB
+#: `[journal] max_event_bytes`: the journal cuts `results` whole (a note, not a map). The
+#: ids "by" and "o" occur inside that note's text.
+many_results = Workflow("many_results", nodes=[
+    Node(node_id, _small) for node_id in ("by", "o", *(f"m{i}" for i in range(400)))])

@@ -116,6 +116,8 @@ def format_execution(execution: Mapping[str, Any]) -> str:
     for key in ("bot_id", "strategy_id"):
         if execution.get(key):
             rows.append((key.replace("_", " "), str(execution[key])))
+    if isinstance(execution.get("results"), str):  # cut whole by the journal: its note
+        rows.append(("results", execution["results"]))
     if execution.get("error") or execution.get("error_type"):
         rows.append(("error", f"{execution.get('error_type') or 'Error'}: "
                               f"{execution.get('error') or ''}".rstrip()))

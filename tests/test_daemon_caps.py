@@ -1,0 +1,58 @@
+"""`[journal] max_event_bytes` through a real daemon: what a client and the CLI get for an
+execution whose `results` the journal cut whole (many small results: the map became a note
+string), and a request too big for the control socket. Each daemon runs with a 64 KiB cap,
+so the data stays small."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.daemon_fixture import DaemonFleet, DaemonProcess, wait_until
+from tests.daemon_process import run_cli
+from transport.client import ControlClient
+
+CAP = 65536
+NOTE = "<omitted by the journal: "
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
+    with DaemonFleet(tmp_path) as fleet:
+        yield fleet.daemon(workflows=("many_results", "fast"),
+                           config={"journal": {"max_event_bytes": CAP}}).start()
+
+
+def cli(daemon: DaemonProcess, *args: str) -> Any:
+    return run_cli(*args, "--control", daemon.control, "--events", daemon.events, timeout=60)
+
+
+def ended(control: ControlClient, execution_id: str) -> dict[str, Any]:
+    def row() -> dict[str, Any] | None:
+        found: dict[str, Any] = control.execution(execution_id)
+        return found if found["status"] not in ("queued", "running") else None
+    result: dict[str, Any] = wait_until(row, 30, f"{execution_id} to end", 0.05)
+    return result
+
+
+@pytest.mark.timeout(90)
+def test_an_execution_whose_results_were_cut_whole_reads_back_and_shows(
+        daemon: DaemonProcess) -> None:
+    with daemon.client() as control:
+        execution_id = control.submit("many_results")["execution_id"]
+        # Its node ids "by" and "o" are in the note's text: `in` on the note found them and
+        # the read then indexed the string (bad_request: string indices must be integers).
+        execution = ended(control, execution_id)
+        assert execution["status"] == "completed"
+        assert execution["results"].startswith(NOTE)
+        assert {node["status"] for node in execution["nodes"].values()} == {"completed"}
+        assert control.status()["state"] == "NORMAL"
+    shown = cli(daemon, "show", execution_id)
+    assert (shown.returncode, shown.stderr) == (0, "")
+    # The outputs column is empty for every node: the note says why.
+    assert any(line.startswith("results") and NOTE in line
+               for line in shown.stdout.splitlines()), shown.stdout
+    assert daemon.terminate() == 0
