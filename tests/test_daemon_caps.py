@@ -56,3 +56,13 @@ def test_an_execution_whose_results_were_cut_whole_reads_back_and_shows(
     assert any(line.startswith("results") and NOTE in line
                for line in shown.stdout.splitlines()), shown.stdout
     assert daemon.terminate() == 0
+
+
+@pytest.mark.timeout(90)
+def test_submit_wait_prints_a_results_note_and_exits_0(daemon: DaemonProcess) -> None:
+    waited = cli(daemon, "submit", "many_results", "--wait")
+    assert (waited.returncode, waited.stderr) == (0, ""), waited.stderr
+    lines = waited.stdout.splitlines()
+    assert lines[1].startswith("completed in ")
+    assert lines[2].startswith(f"  results: {NOTE}")
+    assert daemon.terminate() == 0

@@ -105,6 +105,10 @@ def report(event: Mapping[str, Any], *, as_json: bool) -> int:
         else:
             print(printable(f"{status} after {took}: {event.get('error_type')}: "
                             f"{event.get('error')}"), flush=True)
-        for node_id, output in (summary["results"] or {}).items():
-            print(f"  {node_id}: {compact(output)}", flush=True)
+        results = summary["results"]
+        if isinstance(results, Mapping):
+            for node_id, output in results.items():
+                print(f"  {node_id}: {compact(output)}", flush=True)
+        else:  # cut whole by the journal (max_event_bytes): a note of its size
+            print(printable(f"  results: {results}"), flush=True)
     return EXIT_OK if status == "completed" else EXIT_FAILED
