@@ -5,6 +5,7 @@ so the data stays small."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 from tests.daemon_fixture import DaemonFleet, DaemonProcess, wait_until
 from tests.daemon_process import run_cli
 from transport.client import ControlClient
+from transport.errors import BadRequestError
 
 CAP = 65536
 NOTE = "<omitted by the journal: "
@@ -65,4 +67,20 @@ def test_submit_wait_prints_a_results_note_and_exits_0(daemon: DaemonProcess) ->
     lines = waited.stdout.splitlines()
     assert lines[1].startswith("completed in ")
     assert lines[2].startswith(f"  results: {NOTE}")
+    assert daemon.terminate() == 0
+
+
+@pytest.mark.timeout(90)
+def test_a_submit_over_the_request_limit_is_refused_at_once_and_never_runs(
+        daemon: DaemonProcess) -> None:
+    with daemon.client(timeout=10) as control:
+        # Over 16 MiB the daemon drops the connection unanswered: the client waited its
+        # whole timeout, then said the submit "may have been accepted".
+        for size in (2 * 1024 * 1024, 17 * 1024 * 1024):
+            started = time.monotonic()
+            with pytest.raises(BadRequestError, match="over the 1048576 byte limit"):
+                control.submit("fast", {"blob": "x" * size})
+            assert time.monotonic() - started < 5
+        assert control.executions(workflow="fast") == []
+        assert control.submit("fast", {"n": 1})["execution_id"]  # the socket still works
     assert daemon.terminate() == 0

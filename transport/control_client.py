@@ -11,6 +11,7 @@ in time raises `DaemonUnreachable`, and the client then drops its socket (closed
 0, so the unanswered request is discarded) and opens a fresh one on the next call: the
 "lazy pirate" pattern, so one lost reply never wedges the client. A timed-out request is not
 sent again by the client (a `submit` might run twice); whether to retry is the caller's call.
+A request over the daemon's 1 MiB limit raises `BadRequestError` at once, unsent.
 
 Thread safety: a client may be shared between threads; its calls are serialized by a lock
 (one request in flight at a time). For parallel requests give each thread its own client.
@@ -28,7 +29,7 @@ from typing import Any
 import msgpack
 import zmq
 
-from transport.codec import encode
+from transport.codec import MAX_MESSAGE_BYTES, encode
 from transport.errors import DaemonUnreachable, TransportError, error_for
 from transport.security import ClientKeys, uses_ipv6
 
@@ -56,6 +57,11 @@ class ControlClient:
         message = {"v": 1, "op": op, **{k: v for k, v in args.items() if v is not None}}
         data = encode(message)
         wait = self.timeout if timeout is None else _check_timeout(timeout)
+        if len(data) > MAX_MESSAGE_BYTES:
+            # The daemon refuses it unread (and past 16 MiB drops the connection with no
+            # reply at all: a submit would look as if it may have run). Never sent.
+            raise error_for("bad_request", f"message of {len(data)} bytes is over the "
+                                           f"{MAX_MESSAGE_BYTES} byte limit")
         with self._lock:
             if self._closed:
                 raise TransportError("the control client is closed")
