@@ -264,6 +264,10 @@ class Codec:
 
     def cut(self, event: dict[str, Any]) -> bytes:
         """Cut `event` to fit the cap, in place; its packed form."""
+        if "omitted" in event:
+            # Cut already (for its execution row) and still over the cap: nothing of it is
+            # left to cut. A second cut would start a new, empty `omitted` and count it twice.
+            return self.pack(event)
         self.events_cut += 1
         return cut_to_fit(event, self.max_event_bytes, self.pack)
 

@@ -142,6 +142,23 @@ def test_the_builder_cuts_before_it_derives_the_execution_row() -> None:
     assert builder.codec.events_cut == 2
 
 
+def test_an_event_still_over_the_cap_after_its_rows_cut_keeps_its_omitted_list() -> None:
+    # A terminal event of 2,500 nodes: its `nodes` map alone is over the cap and is not user
+    # data. The row's derivation cuts `results` whole; the batch row's packing then finds the
+    # event still over the cap and cut it again, with a new, empty `omitted`.
+    builder = GroupBuilder(next_seq=1, open_intents=set(), clock=SystemClock(),
+                           max_event_bytes=LIMIT)
+    ids = [f"node_{i:05d}" for i in range(2500)]
+    events = numbered([wf_event("execution_completed", "exec_wf_1", status="completed",
+                                duration_ms=1.0, results=dict.fromkeys(ids, 7),
+                                nodes={i: {"status": "completed", "attempts": 1}
+                                       for i in ids})])
+    group = builder.build([events])
+    [stored] = unpack_stream_lenient(group.batches[0][3])
+    assert stored["omitted"] == ["results"] and stored["results"].startswith("<omitted")
+    assert builder.codec.events_cut == 1
+
+
 def test_batch_rows_end_at_their_byte_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("actors.journal_group.MAX_ROW_BYTES", 3000)
     builder = GroupBuilder(next_seq=1, open_intents=set(), clock=SystemClock())
