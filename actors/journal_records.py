@@ -269,7 +269,12 @@ class Codec:
             # left to cut. A second cut would start a new, empty `omitted` and count it twice.
             return self.pack(event)
         self.events_cut += 1
-        return cut_to_fit(event, self.max_event_bytes, self.pack)
+        data = cut_to_fit(event, self.max_event_bytes, self.pack)
+        # A Packer keeps its buffer at the largest size it ever packed: after a 1 GB output
+        # the writer would hold that gigabyte for good. A new one starts small.
+        self._packer = new_packer()
+        self._pack_one = self._packer.pack
+        return data
 
     def _pack_or_empty(self, event: dict[str, Any]) -> bytes:
         try:

@@ -5,7 +5,9 @@ halted behind it). Pure parts first (no threads), then an engine on a real journ
 
 from __future__ import annotations
 
+import gc
 import threading
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +159,25 @@ def test_an_event_still_over_the_cap_after_its_rows_cut_keeps_its_omitted_list()
     [stored] = unpack_stream_lenient(group.batches[0][3])
     assert stored["omitted"] == ["results"] and stored["results"].startswith("<omitted")
     assert builder.codec.events_cut == 1
+
+
+def test_the_codec_does_not_keep_a_cut_events_size_in_memory() -> None:
+    # A msgpack Packer keeps its buffer at the largest size it packed: after a 1 GB output
+    # the journal's writer held that gigabyte until the daemon stopped.
+    codec = Codec(LIMIT)
+    big = b"x" * (10 * 1024 * 1024)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        event = numbered([wf_event("node_completed", "exec_wf_1", node_id="n", outputs=big)])
+        codec.pack_each(event)
+        assert event[0]["omitted"] == ["outputs"]
+        del event
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < len(big) // 4, kept
 
 
 def test_batch_rows_end_at_their_byte_limit(monkeypatch: pytest.MonkeyPatch) -> None:
