@@ -231,7 +231,8 @@ WebhookRecord = (WebhookDeadLetter | WebhookLetterState | WebhookLettersDeleted
 class Codec:
     """msgpack for one thread (a Packer is not thread-safe), as actors/packing.py packs:
     the journal's bytes are the wire payloads and what a replay reads back. Nothing it
-    packs is over `max_event_bytes` (actors/journal_caps.py)."""
+    packs is over `max_event_bytes` (actors/journal_caps.py) but an event with no user data
+    left to cut."""
 
     def __init__(self, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         self._packer = new_packer()
@@ -270,10 +271,7 @@ class Codec:
             return self.pack(event)
         self.events_cut += 1
         data = cut_to_fit(event, self.max_event_bytes, self.pack)
-        # A Packer keeps its buffer at the largest size it ever packed: after a 1 GB output
-        # the writer would hold that gigabyte for good. A new one starts small.
-        self._packer = new_packer()
-        self._pack_one = self._packer.pack
+        self._renew_packer()  # (a value too big to pack may have grown it, then failed)
         return data
 
     def _pack_or_empty(self, event: dict[str, Any]) -> bytes:
@@ -283,7 +281,17 @@ class Codec:
             return b""  # (a packed map is never empty)
 
     def pack(self, value: Any) -> bytes:
-        return pack(value, self._packer)
+        data = pack(value, self._packer)
+        if len(data) > self.max_event_bytes:
+            self._renew_packer()
+        return data
+
+    def _renew_packer(self) -> None:
+        # A Packer keeps its buffer at the largest size it ever packed: after a 1 GB output
+        # (or submit inputs, or a late result) the writer would hold that gigabyte for good.
+        # A new one starts small. Only past the cap: the common path reuses its buffer.
+        self._packer = new_packer()
+        self._pack_one = self._packer.pack
 
     def pack_capped(self, value: Any) -> bytes:
         """`value` for a journal column: packed, or a note if over the cap."""

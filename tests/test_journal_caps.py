@@ -172,6 +172,7 @@ def test_the_codec_does_not_keep_a_cut_events_size_in_memory() -> None:
         event = numbered([wf_event("node_completed", "exec_wf_1", node_id="n", outputs=big)])
         codec.pack_each(event)
         assert event[0]["omitted"] == ["outputs"]
+        assert "omitted by the journal" in msgpack.unpackb(codec.pack_capped({"blob": big}))
         del event
         gc.collect()
         kept = tracemalloc.get_traced_memory()[0] - before
