@@ -176,11 +176,25 @@ def test_a_fuzz_of_10000_bad_messages_leaves_the_daemon_answering_with_execution
     assert replies == expected, f"{replies} replies to {expected} answerable messages"
     assert codes.get("bad_request", 0) > 5000 and "internal" not in codes, codes
 
-    with daemon.client(timeout=10.0) as control:
-        # Oversized: a reply (bad_request), not a dropped connection.
+    # Oversized: a reply (bad_request), not a dropped connection. Sent raw: ControlClient
+    # refuses them unsent.
+    oversized = zmq.Context()
+    try:
         for size in (MAX_MESSAGE_BYTES + 1, MAX_MESSAGE_BYTES + 4096, 4 * MAX_MESSAGE_BYTES):
-            with pytest.raises(BadRequestError, match="limit"):
-                control.request("submit", workflow="fast", inputs={"pad": "x" * size})
+            req = oversized.socket(zmq.REQ)
+            req.linger = 0
+            req.connect(daemon.control)
+            req.send(encode({"v": 1, "op": "submit", "workflow": "fast",
+                             "inputs": {"pad": "x" * size}}))
+            assert req.poll(10_000, zmq.POLLIN), "no reply to an oversized request"
+            reply = msgpack.unpackb(req.recv(), raw=False)
+            assert reply["error"]["code"] == "bad_request" and "limit" in reply["error"]["message"]
+            req.close(0)
+    finally:
+        oversized.term()
+    with daemon.client(timeout=10.0) as control:
+        with pytest.raises(BadRequestError, match="limit"):  # the client's own check
+            control.request("submit", workflow="fast", inputs={"pad": "x" * MAX_MESSAGE_BYTES})
         assert control.ping()["pong"] is True
         for execution_id, was in before.items():
             assert control.execution(execution_id) == was
