@@ -110,9 +110,12 @@ class Durable:
                            "strategy_id": record["strategy_id"]}
             events: list[Event] = []
             if record["status"] == ExecutionStatus.QUEUED:
-                events.append({**head, "type": "execution_started",
-                               "node_count": node_counts.get(record["workflow_id"], 0),
-                               "inputs": record["inputs"], "priority": record["priority"]})
+                started: Event = {**head, "type": "execution_started",
+                                  "node_count": node_counts.get(record["workflow_id"], 0),
+                                  "inputs": record["inputs"], "priority": record["priority"]}
+                if isinstance(record["inputs"], str):  # (inputs are a map) stored as the
+                    started["omitted"] = ["inputs"]  # journal's note: over max_event_bytes
+                events.append(started)
             events.append({**head, "type": interrupted.terminal_event,
                            "status": interrupted.status.value, "error": interrupted.error,
                            "error_type": interrupted.error_type, "results": {},

@@ -12,7 +12,13 @@ from typing import Any
 
 import pytest
 
-from tests.daemon_fixture import DaemonFleet, DaemonProcess, wait_until
+from tests.daemon_fixture import (
+    DaemonFleet,
+    DaemonProcess,
+    replay_all,
+    wait_started,
+    wait_until,
+)
 from tests.daemon_process import run_cli
 from transport.client import ControlClient
 from transport.errors import BadRequestError
@@ -84,3 +90,30 @@ def test_a_submit_over_the_request_limit_is_refused_at_once_and_never_runs(
         assert control.executions(workflow="fast") == []
         assert control.submit("fast", {"n": 1})["execution_id"]  # the socket still works
     assert daemon.terminate() == 0
+
+
+@pytest.mark.timeout(90)
+def test_a_queued_execution_whose_inputs_were_cut_is_ended_at_recovery_with_omitted(
+        tmp_path: Path) -> None:
+    with DaemonFleet(tmp_path) as fleet:
+        daemon = fleet.daemon(workflows=("slow", "fast"), config={
+            "journal": {"max_event_bytes": CAP},
+            "daemon": {"max_concurrent_executions": 1}}).start()
+        with daemon.client() as control:
+            running = control.submit("slow", {"sleep_s": 60})["execution_id"]
+            wait_until(lambda: control.execution(running)["status"] == "running", 30,
+                       "the slow execution to run")
+            queued = control.submit("fast", {"blob": "x" * (4 * CAP)})["execution_id"]
+            assert control.execution(queued)["inputs"].startswith(NOTE)
+        daemon.kill()
+        daemon.start()
+        with daemon.client() as control:
+            wait_started(control, 2)
+            started = [e for e in replay_all(control) if e.get("execution_id") == queued
+                       and e["type"] == "execution_started"]
+            # Recovery published its start with the stored note as its inputs: the event
+            # must say so, as an event the journal cut does.
+            assert [(e["inputs"][:len(NOTE)], e.get("omitted")) for e in started] == [
+                (NOTE, ["inputs"])]
+            assert control.execution(queued)["status"] == "interrupted"
+        assert daemon.terminate() == 0
