@@ -301,3 +301,32 @@ def test_tls_listener_serves_wss(engine: Engine, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"web\.certfile"):
         WebGateway(WebConfig(listen="127.0.0.1:0", certfile=str(tmp_path / "none.crt"),
                              keyfile=str(key)), engine, env={"TRADELOOM_WEB_TOKEN": TOKEN}).start()
+
+
+def test_big_batches_are_split_into_messages_under_the_limit(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An `events` message over MESSAGE_CHARS_MAX is split (a page never gets hundreds of big
+    events in one message); an event bigger than the limit alone goes as it is."""
+    monkeypatch.setattr("transport.web.session.MESSAGE_CHARS_MAX", 20_000)
+    emit(engine, 300, size=1000)  # one read of ~330 KB of JSON
+    emit(engine, 1, size=50_000)
+    last = engine.sink.log.committed_seq
+    gateway = start_gateway(engine)
+    try:
+        with connect(gateway.ws_url) as ws:
+            hello(ws, since_seq=1)
+            seqs: list[int] = []
+            sizes: list[tuple[int, int]] = []
+            while not seqs or seqs[-1] < last:
+                text = ws.recv(timeout=DEADLINE_S)
+                message = json.loads(text)
+                if message["msg"] == "events":
+                    got = [e["seq"] for e in message["events"]]
+                    assert message["next_seq"] == got[-1] + 1
+                    seqs += got
+                    sizes.append((len(text), len(got)))
+    finally:
+        gateway.stop()
+    assert seqs == list(range(1, last + 1))
+    assert all(chars <= 20_000 or count == 1 for chars, count in sizes), sizes
+    assert len(sizes) > 16 and (max(sizes)[1] == 1 and max(sizes)[0] > 50_000)

@@ -47,6 +47,10 @@ log = structlog.get_logger("tradeloom.transport.web")
 HELLO_S = 5.0
 #: Most events in one `events` message.
 BATCH = 500
+#: An `events` message longer than this (JSON characters) is split in halves until it is
+#: not, so a page never gets hundreds of big events (a node output up to the journal's
+#: `max_event_bytes` each) in one message; an event alone goes as it is.
+MESSAGE_CHARS_MAX = 4 * 1024 * 1024
 #: A caught-up client that falls this many events behind the log is told it lagged.
 DEFAULT_MAX_LAG = 20_000
 #: ... and its last send waited this long for room in the socket (it was not reading).
@@ -205,14 +209,22 @@ class ClientSession:
                     e for e in events if topic_of(e).startswith(topics)]
                 cursor = events[-1]["seq"] + 1
                 if matching:
-                    self._send({"msg": "events", "events": matching,
-                                "next_seq": cursor}, events=True)
-                    self.sent_events += len(matching)
+                    self._send_events(matching, cursor)
         except ConnectionClosed:
             pass
         except Exception:
             log.exception("web_stream_failed", peer=_peer(self.connection), next_seq=cursor)
             self.connection.close(1011, "internal error")
+
+    def _send_events(self, events: list[dict[str, Any]], next_seq: int) -> None:
+        text = dumps({"msg": "events", "events": events, "next_seq": next_seq})
+        if len(text) > MESSAGE_CHARS_MAX and len(events) > 1:
+            half = len(events) // 2  # (next_seq: every event before it was sent)
+            self._send_events(events[:half], events[half - 1]["seq"] + 1)
+            self._send_events(events[half:], next_seq)
+            return
+        self._send_text(text, events=True)
+        self.sent_events += len(events)
 
     def _lagging(self, cursor: int, committed: int) -> bool:
         return committed - cursor + 1 > self.max_lag and self.last_stall_s >= STALL_S
@@ -261,11 +273,13 @@ class ClientSession:
 
     # -- sending -----------------------------------------------------------------------------
 
-    def _send(self, message: dict[str, Any], *, events: bool = False) -> None:
+    def _send(self, message: dict[str, Any]) -> None:
+        self._send_text(dumps(message))
+
+    def _send_text(self, text: str, *, events: bool = False) -> None:
         """Every send is watched (heartbeats and replies too: any of them may be the one
         that finds the socket full, see `stalled_s`); how long an `events` send waited is
         what the lag rule looks at (`last_stall_s`)."""
-        text = dumps(message)
         with self._send_lock:  # two threads send: the stream and the replies
             started = self._sending_since = time.monotonic()
             try:
