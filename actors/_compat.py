@@ -3,7 +3,8 @@
 The engine needs four things the libraries do not offer publicly:
 
 - pykka's `Envelope` (what an inbox holds) and `_ActorStop` (the stop message), to put runs
-  and stops straight into a shared node-actor mailbox;
+  and stops straight into a shared node-actor mailbox, and what its actor loop reads of an
+  envelope (`ReleasingEnvelope`);
 - the `_create_actor_inbox` hook, for inboxes on `queue.SimpleQueue` (fewer wake-up costs);
 - the `_handle_receive` hook, to skip pykka's isinstance chain for hot messages and to turn
   a `BaseException` from a handler into an ordinary error: pykka answers those by stopping
@@ -31,8 +32,8 @@ from pykka.messages import _ActorStop
 
 from actors.errors import InternalError
 
-__all__ = ["EngineActorBase", "Envelope", "context_setters", "on_engine_actor_thread",
-           "stop_envelope"]
+__all__ = ["EngineActorBase", "Envelope", "ReleasingEnvelope", "context_setters",
+           "on_engine_actor_thread", "stop_envelope"]
 
 _log = structlog.get_logger("tradeloom.actors")
 _actor_thread = threading.local()
@@ -42,6 +43,26 @@ def on_engine_actor_thread() -> bool:
     """True in an engine actor's own thread (user code can run there: a done callback on
     a supervisor's, a node function on a node actor's)."""
     return getattr(_actor_thread, "engine_actor", False)
+
+
+class ReleasingEnvelope:
+    """An inbox entry that lets go of its message once it is read.
+
+    pykka's actor loop keeps the envelope it handled last in a local until the next one
+    arrives: an idle node actor would keep its last run alive, and through it the run's
+    execution with every output (one 50 MB output held until that actor's next run). The
+    loop reads `message` once and `reply_to` (None: nobody waits for a reply)."""
+
+    __slots__ = ("_message",)
+    reply_to = None
+
+    def __init__(self, message: Any) -> None:
+        self._message = message
+
+    @property
+    def message(self) -> Any:
+        message, self._message = self._message, None
+        return message
 
 
 def stop_envelope() -> Envelope[Any]:

@@ -23,7 +23,7 @@ from typing import Any, ClassVar, cast
 import pykka
 import structlog
 
-from actors._compat import EngineActorBase, Envelope, context_setters, stop_envelope
+from actors._compat import EngineActorBase, ReleasingEnvelope, context_setters, stop_envelope
 from actors.emergency import EmergencyGate
 from actors.errors import ConditionError, CoroutineReturned, NodeThreadUnavailable, describe
 from actors.messages import NodeDone, RunNode
@@ -86,7 +86,7 @@ class NodeActor(EngineActorBase):
             denied = f"admission failed: {describe(exc)}"
         if denied is not None:
             run.denied = denied
-            reply(Envelope(NodeDone(run)))
+            reply(ReleasingEnvelope(NodeDone(run)))
             return None
         self._set_execution_id(execution.id)
         self._set_node_id(node.id)
@@ -114,7 +114,7 @@ class NodeActor(EngineActorBase):
         with self._lock:
             run.returned = True
             abandoned = run.abandoned
-        reply(Envelope(NodeDone(run)))
+        reply(ReleasingEnvelope(NodeDone(run)))
         if abandoned:
             # Overran and was replaced: retire instead of taking more work.
             self.stop_now()
@@ -216,7 +216,7 @@ class NodePool:
                     f"node {run.node.id!r} not run: no node actor, and no thread for one "
                     f"({self._start_error})")
         busy = self.busy = self.busy + 1
-        self._put(Envelope(RunNode(run)))
+        self._put(ReleasingEnvelope(RunNode(run)))
         return busy > self.capacity and not self.checking and self.capacity < self.max_actors
 
     def grow(self) -> float | None:

@@ -17,7 +17,13 @@ import pytest
 import structlog
 
 import actors
-from actors._compat import EngineActorBase, Envelope, context_setters, stop_envelope
+from actors._compat import (
+    EngineActorBase,
+    Envelope,
+    ReleasingEnvelope,
+    context_setters,
+    stop_envelope,
+)
 from actors.errors import InternalError
 
 
@@ -35,6 +41,15 @@ def test_pykka_actor_hooks_we_override_exist() -> None:
         assert hasattr(pykka.ThreadingActor, name), name
     source = inspect.getsource(pykka.ThreadingActor._actor_loop_running)
     assert "actor_inbox.get()" in source and "_handle_receive(envelope.message)" in source
+
+
+def test_pykka_reads_an_envelopes_message_once_as_releasing_envelope_needs() -> None:
+    running = inspect.getsource(pykka.ThreadingActor._actor_loop_running)
+    assert running.count("envelope.message") == 1
+    teardown = inspect.getsource(pykka.ThreadingActor._actor_loop_teardown)
+    assert teardown.index("envelope.reply_to is not None") < teardown.index("envelope.message")
+    envelope = ReleasingEnvelope("m")
+    assert (envelope.message, envelope.message, envelope.reply_to) == ("m", None, None)
 
 
 def test_an_inbox_from_the_factory_is_used_and_direct_messages_reach_on_receive() -> None:
