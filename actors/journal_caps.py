@@ -64,25 +64,30 @@ def cap_value(value: Any, limit: int, pack: Pack) -> bytes:
 
 def cut_to_fit(event: dict[str, Any], limit: int, pack: Pack) -> bytes:
     """Cut `event`'s user data in place until it packs within `limit`; its packed form.
-    An event that already fits is left as it is."""
+    An event that already fits is left as it is; one with nothing left to cut is kept over
+    the cap (its ids, names and statuses are its own) and gets no `omitted`."""
     data = _pack_or_empty(event, pack)
     if data and len(data) <= limit:
         return data
+    original_results = event.get("results")
     omitted: list[str] = []
-    event["omitted"] = omitted
     data = _cut_pieces(event, limit, pack, omitted, len(data) if data else _UNPACKABLE)
-    results = event.get("results")
-    if not (data and len(data) <= limit) and type(results) is dict and results:
+    if not (data and len(data) <= limit) and type(original_results) is dict and \
+            original_results:
         # Many small results, each no bigger than its note: the whole map goes.
-        event["results"] = note(packed_size(results, pack), limit)
+        event["results"] = note(packed_size(original_results, pack), limit)
         omitted[:] = [path for path in omitted if not path.startswith("results.")]
         omitted.append("results")
         data = _pack_or_empty(event, pack)
-    if not data:  # nothing left to cut: the rest (ids, names, statuses) is the event's own
+    if omitted:
+        event["omitted"] = omitted
+        data = _pack_or_empty(event, pack)
+    if not data:
         data = pack(event)
-    log.error("journal_event_cut", seq=event.get("seq"), type=event.get("type"),
-              execution_id=event.get("execution_id"), omitted=omitted,
-              max_event_bytes=limit, packed_bytes=len(data))
+    log.error("journal_event_cut" if omitted else "journal_event_over_cap",
+              seq=event.get("seq"), type=event.get("type"),
+              execution_id=event.get("execution_id"), cut=len(omitted),
+              omitted=omitted[:10], max_event_bytes=limit, packed_bytes=len(data))
     return data
 
 
@@ -104,7 +109,9 @@ def _cut_pieces(event: dict[str, Any], limit: int, pack: Pack, omitted: list[str
         if total != _UNPACKABLE and size != _UNPACKABLE:
             total += len(text) + len(path) + 8 - size
         if total == _UNPACKABLE or total <= limit:
+            event["omitted"] = omitted  # (its own size counts too)
             data = _pack_or_empty(event, pack)
+            del event["omitted"]
             total = len(data) if data else _UNPACKABLE
             if data and total <= limit:
                 return data
@@ -126,15 +133,16 @@ def _pieces(event: dict[str, Any]) -> list[tuple[str, Any, Callable[[Any], None]
             pieces.append((key, event[key], _setter(event, key)))
     results = event.get("results")
     if type(results) is dict:
+        copy = _MapCopy(event, "results")
         for node_id, output in results.items():
-            pieces.append((f"results.{node_id}", output, _entry_setter(event, "results",
-                                                                        node_id)))
+            pieces.append((f"results.{node_id}", output, copy.setter(node_id)))
     nodes = event.get("nodes")
     if type(nodes) is dict:
+        copy = _MapCopy(event, "nodes")
         for node_id, entry in nodes.items():
             if type(entry) is dict and "error" in entry:
                 pieces.append((f"nodes.{node_id}.error", entry["error"],
-                               _node_error_setter(event, node_id)))
+                               copy.entry_setter(node_id, "error")))
     return pieces
 
 
@@ -144,14 +152,28 @@ def _setter(event: dict[str, Any], key: str) -> Callable[[Any], None]:
     return put
 
 
-def _entry_setter(event: dict[str, Any], key: str, entry: Any) -> Callable[[Any], None]:
-    def put(value: Any) -> None:
-        event[key] = {**event[key], entry: value}  # a new map: the old one may be shared
-    return put
+class _MapCopy:
+    """Replaces entries of the map `event[key]` in a copy of it, made at the first
+    replacement: the map may be shared (the in-process result's), and a copy per cut
+    would make cutting n entries O(n^2)."""
 
+    def __init__(self, event: dict[str, Any], key: str) -> None:
+        self.event, self.key, self.copied = event, key, False
 
-def _node_error_setter(event: dict[str, Any], node_id: Any) -> Callable[[Any], None]:
-    def put(value: Any) -> None:
-        nodes = event["nodes"]
-        event["nodes"] = {**nodes, node_id: {**nodes[node_id], "error": value}}
-    return put
+    def map(self) -> dict[Any, Any]:
+        if not self.copied:
+            self.event[self.key] = dict(self.event[self.key])
+            self.copied = True
+        copy: dict[Any, Any] = self.event[self.key]
+        return copy
+
+    def setter(self, entry: Any) -> Callable[[Any], None]:
+        def put(value: Any) -> None:
+            self.map()[entry] = value
+        return put
+
+    def entry_setter(self, entry: Any, field: str) -> Callable[[Any], None]:
+        def put(value: Any) -> None:  # (each entry is cut once: one copy of it)
+            copy = self.map()
+            copy[entry] = {**copy[entry], field: value}
+        return put

@@ -17,7 +17,6 @@ few event types that change them:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +39,7 @@ from actors.journal_records import (
     WebhookRecord,
     log,
 )
+from actors.journal_records import column_text as _text
 from actors.journal_sql import (
     EXECUTION_COLUMNS,
     SQL_CURSOR,
@@ -58,7 +58,6 @@ from actors.journal_sql import (
     SQL_STATE,
     STATUS_INDEX,
 )
-from actors.packing import as_text
 from actors.wire_ring import Chunk
 
 #: Events per batch row, at most: a replay from the middle of a row unpacks the whole row.
@@ -150,8 +149,8 @@ class GroupBuilder:
             if isinstance(item, list):
                 self._events(item, group, chunk)
             elif isinstance(item, SaveState):
-                states[item.name] = (item.name, self.codec.pack_capped(item.value),
-                                     self.clock.time())
+                # Not capped: the engine's own state (a note would not read back as one).
+                states[item.name] = (item.name, self.codec.pack(item.value), self.clock.time())
                 group.tickets.append(item.ticket)
             else:
                 self._record(item, group)
@@ -225,7 +224,7 @@ class GroupBuilder:
                 row[STATUS_INDEX] = "running"
             execution_id = row[0]
             if row[6] is None and execution_id not in self._queued:
-                row[6] = self._column(e, _inputs)  # no record_submitted wrote them
+                row[6] = self.codec.column(e, _inputs)  # no record_submitted wrote them
             self._queued.discard(execution_id)
             if row[5] is None:
                 row[5] = e.get("priority")
@@ -233,7 +232,7 @@ class GroupBuilder:
         elif kind in TERMINAL_TYPES:
             row = self._row_of(e, group, "")
             row[STATUS_INDEX] = e.get("status") or TERMINAL_TYPES[kind]
-            results, error, nodes = self._ended_columns(e)
+            results, error, nodes = self.codec.ended_columns(e)
             row[9:15] = (e["timestamp"], e.get("duration_ms"), results, error,
                          _text(e.get("error_type")), nodes)
             row[16] = e["seq"]
@@ -252,39 +251,9 @@ class GroupBuilder:
                 return  # still running: the late result says what happened
             else:
                 outcome = "failed"
-                detail = self._column(e, _error_detail)
+                detail = self.codec.column(e, _error_detail)
             self.open_intents.discard(key)
             group.op(SQL_INTENT_RESOLVE, (outcome, None, detail, e["timestamp"], key))
-
-    def _column(self, e: dict[str, Any], value_of: Callable[[dict[str, Any]], Any]) -> bytes:
-        """`value_of(e)` packed for a column. Over the cap (or too big to pack), the event
-        is cut first, as its batch row's packing would cut it: column and event agree."""
-        codec = self.codec
-        try:
-            data = codec.pack(value_of(e))
-            if len(data) <= codec.max_event_bytes:
-                return data
-        except MemoryError:
-            pass
-        codec.cut(e)
-        return codec.pack_capped(value_of(e))
-
-    def _ended_columns(self, e: dict[str, Any]) -> tuple[bytes, str | None, bytes | None]:
-        """A terminal event's results, error and nodes columns; if together they are over
-        the cap, the event is cut first (it holds them all)."""
-        codec = self.codec
-        error = _text(e.get("error"))
-        try:
-            results = codec.pack(e.get("results"))
-            nodes = codec.pack(e["nodes"]) if e.get("nodes") is not None else None
-            size = len(results) + (len(nodes) if nodes is not None else 0) + len(error or "")
-        except MemoryError:
-            size = codec.max_event_bytes + 1
-        if size > codec.max_event_bytes:
-            codec.cut(e)
-            results, error = codec.pack_capped(e.get("results")), _text(e.get("error"))
-            nodes = codec.pack_capped(e["nodes"]) if e.get("nodes") is not None else None
-        return results, error, nodes
 
     def _row_of(self, e: dict[str, Any], group: Group, status: str) -> list[Any]:
         """The execution's row in this group, new (with `status`) if not seen in it yet."""
@@ -412,12 +381,6 @@ def _merge_row(known: list[Any], later: list[Any]) -> None:
     new = later[STATUS_INDEX]
     if new == "queued" or (new == "running" and status not in ("queued", "")):
         known[STATUS_INDEX] = status
-
-
-def _text(value: Any) -> str | None:
-    # A text column's value as UTF-8 can carry it: a lone surrogate (in a node's error, or
-    # a reason, bot_id or note given in-process) would fail every retry of the commit.
-    return None if value is None else as_text(value)
 
 
 def _inputs(e: dict[str, Any]) -> Any:

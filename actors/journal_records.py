@@ -17,7 +17,7 @@ import msgpack
 import structlog
 
 from actors.journal_caps import DEFAULT_MAX_EVENT_BYTES, cap_value, cut_to_fit
-from actors.packing import new_packer, pack, unpack_lenient, unpack_stream_lenient
+from actors.packing import as_text, new_packer, pack, unpack_lenient, unpack_stream_lenient
 
 log = structlog.get_logger("tradeloom.journal")
 
@@ -269,8 +269,9 @@ class Codec:
             # Cut already (for its execution row) and still over the cap: nothing of it is
             # left to cut. A second cut would start a new, empty `omitted` and count it twice.
             return self.pack(event)
-        self.events_cut += 1
         data = cut_to_fit(event, self.max_event_bytes, self.pack)
+        if "omitted" in event:
+            self.events_cut += 1
         self._renew_packer()  # (a value too big to pack may have grown it, then failed)
         return data
 
@@ -293,9 +294,43 @@ class Codec:
         self._packer = new_packer()
         self._pack_one = self._packer.pack
 
+    def column(self, e: dict[str, Any], value_of: Callable[[dict[str, Any]], Any]) -> bytes:
+        """`value_of(e)` packed for a column. Over the cap (or too big to pack), the event
+        is cut first, as its batch row's packing would cut it: column and event agree."""
+        try:
+            data = self.pack(value_of(e))
+            if len(data) <= self.max_event_bytes:
+                return data
+        except MemoryError:
+            pass
+        self.cut(e)
+        return self.pack_capped(value_of(e))
+
+    def ended_columns(self, e: dict[str, Any]) -> tuple[bytes, str | None, bytes | None]:
+        """A terminal event's results, error and nodes columns; if together they are over
+        the cap, the event is cut first (it holds them all)."""
+        error = column_text(e.get("error"))
+        try:
+            results = self.pack(e.get("results"))
+            nodes = self.pack(e["nodes"]) if e.get("nodes") is not None else None
+            size = len(results) + (len(nodes) if nodes is not None else 0) + len(error or "")
+        except MemoryError:
+            size = self.max_event_bytes + 1
+        if size > self.max_event_bytes:
+            self.cut(e)
+            results, error = self.pack_capped(e.get("results")), column_text(e.get("error"))
+            nodes = self.pack_capped(e["nodes"]) if e.get("nodes") is not None else None
+        return results, error, nodes
+
     def pack_capped(self, value: Any) -> bytes:
         """`value` for a journal column: packed, or a note if over the cap."""
         return cap_value(value, self.max_event_bytes, self.pack)
+
+
+def column_text(value: Any) -> str | None:
+    """A text column's value as UTF-8 can carry it: a lone surrogate (in a node's error, or
+    a reason, bot_id or note given in-process) would fail every retry of the commit."""
+    return None if value is None else as_text(value)
 
 
 def unpack(data: bytes | None) -> Any:

@@ -9,7 +9,7 @@ dispatch and timers are in `actors/supervisor.py`.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 import structlog
@@ -58,11 +58,16 @@ class ExecutionClosing:
                     wake = run.request_cancel()
                     if wake is not None:
                         self._deferred_wakes.append(wake)
+            # Read before it is out: the journal's writer may cut the event's user data
+            # (`[journal] max_event_bytes`), and the result keeps the full values.
+            nodes = events[-1].get("nodes")
             self._sink.emit_locked(events)
-        self._finish(exe, ending, events[-1])
+        self._finish(exe, ending, events[-1], nodes)
 
-    def _finish(self, exe: Execution, ending: Ending, terminal: Event) -> None:
-        """The terminal event is out: free the slot, record, resolve the handle."""
+    def _finish(self, exe: Execution, ending: Ending, terminal: Event,
+                nodes: Mapping[str, Mapping[str, object]] | None = None) -> None:
+        """The terminal event is out: free the slot, record, resolve the handle. `nodes`:
+        the terminal event's node report, read before the event went out."""
         del self._live[exe.id]
         wf = exe.workflow
         result = ExecutionResult(
@@ -71,7 +76,7 @@ class ExecutionClosing:
             error_type=ending.error_type, duration_ms=terminal["duration_ms"],
             started_at=exe.started_event.get("timestamp") or None,
             ended_at=terminal["timestamp"],
-            node_report=terminal.get("nodes") or exe.node_summary())
+            node_report=nodes or exe.node_summary())
         if ending.status is ExecutionStatus.FAILED:
             log.warning("execution_ended", execution_id=exe.id, workflow_id=wf.id,
                         status=ending.status.value, error_type=ending.error_type,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -255,3 +256,73 @@ def test_max_event_bytes_range(value: Any, ok: bool) -> None:
     else:
         with pytest.raises(ConfigError, match=r"journal\.max_event_bytes"):
             Config.from_dict(raw)
+
+
+def test_the_result_keeps_a_full_node_error_the_journal_cut_before_the_result_was_made(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer may cut the terminal event while the supervisor is still making the
+    in-process result from it: the result must keep the full values all the same."""
+    from actors.supervisor_closing import ExecutionClosing
+
+    real = ExecutionClosing._finish
+
+    def finish_after_the_cut(self: Any, exe: Any, ending: Any, terminal: Any,
+                             *rest: Any) -> None:
+        deadline = time.monotonic() + 10
+        while "omitted" not in terminal and time.monotonic() < deadline:
+            time.sleep(0.005)  # (the journal's writer cuts it meanwhile)
+        real(self, exe, ending, terminal, *rest)
+
+    monkeypatch.setattr(ExecutionClosing, "_finish", finish_after_the_cut)
+    message = "e" * (2 * LIMIT)
+
+    def boom(ctx: Any) -> None:
+        raise ValueError(message)
+
+    engine = Engine.start(Config.from_dict({"daemon": {"data_dir": str(tmp_path)},
+                                            "journal": {"max_event_bytes": LIMIT}}))
+    try:
+        result = engine.submit(Workflow("boom", nodes=[Node("n", boom)])).result(timeout=15)
+    finally:
+        engine.stop()
+    assert result.status == "failed" and result.error is not None
+    assert message in result.nodes["n"]["error"]
+
+
+@pytest.mark.timeout(10)  # a copy of the map per cut entry took minutes at this size
+def test_thousands_of_results_over_their_notes_size_are_cut_in_linear_time() -> None:
+    results = {f"n{i}": "r" * 300 for i in range(40_000)}
+    event = wf_event("execution_completed", "exec_wf_1", status="completed",
+                     duration_ms=1.0, results=results)
+    data = cut_to_fit(event, LIMIT, pack)
+    assert len(data) <= LIMIT and event["omitted"] == ["results"]
+    assert f"{len(pack(results)):,} bytes packed" in event["results"]  # the map's whole size
+    assert results["n0"] == "r" * 300  # the caller's map is not changed
+
+
+def test_an_event_with_no_user_data_to_cut_is_kept_and_not_counted() -> None:
+    codec = Codec(LIMIT)
+    event = numbered([{"v": 1, "type": "circuit_closed", "breaker": "b" * (2 * LIMIT),
+                       "failures": 0}])
+    payloads, size = codec.pack_each(event)
+    assert size > LIMIT and "omitted" not in event[0] and codec.events_cut == 0
+    assert msgpack.unpackb(payloads[0]) == event[0]
+
+
+def test_a_halt_reason_over_the_cap_comes_back_after_a_restart(tmp_path: Path) -> None:
+    """The engine's own saved state is never replaced by a note (it would not read back:
+    the next start failed), whatever the cap."""
+    config = Config.from_dict({"daemon": {"data_dir": str(tmp_path)},
+                               "journal": {"max_event_bytes": LIMIT}})
+    reason = "r" * (2 * LIMIT)
+    engine = Engine.start(config)
+    try:
+        engine.halt(reason)
+    finally:
+        engine.stop()
+    engine = Engine.start(config)
+    try:
+        status = engine.status()
+        assert (status["state"], status["reason"]) == ("HALT", reason)
+    finally:
+        engine.stop()

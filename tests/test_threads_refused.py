@@ -6,6 +6,7 @@ log's done-callbacks thread."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -138,3 +139,30 @@ def test_runs_waiting_behind_abandoned_actors_start_once_threads_are_back(
         assert refused >= 1  # its replacements were refused: it waited for threads
     finally:
         release.set()
+
+
+def test_runs_waiting_after_every_abandoned_actor_retired_start_once_threads_are_back(
+        make_engine: EngineFactory, thread_limit: ThreadLimit) -> None:
+    """As above, but the stuck functions return (their actors retire) while threads are
+    still refused: no actor is left to look blocked, and the run still starts once threads
+    can be made again."""
+    engine: Engine = make_engine({"daemon": {"node_actors": CORE_ACTORS}})
+    blocked, release, inside = blocked_io()
+    stuck = Workflow("stuck", nodes=[Node("io", blocked.nodes[0].fn, timeout_s=0.2,
+                                          max_restarts=0)])
+    quick = Workflow("quick", nodes=[Node("q", lambda ctx: "ran")])
+    handles = [engine.submit(stuck) for _ in range(CORE_ACTORS)]
+    try:
+        for _ in range(CORE_ACTORS):
+            assert inside.acquire(timeout=10)
+        thread_limit.refusing.set()
+        waiting = engine.submit(quick)
+        assert {h.result(timeout=10).error_type for h in handles} == {"NodeTimeout"}
+    finally:
+        release.set()  # the abandoned functions return: their actors retire
+    deadline = time.monotonic() + 10
+    while engine.supervisor_stats()[0]["node_actors"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert engine.supervisor_stats()[0]["node_actors"] == 0
+    thread_limit.refusing.clear()
+    assert waiting.result(timeout=5).results == {"q": "ran"}

@@ -47,9 +47,9 @@ log = structlog.get_logger("tradeloom.transport.web")
 HELLO_S = 5.0
 #: Most events in one `events` message.
 BATCH = 500
-#: An `events` message longer than this (JSON characters) is split in halves until it is
+#: An `events` message longer than this (JSON characters) is split into messages that are
 #: not, so a page never gets hundreds of big events (a node output up to the journal's
-#: `max_event_bytes` each) in one message; an event alone goes as it is.
+#: `max_event_bytes` each) in one message; an event bigger alone goes as it is.
 MESSAGE_CHARS_MAX = 4 * 1024 * 1024
 #: A caught-up client that falls this many events behind the log is told it lagged.
 DEFAULT_MAX_LAG = 20_000
@@ -218,13 +218,25 @@ class ClientSession:
 
     def _send_events(self, events: list[dict[str, Any]], next_seq: int) -> None:
         text = dumps({"msg": "events", "events": events, "next_seq": next_seq})
-        if len(text) > MESSAGE_CHARS_MAX and len(events) > 1:
-            half = len(events) // 2  # (next_seq: every event before it was sent)
-            self._send_events(events[:half], events[half - 1]["seq"] + 1)
-            self._send_events(events[half:], next_seq)
+        if len(text) <= MESSAGE_CHARS_MAX or len(events) == 1:
+            self._send_text(text, events=True)
+            self.sent_events += len(events)
             return
-        self._send_text(text, events=True)
-        self.sent_events += len(events)
+        parts = [dumps(event) for event in events]  # (each event once; the rare path)
+        start, size = 0, 0
+        for i, part in enumerate(parts):
+            if i > start and size + len(part) > MESSAGE_CHARS_MAX:
+                # next_seq: every event before it was sent
+                self._send_parts(parts[start:i], events[i - 1]["seq"] + 1)
+                start, size = i, 0
+            size += len(part) + 1
+        self._send_parts(parts[start:], next_seq)
+
+    def _send_parts(self, parts: list[str], next_seq: int) -> None:
+        """An `events` message of events already JSON, as `dumps` would write it."""
+        self._send_text(f'{{"msg":"events","events":[{",".join(parts)}],'
+                        f'"next_seq":{next_seq}}}', events=True)
+        self.sent_events += len(parts)
 
     def _lagging(self, cursor: int, committed: int) -> bool:
         return committed - cursor + 1 > self.max_lag and self.last_stall_s >= STALL_S
