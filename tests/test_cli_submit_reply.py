@@ -106,6 +106,7 @@ def test_a_daemon_not_answering_the_ping_is_never_sent_the_submit(
     proc, took = cli_submit(slow_control.endpoint, "0.5")
     assert proc.returncode == 3, (proc.stdout, proc.stderr)
     assert proc.stderr.count("\n") == 1 and "unreachable" in proc.stderr, proc.stderr
+    assert "the submit was not sent" in proc.stderr
     assert took < 10, took  # bounded by --timeout (0.5 s) plus the CLI's start-up
     assert slow_control.received == ["ping"]
 

@@ -42,7 +42,12 @@ SUBMIT_REPLY_S = SUBMIT_RECORD_TIMEOUT_S + 2.0
 def send_submit(control: ControlClient, conn: Connection, args: argparse.Namespace,
                 inputs: Mapping[str, Any]) -> dict[str, Any]:
     """Ping within `--timeout`, then submit and wait for its reply (see the docstring)."""
-    control.ping()
+    from transport.errors import DaemonUnreachable
+
+    try:
+        control.ping()
+    except DaemonUnreachable as exc:  # (safe to run again: say so)
+        raise DaemonUnreachable(f"{exc}; the submit was not sent") from None
     return control.submit(args.workflow, inputs, bot_id=args.bot_id,
                           strategy_id=args.strategy_id, priority=args.priority,
                           timeout=max(conn.timeout, SUBMIT_REPLY_S))
