@@ -8,12 +8,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
-from actors import Engine, Node, Workflow
+from actors import Engine, ExecutionHandle, Node, Workflow
 from actors.eventlog import EventLog
 from actors.node import CORE_ACTORS, NodeActor
 from tests.conftest import EngineFactory
@@ -114,31 +115,38 @@ def test_done_callbacks_refused_their_thread_run_anyway_and_the_next_get_it(
     assert ran == ["first", "tradeloom-done-callbacks"]
 
 
-def test_runs_waiting_behind_abandoned_actors_start_once_threads_are_back(
-        make_engine: EngineFactory, thread_limit: ThreadLimit) -> None:
-    """Every core actor is stuck in a node that overran its timeout (abandoned), and the OS
-    refuses their replacements: the run waiting behind them starts once threads can be made
-    again, with no later submit to re-arm the pool's growth check."""
-    engine: Engine = make_engine({"daemon": {"node_actors": CORE_ACTORS}})
-    stuck, release, inside = blocked_io()
-    stuck = Workflow("stuck", nodes=[Node("io", stuck.nodes[0].fn, timeout_s=0.2,
+@contextmanager
+def every_core_actor_abandoned(engine: Engine,
+                               thread_limit: ThreadLimit) -> Iterator[ExecutionHandle]:
+    """Every core actor stuck in a node that overran its timeout (abandoned), the OS
+    refusing threads, and one run waiting behind them (yielded); the stuck functions
+    return on the way out (their actors then retire)."""
+    blocked, release, inside = blocked_io()
+    stuck = Workflow("stuck", nodes=[Node("io", blocked.nodes[0].fn, timeout_s=0.2,
                                           max_restarts=0)])
-    quick = Workflow("quick", nodes=[Node("q", lambda ctx: "ran")])
     handles = [engine.submit(stuck) for _ in range(CORE_ACTORS)]
     try:
         for _ in range(CORE_ACTORS):
             assert inside.acquire(timeout=10)
         thread_limit.refusing.set()
-        waiting = engine.submit(quick)
+        waiting = engine.submit(Workflow("quick", nodes=[Node("q", lambda ctx: "ran")]))
         assert {h.result(timeout=10).error_type for h in handles} == {"NodeTimeout"}
-        stats = engine.supervisor_stats()[0]
-        assert (stats["node_actors_abandoned"], stats["runs_in_flight"]) == (CORE_ACTORS, 1)
-        refused = thread_limit.refused
-        thread_limit.refusing.clear()
-        assert waiting.result(timeout=5).results == {"q": "ran"}
-        assert refused >= 1  # its replacements were refused: it waited for threads
+        yield waiting
     finally:
         release.set()
+
+
+def test_runs_waiting_behind_abandoned_actors_start_once_threads_are_back(
+        make_engine: EngineFactory, thread_limit: ThreadLimit) -> None:
+    """The run waiting behind abandoned actors whose replacements the OS refused starts
+    once threads can be made again, with no later submit to re-arm the growth check."""
+    engine: Engine = make_engine({"daemon": {"node_actors": CORE_ACTORS}})
+    with every_core_actor_abandoned(engine, thread_limit) as waiting:
+        stats = engine.supervisor_stats()[0]
+        assert (stats["node_actors_abandoned"], stats["runs_in_flight"]) == (CORE_ACTORS, 1)
+        assert thread_limit.refused >= 1  # its replacements were refused: it waits
+        thread_limit.refusing.clear()
+        assert waiting.result(timeout=5).results == {"q": "ran"}
 
 
 def test_runs_waiting_after_every_abandoned_actor_retired_start_once_threads_are_back(
@@ -147,19 +155,8 @@ def test_runs_waiting_after_every_abandoned_actor_retired_start_once_threads_are
     still refused: no actor is left to look blocked, and the run still starts once threads
     can be made again."""
     engine: Engine = make_engine({"daemon": {"node_actors": CORE_ACTORS}})
-    blocked, release, inside = blocked_io()
-    stuck = Workflow("stuck", nodes=[Node("io", blocked.nodes[0].fn, timeout_s=0.2,
-                                          max_restarts=0)])
-    quick = Workflow("quick", nodes=[Node("q", lambda ctx: "ran")])
-    handles = [engine.submit(stuck) for _ in range(CORE_ACTORS)]
-    try:
-        for _ in range(CORE_ACTORS):
-            assert inside.acquire(timeout=10)
-        thread_limit.refusing.set()
-        waiting = engine.submit(quick)
-        assert {h.result(timeout=10).error_type for h in handles} == {"NodeTimeout"}
-    finally:
-        release.set()  # the abandoned functions return: their actors retire
+    with every_core_actor_abandoned(engine, thread_limit) as waiting:
+        pass
     deadline = time.monotonic() + 10
     while engine.supervisor_stats()[0]["node_actors"] and time.monotonic() < deadline:
         time.sleep(0.01)
