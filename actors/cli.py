@@ -212,11 +212,22 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         print(f"tradeloom daemon {VERSION} running (pid {os.getpid()}): events "
               f"{daemon.transport.events}, control {daemon.transport.control}, journal "
               f"{daemon.config.daemon.data_dir}/journal.db. Ctrl-C stops it.\n"
-              f"Watch it from a second terminal:  {tail_command(args.config, daemon)}"
+              + _halted_note(daemon)
+              + f"Watch it from a second terminal:  {tail_command(args.config, daemon)}"
               + (f"\nDashboard: {daemon.web.url}" if daemon.web is not None else ""),
               file=sys.stderr, flush=True)
     daemon.serve_forever()
     return EXIT_OK if daemon.clean else EXIT_FAILED  # unclean: the journal lost writes
+
+
+def _halted_note(daemon: Any) -> str:
+    """A line for a daemon that came back in HALT (a restart keeps it): nothing runs, its
+    interval triggers' runs are refused, until an operator resumes it."""
+    status = daemon.engine.status() if daemon.engine is not None else {}
+    if status.get("state") != "HALT":
+        return ""
+    return (f"It is in HALT ({status.get('reason')}): nothing runs until "
+            f"`tradeloom resume --reason ...`.\n")
 
 
 def tail_command(config_path: str, daemon: Any) -> str:

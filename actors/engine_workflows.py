@@ -68,7 +68,10 @@ class WorkflowRegistry:
         if isinstance(workflow, str):
             entry = self._workflows.get(workflow)
             if entry is None:
-                raise UnknownWorkflow(f"no workflow registered as {workflow!r}")
+                known = sorted(self._workflows)
+                shown = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
+                raise UnknownWorkflow(f"no workflow registered as {workflow!r} (registered: "
+                                      f"{shown or 'none'})")
             return entry
         if not isinstance(workflow, Workflow):
             raise TypeError(f"workflow must be a Workflow or a registered workflow id, not "

@@ -23,8 +23,10 @@ from tests.daemon_process import (
     DaemonProcess,
     LineReader,
     free_port,
+    read_endpoints,
     run_cli,
     running_daemon,
+    write_config,
 )
 from transport.cli_options import connect_endpoint
 from transport.client import ClientKeys
@@ -393,3 +395,24 @@ def test_the_make_run_config_serves_status_and_completed_executions(tmp_path: Pa
     log = daemon.log.read_text()
     assert f"tradeloom tail --config {config}" in log
     assert not (elsewhere / ".tradeloom").exists()
+
+
+def test_a_daemon_that_comes_back_halted_says_so_in_its_banner(tmp_path: Path) -> None:
+    """A restart keeps a HALT: the console banner says so (and how to leave it), where it
+    said only "running" and the interval runs were refused without a word."""
+    config = write_config(tmp_path)
+    daemon = DaemonProcess(config, *read_endpoints(config), log_format="console")
+    daemon.start()
+    try:
+        assert daemon.cli("halt", "--reason", "desk closed").returncode == 0
+        daemon.stop()
+        first = daemon.log.read_text()
+        daemon.start()
+        banner = daemon.log.read_text()[len(first):]
+    finally:
+        try:
+            daemon.stop()
+        finally:
+            daemon.kill()
+    assert "running" in first and "It is in HALT" not in first
+    assert "It is in HALT (desk closed): nothing runs until `tradeloom resume" in banner

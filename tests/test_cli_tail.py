@@ -6,6 +6,7 @@ header, no colour); `--workflow` and `--type` filter; Ctrl-C exits 0 without a t
 from __future__ import annotations
 
 import json
+import select
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,13 @@ from typing import Any
 
 import pytest
 
-from tests.daemon_process import DaemonProcess, LineReader, running_daemon
+from tests.daemon_process import (
+    TRADELOOM,
+    DaemonProcess,
+    LineReader,
+    environment,
+    running_daemon,
+)
 
 
 @pytest.fixture
@@ -106,3 +113,29 @@ def test_tail_filters_by_workflow_and_type(daemon: DaemonProcess) -> None:
     assert [e["type"] for e in events] == ["execution_started", "execution_completed"] * 2
 
 
+
+
+def test_tail_refuses_an_unknown_type_and_notes_an_unknown_workflow(
+        daemon: DaemonProcess) -> None:
+    """A `--type` no event has would match nothing: refused (exit 2, one line naming the
+    known types), not a tail that waits for ever in silence. A `--workflow` not registered
+    now may come with a restart: a note on stderr, and the tail goes on."""
+    refused = daemon.cli("tail", "--type", "execution_complete")  # a typo
+    assert refused.returncode == 2, refused
+    assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
+    assert "unknown event type execution_complete" in refused.stderr
+    assert "execution_completed" in refused.stderr  # the known ones are listed
+    proc = subprocess.Popen([*TRADELOOM, "tail", "--json", "--workflow", "cli_okk",
+                             *daemon.endpoints()], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env=environment())
+    try:
+        assert proc.stderr is not None
+        assert select.select([proc.stderr], [], [], 30)[0], "no note within 30 s"
+        note = proc.stderr.readline()
+        assert proc.poll() is None  # it goes on
+    finally:
+        proc.kill()
+        proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+    assert "no workflow 'cli_okk' is registered now" in note and "cli_ok" in note, note

@@ -1107,8 +1107,8 @@ def test_register_and_submit_by_id(engine: Engine, recorder: Recorder) -> None:
     other = engine.submit("registered", bot_id="bot_x")
     other.result(timeout=5)
     assert {e["bot_id"] for e in recorder.for_execution(other.execution_id)} == {"bot_x"}
-    with pytest.raises(UnknownWorkflow):
-        engine.submit("not_registered")
+    with pytest.raises(UnknownWorkflow, match=r"'not_registered' \(registered: registered\)"):
+        engine.submit("not_registered")  # a typo: the message names what there is
 
 
 def test_stop_does_not_block_on_a_stuck_node(make_engine: EngineFactory) -> None:

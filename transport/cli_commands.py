@@ -69,7 +69,8 @@ def register(sub: Any) -> None:
                      "Start an execution of a registered workflow and print its id. With "
                      "--wait, follow the event stream until the execution ends and print the "
                      "result. Exit 0; 1 when it failed, was halted, cancelled or interrupted "
-                     "(or --wait-timeout passed); 3 when the daemon is unreachable; 4 when "
+                     "(or --wait-timeout passed), or no such workflow is registered; 3 when "
+                     "the daemon is unreachable; 4 when "
                      "the submit was refused (HALT, or the queue is full).",
                      "tradeloom submit arb_btc --input threshold=5 --wait")
     add_input_option(submit, submit.add_argument("workflow", metavar="WORKFLOW",

@@ -30,11 +30,13 @@ from actors.json_text import json_text
 from actors.workflow import ID_PATTERN
 from transport.cli_options import (
     EXIT_OK,
+    EXIT_USAGE,
     Connection,
     ExampleFormatter,
     add_client_options,
     client_command,
     connection,
+    fail,
 )
 
 if TYPE_CHECKING:
@@ -60,7 +62,8 @@ def register(sub: Any) -> None:
                     "type, under a status header when stdout is a terminal. --since SEQ "
                     "replays the journal from SEQ first, then follows live with no gap. "
                     "Keeps going across a daemon restart. Runs until Ctrl-C (exit 0); "
-                    "exit 3 when the daemon is unreachable at start.",
+                    "exit 2 for a --type no event has, 3 when the daemon is unreachable at "
+                    "start.",
         epilog="examples:\n  tradeloom tail\n"
                "  tradeloom tail --workflow arb_btc --type node_failed --type "
                "execution_failed\n  tradeloom tail --since 1 --json > events.jsonl",
@@ -100,11 +103,22 @@ def _seq(text: str) -> int:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
+    from actors.event_types import EVENT_TYPES
     from transport.subscriber import Subscriber
 
+    unknown = sorted(set(args.types) - set(EVENT_TYPES))
+    if unknown:  # it would match nothing: a tail that waits for ever, silent
+        fail(f"unknown event type {', '.join(unknown)} (it would match nothing); known: "
+             f"{', '.join(sorted(EVENT_TYPES))}")
+        return EXIT_USAGE
     conn = connection(args)
     with conn.control_client() as control:
         first_status = control.status()  # unreachable: exit 3 now, not a silent wait
+    workflows = first_status.get("workflows")
+    if args.workflow and isinstance(workflows, list) and args.workflow not in workflows:
+        print(f"tradeloom tail: no workflow {args.workflow!r} is registered now (registered: "
+              f"{', '.join(map(str, workflows)) or 'none'}); waiting for its events",
+              file=sys.stderr, flush=True)
     last_seq = first_status.get("last_seq")
     if args.since is not None and isinstance(last_seq, int) and args.since > last_seq + 1:
         # Not an error (the events will come), but after a journal reset it looks like a hang.
