@@ -41,6 +41,9 @@ class Trigger:
     #: The execution a skipped turn was last logged for: a run ten thousand periods long
     #: logged ten thousand `trigger_skipped` lines (a hundred a second at every_s = 0.01).
     skipped_for: str | None = None
+    #: Refused since its last accepted submit: logged once when it starts and once when it
+    #: ends (a halted daemon refuses every period, silently before).
+    refusing: bool = False
 
 
 class IntervalTriggers:
@@ -126,6 +129,16 @@ class IntervalTriggers:
             return
         if handle.done() and handle.result(0).status == "refused":
             trigger.refused += 1  # HALT or a full queue: the next period tries again
+            if not trigger.refusing:
+                trigger.refusing = True
+                result = handle.result(0)
+                log.warning("trigger_refused", workflow_id=trigger.workflow_id,
+                            error_type=result.error_type, error=result.error,
+                            note="logged once; each period tries again")
         else:
             trigger.submitted += 1
+            if trigger.refusing:
+                trigger.refusing = False
+                log.info("trigger_accepted_again", workflow_id=trigger.workflow_id,
+                         refused=trigger.refused)
         trigger.last = handle

@@ -8,6 +8,7 @@ from actors.config import WorkflowEntry
 from actors.execution import ExecutionHandle, ExecutionResult
 from actors.triggers import IntervalTriggers
 from actors.workflow import Node, Workflow
+from tests.engine_journal_helpers import captured_logs
 
 WF = Workflow("tick", nodes=[Node("n", lambda ctx: None)])
 
@@ -100,6 +101,30 @@ def test_a_refused_submit_is_counted_and_the_next_period_tries_again() -> None:
 
     triggers = run(clock, submit)
     assert triggers.stats()["tick"] == {"submitted": 0, "skipped": 0, "refused": 3}
+
+
+def test_a_run_of_refusals_is_logged_once_when_it_starts_and_once_when_it_ends() -> None:
+    """A halted daemon refuses every period: one line says so (and why), one says when
+    submits are accepted again, instead of silence (or a line a period)."""
+    clock = FakeClock()
+    clock.stop_after = 106.5
+    refusing = {102.0, 103.0, 104.0}
+
+    def submit(wf: str, bot: str | None, strategy: str | None) -> ExecutionHandle:
+        if clock.now not in refusing:
+            return handle(done=True)
+        h = ExecutionHandle("exec_tick_00000003", "tick")
+        h.resolve(ExecutionResult(execution_id=h.execution_id, workflow_id="tick",
+                                  status="refused", error="HALT: desk closed",
+                                  error_type="Halted"), 0)
+        return h
+
+    with captured_logs() as logs:
+        triggers = run(clock, submit)
+    assert triggers.stats()["tick"] == {"submitted": 3, "skipped": 0, "refused": 3}
+    lines = [(line["event"], line.get("error_type")) for line in logs
+             if line["event"].startswith("trigger_")]
+    assert lines == [("trigger_refused", "Halted"), ("trigger_accepted_again", None)]
 
 
 def test_a_clock_jump_while_waiting_runs_once_not_a_burst_of_catch_up_runs() -> None:
