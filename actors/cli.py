@@ -223,11 +223,14 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 def _halted_note(daemon: Any) -> str:
     """A line for a daemon that came back in HALT (a restart keeps it): nothing runs, its
     interval triggers' runs are refused, until an operator resumes it."""
+    from transport.cli_output import printable
+
     status = daemon.engine.status() if daemon.engine is not None else {}
     if status.get("state") != "HALT":
         return ""
-    return (f"It is in HALT ({status.get('reason')}): nothing runs until "
-            f"`tradeloom resume --reason ...`.\n")
+    reason = printable(str(status.get("reason")))  # an operator's text: no escapes run
+    reason = reason if len(reason) <= 200 else reason[:200] + "..."
+    return f"It is in HALT ({reason}): nothing runs until `tradeloom resume --reason ...`.\n"
 
 
 def tail_command(config_path: str, daemon: Any) -> str:

@@ -123,7 +123,7 @@ def test_tail_refuses_an_unknown_type_and_notes_an_unknown_workflow(
     refused = daemon.cli("tail", "--type", "execution_complete")  # a typo
     assert refused.returncode == 2, refused
     assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
-    assert "unknown event type execution_complete" in refused.stderr
+    assert "unknown event type 'execution_complete'" in refused.stderr
     assert "execution_completed" in refused.stderr  # the known ones are listed
     proc = subprocess.Popen([*TRADELOOM, "tail", "--json", "--workflow", "cli_okk",
                              *daemon.endpoints()], stdout=subprocess.DEVNULL,

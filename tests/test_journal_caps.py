@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from actors import Config, Engine, Node, Workflow
 from actors.clock import SystemClock
 from actors.errors import ConfigError
+from actors.events import validate_event
 from actors.journal_caps import cap_value, cut_to_fit, note
 from actors.journal_group import GroupBuilder
 from actors.journal_records import Codec, Submitted
@@ -229,6 +230,7 @@ def test_a_huge_output_does_not_stop_the_engine(tmp_path: Path) -> None:
         assert result.results["fetch"] == {"book": BIG}  # in-process: the full value
         assert result.results["use"] == len(BIG)  # the next node got it too
         assert ended.wait(10)
+        assert all(validate_event(e, strict=True) == [] for e in seen)  # `omitted` too
         cut = {e["type"]: e for e in seen if "omitted" in e}
         assert cut["node_completed"]["omitted"] == ["outputs"]
         assert cut["execution_completed"]["omitted"] == ["results.fetch"]

@@ -108,7 +108,8 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
     unknown = sorted(set(args.types) - set(EVENT_TYPES))
     if unknown:  # it would match nothing: a tail that waits for ever, silent
-        fail(f"unknown event type {', '.join(unknown)} (it would match nothing); known: "
+        fail(f"unknown event type {', '.join(map(repr, unknown))} (it would match nothing); "
+             "known: "
              f"{', '.join(sorted(EVENT_TYPES))}")
         return EXIT_USAGE
     conn = connection(args)
