@@ -9,7 +9,8 @@ restarts); then the executions and resolved intents whose events are all gone, a
 emergency history beyond its newest HISTORY_KEPT rows. Freed pages are reused by later
 commits, so the file stays bounded. `keep_days` reads each row's `written_at`; rows a wall
 clock stamped ahead before it was set back take the next commit's time (see
-`restamp_if_set_back`).
+`restamp_if_set_back`), and a wall clock stepped ahead while the journal is open does not
+age rows faster than time passes (see `judged_time`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ PRUNE_RECORDS_PER_PASS = 500
 HISTORY_KEPT = 1000
 #: Seconds between retention passes while nothing is left over from the last one.
 PRUNE_INTERVAL_S = 0.25
+#: How far the wall clock may run ahead of elapsed (monotonic) time between two passes
+#: before `keep_days` stops believing it: more than NTP's slewing or a small step, far less
+#: than a clock stepped a day or years ahead by mistake.
+WALL_STEP_SLACK_S = 60.0
 
 
 class Retention:
@@ -48,6 +53,10 @@ class Retention:
         self._records_pruned_for = -1
         #: The newest `written_at` of the rows (None: not read from the file yet).
         self._newest_stamp: float | None = None
+        #: (wall, monotonic) at the last reading `judged_time` believed.
+        self._believed: tuple[float, float] | None = None
+        #: The wall clock is ahead of what `judged_time` believes (logged once per step).
+        self.clock_ahead_s = 0.0
 
     def idle_s(self) -> float | None:
         """How long the idle writer may sleep: until the next pass is due."""
@@ -106,7 +115,7 @@ class Retention:
             cut: tuple[int, int] | None = None
             count = 0
             old_seq = committed_seq - self.keep_events if self.keep_events is not None else -1
-            old_wall = (self.clock.time() - self.keep_days * 86400.0
+            old_wall = (self.judged_time() - self.keep_days * 86400.0
                         if self.keep_days is not None else None)
             for first, last, written_at in rows:
                 if last > hold or not (last <= old_seq
@@ -143,6 +152,32 @@ class Retention:
             self._records_pruned_for = first_kept
         self.pruned_rows += count
         return count + gone
+
+    def judged_time(self) -> float:
+        """The wall time `keep_days` judges ages by. A wall clock that jumped ahead of the
+        time that passed (an NTP step, an operator's typo) would make fresh rows look
+        old: one stepped years ahead would prune the whole history at once. So a reading
+        more than WALL_STEP_SLACK_S ahead of the last believed one plus the monotonic
+        time since is not believed; ages go on from the last believed reading at the
+        monotonic clock's pace until the wall clock is back in line (set back, or time
+        catches up). A restart believes the clock it starts with."""
+        wall, mono = self.clock.time(), self.clock.monotonic()
+        believed = self._believed
+        if believed is not None:
+            expected = believed[0] + max(0.0, mono - believed[1])
+            if wall > expected + WALL_STEP_SLACK_S:
+                if not self.clock_ahead_s:
+                    log.warning("journal_clock_stepped_ahead", ahead_s=round(wall - expected),
+                                note="keep_days ages rows by the time that passed, not by "
+                                     "this clock, until it is set back or the daemon "
+                                     "restarts")
+                self.clock_ahead_s = wall - expected
+                return expected
+        if self.clock_ahead_s:
+            log.warning("journal_clock_in_line_again")
+            self.clock_ahead_s = 0.0
+        self._believed = (wall, mono)
+        return wall
 
     def _hold_seq(self, conn: sqlite3.Connection, committed_seq: int) -> int:
         """Rows whose last_seq is above this stay: the newest row (it carries last_seq

@@ -313,6 +313,7 @@ class JournalWriter:
             "last_error": self.last_error,
             "committed_seq": self.committed_seq,
             "pruned_rows": self.retention.pruned_rows,
+            "clock_ahead_s": round(self.retention.clock_ahead_s, 3),
             "events_cut": self.builder.codec.events_cut,
         }
 

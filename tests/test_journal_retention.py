@@ -4,15 +4,18 @@ intents go with their events; the file stays bounded."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from actors import journal_retention
 from actors.clock import ManualClock
 from actors.journal import Journal
 from actors.journal_checkpointer import WAL_SIZE_LIMIT
-from tests.engine_journal_helpers import eventually
+from tests.engine_journal_helpers import captured_logs, eventually
 from tests.journal_helpers import (
     Sequencer,
     all_events,
@@ -166,7 +169,31 @@ def test_keep_days_goes_on_after_a_clock_that_ran_ahead_is_set_back(
         assert_gapless(all_events(journal, 151), 151, 200)
 
 
-def test_a_clock_stepped_years_ahead_prunes_no_further_than_an_intent_or_a_cursor(
+def test_a_clock_stepped_years_ahead_while_open_prunes_nothing_it_would_not_have(
+        tmp_path: Path) -> None:
+    clock = ManualClock()
+    with captured_logs() as logs, started(tmp_path, keep_events=None, keep_days=1.0,
+                                          clock=clock) as (journal, _):
+        seq = Sequencer(journal)
+        commit_rows(journal, seq, 10)                       # 1..50
+        assert journal.prune() and journal.first_seq() == 1  # (the first believed reading)
+        clock.set_wall(clock.time() + 20 * 365 * 86400)     # NTP steps twenty years ahead
+        commit_rows(journal, seq, 10)                       # 51..100, stamped twenty years on
+        assert journal.prune() and journal.first_seq() == 1
+        assert journal.stats()["clock_ahead_s"] == pytest.approx(20 * 365 * 86400)
+        clock.advance(0.9 * 86400)                          # less than a day really passes
+        assert journal.prune() and journal.first_seq() == 1
+        clock.advance(0.2 * 86400)                          # now 1..50 are a day old
+        assert journal.prune() and journal.first_seq() == 51
+        assert_gapless(all_events(journal, 51), 51, 100)
+        clock.set_wall(clock.time() - 20 * 365 * 86400)     # ... and is corrected
+        assert journal.prune() and journal.stats()["clock_ahead_s"] == 0
+    stepped = [e for e in logs if e["event"] == "journal_clock_stepped_ahead"]
+    assert len(stepped) == 1 and stepped[0]["ahead_s"] == pytest.approx(20 * 365 * 86400)
+    assert [e["event"] for e in logs].count("journal_clock_in_line_again") == 1
+
+
+def test_the_time_that_passes_prunes_no_further_than_an_intent_or_a_cursor(
         tmp_path: Path) -> None:
     clock = ManualClock()
     with started(tmp_path, keep_events=None, keep_days=1.0, clock=clock) as (journal, _):
@@ -176,11 +203,62 @@ def test_a_clock_stepped_years_ahead_prunes_no_further_than_an_intent_or_a_curso
         assert journal.record_intent("exec_wf_00000001", "trade", key, 1, "t").wait(5)
         journal.register_cursor("hook", 150)
         commit_rows(journal, seq, 20)                       # 101..200
-        clock.set_wall(clock.time() + 20 * 365 * 86400)     # NTP steps twenty years ahead
+        clock.advance(30 * 86400)
         assert journal.prune() and journal.first_seq() == 96  # the row holding seq_at 100
         journal.resolve_intent(key, "not_filled")
         assert journal.prune() and journal.first_seq() == 151  # not past the cursor
         assert_gapless(all_events(journal, 151), 151, 200)
+
+
+def test_a_daemon_started_with_a_clock_years_ahead_believes_it(tmp_path: Path) -> None:
+    with started(tmp_path, keep_events=None, keep_days=1.0) as (journal, _):
+        commit_rows(journal, Sequencer(journal), 10)        # 1..50, stamped now
+    ahead = ManualClock(start_wall=time.time() + 20 * 365 * 86400)
+    with started(tmp_path, keep_events=None, keep_days=1.0, clock=ahead) as (journal, _):
+        assert journal.prune() and journal.first_seq() == 46  # all but the newest row
+        assert journal.stats()["clock_ahead_s"] == 0
+
+
+class TestJudgedTime:
+    """`Retention.judged_time`, driven step by step (no journal, no threads)."""
+
+    @staticmethod
+    def retention(clock: ManualClock) -> journal_retention.Retention:
+        return journal_retention.Retention(keep_events=None, keep_days=1.0, clock=clock,
+                                           cursors={})
+
+    def test_a_step_within_the_slack_is_believed_one_past_it_is_not(self) -> None:
+        clock = ManualClock()
+        retention = self.retention(clock)
+        start = retention.judged_time()
+        clock.set_wall(start + journal_retention.WALL_STEP_SLACK_S)
+        assert retention.judged_time() == start + journal_retention.WALL_STEP_SLACK_S
+        clock.set_wall(clock.time() + journal_retention.WALL_STEP_SLACK_S + 1)
+        assert retention.judged_time() == start + journal_retention.WALL_STEP_SLACK_S
+        assert retention.clock_ahead_s == journal_retention.WALL_STEP_SLACK_S + 1
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.tuples(st.sampled_from(["advance", "step"]),
+                              st.floats(min_value=-1e9, max_value=1e9)), max_size=30))
+    def test_judged_time_never_runs_ahead_of_the_wall_or_of_the_time_that_passed(
+            self, moves: list[tuple[str, float]]) -> None:
+        clock = ManualClock()
+        retention = self.retention(clock)
+        judged, mono = retention.judged_time(), clock.monotonic()
+        only_advanced = True
+        for kind, amount in moves:
+            if kind == "advance":
+                clock.advance(abs(amount))
+            else:
+                clock.set_wall(clock.time() + amount)
+                only_advanced = False
+            now = retention.judged_time()
+            assert now <= clock.time()
+            assert now - judged <= (clock.monotonic() - mono
+                                    + journal_retention.WALL_STEP_SLACK_S + 1e-6 * abs(now))
+            if only_advanced:
+                assert now == clock.time()
+            judged, mono = now, clock.monotonic()
 
 
 def test_a_clock_set_back_while_the_journal_was_closed_is_noticed_on_reopening(
