@@ -1,6 +1,7 @@
 """The Prometheus endpoint: `[metrics] listen = "host:port"` serves the text format on
-http://host:port/metrics (any path) from prometheus_client's own HTTP server, with a
-registry of its own (not prometheus_client's global one).
+http://host:port/metrics (any path) with prometheus_client's WSGI app and a registry of
+its own (not prometheus_client's global one), behind a server that bounds its connections
+(`transport.metrics_http`: at most 32 at once, an idle one closed after 10 s).
 
 Cost: nothing runs per event on the engine's threads. A custom collector reads the
 engine's own counters and states when Prometheus scrapes; node durations come from a
@@ -22,7 +23,6 @@ import platform
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
-from wsgiref.simple_server import WSGIServer
 
 import structlog
 from prometheus_client import (
@@ -30,7 +30,6 @@ from prometheus_client import (
     GCCollector,
     PlatformCollector,
     ProcessCollector,
-    start_http_server,
 )
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -50,6 +49,7 @@ from actors.triggers import IntervalTriggers
 from transport.control import ControlServer
 from transport.errors import TransportError
 from transport.metrics_feed import NodeDurations, SubscriptionTotals
+from transport.metrics_http import BoundedMetricsServer, bind_metrics_server
 from transport.publisher import Publisher
 from transport.security import is_loopback
 
@@ -105,7 +105,8 @@ class MetricsServer:
         self._drain_s = drain_s
         #: The node durations' feed, once started.
         self.durations: NodeDurations | None = None
-        self._httpd: WSGIServer | None = None
+        self._httpd: BoundedMetricsServer | None = None
+        self._http_thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -124,12 +125,15 @@ class MetricsServer:
         PlatformCollector(registry=registry)
         GCCollector(registry=registry)
         try:
-            self._httpd, _ = start_http_server(self.port, self.host, registry)
+            httpd = self._httpd = bind_metrics_server(self.host, self.port, registry)
         except OSError as exc:
             durations.close()
             raise TransportError(f"cannot bind the metrics endpoint on {self.listen} "
                                  f"([metrics] listen): {exc.strerror or exc}") from None
-        self.port = self._httpd.server_port
+        self.port = httpd.server_port
+        self._http_thread = threading.Thread(target=httpd.serve_forever,
+                                             name="tradeloom-metrics-http", daemon=True)
+        self._http_thread.start()
         self._thread = threading.Thread(target=self._drain, name="tradeloom-metrics",
                                         daemon=True)
         self._thread.start()
@@ -153,6 +157,8 @@ class MetricsServer:
         if httpd is not None:
             httpd.shutdown()
             httpd.server_close()
+        if self._http_thread is not None:
+            self._http_thread.join(timeout)
         if self.durations is not None:
             self.durations.close()
 
