@@ -407,4 +407,9 @@ def _handle(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m actors.cli` runs this file as `__main__`, a second copy of the module beside
+    # the `actors.cli` the commands import: run that one's main(), so a `UsageError` they
+    # raise is the class `_handle` catches (a bad argument: exit 2, not "unexpected").
+    from actors.cli import main as _main
+
+    sys.exit(_main())

@@ -41,3 +41,14 @@ def test_a_client_endpoint_with_a_port_past_65535_is_a_bad_argument() -> None:
     done = _tradeloom("status", "--control", "tcp://127.0.0.1:74500", "--timeout", "0.2")
     assert done.returncode == 2 and "--control" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_bad_client_argument_under_python_m_is_exit_2_not_an_unexpected_error() -> None:
+    """`python -m actors.cli` is the same CLI as the `tradeloom` script: a bad `--input` of
+    `submit`, or `intents --resolve` without `--outcome`, is a bad argument (exit 2, one
+    line), found before the daemon is asked (nothing listens on port 1)."""
+    for args in (("submit", "wf", "--input", "novalue"), ("intents", "--resolve", "k")):
+        done = _tradeloom(*args, "--control", "tcp://127.0.0.1:1", "--timeout", "0.2")
+        assert done.returncode == 2, (args, done.returncode, done.stderr)
+        assert "unexpected" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
