@@ -196,8 +196,10 @@ class Execution:
         return Step([skipped], ending=Ending.failed(error, CircuitOpen.__name__), failed_node=i)
 
     def denied(self, i: int, reason: str, now: float) -> Step:
-        """The gate did not let node `i` start (it never ran)."""
+        """The gate did not let node `i` start (it never ran): the attempt it was handed
+        out as is not counted."""
         self.node_status[i] = _PENDING
+        self.attempts[i] -= 1
         if reason == SkipReason.HALTED:
             return Step([], ending=Ending.halted("the engine is in HALT"))
         if reason != SkipReason.REDUCE_ONLY:

@@ -158,3 +158,32 @@ def test_the_execution_view_lists_nodes_not_started_yet_as_pending(
     assert done is not None
     assert [n["status"] for n in done["nodes"].values()] == ["completed", "completed"]
 
+
+
+def test_an_action_refused_in_reduce_only_counts_no_attempt(
+        make_engine: EngineFactory, tmp_path: Path) -> None:
+    """In REDUCE_ONLY the gate refuses an action not marked `reduces_risk` as it is about
+    to start: it is `node_skipped` (`reduce_only`) without a `node_started`, so its
+    `attempts` is 0 in the result, the terminal event and the journal's `execution`, as
+    for any node that never started."""
+    engine = make_engine({"daemon": {"data_dir": str(tmp_path)}})
+    recorder = Recorder().follow(engine)
+    wf = Workflow("reducing", nodes=[
+        Node("open", _echo, category="action"),
+        Node("close", _echo, category="action", reduces_risk=True),
+    ])
+    engine.reduce_only("closing positions")
+    handle = engine.submit(wf)
+    result = handle.result(timeout=5)
+    terminal = _terminal(recorder, handle.execution_id)
+    events = recorder.for_execution(handle.execution_id)
+    assert result.status == "completed"
+    assert [e["node_id"] for e in events if e["type"] == "node_started"] == ["close"]
+    assert [(e["node_id"], e["reason"]) for e in events
+            if e["type"] == "node_skipped"] == [("open", "reduce_only")]
+    assert result.nodes["open"] == {"status": "skipped", "attempts": 0}, result.nodes
+    assert terminal["nodes"]["open"] == {"status": "skipped", "attempts": 0}, terminal
+    view = engine.execution(handle.execution_id)
+    assert view is not None
+    assert view["nodes"]["open"] == {"status": "skipped", "attempts": 0}, view["nodes"]
+    assert view["nodes"]["close"]["attempts"] == 1, view["nodes"]
