@@ -159,7 +159,6 @@ def test_the_execution_view_lists_nodes_not_started_yet_as_pending(
     assert [n["status"] for n in done["nodes"].values()] == ["completed", "completed"]
 
 
-
 def test_an_action_refused_in_reduce_only_counts_no_attempt(
         make_engine: EngineFactory, tmp_path: Path) -> None:
     """In REDUCE_ONLY the gate refuses an action not marked `reduces_risk` as it is about
