@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import decimal
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 from actors import Engine, Node, Workflow
 from actors.event_types import EVENT_TYPES
 from actors.eventlog import EventLog
-from actors.events import validate_event
+from actors.events import iso_utc, validate_event
 from actors.journal import Journal
 from actors.packing import pack, unpack
 from tests.conftest import EngineFactory, EventProblems, Recorder
@@ -334,3 +335,16 @@ def test_a_reader_behind_the_ring_skips_what_is_gone_and_counts_it() -> None:
     assert reader.missed == 12
     assert reader.wait_committed(20, 0.01) == 20  # nothing new: returns at the timeout
     reader.close()
+
+
+@settings(max_examples=300)
+@given(st.lists(st.floats(min_value=0, max_value=4_000_000_000, allow_nan=False), min_size=1,
+                max_size=20))
+def test_iso_utc_formats_each_instant_as_the_plain_formula_does(walls: list[float]) -> None:
+    """`iso_utc` keeps the last second's text: a run of instants, some in the same second,
+    each formats as the plain formula would."""
+    for wall in [*walls, *(w + 0.0005 for w in walls)]:
+        second = int(wall)
+        expected = (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+                    + f".{int((wall - second) * 1000):03d}Z")
+        assert iso_utc(wall) == expected
