@@ -36,6 +36,10 @@ log = structlog.get_logger("tradeloom.engine")
 #: The reason of the HALT `halt_on_unresolved_intents` starts with, after their count.
 INTENTS_HALT_REASON = (" action intent(s) from before the restart have no known outcome: "
                        "reconcile them (tradeloom intents) or resume")
+#: The reason of the HALT a start makes when the last process ended while its journal
+#: writes failed (its own HALT may never have been written), before the failure's text.
+WRITE_FAILED_HALT_REASON = ("journal writes were failing when the last process ended; "
+                            "check the disk, then resume")
 #: A query (`execution`, `executions`, `intents`) first waits this long, at most, for what
 #: was sequenced before it to be committed; then it reads what is.
 QUERY_WAIT_S = 1.0
@@ -71,6 +75,17 @@ class JournalSide:
             for record in durable.recovery.open_executions:
                 self._ended[(record["workflow_id"], ExecutionStatus.INTERRUPTED.value)] += 1
         intents = durable.recover(self.sink, counts)
+        mark = durable.recovery.write_failed_mark
+        if mark is not None:
+            # The last process's writes were failing when it ended: its HALT may never
+            # have reached the journal. Only an operator's resume ends that HALT, so this
+            # one too (resolving intents does not: it is already in HALT below).
+            log.critical("journal_was_failing_at_last_stop", reason=mark,
+                         state=self.gate.state.value)
+            if self.gate.state is not EmergencyState.HALT:
+                self.gate.transition(EmergencyState.HALT,
+                                     WRITE_FAILED_HALT_REASON + (f": {mark}" if mark else ""),
+                                     "journal", "engine")
         if intents and self.config.journal.halt_on_unresolved_intents:
             # Resolving the last intent ends this HALT (or the one an earlier restart made
             # for them), never a HALT the engine was already in: an operator's, a failed
@@ -84,6 +99,8 @@ class JournalSide:
                     "engine")
             if changed or ours:
                 self._intents_halt_seq = self.gate.history[-1]["seq"]
+        if mark is not None:
+            durable.journal.clear_write_failed_mark()  # once the HALT is in the journal
         durable.wait_commit()
 
     def _halted_for_intents(self) -> bool:

@@ -271,6 +271,10 @@ class Journal:
         """A ticket done once everything queued before this call is committed."""
         return self._submit(Barrier())
 
+    def clear_write_failed_mark(self) -> None:
+        """Remove data_dir's write-failed mark once everything queued now is committed."""
+        self.barrier().add_done_callback(self._writer.clear_mark_if_done)
+
     def flush(self, timeout: float) -> bool:
         """True once everything queued before this call is committed."""
         return self.barrier().wait(timeout)

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from actors.clock import Clock
 from actors.errors import JournalCorrupt, JournalError
 from actors.journal_caps import DEFAULT_MAX_EVENT_BYTES
+from actors.journal_failure_mark import read_mark
 from actors.journal_reads import Recovery, load_recovery
 from actors.journal_schema import (
     DB_NAME,
@@ -74,7 +75,7 @@ def open_data_dir(data_dir: str | os.PathLike[str], *, sync: str,
         check_hot_wal(path)
         conn = connect_writer(path, sync=sync)
         try:
-            recovery = load_recovery(conn)
+            recovery = replace(load_recovery(conn), write_failed_mark=read_mark(directory))
             open_intents = {i["idempotency_key"] for i in recovery.unresolved_intents}
             writer = JournalWriter(
                 conn, path, clock=clock, last_seq=recovery.last_seq,

@@ -53,6 +53,7 @@ class Recovery:
     action intents without an outcome (intent dicts, oldest first). cursors: registered
     cursor name -> seq. execution_ids: the id reservation's state (actors/execution_ids.py)
     or None; legacy_ids: None of it was kept, yet executions were (an older journal).
+    write_failed_mark: see below.
     """
 
     last_seq: int
@@ -64,6 +65,10 @@ class Recovery:
     cursors: dict[str, int]
     execution_ids: dict[str, Any] | None = None
     legacy_ids: bool = False
+    #: The reason in data_dir's write-failed mark ("" if none was written), or None
+    #: without one: the last process ended while its writes failed
+    #: (actors/journal_failure_mark.py).
+    write_failed_mark: str | None = None
 
 
 def load_recovery(conn: sqlite3.Connection) -> Recovery:

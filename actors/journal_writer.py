@@ -10,7 +10,9 @@ then tickets complete.
 A failed commit keeps its group: nothing of it is reported, `on_error` is called once per
 failure episode, and the writer retries (backoff doubling from retry_min_s to retry_max_s)
 with the group plus whatever queued meanwhile, so commits resume in order with no gap; the
-first success calls `on_recovered_write`.
+first success calls `on_recovered_write`. While writes fail, data_dir holds a mark
+(actors/journal_failure_mark.py) until everything queued by the last failure, the HALT
+it caused included, is committed: a restart before then comes back halted.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 from actors.clock import Clock
 from actors.errors import JournalError, JournalWriteFailed
 from actors.journal_caps import DEFAULT_MAX_EVENT_BYTES
+from actors.journal_failure_mark import clear_mark, set_mark
 from actors.journal_group import Group, GroupBuilder
 from actors.journal_records import Ticket, log
 from actors.journal_retention import Retention, rollback
@@ -104,6 +107,8 @@ class JournalWriter:
         self.commit_ms_total = 0.0
         self.failures = 0
         self.failing = False
+        #: The seq to commit past before data_dir's write-failed mark goes (None: no mark).
+        self.mark_until: int | None = None
         self.last_error: str | None = None
 
     # -- thread ---------------------------------------------------------------------------
@@ -121,7 +126,9 @@ class JournalWriter:
             log.exception("journal_writer_crashed")
             error = JournalError(f"journal writer stopped: {type(exc).__name__}: {exc}")
             error.__cause__ = exc
+            self._hold_mark()
             _call(self.on_error, error)
+            self._hold_mark()
 
     def _loop(self) -> None:
         idle_s = self.retention.idle_s()
@@ -205,6 +212,9 @@ class JournalWriter:
                 self.committed_seq = group.last_seq
                 self.committed.notify_all()
             _call(self.on_commit, group.last_seq)
+        if self.mark_until is not None and self.committed_seq >= self.mark_until:
+            clear_mark(self.path.parent)
+            self.mark_until = None
         for ticket in group.tickets:
             ticket._finish()
         if recovered:
@@ -255,8 +265,10 @@ class JournalWriter:
         self.last_error = f"{type(exc).__name__}: {exc}"
         if self.failing:
             _call(self.on_still_failing, exc)
+            self._hold_mark()
             return
         self.failing = True
+        self._hold_mark()  # before the HALT is in force: a kill right after still finds it
         log.error("journal_write_failed", error=self.last_error, path=str(self.path),
                   pending_events=self.pending.event_count if self.pending else 0)
         error = exc if isinstance(exc, JournalError) else JournalWriteFailed(
@@ -264,6 +276,27 @@ class JournalWriter:
         if error is not exc:
             error.__cause__ = exc
         _call(self.on_error, error)
+        self._hold_mark()
+
+    def clear_mark_if_done(self, ticket: Ticket) -> None:
+        """A ticket's callback, in this thread after its commit: the mark goes, unless
+        writes failed in this process since (then it goes once they are committed)."""
+        if ticket.done and self.mark_until is None:
+            clear_mark(self.path.parent)
+
+    def _hold_mark(self) -> None:
+        """The mark is made (if it is not there) and stays until everything queued now is
+        committed: called again after the failure's callback queued its HALT."""
+        until = self.committed_seq
+        if self.pending is not None:
+            until = max(until, self.pending.last_seq)
+        for item in reversed(list(self.queue)):  # (a copy: other threads append)
+            if type(item) is list and item:
+                until = max(until, item[-1]["seq"])
+                break
+        if self.mark_until is None:
+            set_mark(self.path.parent, self.last_error or "journal write failed")
+        self.mark_until = max(self.mark_until or 0, until)
 
     def _backoff(self) -> float:
         streak = min(self._failure_streak, 30)

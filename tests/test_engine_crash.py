@@ -22,9 +22,12 @@ from typing import Any
 
 import pytest
 
-from actors import Config, Engine
+from actors import Config, EmergencyState, Engine
+from actors.engine_journal import WRITE_FAILED_HALT_REASON
 from actors.journal import Journal
+from actors.journal_failure_mark import MARK_NAME
 from tests.engine_crash_child import make_workflow
+from tests.engine_journal_helpers import eventually
 from tests.journal_helpers import Child, all_events, assert_gapless
 
 CHILD = "tests.engine_crash_child"
@@ -209,8 +212,11 @@ def test_sigkill_loop(tmp_path: Path) -> None:
     run_kills(tmp_path, 30, seed=random.randrange(2**32))
 
 
-def test_a_full_disk_halts_the_engine_and_delivers_nothing_uncommitted(
+def test_a_full_disk_halts_the_engine_delivers_nothing_uncommitted_and_stays_halted(
         tmp_path: Path) -> None:
+    """The HALT a failed write caused never reached the disk: the process is killed while
+    the writes still fail, and the next start comes back in HALT all the same, until an
+    operator resumes."""
     child = Child("fsize", str(tmp_path), module=CHILD)
     try:
         child.wait_for(lambda _: child.counts["DONE"] > 0, timeout=30)
@@ -226,9 +232,30 @@ def test_a_full_disk_halts_the_engine_and_delivers_nothing_uncommitted(
             "nothing uncommitted reached the subscriber"
         for execution_id in child.tagged("X"):
             assert journal.has_execution(execution_id)
-    engine = Engine.start(Config.from_dict({"daemon": {"data_dir": str(tmp_path)}}))
+    mark = tmp_path / MARK_NAME
+    assert "disk I/O error" in mark.read_text(), "the writer marked data_dir as it failed"
+    config = Config.from_dict({"daemon": {"data_dir": str(tmp_path)}})
+    engine = Engine.start(config)
     try:
         assert engine.status()["last_seq"] >= last
         assert engine.executions(status="running") == []
+        status = engine.status()
+        assert status["state"] == "HALT", status
+        assert status["reason"].startswith(WRITE_FAILED_HALT_REASON + ": "), status
+        assert "disk I/O error" in status["reason"]
+        changed = [e for e in engine.replay(last + 1)["events"]
+                   if e["type"] == "emergency_state_changed"]
+        assert [(e["state"], e["source"], e["origin"]) for e in changed] == [
+            ("HALT", "journal", "engine")]
+        eventually(lambda: not mark.exists(), what="the mark gone once the HALT is written")
+        refused = engine.submit(make_workflow(None)).result(timeout=10)
+        assert (refused.status, refused.error_type) == ("refused", "Halted"), refused
+        engine.resume(reason="disk checked")
+        assert engine.state is EmergencyState.NORMAL
+    finally:
+        engine.stop()
+    engine = Engine.start(config)
+    try:
+        assert engine.state is EmergencyState.NORMAL and not mark.exists()
     finally:
         engine.stop()

@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 
 from actors.errors import JournalClosed, JournalError, JournalWriteFailed
 from actors.journal import Journal
+from actors.journal_failure_mark import MARK_NAME
+from tests.engine_journal_helpers import eventually
 from tests.journal_helpers import (
     Callbacks,
     Child,
@@ -163,3 +165,55 @@ def test_any_event_payload_is_journaled_and_read_back(tmp_path: Path, payload: o
         assert events[1]["n"] == 1 and callbacks.errors == []
         # What came back is what msgpack makes of it (after the fallbacks), not a crash.
         msgpack.packb(events[0]["payload"], use_bin_type=True)
+
+
+def test_the_write_failed_mark_lasts_until_what_the_failure_queued_is_committed(
+        tmp_path: Path) -> None:
+    """While writes fail, data_dir holds the mark, made before `on_error` runs (the engine
+    halts there); it goes once the event `on_error` queued (the engine's HALT) is
+    committed, so a restart in between would find it."""
+    mark = tmp_path / MARK_NAME
+    journal = Journal.open(tmp_path, retry_min_s=0.01, retry_max_s=0.02)
+    seq = Sequencer(journal)
+    marked_when_told: list[bool] = []
+    halt_seq: list[int] = []
+    callbacks = Callbacks()
+
+    def on_error(exc: BaseException) -> None:
+        marked_when_told.append(mark.exists())
+        halt_seq.append(seq.emit(sys_event("emergency_state_changed", state="HALT")))
+        callbacks.on_error(exc)
+
+    journal.start(on_commit=callbacks.on_commit, on_error=on_error,
+                  on_recovered_write=callbacks.on_recovered_write)
+    try:
+        seq.emit(sys_event("tick"))
+        assert journal.flush(5) and not mark.exists()
+        journal._testing_fail_commits(3)
+        seq.emit(sys_event("tock"))
+        callbacks.wait_for(lambda c: c.recovered == 1)
+        assert marked_when_told == [True]
+        callbacks.wait_for(lambda c: bool(c.commits) and c.commits[-1] >= halt_seq[0])
+        eventually(lambda: not mark.exists(), what="the mark gone with the HALT committed")
+    finally:
+        journal.close(timeout=5)
+    with Journal.open(tmp_path) as reopened:
+        assert reopened.recovery.write_failed_mark is None
+
+
+def test_a_journal_closed_while_writes_fail_leaves_the_mark_for_the_next_start(
+        tmp_path: Path) -> None:
+    journal = Journal.open(tmp_path, retry_min_s=0.01, retry_max_s=0.02)
+    callbacks = Callbacks().start(journal)
+    journal._testing_fail_commits(10**6)
+    Sequencer(journal).emit(sys_event("tick"))
+    callbacks.wait_for(lambda c: len(c.errors) == 1)
+    journal.close(timeout=5)
+    with started(tmp_path) as (reopened, _):
+        found = reopened.recovery.write_failed_mark
+        assert found is not None and "disk I/O error" in found
+        Sequencer(reopened).emit(sys_event("tock"))
+        assert reopened.flush(5)
+        assert (tmp_path / MARK_NAME).exists(), "a commit alone does not remove it"
+        reopened.clear_write_failed_mark()  # what a start does once its HALT is queued
+        eventually(lambda: not (tmp_path / MARK_NAME).exists(), what="the mark gone")
