@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any, NoReturn
 
 import structlog
@@ -125,11 +124,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     workflow = import_ref(args.ref, key="MODULE:ATTR")
     inputs = parse_inputs(args.input)
     stop = threading.Event()
+    from transport.stop_signals import StopSignals  # (transport is imported when used)
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
+    # SIGTERM ends the run after the execution in flight (a second one, later, at once);
+    # handled off the main thread, which may hold `stop`'s lock when a signal lands.
+    StopSignals(lambda name: stop.set(), signums=(signal.SIGTERM,)).install()
     printer = json_text if args.json else _event_line
     out_lock = threading.Lock()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -315,6 +316,24 @@ def test_a_closed_stdout_pipe_ends_the_command_quietly(workdir: Path) -> None:
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 0
     assert b"Broken pipe" not in stderr and b"Traceback" not in stderr, stderr
+
+
+def test_sigterm_ends_run_every_after_the_execution_in_flight(workdir: Path) -> None:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(workdir), *filter(None, [env.get("PYTHONPATH")])])
+    env.pop("PYTHONWARNINGS", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "actors.cli", "run", "cliwf:workflow", "--json",
+         "--every", "0.02"],
+        cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    assert proc.stdout.readline()          # it is running
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    assert b"Traceback" not in stderr, stderr
+    events = [json.loads(line) for line in stdout.splitlines()]
+    assert events and events[-1]["type"] in {"execution_completed", "execution_failed"}
 
 
 def test_exit_past_user_threads_counts_user_threads_not_the_engines_own() -> None:

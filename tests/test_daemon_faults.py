@@ -40,8 +40,8 @@ from transport.client import (
     HaltedError,
 )
 from transport.codec import MAX_MESSAGE_BYTES, encode
-from transport.daemon import REPEAT_SIGNAL_WINDOW_S
 from transport.envelopes import split_envelope
+from transport.stop_signals import REPEAT_SIGNAL_WINDOW_S
 
 
 @pytest.fixture

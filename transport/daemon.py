@@ -21,10 +21,7 @@ import dataclasses
 import gc
 import os
 import resource
-import signal
 import threading
-import time
-from types import FrameType
 from typing import TYPE_CHECKING
 
 import structlog
@@ -36,6 +33,7 @@ from transport.control import ControlServer
 from transport.engine_sockets import EngineSockets, stop_servers
 from transport.metrics import MetricsServer
 from transport.publisher import Publisher
+from transport.stop_signals import StopSignals
 from transport.web.gateway import WebGateway
 
 if TYPE_CHECKING:
@@ -43,9 +41,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("tradeloom.daemon")
 
-#: A stop signal arriving this soon after the first is the same stop delivered twice, not
-#: an operator's second Ctrl-C asking to exit at once: ignored.
-REPEAT_SIGNAL_WINDOW_S = 0.5
 
 
 class Daemon:
@@ -62,7 +57,6 @@ class Daemon:
         self.webhooks: WebhookManager | None = None
         self._stop_requested = threading.Event()
         self._stopped = False
-        self._first_signal_at: float | None = None  # time.monotonic() of the first
         #: False once a stop could not write everything to the journal (a failing disk):
         #: `tradeloom daemon` then exits 1, not the 0 of a clean stop.
         self.clean = True
@@ -145,23 +139,8 @@ class Daemon:
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT request a clean stop; a second one, `REPEAT_SIGNAL_WINDOW_S` or
         more after the first, exits at once (the journal is WAL: what was committed stays
-        committed)."""
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        now = time.monotonic()
-        if self._first_signal_at is not None:
-            if now - self._first_signal_at < REPEAT_SIGNAL_WINDOW_S:
-                # One stop delivered twice: a SIGTERM to `make run`'s process group reaches
-                # the daemon directly and again forwarded by make (`timeout make run` too).
-                log.info("repeat_signal_ignored", signal=signal.Signals(signum).name)
-                return
-            log.warning("second_signal_exit_now", signal=signum)
-            os._exit(1)
-        self._first_signal_at = now
-        log.info("stop_requested", signal=signal.Signals(signum).name)
-        self._stop_requested.set()
+        committed). Handled on a thread of their own (transport/stop_signals.py)."""
+        StopSignals(on_stop=lambda name: self._stop_requested.set()).install()
 
     def request_stop(self) -> None:
         self._stop_requested.set()
