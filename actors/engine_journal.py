@@ -79,13 +79,15 @@ class JournalSide:
         if mark is not None:
             # The last process's writes were failing when it ended: its HALT may never
             # have reached the journal. Only an operator's resume ends that HALT, so this
-            # one too (resolving intents does not: it is already in HALT below).
+            # one too (resolving intents does not: it is already in HALT below). Already
+            # in HALT (the intents' HALT of an earlier restart, say), asking again makes
+            # it held (`halt_held`), as the failure did in the last process, whose
+            # `halt_held` may never have reached the journal either.
             log.critical("journal_was_failing_at_last_stop", reason=mark,
                          state=self.gate.state.value)
-            if self.gate.state is not EmergencyState.HALT:
-                self.gate.transition(EmergencyState.HALT,
-                                     WRITE_FAILED_HALT_REASON + (f": {mark}" if mark else ""),
-                                     "journal", "engine")
+            self.gate.transition(EmergencyState.HALT,
+                                 WRITE_FAILED_HALT_REASON + (f": {mark}" if mark else ""),
+                                 "journal", "engine")
         if intents and self.config.journal.halt_on_unresolved_intents:
             # Resolving the last intent ends this HALT (or the one an earlier restart made
             # for them), never a HALT the engine was already in: an operator's, a failed

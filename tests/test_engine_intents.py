@@ -15,6 +15,7 @@ import pytest
 
 from actors import EmergencyState, NodeContext
 from actors.errors import NotFound
+from actors.journal_failure_mark import MARK_NAME
 from tests.conftest import EngineFactory, Recorder, state_now
 from tests.engine_journal_helpers import (
     Action,
@@ -345,3 +346,27 @@ def test_an_operators_halt_during_the_intents_halt_holds_across_a_restart(
 
     fourth = make_engine(halting)
     assert fourth.state is EmergencyState.NORMAL, "resumed, nothing left to reconcile"
+
+
+def test_writes_failing_in_the_intents_halt_hold_it_across_a_restart(
+        make_engine: EngineFactory, tmp_path: Path) -> None:
+    """A process in the HALT a restart made for open intents whose writes then fail (its
+    `halt_held` never reaches the disk) leaves the write-failed mark: the next start comes
+    back in that HALT, and resolving the intents no longer ends it (a resume does)."""
+    halting = journal_config(tmp_path, journal={"halt_on_unresolved_intents": True})
+    key = leave_an_open_intent(make_engine, halting)
+
+    second = make_engine(halting)
+    assert second.state is EmergencyState.HALT
+    journal_of(second)._testing_fail_commits(10**6)
+    assert second.submit(trade_workflow("wf", Action())).result(5).status == "refused"
+    eventually(lambda: second.status()["journal"]["failing"], what="writes failing")
+    second.stop(timeout=5.0)
+    assert (tmp_path / MARK_NAME).exists()
+
+    third = make_engine(halting)
+    assert third.state is EmergencyState.HALT
+    third.resolve_intent(key, "not_filled", "checked")
+    assert state_now(third) is EmergencyState.HALT, "the failed writes' HALT was undone"
+    third.resume("disk checked")
+    assert state_now(third) is EmergencyState.NORMAL
