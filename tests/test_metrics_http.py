@@ -135,3 +135,53 @@ def test_a_daemon_left_with_hundreds_of_idle_metrics_connections_keeps_its_threa
         for client in clients:
             client.close()
         daemon.stop()
+
+
+def test_a_connection_that_trickles_its_request_is_cut_at_its_deadline() -> None:
+    """A byte now and then resets the idle timeout: without a deadline of its own such a
+    client held its slot (and thread) for as long as it liked, and MAX_CONNECTIONS of them
+    shut every scrape out."""
+    with serving(max_connections=1, idle_timeout_s=0.5, request_deadline_s=1.0) as server:
+        client = connect(server.server_port)
+        cut = threading.Event()
+
+        def trickle() -> None:
+            pause = threading.Event()
+            try:
+                client.sendall(b"GET /metrics HTTP/1.1\r\n")
+                while not cut.is_set():
+                    client.sendall(b"X-Slow: 1\r\n")
+                    pause.wait(0.1)
+            except OSError:
+                cut.set()
+
+        trickler = threading.Thread(target=trickle, daemon=True)
+        trickler.start()
+        try:
+            assert wait_until(lambda: serving_threads() == 0 and server.refused == 0,
+                              timeout=10), "the trickling connection was never cut"
+            assert "probe_total 1.0" in scrape(server.server_port)
+        finally:
+            cut.set()
+            client.close()
+            trickler.join(10)
+
+
+def test_closing_the_server_cuts_the_connections_it_serves() -> None:
+    registry = CollectorRegistry(auto_describe=False)
+    server = bind_metrics_server("127.0.0.1", 0, registry, idle_timeout_s=60)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    clients = [connect(server.server_port) for _ in range(3)]
+    try:
+        assert wait_until(lambda: serving_threads() == 3)
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+        for client in clients:
+            assert closed_by_server(client, 5)
+        assert wait_until(lambda: serving_threads() == 0, timeout=5), \
+            "connection threads outlived the server"
+    finally:
+        for client in clients:
+            client.close()
