@@ -5,13 +5,17 @@ The second-signal exit and the ignored repeat are also run against the real daem
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import signal
 import threading
 from collections.abc import Iterator
 
 import pytest
+import structlog
 
+from transport import stop_signals
 from transport.stop_signals import REPEAT_SIGNAL_WINDOW_S, StopSignals
 
 
@@ -67,3 +71,38 @@ def test_uninstall_puts_the_previous_handlers_back() -> None:
     assert signal.getsignal(signal.SIGTERM) is not before[signal.SIGTERM]
     signals.uninstall()
     assert {signum: signal.getsignal(signum) for signum in before} == before
+
+
+def test_a_stop_is_not_lost_when_the_log_cannot_be_written(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """stderr's reader gone (a `| tee` that died): every log line raises BrokenPipeError.
+    The stop logged first and asked for the stop after, so it was never asked for, the
+    thread died, and no later signal did anything (only SIGKILL ended the daemon)."""
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)
+    broken = open(write_fd, "w", buffering=1)  # noqa: SIM115 - closed below, its flush failing
+    try:
+        monkeypatch.setattr(stop_signals, "log", structlog.wrap_logger(
+            structlog.PrintLogger(broken), processors=[structlog.processors.JSONRenderer()],
+            wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG)))
+        with pytest.raises(BrokenPipeError):
+            stop_signals.log.info("probe")
+        recorded = Stops()
+        signals = StopSignals(recorded.on_stop, exit_now=recorded.exits.append)
+        signals.install()
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert recorded.asked.wait(5), "the stop was lost with its log line"
+            signals._first_at = (signals._first_at or 0.0) - REPEAT_SIGNAL_WINDOW_S
+            os.kill(os.getpid(), signal.SIGTERM)
+            deadline = threading.Event()
+            for _ in range(500):
+                if recorded.exits:
+                    break
+                deadline.wait(0.01)
+            assert recorded.exits == [1], "a later signal did not exit"
+        finally:
+            signals.uninstall()
+    finally:
+        with contextlib.suppress(BrokenPipeError):  # what is left unflushed
+            broken.close()

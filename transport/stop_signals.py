@@ -14,10 +14,16 @@ The rules: the first signal asks for a clean stop; one arriving less than
 REPEAT_SIGNAL_WINDOW_S after it is the same stop delivered twice (a SIGTERM to `make
 run`'s process group reaches the daemon, and make forwards it again) and is ignored; a
 later one exits at once (the journal is WAL: what was committed stays committed).
+
+Logging here is best effort: a stderr whose reader has gone (a `| tee` that died, a
+restarted journald) makes every log call raise, and a stop that came after its log line
+was lost with it, the thread dead and every later signal ignored: only SIGKILL stopped
+the daemon then.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -90,18 +96,27 @@ class StopSignals:
                 return
             for signum in data:
                 if signum in self._signums:
-                    self.received(signum)
+                    try:
+                        self.received(signum)
+                    except Exception:  # noqa: BLE001 - the next signal is still handled
+                        _log("exception", "stop_signal_failed", signal=signum)
 
     def received(self, signum: int) -> None:
         name = signal.Signals(signum).name
         now = time.monotonic()
         if self._first_at is not None:
             if now - self._first_at < REPEAT_SIGNAL_WINDOW_S:
-                log.info("repeat_signal_ignored", signal=name)
+                _log("info", "repeat_signal_ignored", signal=name)
                 return
-            log.warning("second_signal_exit_now", signal=signum)
+            _log("warning", "second_signal_exit_now", signal=signum)
             self._exit_now(1)
             return
         self._first_at = now
-        log.info("stop_requested", signal=name)
+        _log("info", "stop_requested", signal=name)
         self._on_stop(name)
+
+
+def _log(level: str, event: str, **fields: object) -> None:
+    """Log, or not if the log's output fails: the signal's work is done either way."""
+    with contextlib.suppress(Exception):
+        getattr(log, level)(event, **fields)
