@@ -44,6 +44,12 @@ def set_mark(directory: Path, reason: str) -> bool:
             os.fsync(fd)
     finally:
         os.close(fd)
+    with contextlib.suppress(OSError):  # its directory entry, through a power loss too
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
     return True
 
 

@@ -109,6 +109,7 @@ class JournalWriter:
         self.failing = False
         #: The seq to commit past before data_dir's write-failed mark goes (None: no mark).
         self.mark_until: int | None = None
+        self._mark_made = False
         self.last_error: str | None = None
 
     # -- thread ---------------------------------------------------------------------------
@@ -215,6 +216,7 @@ class JournalWriter:
         if self.mark_until is not None and self.committed_seq >= self.mark_until:
             clear_mark(self.path.parent)
             self.mark_until = None
+            self._mark_made = False
         for ticket in group.tickets:
             ticket._finish()
         if recovered:
@@ -294,8 +296,9 @@ class JournalWriter:
             if type(item) is list and item:
                 until = max(until, item[-1]["seq"])
                 break
-        if self.mark_until is None:
-            set_mark(self.path.parent, self.last_error or "journal write failed")
+        if not self._mark_made:  # (again at the next failure if the disk refused it)
+            self._mark_made = set_mark(self.path.parent, self.last_error or "journal "
+                                       "write failed")
         self.mark_until = max(self.mark_until or 0, until)
 
     def _backoff(self) -> float:

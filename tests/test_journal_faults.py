@@ -9,9 +9,11 @@ import os
 from pathlib import Path
 
 import msgpack
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from actors import journal_failure_mark, journal_writer
 from actors.errors import JournalClosed, JournalError, JournalWriteFailed
 from actors.journal import Journal
 from actors.journal_failure_mark import MARK_NAME
@@ -217,3 +219,25 @@ def test_a_journal_closed_while_writes_fail_leaves_the_mark_for_the_next_start(
         assert (tmp_path / MARK_NAME).exists(), "a commit alone does not remove it"
         reopened.clear_write_failed_mark()  # what a start does once its HALT is queued
         eventually(lambda: not (tmp_path / MARK_NAME).exists(), what="the mark gone")
+
+
+def test_a_mark_the_disk_refused_is_tried_again_at_the_next_failure(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    made = journal_failure_mark.set_mark
+    attempts: list[bool] = []
+
+    def refused_once(directory: Path, reason: str) -> bool:
+        attempts.append(bool(attempts))
+        return made(directory, reason) if len(attempts) > 1 else False
+
+    monkeypatch.setattr(journal_writer, "set_mark", refused_once)
+    journal = Journal.open(tmp_path, retry_min_s=0.01, retry_max_s=0.02)
+    callbacks = Callbacks().start(journal)
+    try:
+        journal._testing_fail_commits(10**6)
+        Sequencer(journal).emit(sys_event("tick"))
+        callbacks.wait_for(lambda c: len(c.errors) == 1)
+        eventually((tmp_path / MARK_NAME).exists, what="the mark made on a retry")
+        assert attempts[:2] == [False, True]
+    finally:
+        journal.close(timeout=5)
