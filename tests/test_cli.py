@@ -65,15 +65,26 @@ def workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def tradeloom(workdir: Path, *args: str, console_script: bool = False,
-              timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+def cli_env(workdir: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         [str(workdir), *filter(None, [env.get("PYTHONPATH")])])
     env.pop("PYTHONWARNINGS", None)
+    return env
+
+
+def tradeloom(workdir: Path, *args: str, console_script: bool = False,
+              timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
     command = [str(BIN)] if console_script else [sys.executable, "-m", "actors.cli"]
-    return subprocess.run([*command, *args], cwd=workdir, env=env, capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    return subprocess.run([*command, *args], cwd=workdir, env=cli_env(workdir),
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def tradeloom_running(workdir: Path, *args: str) -> subprocess.Popen[bytes]:
+    """`python -m actors.cli *args` left running, its stdout and stderr piped."""
+    return subprocess.Popen([sys.executable, "-m", "actors.cli", *args], cwd=workdir,
+                            env=cli_env(workdir), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
 
 
 def json_lines(stdout: str) -> list[dict[str, Any]]:
@@ -303,13 +314,8 @@ def test_help_lists_the_run_command(workdir: Path) -> None:
 
 def test_a_closed_stdout_pipe_ends_the_command_quietly(workdir: Path) -> None:
     # `tradeloom ... --json | head -n 1`: the reader goes away; no "error: Broken pipe".
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(workdir), *filter(None, [env.get("PYTHONPATH")])])
-    env.pop("PYTHONWARNINGS", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "actors.cli", "run", "cliwf:workflow", "--json",
-         "--every", "0.02", "--count", "200"],
-        cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = tradeloom_running(workdir, "run", "cliwf:workflow", "--json", "--every", "0.02",
+                             "--count", "200")
     assert proc.stdout is not None and proc.stderr is not None
     assert proc.stdout.readline()          # it is printing
     proc.stdout.close()                    # ... and the reader goes away
@@ -319,13 +325,7 @@ def test_a_closed_stdout_pipe_ends_the_command_quietly(workdir: Path) -> None:
 
 
 def test_sigterm_ends_run_every_after_the_execution_in_flight(workdir: Path) -> None:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(workdir), *filter(None, [env.get("PYTHONPATH")])])
-    env.pop("PYTHONWARNINGS", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "actors.cli", "run", "cliwf:workflow", "--json",
-         "--every", "0.02"],
-        cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = tradeloom_running(workdir, "run", "cliwf:workflow", "--json", "--every", "0.02")
     assert proc.stdout is not None
     assert proc.stdout.readline()          # it is running
     proc.send_signal(signal.SIGTERM)

@@ -7,29 +7,19 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
 from actors import Config
+from tests.engine_journal_helpers import eventually
 from transport.daemon import Daemon
 from transport.metrics_http import MAX_CONNECTIONS, BoundedMetricsServer, bind_metrics_server
 
 LOCAL = "tcp://127.0.0.1:*"
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()  # never set: a bounded wait between two looks
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        pause.wait(0.01)
-    return True
 
 
 @contextlib.contextmanager
@@ -80,11 +70,11 @@ def test_an_idle_connection_is_closed_after_the_idle_timeout_and_its_thread_ends
         port = server.server_port
         clients = [connect(port) for _ in range(5)]
         try:
-            assert wait_until(lambda: serving_threads() == 5 or server.refused > 0)
+            eventually(lambda: serving_threads() == 5 or server.refused > 0)
             assert server.refused == 0
             for client in clients:
                 assert closed_by_server(client, 10)
-            assert wait_until(lambda: serving_threads() == 0)
+            eventually(lambda: serving_threads() == 0)
             assert "probe_total 1.0" in scrape(port)
         finally:
             for client in clients:
@@ -96,13 +86,13 @@ def test_a_connection_past_the_cap_is_closed_at_accept_and_a_freed_slot_serves_a
         port = server.server_port
         clients = [connect(port) for _ in range(3)]
         try:
-            assert wait_until(lambda: serving_threads() == 3)
+            eventually(lambda: serving_threads() == 3)
             extra = connect(port)
             clients.append(extra)
             assert closed_by_server(extra, 10)
             assert server.refused == 1 and serving_threads() == 3
             clients[0].close()  # a slot frees when its client leaves
-            assert wait_until(lambda: serving_threads() == 2)
+            eventually(lambda: serving_threads() == 2)
             assert "probe_total 1.0" in scrape(port)
             assert server.refused == 1
         finally:
@@ -123,13 +113,13 @@ def test_a_daemon_left_with_hundreds_of_idle_metrics_connections_keeps_its_threa
         port = daemon.metrics.port
         before = threading.active_count()
         clients = [connect(port) for _ in range(300)]
-        assert wait_until(lambda: serving_threads() == MAX_CONNECTIONS)
+        eventually(lambda: serving_threads() == MAX_CONNECTIONS)
         refused = sum(closed_by_server(client, 10) for client in clients[MAX_CONNECTIONS:])
         assert refused == 300 - MAX_CONNECTIONS
         assert threading.active_count() <= before + MAX_CONNECTIONS
         for client in clients:
             client.close()
-        assert wait_until(lambda: serving_threads() == 0)
+        eventually(lambda: serving_threads() == 0)
         assert "tradeloom_events_last_seq" in scrape(port)
     finally:
         for client in clients:
@@ -158,8 +148,8 @@ def test_a_connection_that_trickles_its_request_is_cut_at_its_deadline() -> None
         trickler = threading.Thread(target=trickle, daemon=True)
         trickler.start()
         try:
-            assert wait_until(lambda: serving_threads() == 0 and server.refused == 0,
-                              timeout=10), "the trickling connection was never cut"
+            eventually(lambda: serving_threads() == 0 and server.refused == 0, 10,
+                       "the trickling connection cut")
             assert "probe_total 1.0" in scrape(server.server_port)
         finally:
             cut.set()
@@ -174,14 +164,13 @@ def test_closing_the_server_cuts_the_connections_it_serves() -> None:
     thread.start()
     clients = [connect(server.server_port) for _ in range(3)]
     try:
-        assert wait_until(lambda: serving_threads() == 3)
+        eventually(lambda: serving_threads() == 3)
         server.shutdown()
         server.server_close()
         thread.join(10)
         for client in clients:
             assert closed_by_server(client, 5)
-        assert wait_until(lambda: serving_threads() == 0, timeout=5), \
-            "connection threads outlived the server"
+        eventually(lambda: serving_threads() == 0, 5, "connection threads ended with the server")
     finally:
         for client in clients:
             client.close()
