@@ -148,8 +148,11 @@ def test_a_connection_that_trickles_its_request_is_cut_at_its_deadline() -> None
         trickler = threading.Thread(target=trickle, daemon=True)
         trickler.start()
         try:
-            eventually(lambda: serving_threads() == 0 and server.refused == 0, 10,
+            eventually(lambda: serving_threads() == 1 or cut.is_set(), 10,
+                       "the trickling connection served")
+            eventually(lambda: cut.is_set() and serving_threads() == 0, 10,
                        "the trickling connection cut")
+            assert server.refused == 0
             assert "probe_total 1.0" in scrape(server.server_port)
         finally:
             cut.set()
