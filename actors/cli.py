@@ -298,8 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     daemon = sub.add_parser(
         "daemon", help="run the long-lived daemon (journal, event stream, control socket)",
         description="Run the daemon in the foreground until SIGTERM or Ctrl-C (a second "
-                    "signal exits at once). Logs JSON lines to stderr. Exit 0 on a clean "
-                    "stop, 2 on a bad config or a refused start (data_dir or port in use).",
+                    "signal exits at once, 1). Logs JSON lines to stderr. Exit 0 on a clean "
+                    "stop, 1 if journal writes were failing at the stop, 2 on a bad config "
+                    "or a refused start (data_dir or port in use).",
         epilog="example: tradeloom --log-format console daemon --config examples/daemon.toml")
     daemon.add_argument("--config", metavar="FILE", required=True, help="TOML config")
     daemon.add_argument("--insecure", action="store_true",

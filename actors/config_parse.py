@@ -35,6 +35,7 @@ from actors.config import (
 )
 from actors.errors import ConfigError, describe, shown, valid_text
 from actors.journal_caps import MAX_EVENT_BYTES_RANGE
+from actors.listen_address import parse_listen
 from actors.web_config import parse_web
 from actors.webhook_config import parse_webhooks
 
@@ -149,7 +150,7 @@ def _limits(raw: Any) -> tuple[LimitConfig, ...]:
     return tuple(limits)
 
 
-_HH_MM = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
+_HH_MM = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
 
 
 def reset_minutes(reset_at: str) -> int:
@@ -236,6 +237,8 @@ def check_ranges(config: Config) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    if config.metrics.listen is not None:  # at load, not when the daemon binds it
+        parse_listen(config.metrics.listen, "metrics.listen")
 
 
 def _endpoint(port: str) -> re.Pattern[str]:
@@ -247,7 +250,7 @@ def _endpoint(port: str) -> re.Pattern[str]:
 
 
 #: 0 to 65535: libzmq takes a larger port modulo 65536 (7450 typed as 74500 bound 8964).
-_PORT = r"(?:6553[0-5]|655[0-2]\d|65[0-4]\d\d|6[0-4]\d{3}|[1-5]\d{4}|\d{1,4})"
+_PORT = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9][0-9]|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
 #: What the daemon can bind (a port may be `*`: any free one) and a client connect to.
 BIND_ENDPOINT = _endpoint(rf"(?:{_PORT}|\*)")
 CONNECT_ENDPOINT = _endpoint(_PORT)

@@ -15,21 +15,20 @@ generated one) is checked when the gateway starts, where the environment is read
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from actors.errors import ConfigError
+from actors.listen_address import is_loopback_host, parse_listen
 
 #: The environment variable read for the token unless `[web] token_env` names another.
 DEFAULT_TOKEN_ENV = "TRADELOOM_WEB_TOKEN"
 #: WebSocket clients at once unless `[web] max_clients` says otherwise.
 DEFAULT_MAX_CLIENTS = 16
 
-_LISTEN = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[^:\[\]\s]+):(?P<port>\d{1,5})")
-_ORIGIN = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?")
+_ORIGIN = re.compile(r"https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -57,28 +56,10 @@ class WebConfig:
         return self.certfile is not None
 
     def host_port(self) -> tuple[str, int]:
-        """`listen` as (host, port); ValueError when it is None or malformed."""
+        """`listen` as (host, port); ValueError when it is None (parse_web checked it)."""
         if self.listen is None:
             raise ValueError("[web] listen is not set")
-        return parse_listen(self.listen)
-
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    """`"host:port"` (`"[::1]:8450"` for IPv6) -> (host, port); ValueError if malformed."""
-    match = _LISTEN.fullmatch(listen) if isinstance(listen, str) else None
-    if match is None or int(match["port"]) > 65535:
-        raise ValueError(f"must be \"host:port\" (e.g. \"127.0.0.1:8450\"), not {listen!r}")
-    return match["host"].strip("[]"), int(match["port"])
-
-
-def is_loopback_host(host: str) -> bool:
-    """True for `localhost` and addresses in 127.0.0.0/8 or ::1; names otherwise are not."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+        return parse_listen(self.listen, "web.listen")
 
 
 def parse_web(raw: Mapping[str, Any]) -> WebConfig:
@@ -107,10 +88,7 @@ def parse_web(raw: Mapping[str, Any]) -> WebConfig:
         raise ConfigError(f"web.{missing} is required with web.certfile/web.keyfile (TLS "
                           "needs both)")
     if listen is not None:
-        try:
-            host, _port = parse_listen(listen)
-        except ValueError as exc:
-            raise ConfigError(f"web.listen {exc}") from None
+        host, _port = parse_listen(listen, "web.listen")
         if not is_loopback_host(host) and certfile is None:
             raise ConfigError(f"web.certfile: web.listen {listen!r} is not a loopback "
                               "address; off this machine the gateway needs TLS (certfile "

@@ -31,8 +31,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import httpx
-
 from actors.errors import ConfigError
 
 AuthType = Literal["bearer", "basic", "header"]
@@ -221,6 +219,8 @@ def _topic_root(kind: str) -> str:
 def check_url(url: str, key: str) -> None:
     """An absolute http(s) URL with a host and no credentials in it, that the client can
     send to (urlsplit takes a space or newline httpx refuses at every delivery)."""
+    import httpx  # here, not at the top: a daemon without webhooks never loads it (~30 ms)
+
     if url != url.strip() or not url.isprintable():
         raise ConfigError(f"{key}: whitespace or control characters in the URL: {url!r}")
     try:

@@ -94,6 +94,36 @@ def test_bindable_endpoints_are_accepted(endpoint: str) -> None:
     assert transport is not None and transport.events == endpoint
 
 
+#: Digits Python's `\d` and `int()` take that are not ASCII ("١٢" reads as 12, "²" raises).
+ODD_DIGITS = ["\u0661\u0662", "\u00b2", "\uff18\uff10"]
+
+
+@pytest.mark.parametrize("digits", ODD_DIGITS)
+@pytest.mark.parametrize(("table", "key", "value"), [
+    ("metrics", "listen", "127.0.0.1:{}"),
+    ("web", "listen", "127.0.0.1:{}"),
+    ("transport", "events", "tcp://127.0.0.1:{}"),
+])
+def test_a_port_in_other_scripts_digits_is_refused_naming_the_key(
+        table: str, key: str, value: str, digits: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^{table}\.{key} ") as exc:
+        Config.from_dict({table: {key: value.format(digits)}})
+    assert "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:70000", "a\x00b:9464", "a\tb:9464", "9464"])
+def test_a_bad_metrics_listen_is_refused_when_the_config_loads(listen: str) -> None:
+    with pytest.raises(ConfigError, match=r"^metrics\.listen must be \"host:port\""):
+        Config.from_dict({"metrics": {"listen": listen}})
+
+
+def test_a_daily_reset_in_other_scripts_digits_is_refused() -> None:
+    limit = {"name": "loss", "kind": "daily_loss", "threshold": 1.0,
+             "reset_at": "1\u0667:00"}
+    with pytest.raises(ConfigError, match="reset_at"):
+        Config.from_dict({"emergency": {"limits": [limit]}})
+
+
 def test_an_integer_is_accepted_where_a_number_is_expected() -> None:
     config = Config.from_dict({"resilience": {"timeout_s": 5}, "emergency": {"warn_at": 1}})
     assert config.resilience.timeout_s == 5.0 and isinstance(config.resilience.timeout_s, float)

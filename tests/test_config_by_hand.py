@@ -17,6 +17,7 @@ from actors.config import (
     DaemonConfig,
     EmergencyConfig,
     JournalConfig,
+    MetricsConfig,
     ResilienceConfig,
     TransportConfig,
     WorkflowEntry,
@@ -42,6 +43,8 @@ OUT_OF_RANGE: list[tuple[dict[str, Any], Callable[[], Config]]] = [
      lambda: Config(transport=TransportConfig(heartbeat_s=0.0))),
     ({"transport": {"control": "garbage"}},
      lambda: Config(transport=TransportConfig(control="garbage"))),
+    ({"metrics": {"listen": "127.0.0.1:70000"}},
+     lambda: Config(metrics=MetricsConfig(listen="127.0.0.1:70000"))),
 ]
 
 

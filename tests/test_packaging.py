@@ -96,3 +96,14 @@ def test_sdist_and_wheel_build_install_and_run(tmp_path: Path) -> None:
         run(*pip, python, "install", "-q", "--no-deps", "--no-build-isolation", artifact,
             cwd=tmp_path)
         smoke(python)
+
+
+def test_the_cli_and_a_daemon_without_webhooks_load_no_http_client() -> None:
+    """httpx is imported where a webhook needs it (~30 ms of every CLI call otherwise)."""
+    code = ("import sys, actors.cli, transport.daemon; from actors import Config; "
+            "Config.from_dict({'daemon': {'data_dir': 'unused'}}); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'httpx'))")
+    assert run(sys.executable, "-c", code, cwd=ROOT).strip() == "[]"
+    with_webhook = code.replace("'unused'}", "'unused'}, 'webhooks': [{'name': 'a', "
+                                "'url': 'https://hooks.example.com/x', 'secret': 's'}]")
+    assert "'httpx'" in run(sys.executable, "-c", with_webhook, cwd=ROOT)

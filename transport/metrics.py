@@ -41,10 +41,10 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from actors import listen_address
 from actors.breaker import BreakerState
 from actors.emergency import EmergencyState
 from actors.engine import VERSION, Engine
-from actors.errors import ConfigError
 from actors.triggers import IntervalTriggers
 from transport.control import ControlServer
 from transport.errors import TransportError
@@ -82,14 +82,8 @@ class DaemonParts(Protocol):
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
-    """`"host:port"` (`"[::1]:9464"` for IPv6; port 0: any free one) -> (host, port)."""
-    host, sep, port = listen.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ConfigError(f'metrics.listen must be "host:port" (e.g. "127.0.0.1:9464"), '
-                          f"not {listen!r}")
-    return host, int(port)
+    """`[metrics] listen` as (host, port); ConfigError naming the key (checked at load)."""
+    return listen_address.parse_listen(listen, "metrics.listen")
 
 
 class MetricsServer:

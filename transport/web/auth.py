@@ -21,7 +21,8 @@ import secrets
 from collections.abc import Mapping
 
 from actors.errors import ConfigError
-from actors.web_config import WebConfig, is_loopback_host
+from actors.listen_address import is_loopback_host
+from actors.web_config import WebConfig
 
 #: Bytes of randomness in a generated token (URL-safe base64: 43 characters).
 TOKEN_BYTES = 32
