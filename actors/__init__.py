@@ -1,39 +1,89 @@
-"""tradeloom's actor engine: workflows, supervisors, node actors, the kill switch."""
+"""tradeloom's actor engine: workflows, supervisors, node actors, the kill switch.
 
-from actors.clock import Clock, ManualClock, SystemClock
-from actors.config import (
-    Config,
-    DaemonConfig,
-    EmergencyConfig,
-    LimitConfig,
-    OnHaltEntry,
-    ResilienceConfig,
-    TransportConfig,
-    WorkflowEntry,
-)
-from actors.emergency import EmergencyState
-from actors.engine import Engine
-from actors.errors import (
-    Cancelled,
-    CircuitOpen,
-    ConfigError,
-    EngineStopped,
-    ExecutionTimeout,
-    Halted,
-    InternalError,
-    LimitExceeded,
-    NodeError,
-    NodeTimeout,
-    NotFound,
-    Overloaded,
-    ResumeRefused,
-    TradeloomError,
-    UnknownWorkflow,
-    WorkflowDefinitionError,
-)
-from actors.events import Subscription
-from actors.execution import ExecutionHandle, ExecutionResult
-from actors.workflow import Node, NodeContext, Workflow
+Every public name is imported from its module when first used (PEP 562), not when the
+package is: `import actors.messages` or the `tradeloom` command do not load the whole engine
+first, and a Ctrl-C while the command loads can be answered without a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from actors.clock import Clock, ManualClock, SystemClock
+    from actors.config import (
+        Config,
+        DaemonConfig,
+        EmergencyConfig,
+        LimitConfig,
+        OnHaltEntry,
+        ResilienceConfig,
+        TransportConfig,
+        WorkflowEntry,
+    )
+    from actors.emergency import EmergencyState
+    from actors.engine import Engine
+    from actors.errors import (
+        Cancelled,
+        CircuitOpen,
+        ConfigError,
+        EngineStopped,
+        ExecutionTimeout,
+        Halted,
+        InternalError,
+        LimitExceeded,
+        NodeError,
+        NodeTimeout,
+        NotFound,
+        Overloaded,
+        ResumeRefused,
+        TradeloomError,
+        UnknownWorkflow,
+        WorkflowDefinitionError,
+    )
+    from actors.events import Subscription
+    from actors.execution import ExecutionHandle, ExecutionResult
+    from actors.workflow import Node, NodeContext, Workflow
+
+#: Each public name -> the module that defines it.
+_DEFINED_IN = {
+    "Cancelled": "actors.errors",
+    "CircuitOpen": "actors.errors",
+    "Clock": "actors.clock",
+    "Config": "actors.config",
+    "ConfigError": "actors.errors",
+    "DaemonConfig": "actors.config",
+    "EmergencyConfig": "actors.config",
+    "EmergencyState": "actors.emergency",
+    "Engine": "actors.engine",
+    "EngineStopped": "actors.errors",
+    "ExecutionHandle": "actors.execution",
+    "ExecutionResult": "actors.execution",
+    "ExecutionTimeout": "actors.errors",
+    "Halted": "actors.errors",
+    "InternalError": "actors.errors",
+    "LimitConfig": "actors.config",
+    "LimitExceeded": "actors.errors",
+    "ManualClock": "actors.clock",
+    "Node": "actors.workflow",
+    "NodeContext": "actors.workflow",
+    "NodeError": "actors.errors",
+    "NodeTimeout": "actors.errors",
+    "NotFound": "actors.errors",
+    "OnHaltEntry": "actors.config",
+    "Overloaded": "actors.errors",
+    "ResilienceConfig": "actors.config",
+    "ResumeRefused": "actors.errors",
+    "Subscription": "actors.events",
+    "SystemClock": "actors.clock",
+    "TradeloomError": "actors.errors",
+    "TransportConfig": "actors.config",
+    "UnknownWorkflow": "actors.errors",
+    "Workflow": "actors.workflow",
+    "WorkflowDefinitionError": "actors.errors",
+    "WorkflowEntry": "actors.config",
+}
 
 __all__ = [
     "Cancelled",
@@ -72,3 +122,16 @@ __all__ = [
     "WorkflowDefinitionError",
     "WorkflowEntry",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _DEFINED_IN.get(name)
+    if module is None:  # a submodule (`from actors import logs`) is found after this
+        raise AttributeError(f"module 'actors' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # once: later lookups do not come here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -33,6 +33,8 @@ from actors.events import Event
 from actors.json_text import json_text, plain_json
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+#: 128 + SIGINT: a Ctrl-C ended the command before it finished.
+EXIT_INTERRUPTED = 130
 
 
 class UsageError(Exception):
@@ -143,11 +145,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     failures = 0
     runs = 0
     result = None
+    in_flight = False
     with Engine.start(config) as engine:
         engine.subscribe(show)
         try:
             while not stop.is_set():
+                in_flight = True
                 result = engine.submit(workflow, inputs).result(timeout=args.timeout)
+                in_flight = False
                 runs += 1
                 if not result.ok:
                     failures += 1
@@ -157,7 +162,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                     break
                 stop.wait(args.every)
         except KeyboardInterrupt:
-            pass
+            # Ctrl-C is how `--every` ends; a single run it cuts short did not complete,
+            # and exit 0 would say it had (the engine's stop cancels it).
+            if in_flight and args.every is None:
+                print("tradeloom: error: interrupted before the execution ended (it is "
+                      "cancelled with the engine)", file=sys.stderr)
+                return EXIT_INTERRUPTED
     if args.every is None and result is not None:
         from transport.cli_output import printable
 
@@ -391,7 +401,11 @@ def _handle(args: argparse.Namespace) -> int:
         print(f"tradeloom: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
-        return EXIT_OK
+        # A command that ends on Ctrl-C by design (`tail`, `run --every`, `submit --wait`)
+        # answers it itself; here it cut one short, and exit 0 would claim it was done.
+        print("tradeloom: error: interrupted before the command finished (a request it "
+              "sent may still have been carried out)", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`tradeloom tail --json | head`): stop quietly, as a pipe's
         # writer should.

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import get_type_hints
 
@@ -208,3 +210,13 @@ def test_every_web_gateway_op_is_in_its_table() -> None:
     named = {name for row in table_rows(requests) for name in backticked(row[0])}
     assert set(WEB_OPS) - named == set()
     assert named - set(OPS) == set(), "a web op the control socket does not have"
+
+
+def test_the_readme_python_api_example_runs_as_pasted_and_places_its_order() -> None:
+    """Pasted into `python -` at the repo root, as a newcomer would: it once called an
+    `exchange` it never defined (its condition was False, so nothing noticed)."""
+    snippet = README.split("## Python API", 1)[1].split("```python\n", 1)[1].split("```")[0]
+    done = subprocess.run([sys.executable, "-"], input=snippet, cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "\ncompleted {'id': 'binance-1', 'side': 'buy'" in done.stdout, done.stdout[-2000:]

@@ -103,6 +103,13 @@ def _seq(text: str) -> int:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
+    try:
+        return _tail(args)
+    except KeyboardInterrupt:  # Ctrl-C is how a tail ends, also while it connects: exit 0
+        return EXIT_OK
+
+
+def _tail(args: argparse.Namespace) -> int:
     from actors.event_types import EVENT_TYPES
     from transport.subscriber import Subscriber
 
@@ -136,8 +143,6 @@ def cmd_tail(args: argparse.Namespace) -> int:
                 _follow_json(stream, wanted)
             else:
                 _follow_for_people(stream, wanted, conn, first_status)
-        except KeyboardInterrupt:
-            return EXIT_OK
         except BrokenPipeError:  # `tradeloom tail | head`: the reader left
             with contextlib.suppress(OSError):
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

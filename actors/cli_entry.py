@@ -1,0 +1,21 @@
+"""The `tradeloom` command's entry point: `actors.cli` behind a guard for Ctrl-C.
+
+Loading the CLI (the engine, structlog, ZeroMQ) takes a few hundred milliseconds, in which
+a Ctrl-C raised KeyboardInterrupt out of an import: a traceback, where every other error
+is one line. This module imports nothing itself (`actors/__init__` loads nothing either),
+so from the moment it runs an interrupt is answered as the commands answer one.
+"""
+
+from __future__ import annotations
+
+#: 128 + SIGINT, as a shell reports a command a Ctrl-C ended (`actors.cli` says it too).
+EXIT_INTERRUPTED = 130
+
+
+def main() -> int:
+    try:
+        from actors.cli import main as cli_main
+
+        return cli_main()
+    except KeyboardInterrupt:  # while loading or parsing, before a command's own handling
+        return EXIT_INTERRUPTED
