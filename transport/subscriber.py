@@ -153,6 +153,9 @@ class Subscriber:
                 return self._ready.popleft()
             if self._gap is not None:
                 self._fill_step()
+                if (not self._ready and deadline is not None
+                        and time.monotonic() >= deadline):
+                    return None  # a long fill goes on at the next call, not past this one's
                 continue
             if self._inbox:
                 self._process(self._inbox.popleft())
@@ -201,9 +204,14 @@ class Subscriber:
             item = unpack_lenient(frames[1])  # (a tuple key in a node's output reads too)
             if not isinstance(item, dict):
                 raise ValueError("not a map")
+            problem = _malformed(item, notice=frames[0].startswith(b"system/"))
+            if problem is None and item.get("seq") is not None and not self._matches(item):
+                problem = "its payload is not of the topics subscribed to"
+            if problem is not None:
+                raise ValueError(problem)
         except Exception as exc:  # noqa: BLE001 - one bad message must not stop the stream
             self.malformed += 1
-            log.warning("stream_message_malformed", error=str(exc))
+            log.warning("stream_message_malformed", error=str(exc) or type(exc).__name__)
             return True
         if not self.live:
             self._process(item)
@@ -229,7 +237,7 @@ class Subscriber:
 
     def _on_heartbeat(self, beat: Event) -> None:
         last = beat.get("last_seq")
-        if not isinstance(last, int) or isinstance(last, bool):
+        if not isinstance(last, int) or isinstance(last, bool) or last < 0:
             self.malformed += 1
             return
         self.heartbeats += 1
@@ -293,6 +301,11 @@ class Subscriber:
         first, last = self._gap
         reply = self._control.replay(first, limit=min(self._page, last - first + 1),
                                      topic_prefix=self._prefix)
+        if not isinstance(reply, dict) or not isinstance(reply.get("events", []), list):
+            # Not the protocol: one clear error (the gap stays, so a later call asks again)
+            # rather than an AttributeError or TypeError from reading it.
+            raise TransportError(f"{self._control.endpoint}: a replay reply is not a map "
+                                 "with a list of events")
         events = reply.get("events") or []
         oldest = reply.get("first_seq")
         if isinstance(oldest, int) and oldest > first:
@@ -301,9 +314,11 @@ class Subscriber:
             log.warning("replay_pruned", first_wanted=first, first_kept=oldest)
         next_seq = reply.get("next_seq")
         for event in events:
-            seq = event.get("seq") if isinstance(event, dict) else None
-            if not isinstance(seq, int):
+            if not isinstance(event, dict) or _malformed(event, notice=False) is not None:
+                self.malformed += 1
+                log.warning("replay_event_malformed", since_seq=first)
                 continue
+            seq = event["seq"]
             next_seq = max(next_seq if isinstance(next_seq, int) else 0, seq + 1)
             if seq > last:
                 break
@@ -313,8 +328,22 @@ class Subscriber:
             self._gap_recovered += 1
             self.replayed += 1
         committed = reply.get("last_seq")
+        if isinstance(committed, int) and not isinstance(committed, bool) and committed < last:
+            # The event or heartbeat that opened this gap claimed seqs the journal does not
+            # have (each is committed before it is sent): taking the claim would make every
+            # real event to come look like a duplicate.
+            log.warning("seq_past_the_journal", claimed=last, journal_last_seq=committed)
+            if self._held is not None:
+                self.malformed += 1
+                self._held = None
+            last = max(self.last_seq, committed)
         if (not isinstance(next_seq, int) or next_seq > last or next_seq <= first
                 or (isinstance(committed, int) and next_seq > committed)):
+            if self._everything and isinstance(next_seq, int) and next_seq <= first <= last:
+                # The journal holds these seqs yet the replay made no progress: they are
+                # lost to us (unfiltered, every seq is ours).
+                self.lost += last - max(first, self.last_seq + 1) + 1
+                log.warning("replay_stalled", first_missing=first, last_missing=last)
             self._finish_gap(last)
         else:
             self._gap = (next_seq, last)
@@ -334,9 +363,26 @@ class Subscriber:
             return True
         try:
             topic = topic_of(event)
-        except KeyError:
+        except (KeyError, TypeError):  # no `type`, or one that is not hashable
             return False
         return topic.startswith(self.filters)
+
+
+#: The largest seq msgpack carries; the journal's seqs start at 1.
+_MAX_SEQ = 2**64 - 1
+
+
+def _malformed(event: Event, *, notice: bool) -> str | None:
+    """Why `event` is not an event of the protocol, or None. A `seq` must be an int >= 1
+    (a bool is not one); only a `system/` notice (`notice`) may come without one."""
+    if not isinstance(event.get("type"), str):
+        return "no type"
+    seq = event.get("seq")
+    if seq is None:
+        return None if notice else "no seq"
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq <= _MAX_SEQ:
+        return f"seq {seq!r} is not an int >= 1"
+    return None
 
 
 def _common_prefix(texts: Sequence[str]) -> str:
