@@ -74,7 +74,7 @@ class ControlClient:
                 if not socket.poll(_poll_ms(wait), zmq.POLLIN):
                     self._reset()
                     raise self._no_reply(op, wait)
-                frame = socket.recv()
+                frames = socket.recv_multipart()
             except zmq.ZMQError as exc:
                 self._reset()
                 if self._closed:  # by a signal handler, during this request
@@ -87,9 +87,9 @@ class ControlClient:
                 raise
             finally:
                 self._in_flight = False
-        return self._result(frame, op)
+        return self._result(frames, op)
 
-    def _nested(self, data: bytes, op: str, wait: float) -> bytes:
+    def _nested(self, data: bytes, op: str, wait: float) -> list[bytes]:
         """One request on a socket of its own, for a call from inside another (see the
         module docstring); the socket is closed after it."""
         socket = self._connect()
@@ -97,7 +97,7 @@ class ControlClient:
             socket.send(data)
             if not socket.poll(_poll_ms(wait), zmq.POLLIN):
                 raise self._no_reply(op, wait)
-            return bytes(socket.recv())
+            return [bytes(frame) for frame in socket.recv_multipart()]
         except zmq.ZMQError as exc:
             raise DaemonUnreachable(f"{self.endpoint}: {exc.strerror} ({op})") from None
         finally:
@@ -110,9 +110,13 @@ class ControlClient:
                 "have accepted it; list its executions before submitting again)")
         return DaemonUnreachable(f"no reply from {self.endpoint} within {wait:g} s ({op})")
 
-    def _result(self, frame: bytes, op: str) -> Any:
+    def _result(self, frames: list[bytes], op: str) -> Any:
+        if len(frames) != 1:
+            # (Reading only the first frame once took a reply with extra frames as good.)
+            raise TransportError(f"{self.endpoint}: a reply to {op} is not one frame "
+                                 f"({len(frames)} frames)")
         try:
-            reply = msgpack.unpackb(frame, raw=False, strict_map_key=False)
+            reply = msgpack.unpackb(frames[0], raw=False, strict_map_key=False)
         except Exception as exc:  # noqa: BLE001 - msgpack raises several unrelated types
             raise TransportError(f"{self.endpoint}: a reply to {op} is not msgpack: "
                                  f"{exc}") from None
@@ -161,14 +165,14 @@ class ControlClient:
         self.close()
 
     # -- one method per op -----------------------------------------------------------------
+    # Each checks its result's shape: a peer that is not the daemon would otherwise hand
+    # the caller a None or a list where it reads a map (an AttributeError far from here).
 
     def ping(self) -> dict[str, Any]:
-        result: dict[str, Any] = self.request("ping")
-        return result
+        return _a_map(self.request("ping"), "ping")
 
     def status(self) -> dict[str, Any]:
-        result: dict[str, Any] = self.request("status")
-        return result
+        return _a_map(self.request("status"), "status")
 
     def submit(self, workflow: str, inputs: Mapping[str, Any] | None = None, *,
                bot_id: str | None = None, strategy_id: str | None = None,
@@ -178,69 +182,74 @@ class ControlClient:
         `SUBMIT_RECORD_TIMEOUT_S`).
         `timeout` (default: the client's) bounds the wait for that reply; the CLI pings
         first with its `--timeout`, then waits that long for the submit's reply."""
-        result: dict[str, Any] = self.request(
+        result = _a_map(self.request(
             "submit", timeout, workflow=workflow,
             inputs=dict(inputs) if inputs is not None else None,
-            bot_id=bot_id, strategy_id=strategy_id, priority=priority)
+            bot_id=bot_id, strategy_id=strategy_id, priority=priority), "submit")
+        if not isinstance(result.get("execution_id"), str):
+            raise TransportError(f"{self.endpoint}: a reply to submit has no execution_id "
+                                 "(the daemon may have accepted it)")
         return result
 
     def execution(self, execution_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.request("execution", execution_id=execution_id)
-        return result
+        return _a_map(self.request("execution", execution_id=execution_id), "execution")
 
     def executions(self, *, workflow: str | None = None, status: str | None = None,
                    limit: int = 100) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self.request("executions", workflow=workflow,
-                                                    status=status, limit=limit)
-        return result
+        return _a_list(self.request("executions", workflow=workflow, status=status,
+                                    limit=limit), "executions")
 
     def cancel(self, execution_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self.request("cancel", execution_id=execution_id)
-        return result
+        return _a_map(self.request("cancel", execution_id=execution_id), "cancel")
 
     def halt(self, reason: str, *, origin: str | None = None) -> dict[str, Any]:
-        result: dict[str, Any] = self.request("halt", reason=reason, origin=origin)
-        return result
+        return _a_map(self.request("halt", reason=reason, origin=origin), "halt")
 
     def alert(self, reason: str, force: bool = False, *,
               origin: str | None = None) -> dict[str, Any]:
-        result: dict[str, Any] = self.request("alert", reason=reason, force=force,
-                                              origin=origin)
-        return result
+        return _a_map(self.request("alert", reason=reason, force=force, origin=origin),
+                      "alert")
 
     def reduce_only(self, reason: str, *, origin: str | None = None) -> dict[str, Any]:
-        result: dict[str, Any] = self.request("reduce_only", reason=reason, origin=origin)
-        return result
+        return _a_map(self.request("reduce_only", reason=reason, origin=origin),
+                      "reduce_only")
 
     def resume(self, reason: str | None = None, force: bool = False, *,
                origin: str | None = None) -> dict[str, Any]:
-        result: dict[str, Any] = self.request("resume", reason=reason, force=force,
-                                              origin=origin)
-        return result
+        return _a_map(self.request("resume", reason=reason, force=force, origin=origin),
+                      "resume")
 
     def intents(self, unresolved: bool = True) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self.request("intents", unresolved=unresolved)
-        return result
+        return _a_list(self.request("intents", unresolved=unresolved), "intents")
 
     def resolve_intent(self, idempotency_key: str, outcome: str,
                        note: str | None = None) -> dict[str, Any]:
-        result: dict[str, Any] = self.request("resolve_intent", idempotency_key=idempotency_key,
-                                              outcome=outcome, note=note)
-        return result
+        return _a_map(self.request("resolve_intent", idempotency_key=idempotency_key,
+                                   outcome=outcome, note=note), "resolve_intent")
 
     def risk_update(self, limit: str, value: float | None = None,
                     delta: float | None = None) -> dict[str, Any]:
-        result: dict[str, Any] = self.request("risk_update", limit=limit, value=value,
-                                              delta=delta)
-        return result
+        return _a_map(self.request("risk_update", limit=limit, value=value, delta=delta),
+                      "risk_update")
 
     def replay(self, since_seq: int, limit: int = 1000,
                topic_prefix: str = "") -> dict[str, Any]:
         """`{"events", "next_seq", "last_seq", "first_seq"}`: committed events from
         `since_seq`, seq ascending, at most `limit`; continue from `next_seq`."""
-        result: dict[str, Any] = self.request("replay", since_seq=since_seq, limit=limit,
-                                              topic_prefix=topic_prefix)
-        return result
+        return _a_map(self.request("replay", since_seq=since_seq, limit=limit,
+                                   topic_prefix=topic_prefix), "replay")
+
+
+def _a_map(result: Any, op: str) -> dict[str, Any]:
+    if not isinstance(result, dict):
+        raise TransportError(f"the result of {op} is not a map: {type(result).__name__}")
+    return result
+
+
+def _a_list(result: Any, op: str) -> list[dict[str, Any]]:
+    if not isinstance(result, list) or not all(isinstance(row, dict) for row in result):
+        raise TransportError(f"the result of {op} is not a list of maps")
+    return result
 
 
 #: Longer waits than this (about 24 days) wait for ever: zmq's poll takes a C int of ms.

@@ -1,0 +1,134 @@
+"""`ControlClient` against a control socket that answers garbage, late, twice or never: each
+call returns the reply to its own request or raises one clear error (a `TransportError`,
+`DaemonUnreachable` within its timeout, or the `ControlError` of the code), and the client
+stays usable after it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.hostile_daemon import Event, HostileDaemon, Replies, ok, pack
+from transport.client import ControlClient, ControlError, DaemonUnreachable, TransportError
+from transport.errors import InternalServerError, NotFoundError
+
+
+@pytest.fixture
+def daemon() -> Iterator[HostileDaemon]:
+    d = HostileDaemon()
+    yield d
+    d.stop()
+
+
+def always(*replies: tuple[float, bytes | list[bytes]]) -> Any:
+    def responder(request: Event) -> Replies:
+        return list(replies)
+    return responder
+
+
+def error(body: Any) -> bytes:
+    return pack({"v": 1, "ok": False, "error": body})
+
+
+GARBAGE = {
+    "not msgpack": b"\xc1\xc1\xc1",
+    "empty": b"",
+    "truncated": ok({"pong": True})[:-2],
+    "two objects": ok(1) + ok(2),
+    "a list": pack([1, 2]),
+    "an int": pack(7),
+    "a map without ok": pack({"v": 1, "result": {"pong": True}}),
+    "ok as a string": pack({"v": 1, "ok": "true", "result": {}}),
+    "an error without its map": pack({"v": 1, "ok": False}),
+    "an error that is a string": error("boom"),
+    "invalid UTF-8": ok("\x01\x02").replace(b"\xa2\x01\x02", b"\xa2\xff\xfe"),
+    "nested past msgpack's stack": b"\x91" * 100_000 + b"\xc0",
+}
+
+
+@pytest.mark.parametrize("body", GARBAGE.values(), ids=GARBAGE.keys())
+def test_a_reply_that_is_not_the_protocol_is_a_transport_error(
+        daemon: HostileDaemon, body: bytes) -> None:
+    with ControlClient(daemon.control, timeout=5.0) as client:
+        daemon.responder = always((0, body))
+        with pytest.raises(TransportError) as raised:
+            client.ping()
+        assert not isinstance(raised.value, DaemonUnreachable)
+        daemon.responder = None
+        assert client.ping() == {"pong": True}  # the same client goes on
+
+
+def test_error_replies_with_odd_fields_raise_a_control_error(daemon: HostileDaemon) -> None:
+    with ControlClient(daemon.control, timeout=5.0) as client:
+        daemon.responder = always((0, error({"code": "no_such_code", "message": "m"})))
+        with pytest.raises(ControlError) as raised:
+            client.ping()
+        assert type(raised.value) is ControlError and raised.value.code == "no_such_code"
+        daemon.responder = always((0, error({})))
+        with pytest.raises(InternalServerError):
+            client.ping()
+        daemon.responder = always((0, error({"code": ["x"], "message": {"a": 1}})))
+        with pytest.raises(ControlError):
+            client.ping()
+        daemon.responder = always((0, error({"code": "not_found", "message": "gone",
+                                             "error_type": "NoSuchClass"})))
+        with pytest.raises(NotFoundError):
+            client.ping()
+
+
+def test_a_reply_that_never_comes_is_unreachable_within_the_timeout(
+        daemon: HostileDaemon) -> None:
+    with ControlClient(daemon.control, timeout=0.5) as client:
+        daemon.responder = always()
+        started = time.monotonic()
+        with pytest.raises(DaemonUnreachable):
+            client.status()
+        assert time.monotonic() - started < 2.0
+
+
+def test_a_reply_that_comes_after_the_timeout_never_answers_a_later_request(
+        daemon: HostileDaemon) -> None:
+    with ControlClient(daemon.control, timeout=0.3) as client:
+        daemon.responder = always((1.0, ok("stale")))
+        with pytest.raises(DaemonUnreachable):
+            client.request("ping")
+        # The fresh reply is due after the stale one: sent later on the same ROUTER.
+        daemon.responder = always((1.0, ok("fresh")))
+        assert client.request("ping", timeout=5.0) == "fresh"
+
+
+def test_a_second_reply_to_one_request_never_answers_the_next(daemon: HostileDaemon) -> None:
+    with ControlClient(daemon.control, timeout=5.0) as client:
+        daemon.responder = always((0, ok("first")), (0, ok("duplicate")))
+        assert client.request("ping") == "first"
+        daemon.responder = always((0.3, ok("second")))
+        assert client.request("ping") == "second"
+
+
+def test_a_reply_of_several_frames_is_refused_and_the_client_goes_on(
+        daemon: HostileDaemon) -> None:
+    with ControlClient(daemon.control, timeout=5.0) as client:
+        daemon.responder = always((0, [ok("one"), ok("two")]))
+        with pytest.raises(TransportError):
+            client.request("ping")
+        daemon.responder = None
+        assert client.ping() == {"pong": True}
+
+
+@pytest.mark.parametrize("method,args,result", [
+    ("status", (), None),
+    ("status", (), [1, 2]),
+    ("ping", (), "pong"),
+    ("submit", ("wf",), 5),
+    ("executions", (), {"a": 1}),
+    ("replay", (1,), None),
+])
+def test_a_result_of_the_wrong_shape_is_a_transport_error(
+        daemon: HostileDaemon, method: str, args: tuple[Any, ...], result: Any) -> None:
+    with ControlClient(daemon.control, timeout=5.0) as client:
+        daemon.responder = always((0, ok(result)))
+        with pytest.raises(TransportError, match="not"):
+            getattr(client, method)(*args)
