@@ -158,7 +158,8 @@ class HostileDaemon:
                     pub.send_multipart(self.heartbeat())
             if router in ready:
                 frames = router.recv_multipart()
-                envelope, body = frames[:2], frames[2]
+                cut = frames.index(b"", 1) + 1  # the envelope, echoed as the daemon does
+                envelope, body = frames[:cut], frames[cut]
                 request = msgpack.unpackb(body, raw=False)
                 replies = (self.responder(request) if self.responder is not None else None)
                 if replies is None:

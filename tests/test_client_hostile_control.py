@@ -102,9 +102,10 @@ def test_a_reply_that_comes_after_the_timeout_never_answers_a_later_request(
 
 def test_a_second_reply_to_one_request_never_answers_the_next(daemon: HostileDaemon) -> None:
     with ControlClient(daemon.control, timeout=5.0) as client:
-        daemon.responder = always((0, ok("first")), (0, ok("duplicate")))
+        # The duplicate is due while the next request waits for its own reply.
+        daemon.responder = always((0, ok("first")), (0.5, ok("duplicate")))
         assert client.request("ping") == "first"
-        daemon.responder = always((0.3, ok("second")))
+        daemon.responder = always((1.0, ok("second")))
         assert client.request("ping") == "second"
 
 

@@ -139,6 +139,10 @@ class ControlClient:
         socket: zmq.Socket[Any] = self._context.socket(zmq.REQ)
         socket.linger = 0
         socket.ipv6 = uses_ipv6(self.endpoint)
+        # A request id in the envelope (the daemon echoes the envelope): a second reply to
+        # an earlier request is dropped, not taken as the answer to the next one.
+        socket.setsockopt(zmq.REQ_CORRELATE, 1)
+        socket.setsockopt(zmq.REQ_RELAXED, 1)
         try:
             if self._keys is not None:
                 self._keys.apply(socket)
