@@ -125,9 +125,12 @@ class ControlClient:
         if reply["ok"]:
             return reply.get("result")
         error = reply.get("error")
-        if not isinstance(error, dict):
-            raise TransportError(f"{self.endpoint}: an error reply to {op} has no error map")
-        raise error_for(str(error.get("code", "internal")), str(error.get("message", "")))
+        if not isinstance(error, dict) or not isinstance(error.get("code"), str):
+            # Every error the daemon sends has a code: a missing one read as `internal`
+            # (exit 1, "the daemon failed") for what is a peer outside the protocol.
+            raise TransportError(f"{self.endpoint}: an error reply to {op} has no error "
+                                 "map with a code")
+        raise error_for(error["code"], str(error.get("message", "")))
 
     def _open(self) -> zmq.Socket[Any]:
         if self._socket is None:
