@@ -124,14 +124,22 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _DEFINED_IN.get(name)
-    if module is None:  # a submodule (`from actors import logs`) is found after this
-        raise AttributeError(f"module 'actors' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # once: later lookups do not come here
-    return value
+if not TYPE_CHECKING:  # (for a type checker, a module __getattr__ would accept any name)
 
+    def __getattr__(name: str) -> Any:
+        module = _DEFINED_IN.get(name)
+        if module is None and name.startswith("__"):  # (probes: `__wrapped__`, ...)
+            raise AttributeError(f"module 'actors' has no attribute {name!r}")
+        if module is None:  # a submodule: `actors.messages` after `import actors`
+            try:
+                return importlib.import_module(f"actors.{name}")
+            except ModuleNotFoundError as exc:
+                if exc.name != f"actors.{name}":
+                    raise  # one the submodule imports is missing: not this name's fault
+                raise AttributeError(f"module 'actors' has no attribute {name!r}") from None
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value  # once: later lookups do not come here
+        return value
 
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    def __dir__() -> list[str]:
+        return sorted({*globals(), *__all__})

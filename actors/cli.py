@@ -322,7 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="as the global option: json (default) or console")
     daemon.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
                         default=argparse.SUPPRESS, help="as the global option (default info)")
+    # (a Ctrl-C before the stop signals are taken over, while it starts, is a stop too)
     daemon.set_defaults(handler=cmd_daemon, default_level="info", exit_past_user_threads=True,
+                        ctrl_c_ends_it=True,
                         writes_stdout=False)
 
     keys = sub.add_parser("keys", help="write a CURVE key pair for the daemon or a client",
@@ -401,8 +403,10 @@ def _handle(args: argparse.Namespace) -> int:
         print(f"tradeloom: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
-        # A command that ends on Ctrl-C by design (`tail`, `run --every`, `submit --wait`)
-        # answers it itself; here it cut one short, and exit 0 would claim it was done.
+        if getattr(args, "ctrl_c_ends_it", False):  # `tail`, `daemon`: how they end
+            return EXIT_OK
+        # `run --every` and `submit --wait` answer it themselves; here it cut a command
+        # short, and exit 0 would claim it was done.
         print("tradeloom: error: interrupted before the command finished (a request it "
               "sent may still have been carried out)", file=sys.stderr)
         return EXIT_INTERRUPTED

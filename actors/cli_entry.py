@@ -2,11 +2,13 @@
 
 Loading the CLI (the engine, structlog, ZeroMQ) takes a few hundred milliseconds, in which
 a Ctrl-C raised KeyboardInterrupt out of an import: a traceback, where every other error
-is one line. This module imports nothing itself (`actors/__init__` loads nothing either),
+is one line. This module imports nothing but `sys` (`actors/__init__` loads nothing either),
 so from the moment it runs an interrupt is answered as the commands answer one.
 """
 
 from __future__ import annotations
+
+import sys
 
 #: 128 + SIGINT, as a shell reports a command a Ctrl-C ended (`actors.cli` says it too).
 EXIT_INTERRUPTED = 130
@@ -18,4 +20,6 @@ def main() -> int:
 
         return cli_main()
     except KeyboardInterrupt:  # while loading or parsing, before a command's own handling
+        print("tradeloom: error: interrupted while loading (nothing was done)",
+              file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -97,7 +97,9 @@ def test_submit_wait_skips_garbage_and_reports_the_end(daemon: HostileDaemon) ->
                             stderr=subprocess.PIPE, text=True)
     try:
         daemon.wait_requests(2, timeout=RUN_S)  # its ping, then its submit
-        bad = dict(terminal_event(1), seq="1")
+        # The end as a failure, under a seq that is not one: taken, it would be the result.
+        bad = dict(terminal_event(1), seq="1", type="execution_failed", status="failed",
+                   error="bogus", error_type="NodeError")
         daemon.send_raw(topic(bad), pack(bad))
         daemon.send_raw(topic(bad), b"\xc1" * 1000)
         daemon.send_raw(topic(bad))

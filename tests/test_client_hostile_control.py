@@ -132,3 +132,23 @@ def test_a_result_of_the_wrong_shape_is_a_transport_error(
         daemon.responder = always((0, ok(result)))
         with pytest.raises(TransportError, match="not"):
             getattr(client, method)(*args)
+
+
+@pytest.mark.timeout(30)  # the old client waited here for ever
+def test_a_stale_reply_then_silence_is_unreachable_within_the_timeout(
+        daemon: HostileDaemon) -> None:
+    """The second reply to the first request comes while the next waits, and the next's own
+    never does: the stale one is dropped, and the wait still ends at the timeout."""
+    requests: list[Event] = []
+
+    def once_twice_then_mute(request: Event) -> Replies:
+        requests.append(request)
+        return [(0, ok("first")), (0.5, ok("duplicate"))] if len(requests) == 1 else []
+
+    with ControlClient(daemon.control, timeout=2.0) as client:
+        daemon.responder = once_twice_then_mute
+        assert client.request("ping") == "first"
+        started = time.monotonic()
+        with pytest.raises(DaemonUnreachable):
+            client.request("ping")
+        assert 1.5 <= time.monotonic() - started < 10

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.engine_journal_helpers import eventually
 from tests.hostile_daemon import HostileDaemon, Replies, ok, pack, topic, workflow_event
 from transport.client import Subscriber, TransportError
 
@@ -326,3 +327,40 @@ def test_a_replay_whose_next_seq_does_not_advance_ends_the_gap(
         assert len([r for r in daemon.requests if r["op"] == "replay"]) == 1
     finally:
         sub.close()
+
+
+def test_a_heartbeat_with_a_negative_last_seq_is_malformed_and_the_stream_goes_on(
+        daemon: HostileDaemon) -> None:
+    """Taken as a position, it made every later call ask `replay(since_seq < 0)`, which the
+    daemon refuses: the stream stopped for good."""
+    sub = live(daemon)
+    try:
+        daemon.publish(workflow_event(1))
+        assert [e["seq"] for e in take(sub, 1)] == [1]
+        daemon.send_raw(*daemon.heartbeat(claimed=-5))
+        daemon.publish(workflow_event(2))
+        assert [e["seq"] for e in take(sub, 1)] == [2]
+        assert sub.malformed == 1
+    finally:
+        sub.close()
+
+
+def test_next_0_returns_an_event_that_came_after_another_workflows_seqs() -> None:
+    """A filtered subscriber's jump over other workflows' seqs is a replay that finds
+    nothing: the event that made the jump is then ready, and `next(0)` returns it (it once
+    returned None with the event waiting, cutting `events(timeout)` short)."""
+    daemon = HostileDaemon(heartbeat_s=3600)  # the first heartbeat only: what arrives is seq 3
+    sub = live(daemon, topics=["workflow/wf/"])
+    try:
+        daemon.publish(workflow_event(1))
+        assert [e["seq"] for e in take(sub, 1)] == [1]
+        # One heartbeat per subscription (its topic's and the heartbeats'), read first.
+        eventually(lambda: sub.next(0) is None and sub.heartbeats >= 2, 10, "2 heartbeats")
+        daemon.publish(workflow_event(2, workflow_id="other"), workflow_event(3))
+        # (the subscriber's own socket: seq 3 has arrived, unread)
+        eventually(lambda: sub._sub.poll(0) != 0, 10, "seq 3 at the socket")
+        event = sub.next(0)
+        assert event is not None and event["seq"] == 3
+    finally:
+        sub.close()
+        daemon.stop()

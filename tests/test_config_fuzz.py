@@ -60,7 +60,10 @@ RAW = st.fixed_dictionaries({}, optional={
     "webhooks": st.lists(table(WEBHOOK_KEYS), max_size=3)})
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: the same 300 examples each run, so a failure in CI is one a rerun shows
+# (a wider search: raise max_examples by hand; 6,000 ran clean once).
+@settings(max_examples=300, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(raw=RAW)
 def test_any_value_under_any_key_loads_or_is_one_line_config_error(raw: dict[str, Any]) -> None:
     if "limits" in raw:

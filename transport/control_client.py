@@ -23,6 +23,7 @@ and with a plain lock it would have waited for ever on its own thread.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -71,10 +72,10 @@ class ControlClient:
             self._in_flight = True
             try:
                 socket.send(data)
-                if not socket.poll(_poll_ms(wait), zmq.POLLIN):
+                frames = _receive(socket, wait)
+                if frames is None:
                     self._reset()
                     raise self._no_reply(op, wait)
-                frames = socket.recv_multipart()
             except zmq.ZMQError as exc:
                 self._reset()
                 if self._closed:  # by a signal handler, during this request
@@ -95,9 +96,10 @@ class ControlClient:
         socket = self._connect()
         try:
             socket.send(data)
-            if not socket.poll(_poll_ms(wait), zmq.POLLIN):
+            frames = _receive(socket, wait)
+            if frames is None:
                 raise self._no_reply(op, wait)
-            return [bytes(frame) for frame in socket.recv_multipart()]
+            return frames
         except zmq.ZMQError as exc:
             raise DaemonUnreachable(f"{self.endpoint}: {exc.strerror} ({op})") from None
         finally:
@@ -145,7 +147,6 @@ class ControlClient:
         # A request id in the envelope (the daemon echoes the envelope): a second reply to
         # an earlier request is dropped, not taken as the answer to the next one.
         socket.setsockopt(zmq.REQ_CORRELATE, 1)
-        socket.setsockopt(zmq.REQ_RELAXED, 1)
         try:
             if self._keys is not None:
                 self._keys.apply(socket)
@@ -268,6 +269,22 @@ def _check_timeout(timeout: float) -> float:
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
         raise ValueError(f"timeout must be a number of seconds > 0, not {timeout!r}")
     return timeout
+
+
+def _receive(socket: zmq.Socket[Any], wait: float) -> list[bytes] | None:
+    """The reply's frames within `wait` seconds, or None. A stale reply (to an earlier
+    request) makes the socket readable and is then dropped inside recv (REQ_CORRELATE): a
+    blocking recv would wait for the right one without bound, so each read is non-blocking
+    and the poll goes on for what is left of `wait`."""
+    deadline = time.monotonic() + wait
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not socket.poll(_poll_ms(left), zmq.POLLIN):
+            return None
+        try:
+            return [bytes(frame) for frame in socket.recv_multipart(zmq.NOBLOCK)]
+        except zmq.Again:
+            continue
 
 
 def _poll_ms(wait: float) -> int | None:

@@ -153,7 +153,7 @@ class Subscriber:
                 return self._ready.popleft()
             if self._gap is not None:
                 self._fill_step()
-                if (not self._ready and deadline is not None
+                if (self._gap is not None and not self._ready and deadline is not None
                         and time.monotonic() >= deadline):
                     return None  # a long fill goes on at the next call, not past this one's
                 continue

@@ -79,7 +79,8 @@ def register(sub: Any) -> None:
     tail.add_argument("--json", action="store_true",
                       help="one JSON object per event and line; no header, no colour")
     add_client_options(tail)
-    tail.set_defaults(handler=client_command(cmd_tail))
+    # Ctrl-C is how a tail ends, at any moment (while it connects too): exit 0.
+    tail.set_defaults(handler=client_command(cmd_tail), ctrl_c_ends_it=True)
 
 
 def _workflow_id(text: str) -> str:
@@ -103,13 +104,6 @@ def _seq(text: str) -> int:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    try:
-        return _tail(args)
-    except KeyboardInterrupt:  # Ctrl-C is how a tail ends, also while it connects: exit 0
-        return EXIT_OK
-
-
-def _tail(args: argparse.Namespace) -> int:
     from actors.event_types import EVENT_TYPES
     from transport.subscriber import Subscriber
 
