@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 import structlog
 
 from actors import logs
+from actors.cli_entry import EXIT_INTERRUPTED
 from actors.cli_stdout import (
     CLOSED_STDOUT_ERROR,
     reserve_stdout,
@@ -33,8 +34,6 @@ from actors.events import Event
 from actors.json_text import json_text, plain_json
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-#: 128 + SIGINT: a Ctrl-C ended the command before it finished.
-EXIT_INTERRUPTED = 130
 
 
 class UsageError(Exception):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-#: 128 + SIGINT, as a shell reports a command a Ctrl-C ended (`actors.cli` says it too).
+#: 128 + SIGINT, as a shell reports a command a Ctrl-C ended (every command's code for it).
 EXIT_INTERRUPTED = 130
 
 

@@ -234,6 +234,20 @@ def test_bad_config_exits_2_with_one_line_naming_the_key(workdir: Path) -> None:
     assert_one_error_line(proc, "retries")
 
 
+@pytest.mark.parametrize("listen", ["127.0.0.1:70000", "127.0.0.1:\u0661\u0662"])
+def test_a_daemon_with_a_bad_metrics_listen_exits_2_before_it_opens_anything(
+        workdir: Path, listen: str) -> None:
+    """Refused as the config loads: no journal made, no port bound (a port in other
+    scripts' digits once bound port 12)."""
+    config = workdir / "daemon.toml"
+    config.write_text(f'[daemon]\ndata_dir = "data"\n[transport]\n'
+                      f'events = "tcp://127.0.0.1:*"\ncontrol = "tcp://127.0.0.1:*"\n'
+                      f'[metrics]\nlisten = "{listen}"\n', encoding="utf-8")
+    proc = tradeloom(workdir, "daemon", "--config", str(config), console_script=True)
+    assert_one_error_line(proc, "metrics.listen")
+    assert not (workdir / "data").exists()
+
+
 def test_config_file_is_applied_to_the_run(workdir: Path) -> None:
     config = workdir / "ok.toml"
     config.write_text("[resilience]\npreset = \"staging\"\ntimeout_s = 5.0\n")

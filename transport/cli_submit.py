@@ -20,6 +20,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from actors.cli_entry import EXIT_INTERRUPTED  # (Ctrl-C while waiting: the execution goes on)
 from transport.cli_options import EXIT_FAILED, EXIT_OK, Connection, fail, print_json
 from transport.cli_output import compact, duration, printable
 from transport.ops import SUBMIT_RECORD_TIMEOUT_S
@@ -28,8 +29,6 @@ if TYPE_CHECKING:
     from transport.control_client import ControlClient
     from transport.subscriber import Subscriber
 
-#: Ctrl-C while waiting: the shell's code for SIGINT (the execution itself goes on).
-EXIT_INTERRUPTED = 130
 TERMINAL_TYPES = frozenset({"execution_completed", "execution_failed", "execution_halted",
                             "execution_cancelled"})
 #: How often the wait loop looks at its deadline while no event comes.
