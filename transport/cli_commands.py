@@ -25,6 +25,8 @@ from transport.cli_output import (
     format_executions,
     format_intents,
     format_status,
+    printable,
+    text,
 )
 
 #: Every emergency change the CLI asks for says it came from the CLI.
@@ -199,7 +201,8 @@ def cmd_emergency(args: argparse.Namespace) -> int:
             reply = control.alert(args.reason, args.force, origin=ORIGIN)
         else:
             reply = control.reduce_only(args.reason, origin=ORIGIN)
-    print(f"{reply.get('state')} (was {reply.get('previous_state')})", flush=True)
+    print(printable(f"{text(reply.get('state'))} (was {text(reply.get('previous_state'))})"),
+          flush=True)
     return EXIT_OK
 
 
@@ -236,7 +239,8 @@ def cmd_intents(args: argparse.Namespace) -> int:
             if args.json:
                 print_json(reply)
             else:
-                print(f"{reply['idempotency_key']}: {reply['outcome']}", flush=True)
+                print(printable(f"{text(reply.get('idempotency_key'))}: "
+                                f"{text(reply.get('outcome'))}"), flush=True)
             return EXIT_OK
         rows = control.intents(unresolved=not args.all)
     if args.json:

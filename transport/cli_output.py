@@ -38,6 +38,21 @@ def compact(value: Any) -> str:
         return json.dumps(plain_json(value), separators=(", ", ": "))
 
 
+def a_map(value: Any) -> Mapping[str, Any]:
+    """`value` if it is a map, else an empty one: a field of the wrong type shows as absent."""
+    return value if isinstance(value, Mapping) else {}
+
+
+def maps_in(value: Any) -> list[Mapping[str, Any]]:
+    """The maps in `value` if it is a list (rows of another type are skipped), else none."""
+    return [row for row in value if isinstance(row, Mapping)] if isinstance(value, list) else []
+
+
+def text(value: Any) -> str:
+    """A field as shown: `-` when absent (None)."""
+    return "-" if value is None else str(value)
+
+
 def percent(utilization: Any) -> str:
     return f"{utilization * 100:.0f}%" if isinstance(utilization, int | float) else "-"
 
@@ -81,9 +96,9 @@ def format_status(status: Mapping[str, Any]) -> str:
     rows = [
         ("state", f"{state} ({reason})" if reason and state != "NORMAL" else state),
         ("running", f"{status.get('running', '-')}   queued {status.get('queued', '-')}"),
-        ("workflows", ", ".join(map(str, status.get("workflows") or [])) or "none"),
-        ("breakers", breakers_text(status.get("breakers") or {})),
-        ("limits", limits_text(status.get("limits") or {})),
+        ("workflows", ", ".join(map(str, _a_list(status.get("workflows")))) or "none"),
+        ("breakers", breakers_text(a_map(status.get("breakers")))),
+        ("limits", limits_text(a_map(status.get("limits")))),
         ("last seq", str(status.get("last_seq", "-"))),
         ("uptime", uptime(status.get("uptime_s"))),
     ]
@@ -122,7 +137,7 @@ def format_execution(execution: Mapping[str, Any]) -> str:
         rows.append(("error", f"{execution.get('error_type') or 'Error'}: "
                               f"{execution.get('error') or ''}".rstrip()))
     lines = [_pairs(rows)]
-    nodes = execution.get("nodes") or {}
+    nodes = a_map(execution.get("nodes"))
     if nodes:
         lines.append("nodes:")
         lines.append(_table(("  NODE", "STATUS", "ATTEMPTS", "OUTPUT / ERROR"), [
@@ -141,6 +156,10 @@ def format_intents(rows: Sequence[Mapping[str, Any]], *, resolved_too: bool) -> 
          str(row.get("attempt", "-")), str(row.get("outcome") or "unresolved"),
          str(row.get("started_at") or "-"))
         for row in rows])
+
+
+def _a_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _pairs(rows: Sequence[tuple[str, str]]) -> str:

@@ -21,7 +21,7 @@ from transport.cli_options import (
     fail,
     print_json,
 )
-from transport.cli_output import printable
+from transport.cli_output import maps_in, printable, text
 
 
 def register(sub: Any) -> None:
@@ -80,33 +80,34 @@ def register(sub: Any) -> None:
 
 def cmd_failed(args: argparse.Namespace) -> int:
     with connection(args).control_client() as control:
-        rows = control.request("webhooks_failed", name=args.name, limit=args.limit)
+        rows = control.webhooks_failed(args.name, args.limit)
         if args.json:
             print_json(rows)
             return EXIT_OK
-        endpoints = control.request("webhooks_log", name=args.name, limit=1)["endpoints"]
+        endpoints = maps_in(control.webhooks_log(args.name, 1).get("endpoints"))
     if not rows:
         print("no dead letters", flush=True)
     for r in rows:
         # The error text comes from the endpoint's side (its HTTP reply): shown, not obeyed.
-        print(printable(f"#{r['id']} {r['endpoint']} seq {r['seq']} {r['event_type']}: "
-                        f"{r['attempts']} attempt(s), {r['error']} ({r['failed_at']})"),
-              flush=True)
+        print(printable(f"#{text(r.get('id'))} {text(r.get('endpoint'))} seq "
+                        f"{text(r.get('seq'))} {text(r.get('event_type'))}: "
+                        f"{text(r.get('attempts'))} attempt(s), {text(r.get('error'))} "
+                        f"({text(r.get('failed_at'))})"), flush=True)
     for e in endpoints:  # the list above is not all there was
-        if e.get("dropped") and args.name in (None, e["name"]):
-            print(f"{e['name']}: {e['dropped']} older dead letter(s) deleted to keep "
-                  f"max_dead_letters = {e['max_dead_letters']}", flush=True)
+        if e.get("dropped") and args.name in (None, e.get("name")):
+            print(printable(f"{text(e.get('name'))}: {text(e.get('dropped'))} older dead "
+                            f"letter(s) deleted to keep max_dead_letters = "
+                            f"{text(e.get('max_dead_letters'))}"), flush=True)
     return EXIT_OK
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
     with connection(args).control_client() as control:
-        reply = control.request("webhooks_retry", name=args.name, ids=args.ids)
+        reply = control.webhooks_retry(args.name, args.ids)
     if args.json:
         print_json(reply)
     else:
-        print(f"re-queued {reply.get('count', len(reply['requeued']))} dead letter(s)",
-              flush=True)
+        print(printable(f"re-queued {text(reply.get('count'))} dead letter(s)"), flush=True)
     return EXIT_OK
 
 
@@ -115,32 +116,37 @@ def cmd_delete(args: argparse.Namespace) -> int:
         fail("webhooks delete: give --name WEBHOOK or --id N (see --help)")
         return EXIT_USAGE
     with connection(args).control_client() as control:
-        reply = control.request("webhooks_delete", name=args.name, ids=args.ids)
+        reply = control.webhooks_delete(args.name, args.ids)
     if args.json:
         print_json(reply)
     else:
-        print(f"deleted {reply['count']} dead letter(s)", flush=True)
+        print(printable(f"deleted {text(reply.get('count'))} dead letter(s)"), flush=True)
     return EXIT_OK
 
 
 def cmd_log(args: argparse.Namespace) -> int:
     with connection(args).control_client() as control:
-        reply = control.request("webhooks_log", name=args.name, limit=args.limit)
+        reply = control.webhooks_log(args.name, args.limit)
     if args.json:
         print_json(reply)
         return EXIT_OK
-    for e in reply["endpoints"]:
-        print(f"{e['name']} {e['url']}: next seq {e['next_seq']}, breaker {e['breaker']}, "
-              f"{e['delivered']} delivered, {e['dead']} dead"
-              + (f", {e['dropped']} dropped (max_dead_letters = {e['max_dead_letters']})"
-                 if e.get("dropped") else ""), flush=True)
-    for r in reply["deliveries"]:
-        seqs = (str(r["first_seq"]) if r["first_seq"] == r["last_seq"]
-                else f"{r['first_seq']}-{r['last_seq']}")
-        latency = f"{r['latency_ms']:.0f} ms" if r["latency_ms"] is not None else "-"
+    for e in maps_in(reply.get("endpoints")):
+        dropped = (f", {text(e.get('dropped'))} dropped (max_dead_letters = "
+                   f"{text(e.get('max_dead_letters'))})" if e.get("dropped") else "")
+        print(printable(f"{text(e.get('name'))} {text(e.get('url'))}: next seq "
+                        f"{text(e.get('next_seq'))}, breaker {text(e.get('breaker'))}, "
+                        f"{text(e.get('delivered'))} delivered, {text(e.get('dead'))} dead"
+                        f"{dropped}"), flush=True)
+    for r in maps_in(reply.get("deliveries")):
+        first, last = r.get("first_seq"), r.get("last_seq")
+        seqs = text(first) if first == last else f"{text(first)}-{text(last)}"
+        latency = r.get("latency_ms")
+        shown = f"{latency:.0f} ms" if isinstance(latency, int | float) else "-"
+        error = r.get("error")
         print(printable(
-            f"{r['at']} {r['endpoint']} seq {seqs} {r['event_type']}: {r['outcome']}, "
-            f"{r['attempts']} attempt(s), HTTP {r['http_status'] or '-'}, {latency}"
-            + (f", {r['error']}" if r["error"] and r["outcome"] != "delivered" else "")),
+            f"{text(r.get('at'))} {text(r.get('endpoint'))} seq {seqs} "
+            f"{text(r.get('event_type'))}: {text(r.get('outcome'))}, "
+            f"{text(r.get('attempts'))} attempt(s), HTTP {r.get('http_status') or '-'}, "
+            f"{shown}" + (f", {error}" if error and r.get("outcome") != "delivered" else "")),
               flush=True)
     return EXIT_OK

@@ -240,6 +240,28 @@ class ControlClient:
         return _a_map(self.request("risk_update", limit=limit, value=value, delta=delta),
                       "risk_update")
 
+    def webhooks_failed(self, name: str | None = None,
+                        limit: int = 100) -> list[dict[str, Any]]:
+        """Dead letters, oldest first (docs/protocol.md, the webhook ops)."""
+        return _a_list(self.request("webhooks_failed", name=name, limit=limit),
+                       "webhooks_failed")
+
+    def webhooks_retry(self, name: str | None = None,
+                       ids: list[int] | None = None) -> dict[str, Any]:
+        """`{"requeued", "count"}`: those dead letters (default all) are sent again."""
+        return _a_map(self.request("webhooks_retry", name=name, ids=ids or []),
+                      "webhooks_retry")
+
+    def webhooks_delete(self, name: str | None = None,
+                        ids: list[int] | None = None) -> dict[str, Any]:
+        """`{"deleted", "count"}`: one endpoint's dead letters (`name`), or those `ids`."""
+        return _a_map(self.request("webhooks_delete", name=name, ids=ids or []),
+                      "webhooks_delete")
+
+    def webhooks_log(self, name: str | None = None, limit: int = 100) -> dict[str, Any]:
+        """`{"endpoints", "deliveries"}`: each endpoint's state, its deliveries newest first."""
+        return _a_map(self.request("webhooks_log", name=name, limit=limit), "webhooks_log")
+
     def replay(self, since_seq: int, limit: int = 1000,
                topic_prefix: str = "") -> dict[str, Any]:
         """`{"events", "next_seq", "last_seq", "first_seq"}`: committed events from

@@ -1,0 +1,99 @@
+"""Every client command of the CLI against a daemon whose reply is well-framed but holds
+anything at all in `result`: exit 0 (fields it lacks shown as `-`) or exit 2 with one line
+saying the reply is not the protocol, never "unexpected", a traceback or a raw control
+character on the terminal. The CLI runs in this process (its `main`), so Hypothesis can try
+many replies; tests/test_cli_hostile_daemon.py runs the real executable."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from actors.cli import main
+from tests.hostile_daemon import Event, HostileDaemon, Replies, ok
+
+#: The command lines, each with the op whose reply it renders.
+COMMANDS: dict[str, tuple[str, ...]] = {
+    "status": ("status",),
+    "executions": ("executions",),
+    "execution": ("show", "exec_wf_0000abcd"),
+    "intents": ("intents",),
+    "resolve_intent": ("intents", "--resolve", "k1", "--outcome", "filled"),
+    "halt": ("halt", "--reason", "fuzz"),
+    "resume": ("resume",),
+    "alert": ("alert", "--reason", "fuzz"),
+    "reduce_only": ("reduce-only", "--reason", "fuzz"),
+    "submit": ("submit", "wf"),
+    "webhooks_failed": ("webhooks", "failed"),
+    "webhooks_retry": ("webhooks", "retry"),
+    "webhooks_delete": ("webhooks", "delete", "--name", "hook"),
+    "webhooks_log": ("webhooks", "log"),
+}
+#: The commands that have no `--json`.
+PLAIN_ONLY = {"halt", "resume", "alert", "reduce_only"}
+#: The keys the commands read, so that maps with some of them (of any type) come up often.
+KEYS = ("state", "previous_state", "reason", "running", "queued", "workflows", "breakers",
+        "limits", "last_seq", "uptime_s", "version", "execution_id", "workflow_id", "status",
+        "started_at", "ended_at", "duration_ms", "inputs", "results", "error", "error_type",
+        "nodes", "outputs", "attempts", "idempotency_key", "node_id", "attempt", "outcome",
+        "endpoints", "deliveries", "requeued", "count", "id", "endpoint", "seq",
+        "event_type", "failed_at", "dropped", "max_dead_letters", "name", "url",
+        "next_seq", "breaker", "delivered", "dead", "first_seq", "at", "latency_ms",
+        "http_status", "value", "threshold", "utilization")
+
+scalars = (st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1)
+           | st.floats(allow_nan=True, allow_infinity=True)
+           | st.text(alphabet=st.characters(codec="utf-8"), max_size=8)
+           | st.sampled_from(["\x1b[2J", "\u202e", "a\nb", "-"]) | st.binary(max_size=4))
+
+
+def _maps(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=4), children, max_size=6)
+
+
+values = st.recursive(scalars, lambda children: st.lists(children, max_size=4)
+                      | _maps(children), max_leaves=16)
+results = _maps(values) | st.lists(_maps(values), max_size=3) | values
+
+
+@pytest.fixture(scope="module")
+def daemon() -> Iterator[HostileDaemon]:
+    d = HostileDaemon()
+    yield d
+    d.stop()
+
+
+def answering(op: str, result: Any) -> Any:
+    def responder(request: Event) -> Replies | None:
+        return [(0, ok(result))] if request.get("op") == op else None  # ping: a real pong
+    return responder
+
+
+@pytest.mark.parametrize("op", sorted(COMMANDS))
+@settings(max_examples=40, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(result=results, as_json=st.booleans())
+def test_any_reply_is_shown_or_refused_in_one_line(
+        daemon: HostileDaemon, op: str, result: Any, as_json: bool) -> None:
+    daemon.responder = answering(op, result)
+    command = COMMANDS[op]
+    argv = [*command, "--control", daemon.control, "--events", daemon.events,
+            "--timeout", "5", *(["--json"] if as_json and op not in PLAIN_ONLY else [])]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    stdout, stderr = out.getvalue(), err.getvalue()
+    assert "Traceback" not in stderr and "unexpected" not in stderr, (result, stderr)
+    assert "\x1b" not in stdout and "\u202e" not in stdout, (result, stdout)
+    if code == 0:
+        assert stderr == "", (result, stderr)
+    else:
+        assert code == 2, (code, result, stderr)
+        lines = stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("tradeloom: error: "), stderr
