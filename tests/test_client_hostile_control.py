@@ -152,3 +152,29 @@ def test_a_stale_reply_then_silence_is_unreachable_within_the_timeout(
         with pytest.raises(DaemonUnreachable):
             client.request("ping")
         assert 1.5 <= time.monotonic() - started < 10
+
+
+def test_a_reply_over_the_frame_cap_is_dropped_with_its_connection(
+        daemon: HostileDaemon, monkeypatch: pytest.MonkeyPatch) -> None:
+    """libzmq stops reading at `MAX_RECEIVED_FRAME_BYTES` (1 MiB here, 512 MiB for real):
+    the client never buffers the rest, the call raises DaemonUnreachable within its timeout,
+    and the next call, on a fresh socket, works."""
+    monkeypatch.setattr("transport.control_client.MAX_RECEIVED_FRAME_BYTES", 1 << 20)
+    huge = ok({"state": "NORMAL", "pad": "x" * (2 << 20)})
+    daemon.responder = lambda request: [(0, huge)] if request.get("op") == "status" else None
+    with ControlClient(daemon.control, timeout=1.0) as control:
+        started = time.monotonic()
+        with pytest.raises(DaemonUnreachable):
+            control.status()
+        assert time.monotonic() - started < 5
+        assert control.ping() == {"pong": True}
+
+
+def test_the_frame_cap_is_above_the_largest_reply_a_daemon_sends() -> None:
+    """A replay page stops past 16 MiB with one event more, of up to the largest
+    `[journal] max_event_bytes`; the envelope and msgpack framing add a little."""
+    from actors.journal_caps import MAX_EVENT_BYTES_RANGE
+    from actors.journal_reads import MAX_REPLY_BYTES
+    from transport.codec import MAX_RECEIVED_FRAME_BYTES
+
+    assert MAX_REPLY_BYTES + MAX_EVENT_BYTES_RANGE[1] + (1 << 20) < MAX_RECEIVED_FRAME_BYTES

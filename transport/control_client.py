@@ -30,7 +30,7 @@ from typing import Any
 import msgpack
 import zmq
 
-from transport.codec import MAX_MESSAGE_BYTES, encode
+from transport.codec import MAX_MESSAGE_BYTES, MAX_RECEIVED_FRAME_BYTES, encode
 from transport.errors import DaemonUnreachable, TransportError, error_for
 from transport.security import ClientKeys, uses_ipv6
 
@@ -147,6 +147,7 @@ class ControlClient:
         # A request id in the envelope (the daemon echoes the envelope): a second reply to
         # an earlier request is dropped, not taken as the answer to the next one.
         socket.setsockopt(zmq.REQ_CORRELATE, 1)
+        socket.setsockopt(zmq.MAXMSGSIZE, MAX_RECEIVED_FRAME_BYTES)
         try:
             if self._keys is not None:
                 self._keys.apply(socket)

@@ -105,6 +105,9 @@ class Subscriber:
         self._sub: zmq.Socket[Any] = ctx.socket(zmq.SUB)
         self._sub.linger = 0
         self._sub.rcvhwm = rcvhwm
+        # No ZMQ_MAXMSGSIZE here, unlike the control client: a frame over it is a protocol
+        # error, after which libzmq ends that connection for good (no reconnect), and this
+        # subscriber would wait for ever, deaf. The control client starts a fresh socket.
         self._sub.ipv6 = uses_ipv6(events_endpoint)
         if keys is not None:
             keys.apply(self._sub)
