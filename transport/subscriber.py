@@ -146,8 +146,10 @@ class Subscriber:
 
     def next(self, timeout: float | None = None) -> Event | None:
         """The next event in seq order, or None when none is ready within `timeout` seconds
-        (None: wait for ever). Replays run here, in the caller's thread; a replay that gets
-        no answer raises `DaemonUnreachable` and is tried again by the next call."""
+        (None: wait for ever). Replays run here, in the caller's thread, one page per step:
+        a page already asked for is waited for (up to the control `timeout`) even past this
+        call's own `timeout`. A replay that gets no answer raises `DaemonUnreachable` and is
+        tried again by the next call."""
         if self._sub.closed:  # else a bare ZMQError ("Operation not supported")
             raise TransportError("the subscriber is closed")
         deadline = None if timeout is None else time.monotonic() + timeout
