@@ -146,6 +146,18 @@ def event_problems(_validate_every_event: None) -> Iterator[EventProblems]:
                     pytrace=False)
 
 
+@pytest.fixture(autouse=True)
+def _structlog_config_kept() -> Iterator[None]:
+    """Fails a test that leaves structlog configured to cache loggers on first use (the
+    CLI's `logs.configure`, called in-process): every later test's captured logs would miss
+    what the loggers it cached write."""
+    yield
+    if structlog.get_config()["cache_logger_on_first_use"]:
+        structlog.configure(cache_logger_on_first_use=False)
+        pytest.fail("this test left structlog caching loggers (patch actors.logs.configure)",
+                    pytrace=False)
+
+
 EngineFactory = Callable[..., Engine]
 
 

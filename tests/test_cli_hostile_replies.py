@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from unittest import mock
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from actors import logs
 from actors.cli import main
 from tests.hostile_daemon import Event, HostileDaemon, Replies, ok
 
@@ -86,7 +88,10 @@ def test_any_reply_is_shown_or_refused_in_one_line(
     argv = [*command, "--control", daemon.control, "--events", daemon.events,
             "--timeout", "5", *(["--json"] if as_json and op not in PLAIN_ONLY else [])]
     out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    # The suite's structlog config stays: the CLI's caches each logger on first use, and
+    # later tests could no longer capture what theirs log.
+    with (contextlib.redirect_stdout(out), contextlib.redirect_stderr(err),
+          mock.patch.object(logs, "configure")):
         code = main(argv)
     stdout, stderr = out.getvalue(), err.getvalue()
     assert "Traceback" not in stderr and "unexpected" not in stderr, (result, stderr)
