@@ -200,23 +200,26 @@ class JournalSide:
         if not isinstance(execution_id, str):  # else a typo'd argument reads as "not found"
             raise TypeError(f"execution_id must be a str, not {type(execution_id).__name__}")
         found = self._caught_up().journal.execution(execution_id)
-        if found is not None and found.get("status") in _LIVE:
-            self._add_pending_nodes(found)
+        if found is not None:
+            self._add_unstarted_nodes(found)
         return found
 
-    def _add_pending_nodes(self, found: dict[str, Any]) -> None:
-        """The journal knows a node from its events only: a live execution's nodes that
-        have none yet are `pending` (a status the protocol names for `execution.nodes`).
-        Filled from the workflow the engine knows under that id, if its nodes match."""
+    def _add_unstarted_nodes(self, found: dict[str, Any]) -> None:
+        """The journal knows a node from its events only, unless the terminal event carried
+        the whole map: nodes with none yet are `pending` in a live execution and `skipped`
+        in an ended one (an execution the daemon died under: its terminal event, written at
+        the next start, has no map). Filled from the workflow the engine knows under that
+        id, if its nodes match."""
         with self._lock:
             entry = self._workflows.get(found.get("workflow_id", ""))
         nodes = found.get("nodes")
         if entry is None or not isinstance(nodes, dict):
             return
         ids = [node.id for node in entry[0].nodes]
-        if not nodes.keys() <= set(ids):
-            return  # another definition under that id: say nothing rather than guess
-        found["nodes"] = {i: nodes.get(i) or {"status": "pending", "attempts": 0} for i in ids}
+        if len(nodes) == len(ids) or not nodes.keys() <= set(ids):
+            return  # all there; or another definition under that id: rather than guess
+        status = "pending" if found.get("status") in _LIVE else "skipped"
+        found["nodes"] = {i: nodes.get(i) or {"status": status, "attempts": 0} for i in ids}
 
     def executions(self, workflow: str | None = None, status: str | None = None,
                    limit: int = 100) -> list[dict[str, Any]]:

@@ -254,9 +254,11 @@ class JournalReader:
             elif kind == "node_skipped":
                 entry["status"] = "skipped"
         if ended or ended_seq is not None:
-            for entry in nodes.values():
+            for entry in nodes.values():  # as the engine closes an execution:
                 if entry["status"] == "running":
-                    entry["status"] = "cancelled"  # closed under it
+                    entry["status"] = "cancelled"  # running under it
+                elif entry["status"] == "pending":
+                    entry["status"] = "skipped"  # waiting to retry
         return nodes
 
     def executions(self, workflow: str | None = None, status: str | None = None,

@@ -32,6 +32,11 @@ fast = Workflow("fast", nodes=[Node("echo", _echo)])
 slow = Workflow("slow", nodes=[Node("wait", _wait, timeout_s=120.0)])
 act = Workflow("act", nodes=[Node("order", _wait, category="action", timeout_s=120.0)])
 w = Workflow("w", nodes=[Node("echo", _echo)])
+#: A chain whose second node waits: killed there, the first has completed, the last two
+#: never started.
+chain = Workflow("chain", nodes=[
+    Node("first", _echo), Node("wait", _wait, depends_on=["first"], timeout_s=120.0),
+    Node("third", _echo, depends_on=["wait"]), Node("last", _echo, depends_on=["third"])])
 
 #: Many events per execution (1 + 2 x 50 node events + 49 progress + 1 = 151), cheaply:
 #: how the tests and benches make a burst of events without thousands of submits.

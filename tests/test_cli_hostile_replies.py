@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import io
-from unittest import mock
 from collections.abc import Iterator
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings

@@ -426,6 +426,34 @@ def running_slow(fleet: DaemonFleet, n: int, *,
     return daemon, stuck
 
 
+@pytest.mark.timeout(90)
+def test_after_a_kill_the_execution_view_of_an_interrupted_one_lists_every_node(
+        fleet: DaemonFleet) -> None:
+    """`execution.nodes` shows every node, as for an execution halted at the same point:
+    one the daemon died under keeps what completed, its running node is `cancelled` and
+    the nodes that never started are `skipped` (its terminal event, written at the next
+    start, carries no map); a queued one's are all `skipped`."""
+    daemon = fleet.daemon(workflows=("chain",),
+                          config={"daemon": {"max_concurrent_executions": 1}}).start()
+    running, queued = submit_slow(daemon, "chain", 2, 60.0)
+    with daemon.client() as control:
+        wait_until(lambda: control.execution(running)["nodes"].get("wait", {}).get(
+            "status") == "running", 10, "the chain's second node running")
+    assert daemon.kill() == -signal.SIGKILL
+    daemon.start()
+    with daemon.client() as control:
+        killed, never_ran = control.execution(running), control.execution(queued)
+    assert killed["status"] == never_ran["status"] == "interrupted"
+    assert killed["nodes"] == {
+        "first": {"status": "completed", "attempts": 1, "outputs": {"n": 0}},
+        "wait": {"status": "cancelled", "attempts": 1},
+        "third": {"status": "skipped", "attempts": 0},
+        "last": {"status": "skipped", "attempts": 0}}, killed["nodes"]
+    assert never_ran["nodes"] == {node: {"status": "skipped", "attempts": 0}
+                                  for node in ("first", "wait", "third", "last")}
+    assert daemon.terminate() == 0
+
+
 @pytest.mark.timeout(60)
 def test_a_second_signal_exits_at_once(fleet: DaemonFleet) -> None:
     daemon, stuck = running_slow(fleet, 2, shutdown_grace_s=60.0)
