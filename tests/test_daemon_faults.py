@@ -38,6 +38,7 @@ from transport.client import (
     ControlClient,
     DaemonUnreachable,
     HaltedError,
+    OverloadedError,
 )
 from transport.codec import MAX_MESSAGE_BYTES, encode
 from transport.envelopes import split_envelope
@@ -475,6 +476,31 @@ def test_a_second_signal_exits_at_once(fleet: DaemonFleet) -> None:
         assert {i: control.execution(i)["status"] for i in stuck} == dict.fromkeys(
             stuck, "interrupted")
     assert daemon.terminate() == 0
+
+
+@pytest.mark.timeout(60)
+def test_a_submit_during_the_shutdown_grace_is_refused_as_overloaded(
+        fleet: DaemonFleet) -> None:
+    """No new execution is admitted once a stop has begun: the refusal is `overloaded`
+    (the CLI's exit 4, as for a full queue), not `internal` (exit 1, a bug)."""
+    daemon, _stuck = running_slow(fleet, 1, shutdown_grace_s=60.0)
+    daemon.signal(signal.SIGTERM)
+    first_at = time.monotonic()
+    wait_until(lambda: any(e.get("event") == "daemon_stopping" for e in daemon.log_events()),
+               10, "the daemon to start its graceful stop")
+    with daemon.client() as control, pytest.raises(OverloadedError, match="stopping"):
+        control.submit("slow", {"sleep_s": 1.0})
+    done = subprocess.run([sys.executable, "-m", "actors.cli", "submit", "slow",
+                           "--control", daemon.control, "--events", daemon.events],
+                          cwd=ROOT, env=child_env(), capture_output=True, text=True,
+                          timeout=30, check=False)
+    assert done.returncode == 4, (done.returncode, done.stderr)
+    assert done.stderr.startswith("tradeloom: error: overloaded: the daemon is stopping")
+    assert daemon.running()  # still in its grace, with `stuck` running
+    wait_until(lambda: time.monotonic() - first_at > REPEAT_SIGNAL_WINDOW_S + 0.1, 5,
+               "the repeat window to pass")
+    daemon.signal(signal.SIGINT)  # an operator's second signal: exit now
+    daemon.wait_exit(10.0)
 
 
 @pytest.mark.timeout(60)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from actors.engine import VERSION, Engine
-from actors.errors import Halted, NotFound, Overloaded
+from actors.errors import EngineStopped, Halted, NotFound, Overloaded, describe
 from transport.ops import SUBMIT_RECORD_TIMEOUT_S, DeferredReply
 
 if TYPE_CHECKING:
@@ -52,8 +52,12 @@ class EngineControlHandler:
                       priority: int) -> dict[str, Any] | DeferredReply:
         """The execution starts at once (nothing here blocks); the reply waits for its
         record's commit, so an execution id a client was given survives a `kill -9`."""
-        handle = self._engine.submit(workflow, inputs, bot_id=bot_id, strategy_id=strategy_id,
-                                     priority=priority)
+        try:
+            handle = self._engine.submit(workflow, inputs, bot_id=bot_id,
+                                         strategy_id=strategy_id, priority=priority)
+        except EngineStopped as exc:  # a refusal like a full queue's (exit 4), not a bug
+            raise Overloaded(f"the daemon is stopping: no new execution is admitted "
+                             f"({describe(exc)})") from None
         if handle.done():
             result = handle.result(0)
             if result.status == "refused":
