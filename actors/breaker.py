@@ -90,6 +90,13 @@ class CircuitBreaker:
             if self.state is BreakerState.CLOSED and self.failures >= self.threshold:
                 self._open()
 
+    def refuses_for(self, seconds: float) -> bool:
+        """Whether a run asked for `seconds` from now would be refused: open, with its
+        reset timeout not reached by then. (A read without the lock: a change racing it
+        only means the run is asked for, and refused or let through, then.)"""
+        return (self.state is BreakerState.OPEN and self._clock.monotonic() + seconds
+                - self.opened_at < self.reset_timeout_s)
+
     def release_trial(self) -> None:
         """The trial run was admitted but never started: let the next caller try."""
         with self._lock:

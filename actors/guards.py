@@ -65,6 +65,12 @@ class BreakerGuard:
         run.trial = verdict is Admit.TRIAL
         return None
 
+    def refuses_retry(self, node: Node, delay_s: float) -> bool:
+        """Whether `node`'s breaker would refuse a retry `delay_s` from now: it is open (the
+        failure just recorded may have opened it) and stays so until then."""
+        return node.breaker is not None and self._breakers.get(node.breaker).refuses_for(
+            delay_s)
+
     def after_run(self, run: NodeRun, error: BaseException | None) -> None:
         key = run.node.breaker
         if key is None:

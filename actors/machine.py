@@ -184,6 +184,18 @@ class Execution:
             **self.head, "type": "node_retrying", "node_id": node.id, "attempt": attempt + 1,
             "delay_ms": round(retry_delay_s * 1000.0, 3), "error_type": error_type}])
 
+    def failed_circuit_open(self, i: int, error: str, error_type: str, duration_s: float,
+                            attempt: int) -> Step:
+        """Node `i` failed and would run again, but its breaker is open until past the
+        retry (this failure may have opened it): `node_failed` (not final), then skipped
+        at once as `circuit_open`, as the retry would be."""
+        step = self.circuit_open(i)
+        step.events.insert(0, {
+            **self.head, "type": "node_failed", "node_id": self.workflow.nodes[i].id,
+            "duration_ms": round(duration_s * 1000.0, 3), "error": error,
+            "error_type": error_type, "attempt": attempt, "final": False})
+        return step
+
     def circuit_open(self, i: int) -> Step:
         """Node `i`'s breaker refused it: skipped, and the execution fails."""
         node = self.workflow.nodes[i]

@@ -83,7 +83,8 @@ class SupervisorActor(ExecutionClosing, EngineActorBase):
         self._risk = risk
         self._record = record
         self._node_actors = node_actors
-        self._guards = (BreakerGuard(breakers), CacheGuard(cache))
+        self._breaker_guard = BreakerGuard(breakers)
+        self._guards = (self._breaker_guard, CacheGuard(cache))
         self._restart = RestartGuard(resilience)
         self._live: dict[str, Execution] = {}
         self._timers = TimerHeap(clock, timer_alive)
@@ -288,6 +289,9 @@ class SupervisorActor(ExecutionClosing, EngineActorBase):
         delay = self._restart.retry_delay_s(run.node, error, exe.restarts.setdefault(i, []),
                                             now)
         error_type = type(error).__name__
+        if delay is not None and self._breaker_guard.refuses_retry(run.node, delay):
+            # "While open such nodes are skipped at once": not after the backoff.
+            return exe.failed_circuit_open(i, text, error_type, duration_s, run.attempt)
         if delay is not None:
             self._timers.push(now + delay, TimerKind.RETRY, weakref.ref(exe), (i, run.attempt))
             log.info("node_retrying", execution_id=exe.id, node_id=run.node.id,

@@ -8,6 +8,7 @@ one `clock.advance(30)`. No sleeps: waits are on events, conditions and actor re
 
 from __future__ import annotations
 
+import functools
 import statistics
 import threading
 import time
@@ -73,6 +74,20 @@ def quote_workflow(venue: Venue, *, workflow_id: str = "quotes", node_id: str = 
              timeout_s=timeout_s),
         Node("after", lambda ctx: "done", depends_on=[node_id]),
     ])
+
+
+def retrying_workflow(venue: Venue, *, backoff_s: float) -> Workflow:
+    """`quote_workflow`'s shape, its quote retried (10 times) after `backoff_s` each."""
+    return Workflow("quotes", nodes=[
+        Node("quote", venue, category="provider", breaker="binance", max_restarts=10,
+             backoff_min_s=backoff_s, backoff_max_s=backoff_s),
+        Node("after", lambda ctx: "done", depends_on=["quote"]),
+    ])
+
+
+def announced(attempt: int, events: list[dict[str, Any]]) -> bool:
+    """Whether a `node_retrying` for `attempt` is among `events`."""
+    return any(e["type"] == "node_retrying" and e["attempt"] == attempt for e in events)
 
 
 def run(engine: Engine, wf: Workflow) -> ExecutionResult:
@@ -183,16 +198,63 @@ def test_every_attempt_counts_towards_the_threshold(make_engine: EngineFactory) 
     venue.mode = "fail"
     wf = quote_workflow(venue, max_restarts=10)
     result = run(engine, wf)
-    # Three failed attempts of one execution open the breaker; the fourth is not run.
+    # Three failed attempts of one execution open the breaker; the fourth is not run: the
+    # third failure is not final, and the node is skipped right after it.
     assert venue.calls == THRESHOLD
     assert result.status == "failed" and result.error_type == "CircuitOpen"
     events = rec.for_execution(result.execution_id)
-    assert [e["attempt"] for e in events if e["type"] == "node_failed"] == [1, 2, 3]
-    assert [e["attempt"] for e in events if e["type"] == "node_retrying"] == [2, 3, 4]
+    assert [(e["attempt"], e["final"]) for e in events if e["type"] == "node_failed"] == [
+        (1, False), (2, False), (3, False)]
+    assert [e["attempt"] for e in events if e["type"] == "node_retrying"] == [2, 3]
     assert [(e["node_id"], e["reason"]) for e in events if e["type"] == "node_skipped"] == [
         ("quote", "circuit_open"), ("after", "upstream_failed")]
+    assert [e["type"] for e in events][-4:] == [
+        "node_failed", "node_skipped", "node_skipped", "execution_failed"]
     assert [e["failures"] for e in circuit_events(rec, "circuit_opened")] == [THRESHOLD]
     assert breaker_state(engine) == "open"
+
+
+def test_a_retry_due_while_the_breaker_is_open_is_skipped_without_waiting_its_backoff(
+        make_engine: EngineFactory) -> None:
+    """The failure that opens the breaker would be retried after 10 s, while the breaker
+    is still open (30 s): the node is skipped at once. (The clock is not advanced past the
+    trial: a retry timer would hold the execution for ever.)"""
+    clock = ManualClock()
+    engine, rec = breaker_engine(make_engine, clock)
+    venue = Venue()
+    venue.mode = "fail"
+    wf = retrying_workflow(venue, backoff_s=RESET_S / 3)
+    open_breaker(engine, venue, quote_workflow(venue))
+    result = run(engine, wf)
+    assert_skipped_for_circuit(rec, result)
+    assert venue.calls == THRESHOLD  # never started: the breaker was open already
+    venue.calls = 0
+    clock.advance(RESET_S)  # the trial fails: open again, and this execution's retry with it
+    result = run(engine, wf)
+    assert (result.status, result.error_type, venue.calls) == ("failed", "CircuitOpen", 1)
+    events = rec.for_execution(result.execution_id)
+    assert [(e["type"], e.get("final")) for e in events if e.get("node_id") == "quote"] == [
+        ("node_started", None), ("node_failed", False), ("node_skipped", None)]
+
+
+def test_a_retry_due_after_the_reset_timeout_is_scheduled_and_runs_as_the_trial(
+        make_engine: EngineFactory) -> None:
+    """A backoff longer than what is left of the breaker's reset timeout: the retry is
+    announced and, once due, is the half-open trial; its success closes the breaker."""
+    clock = ManualClock()
+    engine, rec = breaker_engine(make_engine, clock)
+    venue = Venue()
+    venue.mode = "fail"
+    handle = engine.submit(retrying_workflow(venue, backoff_s=2 * RESET_S))
+    for attempt in range(2, THRESHOLD + 2):  # each failure's retry, due in 60 s
+        rec.wait_for(functools.partial(announced, attempt))
+        if attempt == THRESHOLD + 1:  # the third failure opened it: its retry is the trial
+            assert breaker_state(engine) == "open" and not handle.done()
+            venue.mode = "ok"
+        clock.advance(2 * RESET_S)
+    result = handle.result(timeout=5)
+    assert (result.status, venue.calls) == ("completed", THRESHOLD + 1)
+    assert breaker_state(engine) == "closed"
 
 
 def test_a_success_resets_the_consecutive_failure_count(make_engine: EngineFactory) -> None:
