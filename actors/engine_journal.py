@@ -44,10 +44,6 @@ WRITE_FAILED_HALT_REASON = ("journal writes were failing when the last process e
 #: was sequenced before it to be committed; then it reads what is.
 QUERY_WAIT_S = 1.0
 
-#: Statuses of an execution still in this process (queued or running).
-_LIVE = frozenset({ExecutionStatus.QUEUED.value, ExecutionStatus.RUNNING.value})
-
-
 #: What `executions(status=...)` may ask for: the execution statuses (docs/protocol.md).
 _STATUSES: tuple[str, ...] = tuple(ExecutionStatus)
 
@@ -199,27 +195,14 @@ class JournalSide:
         """One execution from the journal (its nodes, results, times), or None."""
         if not isinstance(execution_id, str):  # else a typo'd argument reads as "not found"
             raise TypeError(f"execution_id must be a str, not {type(execution_id).__name__}")
-        found = self._caught_up().journal.execution(execution_id)
-        if found is not None:
-            self._add_unstarted_nodes(found)
-        return found
+        return self._caught_up().journal.execution(execution_id, self._node_ids)
 
-    def _add_unstarted_nodes(self, found: dict[str, Any]) -> None:
-        """The journal knows a node from its events only, unless the terminal event carried
-        the whole map: nodes with none yet are `pending` in a live execution and `skipped`
-        in an ended one (an execution the daemon died under: its terminal event, written at
-        the next start, has no map). Filled from the workflow the engine knows under that
-        id, if its nodes match."""
+    def _node_ids(self, workflow_id: str) -> list[str] | None:
+        """The node ids of the workflow registered under `workflow_id` now, if any: the
+        journal adds the nodes an execution's events have not named yet."""
         with self._lock:
-            entry = self._workflows.get(found.get("workflow_id", ""))
-        nodes = found.get("nodes")
-        if entry is None or not isinstance(nodes, dict):
-            return
-        ids = [node.id for node in entry[0].nodes]
-        if len(nodes) == len(ids) or not nodes.keys() <= set(ids):
-            return  # all there; or another definition under that id: rather than guess
-        status = "pending" if found.get("status") in _LIVE else "skipped"
-        found["nodes"] = {i: nodes.get(i) or {"status": status, "attempts": 0} for i in ids}
+            entry = self._workflows.get(workflow_id)
+        return None if entry is None else [node.id for node in entry[0].nodes]
 
     def executions(self, workflow: str | None = None, status: str | None = None,
                    limit: int = 100) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@
     .replay(since_seq, limit=1000, topic_prefix="") -> {events, next_seq, last_seq, first_seq}
     .read_events(since_seq, limit=1000, topic_prefix="") -> list[dict]
     .first_seq() -> int / .last_committed_seq() -> int
-    .execution(execution_id) -> dict | None / .has_execution(execution_id) -> bool
+    .execution(execution_id, node_ids=None) -> dict | None / .has_execution(id) -> bool
     .executions(workflow=None, status=None, limit=100) -> list[dict]   # newest first
     .intents(unresolved=True) -> list[dict] / .emergency_history(limit=100) -> list[dict]
     .stats() -> dict / .close(timeout=5.0) -> None
@@ -79,7 +79,7 @@ from actors.events import Event, iso_utc
 from actors.journal_caps import DEFAULT_MAX_EVENT_BYTES
 from actors.journal_checkpointer import BACKSTOP_PAGES, Checkpointer
 from actors.journal_opening import open_data_dir
-from actors.journal_reads import JournalReader, Recovery
+from actors.journal_reads import JournalReader, NodeIds, Recovery
 from actors.journal_records import (
     Barrier,
     Cursor,
@@ -348,8 +348,9 @@ class Journal:
                                                            topic_prefix)["events"]
         return events
 
-    def execution(self, execution_id: str) -> dict[str, Any] | None:
-        return self._reader.execution(execution_id)
+    def execution(self, execution_id: str,
+                  node_ids: NodeIds | None = None) -> dict[str, Any] | None:
+        return self._reader.execution(execution_id, node_ids)
 
     def executions(self, workflow: str | None = None, status: str | None = None,
                    limit: int = 100) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,6 +115,23 @@ def _execution(r: tuple[Any, ...], *, nodes: dict[str, Any]) -> dict[str, Any]:
             "error_type": r[13]}
 
 
+#: `node_ids(workflow_id)`: the node ids of the workflow under that id, or None.
+NodeIds = Callable[[str], Sequence[str] | None]
+#: The status given to a node with no events yet, by its execution's status; the journal's
+#: map is rebuilt from events only for these (and after an internal error: not filled).
+_UNSTARTED = {"queued": "pending", "running": "pending", "interrupted": "skipped"}
+
+
+def _with_unstarted(nodes: dict[str, dict[str, Any]], ids: Sequence[str] | None,
+                    status: str) -> dict[str, dict[str, Any]]:
+    """`nodes` with the workflow's other nodes as `status`, in the workflow's order;
+    unchanged when the workflow under that id has other nodes (redefined: rather than
+    guess)."""
+    if ids is None or len(nodes) == len(ids) or not nodes.keys() <= set(ids):
+        return nodes
+    return {i: nodes.get(i) or {"status": status, "attempts": 0} for i in ids}
+
+
 class _ThreadConnection:
     """A reading thread's connection, held in its thread-local storage: when the thread
     ends the holder goes, and the connection closes with it (sqlite3 connections cannot
@@ -203,7 +220,13 @@ class JournalReader:
 
     # -- executions ---------------------------------------------------------------------------
 
-    def execution(self, execution_id: str) -> dict[str, Any] | None:
+    def execution(self, execution_id: str, node_ids: NodeIds | None = None
+                  ) -> dict[str, Any] | None:
+        """`node_ids(workflow_id)`: the node ids of the workflow under that id now (None if
+        none). With it, a map rebuilt from events gets the nodes that have none: `pending`
+        in a live execution, `skipped` in an interrupted one (as a halt at that point
+        would end them); only when every event of the execution is still kept, else a
+        node that ran would read as one that never started."""
         row = self._conn().execute(
             f"SELECT {_EXECUTION_COLUMNS} FROM executions WHERE execution_id = ?",
             (execution_id,)).fetchone()
@@ -215,7 +238,10 @@ class JournalReader:
             nodes = {str(k): dict(v) if isinstance(v, dict) else {"status": v}
                      for k, v in stored.items()}
         else:
-            nodes = self._nodes_from_events(execution_id, row[15], row[16])
+            nodes, whole = self._nodes_from_events(execution_id, row[15], row[16])
+            fill = _UNSTARTED.get(result["status"])
+            if whole and fill is not None and node_ids is not None:
+                nodes = _with_unstarted(nodes, node_ids(result["workflow_id"]), fill)
         outputs = result["results"]
         if not isinstance(outputs, dict):  # the journal cut them whole: a note, not a map
             outputs = {}
@@ -226,19 +252,22 @@ class JournalReader:
         return result
 
     def _nodes_from_events(self, execution_id: str, started_seq: int | None,
-                           ended_seq: int | None) -> dict[str, dict[str, Any]]:
-        """Node states from the execution's events still kept (empty once pruned)."""
+                           ended_seq: int | None) -> tuple[dict[str, dict[str, Any]], bool]:
+        """Node states from the execution's events still kept (empty once pruned), and
+        whether those are all of them: its `execution_started` was read (not pruned) and
+        the scan was not cut at MAX_NODE_SCAN_EVENTS. (No start: none to read.)"""
         if started_seq is None:
-            return {}
-        upto = min(ended_seq if ended_seq is not None else self._committed(),
-                   started_seq + MAX_NODE_SCAN_EVENTS)
+            return {}, True
+        end = ended_seq if ended_seq is not None else self._committed()
+        upto = min(end, started_seq + MAX_NODE_SCAN_EVENTS)
         nodes: dict[str, dict[str, Any]] = {}
-        ended = False
+        ended = started = False
         for e, _ in self._events_from(started_seq, upto):
             if e.get("execution_id") != execution_id:
                 continue
             kind, node_id = e["type"], e.get("node_id")
             if node_id is None:
+                started = started or kind == "execution_started"
                 ended = ended or (kind.startswith("execution_") and kind != "execution_started")
                 continue
             entry = nodes.setdefault(node_id, {"status": "pending", "attempts": 0})
@@ -259,7 +288,7 @@ class JournalReader:
                     entry["status"] = "cancelled"  # running under it
                 elif entry["status"] == "pending":
                     entry["status"] = "skipped"  # waiting to retry
-        return nodes
+        return nodes, started and upto == end
 
     def executions(self, workflow: str | None = None, status: str | None = None,
                    limit: int = 100) -> list[dict[str, Any]]:

@@ -1,0 +1,83 @@
+"""`Journal.execution(id, node_ids)` of an execution whose terminal event carries no node
+map (one the daemon died under): its map is rebuilt from its events, and the workflow's
+nodes those never named are added (`skipped` once it is interrupted, `pending` while it
+runs), but only while every one of its events is still kept: after retention took the
+early ones, a node that ran would read as one that never started."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tests.journal_helpers import Sequencer, run_events, started, sys_event, wf_event
+
+EXECUTION = "exec_wf_0000000a"
+NODES = ["price", "trade", "report"]
+
+
+def node_ids(workflow_id: str) -> list[str] | None:
+    return NODES if workflow_id == "wf" else None
+
+
+def statuses(found: dict[str, Any] | None) -> dict[str, tuple[str, int]]:
+    assert found is not None
+    return {node: (entry["status"], entry["attempts"]) for node, entry in found["nodes"].items()}
+
+
+def test_nodes_are_filled_while_every_event_of_the_execution_is_kept(
+        tmp_path: Path) -> None:
+    with started(tmp_path) as (journal, callbacks):
+        seq = Sequencer(journal)
+
+        def committed(last: int) -> None:
+            callbacks.wait_for(lambda c: bool(c.commits) and c.commits[-1] >= last)
+
+        journal.record_submitted(EXECUTION, "wf", {}, None, None, 0, "t")
+        committed(seq.emit(*run_events(EXECUTION)[:4]))  # price done, trade running
+        running = journal.execution(EXECUTION, node_ids)
+        assert statuses(running) == {"price": ("completed", 1), "trade": ("running", 1),
+                                     "report": ("pending", 0)}
+        assert statuses(journal.execution(EXECUTION)) == {  # no workflow known: as read
+            "price": ("completed", 1), "trade": ("running", 1)}
+
+        journal.mark_interrupted([EXECUTION])  # the next start, after a kill
+        committed(seq.emit(interrupted()))
+        assert statuses(journal.execution(EXECUTION, node_ids)) == {
+            "price": ("completed", 1), "trade": ("cancelled", 1), "report": ("skipped", 0)}
+        assert statuses(journal.execution(EXECUTION, lambda wf: ["price", "other"])) == {
+            "price": ("completed", 1), "trade": ("cancelled", 1)}  # redefined: no guess
+
+
+def test_nodes_are_not_filled_once_retention_took_the_early_events(tmp_path: Path) -> None:
+    with started(tmp_path, keep_events=5) as (journal, callbacks):
+        seq = Sequencer(journal)
+
+        def committed(last: int) -> None:
+            callbacks.wait_for(lambda c: bool(c.commits) and c.commits[-1] >= last)
+
+        journal.record_submitted(EXECUTION, "wf", {}, None, None, 0, "t")
+        committed(seq.emit(*run_events(EXECUTION)[:4]))  # price done, trade running
+        committed(seq.emit(*(sys_event("daemon_started", version="t") for _ in range(10))))
+        assert journal.prune()
+        assert journal.first_seq() > 4  # the execution's events are gone, not its row
+        journal.mark_interrupted([EXECUTION])
+        committed(seq.emit(interrupted()))
+        found = journal.execution(EXECUTION, node_ids)
+        assert found is not None and found["status"] == "interrupted"
+        assert found["nodes"] == {}, "price completed: it must not read as skipped"
+
+
+def interrupted() -> dict[str, Any]:
+    return wf_event("execution_failed", EXECUTION, status="interrupted", error="interrupted",
+                    error_type="Interrupted", results={}, duration_ms=1.0)
+
+
+def test_a_refused_execution_has_no_nodes(tmp_path: Path) -> None:
+    """Never admitted: no events, and no node to show."""
+    with started(tmp_path) as (journal, _callbacks):
+        Sequencer(journal).emit(sys_event("daemon_started", version="t"))  # (as a daemon)
+        journal.record_submitted(EXECUTION, "wf", {}, None, None, 0, "t",
+                                 refused=("the engine is in HALT", "Halted"))
+        assert journal.flush(10)
+        found = journal.execution(EXECUTION, node_ids)
+        assert found is not None and (found["status"], found["nodes"]) == ("refused", {})
