@@ -124,9 +124,9 @@ class NodeFailed(WorkflowEvent):
     engine cannot interpret.
 
     - `error`: the message; `error_type`: the exception's class name.
-    - `final`: false when the node would run again: a `node_retrying` follows, or
-      `node_skipped` (`circuit_open`) when its breaker is open past the retry (skipped at
-      once, not after the backoff); true fails the execution.
+    - `final`: false when a `node_retrying` follows (then, with `delay_ms` 0, a
+      `node_skipped` `circuit_open` when the node's breaker is open past the backoff: the
+      retry is refused at once rather than after it); true fails the execution.
     """
 
     type: Literal["node_failed"]

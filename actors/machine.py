@@ -187,13 +187,17 @@ class Execution:
     def failed_circuit_open(self, i: int, error: str, error_type: str, duration_s: float,
                             attempt: int) -> Step:
         """Node `i` failed and would run again, but its breaker is open until past the
-        retry (this failure may have opened it): `node_failed` (not final), then skipped
-        at once as `circuit_open`, as the retry would be."""
+        retry (this failure may have opened it): the retry is asked for at once
+        (`node_retrying`, `delay_ms` 0, so every non-final failure still has one) and
+        refused as any run is while the breaker is open: skipped, `circuit_open`."""
+        node_id = self.workflow.nodes[i].id
         step = self.circuit_open(i)
-        step.events.insert(0, {
-            **self.head, "type": "node_failed", "node_id": self.workflow.nodes[i].id,
-            "duration_ms": round(duration_s * 1000.0, 3), "error": error,
-            "error_type": error_type, "attempt": attempt, "final": False})
+        step.events[:0] = [
+            {**self.head, "type": "node_failed", "node_id": node_id,
+             "duration_ms": round(duration_s * 1000.0, 3), "error": error,
+             "error_type": error_type, "attempt": attempt, "final": False},
+            {**self.head, "type": "node_retrying", "node_id": node_id, "attempt": attempt + 1,
+             "delay_ms": 0.0, "error_type": error_type}]
         return step
 
     def circuit_open(self, i: int) -> Step:

@@ -199,17 +199,17 @@ def test_every_attempt_counts_towards_the_threshold(make_engine: EngineFactory) 
     wf = quote_workflow(venue, max_restarts=10)
     result = run(engine, wf)
     # Three failed attempts of one execution open the breaker; the fourth is not run: the
-    # third failure is not final, and the node is skipped right after it.
+    # third failure is not final, its retry is asked for at once and refused.
     assert venue.calls == THRESHOLD
     assert result.status == "failed" and result.error_type == "CircuitOpen"
     events = rec.for_execution(result.execution_id)
     assert [(e["attempt"], e["final"]) for e in events if e["type"] == "node_failed"] == [
         (1, False), (2, False), (3, False)]
-    assert [e["attempt"] for e in events if e["type"] == "node_retrying"] == [2, 3]
+    assert [e["attempt"] for e in events if e["type"] == "node_retrying"] == [2, 3, 4]
     assert [(e["node_id"], e["reason"]) for e in events if e["type"] == "node_skipped"] == [
         ("quote", "circuit_open"), ("after", "upstream_failed")]
-    assert [e["type"] for e in events][-4:] == [
-        "node_failed", "node_skipped", "node_skipped", "execution_failed"]
+    assert [e["type"] for e in events][-5:] == [
+        "node_failed", "node_retrying", "node_skipped", "node_skipped", "execution_failed"]
     assert [e["failures"] for e in circuit_events(rec, "circuit_opened")] == [THRESHOLD]
     assert breaker_state(engine) == "open"
 
@@ -233,8 +233,10 @@ def test_a_retry_due_while_the_breaker_is_open_is_skipped_without_waiting_its_ba
     result = run(engine, wf)
     assert (result.status, result.error_type, venue.calls) == ("failed", "CircuitOpen", 1)
     events = rec.for_execution(result.execution_id)
-    assert [(e["type"], e.get("final")) for e in events if e.get("node_id") == "quote"] == [
-        ("node_started", None), ("node_failed", False), ("node_skipped", None)]
+    assert [(e["type"], e.get("final"), e.get("delay_ms")) for e in events
+            if e.get("node_id") == "quote"] == [
+        ("node_started", None, None), ("node_failed", False, None),
+        ("node_retrying", None, 0.0), ("node_skipped", None, None)]
 
 
 def test_a_retry_due_after_the_reset_timeout_is_scheduled_and_runs_as_the_trial(
