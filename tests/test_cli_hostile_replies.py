@@ -13,7 +13,7 @@ from typing import Any
 from unittest import mock
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from actors import logs
@@ -77,7 +77,16 @@ def answering(op: str, result: Any) -> Any:
     return responder
 
 
+#: A terminal escape and a bidi override under every key the commands read.
+HOSTILE_TEXT = "\x1b[2J\u202e"
+HOSTILE_MAP = dict.fromkeys(KEYS, HOSTILE_TEXT)
+
+
 @pytest.mark.parametrize("op", sorted(COMMANDS))
+@example(result=HOSTILE_MAP, as_json=False)
+@example(result=[HOSTILE_MAP], as_json=False)
+@example(result={**HOSTILE_MAP, "endpoints": [HOSTILE_MAP], "deliveries": [HOSTILE_MAP],
+                 "nodes": {HOSTILE_TEXT: HOSTILE_MAP}}, as_json=False)
 @settings(max_examples=40, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(result=results, as_json=st.booleans())

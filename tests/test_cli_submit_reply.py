@@ -66,7 +66,7 @@ class SlowControl:
                     self.received.append(op)
                     if op in self.delays:
                         result: Any = ({"pong": True} if op == "ping"
-                                       else {"execution_id": "e-slow"})
+                                       else {"execution_id": "exec_slow_0000e510"})
                         due.append((time.monotonic() + self.delays[op],
                                     [*envelope, encode({"ok": True, "result": result})]))
                 now = time.monotonic()
@@ -96,7 +96,7 @@ def cli_submit(endpoint: str, timeout: str) -> tuple[subprocess.CompletedProcess
 def test_a_submit_reply_later_than_timeout_is_a_success_sent_once(
         slow_control: SlowControl) -> None:
     proc, _ = cli_submit(slow_control.endpoint, "0.5")
-    assert (proc.returncode, proc.stdout.strip()) == (0, "e-slow"), proc.stderr
+    assert (proc.returncode, proc.stdout.strip()) == (0, "exec_slow_0000e510"), proc.stderr
     assert slow_control.received == ["ping", "submit"]
 
 

@@ -91,7 +91,7 @@ def breakers_text(breakers: Mapping[str, Any], *, open_only: bool = False) -> st
 
 
 def format_status(status: Mapping[str, Any]) -> str:
-    state = str(status.get("state", "-"))
+    state = text(status.get("state"))
     reason = status.get("reason")
     rows = [
         ("state", f"{state} ({reason})" if reason and state != "NORMAL" else state),
@@ -99,7 +99,7 @@ def format_status(status: Mapping[str, Any]) -> str:
         ("workflows", ", ".join(map(str, _a_list(status.get("workflows")))) or "none"),
         ("breakers", breakers_text(a_map(status.get("breakers")))),
         ("limits", limits_text(a_map(status.get("limits")))),
-        ("last seq", str(status.get("last_seq", "-"))),
+        ("last seq", text(status.get("last_seq"))),
         ("uptime", uptime(status.get("uptime_s"))),
     ]
     if status.get("version"):
@@ -111,17 +111,17 @@ def format_executions(rows: Sequence[Mapping[str, Any]]) -> str:
     if not rows:
         return "no executions"
     return _table(("EXECUTION", "WORKFLOW", "STATUS", "STARTED", "DURATION"), [
-        (str(row.get("execution_id", "-")), str(row.get("workflow_id", "-")),
-         str(row.get("status", "-")), str(row.get("started_at") or "-"),
+        (text(row.get("execution_id")), text(row.get("workflow_id")),
+         text(row.get("status")), str(row.get("started_at") or "-"),
          duration(row.get("duration_ms")))
         for row in rows])
 
 
 def format_execution(execution: Mapping[str, Any]) -> str:
     rows = [
-        ("execution", str(execution.get("execution_id", "-"))),
-        ("workflow", str(execution.get("workflow_id", "-"))),
-        ("status", str(execution.get("status", "-"))),
+        ("execution", text(execution.get("execution_id"))),
+        ("workflow", text(execution.get("workflow_id"))),
+        ("status", text(execution.get("status"))),
         ("started", str(execution.get("started_at") or "-")),
         ("ended", str(execution.get("ended_at") or "-")),
         ("duration", duration(execution.get("duration_ms"))),
@@ -141,7 +141,7 @@ def format_execution(execution: Mapping[str, Any]) -> str:
     if nodes:
         lines.append("nodes:")
         lines.append(_table(("  NODE", "STATUS", "ATTEMPTS", "OUTPUT / ERROR"), [
-            (f"  {node_id}", str(node.get("status", "-")), str(node.get("attempts", "-")),
+            (f"  {node_id}", text(node.get("status")), text(node.get("attempts")),
              str(node["error"]) if node.get("error") is not None
              else compact(node["outputs"]) if "outputs" in node else "")
             for node_id, node in nodes.items() if isinstance(node, Mapping)]))
@@ -152,8 +152,8 @@ def format_intents(rows: Sequence[Mapping[str, Any]], *, resolved_too: bool) -> 
     if not rows:
         return "no intents" if resolved_too else "no unresolved intents"
     return _table(("IDEMPOTENCY KEY", "NODE", "ATTEMPT", "OUTCOME", "STARTED"), [
-        (str(row.get("idempotency_key", "-")), str(row.get("node_id", "-")),
-         str(row.get("attempt", "-")), str(row.get("outcome") or "unresolved"),
+        (text(row.get("idempotency_key")), text(row.get("node_id")),
+         text(row.get("attempt")), str(row.get("outcome") or "unresolved"),
          str(row.get("started_at") or "-"))
         for row in rows])
 

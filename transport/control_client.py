@@ -22,6 +22,7 @@ and with a plain lock it would have waited for ever on its own thread.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Mapping
@@ -195,9 +196,13 @@ class ControlClient:
             "submit", timeout, workflow=workflow,
             inputs=dict(inputs) if inputs is not None else None,
             bot_id=bot_id, strategy_id=strategy_id, priority=priority), "submit")
-        if not isinstance(result.get("execution_id"), str):
+        execution_id = result.get("execution_id")
+        if not isinstance(execution_id, str) or not _EXECUTION_ID.fullmatch(execution_id):
+            # Checked, not only typed: it is printed, and shown in the messages that tell
+            # how to follow it up (`tradeloom show ID`).
             raise TransportError(f"{self.endpoint}: a reply to submit has no execution_id "
-                                 "(the daemon may have accepted it)")
+                                 "of the form exec_<workflow_id>_<hex> (the daemon may have "
+                                 "accepted it)")
         return result
 
     def execution(self, execution_id: str) -> dict[str, Any]:
@@ -282,6 +287,10 @@ def _a_list(result: Any, op: str) -> list[dict[str, Any]]:
         raise TransportError(f"the result of {op} is not a list of maps")
     return result
 
+
+#: An execution id as the daemon makes them, `exec_<workflow_id>_<8 hex>` (workflow ids
+#: are `[A-Za-z0-9_.-]{1,128}`), with room for a longer counter.
+_EXECUTION_ID = re.compile(r"exec_[A-Za-z0-9_.-]{1,128}_[0-9a-f]{8,16}")
 
 #: Longer waits than this (about 24 days) wait for ever: zmq's poll takes a C int of ms.
 _FOREVER_MS = 2**31 - 1
