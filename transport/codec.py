@@ -18,11 +18,12 @@ from actors.packing import pack
 #: Control messages over this size are refused with `bad_request` (docs/protocol.md (control ops)).
 MAX_MESSAGE_BYTES = 1024 * 1024
 #: What `ControlClient` takes in one frame; libzmq drops the connection of a peer that
-#: sends more, before the bytes are buffered (the call raises `DaemonUnreachable`). The
-#: largest message a daemon sends is a replay or execution reply: up to 16 MiB plus one
-#: event of up to `[journal] max_event_bytes` (at most 256 MiB), so no daemon reaches it;
-#: a peer that is not one could otherwise make the client buffer gigabytes.
-MAX_RECEIVED_FRAME_BYTES = 512 * 1024 * 1024
+#: sends more, before the bytes are buffered (the call raises `DaemonUnreachable`). A
+#: daemon's largest replies: a replay page (16 MiB and one event more) and an `execution`
+#: (its inputs, its results and the same outputs again in `nodes`, each cut at `[journal]
+#: max_event_bytes`, at most 256 MiB): under 800 MiB. A peer that is not a daemon could
+#: otherwise make the client buffer any number of gigabytes.
+MAX_RECEIVED_FRAME_BYTES = 1024 * 1024 * 1024
 
 
 class CodecError(ValueError):
