@@ -156,7 +156,7 @@ def test_a_stale_reply_then_silence_is_unreachable_within_the_timeout(
 
 def test_a_reply_over_the_frame_cap_is_dropped_with_its_connection(
         daemon: HostileDaemon, monkeypatch: pytest.MonkeyPatch) -> None:
-    """libzmq stops reading at `MAX_RECEIVED_FRAME_BYTES` (1 MiB here, 512 MiB for real):
+    """libzmq stops reading at `MAX_RECEIVED_FRAME_BYTES` (1 MiB here, 1 GiB for real):
     the client never buffers the rest, the call raises DaemonUnreachable within its timeout,
     and the next call, on a fresh socket, works."""
     monkeypatch.setattr("transport.control_client.MAX_RECEIVED_FRAME_BYTES", 1 << 20)
