@@ -270,6 +270,20 @@ class GroupBuilder:
                     row[i] = value
         return row
 
+    def _submitted(self, record: Submitted, group: Group) -> None:
+        if len(self._queued) >= QUEUED_IDS_MAX:
+            self._queued.clear()
+        self._queued.add(record.execution_id)
+        row = group.executions.get(record.execution_id)
+        if row is None:
+            row = group.executions[record.execution_id] = _new_row(
+                record.execution_id, record.workflow_id, "queued", None, None)
+        given = (_text(record.bot_id), _text(record.strategy_id), record.priority,
+                 self.codec.pack_capped(record.inputs), record.submitted_at)
+        for i, value in enumerate(given, 3):
+            if value is not None:  # None leaves a value as it is, as in SQL_EXECUTION
+                row[i] = value
+
     def _refused(self, record: Submitted, group: Group) -> None:
         group.executions[record.execution_id] = _refused_row(
             record, self.codec.pack_capped(record.inputs))
@@ -278,19 +292,8 @@ class GroupBuilder:
         if isinstance(record, Submitted):
             if record.refused is not None:
                 self._refused(record, group)
-                return
-            if len(self._queued) >= QUEUED_IDS_MAX:
-                self._queued.clear()
-            self._queued.add(record.execution_id)
-            row = group.executions.get(record.execution_id)
-            if row is None:
-                row = group.executions[record.execution_id] = _new_row(
-                    record.execution_id, record.workflow_id, "queued", None, None)
-            given = (_text(record.bot_id), _text(record.strategy_id), record.priority,
-                     self.codec.pack_capped(record.inputs), record.submitted_at)
-            for i, value in enumerate(given, 3):
-                if value is not None:  # None leaves a value as it is, as in SQL_EXECUTION
-                    row[i] = value
+            else:
+                self._submitted(record, group)
         elif isinstance(record, Intent):
             self.open_intents.add(record.idempotency_key)
             group.op(SQL_INTENT, (record.idempotency_key, record.execution_id, record.node_id,

@@ -73,11 +73,12 @@ def interrupted() -> dict[str, Any]:
 
 
 def test_a_refused_execution_has_no_nodes(tmp_path: Path) -> None:
-    """Never admitted: no events, and no node to show."""
+    """Never admitted: no events, and no node to show. (Its record's ticket, which no one
+    in the engine waits for, is finished like any other's.)"""
     with started(tmp_path) as (journal, _callbacks):
         Sequencer(journal).emit(sys_event("daemon_started", version="t"))  # (as a daemon)
-        journal.record_submitted(EXECUTION, "wf", {}, None, None, 0, "t",
-                                 refused=("the engine is in HALT", "Halted"))
-        assert journal.flush(10)
+        ticket = journal.record_submitted(EXECUTION, "wf", {}, None, None, 0, "t",
+                                          refused=("the engine is in HALT", "Halted"))
+        assert ticket.wait(10), "a refused record's ticket ends once it is written"
         found = journal.execution(EXECUTION, node_ids)
         assert found is not None and (found["status"], found["nodes"]) == ("refused", {})
