@@ -138,8 +138,14 @@ class Lines:
             self._queue.put(line.rstrip("\n"))
         self._queue.put(None)
 
-    def wait_for(self, pattern: str, timeout: float = 30.0) -> re.Match[str]:
-        """Read lines until one matches `pattern` (re.search)."""
+    def wait_for(self, pattern: str, timeout: float = 30.0, *,
+                 since: int | None = None) -> re.Match[str]:
+        """Read lines until one matches `pattern` (re.search). `since`: a line read
+        already, from that index of `seen` on, matches too (for lines whose order among
+        themselves is not promised)."""
+        for earlier in self.seen[since:] if since is not None else ():
+            if found := re.search(pattern, earlier):
+                return found
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -186,8 +192,11 @@ def test_subscriber_follows_a_late_join_and_a_restart_without_a_gap(tmp_path: Pa
                     control.submit("fast", {"n": 10 + n})
                 wait_idle(control)
                 last = wait_last_seq(control, before + 3 * 4 + 2)  # + stopping, started
-            lines.wait_for(r"^--- the daemon restarted \(epoch ")
-            lines.wait_for(rf"^ +{last}  ")
+            # The new daemon's events may be delivered before its first heartbeat (the
+            # one that shows its new epoch) is read: either line may come first.
+            restarted_from = len(lines.seen)
+            lines.wait_for(r"^--- the daemon restarted \(epoch ", since=restarted_from)
+            lines.wait_for(rf"^ +{last}  ", since=restarted_from)
             proc.send_signal(signal.SIGINT)
             summary = lines.wait_for(r"^summary: (\d+) events, seqs (\d+)\.\.(\d+), "
                                      r"consecutive seqs: (\S+?); .* daemon restarts (\d+), lost 0$")
