@@ -94,6 +94,12 @@ class BreakerModel:
         self.state, self.opened_at = BreakerState.OPEN, now
         return ["circuit_opened"]
 
+    def refuses_for(self, now: float, seconds: float) -> bool:
+        """A run asked for `seconds` from now is refused: open, and not yet at its reset
+        then (what `admit` would answer at that time, nothing else happening)."""
+        return (self.state is BreakerState.OPEN
+                and not (now + seconds) - self.opened_at >= self.reset_timeout_s)
+
 
 class BreakerMachine(RuleBasedStateMachine):
     runs = Bundle("runs")
@@ -165,6 +171,21 @@ class BreakerMachine(RuleBasedStateMachine):
             self.breaker.release_trial()
             self.model.trial_out = False
             self.trials_out -= 1
+
+    @rule(seconds=st.floats(0.0, 40.0, allow_nan=False, allow_infinity=False),
+          to_the_reset=st.sampled_from([None, "at", "before"]))
+    def a_retry_is_asked_about(self, seconds: float, to_the_reset: str | None) -> None:
+        """The supervisor asks, for a failed run's retry due in `seconds`, whether the
+        breaker would refuse it then (skipped at once, not after the backoff); at the reset
+        deadline or just before it, too."""
+        now = self.clock.monotonic()
+        if to_the_reset is not None and self.model.state is BreakerState.OPEN:
+            seconds = max(0.0, self.model.opened_at + self.model.reset_timeout_s - now)
+            if to_the_reset == "before":
+                seconds = max(0.0, math.nextafter(seconds, -math.inf))
+        refused = self.breaker.refuses_for(seconds)
+        event(f"retry asked about in {self.model.state.value}: refused {refused}")
+        assert refused is self.model.refuses_for(now, seconds), (seconds, self.model)
 
     @rule(seconds=st.floats(0.0, 40.0, allow_nan=False, allow_infinity=False))
     def time_passes(self, seconds: float) -> None:
