@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from actors.engine import VERSION, Engine
-from actors.errors import EngineStopped, Halted, NotFound, Overloaded, describe
+from actors.errors import EngineStopped, Halted, NotFound, Overloaded
 from transport.ops import SUBMIT_RECORD_TIMEOUT_S, DeferredReply
 
 if TYPE_CHECKING:
@@ -55,9 +55,8 @@ class EngineControlHandler:
         try:
             handle = self._engine.submit(workflow, inputs, bot_id=bot_id,
                                          strategy_id=strategy_id, priority=priority)
-        except EngineStopped as exc:  # a refusal like a full queue's (exit 4), not a bug
-            raise Overloaded(f"the daemon is stopping: no new execution is admitted "
-                             f"({describe(exc)})") from None
+        except EngineStopped:  # a refusal like a full queue's (exit 4), not a bug
+            raise Overloaded("the daemon is stopping: no new execution is admitted") from None
         if handle.done():
             result = handle.result(0)
             if result.status == "refused":
