@@ -34,6 +34,7 @@ from actors.ending import Ending, ExecutionStatus
 from actors.errors import TradeloomError
 from actors.events import Event, EventSink, iso_utc
 from actors.journal import RESOLUTIONS, Journal, Recovery, Ticket
+from actors.journal_reads import close_nodes
 
 if TYPE_CHECKING:
     from actors.breaker import BreakerRegistry
@@ -98,31 +99,44 @@ class Durable:
                            stop_giving_way=gate.priority.stop_giving_way,
                            on_packed=sink.log.wire.keep)
 
-    def recover(self, sink: EventSink, node_counts: dict[str, int]) -> list[dict[str, Any]]:
+    def recover(self, sink: EventSink, node_ids: dict[str, list[str]]) -> list[dict[str, Any]]:
         """Publish the endings of what the last process left open; returns the unresolved
-        intents (already logged)."""
+        intents (already logged). `node_ids`: workflow_id -> its node ids, of the
+        workflows this engine has: an ending carries every node, as a halt's would."""
         interrupted = Ending.interrupted()
         now = self._clock_time()
-        for record in self.recovery.open_executions:
-            head: Event = {"v": 1, "execution_id": record["execution_id"],
-                           "correlation_id": record["execution_id"],
-                           "workflow_id": record["workflow_id"], "bot_id": record["bot_id"],
-                           "strategy_id": record["strategy_id"]}
+        records = self.recovery.open_executions
+        seen = self.journal.open_node_states(
+            {r["execution_id"]: r["started_seq"] for r in records
+             if r["status"] == ExecutionStatus.RUNNING and r["started_seq"] is not None})
+        for record in records:
+            execution_id, workflow_id = record["execution_id"], record["workflow_id"]
+            head: Event = {"v": 1, "execution_id": execution_id,
+                           "correlation_id": execution_id, "workflow_id": workflow_id,
+                           "bot_id": record["bot_id"], "strategy_id": record["strategy_id"]}
             events: list[Event] = []
+            nodes: dict[str, dict[str, Any]] | None = None
             if record["status"] == ExecutionStatus.QUEUED:
                 started: Event = {**head, "type": "execution_started",
-                                  "node_count": node_counts.get(record["workflow_id"], 0),
+                                  "node_count": len(node_ids.get(workflow_id, ())),
                                   "inputs": record["inputs"], "priority": record["priority"]}
                 if isinstance(record["inputs"], str):  # (inputs are a map) stored as the
                     started["omitted"] = ["inputs"]  # journal's note: over max_event_bytes
                 events.append(started)
-            events.append({**head, "type": interrupted.terminal_event,
-                           "status": interrupted.status.value, "error": interrupted.error,
-                           "error_type": interrupted.error_type, "results": {},
-                           "duration_ms": _ms_since(record["started_at"], now)})
+                nodes = {}
+            elif execution_id in seen or record["started_seq"] is None:
+                nodes = seen.get(execution_id, {})
+            ending: Event = {**head, "type": interrupted.terminal_event,
+                             "status": interrupted.status.value, "error": interrupted.error,
+                             "error_type": interrupted.error_type, "results": {},
+                             "duration_ms": _ms_since(record["started_at"], now)}
+            if nodes is not None:  # else its early events are gone: no map rather than a guess
+                ending["results"], ending["nodes"] = _ended_nodes(
+                    nodes, node_ids.get(workflow_id))
+            events.append(ending)
             sink.emit(events)
-            log.warning("execution_interrupted", execution_id=record["execution_id"],
-                        workflow_id=record["workflow_id"], was=record["status"])
+            log.warning("execution_interrupted", execution_id=execution_id,
+                        workflow_id=workflow_id, was=record["status"])
         intents = self.recovery.unresolved_intents
         for intent in intents:
             log.warning("unresolved_action_intent", idempotency_key=intent["idempotency_key"],
@@ -208,6 +222,20 @@ class Durable:
 
     def close(self) -> None:
         self.journal.close()
+
+
+def _ended_nodes(nodes: dict[str, dict[str, Any]], ids: list[str] | None
+                 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """An interrupted execution's `results` and `nodes`, from the node states its events
+    gave: as the engine closes an execution, the running node `cancelled` and the ones
+    that never started (of the workflow under that id, if its nodes match) `skipped`;
+    the outputs go to `results`, as in every terminal event."""
+    close_nodes(nodes)
+    if ids is not None and nodes.keys() <= set(ids):
+        nodes = {i: nodes.get(i) or {"status": "skipped", "attempts": 0} for i in ids}
+    results = {node_id: entry.pop("outputs") for node_id, entry in nodes.items()
+               if entry["status"] == "completed" and "outputs" in entry}
+    return results, nodes
 
 
 def _ms_since(started_at: str | None, now: float) -> float:

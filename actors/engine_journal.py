@@ -66,11 +66,12 @@ class JournalSide:
 
     def _recover(self, durable: Durable) -> None:
         """End what the last process left open, before anything runs."""
-        counts = {wf_id: len(entry[0].nodes) for wf_id, entry in self._workflows.items()}
+        ids = {wf_id: [node.id for node in entry[0].nodes]
+               for wf_id, entry in self._workflows.items()}
         with self._lock:
             for record in durable.recovery.open_executions:
                 self._ended[(record["workflow_id"], ExecutionStatus.INTERRUPTED.value)] += 1
-        intents = durable.recover(self.sink, counts)
+        intents = durable.recover(self.sink, ids)
         mark = durable.recovery.write_failed_mark
         if mark is not None:
             # The last process's writes were failing when it ended: its HALT may never

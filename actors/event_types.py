@@ -186,8 +186,9 @@ class _Ended(WorkflowEvent):
     - `duration_ms`: from start to end; `status`: the execution status.
     - `results`: node_id -> output of every node that completed (partial if it failed).
     - `nodes`: node_id -> {"status", "attempts"} plus "error"/"error_type" for a failed
-      node: what the journal keeps of each node (absent after an internal error and on an
-      interrupted execution's, written at the next start: `execution` rebuilds it).
+      node: what the journal keeps of each node (absent after an internal error; on an
+      interrupted execution's, written at the next start, rebuilt from its node events,
+      and absent when retention took some of them).
     """
 
     duration_ms: float

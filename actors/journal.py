@@ -356,6 +356,9 @@ class Journal:
                    limit: int = 100) -> list[dict[str, Any]]:
         return self._reader.executions(workflow, status, limit)
 
+    def open_node_states(self, started: dict[str, int]) -> dict[str, dict[str, Any]]:
+        return self._reader.open_node_states(started)
+
     def has_execution(self, execution_id: str) -> bool:
         return self._reader.has_execution(execution_id)
 

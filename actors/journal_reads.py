@@ -49,10 +49,11 @@ class Recovery:
     last_seq: the last committed event seq (0 for a new journal): the log continues at +1.
     wseq: workflow_id -> its last wseq. emergency / breakers: the last saved snapshots (the
     dicts given to save_emergency / save_breakers), or None. open_executions: executions
-    that were queued or running (execution dicts, oldest first). unresolved_intents:
-    action intents without an outcome (intent dicts, oldest first). cursors: registered
-    cursor name -> seq. execution_ids: the id reservation's state (actors/execution_ids.py)
-    or None; legacy_ids: None of it was kept, yet executions were (an older journal).
+    that were queued or running (execution dicts with their `started_seq`, oldest
+    first). unresolved_intents: action intents without an outcome (intent dicts, oldest
+    first). cursors: registered cursor name -> seq. execution_ids: the id reservation's
+    state (actors/execution_ids.py) or None; legacy_ids: None of it was kept, yet
+    executions were (an older journal).
     write_failed_mark: see below.
     """
 
@@ -84,7 +85,7 @@ def load_recovery(conn: sqlite3.Connection) -> Recovery:
         wseq={wf: int(n) for wf, n in conn.execute("SELECT workflow_id, last_wseq FROM workflows")},
         emergency=states.get("emergency"),
         breakers=states.get("breakers"),
-        open_executions=[_execution(r, nodes={}) for r in open_rows],
+        open_executions=[{**_execution(r, nodes={}), "started_seq": r[15]} for r in open_rows],
         unresolved_intents=query_intents(conn, unresolved=True, limit=None),
         cursors={name: int(seq) for name, seq in conn.execute("SELECT name, seq FROM cursors")},
         execution_ids=states.get("execution_ids"),
@@ -130,6 +131,52 @@ def _with_unstarted(nodes: dict[str, dict[str, Any]], ids: Sequence[str] | None,
     if ids is None or len(nodes) == len(ids) or not nodes.keys() <= set(ids):
         return nodes
     return {i: nodes.get(i) or {"status": status, "attempts": 0} for i in ids}
+
+
+@dataclass
+class _Scan:
+    """One execution's node states as its events tell them."""
+
+    nodes: dict[str, dict[str, Any]]
+    started: bool = False  # its execution_started was read
+    ended: bool = False  # and its terminal event
+
+
+def _scan(events: Iterator[tuple[dict[str, Any], int]], ids: set[str]) -> dict[str, _Scan]:
+    scans = {i: _Scan({}) for i in ids}
+    for e, _ in events:
+        scan = scans.get(e.get("execution_id"))  # type: ignore[arg-type]
+        if scan is None:
+            continue
+        kind, node_id = e["type"], e.get("node_id")
+        if node_id is None:
+            scan.started = scan.started or kind == "execution_started"
+            scan.ended = scan.ended or (kind.startswith("execution_")
+                                        and kind != "execution_started")
+            continue
+        entry = scan.nodes.setdefault(node_id, {"status": "pending", "attempts": 0})
+        if kind == "node_started":
+            entry.update(status="running", attempts=e.get("attempt", 1))
+        elif kind == "node_completed":
+            entry.update(status="completed", attempts=e.get("attempt", 1),
+                         outputs=e.get("outputs"))
+        elif kind == "node_failed":
+            entry.update(status="failed" if e.get("final", True) else "pending",
+                         attempts=e.get("attempt", 1), error=e.get("error"),
+                         error_type=e.get("error_type"))
+        elif kind == "node_skipped":
+            entry["status"] = "skipped"
+    return scans
+
+
+def close_nodes(nodes: dict[str, dict[str, Any]]) -> None:
+    """The node states of an execution that ended under them, as the engine closes one:
+    a running node `cancelled`, one waiting to retry `skipped`."""
+    for entry in nodes.values():
+        if entry["status"] == "running":
+            entry["status"] = "cancelled"
+        elif entry["status"] == "pending":
+            entry["status"] = "skipped"
 
 
 class _ThreadConnection:
@@ -260,35 +307,22 @@ class JournalReader:
             return {}, True
         end = ended_seq if ended_seq is not None else self._committed()
         upto = min(end, started_seq + MAX_NODE_SCAN_EVENTS)
-        nodes: dict[str, dict[str, Any]] = {}
-        ended = started = False
-        for e, _ in self._events_from(started_seq, upto):
-            if e.get("execution_id") != execution_id:
-                continue
-            kind, node_id = e["type"], e.get("node_id")
-            if node_id is None:
-                started = started or kind == "execution_started"
-                ended = ended or (kind.startswith("execution_") and kind != "execution_started")
-                continue
-            entry = nodes.setdefault(node_id, {"status": "pending", "attempts": 0})
-            if kind == "node_started":
-                entry.update(status="running", attempts=e.get("attempt", 1))
-            elif kind == "node_completed":
-                entry.update(status="completed", attempts=e.get("attempt", 1),
-                             outputs=e.get("outputs"))
-            elif kind == "node_failed":
-                entry.update(status="failed" if e.get("final", True) else "pending",
-                             attempts=e.get("attempt", 1), error=e.get("error"),
-                             error_type=e.get("error_type"))
-            elif kind == "node_skipped":
-                entry["status"] = "skipped"
-        if ended or ended_seq is not None:
-            for entry in nodes.values():  # as the engine closes an execution:
-                if entry["status"] == "running":
-                    entry["status"] = "cancelled"  # running under it
-                elif entry["status"] == "pending":
-                    entry["status"] = "skipped"  # waiting to retry
-        return nodes, started and upto == end
+        scan = _scan(self._events_from(started_seq, upto), {execution_id})[execution_id]
+        if scan.ended or ended_seq is not None:
+            close_nodes(scan.nodes)
+        return scan.nodes, scan.started and upto == end
+
+    def open_node_states(self, started: dict[str, int]) -> dict[str, dict[str, Any]]:
+        """Recovery: the node states (as `execution`'s map, before any ending) of these
+        open executions (id -> their `started_seq`), in one pass over the events from the
+        earliest start to the end, at most MAX_NODE_SCAN_EVENTS; only those whose every
+        event was read (their `execution_started` included)."""
+        if not started:
+            return {}
+        end = self._committed()
+        since = max(min(started.values()), end - MAX_NODE_SCAN_EVENTS)
+        scans = _scan(self._events_from(since, end), set(started))
+        return {i: scan.nodes for i, scan in scans.items() if scan.started}
 
     def executions(self, workflow: str | None = None, status: str | None = None,
                    limit: int = 100) -> list[dict[str, Any]]:

@@ -432,8 +432,9 @@ def test_after_a_kill_the_execution_view_of_an_interrupted_one_lists_every_node(
         fleet: DaemonFleet) -> None:
     """`execution.nodes` shows every node, as for an execution halted at the same point:
     one the daemon died under keeps what completed, its running node is `cancelled` and
-    the nodes that never started are `skipped` (its terminal event, written at the next
-    start, carries no map); a queued one's are all `skipped`."""
+    the nodes that never started are `skipped`; a queued one's are all `skipped`. Its
+    terminal event, published at the next start, carries the same map and the completed
+    nodes' outputs in `results`, as every terminal event does."""
     daemon = fleet.daemon(workflows=("chain",),
                           config={"daemon": {"max_concurrent_executions": 1}}).start()
     running, queued = submit_slow(daemon, "chain", 2, 60.0)
@@ -444,14 +445,24 @@ def test_after_a_kill_the_execution_view_of_an_interrupted_one_lists_every_node(
     daemon.start()
     with daemon.client() as control:
         killed, never_ran = control.execution(running), control.execution(queued)
+        endings = {e["execution_id"]: e for e in replay_all(control)
+                   if e["type"] == "execution_failed"}
     assert killed["status"] == never_ran["status"] == "interrupted"
     assert killed["nodes"] == {
         "first": {"status": "completed", "attempts": 1, "outputs": {"n": 0}},
         "wait": {"status": "cancelled", "attempts": 1},
         "third": {"status": "skipped", "attempts": 0},
         "last": {"status": "skipped", "attempts": 0}}, killed["nodes"]
-    assert never_ran["nodes"] == {node: {"status": "skipped", "attempts": 0}
-                                  for node in ("first", "wait", "third", "last")}
+    assert killed["results"] == {"first": {"n": 0}}
+    never = {node: {"status": "skipped", "attempts": 0}
+             for node in ("first", "wait", "third", "last")}
+    assert never_ran["nodes"] == never and never_ran["results"] == {}
+    ending = endings[running]
+    assert (ending["status"], ending["error_type"]) == ("interrupted", "Interrupted")
+    assert ending["results"] == {"first": {"n": 0}}
+    assert ending["nodes"] == {node: {"status": entry["status"], "attempts": entry["attempts"]}
+                               for node, entry in killed["nodes"].items()}
+    assert endings[queued]["nodes"] == never and endings[queued]["results"] == {}
     assert daemon.terminate() == 0
 
 

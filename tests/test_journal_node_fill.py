@@ -82,3 +82,26 @@ def test_a_refused_execution_has_no_nodes(tmp_path: Path) -> None:
         assert ticket.wait(10), "a refused record's ticket ends once it is written"
         found = journal.execution(EXECUTION, node_ids)
         assert found is not None and (found["status"], found["nodes"]) == ("refused", {})
+
+
+def test_recovery_reads_the_node_states_of_the_open_executions_whose_events_are_all_kept(
+        tmp_path: Path) -> None:
+    """`open_node_states` (what recovery puts in the interrupted endings), one pass: an
+    execution whose `execution_started` retention took is left out, not guessed."""
+    other = "exec_wf_0000000b"
+    with started(tmp_path, keep_events=8) as (journal, callbacks):
+        seq = Sequencer(journal)
+
+        def committed(last: int) -> None:
+            callbacks.wait_for(lambda c: bool(c.commits) and c.commits[-1] >= last)
+
+        committed(seq.emit(*run_events(other)[:2]))  # seqs 1-2: pruned below
+        committed(seq.emit(*(sys_event("daemon_started", version="t") for _ in range(6))))
+        committed(seq.emit(*run_events(EXECUTION)[:4]))  # price done, trade running
+        assert journal.prune()
+        assert journal.first_seq() > 2
+        states = journal.open_node_states({EXECUTION: 9, other: 1})
+    assert list(states) == [EXECUTION]
+    assert statuses({"nodes": states[EXECUTION]}) == {"price": ("completed", 1),
+                                                      "trade": ("running", 1)}
+    assert states[EXECUTION]["price"]["outputs"] == {"price": 1.5}
