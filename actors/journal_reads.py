@@ -284,6 +284,10 @@ class JournalReader:
         if isinstance(stored, dict):
             nodes = {str(k): dict(v) if isinstance(v, dict) else {"status": v}
                      for k, v in stored.items()}
+            if result["status"] == "interrupted" and node_ids is not None:
+                # Recovery wrote it from every event (or none); a workflow registered
+                # only after the start names the nodes that never ran.
+                nodes = _with_unstarted(nodes, node_ids(result["workflow_id"]), "skipped")
         else:
             nodes, whole = self._nodes_from_events(execution_id, row[15], row[16])
             fill = _UNSTARTED.get(result["status"])

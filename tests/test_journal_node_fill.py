@@ -105,3 +105,37 @@ def test_recovery_reads_the_node_states_of_the_open_executions_whose_events_are_
     assert statuses({"nodes": states[EXECUTION]}) == {"price": ("completed", 1),
                                                       "trade": ("running", 1)}
     assert states[EXECUTION]["price"]["outputs"] == {"price": 1.5}
+
+
+def test_a_stored_interrupted_map_gets_the_nodes_of_a_workflow_registered_later(
+        tmp_path: Path) -> None:
+    """Recovery writes an interrupted execution's map from all its events, with only the
+    nodes that had any when the engine did not know the workflow yet (registered after
+    the start, in-process): the read adds the others as `skipped`, in the workflow's
+    order. Other endings' maps are the engine's own, complete: left as they are."""
+    with started(tmp_path) as (journal, callbacks):
+        seq = Sequencer(journal)
+        journal.record_submitted(EXECUTION, "wf", {}, None, None, 0, "t")
+        seq.emit(*run_events(EXECUTION)[:3])  # price done
+        journal.mark_interrupted([EXECUTION])
+        ending = interrupted()
+        ending.update(results={"price": {"price": 1.5}},
+                      nodes={"price": {"status": "completed", "attempts": 1}})
+        last = seq.emit(ending)
+        callbacks.wait_for(lambda c: bool(c.commits) and c.commits[-1] >= last)
+        found = journal.execution(EXECUTION, node_ids)
+        assert found is not None
+        assert list(found["nodes"]) == NODES
+        assert statuses(found) == {"price": ("completed", 1), "trade": ("skipped", 0),
+                                   "report": ("skipped", 0)}
+        assert found["nodes"]["price"]["outputs"] == {"price": 1.5}
+        assert statuses(journal.execution(EXECUTION)) == {"price": ("completed", 1)}
+
+        done = "exec_wf_0000000c"  # completed, under a definition since grown a node
+        journal.record_submitted(done, "wf", {}, None, None, 0, "t")
+        events = run_events(done)
+        events[-1]["nodes"] = {"price": {"status": "completed", "attempts": 1},
+                               "trade": {"status": "completed", "attempts": 1}}
+        last = seq.emit(*events)
+        callbacks.wait_for(lambda c: bool(c.commits) and c.commits[-1] >= last)
+        assert list(statuses(journal.execution(done, node_ids))) == ["price", "trade"]
