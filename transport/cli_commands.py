@@ -72,8 +72,8 @@ def register(sub: Any) -> None:
                      "--wait, follow the event stream until the execution ends and print the "
                      "result. Exit 0; 1 when it failed, was halted, cancelled or interrupted "
                      "(or --wait-timeout passed), or no such workflow is registered; 3 when "
-                     "the daemon is unreachable; 4 when "
-                     "the submit was refused (HALT, or the queue is full).",
+                     "the daemon is unreachable; 4 when the submit was refused (HALT, the "
+                     "queue full, or the daemon stopping).",
                      "tradeloom submit arb_btc --input threshold=5 --wait")
     add_input_option(submit, submit.add_argument("workflow", metavar="WORKFLOW",
                                                  help="a registered workflow id"))
