@@ -34,7 +34,7 @@ from actors.ending import Ending, ExecutionStatus
 from actors.errors import TradeloomError
 from actors.events import Event, EventSink, iso_utc
 from actors.journal import RESOLUTIONS, Journal, Recovery, Ticket
-from actors.journal_reads import close_nodes
+from actors.journal_reads import close_nodes, with_unstarted
 
 if TYPE_CHECKING:
     from actors.breaker import BreakerRegistry
@@ -231,8 +231,7 @@ def _ended_nodes(nodes: dict[str, dict[str, Any]], ids: list[str] | None
     that never started (of the workflow under that id, if its nodes match) `skipped`;
     the outputs go to `results`, as in every terminal event."""
     close_nodes(nodes)
-    if ids is not None and nodes.keys() <= set(ids):
-        nodes = {i: nodes.get(i) or {"status": "skipped", "attempts": 0} for i in ids}
+    nodes = with_unstarted(nodes, ids, "skipped")
     results = {node_id: entry.pop("outputs") for node_id, entry in nodes.items()
                if entry["status"] == "completed" and "outputs" in entry}
     return results, nodes

@@ -123,7 +123,7 @@ NodeIds = Callable[[str], Sequence[str] | None]
 _UNSTARTED = {"queued": "pending", "running": "pending", "interrupted": "skipped"}
 
 
-def _with_unstarted(nodes: dict[str, dict[str, Any]], ids: Sequence[str] | None,
+def with_unstarted(nodes: dict[str, dict[str, Any]], ids: Sequence[str] | None,
                     status: str) -> dict[str, dict[str, Any]]:
     """`nodes` with the workflow's other nodes as `status`, in the workflow's order;
     unchanged when the workflow under that id has other nodes (redefined: rather than
@@ -145,7 +145,7 @@ class _Scan:
 def _scan(events: Iterator[tuple[dict[str, Any], int]], ids: set[str]) -> dict[str, _Scan]:
     scans = {i: _Scan({}) for i in ids}
     for e, _ in events:
-        scan = scans.get(e.get("execution_id"))  # type: ignore[arg-type]
+        scan = scans.get(e.get("execution_id", ""))
         if scan is None:
             continue
         kind, node_id = e["type"], e.get("node_id")
@@ -287,12 +287,12 @@ class JournalReader:
             if result["status"] == "interrupted" and node_ids is not None:
                 # Recovery wrote it from every event (or none); a workflow registered
                 # only after the start names the nodes that never ran.
-                nodes = _with_unstarted(nodes, node_ids(result["workflow_id"]), "skipped")
+                nodes = with_unstarted(nodes, node_ids(result["workflow_id"]), "skipped")
         else:
             nodes, whole = self._nodes_from_events(execution_id, row[15], row[16])
             fill = _UNSTARTED.get(result["status"])
             if whole and fill is not None and node_ids is not None:
-                nodes = _with_unstarted(nodes, node_ids(result["workflow_id"]), fill)
+                nodes = with_unstarted(nodes, node_ids(result["workflow_id"]), fill)
         outputs = result["results"]
         if not isinstance(outputs, dict):  # the journal cut them whole: a note, not a map
             outputs = {}
