@@ -17,6 +17,9 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 # Byte-compiled sources: where PYTHONDONTWRITEBYTECODE is set (containers often set it), every
 # Python process would otherwise compile actors/ and transport/ again: ~0.15 s per CLI call,
 # and the suite starts ~900 of them. compileall skips what is up to date.
+# The suite runs on two pytest workers (pytest-xdist), a test file per worker at a time: most
+# tests wait on subprocesses and sockets, so one worker leaves a core idle. One file's tests
+# stay on one worker (--dist loadfile): their module fixtures start once.
 COMPILE := $(BIN)/python -m compileall -q actors transport tests bench examples
 
 run: $(VENV)/.installed
@@ -27,7 +30,7 @@ test: $(VENV)/.installed
 	$(COMPILE)
 	$(BIN)/ruff check actors transport tests bench examples
 	$(BIN)/mypy
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 # Every benchmark, then docs/benchmarks.md (run it alone: the benches share the cores).
 # `python -m bench --help`: --quick (CI smoke), --only NAME, --soak [--soak-minutes N].

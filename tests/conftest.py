@@ -5,6 +5,7 @@ invalid event fails."""
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import shutil
 import subprocess
@@ -198,8 +199,11 @@ def node() -> str:
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         pytest.skip("node and npm are needed for the Node.js client test (not installed)")
-    if not (NODE_DIR / "node_modules" / "zeromq").is_dir():
-        proc = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR,
-                              capture_output=True, text=True, timeout=600, check=False)
-        assert proc.returncode == 0, f"npm ci failed: {proc.stderr[-2000:]}"
+    # `make test` runs two pytest workers (xdist); both may want the packages at once.
+    with open(NODE_DIR / ".npm-ci.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (NODE_DIR / "node_modules" / "zeromq").is_dir():
+            proc = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR,
+                                  capture_output=True, text=True, timeout=600, check=False)
+            assert proc.returncode == 0, f"npm ci failed: {proc.stderr[-2000:]}"
     return node
