@@ -26,7 +26,7 @@ from actors.cli_stdout import (
     stdout_closed,
     stdout_to_devnull,
 )
-from actors.config import Config
+from actors.config import DEFAULT_DATA_DIR, Config
 from actors.config_parse import import_ref
 from actors.engine import VERSION, Engine
 from actors.errors import TradeloomError
@@ -118,10 +118,14 @@ def format_event(event: Event) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = Config.load(args.config) if args.config else Config()
-    # In-process without a daemon: the config may be the daemon's, whose sockets it holds;
-    # and `run` runs its one workflow, not the config's interval triggers.
-    config = dataclasses.replace(config, transport=None, workflows=tuple(
-        dataclasses.replace(entry, every_s=None) for entry in config.workflows))
+    # In-process without a daemon: the config may be the daemon's, whose sockets and
+    # journal it holds (a try-out must not add executions to the daemon's history, nor come
+    # up in a HALT the daemon's journal kept); and `run` runs its one workflow, not the
+    # config's interval triggers.
+    config = dataclasses.replace(
+        config, transport=None,
+        daemon=dataclasses.replace(config.daemon, data_dir=DEFAULT_DATA_DIR),
+        workflows=tuple(dataclasses.replace(entry, every_s=None) for entry in config.workflows))
     workflow = import_ref(args.ref, key="MODULE:ATTR")
     inputs = parse_inputs(args.input)
     stop = threading.Event()
@@ -288,13 +292,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run one workflow in-process, print events and result",
-                         description="Run a workflow in-process without a daemon. Exit 0 "
-                                     "when it completed, 1 when it did not.",
+                         description="Run a workflow in-process without a daemon, in "
+                                     "memory: no socket, no journal (a config's [transport] "
+                                     "and [daemon] data_dir are the daemon's). Exit 0 when "
+                                     "it completed, 1 when it did not (or --timeout passed), "
+                                     "2 on bad input or config, 130 on Ctrl-C.",
                          epilog="example: tradeloom run examples.arbitrage:workflow "
                                 "--input threshold=5")
     add_input_option(run, run.add_argument("ref", metavar="MODULE:ATTR",
                                            help="import path of a Workflow object"))
-    run.add_argument("--config", metavar="FILE", help="TOML config ([resilience], limits ...)")
+    run.add_argument("--config", metavar="FILE",
+                     help="TOML config ([resilience], limits ...; the daemon's will do)")
     run.add_argument("--json", action="store_true", help="one JSON object per event")
     run.add_argument("--every", type=_interval, metavar="S",
                      help="run again every S seconds until Ctrl-C (the demo loop)")
@@ -314,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.add_argument("--config", metavar="FILE", required=True, help="TOML config")
     daemon.add_argument("--insecure", action="store_true",
                         help="allow binding a non-loopback address without CURVE keys")
-    # `tradeloom daemon --config F --log-format console` (the contract's spelling) works as
+    # `tradeloom daemon --config F --log-format console` (as the docs spell it) works as
     # well as the global option before the command; SUPPRESS keeps the global value when
     # these are not given here.
     daemon.add_argument("--log-format", choices=["json", "console"], default=argparse.SUPPRESS,
@@ -328,7 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys = sub.add_parser("keys", help="write a CURVE key pair for the daemon or a client",
                           description="Write DIR/NAME.key (public) and DIR/NAME.key_secret "
-                                      "(docs/protocol.md section 5). Exit 0.",
+                                      "(docs/protocol.md section 5). Exit 0; 2 when DIR "
+                                      "is not a directory.",
                           epilog="example: tradeloom keys keys/ --name daemon")
     keys.add_argument("dir", metavar="DIR")
     keys.add_argument("--name", default="tradeloom", help="file name stem (default tradeloom)")

@@ -31,7 +31,6 @@ import structlog
 from actors.config import Config
 from actors.emergency import HISTORY_LEN
 from actors.ending import Ending, ExecutionStatus
-from actors.errors import TradeloomError
 from actors.events import Event, EventSink, iso_utc
 from actors.journal import RESOLUTIONS, Journal, Recovery, Ticket
 from actors.journal_reads import close_nodes, with_unstarted
@@ -53,10 +52,6 @@ COMMIT_POLL_S = 0.05
 #: An intent's engine-recorded outcome when the gate refused the action after its intent
 #: was committed (HALT, REDUCE_ONLY): the function was never called.
 NOT_STARTED = "not_started"
-
-
-class NoJournal(TradeloomError):
-    """The engine runs in memory: history, replay and intents need `[daemon] data_dir`."""
 
 
 class Durable:

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from actors.durable import Durable, NoJournal
+from actors.durable import Durable
 from actors.emergency import EmergencyGate, EmergencyState
 from actors.ending import ExecutionStatus
-from actors.errors import LimitExceeded, NotFound
+from actors.errors import LimitExceeded, NoJournal, NotFound
 from actors.messages import BroadcastHalt
 
 if TYPE_CHECKING:

@@ -4,7 +4,9 @@ TradeloomError
 ├── ConfigError                 bad config: unknown key, wrong type, unimportable ref
 ├── WorkflowDefinitionError     a Workflow that is not a DAG, or has a bad node
 ├── UnknownWorkflow             submit by id of a workflow that is not registered
-├── NotFound                    no such execution or intent
+├── NotFound                    no such execution, intent, risk limit, webhook or dead letter
+├── NoJournal                   an in-process engine without data_dir: no history, replay
+│                               or intents
 ├── LimitExceeded               resume/alert refused while an auto_halt limit is exceeded
 │                               (wire code `limit_exceeded`; `ResumeRefused` is the same class)
 ├── EngineStopped               the engine is stopped or stopping
@@ -32,9 +34,10 @@ TradeloomError
     ├── Interrupted             the process died under the execution (found at recovery)
     ├── Overloaded              the admission queue is full
     └── InternalError           the engine failed while handling the execution (a bug)
+        └── NodeThreadUnavailable   no thread could be started for a node actor
 
 An event's `error_type` is the exception's class name, so these names are part of the
-wire contract.
+wire protocol.
 """
 
 from __future__ import annotations
@@ -61,7 +64,11 @@ class UnknownWorkflow(TradeloomError):
 
 
 class NotFound(TradeloomError):
-    """No execution (or action intent) with that id is known."""
+    """No execution, action intent, risk limit, webhook or dead letter with that name."""
+
+
+class NoJournal(TradeloomError):
+    """The engine runs in memory: history, replay and intents need `[daemon] data_dir`."""
 
 
 class LimitExceeded(TradeloomError):

@@ -209,7 +209,7 @@ class _EndedWithError(_Ended):
 
 class ExecutionCompleted(_Ended):
     """Every node completed or was skipped by a condition: `status: "completed"`;
-    `error_type` is None (the contract lists it on every terminal event)."""
+    `error_type` is None (every terminal event carries the key; docs/protocol.md)."""
 
     type: Literal["execution_completed"]
     status: Literal["completed"]
@@ -368,3 +368,11 @@ _ALL = (ExecutionStarted, NodeStarted, NodeCompleted, NodeFailed, NodeRetrying, 
 
 #: Every event `type` -> its TypedDict.
 EVENT_TYPES: dict[str, type] = {get_args(get_type_hints(cls)["type"])[0]: cls for cls in _ALL}
+
+#: The types that never get a `seq`: not journaled, not replayed, not in the ordered log.
+#: A filter for one of them on a stream of sequenced events (a webhook's `events`,
+#: `tradeloom tail --type`) would match nothing.
+UNSEQUENCED_TYPES = frozenset({"heartbeat", "gap"})
+
+#: The types of the ordered log: what a subscriber, a webhook or a replay can be given.
+SEQUENCED_TYPES = frozenset(EVENT_TYPES) - UNSEQUENCED_TYPES

@@ -283,6 +283,32 @@ def test_run_with_the_daemons_config_binds_no_socket_while_the_daemon_has_them(
     assert json_lines(proc.stdout)[-1].get("status") == "completed"
 
 
+def test_run_keeps_no_journal_so_the_daemons_halted_one_neither_refuses_nor_records_it(
+        workdir: Path) -> None:
+    """`tradeloom run` is a try-out in memory: the daemon's data_dir is left alone. With the
+    daemon's journal it came up in the HALT that journal kept (exit 1, refused) and, with
+    the daemon stopped and not halted, added its executions to the daemon's history."""
+    from actors import Config, Engine
+
+    data_dir = workdir / "data"
+    config = workdir / "daemon.toml"
+    config.write_text(f'[daemon]\ndata_dir = "{data_dir}"\n')
+    daemon_side = Engine.start(Config.load(str(config)))
+    daemon_side.halt("held across restarts")
+    daemon_side.stop()
+
+    proc = tradeloom(workdir, "run", "cliwf:workflow", "--json", "--config", str(config))
+    assert proc.returncode == 0, proc.stderr
+    assert json_lines(proc.stdout)[-1].get("status") == "completed"
+
+    daemon_side = Engine.start(Config.load(str(config)))
+    try:
+        assert daemon_side.executions() == []
+        assert daemon_side.status()["state"] == "HALT"
+    finally:
+        daemon_side.stop()
+
+
 def test_run_with_a_config_runs_its_one_workflow_not_the_configs_interval_triggers(
         workdir: Path) -> None:
     """An engine started with a config runs its `every_s` triggers; `tradeloom run` runs

@@ -125,6 +125,10 @@ def test_tail_refuses_an_unknown_type_and_notes_an_unknown_workflow(
     assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
     assert "unknown event type 'execution_complete'" in refused.stderr
     assert "execution_completed" in refused.stderr  # the known ones are listed
+    for never_sequenced in ("heartbeat", "gap"):  # tail prints neither: it would wait for ever
+        refused = daemon.cli("tail", "--type", never_sequenced)
+        assert refused.returncode == 2, refused
+        assert f"unknown event type '{never_sequenced}'" in refused.stderr
     proc = subprocess.Popen([*TRADELOOM, "tail", "--json", "--workflow", "cli_okk",
                              *daemon.endpoints()], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, env=environment())

@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 
 from actors import Config, EmergencyState, Engine, Node, Workflow
-from actors.durable import NoJournal
-from actors.errors import JournalLocked, LimitExceeded, NotAJournal, TradeloomError
+from actors.errors import JournalLocked, LimitExceeded, NoJournal, NotAJournal, TradeloomError
 from actors.packing import unpack
 from tests.conftest import EngineFactory, Recorder
 from tests.engine_journal_helpers import (

@@ -16,8 +16,7 @@ import structlog
 import structlog.testing
 import zmq
 
-from actors.durable import NoJournal
-from actors.errors import EngineStopped, Halted, LimitExceeded, NotFound, ResumeRefused
+from actors.errors import EngineStopped, Halted, LimitExceeded, NoJournal, NotFound, ResumeRefused
 from tests.transport_fakes import FakeHandler, workflow_events
 from transport import ControlServer, TransportError
 from transport.client import (

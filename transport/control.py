@@ -43,8 +43,7 @@ from typing import Any
 import structlog
 import zmq
 
-from actors.durable import NoJournal
-from actors.errors import EngineStopped, JournalClosed, describe
+from actors.errors import EngineStopped, JournalClosed, NoJournal, describe
 from transport._zmq_direct import FrameSender, frame_sender
 from transport.codec import MAX_MESSAGE_BYTES, CodecError, decode_map, encode
 from transport.envelopes import Envelope, error_reply, request_id_of, split_envelope

@@ -104,14 +104,16 @@ def _seq(text: str) -> int:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    from actors.event_types import EVENT_TYPES
+    from actors.event_types import SEQUENCED_TYPES
     from transport.subscriber import Subscriber
 
-    unknown = sorted(set(args.types) - set(EVENT_TYPES))
-    if unknown:  # it would match nothing: a tail that waits for ever, silent
+    # An unknown type, or one never sequenced (heartbeat, gap: tail does not print them),
+    # would match nothing: a tail that waits for ever, silent.
+    unknown = sorted(set(args.types) - SEQUENCED_TYPES)
+    if unknown:
         fail(f"unknown event type {', '.join(map(repr, unknown))} (it would match nothing); "
              "known: "
-             f"{', '.join(sorted(EVENT_TYPES))}")
+             f"{', '.join(sorted(SEQUENCED_TYPES))}")
         return EXIT_USAGE
     conn = connection(args)
     with conn.control_client() as control:
