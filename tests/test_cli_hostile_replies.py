@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from actors import logs
 from actors.cli import main
-from tests.hostile_daemon import Event, HostileDaemon, Replies, ok
+from tests.hostile_daemon import Event, HostileDaemon, Replies, ok, pack
 
 #: The command lines, each with the op whose reply it renders.
 COMMANDS: dict[str, tuple[str, ...]] = {
@@ -111,3 +111,67 @@ def test_any_reply_is_shown_or_refused_in_one_line(
         assert code == 2, (code, result, stderr)
         lines = stderr.splitlines()
         assert len(lines) == 1 and lines[0].startswith("tradeloom: error: "), stderr
+
+
+def run_cli(daemon: HostileDaemon, *command: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with (contextlib.redirect_stdout(out), contextlib.redirect_stderr(err),
+          mock.patch.object(logs, "configure")):
+        code = main([*command, "--control", daemon.control, "--events", daemon.events,
+                     "--timeout", "5"])
+    return code, out.getvalue(), err.getvalue()
+
+
+STATE_CHANGES = {"halt": ("halt", "--reason", "x"), "resume": ("resume",),
+                 "alert": ("alert", "--reason", "x"),
+                 "reduce_only": ("reduce-only", "--reason", "x")}
+
+
+@pytest.mark.parametrize("op", sorted(STATE_CHANGES))
+@pytest.mark.parametrize("result", [
+    {"pong": True, "version": "9"},                      # another op's result
+    {"state": "HALTED", "previous_state": "NORMAL"},     # no such state
+    {"state": "HALT"},                                   # no previous_state
+    {"state": 3, "previous_state": "NORMAL"},
+], ids=["ping-shaped", "unknown-state", "no-previous", "not-a-name"])
+def test_a_state_change_without_the_states_is_refused_not_taken_as_done(
+        daemon: HostileDaemon, op: str, result: dict[str, Any]) -> None:
+    """A script's `tradeloom halt && ...` acts on exit 0: a reply that does not name the
+    state it changed to (and from) is exit 2, "not the protocol" (it printed `- (was -)`
+    and exited 0)."""
+    daemon.responder = answering(op, result)
+    code, out, err = run_cli(daemon, *STATE_CHANGES[op])
+    assert (code, out) == (2, ""), (code, out, err)
+    assert err.startswith("tradeloom: error: the result of ") and err.count("\n") == 1, err
+
+
+def test_halt_answered_with_another_state_is_refused(daemon: HostileDaemon) -> None:
+    daemon.responder = answering("halt", {"state": "NORMAL", "previous_state": "NORMAL"})
+    code, _, err = run_cli(daemon, "halt", "--reason", "x")
+    assert code == 2 and "not HALT" in err, (code, err)
+
+
+@pytest.mark.parametrize("version", [2, 0, "1", True, 1.0, None])
+@pytest.mark.parametrize("command", [("status",), ("halt", "--reason", "x")],
+                         ids=["status", "halt"])
+def test_a_reply_of_another_protocol_version_is_refused(
+        daemon: HostileDaemon, version: Any, command: tuple[str, ...]) -> None:
+    """Only `v: 1` is this protocol (a `{"v": 2, "ok": true, ...}` was read as success)."""
+    reply = {"ok": True, "result": {"state": "HALT", "previous_state": "NORMAL", "pong": True}}
+    if version is not None:
+        reply["v"] = version
+
+    def responder(request: Event) -> Replies | None:
+        return [(0, pack(reply))]
+    daemon.responder = responder
+    code, out, err = run_cli(daemon, *command)
+    assert (code, out) == (2, ""), (code, out, err)
+    assert "not protocol version 1" in err, err
+
+
+def test_the_same_replies_with_v1_and_the_states_are_taken(daemon: HostileDaemon) -> None:
+    """(The refusals above are about the version and the states, nothing else.)"""
+    daemon.responder = answering("halt", {"state": "HALT", "previous_state": "NORMAL"})
+    code, out, err = run_cli(daemon, "halt", "--reason", "x")
+    assert (code, err) == (0, ""), (code, err)
+    assert "HALT" in out

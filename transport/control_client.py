@@ -26,11 +26,12 @@ import re
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, get_args
 
 import msgpack
 import zmq
 
+from actors.event_types import EmergencyStateName
 from transport.codec import MAX_MESSAGE_BYTES, MAX_RECEIVED_FRAME_BYTES, encode
 from transport.errors import DaemonUnreachable, TransportError, error_for
 from transport.security import ClientKeys, uses_ipv6
@@ -125,6 +126,12 @@ class ControlClient:
                                  f"{exc}") from None
         if not isinstance(reply, dict) or not isinstance(reply.get("ok"), bool):
             raise TransportError(f"{self.endpoint}: a reply to {op} is not a reply map")
+        version = reply.get("v")
+        if type(version) is not int or version != 1:  # (True == 1: the type first)
+            # A peer on another protocol version means other shapes: read as ours, a
+            # `{"v": 2, "ok": true}` made `halt` report success on a daemon it never reached.
+            raise TransportError(f"{self.endpoint}: a reply to {op} is not protocol version "
+                                 f"1 (v={version!r})")
         if reply["ok"]:
             return reply.get("result")
         error = reply.get("error")
@@ -179,10 +186,13 @@ class ControlClient:
     # the caller a None or a list where it reads a map (an AttributeError far from here).
 
     def ping(self) -> dict[str, Any]:
-        return _a_map(self.request("ping"), "ping")
+        result = _a_map(self.request("ping"), "ping")
+        if result.get("pong") is not True:
+            raise TransportError(f"the result of ping has no pong: {sorted(map(str, result))}")
+        return result
 
     def status(self) -> dict[str, Any]:
-        return _a_map(self.request("status"), "status")
+        return _a_state(_a_map(self.request("status"), "status"), "status", ("state",))
 
     def submit(self, workflow: str, inputs: Mapping[str, Any] | None = None, *,
                bot_id: str | None = None, strategy_id: str | None = None,
@@ -216,22 +226,29 @@ class ControlClient:
     def cancel(self, execution_id: str) -> dict[str, Any]:
         return _a_map(self.request("cancel", execution_id=execution_id), "cancel")
 
+    # The state changes: `{"state", "previous_state"}`, both state names, checked. The
+    # kill switch's callers (a script's `tradeloom halt && ...`) act on the success.
+
     def halt(self, reason: str, *, origin: str | None = None) -> dict[str, Any]:
-        return _a_map(self.request("halt", reason=reason, origin=origin), "halt")
+        result = _a_state(_a_map(self.request("halt", reason=reason, origin=origin), "halt"),
+                          "halt", _STATE_CHANGE)
+        if result["state"] != "HALT":
+            raise TransportError(f"the result of halt is state {result['state']}, not HALT")
+        return result
 
     def alert(self, reason: str, force: bool = False, *,
               origin: str | None = None) -> dict[str, Any]:
-        return _a_map(self.request("alert", reason=reason, force=force, origin=origin),
-                      "alert")
+        return _a_state(_a_map(self.request("alert", reason=reason, force=force,
+                                            origin=origin), "alert"), "alert", _STATE_CHANGE)
 
     def reduce_only(self, reason: str, *, origin: str | None = None) -> dict[str, Any]:
-        return _a_map(self.request("reduce_only", reason=reason, origin=origin),
-                      "reduce_only")
+        return _a_state(_a_map(self.request("reduce_only", reason=reason, origin=origin),
+                               "reduce_only"), "reduce_only", _STATE_CHANGE)
 
     def resume(self, reason: str | None = None, force: bool = False, *,
                origin: str | None = None) -> dict[str, Any]:
-        return _a_map(self.request("resume", reason=reason, force=force, origin=origin),
-                      "resume")
+        return _a_state(_a_map(self.request("resume", reason=reason, force=force,
+                                            origin=origin), "resume"), "resume", _STATE_CHANGE)
 
     def intents(self, unresolved: bool = True) -> list[dict[str, Any]]:
         return _a_list(self.request("intents", unresolved=unresolved), "intents")
@@ -279,6 +296,20 @@ class ControlClient:
 def _a_map(result: Any, op: str) -> dict[str, Any]:
     if not isinstance(result, dict):
         raise TransportError(f"the result of {op} is not a map: {type(result).__name__}")
+    return result
+
+
+#: The emergency states, as their names travel.
+_STATES = frozenset(get_args(EmergencyStateName))
+_STATE_CHANGE = ("state", "previous_state")
+
+
+def _a_state(result: dict[str, Any], op: str, keys: tuple[str, ...]) -> dict[str, Any]:
+    """`result`, once each of `keys` holds an emergency state's name."""
+    for key in keys:
+        if not isinstance(result.get(key), str) or result[key] not in _STATES:
+            raise TransportError(f"the result of {op} has no {key} among "
+                                 f"{', '.join(sorted(_STATES))}")
     return result
 
 
