@@ -381,8 +381,10 @@ class WebhookManager:
         self._check(name, removed=True)
         return self.store.deliveries(name, limit)
 
-    def status(self) -> list[dict[str, Any]]:
-        return [d.status() for d in self.deliverers.values()]
+    def status(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Each configured endpoint's state (`name`: that one's; none for one removed)."""
+        return [d.status() for d in self.deliverers.values()
+                if name is None or d.hook.name == name]
 
 
 def _none_done(ids: tuple[int, ...], letters: dict[int, tuple[str, str]]) -> str:

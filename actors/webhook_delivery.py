@@ -66,9 +66,10 @@ def sign(key: bytes, timestamp: str, body: bytes) -> str:
     return f"sha256={digest}"
 
 
-def body_of(events: list[dict[str, Any]]) -> bytes:
-    """The JSON body: the event's map, or a list of maps for a batch."""
-    value: Any = events[0] if len(events) == 1 else events
+def body_of(events: list[dict[str, Any]], *, as_list: bool = False) -> bytes:
+    """The JSON body: the event's map, or a list of maps for a batch (`as_list`: a list
+    even of one, as an endpoint with `batch_max > 1` always gets)."""
+    value: Any = events[0] if len(events) == 1 and not as_list else events
     # Strict JSON whatever a node's outputs held: NaN as "nan", a bytes key as its text
     # (actors.json_text); plain json.dumps would send `NaN` or raise, every turn, for ever.
     return json_text(value, default=str, ensure_ascii=False).encode()
@@ -109,14 +110,16 @@ class Sender:
                 ) -> Outcome:
         """POST `events` until delivered, final, or out of attempts."""
         delivery_id = uuid.uuid4().hex
-        body = body_of(events)
+        # batch_max > 1: always a list, one event too (its receiver parses one form).
+        as_list = self.config.batch_max > 1 or len(events) > 1
+        body = body_of(events, as_list=as_list)
         attempts = 0
         started = self.monotonic()
 
         def attempt() -> int:
             nonlocal attempts
             attempts += 1
-            return self.post(events, body, delivery_id)
+            return self.post(events, body, delivery_id, as_list=as_list)
 
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(max_attempts or self.config.max_attempts),
@@ -137,16 +140,18 @@ class Sender:
             return min(exc.retry_after_s, self.config.backoff_max_s)
         return min(float(self._backoff(state)), self.config.backoff_max_s)
 
-    def post(self, events: list[dict[str, Any]], body: bytes, delivery_id: str) -> int:
-        """One attempt: the status on 2xx, else WebhookAttemptFailed."""
+    def post(self, events: list[dict[str, Any]], body: bytes, delivery_id: str, *,
+             as_list: bool = False) -> int:
+        """One attempt: the status on 2xx, else WebhookAttemptFailed. `as_list`: `body` is
+        a JSON list (the headers say `batch`, `<first>-<last>`)."""
         timestamp = str(int(self.wall()))
         first, last = events[0], events[-1]
         headers = {
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
-            "X-Tradeloom-Event": str(first.get("type")) if len(events) == 1 else "batch",
-            "X-Tradeloom-Seq": (str(first.get("seq")) if len(events) == 1
-                                else f"{first.get('seq')}-{last.get('seq')}"),
+            "X-Tradeloom-Event": "batch" if as_list else str(first.get("type")),
+            "X-Tradeloom-Seq": (f"{first.get('seq')}-{last.get('seq')}" if as_list
+                                else str(first.get("seq"))),
             "X-Tradeloom-Delivery": delivery_id,
             "X-Tradeloom-Timestamp": timestamp,
             "X-Tradeloom-Signature": sign(self.secrets.signing_key, timestamp, body),

@@ -21,6 +21,7 @@ from actors.workflow import Node, Workflow
 from examples.webhook_receiver import verify
 from tests.conftest import EngineFactory
 from tests.webhook_server import EndpointServer
+from transport.engine_handler import EngineControlHandler
 
 SECRET = "s3cret"
 
@@ -157,6 +158,44 @@ def test_batches_post_a_list(webhooks: WebhooksFactory, endpoint: EndpointServer
     delivered = [s for r in requests if r.status == 200 for s in r.seqs]
     assert delivered == sorted(delivered)
     assert any(r.headers["X-Tradeloom-Event"] == "batch" for r in requests)
+
+
+def test_with_batch_max_above_1_a_lone_event_is_a_list_of_one(
+        webhooks: WebhooksFactory, endpoint: EndpointServer) -> None:
+    """A receiver of a `batch_max > 1` endpoint parses one form: a lone event (nothing
+    queued behind it) comes as a list of one, its headers `batch` and `<seq>-<seq>` (it
+    was the bare map, under the event's type)."""
+    engine, _manager, _ = webhooks(hook(endpoint.url, batch_max=5))
+    emit(engine, 1)
+    (request,) = endpoint.wait_for(lambda reqs: len(reqs) >= 1)
+    assert isinstance(request.json, list) and len(request.json) == 1
+    seq = request.json[0]["seq"]
+    assert request.headers["X-Tradeloom-Event"] == "batch"
+    assert request.headers["X-Tradeloom-Seq"] == f"{seq}-{seq}"
+    assert verify(SECRET.encode(), request.headers["X-Tradeloom-Timestamp"], request.body,
+                  request.headers["X-Tradeloom-Signature"], now=time.time())
+
+
+def test_with_batch_max_1_each_event_is_its_map(
+        webhooks: WebhooksFactory, endpoint: EndpointServer) -> None:
+    engine, _manager, _ = webhooks(hook(endpoint.url))
+    emit(engine, 1)
+    (request,) = endpoint.wait_for(lambda reqs: len(reqs) >= 1)
+    assert isinstance(request.json, dict)
+    assert request.headers["X-Tradeloom-Event"] == "daemon_started"
+    assert request.headers["X-Tradeloom-Seq"] == str(request.json["seq"])
+
+
+def test_the_state_of_one_endpoint_by_name(webhooks: WebhooksFactory,
+                                           endpoint: EndpointServer) -> None:
+    """`webhooks_log` with `name` lists that endpoint's state only (it listed all)."""
+    _engine, manager, _ = webhooks(hook(endpoint.url), {**hook(endpoint.url), "name": "audit"})
+    assert [s["name"] for s in manager.status()] == ["ops", "audit"]
+    assert [s["name"] for s in manager.status("audit")] == ["audit"]
+    assert manager.status("removed_since") == []
+    handler = EngineControlHandler(_engine, webhooks=manager)  # what the control op answers
+    assert [s["name"] for s in handler.webhooks_log(name="audit", limit=10)["endpoints"]] == [
+        "audit"]
 
 
 def test_ssrf_guard_refuses_loopback_at_connect_time(endpoint: EndpointServer) -> None:

@@ -133,4 +133,4 @@ class EngineControlHandler:
 
     def webhooks_log(self, *, name: str | None, limit: int) -> dict[str, Any]:
         hooks = self._hooks()
-        return {"endpoints": hooks.status(), "deliveries": hooks.log(name, limit)}
+        return {"endpoints": hooks.status(name), "deliveries": hooks.log(name, limit)}
