@@ -220,7 +220,9 @@ def check_url(url: str, key: str) -> None:
     send to (urlsplit takes a space or newline httpx refuses at every delivery)."""
     import httpx  # here, not at the top: a daemon without webhooks never loads it (~30 ms)
 
-    if url != url.strip() or not url.isprintable():
+    # Anywhere in it: a space in the host never resolves (an endpoint down for ever, whose
+    # cursor holds retention back); one in the path is sent as %20, not what was written.
+    if any(c.isspace() for c in url) or not url.isprintable():
         raise ConfigError(f"{key}: whitespace or control characters in the URL: {url!r}")
     try:
         parts = urllib.parse.urlsplit(url)

@@ -41,6 +41,10 @@ def test_a_full_entry_parses() -> None:
     ({"url": "http://127.0.0.1:9/"}, "webhooks[0].url"),
     ({"url": "http://[::1]:9/"}, "webhooks[0].url"),
     ({"url": 5}, "webhooks[0].url"),
+    ({"url": "https://exa mple.com/x"}, "webhooks[0].url: whitespace"),  # in the host
+    ({"url": "https://example.com/a b"}, "webhooks[0].url: whitespace"),  # in the path
+    ({"url": "https://example.com/a\u3000b"}, "webhooks[0].url: whitespace"),
+    ({"url": " https://example.com/"}, "webhooks[0].url: whitespace"),
     ({"secret_env": "X"}, "webhooks[0].secret"),
     ({"name": "bad name"}, "webhooks[0].name"),
     ({"timeout_s": 0}, "webhooks[0].timeout_s"),
