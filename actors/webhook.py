@@ -170,6 +170,11 @@ class Deliverer:
                 continue
             wanted = [e for e in events if hook.wants(str(e.get("type")), topic_of(e))]
             for i in range(0, len(wanted), hook.batch_max):
+                # A stop is taken between POSTs: with a backlog and a slow endpoint, a page
+                # (PAGE events) outlasted the stop's budget and the cursor went unregistered
+                # (the endpoint got what it had been sent again after the restart).
+                if self._stopping.is_set():
+                    return
                 chunk = wanted[i:i + hook.batch_max]
                 self._deliver(chunk)
                 self._passed(int(chunk[-1]["seq"]))
@@ -255,6 +260,9 @@ class Deliverer:
 
     def _send_letters(self) -> None:
         for letter_id, _attempts, event in self.store.queued(self.hook.name, LETTERS_PER_TURN):
+            if self._stopping.is_set():
+                self._letters.set()
+                return
             outcome = self.sender.deliver([event])
             if outcome.unreachable:
                 self._letters.set()  # still queued: the next turn tries again

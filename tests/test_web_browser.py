@@ -181,6 +181,31 @@ def test_after_a_daemon_restart_the_page_resumes_with_no_gap(
     page.save_screenshot(str(screenshots / "5-reconnected.png"))
 
 
+def test_after_the_journal_is_replaced_the_page_follows_the_new_log(
+        page: WebDriver, daemon: DaemonProcess, screenshots: Path) -> None:
+    """A daemon back on a journal that ends before where the page left off (a backup
+    restored in place; here a fresh data_dir) numbers on from its own last seq: the page
+    follows from there, a line in its log saying so (it asked for a seq past the log's end
+    and waited, "live", for events it would never get)."""
+    before = page_stats(page)
+    assert daemon.terminate() == 0
+    wait(page, lambda d: not page_stats(d)["connected"], "the page sees the daemon go")
+    daemon.data_dir.rename(daemon.data_dir.with_name("data-replaced"))
+    daemon.start()
+    with daemon.client() as control:
+        running = control.submit("slow", {"sleep_s": 60})["execution_id"]
+        wait(page, lambda d: page_stats(d)["resyncs"] == before.get("resyncs", 0) + 1
+             and page_stats(d)["lastSeq"] >= control.status()["last_seq"],
+             "the page follows the replaced log")
+        assert control.status()["last_seq"] < before["lastSeq"]  # seqs the page had, reused
+        wait(page, lambda d: d.find_elements(
+            By.CSS_SELECTOR, f'#executions tr[data-id="{running}"][data-status="running"]'),
+            "the new execution is listed")
+        control.cancel(running)
+    assert "its journal was replaced" in page.find_element(By.ID, "log").text
+    page.save_screenshot(str(screenshots / "6-journal-replaced.png"))
+
+
 def test_token_form_and_a_wrong_token(browser: WebDriver, daemon: DaemonProcess) -> None:
     browser.execute_script("sessionStorage.clear()")
     browser.get("about:blank")  # else only the fragment changes: no reload

@@ -64,6 +64,8 @@ WATCH_S = 0.5
 HEARTBEAT_S = 1.0
 #: Most topic prefixes in a hello.
 MAX_TOPICS = 64
+#: The largest `since_seq` (a seq is an SQLite integer, as the control socket's `replay`).
+MAX_SEQ = 2**63 - 1
 #: Close codes (4000-4999 are the application's own).
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_BAD_HELLO = 4400
@@ -99,8 +101,8 @@ def parse_hello(text: str | bytes, token: str) -> Hello:
     if not token_matches(token, hello.get("token")):
         raise HelloError("unauthorized", "missing or wrong token", CLOSE_UNAUTHORIZED)
     since = hello.get("since_seq")
-    if since is not None and (type(since) is not int or since < 0):
-        raise HelloError("bad_request", "since_seq must be an integer >= 0 or null",
+    if since is not None and (type(since) is not int or not 0 <= since <= MAX_SEQ):
+        raise HelloError("bad_request", f"since_seq must be an integer 0 to {MAX_SEQ} or null",
                          CLOSE_BAD_HELLO)
     topics = hello.get("topics", [""])
     if topics is None:

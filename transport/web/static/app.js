@@ -13,7 +13,7 @@ const TERMINAL = new Set(["execution_completed", "execution_failed", "execution_
 // What the tests (and a curious operator in the console) can read.
 const stats = window.tradeloomStats = {
   lastSeq: 0, received: 0, gaps: 0, duplicates: 0, connects: 0, lagged: 0, connected: false,
-  state: null,
+  state: null, resyncs: 0,
 };
 
 let ws = null;
@@ -90,6 +90,18 @@ function connect() {
 function onMessage(m) {
   switch (m.msg) {
     case "welcome":
+      if (nextSeq !== null && m.next_seq > m.last_seq + 1) {
+        // The daemon's log ends before where this page left off: its journal was replaced
+        // (a backup restored in place, another data_dir). The seqs after its last are new
+        // events, not ones this page has: follow from there, as a fresh page would.
+        stats.resyncs += 1;
+        logLine(null, `the daemon's log ends at seq ${m.last_seq}, before this page's ` +
+                      `${nextSeq - 1}: its journal was replaced; following from seq ${m.last_seq + 1}`);
+        nextSeq = m.last_seq + 1;
+        stats.lastSeq = m.last_seq;
+        ws.close();  // reconnects from nextSeq
+        return;
+      }
       stats.connects += 1;
       stats.connected = true;
       retryMs = 500;
