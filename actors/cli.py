@@ -198,6 +198,13 @@ def cmd_keys(args: argparse.Namespace) -> int:
     directory = Path(args.dir)
     if directory.exists() and not directory.is_dir():
         raise UsageError(f"{directory} exists and is not a directory")
+    # A pair written over is a daemon whose every client's pinned server key is now wrong,
+    # or a client the daemon no longer knows: replacing one is asked for by name.
+    existing = [p for p in (directory / f"{args.name}.key", directory / f"{args.name}.key_secret")
+                if p.exists()]
+    if existing and not args.force:
+        raise UsageError(f"{existing[0]} exists: a new pair would replace it (--force to "
+                         "replace it; clients holding the old public key are refused then)")
     directory.mkdir(parents=True, exist_ok=True)
     # The secret key is readable by its owner only, from its first byte (zmq writes both
     # files with the process umask: 0644 under the usual 022). The public key is public.
@@ -337,10 +344,13 @@ def build_parser() -> argparse.ArgumentParser:
     keys = sub.add_parser("keys", help="write a CURVE key pair for the daemon or a client",
                           description="Write DIR/NAME.key (public) and DIR/NAME.key_secret "
                                       "(docs/protocol.md section 5). Exit 0; 2 when DIR "
-                                      "is not a directory.",
+                                      "is not a directory or already holds a pair of that "
+                                      "name (--force replaces it).",
                           epilog="example: tradeloom keys keys/ --name daemon")
     keys.add_argument("dir", metavar="DIR")
     keys.add_argument("--name", default="tradeloom", help="file name stem (default tradeloom)")
+    keys.add_argument("--force", action="store_true",
+                      help="replace a pair of that name already in DIR (else exit 2)")
     keys.set_defaults(handler=cmd_keys)
 
     # The client commands live with the client library; imported here, not at module level,

@@ -16,12 +16,36 @@ def test_keys_writes_a_curve_key_pair_that_zmq_can_load(tmp_path: Path) -> None:
     assert public_only == public and no_secret is None
 
 
+def keys(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "actors.cli", "keys", *args],
+                          capture_output=True, text=True, timeout=30, check=False)
+
+
 def test_the_secret_key_is_readable_by_its_owner_only(tmp_path: Path) -> None:
     (tmp_path / "tradeloom.key_secret").write_text("an old key, world-readable\n")
     (tmp_path / "tradeloom.key_secret").chmod(0o644)
-    proc = subprocess.run([sys.executable, "-m", "actors.cli", "keys", str(tmp_path)],
+    proc = subprocess.run([sys.executable, "-m", "actors.cli", "keys", str(tmp_path), "--force"],
                           capture_output=True, text=True, timeout=30, check=False,
                           umask=0o022)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "tradeloom.key_secret").stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "tradeloom.key").stat().st_mode & 0o044 == 0o044  # others may read it
+
+
+def test_a_pair_already_there_is_kept_unless_forced(tmp_path: Path) -> None:
+    """Writing over a daemon's pair locks out every client holding its public key: refused
+    (exit 2, one line, both files as they were) unless `--force`."""
+    assert keys(str(tmp_path), "--name", "daemon").returncode == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    for kept, other in (("daemon.key", "daemon.key_secret"), ("daemon.key_secret", "daemon.key")):
+        (tmp_path / other).rename(tmp_path / "moved")  # either file alone is refused too
+        refused = keys(str(tmp_path), "--name", "daemon")
+        assert refused.returncode == 2 and refused.stdout == "", refused
+        assert refused.stderr.count("\n") == 1 and f"{kept} exists" in refused.stderr
+        (tmp_path / "moved").rename(tmp_path / other)
+    refused = keys(str(tmp_path), "--name", "daemon")  # both there
+    assert refused.returncode == 2 and "daemon.key exists" in refused.stderr
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    assert keys(str(tmp_path), "--name", "client").returncode == 0  # another name: fine
+    assert keys(str(tmp_path), "--name", "daemon", "--force").returncode == 0
+    assert (tmp_path / "daemon.key").read_bytes() != before["daemon.key"]
