@@ -102,6 +102,8 @@ class Deliverer:
         self._drops_unwarned = 0
         self._dead_warned_at: float | None = None
         self._dead_unwarned = 0
+        #: The last dead letter's details, for the line that tells of it.
+        self._dead_last: dict[str, Any] = {}
 
     def _sleep(self, seconds: float) -> None:
         """Between attempts: the injected sleep (tests), else the stop flag's wait."""
@@ -155,6 +157,7 @@ class Deliverer:
     def _loop(self) -> None:
         hook = self.hook
         while not self._stopping.is_set():
+            self._warn_held_back()
             if self._letters.is_set():
                 self._letters.clear()
                 self._send_letters()
@@ -215,15 +218,30 @@ class Deliverer:
         """Log a dead letter: the first with its details, then at most one line every
         DEAD_WARN_EVERY_S, the last one's details and how many since the previous line."""
         self._dead_unwarned += len(chunk)
+        self._dead_last = {"first_seq": chunk[0]["seq"], "last_seq": chunk[-1]["seq"],
+                           "attempts": outcome.attempts, "http_status": outcome.http_status,
+                           "error": outcome.error}
         now = self._monotonic()
         if self._dead_warned_at is not None and now - self._dead_warned_at < DEAD_WARN_EVERY_S:
             return
-        log.warning("webhook_dead_letter", webhook=self.hook.name,
-                    first_seq=chunk[0]["seq"], last_seq=chunk[-1]["seq"],
-                    attempts=outcome.attempts, http_status=outcome.http_status,
-                    error=outcome.error, dead_since_last_line=self._dead_unwarned,
-                    dead_total=self.dead)
+        self._warn_dead(now)
+
+    def _warn_dead(self, now: float) -> None:
+        log.warning("webhook_dead_letter", webhook=self.hook.name, **self._dead_last,
+                    dead_since_last_line=self._dead_unwarned, dead_total=self.dead)
         self._dead_warned_at, self._dead_unwarned = now, 0
+
+    def _warn_held_back(self) -> None:
+        """The line a dead letter (or a drop) held back by the rate limit would have had:
+        once the limit's time is up, without waiting for another to come (the last of a
+        burst was otherwise never logged)."""
+        now = self._monotonic()
+        if (self._dead_unwarned and self._dead_warned_at is not None
+                and now - self._dead_warned_at >= DEAD_WARN_EVERY_S):
+            self._warn_dead(now)
+        if (self._drops_unwarned and self._drop_warned_at is not None
+                and now - self._drop_warned_at >= DROP_WARN_EVERY_S):
+            self._warn_dropped(now)
 
     def _dropped(self, count: int) -> None:
         """Count dead letters deleted by the cap; warn the first time, then at most every
@@ -235,6 +253,9 @@ class Deliverer:
         now = self._monotonic()
         if self._drop_warned_at is not None and now - self._drop_warned_at < DROP_WARN_EVERY_S:
             return
+        self._warn_dropped(now)
+
+    def _warn_dropped(self, now: float) -> None:
         log.warning("webhook_dead_letters_dropped", webhook=self.hook.name,
                     dropped=self._drops_unwarned, dropped_total=self.dropped,
                     max_dead_letters=self.hook.max_dead_letters)

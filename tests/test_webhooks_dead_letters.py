@@ -24,6 +24,7 @@ from actors.errors import ConfigError
 from actors.webhook import DEAD_WARN_EVERY_S, DROP_WARN_EVERY_S, WebhookManager
 from tests.conftest import EngineFactory
 from tests.daemon_fixture import DaemonFleet, wait_idle, wait_until
+from tests.engine_journal_helpers import eventually
 from tests.test_webhooks import Sleeps, emit, hook, wait_log
 from tests.test_webhooks_daemon import SECRET_ENV, cli
 from tests.test_webhooks_daemon import hooked as hooked_daemon
@@ -236,9 +237,19 @@ def test_dead_letters_are_logged_once_then_in_summary_lines(
     assert (lines[0]["http_status"], lines[0]["dead_since_last_line"],
             lines[0]["dead_total"]) == (400, 1, 1)
 
-    with capture_logs() as logs:  # DEAD_WARN_EVERY_S on: one line with the tally
+    with capture_logs() as logs:  # DEAD_WARN_EVERY_S on: the 9 held back get their line,
+        clock.now += DEAD_WARN_EVERY_S  # with no other dead letter to bring it
+        eventually(lambda: any(e["event"] == "webhook_dead_letter" for e in logs), 10.0,
+                   "the held-back dead letters' line")
+    lines = [e for e in logs if e["event"] == "webhook_dead_letter"]
+    assert [(e["dead_since_last_line"], e["dead_total"], e["last_seq"]) for e in lines] == [
+        (9, 10, max(refusing.delivered_seqs()))]  # the details: the last one's
+
+    with capture_logs() as logs:  # and the next one, DEAD_WARN_EVERY_S on again
         clock.now += DEAD_WARN_EVERY_S
         emit(engine, 1)
         wait_status(manager, lambda s: s["dead"] == 11)
+        eventually(lambda: any(e["event"] == "webhook_dead_letter" for e in logs), 10.0,
+                   "the next dead letter's line")
     lines = [e for e in logs if e["event"] == "webhook_dead_letter"]
-    assert [(e["dead_since_last_line"], e["dead_total"]) for e in lines] == [(10, 11)]
+    assert [(e["dead_since_last_line"], e["dead_total"]) for e in lines] == [(1, 11)]
