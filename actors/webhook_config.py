@@ -172,14 +172,13 @@ def _check(hook: WebhookConfig, where: str) -> None:
 
 
 #: Types never in the journal (a stream's own notices), so never sent to a webhook.
-TOPIC_ROOTS = ("workflow", "emergency", "system")
 WORKFLOW_ID_PREFIX_RE = re.compile(r"[A-Za-z0-9_.-]{0,128}")
 
 
 def _events_entry_problem(entry: str) -> str | None:
     """Why an `events` entry can match no event (a typo would otherwise silently filter
     out everything, as `EventSink.subscribe` refuses too); None when it can match."""
-    from actors.event_types import SEQUENCED_TYPES
+    from actors.event_types import SEQUENCED_TYPES, TOPIC_ROOTS
 
     types = sorted(SEQUENCED_TYPES)
     if "/" not in entry:

@@ -131,10 +131,20 @@ def test_events_holding_nan_and_bytes_keys_stream_as_strict_json(
         assert seqs == [1, 2]
 
 
+@pytest.mark.parametrize("topics", [["w"], ["workflow"], ["workflow/arb"], ["system/"],
+                                    ["emergency/risk_limit_"], [""], []])
+def test_hello_topic_prefixes_that_some_topic_has_are_taken(gateway: WebGateway,
+                                                           topics: list[str]) -> None:
+    with connect(gateway.ws_url) as ws:
+        ws.send(json.dumps({"token": TOKEN, "topics": topics}))
+        assert strict_recv(ws)["msg"] == "welcome"
+
+
 @pytest.mark.parametrize("fields", [
     {"since_seq": "1"}, {"since_seq": 1.5}, {"since_seq": -1}, {"since_seq": True},
     {"since_seq": 2**63}, {"since_seq": 10**30},  # past any seq (replay refuses them too)
     {"topics": "workflow/"}, {"topics": [1]}, {"topics": {"a": 1}},
+    {"topics": ["foo/"]}, {"topics": ["emergency/", "workflows/"]},  # no topic starts so
 ])
 def test_hellos_of_the_wrong_types_are_bad_requests(gateway: WebGateway,
                                                     fields: dict[str, Any]) -> None:
