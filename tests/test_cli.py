@@ -81,10 +81,12 @@ def tradeloom(workdir: Path, *args: str, console_script: bool = False,
 
 
 def tradeloom_running(workdir: Path, *args: str) -> subprocess.Popen[bytes]:
-    """`python -m actors.cli *args` left running, its stdout and stderr piped."""
+    """`python -m actors.cli *args` left running, its stdout and stderr piped. Unbuffered:
+    `communicate()` reads the pipes' file descriptors, so what a buffered `readline()` had
+    read ahead would be lost to it (a line cut in two: a flaky JSON error)."""
     return subprocess.Popen([sys.executable, "-m", "actors.cli", *args], cwd=workdir,
                             env=cli_env(workdir), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, bufsize=0)
 
 
 def json_lines(stdout: str) -> list[dict[str, Any]]:

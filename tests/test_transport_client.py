@@ -13,7 +13,13 @@ from collections.abc import Callable, Iterator
 import pytest
 import zmq
 
-from tests.transport_fakes import FakeHandler, FakeLog, emergency_event, workflow_events
+from tests.transport_fakes import (
+    REPLAY_GATE_S,
+    FakeHandler,
+    FakeLog,
+    emergency_event,
+    workflow_events,
+)
 from transport import ControlServer, Publisher
 from transport.client import ControlClient, DaemonUnreachable, Subscriber, TransportError
 
@@ -122,7 +128,9 @@ def signal_during_replay(daemon: Daemon, handler: Callable[[], None]) -> Iterato
             gate.set()
 
     def send_signal() -> None:
-        if daemon.handler.replay_started.wait(5.0):
+        # (As long as the fake holds the replay: on a loaded machine its start can take
+        # seconds, and no signal then meant a replay held until the fake gave up.)
+        if daemon.handler.replay_started.wait(REPLAY_GATE_S):
             # At the main thread itself: its poll must see EINTR (any thread may take
             # a process-wide signal, and the handler would wait for the poll to time out).
             signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR1)
@@ -151,7 +159,7 @@ def test_a_request_interrupted_before_its_reply_leaves_the_client_usable(
         assert client.ping()["pong"] is True
 
 
-@pytest.mark.timeout(20)  # the old lock deadlocked here, in the signal handler
+@pytest.mark.timeout(40)  # the old lock deadlocked here, in the signal handler
 def test_a_signal_handler_can_halt_through_the_client_its_thread_is_waiting_on(
         daemon: Daemon) -> None:
     halted: list[dict[str, object]] = []
@@ -163,7 +171,7 @@ def test_a_signal_handler_can_halt_through_the_client_its_thread_is_waiting_on(
         assert client.status()["state"] == "HALT"
 
 
-@pytest.mark.timeout(20)
+@pytest.mark.timeout(40)
 def test_a_signal_handler_closing_the_client_ends_the_request_waiting_on_it(
         daemon: Daemon) -> None:
     client = ControlClient(daemon.control.endpoint, timeout=10.0)

@@ -18,6 +18,8 @@ from transport.codec import encode
 Event = dict[str, Any]
 #: Scan cap of a filtered replay, small so tests exercise the `next_seq` continuation.
 REPLAY_SCAN = 50
+#: How long a held `replay` (FakeHandler.replay_gate) waits for its gate to open.
+REPLAY_GATE_S = 15.0
 
 
 class FakeLog:
@@ -245,7 +247,7 @@ class FakeHandler:
     def replay(self, *, since_seq: int, limit: int, topic_prefix: str) -> Event:
         self._record("replay", since_seq=since_seq, limit=limit, topic_prefix=topic_prefix)
         self.replay_started.set()
-        if self.replay_gate is not None and not self.replay_gate.wait(10.0):
+        if self.replay_gate is not None and not self.replay_gate.wait(REPLAY_GATE_S):
             raise TimeoutError("replay gate never opened")
         return self.log.replay(since_seq, limit, topic_prefix)
 
