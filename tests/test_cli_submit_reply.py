@@ -68,7 +68,7 @@ class SlowControl:
                         result: Any = ({"pong": True} if op == "ping"
                                        else {"execution_id": "exec_slow_0000e510"})
                         due.append((time.monotonic() + self.delays[op],
-                                    [*envelope, encode({"ok": True, "result": result})]))
+                                    [*envelope, encode({"v": 1, "ok": True, "result": result})]))
                 now = time.monotonic()
                 for entry in [entry for entry in due if entry[0] <= now]:
                     due.remove(entry)
