@@ -22,6 +22,7 @@ from tests.transport_fakes import (
 )
 from transport import ControlServer, Publisher
 from transport.client import ControlClient, DaemonUnreachable, Subscriber, TransportError
+from transport.errors import BadRequestError
 
 LOCAL = "tcp://127.0.0.1:*"
 Event = dict[str, object]
@@ -379,3 +380,25 @@ def test_a_tuple_key_in_an_output_arrives_as_its_string_form(daemon: Daemon) -> 
         [got] = take(sub, 1)
     assert got["outputs"] == {"(1, 2)": "x", "('a', (3, 4))": 5, "k": [1, 2]}
     assert sub.malformed == 0
+
+
+@pytest.mark.parametrize("call", [
+    lambda c: c.replay(10**30),
+    lambda c: c.submit("wf", {"size": [1, {"deep": -(2**63) - 1}]}),
+    lambda c: c.executions(limit=2**64),
+], ids=["replay", "submit-inputs", "executions"])
+def test_an_integer_beyond_64_bits_is_refused_unsent(
+        call: Callable[[ControlClient], object]) -> None:
+    """msgpack has no form for it: it went as its text (a since_seq "not an integer", an
+    input run as a string). Refused at once, nothing sent (no daemon is asked here)."""
+    with ControlClient("tcp://127.0.0.1:1", timeout=30.0) as client:
+        started = time.monotonic()
+        with pytest.raises(BadRequestError, match="an integer beyond 64 bits"):
+            call(client)
+        assert time.monotonic() - started < 5.0  # not a wait for a reply
+
+
+def test_the_64_bit_extremes_are_sent_as_integers(daemon: Daemon) -> None:
+    with ControlClient(daemon.control.endpoint, timeout=10.0) as client:
+        reply = client.request("ping", big=2**64 - 1, small=-(2**63))
+    assert reply["pong"] is True

@@ -58,7 +58,15 @@ class ControlClient:
     def request(self, op: str, timeout: float | None = None, **args: Any) -> Any:
         """Send `{"v": 1, "op": op, **args}` (None-valued args left out); return `result`."""
         message = {"v": 1, "op": op, **{k: v for k, v in args.items() if v is not None}}
-        data = encode(message)
+        try:
+            data = msgpack.packb(message, use_bin_type=True)
+        except OverflowError:
+            # An integer past 64 bits: `encode` would send its text (a `since_seq` of 10**30
+            # refused as "not an integer", an input of 10**30 run as a string). Never sent.
+            raise error_for("bad_request", f"{op}: an integer beyond 64 bits in its "
+                                           "arguments (msgpack has no form for it)") from None
+        except Exception:  # noqa: BLE001 - what msgpack refuses, packed as its plain form
+            data = encode(message)
         wait = self.timeout if timeout is None else _check_timeout(timeout)
         if len(data) > MAX_MESSAGE_BYTES:
             # The daemon refuses it unread (and past 16 MiB drops the connection with no
