@@ -98,24 +98,29 @@ def cmd_keys(args: argparse.Namespace) -> int:
     if directory.exists() and not directory.is_dir():
         raise UsageError(f"{directory} exists and is not a directory")
     # A pair written over is a daemon whose every client's pinned server key is now wrong,
-    # or a client the daemon no longer knows: replacing one is asked for by name.
-    existing = [p for p in (directory / f"{args.name}.key", directory / f"{args.name}.key_secret")
-                if p.exists()]
-    if existing and not args.force:
-        raise UsageError(f"{existing[0]} exists: a new pair would replace it (--force to "
-                         "replace it; clients holding the old public key are refused then)")
+    # or a client the daemon no longer knows: replacing one is asked for (--force). A whole
+    # pair is kept (exit 0: the pair asked for is there); half of one is no pair at all.
+    public, secret = directory / f"{args.name}.key", directory / f"{args.name}.key_secret"
+    if not args.force and public.exists() and secret.exists():
+        print(f"tradeloom: {args.name}: a key pair is there already, kept (--force writes a "
+              "new one)", file=sys.stderr)
+        print(f"public key: {public}\nsecret key: {secret}")
+        return EXIT_OK
+    if not args.force and (public.exists() or secret.exists()):
+        raise UsageError(f"{public if public.exists() else secret} exists without its other "
+                         "half: --force writes a new pair in its place")
     directory.mkdir(parents=True, exist_ok=True)
     # The secret key is readable by its owner only, from its first byte (zmq writes both
     # files with the process umask: 0644 under the usual 022). The public key is public.
     # A file written over would keep its old mode: a new key goes into a new file.
-    (directory / f"{args.name}.key_secret").unlink(missing_ok=True)
+    secret.unlink(missing_ok=True)
     umask = os.umask(0o077)
     try:
-        public, secret = zmq.auth.create_certificates(str(directory), args.name)
+        written = zmq.auth.create_certificates(str(directory), args.name)
     finally:
         os.umask(umask)
-    os.chmod(public, 0o644 & ~umask)
-    print(f"public key: {public}\nsecret key: {secret}")
+    os.chmod(written[0], 0o644 & ~umask)
+    print(f"public key: {written[0]}\nsecret key: {written[1]}")
     return EXIT_OK
 
 
@@ -214,14 +219,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys = sub.add_parser("keys", help="write a CURVE key pair for the daemon or a client",
                           description="Write DIR/NAME.key (public) and DIR/NAME.key_secret "
-                                      "(docs/protocol.md section 5). Exit 0; 2 when DIR "
-                                      "is not a directory or already holds a pair of that "
-                                      "name (--force replaces it).",
+                                      "(docs/protocol.md section 5); a pair of that name "
+                                      "already there is kept (--force replaces it). Exit 0; "
+                                      "2 when DIR is not a directory or holds half a pair.",
                           epilog="example: tradeloom keys keys/ --name daemon")
     keys.add_argument("dir", metavar="DIR")
     keys.add_argument("--name", default="tradeloom", help="file name stem (default tradeloom)")
     keys.add_argument("--force", action="store_true",
-                      help="replace a pair of that name already in DIR (else exit 2)")
+                      help="replace a pair of that name already in DIR (else it is kept)")
     keys.set_defaults(handler=cmd_keys)
 
     # The client commands live with the client library; imported here, not at module level,

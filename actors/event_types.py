@@ -369,10 +369,6 @@ _ALL = (ExecutionStarted, NodeStarted, NodeCompleted, NodeFailed, NodeRetrying, 
 #: Every event `type` -> its TypedDict.
 EVENT_TYPES: dict[str, type] = {get_args(get_type_hints(cls)["type"])[0]: cls for cls in _ALL}
 
-#: What every event's topic starts with (then a `/`): `actors.events.topic_of` makes no
-#: other. A topic prefix that neither starts with one nor is the start of one matches nothing.
-TOPIC_ROOTS = ("workflow", "emergency", "system")
-
 #: The types that never get a `seq`: not journaled, not replayed, not in the ordered log.
 #: A filter for one of them on a stream of sequenced events (a webhook's `events`,
 #: `tradeloom tail --type`) would match nothing.

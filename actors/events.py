@@ -30,13 +30,11 @@ from actors.eventlog import (
     Subscription,
     iso_utc,
 )
+from actors.topics import EMERGENCY_TYPES
 
 __all__ = ["EMERGENCY_TYPES", "Event", "EventCallback", "EventLog", "EventSink",
            "Subscription", "iso_utc", "topic_of", "validate_event"]
 
-EMERGENCY_TYPES = frozenset({
-    "emergency_state_changed", "risk_limit_warning", "risk_limit_exceeded",
-})
 
 
 def topic_of(event: Mapping[str, Any]) -> str:

@@ -153,6 +153,7 @@ class Deliverer:
                 log.exception("webhook_turn_failed", webhook=self.hook.name)
                 self._stopping.wait(1.0)
         self._register(force=True)
+        self._warn_held_back(stopping=True)
 
     def _loop(self) -> None:
         hook = self.hook
@@ -231,16 +232,16 @@ class Deliverer:
                     dead_since_last_line=self._dead_unwarned, dead_total=self.dead)
         self._dead_warned_at, self._dead_unwarned = now, 0
 
-    def _warn_held_back(self) -> None:
+    def _warn_held_back(self, *, stopping: bool = False) -> None:
         """The line a dead letter (or a drop) held back by the rate limit would have had:
-        once the limit's time is up, without waiting for another to come (the last of a
-        burst was otherwise never logged)."""
+        once the limit's time is up (or at the stop), without waiting for another to come
+        (the last of a burst was otherwise never logged)."""
         now = self._monotonic()
-        if (self._dead_unwarned and self._dead_warned_at is not None
-                and now - self._dead_warned_at >= DEAD_WARN_EVERY_S):
+        if self._dead_unwarned and (stopping or self._dead_warned_at is None
+                                    or now - self._dead_warned_at >= DEAD_WARN_EVERY_S):
             self._warn_dead(now)
-        if (self._drops_unwarned and self._drop_warned_at is not None
-                and now - self._drop_warned_at >= DROP_WARN_EVERY_S):
+        if self._drops_unwarned and (stopping or self._drop_warned_at is None
+                                     or now - self._drop_warned_at >= DROP_WARN_EVERY_S):
             self._warn_dropped(now)
 
     def _dropped(self, count: int) -> None:
@@ -268,6 +269,7 @@ class Deliverer:
             log.warning("webhook_endpoint_down", webhook=hook.name, seq=chunk[0]["seq"],
                         error=outcome.error)
             self._log(chunk, outcome, "unreachable")
+        self._warn_held_back()  # (a probe loop can last: what a burst held back is told)
         pause = min(hook.backoff_initial_s * 2 ** min(self._down_streak, 30),
                     hook.backoff_max_s)
         self._down_streak += 1

@@ -171,47 +171,18 @@ def _check(hook: WebhookConfig, where: str) -> None:
             raise ConfigError(f"{where}.events[{j}]: {problem}")
 
 
-#: Types never in the journal (a stream's own notices), so never sent to a webhook.
-WORKFLOW_ID_PREFIX_RE = re.compile(r"[A-Za-z0-9_.-]{0,128}")
-
-
 def _events_entry_problem(entry: str) -> str | None:
     """Why an `events` entry can match no event (a typo would otherwise silently filter
     out everything, as `EventSink.subscribe` refuses too); None when it can match."""
-    from actors.event_types import SEQUENCED_TYPES, TOPIC_ROOTS
+    from actors.event_types import SEQUENCED_TYPES
+    from actors.topics import prefix_problem
 
-    types = sorted(SEQUENCED_TYPES)
-    if "/" not in entry:
-        if entry in types:
-            return None
-        return f"unknown event type {entry!r} (known: {', '.join(types)}; or a topic " \
-               "prefix such as \"emergency/\")"
-    root, _, rest = entry.partition("/")
-    if root not in TOPIC_ROOTS:
-        return f"{entry!r} is no topic prefix: topics start with workflow/, emergency/ or system/"
-    if root == "workflow":
-        workflow_id, slash, rest = rest.partition("/")
-        if not WORKFLOW_ID_PREFIX_RE.fullmatch(workflow_id) or (slash and not workflow_id):
-            return (f"{entry!r}: no workflow id is {workflow_id!r} "
-                    "(ids match [A-Za-z0-9_.-]{1,128})")
-        if not slash:
-            return None
-    under = [kind for kind in types if _topic_root(kind) == root]
-    if any(kind.startswith(rest) for kind in under):
+    if "/" in entry:
+        return prefix_problem(entry)
+    if entry in SEQUENCED_TYPES:
         return None
-    return f"{entry!r}: no {root}/ event type starts with {rest!r} (known: {', '.join(under)})"
-
-
-def _topic_root(kind: str) -> str:
-    """The first part of the topic events of type `kind` go out on (actors.events.topic_of:
-    a workflow event carries the WorkflowEvent keys)."""
-    from actors.event_types import EVENT_TYPES, WorkflowEvent
-    from actors.events import EMERGENCY_TYPES
-
-    required: frozenset[str] = getattr(EVENT_TYPES[kind], "__required_keys__", frozenset())
-    if WorkflowEvent.__required_keys__ <= required:
-        return "workflow"
-    return "emergency" if kind in EMERGENCY_TYPES else "system"
+    return f"unknown event type {entry!r} (known: {', '.join(sorted(SEQUENCED_TYPES))}; or " \
+           "a topic prefix such as \"emergency/\")"
 
 
 def check_url(url: str, key: str) -> None:

@@ -175,3 +175,18 @@ def test_the_same_replies_with_v1_and_the_states_are_taken(daemon: HostileDaemon
     code, out, err = run_cli(daemon, "halt", "--reason", "x")
     assert (code, err) == (0, ""), (code, err)
     assert "HALT" in out
+
+
+@pytest.mark.parametrize(("op", "result", "command", "says"), [
+    ("status", {"running": 0, "queued": 0}, ("status",), "has no state"),
+    ("status", {"state": "HALTED"}, ("status",), "has no state"),
+    ("ping", {"version": "9"}, ("submit", "wf"), "has no pong"),  # submit pings first
+    ("ping", {"pong": 1}, ("submit", "wf"), "has no pong"),
+])
+def test_a_status_without_a_state_or_a_ping_without_pong_is_not_the_protocol(
+        daemon: HostileDaemon, op: str, result: dict[str, Any], command: tuple[str, ...],
+        says: str) -> None:
+    daemon.responder = answering(op, result)
+    code, out, err = run_cli(daemon, *command)
+    assert (code, out) == (2, ""), (code, out, err)
+    assert says in err and err.count("\n") == 1, err

@@ -33,19 +33,22 @@ def test_the_secret_key_is_readable_by_its_owner_only(tmp_path: Path) -> None:
 
 
 def test_a_pair_already_there_is_kept_unless_forced(tmp_path: Path) -> None:
-    """Writing over a daemon's pair locks out every client holding its public key: refused
-    (exit 2, one line, both files as they were) unless `--force`."""
+    """Writing over a daemon's pair locks out every client holding its public key: a whole
+    pair is kept (exit 0, a note on stderr, its paths printed); half a pair is exit 2 (one
+    line, nothing written); `--force` writes a new pair either way."""
     assert keys(str(tmp_path), "--name", "daemon").returncode == 0
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    again = keys(str(tmp_path), "--name", "daemon")
+    assert again.returncode == 0, again
+    assert "kept" in again.stderr and again.stderr.count("\n") == 1
+    assert f"public key: {tmp_path / 'daemon.key'}" in again.stdout
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
     for kept, other in (("daemon.key", "daemon.key_secret"), ("daemon.key_secret", "daemon.key")):
-        (tmp_path / other).rename(tmp_path / "moved")  # either file alone is refused too
+        (tmp_path / other).rename(tmp_path / "moved")  # either file alone: no pair
         refused = keys(str(tmp_path), "--name", "daemon")
         assert refused.returncode == 2 and refused.stdout == "", refused
         assert refused.stderr.count("\n") == 1 and f"{kept} exists" in refused.stderr
         (tmp_path / "moved").rename(tmp_path / other)
-    refused = keys(str(tmp_path), "--name", "daemon")  # both there
-    assert refused.returncode == 2 and "daemon.key exists" in refused.stderr
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
-    assert keys(str(tmp_path), "--name", "client").returncode == 0  # another name: fine
     assert keys(str(tmp_path), "--name", "daemon", "--force").returncode == 0
     assert (tmp_path / "daemon.key").read_bytes() != before["daemon.key"]

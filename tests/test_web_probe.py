@@ -132,7 +132,9 @@ def test_events_holding_nan_and_bytes_keys_stream_as_strict_json(
 
 
 @pytest.mark.parametrize("topics", [["w"], ["workflow"], ["workflow/arb"], ["system/"],
-                                    ["emergency/risk_limit_"], [""], []])
+                                    ["emergency/risk_limit_"], [""], [],
+                                    ["workflow/arb_btc/"], ["workflow/arb_btc/node_"],
+                                    ["system/daemon_"]])
 def test_hello_topic_prefixes_that_some_topic_has_are_taken(gateway: WebGateway,
                                                            topics: list[str]) -> None:
     with connect(gateway.ws_url) as ws:
@@ -145,6 +147,8 @@ def test_hello_topic_prefixes_that_some_topic_has_are_taken(gateway: WebGateway,
     {"since_seq": 2**63}, {"since_seq": 10**30},  # past any seq (replay refuses them too)
     {"topics": "workflow/"}, {"topics": [1]}, {"topics": {"a": 1}},
     {"topics": ["foo/"]}, {"topics": ["emergency/", "workflows/"]},  # no topic starts so
+    {"topics": ["emergency/foo"]}, {"topics": ["system/heartbeat"]},  # (never sequenced)
+    {"topics": ["workflow/a b/"]}, {"topics": ["workflow//"]},
 ])
 def test_hellos_of_the_wrong_types_are_bad_requests(gateway: WebGateway,
                                                     fields: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ signing, retries, Retry-After, dead letters and their retry, the SSRF guard."""
 from __future__ import annotations
 
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ from actors.webhook_transport import make_client
 from actors.workflow import Node, Workflow
 from examples.webhook_receiver import verify
 from tests.conftest import EngineFactory
+from tests.engine_journal_helpers import eventually
 from tests.webhook_server import EndpointServer
 from transport.engine_handler import EngineControlHandler
 
@@ -212,7 +214,19 @@ def test_a_stop_is_taken_between_posts_not_after_the_page(
     endpoint.gate.set()
     manager.stop(timeout=10.0)
     assert len(endpoint.requests) == 1, [r.seqs for r in endpoint.requests]
-    assert manager.status()[0]["next_seq"] == first.seqs[0] + 1  # registered at stop
+    assert manager.status()[0]["next_seq"] == first.seqs[0] + 1
+
+    def cursor_on_disk() -> int | None:  # registered at stop: committed by the journal
+        assert engine.journal is not None
+        conn = sqlite3.connect(f"{engine.journal.path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            row = conn.execute("SELECT seq FROM cursors WHERE name = ?",
+                               (manager.deliverers["ops"].hook.cursor_name,)).fetchone()
+        finally:
+            conn.close()
+        return None if row is None else int(row[0])
+
+    eventually(lambda: cursor_on_disk() == first.seqs[0], 10.0, "the cursor at the stop")
 
 
 def test_ssrf_guard_refuses_loopback_at_connect_time(endpoint: EndpointServer) -> None:

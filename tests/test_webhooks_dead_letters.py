@@ -135,12 +135,34 @@ def test_only_the_newest_dead_letters_are_kept_and_the_rest_counted(
     assert (warnings[0]["webhook"], warnings[0]["dropped"], warnings[0]["dropped_total"],
             warnings[0]["max_dead_letters"]) == ("ops", 1, 1, 3)
 
-    with capture_logs() as logs:  # a minute on: the next drop warns again, with the tally
+    with capture_logs() as logs:  # a minute on: the 6 held back get their line, no other
+        clock.now += DROP_WARN_EVERY_S  # drop needed to bring it
+        eventually(lambda: any(e["event"] == DROPPED for e in logs), 10.0,
+                   "the held-back drops' line")
+    warnings = [e for e in logs if e["event"] == DROPPED]
+    assert [(w["dropped"], w["dropped_total"]) for w in warnings] == [(6, 7)]
+
+    with capture_logs() as logs:  # and the next drop, a minute on again
         clock.now += DROP_WARN_EVERY_S
         emit(engine, 1)
         wait_status(manager, lambda s: s["dropped"] == 8)
+        eventually(lambda: any(e["event"] == DROPPED for e in logs), 10.0, "its line")
     warnings = [e for e in logs if e["event"] == DROPPED]
-    assert [(w["dropped"], w["dropped_total"]) for w in warnings] == [(7, 8)]
+    assert [(w["dropped"], w["dropped_total"]) for w in warnings] == [(1, 8)]
+
+
+@pytest.mark.usefixtures("warnings_on")
+def test_what_the_rate_limit_held_back_is_logged_at_the_stop(
+        hooked: Hooked, refusing: EndpointServer) -> None:
+    """A stop within the limit's time still tells of the dead letters it held back (they
+    were lost from the log: one line saying 1 for a burst of 10)."""
+    with capture_logs() as logs:
+        engine, manager = hooked(refusing.url)
+        emit(engine, 10)
+        wait_status(manager, lambda s: s["dead"] == 10)
+        manager.stop()
+    lines = [e for e in logs if e["event"] == "webhook_dead_letter"]
+    assert [(e["dead_since_last_line"], e["dead_total"]) for e in lines] == [(1, 1), (9, 10)]
 
 
 def test_retried_letters_that_fail_again_count_towards_the_cap(

@@ -34,10 +34,10 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 from websockets.sync.server import ServerConnection
 
 from actors.engine import Engine
-from actors.event_types import TOPIC_ROOTS
 from actors.events import iso_utc, topic_of
 from actors.json_text import json_text
 from actors.subscription import LogReader
+from actors.topics import prefix_problem
 from transport.web.actions import WebActions
 from transport.web.auth import token_matches
 
@@ -113,10 +113,9 @@ def parse_hello(text: str | bytes, token: str) -> Hello:
         raise HelloError("bad_request", f"topics must be a list of at most {MAX_TOPICS} "
                          "topic prefixes (strings)", CLOSE_BAD_HELLO)
     for prefix in topics:  # as a webhook's `events`: a prefix no topic has is a typo
-        if not any(prefix.startswith(f"{root}/") or f"{root}/".startswith(prefix)
-                   for root in TOPIC_ROOTS):
-            raise HelloError("bad_request", f"no topic starts with {prefix[:64]!r}: topics "
-                             "start with workflow/, emergency/ or system/", CLOSE_BAD_HELLO)
+        problem = prefix_problem(prefix)
+        if problem is not None:
+            raise HelloError("bad_request", problem[:300], CLOSE_BAD_HELLO)
     return Hello(since_seq=since, topics=tuple(topics) or ("",))
 
 

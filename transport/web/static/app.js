@@ -99,6 +99,7 @@ function onMessage(m) {
                       `${nextSeq - 1}: its journal was replaced; following from seq ${m.last_seq + 1}`);
         nextSeq = m.last_seq + 1;
         stats.lastSeq = m.last_seq;
+        retryMs = 100;  // at once, not after the backoff of the outage it follows
         ws.close();  // reconnects from nextSeq
         return;
       }
