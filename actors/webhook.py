@@ -45,6 +45,7 @@ from actors.errors import NotFound, WebhookStopped
 from actors.events import topic_of
 from actors.inbox import MAX_WAIT_S
 from actors.journal import Journal
+from actors.throttled_log import ThrottledWarning
 from actors.webhook_config import WebhookConfig, WebhookSecrets, resolve_secrets
 from actors.webhook_delivery import Outcome, Sender
 from actors.webhook_store import WebhookStore
@@ -92,18 +93,18 @@ class Deliverer:
         self._down_streak = 0
         # counters for status
         self.delivered = 0
-        self.dead = 0
         self.deliveries = 0
-        #: Dead letters deleted to keep max_dead_letters (the oldest first).
-        self.dropped = 0
         self.last_error: str | None = None
-        self._monotonic = monotonic
-        self._drop_warned_at: float | None = None
-        self._drops_unwarned = 0
-        self._dead_warned_at: float | None = None
-        self._dead_unwarned = 0
-        #: The last dead letter's details, for the line that tells of it.
-        self._dead_last: dict[str, Any] = {}
+        #: Dead letters since the start (`dead`): logged the first time, then at most
+        #: every DEAD_WARN_EVERY_S with the last one's details and how many since.
+        self.dead_letters = ThrottledWarning(
+            log, "webhook_dead_letter", every_s=DEAD_WARN_EVERY_S, monotonic=monotonic,
+            since_key="dead_since_last_line", total_key="dead_total", webhook=hook.name)
+        #: Dead letters deleted to keep max_dead_letters, the oldest first (`dropped`).
+        self.drops = ThrottledWarning(
+            log, "webhook_dead_letters_dropped", every_s=DROP_WARN_EVERY_S,
+            monotonic=monotonic, since_key="dropped", total_key="dropped_total",
+            webhook=hook.name, max_dead_letters=hook.max_dead_letters)
 
     def _sleep(self, seconds: float) -> None:
         """Between attempts: the injected sleep (tests), else the stop flag's wait."""
@@ -153,12 +154,14 @@ class Deliverer:
                 log.exception("webhook_turn_failed", webhook=self.hook.name)
                 self._stopping.wait(1.0)
         self._register(force=True)
-        self._warn_held_back(stopping=True)
+        self.dead_letters.flush(now=True)
+        self.drops.flush(now=True)
 
     def _loop(self) -> None:
         hook = self.hook
         while not self._stopping.is_set():
-            self._warn_held_back()
+            self.dead_letters.flush()
+            self.drops.flush()
             if self._letters.is_set():
                 self._letters.clear()
                 self._send_letters()
@@ -203,8 +206,9 @@ class Deliverer:
             if self.breaker_open:  # a probe got an answer: back to full attempts
                 self._reachable()
                 continue
-            self.dead += len(chunk)
-            self._dead_lettered(chunk, outcome)
+            self.dead_letters.add(len(chunk), first_seq=chunk[0]["seq"],
+                                  last_seq=chunk[-1]["seq"], attempts=outcome.attempts,
+                                  http_status=outcome.http_status, error=outcome.error)
             dropped = 0
             for event in chunk:
                 dropped += self.store.dead_letter(
@@ -212,55 +216,9 @@ class Deliverer:
                     http_status=outcome.http_status, error=outcome.error,
                     max_dead_letters=self.hook.max_dead_letters)
             self._log(chunk, outcome, "dead")
-            self._dropped(dropped)
+            if dropped > 0:
+                self.drops.add(dropped)
             return
-
-    def _dead_lettered(self, chunk: list[dict[str, Any]], outcome: Outcome) -> None:
-        """Log a dead letter: the first with its details, then at most one line every
-        DEAD_WARN_EVERY_S, the last one's details and how many since the previous line."""
-        self._dead_unwarned += len(chunk)
-        self._dead_last = {"first_seq": chunk[0]["seq"], "last_seq": chunk[-1]["seq"],
-                           "attempts": outcome.attempts, "http_status": outcome.http_status,
-                           "error": outcome.error}
-        now = self._monotonic()
-        if self._dead_warned_at is not None and now - self._dead_warned_at < DEAD_WARN_EVERY_S:
-            return
-        self._warn_dead(now)
-
-    def _warn_dead(self, now: float) -> None:
-        log.warning("webhook_dead_letter", webhook=self.hook.name, **self._dead_last,
-                    dead_since_last_line=self._dead_unwarned, dead_total=self.dead)
-        self._dead_warned_at, self._dead_unwarned = now, 0
-
-    def _warn_held_back(self, *, stopping: bool = False) -> None:
-        """The line a dead letter (or a drop) held back by the rate limit would have had:
-        once the limit's time is up (or at the stop), without waiting for another to come
-        (the last of a burst was otherwise never logged)."""
-        now = self._monotonic()
-        if self._dead_unwarned and (stopping or self._dead_warned_at is None
-                                    or now - self._dead_warned_at >= DEAD_WARN_EVERY_S):
-            self._warn_dead(now)
-        if self._drops_unwarned and (stopping or self._drop_warned_at is None
-                                     or now - self._drop_warned_at >= DROP_WARN_EVERY_S):
-            self._warn_dropped(now)
-
-    def _dropped(self, count: int) -> None:
-        """Count dead letters deleted by the cap; warn the first time, then at most every
-        DROP_WARN_EVERY_S (with how many went since the last warning)."""
-        if count <= 0:
-            return
-        self.dropped += count
-        self._drops_unwarned += count
-        now = self._monotonic()
-        if self._drop_warned_at is not None and now - self._drop_warned_at < DROP_WARN_EVERY_S:
-            return
-        self._warn_dropped(now)
-
-    def _warn_dropped(self, now: float) -> None:
-        log.warning("webhook_dead_letters_dropped", webhook=self.hook.name,
-                    dropped=self._drops_unwarned, dropped_total=self.dropped,
-                    max_dead_letters=self.hook.max_dead_letters)
-        self._drop_warned_at, self._drops_unwarned = now, 0
 
     def _unreachable(self, chunk: list[dict[str, Any]], outcome: Outcome) -> None:
         hook = self.hook
@@ -269,7 +227,8 @@ class Deliverer:
             log.warning("webhook_endpoint_down", webhook=hook.name, seq=chunk[0]["seq"],
                         error=outcome.error)
             self._log(chunk, outcome, "unreachable")
-        self._warn_held_back()  # (a probe loop can last: what a burst held back is told)
+        self.dead_letters.flush()  # (a probe loop can last: what a burst held back is told)
+        self.drops.flush()
         pause = min(hook.backoff_initial_s * 2 ** min(self._down_streak, 30),
                     hook.backoff_max_s)
         self._down_streak += 1
@@ -319,7 +278,8 @@ class Deliverer:
     def status(self) -> dict[str, Any]:
         return {"name": self.hook.name, "url": self.hook.url, "next_seq": self.next_seq,
                 "breaker": "open" if self.breaker_open else "closed",
-                "delivered": self.delivered, "dead": self.dead, "dropped": self.dropped,
+                "delivered": self.delivered, "dead": self.dead_letters.total,
+                "dropped": self.drops.total,
                 "max_dead_letters": self.hook.max_dead_letters,
                 "deliveries": self.deliveries, "last_error": self.last_error}
 
