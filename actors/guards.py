@@ -76,9 +76,13 @@ class BreakerGuard:
         if key is None:
             return
         breaker = self._breakers.get(key)
-        if run.denied is not None:
+        if run.denied is not None or run.execution.closed:
+            # It never ran, or its execution ended under it (halt, cancel, fail-fast, the
+            # workflow's deadline): what it did after being told to cancel is no outcome of
+            # the venue's (a halt's cancelled runs opened a breaker; a cancelled trial that
+            # returned closed one). A trial's turn goes to the next caller.
             if run.trial:
-                breaker.release_trial()  # it never ran: let the next caller be the trial
+                breaker.release_trial()
             return
         breaker.record(error is None, trial=run.trial)
 

@@ -326,8 +326,9 @@ class NodeRun(NodeContext):
     `NodeDone` arrives.
     """
 
-    __slots__ = ("__weakref__", "abandoned", "denied", "duration_s", "error", "error_text",
-                 "execution", "index", "node", "returned", "shown", "slot", "started",
+    __slots__ = ("__weakref__", "abandoned", "abandoned_why", "denied", "duration_s", "error",
+                 "error_text", "execution", "index", "node", "returned", "shown", "slot",
+                 "started",
                  "started_at", "trial", "truth", "value")
 
     def __init__(self, execution: Execution, index: int, attempt: int,
@@ -357,6 +358,8 @@ class NodeRun(NodeContext):
         #: supervisor on timeout: both under the pool's lock, so exactly one wins.
         self.returned = False
         self.abandoned = False
+        #: Why it was abandoned (what a late action's journal record says).
+        self.abandoned_why = "timed out"
         self.slot: Any = None
         self.value: Any = None
         #: `value` as events carry it (`packing.event_form`), made on the node's thread.

@@ -49,7 +49,13 @@ from actors.messages import (
 )
 from actors.node import CHECK_S, NodePool
 from actors.supervisor_closing import ExecutionClosing
-from actors.supervisor_timers import TimerKind, open_execution, timed_run, timer_alive
+from actors.supervisor_timers import (
+    ABANDON_AFTER_CANCEL_S,
+    TimerKind,
+    open_execution,
+    timed_run,
+    timer_alive,
+)
 from actors.timers import TimerHeap
 
 log = structlog.get_logger("tradeloom.supervisor")
@@ -143,7 +149,7 @@ class SupervisorActor(ExecutionClosing, EngineActorBase):
         if run.abandoned:
             self._pool.retired(run)
             if run.denied is None and run.node.category == "action":
-                self._late_action(run, "timed out")
+                self._late_action(run, run.abandoned_why)
             return
         self._pool.done()
         try:
@@ -335,11 +341,14 @@ class SupervisorActor(ExecutionClosing, EngineActorBase):
                                       TimerKind.WAKE, target, arg)
                 else:
                     _wake(target)
-            elif kind is TimerKind.NODE_TIMEOUT:
+            elif kind is TimerKind.NODE_TIMEOUT or kind is TimerKind.CANCELLED_RUN:
                 run = timed_run(target)
                 if run is not None:
                     try:
-                        self._timed_out(run)
+                        if kind is TimerKind.NODE_TIMEOUT:
+                            self._timed_out(run)
+                        else:
+                            self._still_running(run)
                     except Exception as exc:  # noqa: BLE001 - see _contain
                         self._contain(run.execution, exc)
             else:
@@ -358,6 +367,29 @@ class SupervisorActor(ExecutionClosing, EngineActorBase):
         else:
             self._close(exe, Ending.timed_out(exe.workflow.timeout_s))
 
+    def _still_running(self, run: NodeRun) -> None:
+        """ABANDON_AFTER_CANCEL_S after its execution ended, `run` has not come back: a
+        stuck node. Its actor is given up as a timed-out one is (a replacement starts when
+        runs wait), so it holds no other execution (an on-halt hook) up to its timeout_s."""
+        if not run.started or not self._abandon(run):
+            return
+        run.abandoned_why = "its execution had ended"
+        run.execution.answered(run)
+        for guard in self._guards:  # (the execution had ended: no outcome; a trial freed)
+            guard.after_run(run, None)
+        log.warning("node_abandoned", execution_id=run.execution.id, node_id=run.node.id,
+                    attempt=run.attempt, after_cancel_s=ABANDON_AFTER_CANCEL_S)
+
+    def _abandon(self, run: NodeRun) -> bool:
+        """Give `run`'s actor up (False: it came back just now; its NodeDone is coming)."""
+        if not self._pool.abandon(run):
+            return False
+        if self._pool.check_due():  # its replacement was refused, and runs wait
+            self._pool.checking = True
+            self._timers.push(self._clock.monotonic() + CHECK_S, TimerKind.POOL_CHECK,
+                              self._pool)
+        return True
+
     def _timed_out(self, run: NodeRun) -> None:
         exe = run.execution
         timeout_s = self._restart.timeout_s(run.node)
@@ -372,11 +404,8 @@ class SupervisorActor(ExecutionClosing, EngineActorBase):
             self._timers.push(run.started_at + timeout_s, TimerKind.NODE_TIMEOUT,
                               weakref.ref(run))
             return
-        if not self._pool.abandon(run):
+        if not self._abandon(run):
             return  # it returned just now; its NodeDone is in the inbox
-        if self._pool.check_due():  # its replacement was refused, and runs wait
-            self._pool.checking = True
-            self._timers.push(now + CHECK_S, TimerKind.POOL_CHECK, self._pool)
         exe.answered(run)
         run.cancel()
         error = NodeTimeout(f"node {run.node.id!r} did not finish within {timeout_s:g} s")

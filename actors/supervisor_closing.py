@@ -9,6 +9,7 @@ dispatch and timers are in `actors/supervisor.py`.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
@@ -21,6 +22,8 @@ from actors.errors import describe
 from actors.events import Event, EventSink
 from actors.execution import ExecutionResult
 from actors.machine import Execution
+from actors.supervisor_timers import ABANDON_AFTER_CANCEL_S, TimerKind
+from actors.timers import TimerHeap
 
 __all__ = ["ExecutionClosing"]
 
@@ -37,6 +40,7 @@ class ExecutionClosing:
     _live: dict[str, Execution]
     #: While ending executions in bulk: cancel Events that nodes wait on, to set after.
     _deferred_wakes: list[threading.Event] | None
+    _timers: TimerHeap
 
     def _start(self, exe: Execution) -> None:
         raise NotImplementedError  # SupervisorActor's
@@ -49,8 +53,8 @@ class ExecutionClosing:
             return
         events = events if events is not None else []
         with self._sink.lock:
-            runs = exe.close(ending, failed_node, self._clock.monotonic(), events,
-                             skip_events=not queued)
+            now = self._clock.monotonic()
+            runs = exe.close(ending, failed_node, now, events, skip_events=not queued)
             for run in runs:
                 if self._deferred_wakes is None:
                     run.cancel()
@@ -62,6 +66,9 @@ class ExecutionClosing:
             # (`[journal] max_event_bytes`), and the result keeps the full values.
             nodes = events[-1].get("nodes")
             self._sink.emit_locked(events)
+        for run in runs:  # one that does not come back is given up (`_still_running`)
+            self._timers.push(now + ABANDON_AFTER_CANCEL_S, TimerKind.CANCELLED_RUN,
+                              weakref.ref(run))
         self._finish(exe, ending, events[-1], nodes)
 
     def _finish(self, exe: Execution, ending: Ending, terminal: Event,

@@ -19,6 +19,11 @@ from enum import IntEnum
 from actors.machine import Execution, NodeRun
 from actors.timers import Entry
 
+#: A node still running this long after its execution ended (halt, cancel, fail-fast, the
+#: workflow's deadline) is stuck: its actor is abandoned as at a timeout. A cooperative
+#: node reads `ctx.cancelled` and is back well before.
+ABANDON_AFTER_CANCEL_S = 0.5
+
 
 class TimerKind(IntEnum):
     """What a supervisor timer is for, and what its entry's target and arg are."""
@@ -28,6 +33,7 @@ class TimerKind(IntEnum):
     DEADLINE = 2      # target: weakref to the Execution (the workflow's timeout_s)
     POOL_CHECK = 3    # target: NodePool (grow while runs wait)
     WAKE = 4          # target: tuple of cancel Events to set, arg: set them by then
+    CANCELLED_RUN = 5  # target: weakref to a NodeRun its execution's end cancelled
 
 
 def timed_run(ref: weakref.ref[NodeRun]) -> NodeRun | None:
@@ -48,7 +54,7 @@ def open_execution(ref: weakref.ref[Execution]) -> Execution | None:
 def timer_alive(timer: Entry) -> bool:
     """Whether a timer still matters (the heap's sweep drops the others)."""
     _, _, kind, target, _ = timer
-    if kind is TimerKind.NODE_TIMEOUT:
+    if kind is TimerKind.NODE_TIMEOUT or kind is TimerKind.CANCELLED_RUN:
         return timed_run(target) is not None
     if kind is TimerKind.POOL_CHECK or kind is TimerKind.WAKE:
         return True

@@ -521,6 +521,63 @@ def test_a_trial_whose_execution_was_halted_before_it_started_is_released(
     assert breaker_state(engine) == "closed"
 
 
+def test_runs_cancelled_by_a_halt_are_no_failures_of_the_venue(
+        make_engine: EngineFactory) -> None:
+    """Runs a halt cancelled, which then raise (an exchange call cut short), are no failed
+    runs: they opened the breaker, and after the resume the venue was refused for
+    breaker_reset_timeout_s."""
+    clock = ManualClock()
+    engine, _rec = breaker_engine(make_engine, clock)
+    entered = threading.Semaphore(0)
+
+    def cut_short(ctx: NodeContext) -> None:
+        entered.release()
+        ctx.cancelled.wait(10)
+        raise ConnectionError("the call was cut short by the cancel")
+
+    cancelled = Workflow("quotes", nodes=[
+        Node("quote", cut_short, category="provider", breaker="binance")])
+    handles = [engine.submit(cancelled) for _ in range(THRESHOLD + 1)]
+    for _ in handles:
+        assert entered.acquire(timeout=5)
+    engine.halt("operator")
+    assert [h.result(timeout=5).status for h in handles] == ["halted"] * len(handles)
+    wait_until(lambda: busy(engine) == 0)  # every run came back, raising
+    assert breaker_state(engine) == "closed"
+
+    engine.resume("all clear")
+    venue = Venue()
+    result = run(engine, quote_workflow(venue))
+    assert (result.status, venue.calls) == ("completed", 1)
+
+
+def test_a_trial_cancelled_by_a_halt_neither_closes_nor_reopens(
+        make_engine: EngineFactory) -> None:
+    """A half-open trial whose execution is halted has no outcome: what it returns later
+    closed the breaker (an untested venue let through). The next run is the trial."""
+    clock = ManualClock()
+    engine, _rec = breaker_engine(make_engine, clock)
+    venue = Venue()
+    wf = quote_workflow(venue)
+    open_breaker(engine, venue, wf)
+    clock.advance(RESET_S)
+    venue.mode = "block"
+    handle = engine.submit(wf)
+    try:
+        assert venue.entered.wait(5)
+        engine.halt("operator")
+        assert handle.result(timeout=5).status == "halted"
+    finally:
+        venue.release.set()  # it returns a price, after the halt
+    wait_until(lambda: busy(engine) == 0)
+    assert breaker_state(engine) == "half_open"
+
+    engine.resume("all clear")
+    venue.mode = "fail"
+    failed = run(engine, wf)  # the next run is the trial: it fails and reopens
+    assert (failed.error_type, breaker_state(engine)) == ("ConnectionError", "open")
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
     """Poll a condition that has no event of its own, with a deadline."""
     deadline = time.monotonic() + timeout
