@@ -236,6 +236,8 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry, EngineLifecycle):
 
     def cancel(self, execution_id: str) -> str:
         """Cancel an execution; returns its status afterwards (`cancelled` if it was live)."""
+        if not isinstance(execution_id, str):  # (123 was "no such execution", None a TypeError)
+            raise TypeError(f"execution_id must be a str, not {type(execution_id).__name__}")
         self._refuse_wait_in_callback("Cancel")
         queued = self.admission.remove_queued(execution_id)
         cancelled = Ending.cancelled("by request")

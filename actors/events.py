@@ -37,6 +37,10 @@ __all__ = ["EMERGENCY_TYPES", "Event", "EventCallback", "EventLog", "EventSink",
 
 
 
+#: A workflow id (`actors.workflow.ID_PATTERN`; not imported: events loads without it).
+_WORKFLOW_ID = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+
+
 def topic_of(event: Mapping[str, Any]) -> str:
     """The ZeroMQ topic of an event (docs/protocol.md (events))."""
     kind = event["type"]
@@ -220,6 +224,9 @@ class EventSink:
         if workflow_id is not None and not isinstance(workflow_id, str):
             raise TypeError(f"workflow_id must be a string or None, not "
                             f"{type(workflow_id).__name__}")
+        if workflow_id is not None and not _WORKFLOW_ID.fullmatch(workflow_id):
+            raise ValueError(f"no workflow id is {workflow_id!r} (ids match "
+                             "[A-Za-z0-9_.-]{1,128}): it would match nothing")
         return self.log.subscribe(callback, types=types, workflow_id=workflow_id,
                                   on_gap=on_gap)
 

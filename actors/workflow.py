@@ -94,6 +94,11 @@ class Node:
         self.restart_within_s = _positive(restart_within_s, "restart_within_s", id)
         self.backoff_min_s = _non_negative(backoff_min_s, "backoff_min_s", id)
         self.backoff_max_s = _non_negative(backoff_max_s, "backoff_max_s", id)
+        if (self.backoff_min_s is not None and self.backoff_max_s is not None
+                and self.backoff_min_s > self.backoff_max_s):  # as the config's rule
+            raise WorkflowDefinitionError(
+                f"node {id!r}: backoff_min_s ({self.backoff_min_s:g}) must be <= "
+                f"backoff_max_s ({self.backoff_max_s:g})", node_id=id)
         self.cache_ttl_s = _positive(cache_ttl_s, "cache_ttl_s", id)
         if breaker is not None and not (isinstance(breaker, str) and breaker
                                         and valid_text(breaker) == breaker):
@@ -111,7 +116,9 @@ class Node:
         if max_restarts is not None and (isinstance(max_restarts, bool)
                                          or not isinstance(max_restarts, int)
                                          or max_restarts < 0):
-            raise WorkflowDefinitionError(f"node {id!r}: max_restarts must be >= 0", node_id=id)
+            raise WorkflowDefinitionError(
+                f"node {id!r}: max_restarts must be an int >= 0, not {max_restarts!r}",
+                node_id=id)
         if category == "action" and not idempotent:
             if max_restarts:
                 raise WorkflowDefinitionError(
@@ -206,6 +213,9 @@ class Workflow:
                  timeout_s: float | None = None, description: str = "") -> None:
         if not isinstance(id, str) or not ID_PATTERN.fullmatch(id):
             raise WorkflowDefinitionError(f"workflow id {id!r} must match [A-Za-z0-9_.-]{{1,128}}")
+        if isinstance(nodes, str | bytes | Node) or not isinstance(nodes, Iterable):
+            raise WorkflowDefinitionError(
+                f"workflow {id!r}: nodes must be a list of Node, not {type(nodes).__name__}")
         nodes = tuple(nodes)
         if not nodes:
             raise WorkflowDefinitionError(f"workflow {id!r} has no nodes")

@@ -378,3 +378,12 @@ def test_engine_start_refuses_what_is_no_config_or_clock_naming_it(kwargs: dict[
     so was a clock that is none."""
     with pytest.raises(TypeError, match=named):
         Engine.start(**kwargs).stop()
+
+
+@pytest.mark.parametrize("execution_id", [None, 123, b"exec_x_00000000", ["exec"]])
+def test_cancel_of_a_non_str_id_is_a_type_error_naming_it(
+        make_engine: EngineFactory, execution_id: Any) -> None:
+    """(123 was "no live or recent execution 123", None a TypeError: one rule now.)"""
+    engine = make_engine()
+    with pytest.raises(TypeError, match="execution_id must be a str"):
+        engine.cancel(execution_id)

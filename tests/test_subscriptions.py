@@ -302,3 +302,11 @@ def test_catch_up_is_false_for_a_crashed_subscription_and_true_for_a_closed_one(
     assert closed.catch_up(5) is True and closed.crashed is None
     closed.close(timeout=5)
     assert closed.catch_up(5) is True
+
+
+@pytest.mark.parametrize("workflow_id", ["a b", "", "x/y", "é"])
+def test_a_workflow_id_no_workflow_can_have_is_refused(engine: Engine,
+                                                        workflow_id: str) -> None:
+    """As an unknown event type: a subscription that can match nothing is a typo."""
+    with pytest.raises(ValueError, match="no workflow id is"):
+        engine.subscribe(lambda event: None, workflow_id=workflow_id)

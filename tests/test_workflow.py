@@ -278,3 +278,24 @@ def test_a_long_chain_keeps_its_closure_as_bitsets_and_answers_from_them() -> No
     assert wf.closure.ancestor_ids(0) == ()
     assert [wf.nodes[j].id for j in wf.closure.descendants(size - 3)] == [
         f"n{size - 2}", f"n{size - 1}"]
+
+
+@pytest.mark.parametrize("nodes", [None, 5, "abc", Node("a", lambda ctx: 1)])
+def test_nodes_that_are_no_list_of_nodes_are_refused_naming_nodes(nodes: Any) -> None:
+    with pytest.raises(WorkflowDefinitionError, match="nodes must be a list of Node"):
+        Workflow("w", nodes=nodes)
+
+
+def test_a_node_backoff_min_above_its_max_is_refused() -> None:
+    """As the config's `0 <= backoff_min_s <= backoff_max_s`: the node's retries announced
+    300 ms against a 50 ms maximum."""
+    with pytest.raises(WorkflowDefinitionError,
+                       match=r"backoff_min_s \(0\.3\) must be <= backoff_max_s \(0\.05\)"):
+        Node("a", lambda ctx: 1, backoff_min_s=0.3, backoff_max_s=0.05)
+    assert Node("a", lambda ctx: 1, backoff_min_s=0.05, backoff_max_s=0.05).backoff_max_s == 0.05
+
+
+@pytest.mark.parametrize("value", [1.5, True, -1, "2"])
+def test_max_restarts_must_be_an_int_and_says_so(value: Any) -> None:
+    with pytest.raises(WorkflowDefinitionError, match="max_restarts must be an int >= 0, not"):
+        Node("a", lambda ctx: 1, max_restarts=value)
