@@ -192,8 +192,11 @@ ODD_ERRORS: list[tuple[str, Callable[[], BaseException], str]] = [
 # -- helpers -------------------------------------------------------------------------------
 
 def truth(value: Any) -> bool | None:
-    """bool(value), or None when the truth test raises or value is a NaN (a number unequal
-    to itself: truthy to Python, but a condition returning it fails with ConditionError)."""
+    """bool(value), or None when the truth test raises, value is a NaN (a number unequal
+    to itself: truthy to Python, but a condition returning it fails with ConditionError), or
+    text (any non-empty text reads as true: "False" too)."""
+    if isinstance(value, str | bytes):
+        return None
     try:
         if isinstance(value, numbers.Number) and value != value:
             return None
@@ -361,6 +364,21 @@ def test_a_condition_returning_nan_fails_with_condition_error_and_the_action_nev
         ("trade", "upstream_failed")]
     assert not ran.is_set() and "trade" not in result.results
     assert_usable(engine)
+
+
+@pytest.mark.parametrize("value", ["False", "no", "0", "", b"False", "true"])
+def test_a_condition_returning_text_fails_with_condition_error_and_the_action_never_runs(
+        make_engine: EngineFactory, value: Any) -> None:
+    """Any non-empty text reads as true: a condition returning "False" ran the trade."""
+    engine = make_engine()
+    ran = threading.Event()
+    wf = Workflow("text_condition", nodes=[
+        Node("ok_to_trade", lambda ctx: value, category="condition"),
+        Node("trade", lambda ctx: ran.set(), category="action", depends_on=["ok_to_trade"])])
+    result = engine.submit(wf).result(timeout=WAIT_S)
+    assert (result.status, result.error_type) == ("failed", "ConditionError")
+    assert "return a bool" in (result.error or ""), result.error
+    assert not ran.is_set()
 
 
 @pytest.mark.parametrize("value", [0.0, 1.5, math.inf, decimal.Decimal(0), 0j, 1, 0])
