@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import zmq
 
+from tests.engine_journal_helpers import captured_logs, eventually
 from tests.transport_fakes import (
     REPLAY_GATE_S,
     FakeHandler,
@@ -402,3 +403,46 @@ def test_the_64_bit_extremes_are_sent_as_integers(daemon: Daemon) -> None:
     with ControlClient(daemon.control.endpoint, timeout=10.0) as client:
         reply = client.request("ping", big=2**64 - 1, small=-(2**63))
     assert reply["pong"] is True
+
+
+def test_the_for_loop_outlives_a_control_socket_down_longer_than_its_timeout() -> None:
+    """The documented `for event in stream:` loop goes on across an outage: a replay that
+    gets no answer within the control timeout ended it with DaemonUnreachable."""
+    log = FakeLog()
+    log.append(workflow_events("w", 100))
+    daemon = Daemon(log)
+    events, control = daemon.publisher.endpoint, daemon.control.endpoint
+    daemon.control.stop()  # the late joiner's replay finds no one
+    got: list[Event] = []
+    done, failed = threading.Event(), []
+
+    def consume() -> None:
+        try:
+            with Subscriber(events, control, since_seq=1, timeout=0.3) as sub:
+                for event in sub:
+                    got.append(event)
+                    if len(got) == 100:
+                        done.set()
+                        return
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            failed.append(exc)
+            done.set()
+
+    with captured_logs() as logs:
+        consumer = threading.Thread(target=consume, daemon=True)  # (never outlives a failure)
+        consumer.start()
+        try:
+            eventually(lambda: any(e["event"] == "subscriber_replay_unreachable"
+                                   for e in logs), 10.0, "a replay that got no answer")
+            assert not done.is_set()
+            restarted = ControlServer(control, daemon.handler)
+            restarted.start()
+            try:
+                assert done.wait(10.0)
+            finally:
+                restarted.stop()
+        finally:
+            daemon.publisher.stop()
+            consumer.join(10.0)
+    assert failed == []
+    assert seqs(got) == list(range(1, 101))

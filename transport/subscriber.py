@@ -66,6 +66,10 @@ class _TailCheck:
     initial: bool = False
 
 
+#: Between replay tries while the control socket does not answer (`__iter__`).
+UNREACHABLE_PAUSE_S = 0.2
+
+
 class Subscriber:
     """Follows `events_endpoint` (the daemon's PUB) and fills gaps through `control_endpoint`.
 
@@ -175,8 +179,29 @@ class Subscriber:
             self._receive(remaining)
 
     def __iter__(self) -> Iterator[Event]:
-        while True:
-            event = self.next(None)
+        """Every event, for ever: across daemon restarts and outages (a replay that gets no
+        answer is tried again, a warning logged once per outage); ends when `close()` is
+        called (from a signal handler, say). A subscriber closed already is refused."""
+        if self._sub.closed:
+            raise TransportError("the subscriber is closed")
+        unreachable_since: float | None = None
+        while not self._sub.closed:
+            try:
+                event = self.next(None)
+            except DaemonUnreachable as exc:
+                if unreachable_since is None:
+                    unreachable_since = time.monotonic()
+                    log.warning("subscriber_replay_unreachable", error=str(exc))
+                time.sleep(UNREACHABLE_PAUSE_S)  # (most tries waited the control timeout)
+                continue
+            except TransportError:
+                if self._sub.closed:
+                    return
+                raise
+            if unreachable_since is not None:
+                log.info("subscriber_replay_reachable",
+                         after_s=round(time.monotonic() - unreachable_since, 3))
+                unreachable_since = None
             if event is not None:
                 yield event
 
@@ -200,9 +225,14 @@ class Subscriber:
     def _receive(self, timeout: float | None) -> bool:
         """Read one message into the inbox (or the early list); False on timeout."""
         ms = None if timeout is None else 0 if timeout <= 0 else max(1, int(timeout * 1000))
-        if not self._sub.poll(ms, zmq.POLLIN):
-            return False
-        frames = self._sub.recv_multipart(zmq.NOBLOCK)
+        try:
+            if not self._sub.poll(ms, zmq.POLLIN):
+                return False
+            frames = self._sub.recv_multipart(zmq.NOBLOCK)
+        except zmq.ZMQError:
+            if self._sub.closed:  # by `close()` from a signal handler or another thread
+                raise TransportError("the subscriber was closed") from None
+            raise
         try:
             if len(frames) != 2:
                 raise ValueError(f"{len(frames)} frames")
