@@ -83,6 +83,12 @@ class Tally:
         self.count += 1
 
 
+def note(args: argparse.Namespace, text: str) -> None:
+    """A line about the stream, not an event: on stderr with --json (stdout stays one JSON
+    object per line, for `jq`)."""
+    print(text, file=sys.stderr if args.json else sys.stdout, flush=True)
+
+
 def follow(args: argparse.Namespace) -> Tally:
     topics = (f"workflow/{args.workflow}/",) if args.workflow else ("",)
     tally = Tally("wseq" if args.workflow else "seq")
@@ -90,11 +96,10 @@ def follow(args: argparse.Namespace) -> Tally:
                     timeout=args.timeout) as sub:
         sub.wait_live(timeout=args.timeout)
         start = f"from seq {args.since} (replayed first)" if args.since else "live"
-        print(f"following {args.events} ({', '.join(repr(t) for t in topics)}) {start}",
-              flush=True)
+        note(args, f"following {args.events} ({', '.join(repr(t) for t in topics)}) {start}")
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: stop here and sum up
             receive(sub, tally, args)
-        summary(tally, sub)
+        summary(tally, sub, args)
     return tally
 
 
@@ -105,14 +110,14 @@ def receive(sub: Subscriber, tally: Tally, args: argparse.Namespace) -> None:
             event = sub.next(POLL_S)
         except DaemonUnreachable:
             if not unreachable:  # the daemon is away: keep asking, say so once
-                print("--- the daemon does not answer; waiting for it", flush=True)
+                note(args, "--- the daemon does not answer; waiting for it")
             unreachable = True
             continue
         unreachable = False
         if sub.restarts != restarts:
             restarts = sub.restarts
-            print(f"--- the daemon restarted (epoch {sub.epoch}): catching up from the "
-                  "journal", flush=True)
+            note(args, f"--- the daemon restarted (epoch {sub.epoch}): catching up from the "
+                       "journal")
         if event is None:
             continue
         tally.add(event)
@@ -122,12 +127,12 @@ def receive(sub: Subscriber, tally: Tally, args: argparse.Namespace) -> None:
             print(describe(event), flush=True)
 
 
-def summary(tally: Tally, sub: Subscriber) -> None:
+def summary(tally: Tally, sub: Subscriber, args: argparse.Namespace) -> None:
     contiguous = "yes" if not tally.breaks else f"no, breaks {tally.breaks}"
-    print(f"summary: {tally.count} events, seqs {tally.first}..{tally.last}, consecutive "
-          f"{tally.order_key}s: {contiguous}; replayed {sub.replayed}, "
-          f"gaps filled {sub.gaps_filled}, daemon restarts {sub.restarts}, lost {sub.lost}",
-          flush=True)
+    note(args, f"summary: {tally.count} events, seqs {tally.first}..{tally.last}, "
+               f"consecutive {tally.order_key}s: {contiguous}; replayed {sub.replayed}, "
+               f"gaps filled {sub.gaps_filled}, daemon restarts {sub.restarts}, "
+               f"lost {sub.lost}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,6 +5,7 @@ restart with consecutive seqs."""
 
 from __future__ import annotations
 
+import json
 import queue
 import re
 import signal
@@ -213,3 +214,22 @@ def test_subscriber_follows_a_late_join_and_a_restart_without_a_gap(tmp_path: Pa
     assert seqs == list(range(1, last + 1))
     types = [line.split()[2] for line in lines.seen if re.match(r"^ +\d+  ", line)]
     assert types.count("daemon_started") == 2 and "daemon_stopping" in types
+
+
+def test_subscriber_json_keeps_stdout_one_json_object_per_line(tmp_path: Path) -> None:
+    """`--json` is for `jq`: the notes (following, summary) go to stderr."""
+    with DaemonFleet(tmp_path) as fleet:
+        daemon = fleet.daemon(workflows=("fast",)).start()
+        with daemon.client() as control:
+            control.submit("fast", {"n": 1})
+            wait_idle(control)
+            last = wait_last_seq(control, 5)
+        proc = subprocess.run(
+            [sys.executable, str(EXAMPLES / "subscriber.py"), "--events", daemon.events,
+             "--control", daemon.control, "--since", "1", "--count", str(last), "--json"],
+            cwd=ROOT.parent, env=child_env(), capture_output=True, text=True, timeout=60,
+            check=False)
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [e["seq"] for e in events] == list(range(1, last + 1))
+    assert "following" in proc.stderr and "summary:" in proc.stderr
