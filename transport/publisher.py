@@ -47,6 +47,10 @@ DEFAULT_SNDHWM = 100_000
 #: 50 MB subscription cost the daemon 2.5 GB; the longest topic is under 200 bytes, so a
 #: prefix past this could match nothing anyway. A larger message drops that connection.
 MAX_SUBSCRIPTION_BYTES = 1024
+#: The longest prefix a subscription can carry under that: ZeroMQ 3.1 peers send it as a
+#: SUBSCRIBE command, whose name takes 10 bytes of the message (measured: a 1,015-byte
+#: prefix was dropped). Well past any topic (ids are at most 128 characters).
+MAX_PREFIX_BYTES = 1000
 
 
 class EventSource(Protocol):

@@ -48,7 +48,7 @@ from actors.packing import unpack_lenient
 from transport.control_client import ControlClient
 from transport.errors import DaemonUnreachable, TransportError
 from transport.ops import MAX_LIMIT
-from transport.publisher import MAX_SUBSCRIPTION_BYTES
+from transport.publisher import MAX_PREFIX_BYTES
 from transport.security import ClientKeys, uses_ipv6
 
 log = structlog.get_logger("tradeloom.transport.subscriber")
@@ -93,9 +93,9 @@ class Subscriber:
             # The daemon answers a replay limit past MAX_LIMIT with bad_request: every
             # gap fill would fail.
             raise ValueError(f"page must be an int from 1 to {MAX_LIMIT}")
-        if any(len(t.encode()) >= MAX_SUBSCRIPTION_BYTES for t in topics):
+        if any(len(t.encode()) > MAX_PREFIX_BYTES for t in topics):
             # The daemon would drop the connection: never live, with no word why.
-            raise ValueError(f"a topic prefix must be under {MAX_SUBSCRIPTION_BYTES} bytes")
+            raise ValueError(f"a topic prefix must be at most {MAX_PREFIX_BYTES} bytes")
         self.filters = tuple(dict.fromkeys(topics)) or ("",)
         self._everything = "" in self.filters
         self._prefix = "" if self._everything else _common_prefix(self.filters)

@@ -14,6 +14,12 @@ const [eventsEndpoint, controlEndpoint, expectedLastArg] = process.argv.slice(2)
 const expectedLast = Number(expectedLastArg);
 const TIMEOUT_MS = 10000;
 
+// User values may be maps keyed by integers, floats, booleans or nil (docs/protocol.md,
+// section 1): this decoder refuses such keys by default, so they are given as strings.
+const unpack = (data) => decode(data, {
+  mapKeyConverter: (key) => (typeof key === "string" || typeof key === "number" ? key : String(key)),
+});
+
 // -- control: DEALER with an empty delimiter frame and request ids ------------------------
 const dealer = new zmq.Dealer({ receiveTimeout: TIMEOUT_MS, linger: 0 });
 dealer.connect(controlEndpoint);
@@ -24,7 +30,7 @@ async function call(op, args = {}) {
   await dealer.send([Buffer.alloc(0), Buffer.from(encode({ v: 1, op, id, ...args }))]);
   for (;;) {
     const frames = await dealer.receive();
-    const reply = decode(frames[frames.length - 1]);
+    const reply = unpack(frames[frames.length - 1]);
     if (reply.id !== id) continue; // a reply to an earlier request
     if (reply.v !== 1) throw new Error(`bad reply version ${reply.v}`);
     if (!reply.ok) {
@@ -43,7 +49,7 @@ async function reqCall(op, args = {}) {
   try {
     await req.send(Buffer.from(encode({ v: 1, op, ...args })));
     const [frame] = await req.receive();
-    return decode(frame);
+    return unpack(frame);
   } finally {
     req.close();
   }
@@ -88,7 +94,7 @@ async function replayRange(first, end) {
 
 async function receiveEvent() {
   const [topic, payload] = await sub.receive();
-  return { topic: topic.toString("utf8"), event: decode(payload) };
+  return { topic: topic.toString("utf8"), event: unpack(payload) };
 }
 
 const result = {};
