@@ -117,6 +117,17 @@ def open_breaker(engine: Engine, venue: Venue, wf: Workflow) -> list[ExecutionRe
     return results
 
 
+def half_open(make_engine: EngineFactory, clock: ManualClock
+              ) -> tuple[Engine, Recorder, Venue, Workflow]:
+    """A breaker_engine whose `binance` breaker was opened and is due its trial."""
+    engine, rec = breaker_engine(make_engine, clock)
+    venue = Venue()
+    wf = quote_workflow(venue)
+    open_breaker(engine, venue, wf)
+    clock.advance(RESET_S)
+    return engine, rec, venue, wf
+
+
 def assert_skipped_for_circuit(rec: Recorder, result: ExecutionResult,
                                node_id: str = "quote") -> None:
     assert result.status == "failed"
@@ -355,11 +366,7 @@ def test_exactly_one_trial_among_500_racing_executions_and_success_closes(
 
 def test_failed_trial_reopens_for_another_reset_timeout(make_engine: EngineFactory) -> None:
     clock = ManualClock()
-    engine, rec = breaker_engine(make_engine, clock)
-    venue = Venue()
-    wf = quote_workflow(venue)
-    open_breaker(engine, venue, wf)
-    clock.advance(RESET_S)
+    engine, rec, venue, wf = half_open(make_engine, clock)
 
     venue.mode = "fail"
     trial = run(engine, wf)
@@ -555,12 +562,7 @@ def test_a_trial_cancelled_by_a_halt_neither_closes_nor_reopens(
         make_engine: EngineFactory) -> None:
     """A half-open trial whose execution is halted has no outcome: what it returns later
     closed the breaker (an untested venue let through). The next run is the trial."""
-    clock = ManualClock()
-    engine, _rec = breaker_engine(make_engine, clock)
-    venue = Venue()
-    wf = quote_workflow(venue)
-    open_breaker(engine, venue, wf)
-    clock.advance(RESET_S)
+    engine, _rec, venue, wf = half_open(make_engine, ManualClock())
     venue.mode = "block"
     handle = engine.submit(wf)
     try:

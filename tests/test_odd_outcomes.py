@@ -338,6 +338,18 @@ def test_a_condition_whose_result_has_no_truth_value_fails_with_condition_error(
     assert_usable(engine)
 
 
+def condition_then_trade(engine: Engine, value: Any) -> tuple[ExecutionResult, threading.Event]:
+    """A condition returning `value` before an action: the result (failed with
+    ConditionError, checked) and whether the action ran."""
+    ran = threading.Event()
+    wf = Workflow("odd_condition", nodes=[
+        Node("spread", lambda ctx: value, category="condition"),
+        Node("trade", lambda ctx: ran.set(), category="action", depends_on=["spread"])])
+    result = engine.submit(wf).result(timeout=WAIT_S)
+    assert (result.status, result.error_type) == ("failed", "ConditionError")
+    return result, ran
+
+
 class FloatSubclass(float):
     """What a numpy float64 is to Python: a float subclass (numpy is not installed)."""
 
@@ -352,12 +364,7 @@ def test_a_condition_returning_nan_fails_with_condition_error_and_the_action_nev
     engine = make_engine()
     rec = Recorder()
     rec.follow(engine)
-    ran = threading.Event()
-    wf = Workflow("nan_condition", nodes=[
-        Node("spread", lambda ctx: value, category="condition"),
-        Node("trade", lambda ctx: ran.set(), category="action", depends_on=["spread"])])
-    result = engine.submit(wf).result(timeout=WAIT_S)
-    assert (result.status, result.error_type) == ("failed", "ConditionError")
+    result, ran = condition_then_trade(engine, value)
     assert type(value).__name__ in (result.error or ""), result.error
     evs = assert_ended_once(rec, result)
     assert [(e["node_id"], e["reason"]) for e in evs if e["type"] == "node_skipped"] == [
@@ -370,13 +377,7 @@ def test_a_condition_returning_nan_fails_with_condition_error_and_the_action_nev
 def test_a_condition_returning_text_fails_with_condition_error_and_the_action_never_runs(
         make_engine: EngineFactory, value: Any) -> None:
     """Any non-empty text reads as true: a condition returning "False" ran the trade."""
-    engine = make_engine()
-    ran = threading.Event()
-    wf = Workflow("text_condition", nodes=[
-        Node("ok_to_trade", lambda ctx: value, category="condition"),
-        Node("trade", lambda ctx: ran.set(), category="action", depends_on=["ok_to_trade"])])
-    result = engine.submit(wf).result(timeout=WAIT_S)
-    assert (result.status, result.error_type) == ("failed", "ConditionError")
+    result, ran = condition_then_trade(make_engine(), value)
     assert "return a bool" in (result.error or ""), result.error
     assert not ran.is_set()
 
