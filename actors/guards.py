@@ -76,11 +76,13 @@ class BreakerGuard:
         if key is None:
             return
         breaker = self._breakers.get(key)
-        if run.denied is not None or run.execution.closed:
-            # It never ran, or its execution ended under it (halt, cancel, fail-fast, the
-            # workflow's deadline): what it did after being told to cancel is no outcome of
-            # the venue's (a halt's cancelled runs opened a breaker; a cancelled trial that
-            # returned closed one). A trial's turn goes to the next caller.
+        exe = run.execution
+        if run.denied is not None or (exe.closed and not exe.past_deadline):
+            # It never ran, or its execution was ended under it (halt, cancel, another
+            # node's failure): what it did after being told to cancel is no outcome of the
+            # venue's (a halt's cancelled runs opened a breaker; a cancelled trial that
+            # returned closed one). A trial's turn goes to the next caller. One cut by the
+            # workflow's deadline counts: the venue was too slow (`_still_running`).
             if run.trial:
                 breaker.release_trial()
             return

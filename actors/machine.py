@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from actors.ending import Ending, ExecutionStatus, NodeStatus, SkipReason
-from actors.errors import CircuitOpen
+from actors.errors import CircuitOpen, ExecutionTimeout
 from actors.packing import event_form
 from actors.workflow import NodeContext
 
@@ -50,7 +50,7 @@ class Execution:
     __slots__ = (
         "__weakref__", "attempts", "bot_id", "closed", "completed", "ending_on_start", "errors",
         "exempt_from_halt", "finished", "handle", "head", "id", "inputs", "node_status",
-        "outputs", "priority", "remaining", "restarts", "runs", "shown_inputs",
+        "outputs", "past_deadline", "priority", "remaining", "restarts", "runs", "shown_inputs",
         "shown_outputs", "started_event", "started_mono", "status", "strategy_id",
         "workflow",
     )
@@ -93,6 +93,9 @@ class Execution:
         self.completed = 0
         self.finished = 0
         self.closed = False
+        #: Closed by the workflow's timeout_s: its runs were cut by a venue's slowness, not
+        #: by a halt, a cancel or another node's failure (what a breaker counts).
+        self.past_deadline = False
         self.started_mono = 0.0
         self.started_event: Event = {}
         #: Set for a queued execution taken out to be ended (cancel, shutdown, halt): the
@@ -240,6 +243,7 @@ class Execution:
         skipped, but its `execution_started` comes right before its terminal event."""
         self.closed = True
         self.status = ending.status
+        self.past_deadline = ending.error_type == ExecutionTimeout.__name__
         downstream = (frozenset(self.workflow.closure.descendants(failed_node))
                       if failed_node is not None else frozenset())
         running: list[NodeRun] = []

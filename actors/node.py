@@ -127,11 +127,11 @@ def _truth(value: Any, node_id: str) -> bool:
     numpy, Decimal; `bool(nan)` is True) fails the node with a ConditionError naming its
     type: a trade must not go ahead on a figure that is neither true nor false. So does
     text: `"False"`, `"no"` or `"0"` would read as true."""
-    if isinstance(value, str | bytes):
+    if isinstance(value, str | bytes | bytearray | memoryview):
         kind = type(value)
         raise ConditionError(
-            f"condition {node_id!r} returned a {kind.__qualname__} ({value[:32]!r}), which is "
-            "no verdict (any non-empty text reads as true); return a bool")
+            f"condition {node_id!r} returned a {kind.__qualname__}, which is no verdict (any "
+            "non-empty text reads as true); return a bool")
     try:
         is_nan = isinstance(value, Number) and bool(value != value)
         verdict = bool(value)

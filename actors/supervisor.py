@@ -374,9 +374,14 @@ class SupervisorActor(ExecutionClosing, EngineActorBase):
         if not run.started or not self._abandon(run):
             return
         run.abandoned_why = "its execution had ended"
-        run.execution.answered(run)
-        for guard in self._guards:  # (the execution had ended: no outcome; a trial freed)
-            guard.after_run(run, None)
+        exe = run.execution
+        exe.answered(run)
+        # A halt's or a cancel's: no outcome (a trial's turn freed). The workflow's deadline:
+        # the venue had not answered by then, a failure as a node timeout is.
+        error = NodeTimeout(f"node {run.node.id!r} still running past its workflow's "
+                            "timeout_s") if exe.past_deadline else None
+        for guard in self._guards:
+            guard.after_run(run, error)
         log.warning("node_abandoned", execution_id=run.execution.id, node_id=run.node.id,
                     attempt=run.attempt, after_cancel_s=ABANDON_AFTER_CANCEL_S)
 

@@ -195,7 +195,7 @@ def truth(value: Any) -> bool | None:
     """bool(value), or None when the truth test raises, value is a NaN (a number unequal
     to itself: truthy to Python, but a condition returning it fails with ConditionError), or
     text (any non-empty text reads as true: "False" too)."""
-    if isinstance(value, str | bytes):
+    if isinstance(value, str | bytes | bytearray | memoryview):
         return None
     try:
         if isinstance(value, numbers.Number) and value != value:
@@ -373,7 +373,8 @@ def test_a_condition_returning_nan_fails_with_condition_error_and_the_action_nev
     assert_usable(engine)
 
 
-@pytest.mark.parametrize("value", ["False", "no", "0", "", b"False", "true"])
+@pytest.mark.parametrize("value", ["False", "no", "0", "", b"False", "true",
+                                   bytearray(b"False"), memoryview(b"False")])
 def test_a_condition_returning_text_fails_with_condition_error_and_the_action_never_runs(
         make_engine: EngineFactory, value: Any) -> None:
     """Any non-empty text reads as true: a condition returning "False" ran the trade."""

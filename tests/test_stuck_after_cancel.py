@@ -6,7 +6,7 @@ timers; the node's own gate keeps it stuck until the test lets it go."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -120,3 +120,58 @@ def test_a_late_action_result_after_the_cancel_is_journaled_not_published(
     eventually(recorded, WAIT_S, "the late result recorded against its intent")
     assert not [e for e in rec.events if e["type"] == "node_completed"
                 and e["execution_id"] == handle.execution_id]
+
+
+def breaker_config(threshold: int) -> dict[str, object]:
+    return {"daemon": {"supervisors": 1, "node_actors": 4},
+            "resilience": {"breaker_failure_threshold": threshold,
+                           "breaker_reset_timeout_s": 30.0}}
+
+
+def test_a_venue_hanging_past_the_workflow_deadline_still_opens_its_breaker(
+        make_engine: EngineFactory, stuck: Stuck) -> None:
+    """Runs cut by the workflow's timeout_s count as failures (the venue did not answer in
+    time), unlike those a halt or a cancel ended: abandoned after the deadline, they were
+    counted as nothing and the breaker never opened for a dead venue."""
+    clock = ManualClock()
+    engine = make_engine(breaker_config(2), clock=clock)
+    wf = Workflow("quotes", timeout_s=1.0, nodes=[
+        Node("quote", stuck, category="provider", breaker="binance", timeout_s=60)])
+    for _ in range(2):
+        stuck.entered.clear()
+        handle = engine.submit(wf)
+        assert stuck.entered.wait(WAIT_S)
+        clock.advance(1.0)  # the workflow's deadline
+        assert handle.result(timeout=WAIT_S).error_type == "ExecutionTimeout"
+        clock.advance(ABANDON_AFTER_CANCEL_S)
+    refused = engine.submit(wf).result(timeout=WAIT_S)
+    assert refused.error_type == "CircuitOpen"
+    assert engine.status()["breakers"]["binance"] == "open"
+
+
+def test_a_stuck_trial_whose_execution_was_halted_leaves_the_next_run_the_trial(
+        make_engine: EngineFactory, stuck: Stuck) -> None:
+    """Abandoned after the halt, the trial's turn is freed: the breaker neither closes
+    untested nor refuses every run for ever."""
+    clock = ManualClock()
+    engine = make_engine(breaker_config(1), clock=clock)
+
+    def quotes(fn: Callable[[NodeContext], object]) -> Workflow:
+        return Workflow("quotes", nodes=[Node("quote", fn, category="provider",
+                                              breaker="binance", timeout_s=60, max_restarts=0)])
+
+    def down(ctx: NodeContext) -> None:
+        raise ConnectionError("venue down")
+
+    assert engine.submit(quotes(down)).result(timeout=WAIT_S).error_type == "ConnectionError"
+    clock.advance(30.0)  # half-open: the next run is the trial
+    trial = engine.submit(quotes(stuck))
+    assert stuck.entered.wait(WAIT_S)
+    engine.halt("operator")
+    assert trial.result(timeout=WAIT_S).status == "halted"
+    clock.advance(ABANDON_AFTER_CANCEL_S)
+    engine.resume("all clear")
+    rec = Recorder().follow(engine)
+    after = engine.submit(quotes(lambda ctx: {"price": 1.0})).result(timeout=WAIT_S)
+    assert (after.status, after.error_type) == ("completed", None)
+    rec.wait_for(lambda evs: any(e["type"] == "circuit_closed" for e in evs))

@@ -68,6 +68,8 @@ class _TailCheck:
 
 #: Between replay tries while the control socket does not answer (`__iter__`).
 UNREACHABLE_PAUSE_S = 0.2
+#: How often `__iter__` says again that the control socket does not answer.
+UNREACHABLE_WARN_EVERY_S = 30.0
 
 
 class Subscriber:
@@ -185,13 +187,21 @@ class Subscriber:
         if self._sub.closed:
             raise TransportError("the subscriber is closed")
         unreachable_since: float | None = None
+        warned_at = 0.0
         while not self._sub.closed:
             try:
                 event = self.next(None)
             except DaemonUnreachable as exc:
+                now = time.monotonic()
+                if unreachable_since is None or now - warned_at >= UNREACHABLE_WARN_EVERY_S:
+                    # Again now and then: a control endpoint that never answers (a typo)
+                    # is not left to one line at the start.
+                    log.warning("subscriber_replay_unreachable", error=str(exc),
+                                for_s=0.0 if unreachable_since is None
+                                else round(now - unreachable_since, 1))
+                    warned_at = now
                 if unreachable_since is None:
-                    unreachable_since = time.monotonic()
-                    log.warning("subscriber_replay_unreachable", error=str(exc))
+                    unreachable_since = now
                 time.sleep(UNREACHABLE_PAUSE_S)  # (most tries waited the control timeout)
                 continue
             except TransportError:
