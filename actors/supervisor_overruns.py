@@ -1,0 +1,110 @@
+"""Runs that overran or outlived their execution, for `SupervisorActor` (a mixin, as
+`ExecutionClosing`): a node past its `timeout_s`, or still running ABANDON_AFTER_CANCEL_S
+after its execution ended, is abandoned (a Python thread cannot be killed): its actor stops
+counting as capacity and a replacement starts when runs wait; the actor retires if its
+function ever returns, and an action's late result is journaled, never published.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from actors.emergency import EmergencyGate
+from actors.errors import NodeTimeout
+from actors.guards import BreakerGuard, CacheGuard, RestartGuard
+from actors.machine import Execution, NodeRun, Step
+from actors.node import CHECK_S, NodePool
+from actors.supervisor_timers import ABANDON_AFTER_CANCEL_S, TimerKind
+from actors.timers import TimerHeap
+
+__all__ = ["Overruns"]
+
+log = structlog.get_logger("tradeloom.supervisor")
+
+
+class Overruns:
+    """Abandoning overrun runs, for `SupervisorActor`."""
+
+    _pool: NodePool
+    _timers: TimerHeap
+    _clock: Any
+    _gate: EmergencyGate
+    _guards: tuple[BreakerGuard | CacheGuard, ...]
+    _restart: RestartGuard
+    _apply: Callable[[Execution, Step], None]
+    _failure: Callable[[Execution, NodeRun, BaseException, str, float], Step]
+
+    def _still_running(self, run: NodeRun) -> None:
+        """ABANDON_AFTER_CANCEL_S after its execution ended, `run` has not come back: a
+        stuck node. Its actor is given up as a timed-out one is (a replacement starts when
+        runs wait), so it holds no other execution (an on-halt hook) up to its timeout_s."""
+        if not run.started or not self._abandon(run):
+            return
+        run.abandoned_why = "its execution had ended"
+        exe = run.execution
+        exe.answered(run)
+        # A halt's or a cancel's: no outcome (a trial's turn freed). The workflow's deadline:
+        # the venue had not answered by then, a failure as a node timeout is.
+        error = NodeTimeout(f"node {run.node.id!r} still running past its workflow's "
+                            "timeout_s") if exe.past_deadline else None
+        for guard in self._guards:
+            guard.after_run(run, error)
+        log.warning("node_abandoned", execution_id=run.execution.id, node_id=run.node.id,
+                    attempt=run.attempt, after_cancel_s=ABANDON_AFTER_CANCEL_S)
+
+    def _abandon(self, run: NodeRun) -> bool:
+        """Give `run`'s actor up (False: it came back just now; its NodeDone is coming)."""
+        if not self._pool.abandon(run):
+            return False
+        if self._pool.check_due():  # its replacement was refused, and runs wait
+            self._pool.checking = True
+            self._timers.push(self._clock.monotonic() + CHECK_S, TimerKind.POOL_CHECK,
+                              self._pool)
+        return True
+
+    def _timed_out(self, run: NodeRun) -> None:
+        exe = run.execution
+        timeout_s = self._restart.timeout_s(run.node)
+        now = self._clock.monotonic()
+        if not run.started:
+            # Still waiting in the mailbox (every actor busy) or refused on its way in: the
+            # clock runs from when the node starts. The workflow's timeout_s bounds the wait.
+            if not exe.closed:
+                self._timers.push(now + timeout_s, TimerKind.NODE_TIMEOUT, weakref.ref(run))
+            return
+        if run.started_at + timeout_s > now:
+            self._timers.push(run.started_at + timeout_s, TimerKind.NODE_TIMEOUT,
+                              weakref.ref(run))
+            return
+        if not self._abandon(run):
+            return  # it returned just now; its NodeDone is in the inbox
+        exe.answered(run)
+        run.cancel()
+        error = NodeTimeout(f"node {run.node.id!r} did not finish within {timeout_s:g} s")
+        for guard in self._guards:
+            guard.after_run(run, error)
+        log.warning("node_timeout", execution_id=exe.id, node_id=run.node.id,
+                    timeout_s=timeout_s, attempt=run.attempt, execution_closed=exe.closed)
+        if not exe.closed:  # else it already ended: nothing more is published for it
+            self._apply(exe, self._failure(exe, run, error, str(error), timeout_s))
+
+    def _late_action(self, run: NodeRun, why: str) -> None:
+        # Never published as success; kept for reconciliation against the exchange.
+        intents = self._gate.intents
+        if intents is not None:
+            intents.late_result(run, why)
+        log.warning("late_action_result", execution_id=run.execution.id,
+                    node_id=run.node.id, idempotency_key=run.idempotency_key, why=why,
+                    ok=run.error is None, value=_safe_repr(run.value),
+                    error=None if run.error is None else run.error_text)
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        return repr(value)[:200]
+    except Exception:  # noqa: BLE001 - a user object's __repr__ may raise
+        return f"<unrepresentable {type(value).__name__}>"
