@@ -22,6 +22,7 @@ import select
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,9 @@ NEXT_WAIT_S = 0.25
 #: Events shown at once at most, and how long to wait for more before showing them.
 BATCH = 500
 DRAIN_WAIT_S = 0.001
+#: Plain and --json tail: a daemon heard of neither by event nor heartbeat for this long
+#: gets a line on stderr (five heartbeats at the default heartbeat_s).
+SILENT_NOTE_S = 5.0
 #: Events after which the header asks for a fresh status at once.
 POKE_TYPES = frozenset({"emergency_state_changed", "daemon_started", "circuit_opened",
                         "circuit_closed", "circuit_half_open"})
@@ -61,7 +65,9 @@ def register(sub: Any) -> None:
         description="Follow the daemon's events as they happen, one line each, coloured by "
                     "type, under a status header when stdout is a terminal. --since SEQ "
                     "replays the journal from SEQ first, then follows live with no gap. "
-                    "Keeps going across a daemon restart. Runs until Ctrl-C (exit 0); "
+                    "Keeps going across a daemon restart (not on a terminal: a line on "
+                    "stderr when the daemon has been silent for 5 s, one when it is back). "
+                    "Runs until Ctrl-C (exit 0); "
                     "exit 2 for a --type no event has, 3 when the daemon is unreachable at "
                     "start.",
         epilog="examples:\n  tradeloom tail\n"
@@ -146,8 +152,43 @@ def cmd_tail(args: argparse.Namespace) -> int:
     return EXIT_OK  # pragma: no cover - _follow only ends by an exception
 
 
+class OutageNotes:
+    """For tail's plain and `--json` outputs (a terminal has its header): one line on
+    stderr when the daemon has gone quiet (no heartbeat, no event for SILENT_NOTE_S, or a
+    replay with no answer), one when it is heard again. Lines piped to a log said nothing
+    of an outage, however long."""
+
+    def __init__(self, stream: Subscriber, clock: Callable[[], float] = time.monotonic
+                 ) -> None:
+        self._stream = stream
+        self._clock = clock
+        self._heard = (stream.heartbeats, clock())
+        self.silent_since: float | None = None
+
+    def heard(self) -> None:
+        """An event came (or a heartbeat: checked here)."""
+        now = self._clock()
+        self._heard = (self._stream.heartbeats, now)
+        if self.silent_since is not None:
+            print(f"tradeloom tail: the daemon answers again (after "
+                  f"{now - self.silent_since:.0f} s)", file=sys.stderr, flush=True)
+            self.silent_since = None
+
+    def check(self, *, unreachable: bool = False) -> None:
+        beats, at = self._heard
+        if self._stream.heartbeats != beats:
+            self.heard()
+            return
+        now = self._clock()
+        if self.silent_since is None and (unreachable or now - at >= SILENT_NOTE_S):
+            self.silent_since = at
+            print(f"tradeloom tail: the daemon does not answer (nothing from it for "
+                  f"{now - at:.0f} s); waiting for it", file=sys.stderr, flush=True)
+
+
 def _follow(stream: Subscriber, wanted: frozenset[str],
-            show: Callable[[list[dict[str, Any]]], None]) -> None:
+            show: Callable[[list[dict[str, Any]]], None],
+            notes: OutageNotes | None = None) -> None:
     """Hand the wanted events to `show` in batches (what has arrived, up to BATCH read: one
     write or one screen update per batch keeps up with thousands of events a second), for
     ever. A replay that gets no answer (the daemon is restarting) is tried again by the
@@ -163,9 +204,15 @@ def _follow(stream: Subscriber, wanted: frozenset[str],
             try:
                 event = stream.next(wait)
             except DaemonUnreachable:
+                if notes is not None:
+                    notes.check(unreachable=True)
                 break
             if event is None:
+                if notes is not None:
+                    notes.check()
                 break
+            if notes is not None and notes.silent_since is not None:
+                notes.heard()
             wait = DRAIN_WAIT_S
             if not wanted or event.get("type") in wanted:
                 batch.append(event)
@@ -196,7 +243,7 @@ def _write_lines(lines: Iterator[str]) -> None:
 
 def _follow_json(stream: Subscriber, wanted: frozenset[str]) -> None:
     _follow(stream, wanted, lambda batch: _write_lines(
-        json_text(event) for event in batch))
+        json_text(event) for event in batch), OutageNotes(stream))
 
 
 def _follow_for_people(stream: Subscriber, wanted: frozenset[str], conn: Connection,
@@ -207,7 +254,7 @@ def _follow_for_people(stream: Subscriber, wanted: frozenset[str], conn: Connect
 
     if not sys.stdout.isatty():  # a pipe or a file: plain lines, no header, no colour
         _follow(stream, wanted, lambda batch: _write_lines(
-            event_line(event).plain for event in batch))
+            event_line(event).plain for event in batch), OutageNotes(stream))
         return
     from rich.live import Live
 
