@@ -47,7 +47,6 @@ from actors.messages import (
     Tick,
 )
 from actors.node import CHECK_S, NodePool
-from actors.supervisor_closing import ExecutionClosing
 from actors.supervisor_overruns import Overruns
 from actors.supervisor_timers import (
     TimerKind,
@@ -71,7 +70,7 @@ _WAKE_INLINE = 64
 _HALT = EmergencyState.HALT
 
 
-class SupervisorActor(ExecutionClosing, Overruns, EngineActorBase):
+class SupervisorActor(Overruns, EngineActorBase):
     inbox_factory = TimerInbox
     direct: ClassVar[frozenset[type]] = frozenset(
         {NodeDone, StartExecution, EndExecutions, CancelRuns, SupervisorStats, Tick})

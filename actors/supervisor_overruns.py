@@ -11,27 +11,21 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-import structlog
-
 from actors.emergency import EmergencyGate
 from actors.errors import NodeTimeout
 from actors.guards import BreakerGuard, CacheGuard, RestartGuard
 from actors.machine import Execution, NodeRun, Step
 from actors.node import CHECK_S, NodePool
+from actors.supervisor_closing import ExecutionClosing, log
 from actors.supervisor_timers import ABANDON_AFTER_CANCEL_S, TimerKind
-from actors.timers import TimerHeap
 
 __all__ = ["Overruns"]
 
-log = structlog.get_logger("tradeloom.supervisor")
 
-
-class Overruns:
-    """Abandoning overrun runs, for `SupervisorActor`."""
+class Overruns(ExecutionClosing):
+    """Abandoning overrun runs, for `SupervisorActor` (which has what is declared here)."""
 
     _pool: NodePool
-    _timers: TimerHeap
-    _clock: Any
     _gate: EmergencyGate
     _guards: tuple[BreakerGuard | CacheGuard, ...]
     _restart: RestartGuard

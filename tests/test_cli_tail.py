@@ -152,8 +152,8 @@ def test_tail_json_says_on_stderr_when_the_daemon_goes_quiet_and_when_it_is_back
 
     from tests.engine_journal_helpers import eventually
 
-    tail = LineReader(["tail", "--json", *daemon.endpoints()])
-    notes: list[str] = []
+    tail = LineReader(["tail", "--since", "1", "--json", *daemon.endpoints()])  # (live or
+    notes: list[str] = []  # not when the submit below is done, it sees it)
 
     def read() -> None:
         assert tail.proc.stderr is not None

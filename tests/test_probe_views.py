@@ -123,6 +123,7 @@ class OneEvent:
 
     def __init__(self, event: dict[str, Any]) -> None:
         self.replies: list[dict[str, Any] | None] = [event, None]
+        self.heartbeats = 0  # (a Subscriber's counter: tail's outage notes read it)
 
     def next(self, timeout: float | None = None) -> dict[str, Any] | None:
         if not self.replies:
