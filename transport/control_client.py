@@ -331,6 +331,9 @@ def _a_list(result: Any, op: str) -> list[dict[str, Any]]:
 #: are `[A-Za-z0-9_.-]{1,128}`), with room for a longer counter.
 _EXECUTION_ID = re.compile(r"exec_[A-Za-z0-9_.-]{1,128}_[0-9a-f]{8,16}")
 
+#: The longest single poll while a reply is awaited (`_receive`).
+POLL_SLICE_S = 0.1
+
 #: Longer waits than this (about 24 days) wait for ever: zmq's poll takes a C int of ms.
 _FOREVER_MS = 2**31 - 1
 
@@ -346,12 +349,17 @@ def _receive(socket: zmq.Socket[Any], wait: float) -> list[bytes] | None:
     """The reply's frames within `wait` seconds, or None. A stale reply (to an earlier
     request) makes the socket readable and is then dropped inside recv (REQ_CORRELATE): a
     blocking recv would wait for the right one without bound, so each read is non-blocking
-    and the poll goes on for what is left of `wait`."""
+    and the poll goes on for what is left of `wait`. It polls in slices of POLL_SLICE_S: a
+    signal that lands just before the poll's system call starts interrupts nothing, and its
+    Python handler (a SIGTERM handler that halts through this client) would wait for the
+    whole reply wait; between slices it runs."""
     deadline = time.monotonic() + wait
     while True:
         left = deadline - time.monotonic()
-        if left <= 0 or not socket.poll(_poll_ms(left), zmq.POLLIN):
+        if left <= 0:
             return None
+        if not socket.poll(_poll_ms(min(left, POLL_SLICE_S)), zmq.POLLIN):
+            continue
         try:
             return [bytes(frame) for frame in socket.recv_multipart(zmq.NOBLOCK)]
         except zmq.Again:
