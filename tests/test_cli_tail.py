@@ -177,3 +177,45 @@ def test_tail_json_says_on_stderr_when_the_daemon_goes_quiet_and_when_it_is_back
         reader.join(10)
     said = [n for n in notes if n.startswith("tradeloom tail:")]
     assert len(said) == 2 and "does not answer" in said[0] and "answers again" in said[1]
+
+
+class Beats:
+    """What OutageNotes reads of a Subscriber: its heartbeat counter."""
+
+    heartbeats = 0
+
+
+def test_outage_notes_follow_the_heartbeat_period_and_events(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from transport.tail import SILENT_NOTE_S, OutageNotes
+
+    now = [0.0]
+    stream = Beats()
+    notes = OutageNotes(stream, clock=lambda: now[0])  # type: ignore[arg-type]
+
+    def beat_every(period: float, count: int) -> None:
+        for _ in range(count):
+            now[0] += period
+            stream.heartbeats += 1
+            notes.check()
+
+    beat_every(1.0, 3)
+    now[0] += SILENT_NOTE_S - 0.1
+    notes.check()
+    assert capsys.readouterr().err == ""  # quiet less than 5 s: nothing said
+    beat_every(10.0, 2)  # a daemon with heartbeat_s = 10: not silent between beats
+    now[0] += 9.0
+    notes.check()
+    assert capsys.readouterr().err == ""
+    now[0] += 30.0
+    notes.check(read=True)  # events came: it is there
+    assert capsys.readouterr().err == ""
+    now[0] += 31.0  # three periods and more with nothing
+    notes.check()
+    assert "the daemon does not answer (nothing from it for 31 s)" in capsys.readouterr().err
+    notes.check()
+    assert capsys.readouterr().err == ""  # said once
+    beat_every(1.0, 1)
+    assert "the daemon answers again" in capsys.readouterr().err
+    notes.check(unreachable=True)  # a replay with no answer: at once
+    assert "the daemon does not answer" in capsys.readouterr().err

@@ -163,24 +163,32 @@ class OutageNotes:
         self._stream = stream
         self._clock = clock
         self._heard = (stream.heartbeats, clock())
+        #: The last gap between heartbeats (or an event and a heartbeat): a daemon with a
+        #: long `heartbeat_s` is not called silent between two of them.
+        self._beat_gap = 0.0
         self.silent_since: float | None = None
 
-    def heard(self) -> None:
-        """An event came (or a heartbeat: checked here)."""
-        now = self._clock()
+    def _heard_now(self, now: float) -> None:
         self._heard = (self._stream.heartbeats, now)
         if self.silent_since is not None:
             print(f"tradeloom tail: the daemon answers again (after "
                   f"{now - self.silent_since:.0f} s)", file=sys.stderr, flush=True)
             self.silent_since = None
 
-    def check(self, *, unreachable: bool = False) -> None:
+    def check(self, *, unreachable: bool = False, read: bool = False) -> None:
+        """After a wait: `read`, events came in it; `unreachable`, a replay got no answer."""
         beats, at = self._heard
-        if self._stream.heartbeats != beats:
-            self.heard()
-            return
         now = self._clock()
-        if self.silent_since is None and (unreachable or now - at >= SILENT_NOTE_S):
+        if self._stream.heartbeats != beats:
+            if self.silent_since is None:  # (an outage's length is no heartbeat period)
+                self._beat_gap = now - at
+            self._heard_now(now)
+            return
+        if read:  # events: the daemon is there
+            self._heard_now(now)
+            return
+        quiet_for = max(SILENT_NOTE_S, 3 * self._beat_gap)
+        if self.silent_since is None and (unreachable or now - at >= quiet_for):
             self.silent_since = at
             print(f"tradeloom tail: the daemon does not answer (nothing from it for "
                   f"{now - at:.0f} s); waiting for it", file=sys.stderr, flush=True)
@@ -200,7 +208,7 @@ def _follow(stream: Subscriber, wanted: frozenset[str],
         wait = NEXT_WAIT_S
         # BATCH events read, wanted or not: counting only the wanted ones, a rare --type in
         # a stream that never pauses (a long replay) was held until the stream paused.
-        for _read in range(BATCH):
+        for read in range(BATCH):
             try:
                 event = stream.next(wait)
             except DaemonUnreachable:
@@ -209,10 +217,8 @@ def _follow(stream: Subscriber, wanted: frozenset[str],
                 break
             if event is None:
                 if notes is not None:
-                    notes.check()
+                    notes.check(read=read > 0)
                 break
-            if notes is not None and notes.silent_since is not None:
-                notes.heard()
             wait = DRAIN_WAIT_S
             if not wanted or event.get("type") in wanted:
                 batch.append(event)
