@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -189,6 +190,44 @@ def test_an_endless_timeout_waits_for_the_reply(daemon: Daemon, timeout: float) 
     with ControlClient(daemon.control.endpoint, timeout=timeout) as client:
         assert client.ping()["pong"] is True
         assert client.request("status", timeout=timeout)["state"] == "NORMAL"
+
+
+def in_zmq_poll(thread: threading.Thread) -> bool:
+    """Whether `thread` is inside pyzmq's poll (blocked in the system call, or about to be)."""
+    frame = sys._current_frames().get(thread.ident or 0)
+    return frame is not None and frame.f_code.co_name == "poll" and "zmq" in (
+        frame.f_code.co_filename)
+
+
+@pytest.mark.timeout(30)  # without the poll slices the loop below waited for ever
+def test_a_signal_handler_closing_a_subscriber_ends_its_for_loop_with_no_daemon() -> None:
+    """The documented way to end `for event in sub:` is `close()` from a signal handler. A
+    signal that does not interrupt the main thread's poll (here: taken by another thread,
+    as when it lands just before the poll's system call) runs its handler only once the
+    poll returns; with no daemon no message ever returns it."""
+    sub = Subscriber("tcp://127.0.0.1:1", "tcp://127.0.0.1:1", timeout=0.5)
+    main = threading.main_thread()
+    closed_at: list[float] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        closed_at.append(time.monotonic())
+        sub.close()
+
+    def send_signal() -> None:
+        eventually(lambda: in_zmq_poll(main), 10.0, "the for loop waiting in its poll")
+        signal.pthread_kill(threading.get_ident(), signal.SIGUSR1)  # this thread takes it
+
+    previous = signal.signal(signal.SIGUSR1, on_signal)
+    sender = threading.Thread(target=send_signal)
+    sender.start()
+    try:
+        assert list(sub) == []
+        ended_at = time.monotonic()
+    finally:
+        sender.join(10.0)
+        signal.signal(signal.SIGUSR1, previous)
+    assert len(closed_at) == 1
+    assert ended_at - closed_at[0] < 2.0
 
 
 @pytest.mark.parametrize("timeout", [0, -1.0, math.nan, "5", True])

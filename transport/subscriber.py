@@ -45,7 +45,7 @@ import zmq
 
 from actors.events import topic_of
 from actors.packing import unpack_lenient
-from transport.control_client import ControlClient
+from transport.control_client import POLL_SLICE_S, ControlClient
 from transport.errors import DaemonUnreachable, TransportError
 from transport.ops import MAX_LIMIT
 from transport.publisher import MAX_PREFIX_BYTES
@@ -233,10 +233,16 @@ class Subscriber:
     # -- receiving -------------------------------------------------------------------------
 
     def _receive(self, timeout: float | None) -> bool:
-        """Read one message into the inbox (or the early list); False on timeout."""
+        """Read one message into the inbox (or the early list); False on timeout. A wait
+        for ever polls in slices of POLL_SLICE_S: a signal landing just before the poll's
+        system call interrupts nothing, so its handler's `close()` (the way to end
+        `__iter__`) would otherwise wait for the next message, for ever from a dead daemon."""
         ms = None if timeout is None else 0 if timeout <= 0 else max(1, int(timeout * 1000))
         try:
-            if not self._sub.poll(ms, zmq.POLLIN):
+            if ms is None:
+                while not self._sub.poll(int(POLL_SLICE_S * 1000), zmq.POLLIN):
+                    pass
+            elif not self._sub.poll(ms, zmq.POLLIN):
                 return False
             frames = self._sub.recv_multipart(zmq.NOBLOCK)
         except zmq.ZMQError:
