@@ -291,7 +291,8 @@ class _RiskLimit(SequencedEvent):
     """A risk limit crossed a line (published on `emergency/...`).
 
     - `limit`: its name; `kind`: daily_loss, position_size, drawdown_pct, action_rate, custom.
-    - `value`, `threshold`; `utilization`: value / threshold.
+    - `value` (signed, as given), `threshold`; `utilization`: value / threshold, for a
+      `position_size` limit |value| / threshold (a short is judged by its size).
     """
 
     limit: str

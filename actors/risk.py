@@ -84,8 +84,14 @@ class LimitState:
     stale: bool = False
 
     @property
+    def measure(self) -> float:
+        """The figure judged against the threshold: a position's size either way (a short
+        of -5 is as big as a long of 5; signed, a short never came near its limit)."""
+        return abs(self.value) if self.kind == "position_size" else self.value
+
+    @property
     def utilization(self) -> float:
-        return self.value / self.threshold
+        return self.measure / self.threshold
 
     def stats(self) -> dict[str, Any]:
         return {"kind": self.kind, "value": self.value, "threshold": self.threshold,
@@ -168,8 +174,9 @@ class RiskBook:
             new = limit.value + figure
         if not math.isfinite(new):  # finite inputs can still overflow
             raise ValueError(f"{arg}={figure!r} would make risk limit {name!r} non-finite")
-        rose = new > limit.value
+        before = limit.measure
         limit.value, limit.peak_equity = new, peak
+        rose = limit.measure > before
         limit.fed_at = self._clock.monotonic()
         limit.stale = False
         return self._judge(limit, rose)
@@ -286,10 +293,11 @@ class RiskBook:
     def _judge(self, limit: LimitState, rose: bool = True) -> Verdict:
         events: list[dict[str, Any]] = []
         # action_rate counts the start being asked for, so its breach is going over.
-        over = (limit.value > limit.threshold if limit.kind == "action_rate"
-                else limit.value >= limit.threshold)
+        measure = limit.measure
+        over = (measure > limit.threshold if limit.kind == "action_rate"
+                else measure >= limit.threshold)
         breach = False
-        if limit.value >= self.warn_at * limit.threshold:
+        if measure >= self.warn_at * limit.threshold:
             if not limit.warned:
                 limit.warned = True
                 events.append(self._event("risk_limit_warning", limit))

@@ -81,11 +81,17 @@ class LimitModel:
     threshold: float
     auto_halt: bool
     stale_after_s: float | None
+    kind: str = "custom"
     value: float = 0.0
     warned: bool = False
     exceeded: bool = False
     fed_at: float = 0.0
     stale: bool = False
+
+
+def measure(kind: str, value: float) -> float:
+    """The figure a limit judges: a position_size limit judges the size, short or long."""
+    return abs(value) if kind == "position_size" else value
 
 
 def refusal(figure: object, current: float, as_delta: bool) -> type[Exception] | float:
@@ -128,7 +134,7 @@ class KillSwitchModel:
         self.last_change: dict[str, Any] | None = None
         self.changes = 0
         self.limits = {c.name: LimitModel(c.name, c.threshold, c.auto_halt, c.stale_after_s,
-                                          fed_at=now) for c in LIMITS}
+                                          c.kind, fed_at=now) for c in LIMITS}
         #: events owed since the last check, in order
         self.expected: list[dict[str, Any]] = []
 
@@ -163,18 +169,19 @@ class KillSwitchModel:
             event(f"figure refused: {outcome.__name__}")
             return outcome
         new = outcome
-        warned = new >= WARN_AT * model.threshold
-        exceeded = new >= model.threshold
+        size = measure(model.kind, new)  # a position's size either way
+        warned = size >= WARN_AT * model.threshold
+        exceeded = size >= model.threshold
         for crossed, before, kind in ((warned, model.warned, "risk_limit_warning"),
                                       (exceeded, model.exceeded, "risk_limit_exceeded")):
             if crossed and not before:  # once per upward crossing
                 self.expected.append({"type": kind, "limit": name, "value": new,
                                       "threshold": model.threshold,
-                                      "utilization": new / model.threshold})
+                                      "utilization": size / model.threshold})
                 event(f"{kind} {name}")
         self.limits[name] = replace(model, value=new, warned=warned, exceeded=exceeded,
                                     fed_at=now, stale=False)
-        rose = new > model.value
+        rose = size > measure(model.kind, model.value)
         if (exceeded and model.auto_halt and self.state is not HALT
                 and (rose or self.state is not REDUCE_ONLY)):
             event(f"{self.state.value} -> HALT by limit {name}")

@@ -97,6 +97,30 @@ def test_reduce_only_out_of_a_halt_lets_positions_close_until_the_figure_rises(
     assert engine.status()["state"] == "HALT"
 
 
+def test_a_short_position_is_judged_by_its_size(make_engine: EngineFactory) -> None:
+    """A position_size limit bounds the position either way: a short of -150 against a
+    threshold of 100 is over it (signed, it read as utilization -1.5 and never halted)."""
+    engine = make_engine(limits({"name": "pos", "kind": "position_size",
+                                 "threshold": 100.0}))
+    engine.risk_update("pos", value=-79.0)
+    assert figures(engine, "pos") == (-79.0, False, False)
+    engine.risk_update("pos", value=-80.0)
+    assert figures(engine, "pos") == (-80.0, False, True)  # warned at 0.8 x 100
+    assert state_now(engine) is EmergencyState.NORMAL
+    reply = engine.risk_update("pos", delta=-70.0)
+    assert reply["value"] == -150.0 and reply["utilization"] == 1.5
+    assert state_now(engine) is EmergencyState.HALT
+    engine.reduce_only("buy back")
+    engine.risk_update("pos", value=-120.0)  # shrinking, still over: the reduction working
+    assert state_now(engine) is EmergencyState.REDUCE_ONLY
+    engine.risk_update("pos", value=-130.0)  # growing again: halt
+    assert state_now(engine) is EmergencyState.HALT
+    engine.risk_update("pos", value=-10.0)
+    assert figures(engine, "pos") == (-10.0, False, False)
+    engine.resume()
+    assert state_now(engine) is EmergencyState.NORMAL
+
+
 @pytest.mark.parametrize("kwargs, error, named", [
     ({"value": True}, TypeError, "value"),
     ({"delta": False}, TypeError, "delta"),

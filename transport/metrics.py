@@ -301,7 +301,8 @@ class TradeloomCollector(Collector):
         for name, help_text, field in (
                 ("tradeloom_risk_limit_value", "A risk limit's current figure", "value"),
                 ("tradeloom_risk_limit_threshold", "A risk limit's threshold", "threshold"),
-                ("tradeloom_risk_limit_utilization_ratio", "A risk limit's value / threshold",
+                ("tradeloom_risk_limit_utilization_ratio",
+                 "A risk limit's value / threshold (position_size: |value| / threshold)",
                  "utilization"),
                 ("tradeloom_risk_limit_exceeded", "1 while a risk limit is exceeded",
                  "exceeded"),
