@@ -210,13 +210,7 @@ class RiskBook:
 
     def exceeded(self) -> list[str]:
         for limit in self.limits.values():
-            self._roll_day(limit)
-            if limit.kind == "action_rate":
-                now = self._clock.monotonic()
-                while limit.starts and limit.starts[0] <= now - 1.0:
-                    limit.starts.popleft()
-                limit.value = float(len(limit.starts))
-                limit.exceeded = limit.value > limit.threshold
+            self._refresh(limit)
         return [lim.name for lim in self.limits.values() if lim.exceeded]
 
     def blocking(self) -> list[str]:
@@ -285,8 +279,20 @@ class RiskBook:
 
     def stats(self) -> dict[str, dict[str, Any]]:
         for limit in self.limits.values():
-            self._roll_day(limit)
+            self._refresh(limit)
         return {name: lim.stats() for name, lim in self.limits.items()}
+
+    def _refresh(self, limit: LimitState) -> None:
+        """Bring a figure that time changes up to now: a daily_loss past its reset, an
+        action_rate's window (else status showed the rate of the last action start for
+        ever, while resume, judging now, found it under)."""
+        self._roll_day(limit)
+        if limit.kind == "action_rate":
+            now = self._clock.monotonic()
+            while limit.starts and limit.starts[0] <= now - 1.0:
+                limit.starts.popleft()
+            limit.value = float(len(limit.starts))
+            limit.exceeded = limit.value > limit.threshold
 
     # -- judging -----------------------------------------------------------------------------
 

@@ -413,6 +413,22 @@ def test_action_rate_with_auto_halt_halts_and_the_over_rate_action_does_not_run(
     assert refused.status == "refused"
 
 
+def test_status_shows_the_action_rate_of_the_last_second_not_of_the_last_start(
+        make_engine: EngineFactory) -> None:
+    """The rate is the starts in the last second as of now: status, as resume does."""
+    clock = ManualClock()
+    engine, _ = started(make_engine, limit("rate", "action_rate", 2.0, auto_halt=False),
+                        clock=clock)
+    wf = single_action([], threading.Lock(), "rated")
+    for i in range(2):
+        assert engine.submit(wf, {"i": i}).result(timeout=WAIT_S).status == "completed"
+    assert engine.status()["limits"]["rate"] == {"value": 2.0, "threshold": 2.0,
+                                                 "utilization": 1.0}
+    clock.advance(1.5)
+    assert engine.status()["limits"]["rate"] == {"value": 0.0, "threshold": 2.0,
+                                                 "utilization": 0.0}
+
+
 # -- status ------------------------------------------------------------------------------------
 
 def test_status_limits_show_value_threshold_utilization(make_engine: EngineFactory) -> None:
