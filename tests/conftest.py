@@ -195,10 +195,12 @@ NODE_DIR = Path(__file__).with_name("node_client")
 
 @pytest.fixture(scope="session")
 def node() -> str:
-    """The `node` binary, with the client's npm packages installed (skip without node)."""
+    """The `node` binary, with the client's npm packages installed. Without node and npm
+    the test fails, never skips (`.ci/run` installs them: Debian's `nodejs` and `npm`)."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
-        pytest.skip("node and npm are needed for the Node.js client test (not installed)")
+        pytest.fail("node and npm are needed for the Node.js client test: "
+                    "apt-get install nodejs npm (.ci/run does)")
     # `make test` runs two pytest workers (xdist); both may want the packages at once.
     with open(NODE_DIR / ".npm-ci.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
