@@ -60,6 +60,16 @@ class IntentLedger(Protocol):
         """A timed-out or cancelled action returned after all."""
 
 
+def _hooks_owed(saved: object) -> dict[str, Any] | None:
+    """A snapshot's `hooks_owed`, if well formed (older journals have none)."""
+    if not isinstance(saved, dict) or not isinstance(saved.get("runs"), list):
+        return None
+    return {"reason": str(saved.get("reason") or "halted"),
+            "source": str(saved.get("source") or "manual"),
+            "origin": str(saved.get("origin") or "engine"),
+            "runs": [r for r in saved["runs"] if isinstance(r, str)]}
+
+
 def _nothing() -> None:
     """No journal: the kill switch's state lives in memory only."""
 
@@ -84,6 +94,14 @@ class EmergencyGate:
         #: so across a restart): an operator's halt during the open intents' HALT makes it
         #: theirs, and resolving the intents does not end it, in this process or the next.
         self.halt_held = False
+        #: On-halt hooks are configured (the engine sets it): entering HALT owes them.
+        self.hooks_configured = False
+        #: What the current HALT owes its on-halt hooks, until each has ended: {"reason",
+        #: "source", "origin", "runs": [the hook executions' ids]}; None when nothing is
+        #: owed. Kept in `snapshot`, with the HALT in one commit and each run's id before
+        #: it starts: a process killed before its hooks ended runs them at the next start
+        #: (those whose actions had not started: actors/engine_journal.py).
+        self.hooks_owed: dict[str, Any] | None = None
         #: Actions admitted whose function has not been entered yet.
         self.starting = 0
         #: Called (outside the lock) when the gate halts by itself (action_rate breach).
@@ -105,7 +123,9 @@ class EmergencyGate:
             saved: dict[str, Any] = {
                 "state": self.state.value, "reason": self.reason, "source": self.source,
                 "origin": self.origin, "halt_held": self.halt_held,
-                "limits": self.book.snapshot()}
+                "limits": self.book.snapshot(),
+                "hooks_owed": None if self.hooks_owed is None else {
+                    **self.hooks_owed, "runs": list(self.hooks_owed["runs"])}}
             if history:
                 saved["history"] = [dict(entry) for entry in self.history]
             return saved
@@ -120,6 +140,7 @@ class EmergencyGate:
             self.reason, self.source = saved.get("reason"), saved.get("source")
             self.origin = saved.get("origin")
             self.halt_held = saved.get("halt_held") is True
+            self.hooks_owed = _hooks_owed(saved.get("hooks_owed"))
             self._sink.state = self.state.value
             self.history = deque((dict(entry) for entry in saved.get("history", ())),
                                  maxlen=HISTORY_LEN)
@@ -223,6 +244,10 @@ class EmergencyGate:
             self.halt_held = False
             self.reason, self.source, self.origin = reason, source, origin
             self._sink.state = new.value
+            self.hooks_owed = ({"reason": reason or "halted", "source": source,
+                                "origin": origin, "runs": []}
+                               if new is EmergencyState.HALT and self.hooks_configured
+                               else None)
             self.persist()
             change = {"v": 1, "type": "emergency_state_changed", "state": new.value,
                       "previous_state": previous.value, "reason": reason,
@@ -238,6 +263,21 @@ class EmergencyGate:
                         "state", "previous_state", "reason", "source", "origin",
                         "timestamp", "seq")})
         return previous, new is not previous
+
+    def hook_submitted(self, owed: dict[str, Any], execution_id: str) -> None:
+        """A hook execution of the HALT that owes `owed` is recorded and about to start:
+        its id is journaled before any of its actions' intents can be."""
+        with self.lock:
+            if self.hooks_owed is owed:
+                owed["runs"].append(execution_id)
+                self.persist()
+
+    def hooks_ended(self, owed: dict[str, Any]) -> None:
+        """Every hook `owed` lists has ended (or will not run again): nothing is owed."""
+        with self.lock:
+            if self.hooks_owed is owed:
+                self.hooks_owed = None
+                self.persist()
 
     def update_risk(self, update: RiskUpdate) -> tuple[Verdict, str | None]:
         """Apply a risk figure; returns its verdict and the halt reason if it halted."""

@@ -18,7 +18,7 @@ import os
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pykka
@@ -120,6 +120,8 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry, EngineLifecycle):
             self.sink.restore_wseq(recovery.wseq)
         book = RiskBook(config.emergency.limits, warn_at=config.emergency.warn_at, clock=clock)
         self.gate = EmergencyGate(self.sink, book, clock)
+        self.gate.hooks_configured = bool(self._halt_hooks.workflows)
+        self._halt_hooks.gate = self.gate
         res = config.resilience
         self.breakers = BreakerRegistry(threshold=res.breaker_failure_threshold,
                                         reset_timeout_s=res.breaker_reset_timeout_s,
@@ -150,6 +152,7 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry, EngineLifecycle):
         self.ref: pykka.ActorRef[EngineActor] = EngineActor.start(self)
         if durable is not None:
             self._recover(durable)
+            self._run_owed_hooks(durable, self._halt_hooks)
 
     @classmethod
     def start(cls, config: Config | None = None, *, clock: Clock | None = None,
@@ -336,10 +339,12 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry, EngineLifecycle):
 
     # -- on-halt hooks ---------------------------------------------------------------------
 
-    def _submit_hook(self, workflow: Workflow, inputs: Mapping[str, Any]) -> ExecutionHandle:
+    def _submit_hook(self, workflow: Workflow, inputs: Mapping[str, Any],
+                     recorded: Callable[[str], None]) -> ExecutionHandle:
         """Start `workflow` as an execution exempt from the halt: it starts in HALT, the
         halt broadcast does not end it, and its actions count as reduces_risk. It takes a
-        running slot beyond max_concurrent_executions: a full engine never holds it back."""
+        running slot beyond max_concurrent_executions: a full engine never holds it back.
+        `recorded(execution_id)` is called before it starts (see actors/hooks.py)."""
         if self._stopped:
             raise EngineStopped("the engine is stopped")
         handle = ExecutionHandle(self._ids.new(workflow.id), workflow.id,
@@ -350,6 +355,7 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry, EngineLifecycle):
         exe.exempt_from_halt = True
         if self._durable is not None:
             handle.recorded = self._durable.record_submitted(exe)
+        recorded(exe.id)
         self.admission.force_admit()
         try:
             self._next_supervisor().tell(StartExecution(exe))

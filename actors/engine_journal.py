@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from actors.config import Config
     from actors.events import EventSink
     from actors.execution import ExecutionHandle
+    from actors.hooks import HaltHooks
     from actors.journal import Journal
     from actors.workflow import Workflow
 
@@ -101,6 +102,38 @@ class JournalSide:
         if mark is not None:
             durable.journal.clear_write_failed_mark()  # once the HALT is in the journal
         durable.wait_commit()
+
+    def _run_owed_hooks(self, durable: Durable, hooks: HaltHooks) -> None:
+        """The on-halt hooks the HALT this engine starts in still owes (the last process
+        died before they all ended, or recovery has just halted): run them now, each but
+        one that has already run (completed or failed) or whose action had started (an
+        intent: at most once; the operator reconciles it, as any other)."""
+        gate, owed = self.gate, self.gate.hooks_owed
+        if owed is None or gate.state is not EmergencyState.HALT or not hooks.workflows:
+            return
+        journal = durable.journal
+        records = [r for r in map(journal.execution, owed["runs"]) if r is not None]
+        due = []
+        for workflow in hooks.workflows:
+            mine = [r for r in records if r["workflow_id"] == workflow.id]
+            if any(r["status"] in ("completed", "failed") for r in mine):
+                continue
+            actions = [node.id for node in workflow.nodes if node.category == "action"]
+            started = [r["execution_id"] for r in mine
+                       if any(journal.intent(f"{r['execution_id']}:{node_id}") is not None
+                              for node_id in actions)]
+            if started:
+                log.warning("on_halt_hook_not_run_again", workflow_id=workflow.id,
+                            execution_ids=started,
+                            why="its action had started: reconcile its intents")
+                continue
+            due.append(workflow)
+        if not due:
+            gate.hooks_ended(owed)
+            return
+        log.warning("on_halt_hooks_owed", workflow_ids=[w.id for w in due],
+                    reason=owed["reason"], why="their HALT's hooks had not all ended")
+        hooks(owed["reason"], owed["source"], owed["origin"], only=due)
 
     def _halted_for_intents(self) -> bool:
         """The HALT restored at start is the one a restart made for open intents."""

@@ -365,6 +365,9 @@ class Journal:
     def intents(self, unresolved: bool = True) -> list[dict[str, Any]]:
         return self._reader.intents(unresolved)
 
+    def intent(self, idempotency_key: str) -> dict[str, Any] | None:
+        return self._reader.intent(idempotency_key)
+
     def emergency_history(self, limit: int = 100) -> list[dict[str, Any]]:
         return self._reader.emergency_history(limit)
 

@@ -225,7 +225,7 @@ def test_a_hook_that_cannot_be_submitted_is_logged_and_the_halt_stands() -> None
     good = Hook()
     engine = Engine.start(on_halt=[good.workflow])
     try:
-        def refuse(workflow: Workflow, inputs: Any) -> Any:
+        def refuse(workflow: Workflow, inputs: Any, recorded: Any) -> Any:
             raise RuntimeError("no supervisor")
 
         engine._halt_hooks._submit = refuse

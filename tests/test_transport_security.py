@@ -94,6 +94,40 @@ def test_key_files_are_checked_when_loaded(keys: Keys, tmp_path: Path) -> None:
                     tmp_path / "nowhere")
 
 
+@pytest.mark.parametrize("junk", [b"", b"not a certificate\n", b'public-key = "short"\n',
+                                  b'public-key = "' + b"~" * 40 + b'"\n'])
+def test_a_junk_key_file_in_the_authorized_directory_stops_start_up_named(
+        keys: Keys, junk: bytes) -> None:
+    """zmq.auth's own loader logged such a file and then admitted no key at all: every
+    client, the operator's halt included, was locked out of a daemon that kept running."""
+    (keys.authorized / "leftover.key").write_bytes(junk)
+    with pytest.raises(TransportError, match=r"leftover\.key"):
+        CurveServer(zmq.Context.instance(), keys.root / "daemon.key_secret", keys.authorized)
+
+
+def test_the_authorized_keys_are_the_public_keys_of_the_key_files(keys: Keys) -> None:
+    (keys.authorized / "notes.txt").write_text("not a key file, not read")
+    (keys.authorized / "client.key_secret").write_bytes(  # (not *.key: not read)
+        (keys.root / "stranger.key_secret").read_bytes())
+    curve = CurveServer(zmq.Context.instance(), keys.root / "daemon.key_secret",
+                        keys.authorized)
+    client_public, _ = zmq.auth.load_certificate(str(keys.root / "client.key"))
+    assert curve.authorized == {client_public}
+
+
+@pytest.mark.parametrize("which", ["public-key", "secret-key"])
+def test_a_malformed_key_in_a_key_pair_file_is_named(keys: Keys, which: str) -> None:
+    """libzmq took it and the bind then failed with a bare "Invalid argument"."""
+    path = keys.root / "daemon.key_secret"
+    lines = [f'    {which} = "tooshort"' if line.strip().startswith(which) else line
+             for line in path.read_text().splitlines()]
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(TransportError, match=f"daemon.key_secret: its {which} is not a CURVE"):
+        CurveServer(zmq.Context.instance(), path, keys.authorized)
+    with pytest.raises(TransportError, match=f"its {which} is not a CURVE key"):
+        ClientKeys(path, keys.root / "daemon.key")
+
+
 @pytest.mark.parametrize(("endpoint", "loopback"), [
     ("tcp://127.0.0.1:7450", True), ("tcp://127.1.2.3:*", True), ("tcp://localhost:7450", True),
     ("tcp://[::1]:7450", True), ("ipc:///tmp/tradeloom.sock", True), ("inproc://x", True),

@@ -2,8 +2,11 @@
 
 Server side: one `CurveServer` per zmq context. It loads the daemon's key pair from
 `curve_secret_key_file` (as `tradeloom keys DIR --name daemon` writes it: DIR/daemon.key_secret)
-and starts `zmq.auth`'s `ThreadAuthenticator` with every public key found in
-`curve_authorized_keys_dir` (`*.key` files, as `tradeloom keys` writes them). `apply(socket)`
+and starts `zmq.auth`'s `ThreadAuthenticator` admitting every public key found in
+`curve_authorized_keys_dir` (`*.key` files, as `tradeloom keys` writes them). The keys are
+read here, not by `zmq.auth`'s directory loader: that one logs a file it cannot read and
+then admits no key at all (one stray file locked every client out, `tradeloom halt`
+included); here such a file stops start-up, named. `apply(socket)`
 makes a socket a CURVE server before it binds; the publisher and the control server share
 one `CurveServer`, so one directory authorizes both. A client whose key is not there fails
 the handshake: it receives nothing and nothing it sends is delivered.
@@ -22,11 +25,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import structlog
 import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
 from transport.errors import TransportError
+
+log = structlog.get_logger("tradeloom.security")
 
 _TCP = re.compile(r"^tcp://(?:[^;]*;)?(?P<host>\[[^\]]*\]|[^:\[\]]*):(?P<port>[^:]+)$")
 
@@ -65,14 +71,49 @@ def check_bind(endpoint: str, *, curve: bool, insecure: bool) -> None:
             "--insecure (tradeloom daemon)")
 
 
+#: A CURVE key in a certificate file: 32 bytes as 40 Z85 characters.
+_Z85_KEY = re.compile(rb"[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}")
+
+
 def _load(path: str | Path, *, secret: bool, what: str) -> tuple[bytes, bytes | None]:
     try:
         public, secret_key = zmq.auth.load_certificate(str(path))
-    except (OSError, ValueError) as exc:
-        raise TransportError(f"{what} {path}: cannot load a CURVE key: {exc}") from None
+    except ValueError:
+        raise TransportError(f"{what} {path}: cannot load a CURVE key: it has no "
+                             "public-key line") from None
+    except OSError as exc:  # (zmq.auth's own for a missing file has no strerror)
+        raise TransportError(f"{what} {path}: cannot load a CURVE key: "
+                             f"{exc.strerror or 'no such file'}") from None
     if secret and secret_key is None:
         raise TransportError(f"{what} {path} holds no secret key (use the .key_secret file)")
+    for name, key in (("public", public), ("secret", secret_key)):
+        # (libzmq takes any 40 bytes, or fails the bind with a bare "Invalid argument".)
+        if key is not None and _Z85_KEY.fullmatch(key) is None:
+            raise TransportError(f"{what} {path}: its {name}-key is not a CURVE key "
+                                 "(40 Z85 characters)")
     return public, secret_key
+
+
+def authorized_keys(directory: Path) -> frozenset[bytes]:
+    """The public keys (Z85) of the `*.key` files in `directory`; a file that holds none,
+    or not a well-formed one, is refused naming it."""
+    if not directory.is_dir():
+        raise TransportError(f"curve_authorized_keys_dir {directory}: not a directory")
+    keys = set()
+    for path in sorted(directory.glob("*.key")):
+        if not path.is_dir():
+            keys.add(_load(path, secret=False, what="curve_authorized_keys_dir file")[0])
+    return frozenset(keys)
+
+
+class _AuthorizedKeys:
+    """`zmq.auth`'s credentials provider: admits exactly the keys it was built with."""
+
+    def __init__(self, keys: frozenset[bytes]) -> None:
+        self._keys = keys
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        return key in self._keys
 
 
 class CurveServer:
@@ -87,10 +128,11 @@ class CurveServer:
                                         what="curve_secret_key_file")
         assert secret is not None
         self._secret_key = secret
-        directory = Path(authorized_keys_dir)
-        if not directory.is_dir():
-            raise TransportError(f"curve_authorized_keys_dir {directory}: not a directory")
-        self.authorized_keys_dir = directory
+        self.authorized_keys_dir = Path(authorized_keys_dir)
+        self.authorized = authorized_keys(self.authorized_keys_dir)
+        if not self.authorized:
+            log.warning("curve_no_authorized_keys", directory=str(self.authorized_keys_dir),
+                        note="no *.key file: no client can connect")
         self._context = context
         self._auth: ThreadAuthenticator | None = None
         self._lock = threading.Lock()
@@ -101,14 +143,9 @@ class CurveServer:
                 return
             auth = ThreadAuthenticator(self._context)
             auth.start()
-            auth.configure_curve(domain="*", location=str(self.authorized_keys_dir))
+            auth.configure_curve_callback(domain="*",
+                                          credentials_provider=_AuthorizedKeys(self.authorized))
             self._auth = auth
-
-    def reload(self) -> None:
-        """Read the authorized keys directory again (a key added or removed)."""
-        with self._lock:
-            if self._auth is not None:
-                self._auth.configure_curve(domain="*", location=str(self.authorized_keys_dir))
 
     def apply(self, socket: zmq.Socket[Any]) -> None:
         socket.curve_server = True
