@@ -424,18 +424,64 @@ def test_one_peer_gets_its_share_of_the_workers_and_the_rest_waits_its_turn(
         other.close()
 
 
+def admit(share: PeerShare, peer: bytes, job: str) -> bool | None:
+    """As the control server does: True, started; False, parked; None, refused."""
+    if share.must_wait(peer):
+        return False if share.park(peer, job) else None
+    share.start(peer)
+    return True
+
+
 def test_a_peers_waiting_requests_go_on_in_order_one_per_answer() -> None:
-    share = PeerShare(2)
-    assert share.admit(b"a", "a1") and share.admit(b"a", "a2")
-    assert not share.admit(b"a", "a3") and not share.admit(b"a", "a4")
-    assert share.admit(b"b", "b1"), "another peer has its own share"
-    assert share.parked == 2
+    share = PeerShare(2, max_parked=2, max_parked_total=3)
+    assert admit(share, b"a", "a1") and admit(share, b"a", "a2")
+    assert admit(share, b"a", "a3") is False and admit(share, b"a", "a4") is False
+    assert admit(share, b"a", "a5") is None, "its own queue is full"
+    assert admit(share, b"b", "b1"), "another peer has its own share"
+    assert admit(share, b"b", "b2") and admit(share, b"b", "b3") is False
+    assert admit(share, b"b", "b4") is None, "all queues together are full"
+    assert share.parked == 3
     assert share.done(b"a") == "a3"  # takes the answered one's place
     assert share.done(b"a") == "a4"
     assert share.done(b"a") is None and share.done(b"a") is None
-    assert share.parked == 0
-    assert share.admit(b"a", "a5") and share.admit(b"a", "a6"), "its share is back"
-    assert not share.admit(b"a", "a7")
+    assert share.parked == 1
+    assert admit(share, b"a", "a6") and admit(share, b"a", "a7"), "its share is back"
+    assert admit(share, b"a", "a8") is False
+
+
+def test_a_peers_waiting_requests_do_not_crowd_out_other_clients(
+        handler: FakeHandler) -> None:
+    """Only requests with the workers count against max_pending: one DEALER's backlog
+    once filled it, and every other client's submit, cancel and execution were refused
+    `overloaded`. A backlog past its own bound is refused to that connection only."""
+    srv = ControlServer(LOCAL, handler, max_pending=MAX_PEER_PENDING + 4)
+    srv.start()
+    handler.replay_gate = threading.Event()
+    greedy, other = Dealer(srv.endpoint), Dealer(srv.endpoint)
+    waiting = 256  # PeerShare's default max_parked
+    try:
+        for i in range(MAX_PEER_PENDING + waiting + 3):
+            greedy.send({"v": 1, "op": "replay", "since_seq": 1, "id": i})
+        refused = [greedy.recv() for _ in range(3)]
+        assert [(r["id"], r["error"]["code"]) for r in refused] == [
+            (MAX_PEER_PENDING + waiting + i, "overloaded") for i in range(3)]
+        assert "this connection" in refused[0]["error"]["message"]
+        assert srv.stats()["parked"] == waiting
+        other.send({"v": 1, "op": "execution", "execution_id": "exec_w_00000001", "id": "x"})
+        other.send({"v": 1, "op": "replay", "since_seq": 1, "id": "mine"})
+        handler.replay_gate.set()
+        answers = {r["id"]: r for r in (other.recv(), other.recv())}
+        assert answers["mine"]["ok"] is True
+        assert answers["x"].get("error", {}).get("code") != "overloaded"
+        answered = [greedy.recv(30) for _ in range(MAX_PEER_PENDING + waiting)]
+        assert sorted(r["id"] for r in answered) == list(range(MAX_PEER_PENDING + waiting))
+        assert all(r["ok"] for r in answered)
+        assert srv.stats()["parked"] == 0 and srv.stats()["pending_pool"] == 0
+    finally:
+        handler.replay_gate.set()
+        greedy.close()
+        other.close()
+        srv.stop()
 
 
 def test_a_peer_that_never_reads_its_replies_gets_overloaded_not_more_memory(

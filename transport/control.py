@@ -232,18 +232,30 @@ class ControlServer(ServerThread):
         nowait = op == "submit" and self._nowait is not None  # holds no worker
         # Slow ops only: urgent ones take microseconds, and a risk feed may fire many.
         capped = lane == _POOL and not nowait
+        if capped and self._peers.must_wait(envelope[0]):
+            if not self._peers.park(envelope[0], (envelope, op, kwargs, request_id)):
+                self._overloaded(socket, envelope, request_id,
+                                 "too many of this connection's requests waiting; read its "
+                                 "replies, then try again")
+            return
         if self._pending[lane] >= self._max_pending:
-            self._counts["overloaded"] += 1
-            self._counts["errors"] += 1
-            self._reply(socket, envelope, encode(error_reply(
-                "overloaded", "too many requests in progress; try again", request_id)))
+            self._overloaded(socket, envelope, request_id,
+                             "too many requests in progress; try again")
             return
         self._pending[lane] += 1
         if nowait:
             assert self._nowait is not None
             self._submit_nowait(self._nowait, socket, envelope, kwargs, request_id)
-        elif not capped or self._peers.admit(envelope[0], (envelope, op, kwargs, request_id)):
-            self._hand_over(lane, envelope, op, kwargs, request_id)
+            return
+        if capped:
+            self._peers.start(envelope[0])
+        self._hand_over(lane, envelope, op, kwargs, request_id)
+
+    def _overloaded(self, socket: zmq.Socket[Any], envelope: Envelope, request_id: Any,
+                    message: str) -> None:
+        self._counts["overloaded"] += 1
+        self._counts["errors"] += 1
+        self._reply(socket, envelope, encode(error_reply("overloaded", message, request_id)))
 
     def _hand_over(self, lane: int, *request: Any) -> None:
         """The request to a worker of `lane`. A new worker the OS refuses (can't start new
@@ -367,7 +379,8 @@ class ControlServer(ServerThread):
             self._pending[lane] -= 1
             if lane == _POOL:  # its turn over: the peer's next waiting request goes on
                 turn = self._peers.done(envelope[0])
-                if turn is not None:
+                if turn is not None:  # (in the answered one's place: the count is kept)
+                    self._pending[_POOL] += 1
                     self._hand_over(_POOL, *turn)
             if code is not None:
                 self._counts["errors"] += 1

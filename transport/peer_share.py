@@ -1,11 +1,14 @@
 """One connection's share of the control server's worker pool (its slow ops).
 
-A DEALER may pipeline as many requests as it likes, but at most `limit` of its slow ones
-(replays, queries) are handed to the pool's workers at a time; the rest wait in its own
-FIFO and go on, in order, as its earlier ones are answered. Before, one DEALER pipelining
-600 replays put them all in the pool's queue, and every other client's `execution` waited
-behind them for tens of seconds. Parked requests still count against the server's
-`max_pending` (a full queue is `overloaded`, docs/protocol.md), so memory stays bounded.
+A DEALER may pipeline, but at most `limit` of its slow requests (replays, queries) are
+handed to the pool's workers at a time; up to `max_parked` more wait in its own FIFO and go
+on, in order, as its earlier ones are answered. Before, one DEALER pipelining 600 replays
+put them all in the pool's queue, and every other client's `execution` waited behind them
+for tens of seconds. Waiting requests do not count against the server's `max_pending` (the
+requests with the workers, over all clients): a connection past its own `max_parked` is
+answered `overloaded`, itself and no one else (once, its waiting backlog filled the shared
+count and every other client's submit and cancel were refused). `max_parked_total` bounds
+the memory of all connections' waiting requests together.
 
 Used from the control server's socket thread only: no lock.
 """
@@ -19,25 +22,36 @@ __all__ = ["PeerShare"]
 
 
 class PeerShare:
-    def __init__(self, limit: int) -> None:
-        if limit < 1:
-            raise ValueError(f"limit must be >= 1, got {limit}")
+    def __init__(self, limit: int, *, max_parked: int = 256,
+                 max_parked_total: int = 4096) -> None:
+        if limit < 1 or max_parked < 0 or max_parked_total < 0:
+            raise ValueError(f"limits must be >= 1 (limit) and >= 0, got {limit}, "
+                             f"{max_parked}, {max_parked_total}")
         self._limit = limit
+        self._max_parked, self._max_parked_total = max_parked, max_parked_total
         #: Peer -> its requests with the workers (a key goes when back to 0).
         self._running: dict[bytes, int] = {}
         #: Peer -> its requests waiting for their turn, oldest first.
         self._parked: dict[bytes, deque[Any]] = {}
         self.parked = 0
 
-    def admit(self, peer: bytes, job: Any) -> bool:
-        """True: hand `job` to the workers now (counted as the peer's); False: parked."""
-        running = self._running.get(peer, 0)
-        if running < self._limit and peer not in self._parked:
-            self._running[peer] = running + 1
-            return True
+    def must_wait(self, peer: bytes) -> bool:
+        """The peer's share is taken (or others of its requests wait already: FIFO)."""
+        return self._running.get(peer, 0) >= self._limit or peer in self._parked
+
+    def park(self, peer: bytes, job: Any) -> bool:
+        """Queue `job` for the peer's next turn; False if its queue (or all) is full."""
+        waiting = self._parked.get(peer)
+        if (len(waiting) if waiting else 0) >= self._max_parked or (
+                self.parked >= self._max_parked_total):
+            return False
         self._parked.setdefault(peer, deque()).append(job)
         self.parked += 1
-        return False
+        return True
+
+    def start(self, peer: bytes) -> None:
+        """One of the peer's requests goes to the workers now."""
+        self._running[peer] = self._running.get(peer, 0) + 1
 
     def done(self, peer: bytes) -> Any:
         """One of `peer`'s jobs was answered: its next parked job, to hand to the workers
