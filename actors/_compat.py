@@ -30,7 +30,7 @@ import structlog
 from pykka._envelope import Envelope
 from pykka.messages import _ActorStop
 
-from actors.errors import InternalError
+from actors.errors import InternalError, failure_fields, type_name
 
 __all__ = ["EngineActorBase", "Envelope", "ReleasingEnvelope", "context_setters",
            "on_engine_actor_thread", "stop_envelope"]
@@ -100,8 +100,8 @@ class EngineActorBase(pykka.ThreadingActor):
         except Exception:
             raise
         except BaseException as exc:
-            raise InternalError(f"{type(exc).__name__} raised while handling "
-                                f"{type(message).__name__}") from exc
+            raise InternalError(f"{type_name(exc)} raised while handling "
+                                f"{type_name(message)}") from exc
 
     def _handle_failure(self, exception_type: type[BaseException] | None,
                         exception_value: BaseException | None,
@@ -110,8 +110,7 @@ class EngineActorBase(pykka.ThreadingActor):
         # lost reply at worst is never a reason to lose a supervisor, the kill switch or
         # the root actor.
         _log.error("actor_message_failed", actor=type(self).__name__,
-                   error=repr(exception_value),
-                   exc_info=(exception_type, exception_value, traceback))
+                   **failure_fields(exception_value))
 
     def _start_actor_loop(self) -> None:
         # `start()` registers the actor before it starts its thread: an actor whose thread

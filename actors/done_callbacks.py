@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
+from actors.errors import failure_fields
+
 log = structlog.get_logger("tradeloom.events")
 
 
@@ -58,5 +60,5 @@ def run_all(fns: Sequence[Callable[[], None]]) -> None:
     for fn in fns:
         try:
             fn()
-        except BaseException:  # a done callback must not break its caller
-            log.exception("done_callback_failed")
+        except BaseException as exc:  # noqa: BLE001 - a done callback must not break its caller
+            log.error("done_callback_failed", **failure_fields(exc))

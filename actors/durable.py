@@ -177,7 +177,9 @@ class Durable:
     def late_result(self, run: NodeRun, why: str) -> None:
         detail = {"why": why, "ok": run.error is None,
                   "error": run.error_text if run.error is not None else None,
-                  "value": run.value if run.error is None else None}
+                  # Its event form (made on the node's thread): packing the object itself
+                  # would run its user code on the journal writer's.
+                  "value": run.shown if run.error is None else None}
         self.journal.record_intent_outcome(run.idempotency_key, None, detail=detail)
 
     def wait_commit(self, timeout: float = COMMIT_WAIT_S, *,

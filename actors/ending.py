@@ -19,6 +19,7 @@ from actors.errors import (
     InternalError,
     Interrupted,
     describe,
+    type_name,
 )
 
 
@@ -117,7 +118,7 @@ class Ending:
     @classmethod
     def internal(cls, error: BaseException) -> Ending:
         return cls(ExecutionStatus.FAILED,
-                   f"internal error: {type(error).__name__}: {describe(error)}",
+                   f"internal error: {type_name(error)}: {describe(error)}",
                    InternalError.__name__)
 
     @property

@@ -238,22 +238,29 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry, EngineLifecycle):
             status=ExecutionStatus.REFUSED.value, error=error, error_type=error_type))
 
     def cancel(self, execution_id: str) -> str:
-        """Cancel an execution; returns its status afterwards (`cancelled` if it was live)."""
+        """Cancel an execution; returns its status afterwards (`cancelled` if it was live),
+        with a journal once its ending is committed: a kill -9 right after the answer must
+        not turn the `cancelled` it gave into `interrupted`."""
         if not isinstance(execution_id, str):  # (123 was "no such execution", None a TypeError)
             raise TypeError(f"execution_id must be a str, not {type(execution_id).__name__}")
         self._refuse_wait_in_callback("Cancel")
         queued = self.admission.remove_queued(execution_id)
         cancelled = Ending.cancelled("by request")
-        if queued is not None:
-            queued.ending_on_start = cancelled
-            self._next_supervisor().tell(StartExecution(queued))
-            return ExecutionStatus.CANCELLED.value
-        end = EndExecutions(cancelled, execution_id=execution_id)
         try:
-            ended = sum(int(sup.ask(end, block=True, timeout=5.0)) for sup in self._supervisors)
+            if queued is not None:
+                queued.ending_on_start = cancelled
+                # Asked, not told: it has ended (its terminal event sequenced) on return.
+                self._next_supervisor().ask(StartExecution(queued), timeout=5.0)
+                ended = 1
+            else:
+                end = EndExecutions(cancelled, execution_id=execution_id)
+                ended = sum(int(sup.ask(end, block=True, timeout=5.0))
+                            for sup in self._supervisors)
         except pykka.ActorDeadError:  # stopped (or stopping): pykka's error is no answer
             raise EngineStopped("the engine is stopped") from None
         if ended:
+            if self._durable is not None:
+                self._durable.wait_commit()
             return ExecutionStatus.CANCELLED.value
         status = self._recent.get(execution_id)
         return status if status is not None else self._journaled_status(execution_id)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pykka
 
 from actors.emergency import EmergencyGate, EmergencyState
-from actors.errors import EngineStopped, InternalError, WaitInCallback, valid_text
+from actors.errors import EngineStopped, InternalError, WaitInCallback, type_name, valid_text
 from actors.eventlog import current_subscription
 from actors.interpreter import HaltPriority, quick_handoffs
 from actors.messages import Alert, Halt, ReduceOnly, Resume, RiskUpdate
@@ -144,6 +144,6 @@ def _plain_update(update: RiskUpdate) -> RiskUpdate:
     except (TypeError, ValueError):
         raise
     except BaseException as exc:  # user code converting a figure: contained
-        raise InternalError(f"{type(exc).__name__} raised converting the risk update's "
+        raise InternalError(f"{type_name(exc)} raised converting the risk update's "
                             f"{arg}") from exc
     return RiskUpdate(limit=limit, **figures)

@@ -42,6 +42,9 @@ wire protocol.
 
 from __future__ import annotations
 
+import traceback
+from typing import Any
+
 
 class TradeloomError(Exception):
     """Root of every exception tradeloom raises on purpose."""
@@ -218,10 +221,36 @@ def describe(error: BaseException) -> str:
     Lone surrogates (a path decoded with surrogateescape) are replaced with `?`, as on the
     wire: UTF-8 has no form for them, and a log line or a journal row holding one fails."""
     try:
-        text = valid_text(str(error))
+        text = str(error)
+        text = valid_text(text) if type(text) is str else ""  # (a str subclass: user code)
     except BaseException:  # noqa: BLE001 - anything user code throws here is contained
-        return f"<unprintable {type(error).__name__}>"
-    return text or type(error).__name__
+        return f"<unprintable {type_name(error)}>"
+    return text or type_name(error)
+
+
+def type_name(value: object) -> str:
+    """The name of `value`'s class, read from the type itself: a metaclass's `__name__`
+    property (user code) could raise, block, or return a non-str (an `error_type` of
+    12345 on the wire), and the engine's threads must not run it."""
+    name = _TYPE_NAME.__get__(type(value))
+    return valid_text(name) if type(name) is str else "object"
+
+
+_TYPE_NAME: Any = type.__dict__["__name__"]
+
+
+def failure_fields(error: BaseException | None) -> dict[str, str]:
+    """A log line's fields for an error that may be user code's: its type, text and
+    traceback as text taken here, guarded. Not `exc_info=`: a renderer given the exception
+    (structlog's default console one shows each frame's locals) runs user code, and a log
+    call that raised inside an engine thread's handler would end that thread after all."""
+    if error is None:
+        return {}
+    try:
+        text = "".join(traceback.format_exception(error))
+    except BaseException:  # noqa: BLE001 - user code in an exception's text
+        text = "<unprintable traceback>"
+    return {"error_type": type_name(error), "error": describe(error), "traceback": text}
 
 
 def valid_text(text: str) -> str:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from actors.ending import ExecutionStatus
-from actors.errors import WaitInCallback
+from actors.errors import WaitInCallback, failure_fields
 from actors.eventlog import EventLog, current_subscription
 
 if TYPE_CHECKING:
@@ -162,8 +162,9 @@ class ExecutionHandle:
             for fn in callbacks:
                 try:
                     fn(self)
-                except BaseException:  # noqa: BLE001 - a callback must not break the engine
-                    _log.exception("done_callback_failed", execution_id=self.execution_id)
+                except BaseException as exc:  # noqa: BLE001 - a callback must not break the engine
+                    _log.error("done_callback_failed", execution_id=self.execution_id,
+                               **failure_fields(exc))
 
         log = self._log
         if log is None or not self._seq:

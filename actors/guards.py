@@ -18,6 +18,7 @@ fixed tuple: the hot path is one loop over two objects.
 
 from __future__ import annotations
 
+import copy
 import functools
 import weakref
 from collections.abc import Mapping
@@ -99,31 +100,51 @@ class CacheGuard:
         node = run.node
         if node.cache_ttl_s is None or run.trial:  # a breaker trial must really run
             return None
-        key = _inputs_key(run.inputs)
+        key = _inputs_key(run.execution.shown_inputs)
         if key is None:
             return None
         hit, entry = self._cache.get(run.workflow_id, node.id, key)
-        return Verdict(refused=False, value=entry[0], shown=entry[1]) if hit else None
+        if not hit:
+            return None
+        # Each hit its own copy: the output goes on to this execution's nodes and its
+        # caller's `results`, and one that changed it would change every later hit's.
+        copied = private_copy(entry[0])
+        return Verdict(refused=False, value=copied[0], shown=entry[1]) if copied else None
 
     def after_run(self, run: NodeRun, error: BaseException | None) -> None:
         node = run.node
         if (node.cache_ttl_s is None or error is not None or run.denied is not None
-                or run.execution.closed):  # a cancelled run's output is not to be trusted
+                or run.execution.closed  # a cancelled run's output is not to be trusted
+                or run.cache_copy is None):  # (one that cannot be copied is not kept)
             return
-        key = _inputs_key(run.inputs)
+        key = _inputs_key(run.execution.shown_inputs)
         if key is not None:
-            self._cache.put(run.workflow_id, node.id, key, (run.value, run.shown),
-                            node.cache_ttl_s)
+            self._cache.put(run.workflow_id, node.id, key, run.cache_copy, node.cache_ttl_s)
 
 
-def _inputs_key(inputs: Mapping[str, Any]) -> str | None:
-    """A cache key for `inputs`, or None when they have none (their reprs raise). Keys of
-    mixed types sort by their repr, so `{1: .., "b": ..}` keys as well as any other."""
+def private_copy(value: Any) -> tuple[Any] | None:
+    """`(a deep copy of value,)`, or None when it cannot be copied (user code raised)."""
     try:
-        return repr(sorted((repr(k), repr(v)) for k, v in inputs.items()))
-    except Exception:  # noqa: BLE001 - user objects: no key means no caching, not a failure
+        return (copy.deepcopy(value),)
+    except BaseException:  # noqa: BLE001 - an object's __deepcopy__ may raise anything
+        log.debug("cache_copy_unavailable")
+        return None
+
+
+def _inputs_key(inputs: Any) -> str | None:
+    """A cache key for an execution's inputs in their event form (plain data the engine
+    made at submit: no user `__repr__` runs on the supervisor's thread), or None when
+    there is none. Keys of mixed types sort by their repr."""
+    if not isinstance(inputs, Mapping):
+        return None
+    try:
+        key = repr(sorted((repr(k), repr(v)) for k, v in inputs.items()))
+    except Exception:  # noqa: BLE001 - (plain data: not expected)
         log.debug("cache_key_unavailable")
         return None
+    # An input whose text could not be taken reads the same for every such object: two
+    # different inputs must never share an output.
+    return None if "<unprintable " in key else key
 
 
 class RestartGuard:

@@ -19,6 +19,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from actors.errors import type_name
+
 #: Deeper containers are written as their `default` text.
 MAX_DEPTH = 64
 
@@ -67,7 +69,7 @@ def _default_text(value: Any, default: Callable[[Any], str]) -> str:
     try:
         return str(default(value))
     except Exception:  # noqa: BLE001 - a user __repr__/__str__ raises anything
-        return f"<{type(value).__name__}>"
+        return f"<{type_name(value)}>"
 
 
 def _text(text: str) -> str:

@@ -12,10 +12,15 @@ from typing import Any
 
 import structlog
 
+#: The libraries' own loggers (websockets, zmq.auth, asyncio) say only this much: their
+#: INFO lines are per request, and what matters is in the engine's own lines.
+LIBRARY_LEVEL = logging.WARNING
+
 
 def configure(*, fmt: str = "json", level: str = "info") -> None:
     renderer: Any = (structlog.processors.JSONRenderer() if fmt == "json"
                      else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
+    _route_stdlib_logging(renderer, logging.getLevelNamesMapping()[level.upper()])
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -30,3 +35,24 @@ def configure(*, fmt: str = "json", level: str = "info") -> None:
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
+
+
+def _route_stdlib_logging(renderer: Any, level: int) -> None:
+    """Lines from the standard library's `logging` (websockets, zmq.auth, asyncio) in the
+    same form as ours: without a handler, Python's last-resort one printed them as plain
+    text, tracebacks and all, into a stream of JSON lines (a peer could cause them)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.set_name("tradeloom")
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.stdlib.add_logger_name,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+        ],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer]))
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == "tradeloom"]:
+        root.removeHandler(old)  # (configured again: one handler, the newest form)
+    root.addHandler(handler)
+    root.setLevel(max(level, LIBRARY_LEVEL))

@@ -330,8 +330,9 @@ class NodeRun(NodeContext):
     `NodeDone` arrives.
     """
 
-    __slots__ = ("__weakref__", "abandoned", "abandoned_why", "denied", "duration_s", "error",
-                 "error_text", "execution", "index", "node", "returned", "shown", "slot",
+    __slots__ = ("__weakref__", "abandoned", "abandoned_why", "cache_copy", "denied",
+                 "duration_s", "error", "error_text", "execution", "index", "node", "returned",
+                 "shown", "slot",
                  "started",
                  "started_at", "trial", "truth", "value")
 
@@ -368,6 +369,9 @@ class NodeRun(NodeContext):
         self.value: Any = None
         #: `value` as events carry it (`packing.event_form`), made on the node's thread.
         self.shown: Any = None
+        #: For a cached provider's cache: a deep copy of `value` and its event form (made
+        #: on the node's thread), or None.
+        self.cache_copy: tuple[Any, Any] | None = None
         self.truth = True
         self.error: BaseException | None = None
         self.error_text = ""

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgpack
 
-from actors.errors import valid_text
+from actors.errors import type_name, valid_text
 
 #: Nesting deeper than this (or a reference cycle) is cut off as a string.
 _MAX_DEPTH = 64
@@ -199,7 +199,7 @@ def as_text(obj: Any) -> str:
             return int_text(obj)
         return valid_text(str(obj))
     except BaseException:  # noqa: BLE001 - a user object's __str__ may raise anything
-        return f"<unprintable {type(obj).__name__}>"
+        return f"<unprintable {type_name(obj)}>"
 
 
 def int_text(number: int) -> str:

@@ -35,7 +35,14 @@ class RestartPolicy:
     wait: Callable[[tenacity.RetryCallState], float]
 
     def restartable(self, error: BaseException) -> bool:
-        return self.max_restarts > 0 and isinstance(error, self.restart_on)
+        """Whether `error` is one of `restart_on`. A class there may be user code with a
+        metaclass `__instancecheck__`: one that raises (anything) means not restartable."""
+        if self.max_restarts <= 0:
+            return False
+        try:
+            return isinstance(error, self.restart_on)
+        except BaseException:  # noqa: BLE001 - user code on the supervisor's thread
+            return False
 
     def allows_restart(self, restart_times: list[float], now: float) -> bool:
         """True if one more restart stays within the intensity; prunes old entries."""

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from actors.errors import failure_fields
 from actors.packing import new_packer, pack
 
 if TYPE_CHECKING:
@@ -186,9 +187,9 @@ class Subscription:
                     self._gap(*gap)
                 if events:
                     self._deliver(events, fresh)
-        except BaseException as exc:  # a bug here must not strand result() waiters
+        except BaseException as exc:  # noqa: BLE001 - a bug here must not strand result() waiters
             self.crashed = exc
-            log.exception("subscription_crashed", subscription=self.name)
+            log.error("subscription_crashed", subscription=self.name, **failure_fields(exc))
         finally:
             self.stop()
 
@@ -264,9 +265,11 @@ class Subscription:
         now = time.monotonic()
         if self.failures == 1 or now - self._failure_logged_at >= FAILURE_LOG_EVERY_S:
             self._failure_logged_at = now
+            fields = failure_fields(exc)
+            if self.failures > 1:  # (the traceback once: the same callback, every event)
+                del fields["traceback"]
             log.error("subscriber_failed", subscription=self.name, failures=self.failures,
-                      event_type=event.get("type"), seq=event.get("seq"),
-                      error_type=type(exc).__name__, exc_info=self.failures == 1)
+                      event_type=event.get("type"), seq=event.get("seq"), **fields)
 
 
 class LogReader:

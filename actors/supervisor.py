@@ -33,6 +33,7 @@ from actors.clock import Clock
 from actors.config import ResilienceConfig
 from actors.emergency import EmergencyGate, EmergencyState
 from actors.ending import Ending, ExecutionStatus
+from actors.errors import type_name
 from actors.events import EventSink
 from actors.execution import ExecutionResult
 from actors.guards import BreakerGuard, CacheGuard, RestartGuard
@@ -152,7 +153,7 @@ class SupervisorActor(Overruns, EngineActorBase):
         self._pool.done()
         try:
             self._node_answered(run)
-        except Exception as exc:  # noqa: BLE001 - never strand the execution: see _contain
+        except BaseException as exc:  # noqa: BLE001 - never strand the execution: see _contain
             self._contain(run.execution, exc)
 
     def _on_end(self, message: EndExecutions) -> int:
@@ -201,7 +202,7 @@ class SupervisorActor(Overruns, EngineActorBase):
                 exe = self._to_start.popleft()
                 try:
                     self._start_one(exe)
-                except Exception as exc:  # noqa: BLE001 - see _contain
+                except BaseException as exc:  # noqa: BLE001 - see _contain
                     self._contain(exe, exc)
         finally:
             self._starting = False
@@ -292,7 +293,7 @@ class SupervisorActor(Overruns, EngineActorBase):
         i = run.index
         delay = self._restart.retry_delay_s(run.node, error, exe.restarts.setdefault(i, []),
                                             now)
-        error_type = type(error).__name__
+        error_type = type_name(error)
         if delay is not None and self._breaker_guard.refuses_retry(run.node, delay):
             # "While open such nodes are skipped at once": not after the backoff.
             return exe.failed_circuit_open(i, text, error_type, duration_s, run.attempt)
@@ -337,14 +338,14 @@ class SupervisorActor(Overruns, EngineActorBase):
                             self._timed_out(run)
                         else:
                             self._still_running(run)
-                    except Exception as exc:  # noqa: BLE001 - see _contain
+                    except BaseException as exc:  # noqa: BLE001 - see _contain
                         self._contain(run.execution, exc)
             else:
                 exe = open_execution(target)
                 if exe is not None:
                     try:
                         self._fire_execution_timer(kind, exe, arg)
-                    except Exception as exc:  # noqa: BLE001 - see _contain
+                    except BaseException as exc:  # noqa: BLE001 - see _contain
                         self._contain(exe, exc)
 
     def _fire_execution_timer(self, kind: int, exe: Execution, arg: Any) -> None:

@@ -18,7 +18,7 @@ import structlog
 from actors.admission import Admission
 from actors.clock import Clock
 from actors.ending import Ending, ExecutionStatus
-from actors.errors import describe
+from actors.errors import failure_fields
 from actors.events import Event, EventSink
 from actors.execution import ExecutionResult
 from actors.machine import Execution
@@ -103,16 +103,17 @@ class ExecutionClosing:
     def _close_contained(self, exe: Execution, ending: Ending) -> None:
         try:
             self._close(exe, ending)
-        except Exception as exc:  # noqa: BLE001 - see _contain
+        except BaseException as exc:  # noqa: BLE001 - see _contain
             self._contain(exe, exc)
 
-    def _contain(self, exe: Execution, error: Exception) -> None:
+    def _contain(self, exe: Execution, error: BaseException) -> None:
         """An error in the engine's own handling of `exe`: fail it with InternalError.
+        Any BaseException: user code run on this thread (a metaclass's `__instancecheck__`
+        for restart_on, an output's `__del__`) may raise SystemExit or KeyboardInterrupt.
 
         If even closing fails, the execution is finished by hand with a bare terminal
         event, so that its handle resolves and its running slot is freed."""
-        log.error("supervisor_error", execution_id=exe.id, error=describe(error),
-                  exc_info=error)
+        _log_contained(exe.id, error)
         if exe.id not in self._live:
             return
         ending = Ending.internal(error)
@@ -125,9 +126,8 @@ class ExecutionClosing:
             try:
                 self._close(exe, ending, prefix, queued=unstarted)
                 return
-            except Exception as again:
-                log.error("supervisor_error", execution_id=exe.id, error=describe(again),
-                          exc_info=again)
+            except BaseException as again:  # noqa: BLE001 - as above
+                _log_contained(exe.id, again)
         exe.closed = True
         exe.status = ending.status
         terminal: Event = {**exe.head, "type": ending.terminal_event,
@@ -138,3 +138,7 @@ class ExecutionClosing:
         for run in list(exe.runs.values()):
             run.cancel()
         self._finish(exe, ending, terminal)
+
+
+def _log_contained(execution_id: str, error: BaseException) -> None:
+    log.error("supervisor_error", execution_id=execution_id, **failure_fields(error))

@@ -7,9 +7,9 @@ function ever returns, and an action's late result is journaled, never published
 
 from __future__ import annotations
 
+import reprlib
 import weakref
 from collections.abc import Callable
-from typing import Any
 
 from actors.emergency import EmergencyGate
 from actors.errors import NodeTimeout
@@ -93,12 +93,12 @@ class Overruns(ExecutionClosing):
             intents.late_result(run, why)
         log.warning("late_action_result", execution_id=run.execution.id,
                     node_id=run.node.id, idempotency_key=run.idempotency_key, why=why,
-                    ok=run.error is None, value=_safe_repr(run.value),
+                    ok=run.error is None, value=_SHORT.repr(run.shown),
                     error=None if run.error is None else run.error_text)
 
 
-def _safe_repr(value: Any) -> str:
-    try:
-        return repr(value)[:200]
-    except Exception:  # noqa: BLE001 - a user object's __repr__ may raise
-        return f"<unrepresentable {type(value).__name__}>"
+#: A late value as its event form (`run.shown`, plain data made on the node's thread: no
+#: user `__repr__` runs here, where it would hold up every execution and the halt), cut
+#: short before it is built whole.
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 200

@@ -76,7 +76,7 @@ class Node:
             raise WorkflowDefinitionError(
                 f"node {id!r}: fn is an async function; node functions run in threads and "
                 "are never awaited: use a plain def", node_id=id)
-        if category not in CATEGORIES:
+        if not isinstance(category, str) or category not in CATEGORIES:
             raise WorkflowDefinitionError(
                 f"node {id!r}: category {category!r} is not one of "
                 f"{', '.join(sorted(CATEGORIES))}", node_id=id)
@@ -89,6 +89,11 @@ class Node:
         self.fn = fn
         self.category = category
         self.depends_on = _tuple_of(depends_on, "depends_on", id)
+        for dep in self.depends_on:
+            if not isinstance(dep, str):
+                raise WorkflowDefinitionError(
+                    f"node {id!r}: depends_on must hold node ids (strings), not "
+                    f"{type(dep).__name__}", node_id=id)
         self.name = name or _fn_name(fn) or id
         self.timeout_s = _positive(timeout_s, "timeout_s", id)
         self.restart_within_s = _positive(restart_within_s, "restart_within_s", id)

@@ -279,6 +279,28 @@ def test_queries_right_after_a_halt_see_the_halted_executions(make_engine: Engin
     assert len(halted) == len(handles)
 
 
+@pytest.mark.parametrize("where", ["running", "queued"])
+def test_a_cancel_replies_after_its_ending_is_on_disk(make_engine: EngineFactory,
+                                                      tmp_path: Path, where: str) -> None:
+    """A kill -9 right after `cancelled` was answered turned it into `interrupted`."""
+    engine = make_engine(journal_config(tmp_path, daemon={"max_concurrent_executions": 1}))
+    entered = threading.Event()
+
+    def provider(ctx: Any) -> None:
+        entered.set()
+        ctx.cancelled.wait(30)
+
+    wf = Workflow("held", nodes=[Node("price", provider, category="provider")])
+    running = engine.submit(wf)
+    assert entered.wait(10)
+    target = running if where == "running" else engine.submit(wf)
+    assert target.recorded is not None and target.recorded.wait(10)
+    Disk(journal_of(engine)).slow(0.2)  # without the wait, the reply beats the commit
+    assert engine.cancel(target.execution_id) == "cancelled"
+    assert raw_rows(tmp_path, "SELECT status FROM executions WHERE execution_id = ?",
+                    (target.execution_id,)) == [("cancelled",)]
+
+
 def test_a_risk_update_replies_after_its_figure_is_on_disk(make_engine: EngineFactory,
                                                           tmp_path: Path) -> None:
     engine = make_engine(journal_config(tmp_path, emergency=LIMITS))

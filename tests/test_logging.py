@@ -2,12 +2,15 @@
 
 import io
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
 import structlog
 
 from actors import Engine, Node, NodeContext, Workflow
+from tests.journal_helpers import REPO
 
 
 @pytest.fixture
@@ -43,3 +46,30 @@ def test_plain_structlog_lines_in_a_node_carry_execution_and_node(
     assert [x["execution_id"] for x in via_ctx] == [first.execution_id] * 2 + [
         second.execution_id] * 2
     assert all(x["workflow_id"] == "logged" for x in via_ctx)
+
+
+_STDLIB_CHILD = """
+import logging
+from actors import logs
+logs.configure(fmt="json", level="info")
+logs.configure(fmt="json", level="info")  # (again: still one line per record)
+try:
+    raise ValueError("boom")
+except ValueError:
+    logging.getLogger("websockets.server").exception("opening handshake failed")
+logging.getLogger("websockets.server").info("a GET: not shown")
+logging.getLogger("zmq.auth").error("Failed to load CURVE certs from %s", "keys/")
+"""
+
+
+def test_the_standard_librarys_logging_comes_out_as_our_json_lines() -> None:
+    """websockets and zmq.auth log through `logging`: with no handler, Python's last-resort
+    one printed plain text and tracebacks into the daemon's JSON lines."""
+    proc = subprocess.run([sys.executable, "-c", _STDLIB_CHILD], cwd=REPO,
+                          capture_output=True, text=True, timeout=60, check=True)
+    lines = [json.loads(line) for line in proc.stderr.splitlines()]
+    assert [(x["logger"], x["level"], x["event"]) for x in lines] == [
+        ("websockets.server", "error", "opening handshake failed"),
+        ("zmq.auth", "error", "Failed to load CURVE certs from keys/")]
+    assert "ValueError: boom" in lines[0]["exception"]
+    assert all(x["timestamp"].endswith("Z") for x in lines)

@@ -10,7 +10,7 @@ from actors.clock import ManualClock
 from actors.config import ResilienceConfig
 from actors.ending import Ending, ExecutionStatus, NodeStatus
 from actors.events import EventSink
-from actors.guards import BreakerGuard, CacheGuard, RestartGuard
+from actors.guards import BreakerGuard, CacheGuard, RestartGuard, private_copy
 from actors.machine import Execution, NodeRun
 from actors.workflow import Node, Workflow
 
@@ -204,9 +204,20 @@ def test_cache_guard_keys_inputs_with_mixed_key_types_and_skips_unrepresentable_
 
     stored = make({1: "a", "b": 2})
     stored.value = {"price": 1.0}
+    guard.after_run(stored, None)  # (no copy made on the node's thread: not kept)
+    assert guard.before_dispatch(make({"b": 2, 1: "a"})) is None
+    copied = private_copy(stored.value)
+    assert copied is not None
+    stored.cache_copy = (copied[0], copied[0])
     guard.after_run(stored, None)
     verdict = guard.before_dispatch(make({"b": 2, 1: "a"}))
     assert verdict is not None and verdict.value == {"price": 1.0}
+    # Each hit is its own copy: a caller changing one changes no later hit, nor the
+    # output the first run gave its caller.
+    verdict.value["price"] = -1.0
+    stored.value["price"] = -2.0
+    again = guard.before_dispatch(make({1: "a", "b": 2}))
+    assert again is not None and again.value == {"price": 1.0}
 
     class NoRepr:
         def __repr__(self) -> str:
@@ -214,6 +225,7 @@ def test_cache_guard_keys_inputs_with_mixed_key_types_and_skips_unrepresentable_
 
     odd = make({"x": NoRepr()})
     odd.value = 1
+    odd.cache_copy = (1, 1)
     guard.after_run(odd, None)
     assert guard.before_dispatch(make({"x": NoRepr()})) is None
 

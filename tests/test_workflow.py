@@ -113,10 +113,18 @@ def test_duplicate_node_ids_are_refused_naming_the_id() -> None:
 
 # -- bad nodes -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("category", ["Provider", "actions", "", "sink"])
-def test_bad_category_is_refused_naming_the_node(category: str) -> None:
+@pytest.mark.parametrize("category", ["Provider", "actions", "", "sink", ["action"], {}, None])
+def test_bad_category_is_refused_naming_the_node(category: Any) -> None:
     with pytest.raises(WorkflowDefinitionError) as exc:
         Node("odd", noop, category=category)
+    assert_names(exc, "odd")
+
+
+@pytest.mark.parametrize("depends_on", [[["a"]], [1], [None], ("a", {"b"})])
+def test_depends_on_items_that_are_not_ids_are_refused_naming_the_node(
+        depends_on: Any) -> None:
+    with pytest.raises(WorkflowDefinitionError, match="depends_on must hold node ids") as exc:
+        Node("odd", noop, depends_on=depends_on)
     assert_names(exc, "odd")
 
 
