@@ -302,8 +302,8 @@ class NodeContext:
     or deleting a key changes nothing another node, an event or the journal sees. The
     values inside are not copied (copying every output for every reader would cost every
     node run): they are the upstream nodes' own objects, shared with later nodes,
-    `result.results`, events not yet packed and, for a cached provider, its later
-    executions. Treat them as read-only; copy one to change it (`dict(...)`,
+    `result.results` and events not yet packed (a cached provider's later executions get
+    copies of their own). Treat them as read-only; copy one to change it (`dict(...)`,
     `copy.deepcopy`).
     """
 
