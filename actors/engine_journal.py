@@ -109,7 +109,10 @@ class JournalSide:
         one that has already run (completed or failed) or whose action had started (an
         intent: at most once; the operator reconciles it, as any other)."""
         gate, owed = self.gate, self.gate.hooks_owed
-        if owed is None or gate.state is not EmergencyState.HALT or not hooks.workflows:
+        if owed is None:
+            return
+        if gate.state is not EmergencyState.HALT or not hooks.workflows:
+            gate.hooks_ended(owed)  # (no hooks configured any more: none is owed)
             return
         journal = durable.journal
         records = [r for r in map(journal.execution, owed["runs"]) if r is not None]
