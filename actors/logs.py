@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -48,11 +51,42 @@ def _route_stdlib_logging(renderer: Any, level: int) -> None:
             structlog.stdlib.add_logger_name,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.stdlib.ExtraAdder(("suppressed",)),
             structlog.processors.format_exc_info,
         ],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer]))
+    handler.addFilter(LibraryThrottle())
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.get_name() == "tradeloom"]:
         root.removeHandler(old)  # (configured again: one handler, the newest form)
     root.addHandler(handler)
     root.setLevel(max(level, LIBRARY_LEVEL))
+
+
+class LibraryThrottle(logging.Filter):
+    """At most one line per logger and message every `every_s`; the ones held back are
+    counted on the next (`suppressed`). A peer can make a library log an error, traceback
+    and all, per connection (websockets on a pipelined HTTP request): the log must not be
+    its megaphone."""
+
+    def __init__(self, every_s: float = 10.0, *,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._every_s, self._monotonic = every_s, monotonic
+        self._lock = threading.Lock()
+        #: (logger, message) -> (when its last line went out, how many held back since).
+        self._seen: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key, now = (record.name, str(record.msg)), self._monotonic()
+        with self._lock:
+            last = self._seen.get(key)
+            if last is not None and now - last[0] < self._every_s:
+                self._seen[key] = (last[0], last[1] + 1)
+                return False
+            if len(self._seen) >= 1000:  # (bounded: odd messages must not grow it)
+                self._seen.clear()
+            self._seen[key] = (now, 0)
+        if last is not None and last[1]:
+            record.suppressed = last[1]
+        return True

@@ -2,6 +2,7 @@
 
 import io
 import json
+import logging
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ import pytest
 import structlog
 
 from actors import Engine, Node, NodeContext, Workflow
+from actors.logs import LibraryThrottle
 from tests.journal_helpers import REPO
 
 
@@ -58,6 +60,8 @@ try:
 except ValueError:
     logging.getLogger("websockets.server").exception("opening handshake failed")
 logging.getLogger("websockets.server").info("a GET: not shown")
+for _ in range(3):  # a peer repeating what made it: held back, counted
+    logging.getLogger("websockets.server").error("opening handshake failed")
 logging.getLogger("zmq.auth").error("Failed to load CURVE certs from %s", "keys/")
 """
 
@@ -73,3 +77,20 @@ def test_the_standard_librarys_logging_comes_out_as_our_json_lines() -> None:
         ("zmq.auth", "error", "Failed to load CURVE certs from keys/")]
     assert "ValueError: boom" in lines[0]["exception"]
     assert all(x["timestamp"].endswith("Z") for x in lines)
+
+
+def test_a_library_line_repeated_is_held_back_then_counted() -> None:
+    clock = [100.0]
+    throttle = LibraryThrottle(10.0, monotonic=lambda: clock[0])
+
+    def record(msg: str) -> logging.LogRecord:
+        return logging.LogRecord("websockets.server", logging.ERROR, "f", 1, msg, None, None)
+
+    first = record("unexpected internal error")
+    assert throttle.filter(first) and not hasattr(first, "suppressed")
+    assert [throttle.filter(record("unexpected internal error")) for _ in range(4)] == [
+        False] * 4
+    assert throttle.filter(record("another message"))
+    clock[0] += 10.0
+    later = record("unexpected internal error")
+    assert throttle.filter(later) and getattr(later, "suppressed", None) == 4
