@@ -25,6 +25,7 @@ from tests.transport_fakes import (
 from transport import ControlServer, Publisher
 from transport.client import ControlClient, DaemonUnreachable, Subscriber, TransportError
 from transport.errors import BadRequestError
+from transport.publisher import MAX_PREFIX_BYTES
 
 LOCAL = "tcp://127.0.0.1:*"
 Event = dict[str, object]
@@ -403,15 +404,15 @@ def test_topics_must_be_a_sequence_of_strings(daemon: Daemon) -> None:
         subscriber(daemon, topics="workflow/a/")
     with pytest.raises(TypeError):
         subscriber(daemon, since_seq="5")
-    with pytest.raises(ValueError, match="at most 1000 bytes"):  # the daemon would drop it
-        subscriber(daemon, topics=("x" * 1001,))
+    with pytest.raises(ValueError, match=f"at most {MAX_PREFIX_BYTES} bytes"):  # dropped
+        subscriber(daemon, topics=("x" * (MAX_PREFIX_BYTES + 1),))
 
 
 def test_the_longest_prefix_the_subscriber_takes_is_one_the_daemon_keeps(
         daemon: Daemon) -> None:
-    """A 1000-byte prefix goes live (1,015 bytes were dropped by the daemon while the
-    Subscriber's own check took up to 1,023: never live, with no word why)."""
-    with subscriber(daemon, topics=("x" * 1000, "")) as sub:
+    """A MAX_PREFIX_BYTES prefix goes live (once, prefixes the daemon dropped passed the
+    Subscriber's own check: never live, with no word why)."""
+    with subscriber(daemon, topics=("x" * MAX_PREFIX_BYTES, "")) as sub:
         sub.wait_live(5.0)
     for page in (0, 10_001, True, 1.5):  # a replay limit the daemon refuses
         with pytest.raises(ValueError, match="page must be an int from 1 to 10000"):

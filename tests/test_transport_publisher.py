@@ -15,9 +15,11 @@ import msgpack
 import pytest
 import zmq
 
+from actors.event_types import EVENT_TYPES
+from tests.engine_journal_helpers import eventually
 from tests.transport_fakes import Child, FakeLog, PackedLog, emergency_event, workflow_events
 from transport import Publisher, TransportError
-from transport.publisher import MAX_SUBSCRIPTION_BYTES
+from transport.publisher import MAX_PREFIX_BYTES, MAX_SUBSCRIPTION_BYTES
 
 LOCAL = "tcp://127.0.0.1:*"
 PROBE = str(Path(__file__).with_name("stream_probe.py"))
@@ -262,4 +264,51 @@ def test_an_oversized_subscription_drops_that_peer_and_nothing_else(
         hostile.disable_monitor()
         monitor.close(linger=0)
         hostile.close(linger=0)
+        sock.close()
+
+
+def test_every_topic_fits_a_prefix_and_a_prefix_fits_a_subscription() -> None:
+    """A subscription to any whole topic is kept, even sent as a ZeroMQ 3.1 SUBSCRIBE
+    command (10 bytes of name) in a CURVE box (34 bytes), and the cap is half the former
+    1024 bytes (the CURVE handshake needs about 300: tests/test_cli_daemon.py's CURVE
+    test fails at 256)."""
+    longest = max(len(f"workflow/{'x' * 128}/{kind}") for kind in EVENT_TYPES)
+    assert longest <= MAX_PREFIX_BYTES <= MAX_SUBSCRIPTION_BYTES - 10 - 34
+    assert MAX_SUBSCRIPTION_BYTES <= 512
+
+
+def test_a_flood_of_long_subscriptions_is_dropped_while_a_subscriber_streams_on(
+        log: FakeLog, publisher: Publisher) -> None:
+    """The probe's flood (distinct 999-byte subscriptions, under the former 1024-byte cap:
+    20,000 took the daemon to 1 GB) drops its connection at the first; a subscriber to the
+    longest topic there is, on the same publisher, gets its heartbeat and every event."""
+    workflow_id = "w" * 128
+    topic = f"workflow/{workflow_id}/node_completed".encode()
+    flood: zmq.Socket[Any] = zmq.Context.instance().socket(zmq.XSUB)
+    flood.linger = 0
+    flood.sndhwm = 0
+    flood.reconnect_ivl = 60_000  # one connection: the one the publisher drops
+    monitor = flood.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+    sock = sub_socket(publisher.endpoint, topic, b"system/heartbeat", rcvhwm=100_000)
+    try:
+        wait_heartbeat(sock)
+        flood.connect(publisher.endpoint)
+        for k in range(2000):
+            flood.send(b"\x01" + b"%09d" % k + b"y" * 989)
+        assert monitor.poll(5000), "the publisher kept a peer flooding long subscriptions"
+        log.append(workflow_events(workflow_id, 500))
+        seqs: list[int] = []
+        while len(seqs) < 500:
+            got, event = recv_event(sock)
+            assert got == topic
+            seqs.append(event["seq"])
+        assert seqs == list(range(1, 501))
+        sock.setsockopt(zmq.SUBSCRIBE, b"emergency/")  # a subscription is still served
+        assert wait_heartbeat(sock)["last_seq"] == 500
+        eventually(lambda: publisher.stats()["subscriptions"] >= 3, 5.0, "the resubscribe")
+        assert publisher.stats()["subscriptions"] == 3  # the subscriber's only
+    finally:
+        flood.disable_monitor()
+        monitor.close(linger=0)
+        flood.close(linger=0)
         sock.close()

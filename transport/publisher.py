@@ -18,6 +18,11 @@ Slow subscribers: by default the socket drops messages for a subscriber whose qu
 (`sndhwm`, 100,000 messages) is full, silently and for that subscriber only; it sees a jump in
 `seq` and replays. With `nodrop=True` (`ZMQ_XPUB_NODROP`) a full queue makes the send fail
 instead: the event then goes to no subscriber of its topic and `stats()["dropped"]` counts it.
+
+Subscriptions: a message over `MAX_SUBSCRIPTION_BYTES` (512 bytes; clients keep prefixes to
+`MAX_PREFIX_BYTES`, 200, above the longest topic) drops its connection. How many
+subscriptions a connection holds is not bounded here (libzmq has no limit of its own, and
+`ZMQ_XPUB_MANUAL` does not help: libzmq then still stores every subscription it is sent).
 """
 
 from __future__ import annotations
@@ -42,15 +47,18 @@ log = structlog.get_logger("tradeloom.transport.publisher")
 
 HEARTBEAT_TOPIC = b"system/heartbeat"
 DEFAULT_SNDHWM = 100_000
-#: The largest message a subscriber may send (a subscription: one byte, then the prefix).
-#: libzmq keeps each subscription in a trie at about 50 bytes per prefix byte, so a single
-#: 50 MB subscription cost the daemon 2.5 GB; the longest topic is under 200 bytes, so a
-#: prefix past this could match nothing anyway. A larger message drops that connection.
-MAX_SUBSCRIPTION_BYTES = 1024
-#: The longest prefix a subscription can carry under that: ZeroMQ 3.1 peers send it as a
-#: SUBSCRIBE command, whose name takes 10 bytes of the message (measured: a 1,015-byte
-#: prefix was dropped). Well past any topic (ids are at most 128 characters).
-MAX_PREFIX_BYTES = 1000
+#: The largest message a subscriber may send (a subscription: one byte, then the prefix). A
+#: larger message drops that connection. libzmq keeps every subscription of a connection in
+#: a trie, at about 50 bytes per prefix byte, until it unsubscribes or closes: one 50 MB
+#: subscription cost the daemon 2.5 GB, and 20,000 distinct 999-byte subscriptions (under
+#: the former 1024-byte cap) 1 GB. The cap applies to every frame a peer sends, the CURVE
+#: handshake's INITIATE command included (about 300 bytes with pyzmq's metadata: 256 locked
+#: CURVE clients out), hence 512, not just above the longest topic.
+MAX_SUBSCRIPTION_BYTES = 512
+#: The longest prefix the clients take: a whole topic and room to spare (the longest is
+#: `workflow/` + a 128-character id + `/` + `execution_completed`, 157 bytes), well within
+#: the cap with the 10 bytes of a ZeroMQ 3.1 SUBSCRIBE command and CURVE's 34 of a box.
+MAX_PREFIX_BYTES = 200
 
 
 class EventSource(Protocol):
