@@ -26,7 +26,7 @@ import structlog
 from actors._compat import EngineActorBase, ReleasingEnvelope, context_setters, stop_envelope
 from actors.emergency import EmergencyGate
 from actors.errors import ConditionError, CoroutineReturned, NodeThreadUnavailable, describe
-from actors.guards import private_copy
+from actors.guards import cache_entry
 from actors.messages import NodeDone, RunNode
 from actors.packing import event_form
 
@@ -108,8 +108,7 @@ class NodeActor(EngineActorBase):
             run.shown = event_form(value)
             run.value = value
             if node.cache_ttl_s is not None:  # (its own copy: `shown` may be `value` itself)
-                copied = private_copy(value)
-                run.cache_copy = None if copied is None else (copied[0], event_form(copied[0]))
+                run.cache_copy = cache_entry(value, node.id)
         except BaseException as exc:  # noqa: BLE001 - a node's failure is data, never fatal
             run.error = exc
             run.error_text = describe(exc)  # user code too: taken here, not in the supervisor

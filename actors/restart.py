@@ -35,12 +35,14 @@ class RestartPolicy:
     wait: Callable[[tenacity.RetryCallState], float]
 
     def restartable(self, error: BaseException) -> bool:
-        """Whether `error` is one of `restart_on`. A class there may be user code with a
-        metaclass `__instancecheck__`: one that raises (anything) means not restartable."""
+        """Whether `error` is one of `restart_on`, by its type: `isinstance` would also read
+        the exception's `__class__` (user code: a property that blocked held up every
+        execution and the halt). A class in `restart_on` may be user code too, with a
+        metaclass `__subclasscheck__`: one that raises (anything) means not restartable."""
         if self.max_restarts <= 0:
             return False
         try:
-            return isinstance(error, self.restart_on)
+            return issubclass(type(error), self.restart_on)
         except BaseException:  # noqa: BLE001 - user code on the supervisor's thread
             return False
 

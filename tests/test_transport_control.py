@@ -17,6 +17,7 @@ import structlog.testing
 import zmq
 
 from actors.errors import EngineStopped, Halted, LimitExceeded, NoJournal, NotFound, ResumeRefused
+from tests.engine_journal_helpers import eventually
 from tests.transport_fakes import FakeHandler, workflow_events
 from transport import ControlServer, TransportError
 from transport.client import (
@@ -523,7 +524,8 @@ def test_a_peer_that_never_reads_its_replies_gets_overloaded_not_more_memory(
         srv.stop()
 
 
-def test_a_full_lane_answers_overloaded(handler: FakeHandler) -> None:
+def test_a_full_lane_makes_a_connection_with_work_in_progress_wait_its_turn(
+        handler: FakeHandler) -> None:
     srv = ControlServer(LOCAL, handler, workers=1, max_pending=2)
     srv.start()
     handler.replay_gate = threading.Event()
@@ -531,14 +533,79 @@ def test_a_full_lane_answers_overloaded(handler: FakeHandler) -> None:
     try:
         for i in range(3):
             dealer.send({"v": 1, "op": "replay", "since_seq": 1, "id": i})
-        reply = dealer.recv()
-        assert reply["id"] == 2 and reply["error"]["code"] == "overloaded"
+        eventually(lambda: srv.stats()["parked"] == 1, 10.0, "the third waiting its turn")
+        assert srv.stats()["pending_pool"] == 2 and srv.stats()["overloaded"] == 0
         assert dealer.call({"v": 1, "op": "halt", "reason": "r"})["ok"] is True
         handler.replay_gate.set()
-        assert sorted(dealer.recv()["id"] for _ in range(2)) == [0, 1]
+        assert sorted(dealer.recv()["id"] for _ in range(3)) == [0, 1, 2]
     finally:
         handler.replay_gate.set()
         dealer.close()
+        srv.stop()
+
+
+def test_a_risk_feeds_burst_never_gets_an_operators_halt_refused(
+        handler: FakeHandler) -> None:
+    """A connection pipelining risk updates once filled the urgent lane's count, and a
+    `tradeloom halt` from another was answered `overloaded` (5 of 5 in a probe). Now the
+    burst waits its turn, past its bound it alone is refused, and the halt goes through."""
+    srv = ControlServer(LOCAL, handler, max_pending=4)
+    srv.start()
+    handler.risk_gate = threading.Event()
+    feed, operator = Dealer(srv.endpoint), Dealer(srv.endpoint)
+    burst = 4 + 256 + 5  # the lane's count, the feed's own queue, and past it
+    try:
+        for i in range(burst):
+            feed.send({"v": 1, "op": "risk_update", "limit": "daily_loss", "value": 1.0,
+                       "id": i})
+        refused = [feed.recv() for _ in range(5)]
+        assert [(r["id"], r["error"]["code"]) for r in refused] == [
+            (4 + 256 + i, "overloaded") for i in range(5)]
+        operator.send({"v": 1, "op": "halt", "reason": "operator", "id": "halt"})
+        eventually(lambda: srv.stats()["pending_urgent"] == 5, 10.0, "the halt admitted")
+        handler.risk_gate.set()
+        assert operator.recv(20) == {"v": 1, "ok": True, "id": "halt",
+                                     "result": {"state": "HALT", "previous_state": "NORMAL"}}
+        answered = [feed.recv(20) for _ in range(4 + 256)]
+        assert sorted(r["id"] for r in answered) == list(range(4 + 256))
+        assert all(r["ok"] for r in answered)
+    finally:
+        handler.risk_gate.set()
+        feed.close()
+        operator.close()
+        srv.stop()
+
+
+def test_many_busy_connections_never_crowd_out_one_with_nothing_in_progress(
+        handler: FakeHandler) -> None:
+    """63 connections with 16 replays each passed the 1,000 the lane allows, and every
+    other client's query was refused `overloaded`."""
+    srv = ControlServer(LOCAL, handler, max_pending=8)
+    srv.start()
+    handler.replay_gate = threading.Event()
+    busy = [Dealer(srv.endpoint) for _ in range(6)]
+    other = Dealer(srv.endpoint)
+    try:
+        for i, dealer in enumerate(busy):
+            for j in range(20):
+                dealer.send({"v": 1, "op": "replay", "since_seq": 1, "id": f"{i}.{j}"})
+        eventually(lambda: srv.stats()["parked"] == 6 * 20 - srv.stats()["pending_pool"],
+                   10.0, "every busy connection's requests in progress or waiting")
+        in_progress = srv.stats()["pending_pool"]
+        assert in_progress >= 8  # the lane is full: a busy connection's next one waits
+        other.send({"v": 1, "op": "execution", "execution_id": "exec_w_00000001", "id": "x"})
+        eventually(lambda: srv.stats()["pending_pool"] == in_progress + 1, 10.0,
+                   "the query admitted")
+        assert srv.stats()["overloaded"] == 0
+        handler.replay_gate.set()
+        assert other.recv(20)["id"] == "x"
+        for i, dealer in enumerate(busy):
+            assert sorted(dealer.recv(20)["id"] for _ in range(20)) == sorted(
+                f"{i}.{j}" for j in range(20))
+    finally:
+        handler.replay_gate.set()
+        for dealer in (*busy, other):
+            dealer.close()
         srv.stop()
 
 

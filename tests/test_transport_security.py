@@ -3,6 +3,7 @@ gets neither control nor stream; the plain-text bind rule."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -95,7 +96,9 @@ def test_key_files_are_checked_when_loaded(keys: Keys, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("junk", [b"", b"not a certificate\n", b'public-key = "short"\n',
-                                  b'public-key = "' + b"~" * 40 + b'"\n'])
+                                  b'public-key = "' + b"~" * 40 + b'"\n',
+                                  b"curve\n    public-key\n",  # (zmq.auth: IndexError)
+                                  b'public-key = "' + b"#" * 40 + b'"\n'])  # (overflows)
 def test_a_junk_key_file_in_the_authorized_directory_stops_start_up_named(
         keys: Keys, junk: bytes) -> None:
     """zmq.auth's own loader logged such a file and then admitted no key at all: every
@@ -105,8 +108,15 @@ def test_a_junk_key_file_in_the_authorized_directory_stops_start_up_named(
         CurveServer(zmq.Context.instance(), keys.root / "daemon.key_secret", keys.authorized)
 
 
+def test_a_fifo_named_key_stops_start_up_instead_of_hanging_it(keys: Keys) -> None:
+    os.mkfifo(keys.authorized / "pipe.key")
+    with pytest.raises(TransportError, match=r"pipe\.key: not a regular file"):
+        CurveServer(zmq.Context.instance(), keys.root / "daemon.key_secret", keys.authorized)
+
+
 def test_the_authorized_keys_are_the_public_keys_of_the_key_files(keys: Keys) -> None:
     (keys.authorized / "notes.txt").write_text("not a key file, not read")
+    (keys.authorized / ".#client.key").write_text("an editor's lock: hidden, not read")
     (keys.authorized / "client.key_secret").write_bytes(  # (not *.key: not read)
         (keys.root / "stranger.key_secret").read_bytes())
     curve = CurveServer(zmq.Context.instance(), keys.root / "daemon.key_secret",

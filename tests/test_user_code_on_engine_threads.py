@@ -10,7 +10,9 @@ import sys
 import threading
 from typing import Any
 
-from actors import Node, NodeContext, Workflow
+import pytest
+
+from actors import Node, NodeContext, Workflow, guards
 from actors.errors import failure_fields, type_name
 from tests.conftest import EngineFactory, Recorder
 from tests.engine_journal_helpers import captured_logs, eventually
@@ -34,6 +36,9 @@ class NameIsAnInt(type):
 class CheckRaises(type):
     def __instancecheck__(cls, instance: Any) -> bool:
         raise KeyboardInterrupt("a metaclass's __instancecheck__")
+
+    def __subclasscheck__(cls, subclass: Any) -> bool:
+        raise KeyboardInterrupt("a metaclass's __subclasscheck__")
 
 
 class Unnamed(Exception, metaclass=NameRaises):
@@ -98,6 +103,24 @@ def test_a_restart_on_class_whose_instancecheck_raises_restarts_nothing(
     assert engine.submit(plain()).result(timeout=WAIT_S).status == "completed"
 
 
+def test_an_exceptions_own_class_property_is_never_read_on_a_supervisor_thread(
+        make_engine: EngineFactory) -> None:
+    """`isinstance(error, restart_on)` read `error.__class__` (a property: user code) on
+    the supervisor's thread; one that blocked held up every execution and the halt."""
+    engine = make_engine()
+    readers: list[str] = []
+
+    class Odd(Exception):
+        @property  # type: ignore[misc]
+        def __class__(self) -> type:
+            readers.append(threading.current_thread().name)
+            return Odd
+
+    result = engine.submit(raising(Odd("o"))).result(timeout=WAIT_S)
+    assert (result.status, result.error_type) == ("failed", "Odd")
+    assert not [name for name in readers if "Supervisor" in name], readers
+
+
 def test_a_late_action_value_is_never_repr_on_a_supervisor_thread(
         make_engine: EngineFactory) -> None:
     """Its `repr()` was taken for the log line on the supervisor's thread: one that took
@@ -150,6 +173,27 @@ def test_a_cached_output_a_caller_changes_is_not_the_next_executions(
     second.results["price"]["bid"] = 2.0
     third = engine.submit(wf).result(timeout=WAIT_S)
     assert third.results["trade"] == {"at": 100.0} and calls == [1]
+
+
+def test_an_output_too_slow_to_copy_per_hit_is_not_cached(
+        make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every hit copies the output on the supervisor's thread: one that took longer to
+    copy than MAX_CACHE_COPY_S (here: any) is not kept, and the provider runs each time."""
+    monkeypatch.setattr(guards, "MAX_CACHE_COPY_S", 0.0)
+    engine = make_engine()
+    calls: list[int] = []
+
+    def book(ctx: NodeContext) -> dict[str, Any]:
+        calls.append(1)
+        return {"bids": [[100.0, 1.0]]}
+
+    wf = Workflow("books", nodes=[Node("book", book, category="provider", cache_ttl_s=60.0)])
+    with captured_logs() as logs:
+        for _ in range(2):
+            assert engine.submit(wf).result(timeout=WAIT_S).status == "completed"
+    assert calls == [1, 1]
+    assert [e["why"] for e in logs if e["event"] == "cache_output_not_kept"] == [
+        "too big to copy per hit"] * 2
 
 
 def test_failure_fields_take_user_code_in_an_error_without_raising() -> None:

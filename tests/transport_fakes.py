@@ -133,6 +133,8 @@ class FakeHandler:
         self.workflows = ["w", "arb"]
         self.replay_gate: threading.Event | None = None
         self.replay_started = threading.Event()
+        #: When set, `risk_update` waits for it (the urgent lane's worker held).
+        self.risk_gate: threading.Event | None = None
         self.fail_with: BaseException | None = None
         self._n = 0
 
@@ -238,6 +240,8 @@ class FakeHandler:
     def risk_update(self, *, limit: str, value: float | None,
                     delta: float | None) -> Event:
         self._record("risk_update", limit=limit, value=value, delta=delta)
+        if self.risk_gate is not None and not self.risk_gate.wait(REPLAY_GATE_S):
+            raise TimeoutError("risk gate never opened")
         if limit not in self.limits:
             raise NotFound(f"no risk limit named {limit!r}")
         new = value if value is not None else self.limits[limit] + (delta or 0.0)

@@ -19,12 +19,17 @@ request over 1 MiB, a missing or wrong `v`, an unknown op, an ill-typed field: e
 answered with an error reply and nothing else happens. Frames over `max_frame_bytes`
 (16 MiB) make libzmq drop that connection (a hard cap on memory); an envelope deeper than
 `MAX_ENVELOPE_FRAMES` or a reply that cannot be routed is dropped and counted. When a lane
-already holds `max_pending` requests, new ones for it are answered `overloaded`. One peer's
-slow ops go to the pool's workers `max_peer_pending` at a time, the rest waiting their turn
+holds `max_pending` requests in progress, a connection that has some of them waits its
+turn, and one with none still gets one through: no client crowds out another, and an
+operator's `halt` is never refused (a risk feed's burst once filled the urgent lane's count
+and the halt was answered `overloaded`). On each lane one peer's requests go to the
+worker(s) `max_peer_pending` at a time, the rest waiting their turn, a bounded number
 (`peer_share.py`: a DEALER pipelining 600 replays held everyone's `execution` behind them
-for tens of seconds). A large reply (a replay) to a peer
-that has over `max_peer_unread_bytes` of replies not read yet is replaced by `overloaded`
-(`reply_budget.py`): a DEALER that never reads cannot fill this process's memory.
+for tens of seconds); past that bound that connection alone is answered `overloaded`.
+Submits awaiting their commit are counted apart, by the same rule. A large reply (a
+replay) to a peer that has over `max_peer_unread_bytes` of replies not read yet is replaced
+by `overloaded` (`reply_budget.py`): a DEALER that never reads cannot fill this process's
+memory.
 """
 
 from __future__ import annotations
@@ -65,14 +70,14 @@ from transport.server_thread import ServerThread
 log = structlog.get_logger("tradeloom.transport.control")
 
 MAX_FRAME_BYTES = 16 * 1024 * 1024
-#: Slow requests (the pool lane's, submit aside) of one peer (one connection: the envelope's
-#: first identity) with the workers at once; its others wait their turn (`PeerShare`).
+#: Requests of one peer (one connection: the envelope's first identity) with a lane's
+#: worker(s) at once; its others wait their turn (`PeerShare`).
 MAX_PEER_PENDING = 16
 #: Bytes of large replies one peer may leave unread in this process (`reply_budget.py`).
 MAX_PEER_UNREAD_BYTES = 64 * 1024 * 1024
 #: Larger replies (replays) go through pyzmq's zero-copy send instead of a copy under the GIL.
 DIRECT_REPLY_BYTES = 65536
-_URGENT, _POOL = 0, 1
+_URGENT, _POOL, _SUBMIT = 0, 1, 2
 REFUSED_LOG_S = 60.0  # control_worker_start_failed comes at most this often (seconds)
 
 
@@ -97,7 +102,10 @@ class ControlServer(ServerThread):
         self._nowait = handler if isinstance(handler, NowaitSubmit) else None
         self._workers = workers
         self._max_pending = max_pending
-        self._peers = PeerShare(max_peer_pending)
+        #: Each lane's share of its worker(s) per connection (`peer_share.py`).
+        self._peers = (PeerShare(max_peer_pending), PeerShare(max_peer_pending))
+        #: Connection -> its submits awaiting their commit (`submit_nowait`).
+        self._submitting: dict[bytes, int] = {}
         self._lanes: tuple[ThreadPoolExecutor, ThreadPoolExecutor] | None = None
         self._unread = ReplyBudget(max_peer_unread_bytes)
         self._max_request = max_request_bytes
@@ -118,7 +126,9 @@ class ControlServer(ServerThread):
         #: queues: one byte on the pair per turn, not one per reply.
         self._woken = False
         self._frames: FrameSender | None = None
-        self._pending = [0, 0]
+        #: Requests in progress: with the urgent lane's worker, the pool's, and submits
+        #: awaiting their commit.
+        self._pending = [0, 0, 0]
         self._refused_logged_at = -REFUSED_LOG_S  # control_worker_start_failed, last logged
         self._counts = {"requests": 0, "replies": 0, "errors": 0, "internal": 0,
                         "dropped": 0, "unroutable": 0, "overloaded": 0}
@@ -130,7 +140,8 @@ class ControlServer(ServerThread):
         `internal` (handler failures), `dropped` (messages that could not be answered),
         `unroutable` (replies whose peer was gone or full), `overloaded`."""
         return {**self._counts, "pending_urgent": self._pending[_URGENT],
-                "pending_pool": self._pending[_POOL], "parked": self._peers.parked}
+                "pending_pool": self._pending[_POOL], "pending_submits": self._pending[_SUBMIT],
+                "parked": sum(share.parked for share in self._peers)}
 
     def op_counts(self) -> dict[str, int]:
         """Well-formed requests read, by op (every op, 0 included); those answered
@@ -228,28 +239,33 @@ class ControlServer(ServerThread):
                                                              request_id)))
             self._counts["errors"] += 1
             return
+        peer = envelope[0]
+        if op == "submit" and self._nowait is not None:  # holds no worker
+            submitting = self._submitting.get(peer, 0)
+            if self._pending[_SUBMIT] >= self._max_pending and submitting:
+                self._overloaded(socket, envelope, request_id,
+                                 "too many submits awaiting their commit; try again")
+                return
+            self._pending[_SUBMIT] += 1
+            self._submitting[peer] = submitting + 1
+            self._submit_nowait(self._nowait, socket, envelope, kwargs, request_id)
+            return
         lane = _URGENT if op in URGENT_OPS else _POOL
-        nowait = op == "submit" and self._nowait is not None  # holds no worker
-        # Slow ops only: urgent ones take microseconds, and a risk feed may fire many.
-        capped = lane == _POOL and not nowait
-        if capped and self._peers.must_wait(envelope[0]):
-            if not self._peers.park(envelope[0], (envelope, op, kwargs, request_id)):
+        share = self._peers[lane]
+        job = (envelope, op, kwargs, request_id)
+        # A connection with nothing in progress on the lane always gets one request
+        # through (an operator's halt, another client's query); one with requests in
+        # progress waits its turn while its share, or the lane, is full.
+        if share.must_wait(peer) or (self._pending[lane] >= self._max_pending
+                                     and share.running(peer)):
+            if not share.park(peer, job):
                 self._overloaded(socket, envelope, request_id,
                                  "too many of this connection's requests waiting; read its "
                                  "replies, then try again")
             return
-        if self._pending[lane] >= self._max_pending:
-            self._overloaded(socket, envelope, request_id,
-                             "too many requests in progress; try again")
-            return
         self._pending[lane] += 1
-        if nowait:
-            assert self._nowait is not None
-            self._submit_nowait(self._nowait, socket, envelope, kwargs, request_id)
-            return
-        if capped:
-            self._peers.start(envelope[0])
-        self._hand_over(lane, envelope, op, kwargs, request_id)
+        share.start(peer)
+        self._hand_over(lane, *job)
 
     def _overloaded(self, socket: zmq.Socket[Any], envelope: Envelope, request_id: Any,
                     message: str) -> None:
@@ -322,8 +338,11 @@ class ControlServer(ServerThread):
 
     def _answer(self, socket: zmq.Socket[Any], envelope: Envelope,
                 outcome: dict[str, Any] | Exception, request_id: Any) -> None:
-        """Reply to a submit answered on this thread; it leaves the pool lane's count."""
-        self._pending[_POOL] -= 1
+        """Reply to a submit answered on this thread; it leaves the submits' count."""
+        self._pending[_SUBMIT] -= 1
+        submitting = self._submitting.pop(envelope[0], 1) - 1
+        if submitting:
+            self._submitting[envelope[0]] = submitting
         if isinstance(outcome, Exception):
             code = code_of(outcome)
             self._counts["errors"] += 1
@@ -377,11 +396,11 @@ class ControlServer(ServerThread):
             except queue.Empty:
                 return
             self._pending[lane] -= 1
-            if lane == _POOL:  # its turn over: the peer's next waiting request goes on
-                turn = self._peers.done(envelope[0])
-                if turn is not None:  # (in the answered one's place: the count is kept)
-                    self._pending[_POOL] += 1
-                    self._hand_over(_POOL, *turn)
+            # Its turn over: the peer's next waiting request goes on, in its place.
+            turn = self._peers[lane].done(envelope[0])
+            if turn is not None:
+                self._pending[lane] += 1
+                self._hand_over(lane, *turn)
             if code is not None:
                 self._counts["errors"] += 1
                 if code == INTERNAL:

@@ -39,6 +39,10 @@ class PeerShare:
         """The peer's share is taken (or others of its requests wait already: FIFO)."""
         return self._running.get(peer, 0) >= self._limit or peer in self._parked
 
+    def running(self, peer: bytes) -> int:
+        """How many of the peer's requests are with the workers."""
+        return self._running.get(peer, 0)
+
     def park(self, peer: bytes, job: Any) -> bool:
         """Queue `job` for the peer's next turn; False if its queue (or all) is full."""
         waiting = self._parked.get(peer)

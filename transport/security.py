@@ -29,6 +29,7 @@ import structlog
 import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils import z85
 
 from transport.errors import TransportError
 
@@ -78,9 +79,9 @@ _Z85_KEY = re.compile(rb"[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}")
 def _load(path: str | Path, *, secret: bool, what: str) -> tuple[bytes, bytes | None]:
     try:
         public, secret_key = zmq.auth.load_certificate(str(path))
-    except ValueError:
+    except (ValueError, IndexError):  # (IndexError: a `public-key` line with no `=`)
         raise TransportError(f"{what} {path}: cannot load a CURVE key: it has no "
-                             "public-key line") from None
+                             "public-key line of the form public-key = \"...\"") from None
     except OSError as exc:  # (zmq.auth's own for a missing file has no strerror)
         raise TransportError(f"{what} {path}: cannot load a CURVE key: "
                              f"{exc.strerror or 'no such file'}") from None
@@ -88,21 +89,37 @@ def _load(path: str | Path, *, secret: bool, what: str) -> tuple[bytes, bytes | 
         raise TransportError(f"{what} {path} holds no secret key (use the .key_secret file)")
     for name, key in (("public", public), ("secret", secret_key)):
         # (libzmq takes any 40 bytes, or fails the bind with a bare "Invalid argument".)
-        if key is not None and _Z85_KEY.fullmatch(key) is None:
+        if key is not None and not _is_z85_key(key):
             raise TransportError(f"{what} {path}: its {name}-key is not a CURVE key "
                                  "(40 Z85 characters)")
     return public, secret_key
 
 
+def _is_z85_key(key: bytes) -> bool:
+    """40 Z85 characters that decode (a 5-character group may overflow 32 bits)."""
+    if _Z85_KEY.fullmatch(key) is None:
+        return False
+    try:
+        z85.decode(key)
+    except Exception:  # noqa: BLE001 - struct.error, ValueError: not a key
+        return False
+    return True
+
+
 def authorized_keys(directory: Path) -> frozenset[bytes]:
-    """The public keys (Z85) of the `*.key` files in `directory`; a file that holds none,
-    or not a well-formed one, is refused naming it."""
+    """The public keys (Z85) of the `*.key` files in `directory` (not hidden ones, as
+    zmq.auth; an editor's `.#name.key` lock is none); a file that holds none, or not a
+    well-formed one, or is not a regular file (a FIFO would hang the start), is refused
+    naming it."""
     if not directory.is_dir():
         raise TransportError(f"curve_authorized_keys_dir {directory}: not a directory")
     keys = set()
     for path in sorted(directory.glob("*.key")):
-        if not path.is_dir():
-            keys.add(_load(path, secret=False, what="curve_authorized_keys_dir file")[0])
+        if path.name.startswith(".") or path.is_dir():
+            continue
+        if not path.is_file():
+            raise TransportError(f"curve_authorized_keys_dir file {path}: not a regular file")
+        keys.add(_load(path, secret=False, what="curve_authorized_keys_dir file")[0])
     return frozenset(keys)
 
 
