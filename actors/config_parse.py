@@ -294,6 +294,17 @@ def _build(cls: Any, raw: Any, where: str, *, exclude: Collection[str] = (),
     return cls(**values)
 
 
+#: Keys whose values are not repeated in an error: a webhook's signing key typed without
+#: quotes (a number) went to the system log in "must be a string, not 4929...".
+_SECRET_WORDS = ("secret", "password", "token")
+
+
+def _shown(key: str, value: Any) -> str:
+    if any(word in key.rsplit(".", 1)[-1] for word in _SECRET_WORDS):
+        return f"a value of type {type(value).__name__} (not shown: it may be a secret)"
+    return shown(value)
+
+
 def _coerce(value: Any, hint: Any, key: str) -> Any:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
@@ -308,7 +319,7 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         allowed = typing.get_args(hint)
         if value not in allowed:
             choices = ", ".join(map(repr, allowed))
-            raise ConfigError(f"{key} must be one of {choices}, not {shown(value)}")
+            raise ConfigError(f"{key} must be one of {choices}, not {_shown(key, value)}")
         return value
     if origin is tuple:
         (item_hint, _ellipsis) = typing.get_args(hint)
@@ -317,15 +328,15 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         return tuple(_coerce(item, item_hint, f"{key}[{i}]") for i, item in enumerate(value))
     if hint is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key} must be true or false, not {shown(value)}")
+            raise ConfigError(f"{key} must be true or false, not {_shown(key, value)}")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key} must be an integer, not {shown(value)}")
+            raise ConfigError(f"{key} must be an integer, not {_shown(key, value)}")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{key} must be a number, not {shown(value)}")
+            raise ConfigError(f"{key} must be a number, not {_shown(key, value)}")
         # TOML can say nan and inf; no setting means anything with them (an infinite
         # threshold would disarm a limit), and a huge integer has no float.
         try:
@@ -333,13 +344,13 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         except OverflowError:
             number = math.inf
         if not math.isfinite(number):
-            raise ConfigError(f"{key} must be a finite number, not {shown(value)}")
+            raise ConfigError(f"{key} must be a finite number, not {_shown(key, value)}")
         return number
     if hint is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key} must be a string, not {shown(value)}")
+            raise ConfigError(f"{key} must be a string, not {_shown(key, value)}")
         return value
-    raise ConfigError(f"{key}: unsupported value {shown(value)}")  # pragma: no cover
+    raise ConfigError(f"{key}: unsupported value {_shown(key, value)}")  # pragma: no cover
 
 
 def _import_hook(entry: OnHaltEntry, index: int, base_dir: str | Path | None) -> OnHaltEntry:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import socket
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -216,6 +217,11 @@ def check_url(url: str, key: str) -> None:
         raise ConfigError(f"{key}: port 0 is not a port: {url!r}")
 
 
+#: What `inet_aton` reads as an IPv4 address: one to four dot-separated numbers, decimal,
+#: octal or hex (a host name has a letter beyond a hex prefix's).
+_NUMERIC_IPV4 = re.compile(r"(?:0[xX][0-9a-fA-F]*|[0-9]+)(?:\.(?:0[xX][0-9a-fA-F]*|[0-9]+)){0,3}")
+
+
 def _check_literal_address(hook: WebhookConfig, key: str) -> None:
     """A URL naming a non-public IP address fails now, not at the first delivery (host
     names are checked at connect time: actors/webhook_transport.py)."""
@@ -225,9 +231,16 @@ def _check_literal_address(hook: WebhookConfig, key: str) -> None:
 
     host = urllib.parse.urlsplit(hook.url).hostname or ""
     try:
-        address = ipaddress.ip_address(host)
+        address: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(host)
     except ValueError:
-        return
+        # The resolver takes short, decimal and hex IPv4 forms too (127.1, 2130706433,
+        # 0x7f000001): each is an address, not a name, and is checked as one.
+        if not _NUMERIC_IPV4.fullmatch(host):
+            return
+        try:
+            address = ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return
     if not hook.allow_private and not is_public(address):
         raise ConfigError(f"{key}: {host} is not a public address (private, loopback or "
                           "link-local); set allow_private = true to allow it")

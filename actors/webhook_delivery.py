@@ -32,11 +32,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import structlog
 import tenacity
 
 from actors.errors import WebhookAddressRefused, WebhookAttemptFailed, WebhookError
 from actors.json_text import json_text
 from actors.webhook_config import WebhookConfig, WebhookSecrets
+
+log = structlog.get_logger("tradeloom.webhooks")
 
 #: Statuses worth another attempt (besides every 5xx).
 RETRY_STATUSES = frozenset({408, 429})
@@ -159,6 +162,8 @@ class Sender:
         if self.secrets.auth_header is not None:
             name, value = self.secrets.auth_header
             headers[name] = value
+        status: int | None = None
+        retry_after: str | None = None
         try:
             # Streamed: of the answer's body at most RESPONSE_BODY_MAX bytes are read
             # (a 10 MB or endless body is not held), then the connection is let go.
@@ -169,12 +174,15 @@ class Sender:
         except WebhookAddressRefused as exc:
             raise WebhookAttemptFailed(f"refused: {exc}", status=None,
                                        retryable=False) from exc
-        except httpx.TransportError as exc:  # connect/read/write errors and timeouts
-            raise WebhookAttemptFailed(f"{type(exc).__name__}: {exc}", status=None,
-                                       retryable=True) from exc
-        except httpx.HTTPError as exc:
-            raise WebhookAttemptFailed(f"{type(exc).__name__}: {exc}", status=None,
-                                       retryable=True) from exc
+        except httpx.HTTPError as exc:  # connect/read/write errors, timeouts, bad framing
+            if status is None:
+                raise WebhookAttemptFailed(f"{type(exc).__name__}: {exc}", status=None,
+                                           retryable=True) from exc
+            # The status was in: only it counts. A body cut short, dripping past the
+            # timeout or badly framed after a 200 once read as "no answer", and the
+            # event went again and again while the breaker kept the endpoint down.
+            log.info("webhook_answer_body_failed", webhook=self.config.name, status=status,
+                     error=f"{type(exc).__name__}: {exc}")
         if 200 <= status < 300:
             return status
         retryable = status in RETRY_STATUSES or status >= 500

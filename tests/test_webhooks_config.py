@@ -69,6 +69,32 @@ def test_bad_keys_are_named(entry: dict[str, Any], key: str) -> None:
         Config.from_dict(hooks(**entry))
 
 
+@pytest.mark.parametrize(("key", "value"), [("secret", 4929173650012345),
+                                          ("secret", ["s3cr3t-in-a-list"])])
+def test_a_mistyped_secret_is_named_but_never_shown(key: str, value: Any) -> None:
+    """An unquoted signing key went to the system log in "must be a string, not ..."."""
+    entry = {"name": "ops", "url": "https://example.com/hook", key: value}
+    with pytest.raises(ConfigError, match=rf"webhooks\[0\]\.{key} must be a string") as exc:
+        Config.from_dict({"webhooks": [entry]})
+    assert "4929173650012345" not in str(exc.value) and "s3cr3t" not in str(exc.value)
+
+
+@pytest.mark.parametrize("host", ["127.1", "2130706433", "0x7f.0.0.1", "0x7f000001", "10.1",
+                                  "0", "0177.0.0.1"])
+def test_every_numeric_form_of_a_private_address_is_refused_at_load(host: str) -> None:
+    """The resolver reads these as addresses: they once passed the load, and the endpoint
+    was then down for good (refused at each connect), holding retention back."""
+    with pytest.raises(ConfigError, match=r"^webhooks\[0\]\.url: .*(public|valid)"):
+        Config.from_dict({"webhooks": [{"name": "ops", "url": f"http://{host}:8080/hook",
+                                        "secret": "s"}]})
+
+
+@pytest.mark.parametrize("host", ["8.8.8.8", "deadbeef", "0xdeadbeef.example", "1.2.3.4.5"])
+def test_names_and_public_numeric_hosts_pass_the_load(host: str) -> None:
+    Config.from_dict({"webhooks": [{"name": "ops", "url": f"http://{host}/hook",
+                                    "secret": "s"}]})
+
+
 def test_duplicate_names_are_refused() -> None:
     entry = {"name": "a", "url": "https://x.example.com/", "secret": "k"}
     with pytest.raises(ConfigError, match=r"webhooks\[1\].name: duplicate"):

@@ -149,6 +149,19 @@ def test_a_huge_response_body_is_not_read(raw: Callable[[Behaviour], RawEndpoint
 
 @pytest.mark.parametrize("answer", [
     b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc",  # cut mid-body
+    b"HTTP/1.1 200 OK\r\nContent-Length: 10000000000\r\n\r\n",  # a body never sent
+    b"HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nnot chunks",
+])
+def test_a_2xx_whose_body_then_fails_is_delivered(
+        raw: Callable[[Behaviour], RawEndpoint], answer: bytes) -> None:
+    """Only the status counts: a body cut short or badly framed after it once read as
+    "no answer", and the event was posted again and again behind an open breaker."""
+    server = raw(lambda conn: conn.sendall(answer))
+    outcome = deliver_within(sender_for(server.url, max_attempts=2), 5.0)
+    assert outcome.delivered and outcome.attempts == 1, outcome
+
+
+@pytest.mark.parametrize("answer", [
     b"HELLO THERE\r\n\r\n",  # not HTTP
     b"HTTP/1.1 200",  # cut mid-status line
     b"\x00\xff" * 100,
