@@ -103,7 +103,7 @@ def cmd_failed(args: argparse.Namespace) -> int:
 
 def cmd_retry(args: argparse.Namespace) -> int:
     with connection(args).control_client() as control:
-        reply = control.webhooks_retry(args.name, args.ids)
+        reply = control.webhooks_retry(args.name, args.ids or None)
     if args.json:
         print_json(reply)
     else:
@@ -116,7 +116,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
         fail("webhooks delete: give --name WEBHOOK or --id N (see --help)")
         return EXIT_USAGE
     with connection(args).control_client() as control:
-        reply = control.webhooks_delete(args.name, args.ids)
+        reply = control.webhooks_delete(args.name, args.ids or None)
     if args.json:
         print_json(reply)
     else:

@@ -279,15 +279,17 @@ class ControlClient:
 
     def webhooks_retry(self, name: str | None = None,
                        ids: list[int] | None = None) -> dict[str, Any]:
-        """`{"requeued", "count"}`: those dead letters (default all) are sent again."""
-        return _a_map(self.request("webhooks_retry", name=name, ids=ids or []),
-                      "webhooks_retry")
+        """`{"requeued", "count"}`: those dead letters (None: all) are sent again. An empty
+        `ids` is refused (`BadRequestError`), never read as all."""
+        return _a_map(self.request("webhooks_retry", name=name,
+                                   ids=None if ids is None else list(ids)), "webhooks_retry")
 
     def webhooks_delete(self, name: str | None = None,
                         ids: list[int] | None = None) -> dict[str, Any]:
-        """`{"deleted", "count"}`: one endpoint's dead letters (`name`), or those `ids`."""
-        return _a_map(self.request("webhooks_delete", name=name, ids=ids or []),
-                      "webhooks_delete")
+        """`{"deleted", "count"}`: one endpoint's dead letters (`name`), or those `ids` (an
+        empty one is refused, as for `webhooks_retry`)."""
+        return _a_map(self.request("webhooks_delete", name=name,
+                                   ids=None if ids is None else list(ids)), "webhooks_delete")
 
     def webhooks_log(self, name: str | None = None, limit: int = 100) -> dict[str, Any]:
         """`{"endpoints", "deliveries"}`: each endpoint's state, its deliveries newest first."""

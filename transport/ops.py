@@ -324,10 +324,14 @@ def _webhooks_list(req: dict[str, Any]) -> dict[str, Any]:
 def _webhooks_retry(req: dict[str, Any]) -> dict[str, Any]:
     ids = _field(req, "ids")
     if ids is _MISSING:
-        ids = []
+        ids = []  # every dead letter (of `name`)
     elif not isinstance(ids, list) or not all(
             type(i) is int and 0 < i < 2**63 for i in ids) or len(ids) > MAX_LIMIT:
         raise BadRequest(f"field 'ids' must be a list of up to {MAX_LIMIT} positive integers")
+    elif not ids:
+        # Left out, it means all: given empty (a script's filter that matched nothing),
+        # it re-queued or deleted every dead letter.
+        raise BadRequest("field 'ids' is empty; leave it out to mean every dead letter")
     return {"name": _text(req, "name", required=False, max_len=MAX_ID), "ids": ids}
 
 
