@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import threading
@@ -35,6 +38,12 @@ class UsageError(Exception):
     """Bad command-line input (exit 2)."""
 
 
+#: The lone surrogates Python decodes a command line's non-UTF-8 bytes to.
+_UNDECODED = re.compile("[\udc80-\udcff]")
+#: Errors writing the output of a command that was carried out (a full disk).
+_OUTPUT_LOST = frozenset({errno.ENOSPC, errno.EIO, errno.EFBIG, errno.EDQUOT})
+
+
 def parse_inputs(pairs: Sequence[str]) -> dict[str, Any]:
     """`k=v` pairs; values are JSON when they parse (numbers, booleans), else strings."""
     inputs: dict[str, Any] = {}
@@ -42,6 +51,9 @@ def parse_inputs(pairs: Sequence[str]) -> dict[str, Any]:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise UsageError(f"--input {pair!r}: expected key=value")
+        if _UNDECODED.search(pair):  # bytes not UTF-8 (argv keeps them as surrogates)
+            raise UsageError(f"--input {pair!a}: not UTF-8 text (on the wire it would "
+                             "read as '?', and two such keys as one)")
         try:
             inputs[key] = json.loads(raw, parse_constant=_not_json, parse_float=_finite_float)
         except (ValueError, RecursionError):  # nested past Python's recursion limit: no JSON
@@ -240,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _escape_what_the_terminal_cannot_show()
     parser = build_parser()
     args = parser.parse_args(argv)
     level = args.log_level or getattr(args, "default_level", "warning")
@@ -254,6 +267,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "exit_past_user_threads", False):
         exit_past_user_threads(code)
     return code
+
+
+def _escape_what_the_terminal_cannot_show() -> None:
+    """On a terminal (or file) whose encoding cannot carry a character (an ASCII or latin-1
+    locale: a "\u2026" that `tail` shortens with, a "\u20ac" in an operator's halt reason),
+    write it escaped: it failed every `status`, `tail` and `show` with UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            with contextlib.suppress(Exception):  # (a replaced or closed stream: leave it)
+                reconfigure(errors="backslashreplace")
 
 
 #: How long `tradeloom daemon` (stopped) and `tradeloom run` (done) wait for threads user
@@ -310,6 +334,13 @@ def _handle(args: argparse.Namespace) -> int:
         stdout_to_devnull()
         return EXIT_OK
     except OSError as exc:
+        if exc.errno in _OUTPUT_LOST:
+            # A full disk (stdout on it, say), met once the command was under way: exit 2
+            # would claim nothing was done, and a halt sent before it took effect.
+            stdout_to_devnull()
+            print(f"tradeloom: error: cannot write: {exc.strerror or exc} (a request it "
+                  "sent may have been carried out)", file=sys.stderr)
+            return EXIT_FAILED
         print(f"tradeloom: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as exc:  # noqa: BLE001 - one line, never a traceback (the CLI rules (README))

@@ -8,6 +8,8 @@ durations are checked by `Config` itself, so a Config built by hand gets the sam
 
 from __future__ import annotations
 
+import os
+import stat
 import tomllib
 import typing
 from collections.abc import Mapping
@@ -213,7 +215,7 @@ class Config:
     def load(cls, path: str | Path) -> Config:
         path = Path(path)
         try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+            raw = tomllib.loads(read_config_text(path))
         except OSError as exc:
             raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
         except tomllib.TOMLDecodeError as exc:
@@ -229,6 +231,26 @@ class Config:
         from actors.config_parse import parse
 
         return parse(raw, base_dir=base_dir)
+
+
+#: A config file is a few KiB; past this it is something else (`--config /dev/zero` read
+#: gigabytes before failing).
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
+def read_config_text(path: str | Path) -> str:
+    """A config file's text: a regular file (a FIFO would wait for a writer, past any
+    --timeout) of at most MAX_CONFIG_BYTES, or a ConfigError naming it; OSError and
+    UnicodeDecodeError as reading raises them."""
+    if str(path) == "":
+        raise ConfigError("--config '': no file named")
+    if not stat.S_ISREG(os.stat(path).st_mode):  # (before open: a FIFO's open waits)
+        raise ConfigError(f"config {path}: not a regular file")
+    with open(path, "rb") as file:
+        data = file.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config {path}: larger than {MAX_CONFIG_BYTES // 1024} KiB")
+    return data.decode("utf-8")
 
 
 def start_args(config: object, clock: object) -> tuple[Config, Clock]:

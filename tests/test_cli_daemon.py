@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -20,8 +21,10 @@ import pytest
 
 from actors.cli import build_parser
 from tests.daemon_process import (
+    TRADELOOM,
     DaemonProcess,
     LineReader,
+    environment,
     free_port,
     read_endpoints,
     run_cli,
@@ -215,6 +218,50 @@ def test_a_malformed_endpoint_is_one_line_and_exit_2(flag: str, endpoint: str) -
     # zmq's connect said "Invalid argument" and the CLI exited 1 with "unexpected ZMQError".
     one_error_line(run_cli("status", flag, endpoint, "--timeout", "1"), 2, flag,
                    repr(endpoint))
+
+
+@pytest.mark.parametrize("flag", ["--control", "--events", "--config"])
+def test_an_empty_endpoint_or_config_is_refused_not_the_default(flag: str) -> None:
+    """`--control "$PROD"` with PROD unset went to the local default daemon (and a halt
+    there said HALT); it is a bad argument."""
+    one_error_line(run_cli("status", flag, "", "--timeout", "1"), 2, f"{flag} ''")
+
+
+def test_a_config_that_is_not_a_regular_file_is_refused_at_once(tmp_path: Path) -> None:
+    """`--config /dev/zero` read gigabytes; a FIFO waited for a writer past --timeout."""
+    fifo = tmp_path / "config.toml"
+    os.mkfifo(fifo)
+    for path in ("/dev/zero", str(fifo), str(tmp_path)):
+        one_error_line(run_cli("status", "--config", path, "--timeout", "1", timeout=20), 2,
+                       "not a regular file")
+
+
+def test_an_input_that_is_not_utf8_is_refused() -> None:
+    pair = os.fsdecode(b"k=\xff")  # what a shell's $'k=\xff' reaches the command as
+    one_error_line(run_cli("submit", "w", "--input", pair, "--timeout", "1"), 2, "--input",
+                   "not UTF-8")
+
+
+def test_text_the_terminal_cannot_show_is_escaped_not_a_crash(
+        daemon: DaemonProcess) -> None:
+    """An operator's halt reason with a euro sign failed `status` for everyone on an ASCII
+    or latin-1 terminal (`unexpected UnicodeEncodeError`)."""
+    ok(daemon.cli("halt", "--reason", "pause \u20ac"))
+    proc = subprocess.run([*TRADELOOM, "status", *daemon.endpoints()], capture_output=True,
+                          text=True, timeout=60, check=False,
+                          env={**environment(), "PYTHONIOENCODING": "ascii"})
+    assert "pause \\u20ac" in ok(proc)
+
+
+def test_output_lost_to_a_full_disk_says_the_command_was_carried_out(
+        daemon: DaemonProcess) -> None:
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([*TRADELOOM, "halt", "--reason", "full", *daemon.endpoints()],
+                              stdout=full, stderr=subprocess.PIPE, text=True, timeout=60,
+                              env=environment(), check=False)
+    assert proc.returncode == 1 and "may have been carried out" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert ok_json(daemon.cli("status", "--json"))["state"] == "HALT"
 
 
 def test_a_malformed_endpoint_in_the_config_names_its_key(tmp_path: Path) -> None:

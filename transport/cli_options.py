@@ -21,10 +21,9 @@ import sys
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from actors.config import ClientConfig, Config, TransportConfig
+from actors.config import ClientConfig, Config, TransportConfig, read_config_text
 from actors.config_parse import CONNECT_ENDPOINT
 from actors.errors import ConfigError
 from actors.json_text import json_text
@@ -100,12 +99,16 @@ class Connection:
 
 def connection(args: argparse.Namespace) -> Connection:
     """The `Connection` the client options of `args` describe (ConfigError on a bad file)."""
-    transport, client = (_read_config(args.config) if args.config
+    # `is not None`, not truth: an empty value (`--control "$PROD"` with PROD unset) is
+    # refused, not read as "not given", which went to the local default daemon.
+    transport, client = (_read_config(args.config) if args.config is not None
                          else (TransportConfig(), ClientConfig()))
-    secret = args.curve_secret_key or client.curve_secret_key_file
-    server = args.curve_server_key or client.curve_server_public_key_file
+    secret = (args.curve_secret_key if args.curve_secret_key is not None
+              else client.curve_secret_key_file)
+    server = (args.curve_server_key if args.curve_server_key is not None
+              else client.curve_server_public_key_file)
     keys: ClientKeys | None = None
-    if secret or server:
+    if secret is not None or server is not None:
         if not (secret and server):
             missing = "--curve-server-key" if secret else "--curve-secret-key"
             raise ConfigError(f"CURVE needs both key files: {missing} (or [client] "
@@ -113,9 +116,9 @@ def connection(args: argparse.Namespace) -> Connection:
         from transport.security import ClientKeys
 
         keys = ClientKeys(secret, server)
-    control = (_checked(args.control, "--control") if args.control
+    control = (_checked(args.control, "--control") if args.control is not None
                else _checked(transport.control, "[transport] control"))
-    events = (_checked(args.events, "--events") if args.events
+    events = (_checked(args.events, "--events") if args.events is not None
               else _checked(transport.events, "[transport] events"))
     return Connection(control=connect_endpoint(control), events=connect_endpoint(events),
                       timeout=args.timeout, keys=keys)
@@ -134,7 +137,7 @@ def _read_config(path: str) -> tuple[TransportConfig, ClientConfig]:
     """`[transport]` and `[client]` of a config file, validated as the daemon would; the
     rest of the file is not read (no workflow is imported)."""
     try:
-        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        raw = tomllib.loads(read_config_text(path))
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
