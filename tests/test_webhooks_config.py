@@ -197,8 +197,9 @@ def test_webhooks_ops_are_validated_and_need_webhooks() -> None:
                                                                {"name": None, "ids": []})
     assert parse_request({"v": 1, "op": "webhooks_log", "name": "ops", "limit": 5}) == (
         "webhooks_log", {"name": "ops", "limit": 5})
-    for bad in ({"ids": ["1"]}, {"ids": 3}, {"ids": [True]}, {"name": 5}, {"ids": []},
-                {"name": "ops", "ids": []}):
+    bad_args: list[dict[str, Any]] = [{"ids": ["1"]}, {"ids": 3}, {"ids": [True]},
+                                      {"name": 5}, {"ids": []}, {"name": "ops", "ids": []}]
+    for bad in bad_args:
         with pytest.raises(BadRequest):
             parse_request({"v": 1, "op": "webhooks_retry", **bad})
     with pytest.raises(BadRequest):
