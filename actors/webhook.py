@@ -253,6 +253,8 @@ class Deliverer:
             # An answer came (whatever its status): the endpoint is up, as after a normal
             # delivery or probe; else its breaker stayed "open" until the next new event.
             self._reachable()
+            if outcome.delivered:  # (counted as any delivery: it was one)
+                self.delivered += 1
             state = "delivered" if outcome.delivered else "dead"
             self.store.letter_state(letter_id, state, endpoint=self.hook.name,
                                     attempts=outcome.attempts,

@@ -149,6 +149,8 @@ def test_400_is_dead_lettered_at_once_and_retry_redelivers_it(
     assert requests[2].seqs == [bad_seq] and requests[2].status == 200
     wait_log(manager, lambda rows: any(r["outcome"] == "retry_delivered" for r in rows))
     assert manager.failed() == []
+    [state] = manager.status("ops")
+    assert (state["delivered"], state["dead"]) == (2, 1)  # the re-sent letter counts too
 
 
 def test_batches_post_a_list(webhooks: WebhooksFactory, endpoint: EndpointServer) -> None:
