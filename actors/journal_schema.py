@@ -110,6 +110,11 @@ MIGRATIONS: list[tuple[int, tuple[str, ...]]] = [
             at TEXT NOT NULL)""",
         "CREATE INDEX webhook_deliveries_by_endpoint ON webhook_deliveries(endpoint, id)",
     )),
+    (3, (
+        # Refused submits have no events, so retention finds the oldest of them by this
+        # (actors/journal_retention.py), not by their events going.
+        "CREATE INDEX executions_refused ON executions(status) WHERE status = 'refused'",
+    )),
 ]
 
 

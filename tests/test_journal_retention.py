@@ -77,6 +77,25 @@ def test_tiny_keep_events_keeps_the_file_bounded(
         assert journal.stats()["pruned_rows"] >= 590
 
 
+def test_refused_submits_are_kept_to_keep_events_while_no_event_comes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a HALT no event is committed, and a refused submit has none: interval triggers
+    wrote a refused row per period that no event's going ever let go (2,100 rows in 20 s
+    with keep_events = 10, until a resume)."""
+    monkeypatch.setattr(journal_retention, "PRUNE_INTERVAL_S", 0.0)
+    with started(tmp_path, keep_events=10) as (journal, _):
+        Sequencer(journal).emit(sys_event("tick"))
+        for i in range(300):
+            journal.record_submitted(f"exec_wf_{i:08x}", "wf", {}, None, None, 0, None,
+                                     refused=("halted", "Halted"))
+            if i % 50 == 49:
+                assert journal.flush(5)
+        assert journal.flush(5)
+        kept = [e["execution_id"] for e in journal.executions(status="refused", limit=1000)]
+        assert 1 <= len(kept) <= 11, len(kept)
+        assert kept[0] == f"exec_wf_{299:08x}"  # the newest stay
+
+
 def test_a_registered_cursor_holds_retention_back(tmp_path: Path) -> None:
     with started(tmp_path, keep_events=10) as (journal, _):
         seq = Sequencer(journal)
