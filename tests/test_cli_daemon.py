@@ -264,6 +264,30 @@ def test_output_lost_to_a_full_disk_says_the_command_was_carried_out(
     assert ok_json(daemon.cli("status", "--json"))["state"] == "HALT"
 
 
+def test_the_stopping_log_line_tells_running_from_queued_ones_cancelled(
+        tmp_path: Path) -> None:
+    """It said `running` 500 where 5 ran and 495 were queued (counted after the queued
+    ones were ended, through running slots)."""
+    config = write_config(tmp_path)
+    config.write_text(config.read_text().replace(
+        "[daemon]\n", "[daemon]\nmax_concurrent_executions = 1\n", 1))
+    daemon = DaemonProcess(config, *read_endpoints(config))
+    daemon.start()
+    try:
+        with daemon.client() as client:
+            for _ in range(4):
+                client.submit("cli_slow", {"seconds": 5})  # (past the 2 s grace)
+            status = client.status()
+            assert (status["running"], status["queued"]) == (1, 3), status
+        daemon.stop()
+    finally:
+        daemon.kill()
+    lines = [json.loads(line) for line in daemon.log.read_text().splitlines()
+             if line.startswith("{")]
+    [stopping] = [line for line in lines if line["event"] == "daemon_stopping"]
+    assert (stopping["running"], stopping["queued_cancelled"]) == (1, 3), stopping
+
+
 def test_a_malformed_endpoint_in_the_config_names_its_key(tmp_path: Path) -> None:
     config = tmp_path / "client.toml"
     config.write_text('[transport]\ncontrol = "localhost"\n')

@@ -161,8 +161,11 @@ class Daemon:
             grace = self.config.daemon.shutdown_grace_s
             engine.sink.emit([{"v": 1, "type": "daemon_stopping", "version": VERSION,
                                "pid": os.getpid()}])
+            # (Counted first: the queued ones end cancelled through running slots.)
+            running, queued = engine.admission.running, engine.admission.queued
             engine.close_admission("the daemon is stopping")
-            log.info("daemon_stopping", running=engine.admission.running, grace_s=grace)
+            log.info("daemon_stopping", running=running, queued_cancelled=queued,
+                     grace_s=grace)
             if not engine.wait_idle(grace):
                 log.warning("shutdown_grace_over", still_running=engine.admission.running)
         self._close()
