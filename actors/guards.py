@@ -129,6 +129,8 @@ class CacheGuard:
 #: copy; 5 ms is about 6,000 levels of plain dicts) is not cached, so a hit never holds up
 #: the other executions or a halt for long.
 MAX_CACHE_COPY_S = 0.005
+#: Nodes whose output was not kept, already logged (the set is bounded).
+_NOT_KEPT_TOLD: set[str] = set()
 
 
 def cache_entry(value: Any, node_id: str) -> tuple[Any, Any] | None:
@@ -138,8 +140,11 @@ def cache_entry(value: Any, node_id: str) -> tuple[Any, Any] | None:
     copied = private_copy(value)
     took = time.perf_counter() - started
     if copied is None or took > MAX_CACHE_COPY_S:
-        log.info("cache_output_not_kept", node_id=node_id, copy_ms=round(took * 1000, 3),
-                 why="not copyable" if copied is None else "too big to copy per hit")
+        if node_id not in _NOT_KEPT_TOLD:  # once per node, not once per run
+            if len(_NOT_KEPT_TOLD) < 10_000:
+                _NOT_KEPT_TOLD.add(node_id)
+            log.info("cache_output_not_kept", node_id=node_id, copy_ms=round(took * 1000, 3),
+                     why="not copyable" if copied is None else "too big to copy per hit")
         return None
     return copied[0], event_form(copied[0])
 

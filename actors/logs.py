@@ -78,7 +78,13 @@ class LibraryThrottle(logging.Filter):
         self._seen: dict[tuple[str, str], tuple[float, int]] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        key, now = (record.name, str(record.msg)), self._monotonic()
+        # By the message as written, not its template: a workflow module's own
+        # `log.warning("order %s failed", key)` lines are each their own.
+        try:
+            text = record.getMessage()
+        except Exception:  # noqa: BLE001 - an argument's __str__ (user code); logging says so
+            text = object.__repr__(record.msg)
+        key, now = (record.name, text), self._monotonic()
         with self._lock:
             last = self._seen.get(key)
             if last is not None and now - last[0] < self._every_s:

@@ -91,6 +91,14 @@ def test_a_library_line_repeated_is_held_back_then_counted() -> None:
     assert [throttle.filter(record("unexpected internal error")) for _ in range(4)] == [
         False] * 4
     assert throttle.filter(record("another message"))
+
+    def formatted(*args: object) -> logging.LogRecord:
+        return logging.LogRecord("strategy", logging.WARNING, "f", 1, "order %s failed",
+                                 args, None)
+
+    # Each message as written is its own: a workflow's lines with different figures.
+    assert throttle.filter(formatted("a1")) and throttle.filter(formatted("a2"))
+    assert not throttle.filter(formatted("a1"))
     clock[0] += 10.0
     later = record("unexpected internal error")
     assert throttle.filter(later) and getattr(later, "suppressed", None) == 4

@@ -1,8 +1,9 @@
-"""One connection's share of the control server's worker pool (its slow ops).
+"""One connection's share of a control server lane's worker(s).
 
-A DEALER may pipeline, but at most `limit` of its slow requests (replays, queries) are
-handed to the pool's workers at a time; up to `max_parked` more wait in its own FIFO and go
-on, in order, as its earlier ones are answered. Before, one DEALER pipelining 600 replays
+A DEALER may pipeline, but at most `limit` of its requests on a lane (the urgent ops, or
+the slow ones: replays, queries) are handed to that lane's workers at a time; up to
+`max_parked` more wait in its own FIFO and go on, in order, as its earlier ones are
+answered. Before, one DEALER pipelining 600 replays
 put them all in the pool's queue, and every other client's `execution` waited behind them
 for tens of seconds. Waiting requests do not count against the server's `max_pending` (the
 requests with the workers, over all clients): a connection past its own `max_parked` is
