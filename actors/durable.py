@@ -212,10 +212,11 @@ class Durable:
 
     # -- queries ---------------------------------------------------------------------------
 
-    def resolve_intent(self, idempotency_key: str, outcome: str, note: str | None) -> None:
+    def resolve_intent(self, idempotency_key: str, outcome: str,
+                       note: str | None) -> dict[str, Any]:
         if outcome not in RESOLUTIONS:
             raise ValueError(f"outcome must be one of {sorted(RESOLUTIONS)}, not {outcome!r}")
-        self.journal.resolve_intent(idempotency_key, outcome, note)
+        return self.journal.resolve_intent(idempotency_key, outcome, note)
 
     def close(self) -> None:
         self.journal.close()

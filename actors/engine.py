@@ -230,6 +230,7 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry, EngineLifecycle):
         assert handle is not None
         with self._lock:
             self._ended[(handle.workflow_id, ExecutionStatus.REFUSED.value)] += 1
+            self._note_recent(handle.execution_id, ExecutionStatus.REFUSED.value)
         if self._durable is not None:  # `execution(id)` answers for it too
             self._durable.record_refused(exe.id, exe.workflow.id, exe.shown_inputs, exe.bot_id,
                                          exe.strategy_id, exe.priority, error, error_type)
@@ -275,9 +276,13 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry, EngineLifecycle):
         # Once per finished execution, on its supervisor's thread.
         with self._lock:
             self._ended[(result.workflow_id, result.status)] += 1
-            self._recent[result.execution_id] = result.status
-            if len(self._recent) > _RECENT_STATUSES:
-                self._recent.popitem(last=False)
+            self._note_recent(result.execution_id, result.status)
+
+    def _note_recent(self, execution_id: str, status: str) -> None:
+        # Under self._lock: what `cancel` answers for an execution that has ended.
+        self._recent[execution_id] = status
+        if len(self._recent) > _RECENT_STATUSES:
+            self._recent.popitem(last=False)
 
     # -- events, emergency, status ---------------------------------------------------------
 

@@ -255,13 +255,14 @@ class JournalSide:
         return self._caught_up().journal.intents(unresolved)
 
     def resolve_intent(self, idempotency_key: str, outcome: str,
-                       note: str | None = None, *, origin: str = "api") -> None:
-        """Record an operator's reconciliation: filled, not_filled or unknown. The HALT
+                       note: str | None = None, *, origin: str = "api") -> dict[str, Any]:
+        """Record an operator's reconciliation: filled, not_filled or unknown; returns
+        `{"idempotency_key", "outcome"}` (the control op's result) once durable. The HALT
         that `halt_on_unresolved_intents` started with ends when the last one is resolved
         (unless the state changed since, an operator asked for HALT meanwhile, or a limit
         is exceeded)."""
         journal = self._journal()
-        journal.resolve_intent(idempotency_key, outcome, note)
+        answer = journal.resolve_intent(idempotency_key, outcome, note)
         halt_seq = self._intents_halt_seq
         history = self.gate.history
         if (halt_seq and history and history[-1]["seq"] == halt_seq
@@ -274,6 +275,7 @@ class JournalSide:
             except LimitExceeded:
                 log.warning("intents_reconciled_still_halted",
                             why="a risk limit is exceeded: resume by hand")
+        return answer
 
 
 def journal_recovered() -> None:

@@ -6,7 +6,7 @@ import numbers
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +15,7 @@ import structlog
 from actors.ending import ExecutionStatus
 from actors.errors import WaitInCallback, failure_fields
 from actors.eventlog import EventLog, current_subscription
+from actors.guards import private_copy
 
 if TYPE_CHECKING:
     from actors.journal_records import Ticket
@@ -26,10 +27,11 @@ _log = structlog.get_logger("tradeloom.execution")
 class ExecutionResult:
     """The outcome of one execution, as `handle.result()` returns it.
 
-    `results` is a read-only snapshot taken when the result is made (a
-    `types.MappingProxyType` over a fresh dict): nothing a caller or a subscriber does
-    changes it. The outputs inside are the nodes' own objects, shared with the nodes that
-    read them upstream: treat them as read-only.
+    `results` is read-only (a `types.MappingProxyType` over a fresh dict). The result
+    `handle.result()` returns holds deep copies of the outputs, made for that call
+    (`private()`): one caller changing an output changes nothing another caller, a node,
+    a subscriber or the journal sees. An output that cannot be deep-copied (its
+    `__deepcopy__` raises; a lock, a generator) is handed out as it is.
     """
 
     execution_id: str
@@ -49,6 +51,13 @@ class ExecutionResult:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "results", MappingProxyType(dict(self.results)))
+
+    def private(self) -> ExecutionResult:
+        """This result with its own deep copy of every output (see the class docstring)."""
+        if not self.results:
+            return self
+        return replace(self, results={node_id: _private_output(output)
+                                      for node_id, output in self.results.items()})
 
     @property
     def ok(self) -> bool:
@@ -104,7 +113,7 @@ class ExecutionHandle:
             timeout = wait_limit(timeout)
         result = self._result
         if result is not None and self._delivered():
-            return result
+            return result.private()
         if current_subscription() is not None:
             raise WaitInCallback(
                 f"handle.result() of {self.execution_id} cannot wait from a subscriber "
@@ -123,7 +132,7 @@ class ExecutionHandle:
             if not log.wait_delivered(self._seq, left):
                 raise TimeoutError(f"{self.execution_id} finished, but its terminal event was "
                                    f"not given to every subscriber within {timeout} s")
-        return result
+        return result.private()
 
     def add_done_callback(self, fn: Callable[[ExecutionHandle], None]) -> None:
         """Call `fn(handle)` once the result is in (see the class docstring for where)."""
@@ -180,6 +189,11 @@ class ExecutionHandle:
     def __repr__(self) -> str:
         status = self._result.status if self._result else "pending"
         return f"ExecutionHandle({self.execution_id!r}, {status})"
+
+
+def _private_output(output: Any) -> Any:
+    copied = private_copy(output)
+    return output if copied is None else copied[0]
 
 
 def wait_limit(timeout: float) -> float | None:

@@ -155,7 +155,7 @@ def private_copy(value: Any) -> tuple[Any] | None:
     try:
         return (_copied(value),)
     except BaseException:  # noqa: BLE001 - an object's __deepcopy__ may raise anything
-        log.debug("cache_copy_unavailable")
+        log.debug("output_copy_unavailable")
         return None
 
 

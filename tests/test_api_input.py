@@ -235,3 +235,36 @@ def test_a_subscriber_mutating_events_changes_neither_the_result_nor_other_subsc
     # And the handle's result, read again afterwards, is still what the nodes returned.
     assert dict(handle.result(timeout=0).results) == {"price": {"price": 50_000.0},
                                                       "check": True}
+
+
+def test_each_result_call_hands_out_outputs_of_its_own(engine: Engine) -> None:
+    returned: list[dict[str, Any]] = []
+
+    def quote(ctx: NodeContext) -> dict[str, Any]:
+        output = {"px": 50_000.0, "levels": [[1.0, 2.0]]}
+        returned.append(output)
+        return output
+
+    handle = engine.submit(Workflow("quotes", nodes=[Node("q", quote, category="provider")]))
+    first = handle.result(timeout=5)
+    first.results["q"]["px"] = 1.0
+    first.results["q"]["levels"][0].append(99.0)
+    first.nodes["q"]["outputs"]["px"] = 2.0
+
+    second = handle.result(timeout=5)
+    assert dict(second.results) == {"q": {"px": 50_000.0, "levels": [[1.0, 2.0]]}}
+    assert second.nodes["q"]["outputs"] == {"px": 50_000.0, "levels": [[1.0, 2.0]]}
+    assert returned == [{"px": 50_000.0, "levels": [[1.0, 2.0]]}], "nor the node's own object"
+    assert second.results["q"] is not returned[0]
+
+
+def test_an_output_that_cannot_be_copied_is_handed_out_as_it_is(engine: Engine) -> None:
+    class Uncopyable:
+        def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+            raise RuntimeError("no copies of me")
+
+    made = Uncopyable()
+    handle = engine.submit(Workflow("odd", nodes=[Node("o", lambda ctx: made)]))
+    result = handle.result(timeout=5)
+    assert result.status == "completed"
+    assert result.results["o"] is made

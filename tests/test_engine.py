@@ -504,6 +504,14 @@ def test_cancel_of_a_finished_execution_reports_its_status(engine: Engine) -> No
     assert engine.cancel(result.execution_id) == "completed"
 
 
+def test_cancel_of_a_refused_execution_reports_refused(engine: Engine) -> None:
+    wf = Workflow("quick", nodes=[Node("x", lambda ctx: 1)])
+    engine.halt("test")
+    refused = engine.submit(wf).result(timeout=5)
+    assert refused.status == "refused"
+    assert engine.cancel(refused.execution_id) == "refused"
+
+
 def test_cancel_of_an_unknown_execution_raises_not_found(engine: Engine) -> None:
     with pytest.raises(NotFound):
         engine.cancel("exec_nothing_0badf00d")

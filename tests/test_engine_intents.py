@@ -95,7 +95,8 @@ def test_a_timed_out_action_stays_open_with_its_late_result_until_resolved(
     assert intent["detail"]["why"] == "timed out"
     assert intent["detail"]["value"] == {"order": key, "n": None}
 
-    engine.resolve_intent(key, "filled", "seen on the exchange")
+    assert engine.resolve_intent(key, "filled", "seen on the exchange") == {
+        "idempotency_key": key, "outcome": "filled"}, "the control op's result"
     assert key not in by_key(engine.intents())
     resolved = by_key(engine.intents(unresolved=False))[key]
     assert (resolved["outcome"], resolved["note"]) == ("filled", "seen on the exchange")

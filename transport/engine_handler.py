@@ -97,8 +97,7 @@ class EngineControlHandler:
 
     def resolve_intent(self, *, idempotency_key: str, outcome: str,
                        note: str | None) -> dict[str, Any]:
-        self._engine.resolve_intent(idempotency_key, outcome, note, origin="control")
-        return {"idempotency_key": idempotency_key, "outcome": outcome}
+        return self._engine.resolve_intent(idempotency_key, outcome, note, origin="control")
 
     def risk_update(self, *, limit: str, value: float | None,
                     delta: float | None) -> dict[str, Any]:
