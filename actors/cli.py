@@ -23,6 +23,7 @@ from actors import logs
 from actors.cli_entry import EXIT_INTERRUPTED
 from actors.cli_stdout import (
     CLOSED_STDOUT_ERROR,
+    reserve_stderr,
     reserve_stdout,
     stdout_closed,
     stdout_to_devnull,
@@ -252,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    reserve_stderr()  # first: before a file can take fd 2 (actors/cli_stdout.py)
     _escape_what_the_terminal_cannot_show()
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -334,8 +334,13 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry, EngineLifecycle):
         return dict(self._sockets.endpoints) if self._sockets is not None else None
 
     def supervisor_stats(self) -> list[dict[str, Any]]:
-        return [dict(sup.ask(SupervisorStats(), block=True, timeout=5.0))
-                for sup in self._supervisors]
+        """Each supervisor's counters; `EngineStopped` once it has stopped (a metrics
+        scrape may still be in flight at the daemon's stop)."""
+        try:
+            return [dict(sup.ask(SupervisorStats(), block=True, timeout=5.0))
+                    for sup in self._supervisors]
+        except pykka.ActorDeadError:
+            raise EngineStopped("the engine is stopped") from None
 
     def _broadcast_self_halt(self, reason: str) -> None:
         # The gate is in HALT already; a stopped kill switch has nothing left to end.

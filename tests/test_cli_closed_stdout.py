@@ -83,3 +83,28 @@ def test_the_daemon_runs_with_a_closed_stdout_and_fd_1_on_the_null_device(
         daemon.kill()
     assert proc.returncode == 0, (proc.stdout, proc.stderr)
     assert json.loads(proc.stdout)["results"]["look"] == {"fd1": "/dev/null"}, proc.stdout
+
+
+#: Runs the command after it with fd 2 closed, as `command 2>&-` does.
+CLOSED_STDERR = ["sh", "-c", 'exec "$@" 2>&-', "sh"]
+
+FD2_WORKFLOW = FD1_WORKFLOW.replace("fd1", "fd2").replace("/fd/1", "/fd/2")
+
+
+def test_a_closed_stderr_keeps_errors_out_of_stdout_and_fd_2_on_the_null_device(
+        tmp_path: Path) -> None:
+    # Before, `print(..., file=sys.stderr)` with no sys.stderr wrote the error line to
+    # stdout (into `--json` output), and the next file opened took fd 2.
+    proc = subprocess.run(
+        [*CLOSED_STDERR, *TRADELOOM, "status", "--json", "--control",
+         "tcp://127.0.0.1:9", "--timeout", "0.5"],
+        stdout=subprocess.PIPE, text=True, timeout=30, env=environment(), cwd=tmp_path,
+        check=False)
+    assert (proc.returncode, proc.stdout) == (3, "")
+
+    (tmp_path / "fd2_wf.py").write_text(FD2_WORKFLOW)
+    proc = subprocess.run([*CLOSED_STDERR, *TRADELOOM, "run", "fd2_wf:workflow"],
+                          stdout=subprocess.PIPE, text=True, timeout=60, env=environment(),
+                          cwd=tmp_path, check=False)
+    assert proc.returncode == 0, proc.stdout
+    assert '"fd2": "/dev/null"' in proc.stdout, proc.stdout

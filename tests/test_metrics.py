@@ -24,18 +24,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from actors import Config, Node, NodeContext, Workflow
+from actors import Config, Engine, Node, NodeContext, Workflow
 from actors.clock import ManualClock
 from actors.config import LimitConfig
 from actors.engine import VERSION
 from actors.errors import ConfigError, TradeloomError, WorkflowDefinitionError
 from actors.eventlog import EventLog
 from actors.risk import RiskBook
+from tests.engine_journal_helpers import captured_logs
 from tests.journal_helpers import started
 from transport.client import ControlClient
 from transport.daemon import Daemon
 from transport.errors import HaltedError, TransportError
-from transport.metrics import parse_listen
+from transport.metrics import TradeloomCollector, parse_listen
 from transport.metrics_feed import NODE_BUCKETS_MS, NodeDurations
 
 LOCAL = "tcp://127.0.0.1:*"
@@ -398,3 +399,23 @@ def test_node_durations_land_in_their_buckets() -> None:
     assert set(snapshot) == {("provider", "completed"), ("action", "failed"),
                              ("unknown", "completed")}
     durations.close()
+
+
+class StoppedParts:
+    """What a scrape still in flight at the daemon's stop reads: an engine already stopped."""
+
+    def __init__(self) -> None:
+        self.engine = Engine.start()
+        self.engine.stop()
+        self.publisher = self.control = self.triggers = None
+
+
+def test_a_scrape_of_a_stopped_engine_serves_what_it_can_and_logs_no_error() -> None:
+    parts = StoppedParts()
+    collector = TradeloomCollector(parts, NodeDurations(parts.engine.sink.log.reader()))
+    with captured_logs() as logs:
+        names = {family.name for family in collector.collect()}
+    assert "tradeloom_build" in names and "tradeloom_executions_running" in names
+    assert "tradeloom_node_actors" not in names, "the supervisors are gone"
+    assert [e for e in logs if e["log_level"] in ("error", "critical")] == []
+    assert [e["section"] for e in logs if e["event"] == "metrics_section_skipped"] == ["_nodes"]

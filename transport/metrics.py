@@ -45,6 +45,7 @@ from actors import listen_address
 from actors.breaker import BreakerState
 from actors.emergency import EmergencyState
 from actors.engine import VERSION, Engine
+from actors.errors import EngineStopped
 from actors.triggers import IntervalTriggers
 from transport.control import ControlServer
 from transport.errors import TransportError
@@ -180,6 +181,10 @@ class TradeloomCollector(Collector):
         for section in sections:
             try:
                 families = section(engine, status)
+            except EngineStopped:  # a scrape in flight at the daemon's stop: not an error
+                log.debug("metrics_section_skipped", section=section.__name__,
+                          why="the engine is stopped")
+                continue
             except Exception:  # the other sections are still served
                 log.exception("metrics_section_failed", section=section.__name__)
                 continue
