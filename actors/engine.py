@@ -52,6 +52,7 @@ from actors.messages import (
     SupervisorStats,
     Tick,
 )
+from actors.reaper import Reaper
 from actors.risk import RiskBook
 from actors.supervisor import SupervisorActor
 from actors.triggers import IntervalTriggers
@@ -135,13 +136,14 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry, EngineLifecycle):
             durable.attach(sink=self.sink, gate=self.gate, breakers=self.breakers,
                            on_failure=self._journal_failed, on_recovered=journal_recovered,
                            on_still_failing=self._journal_still_failing)
-        cache = ProviderCache(clock)
+        self._reaper = Reaper()  # (actors/reaper.py)
+        cache = ProviderCache(clock, reaper=self._reaper)
         n = config.daemon.supervisors
         self._supervisors = [
             SupervisorActor.start(sink=self.sink, gate=self.gate, breakers=self.breakers,
                                   admission=self.admission, resilience=res, clock=clock,
                                   cache=cache, risk=self._risk, record=self._remember,
-                                  node_actors=config.daemon.node_actors)
+                                  node_actors=config.daemon.node_actors, reaper=self._reaper)
             for _ in range(n)]
         self._next_supervisor = itertools.cycle(self._supervisors).__next__
         self._emergency = EmergencyActor.start(

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from actors.admission import Admission
     from actors.durable import Durable
     from actors.events import EventSink
+    from actors.reaper import Reaper
     from actors.triggers import IntervalTriggers
     from transport.engine_sockets import EngineSockets
 
@@ -58,6 +59,7 @@ class EngineLifecycle:
     _next_supervisor: Callable[[], pykka.ActorRef[Any]]
     _durable: Durable | None
     _sockets: EngineSockets | None
+    _reaper: Reaper
     triggers: IntervalTriggers
 
     if TYPE_CHECKING:
@@ -127,6 +129,7 @@ class EngineLifecycle:
         for ref in refs:
             with contextlib.suppress(pykka.Timeout, pykka.ActorDeadError):
                 ref.stop(timeout=wait_s)
+        self._reaper.close()  # (not waited for: what it frees may be stuck in a __del__)
         # events: subscribers get the final events (bounded), then their threads end.
         if self._durable is not None:
             self._durable.wait_commit(DRAIN_S)  # readers see them only once committed

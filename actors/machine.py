@@ -104,6 +104,11 @@ class Execution:
         #: An on-halt hook: it runs in HALT (its actions count as reducing risk).
         self.exempt_from_halt = False
 
+    def holds_user_objects(self) -> bool:
+        """Whether an input or an output is not plain data (`packing.event_form` made it a
+        form of its own), so freeing it may run user code (actors/reaper.py)."""
+        return self.shown_outputs is not None or self.shown_inputs is not self.inputs
+
     # -- transitions -----------------------------------------------------------------------
 
     def start(self, now: float) -> Event:

@@ -184,6 +184,13 @@ class CancelRuns:
 
 
 @dataclass(frozen=True, slots=True)
+class HandOver:
+    """Sent by a supervisor to itself after a message that finished an execution holding
+    user objects: handling it hands them to the reaper even while nothing else arrives
+    (actors/reaper.py)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     """Wakes a supervisor to look at its timers (sent when a manual clock advances)."""
 

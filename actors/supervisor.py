@@ -42,12 +42,14 @@ from actors.machine import Execution, NodeRun, Step
 from actors.messages import (
     CancelRuns,
     EndExecutions,
+    HandOver,
     NodeDone,
     StartExecution,
     SupervisorStats,
     Tick,
 )
 from actors.node import CHECK_S, NodePool
+from actors.reaper import Reaper
 from actors.supervisor_overruns import Overruns
 from actors.supervisor_timers import (
     TimerKind,
@@ -74,12 +76,14 @@ _HALT = EmergencyState.HALT
 class SupervisorActor(Overruns, EngineActorBase):
     inbox_factory = TimerInbox
     direct: ClassVar[frozenset[type]] = frozenset(
-        {NodeDone, StartExecution, EndExecutions, CancelRuns, SupervisorStats, Tick})
+        {NodeDone, StartExecution, EndExecutions, CancelRuns, SupervisorStats, Tick,
+         HandOver})
 
     def __init__(self, *, sink: EventSink, gate: EmergencyGate, breakers: BreakerRegistry,
                  admission: Admission, resilience: ResilienceConfig, clock: Clock,
                  cache: ProviderCache, risk: Callable[..., dict[str, Any]],
-                 record: Callable[[ExecutionResult], None], node_actors: int) -> None:
+                 record: Callable[[ExecutionResult], None], node_actors: int,
+                 reaper: Reaper) -> None:
         super().__init__()
         self._sink = sink
         self._gate = gate
@@ -92,6 +96,11 @@ class SupervisorActor(Overruns, EngineActorBase):
         self._guards = (self._breaker_guard, CacheGuard(cache))
         self._restart = RestartGuard(resilience)
         self._live: dict[str, Execution] = {}
+        self._reaper = reaper
+        #: What may run user code when freed, filled while handling a message, then kept
+        #: one message more (`_dying`) before the reaper gets it: actors/reaper.py.
+        self._graveyard: list[object] = []
+        self._dying: list[object] = []
         self._timers = TimerHeap(clock, timer_alive)
         #: Executions to start, drained by the outermost _start (no recursion).
         self._to_start: deque[Execution] = deque()
@@ -108,6 +117,7 @@ class SupervisorActor(Overruns, EngineActorBase):
             CancelRuns: lambda m: _wake(m.events),
             SupervisorStats: lambda m: self._stats(),
             Tick: lambda m: None,
+            HandOver: lambda m: None,  # (what it is for is done after every message)
         }
 
     def on_start(self) -> None:
@@ -120,7 +130,21 @@ class SupervisorActor(Overruns, EngineActorBase):
         reply = handler(message)
         if self._timers.has_due():
             self._fire_timers()
+        if self._dying or self._graveyard:
+            self._pass_to_reaper()
         return reply
+
+    def _pass_to_reaper(self) -> None:
+        # A batch goes one message after it was made: by then the message it was made in
+        # (a NodeDone's run holds its execution) is no longer a local of this thread, and
+        # the reaper's references are the last. HandOver is that next message when
+        # nothing else comes.
+        if self._dying:
+            self._reaper.bury(self._dying)
+            self._dying = []
+        if self._graveyard:
+            self._dying, self._graveyard = self._graveyard, []
+            self.actor_ref.tell(HandOver())
 
     def on_stop(self) -> None:
         # Whatever is still here ends cancelled, including starts still in the inbox (pykka
@@ -140,11 +164,16 @@ class SupervisorActor(Overruns, EngineActorBase):
         for exe in list(self._live.values()):
             self._close_contained(exe, stopped)
         self._pool.stop_all()
+        self._reaper.bury([*self._dying, *self._graveyard])
+        self._dying, self._graveyard = [], []
 
     # -- handlers --------------------------------------------------------------------------
 
     def _on_node_done(self, done: NodeDone) -> None:
         run = done.run
+        if (run.abandoned or run.execution.closed) and (
+                run.shown is not run.value or run.execution.holds_user_objects()):
+            self._graveyard.append(run)  # late: this message may hold the last reference
         if run.abandoned:
             self._pool.retired(run)
             if run.denied is None and run.node.category == "action":

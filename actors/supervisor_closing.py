@@ -38,6 +38,8 @@ class ExecutionClosing:
     _admission: Admission
     _record: Callable[[ExecutionResult], None]
     _live: dict[str, Execution]
+    #: What may run user code when freed (see actors/reaper.py).
+    _graveyard: list[object]
     #: While ending executions in bulk: cancel Events that nodes wait on, to set after.
     _deferred_wakes: list[threading.Event] | None
     _timers: TimerHeap
@@ -93,6 +95,8 @@ class ExecutionClosing:
         finally:
             successor = self._admission.finish(ending.status)
             handle, exe.handle = exe.handle, None  # no cycle exe -> handle -> result -> exe:
+            if exe.holds_user_objects():  # its last reference goes in the reaper's thread
+                self._graveyard.append((exe, result, handle))
             try:
                 if handle is not None:  # refcounting frees finished executions, not the GC
                     handle.resolve(result, terminal["seq"])  # events: after delivery
