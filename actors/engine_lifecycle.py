@@ -110,10 +110,7 @@ class EngineLifecycle:
     def _shut_down(self, wait_s: float | None, timeout: float, close_journal: bool) -> None:
         self.triggers.stop()
         stopped = Ending.cancelled("engine stopped")
-        for exe in self.admission.drain_queued():
-            exe.ending_on_start = stopped
-            with contextlib.suppress(pykka.ActorDeadError):  # (a stop cut short, again)
-                self._next_supervisor().tell(StartExecution(exe))
+        self._end_queued(stopped)
         end = EndExecutions(stopped)
         futures = [sup.ask(end, block=False) for sup in self._supervisors]
         for future in futures:
@@ -129,7 +126,9 @@ class EngineLifecycle:
         for ref in refs:
             with contextlib.suppress(pykka.Timeout, pykka.ActorDeadError):
                 ref.stop(timeout=wait_s)
-        self._reaper.close()  # (not waited for: what it frees may be stuck in a __del__)
+        if not self._reaper.close(DRAIN_S):  # finalizers run before a stopping process exits
+            log.warning("finalizers_not_done", waited_s=DRAIN_S,
+                        why="a __del__ of a node output or an input has not returned")
         # events: subscribers get the final events (bounded), then their threads end.
         if self._durable is not None:
             self._durable.wait_commit(DRAIN_S)  # readers see them only once committed
@@ -140,6 +139,14 @@ class EngineLifecycle:
         finally:  # a socket that fails to close must not leave the journal open
             if close_journal:
                 self.close_journal()
+
+    def _end_queued(self, stopped: Ending) -> None:
+        # A method of its own, so that no local of the stopping thread's keeps the last
+        # queued execution (and what user objects it holds) once a supervisor has it.
+        for exe in self.admission.drain_queued():
+            exe.ending_on_start = stopped
+            with contextlib.suppress(pykka.ActorDeadError):  # (a stop cut short, again)
+                self._next_supervisor().tell(StartExecution(exe))
 
     def __enter__(self) -> Self:
         return self

@@ -15,7 +15,6 @@ import structlog
 from actors.ending import ExecutionStatus
 from actors.errors import WaitInCallback, failure_fields
 from actors.eventlog import EventLog, current_subscription
-from actors.guards import private_copy
 
 if TYPE_CHECKING:
     from actors.journal_records import Ticket
@@ -27,11 +26,14 @@ _log = structlog.get_logger("tradeloom.execution")
 class ExecutionResult:
     """The outcome of one execution, as `handle.result()` returns it.
 
-    `results` is read-only (a `types.MappingProxyType` over a fresh dict). The result
-    `handle.result()` returns holds deep copies of the outputs, made for that call
-    (`private()`): one caller changing an output changes nothing another caller, a node,
-    a subscriber or the journal sees. An output that cannot be deep-copied (its
-    `__deepcopy__` raises; a lock, a generator) is handed out as it is.
+    `results` is read-only (a `types.MappingProxyType` over a fresh dict). Each
+    `handle.result()` call gets its own copy of the outputs' plain data (`private()`):
+    exact dicts, lists and tuples, as deep as they go, so one caller changing them changes
+    nothing another caller, a node, a subscriber or the journal sees. Objects of other
+    types inside (a DataFrame, a client, a Decimal) are the node's own, handed out as they
+    are: copying them would run user code on the caller's thread, and a copy of an object
+    that owns a resource (a file descriptor) is a second owner. Treat those as read-only.
+    `node_report` (and so `nodes`) is copied too.
     """
 
     execution_id: str
@@ -53,17 +55,17 @@ class ExecutionResult:
         object.__setattr__(self, "results", MappingProxyType(dict(self.results)))
 
     def private(self) -> ExecutionResult:
-        """This result with its own deep copy of every output (see the class docstring)."""
-        if not self.results:
-            return self
+        """This result with its own copy of the outputs' plain data and of `node_report`
+        (see the class docstring)."""
         # The instance dict copied, not `dataclasses.replace` (8 µs a call; this is once
-        # per `result()`, a done callback's included): about 2 µs for three small outputs.
+        # per `result()`, a done callback's included): about 3 µs for three small outputs.
         clone = object.__new__(ExecutionResult)
         state = clone.__dict__
         state.update(self.__dict__)
         state["results"] = MappingProxyType({
-            node_id: output if type(output) in _IMMUTABLE else _private_output(output)
-            for node_id, output in self.results.items()})
+            node_id: plain_copy(output) for node_id, output in self.results.items()})
+        state["node_report"] = {node_id: dict(entry)
+                                for node_id, entry in self.node_report.items()}
         return clone
 
     @property
@@ -141,6 +143,12 @@ class ExecutionHandle:
                                    f"not given to every subscriber within {timeout} s")
         return result.private()
 
+    def outcome(self) -> ExecutionResult | None:
+        """The result as the engine keeps it, at once and not copied: None until `done()`.
+        For reading its status and error (the engine's own callers do); its outputs are
+        shared with the nodes: `result()` hands out copies."""
+        return self._result if self.done() else None
+
     def add_done_callback(self, fn: Callable[[ExecutionHandle], None]) -> None:
         """Call `fn(handle)` once the result is in (see the class docstring for where)."""
         with self._lock:
@@ -198,12 +206,47 @@ class ExecutionHandle:
         return f"ExecutionHandle({self.execution_id!r}, {status})"
 
 
-_IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes})
 
 
-def _private_output(output: Any) -> Any:
-    copied = private_copy(output)
-    return output if copied is None else copied[0]
+_CONTAINERS = frozenset({dict, list, tuple})
+
+
+def plain_copy(value: Any) -> Any:
+    """`value` with its exact dicts, lists and tuples copied, as deep as they go; anything
+    else inside is shared, and no user code runs. Shared and cyclic containers keep their
+    shape. Beyond Python's recursion limit, or if another thread changes a dict while it
+    is read, `value` itself."""
+    kind = type(value)
+    if kind not in _CONTAINERS:
+        return value
+    if kind is dict and _CONTAINERS.isdisjoint(map(type, value.values())):
+        return dict(value)  # the common output, a flat map: checked and copied in C
+    try:
+        return _copy_containers(value, {})
+    except (RecursionError, RuntimeError):
+        return value
+
+
+def _copy_containers(value: Any, memo: dict[int, Any]) -> Any:
+    done = memo.get(id(value))
+    if done is not None:
+        return done
+    kind = type(value)
+    copied: Any
+    if kind is dict:
+        copied = memo[id(value)] = {}
+        for key, item in value.items():
+            copied[key] = _copy_containers(item, memo) if type(item) in _CONTAINERS else item
+        return copied
+    if kind is list:
+        copied = memo[id(value)] = []
+        copied.extend(_copy_containers(item, memo) if type(item) in _CONTAINERS else item
+                      for item in value)
+        return copied
+    memo[id(value)] = value  # a tuple reached again while it is copied: shared there
+    copied = memo[id(value)] = tuple(
+        _copy_containers(item, memo) if type(item) in _CONTAINERS else item for item in value)
+    return copied
 
 
 def wait_limit(timeout: float) -> float | None:

@@ -99,7 +99,8 @@ class _HookRuns:
 
     def done(self, handle: ExecutionHandle) -> None:
         _hook_done(handle)
-        self.ended(ran=handle.result(0).status in _RAN)
+        result = handle.outcome()
+        self.ended(ran=result is not None and result.status in _RAN)
 
     def ended(self, *, ran: bool) -> None:
         with self._lock:
@@ -115,7 +116,8 @@ class _HookRuns:
 
 
 def _hook_done(handle: ExecutionHandle) -> None:
-    result = handle.result(0)
+    result = handle.outcome()
+    assert result is not None  # (a done callback: the result is in)
     if result.status == ExecutionStatus.COMPLETED:
         log.info("on_halt_hook_completed", workflow_id=result.workflow_id,
                  execution_id=result.execution_id, duration_ms=result.duration_ms)

@@ -110,8 +110,8 @@ class NodeActor(EngineActorBase):
             if node.cache_ttl_s is not None:  # (its own copy: `shown` may be `value` itself)
                 run.cache_copy = cache_entry(value, node.id)
         except BaseException as exc:  # noqa: BLE001 - a node's failure is data, never fatal
-            run.error = exc
             run.error_text = describe(exc)  # user code too: taken here, not in the supervisor
+            run.error = _without_tracebacks(exc)
         run.duration_s = _perf() - t0
         slot.since = 0.0
         with self._lock:
@@ -122,6 +122,26 @@ class NodeActor(EngineActorBase):
             # Overran and was replaced: retire instead of taking more work.
             self.stop_now()
         return None
+
+
+def _without_tracebacks(error: BaseException) -> BaseException:
+    """`error` with no traceback on it or on the exceptions it chains. A traceback holds the
+    node's frames, and they `ctx` (this run, whose `error` it becomes): a reference cycle,
+    which only the cyclic collector frees, on any thread (a supervisor's), with every
+    input and output of the execution (actors/reaper.py). Nothing reads it later: the
+    error's text is taken before, and a node's failure is logged without a traceback."""
+    seen: set[int] = set()
+    chain = [error]
+    while chain:
+        exc = chain.pop()
+        if id(exc) in seen:
+            continue
+        seen.add(id(exc))
+        exc.__traceback__ = None
+        chain += [e for e in (exc.__cause__, exc.__context__) if e is not None]
+        if isinstance(exc, BaseExceptionGroup):
+            chain += exc.exceptions
+    return error
 
 
 def _truth(value: Any, node_id: str) -> bool:

@@ -12,6 +12,15 @@ instead of letting it go. Plain data (exact dicts, lists, numbers, text: `packin
 returns it as it is) has no `__del__` and is freed where it is, at no cost. A batch is handed
 over one message after it was filled, once the supervisor's own locals (the message it was
 handling) no longer hold it: the reaper then holds the last references.
+
+What this cannot cover: an object in a reference cycle of its own is freed by Python's
+cyclic collector, on whichever thread the collection runs. (A failed node's exception would
+make one of every execution it failed in: its traceback holds the node's frames, and they
+the run whose error it is. The node actor drops the traceback once it has the error text.)
+
+The thread starts on the first batch and ends when idle for `IDLE_S`; `close()` lets the
+engine's stop wait for what is left, so finalizers run before a process that stops the
+engine exits.
 """
 
 from __future__ import annotations
@@ -27,23 +36,25 @@ log = structlog.get_logger("tradeloom.reaper")
 
 #: Batches waiting past this many means a `__del__` is stuck: told once per episode.
 STUCK_BATCHES = 1000
+#: The thread ends after this long with nothing to free (the next batch starts another).
+IDLE_S = 1.0
 
 
 class Reaper:
-    """Frees what it is given, in its own daemon thread (started on first use)."""
+    """Frees what it is given, in its own daemon thread."""
 
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[list[object] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._closed = False
+        self._running = False
         self._stuck_told = False
 
     def bury(self, batch: list[object]) -> None:
         """Free `batch`'s items (the caller keeps no reference to the list)."""
-        if self._thread is None:
-            self._start()
         self._queue.put(batch)
+        if not self._running:
+            self._start()
         waiting = self._queue.qsize()
         if waiting > STUCK_BATCHES and not self._stuck_told:
             self._stuck_told = True
@@ -53,27 +64,39 @@ class Reaper:
         elif waiting <= 1:
             self._stuck_told = False
 
-    def close(self) -> None:
-        """Stop the thread once it has freed what it was given (not waited for: a stuck
-        `__del__` must not hold up a stop)."""
+    def close(self, timeout: float) -> bool:
+        """Wait up to `timeout` for what was given to be freed; True if it was. (Not for
+        ever: a stuck `__del__` must not hold up a stop.) A later `bury` still frees."""
         with self._lock:
-            self._closed = True
-            if self._thread is not None:
-                self._queue.put(None)
+            thread = self._thread if self._running else None
+        if thread is None:
+            return True
+        self._queue.put(None)  # wakes an idle thread: it ends once nothing is left
+        thread.join(timeout)
+        return not thread.is_alive()
 
     def _start(self) -> None:
         with self._lock:
-            if self._thread is None and not self._closed:
-                thread = threading.Thread(target=self._run, name="tradeloom-reaper",
-                                          daemon=True)
-                thread.start()
-                self._thread = thread
+            if self._running:
+                return
+            self._running = True
+            self._thread = threading.Thread(target=self._run, name="tradeloom-reaper",
+                                            daemon=True)
+            self._thread.start()
 
     def _run(self) -> None:
+        get = self._queue.get
         while True:
-            batch = self._queue.get()
+            try:
+                batch = get(timeout=IDLE_S)
+            except queue.Empty:
+                batch = None
             if batch is None:
-                return
+                with self._lock:  # (bury puts, then looks at _running: nothing is missed)
+                    if self._queue.empty():
+                        self._running = False
+                        return
+                continue
             # A __del__'s exception never reaches here: Python reports it through
             # sys.unraisablehook and goes on.
             batch.clear()

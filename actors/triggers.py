@@ -127,11 +127,11 @@ class IntervalTriggers:
             trigger.refused += 1
             log.error("trigger_failed", workflow_id=trigger.workflow_id, error=str(exc))
             return
-        if handle.done() and handle.result(0).status == "refused":
+        result = handle.outcome()
+        if result is not None and result.status == "refused":
             trigger.refused += 1  # HALT or a full queue: the next period tries again
             if not trigger.refusing:
                 trigger.refusing = True
-                result = handle.result(0)
                 log.warning("trigger_refused", workflow_id=trigger.workflow_id,
                             error_type=result.error_type, error=result.error,
                             note="logged once; each period tries again")

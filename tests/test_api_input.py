@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from actors import Engine, Node, NodeContext, TradeloomError, Workflow, WorkflowDefinitionError
+from actors.execution import plain_copy
 from actors.messages import Submit
 from tests.conftest import EngineFactory, Recorder
 
@@ -241,7 +242,7 @@ def test_each_result_call_hands_out_outputs_of_its_own(engine: Engine) -> None:
     returned: list[dict[str, Any]] = []
 
     def quote(ctx: NodeContext) -> dict[str, Any]:
-        output = {"px": 50_000.0, "levels": [[1.0, 2.0]]}
+        output = {"px": 50_000.0, "levels": [[1.0, 2.0]], "pair": ("BTC", ["spot"])}
         returned.append(output)
         return output
 
@@ -249,22 +250,48 @@ def test_each_result_call_hands_out_outputs_of_its_own(engine: Engine) -> None:
     first = handle.result(timeout=5)
     first.results["q"]["px"] = 1.0
     first.results["q"]["levels"][0].append(99.0)
+    first.results["q"]["pair"][1].append("perp")
     first.nodes["q"]["outputs"]["px"] = 2.0
+    first.node_report["q"]["status"] = "tampered"  # type: ignore[index]
 
     second = handle.result(timeout=5)
-    assert dict(second.results) == {"q": {"px": 50_000.0, "levels": [[1.0, 2.0]]}}
-    assert second.nodes["q"]["outputs"] == {"px": 50_000.0, "levels": [[1.0, 2.0]]}
-    assert returned == [{"px": 50_000.0, "levels": [[1.0, 2.0]]}], "nor the node's own object"
+    as_made = {"px": 50_000.0, "levels": [[1.0, 2.0]], "pair": ("BTC", ["spot"])}
+    assert dict(second.results) == {"q": as_made}
+    assert second.nodes["q"]["outputs"] == as_made
+    assert second.nodes["q"]["status"] == "completed"
+    assert returned == [as_made], "nor the node's own object"
     assert second.results["q"] is not returned[0]
 
 
-def test_an_output_that_cannot_be_copied_is_handed_out_as_it_is(engine: Engine) -> None:
-    class Uncopyable:
-        def __deepcopy__(self, memo: dict[int, Any]) -> Any:
-            raise RuntimeError("no copies of me")
+def test_objects_other_than_plain_containers_are_handed_out_as_they_are(
+        engine: Engine) -> None:
+    class Client:
+        """Owns a resource: a copy of it would be a second owner."""
 
-    made = Uncopyable()
-    handle = engine.submit(Workflow("odd", nodes=[Node("o", lambda ctx: made)]))
+        def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+            raise AssertionError("copied")
+
+    client = Client()
+    handle = engine.submit(Workflow("odd", nodes=[
+        Node("o", lambda ctx: client), Node("m", lambda ctx: {"client": client, "n": [1]})]))
     result = handle.result(timeout=5)
     assert result.status == "completed"
-    assert result.results["o"] is made
+    assert result.results["o"] is client
+    mixed = handle.result(timeout=5).results["m"]
+    assert mixed["client"] is client and mixed["n"] == [1]
+    assert mixed is not result.results["m"] and mixed["n"] is not result.results["m"]["n"]
+
+
+def test_shared_and_cyclic_containers_keep_their_shape_in_a_copy() -> None:
+    shared = [1.0, 2.0]
+    looped: list[Any] = ["head"]
+    looped.append(looped)
+    copied = plain_copy({"a": shared, "b": shared, "loop": looped})
+    assert copied["a"] is copied["b"] and copied["a"] is not shared
+    assert copied["loop"][1] is copied["loop"] and copied["loop"] is not looped
+    nested: list[Any] = []
+    deepest = nested
+    for _ in range(100_000):  # past the recursion limit: handed out as it is
+        deepest.append([])
+        deepest = deepest[0]
+    assert plain_copy(nested) is nested

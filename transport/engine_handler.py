@@ -57,11 +57,10 @@ class EngineControlHandler:
                                          strategy_id=strategy_id, priority=priority)
         except EngineStopped:  # a refusal like a full queue's (exit 4), not a bug
             raise Overloaded("the daemon is stopping: no new execution is admitted") from None
-        if handle.done():
-            result = handle.result(0)
-            if result.status == "refused":
-                refusal = Overloaded if result.error_type == Overloaded.__name__ else Halted
-                raise refusal(result.error or "submit refused")
+        result = handle.outcome()
+        if result is not None and result.status == "refused":
+            refusal = Overloaded if result.error_type == Overloaded.__name__ else Halted
+            raise refusal(result.error or "submit refused")
         reply = {"execution_id": handle.execution_id}
         if handle.recorded is None:  # no journal
             return reply
