@@ -129,18 +129,23 @@ def _without_tracebacks(error: BaseException) -> BaseException:
     node's frames, and they `ctx` (this run, whose `error` it becomes): a reference cycle,
     which only the cyclic collector frees, on any thread (a supervisor's), with every
     input and output of the execution (actors/reaper.py). Nothing reads it later: the
-    error's text is taken before, and a node's failure is logged without a traceback."""
+    error's text is taken before, and a node's failure is logged without a traceback.
+    Never raises (an exception class may make any attribute raise): what it could not
+    clear keeps its traceback, and the cyclic collector frees it."""
     seen: set[int] = set()
     chain = [error]
-    while chain:
-        exc = chain.pop()
-        if id(exc) in seen:
-            continue
-        seen.add(id(exc))
-        exc.__traceback__ = None
-        chain += [e for e in (exc.__cause__, exc.__context__) if e is not None]
-        if isinstance(exc, BaseExceptionGroup):
-            chain += exc.exceptions
+    try:
+        while chain:
+            exc = chain.pop()
+            if id(exc) in seen:
+                continue
+            seen.add(id(exc))
+            exc.__traceback__ = None
+            chain += [e for e in (exc.__cause__, exc.__context__) if e is not None]
+            if issubclass(type(exc), BaseExceptionGroup):  # (type(): `__class__` may raise)
+                chain += exc.exceptions
+    except BaseException:  # noqa: BLE001 - user code: see the docstring
+        pass
     return error
 
 

@@ -136,7 +136,9 @@ def test_odd_outputs_reach_subscribers_as_plain_data(engine: Engine,
     odd = {"dec": decimal.Decimal("1.5"), "tuple_key": {(1, 2): "x"}, "big": 2**80,
            "surrogate": "a\ud800b", "bad": Unprintable(), "set": {3}, "cycle": cyclic}
     wf = Workflow("odd", nodes=[Node("n", lambda ctx: odd)])
-    assert engine.submit(wf).result(timeout=5).results["n"] is odd
+    kept = engine.submit(wf).result(timeout=5).results["n"]  # the caller's copy of the dict
+    assert kept is not odd and kept["dec"] is odd["dec"] and kept["bad"] is odd["bad"]
+    assert kept["cycle"]["self"] is kept["cycle"] and kept["set"] is odd["set"]
     outputs = recorder.of_type("node_completed")[0]["outputs"]
     assert outputs["dec"] == "1.5" and outputs["big"] == str(2**80)
     assert outputs["tuple_key"] == {"(1, 2)": "x"}
