@@ -143,7 +143,7 @@ def _without_tracebacks(error: BaseException) -> BaseException:
             exc.__traceback__ = None
             chain += [e for e in (exc.__cause__, exc.__context__) if e is not None]
             if issubclass(type(exc), BaseExceptionGroup):  # (type(): `__class__` may raise)
-                chain += exc.exceptions
+                chain += cast("BaseExceptionGroup[BaseException]", exc).exceptions
     except BaseException:  # noqa: BLE001 - user code: see the docstring
         pass
     return error
