@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import socket
 import threading
 import time
@@ -24,6 +25,8 @@ from websockets.typing import Origin
 from actors import Config, Engine
 from actors.errors import ConfigError
 from actors.web_config import WebConfig, parse_web
+from tests.engine_journal_helpers import captured_logs
+from transport.web.actions import WebActions
 from transport.web.gateway import WebGateway
 from transport.web.session import STALL_S
 
@@ -330,3 +333,57 @@ def test_big_batches_are_split_into_messages_under_the_limit(
     assert seqs == list(range(1, last + 1))
     assert all(chars <= 20_000 or count == 1 for chars, count in sizes), sizes
     assert len(sizes) > 16 and (max(sizes)[1] == 1 and max(sizes)[0] > 50_000)
+
+
+def raw_handshake(port: int, origins: list[str]) -> bytes:
+    """A WebSocket upgrade request with these Origin headers; the first line of the answer."""
+    lines = ["GET /ws HTTP/1.1", f"Host: 127.0.0.1:{port}", "Upgrade: websocket",
+             "Connection: Upgrade", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+             "Sec-WebSocket-Version: 13", *(f"Origin: {o}" for o in origins)]
+    with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE_S) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        answer = b""
+        while b"\r\n" not in answer:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    return answer.split(b"\r\n", 1)[0]
+
+
+def test_refused_origins_are_logged_short_and_once_a_minute(engine: Engine) -> None:
+    # One handshake with many long Origin headers logged about 1 MB, with no token needed.
+    gateway = start_gateway(engine)
+    huge = ["http://evil.example/" + "x" * 4000 + str(i) for i in range(100)]
+    try:
+        with captured_logs() as logs:
+            for _ in range(5):
+                assert raw_handshake(gateway.port, huge) == b"HTTP/1.1 403 Forbidden"
+            gateway.stop()
+    finally:
+        gateway.stop()
+    lines = [e for e in logs if e["event"] == "web_origin_refused"]
+    assert [(e["origin_headers"], e["refused_since_last_line"], e["refused_total"])
+            for e in lines] == [(100, 1, 1), (100, 4, 5)], "the first, then the rest at stop"
+    assert all(len(e["origin"]) <= 210 and e["origin"].endswith("...(cut)") for e in lines)
+
+
+def test_a_request_during_the_stop_is_refused_with_a_warning_not_an_error() -> None:
+    engine = Engine.start()
+    actions = WebActions(engine, warn_at=0.8)
+    engine.stop()
+    with captured_logs() as logs:
+        reply = actions.answer({"op": "halt", "reason": "from the page"})
+    assert reply["ok"] is False and "stopped" in reply["error"]["message"]
+    assert [(e["event"], e["log_level"]) for e in logs] == [
+        ("web_request_refused_stopping", "warning")]
+
+
+def test_websockets_assertion_on_a_pipelined_request_is_not_logged_as_an_error(
+        gateway: WebGateway) -> None:
+    logger = logging.getLogger("websockets.server")
+    def record(exc: BaseException) -> logging.LogRecord:
+        return logger.makeRecord("websockets.server", logging.ERROR, __file__, 1,
+                                 "unexpected internal error", (), (type(exc), exc, None))
+    assert not logger.filter(record(AssertionError()))
+    assert logger.filter(record(RuntimeError("a real one")))

@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 
 from actors.engine import Engine
+from actors.errors import EngineStopped, JournalClosed
 from transport.engine_handler import EngineControlHandler
 from transport.errors import INTERNAL, BadRequest, UnknownOp, code_of
 from transport.ops import parse_request
@@ -61,6 +62,9 @@ class WebActions:
             return {"ok": True, "result": result}
         except Exception as exc:
             code = code_of(exc)
-            if code == INTERNAL:
+            if isinstance(exc, EngineStopped | JournalClosed):  # a stop under way: expected
+                log.warning("web_request_refused_stopping", op=request.get("op"),
+                            error_type=type(exc).__name__)
+            elif code == INTERNAL:
                 log.exception("web_request_failed", op=request.get("op"))
             return {"ok": False, "error": {"code": code, "message": str(exc)}}

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import http
 import importlib.resources
+import logging
 import mimetypes
 import socket
 import ssl
@@ -44,6 +45,7 @@ from transport.errors import TransportError
 from transport.web._compat import LiveSockets, bound_connections, serve_forever
 from transport.web.actions import WebActions
 from transport.web.auth import default_origins, origin_allowed, resolve_token
+from transport.web.refusals import RefusalLog, shown
 from transport.web.session import DEFAULT_MAX_LAG, HELLO_S, SEND_TIMEOUT_S, ClientSession
 from transport.web.slots import SLACK, ConnectionSlots
 
@@ -95,6 +97,8 @@ class WebGateway:
         self._thread: threading.Thread | None = None
         self._sessions: set[ClientSession] = set()
         self._lock = threading.Lock()
+        #: Refused handshakes and hellos, logged short and at most once a minute each.
+        self.refusals = RefusalLog()
         self.host, self.port = config.host_port()
         self.allowed_origins: tuple[str, ...] = ()
 
@@ -168,6 +172,7 @@ class WebGateway:
                 closer.join(CLOSE_S)
         if self._thread is not None:
             self._thread.join(5.0)
+        self.refusals.flush()
 
     # -- the listener's callbacks (its threads) ---------------------------------------------
 
@@ -196,12 +201,13 @@ class WebGateway:
             origins = request.headers.get_all("Origin")
             origin = origins[0] if len(origins) == 1 else None
             if len(origins) > 1 or not origin_allowed(origin, self.allowed_origins):
-                log.warning("web_origin_refused", origin=", ".join(origins))
+                self.refusals.refused("web_origin_refused", origin=shown(origins[0]) if origins
+                                      else None, origin_headers=len(origins))
                 return connection.respond(http.HTTPStatus.FORBIDDEN, "origin not allowed\n")
             with self._lock:
                 full = len(self._sessions) >= self.config.max_clients
             if full:
-                log.warning("web_clients_full", max_clients=self.config.max_clients)
+                self.refusals.refused("web_clients_full", max_clients=self.config.max_clients)
                 return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE,
                                           "too many clients ([web] max_clients)\n")
             return None  # the WebSocket handshake goes on
@@ -220,6 +226,7 @@ class WebGateway:
     def _handle(self, connection: ServerConnection) -> None:
         session = ClientSession(connection, self._engine, token=self.token,
                                 actions=self._actions, info=self._info,
+                                refusals=self.refusals,
                                 stopping=self._stopping, max_lag=self.max_lag,
                                 send_timeout_s=self.send_timeout_s,
                                 hello_timeout_s=self.hello_timeout_s)
@@ -251,10 +258,24 @@ def _static_file(name: str) -> bytes | None:
 
 
 def _quiet_logger() -> Any:
-    """websockets' own logger, but without its INFO lines (every static GET would log one);
-    our own structlog lines say what matters."""
-    import logging
-
+    """websockets' own logger, but without its INFO lines (every static GET would log one)
+    and without the one error any peer can provoke (`_PipelinedRequestFilter`); our own
+    structlog lines say what matters."""
     logger = logging.getLogger("websockets.server")
     logger.setLevel(logging.WARNING)
+    if not any(isinstance(f, _PipelinedRequestFilter) for f in logger.filters):
+        logger.addFilter(_PipelinedRequestFilter())
     return logger
+
+
+class _PipelinedRequestFilter(logging.Filter):
+    """Drops websockets' "unexpected internal error" for an AssertionError: a client that
+    sends a second HTTP request behind the first, unasked (browsers do not), makes
+    websockets 17 read it as frames and, at times, assert on its own state (an error with a
+    traceback in our log that any peer could provoke). That connection is closed; nothing
+    else is affected."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (record.getMessage() == "unexpected internal error"
+                    and isinstance(exc, AssertionError))

@@ -40,6 +40,7 @@ from actors.subscription import LogReader
 from actors.topics import prefix_problem
 from transport.web.actions import WebActions
 from transport.web.auth import token_matches
+from transport.web.refusals import RefusalLog, shown
 
 log = structlog.get_logger("tradeloom.transport.web")
 
@@ -130,7 +131,8 @@ class ClientSession:
 
     def __init__(self, connection: ServerConnection, engine: Engine, *, token: str,
                  actions: WebActions, info: Callable[[], dict[str, Any]],
-                 stopping: threading.Event, max_lag: int = DEFAULT_MAX_LAG,
+                 stopping: threading.Event, refusals: RefusalLog,
+                 max_lag: int = DEFAULT_MAX_LAG,
                  send_timeout_s: float = SEND_TIMEOUT_S,
                  hello_timeout_s: float = HELLO_S) -> None:
         self.connection = connection
@@ -139,6 +141,7 @@ class ClientSession:
         self._actions = actions
         self._info = info
         self._stopping = stopping
+        self._refusals = refusals
         self.max_lag = max_lag
         self.send_timeout_s = send_timeout_s
         self.hello_timeout_s = hello_timeout_s
@@ -159,7 +162,8 @@ class ClientSession:
                          CLOSE_BAD_HELLO)
             return
         except HelloError as exc:
-            log.warning("web_client_refused", peer=peer, code=exc.code, reason=str(exc))
+            self._refusals.refused("web_client_refused", peer=peer, code=exc.code,
+                                   reason=shown(str(exc)))
             self._refuse(exc.code, str(exc), exc.close_code)
             return
         except ConnectionClosed:

@@ -1,0 +1,56 @@
+"""What the gateway logs about connections it refuses: short, and at most a line a minute.
+
+A refusal costs whoever asks nothing (no token is needed to be refused), so its log line
+must cost the daemon little: one handshake with 120 `Origin` headers of 8 KB each logged
+about 1 MB, and a few hundred a second filled the disk the journal lives on. So each kind
+of refusal is logged at most once every `LOG_EVERY_S` (the ones in between counted, told in
+the next line or at the stop) and what the peer sent is cut to `SHOWN_CHARS`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import structlog
+
+from actors.throttled_log import ThrottledWarning
+
+__all__ = ["RefusalLog", "shown"]
+
+log = structlog.get_logger("tradeloom.transport.web")
+
+LOG_EVERY_S = 60.0
+#: The most of a peer's text (an Origin, a refusal reason quoting it) a line carries.
+SHOWN_CHARS = 200
+
+
+def shown(text: str) -> str:
+    """`text` cut to SHOWN_CHARS (marked when cut)."""
+    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "...(cut)"
+
+
+class RefusalLog:
+    """One throttled warning per kind of refusal (its event name); thread-safe."""
+
+    def __init__(self, *, every_s: float = LOG_EVERY_S) -> None:
+        self._every_s = every_s
+        self._lock = threading.Lock()
+        self._kinds: dict[str, ThrottledWarning] = {}
+
+    def refused(self, event: str, **details: Any) -> None:
+        """Count one refusal of this kind; log it unless one was logged within every_s."""
+        with self._lock:
+            kind = self._kinds.get(event)
+            if kind is None:
+                kind = self._kinds[event] = ThrottledWarning(
+                    log, event, every_s=self._every_s, monotonic=time.monotonic,
+                    since_key="refused_since_last_line", total_key="refused_total")
+            kind.add(1, **details)
+
+    def flush(self) -> None:
+        """Tell what is held back (at the gateway's stop)."""
+        with self._lock:
+            for kind in self._kinds.values():
+                kind.flush(now=True)
