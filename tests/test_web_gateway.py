@@ -24,11 +24,12 @@ from websockets.typing import Origin
 
 from actors import Config, Engine
 from actors.errors import ConfigError
+from actors.subscription import LogReader
 from actors.web_config import WebConfig, parse_web
 from tests.engine_journal_helpers import captured_logs
 from transport.web.actions import WebActions
 from transport.web.gateway import WebGateway
-from transport.web.session import STALL_S
+from transport.web.session import FIRST_READ, STALL_S
 
 TOKEN = "test-token-0123456789"
 DEADLINE_S = 20.0
@@ -387,3 +388,39 @@ def test_websockets_assertion_on_a_pipelined_request_is_not_logged_as_an_error(
                                  "unexpected internal error", (), (type(exc), exc, None))
     assert not logger.filter(record(AssertionError()))
     assert logger.filter(record(RuntimeError("a real one")))
+
+
+def test_a_replay_of_big_events_reads_about_a_message_at_a_time(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each replaying client held a whole read of BATCH events, their JSON and its parts:
+    about 250 MB per client for 80 MB of 1 MB events. Reads now start small, grow while a
+    read fits in a message and shrink to fit when it does not."""
+    monkeypatch.setattr("transport.web.session.MESSAGE_CHARS_MAX", 20_000)
+    reads: list[int] = []
+    real_read = LogReader.read
+
+    def counting_read(self: LogReader, since_seq: int, limit: int) -> list[dict[str, Any]]:
+        events = real_read(self, since_seq, limit)
+        if events and threading.current_thread().name == "tradeloom-web-sender":
+            reads.append(len(events))
+        return events
+
+    monkeypatch.setattr(LogReader, "read", counting_read)
+    emit(engine, 200, size=5_000)  # four events fill a message
+    emit(engine, 2_000, size=8)  # small ones: reads grow again
+    last = engine.sink.log.committed_seq
+    gateway = start_gateway(engine)
+    try:
+        with connect(gateway.ws_url) as ws:
+            hello(ws, since_seq=1)
+            assert collect_until(ws, last) == list(range(1, last + 1))
+    finally:
+        gateway.stop()
+    big_reads, read_so_far = [], 0
+    for count in reads:  # the reads that hold big events (the first 200)
+        if read_so_far >= 200:
+            break
+        big_reads.append(count)
+        read_so_far += count
+    assert big_reads[0] == FIRST_READ and max(big_reads[1:]) <= 8, big_reads
+    assert max(reads) > 100, "small events are read in big batches again"

@@ -106,6 +106,10 @@ class AdmittingListener:
         with contextlib.suppress(OSError):
             self._wake_w.send(b"x")
 
+    def release(self) -> None:
+        """`_release`, from the serving thread once it stops accepting (idempotent)."""
+        self._release()
+
     def _release(self) -> None:
         """The wake-up pair and the selector, once `accept()` saw the close (it alone uses
         them after that, so no other thread is waiting on them)."""
@@ -212,3 +216,8 @@ def serve_forever(server: Server, release: Callable[[], None]) -> None:
         server.socket_closed.set()
         server.shutdown_watcher.close()
         poller.close()
+        listener = server.socket
+        if isinstance(listener, AdmittingListener):
+            # Also when a stop right after the start came first and accept() never saw
+            # the close (its wake-up pair leaked: a ResourceWarning).
+            listener.release()

@@ -8,8 +8,8 @@ connection's thread meanwhile answers the client's requests (control actions and
 
 Nothing a client does reaches the engine's threads: the cursor only reads what is
 committed, and a client that reads slowly only stalls its own sender in a blocking send.
-The buffering per client is bounded: one batch in hand plus the socket's buffers; no queue
-grows. A client is lagging when, past the replay it asked for (the seqs committed before its
+The buffering per client is bounded: one read in hand (sized to about one message,
+MESSAGE_CHARS_MAX, see FIRST_READ) plus the socket's buffers; no queue grows. A client is lagging when, past the replay it asked for (the seqs committed before its
 hello), it is more than `max_lag` events behind the log *and* its last send stalled for
 `STALL_S` or more (the socket's buffers were full: it was not reading). A burst of events
 to a client that reads is not a lag; a client that stopped reading is. It gets a `lagged`
@@ -49,6 +49,11 @@ log = structlog.get_logger("tradeloom.transport.web")
 HELLO_S = 5.0
 #: Most events in one `events` message.
 BATCH = 500
+#: The first read of a stream takes this many events; each next read doubles it, up to
+#: BATCH, while a read's JSON stays within MESSAGE_CHARS_MAX, and shrinks to fit when it
+#: does not: a client replaying big events (1 MB outputs) holds about one message's worth
+#: in memory, not BATCH of them (500 MB).
+FIRST_READ = 16
 #: An `events` message longer than this (JSON characters) is split into messages that are
 #: not, so a page never gets hundreds of big events (a node output up to the journal's
 #: `max_event_bytes` each) in one message; an event bigger alone goes as it is.
@@ -197,6 +202,7 @@ class ClientSession:
                 replay_to: int) -> None:
         every = topics == ("",)
         next_beat = 0.0
+        limit = FIRST_READ
         try:
             while not (self._done.is_set() or self._stopping.is_set()):
                 committed = reader.wait_committed(cursor - 1, 0.2)
@@ -208,7 +214,7 @@ class ClientSession:
                 if cursor > replay_to and self._lagging(cursor, committed):
                     self._lagged(cursor, committed)
                     return
-                events = reader.read(cursor, BATCH)
+                events = reader.read(cursor, limit)
                 if not events or events[0]["seq"] > cursor:
                     gone_to = events[0]["seq"] - 1 if events else committed
                     self._send({"msg": "gap", "first_missing_seq": cursor,
@@ -219,29 +225,35 @@ class ClientSession:
                 matching = events if every else [
                     e for e in events if topic_of(e).startswith(topics)]
                 cursor = events[-1]["seq"] + 1
-                if matching:
-                    self._send_events(matching, cursor)
+                read = len(events)
+                del events  # (what is not sent yet is held once: as `matching`)
+                chars = self._send_events(matching, cursor) if matching else 0
+                limit = _next_limit(limit, read, chars)
         except ConnectionClosed:
             pass
         except Exception:
             log.exception("web_stream_failed", peer=_peer(self.connection), next_seq=cursor)
             self.connection.close(1011, "internal error")
 
-    def _send_events(self, events: list[dict[str, Any]], next_seq: int) -> None:
-        text = dumps({"msg": "events", "events": events, "next_seq": next_seq})
-        if len(text) <= MESSAGE_CHARS_MAX or len(events) == 1:
-            self._send_text(text, events=True)
-            self.sent_events += len(events)
-            return
-        parts = [dumps(event) for event in events]  # (each event once; the rare path)
-        start, size = 0, 0
-        for i, part in enumerate(parts):
-            if i > start and size + len(part) > MESSAGE_CHARS_MAX:
-                # next_seq: every event before it was sent
-                self._send_parts(parts[start:i], events[i - 1]["seq"] + 1)
-                start, size = i, 0
+    def _send_events(self, events: list[dict[str, Any]], next_seq: int) -> int:
+        """Send `events` in messages of at most MESSAGE_CHARS_MAX characters (one bigger
+        event alone goes as it is), each event serialised once and let go as it is; the
+        characters sent."""
+        parts: list[str] = []
+        size = total = 0
+        after_last = next_seq  # the seq after the last event in `parts`
+        for i in range(len(events)):
+            part = dumps(events[i])
+            if parts and size + len(part) > MESSAGE_CHARS_MAX:
+                self._send_parts(parts, after_last)  # every event before it was sent
+                parts, size = [], 0
+            after_last = events[i]["seq"] + 1
+            events[i] = _SENT  # (its dict may go: it is text now)
+            parts.append(part)
             size += len(part) + 1
-        self._send_parts(parts[start:], next_seq)
+            total += len(part)
+        self._send_parts(parts, next_seq)
+        return total
 
     def _send_parts(self, parts: list[str], next_seq: int) -> None:
         """An `events` message of events already JSON, as `dumps` would write it."""
@@ -324,6 +336,16 @@ class ClientSession:
             self.connection.close(close_code, code)
         except ConnectionClosed:
             pass
+
+
+_SENT: dict[str, Any] = {}
+
+
+def _next_limit(limit: int, read: int, chars: int) -> int:
+    """How many events the next read takes (see FIRST_READ)."""
+    if chars > MESSAGE_CHARS_MAX:
+        return max(1, read * MESSAGE_CHARS_MAX // chars)
+    return min(BATCH, limit * 2) if read >= limit else limit
 
 
 def _peer(connection: ServerConnection) -> str:
