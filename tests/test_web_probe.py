@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Origin
 
-from actors import Engine
+from actors import Engine, Node, Workflow
 from transport.web.gateway import WebGateway
 from transport.web.session import CLOSE_BAD_HELLO
 
@@ -189,7 +189,18 @@ def test_odd_static_paths_are_not_served(gateway: WebGateway, path: str) -> None
     assert answer.split(b" ", 2)[1] in (b"404", b"414"), answer[:100]
 
 
-def never_reading_client(port: int) -> socket.socket:
+def masked_text_frame(payload: bytes) -> bytes:
+    """One client-to-server text frame (masked, as a client must)."""
+    mask = os.urandom(4)
+    if len(payload) < 126:
+        header = bytes([0x81, 0x80 | len(payload)])
+    else:
+        header = bytes([0x81, 0x80 | 126]) + len(payload).to_bytes(2, "big")
+    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def never_reading_client(port: int, hello_fields: dict[str, Any] | None = None
+                         ) -> socket.socket:
     """A WebSocket client with a tiny receive buffer that sends its hello, then reads
     nothing more (not even the pings)."""
     sock = socket.socket()
@@ -203,10 +214,8 @@ def never_reading_client(port: int) -> socket.socket:
     while b"\r\n\r\n" not in answer:
         answer += sock.recv(1)  # byte by byte: nothing past the handshake is read
     assert answer.startswith(b"HTTP/1.1 101"), answer
-    payload = json.dumps({"token": TOKEN, "since_seq": 1}).encode()
-    mask = os.urandom(4)
-    sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask
-                 + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+    fields = hello_fields if hello_fields is not None else {"since_seq": 1}
+    sock.sendall(masked_text_frame(json.dumps({"token": TOKEN, **fields}).encode()))
     return sock
 
 
@@ -248,6 +257,29 @@ def test_a_client_that_never_reads_is_cut_and_others_are_unaffected(engine: Engi
             done.set()
             reader.join(DEADLINE_S)
         sock.close()
+    finally:
+        gateway.stop()
+
+
+def test_a_client_that_asks_and_never_reads_the_replies_is_cut(engine: Engine) -> None:
+    # The replies' send blocks the connection's own thread, which is where the stall was
+    # looked for: such a client held its slot (16 of them, the dashboard) for ever.
+    quick = Workflow("quick", nodes=[Node("n", lambda ctx: 1)])
+    for _ in range(300):  # so that each `executions` reply is big (about 60 KB)
+        engine.submit(quick)
+    engine.submit(quick).result(timeout=DEADLINE_S)
+    gateway = start_gateway(engine, send_timeout_s=1.0)
+    try:
+        sock = never_reading_client(gateway.port, {"topics": ["emergency/"]})  # no events
+        assert wait_until(lambda: len(gateway.sessions()) == 1)
+        request = masked_text_frame(b'{"id":1,"op":"executions","limit":1000}')
+        with contextlib.suppress(OSError):  # cut while still asking: what this is about
+            for _ in range(100):
+                sock.sendall(request * 10)
+        assert wait_until(lambda: not gateway.sessions()), "the stalled client was not cut"
+        sock.close()
+        with connect(gateway.ws_url) as ws:  # and its slot serves again
+            assert hello(ws)["msg"] == "welcome"
     finally:
         gateway.stop()
 

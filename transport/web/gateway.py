@@ -46,7 +46,13 @@ from transport.web._compat import LiveSockets, bound_connections, serve_forever
 from transport.web.actions import WebActions
 from transport.web.auth import default_origins, origin_allowed, resolve_token
 from transport.web.refusals import RefusalLog, shown
-from transport.web.session import DEFAULT_MAX_LAG, HELLO_S, SEND_TIMEOUT_S, ClientSession
+from transport.web.session import (
+    DEFAULT_MAX_LAG,
+    HELLO_S,
+    SEND_TIMEOUT_S,
+    WATCH_S,
+    ClientSession,
+)
 from transport.web.slots import SLACK, ConnectionSlots
 
 log = structlog.get_logger("tradeloom.transport.web")
@@ -95,6 +101,7 @@ class WebGateway:
         self._stopping = threading.Event()
         self._server: Server | None = None
         self._thread: threading.Thread | None = None
+        self._watchdog: threading.Thread | None = None
         self._sessions: set[ClientSession] = set()
         self._lock = threading.Lock()
         #: Refused handshakes and hellos, logged short and at most once a minute each.
@@ -138,6 +145,9 @@ class WebGateway:
                                         args=(self._server, self.connection_slots.give_back),
                                         daemon=True)
         self._thread.start()
+        self._watchdog = threading.Thread(target=self._watch_stalls,
+                                          name="tradeloom-web-watchdog", daemon=True)
+        self._watchdog.start()
         if self.token_generated:
             # Printed once, on stderr with the other start-up lines: the operator pastes it
             # into the page (or opens the URL with #token=...). Never logged again.
@@ -145,6 +155,15 @@ class WebGateway:
                         hint=f"set {self.config.token_env} to choose it")
         log.info("web_gateway_started", url=self.url, tls=tls is not None,
                  allowed_origins=list(self.allowed_origins))
+
+    def _watch_stalls(self) -> None:
+        """Cut every session whose socket has taken nothing for `send_timeout_s` (a send
+        still waiting), whichever thread's send it is: a reply blocks the connection's own
+        thread, so the session cannot watch for that itself (a client that asked for big
+        replies and read nothing held its slot, and with 16 the dashboard, for ever)."""
+        while not self._stopping.wait(WATCH_S):
+            for session in self.sessions():
+                session.cut_if_stalled()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -172,6 +191,8 @@ class WebGateway:
                 closer.join(CLOSE_S)
         if self._thread is not None:
             self._thread.join(5.0)
+        if self._watchdog is not None:
+            self._watchdog.join(5.0)
         self.refusals.flush()
 
     # -- the listener's callbacks (its threads) ---------------------------------------------

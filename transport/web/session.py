@@ -9,8 +9,9 @@ connection's thread meanwhile answers the client's requests (control actions and
 Nothing a client does reaches the engine's threads: the cursor only reads what is
 committed, and a client that reads slowly only stalls its own sender in a blocking send.
 The buffering per client is bounded: one read in hand (sized to about one message,
-MESSAGE_CHARS_MAX, see FIRST_READ) plus the socket's buffers; no queue grows. A client is lagging when, past the replay it asked for (the seqs committed before its
-hello), it is more than `max_lag` events behind the log *and* its last send stalled for
+MESSAGE_CHARS_MAX, see FIRST_READ) plus the socket's buffers; no queue grows. A client is
+lagging when, past the replay it asked for (the seqs committed before its hello), it is
+more than `max_lag` events behind the log *and* its last send stalled for
 `STALL_S` or more (the socket's buffers were full: it was not reading). A burst of events
 to a client that reads is not a lag; a client that stopped reading is. It gets a `lagged`
 message (with the seq to resume from: every event before it was sent) and the connection
@@ -147,6 +148,8 @@ class ClientSession:
         self._info = info
         self._stopping = stopping
         self._refusals = refusals
+        #: Cut by the watchdog for a stalled send (`cut_if_stalled`).
+        self._cut = False
         self.max_lag = max_lag
         self.send_timeout_s = send_timeout_s
         self.hello_timeout_s = hello_timeout_s
@@ -287,10 +290,7 @@ class ClientSession:
             try:
                 message = self.connection.recv(timeout=WATCH_S)
             except TimeoutError:
-                if self.stalled_s() >= self.send_timeout_s:
-                    log.warning("web_client_stalled", peer=_peer(self.connection),
-                                stalled_s=round(self.stalled_s(), 1))
-                    self.abort()
+                if self._cut:  # (by the gateway's watchdog: cut_if_stalled)
                     return
                 continue
             except ConnectionClosedOK:
@@ -323,6 +323,18 @@ class ClientSession:
                 self._sending_since = None
                 if events:
                     self.last_stall_s = time.monotonic() - started
+
+    def cut_if_stalled(self) -> bool:
+        """Cut the connection if a send has waited `send_timeout_s` for room in its socket
+        (the gateway's watchdog asks every WATCH_S); True if it was cut now."""
+        stalled = self.stalled_s()
+        if self._cut or stalled < self.send_timeout_s:
+            return False
+        self._cut = True
+        log.warning("web_client_stalled", peer=_peer(self.connection),
+                    stalled_s=round(stalled, 1))
+        self.abort()
+        return True
 
     def abort(self) -> None:
         """Cut the TCP connection: for a client whose socket takes nothing, where a close
