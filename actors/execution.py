@@ -219,11 +219,11 @@ def plain_copy(value: Any) -> Any:
     kind = type(value)
     if kind not in _CONTAINERS:
         return value
-    if kind is dict and _CONTAINERS.isdisjoint(map(type, value.values())):
-        return dict(value)  # the common output, a flat map: checked and copied in C
     try:
+        if kind is dict and _CONTAINERS.isdisjoint(map(type, value.values())):
+            return dict(value)  # the common output, a flat map: checked and copied in C
         return _copy_containers(value, {})
-    except (RecursionError, RuntimeError):
+    except (RecursionError, RuntimeError):  # (RuntimeError: changed while it was read)
         return value
 
 

@@ -52,9 +52,10 @@ class Reaper:
 
     def bury(self, batch: list[object]) -> None:
         """Free `batch`'s items (the caller keeps no reference to the list)."""
-        self._queue.put(batch)
-        if not self._running:
-            self._start()
+        with self._lock:  # (with the idle thread's last look: it sees this batch, or we
+            self._queue.put(batch)  # see it has ended and start another)
+            if not self._running:
+                self._start_locked()
         waiting = self._queue.qsize()
         if waiting > STUCK_BATCHES and not self._stuck_told:
             self._stuck_told = True
@@ -75,14 +76,11 @@ class Reaper:
         thread.join(timeout)
         return not thread.is_alive()
 
-    def _start(self) -> None:
-        with self._lock:
-            if self._running:
-                return
-            self._running = True
-            self._thread = threading.Thread(target=self._run, name="tradeloom-reaper",
-                                            daemon=True)
-            self._thread.start()
+    def _start_locked(self) -> None:
+        self._running = True
+        self._thread = threading.Thread(target=self._run, name="tradeloom-reaper",
+                                        daemon=True)
+        self._thread.start()
 
     def _run(self) -> None:
         get = self._queue.get

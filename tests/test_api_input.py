@@ -295,3 +295,4 @@ def test_shared_and_cyclic_containers_keep_their_shape_in_a_copy() -> None:
         deepest.append([])
         deepest = deepest[0]
     assert plain_copy(nested) is nested
+

@@ -29,6 +29,7 @@ from actors.web_config import WebConfig, parse_web
 from tests.engine_journal_helpers import captured_logs
 from transport.web.actions import WebActions
 from transport.web.gateway import WebGateway
+from transport.web.refusals import RefusalLog
 from transport.web.session import FIRST_READ, STALL_S
 
 TOKEN = "test-token-0123456789"
@@ -424,3 +425,19 @@ def test_a_replay_of_big_events_reads_about_a_message_at_a_time(
         read_so_far += count
     assert big_reads[0] == FIRST_READ and max(big_reads[1:]) <= 8, big_reads
     assert max(reads) > 100, "small events are read in big batches again"
+
+
+def test_refusals_of_each_code_are_told_apart_and_held_ones_once_the_period_is_up() -> None:
+    refusals = RefusalLog(every_s=0.2)
+    with captured_logs() as logs:
+        refusals.refused("web_client_refused", "bad_request", peer="a")
+        for _ in range(20):  # token guessing is not hidden behind one junk hello
+            refusals.refused("web_client_refused", "unauthorized", peer="b")
+        assert [(e["code"], e["refused_since_last_line"]) for e in logs] == [
+            ("bad_request", 1), ("unauthorized", 1)]
+        deadline = time.monotonic() + DEADLINE_S
+        while len(logs) < 3 and time.monotonic() < deadline:
+            refusals.flush()  # what the gateway's watchdog does every half second
+            time.sleep(0.02)
+    assert [(e["code"], e["refused_since_last_line"], e["refused_total"]) for e in logs] == [
+        ("bad_request", 1, 1), ("unauthorized", 1, 1), ("unauthorized", 19, 20)]

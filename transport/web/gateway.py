@@ -162,8 +162,12 @@ class WebGateway:
         thread, so the session cannot watch for that itself (a client that asked for big
         replies and read nothing held its slot, and with 16 the dashboard, for ever)."""
         while not self._stopping.wait(WATCH_S):
-            for session in self.sessions():
-                session.cut_if_stalled()
+            try:
+                for session in self.sessions():
+                    session.cut_if_stalled()
+                self.refusals.flush()  # what a minute held back, once it is up
+            except Exception:  # the watch must go on
+                log.exception("web_watchdog_failed")
 
     def stop(self) -> None:
         self._stopping.set()
@@ -193,7 +197,7 @@ class WebGateway:
             self._thread.join(5.0)
         if self._watchdog is not None:
             self._watchdog.join(5.0)
-        self.refusals.flush()
+        self.refusals.flush(now=True)
 
     # -- the listener's callbacks (its threads) ---------------------------------------------
 

@@ -37,20 +37,23 @@ class RefusalLog:
     def __init__(self, *, every_s: float = LOG_EVERY_S) -> None:
         self._every_s = every_s
         self._lock = threading.Lock()
-        self._kinds: dict[str, ThrottledWarning] = {}
+        self._kinds: dict[tuple[str, str | None], ThrottledWarning] = {}
 
-    def refused(self, event: str, **details: Any) -> None:
-        """Count one refusal of this kind; log it unless one was logged within every_s."""
+    def refused(self, event: str, code: str | None = None, **details: Any) -> None:
+        """Count one refusal of this kind (`event`, and `code` when given: wrong tokens are
+        not hidden behind junk hellos); log it unless one was logged within every_s."""
         with self._lock:
-            kind = self._kinds.get(event)
+            kind = self._kinds.get((event, code))
             if kind is None:
-                kind = self._kinds[event] = ThrottledWarning(
+                fixed = {} if code is None else {"code": code}
+                kind = self._kinds[(event, code)] = ThrottledWarning(
                     log, event, every_s=self._every_s, monotonic=time.monotonic,
-                    since_key="refused_since_last_line", total_key="refused_total")
+                    since_key="refused_since_last_line", total_key="refused_total", **fixed)
             kind.add(1, **details)
 
-    def flush(self) -> None:
-        """Tell what is held back (at the gateway's stop)."""
+    def flush(self, *, now: bool = False) -> None:
+        """Tell what was held back once every_s is up (the gateway's watchdog calls it every
+        half second); `now`: at once (the gateway's stop)."""
         with self._lock:
             for kind in self._kinds.values():
-                kind.flush(now=True)
+                kind.flush(now=now)

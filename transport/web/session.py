@@ -170,7 +170,7 @@ class ClientSession:
                          CLOSE_BAD_HELLO)
             return
         except HelloError as exc:
-            self._refusals.refused("web_client_refused", peer=peer, code=exc.code,
+            self._refusals.refused("web_client_refused", exc.code, peer=peer,
                                    reason=shown(str(exc)))
             self._refuse(exc.code, str(exc), exc.close_code)
             return
