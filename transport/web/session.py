@@ -26,7 +26,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +50,10 @@ log = structlog.get_logger("tradeloom.transport.web")
 HELLO_S = 5.0
 #: Most events in one `events` message.
 BATCH = 500
+#: A message longer than this goes in fragments of this many characters, so that the
+#: stall rule (nothing taken for `send_timeout_s`) judges progress, not a whole message's
+#: time: a page reading a 4 MB message at 100 KB/s is slow, not stalled.
+FRAGMENT_CHARS = 64 * 1024
 #: The first read of a stream takes this many events; each next read doubles it, up to
 #: BATCH, while a read's JSON stays within MESSAGE_CHARS_MAX, and shrinks to fit when it
 #: does not: a client replaying big events (1 MB outputs) holds about one message's worth
@@ -318,11 +322,21 @@ class ClientSession:
         with self._send_lock:  # two threads send: the stream and the replies
             started = self._sending_since = time.monotonic()
             try:
-                self.connection.send(text)
+                if len(text) > FRAGMENT_CHARS:
+                    self.connection.send(self._fragments(text))
+                else:
+                    self.connection.send(text)
             finally:
                 self._sending_since = None
                 if events:
                     self.last_stall_s = time.monotonic() - started
+
+    def _fragments(self, text: str) -> Iterator[str]:
+        """A big message as fragments of FRAGMENT_CHARS; each one handed out restarts the
+        stall clock (the socket took the one before: a slow reader is making progress)."""
+        for start in range(0, len(text), FRAGMENT_CHARS):
+            self._sending_since = time.monotonic()
+            yield text[start:start + FRAGMENT_CHARS]
 
     def cut_if_stalled(self) -> bool:
         """Cut the connection if a send has waited `send_timeout_s` for room in its socket
