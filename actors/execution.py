@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from actors.copies import plain_copy
 from actors.ending import ExecutionStatus
 from actors.errors import WaitInCallback, failure_fields
 from actors.eventlog import EventLog, current_subscription
@@ -205,48 +206,6 @@ class ExecutionHandle:
         status = self._result.status if self._result else "pending"
         return f"ExecutionHandle({self.execution_id!r}, {status})"
 
-
-
-
-_CONTAINERS = frozenset({dict, list, tuple})
-
-
-def plain_copy(value: Any) -> Any:
-    """`value` with its exact dicts, lists and tuples copied, as deep as they go; anything
-    else inside is shared, and no user code runs. Shared and cyclic containers keep their
-    shape. Beyond Python's recursion limit, or if another thread changes a dict while it
-    is read, `value` itself."""
-    kind = type(value)
-    if kind not in _CONTAINERS:
-        return value
-    try:
-        if kind is dict and _CONTAINERS.isdisjoint(map(type, value.values())):
-            return dict(value)  # the common output, a flat map: checked and copied in C
-        return _copy_containers(value, {})
-    except (RecursionError, RuntimeError):  # (RuntimeError: changed while it was read)
-        return value
-
-
-def _copy_containers(value: Any, memo: dict[int, Any]) -> Any:
-    done = memo.get(id(value))
-    if done is not None:
-        return done
-    kind = type(value)
-    copied: Any
-    if kind is dict:
-        copied = memo[id(value)] = {}
-        for key, item in value.items():
-            copied[key] = _copy_containers(item, memo) if type(item) in _CONTAINERS else item
-        return copied
-    if kind is list:
-        copied = memo[id(value)] = []
-        copied.extend(_copy_containers(item, memo) if type(item) in _CONTAINERS else item
-                      for item in value)
-        return copied
-    memo[id(value)] = value  # a tuple reached again while it is copied: shared there
-    copied = memo[id(value)] = tuple(
-        _copy_containers(item, memo) if type(item) in _CONTAINERS else item for item in value)
-    return copied
 
 
 def wait_limit(timeout: float) -> float | None:

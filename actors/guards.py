@@ -18,7 +18,6 @@ fixed tuple: the hot path is one loop over two objects.
 
 from __future__ import annotations
 
-import copy
 import functools
 import time
 import weakref
@@ -31,6 +30,7 @@ import structlog
 from actors.breaker import Admit, BreakerRegistry
 from actors.cache import ProviderCache
 from actors.config import ResilienceConfig
+from actors.copies import deep_copy
 from actors.machine import NodeRun
 from actors.packing import event_form
 from actors.restart import RestartPolicy, policy_for
@@ -126,7 +126,7 @@ class CacheGuard:
 
 #: A cached output is copied again on every hit, on the supervisor's thread: one whose copy
 #: took longer than this on the node's thread (a book of 300,000 price levels took ~1 s a
-#: copy; 5 ms is about 6,000 levels of plain dicts) is not cached, so a hit never holds up
+#: copy; 5 ms is about 4,000 levels of plain dicts) is not cached, so a hit never holds up
 #: the other executions or a halt for long.
 MAX_CACHE_COPY_S = 0.005
 #: Nodes whose output was not kept, already logged (the set is bounded).
@@ -153,28 +153,10 @@ def private_copy(value: Any) -> tuple[Any] | None:
     """`(a deep copy of value,)`, or None when it cannot be copied (user code raised, or
     a reference cycle or nesting too deep for the plain-data copy)."""
     try:
-        return (_copied(value),)
+        return (deep_copy(value),)
     except BaseException:  # noqa: BLE001 - an object's __deepcopy__ may raise anything
-        log.debug("output_copy_unavailable")
+        log.debug("cache_copy_unavailable")
         return None
-
-
-_IMMUTABLE = frozenset({str, int, float, bool, type(None), bytes})
-
-
-def _copied(value: Any) -> Any:
-    """A deep copy: plain data (dicts, lists, tuples of numbers and text, what providers
-    return) by hand, about 3x `copy.deepcopy`'s speed; anything else by `deepcopy`."""
-    kind = type(value)
-    if kind in _IMMUTABLE:
-        return value
-    if kind is dict:
-        return {k: v if type(v) in _IMMUTABLE else _copied(v) for k, v in value.items()}
-    if kind is list:
-        return [v if type(v) in _IMMUTABLE else _copied(v) for v in value]
-    if kind is tuple:
-        return tuple(v if type(v) in _IMMUTABLE else _copied(v) for v in value)
-    return copy.deepcopy(value)
 
 
 def _inputs_key(inputs: Any) -> str | None:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from actors import Engine, Node, NodeContext, TradeloomError, Workflow, WorkflowDefinitionError
-from actors.execution import plain_copy
+from actors.copies import deep_copy, plain_copy
 from actors.messages import Submit
 from tests.conftest import EngineFactory, Recorder
 
@@ -296,3 +296,17 @@ def test_shared_and_cyclic_containers_keep_their_shape_in_a_copy() -> None:
         deepest = deepest[0]
     assert plain_copy(nested) is nested
 
+
+
+def test_the_cache_copy_copies_other_objects_too_and_keeps_a_cycle() -> None:
+    class Quote:
+        def __init__(self) -> None:
+            self.levels = [1.0]
+
+    quote = Quote()
+    looped: list[Any] = [quote]
+    looped.append(looped)
+    copied = deep_copy({"q": looped, "again": looped})
+    assert copied["q"] is copied["again"] and copied["q"][1] is copied["q"]
+    assert type(copied["q"][0]) is Quote and copied["q"][0] is not quote
+    assert copied["q"][0].levels == [1.0] and copied["q"][0].levels is not quote.levels

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -34,8 +35,10 @@ def shown(text: str) -> str:
 class RefusalLog:
     """One throttled warning per kind of refusal (its event name); thread-safe."""
 
-    def __init__(self, *, every_s: float = LOG_EVERY_S) -> None:
+    def __init__(self, *, every_s: float = LOG_EVERY_S,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self._every_s = every_s
+        self._monotonic = monotonic
         self._lock = threading.Lock()
         self._kinds: dict[tuple[str, str | None], ThrottledWarning] = {}
 
@@ -47,7 +50,7 @@ class RefusalLog:
             if kind is None:
                 fixed = {} if code is None else {"code": code}
                 kind = self._kinds[(event, code)] = ThrottledWarning(
-                    log, event, every_s=self._every_s, monotonic=time.monotonic,
+                    log, event, every_s=self._every_s, monotonic=self._monotonic,
                     since_key="refused_since_last_line", total_key="refused_total", **fixed)
             kind.add(1, **details)
 
