@@ -306,13 +306,14 @@ class LogReader:
         return log_.committed_seq
 
     def read(self, since_seq: int, limit: int) -> list[Event]:
-        """Committed events from `since_seq` on, ascending, at most `limit`; the first is
-        later than `since_seq` when older ones are gone (in memory: past the ring)."""
+        """Committed events from `since_seq` on, ascending, at most `limit` (fewer when they
+        come from the journal: one read's worth of bytes); the first is later than
+        `since_seq` when older ones are gone (in memory: past the ring)."""
         self.next_seq = max(self.next_seq, since_seq)
         events: list[Event] = []
         seq = since_seq
         while len(events) < limit:
-            gap, batch, _ = self._log.read(seq)
+            gap, batch, from_store = self._log.read(seq)
             if gap is not None:
                 self.missed += gap[1] - gap[0] + 1
                 log.warning("reader_gap", first_missing_seq=gap[0], last_missing_seq=gap[1])
@@ -323,6 +324,12 @@ class LogReader:
                 continue
             events += batch[:limit - len(events)]
             seq = events[-1]["seq"] + 1
+            if from_store:
+                # The journal's dicts are this call's own, unlike the ring's: one store read
+                # (at most the journal's MAX_REPLY_BYTES of events) per call, so a reader
+                # that keeps few of what it reads (a filtered web client) never holds
+                # `limit` big events at once.
+                break
         return events
 
     def read_packed(self, since_seq: int, limit: int) -> list[tuple[int, str, bytes]]:

@@ -495,3 +495,31 @@ def test_stop_and_restart_is_quick_and_loses_nothing(make_engine: EngineFactory,
     assert statuses <= {"completed", "cancelled"}
     events = all_events(last)
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+
+
+def test_a_reader_behind_the_ring_takes_one_journal_read_of_bytes_per_call(
+        make_engine: EngineFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader behind the in-memory ring (a web client replaying) gets the journal's own
+    dicts: a read of 500 events of 100 KB held 50 MB for a client that kept none of them
+    (a filtered one). Now one call takes one journal read, at most its reply bytes."""
+    monkeypatch.setattr("actors.journal_reads.MAX_REPLY_BYTES", 300_000)
+    engine = make_engine(journal_config(tmp_path), _event_ring_size=8)
+    for _ in range(4):
+        engine.sink.emit([{"v": 1, "type": "circuit_closed", "breaker": "b" * 100_000,
+                           "failures": 0} for _ in range(15)])
+    assert engine.journal_flush(10.0)
+    last = engine.sink.log.committed_seq
+    reader = engine.sink.log.reader(1)
+    try:
+        seqs: list[int] = []
+        biggest = 0
+        while not seqs or seqs[-1] < last:
+            events = reader.read(seqs[-1] + 1 if seqs else 1, 500)
+            assert events
+            # (the ring's last 8 are its own dicts, shared: they cost nothing to hold)
+            biggest = max(biggest, sum(event["seq"] <= last - 8 for event in events))
+            seqs += [event["seq"] for event in events]
+        assert seqs == list(range(1, last + 1)) and reader.missed == 0
+        assert 1 <= biggest <= 3, f"{biggest} events of 100 KB in one call"
+    finally:
+        reader.close()
