@@ -31,11 +31,12 @@ from pykka._envelope import Envelope
 from pykka.messages import _ActorStop
 
 from actors.errors import InternalError, failure_fields, type_name
+from actors.logs import get_logger
 
 __all__ = ["EngineActorBase", "Envelope", "ReleasingEnvelope", "context_setters",
            "on_engine_actor_thread", "stop_envelope"]
 
-_log = structlog.get_logger("tradeloom.actors")
+_log = get_logger("tradeloom.actors")
 _actor_thread = threading.local()
 
 

@@ -17,8 +17,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-import structlog
-
 from actors import logs
 from actors.cli_entry import EXIT_INTERRUPTED
 from actors.cli_stdout import (
@@ -31,6 +29,7 @@ from actors.cli_stdout import (
 from actors.config import Config
 from actors.engine import VERSION
 from actors.errors import TradeloomError
+from actors.logs import get_logger
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -301,7 +300,7 @@ def exit_past_user_threads(code: int) -> None:
         pass
     left = [t.name for t in _user_threads() if t.is_alive()]
     if left:
-        structlog.get_logger("tradeloom.cli").warning("user_threads_abandoned", threads=left)
+        get_logger("tradeloom.cli").warning("user_threads_abandoned", threads=left)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

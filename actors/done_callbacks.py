@@ -12,11 +12,10 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 
-import structlog
-
 from actors.errors import failure_fields
+from actors.logs import get_logger
 
-log = structlog.get_logger("tradeloom.events")
+log = get_logger("tradeloom.events")
 
 
 class DoneCallbackThread:

@@ -26,21 +26,20 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from actors.config import Config
 from actors.emergency import HISTORY_LEN
 from actors.ending import Ending, ExecutionStatus
 from actors.events import Event, EventSink, iso_utc
 from actors.journal import RESOLUTIONS, Journal, Recovery, Ticket
 from actors.journal_reads import close_nodes, with_unstarted
+from actors.logs import get_logger
 
 if TYPE_CHECKING:
     from actors.breaker import BreakerRegistry
     from actors.emergency import EmergencyGate
     from actors.machine import Execution, NodeRun
 
-log = structlog.get_logger("tradeloom.journal")
+log = get_logger("tradeloom.journal")
 
 #: How often an action waiting for its intent commit looks at HALT and its execution.
 INTENT_POLL_S = 0.01

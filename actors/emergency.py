@@ -15,19 +15,18 @@ from collections.abc import Callable, Sequence
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
-import structlog
-
 from actors.clock import Clock
 from actors.errors import LimitExceeded
 from actors.events import Event, EventSink
 from actors.interpreter import HaltPriority
+from actors.logs import get_logger
 from actors.messages import RiskUpdate
 from actors.risk import RiskBook, Verdict
 
 if TYPE_CHECKING:
     from actors.machine import NodeRun
 
-log = structlog.get_logger("tradeloom.emergency")
+log = get_logger("tradeloom.emergency")
 
 #: State changes kept in memory (and in the gate's snapshot), newest last.
 HISTORY_LEN = 1000

@@ -12,13 +12,13 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pykka
-import structlog
 
 from actors._compat import EngineActorBase
 from actors.emergency import EmergencyGate, EmergencyState
 from actors.ending import Ending
 from actors.inbox import TimerInbox
 from actors.interpreter import quick_handoffs
+from actors.logs import get_logger
 from actors.messages import (
     Alert,
     BroadcastHalt,
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = ["EmergencyActor", "HaltHook"]
 
-log = structlog.get_logger("tradeloom.emergency")
+log = get_logger("tradeloom.emergency")
 
 #: Called after HALT is entered and acknowledged, with (reason, source, origin).
 HaltHook = Callable[[str, str, str], None]

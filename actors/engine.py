@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pykka
-import structlog
 
 from actors.admission import OVERLOADED, RUN, Admission
 from actors.breaker import BreakerRegistry
@@ -44,6 +43,7 @@ from actors.events import EventCallback, EventSink, Subscription
 from actors.execution import ExecutionHandle, ExecutionResult
 from actors.execution_ids import ExecutionIds
 from actors.hooks import HaltHooks
+from actors.logs import get_logger
 from actors.machine import Execution
 from actors.messages import (
     BroadcastHalt,
@@ -61,7 +61,7 @@ from actors.workflow import Workflow
 if TYPE_CHECKING:
     from transport.engine_sockets import EngineSockets
 
-log = structlog.get_logger("tradeloom.engine")
+log = get_logger("tradeloom.engine")
 VERSION = "0.1.0"
 _RECENT_STATUSES = 1000
 

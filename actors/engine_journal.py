@@ -10,12 +10,11 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from actors.durable import Durable
 from actors.emergency import EmergencyGate, EmergencyState
 from actors.ending import ExecutionStatus
 from actors.errors import LimitExceeded, NoJournal, NotFound
+from actors.logs import get_logger
 from actors.messages import BroadcastHalt
 
 if TYPE_CHECKING:
@@ -32,7 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = ["JournalSide", "journal_recovered"]
 
-log = structlog.get_logger("tradeloom.engine")
+log = get_logger("tradeloom.engine")
 
 #: The reason of the HALT `halt_on_unresolved_intents` starts with, after their count.
 INTENTS_HALT_REASON = (" action intent(s) from before the restart have no known outcome: "

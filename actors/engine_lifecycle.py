@@ -14,12 +14,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Self
 
 import pykka
-import structlog
 
 from actors._compat import on_engine_actor_thread
 from actors.ending import Ending
 from actors.eventlog import DRAIN_S, current_subscription
 from actors.execution import wait_limit
+from actors.logs import get_logger
 from actors.messages import EndExecutions, StartExecution
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = ["STOP_DRAIN_S", "EngineLifecycle"]
 
-log = structlog.get_logger("tradeloom.engine")
+log = get_logger("tradeloom.engine")
 #: What a stop waits beyond its `timeout`: the events' commit and delivery (DRAIN_S each)
 #: and the journal's close (its writer's and checkpointer's joins, 5 s each at most).
 STOP_DRAIN_S = 2 * DRAIN_S + 10.0

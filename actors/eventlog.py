@@ -40,9 +40,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
-import structlog
-
 from actors.done_callbacks import DoneCallbackThread, run_all
+from actors.logs import get_logger
 from actors.packing import pack, pack_plain, unpack
 from actors.subscription import (
     Event,
@@ -69,7 +68,7 @@ _PACKED_SLOTS = 8192
 #: Values shared between copies: immutable, and msgpack carries them as they are.
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 
-log = structlog.get_logger("tradeloom.events")
+log = get_logger("tradeloom.events")
 
 
 class EventStore(Protocol):

@@ -10,17 +10,16 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from actors.copies import plain_copy
 from actors.ending import ExecutionStatus
 from actors.errors import WaitInCallback, failure_fields
 from actors.eventlog import EventLog, current_subscription
+from actors.logs import get_logger
 
 if TYPE_CHECKING:
     from actors.journal_records import Ticket
 
-_log = structlog.get_logger("tradeloom.execution")
+_log = get_logger("tradeloom.execution")
 
 
 @dataclass(frozen=True)  # (no slots: `private()` copies the instance dict in one call)

@@ -25,18 +25,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
-
 from actors.breaker import Admit, BreakerRegistry
 from actors.cache import ProviderCache
 from actors.config import ResilienceConfig
 from actors.copies import deep_copy
+from actors.logs import get_logger
 from actors.machine import NodeRun
 from actors.packing import event_form
 from actors.restart import RestartPolicy, policy_for
 from actors.workflow import Node
 
-log = structlog.get_logger("tradeloom.guards")
+log = get_logger("tradeloom.guards")
 
 
 @dataclass(frozen=True, slots=True)

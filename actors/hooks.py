@@ -19,19 +19,18 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from actors.config import Config
 from actors.ending import ExecutionStatus
 from actors.engine_workflows import entry_workflow
 from actors.errors import EngineStopped
 from actors.execution import ExecutionHandle
+from actors.logs import get_logger
 from actors.workflow import Workflow
 
 if TYPE_CHECKING:
     from actors.emergency import EmergencyGate
 
-log = structlog.get_logger("tradeloom.emergency")
+log = get_logger("tradeloom.emergency")
 
 #: Starts one hook execution with these inputs, calling the third argument with its id
 #: once it is recorded and before it starts; returns its handle at once.

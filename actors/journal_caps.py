@@ -21,9 +21,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-import structlog
+from actors.logs import get_logger
 
-log = structlog.get_logger("tradeloom.journal")
+log = get_logger("tradeloom.journal")
 
 #: The default cap: far past any sensible node output, far below SQLite's 1 GB.
 DEFAULT_MAX_EVENT_BYTES = 16 * 1024 * 1024

@@ -19,9 +19,9 @@ import contextlib
 import os
 from pathlib import Path
 
-import structlog
+from actors.logs import get_logger
 
-log = structlog.get_logger("tradeloom.journal")
+log = get_logger("tradeloom.journal")
 
 #: The mark's file name, beside journal.db.
 MARK_NAME = "journal-write-failed"

@@ -63,7 +63,10 @@ def open_data_dir(data_dir: str | os.PathLike[str], *, sync: str,
         raise ValueError(f"keep_events must be an int >= 1 or None, not {keep_events!r}")
     if keep_days is not None and not keep_days > 0:
         raise ValueError(f"keep_days must be > 0 or None, not {keep_days!r}")
-    directory = Path(data_dir)
+    # Absolute once, here: every later use (the writer's file check, the readers' lazy
+    # connections, the write-failed mark) must name the directory opened, even after
+    # user code calls os.chdir() (a relative data_dir, the default `.tradeloom`).
+    directory = Path(os.path.abspath(data_dir))
     try:
         directory.mkdir(parents=True, exist_ok=True)
         lock = DataDirLock(directory)

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
-import structlog
 
 from actors.journal_caps import DEFAULT_MAX_EVENT_BYTES, cap_value, cut_to_fit
+from actors.logs import get_logger
 from actors.packing import as_text, new_packer, pack, unpack_lenient, unpack_stream_lenient
 
-log = structlog.get_logger("tradeloom.journal")
+log = get_logger("tradeloom.journal")
 
 #: One lock for every ticket's completion: uncontended, and held for a few field writes.
 _TICKETS_LOCK = threading.Lock()

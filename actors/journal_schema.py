@@ -44,6 +44,7 @@ import errno
 import fcntl
 import os
 import sqlite3
+import weakref
 from pathlib import Path
 
 from actors.errors import JournalCorrupt, JournalLocked, JournalTooNew, NotAJournal
@@ -153,13 +154,40 @@ class DataDirLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fds: tuple[int, ...] = (fd, dir_fd)
+        _HELD.add(self)
 
     def release(self) -> None:
         fds, self._fds = self._fds, ()
+        _HELD.discard(self)
         for fd in fds:
             with contextlib.suppress(OSError):
                 fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+
+    def _forget_in_child(self) -> None:
+        """Close this process's copies without unlocking (see `_close_held_in_child`)."""
+        fds, self._fds = self._fds, ()
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+#: The locks this process holds, for `_close_held_in_child`.
+_HELD: weakref.WeakSet[DataDirLock] = weakref.WeakSet()
+
+
+def _close_held_in_child() -> None:
+    """After a fork without exec (user code's os.fork() in a node): the child's copies of
+    the lock descriptors share the parent's open file descriptions, so the flock outlived a
+    killed daemon for as long as the child lived, and a restart was refused. The child
+    closes them; it never unlocks (LOCK_UN would unlock the parent's lock too). O_CLOEXEC
+    covers only exec."""
+    for lock in list(_HELD):
+        lock._forget_in_child()
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_held_in_child)
 
 
 def _lock_or_refuse(fd: int, data_dir: Path, pid_file: Path) -> None:

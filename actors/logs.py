@@ -1,7 +1,8 @@
-"""structlog set-up for the command line: JSON lines (machines) or console (people), to stderr.
+"""structlog set-up for the command line: JSON lines (machines) or console (people), to stderr;
+and `get_logger`, the engine's loggers, whose calls never raise.
 
-The library itself only calls `structlog.get_logger`; configuring output is the program's
-job, so embedding applications keep their own logging.
+The library itself only gets its loggers from structlog (`get_logger` below); configuring
+output is the program's job, so embedding applications keep their own logging.
 """
 
 from __future__ import annotations
@@ -11,13 +12,117 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
 import structlog
+
+from actors.errors import failure_fields, type_name
+
+__all__ = ["LibraryThrottle", "NodeLogger", "SafeLogger", "configure", "dropped_lines",
+           "get_logger", "install_uncaught_hooks"]
 
 #: The libraries' own loggers (websockets, zmq.auth, asyncio) say only this much: their
 #: INFO lines are per request, and what matters is in the engine's own lines.
 LIBRARY_LEVEL = logging.WARNING
+
+
+_dropped_lock = threading.Lock()
+_dropped = 0
+
+
+def dropped_lines() -> int:
+    """Log lines dropped since the start because logging them raised (`SafeLogger`)."""
+    return _dropped
+
+
+def _drop() -> None:
+    global _dropped
+    with _dropped_lock:
+        _dropped += 1
+
+
+def _never_raising(method: str) -> Callable[..., None]:
+    def call(self: SafeLogger, event: str, *args: Any, **fields: Any) -> None:
+        try:
+            getattr(self._logger, method)(event, *args, **fields)
+        except Exception:  # noqa: BLE001 - a log line is worth less than the work it is in
+            _drop()
+
+    call.__name__ = call.__qualname__ = method
+    return call
+
+
+class SafeLogger:
+    """A structlog logger whose calls never raise (`Exception`) into the caller.
+
+    A log call sits in the middle of the engine's work: between a HALT's commit and its
+    broadcast to the supervisors, inside the control socket's reply to a request, in the
+    trigger loop. When logging fails there (the daemon's stderr is a pipe whose reader
+    died, stderr was closed, or user code reconfigured structlog with a processor that
+    raises), the line is dropped and counted (`dropped_lines()`, the
+    `tradeloom_log_lines_dropped_total` metric), and the work goes on."""
+
+    __slots__ = ("_logger",)
+
+    def __init__(self, logger: Any) -> None:
+        self._logger = logger
+
+    def bind(self, **fields: Any) -> Self:
+        try:
+            return type(self)(self._logger.bind(**fields))
+        except Exception:  # noqa: BLE001 - as above: unbound lines beat none
+            _drop()
+            return self
+
+    debug = _never_raising("debug")
+    info = _never_raising("info")
+    warning = _never_raising("warning")
+    error = _never_raising("error")
+    critical = _never_raising("critical")
+    exception = _never_raising("exception")
+
+
+class NodeLogger(SafeLogger):
+    """`ctx.log`: a `SafeLogger` for user code, which may also call the rest of structlog's
+    bound-logger methods (`new`, `unbind`, `msg`, ...): those go to structlog as they are.
+    A node's log line that cannot be written must not fail an action that ran."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._logger, name)
+
+
+def get_logger(name: str) -> SafeLogger:
+    """The engine's logger named `name`: structlog's, as configured when a line is logged."""
+    return SafeLogger(structlog.get_logger(name))
+
+
+_uncaught_log = get_logger("tradeloom.uncaught")
+
+
+def install_uncaught_hooks() -> None:
+    """Exceptions nobody catches, as log lines of the program's form. Python's default hooks
+    printed a multi-line traceback into the stream of JSON lines: one ending a thread user
+    code started (`threading.excepthook`), one raised by a `__del__` or a finalizer
+    (`sys.unraisablehook`: a node output's `__del__`, run on the reaper thread)."""
+    threading.excepthook = _thread_exception
+    sys.unraisablehook = _unraisable_exception
+
+
+def _thread_exception(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return  # as Python's own hook: a thread's sys.exit() is its quiet end
+    thread = args.thread.name if args.thread is not None else None
+    _uncaught_log.error("thread_exception", thread=thread, **failure_fields(args.exc_value))
+
+
+def _unraisable_exception(args: Any) -> None:  # (sys.UnraisableHookArgs)
+    # The object's type only: its repr is user code, and may raise or block.
+    _uncaught_log.error("unraisable_exception", message=args.err_msg or "Exception ignored",
+                        object_type=type_name(args.object) if args.object is not None
+                        else None, thread=threading.current_thread().name,
+                        **failure_fields(args.exc_value))
 
 
 def configure(*, fmt: str = "json", level: str = "info") -> None:
@@ -38,6 +143,7 @@ def configure(*, fmt: str = "json", level: str = "info") -> None:
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
+    install_uncaught_hooks()
 
 
 def _route_stdlib_logging(renderer: Any, level: int) -> None:

@@ -21,17 +21,17 @@ from numbers import Number
 from typing import Any, ClassVar, cast
 
 import pykka
-import structlog
 
 from actors._compat import EngineActorBase, ReleasingEnvelope, context_setters, stop_envelope
 from actors.emergency import EmergencyGate
 from actors.errors import ConditionError, CoroutineReturned, NodeThreadUnavailable, describe
 from actors.guards import cache_entry
+from actors.logs import get_logger
 from actors.messages import NodeDone, RunNode
 from actors.packing import event_form
 
 _perf = time.perf_counter
-log = structlog.get_logger("tradeloom.node")
+log = get_logger("tradeloom.node")
 _COROUTINE = types.CoroutineType
 
 

@@ -28,11 +28,11 @@ from __future__ import annotations
 import queue
 import threading
 
-import structlog
+from actors.logs import get_logger
 
 __all__ = ["Reaper"]
 
-log = structlog.get_logger("tradeloom.reaper")
+log = get_logger("tradeloom.reaper")
 
 #: Batches waiting past this many means a `__del__` is stuck: told once per episode.
 STUCK_BATCHES = 1000

@@ -17,9 +17,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from actors.errors import failure_fields
+from actors.logs import get_logger
 from actors.packing import new_packer, pack
 
 if TYPE_CHECKING:
@@ -28,7 +27,7 @@ if TYPE_CHECKING:
 Event = dict[str, Any]
 EventCallback = Callable[[Event], None]
 
-log = structlog.get_logger("tradeloom.events")
+log = get_logger("tradeloom.events")
 _local = threading.local()
 #: After its first failure, a subscription logs its callback's failures this seldom.
 FAILURE_LOG_EVERY_S = 10.0

@@ -23,8 +23,6 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-import structlog
-
 from actors._compat import EngineActorBase
 from actors.admission import Admission
 from actors.breaker import BreakerRegistry
@@ -38,6 +36,7 @@ from actors.events import EventSink
 from actors.execution import ExecutionResult
 from actors.guards import BreakerGuard, CacheGuard, RestartGuard
 from actors.inbox import TimerInbox
+from actors.logs import get_logger
 from actors.machine import Execution, NodeRun, Step
 from actors.messages import (
     CancelRuns,
@@ -59,7 +58,7 @@ from actors.supervisor_timers import (
 )
 from actors.timers import TimerHeap
 
-log = structlog.get_logger("tradeloom.supervisor")
+log = get_logger("tradeloom.supervisor")
 
 #: After a bulk end (halt, stop), running nodes are cancelled this much later: waking a
 #: thousand cooperative nodes at once would otherwise delay the acknowledgement they

@@ -13,21 +13,20 @@ import weakref
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
-import structlog
-
 from actors.admission import Admission
 from actors.clock import Clock
 from actors.ending import Ending, ExecutionStatus
 from actors.errors import failure_fields
 from actors.events import Event, EventSink
 from actors.execution import ExecutionResult
+from actors.logs import get_logger
 from actors.machine import Execution
 from actors.supervisor_timers import ABANDON_AFTER_CANCEL_S, TimerKind
 from actors.timers import TimerHeap
 
 __all__ = ["ExecutionClosing"]
 
-log = structlog.get_logger("tradeloom.supervisor")
+log = get_logger("tradeloom.supervisor")
 
 
 class ExecutionClosing:

@@ -14,14 +14,13 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import structlog
-
 from actors.config import WorkflowEntry
 from actors.errors import EngineStopped, TradeloomError
 from actors.execution import ExecutionHandle
 from actors.inbox import MAX_WAIT_S
+from actors.logs import get_logger
 
-log = structlog.get_logger("tradeloom.triggers")
+log = get_logger("tradeloom.triggers")
 
 Submit = Callable[[str, str | None, str | None], ExecutionHandle]
 

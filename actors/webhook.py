@@ -39,19 +39,18 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import structlog
-
 from actors.errors import NotFound, WebhookStopped
 from actors.events import topic_of
 from actors.inbox import MAX_WAIT_S
 from actors.journal import Journal
+from actors.logs import get_logger
 from actors.throttled_log import ThrottledWarning
 from actors.webhook_config import WebhookConfig, WebhookSecrets, resolve_secrets
 from actors.webhook_delivery import Outcome, Sender
 from actors.webhook_store import WebhookStore
 from actors.webhook_transport import Resolver, make_client, system_resolver
 
-log = structlog.get_logger("tradeloom.webhooks")
+log = get_logger("tradeloom.webhooks")
 
 #: Events read from the journal per page (the most a deliverer holds at once).
 PAGE = 256

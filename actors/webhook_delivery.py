@@ -32,14 +32,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import structlog
 import tenacity
 
 from actors.errors import WebhookAddressRefused, WebhookAttemptFailed, WebhookError
 from actors.json_text import json_text
+from actors.logs import get_logger
 from actors.webhook_config import WebhookConfig, WebhookSecrets
 
-log = structlog.get_logger("tradeloom.webhooks")
+log = get_logger("tradeloom.webhooks")
 
 #: Statuses worth another attempt (besides every 5xx).
 RETRY_STATUSES = frozenset({408, 429})

@@ -13,6 +13,7 @@ import structlog
 
 from actors.closure import Closure
 from actors.errors import NodeTimeout, WorkflowDefinitionError, shown, valid_text
+from actors.logs import NodeLogger
 
 Category = Literal["provider", "condition", "action", "transform"]
 CATEGORIES: frozenset[str] = frozenset({"provider", "condition", "action", "transform"})
@@ -360,7 +361,7 @@ class NodeContext:
     def log(self) -> Any:
         """A structlog logger bound with execution_id, workflow_id, node_id and attempt."""
         if self._log is None:
-            self._log = structlog.get_logger("tradeloom.node").bind(
+            self._log = NodeLogger(structlog.get_logger("tradeloom.node")).bind(
                 execution_id=self.execution_id, workflow_id=self.workflow_id,
                 node_id=self.node_id, attempt=self.attempt)
         return self._log

@@ -101,6 +101,20 @@ def hold(data_dir: str) -> None:
     journal.close()
 
 
+def hold_and_fork(data_dir: str) -> None:
+    """Hold data_dir, then fork without exec (user code's os.fork() in a node): the forked
+    child says its pid and lives until its stdin (the pipe it shares with us) closes."""
+    journal = Journal.open(data_dir)
+    pid = os.fork()
+    if pid == 0:
+        say(f"FORKED {os.getpid()}")
+        sys.stdin.read()
+        os._exit(0)
+    say(f"R {os.getpid()}")
+    sys.stdin.read()
+    journal.close()
+
+
 def try_open(data_dir: str) -> None:
     try:
         Journal.open(data_dir).close()
@@ -115,6 +129,8 @@ def main() -> None:
         load(data_dir, fsize=mode == "fsize")
     elif mode == "hold":
         hold(data_dir)
+    elif mode == "fork":
+        hold_and_fork(data_dir)
     elif mode == "try":
         try_open(data_dir)
     else:

@@ -523,3 +523,30 @@ def test_a_reader_behind_the_ring_takes_one_journal_read_of_bytes_per_call(
         assert 1 <= biggest <= 3, f"{biggest} events of 100 KB in one call"
     finally:
         reader.close()
+
+
+def test_a_node_changing_the_working_directory_leaves_a_relative_data_dir_alone(
+        make_engine: EngineFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A relative data_dir (the default `.tradeloom`) was looked up again against the
+    working directory of the moment: a node's os.chdir() made the writer see its journal
+    as removed (a HALT) and every history read fail."""
+    monkeypatch.chdir(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    engine = make_engine(journal_config(Path("rel-data")))
+
+    def wander(ctx: Any) -> int:
+        os.chdir(elsewhere)
+        return 1
+
+    wf = Workflow("wander", nodes=[Node("a", wander)])
+    first = engine.submit(wf).result(10)
+    assert Path.cwd() == elsewhere
+    later = [engine.submit(wf).result(10) for _ in range(3)]
+    assert {r.status for r in [first, *later]} == {"completed"}
+    assert engine.state is EmergencyState.NORMAL
+    assert not engine.status()["journal"]["failing"]
+    shown = engine.execution(first.execution_id)  # a reader's connection, made now
+    assert shown is not None and shown["status"] == "completed"
+    assert (tmp_path / "rel-data" / "journal.db").is_file()
+    assert not (elsewhere / "rel-data").exists()

@@ -4,7 +4,9 @@ the data_dir lock (in this process and across processes), and the `[journal]` co
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sqlite3
 import threading
 from pathlib import Path
@@ -195,6 +197,29 @@ def test_we_are_refused_while_a_child_holds_it_and_a_killed_holder_frees_it(
     finally:
         child.kill()  # SIGKILL: the kernel drops the flock with the process
     Journal.open(tmp_path).close()
+
+
+def test_a_killed_holder_frees_the_data_dir_though_a_child_it_forked_lives_on(
+        tmp_path: Path) -> None:
+    """A process forked without exec (a node's os.fork()) shared the lock's open file
+    description, so the flock outlived the killed daemon and a restart was refused, naming
+    a dead pid. The forked child now closes its copies at once."""
+    child = Child("fork", str(tmp_path))
+    forked = 0
+    try:
+        child.wait_for(lambda lines: {line.split()[0] for line in lines} >= {"R", "FORKED"})
+        forked = int(child.tagged("FORKED")[0])
+        with pytest.raises(JournalLocked):
+            Journal.open(tmp_path)
+        os.kill(child.proc.pid, signal.SIGKILL)
+        child.proc.wait(10)
+        os.kill(forked, 0)  # still alive: it keeps our stdin pipe open
+        Journal.open(tmp_path).close()
+    finally:
+        if forked:  # first: it holds the pipes the child's reader waits on
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(forked, signal.SIGKILL)
+        child.kill()
 
 
 def test_close_is_idempotent_and_reads_after_it_fail_clearly(tmp_path: Path) -> None:

@@ -45,10 +45,10 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import structlog
 import zmq
 
 from actors.errors import EngineStopped, JournalClosed, NoJournal, describe
+from actors.logs import get_logger
 from transport._zmq_direct import FrameSender, frame_sender
 from transport.codec import MAX_MESSAGE_BYTES, CodecError, decode_map, encode
 from transport.envelopes import Envelope, error_reply, request_id_of, split_envelope
@@ -67,7 +67,7 @@ from transport.reply_budget import ReplyBudget
 from transport.security import CurveServer
 from transport.server_thread import ServerThread
 
-log = structlog.get_logger("tradeloom.transport.control")
+log = get_logger("tradeloom.transport.control")
 
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 #: Requests of one peer (one connection: the envelope's first identity) with a lane's

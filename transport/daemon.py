@@ -24,10 +24,9 @@ import resource
 import threading
 from typing import TYPE_CHECKING
 
-import structlog
-
 from actors.config import Config, TransportConfig
 from actors.engine import VERSION, Engine
+from actors.logs import get_logger
 from actors.triggers import IntervalTriggers
 from transport.control import ControlServer
 from transport.engine_sockets import EngineSockets, stop_servers
@@ -39,7 +38,7 @@ from transport.web.gateway import WebGateway
 if TYPE_CHECKING:
     from actors.webhook import WebhookManager
 
-log = structlog.get_logger("tradeloom.daemon")
+log = get_logger("tradeloom.daemon")
 
 
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
-import structlog
 import zmq
 
 from actors.config import TransportConfig
 from actors.errors import ConfigError
+from actors.logs import get_logger
 from transport.control import ControlServer
 from transport.engine_handler import EngineControlHandler
 from transport.publisher import Publisher
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from actors.engine import Engine
     from actors.webhook import WebhookManager
 
-log = structlog.get_logger("tradeloom.transport")
+log = get_logger("tradeloom.transport")
 
 
 #: How long `close()` gives the publisher to send the last committed events.

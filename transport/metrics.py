@@ -24,7 +24,6 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
-import structlog
 from prometheus_client import (
     CollectorRegistry,
     GCCollector,
@@ -46,6 +45,7 @@ from actors.breaker import BreakerState
 from actors.emergency import EmergencyState
 from actors.engine import VERSION, Engine
 from actors.errors import EngineStopped
+from actors.logs import dropped_lines, get_logger
 from actors.triggers import IntervalTriggers
 from transport.control import ControlServer
 from transport.errors import TransportError
@@ -54,7 +54,7 @@ from transport.metrics_http import BoundedMetricsServer, bind_metrics_server
 from transport.publisher import Publisher
 from transport.security import is_loopback
 
-log = structlog.get_logger("tradeloom.transport.metrics")
+log = get_logger("tradeloom.transport.metrics")
 
 #: How often the metrics thread reads the node events committed since its last look. Its
 #: reader keeps the in-memory log's events it has not read yet, and events kept that long
@@ -197,6 +197,9 @@ class TradeloomCollector(Collector):
         if status["uptime_s"] is not None:
             families.append(_gauge("tradeloom_uptime_seconds", "Seconds since the engine "
                                    "started", status["uptime_s"]))
+        families.append(_counter("tradeloom_log_lines_dropped_total", "Log lines dropped "
+                                 "because writing them failed (stderr closed, a broken "
+                                 "pipe, a logging set-up that raises)", dropped_lines()))
         return families
 
     def _executions(self, engine: Engine, status: dict[str, Any]) -> list[Metric]:

@@ -28,10 +28,11 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-import structlog
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
-log = structlog.get_logger("tradeloom.transport.metrics")
+from actors.logs import get_logger
+
+log = get_logger("tradeloom.transport.metrics")
 
 #: Connections served at once. Prometheus holds one per target; 32 leaves room for a few
 #: scrapers and people with curl.

@@ -34,16 +34,16 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
-import structlog
 import zmq
 
 from actors.events import iso_utc, topic_of
+from actors.logs import get_logger
 from transport._zmq_direct import FrameSender, frame_sender
 from transport.codec import encode
 from transport.security import CurveServer
 from transport.server_thread import ServerThread
 
-log = structlog.get_logger("tradeloom.transport.publisher")
+log = get_logger("tradeloom.transport.publisher")
 
 HEARTBEAT_TOPIC = b"system/heartbeat"
 DEFAULT_SNDHWM = 100_000

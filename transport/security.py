@@ -25,15 +25,15 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import structlog
 import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
+from actors.logs import get_logger
 from transport.errors import TransportError
 
-log = structlog.get_logger("tradeloom.security")
+log = get_logger("tradeloom.security")
 
 _TCP = re.compile(r"^tcp://(?:[^;]*;)?(?P<host>\[[^\]]*\]|[^:\[\]]*):(?P<port>[^:]+)$")
 

@@ -12,13 +12,13 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-import structlog
 import zmq
 
+from actors.logs import get_logger
 from transport.errors import TransportError
 from transport.security import CurveServer, check_bind, uses_ipv6
 
-log = structlog.get_logger("tradeloom.transport")
+log = get_logger("tradeloom.transport")
 
 
 class ServerThread:

@@ -31,9 +31,9 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
-import structlog
+from actors.logs import get_logger
 
-log = structlog.get_logger("tradeloom.daemon")
+log = get_logger("tradeloom.daemon")
 
 #: A stop signal arriving this soon after the first is the same stop delivered twice, not
 #: an operator's second Ctrl-C asking to exit at once: ignored.

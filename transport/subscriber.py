@@ -40,10 +40,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
 import zmq
 
 from actors.events import topic_of
+from actors.logs import get_logger
 from actors.packing import unpack_lenient
 from transport.control_client import POLL_SLICE_S, ControlClient
 from transport.errors import DaemonUnreachable, TransportError
@@ -51,7 +51,7 @@ from transport.ops import MAX_LIMIT
 from transport.publisher import MAX_PREFIX_BYTES
 from transport.security import ClientKeys, uses_ipv6
 
-log = structlog.get_logger("tradeloom.transport.subscriber")
+log = get_logger("tradeloom.transport.subscriber")
 
 Event = dict[str, Any]
 HEARTBEAT_TOPIC = "system/heartbeat"

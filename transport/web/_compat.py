@@ -30,14 +30,14 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
-import structlog
 from websockets.sync.server import Server
 
+from actors.logs import get_logger
 from transport.errors import TransportError
 
 __all__ = ["AdmittingListener", "LiveSockets", "bound_connections", "serve_forever"]
 
-log = structlog.get_logger("tradeloom.transport.web")
+log = get_logger("tradeloom.transport.web")
 
 #: Longest wait in `accept()` before it looks again whether the listener was closed (the
 #: close also wakes it at once; this is the backstop).

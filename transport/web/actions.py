@@ -16,15 +16,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import structlog
-
 from actors.engine import Engine
 from actors.errors import EngineStopped, JournalClosed
+from actors.logs import get_logger
 from transport.engine_handler import EngineControlHandler
 from transport.errors import INTERNAL, BadRequest, UnknownOp, code_of
 from transport.ops import parse_request
 
-log = structlog.get_logger("tradeloom.transport.web")
+log = get_logger("tradeloom.transport.web")
 
 #: Ops a page may call.
 WEB_OPS = frozenset({"ping", "status", "executions", "execution", "halt", "resume", "alert",

@@ -33,13 +33,13 @@ import ssl
 import threading
 from typing import Any
 
-import structlog
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 from websockets.sync.server import Server, ServerConnection, serve
 
 from actors.engine import VERSION, Engine
 from actors.errors import ConfigError
+from actors.logs import get_logger
 from actors.web_config import WebConfig
 from transport.errors import TransportError
 from transport.web._compat import LiveSockets, bound_connections, serve_forever
@@ -55,7 +55,7 @@ from transport.web.session import (
 )
 from transport.web.slots import SLACK, ConnectionSlots
 
-log = structlog.get_logger("tradeloom.transport.web")
+log = get_logger("tradeloom.transport.web")
 
 #: The WebSocket's path; every other path is a static file (or 404).
 WS_PATH = "/ws"

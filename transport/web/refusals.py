@@ -14,13 +14,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import structlog
-
+from actors.logs import get_logger
 from actors.throttled_log import ThrottledWarning
 
 __all__ = ["RefusalLog", "shown"]
 
-log = structlog.get_logger("tradeloom.transport.web")
+log = get_logger("tradeloom.transport.web")
 
 LOG_EVERY_S = 60.0
 #: The most of a peer's text (an Origin, a refusal reason quoting it) a line carries.

@@ -30,20 +30,20 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 from websockets.sync.server import ServerConnection
 
 from actors.engine import Engine
 from actors.events import iso_utc, topic_of
 from actors.json_text import json_text
+from actors.logs import get_logger
 from actors.subscription import LogReader
 from actors.topics import prefix_problem
 from transport.web.actions import WebActions
 from transport.web.auth import token_matches
 from transport.web.refusals import RefusalLog, shown
 
-log = structlog.get_logger("tradeloom.transport.web")
+log = get_logger("tradeloom.transport.web")
 
 #: A client must send its hello within this many seconds of its upgrade (else it is closed
 #: with 4400: a connection that never authenticates does not hold its threads).

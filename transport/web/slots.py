@@ -16,9 +16,9 @@ import threading
 import time
 from collections.abc import Callable
 
-import structlog
+from actors.logs import get_logger
 
-log = structlog.get_logger("tradeloom.transport.web")
+log = get_logger("tradeloom.transport.web")
 
 #: Slots beyond `[web] max_clients`: room for connections still in their handshakes (or
 #: fetching the page's files, or about to be answered 503) next to a full set of clients.

@@ -1,0 +1,107 @@
+"""The engine's loggers never raise into the work they describe (`actors.logs.SafeLogger`),
+and the program's hooks turn uncaught exceptions into log lines of its own form."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator, Mapping, MutableMapping
+from typing import Any
+
+import pytest
+import structlog
+
+from actors import Engine, Node, Workflow
+from actors.logs import dropped_lines, get_logger
+from tests.daemon_fixture import ROOT, child_env
+
+
+class Refused(Exception):
+    pass
+
+
+def refusing_processor(logger: Any, method: str,
+                       event: MutableMapping[str, Any]) -> Mapping[str, Any]:
+    raise Refused("a logging set-up that raises")
+
+
+@pytest.fixture
+def raising_logging() -> Iterator[None]:
+    """structlog configured (as user code might) with a processor that raises."""
+    before = structlog.get_config()
+    structlog.configure(processors=[refusing_processor])
+    try:
+        yield
+    finally:
+        structlog.configure(**before)
+
+
+def test_a_log_call_that_fails_is_dropped_and_counted_not_raised(
+        raising_logging: None) -> None:
+    log = get_logger("tradeloom.test")
+    before = dropped_lines()
+    log.critical("emergency_state_changed", state="HALT")  # (the suite logs ERROR and up)
+    log.bind(execution_id="e1").error("control_op_failed", op="halt")
+    try:
+        raise ValueError("inner")
+    except ValueError:
+        log.exception("with_a_traceback")
+    assert dropped_lines() == before + 3
+
+
+def test_a_node_whose_log_line_fails_still_completes(raising_logging: None) -> None:
+    """`ctx.log` is user code's logger: a line it cannot write must not fail an action that
+    ran (its order is out; a failed node would say it is not)."""
+    def order(ctx: Any) -> dict[str, str]:
+        # (ERROR: the suite's loggers drop lower levels before any processor runs)
+        ctx.log.error("order_needs_review", key=ctx.idempotency_key)
+        return {"order": ctx.idempotency_key}
+
+    engine = Engine.start()
+    try:
+        wf = Workflow("logged", nodes=[Node("order", order, category="action")])
+        result = engine.submit(wf).result(timeout=10)
+        assert result.status == "completed", result.error
+        assert result.results["order"]["order"].endswith(":order")
+    finally:
+        engine.stop(timeout=5)
+
+
+CHILD = textwrap.dedent("""
+    import threading
+    from actors.logs import configure
+
+    configure(fmt="json")
+
+    class Leaky:
+        def __del__(self):
+            raise RuntimeError("from a __del__")
+
+    def crash():
+        raise ValueError("from a user thread")
+
+    thread = threading.Thread(target=crash, name="user-thread")
+    thread.start()
+    thread.join()
+    Leaky()  # dropped at once: its __del__ raises
+    threading.Thread(target=lambda: exit(3)).start()  # a thread's SystemExit: quiet
+""")
+
+
+def test_uncaught_exceptions_are_json_lines_of_their_own() -> None:
+    """Python's default hooks printed multi-line tracebacks into the JSON-lines stream."""
+    done = subprocess.run([sys.executable, "-c", CHILD], cwd=ROOT, env=child_env(),
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stderr.splitlines()]  # every line is JSON
+    by_event = {line["event"]: line for line in lines}
+    assert set(by_event) == {"thread_exception", "unraisable_exception"}, lines
+    thread = by_event["thread_exception"]
+    assert (thread["thread"], thread["error_type"], thread["error"]) == (
+        "user-thread", "ValueError", "from a user thread")
+    assert "Traceback" in thread["traceback"] and thread["level"] == "error"
+    unraisable = by_event["unraisable_exception"]
+    assert (unraisable["object_type"], unraisable["error_type"], unraisable["error"]) == (
+        "function", "RuntimeError", "from a __del__")
