@@ -371,6 +371,11 @@ class Journal:
     def emergency_history(self, limit: int = 100) -> list[dict[str, Any]]:
         return self._reader.emergency_history(limit)
 
+    def write_error(self) -> str | None:
+        """The last write's error while writes are failing; None while they succeed."""
+        writer = self._writer
+        return writer.last_error if writer.failing else None
+
     def stats(self) -> dict[str, Any]:
         stats = self._writer.stats() | self._checkpointer.stats()
         stats["appended_seq"] = self._appended_seq

@@ -91,6 +91,9 @@ class JournalWriter:
         self.thread: threading.Thread | None = None
         self.pending: Group | None = None
         self._file_id = _file_id(path)
+        self.wal_path = path.with_name(path.name + "-wal")
+        #: The WAL's identity: there from the open (WAL mode), else from the first commit.
+        self._wal_id = _file_id(self.wal_path)
         self._failure_streak = 0
         #: Test hook: this many commits fail (inside the transaction, before COMMIT).
         self.fail_commits = 0
@@ -249,9 +252,34 @@ class JournalWriter:
             self.fail_commits -= 1
             raise sqlite3.OperationalError("disk I/O error (injected by a test)")
         conn.execute("COMMIT")
+        self._check_files()
+
+    def _check_files(self) -> None:
+        """After each COMMIT: journal.db and its WAL are still the files opened. SQLite
+        keeps writing to a removed file's inode: what is committed there is lost at the
+        next start (or sooner: a connection made since reads a new, empty WAL)."""
         if _file_id(self.path) != self._file_id:
-            # SQLite keeps writing to a removed file's inode: committed there, lost here.
             raise JournalWriteFailed(f"{self.path} was removed or replaced while open")
+        wal_id = _file_id(self.wal_path)
+        if self._wal_id is None:
+            self._wal_id = wal_id
+        elif wal_id != self._wal_id:
+            saved = self._save_removed_wal()
+            raise JournalWriteFailed(
+                f"{self.wal_path} was removed or replaced while open; what was committed "
+                f"{'is copied into' if saved else 'could not be copied into'} "
+                f"{self.path.name}: restart the daemon to write again")
+
+    def _save_removed_wal(self) -> bool:
+        """Copy what the removed WAL holds into journal.db (a checkpoint through this
+        connection, which still has the removed file open), so that commits already
+        reported survive the restart; True if it did."""
+        try:
+            busy, _, _ = self.conn.execute("PRAGMA wal_checkpoint(FULL)").fetchone()
+        except sqlite3.Error as exc:
+            log.error("journal_wal_copy_failed", error=str(exc), path=str(self.wal_path))
+            return False
+        return not busy
 
     def _rollback(self) -> None:
         rollback(self.conn)

@@ -5,6 +5,8 @@
                                                     write fails; then "DONE"
     python -m tests.journal_child hold DATA_DIR     open, say "R <pid>", wait for stdin EOF
     python -m tests.journal_child try DATA_DIR      try to open; print the error's line
+    python -m tests.journal_child walrm DATA_DIR    no checkpoints; commit, remove
+                                                    journal.db-wal, commit again; wait
 
 Output lines (each flushed; the parent may SIGKILL at any point):
     R <last_seq>       opened; recovery.last_seq
@@ -115,6 +117,22 @@ def hold_and_fork(data_dir: str) -> None:
     journal.close()
 
 
+def remove_the_wal(data_dir: str) -> None:
+    """Events committed to the WAL only (the checkpoint thread stopped), then the WAL file
+    removed and one more commit tried: the parent kills us once the error is out."""
+    journal = Journal.open(data_dir, retry_min_s=0.01, retry_max_s=0.05)
+    journal.start(on_commit=lambda seq: say(f"C {seq}"), on_error=lambda e: say(f"E {e}"))
+    journal._checkpointer.stop(5.0)
+    seq = Sequencer(journal)
+    for n in range(5):
+        seq.emit({"v": 1, "type": "circuit_closed", "breaker": f"b{n}", "failures": 0})
+    assert journal.flush(5)
+    os.unlink(Path(data_dir) / "journal.db-wal")
+    seq.emit({"v": 1, "type": "circuit_closed", "breaker": "after", "failures": 0})
+    say("REMOVED")
+    sys.stdin.read()
+
+
 def try_open(data_dir: str) -> None:
     try:
         Journal.open(data_dir).close()
@@ -131,6 +149,8 @@ def main() -> None:
         hold(data_dir)
     elif mode == "fork":
         hold_and_fork(data_dir)
+    elif mode == "walrm":
+        remove_the_wal(data_dir)
     elif mode == "try":
         try_open(data_dir)
     else:

@@ -117,6 +117,25 @@ def test_a_removed_journal_file_is_a_write_failure(tmp_path: Path) -> None:
         assert callbacks.commits == [1] and journal.last_committed_seq() == 1
 
 
+def test_a_removed_wal_is_a_write_failure_and_what_it_held_is_kept(tmp_path: Path) -> None:
+    """Removing journal.db-wal while the journal ran went unnoticed: commits went on into
+    the removed file, were reported and published, and a restart lost them (seqs reused).
+    Now the first commit after it fails (a HALT in the engine), and what the removed WAL
+    holds is first copied into journal.db, so a kill -9 right after loses nothing
+    reported."""
+    child = Child("walrm", str(tmp_path))
+    try:
+        child.wait_for(lambda lines: any(line.startswith("E ") for line in lines))
+        assert child.tagged("C") == ["5"], "nothing reported past the removal"
+        assert "journal.db-wal was removed or replaced" in child.tagged("E")[0]
+        assert "is copied into journal.db" in child.tagged("E")[0]
+    finally:
+        child.kill()  # SIGKILL: no close, no checkpoint of SQLite's own
+    with Journal.open(tmp_path) as journal:
+        assert journal.recovery.last_seq >= 5
+        assert_gapless(all_events(journal), 1, journal.recovery.last_seq)
+
+
 def test_closing_while_failing_fails_the_pending_tickets(tmp_path: Path) -> None:
     journal = Journal.open(tmp_path, retry_min_s=0.01, retry_max_s=0.02)
     callbacks = Callbacks().start(journal)

@@ -79,6 +79,9 @@ MAX_PEER_UNREAD_BYTES = 64 * 1024 * 1024
 DIRECT_REPLY_BYTES = 65536
 _URGENT, _POOL, _SUBMIT = 0, 1, 2
 REFUSED_LOG_S = 60.0  # control_worker_start_failed comes at most this often (seconds)
+#: While submits wait for their records' commit, the journal's writes are looked at this
+#: often (ms): one met by a failing disk is answered `halted` then, not at its timeout.
+WRITES_CHECK_MS = 100
 
 
 class ControlServer(ServerThread):
@@ -322,6 +325,13 @@ class ControlServer(ServerThread):
                          request_id)
 
     def _expire_awaiting(self, socket: zmq.Socket[Any]) -> None:
+        if self._awaiting:  # (one journal behind every deferred reply: ask it once)
+            error = next(iter(self._awaiting.values()))[3].write_error()
+            if error is not None:
+                awaiting, self._awaiting = self._awaiting, {}
+                for _, envelope, request_id, answer in awaiting.values():
+                    self._answer(socket, envelope, answer.writes_failing(error), request_id)
+                return
         now = time.monotonic()
         while self._awaiting:
             token, (deadline, envelope, request_id, answer) = next(iter(self._awaiting.items()))
@@ -334,7 +344,7 @@ class ControlServer(ServerThread):
         if not self._awaiting:
             return 1000
         deadline = next(iter(self._awaiting.values()))[0]
-        return max(0, min(1000, int((deadline - time.monotonic()) * 1000) + 1))
+        return max(0, min(WRITES_CHECK_MS, int((deadline - time.monotonic()) * 1000) + 1))
 
     def _answer(self, socket: zmq.Socket[Any], envelope: Envelope,
                 outcome: dict[str, Any] | Exception, request_id: Any) -> None:

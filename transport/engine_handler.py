@@ -64,7 +64,9 @@ class EngineControlHandler:
         reply = {"execution_id": handle.execution_id}
         if handle.recorded is None:  # no journal
             return reply
-        return DeferredReply(reply, handle.recorded, SUBMIT_RECORD_TIMEOUT_S, handle.execution_id)
+        journal = self._engine.journal
+        return DeferredReply(reply, handle.recorded, SUBMIT_RECORD_TIMEOUT_S, handle.execution_id,
+                             journal.write_error if journal is not None else lambda: None)
 
     def execution(self, *, execution_id: str) -> dict[str, Any]:
         found = self._engine.execution(execution_id)

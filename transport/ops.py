@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from actors.errors import InternalError, describe
+from actors.errors import Halted, InternalError, describe
 from transport.errors import BadRequest, UnknownOp
 
 #: Where an emergency change came from, as `origin` on `emergency_state_changed`.
@@ -116,6 +116,16 @@ class DeferredReply:
     recording: Recording
     timeout_s: float
     subject: str
+    #: The journal's error while its writes fail, else None: asked while waiting, so a
+    #: submit met by a full disk is answered at once, not after `timeout_s`.
+    write_error: Callable[[], str | None] = lambda: None
+
+    def writes_failing(self, error: str) -> Halted:
+        """The answer while the journal cannot write: the failure put the engine in HALT,
+        so the execution never gets past it (it ends `halted`, listed once the journal
+        writes again)."""
+        return Halted(f"{self.subject} was accepted, but the journal's writes are failing "
+                      f"and the engine is in HALT: it ends halted ({error})")
 
     def timed_out(self) -> InternalError:
         return InternalError(f"{self.subject} was accepted but its record was not committed "
