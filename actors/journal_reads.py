@@ -7,6 +7,7 @@ has reported committed, so nothing is read before the ordered log would release 
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import weakref
@@ -181,13 +182,21 @@ def close_nodes(nodes: dict[str, dict[str, Any]]) -> None:
 
 class _ThreadConnection:
     """A reading thread's connection, held in its thread-local storage: when the thread
-    ends the holder goes, and the connection closes with it (sqlite3 connections cannot
-    be weakly referenced; the holder can)."""
+    ends the holder goes, and closes the connection (sqlite3 connections cannot be weakly
+    referenced; the holder can)."""
 
     __slots__ = ("__weakref__", "conn")
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
+
+    def __del__(self) -> None:
+        # Closed now, not whenever the cyclic GC gets to it (a connection is in reference
+        # cycles of its own): one left open past its journal's close kept SQLite's
+        # per-file lock state, and a journal reopened in this process then ran without
+        # its lock, so an outside `sqlite3 .backup` deleted the WAL under it.
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.close()
 
 
 class JournalReader:

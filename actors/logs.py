@@ -45,7 +45,9 @@ def _never_raising(method: str) -> Callable[..., None]:
     def call(self: SafeLogger, event: str, *args: Any, **fields: Any) -> None:
         try:
             getattr(self._logger, method)(event, *args, **fields)
-        except Exception:  # noqa: BLE001 - a log line is worth less than the work it is in
+        except KeyboardInterrupt:
+            raise  # (a Ctrl-C that lands in a log call is still the operator's)
+        except BaseException:  # noqa: BLE001 - a line is worth less than the work it is in
             _drop()
 
     call.__name__ = call.__qualname__ = method
@@ -70,7 +72,9 @@ class SafeLogger:
     def bind(self, **fields: Any) -> Self:
         try:
             return type(self)(self._logger.bind(**fields))
-        except Exception:  # noqa: BLE001 - as above: unbound lines beat none
+        except KeyboardInterrupt:
+            raise
+        except BaseException:  # noqa: BLE001 - as above: unbound lines beat none
             _drop()
             return self
 
@@ -84,13 +88,31 @@ class SafeLogger:
 
 class NodeLogger(SafeLogger):
     """`ctx.log`: a `SafeLogger` for user code, which may also call the rest of structlog's
-    bound-logger methods (`new`, `unbind`, `msg`, ...): those go to structlog as they are.
-    A node's log line that cannot be written must not fail an action that ran."""
+    bound-logger methods (`msg`, `warn`, `log`, `new`, `unbind`, ...): each is guarded the
+    same way, and one that returns a logger returns a `NodeLogger`. A node's log line that
+    cannot be written must not fail an action that ran (its retry would place the order
+    again)."""
 
     __slots__ = ()
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._logger, name)
+        found = getattr(self._logger, name)  # (a name structlog has not: AttributeError)
+        return _guarded(self, found) if callable(found) else found
+
+
+def _guarded(owner: NodeLogger, method: Callable[..., Any]) -> Callable[..., Any]:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            result = method(*args, **kwargs)
+        except KeyboardInterrupt:
+            raise
+        except BaseException:  # noqa: BLE001 - as in SafeLogger
+            _drop()
+            return owner  # (what `new`/`unbind` return: a logger, so chained calls work)
+        # A bound logger back (`new`, `unbind`, `try_unbind`): guarded like this one.
+        return NodeLogger(result) if hasattr(result, "_process_event") else result
+
+    return call
 
 
 def get_logger(name: str) -> SafeLogger:

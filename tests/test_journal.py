@@ -5,9 +5,12 @@ the data_dir lock (in this process and across processes), and the `[journal]` co
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -25,7 +28,7 @@ from actors.errors import (
     TradeloomError,
 )
 from actors.journal import Journal
-from tests.journal_helpers import Child, Sequencer, all_events, started, sys_event
+from tests.journal_helpers import Callbacks, Child, Sequencer, all_events, started, sys_event
 
 
 def pragma(path: Path, name: str) -> int:
@@ -220,6 +223,45 @@ def test_a_killed_holder_frees_the_data_dir_though_a_child_it_forked_lives_on(
             with contextlib.suppress(ProcessLookupError):
                 os.kill(forked, signal.SIGKILL)
         child.kill()
+
+
+BACKUP = """
+import sqlite3, sys
+source = sqlite3.connect(sys.argv[1])
+target = sqlite3.connect(sys.argv[2])
+source.backup(target)
+target.close()
+source.close()  # the last connection of this process: SQLite's own close-time checks
+"""
+
+
+def test_a_journal_reopened_in_this_process_keeps_its_wal_through_an_outside_backup(
+        tmp_path: Path) -> None:
+    """A reading thread's connection outlived its journal's close (only the cyclic GC
+    freed it); opening the journal again then dropped SQLite's lock on the file (a plain
+    open and close of journal.db, POSIX lock semantics), so the backup's close took itself
+    for the last user, checkpointed and deleted the WAL under the open journal."""
+    gc.disable()  # (the bug hid whenever a collection ran in between)
+    try:
+        first = Journal.open(tmp_path)
+        Callbacks().start(first)
+        Sequencer(first).emit(sys_event("tick"))
+        assert first.flush(5)
+        reading = threading.Thread(target=first.read_events, args=(1, 10))
+        reading.start()
+        reading.join(10)
+        first.close()
+        with started(tmp_path) as (journal, callbacks):
+            sequencer = Sequencer(journal)
+            sequencer.emit(sys_event("tock"))
+            assert journal.flush(5)
+            subprocess.run([sys.executable, "-c", BACKUP, str(tmp_path / "journal.db"),
+                            str(tmp_path / "backup.db")], check=True, timeout=30)
+            assert (tmp_path / "journal.db-wal").exists()
+            sequencer.emit(sys_event("tack"))
+            assert journal.flush(5) and callbacks.errors == []
+    finally:
+        gc.enable()
 
 
 def test_close_is_idempotent_and_reads_after_it_fail_clearly(tmp_path: Path) -> None:

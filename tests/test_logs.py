@@ -31,7 +31,8 @@ def refusing_processor(logger: Any, method: str,
 def raising_logging() -> Iterator[None]:
     """structlog configured (as user code might) with a processor that raises."""
     before = structlog.get_config()
-    structlog.configure(processors=[refusing_processor])
+    # Every level reaches the processors (the suite's own set-up filters below ERROR).
+    structlog.configure(processors=[refusing_processor], wrapper_class=structlog.BoundLogger)
     try:
         yield
     finally:
@@ -42,7 +43,7 @@ def test_a_log_call_that_fails_is_dropped_and_counted_not_raised(
         raising_logging: None) -> None:
     log = get_logger("tradeloom.test")
     before = dropped_lines()
-    log.critical("emergency_state_changed", state="HALT")  # (the suite logs ERROR and up)
+    log.warning("emergency_state_changed", state="HALT")
     log.bind(execution_id="e1").error("control_op_failed", op="halt")
     try:
         raise ValueError("inner")
@@ -51,12 +52,31 @@ def test_a_log_call_that_fails_is_dropped_and_counted_not_raised(
     assert dropped_lines() == before + 3
 
 
+def test_a_processor_raising_a_base_exception_is_contained_too(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def exits(logger: Any, method: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:
+        raise SystemExit(3)
+
+    before = structlog.get_config()
+    structlog.configure(processors=[exits], wrapper_class=structlog.BoundLogger)
+    try:
+        count = dropped_lines()
+        get_logger("tradeloom.test").info("daemon_stopping")
+        assert dropped_lines() == count + 1
+    finally:
+        structlog.configure(**before)
+
+
 def test_a_node_whose_log_line_fails_still_completes(raising_logging: None) -> None:
     """`ctx.log` is user code's logger: a line it cannot write must not fail an action that
     ran (its order is out; a failed node would say it is not)."""
     def order(ctx: Any) -> dict[str, str]:
-        # (ERROR: the suite's loggers drop lower levels before any processor runs)
-        ctx.log.error("order_needs_review", key=ctx.idempotency_key)
+        ctx.log.info("order_sent", key=ctx.idempotency_key)
+        # The rest of structlog's bound-logger methods, and the loggers some return:
+        ctx.log.msg("order_sent")
+        ctx.log.warn("order_slow")
+        ctx.log.new(venue="x").info("order_sent")
+        ctx.log.try_unbind("attempt").bind(leg=2).warning("order_sent")
         return {"order": ctx.idempotency_key}
 
     engine = Engine.start()

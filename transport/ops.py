@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from actors.errors import Halted, InternalError, describe
+from actors.errors import InternalError, describe
 from transport.errors import BadRequest, UnknownOp
 
 #: Where an emergency change came from, as `origin` on `emergency_state_changed`.
@@ -120,12 +120,16 @@ class DeferredReply:
     #: submit met by a full disk is answered at once, not after `timeout_s`.
     write_error: Callable[[], str | None] = lambda: None
 
-    def writes_failing(self, error: str) -> Halted:
-        """The answer while the journal cannot write: the failure put the engine in HALT,
-        so the execution never gets past it (it ends `halted`, listed once the journal
-        writes again)."""
-        return Halted(f"{self.subject} was accepted, but the journal's writes are failing "
-                      f"and the engine is in HALT: it ends halted ({error})")
+    def writes_failing(self, error: str) -> InternalError:
+        """The answer while the journal cannot write, at once rather than at `timeout_s`:
+        accepted, its record maybe not on disk. The failure put the engine in HALT, so no
+        action of it starts from now on; what it did before is in its execution, listed
+        once the journal writes again. Not `halted`: it was not refused, and may have
+        completed (a client that read it as refused could run it twice)."""
+        return InternalError(f"{self.subject} was accepted, but the journal's writes are "
+                             f"failing ({error}): its record may not be on disk; the engine "
+                             "is in HALT, so none of its actions starts from now on; look "
+                             "it up once the journal writes again, before submitting again")
 
     def timed_out(self) -> InternalError:
         return InternalError(f"{self.subject} was accepted but its record was not committed "
