@@ -114,8 +114,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
     # pair is kept (exit 0: the pair asked for is there); half of one is no pair at all.
     public, secret = directory / f"{args.name}.key", directory / f"{args.name}.key_secret"
     if not args.force and public.exists() and secret.exists():
-        print(f"tradeloom: {args.name}: a key pair is there already, kept (--force writes a "
-              "new one)", file=sys.stderr)
+        print(f"tradeloom: {public.name} and {secret.name} are there already, kept (--force "
+              "writes a new pair)", file=sys.stderr)
         print(f"public key: {public}\nsecret key: {secret}")
         return EXIT_OK
     if not args.force and (public.exists() or secret.exists()):

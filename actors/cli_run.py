@@ -73,8 +73,14 @@ def format_event(event: Event) -> str:
         "progress": ("nodes_completed", "nodes_total"),
         "emergency_state_changed": ("previous_state", "state", "reason"),
     }.get(kind, ("status", "duration_ms", "error_type", "error") if "status" in event else ())
-    parts.extend(f"{key}={event[key]}" for key in details if event.get(key) is not None)
+    parts.extend(f"{key}={_shown(event[key])}" for key in details
+                 if event.get(key) is not None)
     return "  ".join(str(p) for p in parts)
+
+
+def _shown(value: Any) -> str:
+    """A field's value as the other commands show it: maps and lists as JSON (outputs)."""
+    return json_text(value) if isinstance(value, dict | list) else str(value)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

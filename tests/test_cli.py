@@ -144,11 +144,14 @@ def test_run_failed_workflow_exits_1(workdir: Path) -> None:
 
 
 def test_run_without_json_prints_events_for_people(workdir: Path) -> None:
-    proc = tradeloom(workdir, "run", "cliwf:workflow")
+    proc = tradeloom(workdir, "run", "cliwf:workflow", "--input", "n=21", "venue=kraken")
     assert proc.returncode == 0, proc.stderr
     assert "execution_started" in proc.stdout
     assert "execution_completed" in proc.stdout
-    assert "node_completed" in proc.stdout
+    echo = [line for line in proc.stdout.splitlines() if "node_completed" in line
+            and "  echo  " in line]
+    # Outputs as the other commands show them: JSON, not Python's repr.
+    assert len(echo) == 1 and 'outputs={"n":21,"venue":"kraken"}' in echo[0], proc.stdout
 
 
 def test_run_shows_control_characters_in_values_and_prints_strict_json(
