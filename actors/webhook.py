@@ -80,6 +80,10 @@ class Deliverer:
         self._stopping = threading.Event()
         self._letters = threading.Event()
         self._letters.set()  # letters re-queued before a restart are sent too
+        #: The last re-queued letter sent in this round of pages: the next page starts
+        #: after it (its "delivered" may not be committed yet, so it can still read as
+        #: queued). 0: from the oldest (a new `retry` starts there).
+        self._letters_after = 0
         self.client = make_client(timeout_s=hook.timeout_s, allow_private=hook.allow_private,
                                   resolver=resolver)
         self._inject_sleep = sleep
@@ -140,6 +144,7 @@ class Deliverer:
         return stopped
 
     def wake_letters(self) -> None:
+        self._letters_after = 0
         self._letters.set()
 
     def _run(self) -> None:
@@ -240,7 +245,11 @@ class Deliverer:
         self._down_streak = 0
 
     def _send_letters(self) -> None:
-        for letter_id, _attempts, event in self.store.queued(self.hook.name, LETTERS_PER_TURN):
+        """One page of re-queued letters, then back to new events; a full page sets the
+        flag again, so the next turn sends the next page (only the first page was sent,
+        and the rest stayed queued with nothing to show for it)."""
+        page = self.store.queued(self.hook.name, LETTERS_PER_TURN, after_id=self._letters_after)
+        for letter_id, _attempts, event in page:
             if self._stopping.is_set():
                 self._letters.set()
                 return
@@ -249,6 +258,7 @@ class Deliverer:
                 self._letters.set()  # still queued: the next turn tries again
                 self._unreachable([event], outcome)
                 return
+            self._letters_after = letter_id
             # An answer came (whatever its status): the endpoint is up, as after a normal
             # delivery or probe; else its breaker stayed "open" until the next new event.
             self._reachable()
@@ -259,6 +269,10 @@ class Deliverer:
                                     attempts=outcome.attempts,
                                     http_status=outcome.http_status, error=outcome.error)
             self._log([event], outcome, f"retry_{state}")
+        if len(page) == LETTERS_PER_TURN:
+            self._letters.set()  # more may wait: the next page after the next turn's events
+        else:
+            self._letters_after = 0  # all sent: the next `retry` starts from the oldest
 
     def _log(self, chunk: list[dict[str, Any]], outcome: Outcome, what: str) -> None:
         self.store.log(self.hook.name, outcome.delivery_id, chunk, outcome=what,

@@ -268,11 +268,13 @@ class WebhookStore:
             " AND (? IS NULL OR endpoint=?) ORDER BY id LIMIT ?", (endpoint, endpoint, limit))
         return [dict(zip(LETTER_COLUMNS, row, strict=True)) for row in rows]
 
-    def queued(self, endpoint: str, limit: int = 100) -> list[tuple[int, int, dict[str, Any]]]:
-        """(id, attempts, event) of the endpoint's re-queued dead letters, oldest first."""
+    def queued(self, endpoint: str, limit: int = 100,
+               after_id: int = 0) -> list[tuple[int, int, dict[str, Any]]]:
+        """(id, attempts, event) of the endpoint's re-queued dead letters with ids past
+        `after_id`, oldest first."""
         rows = self._query("SELECT id, attempts, event FROM webhook_dead_letters WHERE"
-                           " endpoint=? AND state='queued' ORDER BY id LIMIT ?",
-                           (endpoint, limit))
+                           " endpoint=? AND state='queued' AND id > ? ORDER BY id LIMIT ?",
+                           (endpoint, after_id, limit))
         return [(int(i), int(n), unpack(blob)) for i, n, blob in rows]
 
     def deliveries(self, endpoint: str | None = None, limit: int = 100) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from actors import webhook_store
+from actors import webhook, webhook_store
 from actors.config import Config
 from actors.errors import NotFound
 from actors.journal import Journal
@@ -101,6 +101,24 @@ def test_retry_of_every_dead_letter_reads_and_queues_them_a_page_at_a_time(
                                        for r in rows) == 11, timeout=DEADLINE_S)
     assert manager.failed() == []
     assert sorted(endpoint.delivered_seqs()[11:]) == sorted(endpoint.delivered_seqs()[:11])
+
+
+def test_a_retry_of_more_letters_than_a_turn_sends_them_all_once(
+        webhooks: WebhooksFactory, endpoint: EndpointServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deliverer sends re-queued letters a page per turn; only the first page went, and
+    the rest stayed queued with nothing to show for it (`failed` lists dead ones only)."""
+    manager = dead_letters(webhooks, endpoint, 11)
+    monkeypatch.setattr(webhook, "LETTERS_PER_TURN", 4)
+    endpoint.default_status = 200
+    assert manager.retry()["count"] == 11
+    wait_log(manager, lambda rows: sum(r["outcome"] == "retry_delivered"
+                                       for r in rows) == 11, timeout=DEADLINE_S)
+    first, again = endpoint.delivered_seqs()[:11], endpoint.delivered_seqs()[11:]
+    assert sorted(again) == sorted(first), "each letter sent again exactly once"
+    store = manager.store
+    assert store.journal.flush(DEADLINE_S)
+    assert [store.queued(name, 100) for name in manager.deliverers] == [[]]
 
 
 def three_dead_letters_of_ops(make_engine: EngineFactory, tmp_path: Path,
