@@ -34,6 +34,9 @@ import httpcore
 import httpx
 
 from actors.errors import WebhookAddressRefused
+from actors.logs import get_logger
+
+log = get_logger("tradeloom.webhooks")
 
 Resolver = Callable[[str, int], list[str]]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -178,10 +181,26 @@ class AttemptDeadline(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         self._backend.deadline = time.monotonic() + self._backend.timeout_s
+        _close_desynced(self._transport)
         return self._transport.handle_request(request)
 
     def close(self) -> None:
         self._transport.close()
+
+
+def _close_desynced(transport: httpx.HTTPTransport) -> None:
+    """Close a kept-alive connection that holds bytes its last response did not account
+    for (a receiver that answered one request twice, or a proxy that broke the framing):
+    httpcore's reuse check looks at the socket only, so the next request read that stale
+    answer as its own, and an event the receiver refused with a 500 was logged delivered.
+    Reads httpcore's and h11's internals (the pool this module builds, each connection's
+    h11 state): tests/test_webhooks_probe.py guards them."""
+    for connection in transport._pool.connections:
+        h11_state = getattr(getattr(connection, "_connection", None), "_h11_state", None)
+        if h11_state is not None and h11_state.trailing_data[0]:
+            log.warning("webhook_connection_desynced", note="the receiver sent more than "
+                        "one answer to a request; the connection is closed")
+            connection.close()
 
 
 def make_client(*, timeout_s: float, allow_private: bool,

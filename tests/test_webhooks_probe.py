@@ -174,6 +174,40 @@ def test_broken_answers_are_failed_attempts_not_exceptions(
     assert not outcome.delivered and outcome.attempts == 2 and outcome.error
 
 
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+REFUSED = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n"
+
+
+def test_a_stray_second_answer_is_not_taken_for_the_next_requests(
+        raw: Callable[[Behaviour], RawEndpoint]) -> None:
+    """A receiver that answers one request twice (in one write) and refuses the next: the
+    kept-alive connection held the stray answer, and the next request read it as its
+    own (`delivered`, 200) while the receiver answered it 500. Also guards the httpcore
+    and h11 internals `webhook_transport._close_desynced` reads."""
+    answered: list[bytes] = []
+
+    def answers_twice_then_refuses(conn: socket.socket) -> None:
+        while True:  # (the request is read: one per turn, on any connection)
+            answered.append(REFUSED if answered else OK + OK)
+            conn.sendall(answered[-1])
+            read_request(conn)
+
+    endpoint = raw(answers_twice_then_refuses)
+    sender = sender_for(endpoint.url)
+    try:
+        first = sender.deliver([{"seq": 1, "type": "daemon_started"}])
+        assert first.delivered and first.http_status == 200
+        pool = sender.client._transport._transport._pool  # type: ignore[attr-defined]
+        (connection,) = pool.connections  # kept alive, holding the stray answer
+        assert connection._connection._h11_state.trailing_data[0] == OK
+        second = sender.deliver([{"seq": 2, "type": "daemon_started"}])
+        assert not second.delivered and second.http_status == 500, second
+        assert endpoint.connections == 2  # the desynced connection was not reused
+        assert answered == [OK + OK, REFUSED]
+    finally:
+        sender.client.close()
+
+
 @pytest.mark.parametrize("status", [301, 302, 307, 308])
 def test_a_redirect_to_a_private_address_is_not_followed(
         raw: Callable[[Behaviour], RawEndpoint], status: int) -> None:
