@@ -288,23 +288,27 @@ def test_a_client_that_asks_and_never_reads_the_replies_is_cut(engine: Engine) -
 def test_a_slow_reader_of_a_big_message_is_not_cut(engine: Engine) -> None:
     # The stall rule timed a whole send: a page that read all along, slower than the
     # message's size per send_timeout_s, was cut, reconnected, and met the same message.
-    # 6 MB: past what the kernel's send buffer takes at once (4 MB here).
-    engine.sink.emit([{"v": 1, "type": "circuit_closed", "breaker": "b" * 6_000_000,
+    # 9 MB: the kernel's send buffer takes about 4 MB at once, and the reader (4 KB reads,
+    # 2 ms apart: about 1 MB/s) then needs some 5 s for the rest, past send_timeout_s. Each
+    # 64 KB fragment waits ~60 ms, far from 2 s even on a loaded machine (0.5 s was not:
+    # a reader starved that long under the full suite was cut, a false failure).
+    size = 9_000_000
+    engine.sink.emit([{"v": 1, "type": "circuit_closed", "breaker": "b" * size,
                        "failures": 0}])
     assert engine.journal_flush(DEADLINE_S)
-    gateway = start_gateway(engine, send_timeout_s=0.5)
+    gateway = start_gateway(engine, send_timeout_s=2.0)
     try:
         sock = never_reading_client(gateway.port)
         got, started = 0, time.monotonic()
         with captured_logs() as logs:
-            while got < 6_000_000 and time.monotonic() - started < DEADLINE_S:
+            while got < size and time.monotonic() - started < DEADLINE_S:
                 chunk = sock.recv(64 * 1024)  # a 4 KB buffer: seconds for the event
                 if not chunk:
                     break
                 got += len(chunk)
                 threading.Event().wait(0.002)  # the reader's pace, not a wait for a condition
         sock.close()
-        assert got > 6_000_000, f"cut after {got} bytes"
+        assert got > size, f"cut after {got} bytes"
         assert not [e for e in logs if e["event"] == "web_client_stalled"]
     finally:
         gateway.stop()
