@@ -82,8 +82,13 @@ class Deliverer:
         self._letters.set()  # letters re-queued before a restart are sent too
         #: The last re-queued letter sent in this round of pages: the next page starts
         #: after it (its "delivered" may not be committed yet, so it can still read as
-        #: queued). 0: from the oldest (a new `retry` starts there).
+        #: queued). 0: from the oldest. Written by this deliverer's thread only.
         self._letters_after = 0
+        #: Bumped by each `retry` (another thread), seen by the next page, which then
+        #: starts from the oldest: a reset written from there was overwritten by a page
+        #: under way, and the letters re-queued below its position were never sent.
+        self._retries = 0
+        self._retries_seen = 0
         self.client = make_client(timeout_s=hook.timeout_s, allow_private=hook.allow_private,
                                   resolver=resolver)
         self._inject_sleep = sleep
@@ -144,7 +149,7 @@ class Deliverer:
         return stopped
 
     def wake_letters(self) -> None:
-        self._letters_after = 0
+        self._retries += 1  # (before the flag: the page it wakes sees the bump)
         self._letters.set()
 
     def _run(self) -> None:
@@ -248,6 +253,10 @@ class Deliverer:
         """One page of re-queued letters, then back to new events; a full page sets the
         flag again, so the next turn sends the next page (only the first page was sent,
         and the rest stayed queued with nothing to show for it)."""
+        retries = self._retries
+        if retries != self._retries_seen:
+            self._retries_seen = retries
+            self._letters_after = 0
         page = self.store.queued(self.hook.name, LETTERS_PER_TURN, after_id=self._letters_after)
         for letter_id, _attempts, event in page:
             if self._stopping.is_set():

@@ -121,6 +121,41 @@ def test_a_retry_of_more_letters_than_a_turn_sends_them_all_once(
     assert [store.queued(name, 100) for name in manager.deliverers] == [[]]
 
 
+def test_a_retry_while_a_page_is_on_the_wire_sends_what_it_re_queued(
+        webhooks: WebhooksFactory, endpoint: EndpointServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Letters that died again in a round, re-queued by a second `retry` while the round's
+    next page was being sent: the retry's reset of the round's position was overwritten
+    by that page, and the letters (below it) stayed queued, sent by nobody (helper-87)."""
+    manager = dead_letters(webhooks, endpoint, 11)
+    monkeypatch.setattr(webhook, "LETTERS_PER_TURN", 4)
+    deliverer = manager.deliverers["ops"]
+    real, calls = deliverer.sender.deliver, [0]
+    sending, go_on = threading.Event(), threading.Event()
+
+    def deliver(events: list[dict[str, Any]], **options: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == 6:  # a letter of the round's second page
+            sending.set()
+            go_on.wait(DEADLINE_S)
+        return real(events, **options)
+
+    monkeypatch.setattr(deliverer.sender, "deliver", deliver)
+    endpoint.default_status = 200
+    endpoint.script(400, 400)  # the first two letters die again
+    assert manager.retry()["count"] == 11
+    assert sending.wait(DEADLINE_S)
+    assert manager.store.journal.flush(DEADLINE_S)
+    assert len(manager.failed()) == 2
+    assert manager.retry()["count"] == 2  # the operator re-queues them, mid-round
+    go_on.set()
+    wait_log(manager, lambda rows: sorted(r["first_seq"] for r in rows
+                                          if r["outcome"] == "retry_delivered")
+             == list(range(1, 12)), timeout=DEADLINE_S)
+    assert manager.store.journal.flush(DEADLINE_S)
+    assert manager.store.queued("ops", 100) == [] and manager.failed() == []
+
+
 def three_dead_letters_of_ops(make_engine: EngineFactory, tmp_path: Path,
                               endpoint: EndpointServer) -> tuple[Journal, list[int]]:
     """A journal holding 3 dead letters of webhook "ops" (its manager stopped); their ids."""
