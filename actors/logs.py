@@ -41,21 +41,29 @@ def _drop() -> None:
         _dropped += 1
 
 
+def _contained(fallback: Any, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """`fn(*args, **kwargs)`, or `fallback` (the line dropped and counted) if it raises
+    anything but a Ctrl-C, which is still the operator's."""
+    try:
+        return fn(*args, **kwargs)
+    except KeyboardInterrupt:
+        raise
+    except BaseException:  # noqa: BLE001 - a line is worth less than the work it is in
+        _drop()
+        return fallback
+
+
 def _never_raising(method: str) -> Callable[..., None]:
-    def call(self: SafeLogger, event: str, *args: Any, **fields: Any) -> None:
-        try:
-            getattr(self._logger, method)(event, *args, **fields)
-        except KeyboardInterrupt:
-            raise  # (a Ctrl-C that lands in a log call is still the operator's)
-        except BaseException:  # noqa: BLE001 - a line is worth less than the work it is in
-            _drop()
+    # (Positional-only throughout: a line's fields are the caller's, `method=` included.)
+    def call(self: SafeLogger, /, *args: Any, **fields: Any) -> None:
+        _contained(None, self._call, method, *args, **fields)
 
     call.__name__ = call.__qualname__ = method
     return call
 
 
 class SafeLogger:
-    """A structlog logger whose calls never raise (`Exception`) into the caller.
+    """A structlog logger whose calls never raise into the caller (anything but a Ctrl-C).
 
     A log call sits in the middle of the engine's work: between a HALT's commit and its
     broadcast to the supervisors, inside the control socket's reply to a request, in the
@@ -69,14 +77,12 @@ class SafeLogger:
     def __init__(self, logger: Any) -> None:
         self._logger = logger
 
+    def _call(self, method: str, /, *args: Any, **fields: Any) -> None:
+        getattr(self._logger, method)(*args, **fields)
+
     def bind(self, **fields: Any) -> Self:
-        try:
-            return type(self)(self._logger.bind(**fields))
-        except KeyboardInterrupt:
-            raise
-        except BaseException:  # noqa: BLE001 - as above: unbound lines beat none
-            _drop()
-            return self
+        bound = _contained(None, self._logger.bind, **fields)  # (unbound lines beat none)
+        return self if bound is None else type(self)(bound)
 
     debug = _never_raising("debug")
     info = _never_raising("info")
@@ -102,13 +108,8 @@ class NodeLogger(SafeLogger):
 
 def _guarded(owner: NodeLogger, method: Callable[..., Any]) -> Callable[..., Any]:
     def call(*args: Any, **kwargs: Any) -> Any:
-        try:
-            result = method(*args, **kwargs)
-        except KeyboardInterrupt:
-            raise
-        except BaseException:  # noqa: BLE001 - as in SafeLogger
-            _drop()
-            return owner  # (what `new`/`unbind` return: a logger, so chained calls work)
+        # On failure `owner`: what `new`/`unbind` return is a logger, so chained calls work.
+        result = _contained(owner, method, *args, **kwargs)
         # A bound logger back (`new`, `unbind`, `try_unbind`): guarded like this one.
         return NodeLogger(result) if hasattr(result, "_process_event") else result
 

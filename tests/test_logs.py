@@ -52,6 +52,18 @@ def test_a_log_call_that_fails_is_dropped_and_counted_not_raised(
     assert dropped_lines() == before + 3
 
 
+def test_any_field_names_reach_the_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guard's own parameters are positional-only: a line with a field named like one
+    of them (`method=` of an HTTP request) is logged, not a TypeError in the caller."""
+    with structlog.testing.capture_logs() as logs:
+        log = get_logger("tradeloom.test")
+        log.error("request_failed", method="GET", fn="f", fallback=1, args=2, fields=3)
+        log.bind(method="POST").error(event="bound_line")
+    assert [(e["event"], e["method"]) for e in logs] == [("request_failed", "GET"),
+                                                         ("bound_line", "POST")]
+    assert logs[0]["fn"] == "f" and logs[0]["fallback"] == 1
+
+
 def test_a_processor_raising_a_base_exception_is_contained_too(
         monkeypatch: pytest.MonkeyPatch) -> None:
     def exits(logger: Any, method: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:

@@ -80,7 +80,8 @@ DIRECT_REPLY_BYTES = 65536
 _URGENT, _POOL, _SUBMIT = 0, 1, 2
 REFUSED_LOG_S = 60.0  # control_worker_start_failed comes at most this often (seconds)
 #: While submits wait for their records' commit, the journal's writes are looked at this
-#: often (ms): one met by a failing disk is answered `halted` then, not at its timeout.
+#: often (ms): one met by a failing disk is answered then (`internal`, outcome unknown),
+#: not at its timeout.
 WRITES_CHECK_MS = 100
 
 
@@ -328,10 +329,11 @@ class ControlServer(ServerThread):
         if self._awaiting:  # (one journal behind every deferred reply: ask it once)
             error = next(iter(self._awaiting.values()))[3].write_error()
             if error is not None:
-                awaiting, self._awaiting = self._awaiting, {}
-                for _, envelope, request_id, answer in awaiting.values():
-                    self._answer(socket, envelope, answer.writes_failing(error), request_id)
-                return
+                for token, (_, envelope, request_id, answer) in list(self._awaiting.items()):
+                    if not answer.recording.done:  # (one committed is `_send_recorded`'s)
+                        del self._awaiting[token]
+                        self._answer(socket, envelope, answer.writes_failing(error),
+                                     request_id)
         now = time.monotonic()
         while self._awaiting:
             token, (deadline, envelope, request_id, answer) = next(iter(self._awaiting.items()))
