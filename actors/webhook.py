@@ -90,7 +90,7 @@ class Deliverer:
         self._retries = 0
         self._retries_seen = 0
         self.client = make_client(timeout_s=hook.timeout_s, allow_private=hook.allow_private,
-                                  resolver=resolver)
+                                  resolver=resolver, name=hook.name)
         self._inject_sleep = sleep
         self.sender = Sender(hook, secrets, self.client, sleep=self._sleep)
         self.next_seq = 0

@@ -35,8 +35,13 @@ import httpx
 
 from actors.errors import WebhookAddressRefused
 from actors.logs import get_logger
+from actors.throttled_log import ThrottledWarning
 
 log = get_logger("tradeloom.webhooks")
+
+#: `webhook_connection_desynced` is logged the first time, then at most this often per
+#: endpoint, with how many connections were closed since the last line.
+DESYNCED_WARN_EVERY_S = 10.0
 
 Resolver = Callable[[str, int], list[str]]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -174,37 +179,49 @@ class AttemptDeadline(httpx.BaseTransport):
     """Starts each request's deadline (`timeout_s` from now) on the backend's streams."""
 
     def __init__(self, transport: httpx.HTTPTransport, backend: GuardedBackend,
-                 timeout_s: float) -> None:
+                 timeout_s: float, name: str) -> None:
         self._transport = transport
         self._backend = backend
         backend.timeout_s = timeout_s
+        # A receiver that answers every request twice would otherwise log a line per event.
+        self._desynced = ThrottledWarning(
+            log, "webhook_connection_desynced", every_s=DESYNCED_WARN_EVERY_S,
+            monotonic=time.monotonic, since_key="desynced_since_last_line",
+            total_key="desynced_total", webhook=name,
+            note="the receiver sent more than one answer to a request; the connection "
+                 "is closed")
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         self._backend.deadline = time.monotonic() + self._backend.timeout_s
-        _close_desynced(self._transport)
+        closed = _close_desynced(self._transport)
+        if closed:
+            self._desynced.add(closed)
+        else:
+            self._desynced.flush()
         return self._transport.handle_request(request)
 
     def close(self) -> None:
         self._transport.close()
 
 
-def _close_desynced(transport: httpx.HTTPTransport) -> None:
+def _close_desynced(transport: httpx.HTTPTransport) -> int:
     """Close a kept-alive connection that holds bytes its last response did not account
     for (a receiver that answered one request twice, or a proxy that broke the framing):
     httpcore's reuse check looks at the socket only, so the next request read that stale
     answer as its own, and an event the receiver refused with a 500 was logged delivered.
     Reads httpcore's and h11's internals (the pool this module builds, each connection's
-    h11 state): tests/test_webhooks_probe.py guards them."""
+    h11 state): tests/test_webhooks_probe.py guards them. Returns how many it closed."""
+    closed = 0
     for connection in transport._pool.connections:
         h11_state = getattr(getattr(connection, "_connection", None), "_h11_state", None)
         if h11_state is not None and h11_state.trailing_data[0]:
-            log.warning("webhook_connection_desynced", note="the receiver sent more than "
-                        "one answer to a request; the connection is closed")
             connection.close()
+            closed += 1
+    return closed
 
 
 def make_client(*, timeout_s: float, allow_private: bool,
-                resolver: Resolver = system_resolver) -> httpx.Client:
+                resolver: Resolver = system_resolver, name: str = "") -> httpx.Client:
     """An httpx.Client for one endpoint: connection reuse, `timeout_s` for a whole attempt
     (connect to the last byte read), the guard at connect time, no redirects, no proxies
     from the environment."""
@@ -216,6 +233,6 @@ def make_client(*, timeout_s: float, allow_private: bool,
         ssl_context=httpx.create_ssl_context(trust_env=False),
         max_connections=1, max_keepalive_connections=1, keepalive_expiry=30.0,
         network_backend=backend)
-    return httpx.Client(transport=AttemptDeadline(transport, backend, timeout_s),
+    return httpx.Client(transport=AttemptDeadline(transport, backend, timeout_s, name),
                         timeout=httpx.Timeout(timeout_s),
                         follow_redirects=False, trust_env=False)

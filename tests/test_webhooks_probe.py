@@ -23,6 +23,7 @@ from actors.errors import ConfigError
 from actors.webhook_config import WebhookConfig, WebhookSecrets, parse_webhooks
 from actors.webhook_delivery import Outcome, Sender, body_of, retry_after_s
 from actors.webhook_transport import Resolver, make_client, system_resolver
+from tests.engine_journal_helpers import captured_logs
 from tests.test_webhooks import SECRET, WebhooksFactory, hook, wait_log, webhooks
 from tests.webhook_server import EndpointServer
 
@@ -100,7 +101,8 @@ def sender_for(url: str, *, timeout_s: float = 0.5, max_attempts: int = 1,
     config = WebhookConfig(name="probe", url=url, secret=SECRET, timeout_s=timeout_s,
                            max_attempts=max_attempts, backoff_initial_s=0.01,
                            backoff_max_s=0.05, allow_private=True)
-    client = make_client(timeout_s=timeout_s, allow_private=True, resolver=resolver)
+    client = make_client(timeout_s=timeout_s, allow_private=True, resolver=resolver,
+                         name=config.name)
     return Sender(config, WebhookSecrets(SECRET.encode()), client, sleep=sleep)
 
 
@@ -204,6 +206,30 @@ def test_a_stray_second_answer_is_not_taken_for_the_next_requests(
         assert not second.delivered and second.http_status == 500, second
         assert endpoint.connections == 2  # the desynced connection was not reused
         assert answered == [OK + OK, REFUSED]
+    finally:
+        sender.client.close()
+
+
+def test_a_receiver_that_always_answers_twice_is_told_once_per_interval(
+        raw: Callable[[Behaviour], RawEndpoint]) -> None:
+    """Each request's connection is closed (none is read twice), but the warning is one line
+    per DESYNCED_WARN_EVERY_S per endpoint, not one per event."""
+
+    def always_answers_twice(conn: socket.socket) -> None:
+        while True:
+            conn.sendall(OK + OK)
+            read_request(conn)
+
+    endpoint = raw(always_answers_twice)
+    sender = sender_for(endpoint.url)
+    try:
+        with captured_logs() as entries:
+            for seq in range(1, 5):
+                assert sender.deliver([{"seq": seq, "type": "daemon_started"}]).delivered
+        assert endpoint.connections == 4  # each desynced connection was closed
+        lines = [e for e in entries if e["event"] == "webhook_connection_desynced"]
+        assert len(lines) == 1, lines
+        assert lines[0]["webhook"] == "probe" and lines[0]["desynced_total"] == 1
     finally:
         sender.client.close()
 
