@@ -10,9 +10,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
+# `make run` installs the project alone; `make test` adds the test extras (and so also
+# serves `make run` afterwards).
+$(VENV)/.installed-run: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
-	touch $@
+	touch $@ $(VENV)/.installed-run
 
 # Byte-compiled sources: where PYTHONDONTWRITEBYTECODE is set (containers often set it), every
 # Python process would otherwise compile actors/ and transport/ again: ~0.15 s per CLI call,
@@ -22,7 +28,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 # stay on one worker (--dist loadfile): their module fixtures start once.
 COMPILE := $(BIN)/python -m compileall -q actors transport tests bench examples
 
-run: $(VENV)/.installed
+run: $(VENV)/.installed-run
 	$(COMPILE)
 	$(BIN)/tradeloom --log-format console daemon --config $(CONFIG)
 
