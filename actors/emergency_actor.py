@@ -164,10 +164,15 @@ class EmergencyActor(EngineActorBase):
         with quick_handoffs(), priority.hold():
             priority.first(history[-1]["seq"] if history else 0)
             self._gate.wait_actions_begun(self._ack_timeout_s)
-            end = EndExecutions(Ending.halted(reason))
+            ending = Ending.halted(reason)
+            end = EndExecutions(ending)
             futures = [sup.ask(end, block=False) for sup in self._supervisors]
             for i, execution in enumerate(self._admission.drain_queued()):
-                # A supervisor that starts an execution while halted ends it halted at once.
+                # Ended halted when its supervisor takes it, whatever the state is by then:
+                # an operator's resume (or reduce-only) that lands before the supervisor
+                # gets to it must not run work that was queued at the halt.
+                if not execution.exempt_from_halt:
+                    execution.ending_on_start = ending
                 self._supervisors[i % len(self._supervisors)].tell(StartExecution(execution))
             _acknowledged(futures, self._ack_timeout_s)
 

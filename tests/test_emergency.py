@@ -30,6 +30,7 @@ from actors import (
     Workflow,
 )
 from actors.messages import Alert, Halt, ReduceOnly, Resume
+from actors.supervisor import SupervisorActor
 from tests.conftest import EngineFactory, Recorder
 
 #: How long a node function blocks at most (a halt is expected to end the wait far sooner).
@@ -369,6 +370,35 @@ def test_queued_executions_end_halted_without_starting(make_engine: EngineFactor
     assert probe.count("p_in") == 1
     assert engine.status()["running"] == 0
     assert engine.status()["queued"] == 0
+
+
+def test_queued_executions_end_halted_even_if_a_resume_beats_their_supervisor(
+        make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The halt hands the queued executions to the supervisors and returns; a resume that
+    lands before a (busy) supervisor takes them must not let them run."""
+    busy = threading.Event()
+    free = threading.Event()
+    start = SupervisorActor._start
+
+    def busy_start(self: SupervisorActor, exe: Any) -> None:
+        if busy.is_set():
+            free.wait(WAIT_S)
+        start(self, exe)
+
+    monkeypatch.setattr(SupervisorActor, "_start", busy_start)
+    probe = Probe()
+    engine = make_engine(daemon_config(1))
+    wf = blocking_workflow(probe)
+    running = engine.submit(wf)
+    probe.wait_count("p_in", 1)
+    queued = [engine.submit(wf) for _ in range(3)]
+    busy.set()
+    engine.halt("stop everything")
+    engine.resume("back")  # while the supervisor has not taken the queued ones yet
+    free.set()
+    for result in results_of([running, *queued]):
+        assert result.status == "halted", result
+    assert probe.count("p_in") == 1
 
 
 def test_submit_while_halted_is_refused_and_resume_runs_again(engine: Engine,
