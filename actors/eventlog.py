@@ -205,6 +205,14 @@ class EventLog:
         for cursor in cursors:
             if cursor.asleep:
                 cursor.wake()
+        self._run_due(due, here=False)
+
+    def _run_due(self, due: list[tuple[Callable[[], None], bool]], *, here: bool) -> None:
+        """Run due watchers: all of them here, or (`here=False`: the store's writer, a
+        supervisor) only the quick ones, the rest handed to the log's own thread."""
+        if here:
+            run_all([fn for fn, _ in due])
+            return
         run_all([fn for fn, quick in due if quick])
         slow = [fn for fn, quick in due if not quick]
         if slow:
@@ -303,16 +311,20 @@ class EventLog:
         self.when_delivered(seq, latch.release, quick=True)
         return latch.acquire(timeout=-1 if timeout is None else max(timeout, 0.0))
 
-    def when_delivered(self, seq: int, fn: Callable[[], None], *, quick: bool = False) -> None:
+    def when_delivered(self, seq: int, fn: Callable[[], None], *, quick: bool = False,
+                       here: bool = True) -> None:
         """Call `fn()` once `delivered(seq)`: now, in this thread, if it already is; else
         in the thread that makes it so (a cursor's, a closer's), or, when a store's commit
-        does, on a thread of the log's (a `quick` fn, e.g. a latch, in the store's thread)."""
+        does, on a thread of the log's (a `quick` fn, e.g. a latch, in the store's thread).
+        `here=False` (a supervisor's thread): whatever is due at once, this `fn` or another
+        watcher that a cursor's move left for this call to pop, runs on the log's thread
+        too, unless quick: a done callback that waits must not hold up a supervisor."""
         with self._mutex:
             # Pushed before looking at the cursors, which look at the heap after moving:
             # one of the two sees the other's write, so no wake-up is lost.
             heapq.heappush(self.watchers, (seq, next(self._watcher_ids), fn, quick))
             due = self._pop_due_locked()
-        run_all([fn for fn, _ in due])
+        self._run_due(due, here=here)
 
     def passed(self, next_seq: int) -> None:
         """A cursor moved to `next_seq`: run the watchers that became due, if any may have."""

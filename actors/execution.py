@@ -199,7 +199,7 @@ class ExecutionHandle:
             else:
                 log.hand_off([run])
         else:
-            log.when_delivered(self._seq, run)
+            log.when_delivered(self._seq, run, here=here)
 
     def __repr__(self) -> str:
         status = self._result.status if self._result else "pending"

@@ -20,6 +20,7 @@ from actors import Engine, Node, Workflow
 from actors.event_types import EVENT_TYPES
 from actors.eventlog import EventLog
 from actors.events import iso_utc, validate_event
+from actors.execution import ExecutionHandle, ExecutionResult
 from actors.journal import Journal
 from actors.packing import pack, unpack
 from tests.conftest import EngineFactory, EventProblems, Recorder
@@ -205,6 +206,43 @@ def test_a_commit_wakes_waiters_and_hands_done_callbacks_off_the_stores_thread()
     assert not log.wait_delivered(1, timeout=0.05) and not ran_on  # not committed yet
     store.commit()
     assert log.wait_delivered(1, timeout=5) and done.wait(5)
+    assert ran_on == ["tradeloom-done-callbacks"]
+    log.close_all(timeout=1)
+
+
+class CursorMovesMeanwhileLog(EventLog):
+    """`delivered()` says no once, as if the subscription thread passed the seq right after
+    the supervisor looked: the watcher is then due at once, in `when_delivered`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.raced = False
+
+    def delivered(self, seq: int) -> bool:
+        if not self.raced:
+            self.raced = True
+            return False
+        return super().delivered(seq)
+
+
+def test_done_callbacks_due_as_the_supervisor_resolves_never_run_on_its_thread() -> None:
+    """A done callback may wait for another execution or for a halt: run on the supervisor
+    that resolves the handle, it would hold up what it waits for."""
+    log = CursorMovesMeanwhileLog()
+    log.append([{"v": 1, "seq": 1, "type": "circuit_opened", "breaker": "b", "failures": 1,
+                 "timestamp": TS}])
+    handle = ExecutionHandle("exec_w_00000001", "w", log)
+    ran_on: list[str] = []
+    ran = threading.Event()
+
+    def on_done(_handle: ExecutionHandle) -> None:
+        ran_on.append(threading.current_thread().name)
+        ran.set()
+
+    handle.add_done_callback(on_done)
+    handle.resolve(ExecutionResult(execution_id="exec_w_00000001", workflow_id="w",
+                                   status="completed"), seq=1)  # (this thread: the supervisor)
+    assert log.raced and ran.wait(5)
     assert ran_on == ["tradeloom-done-callbacks"]
     log.close_all(timeout=1)
 
