@@ -18,6 +18,9 @@ from actors.logs import NodeLogger
 Category = Literal["provider", "condition", "action", "transform"]
 CATEGORIES: frozenset[str] = frozenset({"provider", "condition", "action", "transform"})
 ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+#: Guards making a NodeContext's cancel Event on first use (rare: once per context that
+#: reads it), so every thread of a node gets the same one.
+_MAKING_CANCEL_EVENT = threading.Lock()
 DEFAULT_RESTART_ON: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError, NodeTimeout)
 
 RiskFn = Callable[..., dict[str, Any]]
@@ -331,11 +334,16 @@ class NodeContext:
         """Set when the node should stop: cancel, halt, fail-fast or its timeout."""
         event = self._cancelled
         if event is None:
-            event = threading.Event()
-            self._cancelled = event
-            # Paired with cancel(): whichever runs second sees the other's write.
-            if self._cancel_requested:
-                event.set()
+            # Under a lock: two threads of one node (a pool of its own) reading it first at
+            # once made two Events, and a cancel set only one of them.
+            with _MAKING_CANCEL_EVENT:
+                event = self._cancelled
+                if event is None:
+                    event = threading.Event()
+                    self._cancelled = event
+                    # Paired with cancel(): whichever runs second sees the other's write.
+                    if self._cancel_requested:
+                        event.set()
         return event
 
     def cancel(self) -> None:

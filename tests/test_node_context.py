@@ -6,6 +6,7 @@ another node, the events or the result see. The outputs inside are shared, not c
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -88,3 +89,42 @@ def test_a_node_may_hand_its_context_on_as_plain_dicts(make_engine: EngineFactor
     assert isinstance(result.results["echo"], dict)
     assert json.loads(json.dumps(dict(result.results))) == {
         "price": {"p": 1, "inputs": {"a": 1}}, "echo": {"price": {"p": 1, "inputs": {"a": 1}}}}
+
+
+def test_two_threads_of_a_node_reading_cancelled_first_at_once_get_one_event(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node's own helper threads reading `ctx.cancelled` for the first time together each
+    made an Event, and a cancel set only the one kept: the other thread slept through it."""
+    made: list[threading.Event] = []
+    both_in = threading.Event()
+    real_event = threading.Event
+
+    def slow_event() -> threading.Event:  # the window between the look and the store, held
+        event = real_event()
+        made.append(event)
+        if len(made) == 2:
+            both_in.set()
+        both_in.wait(0.3)  # (with the guard the second never gets here: no second Event)
+        return event
+
+    ctx = NodeContext(inputs={}, upstream={}, execution_id="exec_w_00000001",
+                      workflow_id="w", node_id="n", attempt=1)
+    seen: list[threading.Event] = []
+    go = threading.Event()
+
+    def read() -> None:
+        go.wait(WAIT_S)
+        seen.append(ctx.cancelled)
+
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    for reader in readers:
+        reader.start()
+    # (patched once the threads run: starting a thread makes Events of its own)
+    monkeypatch.setattr(threading, "Event", slow_event)
+    go.set()
+    for reader in readers:
+        reader.join(WAIT_S)
+    monkeypatch.undo()
+    assert len(made) == 1 and seen == [made[0], made[0]]
+    ctx.cancel()
+    assert made[0].is_set()
