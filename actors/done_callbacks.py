@@ -22,31 +22,53 @@ class DoneCallbackThread:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[list[Callable[[], None]] | None] | None = None
+        self._closed = False
 
     def run_later(self, fns: list[Callable[[], None]]) -> None:
         """Run `fns`, in order, on the thread (started on first use). If the OS refuses
         the thread (can't start new thread), they run here, now, and the next call tries
-        again: a queue nobody reads would hold every later callback."""
-        if self._queue is None:
-            with self._lock:
+        again: a queue nobody reads would hold every later callback. After `close()`
+        (a journal's last commits at a stop come after it), each call gets a thread of
+        its own for the same reason."""
+        with self._lock:  # (queued under it: never behind close()'s end mark)
+            if not self._closed:
                 if self._queue is None:
-                    fns_queue: queue.SimpleQueue[list[Callable[[], None]] | None] = (
-                        queue.SimpleQueue())
-                    try:
-                        threading.Thread(target=_serve, args=(fns_queue,),
-                                         name="tradeloom-done-callbacks", daemon=True).start()
-                        self._queue = fns_queue
-                    except RuntimeError as exc:
-                        log.error("done_callbacks_thread_failed", error=str(exc))
-            if self._queue is None:
-                run_all(fns)
-                return
-        self._queue.put(fns)
+                    self._queue = _serving_thread()
+                if self._queue is not None:
+                    self._queue.put(fns)
+                    return
+            closed = self._closed
+        if closed:
+            _start_or_run(fns, name="tradeloom-done-callbacks-late")
+        else:
+            run_all(fns)
 
     def close(self) -> None:
         """The thread ends after what is queued (if it was ever started)."""
-        if self._queue is not None:
-            self._queue.put(None)
+        with self._lock:
+            self._closed = True
+            if self._queue is not None:
+                self._queue.put(None)
+
+
+def _serving_thread() -> queue.SimpleQueue[list[Callable[[], None]] | None] | None:
+    """A new queue with the thread that serves it, or None if the OS refuses the thread."""
+    fns_queue: queue.SimpleQueue[list[Callable[[], None]] | None] = queue.SimpleQueue()
+    try:
+        threading.Thread(target=_serve, args=(fns_queue,), name="tradeloom-done-callbacks",
+                         daemon=True).start()
+    except RuntimeError as exc:
+        log.error("done_callbacks_thread_failed", error=str(exc))
+        return None
+    return fns_queue
+
+
+def _start_or_run(fns: list[Callable[[], None]], *, name: str) -> None:
+    try:
+        threading.Thread(target=run_all, args=(fns,), name=name, daemon=True).start()
+    except RuntimeError as exc:
+        log.error("done_callbacks_thread_failed", error=str(exc))
+        run_all(fns)
 
 
 def _serve(fns_queue: queue.SimpleQueue[list[Callable[[], None]] | None]) -> None:

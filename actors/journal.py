@@ -202,12 +202,19 @@ class Journal:
                 self._wake.set()
 
     def _submit(self, record: Record) -> Ticket:
-        if self._closed:  # a failed ticket, not an exception: callers are often hot paths
-            record.ticket._finish(JournalClosed("the journal is closed"))
-        else:
-            self._queue.append(record)
-            self._wake.set()
+        # Looked at and queued in one step: a record queued just after close() took the
+        # leftover tickets would keep a ticket nobody finishes.
+        with self._state_lock:
+            if not self._closed:
+                self._enqueue_locked(record)
+                return record.ticket
+        # a failed ticket, not an exception: callers are often hot paths
+        record.ticket._finish(JournalClosed("the journal is closed"))
         return record.ticket
+
+    def _enqueue_locked(self, record: Record) -> None:
+        self._queue.append(record)
+        self._wake.set()
 
     def record_submitted(self, execution_id: str, workflow_id: str, inputs: Mapping[str, Any],
                          bot_id: str | None, strategy_id: str | None, priority: int,
@@ -314,7 +321,7 @@ class Journal:
             if not self._started:  # recovery, before the writer runs: write it here
                 self._writer.write_now([record])
                 return True
-            self._submit(record)
+            self._enqueue_locked(record)
         if not record.ticket.wait(timeout):
             raise JournalWriteFailed(f"journal write not committed within {timeout} s "
                                      f"({self._writer.last_error or 'writer busy'})")

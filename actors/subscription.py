@@ -134,7 +134,8 @@ class Subscription:
         self.join(timeout)
 
     def stop(self) -> None:
-        """Stop delivering, without waiting: no callback starts after this returns."""
+        """Stop delivering, without waiting: from another thread, the one callback the
+        thread was about to make may still start (`close()` waits for it); no later one."""
         self._closing = True
         self._log.remove(self)
         with self._moved:

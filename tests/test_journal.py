@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -324,3 +325,43 @@ def test_readers_in_many_threads_read_while_the_writer_commits(tmp_path: Path) -
         assert failures == []
         # A reading thread's connection goes with the thread.
         assert len(journal._reader._holders) <= 1
+
+
+class AppendAfterClose:
+    """The writer's queue as `Journal._submit` sees it: an append held until close() is
+    over (or 0.5 s), as a thread preempted between the closed check and the append is."""
+
+    def __init__(self, queue: Any, closed: threading.Event) -> None:
+        self._queue, self._closed = queue, closed
+        self.entered = threading.Event()
+
+    def append(self, item: Any) -> None:
+        self.entered.set()
+        self._closed.wait(0.5)
+        self._queue.append(item)
+
+
+def test_a_record_queued_as_the_journal_closes_still_gets_an_answer(tmp_path: Path) -> None:
+    """Its ticket is either committed or failed (JournalClosed), never left pending: an
+    action or a submit reply waiting on it would wait out its whole timeout."""
+    journal = Journal.open(tmp_path / "data")
+    Callbacks().start(journal)
+    closed = threading.Event()
+    held = AppendAfterClose(journal._queue, closed)
+    journal._queue = held  # type: ignore[assignment]
+    tickets: list[Any] = []
+    submitter = threading.Thread(target=lambda: tickets.append(journal.record_intent(
+        "exec_w_00000001", "a", "exec_w_00000001:a", 1, None)))
+    submitter.start()
+    assert held.entered.wait(10)  # past the closed check
+
+    def close() -> None:
+        journal.close()
+        closed.set()
+
+    closer = threading.Thread(target=close)
+    closer.start()
+    submitter.join(10)
+    closer.join(10)
+    (ticket,) = tickets
+    assert ticket.done or isinstance(ticket.error, JournalClosed), ticket

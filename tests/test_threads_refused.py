@@ -163,3 +163,17 @@ def test_runs_waiting_after_every_abandoned_actor_retired_start_once_threads_are
     assert engine.supervisor_stats()[0]["node_actors"] == 0
     thread_limit.refusing.clear()
     assert waiting.result(timeout=5).results == {"q": "ran"}
+
+
+def test_done_callbacks_handed_off_after_the_log_closed_still_run() -> None:
+    """A journal's last commits at a stop come after the log's close: the callbacks they
+    hand off were queued behind the thread's end mark, and never ran."""
+    log = EventLog()
+    ran: list[str] = []
+    first, late = threading.Event(), threading.Event()
+    log.hand_off([lambda: ran.append(threading.current_thread().name), first.set])
+    assert first.wait(5)
+    log.close_all(timeout=1)
+    log.hand_off([lambda: ran.append(threading.current_thread().name), late.set])
+    assert late.wait(5)
+    assert ran == ["tradeloom-done-callbacks", "tradeloom-done-callbacks-late"]
