@@ -48,6 +48,10 @@ class DaemonConfig:
     supervisors: int = 1
     #: Most node actors per supervisor: how many node functions may block at once.
     node_actors: int = 256
+    #: A node with this many runs still stuck past their timeout (abandoned threads, per
+    #: supervisor) is not run again (`NodeStuck`) until one of them returns: a node that
+    #: hangs on every run holds this many threads, not one more per run.
+    max_stuck_runs_per_node: int = 16
     #: CPU ids to pin the process to (os.sched_setaffinity); empty leaves it alone.
     cpu_affinity: tuple[int, ...] = ()
     #: On SIGTERM/SIGINT, how long running executions may take to finish before the rest

@@ -143,7 +143,9 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry, EngineLifecycle):
             SupervisorActor.start(sink=self.sink, gate=self.gate, breakers=self.breakers,
                                   admission=self.admission, resilience=res, clock=clock,
                                   cache=cache, risk=self._risk, record=self._remember,
-                                  node_actors=config.daemon.node_actors, reaper=self._reaper)
+                                  node_actors=config.daemon.node_actors,
+                                  max_stuck_runs=config.daemon.max_stuck_runs_per_node,
+                                  reaper=self._reaper)
             for _ in range(n)]
         self._next_supervisor = itertools.cycle(self._supervisors).__next__
         self._emergency = EmergencyActor.start(

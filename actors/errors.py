@@ -25,6 +25,8 @@ TradeloomError
 │   └── WebhookStopped          the deliverer is stopping (ends a backoff early)
 └── NodeError                   outcomes the engine gives a node run or an execution
     ├── NodeTimeout             the node overran its timeout_s
+    ├── NodeStuck               not run: too many of the node's runs are still stuck past
+    │                           their timeout (threads that cannot be killed)
     ├── CircuitOpen             the node's breaker is open
     ├── ConditionError          a condition's result has no usable truth value (or is NaN)
     ├── CoroutineReturned       a node function returned a coroutine (never awaited, not run)
@@ -164,6 +166,14 @@ class NodeError(TradeloomError):
 
 class NodeTimeout(NodeError):
     """A node did not reply within its timeout_s."""
+
+
+class NodeStuck(NodeError):
+    """A node was not run (its function not called): `[daemon] max_stuck_runs_per_node` of
+    its earlier runs are still stuck past their timeout, each holding a thread that cannot
+    be killed. Without this bound a node that hangs on every run (a dead venue, no socket
+    timeout) leaked a thread per run until the OS refused threads and healthy workflows
+    waited for ever. It runs again as soon as one of those returns."""
 
 
 class CircuitOpen(NodeError):

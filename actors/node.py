@@ -9,6 +9,9 @@ made earlier designs slow; here threads are started only when every actor is bus
 A node actor whose node overran its timeout is abandoned: a Python thread cannot be killed,
 so its run is marked abandoned, `ctx.cancelled` is set, a replacement actor is started, and
 the stuck actor retires as soon as (if ever) its function returns. It is never reused.
+A node with `max_stuck_runs` runs stuck so is not called again until one returns: its next
+runs fail at once with `NodeStuck` (a node that hangs on every run would otherwise hold a
+new thread per run, until the OS refused threads to every workflow).
 """
 
 from __future__ import annotations
@@ -24,7 +27,13 @@ import pykka
 
 from actors._compat import EngineActorBase, ReleasingEnvelope, context_setters, stop_envelope
 from actors.emergency import EmergencyGate
-from actors.errors import ConditionError, CoroutineReturned, NodeThreadUnavailable, describe
+from actors.errors import (
+    ConditionError,
+    CoroutineReturned,
+    NodeStuck,
+    NodeThreadUnavailable,
+    describe,
+)
 from actors.guards import cache_entry
 from actors.logs import get_logger
 from actors.messages import NodeDone, RunNode
@@ -57,13 +66,15 @@ class NodeActor(EngineActorBase):
     direct: ClassVar[frozenset[type]] = frozenset({RunNode})
 
     def __init__(self, shared: queue.SimpleQueue[Any], supervisor_inbox: Any,
-                 gate: EmergencyGate, lock: threading.Lock, slot: Slot) -> None:
+                 gate: EmergencyGate, lock: threading.Lock, slot: Slot,
+                 stuck: StuckRuns) -> None:
         super().__init__()
         cast(SharedInbox, self.actor_inbox).bind(shared)
         self._reply = supervisor_inbox.put
         self._gate = gate
         self._lock = lock
         self._slot = slot
+        self._stuck = stuck
 
     def on_start(self) -> None:
         # Every log line a node function writes carries its execution (structlog
@@ -97,6 +108,8 @@ class NodeActor(EngineActorBase):
         try:
             if node.category == "action":
                 self._gate.action_begun()
+            if self._stuck.counts:  # (empty but for a node that hangs)
+                self._stuck.check(run, self._gate)
             value = node.fn(run)
             if type(value) is _COROUTINE:  # an async def called without await
                 _refuse_coroutine(value, node.id)
@@ -199,6 +212,38 @@ CHECK_S = 0.002
 REFUSED_RETRY_S = 0.1
 
 
+class StuckRuns:
+    """Per node (workflow id, node id), its runs abandoned still running: written by the
+    supervisor (abandon, retire), read by the node actors before they call a function."""
+
+    __slots__ = ("counts", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def add(self, run: Any, change: int) -> None:
+        key = (run.workflow_id, run.node_id)
+        left = self.counts.get(key, 0) + change
+        if left > 0:
+            self.counts[key] = left
+        else:
+            self.counts.pop(key, None)
+
+    def check(self, run: Any, gate: EmergencyGate) -> None:
+        """Raise NodeStuck, instead of calling it, if `run`'s node is at the limit (it was
+        admitted: its node_started is out; an action's committed intent is marked never
+        called, so it needs no reconciliation)."""
+        stuck = self.counts.get((run.workflow_id, run.node_id), 0)
+        if stuck < self.limit:
+            return
+        if run.node.category == "action" and gate.intents is not None:
+            gate.intents.not_started(run, f"{stuck} runs of the node were stuck")
+        raise NodeStuck(f"node {run.node_id!r} not run: {stuck} of its runs are still stuck "
+                        "past their timeout (a thread cannot be killed); it runs again once "
+                        "one returns")
+
+
 class Slot:
     """What one node actor is doing, for the pool's growth check: when its run began."""
 
@@ -220,7 +265,8 @@ class NodePool:
     start once threads can be made again.
     """
 
-    def __init__(self, supervisor_inbox: Any, gate: EmergencyGate, *, max_actors: int) -> None:
+    def __init__(self, supervisor_inbox: Any, gate: EmergencyGate, *, max_actors: int,
+                 max_stuck_runs: int) -> None:
         self._supervisor_inbox = supervisor_inbox
         self._gate = gate
         self.max_actors = max_actors
@@ -236,6 +282,8 @@ class NodePool:
         self.busy = 0
         self.started = 0
         self.abandoned = 0
+        #: Abandoned runs still running, per node.
+        self.stuck = StuckRuns(max_stuck_runs)
         #: Why the last actor start failed; None once one starts again.
         self._start_error: str | None = None
 
@@ -281,7 +329,7 @@ class NodePool:
         slot = Slot()
         try:
             actor = NodeActor.start(self._shared, self._supervisor_inbox, self._gate,
-                                    self._lock, slot)
+                                    self._lock, slot, self.stuck)
         except Exception as exc:  # noqa: BLE001 - RuntimeError: can't start new thread
             refused_before, self._start_error = self._start_error, describe(exc)
             if refused_before is None and self.capacity:
@@ -311,6 +359,7 @@ class NodePool:
         self.busy -= 1
         self.capacity -= 1
         self.abandoned += 1
+        self.stuck.add(run, 1)
         if self.busy > self.capacity:  # runs are waiting: replace the stuck actor now
             self._start_actor()
         return True
@@ -318,6 +367,7 @@ class NodePool:
     def retired(self, run: Any) -> None:
         """An abandoned run's function came back; its actor has retired."""
         self._members.pop(run.slot, None)
+        self.stuck.add(run, -1)
 
     @property
     def size(self) -> int:

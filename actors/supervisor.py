@@ -82,7 +82,7 @@ class SupervisorActor(Overruns, EngineActorBase):
                  admission: Admission, resilience: ResilienceConfig, clock: Clock,
                  cache: ProviderCache, risk: Callable[..., dict[str, Any]],
                  record: Callable[[ExecutionResult], None], node_actors: int,
-                 reaper: Reaper) -> None:
+                 reaper: Reaper, max_stuck_runs: int) -> None:
         super().__init__()
         self._sink = sink
         self._gate = gate
@@ -91,6 +91,7 @@ class SupervisorActor(Overruns, EngineActorBase):
         self._risk = risk
         self._record = record
         self._node_actors = node_actors
+        self._max_stuck_runs = max_stuck_runs
         self._breaker_guard = BreakerGuard(breakers)
         self._guards = (self._breaker_guard, CacheGuard(cache))
         self._restart = RestartGuard(resilience)
@@ -120,7 +121,8 @@ class SupervisorActor(Overruns, EngineActorBase):
         }
 
     def on_start(self) -> None:
-        self._pool = NodePool(self.actor_inbox, self._gate, max_actors=self._node_actors)
+        self._pool = NodePool(self.actor_inbox, self._gate, max_actors=self._node_actors,
+                              max_stuck_runs=self._max_stuck_runs)
 
     def on_receive(self, message: Any) -> Any:
         handler = self._handlers.get(type(message))

@@ -357,6 +357,7 @@ COUNT_RANGES = [
     ("daemon", "max_queued_executions", 0, 10_000_000),
     ("daemon", "supervisors", 1, 1024),
     ("daemon", "node_actors", 1, 10_000),
+    ("daemon", "max_stuck_runs_per_node", 1, 10_000),
     ("resilience", "max_restarts", 0, 1000),
     ("resilience", "breaker_failure_threshold", 1, 1_000_000),
     ("journal", "keep_events", 1, 10 ** 12),
