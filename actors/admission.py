@@ -6,13 +6,18 @@ from __future__ import annotations
 import heapq
 import threading
 from collections import Counter
+from collections.abc import Callable
 from itertools import count
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from actors.machine import Execution
 
-RUN, QUEUED, OVERLOADED = "run", "queued", "overloaded"
+RUN, QUEUED, OVERLOADED, HALTED = "run", "queued", "overloaded", "halted"
+
+
+def _never() -> bool:
+    return False
 
 
 class Admission:
@@ -28,13 +33,22 @@ class Admission:
         self.running = 0
         #: Finished executions by terminal status, for status and metrics.
         self.counts: Counter[str] = Counter()
+        #: Halts that drained the queue so far (see `Execution.admitted_in`).
+        self.halts = 0
 
     @property
     def queued(self) -> int:
         return len(self._queue) - len(self._cancelled)
 
-    def admit(self, execution: Execution) -> str:
+    def admit(self, execution: Execution, *, halted: Callable[[], bool] = _never) -> str:
+        """RUN, QUEUED, OVERLOADED, or HALTED: `halted()` is asked under the lock a halt's
+        drain takes, so a submit that saw no HALT before a halt drained the queue is not
+        queued after it (it would run after a resume)."""
         with self._lock:
+            if halted():
+                self.counts["refused"] += 1
+                return HALTED
+            execution.admitted_in = self.halts
             if self.running < self.max_running:
                 self.running += 1
                 return RUN
@@ -87,9 +101,13 @@ class Admission:
                     return execution
             return None
 
-    def drain_queued(self) -> list[Execution]:
-        """Take every queued execution out (halt, stop); each then holds a running slot."""
+    def drain_queued(self, *, halt: bool = False) -> list[Execution]:
+        """Take every queued execution out (halt, stop); each then holds a running slot.
+        A halt's also makes every execution admitted before it one to end halted when a
+        supervisor starts it (`halts`)."""
         with self._lock:
+            if halt:
+                self.halts += 1
             drained = [e for _, _, e in sorted(self._queue) if e.id not in self._cancelled]
             self._queue.clear()
             self._cancelled.clear()

@@ -167,12 +167,12 @@ class EmergencyActor(EngineActorBase):
             ending = Ending.halted(reason)
             end = EndExecutions(ending)
             futures = [sup.ask(end, block=False) for sup in self._supervisors]
-            for i, execution in enumerate(self._admission.drain_queued()):
+            for i, execution in enumerate(self._admission.drain_queued(halt=True)):
                 # Ended halted when its supervisor takes it, whatever the state is by then:
                 # an operator's resume (or reduce-only) that lands before the supervisor
-                # gets to it must not run work that was queued at the halt.
-                if not execution.exempt_from_halt:
-                    execution.ending_on_start = ending
+                # gets to it must not run work that was queued at the halt. (One admitted
+                # to run but not started yet is ended so by its supervisor: `halts`.)
+                execution.ending_on_start = ending  # (on-halt hooks are never queued)
                 self._supervisors[i % len(self._supervisors)].tell(StartExecution(execution))
             _acknowledged(futures, self._ack_timeout_s)
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import pykka
 
-from actors.admission import OVERLOADED, RUN, Admission
+from actors.admission import HALTED, OVERLOADED, RUN, Admission
 from actors.breaker import BreakerRegistry
 from actors.cache import ProviderCache
 from actors.clock import Clock
@@ -215,7 +215,10 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry, EngineLifecycle):
             self.admission.count_refused()
             self._resolve_refused(exe, "submit refused: the engine is in HALT", "Halted")
             return handle
-        verdict = self.admission.admit(exe)
+        verdict = self.admission.admit(exe, halted=self._in_halt)
+        if verdict is HALTED:
+            self._resolve_refused(exe, "submit refused: the engine is in HALT", "Halted")
+            return handle
         if verdict is not OVERLOADED and self._durable is not None:
             handle.recorded = self._durable.record_submitted(exe)
         if verdict is RUN:
@@ -228,6 +231,9 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry, EngineLifecycle):
             self._resolve_refused(exe, "submit refused: the admission queue is full",
                                   "Overloaded")
         return handle
+
+    def _in_halt(self) -> bool:
+        return self.gate.state is EmergencyState.HALT
 
     def _resolve_refused(self, exe: Execution, error: str, error_type: str) -> None:
         handle = exe.handle

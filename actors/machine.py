@@ -48,11 +48,11 @@ class Execution:
     read by the gate under the sequencing lock)."""
 
     __slots__ = (
-        "__weakref__", "attempts", "bot_id", "closed", "completed", "ending_on_start", "errors",
-        "exempt_from_halt", "finished", "handle", "head", "id", "inputs", "node_status",
-        "outputs", "past_deadline", "priority", "remaining", "restarts", "runs", "shown_inputs",
-        "shown_outputs", "started_event", "started_mono", "status", "strategy_id",
-        "workflow",
+        "__weakref__", "admitted_in", "attempts", "bot_id", "closed", "completed",
+        "ending_on_start", "errors", "exempt_from_halt", "finished", "handle", "head", "id",
+        "inputs", "node_status", "outputs", "past_deadline", "priority", "remaining",
+        "restarts", "runs", "shown_inputs", "shown_outputs", "started_event", "started_mono",
+        "status", "strategy_id", "workflow",
     )
 
     def __init__(self, *, execution_id: str, workflow: Workflow, inputs: Mapping[str, Any],
@@ -103,6 +103,9 @@ class Execution:
         self.ending_on_start: Ending | None = None
         #: An on-halt hook: it runs in HALT (its actions count as reducing risk).
         self.exempt_from_halt = False
+        #: How many halts had drained the queue when it was admitted (`Admission.halts`):
+        #: one that starts after another halt was admitted before it, and ends halted.
+        self.admitted_in = 0
 
     def holds_user_objects(self) -> bool:
         """Whether an input or an output is not plain data (`packing.event_form` made it a

@@ -241,6 +241,11 @@ class SupervisorActor(Overruns, EngineActorBase):
         now = self._clock.monotonic()
         self._live[exe.id] = exe
         started = exe.start(now)
+        if (exe.ending_on_start is None and exe.admitted_in != self._admission.halts
+                and not exe.exempt_from_halt):
+            # Admitted before a halt that came before its start (a resume may have come
+            # since): it was running at the halt, as far as anyone was told.
+            exe.ending_on_start = Ending.halted("the engine was halted before it started")
         if exe.ending_on_start is not None:
             self._close(exe, exe.ending_on_start, [started], queued=True)
             return

@@ -201,6 +201,7 @@ class AttemptDeadline(httpx.BaseTransport):
         return self._transport.handle_request(request)
 
     def close(self) -> None:
+        self._desynced.flush(now=True)  # what the throttle held back, told at the stop
         self._transport.close()
 
 

@@ -401,6 +401,75 @@ def test_queued_executions_end_halted_even_if_a_resume_beats_their_supervisor(
     assert probe.count("p_in") == 1
 
 
+def test_a_submit_that_saw_no_halt_yet_is_refused_if_admitted_after_its_drain(
+        make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its HALT check passed before the halt; it reached admission after the halt took the
+    queue, and returned while halted: it is refused, never run after the resume."""
+    busy, free = threading.Event(), threading.Event()
+    start = SupervisorActor._start
+
+    def busy_start(self: SupervisorActor, exe: Any) -> None:
+        if busy.is_set():
+            free.wait(WAIT_S)
+        start(self, exe)
+
+    monkeypatch.setattr(SupervisorActor, "_start", busy_start)
+    engine = make_engine(daemon_config(1))
+    inside, go = threading.Event(), threading.Event()
+    admit = engine.admission.admit
+
+    def late_admit(exe: Any, **options: Any) -> str:
+        inside.set()
+        go.wait(WAIT_S)
+        return admit(exe, **options)
+
+    monkeypatch.setattr(engine.admission, "admit", late_admit)
+    handles: list[ExecutionHandle] = []
+    submitter = threading.Thread(target=lambda: handles.append(
+        engine.submit(Workflow("late", nodes=[Node("n", lambda ctx: 1)]))))
+    submitter.start()
+    assert inside.wait(WAIT_S)
+    engine.halt("stop everything")
+    busy.set()
+    go.set()
+    submitter.join(WAIT_S)
+    engine.resume("back")
+    free.set()
+    result = handles[0].result(timeout=WAIT_S)
+    assert result.status == "refused" and result.error_type == "Halted", result
+
+
+def test_an_execution_admitted_before_a_halt_and_started_after_it_ends_halted(
+        make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Admitted to run (a free slot) before the halt, but its supervisor was told only after
+    the halt and a resume: it counted as running at the halt, so it ends halted."""
+    engine = make_engine(daemon_config(2))
+    next_supervisor = engine._next_supervisor
+    telling, go = threading.Event(), threading.Event()
+
+    class LateTell:
+        def __init__(self, ref: Any) -> None:
+            self._ref = ref
+
+        def tell(self, message: Any) -> None:
+            telling.set()
+            go.wait(WAIT_S)
+            self._ref.tell(message)
+
+    monkeypatch.setattr(engine, "_next_supervisor", lambda: LateTell(next_supervisor()))
+    handles: list[ExecutionHandle] = []
+    submitter = threading.Thread(target=lambda: handles.append(
+        engine.submit(Workflow("late", nodes=[Node("n", lambda ctx: 1)]))))
+    submitter.start()
+    assert telling.wait(WAIT_S)  # admitted
+    engine.halt("stop everything")
+    engine.resume("back")
+    go.set()
+    submitter.join(WAIT_S)
+    result = handles[0].result(timeout=WAIT_S)
+    assert result.status == "halted", result
+
+
 def test_submit_while_halted_is_refused_and_resume_runs_again(engine: Engine,
                                                               recorder: Recorder) -> None:
     wf = quick_workflow()

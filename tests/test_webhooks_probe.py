@@ -226,10 +226,13 @@ def test_a_receiver_that_always_answers_twice_is_told_once_per_interval(
         with captured_logs() as entries:
             for seq in range(1, 5):
                 assert sender.deliver([{"seq": seq, "type": "daemon_started"}]).delivered
-        assert endpoint.connections == 4  # each desynced connection was closed
-        lines = [e for e in entries if e["event"] == "webhook_connection_desynced"]
-        assert len(lines) == 1, lines
-        assert lines[0]["webhook"] == "probe" and lines[0]["desynced_total"] == 1
+            assert endpoint.connections == 4  # each desynced connection was closed
+            lines = [e for e in entries if e["event"] == "webhook_connection_desynced"]
+            assert len(lines) == 1, lines
+            assert lines[0]["webhook"] == "probe" and lines[0]["desynced_total"] == 1
+            sender.client.close()  # the rest, held back, are told at the stop
+            lines = [e for e in entries if e["event"] == "webhook_connection_desynced"]
+            assert [line["desynced_total"] for line in lines] == [1, 3], lines
     finally:
         sender.client.close()
 
