@@ -29,6 +29,9 @@ PRUNE_RECORDS_PER_PASS = 500
 HISTORY_KEPT = 1000
 #: Seconds between retention passes while nothing is left over from the last one.
 PRUNE_INTERVAL_S = 0.25
+#: While retention is held (events due to go that an unresolved intent or a cursor keeps),
+#: `journal_retention_held` is logged at most this often.
+HELD_WARN_EVERY_S = 300.0
 #: How far the wall clock may run ahead of elapsed (monotonic) time between two passes
 #: before `keep_days` stops believing it: more than NTP's slewing or a small step, far less
 #: than a clock stepped a day or years ahead by mistake.
@@ -57,6 +60,11 @@ class Retention:
         self._believed: tuple[float, float] | None = None
         #: The wall clock is ahead of what `judged_time` believes (logged once per step).
         self.clock_ahead_s = 0.0
+        #: What keeps events retention would delete ("unresolved intent <key>", "cursor
+        #: <name>"), or None; and how many are kept so (by keep_events), at the last pass.
+        self.held_by: str | None = None
+        self.held_events = 0
+        self._held_logged_at: float | None = None
 
     def idle_s(self) -> float | None:
         """How long the idle writer may sleep: until the next pass is due."""
@@ -109,7 +117,7 @@ class Retention:
         if not self.enabled:
             return 0
         try:
-            hold = self._hold_seq(conn, committed_seq)
+            hold, holder = self._hold_seq(conn, committed_seq)
             rows = conn.execute("SELECT first_seq, last_seq, written_at FROM event_batches "
                                 "ORDER BY first_seq LIMIT ?", (PRUNE_ROWS_PER_PASS,)).fetchall()
             cut: tuple[int, int] | None = None
@@ -117,12 +125,15 @@ class Retention:
             old_seq = committed_seq - self.keep_events if self.keep_events is not None else -1
             old_wall = (self.judged_time() - self.keep_days * 86400.0
                         if self.keep_days is not None else None)
+            held = False
             for first, last, written_at in rows:
-                if last > hold or not (last <= old_seq
-                                       or (old_wall is not None and written_at < old_wall)):
+                due = last <= old_seq or (old_wall is not None and written_at < old_wall)
+                if last > hold or not due:
+                    held = due and holder is not None
                     break
                 cut = (first, last)
                 count += 1
+            self._note_held(holder if held else None, max(0, old_seq - hold))
             first_kept = cut[1] + 1 if cut is not None else (
                 rows[0][0] if rows else committed_seq + 1)
             refused = self._prune_refused(conn)
@@ -193,19 +204,37 @@ class Retention:
         self._believed = (wall, mono)
         return wall
 
-    def _hold_seq(self, conn: sqlite3.Connection, committed_seq: int) -> int:
+    def _note_held(self, holder: str | None, kept: int) -> None:
+        """Retention is held by `holder` (None: not held): the file grows past keep_events
+        until it lets go, so say so (status, metrics, a warning now and then)."""
+        self.held_by, self.held_events = holder, kept if holder is not None else 0
+        if holder is None:
+            self._held_logged_at = None
+            return
+        now = time.monotonic()
+        if self._held_logged_at is None or now - self._held_logged_at >= HELD_WARN_EVERY_S:
+            self._held_logged_at = now
+            log.warning("journal_retention_held", held_by=holder, held_events=self.held_events,
+                        note="retention keeps these events until it lets go: resolve the "
+                             "intent, or mend or remove the webhook endpoint")
+
+    def _hold_seq(self, conn: sqlite3.Connection, committed_seq: int) -> tuple[int, str | None]:
         """Rows whose last_seq is above this stay: the newest row (it carries last_seq
-        across restarts), a registered cursor's unread events, an unresolved intent's."""
+        across restarts), a registered cursor's unread events, an unresolved intent's.
+        Also what holds them there, if a cursor or an intent does."""
         newest = conn.execute(
             "SELECT first_seq FROM event_batches ORDER BY first_seq DESC LIMIT 1").fetchone()
         hold = (newest[0] - 1) if newest else committed_seq
-        if self.cursors:
-            hold = min(hold, *self.cursors.values())
-        oldest_intent = conn.execute(
-            "SELECT min(seq_at) FROM intents WHERE outcome IS NULL").fetchone()[0]
-        if oldest_intent is not None:  # its seq_at event stays, and everything after it
-            hold = min(hold, int(oldest_intent) - 1)
-        return int(hold)
+        holder: str | None = None
+        for name, seq in self.cursors.items():
+            if seq < hold:
+                hold, holder = seq, f"cursor {name}"
+        oldest = conn.execute("SELECT seq_at, idempotency_key FROM intents WHERE outcome IS "
+                              "NULL ORDER BY seq_at LIMIT 1").fetchone()
+        if oldest is not None and int(oldest[0]) - 1 < hold:
+            # its seq_at event stays, and everything after it
+            hold, holder = int(oldest[0]) - 1, f"unresolved intent {oldest[1]}"
+        return int(hold), holder
 
 
 def rollback(conn: sqlite3.Connection) -> None:

@@ -378,6 +378,8 @@ class JournalWriter:
             "committed_seq": self.committed_seq,
             "pruned_rows": self.retention.pruned_rows,
             "clock_ahead_s": round(self.retention.clock_ahead_s, 3),
+            "retention_held_by": self.retention.held_by,
+            "retention_held_events": self.retention.held_events,
             "events_cut": self.builder.codec.events_cut,
         }
 

@@ -101,13 +101,22 @@ def test_a_registered_cursor_holds_retention_back(tmp_path: Path) -> None:
         seq = Sequencer(journal)
         journal.register_cursor("hook", 100)
         commit_rows(journal, seq, 50)                       # seqs 1..250, rows of 5
-        assert journal.prune()
+        with captured_logs() as logs:
+            assert journal.prune()
         assert journal.first_seq() == 101                  # 101.. not passed by "hook"
+        # Told: status, metrics and a warning (101..240 are past keep_events).
+        stats = journal.stats()
+        assert (stats["retention_held_by"], stats["retention_held_events"]) == (
+            "cursor hook", 140)
+        assert [(line["held_by"], line["held_events"]) for line in logs
+                if line["event"] == "journal_retention_held"] == [("cursor hook", 140)]
         assert journal.replay(0, limit=1)["events"][0]["seq"] == 101
         journal.register_cursor("hook", 200)
         assert journal.prune() and journal.first_seq() == 201
         journal.unregister_cursor("hook")
         assert journal.prune() and journal.first_seq() == 241   # keep_events alone
+        stats = journal.stats()
+        assert (stats["retention_held_by"], stats["retention_held_events"]) == (None, 0)
         assert journal.replay(1, limit=5)["first_seq"] == 241
     with Journal.open(tmp_path) as journal:
         assert journal.recovery.cursors == {}
@@ -123,6 +132,7 @@ def test_an_unresolved_intent_holds_retention_back(tmp_path: Path) -> None:
         commit_rows(journal, seq, 30)                       # 101..250
         assert journal.prune() and journal.first_seq() == 96  # the row holding seq_at 100
         assert [i["seq_at"] for i in journal.intents()] == [100]
+        assert journal.stats()["retention_held_by"] == f"unresolved intent {key}"
         journal.resolve_intent(key, "not_filled")
         assert journal.prune() and journal.first_seq() == 241
         assert journal.intents(unresolved=False) == []  # resolved, its events gone: pruned

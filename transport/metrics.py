@@ -354,7 +354,10 @@ class TradeloomCollector(Collector):
             _gauge("tradeloom_journal_failing", "1 while journal writes fail (the engine is "
                    "halted)", 1 if stats["failing"] else 0),
             _counter("tradeloom_journal_pruned_rows_total", "Event rows removed by "
-                     "retention", stats["pruned_rows"])]
+                     "retention", stats["pruned_rows"]),
+            _gauge("tradeloom_journal_retention_held_events", "Events retention would "
+                   "prune that an unresolved intent or a webhook's cursor keeps",
+                   stats["retention_held_events"])]
 
     def _triggers(self, engine: Engine, status: dict[str, Any]) -> list[Metric]:
         triggers = self._parts.triggers
