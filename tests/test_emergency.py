@@ -372,12 +372,11 @@ def test_queued_executions_end_halted_without_starting(make_engine: EngineFactor
     assert engine.status()["queued"] == 0
 
 
-def test_queued_executions_end_halted_even_if_a_resume_beats_their_supervisor(
-        make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The halt hands the queued executions to the supervisors and returns; a resume that
-    lands before a (busy) supervisor takes them must not let them run."""
-    busy = threading.Event()
-    free = threading.Event()
+def busy_supervisors(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event,
+                                                               threading.Event]:
+    """(busy, free): once `busy` is set, a supervisor taking an execution to start waits
+    for `free` first, as one busy with a backlog does."""
+    busy, free = threading.Event(), threading.Event()
     start = SupervisorActor._start
 
     def busy_start(self: SupervisorActor, exe: Any) -> None:
@@ -386,6 +385,14 @@ def test_queued_executions_end_halted_even_if_a_resume_beats_their_supervisor(
         start(self, exe)
 
     monkeypatch.setattr(SupervisorActor, "_start", busy_start)
+    return busy, free
+
+
+def test_queued_executions_end_halted_even_if_a_resume_beats_their_supervisor(
+        make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The halt hands the queued executions to the supervisors and returns; a resume that
+    lands before a (busy) supervisor takes them must not let them run."""
+    busy, free = busy_supervisors(monkeypatch)
     probe = Probe()
     engine = make_engine(daemon_config(1))
     wf = blocking_workflow(probe)
@@ -405,15 +412,7 @@ def test_a_submit_that_saw_no_halt_yet_is_refused_if_admitted_after_its_drain(
         make_engine: EngineFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Its HALT check passed before the halt; it reached admission after the halt took the
     queue, and returned while halted: it is refused, never run after the resume."""
-    busy, free = threading.Event(), threading.Event()
-    start = SupervisorActor._start
-
-    def busy_start(self: SupervisorActor, exe: Any) -> None:
-        if busy.is_set():
-            free.wait(WAIT_S)
-        start(self, exe)
-
-    monkeypatch.setattr(SupervisorActor, "_start", busy_start)
+    busy, free = busy_supervisors(monkeypatch)
     engine = make_engine(daemon_config(1))
     inside, go = threading.Event(), threading.Event()
     admit = engine.admission.admit
