@@ -133,7 +133,12 @@ class Retention:
                     break
                 cut = (first, last)
                 count += 1
-            self._note_held(holder if held else None, max(0, old_seq - hold))
+            due_to = old_seq
+            if held and old_wall is not None:  # due by age too: how far
+                aged = conn.execute("SELECT max(last_seq) FROM event_batches WHERE "
+                                    "written_at < ?", (old_wall,)).fetchone()[0]
+                due_to = max(due_to, int(aged or 0))
+            self._note_held(holder if held else None, max(0, due_to - hold))
             first_kept = cut[1] + 1 if cut is not None else (
                 rows[0][0] if rows else committed_seq + 1)
             refused = self._prune_refused(conn)
@@ -208,9 +213,8 @@ class Retention:
         """Retention is held by `holder` (None: not held): the file grows past keep_events
         until it lets go, so say so (status, metrics, a warning now and then)."""
         self.held_by, self.held_events = holder, kept if holder is not None else 0
-        if holder is None:
-            self._held_logged_at = None
-            return
+        if holder is None:  # (the time of the last line is kept: a hold that comes and
+            return          # goes with a cursor's lag is told every 5 minutes, no more)
         now = time.monotonic()
         if self._held_logged_at is None or now - self._held_logged_at >= HELD_WARN_EVERY_S:
             self._held_logged_at = now

@@ -145,6 +145,12 @@ def test_keep_days_prunes_by_age(tmp_path: Path) -> None:
         commit_rows(journal, seq, 10)                       # 1..50, written "2 days ago"
         clock.advance(2 * 86400)
         commit_rows(journal, seq, 10)                       # 51..100
+        journal.register_cursor("hook", 10)
+        assert journal.prune() and journal.first_seq() == 11
+        stats = journal.stats()  # 11..50 are due by age, held by the cursor
+        assert (stats["retention_held_by"], stats["retention_held_events"]) == (
+            "cursor hook", 40)
+        journal.unregister_cursor("hook")
         assert journal.prune() and journal.first_seq() == 51
         clock.advance(0.5 * 86400)
         assert journal.prune() and journal.first_seq() == 51
