@@ -64,11 +64,6 @@ class Admission:
         with self._lock:
             self.running += 1
 
-    def count_refused(self) -> None:
-        """A submission was refused before reaching admission (HALT)."""
-        with self._lock:
-            self.counts["refused"] += 1
-
     def finish(self, status: str) -> Execution | None:
         """One running execution ended; returns the next one to start, if any."""
         with self._lock:

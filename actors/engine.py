@@ -211,10 +211,7 @@ class Engine(EmergencyControls, JournalSide, WorkflowRegistry, EngineLifecycle):
                         bot_id=bot_id if bot_id is not None else default_bot,
                         strategy_id=strategy_id if strategy_id is not None else default_strategy,
                         priority=priority, handle=handle)
-        if self.gate.state is EmergencyState.HALT:
-            self.admission.count_refused()
-            self._resolve_refused(exe, "submit refused: the engine is in HALT", "Halted")
-            return handle
+        # HALT is asked under the admission lock (a halt's drain takes it too).
         verdict = self.admission.admit(exe, halted=self._in_halt)
         if verdict is HALTED:
             self._resolve_refused(exe, "submit refused: the engine is in HALT", "Halted")

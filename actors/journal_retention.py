@@ -61,7 +61,8 @@ class Retention:
         #: The wall clock is ahead of what `judged_time` believes (logged once per step).
         self.clock_ahead_s = 0.0
         #: What keeps events retention would delete ("unresolved intent <key>", "cursor
-        #: <name>"), or None; and how many are kept so (by keep_events), at the last pass.
+        #: <name>"), or None; and how many are kept so (due by keep_events or keep_days),
+        #: at the last pass.
         self.held_by: str | None = None
         self.held_events = 0
         self._held_logged_at: float | None = None
