@@ -25,7 +25,6 @@ import math
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -34,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tests.ports import PORT_RETRIES, free_port, fresh_address, replaced, taken_address
 from transport.client import ClientKeys, ControlClient, DaemonUnreachable
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,17 +43,6 @@ READY_S = 30.0
 #: How long a SIGTERMed daemon may take to exit (its shutdown grace comes on top).
 STOP_S = 20.0
 
-
-#: How many times a first start is tried again on fresh ports after a port in use.
-PORT_RETRIES = 3
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def child_env() -> dict[str, str]:
@@ -175,10 +164,9 @@ class DaemonProcess:
     def start(self, timeout: float = READY_S) -> DaemonProcess:
         """Start and wait until the control socket answers a ping.
 
-        `free_port()` cannot reserve a port: between the probe and the daemon's bind, any
-        process on the machine (another test run, an outgoing connection) may take it. A
-        first start refused for a port in use is tried again on fresh ports (only those
-        free_port picked); a restart keeps its ports, as a restart must."""
+        A first start refused for a port in use (any of its config's `127.0.0.1:PORT`
+        addresses: tests/ports.py says why a probed port can be taken) is tried again with
+        that address moved to a fresh port; a restart keeps its ports, as a restart must."""
         first_start = self.runs == 0
         for attempt in range(PORT_RETRIES + 1):
             self.spawn()
@@ -186,22 +174,18 @@ class DaemonProcess:
                 self.wait_ready(timeout)
                 return self
             except AssertionError:
-                if not first_start or attempt == PORT_RETRIES or not self._port_taken():
+                exited_2 = self.proc is not None and self.proc.returncode == 2
+                taken = taken_address(self.stderr()) if exited_2 else None
+                if not first_start or attempt == PORT_RETRIES or taken is None:
                     raise
-                self._pick_ports()
+                self._move(taken)
         return self
 
-    def _port_taken(self) -> bool:
-        return (self.proc is not None and self.proc.returncode == 2
-                and "Address already in use" in self.stderr())
-
-    def _pick_ports(self) -> None:
-        transport = self.config["transport"]
-        for which in ("events", "control"):
-            if transport[which] == getattr(self, which):
-                endpoint = f"tcp://127.0.0.1:{free_port()}"
-                transport[which] = endpoint
-                setattr(self, which, endpoint)
+    def _move(self, address: str) -> None:
+        fresh = fresh_address()
+        self.config = replaced(self.config, address, fresh)
+        self.events = replaced(self.events, address, fresh)
+        self.control = replaced(self.control, address, fresh)
         self.config_path.write_text(toml_text(self.config), encoding="utf-8")
 
     def wait_ready(self, timeout: float = READY_S) -> None:

@@ -9,7 +9,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -19,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from tests.ports import PORT_RETRIES, free_port, fresh_address, replaced, taken_address
 from transport.client import ClientKeys, ControlClient, DaemonUnreachable
 
 _SCRIPT = Path(sys.executable).parent / "tradeloom"
@@ -61,12 +61,6 @@ WORKFLOWS = textwrap.dedent("""
     ])
     slow = Workflow("cli_slow", nodes=[Node("nap", nap, timeout_s=30)])
 """)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def environment() -> dict[str, str]:
@@ -137,6 +131,36 @@ class DaemonProcess:
         self.starts = 0
 
     def start(self) -> None:
+        """Start it and wait until its control socket answers a ping.
+
+        A first start refused for a port in use that free_port() picked (tests/ports.py
+        says how a probed port can be taken) is tried again with that address moved to a
+        fresh port in the config file; a restart keeps its ports, as a restart must."""
+        first_start = self.starts == 0
+        for attempt in range(PORT_RETRIES + 1):
+            logged = self.log.stat().st_size if self.log.exists() else 0
+            try:
+                self._start_once()
+                return
+            except AssertionError:
+                exited_2 = self.proc is not None and self.proc.returncode == 2
+                taken = taken_address(self._log_since(logged)) if exited_2 else None
+                if not first_start or attempt == PORT_RETRIES or taken is None:
+                    raise
+                self._move(taken)
+
+    def _log_since(self, offset: int) -> str:
+        with self.log.open("rb") as log:
+            log.seek(offset)
+            return log.read().decode("utf-8", errors="replace")
+
+    def _move(self, address: str) -> None:
+        fresh = fresh_address()
+        self.config.write_text(replaced(self.config.read_text(), address, fresh))
+        self.control = replaced(self.control, address, fresh)
+        self.events = replaced(self.events, address, fresh)
+
+    def _start_once(self) -> None:
         self.starts += 1
         closing = ["sh", "-c", 'exec "$@" >&-', "sh"] if self.close_stdout else []
         if self.soft_open_files is not None:  # (no preexec_fn: unsafe in a threaded parent)
