@@ -121,6 +121,29 @@ def test_each_new_subscription_gets_its_own_heartbeat(publisher: Publisher) -> N
     assert publisher.stats()["subscriptions"] >= 2
 
 
+def test_subscriptions_minus_unsubscriptions_is_what_the_connections_hold(
+        publisher: Publisher) -> None:
+    """Two connections on the same topics, one unsubscribing and one closing: every
+    unsubscribe is counted (with XPUB_VERBOSE only the last subscriber's was, and the
+    subscriptions gauge grew with every subscriber that came and went)."""
+    def held() -> int:
+        stats = publisher.stats()
+        return stats["subscriptions"] - stats["unsubscriptions"]
+
+    first = sub_socket(publisher.endpoint, b"", b"node/")
+    second = sub_socket(publisher.endpoint, b"", b"node/")
+    try:
+        eventually(lambda: held() == 4, what="four subscriptions")
+        first.setsockopt(zmq.UNSUBSCRIBE, b"node/")
+        eventually(lambda: held() == 3, what="an unsubscribe beside another subscriber's")
+        second.close()
+        eventually(lambda: held() == 1, what="a closed connection's two subscriptions gone")
+    finally:
+        first.close()
+    eventually(lambda: held() == 0, what="nothing held")
+    assert publisher.stats()["unsubscriptions"] == 4
+
+
 def test_topics_and_filters_follow_the_event_type(log: FakeLog, publisher: Publisher) -> None:
     sock = sub_socket(publisher.endpoint, b"emergency/", b"system/heartbeat")
     try:

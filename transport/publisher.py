@@ -3,8 +3,9 @@
 One thread owns the socket. It waits on the `EventSource` for newly committed events and
 sends each as two frames, `[topic, msgpack payload]`, in seq order; it never blocks the
 engine (it only reads what is committed, and every send is `NOBLOCK`). It also sends
-`system/heartbeat` every `heartbeat_s` and at once when a subscription arrives (`XPUB_VERBOSE`
-hands it every subscribe message), so a subscriber knows when it is live without sleeping:
+`system/heartbeat` every `heartbeat_s` and at once when a subscription arrives (`XPUB_VERBOSER`
+hands it every subscribe and unsubscribe message, a closed connection's included), so a
+subscriber knows when it is live without sleeping:
 
     {"v": 1, "type": "heartbeat", "last_seq": <last seq sent>, "epoch": "<16 hex>",
      "timestamp": "...Z", "state": "NORMAL"}
@@ -158,7 +159,9 @@ class Publisher(ServerThread):
         socket.setsockopt(zmq.SNDHWM, self._sndhwm)
         socket.setsockopt(zmq.RCVHWM, 10_000)
         socket.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)
-        socket.setsockopt(zmq.XPUB_VERBOSE, 1)
+        # VERBOSER, not VERBOSE: VERBOSE passes every subscribe but an unsubscribe only when
+        # a topic's last subscriber goes, so the subscriptions gauge would only grow.
+        socket.setsockopt(zmq.XPUB_VERBOSER, 1)
         if self._nodrop:
             socket.setsockopt(zmq.XPUB_NODROP, 1)
 
