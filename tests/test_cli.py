@@ -268,7 +268,7 @@ def test_run_with_the_daemons_config_binds_no_socket_while_the_daemon_has_them(
     bind the publisher")."""
     import zmq
 
-    from tests.daemon_fixture import free_port
+    from tests.ports import free_port
 
     events, control = (f"tcp://127.0.0.1:{free_port()}" for _ in range(2))
     config = workdir / "daemon.toml"

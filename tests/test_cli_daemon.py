@@ -25,12 +25,12 @@ from tests.daemon_process import (
     DaemonProcess,
     LineReader,
     environment,
-    free_port,
     read_endpoints,
     run_cli,
     running_daemon,
     write_config,
 )
+from tests.ports import free_port
 from transport.cli_options import connect_endpoint
 from transport.client import ClientKeys
 

@@ -14,7 +14,7 @@ import pytest
 import zmq
 
 from actors import Config, Engine, Node, TradeloomError, Workflow
-from tests.daemon_fixture import free_port
+from tests.ports import free_port
 
 #: How long a socket test waits for a reply or an event before it fails.
 SOCKET_WAIT_MS = 5000

@@ -17,7 +17,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.daemon_fixture import ROOT, DaemonProcess, child_env, free_port
+from tests.daemon_fixture import ROOT, DaemonProcess, child_env
+from tests.ports import free_port
 from transport.errors import HaltedError
 
 DEADLINE_S = 20.0

@@ -24,7 +24,6 @@ from tests.daemon_fixture import (
     DaemonFleet,
     DaemonProcess,
     child_env,
-    free_port,
     replay_all,
     submit_many,
     toml_text,
@@ -32,6 +31,7 @@ from tests.daemon_fixture import (
     wait_started,
     wait_until,
 )
+from tests.ports import free_port
 from transport.client import (
     BadRequestError,
     ClientKeys,

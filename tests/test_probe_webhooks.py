@@ -17,7 +17,7 @@ from actors.engine import Engine
 from actors.errors import ConfigError, NotFound
 from actors.webhook import WebhookManager
 from tests.conftest import EngineFactory
-from tests.daemon_fixture import free_port
+from tests.ports import free_port
 from tests.test_webhooks import Sleeps, emit, hook
 from tests.test_webhooks_probe import deliver_within, sender_for
 from tests.webhook_server import EndpointServer

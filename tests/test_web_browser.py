@@ -23,7 +23,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.daemon_fixture import DaemonProcess, free_port
+from tests.daemon_fixture import DaemonProcess
+from tests.ports import free_port
 from transport.control_client import ControlClient
 
 TOKEN = "browser-test-token-4f1c"

@@ -18,10 +18,10 @@ from tests.daemon_fixture import (
     DaemonFleet,
     DaemonProcess,
     child_env,
-    free_port,
     toml_text,
     wait_idle,
 )
+from tests.ports import free_port
 from tests.webhook_server import EndpointServer
 
 SECRET_ENV = "TL_TEST_HOOK_SECRET"
