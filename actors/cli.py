@@ -9,6 +9,7 @@ import json
 import math
 import os
 import re
+import shlex
 import shutil
 import sys
 import threading
@@ -144,8 +145,9 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     daemon.install_signal_handlers()
     daemon.start()
     if args.log_format == "console":
+        events, control = daemon.bound_endpoints()  # a `*` port as the OS picked it
         print(f"tradeloom daemon {VERSION} running (pid {os.getpid()}): events "
-              f"{daemon.transport.events}, control {daemon.transport.control}, journal "
+              f"{events}, control {control}, journal "
               f"{daemon.config.daemon.data_dir}/journal.db. Ctrl-C stops it.\n"
               + _halted_note(daemon)
               + f"Watch it from a second terminal:  {tail_command(args.config, daemon)}"
@@ -169,8 +171,11 @@ def _halted_note(daemon: Any) -> str:
 
 
 def tail_command(config_path: str, daemon: Any) -> str:
-    """The `tradeloom tail` command line that reaches this daemon, as a person types it."""
+    """The `tradeloom tail` command line that reaches this daemon, as a person types it:
+    `--config` for a config's endpoints (and its [client] keys), and the bound endpoints
+    as flags where the config's cannot be connected to (a `*` port)."""
     from actors.config import TransportConfig
+    from transport.cli_options import connect_endpoint
 
     script = Path(sys.argv[0])
     program = "tradeloom"
@@ -178,9 +183,14 @@ def tail_command(config_path: str, daemon: Any) -> str:
         program = str(script) if script.is_absolute() else os.path.relpath(script)
         program = program if os.sep in program else f".{os.sep}{program}"
     defaults = TransportConfig()
-    same = (daemon.transport.events, daemon.transport.control) == (defaults.events,
-                                                                   defaults.control)
-    return f"{program} tail" + ("" if same else f" --config {config_path}")
+    configured = (daemon.transport.events, daemon.transport.control)
+    command = [program, "tail"]
+    if configured != (defaults.events, defaults.control):
+        command += ["--config", shlex.quote(config_path)]
+    events, control = (connect_endpoint(e) for e in daemon.bound_endpoints())
+    if (events, control) != tuple(connect_endpoint(e) for e in configured):
+        command += ["--control", control, "--events", events]
+    return " ".join(command)
 
 
 class Parser(argparse.ArgumentParser):

@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import time
@@ -466,6 +467,36 @@ def test_the_make_run_config_serves_status_and_completed_executions(tmp_path: Pa
     log = daemon.log.read_text()
     assert f"tradeloom tail --config {config}" in log
     assert not (elsewhere / ".tradeloom").exists()
+
+
+def test_the_banner_of_a_daemon_on_os_picked_ports_names_them_and_a_command_that_connects(
+        tmp_path: Path) -> None:
+    """`*` ports: the console banner said `events tcp://127.0.0.1:*` and suggested
+    `tail --config FILE`, which cannot connect to a `*` port (exit 2)."""
+    config = write_config(tmp_path)
+    config.write_text(re.sub(r'tcp://127\.0\.0\.1:\d+', "tcp://127.0.0.1:*", config.read_text()))
+    log = tmp_path / "console.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([*TRADELOOM, "--log-format", "console", "daemon", "--config",
+                                 str(config)], env=environment(), stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while "second terminal:" not in log.read_text():
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "no banner within 30 s"
+            time.sleep(0.05)
+        banner = log.read_text()
+        assert ":*" not in banner
+        command = shlex.split(banner.split("second terminal:", 1)[1].splitlines()[0])
+        assert Path(command[0]).name == "tradeloom" and command[1] == "tail", command
+        assert "--control" in command and "--events" in command, command
+        status = run_cli("status", "--json", *command[2:], timeout=30)
+        assert ok_json(status)["state"] == "NORMAL"
+        assert command[command.index("--control") + 1] in banner  # the banner's own
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
 
 
 def test_a_daemon_that_comes_back_halted_says_so_in_its_banner(tmp_path: Path) -> None:

@@ -102,6 +102,14 @@ class Daemon:
                  data_dir=self.config.daemon.data_dir, state=engine.state.value,
                  fd_limit=self.fd_limit)
 
+    def bound_endpoints(self) -> tuple[str, str]:
+        """(events, control) as bound, a `*` port as the OS picked it; as configured
+        before the sockets are bound."""
+        publisher, control = self.publisher, self.control
+        if publisher is None or control is None:
+            return self.transport.events, self.transport.control
+        return publisher.endpoint, control.endpoint
+
     @property
     def triggers(self) -> IntervalTriggers | None:
         """The engine's interval triggers (the metrics read them), once it is started."""
