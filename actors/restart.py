@@ -1,8 +1,11 @@
 """Restart strategies: which failures re-run a node, how often, and how long to wait.
 
-OTP's intensity/period: a node may be restarted `max_restarts` times within
-`restart_within_s`; more, and its last error is final. The waits come from tenacity's
-wait strategies, composed the tenacity way.
+A failed node is re-run at most `max_restarts` times in one execution, and only within
+`restart_within_s` of its first restart there; past either, its last error is final. Not
+OTP's sliding intensity/period: restarts spaced by the backoff (or by a `timeout_s` as long
+as the window) never fill a sliding window, so a node that always failed was re-run
+forever and its execution never ended. The waits come from tenacity's wait strategies,
+composed the tenacity way.
 """
 
 from __future__ import annotations
@@ -47,11 +50,11 @@ class RestartPolicy:
             return False
 
     def allows_restart(self, restart_times: list[float], now: float) -> bool:
-        """True if one more restart stays within the intensity; prunes old entries."""
-        horizon = now - self.restart_within_s
-        while restart_times and restart_times[0] < horizon:
-            restart_times.pop(0)
-        return len(restart_times) < self.max_restarts
+        """True if one more restart is allowed at `now`, given this node's restart times in
+        this execution: fewer than `max_restarts`, the first one within the window."""
+        if len(restart_times) >= self.max_restarts:
+            return False
+        return not restart_times or now - restart_times[0] <= self.restart_within_s
 
     def delay_s(self, restart_number: int) -> float:
         """The wait before restart number `restart_number` (1 for the first restart)."""

@@ -77,10 +77,11 @@ def quote_workflow(venue: Venue, *, workflow_id: str = "quotes", node_id: str = 
 
 
 def retrying_workflow(venue: Venue, *, backoff_s: float) -> Workflow:
-    """`quote_workflow`'s shape, its quote retried (10 times) after `backoff_s` each."""
+    """`quote_workflow`'s shape, its quote retried (10 times, for as long as they take)
+    after `backoff_s` each."""
     return Workflow("quotes", nodes=[
         Node("quote", venue, category="provider", breaker="binance", max_restarts=10,
-             backoff_min_s=backoff_s, backoff_max_s=backoff_s),
+             restart_within_s=1e6, backoff_min_s=backoff_s, backoff_max_s=backoff_s),
         Node("after", lambda ctx: "done", depends_on=["quote"]),
     ])
 

@@ -240,8 +240,22 @@ def test_restart_guard_allows_max_restarts_within_the_window_then_is_final() -> 
     assert first is not None and 1.0 <= first <= 4.0
     assert second is not None and 1.0 <= second <= 4.0
     assert guard.retry_delay_s(node, ConnectionError(), restarts, now=2.0) is None
-    assert guard.retry_delay_s(node, ConnectionError(), restarts, now=61.5) is not None
+    # Not a sliding window: restarts older than it still count (a node whose re-runs the
+    # backoff spaces out would otherwise be re-run forever).
+    assert guard.retry_delay_s(node, ConnectionError(), restarts, now=61.5) is None
+    assert restarts == [0.0, 1.0]
     assert guard.retry_delay_s(node, ValueError(), [], now=0.0) is None
+
+
+def test_restart_guard_is_final_past_the_window_from_the_first_restart() -> None:
+    guard = RestartGuard(ResilienceConfig(max_restarts=5, restart_within_s=10.0,
+                                          backoff_min_s=1.0, backoff_max_s=4.0))
+    node = Node("p", _noop, category="provider")
+    restarts: list[float] = []
+    assert guard.retry_delay_s(node, ConnectionError(), restarts, now=100.0) is not None
+    assert guard.retry_delay_s(node, ConnectionError(), restarts, now=110.0) is not None
+    assert guard.retry_delay_s(node, ConnectionError(), restarts, now=110.5) is None
+    assert restarts == [100.0, 110.0]
 
 
 def test_restart_guard_never_restarts_a_non_idempotent_action() -> None:

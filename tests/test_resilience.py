@@ -286,9 +286,10 @@ def test_intensity_exceeded_fails_with_the_last_error(make_engine: EngineFactory
     assert result.nodes["quote"]["attempts"] == 3
 
 
-def test_restarts_older_than_restart_within_s_do_not_count(make_engine: EngineFactory) -> None:
-    """max_restarts=1 within 10 s: a failure 11 s after the last restart may restart again,
-    one right after that restart may not."""
+def test_a_failure_past_restart_within_s_of_the_first_restart_is_final(
+        make_engine: EngineFactory) -> None:
+    """max_restarts=3 within 10 s: a failure 11 s after the node's first restart is final,
+    though only one of its three restarts was used."""
     clock = ManualClock()
     engine = make_engine(clock=clock)
     rec = recorded(engine)
@@ -300,19 +301,44 @@ def test_restarts_older_than_restart_within_s_do_not_count(make_engine: EngineFa
         raise outcomes.get(timeout=10)
 
     wf = Workflow("window", nodes=[
-        Node("quote", scripted, category="provider", max_restarts=1, restart_within_s=10.0,
+        Node("quote", scripted, category="provider", max_restarts=3, restart_within_s=10.0,
              backoff_min_s=0.0, backoff_max_s=0.0, timeout_s=1000.0)])
     handle = engine.submit(wf)
     eid = handle.execution_id
     outcomes.put(ConnectionError("one"))
     wait_count(rec, eid, "node_started", 2)       # restarted at once (no backoff)
-    clock.advance(11.0)                           # the first restart leaves the window
+    clock.advance(11.0)                           # the window since that restart is over
     outcomes.put(ConnectionError("two"))
-    wait_count(rec, eid, "node_started", 3)       # so a second restart is allowed
-    outcomes.put(ConnectionError("three"))        # but not a third within 10 s
     result = handle.result(timeout=5)
     assert (result.status, result.error, result.error_type) == (
-        "failed", "three", "ConnectionError")
+        "failed", "two", "ConnectionError")
+    assert calls.count == 2
+    assert [e["final"] for e in of_type(rec, eid, "node_failed")] == [False, True]
+
+
+def test_a_node_that_always_fails_ends_when_its_backoff_outlasts_the_window(
+        make_engine: EngineFactory) -> None:
+    """Re-runs spaced wider than restart_within_s never filled a sliding window: the node
+    was re-run forever and its execution never ended. Now max_restarts caps them."""
+    clock = ManualClock()
+    engine = make_engine(clock=clock)
+    rec = recorded(engine)
+    calls = Calls()
+
+    def down(ctx: NodeContext) -> None:
+        calls.note(ctx)
+        raise ConnectionError("exchange down")
+
+    wf = Workflow("spaced", nodes=[
+        Node("quote", down, category="provider", max_restarts=2, restart_within_s=60.0,
+             backoff_min_s=40.0, backoff_max_s=40.0, timeout_s=1000.0)])
+    handle = engine.submit(wf)
+    eid = handle.execution_id
+    for restarts in (1, 2):
+        wait_count(rec, eid, "node_retrying", restarts)
+        clock.advance(41.0)  # past the backoff (exactly 40 s: min = max)
+    result = handle.result(timeout=5)
+    assert (result.status, result.error_type) == ("failed", "ConnectionError")
     assert calls.count == 3
     assert [e["final"] for e in of_type(rec, eid, "node_failed")] == [False, False, True]
 
