@@ -1,4 +1,5 @@
 import decimal
+from typing import Any
 
 import msgpack
 import pytest
@@ -47,3 +48,16 @@ def test_a_frame_that_is_not_msgpack_is_refused_with_a_reason() -> None:
     # 0xc1 is never used by msgpack; its error's str() is empty, the reply must not be.
     with pytest.raises(CodecError, match=r"^not msgpack: \S"):
         decode_map(b"\xc1garbage")
+
+
+@pytest.mark.parametrize(("inner", "named"), [({1: 2}, "int"), ({(1, 2): 3}, "list"),
+                                              ({b"k": 1}, None)])
+def test_a_nested_map_with_a_key_that_is_not_a_string_says_so(inner: dict[Any, Any],
+                                                              named: str | None) -> None:
+    """Valid msgpack: the reason is the key, not "not msgpack"."""
+    frame = msgpack.packb({"op": "submit", "inputs": inner}, use_bin_type=True)
+    if named is None:  # bytes keys are msgpack's to allow (str keys' old raw form)
+        assert decode_map(frame)["inputs"] == inner
+        return
+    with pytest.raises(CodecError, match=rf"^map keys must be strings, not {named}$"):
+        decode_map(frame)

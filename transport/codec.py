@@ -8,6 +8,7 @@ failing the event.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgpack
@@ -24,6 +25,8 @@ MAX_MESSAGE_BYTES = 1024 * 1024
 #: max_event_bytes`, at most 256 MiB): under 800 MiB. A peer that is not a daemon could
 #: otherwise make the client buffer any number of gigabytes.
 MAX_RECEIVED_FRAME_BYTES = 1024 * 1024 * 1024
+#: msgpack's refusal of a non-string key in a nested map (`strict_map_key`).
+_BAD_KEY = re.compile(r"(\w+) is not allowed for map key when strict_map_key=True")
 
 
 class CodecError(ValueError):
@@ -48,7 +51,11 @@ def decode_map(frame: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> dict[str,
         obj = msgpack.unpackb(frame, raw=False, strict_map_key=True)
     except Exception as exc:  # noqa: BLE001 - msgpack raises several unrelated types
         # Some msgpack errors (e.g. the reserved byte 0xc1) have an empty str().
-        raise CodecError(f"not msgpack: {str(exc) or type(exc).__name__}") from None
+        text = str(exc) or type(exc).__name__
+        key = _BAD_KEY.fullmatch(text)
+        if key is not None:  # valid msgpack: a nested map's key is not a string
+            raise CodecError(f"map keys must be strings, not {key[1]}") from None
+        raise CodecError(f"not msgpack: {text}") from None
     if not isinstance(obj, dict):
         raise CodecError(f"expected a map, got {type(obj).__name__}")
     if not all(isinstance(k, str) for k in obj):
