@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from actors.ending import Ending, ExecutionStatus, NodeStatus, SkipReason
 from actors.errors import CircuitOpen, ExecutionTimeout
-from actors.packing import event_form
+from actors.packing import event_snapshot
 from actors.workflow import NodeContext
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ class Execution:
         "ending_on_start", "errors", "exempt_from_halt", "finished", "handle", "head", "id",
         "inputs", "node_status", "outputs", "past_deadline", "priority", "remaining",
         "restarts", "runs", "shown_inputs", "shown_outputs", "started_event", "started_mono",
-        "status", "strategy_id", "workflow",
+        "status", "strategy_id", "user_objects", "workflow",
     )
 
     def __init__(self, *, execution_id: str, workflow: Workflow, inputs: Mapping[str, Any],
@@ -62,9 +62,9 @@ class Execution:
         self.id = execution_id
         self.workflow = workflow
         self.inputs = inputs
-        #: `inputs` as events and the journal carry them (`packing.event_form`), made
-        #: here, in the submitter's thread.
-        self.shown_inputs = event_form(inputs)
+        #: `inputs` as events and the journal carry them (`packing.event_snapshot`: a copy
+        #: of plain data), made here, in the submitter's thread.
+        self.shown_inputs, self.user_objects = event_snapshot(inputs)
         self.bot_id = bot_id
         self.strategy_id = strategy_id
         self.priority = priority
@@ -83,9 +83,11 @@ class Execution:
         self.attempts = [0] * n
         self.remaining = [len(d) for d in workflow.deps]
         self.outputs: dict[str, Any] = {}
-        #: The outputs as events carry them (each node's `event_form`): made only once an
-        #: output's differs from the output itself (`outputs` serves until then).
+        #: The outputs as events carry them (each node's `event_snapshot`): made only once
+        #: an output's is another object than the output (`outputs` serves until then).
         self.shown_outputs: dict[str, Any] | None = None
+        #: (`user_objects`: an input or an output is not plain data; set above and by
+        #: `succeeded`.)
         self.errors: dict[str, tuple[str, str]] = {}
         #: node index -> when it was restarted (the restart guard prunes old ones).
         self.restarts: dict[int, list[float]] = {}
@@ -108,9 +110,9 @@ class Execution:
         self.admitted_in = 0
 
     def holds_user_objects(self) -> bool:
-        """Whether an input or an output is not plain data (`packing.event_form` made it a
-        form of its own), so freeing it may run user code (actors/reaper.py)."""
-        return self.shown_outputs is not None or self.shown_inputs is not self.inputs
+        """Whether an input or an output is not plain data (`packing.event_snapshot` said
+        so), so freeing it may run user code (actors/reaper.py)."""
+        return self.user_objects
 
     # -- transitions -----------------------------------------------------------------------
 
@@ -139,10 +141,12 @@ class Execution:
         return True
 
     def succeeded(self, i: int, value: Any, duration_s: float, attempt: int, now: float, *,
-                  truth: bool = True, cached: bool = False, shown: Any = None) -> Step:
+                  truth: bool = True, cached: bool = False, shown: Any = None,
+                  user_object: bool = False) -> Step:
         """Node `i` returned `value` (for a condition, `truth` is its truth value); `shown`
-        is its `event_form`, made on the node's thread (None: `value` itself, as the event
-        form of anything but None is never None)."""
+        is its event form, made on the node's thread (None: `value` itself, as the event
+        form of anything but None is never None); `user_object`: `value` is not plain
+        data (`packing.event_snapshot`)."""
         wf = self.workflow
         node = wf.nodes[i]
         self.node_status[i] = _COMPLETED
@@ -150,6 +154,8 @@ class Execution:
         self.outputs[node.id] = value
         if shown is None:
             shown = value
+        if user_object:
+            self.user_objects = True
         shown_outputs = self.shown_outputs
         if shown is not value and shown_outputs is None:
             shown_outputs = self.shown_outputs = dict(self.outputs)
@@ -340,9 +346,8 @@ class NodeRun(NodeContext):
 
     __slots__ = ("__weakref__", "abandoned", "abandoned_why", "cache_copy", "denied",
                  "duration_s", "error", "error_text", "execution", "index", "node", "returned",
-                 "shown", "slot",
-                 "started",
-                 "started_at", "trial", "truth", "value")
+                 "shown", "slot", "started", "started_at", "trial", "truth", "user_object",
+                 "value")
 
     def __init__(self, execution: Execution, index: int, attempt: int,
                  upstream: Mapping[str, Any], risk: Callable[..., dict[str, Any]]) -> None:
@@ -375,8 +380,10 @@ class NodeRun(NodeContext):
         self.abandoned_why = "timed out"
         self.slot: Any = None
         self.value: Any = None
-        #: `value` as events carry it (`packing.event_form`), made on the node's thread.
+        #: `value` as events carry it (`packing.event_snapshot`), made on the node's
+        #: thread, and whether `value` is not plain data.
         self.shown: Any = None
+        self.user_object = False
         #: For a cached provider's cache: a deep copy of `value` and its event form (made
         #: on the node's thread), or None.
         self.cache_copy: tuple[Any, Any] | None = None

@@ -37,7 +37,7 @@ from actors.errors import (
 from actors.guards import cache_entry
 from actors.logs import get_logger
 from actors.messages import NodeDone, RunNode
-from actors.packing import event_form
+from actors.packing import event_snapshot
 
 _perf = time.perf_counter
 log = get_logger("tradeloom.node")
@@ -117,8 +117,9 @@ class NodeActor(EngineActorBase):
                 # A bool (the common case) is its own verdict: one type check, no call.
                 run.truth = value if type(value) is bool else _truth(value, node.id)
             # The form events carry, made here: what it takes (a user `__str__`) is this
-            # node's time, never the journal writer's or a subscriber's.
-            run.shown = event_form(value)
+            # node's time, never the journal writer's or a subscriber's. Plain data is
+            # copied: what is recorded is what the node returned, whoever changes it later.
+            run.shown, run.user_object = event_snapshot(value)
             run.value = value
             if node.cache_ttl_s is not None:  # (its own copy: `shown` may be `value` itself)
                 run.cache_copy = cache_entry(value, node.id)

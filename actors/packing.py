@@ -16,6 +16,7 @@ from typing import Any
 
 import msgpack
 
+from actors.copies import plain_copy
 from actors.errors import type_name, valid_text
 
 #: Nesting deeper than this (or a reference cycle) is cut off as a string.
@@ -74,6 +75,19 @@ def event_form(value: Any) -> Any:
     except Exception:  # noqa: BLE001 - e.g. a dict changed size while read by another thread
         pass
     return plain_form(value)
+
+
+def event_snapshot(value: Any) -> tuple[Any, bool]:
+    """`value` as events carry it, and whether it is a user object (not plain data: freeing
+    it may run user code). Plain data is copied (its containers; scalars are shared), so
+    the events, the journal and every subscriber hold it as it was when it was produced,
+    whatever changes the original later: the node that keeps and reuses what it returned,
+    a downstream node writing into `ctx.upstream`, a submitter into its inputs. A user
+    object's form (`plain_form`) is its own already."""
+    shown = event_form(value)
+    if shown is value:
+        return plain_copy(value), False
+    return shown, True
 
 
 def _native(value: Any, depth: int) -> bool:

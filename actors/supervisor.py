@@ -173,7 +173,7 @@ class SupervisorActor(Overruns, EngineActorBase):
     def _on_node_done(self, done: NodeDone) -> None:
         run = done.run
         if (run.abandoned or run.execution.closed) and (
-                run.shown is not run.value or run.execution.holds_user_objects()):
+                run.user_object or run.execution.holds_user_objects()):
             self._graveyard.append(run)  # late: this message may hold the last reference
         if run.abandoned:
             self._pool.retired(run)
@@ -299,7 +299,8 @@ class SupervisorActor(Overruns, EngineActorBase):
             self._close(exe, Ending.halted("the engine is in HALT"))
         else:
             self._apply(exe, exe.succeeded(run.index, value, 0.0, 1, self._clock.monotonic(),
-                                           cached=True, shown=shown))
+                                           cached=True, shown=shown,
+                                           user_object=shown is not value))
 
     def _node_answered(self, run: NodeRun) -> None:
         exe = run.execution
@@ -317,7 +318,8 @@ class SupervisorActor(Overruns, EngineActorBase):
             return
         if error is None:
             step = exe.succeeded(run.index, run.value, run.duration_s, run.attempt,
-                                 self._clock.monotonic(), truth=run.truth, shown=run.shown)
+                                 self._clock.monotonic(), truth=run.truth, shown=run.shown,
+                                 user_object=run.user_object)
         else:
             step = self._failure(exe, run, error, run.error_text, run.duration_s)
         self._apply(exe, step)

@@ -305,10 +305,11 @@ class NodeContext:
     In a run, `inputs` and `upstream` are the node's own top-level dicts: adding, replacing
     or deleting a key changes nothing another node, an event or the journal sees. The
     values inside are not copied (copying every output for every reader would cost every
-    node run): they are the upstream nodes' own objects, shared with later nodes and
-    events not yet packed (a cached provider's later executions get copies of their own;
-    `handle.result()` copies the outputs it hands out). Treat them as read-only; copy one
-    to change it (`dict(...)`, `copy.deepcopy`).
+    node run): they are the upstream nodes' own objects, shared with later nodes (a
+    cached provider's later executions get copies of their own; `handle.result()` copies
+    the outputs it hands out; events and the journal carry a copy made as the output was
+    returned). Treat them as read-only; copy one to change it (`dict(...)`,
+    `copy.deepcopy`).
     """
 
     __slots__ = ("_cancel_requested", "_cancelled", "_log", "_risk", "attempt", "execution_id",
