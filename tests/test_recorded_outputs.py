@@ -15,7 +15,7 @@ from actors import Engine, Node, NodeContext, Workflow
 from tests.conftest import EngineFactory
 from tests.engine_journal_helpers import Disk, all_events, journal_config, journal_of
 
-RETURNED = {"bid": [100.0, 99.5], "depth": {"levels": 2}}
+RETURNED: dict[str, Any] = {"bid": [100.0, 99.5], "depth": {"levels": 2}}
 
 
 def changing_workflow(changed: threading.Event) -> Workflow:
@@ -80,7 +80,8 @@ def test_the_journal_committing_after_a_downstream_change_records_the_output_as_
         disk.release()
     assert handle.result(timeout=10).status == "completed"
     assert quote_outputs(all_events(engine), handle.execution_id) == [RETURNED]
-    assert engine.execution(handle.execution_id)["nodes"]["quote"]["outputs"] == RETURNED
+    record = engine.execution(handle.execution_id)
+    assert record is not None and record["nodes"]["quote"]["outputs"] == RETURNED
     [terminal] = [e for e in all_events(engine) if e["type"] == "execution_completed"]
     assert terminal["results"]["quote"] == RETURNED
 
@@ -100,7 +101,7 @@ def test_inputs_changed_by_the_submitter_after_submit_are_recorded_as_submitted(
     noop = Workflow("noop", nodes=[Node("n", lambda ctx: 1)])
     engine.submit(noop)  # the reader stops at its first event: the next ones wait
     assert first_seen.wait(10)
-    inputs = {"levels": [1, 2], "limits": {"max": 5}}
+    inputs: dict[str, Any] = {"levels": [1, 2], "limits": {"max": 5}}
     handle = engine.submit(noop, inputs=inputs)
     inputs["levels"].append(3)
     inputs["limits"]["max"] = 500
