@@ -186,11 +186,11 @@ def tail_command(config_path: str, daemon: Any) -> str:
     configured = (daemon.transport.events, daemon.transport.control)
     command = [program, "tail"]
     if configured != (defaults.events, defaults.control):
-        command += ["--config", shlex.quote(config_path)]
+        command += ["--config", config_path]
     events, control = (connect_endpoint(e) for e in daemon.bound_endpoints())
     if (events, control) != tuple(connect_endpoint(e) for e in configured):
         command += ["--control", control, "--events", events]
-    return " ".join(command)
+    return shlex.join(command)
 
 
 class Parser(argparse.ArgumentParser):

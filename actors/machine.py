@@ -89,7 +89,7 @@ class Execution:
         #: (`user_objects`: an input or an output is not plain data; set above and by
         #: `succeeded`.)
         self.errors: dict[str, tuple[str, str]] = {}
-        #: node index -> when it was restarted (the restart guard prunes old ones).
+        #: node index -> the times of its failures that were re-run (the restart guard's).
         self.restarts: dict[int, list[float]] = {}
         self.runs: dict[int, NodeRun] = {}
         self.completed = 0

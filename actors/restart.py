@@ -1,7 +1,8 @@
 """Restart strategies: which failures re-run a node, how often, and how long to wait.
 
 A failed node is re-run at most `max_restarts` times in one execution, and only within
-`restart_within_s` of its first restart there; past either, its last error is final. Not
+`restart_within_s` of the failure that led to its first re-run there (the times kept are
+those failures'); past either, its last error is final. Not
 OTP's sliding intensity/period: restarts spaced by the backoff (or by a `timeout_s` as long
 as the window) never fill a sliding window, so a node that always failed was re-run
 forever and its execution never ended. The waits come from tenacity's wait strategies,
@@ -50,8 +51,9 @@ class RestartPolicy:
             return False
 
     def allows_restart(self, restart_times: list[float], now: float) -> bool:
-        """True if one more restart is allowed at `now`, given this node's restart times in
-        this execution: fewer than `max_restarts`, the first one within the window."""
+        """True if one more restart is allowed at `now`, given the times of this node's
+        failures that were re-run in this execution: fewer than `max_restarts`, and the
+        first one within the window."""
         if len(restart_times) >= self.max_restarts:
             return False
         return not restart_times or now - restart_times[0] <= self.restart_within_s

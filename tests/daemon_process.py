@@ -156,6 +156,10 @@ class DaemonProcess:
 
     def _move(self, address: str) -> None:
         fresh = fresh_address()
+        # Said where a failing test's output shows it: a test that kept the old port in a
+        # variable of its own (not read back from the fixture) fails after this.
+        print(f"daemon fixture: {address} was taken at the first start, moved to {fresh}",
+              file=sys.stderr)
         self.config.write_text(replaced(self.config.read_text(), address, fresh))
         self.control = replaced(self.control, address, fresh)
         self.events = replaced(self.events, address, fresh)

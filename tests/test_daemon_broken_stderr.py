@@ -75,12 +75,11 @@ def eventually(predicate: Any, what: str) -> Any:
 
 def test_a_daemon_whose_log_reader_died_still_halts_runs_hooks_answers_and_triggers(
         tmp_path: Path) -> None:
-    metrics_port = free_port()
     daemon = PipedDaemon(tmp_path, workflows=("fast", "w"), config={
         "workflows": [{"ref": "tests.e2e_workflows:fast"},
                       {"ref": "tests.e2e_workflows:w", "every_s": 0.1}],
         "emergency": {"on_halt": [{"ref": "tests.e2e_workflows:fast"}]},
-        "metrics": {"listen": f"127.0.0.1:{metrics_port}"},
+        "metrics": {"listen": f"127.0.0.1:{free_port()}"},
     })
     daemon.start()
     try:
@@ -102,7 +101,8 @@ def test_a_daemon_whose_log_reader_died_still_halts_runs_hooks_answers_and_trigg
             # The trigger loop survived its failed log lines: it runs again after resume.
             eventually(lambda: control.status()["last_seq"] > seq + 10, "triggered runs")
             assert control.status()["state"] == "NORMAL"
-        scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+        listen = daemon.config["metrics"]["listen"]  # (moved if the port was taken at start)
+        scraped = httpx.get(f"http://{listen}/metrics", timeout=10).text
         families = {f.name: f for f in text_string_to_metric_families(scraped)}
         assert families["tradeloom_log_lines_dropped"].samples[0].value > 0
         assert daemon.terminate() == 0

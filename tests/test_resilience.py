@@ -1,4 +1,4 @@
-"""Resilience: restarts with backoff, restart intensity, per-node restart_on, node and
+"""Resilience: restarts with backoff, the restart bounds, per-node restart_on, node and
 workflow timeouts, at-most-once actions, halt and cancel during a backoff wait, presets.
 
 Real engines, real actors and threads. Time is a `ManualClock` wherever a deadline matters
@@ -259,7 +259,7 @@ def test_non_restartable_error_fails_at_once(make_engine: EngineFactory) -> None
     assert_terminal_last(rec, eid, "execution_failed")
 
 
-def test_intensity_exceeded_fails_with_the_last_error(make_engine: EngineFactory) -> None:
+def test_max_restarts_used_up_fails_with_the_last_error(make_engine: EngineFactory) -> None:
     engine = make_engine()
     rec = recorded(engine)
     calls = Calls()

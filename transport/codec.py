@@ -26,7 +26,9 @@ MAX_MESSAGE_BYTES = 1024 * 1024
 #: otherwise make the client buffer any number of gigabytes.
 MAX_RECEIVED_FRAME_BYTES = 1024 * 1024 * 1024
 #: msgpack's refusal of a non-string key in a nested map (`strict_map_key`).
-_BAD_KEY = re.compile(r"(\w+) is not allowed for map key when strict_map_key=True")
+#: (The C extension names the type, `int`; the pure-Python fallback its class.)
+_BAD_KEY = re.compile(r"(?:<class '(\w+)'>|(\w+)) is not allowed for map key when "
+                      r"strict_map_key=True")
 
 
 class CodecError(ValueError):
@@ -54,7 +56,7 @@ def decode_map(frame: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> dict[str,
         text = str(exc) or type(exc).__name__
         key = _BAD_KEY.fullmatch(text)
         if key is not None:  # valid msgpack: a nested map's key is not a string
-            raise CodecError(f"map keys must be strings, not {key[1]}") from None
+            raise CodecError(f"map keys must be strings, not {key[1] or key[2]}") from None
         raise CodecError(f"not msgpack: {text}") from None
     if not isinstance(obj, dict):
         raise CodecError(f"expected a map, got {type(obj).__name__}")
