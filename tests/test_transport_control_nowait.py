@@ -172,20 +172,83 @@ def test_a_refused_submit_gets_its_error_code(handler: NowaitHandler, dealer: De
     assert dealer.call({"v": 1, "op": "ping"})["ok"] is True
 
 
-def test_waiting_submits_hold_their_lane_and_never_block_halt(handler: NowaitHandler) -> None:
+def test_submits_past_max_pending_wait_their_turn_in_order_and_never_block_halt(
+        handler: NowaitHandler) -> None:
+    """Past `max_pending` awaiting their commit, a connection's next submits wait (not
+    started, not refused: the queue has room) and go on in order as earlier ones are
+    answered; a halt meanwhile is answered at once."""
     srv = ControlServer(LOCAL, handler, max_pending=3)
     srv.start()
     client = Dealer(srv.endpoint)
     try:
-        for i in range(4):
+        for i in range(5):
             client.send({**SUBMIT, "id": i})
-        reply = client.recv()
-        assert reply["id"] == 3 and reply["error"]["code"] == "overloaded"
+        _wait_recordings(handler, 3)
         assert client.call({"v": 1, "op": "halt", "reason": "r", "id": "h"})["id"] == "h"
-        for recording in handler.recordings:
+        assert client.call({"v": 1, "op": "resume", "id": "r"})["id"] == "r"
+        assert len(handler.recordings) == 3 and srv.stats()["parked"] == 2
+        handler.recordings[0].finish()
+        assert client.recv()["id"] == 0
+        _wait_recordings(handler, 4)  # the first waiting one took its place
+        for recording in handler.recordings[1:]:
             recording.finish()
-        assert sorted(client.recv()["id"] for _ in range(3)) == [0, 1, 2]
-        assert srv.stats()["pending_pool"] == 0
+        _wait_recordings(handler, 5)
+        handler.recordings[4].finish()
+        replies = [client.recv() for _ in range(4)]
+        assert [r["id"] for r in replies] == [1, 2, 3, 4]
+        assert all(r["ok"] for r in replies)
+        assert srv.stats()["pending_submits"] == 0 and srv.stats()["parked"] == 0
+    finally:
+        client.close()
+        srv.stop()
+
+
+def test_a_connection_past_its_waiting_submits_bound_is_refused_alone(
+        handler: NowaitHandler, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("transport.control.MAX_PARKED_SUBMITS", 2)
+    srv = ControlServer(LOCAL, handler, max_pending=2)
+    srv.start()
+    greedy, other = Dealer(srv.endpoint), Dealer(srv.endpoint)
+    try:
+        for i in range(5):  # 2 awaiting their commit, 2 waiting their turn, 1 too many
+            greedy.send({**SUBMIT, "id": i})
+        reply = greedy.recv()
+        assert reply["id"] == 4 and reply["error"]["code"] == "overloaded"
+        other.send({**SUBMIT, "id": "o"})  # nothing of its own in progress: it goes through
+        _wait_recordings(handler, 3)
+        for recording in handler.recordings[:3]:
+            recording.finish()
+        assert other.recv()["id"] == "o"
+        _wait_recordings(handler, 4)
+        handler.recordings[3].finish()
+        _wait_recordings(handler, 5)
+        handler.recordings[4].finish()
+        assert [greedy.recv()["id"] for _ in range(4)] == [0, 1, 2, 3]
+    finally:
+        greedy.close()
+        other.close()
+        srv.stop()
+
+
+def test_thousands_of_waiting_submits_refused_at_once_are_answered_without_recursion(
+        handler: NowaitHandler) -> None:
+    """Each answered submit starts the next waiting one; refused at once, that would recurse
+    once per waiting submit (a loop does it)."""
+    srv = ControlServer(LOCAL, handler, max_pending=1)
+    srv.start()
+    client = Dealer(srv.endpoint)
+    try:
+        client.send({**SUBMIT, "id": 0})
+        _wait_recordings(handler, 1)
+        for i in range(1, 3001):
+            client.send({**SUBMIT, "id": i})
+        eventually(lambda: srv.stats()["parked"] == 3000, 10.0, "3,000 waiting submits")
+        handler.refuse = Halted("submit refused: the engine is in HALT")
+        handler.recordings[0].finish()
+        replies = [client.recv() for _ in range(3001)]
+        assert [r["id"] for r in replies] == list(range(3001))
+        assert {r["error"]["code"] for r in replies[1:]} == {"halted"}
+        assert srv.stats()["pending_submits"] == 0 and srv.stats()["parked"] == 0
     finally:
         client.close()
         srv.stop()

@@ -26,7 +26,9 @@ and the halt was answered `overloaded`). On each lane one peer's requests go to 
 worker(s) `max_peer_pending` at a time, the rest waiting their turn, a bounded number
 (`peer_share.py`: a DEALER pipelining 600 replays held everyone's `execution` behind them
 for tens of seconds); past that bound that connection alone is answered `overloaded`.
-Submits awaiting their commit are counted apart, by the same rule. A large reply (a
+Submits awaiting their commit are counted apart, by the same rule, with a longer wait:
+up to `MAX_PARKED_SUBMITS` of a connection's wait their turn, so one pipelining thousands
+of submits is not refused while the admission queue has room. A large reply (a
 replay) to a peer that has over `max_peer_unread_bytes` of replies not read yet is replaced
 by `overloaded` (`reply_budget.py`): a DEALER that never reads cannot fill this process's
 memory.
@@ -77,6 +79,12 @@ MAX_PEER_PENDING = 16
 MAX_PEER_UNREAD_BYTES = 64 * 1024 * 1024
 #: Larger replies (replays) go through pyzmq's zero-copy send instead of a copy under the GIL.
 DIRECT_REPLY_BYTES = 65536
+#: Submits one connection may have waiting for their turn (past `max_pending` awaiting
+#: their commit), and all connections' together, with their bytes: as many as the default
+#: admission queue holds, so a DEALER pipelining submits is refused only near a full queue.
+MAX_PARKED_SUBMITS = 10_000
+MAX_PARKED_SUBMITS_TOTAL = 20_000
+MAX_PARKED_SUBMIT_BYTES = 256 * 1024 * 1024
 _URGENT, _POOL, _SUBMIT = 0, 1, 2
 REFUSED_LOG_S = 60.0  # control_worker_start_failed comes at most this often (seconds)
 #: While submits wait for their records' commit, the journal's writes are looked at this
@@ -108,8 +116,11 @@ class ControlServer(ServerThread):
         self._max_pending = max_pending
         #: Each lane's share of its worker(s) per connection (`peer_share.py`).
         self._peers = (PeerShare(max_peer_pending), PeerShare(max_peer_pending))
-        #: Connection -> its submits awaiting their commit (`submit_nowait`).
-        self._submitting: dict[bytes, int] = {}
+        #: Each connection's submits awaiting their commit (`submit_nowait`), and those
+        #: waiting for their turn while `max_pending` await theirs.
+        self._submits = PeerShare(max_pending, max_parked=MAX_PARKED_SUBMITS,
+                                  max_parked_total=MAX_PARKED_SUBMITS_TOTAL,
+                                  max_parked_bytes=MAX_PARKED_SUBMIT_BYTES)
         self._lanes: tuple[ThreadPoolExecutor, ThreadPoolExecutor] | None = None
         self._unread = ReplyBudget(max_peer_unread_bytes)
         self._max_request = max_request_bytes
@@ -145,7 +156,7 @@ class ControlServer(ServerThread):
         `unroutable` (replies whose peer was gone or full), `overloaded`."""
         return {**self._counts, "pending_urgent": self._pending[_URGENT],
                 "pending_pool": self._pending[_POOL], "pending_submits": self._pending[_SUBMIT],
-                "parked": sum(share.parked for share in self._peers)}
+                "parked": sum(share.parked for share in (*self._peers, self._submits))}
 
     def op_counts(self) -> dict[str, int]:
         """Well-formed requests read, by op (every op, 0 included); those answered
@@ -245,14 +256,19 @@ class ControlServer(ServerThread):
             return
         peer = envelope[0]
         if op == "submit" and self._nowait is not None:  # holds no worker
-            submitting = self._submitting.get(peer, 0)
-            if self._pending[_SUBMIT] >= self._max_pending and submitting:
-                self._overloaded(socket, envelope, request_id,
-                                 "too many submits awaiting their commit; try again")
+            # The lanes' rule: one with submits awaiting their commit waits its turn while
+            # `max_pending` do, so a pipelining DEALER is slowed down, not refused.
+            submits = self._submits
+            if submits.must_wait(peer) or (self._pending[_SUBMIT] >= self._max_pending
+                                           and submits.running(peer)):
+                if not submits.park(peer, (envelope, kwargs, request_id), len(frames[-1])):
+                    self._overloaded(socket, envelope, request_id,
+                                     "too many of this connection's submits waiting; read "
+                                     "its replies, then try again")
                 return
             self._pending[_SUBMIT] += 1
-            self._submitting[peer] = submitting + 1
-            self._submit_nowait(self._nowait, socket, envelope, kwargs, request_id)
+            submits.start(peer)
+            self._run_submits(socket, (envelope, kwargs, request_id))
             return
         lane = _URGENT if op in URGENT_OPS else _POOL
         share = self._peers[lane]
@@ -292,20 +308,28 @@ class ControlServer(ServerThread):
 
     # -- submit without a worker ----------------------------------------------------------
 
+    def _run_submits(self, socket: zmq.Socket[Any], job: tuple[Any, ...] | None) -> None:
+        """Submit `job`, then each waiting one of its connection's its answer lets go (a
+        loop: a refusal answered at once would otherwise recurse once per waiting submit)."""
+        assert self._nowait is not None
+        while job is not None:
+            job = self._submit_nowait(self._nowait, socket, *job)
+
     def _submit_nowait(self, handler: NowaitSubmit, socket: zmq.Socket[Any],
-                       envelope: Envelope, kwargs: dict[str, Any], request_id: Any) -> None:
+                       envelope: Envelope, kwargs: dict[str, Any],
+                       request_id: Any) -> tuple[Any, ...] | None:
+        """Returns the connection's next waiting submit if this one was answered at once."""
         try:
             answer = handler.submit_nowait(**kwargs)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a reply
-            self._answer(socket, envelope, exc, request_id)
-            return
+            return self._answer(socket, envelope, exc, request_id)
         if not isinstance(answer, DeferredReply):
-            self._answer(socket, envelope, answer, request_id)
-            return
+            return self._answer(socket, envelope, answer, request_id)
         token = next(self._tokens)
         self._awaiting[token] = (time.monotonic() + answer.timeout_s, envelope, request_id,
                                  answer)
         answer.recording.add_done_callback(functools.partial(self._on_recorded, token))
+        return None
 
     def _on_recorded(self, token: int, recording: Recording) -> None:
         """In the journal writer's thread, after the commit: hand over, wake, return."""
@@ -322,8 +346,8 @@ class ControlServer(ServerThread):
             if found is None:
                 continue  # already answered: its deadline passed first
             _, envelope, request_id, answer = found
-            self._answer(socket, envelope, answer.result if committed else answer.failed(),
-                         request_id)
+            self._run_submits(socket, self._answer(
+                socket, envelope, answer.result if committed else answer.failed(), request_id))
 
     def _expire_awaiting(self, socket: zmq.Socket[Any]) -> None:
         if self._awaiting:  # (one journal behind every deferred reply: ask it once)
@@ -332,15 +356,16 @@ class ControlServer(ServerThread):
                 for token, (_, envelope, request_id, answer) in list(self._awaiting.items()):
                     if not answer.recording.done:  # (one committed is `_send_recorded`'s)
                         del self._awaiting[token]
-                        self._answer(socket, envelope, answer.writes_failing(error),
-                                     request_id)
+                        self._run_submits(socket, self._answer(
+                            socket, envelope, answer.writes_failing(error), request_id))
         now = time.monotonic()
         while self._awaiting:
             token, (deadline, envelope, request_id, answer) = next(iter(self._awaiting.items()))
             if deadline > now:
                 return
             del self._awaiting[token]
-            self._answer(socket, envelope, answer.timed_out(), request_id)
+            self._run_submits(socket, self._answer(socket, envelope, answer.timed_out(),
+                                                   request_id))
 
     def _poll_ms(self) -> int:
         if not self._awaiting:
@@ -349,12 +374,14 @@ class ControlServer(ServerThread):
         return max(0, min(WRITES_CHECK_MS, int((deadline - time.monotonic()) * 1000) + 1))
 
     def _answer(self, socket: zmq.Socket[Any], envelope: Envelope,
-                outcome: dict[str, Any] | Exception, request_id: Any) -> None:
-        """Reply to a submit answered on this thread; it leaves the submits' count."""
-        self._pending[_SUBMIT] -= 1
-        submitting = self._submitting.pop(envelope[0], 1) - 1
-        if submitting:
-            self._submitting[envelope[0]] = submitting
+                outcome: dict[str, Any] | Exception,
+                request_id: Any) -> tuple[Any, ...] | None:
+        """Reply to a submit answered on this thread; it leaves the submits' count, or its
+        connection's next waiting submit takes its place: returned, for the caller to run
+        (after this reply: the replies keep the requests' order)."""
+        after: tuple[Any, ...] | None = self._submits.done(envelope[0])
+        if after is None:
+            self._pending[_SUBMIT] -= 1
         if isinstance(outcome, Exception):
             code = code_of(outcome)
             self._counts["errors"] += 1
@@ -367,6 +394,7 @@ class ControlServer(ServerThread):
                 reply["id"] = request_id
             data = encode(reply)
         self._reply(socket, envelope, data, request_id)
+        return after
 
     def _run(self, lane: int, envelope: Envelope, op: str, kwargs: dict[str, Any],
              request_id: Any) -> None:
