@@ -205,7 +205,7 @@ def test_submits_past_max_pending_wait_their_turn_in_order_and_never_block_halt(
 
 def test_a_connection_past_its_waiting_submits_bound_is_refused_alone(
         handler: NowaitHandler, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("transport.control.MAX_PARKED_SUBMITS", 2)
+    monkeypatch.setattr("transport.control_submits.MAX_PARKED_SUBMITS", 2)
     srv = ControlServer(LOCAL, handler, max_pending=2)
     srv.start()
     greedy, other = Dealer(srv.endpoint), Dealer(srv.endpoint)

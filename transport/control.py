@@ -7,9 +7,9 @@ on one dedicated worker; the rest (execution, executions, cancel, intents, resol
 replay) on a small pool. So a `halt` never waits behind another client's 10,000-event replay.
 Workers never touch the socket: they put the encoded reply on a queue and wake the socket
 thread through a socket pair it polls. `submit`, the most frequent op, needs no worker when
-the handler offers `submit_nowait` (`ops.NowaitSubmit`, the daemon's does): the execution is
-started on the socket thread, which never blocks for it, and the reply is sent when the
-journal's commit calls back (or as an `internal` error once the handler's timeout passes).
+the handler offers `submit_nowait` (`control_submits.py`): the execution is started on the
+socket thread, which never blocks for it, and the reply is sent when the journal's commit
+calls back (or as an `internal` error once the writes fail or the handler's timeout passes).
 Replies go out through `_zmq_direct` (no GIL hand-off per frame) when under 64 KiB.
 
 Envelopes (what a reply is routed back with): `envelopes.py`.
@@ -26,9 +26,8 @@ and the halt was answered `overloaded`). On each lane one peer's requests go to 
 worker(s) `max_peer_pending` at a time, the rest waiting their turn, a bounded number
 (`peer_share.py`: a DEALER pipelining 600 replays held everyone's `execution` behind them
 for tens of seconds); past that bound that connection alone is answered `overloaded`.
-Submits awaiting their commit are counted apart, by the same rule, with a longer wait:
-up to `MAX_PARKED_SUBMITS` of a connection's wait their turn, so one pipelining thousands
-of submits is not refused while the admission queue has room. A large reply (a
+Submits awaiting their commit are counted apart, by the same rule, with a longer wait
+(`control_submits.py`). A large reply (a
 replay) to a peer that has over `max_peer_unread_bytes` of replies not read yet is replaced
 by `overloaded` (`reply_budget.py`): a DEALER that never reads cannot fill this process's
 memory.
@@ -37,8 +36,6 @@ memory.
 from __future__ import annotations
 
 import contextlib
-import functools
-import itertools
 import queue
 import socket as pysocket
 import time
@@ -53,15 +50,14 @@ from actors.errors import EngineStopped, JournalClosed, NoJournal, describe
 from actors.logs import get_logger
 from transport._zmq_direct import FrameSender, frame_sender
 from transport.codec import MAX_MESSAGE_BYTES, CodecError, decode_map, encode
+from transport.control_submits import NowaitSubmits
 from transport.envelopes import Envelope, error_reply, request_id_of, split_envelope
 from transport.errors import INTERNAL, BadRequest, UnknownOp, code_of
 from transport.ops import (
     OPS,
     URGENT_OPS,
     ControlHandler,
-    DeferredReply,
     NowaitSubmit,
-    Recording,
     parse_request,
 )
 from transport.peer_share import PeerShare
@@ -79,18 +75,8 @@ MAX_PEER_PENDING = 16
 MAX_PEER_UNREAD_BYTES = 64 * 1024 * 1024
 #: Larger replies (replays) go through pyzmq's zero-copy send instead of a copy under the GIL.
 DIRECT_REPLY_BYTES = 65536
-#: Submits one connection may have waiting for their turn (past `max_pending` awaiting
-#: their commit), and all connections' together, with their bytes: as many as the default
-#: admission queue holds, so a DEALER pipelining submits is refused only near a full queue.
-MAX_PARKED_SUBMITS = 10_000
-MAX_PARKED_SUBMITS_TOTAL = 20_000
-MAX_PARKED_SUBMIT_BYTES = 256 * 1024 * 1024
-_URGENT, _POOL, _SUBMIT = 0, 1, 2
+_URGENT, _POOL = 0, 1
 REFUSED_LOG_S = 60.0  # control_worker_start_failed comes at most this often (seconds)
-#: While submits wait for their records' commit, the journal's writes are looked at this
-#: often (ms): one met by a failing disk is answered then (`internal`, outcome unknown),
-#: not at its timeout.
-WRITES_CHECK_MS = 100
 
 
 class ControlServer(ServerThread):
@@ -111,16 +97,10 @@ class ControlServer(ServerThread):
         super().__init__(endpoint, context=context, curve=curve, insecure=insecure,
                          options=options)
         self._handler = handler
-        self._nowait = handler if isinstance(handler, NowaitSubmit) else None
         self._workers = workers
         self._max_pending = max_pending
         #: Each lane's share of its worker(s) per connection (`peer_share.py`).
         self._peers = (PeerShare(max_peer_pending), PeerShare(max_peer_pending))
-        #: Each connection's submits awaiting their commit (`submit_nowait`), and those
-        #: waiting for their turn while `max_pending` await theirs.
-        self._submits = PeerShare(max_pending, max_parked=MAX_PARKED_SUBMITS,
-                                  max_parked_total=MAX_PARKED_SUBMITS_TOTAL,
-                                  max_parked_bytes=MAX_PARKED_SUBMIT_BYTES)
         self._lanes: tuple[ThreadPoolExecutor, ThreadPoolExecutor] | None = None
         self._unread = ReplyBudget(max_peer_unread_bytes)
         self._max_request = max_request_bytes
@@ -128,12 +108,6 @@ class ControlServer(ServerThread):
         #: (lane, envelope, encoded reply, error code or None, request id): to the socket.
         self._replies: queue.SimpleQueue[tuple[int, Envelope, bytes, str | None, Any]] = (
             queue.SimpleQueue())
-        #: Deferred submits whose commit called back: (token, committed).
-        self._recorded: queue.SimpleQueue[tuple[int, bool]] = queue.SimpleQueue()
-        #: Deferred submits waiting, by token, in deadline order (socket thread only):
-        #: (deadline, envelope, request id, the reply to send).
-        self._awaiting: dict[int, tuple[float, Envelope, Any, DeferredReply]] = {}
-        self._tokens = itertools.count()
         #: Workers wake the socket thread through this pair (made in that thread).
         self._wake_r: pysocket.socket | None = None
         self._wake_w: pysocket.socket | None = None
@@ -141,22 +115,29 @@ class ControlServer(ServerThread):
         #: queues: one byte on the pair per turn, not one per reply.
         self._woken = False
         self._frames: FrameSender | None = None
-        #: Requests in progress: with the urgent lane's worker, the pool's, and submits
-        #: awaiting their commit.
-        self._pending = [0, 0, 0]
+        #: Requests in progress: with the urgent lane's worker, and the pool's.
+        self._pending = [0, 0]
         self._refused_logged_at = -REFUSED_LOG_S  # control_worker_start_failed, last logged
         self._counts = {"requests": 0, "replies": 0, "errors": 0, "internal": 0,
                         "dropped": 0, "unroutable": 0, "overloaded": 0}
         #: Well-formed requests by op (written by the socket thread only).
         self._ops = dict.fromkeys(OPS, 0)
+        #: Submits without a worker, when the handler offers them (the daemon's does).
+        self._submits = (NowaitSubmits(handler, max_pending=max_pending, reply=self._reply,
+                                       failure=self._failure, counts=self._counts,
+                                       wake=self._wake)
+                         if isinstance(handler, NowaitSubmit) else None)
 
     def stats(self) -> dict[str, int]:
         """Counters: `requests` read, `replies` sent, `errors` (error replies of any code),
         `internal` (handler failures), `dropped` (messages that could not be answered),
         `unroutable` (replies whose peer was gone or full), `overloaded`."""
+        submits = self._submits
         return {**self._counts, "pending_urgent": self._pending[_URGENT],
-                "pending_pool": self._pending[_POOL], "pending_submits": self._pending[_SUBMIT],
-                "parked": sum(share.parked for share in (*self._peers, self._submits))}
+                "pending_pool": self._pending[_POOL],
+                "pending_submits": submits.pending if submits is not None else 0,
+                "parked": sum(share.parked for share in self._peers)
+                + (submits.share.parked if submits is not None else 0)}
 
     def op_counts(self) -> dict[str, int]:
         """Well-formed requests read, by op (every op, 0 included); those answered
@@ -203,14 +184,15 @@ class ControlServer(ServerThread):
         poller.register(socket, zmq.POLLIN)
         poller.register(wake, zmq.POLLIN)
         while not self._stopping.is_set():  # (the lanes are shut down by _cleanup)
-            ready = dict(poller.poll(self._poll_ms()))
+            ready = dict(poller.poll(self._submits.poll_ms() if self._submits else 1000))
             if ready.get(wake.fileno()):  # the poller reports plain sockets by fd
                 with contextlib.suppress(OSError):
                     wake.recv(4096)
             self._woken = False
             self._send_replies(socket)
-            self._send_recorded(socket)
-            self._expire_awaiting(socket)
+            if self._submits is not None:
+                self._submits.send_recorded(socket)
+                self._submits.expire(socket)
             if ready.get(socket):
                 self._read_requests(socket)
 
@@ -255,20 +237,11 @@ class ControlServer(ServerThread):
             self._counts["errors"] += 1
             return
         peer = envelope[0]
-        if op == "submit" and self._nowait is not None:  # holds no worker
-            # The lanes' rule: one with submits awaiting their commit waits its turn while
-            # `max_pending` do, so a pipelining DEALER is slowed down, not refused.
-            submits = self._submits
-            if submits.must_wait(peer) or (self._pending[_SUBMIT] >= self._max_pending
-                                           and submits.running(peer)):
-                if not submits.park(peer, (envelope, kwargs, request_id), len(frames[-1])):
-                    self._overloaded(socket, envelope, request_id,
-                                     "too many of this connection's submits waiting; read "
-                                     "its replies, then try again")
-                return
-            self._pending[_SUBMIT] += 1
-            submits.start(peer)
-            self._run_submits(socket, (envelope, kwargs, request_id))
+        if op == "submit" and self._submits is not None:  # holds no worker
+            if not self._submits.offer(socket, envelope, kwargs, request_id, len(frames[-1])):
+                self._overloaded(socket, envelope, request_id,
+                                 "too many of this connection's submits waiting; read its "
+                                 "replies, then try again")
             return
         lane = _URGENT if op in URGENT_OPS else _POOL
         share = self._peers[lane]
@@ -305,96 +278,6 @@ class ControlServer(ServerThread):
                 self._refused_logged_at = now
                 log.error("control_worker_start_failed", error=describe(exc),
                           pending=self._pending[lane])
-
-    # -- submit without a worker ----------------------------------------------------------
-
-    def _run_submits(self, socket: zmq.Socket[Any], job: tuple[Any, ...] | None) -> None:
-        """Submit `job`, then each waiting one of its connection's its answer lets go (a
-        loop: a refusal answered at once would otherwise recurse once per waiting submit)."""
-        assert self._nowait is not None
-        while job is not None:
-            job = self._submit_nowait(self._nowait, socket, *job)
-
-    def _submit_nowait(self, handler: NowaitSubmit, socket: zmq.Socket[Any],
-                       envelope: Envelope, kwargs: dict[str, Any],
-                       request_id: Any) -> tuple[Any, ...] | None:
-        """Returns the connection's next waiting submit if this one was answered at once."""
-        try:
-            answer = handler.submit_nowait(**kwargs)
-        except Exception as exc:  # noqa: BLE001 - every failure becomes a reply
-            return self._answer(socket, envelope, exc, request_id)
-        if not isinstance(answer, DeferredReply):
-            return self._answer(socket, envelope, answer, request_id)
-        token = next(self._tokens)
-        self._awaiting[token] = (time.monotonic() + answer.timeout_s, envelope, request_id,
-                                 answer)
-        answer.recording.add_done_callback(functools.partial(self._on_recorded, token))
-        return None
-
-    def _on_recorded(self, token: int, recording: Recording) -> None:
-        """In the journal writer's thread, after the commit: hand over, wake, return."""
-        self._recorded.put((token, recording.done))
-        self._wake()
-
-    def _send_recorded(self, socket: zmq.Socket[Any]) -> None:
-        while True:
-            try:
-                token, committed = self._recorded.get_nowait()
-            except queue.Empty:
-                return
-            found = self._awaiting.pop(token, None)
-            if found is None:
-                continue  # already answered: its deadline passed first
-            _, envelope, request_id, answer = found
-            self._run_submits(socket, self._answer(
-                socket, envelope, answer.result if committed else answer.failed(), request_id))
-
-    def _expire_awaiting(self, socket: zmq.Socket[Any]) -> None:
-        if self._awaiting:  # (one journal behind every deferred reply: ask it once)
-            error = next(iter(self._awaiting.values()))[3].write_error()
-            if error is not None:
-                for token, (_, envelope, request_id, answer) in list(self._awaiting.items()):
-                    if not answer.recording.done:  # (one committed is `_send_recorded`'s)
-                        del self._awaiting[token]
-                        self._run_submits(socket, self._answer(
-                            socket, envelope, answer.writes_failing(error), request_id))
-        now = time.monotonic()
-        while self._awaiting:
-            token, (deadline, envelope, request_id, answer) = next(iter(self._awaiting.items()))
-            if deadline > now:
-                return
-            del self._awaiting[token]
-            self._run_submits(socket, self._answer(socket, envelope, answer.timed_out(),
-                                                   request_id))
-
-    def _poll_ms(self) -> int:
-        if not self._awaiting:
-            return 1000
-        deadline = next(iter(self._awaiting.values()))[0]
-        return max(0, min(WRITES_CHECK_MS, int((deadline - time.monotonic()) * 1000) + 1))
-
-    def _answer(self, socket: zmq.Socket[Any], envelope: Envelope,
-                outcome: dict[str, Any] | Exception,
-                request_id: Any) -> tuple[Any, ...] | None:
-        """Reply to a submit answered on this thread; it leaves the submits' count, or its
-        connection's next waiting submit takes its place: returned, for the caller to run
-        (after this reply: the replies keep the requests' order)."""
-        after: tuple[Any, ...] | None = self._submits.done(envelope[0])
-        if after is None:
-            self._pending[_SUBMIT] -= 1
-        if isinstance(outcome, Exception):
-            code = code_of(outcome)
-            self._counts["errors"] += 1
-            if code == INTERNAL:
-                self._counts["internal"] += 1
-            data = encode(self._failure("submit", code, outcome, request_id))
-        else:
-            reply: dict[str, Any] = {"v": 1, "ok": True, "result": outcome}
-            if request_id is not None:
-                reply["id"] = request_id
-            data = encode(reply)
-        self._reply(socket, envelope, data, request_id)
-        return after
 
     def _run(self, lane: int, envelope: Envelope, op: str, kwargs: dict[str, Any],
              request_id: Any) -> None:
