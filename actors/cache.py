@@ -1,6 +1,7 @@
 """Provider output cache: `Node(cache_ttl_s=...)` reuses a provider's output across
-executions of the same workflow with the same inputs, for that long. Entries are keyed by
-(workflow, node, inputs key); `actors.guards.CacheGuard` makes the inputs key.
+executions of the same workflow for that long, where it would compute the same thing.
+Entries are keyed by (workflow, node, key); `actors.guards.CacheGuard` makes the key (the
+function, the inputs, the outputs the node depends on) and keeps the function in the entry.
 
 An entry is a deep copy of a node's output, which may run user code when freed (its
 `__del__`); the cache is used from the supervisors' threads, so what it lets go goes to the

@@ -92,7 +92,11 @@ class BreakerGuard:
 
 
 class CacheGuard:
-    """Reuses a provider's output across executions with equal inputs, for its TTL."""
+    """Reuses a provider's output across executions for its TTL when it would compute the
+    same thing: the same function (a workflow rebuilt under the same id with another one,
+    e.g. a `functools.partial` for another venue, does not share), the same inputs, and
+    the same outputs of the nodes it depends on (a provider of the order book of the
+    symbol an upstream node picked: ETH's book was served for a BTC pick)."""
 
     def __init__(self, cache: ProviderCache) -> None:
         self._cache = cache
@@ -101,16 +105,18 @@ class CacheGuard:
         node = run.node
         if node.cache_ttl_s is None or run.trial:  # a breaker trial must really run
             return None
-        key = _inputs_key(run.execution.shown_inputs)
+        key = _cache_key(run)
         if key is None:
             return None
         hit, entry = self._cache.get(run.workflow_id, node.id, key)
-        if not hit:
+        # The entry holds the function it was made by: its id in the key cannot be another
+        # function's while the entry lives (`is`, not `==`: no user code here).
+        if not hit or entry[0] is not node.fn:
             return None
         # Each hit its own copy: the output goes on to this execution's nodes and its
         # caller's `results`, and one that changed it would change every later hit's.
-        copied = private_copy(entry[0])
-        return Verdict(refused=False, value=copied[0], shown=entry[1]) if copied else None
+        copied = private_copy(entry[1][0])
+        return Verdict(refused=False, value=copied[0], shown=entry[1][1]) if copied else None
 
     def after_run(self, run: NodeRun, error: BaseException | None) -> None:
         node = run.node
@@ -118,9 +124,26 @@ class CacheGuard:
                 or run.execution.closed  # a cancelled run's output is not to be trusted
                 or run.cache_copy is None):  # (one that cannot be copied is not kept)
             return
-        key = _inputs_key(run.execution.shown_inputs)
+        key = _cache_key(run)
         if key is not None:
-            self._cache.put(run.workflow_id, node.id, key, run.cache_copy, node.cache_ttl_s)
+            self._cache.put(run.workflow_id, node.id, key, (node.fn, run.cache_copy),
+                            node.cache_ttl_s)
+
+
+def _cache_key(run: NodeRun) -> str | None:
+    """The run's cache key: its function's id, its execution's inputs and the outputs of
+    the nodes it depends on, all in their event forms (plain data: no user `__repr__` runs
+    on the supervisor's thread); None when there is none."""
+    exe = run.execution
+    inputs = _inputs_key(exe.shown_inputs)
+    ancestors = exe.workflow.closure.ancestor_ids(run.index)
+    if inputs is None:
+        return None
+    if not ancestors:
+        return f"{id(run.node.fn)}:{inputs}"
+    shown = exe.shown_outputs if exe.shown_outputs is not None else exe.outputs
+    upstream = _inputs_key({node_id: shown.get(node_id) for node_id in ancestors})
+    return None if upstream is None else f"{id(run.node.fn)}:{inputs}:{upstream}"
 
 
 #: A cached output is copied again on every hit, on the supervisor's thread: one whose copy
