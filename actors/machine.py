@@ -50,9 +50,9 @@ class Execution:
     __slots__ = (
         "__weakref__", "admitted_in", "attempts", "bot_id", "closed", "completed",
         "ending_on_start", "errors", "exempt_from_halt", "finished", "handle", "head", "id",
-        "inputs", "node_status", "outputs", "past_deadline", "priority", "remaining",
-        "restarts", "runs", "shown_inputs", "shown_outputs", "started_event", "started_mono",
-        "status", "strategy_id", "user_objects", "workflow",
+        "inputs", "node_status", "object_nodes", "outputs", "past_deadline", "priority",
+        "remaining", "restarts", "runs", "shown_inputs", "shown_outputs", "started_event",
+        "started_mono", "status", "strategy_id", "user_objects", "workflow",
     )
 
     def __init__(self, *, execution_id: str, workflow: Workflow, inputs: Mapping[str, Any],
@@ -87,7 +87,8 @@ class Execution:
         #: an output's is another object than the output (`outputs` serves until then).
         self.shown_outputs: dict[str, Any] | None = None
         #: (`user_objects`: an input or an output is not plain data; set above and by
-        #: `succeeded`.)
+        #: `succeeded`.) The nodes whose output is not plain data, if any.
+        self.object_nodes: list[str] | None = None
         self.errors: dict[str, tuple[str, str]] = {}
         #: node index -> the times of its failures that were re-run (the restart guard's).
         self.restarts: dict[int, list[float]] = {}
@@ -113,6 +114,17 @@ class Execution:
         """Whether an input or an output is not plain data (`packing.event_snapshot` said
         so), so freeing it may run user code (actors/reaper.py)."""
         return self.user_objects
+
+    def result_outputs(self) -> dict[str, Any]:
+        """node_id -> output, for `result().results`: plain data as it was returned (the
+        copy the events and the journal carry: a downstream node's change to the object
+        does not reach it), any other output the node's own object."""
+        shown = self.shown_outputs
+        if shown is None:
+            return self.outputs
+        if self.object_nodes is None:
+            return shown
+        return {**shown, **{node_id: self.outputs[node_id] for node_id in self.object_nodes}}
 
     # -- transitions -----------------------------------------------------------------------
 
@@ -156,6 +168,9 @@ class Execution:
             shown = value
         if user_object:
             self.user_objects = True
+            if self.object_nodes is None:
+                self.object_nodes = []
+            self.object_nodes.append(node.id)
         shown_outputs = self.shown_outputs
         if shown is not value and shown_outputs is None:
             shown_outputs = self.shown_outputs = dict(self.outputs)

@@ -80,7 +80,7 @@ class ExecutionClosing:
         wf = exe.workflow
         result = ExecutionResult(
             execution_id=exe.id, workflow_id=wf.id, status=ending.status.value,
-            results=MappingProxyType(exe.outputs), error=ending.error,
+            results=MappingProxyType(exe.result_outputs()), error=ending.error,
             error_type=ending.error_type, duration_ms=terminal["duration_ms"],
             started_at=exe.started_event.get("timestamp") or None,
             ended_at=terminal["timestamp"],

@@ -306,10 +306,9 @@ class NodeContext:
     or deleting a key changes nothing another node, an event or the journal sees. The
     values inside are not copied (copying every output for every reader would cost every
     node run): they are the upstream nodes' own objects, shared with later nodes (a
-    cached provider's later executions get copies of their own; `handle.result()` copies
-    the outputs it hands out; events and the journal carry a copy made as the output was
-    returned). Treat them as read-only; copy one to change it (`dict(...)`,
-    `copy.deepcopy`).
+    cached provider's later executions get copies of their own; events, the journal and
+    `handle.result()` carry a copy of the plain data made as the output was returned).
+    Treat them as read-only; copy one to change it (`dict(...)`, `copy.deepcopy`).
     """
 
     __slots__ = ("_cancel_requested", "_cancelled", "_log", "_risk", "attempt", "execution_id",

@@ -110,3 +110,24 @@ def test_inputs_changed_by_the_submitter_after_submit_are_recorded_as_submitted(
     [started] = [e for e in got if e["type"] == "execution_started"
                  and e["execution_id"] == handle.execution_id]
     assert started["inputs"] == {"levels": [1, 2], "limits": {"max": 5}}
+
+
+def test_result_results_are_the_outputs_as_returned_and_user_objects_the_nodes_own(
+        make_engine: EngineFactory) -> None:
+    """`result().results` agrees with the events and the journal: plain data as returned
+    (a downstream change does not reach it); any other object is the node's own."""
+    engine: Engine = make_engine()
+
+    class Position:  # not plain data: events carry its text, results the object
+        def __init__(self) -> None:
+            self.size = 1
+
+    position = Position()
+    wf = Workflow("changing_with_object", nodes=[
+        *changing_workflow(threading.Event()).nodes,
+        Node("position", lambda ctx: position, category="provider"),
+    ])
+    result = engine.submit(wf).result(timeout=10)
+    assert result.status == "completed"
+    assert result.results["quote"] == RETURNED
+    assert result.results["position"] is position
