@@ -25,7 +25,9 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 # and the suite starts ~900 of them. compileall skips what is up to date.
 # The suite runs on two pytest workers (pytest-xdist), a test file per worker at a time: most
 # tests wait on subprocesses and sockets, so one worker leaves a core idle. One file's tests
-# stay on one worker (--dist loadfile): their module fixtures start once.
+# stay on one worker (--dist loadfile): their module fixtures start once. Files with a `slow`
+# test go first (tests/conftest.py), in that order (--no-loadscope-reorder): xdist's own order,
+# by test count, started those minute-long few-test files last, with the other worker idle.
 COMPILE := $(BIN)/python -m compileall -q actors transport tests bench examples
 
 run: $(VENV)/.installed-run
@@ -36,7 +38,7 @@ test: $(VENV)/.installed
 	$(COMPILE)
 	$(BIN)/ruff check actors transport tests bench examples
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
 
 # Every benchmark, then docs/benchmarks.md (run it alone: the benches share the cores).
 # `python -m bench --help`: --quick (CI smoke), --only NAME, --soak [--soak-minutes N].

@@ -28,9 +28,9 @@ from actors.cli_stdout import (
     stdout_to_devnull,
 )
 from actors.config import Config
-from actors.engine import VERSION
 from actors.errors import TradeloomError
 from actors.logs import get_logger
+from actors.version import VERSION
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -235,9 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
                         default=argparse.SUPPRESS, help="as the global option (default info)")
     # (a Ctrl-C before the stop signals are taken over, while it starts, is a stop too)
-    daemon.set_defaults(handler=cmd_daemon, default_level="info", exit_past_user_threads=True,
-                        ctrl_c_ends_it=True,
-                        writes_stdout=False)
+    daemon.set_defaults(handler=cmd_daemon, default_level="info", runs_user_code=True,
+                        exit_past_user_threads=True, ctrl_c_ends_it=True, writes_stdout=False)
 
     keys = sub.add_parser("keys", help="write a CURVE key pair for the daemon or a client",
                           description="Write DIR/NAME.key (public) and DIR/NAME.key_secret "
@@ -267,7 +266,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = args.log_level or getattr(args, "default_level", "warning")
-    logs.configure(fmt=args.log_format, level=level)
+    # A command that loads no user code sets structlog up at its first line, if any: a
+    # client command that logs nothing starts ~0.25 s sooner. `daemon` and `run` set it up
+    # now, before a workflow module could use structlog directly.
+    logs.configure(fmt=args.log_format, level=level,
+                   deferred=not getattr(args, "runs_user_code", False))
     restore_positional(args)
     if stdout_closed():  # (actors/cli_stdout.py)
         reserve_stdout()

@@ -12,6 +12,8 @@ import sys
 
 #: 128 + SIGINT, as a shell reports a command a Ctrl-C ended (every command's code for it).
 EXIT_INTERRUPTED = 130
+#: What a Ctrl-C while the command (or the client library it sends with) loads prints.
+LOADING_INTERRUPTED = "tradeloom: error: interrupted while loading (nothing was done)"
 
 
 def main() -> int:
@@ -20,6 +22,5 @@ def main() -> int:
 
         return cli_main()
     except KeyboardInterrupt:  # while loading or parsing, before a command's own handling
-        print("tradeloom: error: interrupted while loading (nothing was done)",
-              file=sys.stderr)
+        print(LOADING_INTERRUPTED, file=sys.stderr)
         return EXIT_INTERRUPTED

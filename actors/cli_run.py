@@ -9,16 +9,17 @@ import json
 import signal
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from actors.cli import EXIT_FAILED, EXIT_OK, add_input_option, parse_inputs
 from actors.cli_entry import EXIT_INTERRUPTED
 from actors.cli_stdout import stdout_to_devnull
 from actors.config import DEFAULT_DATA_DIR, Config
 from actors.config_parse import import_ref
-from actors.engine import Engine
-from actors.events import Event
 from actors.json_text import json_text, plain_json
+
+if TYPE_CHECKING:
+    from actors.events import Event
 
 
 def register(sub: Any) -> None:
@@ -42,7 +43,7 @@ def register(sub: Any) -> None:
                      help="with --every: stop after N runs (0: until Ctrl-C)")
     run.add_argument("--timeout", type=_interval, default=60.0, metavar="S",
                      help="how long to wait for one execution (default 60)")
-    run.set_defaults(handler=cmd_run, exit_past_user_threads=True)
+    run.set_defaults(handler=cmd_run, runs_user_code=True, exit_past_user_threads=True)
 
 
 def _interval(text: str) -> float:
@@ -84,6 +85,8 @@ def _shown(value: Any) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from actors.engine import Engine  # (here: the other commands start without the engine)
+
     config = Config.load(args.config) if args.config else Config()
     # In-process without a daemon: the config may be the daemon's, whose sockets and
     # journal it holds (a try-out must not add executions to the daemon's history, nor come

@@ -56,13 +56,13 @@ from actors.reaper import Reaper
 from actors.risk import RiskBook
 from actors.supervisor import SupervisorActor
 from actors.triggers import IntervalTriggers
+from actors.version import VERSION
 from actors.workflow import Workflow
 
 if TYPE_CHECKING:
     from transport.engine_sockets import EngineSockets
 
 log = get_logger("tradeloom.engine")
-VERSION = "0.1.0"
 _RECENT_STATUSES = 1000
 
 

@@ -3,6 +3,10 @@ and `get_logger`, the engine's loggers, whose calls never raise.
 
 The library itself only gets its loggers from structlog (`get_logger` below); configuring
 output is the program's job, so embedding applications keep their own logging.
+
+structlog is imported at the first line logged, not with this module: with the `rich` it
+loads it takes ~0.25 s, which a `tradeloom status` that logs nothing need not pay
+(`configure(..., deferred=True)`). A program that logs pays it once, as before.
 """
 
 from __future__ import annotations
@@ -13,8 +17,6 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any, Self
-
-import structlog
 
 from actors.errors import failure_fields, type_name
 
@@ -118,7 +120,37 @@ def _guarded(owner: NodeLogger, method: Callable[..., Any]) -> Callable[..., Any
 
 def get_logger(name: str) -> SafeLogger:
     """The engine's logger named `name`: structlog's, as configured when a line is logged."""
-    return SafeLogger(structlog.get_logger(name))
+    return SafeLogger(_FirstUse(name))
+
+
+class _FirstUse:
+    """`structlog.get_logger(name)`, fetched (structlog imported, a deferred `configure`
+    applied) when a line is first logged or bound."""
+
+    __slots__ = ("_logger", "_name")
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._logger: Any = None
+
+    def __getattr__(self, attr: str) -> Any:
+        if self._logger is None:
+            self._logger = _structlog().get_logger(self._name)
+        return getattr(self._logger, attr)
+
+
+def _structlog() -> Any:  # (the module)
+    """structlog, once imported and configured as `configure(deferred=True)` asked."""
+    import structlog
+
+    if _deferred is not None:
+        _apply_deferred()
+    return structlog
+
+
+def node_logger(name: str) -> NodeLogger:
+    """A `NodeLogger` (`ctx.log`) over structlog's logger `name`."""
+    return NodeLogger(_structlog().get_logger(name))
 
 
 _uncaught_log = get_logger("tradeloom.uncaught")
@@ -148,7 +180,41 @@ def _unraisable_exception(args: Any) -> None:  # (sys.UnraisableHookArgs)
                         **failure_fields(args.exc_value))
 
 
-def configure(*, fmt: str = "json", level: str = "info") -> None:
+#: `configure(deferred=True)`'s (fmt, level), until the first line applies them.
+_deferred: tuple[str, str] | None = None
+_deferred_lock = threading.RLock()
+
+
+def configure(*, fmt: str = "json", level: str = "info", deferred: bool = False) -> None:
+    """Log lines of `fmt` ("json" or "console") at `level` and above, to stderr, for the
+    program's structlog loggers and the standard library's (libraries' lines).
+
+    `deferred`: structlog is imported and set up when the first line is logged (ours or a
+    library's), not now; for a program that runs no user code, which would configure
+    structlog with its own first line."""
+    global _deferred
+    with _deferred_lock:
+        if deferred:
+            _deferred = (fmt, level)
+            _route_stdlib_logging_later()
+        else:
+            _deferred = None
+            _configure_now(fmt, level)
+    install_uncaught_hooks()
+
+
+def _apply_deferred() -> None:
+    global _deferred
+    with _deferred_lock:  # (re-entrant: a line logged while configuring finds it done)
+        if _deferred is not None:
+            fmt, level = _deferred
+            _deferred = None
+            _configure_now(fmt, level)
+
+
+def _configure_now(fmt: str, level: str) -> None:
+    import structlog
+
     renderer: Any = (structlog.processors.JSONRenderer() if fmt == "json"
                      else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
     _route_stdlib_logging(renderer, logging.getLevelNamesMapping()[level.upper()])
@@ -166,13 +232,14 @@ def configure(*, fmt: str = "json", level: str = "info") -> None:
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
-    install_uncaught_hooks()
 
 
 def _route_stdlib_logging(renderer: Any, level: int) -> None:
     """Lines from the standard library's `logging` (websockets, zmq.auth, asyncio) in the
     same form as ours: without a handler, Python's last-resort one printed them as plain
     text, tracebacks and all, into a stream of JSON lines (a peer could cause them)."""
+    import structlog
+
     handler = logging.StreamHandler(sys.stderr)
     handler.set_name("tradeloom")
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
@@ -185,11 +252,30 @@ def _route_stdlib_logging(renderer: Any, level: int) -> None:
         ],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer]))
     handler.addFilter(LibraryThrottle())
+    _install_root_handler(handler, level)
+
+
+def _install_root_handler(handler: logging.Handler, level: int) -> None:
+    handler.set_name("tradeloom")
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.get_name() == "tradeloom"]:
         root.removeHandler(old)  # (configured again: one handler, the newest form)
     root.addHandler(handler)
     root.setLevel(max(level, LIBRARY_LEVEL))
+
+
+def _route_stdlib_logging_later() -> None:
+    """Until a deferred `configure` is applied, a library's line applies it (which puts the
+    real handler in this one's place) and is then handled as any later one."""
+    _install_root_handler(_FirstRecord(), logging.NOTSET)
+
+
+class _FirstRecord(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        _apply_deferred()
+        for handler in logging.getLogger().handlers:
+            if handler is not self and handler.get_name() == "tradeloom":
+                handler.handle(record)  # (its own filter and level apply)
 
 
 class LibraryThrottle(logging.Filter):

@@ -9,11 +9,9 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
-import structlog
-
 from actors.closure import Closure
 from actors.errors import NodeTimeout, WorkflowDefinitionError, shown, valid_text
-from actors.logs import NodeLogger
+from actors.logs import node_logger
 
 Category = Literal["provider", "condition", "action", "transform"]
 CATEGORIES: frozenset[str] = frozenset({"provider", "condition", "action", "transform"})
@@ -369,7 +367,7 @@ class NodeContext:
     def log(self) -> Any:
         """A structlog logger bound with execution_id, workflow_id, node_id and attempt."""
         if self._log is None:
-            self._log = NodeLogger(structlog.get_logger("tradeloom.node")).bind(
+            self._log = node_logger("tradeloom.node").bind(
                 execution_id=self.execution_id, workflow_id=self.workflow_id,
                 node_id=self.node_id, attempt=self.attempt)
         return self._log

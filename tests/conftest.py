@@ -209,3 +209,13 @@ def node() -> str:
                                   capture_output=True, text=True, timeout=600, check=False)
             assert proc.returncode == 0, f"npm ci failed: {proc.stderr[-2000:]}"
     return node
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files holding a `slow` test run first, the rest after, each in collection order.
+
+    `make test` runs two workers a file at a time (`--dist loadfile`, without xdist's
+    reordering by test count, which put these few-test files last): a minute-long file
+    started at the end ran alone while the other worker sat idle."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # (a stable sort)

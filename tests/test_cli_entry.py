@@ -43,7 +43,8 @@ def python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=TIMEOUT_S, check=False)
 
 
-@pytest.mark.parametrize("module", ["actors.engine", "structlog", "zmq", "transport.tail"])
+@pytest.mark.parametrize("module", ["actors.config", "zmq", "transport.tail",
+                                    "transport.control_client"])
 def test_a_ctrl_c_while_the_command_loads_exits_130_without_a_traceback(module: str) -> None:
     done = python(INTERRUPTED_IMPORT.format(module=module), "status")
     assert (done.returncode, done.stdout) == (130, "")
@@ -171,3 +172,38 @@ def test_a_ctrl_c_during_run_is_exit_130_not_a_completed_run(tmp_path: Path) -> 
     assert proc.returncode == 130, err
     assert err.startswith("tradeloom: error: interrupted before the execution ended"), err
     assert err.count("\n") == 1 and not any("result:" in line for line in lines), (err, lines)
+
+
+#: Runs the entry point, then prints which of the engine's and the server's modules it loaded.
+LOADED_BY = """
+import sys
+from actors.cli_entry import main
+try:
+    code = main()
+except SystemExit as exc:  # (--version, --help)
+    code = exc.code
+heavy = ["actors.engine", "structlog", "pykka", "transport.control", "transport.publisher",
+         "zmq.auth.thread", "rich"]
+print(",".join(name for name in heavy if name in sys.modules))
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize("args", [
+    ["status", "--timeout", "0.05", "--control", "tcp://127.0.0.1:1"],
+    ["--version"],
+    ["halt", "--help"],
+])
+def test_a_client_command_loads_neither_the_engine_nor_structlog(args: list[str]) -> None:
+    """Each `tradeloom` call an operator or a script makes started the whole engine and
+    structlog first: ~0.5 s of imports before a `status` sent its request."""
+    done = python(LOADED_BY, *args)
+    assert done.returncode in (0, 3), done.stderr  # (3: no daemon to answer `status`)
+    assert done.stdout.splitlines()[-1] == "", done.stdout
+
+
+def test_the_version_is_the_packages() -> None:
+    from actors.version import VERSION
+
+    text = (ROOT / "pyproject.toml").read_text()
+    assert f'\nversion = "{VERSION}"\n' in text

@@ -137,3 +137,57 @@ def test_uncaught_exceptions_are_json_lines_of_their_own() -> None:
     unraisable = by_event["unraisable_exception"]
     assert (unraisable["object_type"], unraisable["error_type"], unraisable["error"]) == (
         "function", "RuntimeError", "from a __del__")
+
+
+#: A fresh interpreter: `configure(deferred=True)`, then the first lines, in the order given.
+DEFERRED_CHILD = textwrap.dedent("""
+    import json, logging, sys
+    from actors import logs
+
+    logs.configure(fmt="json", level="warning", deferred=True)
+    log = logs.get_logger("tradeloom.test")
+    print(json.dumps({"structlog_before": "structlog" in sys.modules}), flush=True)
+    lines = {
+        "library": lambda: logging.getLogger("some.library").warning("a library's line %s", 1),
+        "ours": lambda: log.warning("ours", key="value"),
+    }
+    for which in sys.argv[1:]:
+        lines[which]()
+    log.info("below the level")
+    logging.getLogger("some.library").info("below the library level")
+    print(json.dumps({"structlog_after": "structlog" in sys.modules}), flush=True)
+""")
+
+
+@pytest.mark.parametrize("order", [["library", "ours"], ["ours", "library"]])
+def test_a_deferred_configure_loads_structlog_at_the_first_line_and_formats_every_line(
+        order: list[str]) -> None:
+    """`tradeloom status` starts without structlog (~0.25 s); a line it does log, ours or a
+    library's first, is still a JSON line at the level asked for."""
+    done = subprocess.run([sys.executable, "-c", DEFERRED_CHILD, *order], cwd=ROOT,
+                          env=child_env(), capture_output=True, text=True, timeout=30,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(line) for line in done.stdout.splitlines()] == [
+        {"structlog_before": False}, {"structlog_after": True}]
+    lines = {line["event"]: line for line in map(json.loads, done.stderr.splitlines())}
+    assert list(lines) == [{"library": "a library's line 1", "ours": "ours"}[which]
+                           for which in order], done.stderr
+    assert {line["level"] for line in lines.values()} == {"warning"}
+    assert lines["a library's line 1"]["logger"] == "some.library"
+    assert lines["ours"]["key"] == "value"
+
+
+def test_configure_now_replaces_a_deferred_one() -> None:
+    """The daemon configures at once; a deferred set-up left from before does not come back
+    at its first line to replace it."""
+    code = textwrap.dedent("""
+        from actors import logs
+        logs.configure(fmt="console", level="warning", deferred=True)
+        logs.configure(fmt="json", level="info")
+        logs.get_logger("tradeloom.test").info("ours")
+    """)
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=child_env(),
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    assert [json.loads(line)["event"] for line in done.stderr.splitlines()] == ["ours"]

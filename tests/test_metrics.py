@@ -27,10 +27,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from actors import Config, Engine, Node, NodeContext, Workflow
 from actors.clock import ManualClock
 from actors.config import LimitConfig
-from actors.engine import VERSION
 from actors.errors import ConfigError, TradeloomError, WorkflowDefinitionError
 from actors.eventlog import EventLog
 from actors.risk import RiskBook
+from actors.version import VERSION
 from tests.engine_journal_helpers import captured_logs
 from tests.journal_helpers import started
 from transport.client import ControlClient

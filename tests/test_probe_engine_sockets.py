@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -241,13 +242,23 @@ def test_a_stop_cut_short_by_an_interrupt_is_finished_by_the_next_stop() -> None
         interrupted.set()
         raise Interrupted
 
-    previous = signal.signal(signal.SIGUSR1, on_signal)
+    def swallowed(args: Any) -> None:  # (sys.UnraisableHookArgs)
+        # Raised inside a weakref callback or a __del__ (a GC during the stop), Python
+        # swallows it: a Ctrl-C there is lost to any program. Send it again.
+        if isinstance(args.exc_value, Interrupted):
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGUSR1)
+        else:
+            hook(args)
+
+    previous, hook = signal.signal(signal.SIGUSR1, on_signal), sys.unraisablehook
+    sys.unraisablehook = swallowed
     try:
         run_until_stop_signals(engine, interrupted)
         with pytest.raises(Interrupted):
             engine.stop()
     finally:
         signal.signal(signal.SIGUSR1, previous)
+        sys.unraisablehook = hook
     engine.stop()
     assert not engine.ref.is_alive()
     deadline = time.monotonic() + WAIT_S

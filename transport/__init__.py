@@ -1,12 +1,47 @@
 """tradeloom's wire: the msgpack codec, the event publisher, the control server, CURVE, and
-the client library (`transport.client`). docs/protocol.md describes the protocol itself."""
+the client library (`transport.client`). docs/protocol.md describes the protocol itself.
 
-from transport.codec import MAX_MESSAGE_BYTES, CodecError, decode_map, encode, event_frames
-from transport.control import ControlServer
-from transport.errors import TransportError
-from transport.ops import ControlHandler
-from transport.publisher import EventSource, PackedEventSource, Publisher
-from transport.security import ClientKeys, CurveServer, is_loopback
+Each public name is imported from its module when first used (PEP 562), as in `actors`: a
+client command (`tradeloom status`) loads the client's modules, not the control server's
+and the publisher's.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from transport.codec import (
+        MAX_MESSAGE_BYTES,
+        CodecError,
+        decode_map,
+        encode,
+        event_frames,
+    )
+    from transport.control import ControlServer
+    from transport.errors import TransportError
+    from transport.ops import ControlHandler
+    from transport.publisher import EventSource, PackedEventSource, Publisher
+    from transport.security import ClientKeys, CurveServer, is_loopback
+
+#: Each public name -> the module that defines it.
+_DEFINED_IN = {
+    "MAX_MESSAGE_BYTES": "transport.codec",
+    "ClientKeys": "transport.security",
+    "CodecError": "transport.codec",
+    "ControlHandler": "transport.ops",
+    "ControlServer": "transport.control",
+    "CurveServer": "transport.security",
+    "EventSource": "transport.publisher",
+    "PackedEventSource": "transport.publisher",
+    "Publisher": "transport.publisher",
+    "TransportError": "transport.errors",
+    "decode_map": "transport.codec",
+    "encode": "transport.codec",
+    "event_frames": "transport.codec",
+    "is_loopback": "transport.security",
+}
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
@@ -24,3 +59,24 @@ __all__ = [
     "event_frames",
     "is_loopback",
 ]
+
+
+if not TYPE_CHECKING:  # (for a type checker, a module __getattr__ would accept any name)
+
+    def __getattr__(name: str) -> Any:
+        module = _DEFINED_IN.get(name)
+        if module is None and name.startswith("__"):
+            raise AttributeError(f"module 'transport' has no attribute {name!r}")
+        if module is None:  # a submodule: `transport.tail` after `import transport`
+            try:
+                return importlib.import_module(f"transport.{name}")
+            except ModuleNotFoundError as exc:
+                if exc.name != f"transport.{name}":
+                    raise
+                raise AttributeError(f"module 'transport' has no attribute {name!r}") from None
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted({*globals(), *__all__})

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from actors.cli_entry import EXIT_INTERRUPTED, LOADING_INTERRUPTED
 from actors.config import ClientConfig, Config, TransportConfig, read_config_text
 from actors.config_parse import CONNECT_ENDPOINT
 from actors.errors import ConfigError
@@ -185,6 +186,11 @@ def client_command(handler: Handler) -> Handler:
 
     @functools.wraps(handler)
     def run(args: argparse.Namespace) -> int:
+        try:  # the client library (ZeroMQ, msgpack): loaded here, before anything is sent
+            import transport.control_client  # noqa: F401
+        except KeyboardInterrupt:
+            print(LOADING_INTERRUPTED, file=sys.stderr)
+            return EXIT_INTERRUPTED
         from transport.errors import ControlError, DaemonUnreachable, TransportError
 
         try:

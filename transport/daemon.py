@@ -25,9 +25,10 @@ import threading
 from typing import TYPE_CHECKING
 
 from actors.config import Config, TransportConfig
-from actors.engine import VERSION, Engine
+from actors.engine import Engine
 from actors.logs import get_logger
 from actors.triggers import IntervalTriggers
+from actors.version import VERSION
 from transport.control import ControlServer
 from transport.engine_sockets import EngineSockets, stop_servers
 from transport.metrics import MetricsServer

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from actors.engine import VERSION, Engine
+from actors.engine import Engine
 from actors.errors import EngineStopped, Halted, NotFound, Overloaded
+from actors.version import VERSION
 from transport.ops import SUBMIT_RECORD_TIMEOUT_S, DeferredReply
 
 if TYPE_CHECKING:

@@ -43,10 +43,11 @@ from prometheus_client.registry import Collector
 from actors import listen_address
 from actors.breaker import BreakerState
 from actors.emergency import EmergencyState
-from actors.engine import VERSION, Engine
+from actors.engine import Engine
 from actors.errors import EngineStopped
 from actors.logs import dropped_lines, get_logger
 from actors.triggers import IntervalTriggers
+from actors.version import VERSION
 from transport.control import ControlServer
 from transport.errors import TransportError
 from transport.metrics_feed import NodeDurations, SubscriptionTotals

@@ -23,15 +23,17 @@ import ipaddress
 import re
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 import zmq.auth
-from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
 from actors.logs import get_logger
 from transport.errors import TransportError
+
+if TYPE_CHECKING:
+    from zmq.auth.thread import ThreadAuthenticator
 
 log = get_logger("tradeloom.security")
 
@@ -158,6 +160,8 @@ class CurveServer:
         with self._lock:
             if self._auth is not None:
                 return
+            from zmq.auth.thread import ThreadAuthenticator  # (a client needs none)
+
             auth = ThreadAuthenticator(self._context)
             auth.start()
             auth.configure_curve_callback(domain="*",

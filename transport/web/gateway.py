@@ -37,9 +37,10 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 from websockets.sync.server import Server, ServerConnection, serve
 
-from actors.engine import VERSION, Engine
+from actors.engine import Engine
 from actors.errors import ConfigError
 from actors.logs import get_logger
+from actors.version import VERSION
 from actors.web_config import WebConfig
 from transport.errors import TransportError
 from transport.web._compat import LiveSockets, bound_connections, serve_forever
