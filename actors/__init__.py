@@ -7,8 +7,7 @@ first, and a Ctrl-C while the command loads can be answered without a traceback.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from actors.clock import Clock, ManualClock, SystemClock
@@ -152,21 +151,6 @@ __all__ = [
 
 
 if not TYPE_CHECKING:  # (for a type checker, a module __getattr__ would accept any name)
+    from actors.lazy_names import lazy_names
 
-    def __getattr__(name: str) -> Any:
-        module = _DEFINED_IN.get(name)
-        if module is None and name.startswith("__"):  # (probes: `__wrapped__`, ...)
-            raise AttributeError(f"module 'actors' has no attribute {name!r}")
-        if module is None:  # a submodule: `actors.messages` after `import actors`
-            try:
-                return importlib.import_module(f"actors.{name}")
-            except ModuleNotFoundError as exc:
-                if exc.name != f"actors.{name}":
-                    raise  # one the submodule imports is missing: not this name's fault
-                raise AttributeError(f"module 'actors' has no attribute {name!r}") from None
-        value = getattr(importlib.import_module(module), name)
-        globals()[name] = value  # once: later lookups do not come here
-        return value
-
-    def __dir__() -> list[str]:
-        return sorted({*globals(), *__all__})
+    __getattr__, __dir__ = lazy_names('actors', _DEFINED_IN, globals(), __all__)

@@ -11,10 +11,12 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 import actors
+import transport
 from tests.engine_journal_helpers import eventually
 from tests.test_cli_submit_reply import SlowControl
 
@@ -91,16 +93,26 @@ def test_importing_the_package_loads_no_engine_until_a_name_is_used() -> None:
     assert python(code).stdout.split() == ["False", "actors.engine", "True"]
 
 
-def test_every_public_name_resolves_and_unknown_ones_do_not() -> None:
-    for name in actors.__all__:  # what its module defines under that name (an alias too)
-        value = getattr(actors, name)
-        assert getattr(sys.modules[value.__module__], name) is value, name
-    assert set(actors.__all__) <= set(dir(actors))
-    with pytest.raises(AttributeError, match="no attribute 'Engin'"):
-        actors.Engin  # type: ignore[attr-defined]  # noqa: B018 - the lookup is the test
+@pytest.mark.parametrize("package", [actors, transport], ids=lambda p: p.__name__)
+def test_every_public_name_resolves_and_unknown_ones_do_not(package: ModuleType) -> None:
+    for name in package.__all__:  # what its module defines under that name (an alias too)
+        value = getattr(package, name)
+        defined_in = getattr(value, "__module__", None) or package._DEFINED_IN[name]
+        assert getattr(sys.modules[defined_in], name) is value, name
+    assert set(package.__all__) <= set(dir(package))
+    with pytest.raises(AttributeError, match=f"module '{package.__name__}' has no attribute "
+                                             "'Engin'"):
+        package.Engin  # noqa: B018 - the lookup is the test
     star: dict[str, object] = {}
-    exec("from actors import *", star)  # what `import *` binds
-    assert set(actors.__all__) <= set(star)
+    exec(f"from {package.__name__} import *", star)  # what `import *` binds
+    assert set(package.__all__) <= set(star)
+
+
+def test_importing_transport_loads_neither_server_nor_publisher_until_used() -> None:
+    code = ("import sys, transport; print(sorted(m for m in ('transport.control', "
+            "'transport.publisher', 'zmq') if m in sys.modules)); "
+            "print(transport.tail.__name__, transport.Publisher.__module__)")
+    assert python(code).stdout.split("\n")[:2] == ["[]", "transport.tail transport.publisher"]
 
 
 #: The entry point with Python's own Ctrl-C handler, whatever the test runner's parent set

@@ -8,8 +8,7 @@ and the publisher's.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from transport.codec import (
@@ -62,21 +61,6 @@ __all__ = [
 
 
 if not TYPE_CHECKING:  # (for a type checker, a module __getattr__ would accept any name)
+    from actors.lazy_names import lazy_names
 
-    def __getattr__(name: str) -> Any:
-        module = _DEFINED_IN.get(name)
-        if module is None and name.startswith("__"):
-            raise AttributeError(f"module 'transport' has no attribute {name!r}")
-        if module is None:  # a submodule: `transport.tail` after `import transport`
-            try:
-                return importlib.import_module(f"transport.{name}")
-            except ModuleNotFoundError as exc:
-                if exc.name != f"transport.{name}":
-                    raise
-                raise AttributeError(f"module 'transport' has no attribute {name!r}") from None
-        value = getattr(importlib.import_module(module), name)
-        globals()[name] = value
-        return value
-
-    def __dir__() -> list[str]:
-        return sorted({*globals(), *__all__})
+    __getattr__, __dir__ = lazy_names('transport', _DEFINED_IN, globals(), __all__)
