@@ -154,3 +154,4 @@ if not TYPE_CHECKING:  # (for a type checker, a module __getattr__ would accept 
     from actors.lazy_names import lazy_names
 
     __getattr__, __dir__ = lazy_names('actors', _DEFINED_IN, globals(), __all__)
+    del lazy_names  # (not a name of the package's)

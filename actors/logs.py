@@ -83,7 +83,8 @@ class SafeLogger:
         getattr(self._logger, method)(*args, **fields)
 
     def bind(self, **fields: Any) -> Self:
-        bound = _contained(None, self._logger.bind, **fields)  # (unbound lines beat none)
+        # (unbound lines beat none; `_logger.bind` itself may set structlog up: contained)
+        bound = _contained(None, lambda: self._logger.bind(**fields))
         return self if bound is None else type(self)(bound)
 
     debug = _never_raising("debug")
@@ -180,9 +181,13 @@ def _unraisable_exception(args: Any) -> None:  # (sys.UnraisableHookArgs)
                         **failure_fields(args.exc_value))
 
 
-#: `configure(deferred=True)`'s (fmt, level), until the first line applies them.
+#: `configure(deferred=True)`'s (fmt, level), until the first line has applied them. Read
+#: unlocked on the way to each logger's first line: cleared only once structlog is set up,
+#: so a thread that finds it None finds structlog configured.
 _deferred: tuple[str, str] | None = None
 _deferred_lock = threading.RLock()
+_configuring = False
+_FORMATS = ("json", "console")
 
 
 def configure(*, fmt: str = "json", level: str = "info", deferred: bool = False) -> None:
@@ -191,12 +196,16 @@ def configure(*, fmt: str = "json", level: str = "info", deferred: bool = False)
 
     `deferred`: structlog is imported and set up when the first line is logged (ours or a
     library's), not now; for a program that runs no user code, which would configure
-    structlog with its own first line."""
+    structlog with its own first line. Bad arguments raise ValueError now, either way."""
     global _deferred
+    if fmt not in _FORMATS:
+        raise ValueError(f"log format {fmt!r}: not one of {', '.join(_FORMATS)}")
+    if level.upper() not in logging.getLevelNamesMapping():
+        raise ValueError(f"log level {level!r}: not a level name")
     with _deferred_lock:
         if deferred:
             _deferred = (fmt, level)
-            _route_stdlib_logging_later()
+            _route_stdlib_logging_later(logging.getLevelNamesMapping()[level.upper()])
         else:
             _deferred = None
             _configure_now(fmt, level)
@@ -204,12 +213,16 @@ def configure(*, fmt: str = "json", level: str = "info", deferred: bool = False)
 
 
 def _apply_deferred() -> None:
-    global _deferred
-    with _deferred_lock:  # (re-entrant: a line logged while configuring finds it done)
-        if _deferred is not None:
-            fmt, level = _deferred
-            _deferred = None
-            _configure_now(fmt, level)
+    global _deferred, _configuring
+    with _deferred_lock:
+        if _deferred is None or _configuring:  # (a line logged while configuring: as is)
+            return
+        _configuring = True
+        try:
+            _configure_now(*_deferred)
+            _deferred = None  # (after: other threads wait on the lock until it is done)
+        finally:
+            _configuring = False
 
 
 def _configure_now(fmt: str, level: str) -> None:
@@ -258,16 +271,18 @@ def _route_stdlib_logging(renderer: Any, level: int) -> None:
 def _install_root_handler(handler: logging.Handler, level: int) -> None:
     handler.set_name("tradeloom")
     root = logging.getLogger()
-    for old in [h for h in root.handlers if h.get_name() == "tradeloom"]:
-        root.removeHandler(old)  # (configured again: one handler, the newest form)
-    root.addHandler(handler)
+    # A new list, not the old one changed: a record being handled (the one `_FirstRecord`
+    # applies the set-up for) goes on through the list it started with, every other
+    # handler included.
+    root.handlers = [h for h in root.handlers if h.get_name() != "tradeloom"] + [handler]
     root.setLevel(max(level, LIBRARY_LEVEL))
 
 
-def _route_stdlib_logging_later() -> None:
+def _route_stdlib_logging_later(level: int) -> None:
     """Until a deferred `configure` is applied, a library's line applies it (which puts the
-    real handler in this one's place) and is then handled as any later one."""
-    _install_root_handler(_FirstRecord(), logging.NOTSET)
+    real handler in this one's place) and is then handled as any later one. The level is
+    the set-up's from the start: a line below it reaches no handler, as after the set-up."""
+    _install_root_handler(_FirstRecord(), level)
 
 
 class _FirstRecord(logging.Handler):
@@ -275,7 +290,7 @@ class _FirstRecord(logging.Handler):
         _apply_deferred()
         for handler in logging.getLogger().handlers:
             if handler is not self and handler.get_name() == "tradeloom":
-                handler.handle(record)  # (its own filter and level apply)
+                handler.handle(record)  # (its own filter applies)
 
 
 class LibraryThrottle(logging.Filter):

@@ -191,3 +191,81 @@ def test_configure_now_replaces_a_deferred_one() -> None:
                           capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode == 0, done.stderr
     assert [json.loads(line)["event"] for line in done.stderr.splitlines()] == ["ours"]
+
+
+def run_child(code: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT,
+                          env=child_env(), capture_output=True, text=True, timeout=30,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_a_first_line_logged_while_another_sets_structlog_up_waits_for_it() -> None:
+    """Two threads' first lines at once: the second must not find the set-up half done and
+    log with structlog's defaults (console lines on stdout, inside `tail --json`'s data)."""
+    done = run_child("""
+        import threading
+        from actors import logs
+
+        entered, release = threading.Event(), threading.Event()
+        configure_now = logs._configure_now
+
+        def held(fmt, level):  # the first line's set-up, held open
+            entered.set()
+            release.wait(10)
+            configure_now(fmt, level)
+
+        logs._configure_now = held
+        logs.configure(fmt="json", level="info", deferred=True)
+        first = threading.Thread(target=lambda: logs.get_logger("a").info("first"))
+        first.start()
+        assert entered.wait(10)
+        second = threading.Thread(target=lambda: logs.get_logger("b").info("second"))
+        second.start()
+        second.join(0.5)  # (it waits for the set-up: this times out)
+        print("second done before the set-up:", not second.is_alive(), flush=True)
+        release.set()
+        first.join(10), second.join(10)
+    """)
+    assert done.stdout == "second done before the set-up: False\n"
+    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    assert sorted(line["event"] for line in lines) == ["first", "second"]
+
+
+def test_the_library_line_that_sets_logging_up_meets_its_level_and_every_handler() -> None:
+    """At `--log-level error`, a library's WARNING that applies the deferred set-up is below
+    it; a program's own root handler still gets that first record, and ours once."""
+    done = run_child("""
+        import logging
+        from actors import logs
+
+        logs.configure(fmt="json", level="error", deferred=True)
+        seen = []
+
+        class Own(logging.Handler):
+            def emit(self, record):
+                seen.append(record.getMessage())
+
+        logging.getLogger().addHandler(Own())
+        logging.getLogger("lib").warning("below error")
+        logging.getLogger("lib").error("an error")
+        logging.getLogger("lib").error("another")
+        print(seen, flush=True)
+    """)
+    assert done.stdout == "['an error', 'another']\n"
+    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    assert [line["event"] for line in lines] == ["an error", "another"], lines
+    assert not [line for line in lines if "suppressed" in line]
+
+
+@pytest.mark.parametrize("deferred", [False, True])
+@pytest.mark.parametrize(("fmt", "level", "says"), [
+    ("yaml", "info", "log format 'yaml'"), ("json", "verbose", "log level 'verbose'")])
+def test_bad_arguments_to_configure_raise_at_once(deferred: bool, fmt: str, level: str,
+                                                  says: str) -> None:
+    """A deferred set-up must not turn a bad level into lines lost at the first one."""
+    from actors import logs
+
+    with pytest.raises(ValueError, match=says):
+        logs.configure(fmt=fmt, level=level, deferred=deferred)
