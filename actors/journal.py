@@ -92,6 +92,7 @@ from actors.journal_records import (
     Submitted,
     Ticket,
     WebhookRecord,
+    log,
 )
 from actors.journal_schema import DataDirLock
 from actors.journal_writer import JournalWriter
@@ -300,19 +301,32 @@ class Journal:
 
     def resolve_intent(self, idempotency_key: str, outcome: str, note: str | None = None,
                        timeout: float = 10.0) -> dict[str, Any]:
-        """An operator's reconciliation of an action intent; durable when it returns."""
+        """An operator's reconciliation of an action intent; durable when it returns.
+
+        An intent that had an outcome already (the engine's, or an earlier resolution: an
+        operator correcting an `unknown`) gets this one in its place; what it replaced is
+        in the result (`previous_outcome`, None if none) and in a warning log line, so the
+        earlier record is never lost without a word."""
         if outcome not in RESOLUTIONS:
             raise ValueError(f"outcome must be one of {sorted(RESOLUTIONS)}, not {outcome!r}")
         if note is not None and not isinstance(note, str):
             raise TypeError("note must be a str")
-        if self._reader.intent(idempotency_key) is None:
+        known = self._reader.intent(idempotency_key)
+        if known is None:
             self.flush(timeout)  # it may have been recorded a moment ago
-            if self._reader.intent(idempotency_key) is None:
+            known = self._reader.intent(idempotency_key)
+            if known is None:
                 raise NotFound(f"no action intent with idempotency key {idempotency_key!r}")
         self._write_and_wait(IntentOutcome(
             idempotency_key=idempotency_key, outcome=outcome, note=note,
             resolved_at=iso_utc(self._clock.time())), timeout)
-        return {"idempotency_key": idempotency_key, "outcome": outcome}
+        previous = known["outcome"]
+        if previous is not None:
+            log.warning("intent_resolution_replaced", idempotency_key=idempotency_key,
+                        outcome=outcome, previous_outcome=previous,
+                        previous_note=known["note"], previous_resolved_at=known["resolved_at"])
+        return {"idempotency_key": idempotency_key, "outcome": outcome,
+                "previous_outcome": previous}
 
     def _write_and_wait(self, record: Record, timeout: float) -> bool:
         with self._state_lock:

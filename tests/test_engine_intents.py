@@ -6,12 +6,14 @@ intents left open by one run seen by the next (logged, or HALT with
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog.testing
 
 from actors import EmergencyState, NodeContext
 from actors.errors import NotFound
@@ -95,8 +97,22 @@ def test_a_timed_out_action_stays_open_with_its_late_result_until_resolved(
     assert intent["detail"]["why"] == "timed out"
     assert intent["detail"]["value"] == {"order": key, "n": None}
 
-    assert engine.resolve_intent(key, "filled", "seen on the exchange") == {
-        "idempotency_key": key, "outcome": "filled"}, "the control op's result"
+    assert engine.resolve_intent(key, "unknown", "asked the exchange") == {
+        "idempotency_key": key, "outcome": "unknown", "previous_outcome": None}, \
+        "the control op's result"
+    saved = structlog.get_config()  # (the suite's set-up drops warnings)
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    try:
+        with structlog.testing.capture_logs() as logs:
+            assert engine.resolve_intent(key, "filled", "seen on the exchange") == {
+                "idempotency_key": key, "outcome": "filled", "previous_outcome": "unknown"}
+    finally:
+        structlog.configure(**saved)
+    replaced = [line for line in logs if line["event"] == "intent_resolution_replaced"]
+    assert [(line["log_level"], line["idempotency_key"], line["previous_outcome"],
+             line["previous_note"], line["outcome"]) for line in replaced] == [
+        ("warning", key, "unknown", "asked the exchange", "filled")]
+    assert replaced[0]["previous_resolved_at"] is not None
     assert key not in by_key(engine.intents())
     resolved = by_key(engine.intents(unresolved=False))[key]
     assert (resolved["outcome"], resolved["note"]) == ("filled", "seen on the exchange")
