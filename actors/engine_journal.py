@@ -256,9 +256,9 @@ class JournalSide:
     def resolve_intent(self, idempotency_key: str, outcome: str,
                        note: str | None = None, *, origin: str = "api") -> dict[str, Any]:
         """Record an operator's reconciliation: filled, not_filled or unknown; returns
-        `{"idempotency_key", "outcome", "previous_outcome"}` (the control op's result) once
-        durable; `previous_outcome`: what it replaced (the engine's `completed`, `failed` or
-        `not_started`, an earlier resolution), None if the intent had none. The HALT
+        `{"idempotency_key", "outcome"}` (the control op's result) once durable; an outcome
+        it replaces (the engine's `completed`, `failed` or `not_started`, an earlier
+        resolution) is logged (`intent_resolution_replaced`). The HALT
         that `halt_on_unresolved_intents` started with ends when the last one is resolved
         (unless the state changed since, an operator asked for HALT meanwhile, or a limit
         is exceeded)."""

@@ -304,9 +304,9 @@ class Journal:
         """An operator's reconciliation of an action intent; durable when it returns.
 
         An intent that had an outcome already (the engine's, or an earlier resolution: an
-        operator correcting an `unknown`) gets this one in its place; what it replaced is
-        in the result (`previous_outcome`, None if none) and in a warning log line, so the
-        earlier record is never lost without a word."""
+        operator correcting an `unknown`) gets this one in its place; what it replaced goes
+        to a warning log line (`intent_resolution_replaced`), so the earlier record is
+        never lost without a word. (The result stays the control op's documented shape.)"""
         if outcome not in RESOLUTIONS:
             raise ValueError(f"outcome must be one of {sorted(RESOLUTIONS)}, not {outcome!r}")
         if note is not None and not isinstance(note, str):
@@ -325,8 +325,7 @@ class Journal:
             log.warning("intent_resolution_replaced", idempotency_key=idempotency_key,
                         outcome=outcome, previous_outcome=previous,
                         previous_note=known["note"], previous_resolved_at=known["resolved_at"])
-        return {"idempotency_key": idempotency_key, "outcome": outcome,
-                "previous_outcome": previous}
+        return {"idempotency_key": idempotency_key, "outcome": outcome}
 
     def _write_and_wait(self, record: Record, timeout: float) -> bool:
         with self._state_lock:

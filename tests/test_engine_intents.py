@@ -98,14 +98,13 @@ def test_a_timed_out_action_stays_open_with_its_late_result_until_resolved(
     assert intent["detail"]["value"] == {"order": key, "n": None}
 
     assert engine.resolve_intent(key, "unknown", "asked the exchange") == {
-        "idempotency_key": key, "outcome": "unknown", "previous_outcome": None}, \
-        "the control op's result"
+        "idempotency_key": key, "outcome": "unknown"}, "the control op's result"
     saved = structlog.get_config()  # (the suite's set-up drops warnings)
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     try:
         with structlog.testing.capture_logs() as logs:
             assert engine.resolve_intent(key, "filled", "seen on the exchange") == {
-                "idempotency_key": key, "outcome": "filled", "previous_outcome": "unknown"}
+                "idempotency_key": key, "outcome": "filled"}
     finally:
         structlog.configure(**saved)
     replaced = [line for line in logs if line["event"] == "intent_resolution_replaced"]

@@ -239,11 +239,8 @@ def cmd_intents(args: argparse.Namespace) -> int:
             if args.json:
                 print_json(reply)
             else:
-                previous = reply.get("previous_outcome")  # (None: it had no outcome)
                 print(printable(f"{text(reply.get('idempotency_key'))}: "
-                                f"{text(reply.get('outcome'))}"
-                                + (f" (replaces {text(previous)})" if previous else "")),
-                      flush=True)
+                                f"{text(reply.get('outcome'))}"), flush=True)
             return EXIT_OK
         rows = control.intents(unresolved=not args.all)
     if args.json:
