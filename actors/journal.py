@@ -321,7 +321,8 @@ class Journal:
             idempotency_key=idempotency_key, outcome=outcome, note=note,
             resolved_at=iso_utc(self._clock.time())), timeout)
         previous = known["outcome"]
-        if previous is not None:
+        # (the same answer again, a retry after a lost reply, replaces nothing)
+        if previous is not None and (previous, known["note"]) != (outcome, note):
             log.warning("intent_resolution_replaced", idempotency_key=idempotency_key,
                         outcome=outcome, previous_outcome=previous,
                         previous_note=known["note"], previous_resolved_at=known["resolved_at"])

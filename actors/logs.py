@@ -254,7 +254,6 @@ def _route_stdlib_logging(renderer: Any, level: int) -> None:
     import structlog
 
     handler = logging.StreamHandler(sys.stderr)
-    handler.set_name("tradeloom")
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[
             structlog.stdlib.add_logger_name,

@@ -25,36 +25,47 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.ab import ROOT, AbError, rev_worktree
 
-#: What each command is called with.
+#: What each command is called with, and the exit code it must give (a command that
+#: failed early would look fast).
 COMMANDS = {
-    "tradeloom --version": ["--version"],
-    "tradeloom halt --help": ["halt", "--help"],
-    "tradeloom status (nobody listening, --timeout 0.05)": [
-        "status", "--timeout", "0.05", "--control", "tcp://127.0.0.1:1"],
+    "tradeloom --version": (["--version"], 0),
+    "tradeloom halt --help": (["halt", "--help"], 0),
+    "tradeloom status (nobody listening, --timeout 0.05)": (
+        ["status", "--timeout", "0.05", "--control", "tcp://127.0.0.1:1"], 3),
 }
 ENTRY = "import sys; from actors.cli_entry import main; sys.exit(main())"
 
 
-def wall_s(tree: Path | None, args: list[str]) -> float:
+def run(tree: Path, code: str, args: list[str]) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=tree,
+                          env=dict(os.environ, PYTHONPATH=str(tree)), capture_output=True,
+                          check=False, timeout=60)
+
+
+def wall_s(tree: Path | None, args: list[str], exit_code: int = 0) -> float:
     """One run's wall time: `tradeloom ARGS` from `tree`, or a bare `python -c pass`."""
-    code, cwd = ("pass", ROOT) if tree is None else (ENTRY, tree)
-    env = dict(os.environ, PYTHONPATH=str(cwd))
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, env=env,
-                   capture_output=True, check=False, timeout=60)
-    return time.perf_counter() - started
+    done = run(ROOT, "pass", []) if tree is None else run(tree, ENTRY, args)
+    took = time.perf_counter() - started
+    if done.returncode != exit_code:
+        raise SystemExit(f"bench/cli.py: {args} exited {done.returncode}, not {exit_code}: "
+                         f"{done.stderr.decode(errors='replace')[-500:]}")
+    return took
 
 
 def measure(trees: dict[str, Path], rounds: int) -> dict[tuple[str, str], list[float]]:
     for tree in trees.values():  # byte-compiled first, as `make` does (else each run compiles)
         subprocess.run([sys.executable, "-m", "compileall", "-q", "actors", "transport"],
                        cwd=tree, check=True, capture_output=True)
+        where = run(tree, "import actors; print(actors.__file__)", []).stdout.decode()
+        if Path(where.strip()).resolve().parent != (tree / "actors").resolve():
+            raise SystemExit(f"bench/cli.py: {tree} imports actors from {where.strip()!r}")
     samples: dict[tuple[str, str], list[float]] = {}
     for _ in range(rounds):
         samples.setdefault(("baseline", "python -c pass"), []).append(wall_s(None, []))
         for name, tree in trees.items():
-            for label, args in COMMANDS.items():
-                samples.setdefault((name, label), []).append(wall_s(tree, args))
+            for label, (args, exit_code) in COMMANDS.items():
+                samples.setdefault((name, label), []).append(wall_s(tree, args, exit_code))
     return samples
 
 

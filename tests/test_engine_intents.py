@@ -105,6 +105,8 @@ def test_a_timed_out_action_stays_open_with_its_late_result_until_resolved(
         with structlog.testing.capture_logs() as logs:
             assert engine.resolve_intent(key, "filled", "seen on the exchange") == {
                 "idempotency_key": key, "outcome": "filled"}
+            # The same answer again (a retry after a lost reply) replaces nothing.
+            engine.resolve_intent(key, "filled", "seen on the exchange")
     finally:
         structlog.configure(**saved)
     replaced = [line for line in logs if line["event"] == "intent_resolution_replaced"]
