@@ -5,9 +5,11 @@ header, no colour); `--workflow` and `--type` filter; Ctrl-C exits 0 without a t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import select
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -219,3 +221,79 @@ def test_outage_notes_follow_the_heartbeat_period_and_events(
     assert "the daemon answers again" in capsys.readouterr().err
     notes.check(unreachable=True)  # a replay with no answer: at once
     assert "the daemon does not answer" in capsys.readouterr().err
+
+
+def tail_blocked_on_a_full_pipe(daemon: DaemonProcess) -> subprocess.Popen[bytes]:
+    """`tail --since 1 --json` replaying more than a pipeful, blocked writing to its stdout
+    (a pipe nobody reads yet)."""
+    import fcntl
+    import termios
+
+    from tests.engine_journal_helpers import eventually
+
+    with daemon.client() as client:
+        ids = [client.submit("cli_ok", {"pad": "x" * 300})["execution_id"] for _ in range(150)]
+        eventually(lambda: client.execution(ids[-1])["status"] == "completed", 30.0,
+                   "the last submit's completion")
+    proc = subprocess.Popen([*TRADELOOM, "tail", "--since", "1", "--json",
+                             *daemon.endpoints()], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=environment())
+    assert proc.stdout is not None
+
+    def queued() -> int:
+        size = bytearray(4)
+        fcntl.ioctl(proc.stdout, termios.FIONREAD, size)
+        return int.from_bytes(size, "little")
+
+    try:
+        eventually(lambda: queued() >= 60_000, 30.0, "tail filling its pipe")
+        eventually(lambda: Path(f"/proc/{proc.pid}/wchan").read_text().endswith("pipe_write"),
+                   10.0, "tail blocked writing")
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
+    return proc
+
+
+def test_tail_json_stopped_while_its_pipe_is_full_ends_on_a_whole_line(
+        daemon: DaemonProcess) -> None:
+    """Ctrl-C while `tail --json` is blocked writing a batch to a full pipe: the batch is
+    written out, then it exits 0; the reader never gets half an object as the last line."""
+    import signal
+
+    proc = tail_blocked_on_a_full_pipe(daemon)
+    try:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0 and b"Traceback" not in err, (proc.returncode, err)
+    assert out.endswith(b"\n"), (err, out[-200:])
+    events = [json.loads(line) for line in out.decode().splitlines()]
+    seqs = [e["seq"] for e in events]
+    assert len(seqs) > 100 and seqs == list(range(1, len(seqs) + 1))
+
+
+def test_tail_json_stops_at_a_second_ctrl_c_while_nobody_reads(daemon: DaemonProcess) -> None:
+    """The first Ctrl-C waits for the write under way; a second one stops it at once, even
+    though the pipe's reader never reads again."""
+    import signal
+
+    proc = tail_blocked_on_a_full_pipe(daemon)
+    deadline = time.monotonic() + 30
+    try:
+        # Again and again until it exits: two signals sent before the first is handled
+        # count as one.
+        while proc.poll() is None and time.monotonic() < deadline:
+            proc.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(0.2)
+        code = proc.wait(timeout=1)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    assert code == 0

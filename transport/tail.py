@@ -242,9 +242,50 @@ def _reader_gone() -> bool:
     return any(mask & (select.POLLERR | select.POLLHUP) for _fd, mask in poller.poll(0))
 
 
+class _WholeWrites:
+    """Ctrl-C or SIGTERM while a batch of lines is being written lets that write end
+    first, then stops `tail`: a reader of `--json` never gets half an object as the last
+    line. A second one during the same write stops it at once (a reader that never reads
+    again would hold the first for ever). Python retries a write a signal interrupted
+    when the handler returns (PEP 475), so nothing of the batch is lost either."""
+
+    def __init__(self) -> None:
+        self.writing = False
+        self.stop_after = False
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.writing and not self.stop_after:
+            self.stop_after = True
+            return
+        raise KeyboardInterrupt
+
+    def write(self, text: str) -> None:
+        out = sys.stdout
+        self.writing = True
+        try:
+            # To the descriptor, in a loop: a BufferedWriter interrupted by a signal
+            # drops what a partial write left (seen with CPython 3.11 on a full pipe).
+            out.flush()
+            try:
+                fd = out.fileno()
+            except (AttributeError, OSError, ValueError):  # not a file (a test's capture)
+                out.write(text)
+                out.flush()
+                return
+            data = memoryview(text.encode(out.encoding or "utf-8", out.errors or "strict"))
+            while data:
+                data = data[os.write(fd, data):]
+        finally:
+            self.writing = False
+        if self.stop_after:
+            raise KeyboardInterrupt
+
+
+_WRITES = _WholeWrites()
+
+
 def _write_lines(lines: Iterator[str]) -> None:
-    sys.stdout.write("".join(f"{line}\n" for line in lines))
-    sys.stdout.flush()
+    _WRITES.write("".join(f"{line}\n" for line in lines))
 
 
 def _follow_json(stream: Subscriber, wanted: frozenset[str]) -> None:
@@ -322,12 +363,13 @@ class StatusPoller(threading.Thread):
 
 @contextlib.contextmanager
 def _stop_on_sigterm() -> Iterator[None]:
-    """SIGTERM ends `tail` like Ctrl-C: exit 0, no traceback."""
-    def on_term(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, on_term)
+    """SIGTERM ends `tail` like Ctrl-C: exit 0, no traceback; either waits for a write
+    under way to end (`_WholeWrites`)."""
+    _WRITES.stop_after = False
+    previous = {sig: signal.signal(sig, _WRITES.on_signal)
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
