@@ -238,11 +238,12 @@ def tail_blocked_on_a_full_pipe(daemon: DaemonProcess) -> subprocess.Popen[bytes
     proc = subprocess.Popen([*TRADELOOM, "tail", "--since", "1", "--json",
                              *daemon.endpoints()], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=environment())
-    assert proc.stdout is not None
+    stdout = proc.stdout
+    assert stdout is not None
 
     def queued() -> int:
         size = bytearray(4)
-        fcntl.ioctl(proc.stdout, termios.FIONREAD, size)
+        fcntl.ioctl(stdout, termios.FIONREAD, size)
         return int.from_bytes(size, "little")
 
     try:
