@@ -51,8 +51,8 @@ class Execution:
         "__weakref__", "admitted_in", "attempts", "bot_id", "closed", "completed",
         "ending_on_start", "errors", "exempt_from_halt", "finished", "handle", "head", "id",
         "inputs", "node_status", "object_nodes", "outputs", "past_deadline", "priority",
-        "remaining", "restarts", "runs", "shown_inputs", "shown_outputs", "started_event",
-        "started_mono", "status", "strategy_id", "user_objects", "workflow",
+        "remaining", "restarts", "retry_errors", "runs", "shown_inputs", "shown_outputs",
+        "started_event", "started_mono", "status", "strategy_id", "user_objects", "workflow",
     )
 
     def __init__(self, *, execution_id: str, workflow: Workflow, inputs: Mapping[str, Any],
@@ -92,6 +92,9 @@ class Execution:
         self.errors: dict[str, tuple[str, str]] = {}
         #: node index -> the times of its failures that were re-run (the restart guard's).
         self.restarts: dict[int, list[float]] = {}
+        #: node index -> (error, error_type) of its last failure, while a retry is owed:
+        #: what it failed with if the retry is refused (None until a node is retried).
+        self.retry_errors: dict[int, tuple[str, str]] | None = None
         self.runs: dict[int, NodeRun] = {}
         self.completed = 0
         self.finished = 0
@@ -212,6 +215,9 @@ class Execution:
             self.errors[node.id] = (error, error_type)
             return Step([failed], ending=Ending.failed(error, error_type), failed_node=i)
         self.node_status[i] = _PENDING
+        if self.retry_errors is None:
+            self.retry_errors = {}
+        self.retry_errors[i] = (error, error_type)
         return Step([failed, {
             **self.head, "type": "node_retrying", "node_id": node.id, "attempt": attempt + 1,
             "delay_ms": round(retry_delay_s * 1000.0, 3), "error_type": error_type}])
@@ -255,6 +261,15 @@ class Execution:
             return Step([], ending=Ending(ExecutionStatus.FAILED,
                                           f"node {node_id!r} could not start: {reason}",
                                           "InternalError"))
+        earlier = self.retry_errors.pop(i, None) if self.retry_errors else None
+        if earlier is not None:
+            # A retry refused: the failure before it was the node's last, so it is final
+            # (fail fast), never a skip that lets the execution complete.
+            step = Step([self._skip(i, SkipReason.REDUCE_ONLY)], ending=Ending.failed(*earlier),
+                        failed_node=i)
+            self.node_status[i] = _FAILED
+            self.errors[self.workflow.nodes[i].id] = earlier
+            return step
         # reduce_only: this action and what depends on it are skipped; the rest goes on.
         step = Step([self._skip(i, SkipReason.REDUCE_ONLY)])
         for j in self.workflow.closure.descendants(i):

@@ -153,6 +153,29 @@ def test_denied_reduce_only_skips_the_action_and_what_depends_on_it() -> None:
     assert step.ending is None  # e still pending
 
 
+def test_a_retry_denied_by_reduce_only_makes_the_failure_before_it_final() -> None:
+    """The action failed and its retry was refused: the execution fails with that error
+    (fail fast), never completes as though the action had only been skipped."""
+    exe = new_execution()
+    for node_id in ("a", "b", "c"):
+        run_of(exe, node_id)
+        exe.succeeded(exe.workflow.index[node_id], 1, 0.0, 1, now=10.0)
+    d = run_of(exe, "d")
+    exe.failed(d.index, "reset", "ConnectionError", 0.002, 1, retry_delay_s=0.5)
+    retry = run_of(exe, "d")
+    assert retry.attempt == 2
+    step = exe.denied(retry.index, "reduce_only", now=10.0)
+    assert step.ending == Ending.failed("reset", "ConnectionError")
+    assert step.failed_node == d.index
+    assert types(step.events) == ["node_skipped"]
+    assert step.events[0]["reason"] == "reduce_only"
+    events = list(step.events)
+    exe.close(step.ending, step.failed_node, 10.0, events)
+    assert events[-1]["type"] == "execution_failed"
+    assert events[-1]["nodes"]["d"] == {"status": "failed", "attempts": 1, "error": "reset",
+                                        "error_type": "ConnectionError"}
+
+
 def test_denied_halted_ends_halted() -> None:
     exe = new_execution()
     a = run_of(exe, "a")
