@@ -32,6 +32,7 @@ from actors.ending import Ending, ExecutionStatus
 from actors.events import Event, EventSink, iso_utc
 from actors.journal import RESOLUTIONS, Journal, Recovery, Ticket
 from actors.journal_reads import close_nodes, with_unstarted
+from actors.journal_records import NOT_STARTED
 from actors.logs import get_logger
 
 if TYPE_CHECKING:
@@ -48,9 +49,6 @@ INTENT_POLL_S = 0.01
 COMMIT_WAIT_S = 5.0
 #: How often that wait looks whether writes are failing (then it answers at once).
 COMMIT_POLL_S = 0.05
-#: An intent's engine-recorded outcome when the gate refused the action after its intent
-#: was committed (HALT, REDUCE_ONLY): the function was never called.
-NOT_STARTED = "not_started"
 
 
 class Durable:

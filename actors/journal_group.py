@@ -12,6 +12,9 @@ few event types that change them:
   becomes "completed" / "failed" (the function returned or raised: the engine knows what
   happened). A `NodeTimeout` leaves it open: the function is still running, and its late
   result is recorded with `record_intent_outcome(key, None, detail=...)`, for an operator.
+  A retry of an idempotent action (the same key) whose earlier attempt was left open so is
+  "carried": that attempt may have filled, so only a later attempt that completed, or an
+  operator, closes it; a later failure or a refusal (`not_started`) leaves it open.
 - `emergency_state_changed`: a row of emergency history (who, when, why).
 """
 
@@ -23,6 +26,7 @@ from typing import Any
 from actors.clock import Clock
 from actors.journal_caps import DEFAULT_MAX_EVENT_BYTES
 from actors.journal_records import (
+    NOT_STARTED,
     Barrier,
     Codec,
     Cursor,
@@ -140,6 +144,8 @@ class GroupBuilder:
         self.clock = clock
         self.codec = Codec(max_event_bytes)
         self._queued: set[str] = set()
+        #: Open intents that a later attempt took over while an earlier one was unresolved.
+        self._carried: set[str] = set()
 
     def build(self, items: list[Any]) -> Group:
         group = Group()
@@ -247,8 +253,9 @@ class GroupBuilder:
                 return
             if kind == "node_completed":
                 outcome, detail = "completed", None
-            elif e.get("error_type") == "NodeTimeout":
-                return  # still running: the late result says what happened
+                self._carried.discard(key)
+            elif e.get("error_type") == "NodeTimeout" or key in self._carried:
+                return  # still running (the late result says what happened), or carried
             else:
                 outcome = "failed"
                 detail = self.codec.column(e, _error_detail)
@@ -295,6 +302,8 @@ class GroupBuilder:
             else:
                 self._submitted(record, group)
         elif isinstance(record, Intent):
+            if record.idempotency_key in self.open_intents:
+                self._carried.add(record.idempotency_key)
             self.open_intents.add(record.idempotency_key)
             group.op(SQL_INTENT, (record.idempotency_key, record.execution_id, record.node_id,
                                   record.attempt, record.started_at, record.seq_at))
@@ -303,8 +312,11 @@ class GroupBuilder:
                       else None)
             if record.outcome is None:
                 group.op(SQL_INTENT_DETAIL, (detail, _text(record.note), record.idempotency_key))
+            elif record.outcome == NOT_STARTED and record.idempotency_key in self._carried:
+                pass  # this attempt never ran; the earlier one it carries is still open
             else:
                 self.open_intents.discard(record.idempotency_key)
+                self._carried.discard(record.idempotency_key)
                 group.op(SQL_INTENT_RESOLVE, (record.outcome, _text(record.note), detail,
                                               record.resolved_at, record.idempotency_key))
         elif isinstance(record, Cursor):

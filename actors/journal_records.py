@@ -89,6 +89,11 @@ class Ticket:
         return f"<Ticket {state}>"
 
 
+#: An intent's engine-recorded outcome when the gate refused the action after its intent
+#: was committed (HALT, REDUCE_ONLY): the function was never called.
+NOT_STARTED = "not_started"
+
+
 # -- records (frozen: the writer reads them in another thread) ------------------------------
 
 @dataclass(frozen=True, slots=True)

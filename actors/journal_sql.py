@@ -33,12 +33,16 @@ SQL_HISTORY = ("INSERT OR REPLACE INTO emergency_history(seq, timestamp, state, 
 SQL_WORKFLOW = ("INSERT INTO workflows(workflow_id, last_wseq) VALUES (?,?)"
                 " ON CONFLICT(workflow_id) DO UPDATE SET"
                 " last_wseq=max(last_wseq, excluded.last_wseq)")
+#: A later attempt under the same key (an idempotent action's retry) opens the intent
+#: again; if an earlier attempt left it open (timed out or cancelled: it may have filled),
+#: that attempt's late result (`detail`) and note stay (SET reads the row before it).
 SQL_INTENT = (
     "INSERT INTO intents(idempotency_key, execution_id, node_id, attempt, started_at, seq_at)"
     " VALUES (?,?,?,?,?,?) ON CONFLICT(idempotency_key) DO UPDATE SET"
     " execution_id=excluded.execution_id, node_id=excluded.node_id, attempt=excluded.attempt,"
     " started_at=excluded.started_at, seq_at=excluded.seq_at,"
-    " outcome=NULL, note=NULL, detail=NULL, resolved_at=NULL")
+    " note=CASE WHEN outcome IS NULL THEN note END,"
+    " detail=CASE WHEN outcome IS NULL THEN detail END, outcome=NULL, resolved_at=NULL")
 SQL_INTENT_RESOLVE = ("UPDATE intents SET outcome=?, note=?, detail=coalesce(?, detail),"
                       " resolved_at=? WHERE idempotency_key=?")
 SQL_INTENT_DETAIL = ("UPDATE intents SET detail=?, note=coalesce(?, note)"

@@ -155,6 +155,90 @@ def test_an_action_refused_in_reduce_only_is_not_started(make_engine: EngineFact
     assert intent["outcome"] == "not_started"
 
 
+class RetriedAction:
+    """An idempotent action whose first attempt hangs past its timeout and answers late
+    (it filled); later attempts wait for `go`, then raise `raises` (None: return)."""
+
+    def __init__(self, raises: BaseException | None) -> None:
+        self.first_release = threading.Event()
+        self.second_entered = threading.Event()
+        self.go = threading.Event()
+        self.raises = raises
+
+    def __call__(self, ctx: NodeContext) -> dict[str, Any]:
+        if ctx.attempt == 1:
+            self.first_release.wait(20.0)
+            return {"order": "filled", "attempt": 1}
+        self.second_entered.set()
+        self.go.wait(20.0)
+        if self.raises is not None:
+            raise self.raises
+        return {"order": "filled", "attempt": ctx.attempt}
+
+
+def retried_workflow(action: RetriedAction, backoff_s: float) -> Any:
+    return trade_workflow("wf", action, idempotent=True, max_restarts=1, timeout_s=0.1,
+                          backoff_min_s=backoff_s, backoff_max_s=backoff_s)
+
+
+def test_a_retry_that_fails_leaves_open_the_intent_its_timed_out_attempt_left(
+        make_engine: EngineFactory, tmp_path: Path) -> None:
+    """Attempt 1 timed out and filled late; attempt 2 (same key) raised: the intent stays
+    open for an operator, with attempt 1's late result."""
+    engine = make_engine(journal_config(tmp_path))
+    action = RetriedAction(ConnectionError("exchange unreachable"))
+    handle = engine.submit(retried_workflow(action, 0.01))
+    assert action.second_entered.wait(10)
+    key = f"{handle.execution_id}:trade"
+    action.first_release.set()  # attempt 1 answers late, before attempt 2 ends
+    eventually(lambda: by_key(engine.intents())[key]["detail"] is not None,
+               what="attempt 1's late result recorded")
+    action.go.set()
+    result = handle.result(10)
+    assert (result.status, result.error_type) == ("failed", "ConnectionError")
+    intent = by_key(engine.intents())[key]
+    assert (intent["outcome"], intent["attempt"]) == (None, 2)
+    assert intent["detail"]["value"] == {"order": "filled", "attempt": 1}
+
+
+def test_a_retry_refused_in_reduce_only_leaves_open_the_intent_its_attempt_left(
+        make_engine: EngineFactory, tmp_path: Path) -> None:
+    engine = make_engine(journal_config(tmp_path))
+    action = RetriedAction(None)
+    events = Recorder().follow(engine)
+    handle = engine.submit(retried_workflow(action, 0.5))
+    events.wait_type("node_retrying")
+    engine.reduce_only("closing positions")  # before the retry's backoff is out
+    action.first_release.set()
+    result = handle.result(10)
+    assert (result.status, result.error_type) == ("failed", "NodeTimeout")
+    assert not action.second_entered.is_set()
+    key = f"{handle.execution_id}:trade"
+    eventually(lambda: by_key(engine.intents())[key]["detail"] is not None,
+               what="attempt 1's late result recorded")
+    intent = by_key(engine.intents())[key]
+    assert intent["outcome"] is None, "attempt 1 may have filled: not 'not_started'"
+    assert intent["detail"]["value"] == {"order": "filled", "attempt": 1}
+
+
+def test_a_retry_that_completes_closes_the_intent_its_attempt_left_open(
+        make_engine: EngineFactory, tmp_path: Path) -> None:
+    """The same key's later success covers it (the exchange dedups on the key)."""
+    engine = make_engine(journal_config(tmp_path))
+    action = RetriedAction(None)
+    handle = engine.submit(retried_workflow(action, 0.01))
+    assert action.second_entered.wait(10)
+    action.go.set()
+    assert handle.result(10).status == "completed"
+    action.first_release.set()
+    key = f"{handle.execution_id}:trade"
+    eventually(lambda: by_key(engine.intents(unresolved=False))[key]["detail"] is not None,
+               what="attempt 1's late result recorded")
+    intent = by_key(engine.intents(unresolved=False))[key]
+    assert (intent["outcome"], intent["attempt"]) == ("completed", 2)
+    assert key not in by_key(engine.intents())
+
+
 def test_halt_while_an_action_waits_for_its_intent_commit(
         make_engine: EngineFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     engine = make_engine(journal_config(tmp_path))
