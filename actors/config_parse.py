@@ -106,6 +106,9 @@ MIN_STALE_AFTER_S = 0.01
 #: through a billion skipped turns a second, and a subnormal one (5e-324) overflowed its
 #: turn count and killed the thread that serves every trigger.
 MIN_EVERY_S = 0.01
+#: `[transport] heartbeat_s` bounds: below, an idle daemon spins sending heartbeats; above,
+#: a subscriber could not tell a dead daemon from a quiet one for hours.
+HEARTBEAT_S_RANGE = (0.01, 3600.0)
 
 
 def _limits(raw: Any) -> tuple[LimitConfig, ...]:
@@ -208,6 +211,10 @@ def check_ranges(config: Config) -> None:
         # "" would be the working directory for the daemon, and no journal in-process.
         (d.data_dir != "", "daemon.data_dir must not be empty (\".\" for the working "
                            "directory)"),
+        ((d.data_dir or "x").strip() != "", "daemon.data_dir must not be blank"),
+        # No shell reads the config: "~/x" made a directory named "~" in the working one.
+        (not (d.data_dir or "").startswith("~"),
+         "daemon.data_dir starts with '~', which is not expanded: give the full path"),
         ("\x00" not in (d.data_dir or ""), "daemon.data_dir must not hold a NUL character"),
         (d.shutdown_grace_s >= 0, "daemon.shutdown_grace_s must be >= 0"),
         # Bounded above too: past a C int, gc.set_threshold / sched_setaffinity raise an
@@ -226,7 +233,9 @@ def check_ranges(config: Config) -> None:
          "journal.keep_days must be a finite number > 0"),
     ]
     if config.transport is not None:
-        checks.append((config.transport.heartbeat_s > 0, "transport.heartbeat_s must be > 0"))
+        beat_low, beat_high = HEARTBEAT_S_RANGE
+        checks.append((beat_low <= config.transport.heartbeat_s <= beat_high,
+                       f"transport.heartbeat_s must be between {beat_low:g} and {beat_high:g}"))
         for key in ("events", "control"):
             endpoint = getattr(config.transport, key)
             checks.append((BIND_ENDPOINT.fullmatch(endpoint) is not None,

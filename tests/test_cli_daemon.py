@@ -167,6 +167,41 @@ def test_ctrl_c_while_waiting_exits_130_and_the_execution_goes_on(
             time.sleep(0.05)
 
 
+def test_submit_wait_says_when_the_daemon_is_gone_and_goes_on_waiting(
+        daemon: DaemonProcess) -> None:
+    """`kill -9` of the daemon under a `submit --wait`: one line on stderr says the daemon
+    does not answer (it would otherwise look like a slow execution), and it waits on."""
+    import threading
+
+    waiting = LineReader(["submit", "cli_slow", "--input", "seconds=30", "--wait",
+                          *daemon.endpoints()])
+    notes: list[str] = []
+
+    def read() -> None:
+        assert waiting.proc.stderr is not None
+        for line in waiting.proc.stderr:
+            notes.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        execution_id = waiting.wait_for(lambda lines: len(lines) >= 1)[0]
+        daemon.kill()
+        deadline = time.monotonic() + 30
+        while not notes:
+            assert time.monotonic() < deadline, "nothing said of the daemon's silence"
+            assert waiting.proc.poll() is None, "it stopped waiting"
+            time.sleep(0.05)
+        assert waiting.proc.poll() is None
+    finally:
+        waiting.kill()
+        reader.join(10)
+    assert len(notes) == 1, notes
+    assert notes[0].startswith("tradeloom submit: the daemon does not answer (nothing from "
+                               "it for "), notes
+    assert f"still waiting for {execution_id}" in notes[0]
+
+
 def test_submit_errors(daemon: DaemonProcess) -> None:
     one_error_line(daemon.cli("submit", "no_such_flow"), 1, "unknown_workflow")
     one_error_line(daemon.cli("submit", "cli_ok", "--input", "novalue"), 2, "key=value")

@@ -223,6 +223,26 @@ def test_outage_notes_follow_the_heartbeat_period_and_events(
     assert "the daemon does not answer" in capsys.readouterr().err
 
 
+def test_outage_notes_take_the_period_status_gave_before_two_heartbeats_came(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A daemon with `heartbeat_s = 30`: the 29 s before its second heartbeat are not a
+    silence (only one heartbeat, the subscription's, has come yet)."""
+    from transport.tail import OutageNotes
+
+    now = [0.0]
+    stream = Beats()
+    stream.heartbeats = 1
+    notes = OutageNotes(stream, clock=lambda: now[0], heartbeat_s=30.0,  # type: ignore[arg-type]
+                        who="tradeloom submit", waiting="still waiting")
+    now[0] = 29.0
+    notes.check()
+    assert capsys.readouterr().err == ""
+    now[0] = 91.0  # three periods with nothing
+    notes.check()
+    assert capsys.readouterr().err.startswith("tradeloom submit: the daemon does not answer "
+                                              "(nothing from it for 91 s); still waiting")
+
+
 def tail_blocked_on_a_full_pipe(daemon: DaemonProcess) -> subprocess.Popen[bytes]:
     """`tail --since 1 --json` replaying more than a pipeful, blocked writing to its stdout
     (a pipe nobody reads yet)."""

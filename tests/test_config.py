@@ -330,6 +330,11 @@ def test_missing_required_key_is_refused_naming_it(raw: dict[str, Any], key: str
     ({"daemon": {"max_concurrent_executions": 0}}, "max_concurrent_executions"),
     # The daemon put its journal in the working directory; in-process it meant none.
     ({"daemon": {"data_dir": ""}}, "daemon.data_dir"),
+    ({"daemon": {"data_dir": "  "}}, "daemon.data_dir must not be blank"),
+    ({"daemon": {"data_dir": "~/tradeloom"}}, "'~', which is not expanded"),
+    # An idle daemon spun sending heartbeats; or a dead one looked quiet for hours.
+    ({"transport": {"heartbeat_s": 1e-300}}, "transport.heartbeat_s must be between 0.01"),
+    ({"transport": {"heartbeat_s": 1e300}}, "transport.heartbeat_s must be between 0.01"),
     # zmq's bind said "Invalid argument", or "garbage ... is not a loopback address".
     ({"transport": {"events": "garbage"}}, "transport.events"),
     ({"transport": {"control": "tcp://127.0.0.1:port"}}, "transport.control"),

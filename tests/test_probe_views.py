@@ -156,7 +156,7 @@ def test_error_texts_are_cut_on_the_terminal_view_as_outputs_are_and_whole_in_js
     if fields["type"] == "node_failed":
         assert line.endswith(f"ValueError: {cut} (attempt 2, will retry)"), line[-200:]
     with pytest.raises(StreamRanOut):
-        tail._follow_json(cast("Subscriber", OneEvent(event)), frozenset())
+        tail._follow_json(cast("Subscriber", OneEvent(event)), frozenset(), {})
     assert json.loads(capsys.readouterr().out)["error"] == MEGABYTE_ERROR
 
 

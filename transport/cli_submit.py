@@ -63,9 +63,10 @@ def submit_and_wait(conn: Connection, args: argparse.Namespace,
             stream.wait_live(conn.timeout)
             with conn.control_client() as control:
                 execution_id = str(send_submit(control, conn, args, inputs)["execution_id"])
+                heartbeat_s = _heartbeat_s(control)
             if not args.json:
                 print(execution_id, flush=True)
-            return _wait(stream, execution_id, args)
+            return _wait(stream, execution_id, args, heartbeat_s)
         except KeyboardInterrupt:  # Ctrl-C: never exit 0 without the result
             fail(f"stopped waiting for {execution_id} (it goes on: `tradeloom show "
                  f"{execution_id}` tells how it ends)" if execution_id is not None else
@@ -74,9 +75,25 @@ def submit_and_wait(conn: Connection, args: argparse.Namespace,
             return EXIT_INTERRUPTED
 
 
-def _wait(stream: Subscriber, execution_id: str, args: argparse.Namespace) -> int:
-    from transport.errors import DaemonUnreachable
+def _heartbeat_s(control: ControlClient) -> object:
+    """The stream's heartbeat period from `status` (None if it does not say)."""
+    from actors.errors import TradeloomError
 
+    try:
+        return control.status().get("heartbeat_s")
+    except TradeloomError:  # the submit is in: waiting for its end matters more
+        return None
+
+
+def _wait(stream: Subscriber, execution_id: str, args: argparse.Namespace,
+          heartbeat_s: object = None) -> int:
+    from transport.errors import DaemonUnreachable
+    from transport.tail import OutageNotes
+
+    # A daemon gone for good would look like a slow execution: say so on stderr (once,
+    # and again when it is back), and go on waiting, as the execution may still end.
+    notes = OutageNotes(stream, heartbeat_s=heartbeat_s, who="tradeloom submit",
+                        waiting=f"still waiting for {execution_id} (Ctrl-C stops waiting)")
     deadline = None if args.wait_timeout is None else time.monotonic() + args.wait_timeout
     while True:
         remaining = POLL_S if deadline is None else deadline - time.monotonic()
@@ -87,7 +104,9 @@ def _wait(stream: Subscriber, execution_id: str, args: argparse.Namespace) -> in
         try:
             event = stream.next(min(remaining, POLL_S))
         except DaemonUnreachable:
+            notes.check(unreachable=True)
             continue  # a replay got no answer (a restart?): the subscriber tries again
+        notes.check(read=event is not None)
         if (event is not None and event.get("execution_id") == execution_id
                 and event.get("type") in TERMINAL_TYPES):
             return report(event, as_json=args.json)

@@ -35,8 +35,12 @@ class EngineControlHandler:
 
     def status(self) -> dict[str, Any]:
         status = self._engine.status()
-        return {key: status[key] for key in STATUS_FIELDS} | {
+        reply = {key: status[key] for key in STATUS_FIELDS} | {
             key: value for key, value in status.items() if key not in STATUS_FIELDS}
+        transport = self._engine.config.transport
+        if transport is not None:  # (when a client may call the daemon silent)
+            reply["heartbeat_s"] = transport.heartbeat_s
+        return reply
 
     def submit(self, *, workflow: str, inputs: dict[str, Any], bot_id: str | None,
                strategy_id: str | None, priority: int) -> dict[str, Any]:

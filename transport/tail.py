@@ -142,7 +142,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
         try:
             stream.wait_live(conn.timeout)
             if args.json:
-                _follow_json(stream, wanted)
+                _follow_json(stream, wanted, first_status)
             else:
                 _follow_for_people(stream, wanted, conn, first_status)
         except BrokenPipeError:  # `tradeloom tail | head`: the reader left
@@ -158,20 +158,25 @@ class OutageNotes:
     replay with no answer), one when it is heard again. Lines piped to a log said nothing
     of an outage, however long."""
 
-    def __init__(self, stream: Subscriber, clock: Callable[[], float] = time.monotonic
-                 ) -> None:
+    def __init__(self, stream: Subscriber, clock: Callable[[], float] = time.monotonic, *,
+                 heartbeat_s: object = None, who: str = "tradeloom tail",
+                 waiting: str = "waiting for it") -> None:
         self._stream = stream
         self._clock = clock
         self._heard = (stream.heartbeats, clock())
         #: The last gap between heartbeats (or an event and a heartbeat): a daemon with a
-        #: long `heartbeat_s` is not called silent between two of them.
-        self._beat_gap = 0.0
+        #: long `heartbeat_s` is not called silent between two of them. Until one is seen,
+        #: the period `status` gave (its `heartbeat_s`), if it did.
+        self._beat_gap = (float(heartbeat_s) if isinstance(heartbeat_s, int | float)
+                          and not isinstance(heartbeat_s, bool) and heartbeat_s > 0 else 0.0)
+        self._who = who
+        self._waiting = waiting
         self.silent_since: float | None = None
 
     def _heard_now(self, now: float) -> None:
         self._heard = (self._stream.heartbeats, now)
         if self.silent_since is not None:
-            print(f"tradeloom tail: the daemon answers again (after "
+            print(f"{self._who}: the daemon answers again (after "
                   f"{now - self.silent_since:.0f} s)", file=sys.stderr, flush=True)
             self.silent_since = None
 
@@ -190,8 +195,8 @@ class OutageNotes:
         quiet_for = max(SILENT_NOTE_S, 3 * self._beat_gap)
         if self.silent_since is None and (unreachable or now - at >= quiet_for):
             self.silent_since = at
-            print(f"tradeloom tail: the daemon does not answer (nothing from it for "
-                  f"{now - at:.0f} s); waiting for it", file=sys.stderr, flush=True)
+            print(f"{self._who}: the daemon does not answer (nothing from it for "
+                  f"{now - at:.0f} s); {self._waiting}", file=sys.stderr, flush=True)
 
 
 def _follow(stream: Subscriber, wanted: frozenset[str],
@@ -288,9 +293,11 @@ def _write_lines(lines: Iterator[str]) -> None:
     _WRITES.write("".join(f"{line}\n" for line in lines))
 
 
-def _follow_json(stream: Subscriber, wanted: frozenset[str]) -> None:
+def _follow_json(stream: Subscriber, wanted: frozenset[str],
+                 first_status: dict[str, Any]) -> None:
     _follow(stream, wanted, lambda batch: _write_lines(
-        json_text(event) for event in batch), OutageNotes(stream))
+        json_text(event) for event in batch),
+        OutageNotes(stream, heartbeat_s=first_status.get("heartbeat_s")))
 
 
 def _follow_for_people(stream: Subscriber, wanted: frozenset[str], conn: Connection,
@@ -301,7 +308,8 @@ def _follow_for_people(stream: Subscriber, wanted: frozenset[str], conn: Connect
 
     if not sys.stdout.isatty():  # a pipe or a file: plain lines, no header, no colour
         _follow(stream, wanted, lambda batch: _write_lines(
-            event_line(event).plain for event in batch), OutageNotes(stream))
+            event_line(event).plain for event in batch),
+            OutageNotes(stream, heartbeat_s=first_status.get("heartbeat_s")))
         return
     from rich.live import Live
 
