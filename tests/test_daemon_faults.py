@@ -4,6 +4,7 @@ signal, and `kill -9` under load (tests/daemon_fixture.py runs the daemons)."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import signal
 import socket
@@ -118,6 +119,26 @@ def answerable(frames: list[bytes]) -> bool:
     """Whether the server can reply to these DEALER frames (its envelope rule)."""
     envelope, _ = split_envelope([b"peer", *frames])
     return envelope is not None
+
+
+@pytest.mark.timeout(60)
+def test_a_signal_once_the_stop_is_done_leaves_its_exit_0(fleet: DaemonFleet) -> None:
+    """A stop signal that comes after `daemon_stopped` (a supervisor's second try, past
+    the repeat window) neither exits 1 as an operator's "now" nor kills the interpreter's
+    teardown (exit 143): the stop was clean."""
+    daemon, _stuck = running_slow(fleet, 1, shutdown_grace_s=1.0)
+    daemon.signal(signal.SIGTERM)
+    wait_until(lambda: any(e.get("event") == "daemon_stopped" for e in daemon.log_events()),
+               20, "the stop to end")
+    proc = daemon.proc
+    assert proc is not None
+    deadline = time.monotonic() + 10
+    while proc.poll() is None and time.monotonic() < deadline:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(0.01)
+    assert daemon.wait_exit(5.0) == 0
 
 
 @pytest.mark.slow

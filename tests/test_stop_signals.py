@@ -64,6 +64,29 @@ def test_a_repeat_within_the_window_is_ignored_and_a_later_one_exits_at_once() -
     assert recorded.names == ["SIGINT"] and recorded.exits == [1]
 
 
+def test_once_the_stop_is_done_a_signal_changes_nothing() -> None:
+    recorded = Stops()
+    signals = StopSignals(recorded.on_stop, exit_now=recorded.exits.append)
+    signals.received(signal.SIGTERM)
+    signals.stop_done = True  # the daemon's stop has ended
+    signals._first_at = (signals._first_at or 0.0) - REPEAT_SIGNAL_WINDOW_S  # as if later
+    signals.received(signal.SIGTERM)
+    assert recorded.names == ["SIGTERM"] and recorded.exits == []
+
+
+def test_ignore_from_now_has_the_process_ignore_the_stop_signals() -> None:
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    signals = StopSignals(lambda name: None)
+    try:
+        signals.ignore_from_now()
+        assert {signum: signal.getsignal(signum) for signum in before} == dict.fromkeys(
+            before, signal.SIG_IGN)
+        assert signals.stop_done
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+
+
 def test_uninstall_puts_the_previous_handlers_back() -> None:
     before = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
     signals = StopSignals(lambda name: None)

@@ -57,6 +57,7 @@ class Daemon:
         self.webhooks: WebhookManager | None = None
         self._stop_requested = threading.Event()
         self._stopped = False
+        self._signals: StopSignals | None = None
         #: False once a stop could not write everything to the journal (a failing disk):
         #: `tradeloom daemon` then exits 1, not the 0 of a clean stop.
         self.clean = True
@@ -148,7 +149,8 @@ class Daemon:
         """SIGTERM/SIGINT request a clean stop; a second one, `REPEAT_SIGNAL_WINDOW_S` or
         more after the first, exits at once (the journal is WAL: what was committed stays
         committed). Handled on a thread of their own (transport/stop_signals.py)."""
-        StopSignals(on_stop=lambda name: self._stop_requested.set()).install()
+        self._signals = StopSignals(on_stop=lambda name: self._stop_requested.set())
+        self._signals.install()
 
     def request_stop(self) -> None:
         self._stop_requested.set()
@@ -158,6 +160,8 @@ class Daemon:
         while not self._stop_requested.wait(0.5):
             pass
         self.stop()
+        if self._signals is not None:
+            self._signals.ignore_from_now()
 
     def stop(self) -> None:
         if self._stopped:
@@ -177,6 +181,8 @@ class Daemon:
             if not engine.wait_idle(grace):
                 log.warning("shutdown_grace_over", still_running=engine.admission.running)
         self._close()
+        if self._signals is not None:  # (before the line a supervisor may act on)
+            self._signals.stop_done = True
         log.info("daemon_stopped")
 
     def _close(self) -> None:

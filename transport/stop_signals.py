@@ -60,6 +60,8 @@ class StopSignals:
         self._previous: dict[int, object] = {}
         self._previous_fd = -1
         self._thread: threading.Thread | None = None
+        #: The clean stop is over: a signal now (the same stop sent twice) changes nothing.
+        self.stop_done = False
 
     def install(self) -> None:
         read_fd, write_fd = os.pipe()
@@ -101,9 +103,21 @@ class StopSignals:
                     except Exception:  # noqa: BLE001 - the next signal is still handled
                         _log("exception", "stop_signal_failed", signal=signum)
 
+    def ignore_from_now(self) -> None:
+        """The clean stop is over (main thread): every later stop signal is ignored, by
+        this thread and then by the process itself. Python's exit puts the default action
+        back for a signal that has a Python handler, so one that came during the
+        interpreter's teardown killed a daemon that had stopped cleanly (exit 143)."""
+        self.stop_done = True
+        for signum in self._signums:
+            signal.signal(signum, signal.SIG_IGN)
+
     def received(self, signum: int) -> None:
         name = signal.Signals(signum).name
         now = time.monotonic()
+        if self.stop_done:
+            _log("info", "signal_after_stop_ignored", signal=name)
+            return
         if self._first_at is not None:
             if now - self._first_at < REPEAT_SIGNAL_WINDOW_S:
                 _log("info", "repeat_signal_ignored", signal=name)
