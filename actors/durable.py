@@ -98,6 +98,7 @@ class Durable:
         interrupted = Ending.interrupted()
         now = self._clock_time()
         records = self.recovery.open_executions
+        open_actions = _open_actions(self.recovery.unresolved_intents)
         seen = self.journal.open_node_states(
             {r["execution_id"]: r["started_seq"] for r in records
              if r["status"] == ExecutionStatus.RUNNING and r["started_seq"] is not None})
@@ -118,6 +119,8 @@ class Durable:
                 nodes = {}
             elif execution_id in seen or record["started_seq"] is None:
                 nodes = seen.get(execution_id, {})
+            if nodes is not None:
+                _with_open_actions(nodes, open_actions.get(execution_id, {}))
             ending: Event = {**head, "type": interrupted.terminal_event,
                              "status": interrupted.status.value, "error": interrupted.error,
                              "error_type": interrupted.error_type, "results": {},
@@ -217,6 +220,25 @@ class Durable:
 
     def close(self) -> None:
         self.journal.close()
+
+
+def _open_actions(intents: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """execution_id -> {node_id: attempt} of the action intents left without an outcome."""
+    found: dict[str, dict[str, int]] = {}
+    for intent in intents:
+        found.setdefault(intent["execution_id"], {})[intent["node_id"]] = intent["attempt"]
+    return found
+
+
+def _with_open_actions(nodes: dict[str, dict[str, Any]], actions: dict[str, int]) -> None:
+    """An action whose intent was committed but whose `node_started` was not (the kill
+    came in between: group commit makes that window wide) may have run: it ends
+    `cancelled` with the intent's attempt, as a running node does, never `skipped` (which
+    says it did not run) or missing."""
+    for node_id, attempt in actions.items():
+        entry = nodes.get(node_id)
+        if entry is None or entry.get("status") == "pending":
+            nodes[node_id] = {"status": "running", "attempts": attempt}
 
 
 def _ended_nodes(nodes: dict[str, dict[str, Any]], ids: list[str] | None
