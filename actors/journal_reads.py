@@ -8,13 +8,14 @@ has reported committed, so nothing is read before the ordered log would release 
 from __future__ import annotations
 
 import contextlib
+import functools
 import sqlite3
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from actors.errors import JournalClosed
 from actors.events import topic_of
@@ -199,6 +200,24 @@ class _ThreadConnection:
             self.conn.close()
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _reading(method: Callable[Concatenate[JournalReader, _P], _R]
+             ) -> Callable[Concatenate[JournalReader, _P], _R]:
+    """A read the journal's close cut short (its connection closed under it: a stop while
+    a control worker replays) raises JournalClosed, the stop's own error, not sqlite3's."""
+    def read(self: JournalReader, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.ProgrammingError:
+            if self._closed:
+                raise JournalClosed("the journal was closed during the read") from None
+            raise
+    return functools.update_wrapper(read, method)  # type: ignore[return-value]
+
+
 class JournalReader:
     """Queries from any thread. `committed()` is the seq the writer has reported."""
 
@@ -232,6 +251,7 @@ class JournalReader:
 
     # -- events -------------------------------------------------------------------------------
 
+    @_reading
     def first_seq(self) -> int:
         row = self._conn().execute("SELECT min(first_seq) FROM event_batches").fetchone()
         return int(row[0]) if row[0] is not None else self._committed() + 1
@@ -252,6 +272,7 @@ class JournalReader:
                 if seq >= since_seq:
                     yield event, nbytes
 
+    @_reading
     def replay(self, since_seq: int, limit: int = 1000,
                topic_prefix: str = "") -> dict[str, Any]:
         """The `replay` op: {"events", "next_seq", "last_seq", "first_seq"}."""
@@ -276,6 +297,7 @@ class JournalReader:
 
     # -- executions ---------------------------------------------------------------------------
 
+    @_reading
     def execution(self, execution_id: str, node_ids: NodeIds | None = None
                   ) -> dict[str, Any] | None:
         """`node_ids(workflow_id)`: the node ids of the workflow under that id now (None if
@@ -325,6 +347,7 @@ class JournalReader:
             close_nodes(scan.nodes)
         return scan.nodes, scan.started and upto == end
 
+    @_reading
     def open_node_states(self, started: dict[str, int]) -> dict[str, dict[str, Any]]:
         """Recovery: the node states (as `execution`'s map, before any ending) of these
         open executions (id -> their `started_seq`), in one pass over the events from the
@@ -337,6 +360,7 @@ class JournalReader:
         scans = _scan(self._events_from(since, end), set(started))
         return {i: scan.nodes for i, scan in scans.items() if scan.started}
 
+    @_reading
     def executions(self, workflow: str | None = None, status: str | None = None,
                    limit: int = 100) -> list[dict[str, Any]]:
         """docs/protocol.md (control ops) `executions`, newest (last submitted) first."""
@@ -355,20 +379,24 @@ class JournalReader:
         keys = [c.strip() for c in _SUMMARY_COLUMNS.split(",")]
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
+    @_reading
     def has_execution(self, execution_id: str) -> bool:
         return self._conn().execute("SELECT 1 FROM executions WHERE execution_id = ?",
                                     (execution_id,)).fetchone() is not None
 
     # -- intents, emergency -------------------------------------------------------------------
 
+    @_reading
     def intents(self, unresolved: bool = True, limit: int | None = None) -> list[dict[str, Any]]:
         return query_intents(self._conn(), unresolved=unresolved, limit=limit)
 
+    @_reading
     def intent(self, idempotency_key: str) -> dict[str, Any] | None:
         row = self._conn().execute(f"SELECT {_INTENT_COLUMNS} FROM intents "
                                    "WHERE idempotency_key = ?", (idempotency_key,)).fetchone()
         return _intent(row) if row is not None else None
 
+    @_reading
     def emergency_history(self, limit: int = 100) -> list[dict[str, Any]]:
         """State changes, newest first: {seq, timestamp, state, previous_state, reason,
         source, origin}."""

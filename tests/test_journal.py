@@ -365,3 +365,21 @@ def test_a_record_queued_as_the_journal_closes_still_gets_an_answer(tmp_path: Pa
     closer.join(10)
     (ticket,) = tickets
     assert ticket.done or isinstance(ticket.error, JournalClosed), ticket
+
+
+def test_a_read_the_close_cuts_short_raises_journal_closed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A control worker's replay while the daemon stops: the connection closed under it
+    is the stop's JournalClosed (answered as a stop), not sqlite3's ProgrammingError
+    (logged as a bug, with a traceback)."""
+    with Journal.open(tmp_path) as journal:
+        reader = journal._reader
+        conn = reader._conn()
+
+        def closed_under_it() -> sqlite3.Connection:
+            reader.close()  # another thread's close, between taking the connection and using it
+            return conn
+
+        monkeypatch.setattr(reader, "_conn", closed_under_it)
+        with pytest.raises(JournalClosed, match="closed during the read"):
+            journal.replay(1)
