@@ -55,6 +55,8 @@ def parse_inputs(pairs: Sequence[str]) -> dict[str, Any]:
         if _UNDECODED.search(pair):  # bytes not UTF-8 (argv keeps them as surrogates)
             raise UsageError(f"--input {pair!a}: not UTF-8 text (on the wire it would "
                              "read as '?', and two such keys as one)")
+        if key in inputs:  # the last one silently won: a typo's sign
+            raise UsageError(f"--input {key!r} is given twice")
         try:
             inputs[key] = json.loads(raw, parse_constant=_not_json, parse_float=_finite_float)
         except (ValueError, RecursionError):  # nested past Python's recursion limit: no JSON
@@ -104,12 +106,20 @@ def _finite_float(text: str) -> float:
     return value
 
 
+#: A key pair's file name stem (`--name`): one plain file name in DIR.
+KEY_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}")
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     import zmq.auth
 
     directory = Path(args.dir)
     if directory.exists() and not directory.is_dir():
         raise UsageError(f"{directory} exists and is not a directory")
+    if not KEY_NAME.fullmatch(args.name):
+        # "" wrote hidden files, "../x" wrote outside DIR, "a/b" failed on a raw errno.
+        raise UsageError(f"--name {args.name!r}: a key name is letters, digits, '-', '_' and "
+                         "'.', not starting with '.'")
     # A pair written over is a daemon whose every client's pinned server key is now wrong,
     # or a client the daemon no longer knows: replacing one is asked for (--force). A whole
     # pair is kept (exit 0: the pair asked for is there); half of one is no pair at all.
@@ -245,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "2 when DIR is not a directory or holds half a pair.",
                           epilog="example: tradeloom keys keys/ --name daemon")
     keys.add_argument("dir", metavar="DIR")
-    keys.add_argument("--name", default="tradeloom", help="file name stem (default tradeloom)")
+    keys.add_argument("--name", default="tradeloom",
+                      help="file name stem: letters, digits, -, _ and . (default tradeloom)")
     keys.add_argument("--force", action="store_true",
                       help="replace a pair of that name already in DIR (else it is kept)")
     keys.set_defaults(handler=cmd_keys)

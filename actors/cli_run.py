@@ -11,7 +11,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
-from actors.cli import EXIT_FAILED, EXIT_OK, add_input_option, parse_inputs
+from actors.cli import EXIT_FAILED, EXIT_OK, UsageError, add_input_option, parse_inputs
 from actors.cli_entry import EXIT_INTERRUPTED
 from actors.cli_stdout import stdout_to_devnull
 from actors.config import DEFAULT_DATA_DIR, Config
@@ -39,11 +39,22 @@ def register(sub: Any) -> None:
     run.add_argument("--json", action="store_true", help="one JSON object per event")
     run.add_argument("--every", type=_interval, metavar="S",
                      help="run again every S seconds until Ctrl-C (the demo loop)")
-    run.add_argument("--count", type=int, default=0, metavar="N",
+    run.add_argument("--count", type=_count, default=0, metavar="N",
                      help="with --every: stop after N runs (0: until Ctrl-C)")
     run.add_argument("--timeout", type=_interval, default=60.0, metavar="S",
                      help="how long to wait for one execution (default 60)")
     run.set_defaults(handler=cmd_run, runs_user_code=True, exit_past_user_threads=True)
+
+
+def _count(text: str) -> int:
+    """argparse type of `run --count`: an integer >= 0 (-1 ran once, as if it meant 1)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be >= 0 (0: until Ctrl-C)")
+    return value
 
 
 def _interval(text: str) -> float:
@@ -96,6 +107,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         config, transport=None,
         daemon=dataclasses.replace(config.daemon, data_dir=DEFAULT_DATA_DIR),
         workflows=tuple(dataclasses.replace(entry, every_s=None) for entry in config.workflows))
+    if args.count and args.every is None:  # it was ignored: one run, whatever N said
+        raise UsageError("--count needs --every (it counts the runs of the loop)")
     workflow = import_ref(args.ref, key="MODULE:ATTR")
     inputs = parse_inputs(args.input)
     stop = threading.Event()

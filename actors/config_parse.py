@@ -106,6 +106,8 @@ MIN_STALE_AFTER_S = 0.01
 #: through a billion skipped turns a second, and a subnormal one (5e-324) overflowed its
 #: turn count and killed the thread that serves every trigger.
 MIN_EVERY_S = 0.01
+#: `[[workflows]] bot_id` / `strategy_id`: at most this long, as the control socket's ids.
+MAX_ID_CHARS = 256
 #: `[transport] heartbeat_s` bounds: below, an idle daemon spins sending heartbeats; above,
 #: a subscriber could not tell a dead daemon from a quiet one for hours.
 HEARTBEAT_S_RANGE = (0.01, 3600.0)
@@ -122,6 +124,9 @@ def _limits(raw: Any) -> tuple[LimitConfig, ...]:
                               "(the metrics, the journal, the wire) cannot carry")
         if not lim.name:  # ctx.risk("") and a metrics label with no name: a typo's sign
             raise ConfigError(f"{where}.name must not be empty")
+        if not lim.name.strip() or any(ord(c) < 32 or ord(c) == 127 for c in lim.name):
+            # Shown on `status`, `tail`'s header and as a metrics label.
+            raise ConfigError(f"{where}.name must not be blank or hold control characters")
         if any(lim.name == seen.name for seen in limits):
             raise ConfigError(f"{where}.name: duplicate limit name {lim.name!r}")
         if lim.threshold <= 0:
@@ -245,6 +250,20 @@ def check_ranges(config: Config) -> None:
         if entry.every_s is not None:
             checks.append((entry.every_s >= MIN_EVERY_S,
                            f"workflows[{entry_index}].every_s must be >= {MIN_EVERY_S:g}"))
+        for key in ("bot_id", "strategy_id"):  # as a submit over the control socket takes it
+            value = getattr(entry, key)
+            checks.append((value is None or 0 < len(value) <= MAX_ID_CHARS,
+                           f"workflows[{entry_index}].{key} must be 1 to {MAX_ID_CHARS} "
+                           "characters"))
+    # "" for a key file turned CURVE off without a word: a typo's sign (omit the key).
+    for section, keys in (("transport", ("curve_secret_key_file", "curve_authorized_keys_dir")),
+                          ("client", ("curve_secret_key_file",
+                                      "curve_server_public_key_file"))):
+        table = getattr(config, section)
+        for key in keys:
+            value = getattr(table, key) if table is not None else None
+            checks.append((value is None or value.strip() != "",
+                           f"{section}.{key} must not be empty (leave it out for none)"))
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)

@@ -71,8 +71,10 @@ def open_data_dir(data_dir: str | os.PathLike[str], *, sync: str,
         directory.mkdir(parents=True, exist_ok=True)
         lock = DataDirLock(directory)
     except OSError as exc:
-        raise JournalError(f"cannot use data_dir {directory}: "
-                           f"{exc.strerror or exc}") from None
+        # mkdir's "File exists" for a file, "No such file" for /proc/self: say what it is.
+        what = ("it is not a directory" if directory.exists() and not directory.is_dir()
+                else exc.strerror or str(exc))
+        raise JournalError(f"cannot use data_dir {directory}: {what}") from None
     path = directory / DB_NAME
     try:
         check_hot_wal(path)

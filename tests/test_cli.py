@@ -398,3 +398,39 @@ def test_exit_past_user_threads_counts_user_threads_not_the_engines_own() -> Non
         release.set()
         ours.join(5)
         theirs.join(5)
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--input", "a=1", "a=2"], "--input 'a' is given twice"),
+    (["--every", "0.01", "--count", "-1"], "must be >= 0"),
+    (["--count", "2"], "--count needs --every"),
+])
+def test_run_refuses_what_it_would_silently_ignore(workdir: Path, args: list[str],
+                                                   needle: str) -> None:
+    proc = tradeloom(workdir, "run", "cliwf:workflow", *args)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert needle in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stdout == ""
+
+
+@pytest.mark.parametrize("name", ["", "../escape", "a/b", ".hidden"])
+def test_keys_refuses_a_name_that_is_not_one_plain_file_name(workdir: Path, name: str) -> None:
+    proc = tradeloom(workdir, "keys", "keys", "--name", name)
+    assert_one_error_line(proc, "--name", "a key name is")
+    assert not (workdir / "keys").exists() and not (workdir / "escape.key").exists()
+
+
+def test_a_data_dir_that_is_a_file_is_named_so(workdir: Path) -> None:
+    (workdir / "plain").write_text("not a directory")
+    (workdir / "daemon.toml").write_text('[daemon]\ndata_dir = "plain"\n[transport]\n'
+                                         'events = "tcp://127.0.0.1:*"\n'
+                                         'control = "tcp://127.0.0.1:*"\n')
+    proc = tradeloom(workdir, "daemon", "--config", "daemon.toml")
+    assert_one_error_line(proc, "plain: it is not a directory")
+
+
+def test_a_huge_utilization_is_shown_capped_not_as_300_digits() -> None:
+    from transport.cli_output import percent
+
+    assert (percent(0.125), percent(99.99), percent(100.0), percent(1e306), percent(None)) == (
+        "12%", "9999%", ">9999%", ">9999%", "-")

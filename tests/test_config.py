@@ -331,6 +331,13 @@ def test_missing_required_key_is_refused_naming_it(raw: dict[str, Any], key: str
     # The daemon put its journal in the working directory; in-process it meant none.
     ({"daemon": {"data_dir": ""}}, "daemon.data_dir"),
     ({"daemon": {"data_dir": "  "}}, "daemon.data_dir must not be blank"),
+    ({"transport": {"curve_secret_key_file": ""}}, "transport.curve_secret_key_file must not"),
+    ({"client": {"curve_server_public_key_file": " "}},
+     "client.curve_server_public_key_file must not"),
+    ({"emergency": {"limits": [{"name": " ", "kind": "custom", "threshold": 1.0}]}},
+     "emergency.limits[0].name must not be blank"),
+    ({"emergency": {"limits": [{"name": "a\nb", "kind": "custom", "threshold": 1.0}]}},
+     "emergency.limits[0].name must not be blank or hold control"),
     ({"daemon": {"data_dir": "~/tradeloom"}}, "'~', which is not expanded"),
     # An idle daemon spun sending heartbeats; or a dead one looked quiet for hours.
     ({"transport": {"heartbeat_s": 1e-300}}, "transport.heartbeat_s must be between 0.01"),

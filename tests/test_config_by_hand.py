@@ -66,6 +66,11 @@ def test_replace_on_a_good_config_is_checked_too() -> None:
     # an interval trigger's floor (a workflow entry is not imported for the check)
     with pytest.raises(ConfigError, match=r"^workflows\[0\]\.every_s must be >= 0\.01$"):
         dataclasses.replace(good, workflows=(WorkflowEntry(ref="m:w", every_s=0.001),))
+    # ids a submit over the control socket would refuse (empty, over 256 characters)
+    with pytest.raises(ConfigError, match=r"^workflows\[0\]\.bot_id must be 1 to 256 "):
+        dataclasses.replace(good, workflows=(WorkflowEntry(ref="m:w", bot_id=""),))
+    with pytest.raises(ConfigError, match=r"^workflows\[0\]\.strategy_id must be 1 to 256 "):
+        dataclasses.replace(good, workflows=(WorkflowEntry(ref="m:w", strategy_id="s" * 257),))
     assert dataclasses.replace(good, daemon=DaemonConfig(supervisors=2)).daemon.supervisors == 2
 
 

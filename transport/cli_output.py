@@ -53,8 +53,16 @@ def text(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
+#: Past this, a utilisation is shown as ">" it: a limit fed a huge value (1e308) printed
+#: a 300-digit percentage.
+PERCENT_SHOWN_MAX = 9999
+
+
 def percent(utilization: Any) -> str:
-    return f"{utilization * 100:.0f}%" if isinstance(utilization, int | float) else "-"
+    if not isinstance(utilization, int | float):
+        return "-"
+    shown = utilization * 100
+    return f">{PERCENT_SHOWN_MAX}%" if shown > PERCENT_SHOWN_MAX else f"{shown:.0f}%"
 
 
 def number(value: Any) -> str:
