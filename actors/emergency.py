@@ -298,7 +298,9 @@ class EmergencyGate:
                 self._sink.emit_locked(events)
             return None
         lim = breach.limit
-        reason = f"risk limit {lim.name} exceeded: {lim.value:g} >= {lim.threshold:g}"
+        # (`measure`: a position's size is its absolute value; "-50 >= 10" read as a lie)
+        shown = (f"|{lim.value:g}|" if lim.measure != lim.value else f"{lim.value:g}")
+        reason = f"risk limit {lim.name} exceeded: {shown} >= {lim.threshold:g}"
         self._transition_locked(EmergencyState.HALT, reason, "risk_limit", "engine", events)
         return reason
 

@@ -307,6 +307,8 @@ class Journal:
         operator correcting an `unknown`) gets this one in its place; what it replaced goes
         to a warning log line (`intent_resolution_replaced`), so the earlier record is
         never lost without a word. (The result stays the control op's documented shape.)"""
+        if not isinstance(idempotency_key, str):  # (123 read "no action intent with key 123")
+            raise TypeError(f"idempotency_key must be a str, not {type(idempotency_key).__name__}")
         if outcome not in RESOLUTIONS:
             raise ValueError(f"outcome must be one of {sorted(RESOLUTIONS)}, not {outcome!r}")
         if note is not None and not isinstance(note, str):

@@ -198,6 +198,9 @@ def _lock_or_refuse(fd: int, data_dir: Path, pid_file: Path) -> None:
         if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
             raise
         pid = _read_pid(pid_file)
+        if pid == os.getpid():  # (flock is per open file: a second engine here is refused)
+            raise JournalLocked(f"data_dir {data_dir} is in use by another engine in this "
+                                f"process (pid {pid}): stop it first", pid=pid) from None
         who = f"pid {pid}" if pid is not None else "pid unknown"
         raise JournalLocked(f"data_dir {data_dir} is in use by another tradeloom process "
                             f"({who})", pid=pid) from None

@@ -20,6 +20,8 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 #: reads it), so every thread of a node gets the same one.
 _MAKING_CANCEL_EVENT = threading.Lock()
 DEFAULT_RESTART_ON: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError, NodeTimeout)
+#: A node's `max_restarts` at most (as `[resilience] max_restarts`): more is a typo's sign.
+MAX_RESTARTS_MAX = 1000
 
 RiskFn = Callable[..., dict[str, Any]]
 
@@ -122,10 +124,12 @@ class Node:
         self.idempotent = idempotent
         if max_restarts is not None and (isinstance(max_restarts, bool)
                                          or not isinstance(max_restarts, int)
-                                         or max_restarts < 0):
+                                         or not 0 <= max_restarts <= MAX_RESTARTS_MAX):
+            too_many = type(max_restarts) is int and max_restarts > MAX_RESTARTS_MAX
+            # (the value is not printed then: an int of 4300+ digits has no str())
             raise WorkflowDefinitionError(
-                f"node {id!r}: max_restarts must be an int >= 0, not {max_restarts!r}",
-                node_id=id)
+                f"node {id!r}: max_restarts must be an int from 0 to {MAX_RESTARTS_MAX}"
+                + ("" if too_many else f", not {max_restarts!r}"), node_id=id)
         if category == "action" and not idempotent:
             if max_restarts:
                 raise WorkflowDefinitionError(

@@ -110,6 +110,7 @@ def test_a_short_position_is_judged_by_its_size(make_engine: EngineFactory) -> N
     reply = engine.risk_update("pos", delta=-70.0)
     assert reply["value"] == -150.0 and reply["utilization"] == 1.5
     assert state_now(engine) is EmergencyState.HALT
+    assert engine.status()["reason"] == "risk limit pos exceeded: |-150| >= 100"
     engine.reduce_only("buy back")
     engine.risk_update("pos", value=-120.0)  # shrinking, still over: the reduction working
     assert state_now(engine) is EmergencyState.REDUCE_ONLY

@@ -120,6 +120,8 @@ def test_a_timed_out_action_stays_open_with_its_late_result_until_resolved(
     assert resolved["detail"]["ok"] is True, "the late result is kept"
     with pytest.raises(NotFound):
         engine.resolve_intent("exec_wf_00000000:trade", "filled")
+    with pytest.raises(TypeError, match="idempotency_key must be a str, not int"):
+        engine.resolve_intent(123, "filled")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="outcome"):
         engine.resolve_intent(key, "completed")
     with pytest.raises(ValueError, match="outcome"):

@@ -425,6 +425,7 @@ def test_a_second_engine_on_the_same_data_dir_is_refused_naming_the_pid(
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
                          text=True, timeout=30, check=True).stdout
     assert out.startswith("JournalLocked ") and f"pid {os.getpid()}" in out
+    assert "another tradeloom process" in out
     assert len(out.strip().splitlines()) == 1
     assert first.submit(trade_workflow("wf", Action())).result(5).status == "completed"
     first.stop()

@@ -177,6 +177,7 @@ def test_a_second_open_in_this_process_is_refused_naming_our_pid(tmp_path: Path)
             Journal.open(tmp_path)
         assert info.value.pid == os.getpid()
         assert f"pid {os.getpid()}" in str(info.value) and str(tmp_path) in str(info.value)
+        assert "another engine in this process" in str(info.value)
     Journal.open(tmp_path).close()  # released by close
 
 

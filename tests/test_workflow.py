@@ -305,5 +305,14 @@ def test_a_node_backoff_min_above_its_max_is_refused() -> None:
 
 @pytest.mark.parametrize("value", [1.5, True, -1, "2"])
 def test_max_restarts_must_be_an_int_and_says_so(value: Any) -> None:
-    with pytest.raises(WorkflowDefinitionError, match="max_restarts must be an int >= 0, not"):
+    with pytest.raises(WorkflowDefinitionError,
+                       match="max_restarts must be an int from 0 to 1000, not"):
         Node("a", lambda ctx: 1, max_restarts=value)
+
+
+@pytest.mark.parametrize("value", [1001, 10**30, 10**5000], ids=["1001", "1e30", "1e5000"])
+def test_max_restarts_is_bounded_as_the_configs_is(value: int) -> None:
+    with pytest.raises(WorkflowDefinitionError,
+                       match=r"max_restarts must be an int from 0 to 1000$"):
+        Node("a", lambda ctx: 1, max_restarts=value)
+    assert Node("a", lambda ctx: 1, max_restarts=1000).max_restarts == 1000
