@@ -194,6 +194,21 @@ def nested(depth: int, leaf: Any) -> Any:
     return leaf
 
 
+def test_inputs_deeper_than_the_events_keep_are_refused(server: ControlServer,
+                                                         handler: FakeHandler) -> None:
+    """63 levels (the map counted) are kept as they are; 64 would reach the events and the
+    journal as a repr string: refused, not altered."""
+    too_deep = msgpack.packb({"v": 1, "op": "submit", "workflow": "w",
+                              "inputs": {"x": nested(63, 1)}}, use_bin_type=True)
+    reply = raw_req(server.endpoint, too_deep)
+    assert reply["ok"] is False and reply["error"] == {
+        "code": "bad_request", "message": "field 'inputs' is nested deeper than 63 levels"}
+    assert handler.calls == []
+    deepest = msgpack.packb({"v": 1, "op": "submit", "workflow": "w",
+                             "inputs": {"x": nested(62, 1)}}, use_bin_type=True)
+    assert raw_req(server.endpoint, deepest)["ok"] is True
+
+
 @pytest.mark.parametrize(("request_", "field"), [
     ({"op": "submit"}, "workflow"),
     ({"op": "submit", "workflow": 5}, "workflow"),
@@ -201,8 +216,10 @@ def nested(depth: int, leaf: Any) -> Any:
     ({"op": "submit", "workflow": "w", "inputs": [1]}, "inputs"),
     ({"op": "submit", "workflow": "w", "inputs": {"x": float("nan")}}, "inputs"),
     ({"op": "submit", "workflow": "w", "inputs": {"x": {"y": [float("inf")]}}}, "inputs"),
-    # as deep as msgpack reads (the check once stopped at 64 levels)
+    # as deep as msgpack reads (the NaN check once stopped at 64 levels; such depth is
+    # refused on its own now)
     ({"op": "submit", "workflow": "w", "inputs": {"x": nested(900, float("nan"))}}, "inputs"),
+    ({"op": "submit", "workflow": "w", "inputs": {"x": nested(50, float("nan"))}}, "inputs"),
     ({"op": "submit", "workflow": "w",
       "inputs": {"x": nested(65, {"y": float("-inf")})}}, "inputs"),
     ({"op": "submit", "workflow": "w", "priority": True}, "priority"),

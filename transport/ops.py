@@ -28,6 +28,9 @@ REPLAY_DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10_000
 MAX_TEXT = 4096
 MAX_ID = 256
+#: Inputs nested deeper than this are refused: the event form (actors/packing.py) keeps 64
+#: levels and writes a repr below them (one level is kept spare).
+MAX_INPUT_DEPTH = 63
 #: How long the daemon holds a `submit`'s reply for its record's commit before it answers
 #: `internal` (the execution runs either way). A client that waits less for a submit's
 #: reply cannot tell a slow disk from a lost daemon.
@@ -234,25 +237,29 @@ def _inputs(req: dict[str, Any]) -> dict[str, Any]:
     for key in value:
         if not isinstance(key, str):
             raise BadRequest("field 'inputs' must have string keys")
-    if _has_non_finite(value):
-        raise BadRequest("field 'inputs' holds a NaN or infinite number")
+    problem = _inputs_problem(value)
+    if problem is not None:
+        raise BadRequest(f"field 'inputs' {problem}")
     return value
 
 
-def _has_non_finite(value: Any) -> bool:
-    """A NaN or infinite float anywhere in `value`, at any depth (without recursion: msgpack
-    reads nesting about 1,000 deep, past Python's own recursion limit)."""
-    stack = [value]
+def _inputs_problem(value: Any) -> str | None:
+    """What makes `value` unfit as inputs: a NaN or infinite float anywhere, or nesting
+    deeper than the events and the journal keep (they would hold a repr string below
+    MAX_INPUT_DEPTH, not the data the node ran with). Without recursion: msgpack reads
+    nesting about 1,000 deep, past Python's own recursion limit."""
+    stack = [(value, 1)]
     while stack:
-        item = stack.pop()
+        item, depth = stack.pop()
         if isinstance(item, float):
             if not math.isfinite(item):
-                return True
-        elif isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
+                return "holds a NaN or infinite number"
+        elif isinstance(item, dict | list):
+            if depth > MAX_INPUT_DEPTH:
+                return f"is nested deeper than {MAX_INPUT_DEPTH} levels"
+            stack.extend((child, depth + 1) for child in
+                         (item.values() if isinstance(item, dict) else item))
+    return None
 
 
 def _origin(req: dict[str, Any]) -> str:
