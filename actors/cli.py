@@ -14,7 +14,7 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -206,13 +206,16 @@ def tail_command(config_path: str, daemon: Any) -> str:
 class Parser(argparse.ArgumentParser):
     """argparse with its errors on one line (README), pointing at --help for usage."""
 
+    #: The commands' own parsers, by name (set by `build_parser`).
+    commands: Mapping[str, argparse.ArgumentParser]
+
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> Parser:
     parser = Parser(
         prog="tradeloom", description="Actor-model engine for automated trading workflows.",
         epilog="example: tradeloom status   (each command has --help with its own example)")
@@ -268,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_commands.register(sub)
     tail.register(sub)
     cli_webhooks.register(sub)
+    parser.commands = sub.choices
     return parser
 
 
@@ -275,7 +279,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     reserve_stderr()  # first: before a file can take fd 2 (actors/cli_stdout.py)
     _escape_what_the_terminal_cannot_show()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # an option the command does not have: point at that command's --help
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(extras)}")
     level = args.log_level or getattr(args, "default_level", "warning")
     # A command that loads no user code sets structlog up at its first line, if any: a
     # client command that logs nothing starts ~0.25 s sooner. `daemon` and `run` set it up

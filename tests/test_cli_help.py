@@ -64,3 +64,16 @@ def test_every_flag_the_help_mentions_is_an_option_of_the_command(name: str) -> 
                                                   parser._actions)])
     mentioned = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", text))
     assert mentioned - taken == set()
+
+
+@pytest.mark.parametrize("args", [["status"], ["halt", "--reason", "r"], ["tail"]])
+def test_an_unknown_option_points_at_its_commands_help(
+        args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    from actors.cli import main
+
+    name = args[0]
+    with pytest.raises(SystemExit) as exited:
+        main([*args, "--bogus"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == (f"tradeloom {name}: error: unrecognized arguments: "
+                                       f"--bogus (see tradeloom {name} --help)\n")
