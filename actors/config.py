@@ -217,6 +217,8 @@ class Config:
 
     @classmethod
     def load(cls, path: str | Path) -> Config:
+        if str(path) == "":  # (Path("") is ".": "config .: not a regular file")
+            raise ConfigError("--config '': no file named")
         path = Path(path)
         try:
             raw = tomllib.loads(read_config_text(path))

@@ -124,9 +124,8 @@ def _limits(raw: Any) -> tuple[LimitConfig, ...]:
                               "(the metrics, the journal, the wire) cannot carry")
         if not lim.name:  # ctx.risk("") and a metrics label with no name: a typo's sign
             raise ConfigError(f"{where}.name must not be empty")
-        if not lim.name.strip() or any(ord(c) < 32 or ord(c) == 127 for c in lim.name):
-            # Shown on `status`, `tail`'s header and as a metrics label.
-            raise ConfigError(f"{where}.name must not be blank or hold control characters")
+        if not lim.name.strip():  # (any other text is a name: the views escape it)
+            raise ConfigError(f"{where}.name must not be blank")
         if any(lim.name == seen.name for seen in limits):
             raise ConfigError(f"{where}.name: duplicate limit name {lim.name!r}")
         if lim.threshold <= 0:
@@ -238,6 +237,11 @@ def check_ranges(config: Config) -> None:
          "journal.keep_days must be a finite number > 0"),
     ]
     if config.transport is not None:
+        # Both bound by the daemon: the second failed "Address already in use", which sent
+        # one looking for another process.
+        events, control = config.transport.events, config.transport.control
+        checks.append((events != control or events.endswith(":*"),  # (two OS-picked ports)
+                       "transport.events and transport.control must be different addresses"))
         beat_low, beat_high = HEARTBEAT_S_RANGE
         checks.append((beat_low <= config.transport.heartbeat_s <= beat_high,
                        f"transport.heartbeat_s must be between {beat_low:g} and {beat_high:g}"))

@@ -434,3 +434,12 @@ def test_a_huge_utilization_is_shown_capped_not_as_300_digits() -> None:
 
     assert (percent(0.125), percent(99.99), percent(100.0), percent(1e306), percent(None)) == (
         "12%", "9999%", ">9999%", ">9999%", "-")
+
+
+def test_a_client_given_a_daemons_any_port_config_is_told_to_pass_the_port(
+        workdir: Path) -> None:
+    (workdir / "daemon.toml").write_text('[transport]\nevents = "tcp://127.0.0.1:*"\n'
+                                         'control = "tcp://127.0.0.1:*"\n')
+    proc = tradeloom(workdir, "status", "--config", "daemon.toml")
+    assert_one_error_line(proc, "[transport] control 'tcp://127.0.0.1:*' lets the daemon pick "
+                                "a port: give it with --control")

@@ -332,12 +332,12 @@ def test_missing_required_key_is_refused_naming_it(raw: dict[str, Any], key: str
     ({"daemon": {"data_dir": ""}}, "daemon.data_dir"),
     ({"daemon": {"data_dir": "  "}}, "daemon.data_dir must not be blank"),
     ({"transport": {"curve_secret_key_file": ""}}, "transport.curve_secret_key_file must not"),
+    ({"transport": {"events": "tcp://127.0.0.1:7451"}},
+     "transport.events and transport.control must be different"),
     ({"client": {"curve_server_public_key_file": " "}},
      "client.curve_server_public_key_file must not"),
     ({"emergency": {"limits": [{"name": " ", "kind": "custom", "threshold": 1.0}]}},
      "emergency.limits[0].name must not be blank"),
-    ({"emergency": {"limits": [{"name": "a\nb", "kind": "custom", "threshold": 1.0}]}},
-     "emergency.limits[0].name must not be blank or hold control"),
     ({"daemon": {"data_dir": "~/tradeloom"}}, "'~', which is not expanded"),
     # An idle daemon spun sending heartbeats; or a dead one looked quiet for hours.
     ({"transport": {"heartbeat_s": 1e-300}}, "transport.heartbeat_s must be between 0.01"),
@@ -481,3 +481,8 @@ def test_unknown_key_in_a_toml_file_is_refused_naming_the_key(tmp_path: Path) ->
 
 def test_config_error_is_a_tradeloom_error() -> None:
     assert issubclass(ConfigError, TradeloomError)
+
+
+def test_an_empty_config_path_is_named_as_such() -> None:
+    with pytest.raises(ConfigError, match=r"^--config '': no file named$"):
+        Config.load("")
