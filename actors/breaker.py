@@ -14,7 +14,7 @@ from enum import Enum, StrEnum
 from typing import Any
 
 from actors.clock import Clock
-from actors.events import EventSink
+from actors.events import Event, EventSink
 
 
 class BreakerState(StrEnum):
@@ -67,8 +67,10 @@ class CircuitBreaker:
             self.rejected += 1
             return Admit.REJECT
 
-    def record(self, ok: bool, *, trial: bool) -> None:
-        """The outcome of a run that was admitted."""
+    def record(self, ok: bool, *, trial: bool, held: list[Event] | None = None) -> None:
+        """The outcome of a run that was admitted. With `held`, the state change's event
+        is appended to it for the caller to publish after the run's own (its node_failed
+        before the circuit_opened it caused), instead of being published now."""
         if ok and not trial and self.failures == 0 and self.state is BreakerState.CLOSED:
             return  # the common case changes nothing: no lock (a success resets failures)
         with self._lock:
@@ -77,10 +79,10 @@ class CircuitBreaker:
                 if ok:
                     self.state = BreakerState.CLOSED
                     self.failures = 0
-                    self._publish("circuit_closed")
+                    self._publish("circuit_closed", held)
                 else:
                     self.failures += 1
-                    self._open()
+                    self._open(held)
                 return
             if ok:
                 if self.state is BreakerState.CLOSED:
@@ -88,7 +90,7 @@ class CircuitBreaker:
                 return
             self.failures += 1
             if self.state is BreakerState.CLOSED and self.failures >= self.threshold:
-                self._open()
+                self._open(held)
 
     def refuses_for(self, seconds: float) -> bool:
         """Whether a run asked for `seconds` from now would be refused: open, with its
@@ -105,15 +107,19 @@ class CircuitBreaker:
     def snapshot(self) -> dict[str, Any]:
         return {"state": self.state.value, "failures": self.failures, "rejected": self.rejected}
 
-    def _open(self) -> None:
+    def _open(self, held: list[Event] | None = None) -> None:
         self.state = BreakerState.OPEN
         self.opened_at = self._clock.monotonic()
-        self._publish("circuit_opened")
+        self._publish("circuit_opened", held)
 
-    def _publish(self, kind: str) -> None:
+    def _publish(self, kind: str, held: list[Event] | None = None) -> None:
         self.on_change()
-        self._sink.emit([{"v": 1, "type": kind, "breaker": self.key, "failures": self.failures,
-                          "state": self.state.value}])
+        event: Event = {"v": 1, "type": kind, "breaker": self.key, "failures": self.failures,
+                        "state": self.state.value}
+        if held is not None:
+            held.append(event)
+        else:
+            self._sink.emit([event])
 
 
 class BreakerRegistry:

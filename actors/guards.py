@@ -29,6 +29,7 @@ from actors.breaker import Admit, BreakerRegistry
 from actors.cache import ProviderCache
 from actors.config import ResilienceConfig
 from actors.copies import deep_copy
+from actors.events import Event
 from actors.logs import get_logger
 from actors.machine import NodeRun
 from actors.packing import event_form
@@ -56,6 +57,16 @@ class BreakerGuard:
 
     def __init__(self, breakers: BreakerRegistry) -> None:
         self._breakers = breakers
+        #: State changes a run's outcome caused, for the supervisor to publish right after
+        #: that run's own event (`take_held`).
+        self._held: list[Event] = []
+
+    def take_held(self) -> list[Event]:
+        """The breaker events `after_run` held back (empty: none), and forget them."""
+        held = self._held
+        if held:
+            self._held = []
+        return held
 
     def before_dispatch(self, run: NodeRun) -> Verdict | None:
         key = run.node.breaker
@@ -88,7 +99,7 @@ class BreakerGuard:
             if run.trial:
                 breaker.release_trial()
             return
-        breaker.record(error is None, trial=run.trial)
+        breaker.record(error is None, trial=run.trial, held=self._held)
 
 
 class CacheGuard:

@@ -308,12 +308,15 @@ class SupervisorActor(Overruns, EngineActorBase):
         error = run.error
         for guard in self._guards:
             guard.after_run(run, error)
-        if run.denied is not None:
-            if not exe.closed:
-                self._apply(exe, exe.denied(run.index, run.denied, self._clock.monotonic()))
-            return
-        if exe.closed:
-            if run.node.category == "action":
+        held = self._breaker_guard.take_held()
+        if run.denied is not None or exe.closed:
+            if held:
+                self._sink.emit(held)
+            if run.denied is not None:
+                if not exe.closed:
+                    self._apply(exe, exe.denied(run.index, run.denied,
+                                                self._clock.monotonic()))
+            elif run.node.category == "action":
                 self._late_action(run, "its execution had ended")
             return
         if error is None:
@@ -322,6 +325,8 @@ class SupervisorActor(Overruns, EngineActorBase):
                                  user_object=run.user_object)
         else:
             step = self._failure(exe, run, error, run.error_text, run.duration_s)
+        if held:  # the breaker's change after the outcome that caused it
+            step.events[1:1] = held
         self._apply(exe, step)
 
     def _failure(self, exe: Execution, run: NodeRun, error: BaseException, text: str,

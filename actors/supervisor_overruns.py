@@ -28,6 +28,7 @@ class Overruns(ExecutionClosing):
     _pool: NodePool
     _gate: EmergencyGate
     _guards: tuple[BreakerGuard | CacheGuard, ...]
+    _breaker_guard: BreakerGuard
     _restart: RestartGuard
     _apply: Callable[[Execution, Step], None]
     _failure: Callable[[Execution, NodeRun, BaseException, str, float], Step]
@@ -47,6 +48,9 @@ class Overruns(ExecutionClosing):
                             "timeout_s") if exe.past_deadline else None
         for guard in self._guards:
             guard.after_run(run, error)
+        held = self._breaker_guard.take_held()
+        if held:
+            self._sink.emit(held)
         log.warning("node_abandoned", execution_id=run.execution.id, node_id=run.node.id,
                     attempt=run.attempt, after_cancel_s=ABANDON_AFTER_CANCEL_S)
 
@@ -81,10 +85,15 @@ class Overruns(ExecutionClosing):
         error = NodeTimeout(f"node {run.node.id!r} did not finish within {timeout_s:g} s")
         for guard in self._guards:
             guard.after_run(run, error)
+        held = self._breaker_guard.take_held()
         log.warning("node_timeout", execution_id=exe.id, node_id=run.node.id,
                     timeout_s=timeout_s, attempt=run.attempt, execution_closed=exe.closed)
         if not exe.closed:  # else it already ended: nothing more is published for it
-            self._apply(exe, self._failure(exe, run, error, str(error), timeout_s))
+            step = self._failure(exe, run, error, str(error), timeout_s)
+            step.events[1:1] = held  # the breaker's change after the node_failed
+            self._apply(exe, step)
+        elif held:
+            self._sink.emit(held)
 
     def _late_action(self, run: NodeRun, why: str) -> None:
         # Never published as success; kept for reconciliation against the exchange.

@@ -66,6 +66,13 @@ def breaker_engine(make_engine: EngineFactory, clock: ManualClock, *,
     return engine, rec
 
 
+def around(rec: Recorder, kind: str, index: int = -1) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The events just before and just after the `index`th event of `kind` in the stream."""
+    events = rec.events
+    at = [i for i, e in enumerate(events) if e["type"] == kind][index]
+    return events[at - 1], events[at + 1] if at + 1 < len(events) else {}
+
+
 def quote_workflow(venue: Venue, *, workflow_id: str = "quotes", node_id: str = "quote",
                    breaker: str = "binance", max_restarts: int = 0,
                    timeout_s: float | None = None) -> Workflow:
@@ -223,6 +230,10 @@ def test_every_attempt_counts_towards_the_threshold(make_engine: EngineFactory) 
     assert [e["type"] for e in events][-5:] == [
         "node_failed", "node_retrying", "node_skipped", "node_skipped", "execution_failed"]
     assert [e["failures"] for e in circuit_events(rec, "circuit_opened")] == [THRESHOLD]
+    # After the failure that opened it, not before: a subscriber sees cause then effect.
+    before, after = around(rec, "circuit_opened")
+    assert (before["type"], before["attempt"], after["type"]) == ("node_failed", THRESHOLD,
+                                                                  "node_retrying")
     assert breaker_state(engine) == "open"
 
 
@@ -388,6 +399,8 @@ def test_failed_trial_reopens_for_another_reset_timeout(make_engine: EngineFacto
     assert run(engine, wf).status == "completed"
     assert len(circuit_events(rec, "circuit_half_open")) == 2
     assert len(circuit_events(rec, "circuit_closed")) == 1
+    before, _ = around(rec, "circuit_closed")  # after the trial's success that closed it
+    assert (before["type"], before["node_id"]) == ("node_completed", "quote")
     assert breaker_state(engine) == "closed"
 
 
@@ -410,6 +423,8 @@ def test_trial_that_times_out_reopens_and_its_late_success_is_ignored(
         assert result.error_type == "NodeTimeout"
         assert breaker_state(engine) == "open"
         assert len(circuit_events(rec, "circuit_opened")) == 2
+        before, _ = around(rec, "circuit_opened")  # after the timeout that re-opened it
+        assert (before["type"], before["error_type"]) == ("node_failed", "NodeTimeout")
     finally:
         venue.release.set()
     stuck = venue.threads[-1]
