@@ -48,13 +48,10 @@ def register(sub: Any) -> None:
 
 def _count(text: str) -> int:
     """argparse type of `run --count`: an integer >= 0 (-1 ran once, as if it meant 1)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be >= 0 (0: until Ctrl-C)")
-    return value
+    from transport.cli_options import int_in_range  # lazily: as the client commands
+
+    return int_in_range(text, 0, None, what="an integer", bounds="must be >= 0 (0: until "
+                                                                  "Ctrl-C)")
 
 
 def _interval(text: str) -> float:

@@ -243,6 +243,7 @@ class LineReader:
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
+        self._stderr_thread: threading.Thread | None = None
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -258,6 +259,19 @@ class LineReader:
                 raise AssertionError(f"not seen within {timeout} s; {len(self.lines)} lines, "
                                      f"last: {self.lines[-3:]}; exit {self.proc.poll()}")
             return list(self.lines)
+
+    def follow_stderr(self) -> list[str]:
+        """Collect stderr's lines as they come, in the list returned (a thread reads it)."""
+        lines: list[str] = []
+
+        def read() -> None:
+            assert self.proc.stderr is not None
+            for line in self.proc.stderr:
+                lines.append(line)
+
+        self._stderr_thread = threading.Thread(target=read, daemon=True)
+        self._stderr_thread.start()
+        return lines
 
     def events(self) -> list[dict[str, Any]]:
         with self._cond:
@@ -282,6 +296,8 @@ class LineReader:
             self.proc.kill()
             self.proc.wait()
         self._thread.join(5)
+        if self._stderr_thread is not None:
+            self._stderr_thread.join(5)
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()

@@ -171,19 +171,9 @@ def test_submit_wait_says_when_the_daemon_is_gone_and_goes_on_waiting(
         daemon: DaemonProcess) -> None:
     """`kill -9` of the daemon under a `submit --wait`: one line on stderr says the daemon
     does not answer (it would otherwise look like a slow execution), and it waits on."""
-    import threading
-
     waiting = LineReader(["submit", "cli_slow", "--input", "seconds=30", "--wait",
                           *daemon.endpoints()])
-    notes: list[str] = []
-
-    def read() -> None:
-        assert waiting.proc.stderr is not None
-        for line in waiting.proc.stderr:
-            notes.append(line)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
+    notes = waiting.follow_stderr()
     try:
         execution_id = waiting.wait_for(lambda lines: len(lines) >= 1)[0]
         daemon.kill()
@@ -195,7 +185,6 @@ def test_submit_wait_says_when_the_daemon_is_gone_and_goes_on_waiting(
         assert waiting.proc.poll() is None
     finally:
         waiting.kill()
-        reader.join(10)
     assert len(notes) == 1, notes
     assert notes[0].startswith("tradeloom submit: the daemon does not answer (nothing from "
                                "it for "), notes

@@ -150,20 +150,10 @@ def test_tail_refuses_an_unknown_type_and_notes_an_unknown_workflow(
 def test_tail_json_says_on_stderr_when_the_daemon_goes_quiet_and_when_it_is_back(
         daemon: DaemonProcess) -> None:
     """Lines piped to a log said nothing of an outage (a terminal's header does)."""
-    import threading
-
     from tests.engine_journal_helpers import eventually
 
     tail = LineReader(["tail", "--since", "1", "--json", *daemon.endpoints()])  # (live or
-    notes: list[str] = []  # not when the submit below is done, it sees it)
-
-    def read() -> None:
-        assert tail.proc.stderr is not None
-        for line in tail.proc.stderr:
-            notes.append(line)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
+    notes = tail.follow_stderr()  # not when the submit below is done, it sees it)
     try:
         live = ok_json(daemon.cli("submit", "cli_ok", "--wait", "--json"))["execution_id"]
         tail.wait_for(lambda _: terminal_of(tail.events(), live))  # it follows the stream
@@ -176,7 +166,6 @@ def test_tail_json_says_on_stderr_when_the_daemon_goes_quiet_and_when_it_is_back
         assert tail.proc.poll() is None
     finally:
         tail.kill()
-        reader.join(10)
     said = [n for n in notes if n.startswith("tradeloom tail:")]
     assert len(said) == 2 and "does not answer" in said[0] and "answers again" in said[1]
 

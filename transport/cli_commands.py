@@ -17,6 +17,7 @@ from transport.cli_options import (
     add_client_options,
     client_command,
     connection,
+    int_in_range,
     positive_seconds,
     print_json,
 )
@@ -46,13 +47,8 @@ def _parser(sub: Any, name: str, help_text: str, description: str,
 
 def _priority(text: str) -> int:
     """argparse type: an integer the wire carries (msgpack's 64 bits; the engine's range)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if not -(2 ** 63) <= value < 2 ** 63:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be in [-2**63, 2**63)")
-    return value
+    return int_in_range(text, -(2 ** 63), 2 ** 63 - 1, what="an integer",
+                        bounds="must be in [-2**63, 2**63)")
 
 
 def register(sub: Any) -> None:

@@ -41,6 +41,18 @@ _WILDCARD_HOSTS = {"*": "127.0.0.1", "0.0.0.0": "127.0.0.1", "[::]": "[::1]"}
 Handler = Callable[[argparse.Namespace], int]
 
 
+def int_in_range(text: str, low: int, high: int | None, *, what: str, bounds: str) -> int:
+    """An argparse type's body: `text` as an integer in [low, high] (None: no upper bound),
+    else an ArgumentTypeError saying `{text!r} is not {what}` or `{text!r}: {bounds}`."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+    if value < low or (high is not None and value > high):
+        raise argparse.ArgumentTypeError(f"{text!r}: {bounds}")
+    return value
+
+
 def positive_seconds(text: str) -> float:
     """argparse type: a finite number of seconds > 0."""
     try:

@@ -38,6 +38,7 @@ from transport.cli_options import (
     client_command,
     connection,
     fail,
+    int_in_range,
 )
 
 if TYPE_CHECKING:
@@ -100,13 +101,7 @@ def _workflow_id(text: str) -> str:
 
 
 def _seq(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a seq (an integer >= 1)") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: a seq is >= 1")
-    return value
+    return int_in_range(text, 1, None, what="a seq (an integer >= 1)", bounds="a seq is >= 1")
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
