@@ -211,7 +211,7 @@ class Config:
         # `dataclasses.replace`), with the loader's one-line ConfigError naming the key: a
         # hand-built one with supervisors=0 started an engine that ran nothing. Once per
         # Config (at start), never per execution.
-        from actors.config_parse import check_ranges
+        from actors.config_ranges import check_ranges
 
         check_ranges(self)
 

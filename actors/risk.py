@@ -16,7 +16,8 @@ from typing import Any
 
 from actors.clock import Clock
 from actors.config import LimitConfig
-from actors.config_parse import MIN_STALE_AFTER_S, reset_minutes, zone
+from actors.config_parse import reset_minutes, zone
+from actors.config_ranges import MIN_STALE_AFTER_S
 from actors.errors import ConfigError, NotFound, valid_text
 
 SECONDS_PER_DAY = 86_400

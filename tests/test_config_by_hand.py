@@ -22,7 +22,7 @@ from actors.config import (
     TransportConfig,
     WorkflowEntry,
 )
-from actors.config_parse import COUNT_RANGES
+from actors.config_ranges import COUNT_RANGES
 from actors.errors import ConfigError
 
 #: (the TOML loader's table, the same values built by hand)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from actors.cli_entry import EXIT_INTERRUPTED, LOADING_INTERRUPTED
 from actors.config import ClientConfig, Config, TransportConfig, read_config_text
-from actors.config_parse import CONNECT_ENDPOINT
+from actors.config_ranges import CONNECT_ENDPOINT
 from actors.errors import ConfigError
 from actors.json_text import json_text
 
