@@ -90,6 +90,7 @@ def test_status_for_people_and_as_json(daemon: DaemonProcess) -> None:
     assert set(status["workflows"]) == {"cli_ok", "cli_fail", "cli_stuck", "cli_slow"}
     for key in ("running", "queued", "breakers", "limits", "last_seq", "uptime_s"):
         assert key in status
+    assert status["heartbeat_s"] == 0.2  # the config's: clients judge silence by it
 
 
 def test_status_reads_the_endpoints_from_the_config_file(daemon: DaemonProcess) -> None:

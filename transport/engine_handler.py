@@ -26,9 +26,12 @@ STATUS_FIELDS = ("state", "running", "queued", "workflows", "breakers", "limits"
 class EngineControlHandler:
     """`transport.ops.ControlHandler` over an `Engine`; called from the server's workers."""
 
-    def __init__(self, engine: Engine, webhooks: WebhookManager | None = None) -> None:
+    def __init__(self, engine: Engine, webhooks: WebhookManager | None = None, *,
+                 heartbeat_s: float | None = None) -> None:
         self._engine = engine
         self._webhooks = webhooks
+        #: The event stream's heartbeat period, for `status` (None: not said).
+        self._heartbeat_s = heartbeat_s
 
     def ping(self) -> dict[str, Any]:
         return {"pong": True, "version": VERSION}
@@ -37,9 +40,8 @@ class EngineControlHandler:
         status = self._engine.status()
         reply = {key: status[key] for key in STATUS_FIELDS} | {
             key: value for key, value in status.items() if key not in STATUS_FIELDS}
-        transport = self._engine.config.transport
-        if transport is not None:  # (when a client may call the daemon silent)
-            reply["heartbeat_s"] = transport.heartbeat_s
+        if self._heartbeat_s is not None:  # (when a client may call the daemon silent)
+            reply["heartbeat_s"] = self._heartbeat_s
         return reply
 
     def submit(self, *, workflow: str, inputs: dict[str, Any], bot_id: str | None,

@@ -86,7 +86,9 @@ class EngineSockets:
             insecure=self._insecure)
         self.publisher.start()
         self.control = ControlServer(transport.control,
-                                     EngineControlHandler(engine, self._webhooks),
+                                     EngineControlHandler(
+                                         engine, self._webhooks,
+                                         heartbeat_s=transport.heartbeat_s),
                                      context=self._context, curve=self._curve,
                                      insecure=self._insecure)
         self.control.start()
