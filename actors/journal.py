@@ -188,6 +188,15 @@ class Journal:
             if stop_giving_way is not None:
                 writer.stop_giving_way = stop_giving_way
             writer.after_commit = lambda: checkpointer.rewind_if_due(writer.conn)
+
+            def damaged(why: str) -> None:
+                if writer.unusable is None:
+                    writer.unusable = (f"{writer.path} is damaged ({why}): it was changed "
+                                       "under the daemon; stop it and restore the file "
+                                       "from a backup")
+                    self.barrier()  # a commit to fail now (HALT), not at the next event
+
+            checkpointer.on_damage = damaged
             self._started = True
             writer.conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
             checkpointer.start()

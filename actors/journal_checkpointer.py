@@ -31,6 +31,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,12 @@ def connect_checkpointer(path: Path, *, sync: str) -> sqlite3.Connection:
     return conn
 
 
+def damaged(exc: sqlite3.Error) -> bool:
+    """Whether SQLite found the database file corrupt or not a database at all."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
 class Checkpointer:
     """Runs PASSIVE checkpoints of `path` after commits, at most every `interval_s`."""
 
@@ -86,6 +93,10 @@ class Checkpointer:
         self._rewind_due = False
         self.last_ms = 0.0
         self.max_ms = 0.0
+        #: Called (in this thread) when a checkpoint finds journal.db damaged: the file was
+        #: changed under the daemon (truncated, overwritten in place). Commits to the WAL
+        #: would go on succeeding, but nothing in it could be read back or kept.
+        self.on_damage: Callable[[str], object] = lambda why: None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="tradeloom-checkpoint",
@@ -162,6 +173,8 @@ class Checkpointer:
             if self.failures <= 3 or self.failures % _FAILURE_LOG_EVERY == 0:
                 log.warning("journal_checkpoint_failed", error=str(exc),
                             failures=self.failures)
+            if damaged(exc):
+                self.on_damage(str(exc))
             return
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         if row is None or row[0]:

@@ -12,12 +12,12 @@ failure episode, and the writer retries (backoff doubling from retry_min_s to re
 with the group plus whatever queued meanwhile, so commits resume in order with no gap; the
 first success calls `on_recovered_write`. While writes fail, data_dir holds a mark
 (actors/journal_failure_mark.py) until everything queued by the last failure, the HALT
-it caused included, is committed: a restart before then comes back halted.
+it caused included, is committed: a restart before then comes back halted. A file removed,
+replaced (actors/journal_files.py) or found damaged by a checkpoint fails writes for good.
 """
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 import time
@@ -30,6 +30,7 @@ from actors.clock import Clock
 from actors.errors import JournalError, JournalWriteFailed
 from actors.journal_caps import DEFAULT_MAX_EVENT_BYTES
 from actors.journal_failure_mark import clear_mark, set_mark
+from actors.journal_files import JournalFiles
 from actors.journal_group import Group, GroupBuilder
 from actors.journal_records import Ticket, log
 from actors.journal_retention import Retention, rollback
@@ -90,13 +91,17 @@ class JournalWriter:
         self.stop_giving_way: Callable[[], None] = lambda: None
         self.thread: threading.Thread | None = None
         self.pending: Group | None = None
-        self._file_id = _file_id(path)
-        self.wal_path = path.with_name(path.name + "-wal")
-        #: The WAL's identity: there from the open (WAL mode), else from the first commit.
-        self._wal_id = _file_id(self.wal_path)
+        #: journal.db and its WAL as opened, checked after each commit.
+        self.files = JournalFiles(path)
         self._failure_streak = 0
         #: Test hook: this many commits fail (inside the transaction, before COMMIT).
         self.fail_commits = 0
+        #: Why journal.db can no longer be written (a checkpoint found it damaged, it was
+        #: removed or replaced), or None: from then on every write fails, before anything
+        #: more goes into it.
+        self.unusable: str | None = None
+        #: journal.db was removed or replaced: copy what the open file holds, once.
+        self._rescue_due = False
         #: Test hook: called before each COMMIT (a slow or held disk).
         self.before_commit: Callable[[], None] | None = None
         # stats
@@ -192,6 +197,9 @@ class JournalWriter:
         except Exception as exc:  # noqa: BLE001 - any failure: keep the data, halt, retry
             self._rollback()
             self._failed(exc)
+            if self._rescue_due:  # (after the HALT: a big file's copy must not delay it)
+                self._rescue_due = False
+                self.files.rescue_db(self.conn)
             return False
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         self.pending = None
@@ -233,6 +241,8 @@ class JournalWriter:
         return True
 
     def _write(self, group: Group) -> None:
+        if self.unusable is not None:
+            raise JournalWriteFailed(self.unusable)
         conn = self.conn
         conn.execute("BEGIN")
         if group.batches:
@@ -255,31 +265,13 @@ class JournalWriter:
         self._check_files()
 
     def _check_files(self) -> None:
-        """After each COMMIT: journal.db and its WAL are still the files opened. SQLite
-        keeps writing to a removed file's inode: what is committed there is lost at the
-        next start (or sooner: a connection made since reads a new, empty WAL)."""
-        if _file_id(self.path) != self._file_id:
-            raise JournalWriteFailed(f"{self.path} was removed or replaced while open")
-        wal_id = _file_id(self.wal_path)
-        if self._wal_id is None:
-            self._wal_id = wal_id
-        elif wal_id != self._wal_id:
-            saved = self._save_removed_wal()
-            raise JournalWriteFailed(
-                f"{self.wal_path} was removed or replaced while open; what was committed "
-                f"{'is copied into' if saved else 'could not be copied into'} "
-                f"{self.path.name}: restart the daemon to write again")
-
-    def _save_removed_wal(self) -> bool:
-        """Copy what the removed WAL holds into journal.db (a checkpoint through this
-        connection, which still has the removed file open), so that commits already
-        reported survive the restart; True if it did."""
         try:
-            busy, _, _ = self.conn.execute("PRAGMA wal_checkpoint(FULL)").fetchone()
-        except sqlite3.Error as exc:
-            log.error("journal_wal_copy_failed", error=str(exc), path=str(self.wal_path))
-            return False
-        return not busy
+            self.files.check(self.conn)
+        except JournalWriteFailed as exc:
+            if self.files.db_gone:  # for good: nothing more goes into the removed file
+                self.unusable = str(exc)
+                self._rescue_due = True
+            raise
 
     def _rollback(self) -> None:
         rollback(self.conn)
@@ -382,14 +374,6 @@ class JournalWriter:
             "retention_held_events": self.retention.held_events,
             "events_cut": self.builder.codec.events_cut,
         }
-
-
-def _file_id(path: Path) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino)
 
 
 def _call(fn: Callable[..., None], *args: Any) -> None:

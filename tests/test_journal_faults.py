@@ -115,6 +115,35 @@ def test_a_removed_journal_file_is_a_write_failure(tmp_path: Path) -> None:
         callbacks.wait_for(lambda c: len(c.errors) == 1)
         assert "removed or replaced" in str(callbacks.errors[0])
         assert callbacks.commits == [1] and journal.last_committed_seq() == 1
+        # What the open file held is copied beside it: the journal is not lost at close.
+        rescued = tmp_path / "journal.db.rescued"
+        eventually(rescued.exists, 10.0, "the rescued copy")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.replace(rescued, elsewhere / "journal.db")
+    with Journal.open(elsewhere) as kept:
+        assert [e["type"] for e in all_events(kept)][:1] == ["tick"]
+
+
+def test_a_journal_file_damaged_in_place_is_a_write_failure_at_the_next_checkpoint(
+        tmp_path: Path) -> None:
+    """journal.db truncated under the daemon (same inode: the file check passes): commits
+    to the WAL went on succeeding, acknowledged, never to be read back. The checkpoint that
+    finds the file corrupt fails the writes from then on (HALT), with no event needed."""
+    with started(tmp_path, retry_min_s=0.01, retry_max_s=0.02) as (journal, callbacks):
+        seq = Sequencer(journal)
+        for _ in range(50):
+            seq.emit(*run_events("exec_wf_00000001"))
+        assert journal.flush(5)
+        eventually(lambda: journal.stats()["checkpoints"] >= 1, 10.0, "a first checkpoint")
+        os.truncate(tmp_path / "journal.db", 4096)
+        committed = journal.last_committed_seq()
+        seq.emit(sys_event("tick"))  # a commit, and the checkpoint after it
+        callbacks.wait_for(lambda c: len(c.errors) == 1, timeout=10.0)
+        assert "is damaged" in str(callbacks.errors[0])
+        assert journal.stats()["failing"]
+        seq.emit(sys_event("tock"))  # nothing more goes into the damaged file
+        assert journal.last_committed_seq() <= committed + 1
 
 
 def test_a_removed_wal_is_a_write_failure_and_what_it_held_is_kept(tmp_path: Path) -> None:
