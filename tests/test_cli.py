@@ -441,5 +441,7 @@ def test_a_client_given_a_daemons_any_port_config_is_told_to_pass_the_port(
     (workdir / "daemon.toml").write_text('[transport]\nevents = "tcp://127.0.0.1:*"\n'
                                          'control = "tcp://127.0.0.1:*"\n')
     proc = tradeloom(workdir, "status", "--config", "daemon.toml")
-    assert_one_error_line(proc, "[transport] control 'tcp://127.0.0.1:*' lets the daemon pick "
-                                "a port: give it with --control")
+    assert_one_error_line(proc, "[transport] control 'tcp://127.0.0.1:*': a client connects "
+                                "to the port the daemon bound; give it with --control")
+    proc = tradeloom(workdir, "status", "--control", "tcp://127.0.0.1:*")
+    assert_one_error_line(proc, "--control 'tcp://127.0.0.1:*': a client connects to the port")

@@ -141,10 +141,11 @@ def _checked(endpoint: str, source: str) -> str:
     """`endpoint` if it is one ZeroMQ can connect to; else a ConfigError (exit 2) naming
     where it came from, instead of zmq's "Invalid argument" at connect."""
     if not CONNECT_ENDPOINT.fullmatch(endpoint):
-        if endpoint.endswith(":*") and source.startswith("["):  # a daemon's "any free port"
+        if endpoint.endswith(":*"):  # a daemon's "any free port": a client needs the one
             flag = "--control" if "control" in source else "--events"
-            raise ConfigError(f"{source} {endpoint!r} lets the daemon pick a port: give it "
-                              f"with {flag} (the daemon prints the one it bound at start)")
+            raise ConfigError(f"{source} {endpoint!r}: a client connects to the port the "
+                              f"daemon bound; give it with {flag} (the daemon prints it at "
+                              "start)")
         raise ConfigError(f"{source} {endpoint!r} is not an endpoint such as "
                           "tcp://127.0.0.1:7451")
     return endpoint
