@@ -160,8 +160,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                    "duration_ms": result.duration_ms, "results": results}
         if not result.ok:
             summary.update(error=result.error, error_type=result.error_type)
-        print(json_text(summary) if args.json else printable(f"result: {status}") + "\n"
-              f"{json.dumps(plain_json(results), indent=2)}", flush=True)
+        # (no results: no `{}` under the line, which read as output gone missing)
+        shown = f"\n{json.dumps(plain_json(results), indent=2)}" if results else ""
+        print(json_text(summary) if args.json else printable(f"result: {status}") + shown,
+              flush=True)
     return EXIT_FAILED if failures else EXIT_OK
 
 
