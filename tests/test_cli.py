@@ -141,8 +141,9 @@ def test_run_failed_workflow_exits_1(workdir: Path) -> None:
     skipped = [o for o in objects if o.get("type") == "node_skipped"]
     assert [(o["node_id"], o["reason"]) for o in skipped] == [("never", "upstream_failed")]
     assert objects[-1].get("status") == "failed"
-    # For people: the result line, and no empty results map under it.
-    text = tradeloom(workdir, "run", "cliwf:failing")
+    # For people: the result line, and no empty results map under it (cli_odd's only
+    # node fails: there are no results).
+    text = tradeloom(workdir, "run", "cliwf:odd_error")
     assert text.returncode == 1
     assert text.stdout.splitlines()[-1].startswith("result: failed: ValueError: ")
 
