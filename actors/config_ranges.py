@@ -88,7 +88,7 @@ def check_ranges(config: Config) -> None:
         # Both bound by the daemon: the second failed "Address already in use", which sent
         # one looking for another process.
         events, control = config.transport.events, config.transport.control
-        checks.append((events != control or events.endswith(":*"),  # (two OS-picked ports)
+        checks.append((events != control or events.endswith((":*", ":0")),  # (OS-picked)
                        "transport.events and transport.control must be different addresses"))
         beat_low, beat_high = HEARTBEAT_S_RANGE
         checks.append((beat_low <= config.transport.heartbeat_s <= beat_high,

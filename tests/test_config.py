@@ -486,3 +486,11 @@ def test_config_error_is_a_tradeloom_error() -> None:
 def test_an_empty_config_path_is_named_as_such() -> None:
     with pytest.raises(ConfigError, match=r"^--config '': no file named$"):
         Config.load("")
+
+
+@pytest.mark.parametrize("port", ["*", "0"])
+def test_two_os_picked_ports_may_be_written_the_same(port: str) -> None:
+    endpoint = f"tcp://127.0.0.1:{port}"
+    transport = Config.from_dict({"transport": {"events": endpoint,
+                                                "control": endpoint}}).transport
+    assert transport is not None and transport.events == transport.control == endpoint

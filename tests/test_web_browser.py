@@ -125,7 +125,14 @@ def test_a_risk_update_moves_its_bar(page: WebDriver, daemon: DaemonProcess,
     assert "warn" in (fill.get_attribute("class") or "")
     assert fill.value_of_css_property("width") != "0px"
     page.save_screenshot(str(screenshots / "2-risk.png"))
+    text = '.limit[data-name="daily_loss"] .v'
     with daemon.client() as control:
+        # A day in profit (a negative loss): the text says so as `status` does; the bar
+        # is empty (it read "(0%)" too).
+        control.risk_update("daily_loss", value=-30.0)
+        wait(page, lambda d: "(-30%)" in d.find_element(By.CSS_SELECTOR, text).text,
+             "the text at -30 %")
+        assert utilization(page) == 0.0
         control.risk_update("daily_loss", value=0.0)
 
 
@@ -205,6 +212,18 @@ def test_after_the_journal_is_replaced_the_page_follows_the_new_log(
         control.cancel(running)
     assert "its journal was replaced" in page.find_element(By.ID, "log").text
     page.save_screenshot(str(screenshots / "6-journal-replaced.png"))
+
+
+def test_a_token_with_a_lone_percent_gets_the_form_not_a_dead_page(
+        browser: WebDriver, daemon: DaemonProcess) -> None:
+    """`decodeURIComponent` threw on "%ZZ" at the page's start: no form, no connection,
+    the token left in the address bar. It is taken as written (and refused here)."""
+    browser.execute_script("sessionStorage.clear()")
+    browser.get("about:blank")
+    browser.get(url(daemon) + "#token=wrong%ZZ")
+    wait(browser, lambda d: d.find_element(By.ID, "token-form").is_displayed(),
+         "the refused token asks for another")
+    assert "token" not in browser.current_url
 
 
 def test_token_form_and_a_wrong_token(browser: WebDriver, daemon: DaemonProcess) -> None:

@@ -34,7 +34,13 @@ function takeTokenFromFragment() {
   // #token=... never reaches the server (fragments are not sent): keep it, then wipe it.
   const match = location.hash.match(/token=([^&]+)/);
   if (match) {
-    sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(match[1]));
+    let token = match[1];
+    try {
+      token = decodeURIComponent(token);
+    } catch (e) {
+      // A lone "%" (a token of one's own choosing): not an escape, the token as written.
+    }
+    sessionStorage.setItem(TOKEN_KEY, token);
     history.replaceState(null, "", location.pathname + location.search);
   }
   return sessionStorage.getItem(TOKEN_KEY);
@@ -289,12 +295,13 @@ function setLimit(name, limit) {
     row.querySelector(".n").textContent = name;
     $("limits").append(row);
   }
-  const util = Math.max(0, Number(limit.utilization) || 0);
+  const shown = Number(limit.utilization) || 0;  // as `tradeloom status` shows it
+  const util = Math.max(0, shown);                // the bar: from empty to full
   const fill = row.querySelector(".fill");
   fill.style.width = `${Math.min(100, util * 100).toFixed(1)}%`;
   fill.className = "fill" + (util >= 1 ? " over" : util >= warnAt ? " warn" : "");
   row.querySelector(".warnline").style.left = `${(warnAt * 100).toFixed(1)}%`;
-  row.querySelector(".v").textContent = `${fmt(limit.value)} / ${fmt(limit.threshold)} (${(util * 100).toFixed(0)}%)`;
+  row.querySelector(".v").textContent = `${fmt(limit.value)} / ${fmt(limit.threshold)} (${(shown * 100).toFixed(0)}%)`;
   row.dataset.utilization = util;
 }
 
