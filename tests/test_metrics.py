@@ -92,6 +92,18 @@ def scrape(daemon: Daemon) -> str:
     return text
 
 
+def test_a_scrape_filtered_by_name_serves_those_metrics(
+        start_daemon: Callable[..., Daemon]) -> None:
+    daemon = start_daemon()
+    assert daemon.metrics is not None
+    url = (f"http://127.0.0.1:{daemon.metrics.port}/metrics?name[]=tradeloom_uptime_seconds"
+           "&name[]=process_cpu_seconds_total")
+    with urllib.request.urlopen(url, timeout=10) as response:
+        names = {line.split()[0] for line in response.read().decode().splitlines()
+                 if line and not line.startswith("#")}
+    assert names == {"tradeloom_uptime_seconds", "process_cpu_seconds_total"}
+
+
 def samples(text: str) -> Samples:
     found: Samples = {}
     for family in text_string_to_metric_families(text):

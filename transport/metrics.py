@@ -115,7 +115,10 @@ class MetricsServer:
         if engine is None:
             raise RuntimeError("the metrics endpoint needs a started engine")
         durations = self.durations = NodeDurations(engine.sink.log.reader())
-        registry = CollectorRegistry(auto_describe=False)
+        # Collectors without describe(): without `support_collectors_without_names`, a
+        # scrape filtered by `?name[]=` found none of them and served an empty page.
+        registry = CollectorRegistry(auto_describe=False,
+                                     support_collectors_without_names=True)
         registry.register(TradeloomCollector(self._parts, durations))
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
