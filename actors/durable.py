@@ -237,8 +237,10 @@ def _with_open_actions(nodes: dict[str, dict[str, Any]], actions: dict[str, int]
     says it did not run) or missing."""
     for node_id, attempt in actions.items():
         entry = nodes.get(node_id)
-        if entry is None or entry.get("status") == "pending":
+        if entry is None:
             nodes[node_id] = {"status": "running", "attempts": attempt}
+        elif entry.get("status") == "pending":  # (a retry's: its last error is kept)
+            entry.update(status="running", attempts=max(attempt, entry.get("attempts", 0)))
 
 
 def _ended_nodes(nodes: dict[str, dict[str, Any]], ids: list[str] | None

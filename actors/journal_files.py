@@ -22,6 +22,9 @@ from actors.journal_records import log
 
 __all__ = ["JournalFiles", "file_id"]
 
+#: Pages copied per step of a rescue (4 MiB at SQLite's 4 KiB page size).
+RESCUE_PAGES_PER_STEP = 1024
+
 
 class JournalFiles:
     """journal.db and its WAL as the writer opened them (the writer's thread only)."""
@@ -58,16 +61,22 @@ class JournalFiles:
         target = self.path.with_name(f"{self.path.name}.rescued")
         if target.exists():
             target = target.with_name(f"{target.name}-{int(time.time())}")
+        # Into a file of another name, renamed once whole: a copy cut short (a full disk,
+        # the process exiting at its stop's deadline) is never taken for the journal.
+        partial = target.with_name(f"{target.name}.partial")
+        started = time.monotonic()
         try:
-            copy = sqlite3.connect(target)
+            copy = sqlite3.connect(partial)
             try:
-                conn.backup(copy)
+                conn.backup(copy, pages=RESCUE_PAGES_PER_STEP)
             finally:
                 copy.close()
+            os.replace(partial, target)
         except (sqlite3.Error, OSError) as exc:
-            log.error("journal_rescue_failed", error=str(exc), path=str(target))
+            log.error("journal_rescue_failed", error=str(exc), path=str(partial))
             return
-        log.error("journal_rescued", copy=str(target), to_use_it=(
+        log.error("journal_rescued", copy=str(target),
+                  took_s=round(time.monotonic() - started, 3), to_use_it=(
             f"stop the daemon, move {self.wal_path.name} and {self.path.name}-shm away, "
             f"put {target.name} in place of {self.path.name}, start it again (it comes "
             "back in HALT)"))

@@ -198,7 +198,9 @@ def _lock_or_refuse(fd: int, data_dir: Path, pid_file: Path) -> None:
         if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
             raise
         pid = _read_pid(pid_file)
-        if pid == os.getpid():  # (flock is per open file: a second engine here is refused)
+        # This process's own lock (flock is per open file: a second engine here is refused);
+        # not by the pid alone: two containers' daemons may both be pid 1.
+        if pid == os.getpid() and any(lock.path == pid_file for lock in list(_HELD)):
             raise JournalLocked(f"data_dir {data_dir} is in use by another engine in this "
                                 f"process (pid {pid}): stop it first", pid=pid) from None
         who = f"pid {pid}" if pid is not None else "pid unknown"

@@ -35,12 +35,15 @@ SQL_WORKFLOW = ("INSERT INTO workflows(workflow_id, last_wseq) VALUES (?,?)"
                 " last_wseq=max(last_wseq, excluded.last_wseq)")
 #: A later attempt under the same key (an idempotent action's retry) opens the intent
 #: again; if an earlier attempt left it open (timed out or cancelled: it may have filled),
-#: that attempt's late result (`detail`) and note stay (SET reads the row before it).
+#: the row stays that attempt's: its number, start and seq (retention keeps the events from
+#: there), its late result (`detail`) and note. SET reads the row as it was before.
 SQL_INTENT = (
     "INSERT INTO intents(idempotency_key, execution_id, node_id, attempt, started_at, seq_at)"
     " VALUES (?,?,?,?,?,?) ON CONFLICT(idempotency_key) DO UPDATE SET"
-    " execution_id=excluded.execution_id, node_id=excluded.node_id, attempt=excluded.attempt,"
-    " started_at=excluded.started_at, seq_at=excluded.seq_at,"
+    " execution_id=excluded.execution_id, node_id=excluded.node_id,"
+    " attempt=CASE WHEN outcome IS NULL THEN attempt ELSE excluded.attempt END,"
+    " started_at=CASE WHEN outcome IS NULL THEN started_at ELSE excluded.started_at END,"
+    " seq_at=CASE WHEN outcome IS NULL THEN seq_at ELSE excluded.seq_at END,"
     " note=CASE WHEN outcome IS NULL THEN note END,"
     " detail=CASE WHEN outcome IS NULL THEN detail END, outcome=NULL, resolved_at=NULL")
 SQL_INTENT_RESOLVE = ("UPDATE intents SET outcome=?, note=?, detail=coalesce(?, detail),"

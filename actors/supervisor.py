@@ -306,28 +306,32 @@ class SupervisorActor(Overruns, EngineActorBase):
         exe = run.execution
         exe.answered(run)
         error = run.error
-        for guard in self._guards:
-            guard.after_run(run, error)
-        held = self._breaker_guard.take_held()
-        if run.denied is not None or exe.closed:
+        try:
+            for guard in self._guards:
+                guard.after_run(run, error)
+        finally:  # (a guard that raised leaves none held for another run's batch)
+            held = self._breaker_guard.take_held()
+        try:
+            if run.denied is not None or exe.closed:
+                if run.denied is not None:
+                    if not exe.closed:
+                        self._apply(exe, exe.denied(run.index, run.denied,
+                                                    self._clock.monotonic()))
+                elif run.node.category == "action":
+                    self._late_action(run, "its execution had ended")
+                return
+            if error is None:
+                step = exe.succeeded(run.index, run.value, run.duration_s, run.attempt,
+                                     self._clock.monotonic(), truth=run.truth,
+                                     shown=run.shown, user_object=run.user_object)
+            else:
+                step = self._failure(exe, run, error, run.error_text, run.duration_s)
+            if held:  # the breaker's change after the outcome that caused it
+                step.events[1:1], held = held, []
+            self._apply(exe, step)
+        finally:  # not placed after its cause (or that failed): published all the same
             if held:
                 self._sink.emit(held)
-            if run.denied is not None:
-                if not exe.closed:
-                    self._apply(exe, exe.denied(run.index, run.denied,
-                                                self._clock.monotonic()))
-            elif run.node.category == "action":
-                self._late_action(run, "its execution had ended")
-            return
-        if error is None:
-            step = exe.succeeded(run.index, run.value, run.duration_s, run.attempt,
-                                 self._clock.monotonic(), truth=run.truth, shown=run.shown,
-                                 user_object=run.user_object)
-        else:
-            step = self._failure(exe, run, error, run.error_text, run.duration_s)
-        if held:  # the breaker's change after the outcome that caused it
-            step.events[1:1] = held
-        self._apply(exe, step)
 
     def _failure(self, exe: Execution, run: NodeRun, error: BaseException, text: str,
                  duration_s: float) -> Step:

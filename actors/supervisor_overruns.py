@@ -46,11 +46,13 @@ class Overruns(ExecutionClosing):
         # the venue had not answered by then, a failure as a node timeout is.
         error = NodeTimeout(f"node {run.node.id!r} still running past its workflow's "
                             "timeout_s") if exe.past_deadline else None
-        for guard in self._guards:
-            guard.after_run(run, error)
-        held = self._breaker_guard.take_held()
-        if held:
-            self._sink.emit(held)
+        try:
+            for guard in self._guards:
+                guard.after_run(run, error)
+        finally:
+            held = self._breaker_guard.take_held()
+            if held:
+                self._sink.emit(held)
         log.warning("node_abandoned", execution_id=run.execution.id, node_id=run.node.id,
                     attempt=run.attempt, after_cancel_s=ABANDON_AFTER_CANCEL_S)
 
@@ -83,17 +85,21 @@ class Overruns(ExecutionClosing):
         exe.answered(run)
         run.cancel()
         error = NodeTimeout(f"node {run.node.id!r} did not finish within {timeout_s:g} s")
-        for guard in self._guards:
-            guard.after_run(run, error)
-        held = self._breaker_guard.take_held()
+        try:
+            for guard in self._guards:
+                guard.after_run(run, error)
+        finally:
+            held = self._breaker_guard.take_held()
         log.warning("node_timeout", execution_id=exe.id, node_id=run.node.id,
                     timeout_s=timeout_s, attempt=run.attempt, execution_closed=exe.closed)
-        if not exe.closed:  # else it already ended: nothing more is published for it
-            step = self._failure(exe, run, error, str(error), timeout_s)
-            step.events[1:1] = held  # the breaker's change after the node_failed
-            self._apply(exe, step)
-        elif held:
-            self._sink.emit(held)
+        try:
+            if not exe.closed:  # else it already ended: nothing more is published for it
+                step = self._failure(exe, run, error, str(error), timeout_s)
+                step.events[1:1], held = held, []  # the breaker's change after node_failed
+                self._apply(exe, step)
+        finally:
+            if held:
+                self._sink.emit(held)
 
     def _late_action(self, run: NodeRun, why: str) -> None:
         # Never published as success; kept for reconciliation against the exchange.

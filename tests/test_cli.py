@@ -439,6 +439,7 @@ def test_a_huge_utilization_is_shown_capped_not_as_300_digits() -> None:
 
     assert (percent(0.125), percent(99.99), percent(100.0), percent(1e306), percent(None)) == (
         "12%", "9999%", ">9999%", ">9999%", "-")
+    assert (percent(-0.5), percent(-1e300), percent(float("nan"))) == ("-50%", "<-9999%", "-")
 
 
 def test_a_client_given_a_daemons_any_port_config_is_told_to_pass_the_port(
@@ -450,3 +451,5 @@ def test_a_client_given_a_daemons_any_port_config_is_told_to_pass_the_port(
                                 "to the port the daemon bound; give it with --control")
     proc = tradeloom(workdir, "status", "--control", "tcp://127.0.0.1:*")
     assert_one_error_line(proc, "--control 'tcp://127.0.0.1:*': a client connects to the port")
+    proc = tradeloom(workdir, "status", "--events", "tcp://127.0.0.1:0")
+    assert_one_error_line(proc, "--events 'tcp://127.0.0.1:0': a client connects to the port")

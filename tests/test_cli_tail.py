@@ -232,6 +232,13 @@ def test_outage_notes_take_the_period_status_gave_before_two_heartbeats_came(
                                               "(nothing from it for 91 s); still waiting")
 
 
+def blocked_writing(pid: int) -> bool:
+    """Whether process `pid`'s main thread sleeps in a pipe write (kernels name the wait
+    `pipe_write`, `anon_pipe_write` or `pipe_wait`)."""
+    wchan = Path(f"/proc/{pid}/wchan").read_text()
+    return wchan.endswith(("pipe_write", "pipe_wait"))
+
+
 def tail_blocked_on_a_full_pipe(daemon: DaemonProcess) -> subprocess.Popen[bytes]:
     """`tail --since 1 --json` replaying more than a pipeful, blocked writing to its stdout
     (a pipe nobody reads yet)."""
@@ -257,8 +264,7 @@ def tail_blocked_on_a_full_pipe(daemon: DaemonProcess) -> subprocess.Popen[bytes
 
     try:
         eventually(lambda: queued() >= 60_000, 30.0, "tail filling its pipe")
-        eventually(lambda: Path(f"/proc/{proc.pid}/wchan").read_text().endswith("pipe_write"),
-                   10.0, "tail blocked writing")
+        eventually(lambda: blocked_writing(proc.pid), 10.0, "tail blocked writing")
     except BaseException:
         proc.kill()
         proc.communicate()

@@ -162,6 +162,7 @@ class RetriedAction:
     (it filled); later attempts wait for `go`, then raise `raises` (None: return)."""
 
     def __init__(self, raises: BaseException | None) -> None:
+        self.first_entered = threading.Event()
         self.first_release = threading.Event()
         self.second_entered = threading.Event()
         self.go = threading.Event()
@@ -169,6 +170,7 @@ class RetriedAction:
 
     def __call__(self, ctx: NodeContext) -> dict[str, Any]:
         if ctx.attempt == 1:
+            self.first_entered.set()
             self.first_release.wait(20.0)
             return {"order": "filled", "attempt": 1}
         self.second_entered.set()
@@ -179,7 +181,7 @@ class RetriedAction:
 
 
 def retried_workflow(action: RetriedAction, backoff_s: float) -> Any:
-    return trade_workflow("wf", action, idempotent=True, max_restarts=1, timeout_s=0.1,
+    return trade_workflow("wf", action, idempotent=True, max_restarts=1, timeout_s=0.5,
                           backoff_min_s=backoff_s, backoff_max_s=backoff_s)
 
 
@@ -190,8 +192,11 @@ def test_a_retry_that_fails_leaves_open_the_intent_its_timed_out_attempt_left(
     engine = make_engine(journal_config(tmp_path))
     action = RetriedAction(ConnectionError("exchange unreachable"))
     handle = engine.submit(retried_workflow(action, 0.01))
-    assert action.second_entered.wait(10)
+    assert action.first_entered.wait(10)  # its intent is committed: attempt 1's row
     key = f"{handle.execution_id}:trade"
+    opened = by_key(engine.intents())[key]
+    first = (opened["started_at"], opened["seq_at"])
+    assert action.second_entered.wait(10)
     action.first_release.set()  # attempt 1 answers late, before attempt 2 ends
     eventually(lambda: by_key(engine.intents())[key]["detail"] is not None,
                what="attempt 1's late result recorded")
@@ -199,7 +204,9 @@ def test_a_retry_that_fails_leaves_open_the_intent_its_timed_out_attempt_left(
     result = handle.result(10)
     assert (result.status, result.error_type) == ("failed", "ConnectionError")
     intent = by_key(engine.intents())[key]
-    assert (intent["outcome"], intent["attempt"]) == (None, 2)
+    # Still attempt 1's: its number, start and seq (retention keeps its events from there).
+    assert (intent["outcome"], intent["attempt"]) == (None, 1)
+    assert (intent["started_at"], intent["seq_at"]) == first
     assert intent["detail"]["value"] == {"order": "filled", "attempt": 1}
 
 
@@ -237,7 +244,7 @@ def test_a_retry_that_completes_closes_the_intent_its_attempt_left_open(
     eventually(lambda: by_key(engine.intents(unresolved=False))[key]["detail"] is not None,
                what="attempt 1's late result recorded")
     intent = by_key(engine.intents(unresolved=False))[key]
-    assert (intent["outcome"], intent["attempt"]) == ("completed", 2)
+    assert (intent["outcome"], intent["attempt"]) == ("completed", 1)
     assert key not in by_key(engine.intents())
 
 

@@ -140,12 +140,13 @@ def connection(args: argparse.Namespace) -> Connection:
 def _checked(endpoint: str, source: str) -> str:
     """`endpoint` if it is one ZeroMQ can connect to; else a ConfigError (exit 2) naming
     where it came from, instead of zmq's "Invalid argument" at connect."""
+    if endpoint.startswith("tcp://") and endpoint.endswith((":*", ":0")):
+        # A daemon's "any free port" (its config's): a client needs the one it bound.
+        flag = "--control" if "control" in source else "--events"
+        raise ConfigError(f"{source} {endpoint!r}: a client connects to the port the "
+                          f"daemon bound; give it with {flag} (the daemon prints it at "
+                          "start)")
     if not CONNECT_ENDPOINT.fullmatch(endpoint):
-        if endpoint.endswith(":*"):  # a daemon's "any free port": a client needs the one
-            flag = "--control" if "control" in source else "--events"
-            raise ConfigError(f"{source} {endpoint!r}: a client connects to the port the "
-                              f"daemon bound; give it with {flag} (the daemon prints it at "
-                              "start)")
         raise ConfigError(f"{source} {endpoint!r} is not an endpoint such as "
                           "tcp://127.0.0.1:7451")
     return endpoint

@@ -59,10 +59,14 @@ PERCENT_SHOWN_MAX = 9999
 
 
 def percent(utilization: Any) -> str:
-    if not isinstance(utilization, int | float):
+    if not isinstance(utilization, int | float) or utilization != utilization:  # (NaN)
         return "-"
     shown = utilization * 100
-    return f">{PERCENT_SHOWN_MAX}%" if shown > PERCENT_SHOWN_MAX else f"{shown:.0f}%"
+    if shown > PERCENT_SHOWN_MAX:
+        return f">{PERCENT_SHOWN_MAX}%"
+    if shown < -PERCENT_SHOWN_MAX:
+        return f"<-{PERCENT_SHOWN_MAX}%"
+    return f"{shown:.0f}%"
 
 
 def number(value: Any) -> str:

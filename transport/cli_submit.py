@@ -63,9 +63,9 @@ def submit_and_wait(conn: Connection, args: argparse.Namespace,
             stream.wait_live(conn.timeout)
             with conn.control_client() as control:
                 execution_id = str(send_submit(control, conn, args, inputs)["execution_id"])
+                if not args.json:
+                    print(execution_id, flush=True)
                 heartbeat_s = _heartbeat_s(control)
-            if not args.json:
-                print(execution_id, flush=True)
             return _wait(stream, execution_id, args, heartbeat_s)
         except KeyboardInterrupt:  # Ctrl-C: never exit 0 without the result
             fail(f"stopped waiting for {execution_id} (it goes on: `tradeloom show "

@@ -269,12 +269,15 @@ class _WholeWrites:
             try:
                 fd = out.fileno()
             except (AttributeError, OSError, ValueError):  # not a file (a test's capture)
+                fd = -1
+            if fd < 0:
                 out.write(text)
                 out.flush()
-                return
-            data = memoryview(text.encode(out.encoding or "utf-8", out.errors or "strict"))
-            while data:
-                data = data[os.write(fd, data):]
+            else:
+                data = memoryview(text.encode(out.encoding or "utf-8",
+                                              out.errors or "strict"))
+                while data:
+                    data = data[os.write(fd, data):]
         finally:
             self.writing = False
         if self.stop_after:
