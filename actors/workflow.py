@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 from actors.closure import Closure
+from actors.config_ranges import COUNT_RANGES
 from actors.errors import NodeTimeout, WorkflowDefinitionError, shown, valid_text
 from actors.logs import node_logger
 
@@ -20,8 +21,8 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 #: reads it), so every thread of a node gets the same one.
 _MAKING_CANCEL_EVENT = threading.Lock()
 DEFAULT_RESTART_ON: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError, NodeTimeout)
-#: A node's `max_restarts` at most (as `[resilience] max_restarts`): more is a typo's sign.
-MAX_RESTARTS_MAX = 1000
+#: A node's `max_restarts` at most, as `[resilience] max_restarts`: more is a typo's sign.
+MAX_RESTARTS_MAX = COUNT_RANGES["resilience.max_restarts"][1]
 
 RiskFn = Callable[..., dict[str, Any]]
 

@@ -230,6 +230,12 @@ def test_outage_notes_take_the_period_status_gave_before_two_heartbeats_came(
     notes.check()
     assert capsys.readouterr().err.startswith("tradeloom submit: the daemon does not answer "
                                               "(nothing from it for 91 s); still waiting")
+    # A period no daemon can have (a hostile reply's inf) is not taken: silent after 5 s.
+    for odd in (float("inf"), float("nan"), 1e300, True, "30"):
+        quiet = OutageNotes(stream, clock=lambda: now[0], heartbeat_s=odd)  # type: ignore[arg-type]
+        now[0] += 6.0
+        quiet.check()
+        assert "does not answer" in capsys.readouterr().err, odd
 
 
 def blocked_writing(pid: int) -> bool:

@@ -227,6 +227,7 @@ def test_a_retry_refused_in_reduce_only_leaves_open_the_intent_its_attempt_left(
                what="attempt 1's late result recorded")
     intent = by_key(engine.intents())[key]
     assert intent["outcome"] is None, "attempt 1 may have filled: not 'not_started'"
+    assert intent["attempt"] == 1, "the refused attempt 2 never ran: the row stays attempt 1's"
     assert intent["detail"]["value"] == {"order": "filled", "attempt": 1}
 
 

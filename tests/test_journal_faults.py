@@ -143,6 +143,8 @@ def test_a_journal_file_damaged_in_place_is_a_write_failure_at_the_next_checkpoi
         assert "is damaged" in str(callbacks.errors[0])
         assert journal.stats()["failing"]
         seq.emit(sys_event("tock"))  # nothing more goes into the damaged file
+        failures = journal.stats()["failures"]
+        eventually(lambda: journal.stats()["failures"] > failures, 10.0, "a retry with tock")
         assert journal.last_committed_seq() <= committed + 1
 
 

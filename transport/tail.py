@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from actors.config_ranges import HEARTBEAT_S_RANGE
 from actors.json_text import json_text
 from actors.workflow import ID_PATTERN
 from transport.cli_options import (
@@ -162,8 +163,11 @@ class OutageNotes:
         #: The last gap between heartbeats (or an event and a heartbeat): a daemon with a
         #: long `heartbeat_s` is not called silent between two of them. Until one is seen,
         #: the period `status` gave (its `heartbeat_s`), if it did.
+        #: (Only a period a daemon could have: a reply's inf would mean never silent.)
+        low, high = HEARTBEAT_S_RANGE
         self._beat_gap = (float(heartbeat_s) if isinstance(heartbeat_s, int | float)
-                          and not isinstance(heartbeat_s, bool) and heartbeat_s > 0 else 0.0)
+                          and not isinstance(heartbeat_s, bool) and low <= heartbeat_s <= high
+                          else 0.0)
         self._who = who
         self._waiting = waiting
         self.silent_since: float | None = None
